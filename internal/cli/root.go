@@ -1,0 +1,281 @@
+// Package cli implements relctl, the command line client of Rel's control
+// plane. Main runs one command in-process and returns its exit code, so tests
+// drive the real command tree without building a binary.
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+const (
+	defaultAddr    = "127.0.0.1:7400"
+	defaultTimeout = 10 * time.Second
+
+	envAddr   = "REL_ADDR"
+	envOutput = "REL_OUTPUT"
+)
+
+// Main runs relctl with args (without the program name) and returns the exit
+// code. Every failure is reported as exactly one "relctl: ..." line on stderr.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return run(args, os.LookupEnv, stdin, stdout, stderr)
+}
+
+// run is Main with the environment injected, so tests can set REL_ADDR and
+// REL_OUTPUT without touching the process environment.
+func run(args []string, lookupEnv func(string) (string, bool), stdin io.Reader, stdout, stderr io.Writer) int {
+	r := &runner{lookupEnv: lookupEnv, stdin: stdin, stdout: stdout}
+	defer r.cancel()
+
+	root := r.rootCommand()
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	if args == nil {
+		// cobra reads os.Args when given nil, which is never what an
+		// in-process caller means.
+		args = []string{}
+	}
+	root.SetArgs(args)
+
+	cmd, err := root.ExecuteC()
+	if err == nil {
+		return exitOK
+	}
+	if cmd == nil {
+		cmd = root
+	}
+	code, msg := describeError(err, cmd.CommandPath(), !r.started)
+	fmt.Fprintf(stderr, "relctl: %s\n", msg)
+	return code
+}
+
+// runner holds one invocation's flags, resolved settings and I/O.
+type runner struct {
+	lookupEnv func(string) (string, bool)
+	stdin     io.Reader
+	stdout    io.Writer
+
+	// Raw persistent flag values; resolve turns them into the fields below.
+	addrFlag    string
+	outputFlag  string
+	timeoutFlag time.Duration
+	consistent  bool
+
+	addrs   []string
+	output  string
+	timeout time.Duration
+
+	ctx        context.Context
+	cancelFunc context.CancelFunc
+
+	// started is set once a command's RunE begins: errors before that come
+	// from parsing the command line and are usage errors.
+	started bool
+}
+
+func (r *runner) cancel() {
+	if r.cancelFunc != nil {
+		r.cancelFunc()
+	}
+}
+
+// resolve applies precedence to the global settings: a flag given on the
+// command line wins over the environment, which wins over the default.
+func (r *runner) resolve(cmd *cobra.Command) error {
+	flags := cmd.Flags()
+
+	addr, addrSource := r.addrFlag, "--addr"
+	if v, ok := r.lookupEnv(envAddr); ok && v != "" && !flags.Changed("addr") {
+		addr, addrSource = v, envAddr
+	}
+	addrs, err := parseAddrs(addrSource, addr)
+	if err != nil {
+		return err
+	}
+
+	output, outputSource := r.outputFlag, "--output"
+	if v, ok := r.lookupEnv(envOutput); ok && v != "" && !flags.Changed("output") {
+		output, outputSource = v, envOutput
+	}
+	if output != formatTable && output != formatJSON {
+		return usagef("invalid %s %q: want %s or %s", outputSource, output, formatTable, formatJSON)
+	}
+
+	if r.timeoutFlag <= 0 {
+		return usagef("invalid --timeout %s: must be positive", r.timeoutFlag)
+	}
+
+	r.addrs, r.output, r.timeout = addrs, output, r.timeoutFlag
+	return nil
+}
+
+func (r *runner) printer() printer { return printer{w: r.stdout, format: r.output} }
+
+// do wraps a command's body: it marks the command as started (see
+// runner.started) and hands it the command-wide context.
+func (r *runner) do(fn func(ctx context.Context, args []string) error) func(*cobra.Command, []string) error {
+	return func(_ *cobra.Command, args []string) error {
+		r.started = true
+		return fn(r.ctx, args)
+	}
+}
+
+// call runs one RPC with failover across r.addrs (see invoke).
+func (r *runner) call(ctx context.Context, c rpc) (string, error) {
+	return invoke(ctx, r.addrs, r.timeout, c)
+}
+
+func (r *runner) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "relctl",
+		Short: "Manage apps, environments and releases in Rel",
+		Long: `relctl is the command line client of Rel's control plane. It talks gRPC to
+any rel-server of the cluster: writes are forwarded to the leader, reads are
+served by the server asked unless --consistent is given.
+
+Global settings come from flags, then environment variables, then defaults:
+  --addr     REL_ADDR     default ` + defaultAddr + `
+  --output   REL_OUTPUT   default table
+  --timeout               default ` + defaultTimeout.String() + ` (the whole command)
+
+--addr takes a comma-separated list. relctl tries the addresses in order and
+moves to the next only when one cannot be reached; any answer from a server,
+even an error, is final.
+
+Every failure prints one line, "relctl: <message>", on stderr.
+
+` + exitCodeHelp,
+		Example: `  relctl app create web --description "Public website"
+  relctl --addr 10.0.0.1:7400,10.0.0.2:7400 release list web
+  REL_OUTPUT=json relctl cluster members`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		// Cobra's unknown-command error adds multi-line suggestions; noArgs
+		// reports the same on one line.
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if err := r.resolve(cmd); err != nil {
+				return err
+			}
+			r.ctx, r.cancelFunc = context.WithTimeout(context.Background(), r.timeout)
+			return nil
+		},
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{msg: err.Error()} })
+
+	pf := root.PersistentFlags()
+	pf.StringVar(&r.addrFlag, "addr", defaultAddr, "server addresses `HOST:PORT[,HOST:PORT...]`, tried in order ($"+envAddr+")")
+	pf.StringVarP(&r.outputFlag, "output", "o", formatTable, "output `FORMAT`: table or json ($"+envOutput+")")
+	pf.DurationVar(&r.timeoutFlag, "timeout", defaultTimeout, "time limit for the whole command")
+	pf.BoolVar(&r.consistent, "consistent", false, "read from the leader after it confirms its leadership, not from a possibly stale replica")
+	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(
+		[]string{formatTable, formatJSON}, cobra.ShellCompDirectiveNoFileComp))
+
+	root.AddCommand(
+		r.appCommand(),
+		r.envCommand(),
+		r.releaseCommand(),
+		r.clusterCommand(),
+		r.versionCommand(),
+	)
+	return root
+}
+
+// noun builds a command that only groups subcommands ("app", "env", ...).
+// Without a RunE cobra would print help and exit 0 for "relctl app lst";
+// with noArgs the typo is a usage error.
+func noun(use, short, long, example string, subs ...*cobra.Command) *cobra.Command {
+	c := &cobra.Command{
+		Use:     use,
+		Short:   short,
+		Long:    long,
+		Example: example,
+		Args:    noArgs,
+		RunE:    func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	c.AddCommand(subs...)
+	return c
+}
+
+// noArgs rejects arguments to a command that only has subcommands, with a
+// one-line suggestion when the argument looks like a misspelt subcommand.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		msg += fmt.Sprintf("; did you mean %q?", s[0])
+	}
+	return usagef("%s", msg)
+}
+
+// exactArgs requires exactly the named positional arguments.
+func exactArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != len(names) {
+			return usagef("%s takes %s, got %d argument%s", cmd.CommandPath(), describeArgs(names), len(args), plural(len(args)))
+		}
+		return nil
+	}
+}
+
+// maxArgs allows up to len(names) positional arguments.
+func maxArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) > len(names) {
+			return usagef("%s takes at most %s, got %d arguments", cmd.CommandPath(), describeArgs(names), len(args))
+		}
+		return nil
+	}
+}
+
+func describeArgs(names []string) string {
+	if len(names) == 0 {
+		return "no arguments"
+	}
+	return fmt.Sprintf("%d argument%s (%s)", len(names), plural(len(names)), strings.Join(names, " "))
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// completionTimeout caps dynamic shell completion: a shell waiting on a slow
+// or unreachable server for the full --timeout feels hung.
+const completionTimeout = 2 * time.Second
+
+// complete runs list for dynamic shell completion and keeps the suggestions
+// starting with toComplete. Completion runs without PersistentPreRunE, so it
+// resolves the global flags itself. Failures only mean no suggestions: an
+// error printed into the middle of a command line helps nobody.
+func (r *runner) complete(cmd *cobra.Command, toComplete string, list func(ctx context.Context) ([]string, error)) ([]cobra.Completion, cobra.ShellCompDirective) {
+	if err := r.resolve(cmd); err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), min(r.timeout, completionTimeout))
+	defer cancel()
+	names, err := list(ctx)
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var out []cobra.Completion
+	for _, n := range names {
+		if strings.HasPrefix(n, toComplete) {
+			out = append(out, n)
+		}
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
+}

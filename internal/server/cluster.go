@@ -1,0 +1,226 @@
+package server
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/relhq/rel/internal/version"
+	relv1 "github.com/relhq/rel/proto/rel/v1"
+)
+
+// memberProbeTimeout bounds how long Members waits for each member's status.
+const memberProbeTimeout = time.Second
+
+// clusterService implements relv1.ClusterService.
+type clusterService struct {
+	relv1.UnimplementedClusterServiceServer
+	s *Server
+}
+
+func forwardCtx(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, forwardedKey, "1")
+}
+
+// Members lists the raft configuration, asking every member for its status
+// concurrently. It is served by the leader, whose configuration is
+// authoritative.
+func (c *clusterService) Members(ctx context.Context, req *relv1.MembersRequest) (*relv1.MembersResponse, error) {
+	s := c.s
+	if !s.IsLeader() {
+		if isForwarded(ctx) {
+			return nil, status.Error(codes.Unavailable, "leadership moved while the request was forwarded: retry")
+		}
+		conn, err := s.consistentRead(ctx)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		if conn != nil {
+			return relv1.NewClusterServiceClient(conn).Members(forwardCtx(ctx), req)
+		}
+	}
+	cf := s.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return nil, toStatus(err)
+	}
+	servers, _, err := s.store.Servers(memdb.NewWatchSet())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	byID := map[string]*relv1.Server{}
+	for _, srv := range servers {
+		byID[srv.GetId()] = srv
+	}
+	_, leaderID := s.raft.LeaderWithID()
+	cfgServers := cf.Configuration().Servers
+	members := make([]*relv1.Member, len(cfgServers))
+	var wg sync.WaitGroup
+	for i, rs := range cfgServers {
+		m := &relv1.Member{
+			Id:       string(rs.ID),
+			RaftAddr: string(rs.Address),
+			Suffrage: rs.Suffrage.String(),
+			Leader:   rs.ID == leaderID,
+		}
+		if reg := byID[m.Id]; reg != nil {
+			m.GrpcAddr, m.HttpAddr = reg.GetGrpcAddr(), reg.GetHttpAddr()
+		}
+		members[i] = m
+		if m.Id == s.cfg.NodeID {
+			st := s.status()
+			m.Role, m.AppliedIndex, m.CommitIndex, m.LastIndex = st.Role, st.AppliedIndex, st.CommitIndex, st.LastIndex
+			continue
+		}
+		if m.GrpcAddr == "" {
+			m.Role, m.Error = "unknown", "not registered yet"
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pctx, cancel := context.WithTimeout(ctx, memberProbeTimeout)
+			defer cancel()
+			conn, err := s.peers.get(m.GrpcAddr)
+			var st *relv1.StatusResponse
+			if err == nil {
+				st, err = relv1.NewClusterServiceClient(conn).Status(pctx, &relv1.StatusRequest{})
+			}
+			if err != nil {
+				m.Role, m.Error = "unreachable", status.Convert(err).Message()
+				return
+			}
+			m.Role, m.AppliedIndex, m.CommitIndex, m.LastIndex = st.GetRole(), st.GetAppliedIndex(), st.GetCommitIndex(), st.GetLastIndex()
+		}()
+	}
+	wg.Wait()
+	sort.Slice(members, func(i, j int) bool { return members[i].Id < members[j].Id })
+	return &relv1.MembersResponse{Members: members}, nil
+}
+
+// Join admits a node. Followers forward it to the leader.
+func (c *clusterService) Join(ctx context.Context, req *relv1.JoinRequest) (*relv1.JoinResponse, error) {
+	s := c.s
+	if req.GetId() == "" || req.GetRaftAddr() == "" || req.GetGrpcAddr() == "" {
+		return nil, status.Error(codes.InvalidArgument, "join needs the node's id, raft address and gRPC address")
+	}
+	if !nodeIDRE.MatchString(req.GetId()) {
+		return nil, status.Errorf(codes.InvalidArgument, "node id %q: use 1-63 letters, digits and . _ -", req.GetId())
+	}
+	if !s.IsLeader() {
+		if isForwarded(ctx) {
+			return nil, status.Error(codes.Unavailable, "leadership moved while the join was forwarded: retry")
+		}
+		conn, err := s.waitLeaderConn(ctx)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		return relv1.NewClusterServiceClient(conn).Join(forwardCtx(ctx), req)
+	}
+	idx, err := s.addVoter(ctx, req)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &relv1.JoinResponse{Index: idx}, nil
+}
+
+// Remove takes a node out of the cluster. Followers forward it to the leader.
+func (c *clusterService) Remove(ctx context.Context, req *relv1.RemoveRequest) (*relv1.RemoveResponse, error) {
+	s := c.s
+	if !nodeIDRE.MatchString(req.GetId()) {
+		return nil, status.Errorf(codes.InvalidArgument, "node id %q: use 1-63 letters, digits and . _ -", req.GetId())
+	}
+	if !s.IsLeader() {
+		if isForwarded(ctx) {
+			return nil, status.Error(codes.Unavailable, "leadership moved while the request was forwarded: retry")
+		}
+		conn, err := s.waitLeaderConn(ctx)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		return relv1.NewClusterServiceClient(conn).Remove(forwardCtx(ctx), req)
+	}
+	idx, err := s.removeServer(ctx, req.GetId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &relv1.RemoveResponse{Index: idx}, nil
+}
+
+// Status is this node's own view.
+func (c *clusterService) Status(ctx context.Context, req *relv1.StatusRequest) (*relv1.StatusResponse, error) {
+	return c.s.status(), nil
+}
+
+// Apply commits a forwarded command; only the leader accepts it.
+func (c *clusterService) Apply(ctx context.Context, req *relv1.ApplyRequest) (*relv1.ApplyResponse, error) {
+	if !c.s.IsLeader() {
+		return nil, status.Error(codes.Unavailable, "not the leader: the forwarding server will retry with the new one")
+	}
+	idx, err := c.s.applyBytes(ctx, req.GetCommand(), true)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &relv1.ApplyResponse{Index: idx}, nil
+}
+
+func (s *Server) status() *relv1.StatusResponse {
+	_, leaderID := s.raft.LeaderWithID()
+	st := &relv1.StatusResponse{
+		Id:           s.cfg.NodeID,
+		Role:         roleName(s.raft.State()),
+		LeaderId:     string(leaderID),
+		AppliedIndex: s.raft.AppliedIndex(),
+		CommitIndex:  s.raft.CommitIndex(),
+		LastIndex:    s.raft.LastIndex(),
+		Term:         s.raft.CurrentTerm(),
+		Version:      version.Version,
+		RaftAddr:     s.RaftAddr(),
+		GrpcAddr:     s.GRPCAddr(),
+		HttpAddr:     s.HTTPAddr(),
+	}
+	if leaderID != "" {
+		if srv, err := s.store.Server(string(leaderID)); err == nil {
+			st.LeaderGrpcAddr = srv.GetGrpcAddr()
+		}
+	}
+	return st
+}
+
+func roleName(st raft.RaftState) string {
+	switch st {
+	case raft.Leader:
+		return "leader"
+	case raft.Follower:
+		return "follower"
+	case raft.Candidate:
+		return "candidate"
+	default:
+		return "shutdown"
+	}
+}
+
+// waitLeaderConn waits up to LeaderWait for a known, registered leader.
+func (s *Server) waitLeaderConn(ctx context.Context) (*grpc.ClientConn, error) {
+	deadline := time.Now().Add(s.cfg.LeaderWait)
+	backoff := 25 * time.Millisecond
+	for {
+		if conn, err := s.leaderConn(); err == nil {
+			return conn, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, s.noLeaderError()
+		}
+		if !sleepCtx(ctx, jitter(backoff)) {
+			return nil, ctx.Err()
+		}
+		backoff = minDur(backoff*2, 250*time.Millisecond)
+	}
+}

@@ -1,0 +1,170 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"regexp"
+	"time"
+)
+
+// Defaults of the node's tunables.
+const (
+	DefaultGRPCAddr          = "127.0.0.1:7400"
+	DefaultRaftAddr          = "127.0.0.1:7401"
+	DefaultHTTPAddr          = "127.0.0.1:7480"
+	DefaultSnapshotThreshold = 8192
+	DefaultSnapshotInterval  = 2 * time.Minute
+	DefaultTrailingLogs      = 10240
+	// snapshotsRetained is how many snapshots the file store keeps.
+	snapshotsRetained = 2
+	// DefaultLeaderWait bounds how long a request waits for a leader to be
+	// elected before it fails with Unavailable.
+	DefaultLeaderWait = 5 * time.Second
+)
+
+// ErrConfig is wrapped by every configuration error.
+var ErrConfig = errors.New("invalid configuration")
+
+var nodeIDRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$`)
+
+// Config configures one rel-server node.
+type Config struct {
+	// NodeID names the node in raft and in the cluster; stable across restarts.
+	NodeID string
+	// DataDir holds the raft log, stable store and snapshots.
+	DataDir string
+	// Addresses to listen on. Port 0 picks a free port (tests); the node
+	// advertises the address it actually got.
+	GRPCAddr, RaftAddr, HTTPAddr string
+	// Bootstrap makes this node a one-voter cluster when its data dir is new.
+	Bootstrap bool
+	// Join lists gRPC addresses of existing members to ask for admission when
+	// the data dir is new.
+	Join []string
+
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	// TrailingLogs is how many log entries stay after a snapshot compacts the log.
+	TrailingLogs uint64
+
+	// Raft timing. Zero means the production defaults (1 s heartbeat and
+	// election timeouts); tests shorten them.
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+
+	// LeaderWait bounds how long a request waits for a leader.
+	LeaderWait time.Duration
+
+	Logger *slog.Logger
+	// LogOutput receives raft's own log lines; nil discards them.
+	LogOutput io.Writer
+	// LogJSON makes raft's log lines JSON like the rest.
+	LogJSON  bool
+	LogLevel slog.Level
+}
+
+func (c *Config) withDefaults() Config {
+	out := *c
+	if out.GRPCAddr == "" {
+		out.GRPCAddr = DefaultGRPCAddr
+	}
+	if out.RaftAddr == "" {
+		out.RaftAddr = DefaultRaftAddr
+	}
+	if out.HTTPAddr == "" {
+		out.HTTPAddr = DefaultHTTPAddr
+	}
+	if out.SnapshotThreshold == 0 {
+		out.SnapshotThreshold = DefaultSnapshotThreshold
+	}
+	if out.SnapshotInterval == 0 {
+		out.SnapshotInterval = DefaultSnapshotInterval
+	}
+	if out.TrailingLogs == 0 {
+		out.TrailingLogs = DefaultTrailingLogs
+	}
+	if out.LeaderWait == 0 {
+		out.LeaderWait = DefaultLeaderWait
+	}
+	if out.Logger == nil {
+		out.Logger = slog.New(slog.DiscardHandler)
+	}
+	if out.LogOutput == nil {
+		out.LogOutput = io.Discard
+	}
+	return out
+}
+
+// Validate checks the configuration, naming the flag to fix.
+func (c *Config) Validate() error {
+	if c.NodeID == "" {
+		return fmt.Errorf("%w: --node-id is empty: give the node a name, e.g. --node-id s1", ErrConfig)
+	}
+	if !nodeIDRE.MatchString(c.NodeID) {
+		return fmt.Errorf("%w: --node-id %q: use 1-63 letters, digits and . _ -, starting with a letter or digit", ErrConfig, c.NodeID)
+	}
+	if c.DataDir == "" {
+		return fmt.Errorf("%w: --data-dir is empty: give a directory for the raft log and snapshots", ErrConfig)
+	}
+	if c.Bootstrap && len(c.Join) > 0 {
+		return fmt.Errorf("%w: --bootstrap and --join together: bootstrap the first node only, join the others to it", ErrConfig)
+	}
+	if c.SnapshotInterval < 0 {
+		return fmt.Errorf("%w: --snapshot-interval %s is negative", ErrConfig, c.SnapshotInterval)
+	}
+	return nil
+}
+
+// ensureDataDir creates the data dir and checks that it belongs to this node:
+// starting node s2 on s1's data would split one raft identity in two.
+func ensureDataDir(dir, nodeID string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("%w: create --data-dir %s: %v", ErrConfig, dir, err)
+	}
+	idFile := dir + string(os.PathSeparator) + "node-id"
+	b, err := os.ReadFile(idFile)
+	switch {
+	case err == nil:
+		if got := string(trimNewline(b)); got != nodeID {
+			return fmt.Errorf("%w: --data-dir %s belongs to node %q, not %q: use that node id or another data dir", ErrConfig, dir, got, nodeID)
+		}
+		return nil
+	case errors.Is(err, os.ErrNotExist):
+		return writeFileAtomic(idFile, []byte(nodeID+"\n"))
+	default:
+		return fmt.Errorf("%w: read %s: %v", ErrConfig, idFile, err)
+	}
+}
+
+func trimNewline(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// writeFileAtomic writes via a synced temp file and rename, so a crash leaves
+// either the old file or the new one.
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

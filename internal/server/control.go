@@ -1,0 +1,171 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+	"google.golang.org/grpc"
+
+	"github.com/relhq/rel/internal/validate"
+	relv1 "github.com/relhq/rel/proto/rel/v1"
+)
+
+// controlService implements relv1.ControlService. Every call validates its
+// input before anything is proposed, so a bad request never reaches the log,
+// and the FSM re-checks existence so that concurrent requests cannot race.
+type controlService struct {
+	relv1.UnimplementedControlServiceServer
+	s *Server
+}
+
+func (c *controlService) CreateApp(ctx context.Context, req *relv1.CreateAppRequest) (*relv1.CreateAppResponse, error) {
+	if err := validate.Name("app name", req.GetName()); err != nil {
+		return nil, toStatus(err)
+	}
+	if err := validate.Description(req.GetDescription()); err != nil {
+		return nil, toStatus(err)
+	}
+	app := &relv1.App{Name: req.GetName(), Description: req.GetDescription(), CreatedUnixNano: time.Now().UnixNano()}
+	idx, err := c.s.apply(ctx, &relv1.Command{StampedUnixNano: app.CreatedUnixNano, Kind: &relv1.Command_CreateApp{CreateApp: &relv1.CreateApp{App: app}}})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	app.CreateIndex, app.ModifyIndex = idx, idx
+	return &relv1.CreateAppResponse{App: app, Index: idx}, nil
+}
+
+func (c *controlService) ListApps(ctx context.Context, req *relv1.ListAppsRequest) (*relv1.ListAppsResponse, error) {
+	if conn, err := c.s.readTarget(ctx, req.GetRead()); err != nil {
+		return nil, toStatus(err)
+	} else if conn != nil {
+		return relv1.NewControlServiceClient(conn).ListApps(forwardCtx(ctx), req)
+	}
+	apps, idx, err := c.s.store.Apps(memdb.NewWatchSet())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &relv1.ListAppsResponse{Apps: apps, Index: idx}, nil
+}
+
+func (c *controlService) CreateEnvironment(ctx context.Context, req *relv1.CreateEnvironmentRequest) (*relv1.CreateEnvironmentResponse, error) {
+	if err := validate.Name("environment name", req.GetName()); err != nil {
+		return nil, toStatus(err)
+	}
+	if err := validate.Description(req.GetDescription()); err != nil {
+		return nil, toStatus(err)
+	}
+	if err := validate.Labels("selector", req.GetSelector(), true); err != nil {
+		return nil, toStatus(err)
+	}
+	env := &relv1.Environment{Name: req.GetName(), Description: req.GetDescription(), Selector: req.GetSelector(), CreatedUnixNano: time.Now().UnixNano()}
+	idx, err := c.s.apply(ctx, &relv1.Command{StampedUnixNano: env.CreatedUnixNano, Kind: &relv1.Command_CreateEnvironment{CreateEnvironment: &relv1.CreateEnvironment{Environment: env}}})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	env.CreateIndex, env.ModifyIndex = idx, idx
+	return &relv1.CreateEnvironmentResponse{Environment: env, Index: idx}, nil
+}
+
+func (c *controlService) ListEnvironments(ctx context.Context, req *relv1.ListEnvironmentsRequest) (*relv1.ListEnvironmentsResponse, error) {
+	if conn, err := c.s.readTarget(ctx, req.GetRead()); err != nil {
+		return nil, toStatus(err)
+	} else if conn != nil {
+		return relv1.NewControlServiceClient(conn).ListEnvironments(forwardCtx(ctx), req)
+	}
+	envs, idx, err := c.s.store.Environments(memdb.NewWatchSet())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &relv1.ListEnvironmentsResponse{Environments: envs, Index: idx}, nil
+}
+
+func (c *controlService) CreateRelease(ctx context.Context, req *relv1.CreateReleaseRequest) (*relv1.CreateReleaseResponse, error) {
+	if err := validate.Name("app name", req.GetApp()); err != nil {
+		return nil, toStatus(err)
+	}
+	if err := validate.Version(req.GetVersion()); err != nil {
+		return nil, toStatus(err)
+	}
+	if err := validate.ArtifactURL(req.GetArtifactUrl()); err != nil {
+		return nil, toStatus(err)
+	}
+	sum, err := validate.SHA256(req.GetSha256())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := validate.Notes(req.GetNotes()); err != nil {
+		return nil, toStatus(err)
+	}
+	if err := validate.Commit(req.GetCommit()); err != nil {
+		return nil, toStatus(err)
+	}
+	if err := validate.Labels("label", req.GetLabels(), false); err != nil {
+		return nil, toStatus(err)
+	}
+	rel := &relv1.Release{
+		App: req.GetApp(), Version: req.GetVersion(), ArtifactUrl: req.GetArtifactUrl(), Sha256: sum,
+		Notes: req.GetNotes(), Commit: req.GetCommit(), Labels: req.GetLabels(), CreatedUnixNano: time.Now().UnixNano(),
+	}
+	idx, err := c.s.apply(ctx, &relv1.Command{StampedUnixNano: rel.CreatedUnixNano, Kind: &relv1.Command_CreateRelease{CreateRelease: &relv1.CreateRelease{Release: rel}}})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	rel.CreateIndex, rel.ModifyIndex = idx, idx
+	return &relv1.CreateReleaseResponse{Release: rel, Index: idx}, nil
+}
+
+func (c *controlService) ListReleases(ctx context.Context, req *relv1.ListReleasesRequest) (*relv1.ListReleasesResponse, error) {
+	if req.GetApp() != "" {
+		if err := validate.Name("app name", req.GetApp()); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	if conn, err := c.s.readTarget(ctx, req.GetRead()); err != nil {
+		return nil, toStatus(err)
+	} else if conn != nil {
+		return relv1.NewControlServiceClient(conn).ListReleases(forwardCtx(ctx), req)
+	}
+	if req.GetApp() != "" {
+		if _, err := c.s.store.App(nil, req.GetApp()); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	rels, idx, err := c.s.store.Releases(memdb.NewWatchSet(), req.GetApp())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &relv1.ListReleasesResponse{Releases: rels, Index: idx}, nil
+}
+
+func (c *controlService) GetRelease(ctx context.Context, req *relv1.GetReleaseRequest) (*relv1.GetReleaseResponse, error) {
+	if err := validate.Name("app name", req.GetApp()); err != nil {
+		return nil, toStatus(err)
+	}
+	if err := validate.Version(req.GetVersion()); err != nil {
+		return nil, toStatus(err)
+	}
+	if conn, err := c.s.readTarget(ctx, req.GetRead()); err != nil {
+		return nil, toStatus(err)
+	} else if conn != nil {
+		return relv1.NewControlServiceClient(conn).GetRelease(forwardCtx(ctx), req)
+	}
+	if _, err := c.s.store.App(nil, req.GetApp()); err != nil {
+		return nil, toStatus(err)
+	}
+	rel, idx, err := c.s.store.Release(memdb.NewWatchSet(), req.GetApp(), req.GetVersion())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &relv1.GetReleaseResponse{Release: rel, Index: idx}, nil
+}
+
+// readTarget decides where a read is served: nil means here, from the local
+// replica (after a leader check when the read is consistent); a connection
+// means forward the read to the leader.
+func (s *Server) readTarget(ctx context.Context, opts *relv1.ReadOptions) (*grpc.ClientConn, error) {
+	if !opts.GetConsistent() {
+		return nil, nil
+	}
+	return s.consistentRead(ctx)
+}

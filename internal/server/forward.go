@@ -1,0 +1,217 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/relhq/rel/internal/fsm"
+	"github.com/relhq/rel/internal/state"
+	"github.com/relhq/rel/internal/transport"
+	relv1 "github.com/relhq/rel/proto/rel/v1"
+)
+
+// forwardedKey marks a request one server forwarded to another, so that a
+// node that lost leadership in between answers Unavailable instead of
+// forwarding again in a loop.
+const forwardedKey = "rel-forwarded"
+
+// errNoLeader is returned when no leader is known within LeaderWait.
+var errNoLeader = errors.New("no leader")
+
+// apply commits a command: on the leader through raft, elsewhere by
+// forwarding it to the leader. It stamps the command's time if the caller did
+// not, so that the FSM never reads a clock. It returns the entry's index, or
+// the application error the FSM decided on.
+func (s *Server) apply(ctx context.Context, cmd *relv1.Command) (uint64, error) {
+	if cmd.StampedUnixNano == 0 {
+		cmd.StampedUnixNano = time.Now().UnixNano()
+	}
+	b, err := proto.Marshal(cmd)
+	if err != nil {
+		return 0, fmt.Errorf("encode command: %w", err)
+	}
+	return s.applyBytes(ctx, b, isForwarded(ctx))
+}
+
+func (s *Server) applyBytes(ctx context.Context, b []byte, forwarded bool) (uint64, error) {
+	deadline := time.Now().Add(s.cfg.LeaderWait)
+	backoff := 25 * time.Millisecond
+	for {
+		if s.IsLeader() {
+			idx, err, retry := s.applyLocal(ctx, b)
+			if !retry {
+				return idx, err
+			}
+		} else if forwarded {
+			return 0, status.Error(codes.Unavailable, "leadership moved while the request was forwarded: retry")
+		} else if conn, err := s.leaderConn(); err == nil {
+			ctx := metadata.AppendToOutgoingContext(ctx, forwardedKey, "1")
+			resp, err := relv1.NewClusterServiceClient(conn).Apply(ctx, &relv1.ApplyRequest{Command: b})
+			if err == nil {
+				return resp.GetIndex(), nil
+			}
+			if status.Code(err) != codes.Unavailable {
+				return 0, err
+			}
+			// The leader we knew is gone or stepped down: wait for the next.
+		}
+		if time.Now().After(deadline) {
+			return 0, s.noLeaderError()
+		}
+		if !sleepCtx(ctx, jitter(backoff)) {
+			return 0, ctx.Err()
+		}
+		backoff = minDur(backoff*2, 250*time.Millisecond)
+	}
+}
+
+// applyLocal applies on this node, the leader. retry says the node lost
+// leadership before the entry committed, so the caller should find the new
+// leader.
+func (s *Server) applyLocal(ctx context.Context, b []byte) (idx uint64, err error, retry bool) {
+	start := time.Now()
+	f := s.raft.Apply(b, timeoutFrom(ctx))
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+			return 0, nil, true
+		}
+		if errors.Is(err, raft.ErrEnqueueTimeout) {
+			return 0, status.Error(codes.Unavailable, "raft did not accept the write in time: the leader is overloaded, retry"), false
+		}
+		if errors.Is(err, raft.ErrRaftShutdown) {
+			return 0, status.Error(codes.Unavailable, "this server is shutting down: retry on another"), false
+		}
+		return 0, err, false
+	}
+	s.metrics.applyLatency.Observe(time.Since(start).Seconds())
+	res, ok := f.Response().(*fsm.Result)
+	if !ok {
+		return f.Index(), nil, false
+	}
+	return res.Index, res.Err, false
+}
+
+func (s *Server) noLeaderError() error {
+	return status.Errorf(codes.Unavailable, "the cluster has no leader yet (asked %s): wait for an election, or check that a majority of servers is up ('relctl cluster members')", s.cfg.NodeID)
+}
+
+func isForwarded(ctx context.Context) bool {
+	md, ok := metadata.FromIncomingContext(ctx)
+	return ok && len(md.Get(forwardedKey)) > 0
+}
+
+// leaderConn returns a connection to the current leader's gRPC address, as
+// registered in the servers table.
+func (s *Server) leaderConn() (*grpc.ClientConn, error) {
+	_, id := s.raft.LeaderWithID()
+	if id == "" {
+		return nil, errNoLeader
+	}
+	srv, err := s.store.Server(string(id))
+	if err != nil {
+		// Elected but not registered yet (a brand-new cluster).
+		return nil, errNoLeader
+	}
+	return s.peers.get(srv.GetGrpcAddr())
+}
+
+// consistentRead prepares a linearizable read. On the leader it confirms
+// leadership with a quorum and waits until the FSM has applied everything
+// committed before the read began; it then returns nil and the caller reads
+// locally. Elsewhere it returns a connection to the leader, to which the
+// caller forwards the read.
+func (s *Server) consistentRead(ctx context.Context) (*grpc.ClientConn, error) {
+	deadline := time.Now().Add(s.cfg.LeaderWait)
+	backoff := 25 * time.Millisecond
+	for {
+		if s.IsLeader() {
+			commit := s.raft.CommitIndex()
+			if err := s.raft.VerifyLeader().Error(); err == nil {
+				return nil, s.waitApplied(ctx, commit)
+			}
+		} else if isForwarded(ctx) {
+			return nil, status.Error(codes.Unavailable, "leadership moved while the read was forwarded: retry")
+		} else if conn, err := s.leaderConn(); err == nil {
+			return conn, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, s.noLeaderError()
+		}
+		if !sleepCtx(ctx, jitter(backoff)) {
+			return nil, ctx.Err()
+		}
+		backoff = minDur(backoff*2, 250*time.Millisecond)
+	}
+}
+
+// waitApplied blocks until the FSM has applied index, by watching the state
+// store rather than polling raft.
+func (s *Server) waitApplied(ctx context.Context, index uint64) error {
+	for s.raft.AppliedIndex() < index {
+		// Entries that change no table (raft config changes, barriers) do
+		// not wake the watch, so bound each wait.
+		ws := newWatch(s.store)
+		s.store.Servers(ws)
+		s.store.Apps(ws)
+		s.store.Environments(ws)
+		s.store.Releases(ws, "")
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+		err := ws.WatchCtx(wctx)
+		cancel()
+		if err != nil && ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+func newWatch(st *state.Store) memdb.WatchSet {
+	ws := memdb.NewWatchSet()
+	ws.Add(st.AbandonCh())
+	return ws
+}
+
+// peerPool keeps one gRPC connection per peer address.
+type peerPool struct {
+	sec   transport.Security
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+func newPeerPool(sec transport.Security) *peerPool {
+	return &peerPool{sec: sec, conns: map[string]*grpc.ClientConn{}}
+}
+
+func (p *peerPool) get(addr string) (*grpc.ClientConn, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient(addr, p.sec.GRPCDialOptions()...)
+	if err != nil {
+		return nil, fmt.Errorf("dial peer %s: %w", addr, err)
+	}
+	p.conns[addr] = c
+	return c, nil
+}
+
+func (p *peerPool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for addr, c := range p.conns {
+		c.Close()
+		delete(p.conns, addr)
+	}
+}

@@ -1,0 +1,252 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/relhq/rel/internal/state"
+	relv1 "github.com/relhq/rel/proto/rel/v1"
+)
+
+// monitorLeadership runs leader-only work while this node leads: one leader
+// loop at a time, started on gaining leadership and cancelled on losing it.
+func (s *Server) monitorLeadership() {
+	var (
+		stop    context.CancelFunc
+		stopped chan struct{}
+	)
+	end := func() {
+		if stop != nil {
+			stop()
+			<-stopped
+			stop, stopped = nil, nil
+		}
+	}
+	defer end()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case isLeader := <-s.leaderCh:
+			if isLeader && stop == nil {
+				ctx, cancel := context.WithCancel(s.ctx)
+				stop, stopped = cancel, make(chan struct{})
+				go func() {
+					defer close(stopped)
+					s.leaderLoop(ctx)
+				}()
+				s.logger.Info("gained leadership")
+			} else if !isLeader && stop != nil {
+				end()
+				s.logger.Info("lost leadership")
+			}
+		}
+	}
+}
+
+// leaderLoop establishes leadership: a barrier so the FSM holds everything
+// committed by earlier leaders before leader-only work reads the state. The
+// rollout engine will run here.
+func (s *Server) leaderLoop(ctx context.Context) {
+	for ctx.Err() == nil {
+		if err := s.raft.Barrier(s.cfg.LeaderWait).Error(); err != nil {
+			s.logger.Warn("leader barrier failed; retrying", "err", err)
+			if !sleepCtx(ctx, jitter(200*time.Millisecond)) {
+				return
+			}
+			continue
+		}
+		break
+	}
+	<-ctx.Done()
+}
+
+// registerSelfLoop makes sure this node's addresses are in the replicated
+// servers table (after bootstrap, join, or a restart with new ports), retrying
+// with jittered backoff until it is or the node stops.
+func (s *Server) registerSelfLoop() {
+	backoff := 100 * time.Millisecond
+	for {
+		self := s.selfRecord()
+		cur, err := s.store.Server(self.GetId())
+		if err == nil && sameAddrs(cur, self) {
+			// Registered. Wait for the table to change (a restore, a
+			// removal) before checking again.
+			ws := newWatch(s.store)
+			if _, _, err := s.store.Servers(ws); err == nil {
+				if ws.WatchCtx(s.ctx) != nil {
+					return
+				}
+			}
+			continue
+		}
+		if !isMember(s.raft, self.GetId()) {
+			// Not in the raft configuration (yet, or any more): nothing to
+			// register. Wait for a change of the servers table or a retry tick.
+			if !sleepCtx(s.ctx, jitter(backoff)) {
+				return
+			}
+			backoff = minDur(backoff*2, 2*time.Second)
+			continue
+		}
+		self.RegisteredUnixNano = time.Now().UnixNano()
+		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+		_, err = s.apply(ctx, &relv1.Command{Kind: &relv1.Command_RegisterServer{RegisterServer: &relv1.RegisterServer{Server: self}}})
+		cancel()
+		if err != nil {
+			if s.ctx.Err() != nil {
+				return
+			}
+			s.logger.Debug("registering this node failed; retrying", "err", err)
+			if !sleepCtx(s.ctx, jitter(backoff)) {
+				return
+			}
+			backoff = minDur(backoff*2, 2*time.Second)
+			continue
+		}
+		s.logger.Info("registered node addresses", "grpc_addr", self.GetGrpcAddr(), "http_addr", self.GetHttpAddr())
+		backoff = 100 * time.Millisecond
+	}
+}
+
+func sameAddrs(a, b *relv1.Server) bool {
+	return a.GetRaftAddr() == b.GetRaftAddr() && a.GetGrpcAddr() == b.GetGrpcAddr() && a.GetHttpAddr() == b.GetHttpAddr()
+}
+
+func isMember(r *raft.Raft, id string) bool {
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, srv := range f.Configuration().Servers {
+		if string(srv.ID) == id {
+			return true
+		}
+	}
+	return false
+}
+
+// joinLoop asks the --join addresses, in turn, to add this node, until one
+// does or the node stops.
+func (s *Server) joinLoop() {
+	req := &relv1.JoinRequest{Id: s.cfg.NodeID, RaftAddr: s.RaftAddr(), GrpcAddr: s.GRPCAddr(), HttpAddr: s.HTTPAddr()}
+	backoff := 200 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		if isMember(s.raft, s.cfg.NodeID) {
+			return
+		}
+		for _, addr := range s.cfg.Join {
+			ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+			conn, err := s.peers.get(addr)
+			if err == nil {
+				_, err = relv1.NewClusterServiceClient(conn).Join(ctx, req)
+			}
+			cancel()
+			if err == nil {
+				s.logger.Info("joined the cluster", "via", addr)
+				return
+			}
+			if s.ctx.Err() != nil {
+				return
+			}
+			s.logger.Warn("join failed; will retry", "via", addr, "err", err, "attempt", attempt+1)
+		}
+		if !sleepCtx(s.ctx, jitter(backoff)) {
+			return
+		}
+		backoff = minDur(backoff*2, 5*time.Second)
+	}
+}
+
+// addVoter adds a node on the leader and records its addresses.
+func (s *Server) addVoter(ctx context.Context, req *relv1.JoinRequest) (uint64, error) {
+	cf := s.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return 0, err
+	}
+	for _, srv := range cf.Configuration().Servers {
+		sameID := string(srv.ID) == req.GetId()
+		sameAddr := string(srv.Address) == req.GetRaftAddr()
+		switch {
+		case sameID && sameAddr:
+			// Already a member (a retried join): just refresh its record.
+			return s.apply(ctx, registerCmd(req))
+		case sameID || sameAddr:
+			return 0, errConflict("node %q or raft address %s is already a member as %q at %s: remove it first with 'relctl cluster remove %s'",
+				req.GetId(), req.GetRaftAddr(), srv.ID, srv.Address, srv.ID)
+		}
+	}
+	f := s.raft.AddVoter(raft.ServerID(req.GetId()), raft.ServerAddress(req.GetRaftAddr()), 0, timeoutFrom(ctx))
+	if err := f.Error(); err != nil {
+		return 0, err
+	}
+	s.logger.Info("added voter", "id", req.GetId(), "raft_addr", req.GetRaftAddr())
+	return s.apply(ctx, registerCmd(req))
+}
+
+func registerCmd(req *relv1.JoinRequest) *relv1.Command {
+	return &relv1.Command{Kind: &relv1.Command_RegisterServer{RegisterServer: &relv1.RegisterServer{Server: &relv1.Server{
+		Id: req.GetId(), RaftAddr: req.GetRaftAddr(), GrpcAddr: req.GetGrpcAddr(), HttpAddr: req.GetHttpAddr(),
+		RegisteredUnixNano: time.Now().UnixNano(),
+	}}}}
+}
+
+// removeServer takes a node out of the raft configuration and the servers table.
+func (s *Server) removeServer(ctx context.Context, id string) (uint64, error) {
+	if !isMember(s.raft, id) {
+		if _, err := s.store.Server(id); errors.Is(err, state.ErrNotFound) {
+			return 0, errNotFound("node %q is not a member: 'relctl cluster members' lists them", id)
+		}
+	} else {
+		if id == s.cfg.NodeID && s.voterCount() == 1 {
+			return 0, errPrecondition("node %q is the only voter: removing it would leave no cluster", id)
+		}
+		if err := s.raft.RemoveServer(raft.ServerID(id), 0, timeoutFrom(ctx)).Error(); err != nil {
+			return 0, err
+		}
+		s.logger.Info("removed server", "id", id)
+	}
+	return s.apply(ctx, &relv1.Command{Kind: &relv1.Command_DeregisterServer{DeregisterServer: &relv1.DeregisterServer{Id: id}}})
+}
+
+func timeoutFrom(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		if t := time.Until(d); t > 0 {
+			return t
+		}
+		return time.Millisecond
+	}
+	return 10 * time.Second
+}
+
+// jitter returns a duration drawn uniformly from [d/2, d*3/2), so that
+// retries from many nodes or clients spread out instead of synchronising.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return d/2 + rand.N(d)
+}
+
+func minDur(a, b time.Duration) time.Duration {
+	if a < b {
+		return a
+	}
+	return b
+}
+
+// sleepCtx waits d or until ctx ends; it reports whether ctx is still live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

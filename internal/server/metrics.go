@@ -1,0 +1,86 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+)
+
+// metrics is one node's Prometheus registry. It is per server, not global,
+// so that tests can run several servers in one process.
+type metrics struct {
+	reg          *prometheus.Registry
+	applyLatency prometheus.Histogram
+	grpcRequests *prometheus.CounterVec
+	grpcLatency  *prometheus.HistogramVec
+}
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.applyLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "rel_raft_apply_duration_seconds",
+		Help:    "Time from proposing a command on the leader to the FSM having applied it.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+	})
+	m.grpcRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rel_grpc_requests_total",
+		Help: "gRPC requests served, by full method and status code.",
+	}, []string{"method", "code"})
+	m.grpcLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "rel_grpc_request_duration_seconds",
+		Help:    "gRPC request handling time, by full method.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+	}, []string{"method"})
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	m.reg.MustRegister(
+		m.applyLatency, m.grpcRequests, m.grpcLatency,
+		gauge("rel_raft_state", "Raft state of this node: 0 follower, 1 candidate, 2 leader, 3 shutdown.",
+			func() float64 { return float64(s.raft.State()) }),
+		gauge("rel_raft_is_leader", "1 when this node is the raft leader.", func() float64 {
+			if s.raft.State() == raft.Leader {
+				return 1
+			}
+			return 0
+		}),
+		gauge("rel_raft_commit_index", "Highest raft index known committed.", func() float64 { return float64(s.raft.CommitIndex()) }),
+		gauge("rel_raft_applied_index", "Highest raft index applied to the FSM.", func() float64 { return float64(s.raft.AppliedIndex()) }),
+		gauge("rel_raft_last_index", "Last raft index in the log.", func() float64 { return float64(s.raft.LastIndex()) }),
+		gauge("rel_raft_term", "Current raft term.", func() float64 { return float64(s.raft.CurrentTerm()) }),
+		gauge("rel_raft_last_contact_seconds", "Seconds since this follower last heard from the leader (0 on the leader).", func() float64 {
+			if s.raft.State() == raft.Leader {
+				return 0
+			}
+			lc := s.raft.LastContact()
+			if lc.IsZero() {
+				return -1
+			}
+			return time.Since(lc).Seconds()
+		}),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+func (m *metrics) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	resp, err := handler(ctx, req)
+	m.grpcRequests.WithLabelValues(info.FullMethod, status.Code(err).String()).Inc()
+	m.grpcLatency.WithLabelValues(info.FullMethod).Observe(time.Since(start).Seconds())
+	return resp, err
+}
+
+func (m *metrics) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	start := time.Now()
+	err := handler(srv, ss)
+	m.grpcRequests.WithLabelValues(info.FullMethod, status.Code(err).String()).Inc()
+	m.grpcLatency.WithLabelValues(info.FullMethod).Observe(time.Since(start).Seconds())
+	return err
+}

@@ -1,0 +1,379 @@
+// Package server is one rel-server node: raft with a bolt log and file
+// snapshots, the gRPC services for relctl and peers, the HTTP endpoints for
+// health, metrics and profiling, cluster membership, write forwarding to the
+// leader, and the leadership monitor that runs leader-only work.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+	"google.golang.org/grpc"
+
+	"github.com/relhq/rel/internal/fsm"
+	"github.com/relhq/rel/internal/state"
+	"github.com/relhq/rel/internal/transport"
+	relv1 "github.com/relhq/rel/proto/rel/v1"
+)
+
+// Server is one node of the control plane.
+type Server struct {
+	cfg    Config
+	logger *slog.Logger
+	sec    transport.Security
+
+	store *state.Store
+	fsm   *fsm.FSM
+
+	raft      *raft.Raft
+	raftTrans *raft.NetworkTransport
+	boltStore *raftboltdb.BoltStore
+	snaps     *raft.FileSnapshotStore
+	leaderCh  chan bool
+
+	grpcLn, httpLn net.Listener
+	grpcSrv        *grpc.Server
+	httpSrv        *http.Server
+
+	metrics *metrics
+	peers   *peerPool
+
+	// ctx is cancelled when the server shuts down; background loops use it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+// New opens the node's data dir and listeners and starts raft, gRPC and HTTP.
+// It returns once everything listens; the node may not have a leader yet.
+func New(c Config) (s *Server, err error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	cfg := c.withDefaults()
+	if err := ensureDataDir(cfg.DataDir, cfg.NodeID); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s = &Server{
+		cfg:    cfg,
+		logger: cfg.Logger.With("node", cfg.NodeID),
+		store:  state.New(),
+		ctx:    ctx,
+		cancel: cancel,
+	}
+	s.fsm = fsm.New(s.store)
+	s.peers = newPeerPool(s.sec)
+	defer func() {
+		if err != nil {
+			s.closeAll()
+		}
+	}()
+
+	if s.grpcLn, err = s.sec.Listen("grpc", cfg.GRPCAddr); err != nil {
+		return nil, err
+	}
+	if s.httpLn, err = s.sec.Listen("http", cfg.HTTPAddr); err != nil {
+		return nil, err
+	}
+	if err = s.setupRaft(); err != nil {
+		return nil, err
+	}
+	s.metrics = newMetrics(s)
+	s.setupGRPC()
+	s.setupHTTP()
+
+	s.wg.Add(3)
+	go func() {
+		defer s.wg.Done()
+		if err := s.grpcSrv.Serve(s.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			s.logger.Error("grpc server stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer s.wg.Done()
+		if err := s.httpSrv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.logger.Error("http server stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.monitorLeadership()
+	}()
+
+	if err = s.bootstrapOrJoin(); err != nil {
+		return nil, err
+	}
+	s.logger.Info("rel-server started",
+		"grpc_addr", s.GRPCAddr(), "raft_addr", s.RaftAddr(), "http_addr", s.HTTPAddr(),
+		"data_dir", cfg.DataDir)
+	return s, nil
+}
+
+func (s *Server) setupRaft() error {
+	cfg := s.cfg
+	raftDir := filepath.Join(cfg.DataDir, "raft")
+	if err := os.MkdirAll(raftDir, 0o700); err != nil {
+		return fmt.Errorf("%w: create %s: %v", ErrConfig, raftDir, err)
+	}
+	// Bolt takes an exclusive flock: a second rel-server on the same data
+	// dir waits here, so bound the wait and say why.
+	bolt, err := raftboltdb.New(raftboltdb.Options{
+		Path:        filepath.Join(raftDir, "raft.db"),
+		BoltOptions: &bbolt.Options{Timeout: 2 * time.Second},
+	})
+	if err != nil {
+		return fmt.Errorf("open raft log %s: %w (is another rel-server running on this --data-dir?)", filepath.Join(raftDir, "raft.db"), err)
+	}
+	s.boltStore = bolt
+	logs, err := raft.NewLogCache(512, bolt)
+	if err != nil {
+		return fmt.Errorf("raft log cache: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStore(raftDir, snapshotsRetained, cfg.LogOutput)
+	if err != nil {
+		return fmt.Errorf("open snapshot store in %s: %w", raftDir, err)
+	}
+	s.snaps = snaps
+
+	ln, err := s.sec.Listen("raft", cfg.RaftAddr)
+	if err != nil {
+		return err
+	}
+	advertise, err := advertiseAddr(ln.Addr())
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	layer := s.sec.RaftStreamLayer(ln, advertise)
+	s.raftTrans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  layer,
+		MaxPool: 3,
+		Timeout: 10 * time.Second,
+		Logger:  s.hclog("raft-net"),
+	})
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = s.hclog("raft")
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.TrailingLogs = cfg.TrailingLogs
+	if cfg.HeartbeatTimeout > 0 {
+		rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	}
+	if cfg.ElectionTimeout > 0 {
+		rc.ElectionTimeout = cfg.ElectionTimeout
+	}
+	if cfg.LeaderLeaseTimeout > 0 {
+		rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	}
+	// Our own leadership monitor consumes NotifyCh; raft's LeaderCh drops
+	// notifications when nobody reads it.
+	s.leaderCh = make(chan bool, 16)
+	rc.NotifyCh = s.leaderCh
+	if err := raft.ValidateConfig(rc); err != nil {
+		return fmt.Errorf("%w: raft: %v", ErrConfig, err)
+	}
+	r, err := raft.NewRaft(rc, s.fsm, logs, bolt, snaps, s.raftTrans)
+	if err != nil {
+		return fmt.Errorf("start raft: %w", err)
+	}
+	s.raft = r
+	return nil
+}
+
+func (s *Server) hclog(name string) hclog.Logger {
+	level := hclog.Info
+	switch {
+	case s.cfg.LogLevel <= slog.LevelDebug:
+		level = hclog.Debug
+	case s.cfg.LogLevel >= slog.LevelError:
+		level = hclog.Error
+	case s.cfg.LogLevel >= slog.LevelWarn:
+		level = hclog.Warn
+	}
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       name,
+		Level:      level,
+		Output:     s.cfg.LogOutput,
+		JSONFormat: s.cfg.LogJSON,
+	}).With("node", s.cfg.NodeID)
+}
+
+// advertiseAddr is the address peers reach a listener at: a wildcard listen
+// address cannot be dialled, so it must be given explicitly.
+func advertiseAddr(a net.Addr) (net.Addr, error) {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok {
+		return a, nil
+	}
+	if tcp.IP.IsUnspecified() {
+		return nil, fmt.Errorf("%w: --raft-addr %s listens on every interface; give the one address peers reach this node at, e.g. --raft-addr 10.0.0.5:7401", ErrConfig, a)
+	}
+	return a, nil
+}
+
+// bootstrapOrJoin starts membership for a new data dir. A node with raft
+// state on disk is already a member and needs neither.
+func (s *Server) bootstrapOrJoin() error {
+	has, err := raft.HasExistingState(s.boltStore, s.boltStore, s.snaps)
+	if err != nil {
+		return fmt.Errorf("read raft state: %w", err)
+	}
+	if has {
+		s.logger.Info("raft state found on disk: rejoining the cluster as a known member")
+	} else if s.cfg.Bootstrap {
+		f := s.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
+			Suffrage: raft.Voter,
+			ID:       raft.ServerID(s.cfg.NodeID),
+			Address:  s.raftTrans.LocalAddr(),
+		}}})
+		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			return fmt.Errorf("bootstrap cluster: %w", err)
+		}
+		s.logger.Info("bootstrapped a new cluster")
+	} else if len(s.cfg.Join) > 0 {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.joinLoop()
+		}()
+	} else {
+		s.logger.Warn("new data dir and neither --bootstrap nor --join: waiting to be added by a member (relctl cluster members shows the cluster)")
+	}
+	// Every node keeps its own registration (addresses) current in the
+	// replicated state, so that peers can forward to it.
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.registerSelfLoop()
+	}()
+	return nil
+}
+
+// ID is the node id.
+func (s *Server) ID() string { return s.cfg.NodeID }
+
+// GRPCAddr is the address the gRPC API listens on.
+func (s *Server) GRPCAddr() string { return s.grpcLn.Addr().String() }
+
+// HTTPAddr is the address the HTTP endpoints listen on.
+func (s *Server) HTTPAddr() string { return s.httpLn.Addr().String() }
+
+// RaftAddr is the address raft listens on.
+func (s *Server) RaftAddr() string { return string(s.raftTrans.LocalAddr()) }
+
+// DataDir is the node's data directory.
+func (s *Server) DataDir() string { return s.cfg.DataDir }
+
+// Store is the node's replica of the state. Read only.
+func (s *Server) Store() *state.Store { return s.store }
+
+// Raft exposes raft for tests and diagnostics.
+func (s *Server) Raft() *raft.Raft { return s.raft }
+
+// IsLeader reports whether this node is the raft leader now.
+func (s *Server) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// Shutdown stops the node: it hands leadership to a peer if it leads a
+// multi-node cluster, stops serving, stops raft and closes its files. It is
+// safe to call more than once.
+func (s *Server) Shutdown() error {
+	s.shutdownOnce.Do(func() {
+		s.logger.Info("shutting down")
+		if s.raft != nil && s.IsLeader() && s.voterCount() > 1 {
+			// A graceful stop should not cost the cluster an election timeout.
+			if err := s.raft.LeadershipTransfer().Error(); err != nil {
+				s.logger.Warn("leadership transfer failed", "err", err)
+			}
+		}
+		s.shutdownErr = s.closeAll()
+	})
+	return s.shutdownErr
+}
+
+func (s *Server) voterCount() int {
+	f := s.raft.GetConfiguration()
+	if f.Error() != nil {
+		return 0
+	}
+	n := 0
+	for _, srv := range f.Configuration().Servers {
+		if srv.Suffrage == raft.Voter {
+			n++
+		}
+	}
+	return n
+}
+
+// closeAll releases everything New may have opened, in dependency order.
+func (s *Server) closeAll() error {
+	s.cancel()
+	var errs []error
+	if s.grpcSrv != nil {
+		stopped := make(chan struct{})
+		go func() { s.grpcSrv.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(3 * time.Second):
+			s.grpcSrv.Stop() // streams that will not end on their own
+			<-stopped
+		}
+	} else if s.grpcLn != nil {
+		s.grpcLn.Close()
+	}
+	if s.httpSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		if err := s.httpSrv.Shutdown(ctx); err != nil {
+			s.httpSrv.Close()
+		}
+		cancel()
+	} else if s.httpLn != nil {
+		s.httpLn.Close()
+	}
+	if s.raft != nil {
+		if err := s.raft.Shutdown().Error(); err != nil {
+			errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
+		}
+	}
+	if s.raftTrans != nil {
+		if err := s.raftTrans.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("raft transport: %w", err))
+		}
+	}
+	s.wg.Wait()
+	s.peers.close()
+	// Bolt closes last: raft writes to it until Shutdown returns.
+	if s.boltStore != nil {
+		if err := s.boltStore.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close raft log: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// selfRecord is this node's registration as it should be in the state.
+func (s *Server) selfRecord() *relv1.Server {
+	return &relv1.Server{
+		Id:        s.cfg.NodeID,
+		RaftAddr:  s.RaftAddr(),
+		GrpcAddr:  s.GRPCAddr(),
+		HttpAddr:  s.HTTPAddr(),
+	}
+}

@@ -1,0 +1,80 @@
+// Package state is Rel's replicated state: a go-memdb store whose rows are the
+// rel.v1 protobuf messages. The raft FSM is its only writer; every write
+// carries the raft index it was applied at, so rows record CreateIndex and
+// ModifyIndex and the index table records the latest write per table.
+//
+// Rows read from the store are shared with the store: never modify them,
+// clone first (proto.Clone).
+package state
+
+import (
+	"fmt"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+// Table names.
+const (
+	TableApps         = "apps"
+	TableEnvironments = "environments"
+	TableReleases     = "releases"
+	TableServers      = "servers"
+	tableIndex        = "index"
+)
+
+// indexEntry is a row of the index table: the raft index of the latest write
+// to a table. Blocking queries watch these rows.
+type indexEntry struct {
+	Key   string
+	Value uint64
+}
+
+func schema() *memdb.DBSchema {
+	return &memdb.DBSchema{
+		Tables: map[string]*memdb.TableSchema{
+			TableApps: {
+				Name: TableApps,
+				Indexes: map[string]*memdb.IndexSchema{
+					"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Name"}},
+				},
+			},
+			TableEnvironments: {
+				Name: TableEnvironments,
+				Indexes: map[string]*memdb.IndexSchema{
+					"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Name"}},
+				},
+			},
+			TableReleases: {
+				Name: TableReleases,
+				Indexes: map[string]*memdb.IndexSchema{
+					"id": {Name: "id", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+						&memdb.StringFieldIndex{Field: "App"},
+						&memdb.StringFieldIndex{Field: "Version"},
+					}}},
+					"app": {Name: "app", Indexer: &memdb.StringFieldIndex{Field: "App"}},
+				},
+			},
+			TableServers: {
+				Name: TableServers,
+				Indexes: map[string]*memdb.IndexSchema{
+					"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Id"}},
+				},
+			},
+			tableIndex: {
+				Name: tableIndex,
+				Indexes: map[string]*memdb.IndexSchema{
+					"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Key"}},
+				},
+			},
+		},
+	}
+}
+
+func newDB() *memdb.MemDB {
+	db, err := memdb.NewMemDB(schema())
+	if err != nil {
+		// The schema is a constant: failing to build it is a programming error.
+		panic(fmt.Sprintf("state: invalid schema: %v", err))
+	}
+	return db
+}

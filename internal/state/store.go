@@ -1,0 +1,392 @@
+package state
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/hashicorp/go-memdb"
+	"golang.org/x/mod/semver"
+	"google.golang.org/protobuf/proto"
+
+	relv1 "github.com/relhq/rel/proto/rel/v1"
+)
+
+// Store holds the state. Reads take a consistent snapshot of the whole
+// database; writes come only from the FSM.
+type Store struct {
+	mu sync.RWMutex
+	db *memdb.MemDB
+	// abandonCh is closed when Restore replaces db, so that blocking queries
+	// watching the old database wake up and re-read from the new one.
+	abandonCh chan struct{}
+}
+
+// New returns an empty store.
+func New() *Store {
+	return &Store{db: newDB(), abandonCh: make(chan struct{})}
+}
+
+func (s *Store) current() (*memdb.MemDB, chan struct{}) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db, s.abandonCh
+}
+
+// AbandonCh is closed when the store's contents are replaced by a restore.
+func (s *Store) AbandonCh() <-chan struct{} {
+	_, ch := s.current()
+	return ch
+}
+
+func (s *Store) readTxn() *memdb.Txn {
+	db, _ := s.current()
+	return db.Txn(false)
+}
+
+// writeTxn returns a write transaction. Only the FSM writes, one entry at a
+// time, so there is no contention.
+func (s *Store) writeTxn() *memdb.Txn {
+	db, _ := s.current()
+	return db.Txn(true)
+}
+
+func setIndex(txn *memdb.Txn, table string, index uint64) error {
+	if err := txn.Insert(tableIndex, &indexEntry{Key: table, Value: index}); err != nil {
+		return fmt.Errorf("state: update index of %s: %w", table, err)
+	}
+	return nil
+}
+
+func tableIndexOf(txn *memdb.Txn, ws memdb.WatchSet, tables ...string) uint64 {
+	var max uint64
+	for _, t := range tables {
+		ch, raw, err := txn.FirstWatch(tableIndex, "id", t)
+		if err != nil {
+			continue
+		}
+		ws.Add(ch)
+		if raw != nil {
+			if v := raw.(*indexEntry).Value; v > max {
+				max = v
+			}
+		}
+	}
+	return max
+}
+
+// LatestIndex is the raft index of the latest write to any table.
+func (s *Store) LatestIndex() uint64 {
+	txn := s.readTxn()
+	return tableIndexOf(txn, nil, TableApps, TableEnvironments, TableReleases, TableServers)
+}
+
+// CreateApp inserts an app. It fails with ErrAlreadyExists when the name is taken.
+func (s *Store) CreateApp(index uint64, app *relv1.App) error {
+	txn := s.writeTxn()
+	defer txn.Abort()
+	existing, err := txn.First(TableApps, "id", app.GetName())
+	if err != nil {
+		return fmt.Errorf("state: lookup app: %w", err)
+	}
+	if existing != nil {
+		return newError(ErrAlreadyExists, fmt.Sprintf("app %q already exists", app.GetName()))
+	}
+	row := proto.Clone(app).(*relv1.App)
+	row.CreateIndex, row.ModifyIndex = index, index
+	if err := txn.Insert(TableApps, row); err != nil {
+		return fmt.Errorf("state: insert app: %w", err)
+	}
+	if err := setIndex(txn, TableApps, index); err != nil {
+		return err
+	}
+	txn.Commit()
+	return nil
+}
+
+// CreateEnvironment inserts an environment, or fails with ErrAlreadyExists.
+func (s *Store) CreateEnvironment(index uint64, env *relv1.Environment) error {
+	txn := s.writeTxn()
+	defer txn.Abort()
+	existing, err := txn.First(TableEnvironments, "id", env.GetName())
+	if err != nil {
+		return fmt.Errorf("state: lookup environment: %w", err)
+	}
+	if existing != nil {
+		return newError(ErrAlreadyExists, fmt.Sprintf("environment %q already exists", env.GetName()))
+	}
+	row := proto.Clone(env).(*relv1.Environment)
+	row.CreateIndex, row.ModifyIndex = index, index
+	if err := txn.Insert(TableEnvironments, row); err != nil {
+		return fmt.Errorf("state: insert environment: %w", err)
+	}
+	if err := setIndex(txn, TableEnvironments, index); err != nil {
+		return err
+	}
+	txn.Commit()
+	return nil
+}
+
+// CreateRelease inserts a release of an existing app. Versions are unique per
+// app and immutable: a second create fails with ErrAlreadyExists, even with
+// identical content, so that a version always names exactly one build.
+func (s *Store) CreateRelease(index uint64, rel *relv1.Release) error {
+	txn := s.writeTxn()
+	defer txn.Abort()
+	app, err := txn.First(TableApps, "id", rel.GetApp())
+	if err != nil {
+		return fmt.Errorf("state: lookup app: %w", err)
+	}
+	if app == nil {
+		return newError(ErrNotFound, fmt.Sprintf("app %q not found: create it first with 'relctl app create %s'", rel.GetApp(), rel.GetApp()))
+	}
+	existing, err := txn.First(TableReleases, "id", rel.GetApp(), rel.GetVersion())
+	if err != nil {
+		return fmt.Errorf("state: lookup release: %w", err)
+	}
+	if existing != nil {
+		return newError(ErrAlreadyExists, fmt.Sprintf("release %s@%s already exists: releases are immutable, create a new version", rel.GetApp(), rel.GetVersion()))
+	}
+	row := proto.Clone(rel).(*relv1.Release)
+	row.CreateIndex, row.ModifyIndex = index, index
+	if err := txn.Insert(TableReleases, row); err != nil {
+		return fmt.Errorf("state: insert release: %w", err)
+	}
+	if err := setIndex(txn, TableReleases, index); err != nil {
+		return err
+	}
+	txn.Commit()
+	return nil
+}
+
+// UpsertServer records a control-plane node's addresses, keeping the original
+// CreateIndex when the node re-registers.
+func (s *Store) UpsertServer(index uint64, srv *relv1.Server) error {
+	txn := s.writeTxn()
+	defer txn.Abort()
+	row := proto.Clone(srv).(*relv1.Server)
+	row.CreateIndex, row.ModifyIndex = index, index
+	existing, err := txn.First(TableServers, "id", srv.GetId())
+	if err != nil {
+		return fmt.Errorf("state: lookup server: %w", err)
+	}
+	if existing != nil {
+		old := existing.(*relv1.Server)
+		row.CreateIndex = old.GetCreateIndex()
+		if row.RegisteredUnixNano == 0 {
+			row.RegisteredUnixNano = old.GetRegisteredUnixNano()
+		}
+	}
+	if err := txn.Insert(TableServers, row); err != nil {
+		return fmt.Errorf("state: insert server: %w", err)
+	}
+	if err := setIndex(txn, TableServers, index); err != nil {
+		return err
+	}
+	txn.Commit()
+	return nil
+}
+
+// DeleteServer removes a node's registration. Deleting an unknown node is not
+// an error: membership removal must be idempotent.
+func (s *Store) DeleteServer(index uint64, id string) error {
+	txn := s.writeTxn()
+	defer txn.Abort()
+	existing, err := txn.First(TableServers, "id", id)
+	if err != nil {
+		return fmt.Errorf("state: lookup server: %w", err)
+	}
+	if existing != nil {
+		if err := txn.Delete(TableServers, existing); err != nil {
+			return fmt.Errorf("state: delete server: %w", err)
+		}
+	}
+	if err := setIndex(txn, TableServers, index); err != nil {
+		return err
+	}
+	txn.Commit()
+	return nil
+}
+
+// Apps lists every app by name, with the index it was read at.
+func (s *Store) Apps(ws memdb.WatchSet) ([]*relv1.App, uint64, error) {
+	txn := s.readTxn()
+	it, err := txn.Get(TableApps, "id")
+	if err != nil {
+		return nil, 0, fmt.Errorf("state: list apps: %w", err)
+	}
+	ws.Add(it.WatchCh())
+	var out []*relv1.App
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*relv1.App))
+	}
+	return out, tableIndexOf(txn, ws, TableApps), nil
+}
+
+// App returns one app or ErrNotFound.
+func (s *Store) App(ws memdb.WatchSet, name string) (*relv1.App, error) {
+	txn := s.readTxn()
+	ch, raw, err := txn.FirstWatch(TableApps, "id", name)
+	if err != nil {
+		return nil, fmt.Errorf("state: get app: %w", err)
+	}
+	ws.Add(ch)
+	if raw == nil {
+		return nil, newError(ErrNotFound, fmt.Sprintf("app %q not found", name))
+	}
+	return raw.(*relv1.App), nil
+}
+
+// Environments lists every environment by name.
+func (s *Store) Environments(ws memdb.WatchSet) ([]*relv1.Environment, uint64, error) {
+	txn := s.readTxn()
+	it, err := txn.Get(TableEnvironments, "id")
+	if err != nil {
+		return nil, 0, fmt.Errorf("state: list environments: %w", err)
+	}
+	ws.Add(it.WatchCh())
+	var out []*relv1.Environment
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*relv1.Environment))
+	}
+	return out, tableIndexOf(txn, ws, TableEnvironments), nil
+}
+
+// Releases lists releases, of one app when app is not empty, grouped by app
+// name and ordered within an app by SortReleases.
+func (s *Store) Releases(ws memdb.WatchSet, app string) ([]*relv1.Release, uint64, error) {
+	txn := s.readTxn()
+	var (
+		it  memdb.ResultIterator
+		err error
+	)
+	if app == "" {
+		it, err = txn.Get(TableReleases, "id")
+	} else {
+		it, err = txn.Get(TableReleases, "app", app)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("state: list releases: %w", err)
+	}
+	ws.Add(it.WatchCh())
+	var out []*relv1.Release
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*relv1.Release))
+	}
+	SortReleases(out)
+	return out, tableIndexOf(txn, ws, TableReleases), nil
+}
+
+// Release returns one release or ErrNotFound.
+func (s *Store) Release(ws memdb.WatchSet, app, version string) (*relv1.Release, uint64, error) {
+	txn := s.readTxn()
+	ch, raw, err := txn.FirstWatch(TableReleases, "id", app, version)
+	if err != nil {
+		return nil, 0, fmt.Errorf("state: get release: %w", err)
+	}
+	ws.Add(ch)
+	idx := tableIndexOf(txn, ws, TableReleases)
+	if raw == nil {
+		return nil, idx, newError(ErrNotFound, fmt.Sprintf("release %s@%s not found", app, version))
+	}
+	return raw.(*relv1.Release), idx, nil
+}
+
+// Servers lists the registered control-plane nodes by id.
+func (s *Store) Servers(ws memdb.WatchSet) ([]*relv1.Server, uint64, error) {
+	txn := s.readTxn()
+	it, err := txn.Get(TableServers, "id")
+	if err != nil {
+		return nil, 0, fmt.Errorf("state: list servers: %w", err)
+	}
+	ws.Add(it.WatchCh())
+	var out []*relv1.Server
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*relv1.Server))
+	}
+	return out, tableIndexOf(txn, ws, TableServers), nil
+}
+
+// Server returns one registered node or ErrNotFound.
+func (s *Store) Server(id string) (*relv1.Server, error) {
+	txn := s.readTxn()
+	raw, err := txn.First(TableServers, "id", id)
+	if err != nil {
+		return nil, fmt.Errorf("state: get server: %w", err)
+	}
+	if raw == nil {
+		return nil, newError(ErrNotFound, fmt.Sprintf("server %q not found", id))
+	}
+	return raw.(*relv1.Server), nil
+}
+
+// SortReleases orders releases by app name, then within an app: versions that
+// are not semantic versions first, in creation order, then semantic versions
+// in semantic order (1.2.0 < 1.10.0; a pre-release before its release). Ties
+// between equal semantic versions (1.0.0 and v1.0.0) keep creation order.
+// Newest is last, like `git tag --sort=version:refname`.
+func SortReleases(rs []*relv1.Release) {
+	sort.SliceStable(rs, func(i, j int) bool {
+		a, b := rs[i], rs[j]
+		if a.GetApp() != b.GetApp() {
+			return a.GetApp() < b.GetApp()
+		}
+		va, vb := canonicalSemver(a.GetVersion()), canonicalSemver(b.GetVersion())
+		switch {
+		case va == "" && vb == "":
+			return a.GetCreateIndex() < b.GetCreateIndex()
+		case va == "":
+			return true
+		case vb == "":
+			return false
+		}
+		if c := semver.Compare(va, vb); c != 0 {
+			return c < 0
+		}
+		return a.GetCreateIndex() < b.GetCreateIndex()
+	})
+}
+
+// canonicalSemver returns v as a "v"-prefixed semantic version, or "" when it
+// is not one. Only full MAJOR.MINOR.PATCH versions count: "1.2" is not semver.
+func canonicalSemver(v string) string {
+	if len(v) > 0 && v[0] != 'v' {
+		v = "v" + v
+	}
+	if !semver.IsValid(v) {
+		return ""
+	}
+	// semver.IsValid accepts the shorthands v1 and v1.2; SemVer 2.0 does not.
+	core := v
+	if i := strings.IndexAny(core, "-+"); i >= 0 {
+		core = core[:i]
+	}
+	if strings.Count(core, ".") != 2 {
+		return ""
+	}
+	return v
+}
+
+// QueryFn reads from the store, registering what it read in ws, and returns
+// its answer with the index the answer reflects.
+type QueryFn func(ws memdb.WatchSet, s *Store) (any, uint64, error)
+
+// BlockingQuery runs fn, and while the index it returns is not above
+// minIndex, waits for anything fn read to change (or the store to be restored)
+// and runs it again. It returns when the index passes minIndex or ctx ends;
+// on ctx's end it returns the latest answer and no error, like a long poll.
+func (s *Store) BlockingQuery(ctx context.Context, minIndex uint64, fn QueryFn) (any, uint64, error) {
+	for {
+		ws := memdb.NewWatchSet()
+		ws.Add(s.AbandonCh())
+		out, idx, err := fn(ws, s)
+		if err != nil || idx > minIndex || minIndex == 0 {
+			return out, idx, err
+		}
+		if err := ws.WatchCtx(ctx); err != nil {
+			return out, idx, nil
+		}
+	}
+}

@@ -1,0 +1,66 @@
+// Package transport builds every listener and dialer of Rel: the gRPC API,
+// raft's TCP stream layer and the HTTP server. Transport security is decided
+// here and nowhere else, so that turning on mTLS (with the security work) is
+// a change to this package, not a hunt through the code base.
+//
+// Today every connection is plaintext TCP.
+package transport
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// Security is the transport security of one process. Its zero value is
+// plaintext; mTLS settings will be fields of it.
+type Security struct{}
+
+// Listen opens a listener for one of the node's servers. kind ("grpc",
+// "raft", "http") names it in errors.
+func (Security) Listen(kind, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen for %s on %s: %w (is another rel-server using the port? pick another with --%s-addr)", kind, addr, err, kind)
+	}
+	return ln, nil
+}
+
+// GRPCServerOptions are the options every gRPC server is built with.
+func (Security) GRPCServerOptions() []grpc.ServerOption {
+	return nil
+}
+
+// GRPCDialOptions are the options every gRPC client connection (relctl,
+// agents, server-to-server forwarding) is dialled with.
+func (Security) GRPCDialOptions() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+}
+
+// RaftStreamLayer wraps a listener into raft's stream layer. advertise is the
+// address peers reach this node at.
+func (Security) RaftStreamLayer(ln net.Listener, advertise net.Addr) raft.StreamLayer {
+	return &streamLayer{Listener: ln, advertise: advertise}
+}
+
+type streamLayer struct {
+	net.Listener
+	advertise net.Addr
+}
+
+func (s *streamLayer) Addr() net.Addr {
+	if s.advertise != nil {
+		return s.advertise
+	}
+	return s.Listener.Addr()
+}
+
+func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	return d.DialContext(context.Background(), "tcp", string(address))
+}
