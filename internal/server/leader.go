@@ -84,9 +84,10 @@ func (s *Server) registerSelfLoop() {
 			}
 			continue
 		}
-		if !isMember(s.raft, self.GetId()) {
-			// Not in the raft configuration (yet, or any more): nothing to
-			// register. Wait for a change of the servers table or a retry tick.
+		if !isMember(s.raft, self.GetId()) || !s.caughtUp() {
+			// Not in the raft configuration (yet, or any more), or still
+			// replaying the log after a restart, when the registration it
+			// would read may be stale: check again shortly.
 			if !sleepCtx(s.ctx, jitter(backoff)) {
 				return
 			}
@@ -111,6 +112,14 @@ func (s *Server) registerSelfLoop() {
 		s.logger.Info("registered node addresses", "grpc_addr", self.GetGrpcAddr(), "http_addr", self.GetHttpAddr())
 		backoff = 100 * time.Millisecond
 	}
+}
+
+// caughtUp reports whether this node knows a leader and has applied
+// everything it knows to be committed.
+func (s *Server) caughtUp() bool {
+	_, leader := s.raft.LeaderWithID()
+	commit := s.raft.CommitIndex()
+	return leader != "" && commit > 0 && s.raft.AppliedIndex() >= commit
 }
 
 func sameAddrs(a, b *relv1.Server) bool {

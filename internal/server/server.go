@@ -295,9 +295,20 @@ func (s *Server) IsLeader() bool { return s.raft.State() == raft.Leader }
 // multi-node cluster, stops serving, stops raft and closes its files. It is
 // safe to call more than once.
 func (s *Server) Shutdown() error {
+	return s.shutdown(true)
+}
+
+// Crash stops the node without handing over leadership, so that peers find
+// out the way they would after a crash or a network cut: by missing
+// heartbeats. Tests use it to measure failover.
+func (s *Server) Crash() error {
+	return s.shutdown(false)
+}
+
+func (s *Server) shutdown(transfer bool) error {
 	s.shutdownOnce.Do(func() {
-		s.logger.Info("shutting down")
-		if s.raft != nil && s.IsLeader() && s.voterCount() > 1 {
+		s.logger.Info("shutting down", "leadership_transfer", transfer)
+		if transfer && s.raft != nil && s.IsLeader() && s.voterCount() > 1 {
 			// A graceful stop should not cost the cluster an election timeout.
 			if err := s.raft.LeadershipTransfer().Error(); err != nil {
 				s.logger.Warn("leadership transfer failed", "err", err)
@@ -353,6 +364,7 @@ func (s *Server) closeAll() error {
 		}
 	}
 	if s.raftTrans != nil {
+		s.raftTrans.CloseStreams()
 		if err := s.raftTrans.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("raft transport: %w", err))
 		}

@@ -162,7 +162,8 @@ func (s *Store) CreateRelease(index uint64, rel *relv1.Release) error {
 }
 
 // UpsertServer records a control-plane node's addresses, keeping the original
-// CreateIndex when the node re-registers.
+// CreateIndex when the node re-registers. Re-registering unchanged addresses
+// changes nothing.
 func (s *Store) UpsertServer(index uint64, srv *relv1.Server) error {
 	txn := s.writeTxn()
 	defer txn.Abort()
@@ -174,6 +175,11 @@ func (s *Store) UpsertServer(index uint64, srv *relv1.Server) error {
 	}
 	if existing != nil {
 		old := existing.(*relv1.Server)
+		if old.GetRaftAddr() == srv.GetRaftAddr() && old.GetGrpcAddr() == srv.GetGrpcAddr() && old.GetHttpAddr() == srv.GetHttpAddr() {
+			// Nothing changed: keep the row, so that a node re-registering
+			// after a restart does not wake every watcher of the table.
+			return nil
+		}
 		row.CreateIndex = old.GetCreateIndex()
 		if row.RegisteredUnixNano == 0 {
 			row.RegisteredUnixNano = old.GetRegisteredUnixNano()

@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -45,12 +46,64 @@ func (Security) GRPCDialOptions() []grpc.DialOption {
 // RaftStreamLayer wraps a listener into raft's stream layer. advertise is the
 // address peers reach this node at.
 func (Security) RaftStreamLayer(ln net.Listener, advertise net.Addr) raft.StreamLayer {
-	return &streamLayer{Listener: ln, advertise: advertise}
+	return &streamLayer{Listener: ln, advertise: advertise, conns: map[net.Conn]struct{}{}}
 }
 
+// streamLayer tracks the connections it accepted: raft's NetworkTransport
+// does not close inbound connections on Close, so their handlers would
+// outlive the node, blocked in a read, until the peer hangs up.
 type streamLayer struct {
 	net.Listener
 	advertise net.Addr
+
+	mu     sync.Mutex
+	closed bool
+	conns  map[net.Conn]struct{}
+}
+
+func (s *streamLayer) Accept() (net.Conn, error) {
+	c, err := s.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	tc := &trackedConn{Conn: c, layer: s}
+	s.conns[tc] = struct{}{}
+	return tc, nil
+}
+
+// Close stops accepting and closes every accepted connection.
+func (s *streamLayer) Close() error {
+	err := s.Listener.Close()
+	s.mu.Lock()
+	s.closed = true
+	conns := s.conns
+	s.conns = map[net.Conn]struct{}{}
+	s.mu.Unlock()
+	for c := range conns {
+		c.(*trackedConn).Conn.Close()
+	}
+	return err
+}
+
+type trackedConn struct {
+	net.Conn
+	layer *streamLayer
+	once  sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.layer.mu.Lock()
+		delete(c.layer.conns, c)
+		c.layer.mu.Unlock()
+	})
+	return c.Conn.Close()
 }
 
 func (s *streamLayer) Addr() net.Addr {
