@@ -1,0 +1,55 @@
+# Rel: the two commands of the README are `make demo` and `make test`.
+
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X github.com/relhq/rel/internal/version.Version=$(VERSION)
+BIN       := bin
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: all build demo test test-short vet fmt-check lint proto proto-check bench clean
+
+all: build
+
+## build: compile bin/rel-server and bin/relctl
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/rel-server ./cmd/server
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/relctl ./cmd/relctl
+
+## demo: build, run a local 3-node cluster, fail over, clean up
+demo: build
+	./scripts/demo.sh
+
+## test: formatting, vet, generated-code freshness, then every test with the race detector
+test: fmt-check vet proto-check
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+## test-short: the tests without the race detector (faster while editing)
+test-short:
+	$(GO) test -count=1 ./...
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+## lint: gofmt, go vet and staticcheck
+lint: fmt-check vet
+	$(GO) run $(STATICCHECK) ./...
+
+## proto: regenerate the committed Go code from proto/rel/v1/*.proto
+proto:
+	./scripts/proto.sh
+
+## proto-check: fail if the committed generated code is stale
+proto-check:
+	./scripts/proto.sh --check
+
+## bench: benchmarks (figures, not pass/fail)
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 3x -count 5 ./internal/server/ | tee bench.out
+
+clean:
+	rm -rf $(BIN) .tools bench.out

@@ -1,0 +1,233 @@
+package state
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+	"go.uber.org/goleak"
+	"pgregory.net/rapid"
+
+	relv1 "github.com/relhq/rel/proto/rel/v1"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func mustApp(t *testing.T, s *Store, idx uint64, name string) {
+	t.Helper()
+	if err := s.CreateApp(idx, &relv1.App{Name: name}); err != nil {
+		t.Fatalf("create app %s: %v", name, err)
+	}
+}
+
+func TestCreateErrors(t *testing.T) {
+	s := New()
+	mustApp(t, s, 1, "web")
+	tests := []struct {
+		name    string
+		err     error
+		kind    error
+		message string
+	}{
+		{"duplicate app", s.CreateApp(2, &relv1.App{Name: "web"}), ErrAlreadyExists, `app "web" already exists`},
+		{"release of unknown app", s.CreateRelease(3, &relv1.Release{App: "nope", Version: "1.0.0"}), ErrNotFound, `app "nope" not found: create it first with 'relctl app create nope'`},
+		{"duplicate environment", func() error {
+			if err := s.CreateEnvironment(4, &relv1.Environment{Name: "prod"}); err != nil {
+				return err
+			}
+			return s.CreateEnvironment(5, &relv1.Environment{Name: "prod"})
+		}(), ErrAlreadyExists, `environment "prod" already exists`},
+		{"duplicate release", func() error {
+			if err := s.CreateRelease(6, &relv1.Release{App: "web", Version: "1.0.0", Sha256: "a"}); err != nil {
+				return err
+			}
+			return s.CreateRelease(7, &relv1.Release{App: "web", Version: "1.0.0", Sha256: "b"})
+		}(), ErrAlreadyExists, "release web@1.0.0 already exists: releases are immutable, create a new version"},
+	}
+	for _, tt := range tests {
+		if !errors.Is(tt.err, tt.kind) {
+			t.Errorf("%s: err = %v, want %v", tt.name, tt.err, tt.kind)
+			continue
+		}
+		if tt.err.Error() != tt.message {
+			t.Errorf("%s: message %q, want %q", tt.name, tt.err.Error(), tt.message)
+		}
+	}
+	// A refused create changed nothing: the first release is intact.
+	rel, _, err := s.Release(nil, "web", "1.0.0")
+	if err != nil || rel.GetSha256() != "a" || rel.GetCreateIndex() != 6 {
+		t.Fatalf("release after refused duplicate: %v, %v", rel, err)
+	}
+	if got := s.LatestIndex(); got != 6 {
+		t.Fatalf("latest index %d, want 6: a refused write must not bump it", got)
+	}
+}
+
+func TestSortReleases(t *testing.T) {
+	mk := func(app, v string, idx uint64) *relv1.Release {
+		return &relv1.Release{App: app, Version: v, CreateIndex: idx}
+	}
+	rs := []*relv1.Release{
+		mk("web", "1.10.0", 1),
+		mk("web", "1.2.0", 2),
+		mk("web", "nightly-b", 3),
+		mk("web", "1.2.0-rc.1", 4),
+		mk("web", "v1.9.3", 5),
+		mk("api", "2.0.0", 6),
+		mk("web", "nightly-a", 7),
+		mk("web", "1.2", 8), // not full semver: creation order
+	}
+	SortReleases(rs)
+	var got []string
+	for _, r := range rs {
+		got = append(got, r.GetApp()+"@"+r.GetVersion())
+	}
+	want := []string{"api@2.0.0", "web@nightly-b", "web@nightly-a", "web@1.2", "web@1.2.0-rc.1", "web@1.2.0", "web@v1.9.3", "web@1.10.0"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("order\n got %v\nwant %v", got, want)
+	}
+}
+
+func TestBlockingQueryWakesOnWrite(t *testing.T) {
+	s := New()
+	mustApp(t, s, 5, "web")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan uint64)
+	go func() {
+		_, idx, _ := s.BlockingQuery(ctx, 5, func(ws memdb.WatchSet, s *Store) (any, uint64, error) {
+			apps, idx, err := s.Apps(ws)
+			return apps, idx, err
+		})
+		done <- idx
+	}()
+	mustApp(t, s, 9, "api")
+	if idx := <-done; idx != 9 {
+		t.Fatalf("blocking query returned index %d, want 9", idx)
+	}
+}
+
+func TestBlockingQueryWakesOnRestore(t *testing.T) {
+	src := New()
+	mustApp(t, src, 7, "web")
+	var buf bytes.Buffer
+	if err := src.Snapshot().Persist(&buf); err != nil {
+		t.Fatal(err)
+	}
+	dst := New()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan uint64)
+	go func() {
+		_, idx, _ := dst.BlockingQuery(ctx, 1, func(ws memdb.WatchSet, s *Store) (any, uint64, error) {
+			apps, idx, err := s.Apps(ws)
+			return apps, idx, err
+		})
+		done <- idx
+	}()
+	if err := dst.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if idx := <-done; idx != 7 {
+		t.Fatalf("blocking query after restore returned index %d, want 7", idx)
+	}
+}
+
+func TestRestoreRejectsCorruptSnapshotAndKeepsState(t *testing.T) {
+	s := New()
+	mustApp(t, s, 3, "web")
+	src := New()
+	for i := 0; i < 10; i++ {
+		mustApp(t, src, uint64(i+1), fmt.Sprintf("app-%d", i))
+	}
+	var buf bytes.Buffer
+	if err := src.Snapshot().Persist(&buf); err != nil {
+		t.Fatal(err)
+	}
+	full := buf.Bytes()
+	for _, bad := range [][]byte{nil, full[:len(full)-3], append([]byte{0xff, 0xff, 0xff, 0xff, 0x0f}, full...)} {
+		if err := s.Restore(bytes.NewReader(bad)); err == nil {
+			t.Fatalf("restore of %d corrupt bytes succeeded", len(bad))
+		}
+		apps, _, _ := s.Apps(nil)
+		if len(apps) != 1 || apps[0].GetName() != "web" {
+			t.Fatalf("a failed restore changed the store: %v", apps)
+		}
+	}
+}
+
+// TestSnapshotRoundTripProperty: any sequence of writes, snapshotted and
+// restored into a fresh store, gives an identical store; and the restored
+// store keeps accepting the same writes with the same verdicts.
+func TestSnapshotRoundTripProperty(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		a := New()
+		apps := []string{"web", "api", "db"}
+		n := rapid.IntRange(0, 60).Draw(t, "writes")
+		idx := uint64(0)
+		write := func(s *Store, kind int, idx uint64, app, ver, env, srv string) error {
+			switch kind {
+			case 0:
+				return s.CreateApp(idx, &relv1.App{Name: app, CreatedUnixNano: int64(idx)})
+			case 1:
+				return s.CreateEnvironment(idx, &relv1.Environment{Name: env, Selector: map[string]string{"env": env}})
+			case 2:
+				return s.CreateRelease(idx, &relv1.Release{App: app, Version: ver, Labels: map[string]string{"i": ver}})
+			case 3:
+				return s.UpsertServer(idx, &relv1.Server{Id: srv, GrpcAddr: fmt.Sprintf("h:%d", idx%3)})
+			default:
+				return s.DeleteServer(idx, srv)
+			}
+		}
+		type op struct {
+			kind                int
+			app, ver, env, srv string
+		}
+		var ops []op
+		for i := 0; i < n; i++ {
+			ops = append(ops, op{
+				kind: rapid.IntRange(0, 4).Draw(t, "kind"),
+				app:  rapid.SampledFrom(apps).Draw(t, "app"),
+				ver:  rapid.SampledFrom([]string{"1.0.0", "1.2.0", "2.0.0-rc.1", "nightly"}).Draw(t, "ver"),
+				env:  rapid.SampledFrom([]string{"dev", "prod"}).Draw(t, "env"),
+				srv:  rapid.SampledFrom([]string{"s1", "s2"}).Draw(t, "srv"),
+			})
+		}
+		for _, o := range ops {
+			idx++
+			_ = write(a, o.kind, idx, o.app, o.ver, o.env, o.srv)
+		}
+		var buf bytes.Buffer
+		if err := a.Snapshot().Persist(&buf); err != nil {
+			t.Fatal(err)
+		}
+		b := New()
+		if err := b.Restore(&buf); err != nil {
+			t.Fatal(err)
+		}
+		if ok, why := Equal(a, b); !ok {
+			t.Fatalf("restored store differs: %s", why)
+		}
+		if a.LatestIndex() != b.LatestIndex() {
+			t.Fatalf("latest index %d != %d", a.LatestIndex(), b.LatestIndex())
+		}
+		// Same writes after the restore: same verdicts, same state.
+		for _, o := range ops[:min(len(ops), 10)] {
+			idx++
+			ea := write(a, o.kind, idx, o.app, o.ver, o.env, o.srv)
+			eb := write(b, o.kind, idx, o.app, o.ver, o.env, o.srv)
+			if (ea == nil) != (eb == nil) {
+				t.Fatalf("verdicts differ after restore: %v vs %v", ea, eb)
+			}
+		}
+		if ok, why := Equal(a, b); !ok {
+			t.Fatalf("stores diverged after restore: %s", why)
+		}
+	})
+}
