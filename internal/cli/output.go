@@ -184,16 +184,35 @@ func (p printer) writeJSON(v any) error {
 
 // table writes rows under upper-case headers, aligned with tabwriter.
 func (p printer) table(header []string, rows [][]string) error {
-	tw := tabwriter.NewWriter(p.w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, strings.Join(header, "\t"))
-	for _, row := range rows {
-		cells := make([]string, len(row))
-		for i, c := range row {
-			cells[i] = cell(c)
+	return p.aligned(2, func(tw io.Writer) {
+		fmt.Fprintln(tw, strings.Join(header, "\t"))
+		for _, row := range rows {
+			cells := make([]string, len(row))
+			for i, c := range row {
+				cells[i] = cell(c)
+			}
+			fmt.Fprintln(tw, strings.Join(cells, "\t"))
 		}
-		fmt.Fprintln(tw, strings.Join(cells, "\t"))
+	})
+}
+
+// aligned aligns the tab-separated lines that write produces, padding
+// columns with at least padding spaces. tabwriter pads a line whose last
+// cells are empty; those trailing blanks are trimmed because they only get
+// in the way of diffs and greps.
+func (p printer) aligned(padding int, write func(tw io.Writer)) error {
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 8, padding, ' ', 0)
+	write(tw)
+	if err := tw.Flush(); err != nil {
+		return err
 	}
-	return tw.Flush()
+	var out strings.Builder
+	for line := range strings.Lines(b.String()) {
+		out.WriteString(strings.TrimRight(line, " \n") + "\n")
+	}
+	_, err := io.WriteString(p.w, out.String())
+	return err
 }
 
 // cell makes a server-supplied string safe for one table cell: a tab or
@@ -291,33 +310,34 @@ func (p printer) release(r *relv1.Release) error {
 	if p.json() {
 		return p.writeJSON(toReleaseJSON(r))
 	}
-	tw := tabwriter.NewWriter(p.w, 0, 8, 1, ' ', 0)
-	for _, kv := range [][2]string{
-		{"App", r.GetApp()},
-		{"Version", r.GetVersion()},
-		{"Artifact URL", r.GetArtifactUrl()},
-		{"SHA256", r.GetSha256()},
-		{"Commit", r.GetCommit()},
-		{"Labels", formatMap(r.GetLabels())},
-		{"Created", formatTime(r.GetCreatedUnixNano(), time.RFC3339)},
-		{"Create index", strconv.FormatUint(r.GetCreateIndex(), 10)},
-		{"Modify index", strconv.FormatUint(r.GetModifyIndex(), 10)},
-	} {
-		fmt.Fprintf(tw, "%s:\t%s\n", kv[0], cell(kv[1]))
-	}
-	if r.GetNotes() == "" {
-		fmt.Fprintf(tw, "Notes:\t(none)\n")
-		return tw.Flush()
-	}
-	if err := tw.Flush(); err != nil {
+	notes := strings.TrimRightFunc(text(r.GetNotes()), unicode.IsSpace)
+	err := p.aligned(1, func(tw io.Writer) {
+		for _, kv := range [][2]string{
+			{"App", r.GetApp()},
+			{"Version", r.GetVersion()},
+			{"Artifact URL", r.GetArtifactUrl()},
+			{"SHA256", r.GetSha256()},
+			{"Commit", r.GetCommit()},
+			{"Labels", formatMap(r.GetLabels())},
+			{"Created", formatTime(r.GetCreatedUnixNano(), time.RFC3339)},
+			{"Create index", strconv.FormatUint(r.GetCreateIndex(), 10)},
+			{"Modify index", strconv.FormatUint(r.GetModifyIndex(), 10)},
+		} {
+			fmt.Fprintf(tw, "%s:\t%s\n", kv[0], cell(kv[1]))
+		}
+		if notes == "" {
+			fmt.Fprintf(tw, "Notes:\t(none)\n")
+		}
+	})
+	if err != nil || notes == "" {
 		return err
 	}
 	var b strings.Builder
 	b.WriteString("Notes:\n")
-	for _, line := range strings.Split(strings.TrimRight(text(r.GetNotes()), "\n"), "\n") {
+	for _, line := range strings.Split(notes, "\n") {
 		b.WriteString(strings.TrimRight("  "+line, " \t") + "\n")
 	}
-	_, err := io.WriteString(p.w, b.String())
+	_, err = io.WriteString(p.w, b.String())
 	return err
 }
 
@@ -366,13 +386,13 @@ func (p printer) version(v versionJSON) error {
 	if p.json() {
 		return p.writeJSON(v)
 	}
-	tw := tabwriter.NewWriter(p.w, 0, 8, 1, ' ', 0)
-	fmt.Fprintf(tw, "Client version:\t%s\n", cell(v.ClientVersion))
-	if v.Server == nil {
-		fmt.Fprintf(tw, "Server:\t%s\n", cell(v.ServerError))
-	} else {
+	return p.aligned(1, func(tw io.Writer) {
+		fmt.Fprintf(tw, "Client version:\t%s\n", cell(v.ClientVersion))
+		if v.Server == nil {
+			fmt.Fprintf(tw, "Server:\t%s\n", cell(v.ServerError))
+			return
+		}
 		fmt.Fprintf(tw, "Server:\t%s at %s\n", cell(v.Server.ID), cell(v.Server.Address))
 		fmt.Fprintf(tw, "Server version:\t%s\n", cell(v.Server.Version))
-	}
-	return tw.Flush()
+	})
 }

@@ -123,7 +123,7 @@ func TestFailover(t *testing.T) {
 		t.Fatalf("create env via follower: %v", err)
 	}
 	createReleases(t, fc, "web", 0, 200)
-	c.WaitApplied(leader.Server().Raft().LastIndex())
+	c.WaitConverged()
 	for _, n := range c.Running() {
 		if got := len(listVersions(t, dial(t, n.GRPCAddr()), "web")); got != 200 {
 			t.Fatalf("%s lists %d releases before failover, want 200", n.ID, got)
@@ -143,7 +143,7 @@ func TestFailover(t *testing.T) {
 	createReleases(t, dial(t, survivor.GRPCAddr()), "web", 200, 210)
 
 	c.Restart(leader)
-	c.WaitApplied(newLeader.Server().Raft().LastIndex())
+	c.WaitConverged()
 	var want []string
 	for _, n := range c.Nodes {
 		got := listVersions(t, dial(t, n.GRPCAddr()), "web")
@@ -183,7 +183,7 @@ func TestSnapshotCompactionRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	createReleases(t, lc, "api", 0, 150)
-	c.WaitApplied(leader.Server().Raft().LastIndex())
+	c.WaitConverged()
 	for _, n := range c.Running() {
 		if err := n.Server().Raft().Snapshot().Error(); err != nil {
 			t.Fatalf("snapshot on %s: %v", n.ID, err)
@@ -197,7 +197,7 @@ func TestSnapshotCompactionRestart(t *testing.T) {
 		t.Fatalf("snapshot on leader: %v", err)
 	}
 	c.Restart(victim)
-	c.WaitApplied(leader.Server().Raft().LastIndex())
+	c.WaitConverged()
 	if ok, why := state.Equal(leader.Server().Store(), victim.Server().Store()); !ok {
 		t.Fatalf("restarted node differs from leader: %s", why)
 	}
@@ -211,7 +211,7 @@ func TestSnapshotCompactionRestart(t *testing.T) {
 		c.Restart(n)
 	}
 	leader = c.WaitLeader()
-	c.WaitApplied(leader.Server().Raft().LastIndex())
+	c.WaitConverged()
 	for _, n := range c.Nodes {
 		if ok, why := state.Equal(leader.Server().Store(), n.Server().Store()); !ok {
 			t.Fatalf("after full restart %s differs from leader: %s", n.ID, why)

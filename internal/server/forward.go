@@ -126,19 +126,24 @@ func (s *Server) leaderConn() (*grpc.ClientConn, error) {
 	return s.peers.get(srv.GetGrpcAddr())
 }
 
-// consistentRead prepares a linearizable read. On the leader it confirms
-// leadership with a quorum and waits until the FSM has applied everything
-// committed before the read began; it then returns nil and the caller reads
-// locally. Elsewhere it returns a connection to the leader, to which the
-// caller forwards the read.
+// consistentRead prepares a linearizable read. On the leader it commits a
+// barrier through a quorum, which proves leadership and returns only when the
+// FSM has applied everything committed before it; the caller then reads
+// locally (nil connection). Elsewhere it returns a connection to the leader,
+// to which the caller forwards the read. raft.AppliedIndex is not enough to
+// wait on: raft advances it when it hands entries to the FSM, not when the
+// FSM has applied them.
 func (s *Server) consistentRead(ctx context.Context) (*grpc.ClientConn, error) {
 	deadline := time.Now().Add(s.cfg.LeaderWait)
 	backoff := 25 * time.Millisecond
 	for {
 		if s.IsLeader() {
-			commit := s.raft.CommitIndex()
-			if err := s.raft.VerifyLeader().Error(); err == nil {
-				return nil, s.waitApplied(ctx, commit)
+			err := s.raft.Barrier(timeoutFrom(ctx)).Error()
+			if err == nil {
+				return nil, nil
+			}
+			if !errors.Is(err, raft.ErrNotLeader) && !errors.Is(err, raft.ErrLeadershipLost) {
+				return nil, toStatus(err)
 			}
 		} else if isForwarded(ctx) {
 			return nil, status.Error(codes.Unavailable, "leadership moved while the read was forwarded: retry")
@@ -153,27 +158,6 @@ func (s *Server) consistentRead(ctx context.Context) (*grpc.ClientConn, error) {
 		}
 		backoff = minDur(backoff*2, 250*time.Millisecond)
 	}
-}
-
-// waitApplied blocks until the FSM has applied index, by watching the state
-// store rather than polling raft.
-func (s *Server) waitApplied(ctx context.Context, index uint64) error {
-	for s.raft.AppliedIndex() < index {
-		// Entries that change no table (raft config changes, barriers) do
-		// not wake the watch, so bound each wait.
-		ws := newWatch(s.store)
-		s.store.Servers(ws)
-		s.store.Apps(ws)
-		s.store.Environments(ws)
-		s.store.Releases(ws, "")
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
-		err := ws.WatchCtx(wctx)
-		cancel()
-		if err != nil && ctx.Err() != nil {
-			return ctx.Err()
-		}
-	}
-	return nil
 }
 
 func newWatch(st *state.Store) memdb.WatchSet {

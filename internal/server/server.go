@@ -383,9 +383,9 @@ func (s *Server) closeAll() error {
 // selfRecord is this node's registration as it should be in the state.
 func (s *Server) selfRecord() *relv1.Server {
 	return &relv1.Server{
-		Id:        s.cfg.NodeID,
-		RaftAddr:  s.RaftAddr(),
-		GrpcAddr:  s.GRPCAddr(),
-		HttpAddr:  s.HTTPAddr(),
+		Id:       s.cfg.NodeID,
+		RaftAddr: s.RaftAddr(),
+		GrpcAddr: s.GRPCAddr(),
+		HttpAddr: s.HTTPAddr(),
 	}
 }

@@ -186,7 +186,7 @@ func TestSnapshotRoundTripProperty(t *testing.T) {
 			}
 		}
 		type op struct {
-			kind                int
+			kind               int
 			app, ver, env, srv string
 		}
 		var ops []op

@@ -245,13 +245,21 @@ func (c *Cluster) WaitMembers(n int) {
 	})
 }
 
-// WaitApplied waits until every running node has applied index.
-func (c *Cluster) WaitApplied(index uint64) {
+// WaitConverged waits until every running node's state has caught up with
+// the leader's: a barrier on the leader makes its FSM current, then each
+// node's store must reach the leader's latest write index. (raft's
+// AppliedIndex runs ahead of the FSM, so it cannot be used for this.)
+func (c *Cluster) WaitConverged() {
 	c.t.Helper()
+	leader := c.WaitLeader()
+	if err := leader.Server().Raft().Barrier(10 * time.Second).Error(); err != nil {
+		c.t.Fatalf("barrier on leader %s: %v", leader.ID, err)
+	}
+	target := leader.Server().Store().LatestIndex()
 	WaitFor(c.t, 20*time.Second, func() (bool, string) {
 		for _, n := range c.Running() {
-			if got := n.Server().Raft().AppliedIndex(); got < index {
-				return false, fmt.Sprintf("%s applied %d, want %d", n.ID, got, index)
+			if got := n.Server().Store().LatestIndex(); got < target {
+				return false, fmt.Sprintf("%s has applied writes up to %d, want %d", n.ID, got, target)
 			}
 		}
 		return true, ""
