@@ -685,11 +685,256 @@ func (x *ApplyResponse) GetIndex() uint64 {
 	return 0
 }
 
+type FetchArtifactRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Sha256 string                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size   int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// HTTP base URLs of servers that hold it, e.g. http://10.0.0.1:7480.
+	Sources       []string `protobuf:"bytes,3,rep,name=sources,proto3" json:"sources,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchArtifactRequest) Reset() {
+	*x = FetchArtifactRequest{}
+	mi := &file_rel_v1_cluster_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchArtifactRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchArtifactRequest) ProtoMessage() {}
+
+func (x *FetchArtifactRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_cluster_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchArtifactRequest.ProtoReflect.Descriptor instead.
+func (*FetchArtifactRequest) Descriptor() ([]byte, []int) {
+	return file_rel_v1_cluster_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *FetchArtifactRequest) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *FetchArtifactRequest) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *FetchArtifactRequest) GetSources() []string {
+	if x != nil {
+		return x.Sources
+	}
+	return nil
+}
+
+type FetchArtifactResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchArtifactResponse) Reset() {
+	*x = FetchArtifactResponse{}
+	mi := &file_rel_v1_cluster_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchArtifactResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchArtifactResponse) ProtoMessage() {}
+
+func (x *FetchArtifactResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_cluster_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchArtifactResponse.ProtoReflect.Descriptor instead.
+func (*FetchArtifactResponse) Descriptor() ([]byte, []int) {
+	return file_rel_v1_cluster_proto_rawDescGZIP(), []int{12}
+}
+
+type LocalAgentsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocalAgentsRequest) Reset() {
+	*x = LocalAgentsRequest{}
+	mi := &file_rel_v1_cluster_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocalAgentsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocalAgentsRequest) ProtoMessage() {}
+
+func (x *LocalAgentsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_cluster_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocalAgentsRequest.ProtoReflect.Descriptor instead.
+func (*LocalAgentsRequest) Descriptor() ([]byte, []int) {
+	return file_rel_v1_cluster_proto_rawDescGZIP(), []int{13}
+}
+
+type LocalAgent struct {
+	state                 protoimpl.MessageState `protogen:"open.v1"`
+	AgentId               string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	SessionId             string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Load                  *Load                  `protobuf:"bytes,3,opt,name=load,proto3" json:"load,omitempty"`
+	LastHeartbeatUnixNano int64                  `protobuf:"varint,4,opt,name=last_heartbeat_unix_nano,json=lastHeartbeatUnixNano,proto3" json:"last_heartbeat_unix_nano,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *LocalAgent) Reset() {
+	*x = LocalAgent{}
+	mi := &file_rel_v1_cluster_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocalAgent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocalAgent) ProtoMessage() {}
+
+func (x *LocalAgent) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_cluster_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocalAgent.ProtoReflect.Descriptor instead.
+func (*LocalAgent) Descriptor() ([]byte, []int) {
+	return file_rel_v1_cluster_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *LocalAgent) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *LocalAgent) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *LocalAgent) GetLoad() *Load {
+	if x != nil {
+		return x.Load
+	}
+	return nil
+}
+
+func (x *LocalAgent) GetLastHeartbeatUnixNano() int64 {
+	if x != nil {
+		return x.LastHeartbeatUnixNano
+	}
+	return 0
+}
+
+type LocalAgentsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Agents        []*LocalAgent          `protobuf:"bytes,1,rep,name=agents,proto3" json:"agents,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocalAgentsResponse) Reset() {
+	*x = LocalAgentsResponse{}
+	mi := &file_rel_v1_cluster_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocalAgentsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocalAgentsResponse) ProtoMessage() {}
+
+func (x *LocalAgentsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_cluster_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocalAgentsResponse.ProtoReflect.Descriptor instead.
+func (*LocalAgentsResponse) Descriptor() ([]byte, []int) {
+	return file_rel_v1_cluster_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *LocalAgentsResponse) GetAgents() []*LocalAgent {
+	if x != nil {
+		return x.Agents
+	}
+	return nil
+}
+
 var File_rel_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_rel_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x14rel/v1/cluster.proto\x12\x06rel.v1\"\xb4\x02\n" +
+	"\x14rel/v1/cluster.proto\x12\x06rel.v1\x1a\x12rel/v1/types.proto\"\xb4\x02\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -737,13 +982,30 @@ const file_rel_v1_cluster_proto_rawDesc = "" +
 	"\fApplyRequest\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\fR\acommand\"%\n" +
 	"\rApplyResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index2\xa7\x02\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\\\n" +
+	"\x14FetchArtifactRequest\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x18\n" +
+	"\asources\x18\x03 \x03(\tR\asources\"\x17\n" +
+	"\x15FetchArtifactResponse\"\x14\n" +
+	"\x12LocalAgentsRequest\"\xa1\x01\n" +
+	"\n" +
+	"LocalAgent\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x12 \n" +
+	"\x04load\x18\x03 \x01(\v2\f.rel.v1.LoadR\x04load\x127\n" +
+	"\x18last_heartbeat_unix_nano\x18\x04 \x01(\x03R\x15lastHeartbeatUnixNano\"A\n" +
+	"\x13LocalAgentsResponse\x12*\n" +
+	"\x06agents\x18\x01 \x03(\v2\x12.rel.v1.LocalAgentR\x06agents2\xbd\x03\n" +
 	"\x0eClusterService\x12:\n" +
 	"\aMembers\x12\x16.rel.v1.MembersRequest\x1a\x17.rel.v1.MembersResponse\x121\n" +
 	"\x04Join\x12\x13.rel.v1.JoinRequest\x1a\x14.rel.v1.JoinResponse\x127\n" +
 	"\x06Remove\x12\x15.rel.v1.RemoveRequest\x1a\x16.rel.v1.RemoveResponse\x127\n" +
 	"\x06Status\x12\x15.rel.v1.StatusRequest\x1a\x16.rel.v1.StatusResponse\x124\n" +
-	"\x05Apply\x12\x14.rel.v1.ApplyRequest\x1a\x15.rel.v1.ApplyResponseB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
+	"\x05Apply\x12\x14.rel.v1.ApplyRequest\x1a\x15.rel.v1.ApplyResponse\x12L\n" +
+	"\rFetchArtifact\x12\x1c.rel.v1.FetchArtifactRequest\x1a\x1d.rel.v1.FetchArtifactResponse\x12F\n" +
+	"\vLocalAgents\x12\x1a.rel.v1.LocalAgentsRequest\x1a\x1b.rel.v1.LocalAgentsResponseB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
 
 var (
 	file_rel_v1_cluster_proto_rawDescOnce sync.Once
@@ -757,37 +1019,49 @@ func file_rel_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_rel_v1_cluster_proto_rawDescData
 }
 
-var file_rel_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_rel_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_rel_v1_cluster_proto_goTypes = []any{
-	(*Member)(nil),          // 0: rel.v1.Member
-	(*MembersRequest)(nil),  // 1: rel.v1.MembersRequest
-	(*MembersResponse)(nil), // 2: rel.v1.MembersResponse
-	(*JoinRequest)(nil),     // 3: rel.v1.JoinRequest
-	(*JoinResponse)(nil),    // 4: rel.v1.JoinResponse
-	(*RemoveRequest)(nil),   // 5: rel.v1.RemoveRequest
-	(*RemoveResponse)(nil),  // 6: rel.v1.RemoveResponse
-	(*StatusRequest)(nil),   // 7: rel.v1.StatusRequest
-	(*StatusResponse)(nil),  // 8: rel.v1.StatusResponse
-	(*ApplyRequest)(nil),    // 9: rel.v1.ApplyRequest
-	(*ApplyResponse)(nil),   // 10: rel.v1.ApplyResponse
+	(*Member)(nil),                // 0: rel.v1.Member
+	(*MembersRequest)(nil),        // 1: rel.v1.MembersRequest
+	(*MembersResponse)(nil),       // 2: rel.v1.MembersResponse
+	(*JoinRequest)(nil),           // 3: rel.v1.JoinRequest
+	(*JoinResponse)(nil),          // 4: rel.v1.JoinResponse
+	(*RemoveRequest)(nil),         // 5: rel.v1.RemoveRequest
+	(*RemoveResponse)(nil),        // 6: rel.v1.RemoveResponse
+	(*StatusRequest)(nil),         // 7: rel.v1.StatusRequest
+	(*StatusResponse)(nil),        // 8: rel.v1.StatusResponse
+	(*ApplyRequest)(nil),          // 9: rel.v1.ApplyRequest
+	(*ApplyResponse)(nil),         // 10: rel.v1.ApplyResponse
+	(*FetchArtifactRequest)(nil),  // 11: rel.v1.FetchArtifactRequest
+	(*FetchArtifactResponse)(nil), // 12: rel.v1.FetchArtifactResponse
+	(*LocalAgentsRequest)(nil),    // 13: rel.v1.LocalAgentsRequest
+	(*LocalAgent)(nil),            // 14: rel.v1.LocalAgent
+	(*LocalAgentsResponse)(nil),   // 15: rel.v1.LocalAgentsResponse
+	(*Load)(nil),                  // 16: rel.v1.Load
 }
 var file_rel_v1_cluster_proto_depIdxs = []int32{
 	0,  // 0: rel.v1.MembersResponse.members:type_name -> rel.v1.Member
-	1,  // 1: rel.v1.ClusterService.Members:input_type -> rel.v1.MembersRequest
-	3,  // 2: rel.v1.ClusterService.Join:input_type -> rel.v1.JoinRequest
-	5,  // 3: rel.v1.ClusterService.Remove:input_type -> rel.v1.RemoveRequest
-	7,  // 4: rel.v1.ClusterService.Status:input_type -> rel.v1.StatusRequest
-	9,  // 5: rel.v1.ClusterService.Apply:input_type -> rel.v1.ApplyRequest
-	2,  // 6: rel.v1.ClusterService.Members:output_type -> rel.v1.MembersResponse
-	4,  // 7: rel.v1.ClusterService.Join:output_type -> rel.v1.JoinResponse
-	6,  // 8: rel.v1.ClusterService.Remove:output_type -> rel.v1.RemoveResponse
-	8,  // 9: rel.v1.ClusterService.Status:output_type -> rel.v1.StatusResponse
-	10, // 10: rel.v1.ClusterService.Apply:output_type -> rel.v1.ApplyResponse
-	6,  // [6:11] is the sub-list for method output_type
-	1,  // [1:6] is the sub-list for method input_type
-	1,  // [1:1] is the sub-list for extension type_name
-	1,  // [1:1] is the sub-list for extension extendee
-	0,  // [0:1] is the sub-list for field type_name
+	16, // 1: rel.v1.LocalAgent.load:type_name -> rel.v1.Load
+	14, // 2: rel.v1.LocalAgentsResponse.agents:type_name -> rel.v1.LocalAgent
+	1,  // 3: rel.v1.ClusterService.Members:input_type -> rel.v1.MembersRequest
+	3,  // 4: rel.v1.ClusterService.Join:input_type -> rel.v1.JoinRequest
+	5,  // 5: rel.v1.ClusterService.Remove:input_type -> rel.v1.RemoveRequest
+	7,  // 6: rel.v1.ClusterService.Status:input_type -> rel.v1.StatusRequest
+	9,  // 7: rel.v1.ClusterService.Apply:input_type -> rel.v1.ApplyRequest
+	11, // 8: rel.v1.ClusterService.FetchArtifact:input_type -> rel.v1.FetchArtifactRequest
+	13, // 9: rel.v1.ClusterService.LocalAgents:input_type -> rel.v1.LocalAgentsRequest
+	2,  // 10: rel.v1.ClusterService.Members:output_type -> rel.v1.MembersResponse
+	4,  // 11: rel.v1.ClusterService.Join:output_type -> rel.v1.JoinResponse
+	6,  // 12: rel.v1.ClusterService.Remove:output_type -> rel.v1.RemoveResponse
+	8,  // 13: rel.v1.ClusterService.Status:output_type -> rel.v1.StatusResponse
+	10, // 14: rel.v1.ClusterService.Apply:output_type -> rel.v1.ApplyResponse
+	12, // 15: rel.v1.ClusterService.FetchArtifact:output_type -> rel.v1.FetchArtifactResponse
+	15, // 16: rel.v1.ClusterService.LocalAgents:output_type -> rel.v1.LocalAgentsResponse
+	10, // [10:17] is the sub-list for method output_type
+	3,  // [3:10] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_cluster_proto_init() }
@@ -795,13 +1069,14 @@ func file_rel_v1_cluster_proto_init() {
 	if File_rel_v1_cluster_proto != nil {
 		return
 	}
+	file_rel_v1_types_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_cluster_proto_rawDesc), len(file_rel_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

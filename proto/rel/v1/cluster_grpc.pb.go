@@ -19,11 +19,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ClusterService_Members_FullMethodName = "/rel.v1.ClusterService/Members"
-	ClusterService_Join_FullMethodName    = "/rel.v1.ClusterService/Join"
-	ClusterService_Remove_FullMethodName  = "/rel.v1.ClusterService/Remove"
-	ClusterService_Status_FullMethodName  = "/rel.v1.ClusterService/Status"
-	ClusterService_Apply_FullMethodName   = "/rel.v1.ClusterService/Apply"
+	ClusterService_Members_FullMethodName       = "/rel.v1.ClusterService/Members"
+	ClusterService_Join_FullMethodName          = "/rel.v1.ClusterService/Join"
+	ClusterService_Remove_FullMethodName        = "/rel.v1.ClusterService/Remove"
+	ClusterService_Status_FullMethodName        = "/rel.v1.ClusterService/Status"
+	ClusterService_Apply_FullMethodName         = "/rel.v1.ClusterService/Apply"
+	ClusterService_FetchArtifact_FullMethodName = "/rel.v1.ClusterService/FetchArtifact"
+	ClusterService_LocalAgents_FullMethodName   = "/rel.v1.ClusterService/LocalAgents"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -46,6 +48,12 @@ type ClusterServiceClient interface {
 	// Apply commits a serialized Command. Only the leader accepts it; followers
 	// use it to forward the writes they receive.
 	Apply(ctx context.Context, in *ApplyRequest, opts ...grpc.CallOption) (*ApplyResponse, error)
+	// FetchArtifact makes this server download a blob from peers' HTTP
+	// artifact endpoints into its own store; it returns once the blob is
+	// stored and verified.
+	FetchArtifact(ctx context.Context, in *FetchArtifactRequest, opts ...grpc.CallOption) (*FetchArtifactResponse, error)
+	// LocalAgents lists the agent streams this server holds, with live data.
+	LocalAgents(ctx context.Context, in *LocalAgentsRequest, opts ...grpc.CallOption) (*LocalAgentsResponse, error)
 }
 
 type clusterServiceClient struct {
@@ -106,6 +114,26 @@ func (c *clusterServiceClient) Apply(ctx context.Context, in *ApplyRequest, opts
 	return out, nil
 }
 
+func (c *clusterServiceClient) FetchArtifact(ctx context.Context, in *FetchArtifactRequest, opts ...grpc.CallOption) (*FetchArtifactResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FetchArtifactResponse)
+	err := c.cc.Invoke(ctx, ClusterService_FetchArtifact_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) LocalAgents(ctx context.Context, in *LocalAgentsRequest, opts ...grpc.CallOption) (*LocalAgentsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LocalAgentsResponse)
+	err := c.cc.Invoke(ctx, ClusterService_LocalAgents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -126,6 +154,12 @@ type ClusterServiceServer interface {
 	// Apply commits a serialized Command. Only the leader accepts it; followers
 	// use it to forward the writes they receive.
 	Apply(context.Context, *ApplyRequest) (*ApplyResponse, error)
+	// FetchArtifact makes this server download a blob from peers' HTTP
+	// artifact endpoints into its own store; it returns once the blob is
+	// stored and verified.
+	FetchArtifact(context.Context, *FetchArtifactRequest) (*FetchArtifactResponse, error)
+	// LocalAgents lists the agent streams this server holds, with live data.
+	LocalAgents(context.Context, *LocalAgentsRequest) (*LocalAgentsResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -150,6 +184,12 @@ func (UnimplementedClusterServiceServer) Status(context.Context, *StatusRequest)
 }
 func (UnimplementedClusterServiceServer) Apply(context.Context, *ApplyRequest) (*ApplyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Apply not implemented")
+}
+func (UnimplementedClusterServiceServer) FetchArtifact(context.Context, *FetchArtifactRequest) (*FetchArtifactResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FetchArtifact not implemented")
+}
+func (UnimplementedClusterServiceServer) LocalAgents(context.Context, *LocalAgentsRequest) (*LocalAgentsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LocalAgents not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -262,6 +302,42 @@ func _ClusterService_Apply_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_FetchArtifact_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FetchArtifactRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).FetchArtifact(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_FetchArtifact_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).FetchArtifact(ctx, req.(*FetchArtifactRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_LocalAgents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LocalAgentsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).LocalAgents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_LocalAgents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).LocalAgents(ctx, req.(*LocalAgentsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -288,6 +364,14 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Apply",
 			Handler:    _ClusterService_Apply_Handler,
+		},
+		{
+			MethodName: "FetchArtifact",
+			Handler:    _ClusterService_FetchArtifact_Handler,
+		},
+		{
+			MethodName: "LocalAgents",
+			Handler:    _ClusterService_LocalAgents_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -35,6 +35,11 @@ type Command struct {
 	//	*Command_CreateRelease
 	//	*Command_RegisterServer
 	//	*Command_DeregisterServer
+	//	*Command_AgentUp
+	//	*Command_AgentDown
+	//	*Command_ReportBatch
+	//	*Command_CreateRollout
+	//	*Command_FinishRollout
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -129,6 +134,51 @@ func (x *Command) GetDeregisterServer() *DeregisterServer {
 	return nil
 }
 
+func (x *Command) GetAgentUp() *AgentUp {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_AgentUp); ok {
+			return x.AgentUp
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAgentDown() *AgentDown {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_AgentDown); ok {
+			return x.AgentDown
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetReportBatch() *ReportBatch {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_ReportBatch); ok {
+			return x.ReportBatch
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetCreateRollout() *CreateRollout {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_CreateRollout); ok {
+			return x.CreateRollout
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetFinishRollout() *FinishRollout {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_FinishRollout); ok {
+			return x.FinishRollout
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -153,6 +203,26 @@ type Command_DeregisterServer struct {
 	DeregisterServer *DeregisterServer `protobuf:"bytes,14,opt,name=deregister_server,json=deregisterServer,proto3,oneof"`
 }
 
+type Command_AgentUp struct {
+	AgentUp *AgentUp `protobuf:"bytes,15,opt,name=agent_up,json=agentUp,proto3,oneof"`
+}
+
+type Command_AgentDown struct {
+	AgentDown *AgentDown `protobuf:"bytes,16,opt,name=agent_down,json=agentDown,proto3,oneof"`
+}
+
+type Command_ReportBatch struct {
+	ReportBatch *ReportBatch `protobuf:"bytes,17,opt,name=report_batch,json=reportBatch,proto3,oneof"`
+}
+
+type Command_CreateRollout struct {
+	CreateRollout *CreateRollout `protobuf:"bytes,18,opt,name=create_rollout,json=createRollout,proto3,oneof"`
+}
+
+type Command_FinishRollout struct {
+	FinishRollout *FinishRollout `protobuf:"bytes,19,opt,name=finish_rollout,json=finishRollout,proto3,oneof"`
+}
+
 func (*Command_CreateApp) isCommand_Kind() {}
 
 func (*Command_CreateEnvironment) isCommand_Kind() {}
@@ -162,6 +232,16 @@ func (*Command_CreateRelease) isCommand_Kind() {}
 func (*Command_RegisterServer) isCommand_Kind() {}
 
 func (*Command_DeregisterServer) isCommand_Kind() {}
+
+func (*Command_AgentUp) isCommand_Kind() {}
+
+func (*Command_AgentDown) isCommand_Kind() {}
+
+func (*Command_ReportBatch) isCommand_Kind() {}
+
+func (*Command_CreateRollout) isCommand_Kind() {}
+
+func (*Command_FinishRollout) isCommand_Kind() {}
 
 type CreateApp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -384,11 +464,365 @@ func (x *DeregisterServer) GetId() string {
 	return ""
 }
 
+// AgentUp records that an agent opened a stream (a new session), with what
+// it said in its hello.
+type AgentUp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Agent         *Agent                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	Installed     []*AppReport           `protobuf:"bytes,2,rep,name=installed,proto3" json:"installed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentUp) Reset() {
+	*x = AgentUp{}
+	mi := &file_rel_v1_command_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentUp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentUp) ProtoMessage() {}
+
+func (x *AgentUp) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_command_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentUp.ProtoReflect.Descriptor instead.
+func (*AgentUp) Descriptor() ([]byte, []int) {
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *AgentUp) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+func (x *AgentUp) GetInstalled() []*AppReport {
+	if x != nil {
+		return x.Installed
+	}
+	return nil
+}
+
+// AgentDown records that a session ended or went silent past the grace
+// period. It is ignored when the agent has a newer session.
+type AgentDown struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AgentId       string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	SessionId     string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	AtUnixNano    int64                  `protobuf:"varint,3,opt,name=at_unix_nano,json=atUnixNano,proto3" json:"at_unix_nano,omitempty"`
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentDown) Reset() {
+	*x = AgentDown{}
+	mi := &file_rel_v1_command_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentDown) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentDown) ProtoMessage() {}
+
+func (x *AgentDown) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_command_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentDown.ProtoReflect.Descriptor instead.
+func (*AgentDown) Descriptor() ([]byte, []int) {
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AgentDown) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *AgentDown) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *AgentDown) GetAtUnixNano() int64 {
+	if x != nil {
+		return x.AtUnixNano
+	}
+	return 0
+}
+
+func (x *AgentDown) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type AgentReport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AgentId       string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	SessionId     string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Report        *AppReport             `protobuf:"bytes,3,opt,name=report,proto3" json:"report,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentReport) Reset() {
+	*x = AgentReport{}
+	mi := &file_rel_v1_command_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentReport) ProtoMessage() {}
+
+func (x *AgentReport) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_command_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentReport.ProtoReflect.Descriptor instead.
+func (*AgentReport) Descriptor() ([]byte, []int) {
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *AgentReport) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *AgentReport) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *AgentReport) GetReport() *AppReport {
+	if x != nil {
+		return x.Report
+	}
+	return nil
+}
+
+// ReportBatch carries the reports of many agents gathered over a few
+// milliseconds, so a rollout to thousands of hosts is not thousands of
+// raft entries per phase.
+type ReportBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reports       []*AgentReport         `protobuf:"bytes,1,rep,name=reports,proto3" json:"reports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportBatch) Reset() {
+	*x = ReportBatch{}
+	mi := &file_rel_v1_command_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportBatch) ProtoMessage() {}
+
+func (x *ReportBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_command_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportBatch.ProtoReflect.Descriptor instead.
+func (*ReportBatch) Descriptor() ([]byte, []int) {
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ReportBatch) GetReports() []*AgentReport {
+	if x != nil {
+		return x.Reports
+	}
+	return nil
+}
+
+// CreateRollout stores a rollout and, atomically with it, the desired state
+// of every host it targets.
+type CreateRollout struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollout       *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	Desired       []*Desired             `protobuf:"bytes,2,rep,name=desired,proto3" json:"desired,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateRollout) Reset() {
+	*x = CreateRollout{}
+	mi := &file_rel_v1_command_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateRollout) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateRollout) ProtoMessage() {}
+
+func (x *CreateRollout) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_command_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateRollout.ProtoReflect.Descriptor instead.
+func (*CreateRollout) Descriptor() ([]byte, []int) {
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CreateRollout) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+func (x *CreateRollout) GetDesired() []*Desired {
+	if x != nil {
+		return x.Desired
+	}
+	return nil
+}
+
+type FinishRollout struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// succeeded or failed
+	State         string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	AtUnixNano    int64  `protobuf:"varint,4,opt,name=at_unix_nano,json=atUnixNano,proto3" json:"at_unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FinishRollout) Reset() {
+	*x = FinishRollout{}
+	mi := &file_rel_v1_command_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FinishRollout) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FinishRollout) ProtoMessage() {}
+
+func (x *FinishRollout) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_command_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FinishRollout.ProtoReflect.Descriptor instead.
+func (*FinishRollout) Descriptor() ([]byte, []int) {
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *FinishRollout) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *FinishRollout) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *FinishRollout) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *FinishRollout) GetAtUnixNano() int64 {
+	if x != nil {
+		return x.AtUnixNano
+	}
+	return 0
+}
+
 var File_rel_v1_command_proto protoreflect.FileDescriptor
 
 const file_rel_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x12rel/v1/types.proto\"\x89\x03\n" +
+	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x12rel/v1/types.proto\"\xa5\x05\n" +
 	"\aCommand\x12*\n" +
 	"\x11stamped_unix_nano\x18\x01 \x01(\x03R\x0fstampedUnixNano\x122\n" +
 	"\n" +
@@ -397,7 +831,13 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\x12create_environment\x18\v \x01(\v2\x19.rel.v1.CreateEnvironmentH\x00R\x11createEnvironment\x12>\n" +
 	"\x0ecreate_release\x18\f \x01(\v2\x15.rel.v1.CreateReleaseH\x00R\rcreateRelease\x12A\n" +
 	"\x0fregister_server\x18\r \x01(\v2\x16.rel.v1.RegisterServerH\x00R\x0eregisterServer\x12G\n" +
-	"\x11deregister_server\x18\x0e \x01(\v2\x18.rel.v1.DeregisterServerH\x00R\x10deregisterServerB\x06\n" +
+	"\x11deregister_server\x18\x0e \x01(\v2\x18.rel.v1.DeregisterServerH\x00R\x10deregisterServer\x12,\n" +
+	"\bagent_up\x18\x0f \x01(\v2\x0f.rel.v1.AgentUpH\x00R\aagentUp\x122\n" +
+	"\n" +
+	"agent_down\x18\x10 \x01(\v2\x11.rel.v1.AgentDownH\x00R\tagentDown\x128\n" +
+	"\freport_batch\x18\x11 \x01(\v2\x13.rel.v1.ReportBatchH\x00R\vreportBatch\x12>\n" +
+	"\x0ecreate_rollout\x18\x12 \x01(\v2\x15.rel.v1.CreateRolloutH\x00R\rcreateRollout\x12>\n" +
+	"\x0efinish_rollout\x18\x13 \x01(\v2\x15.rel.v1.FinishRolloutH\x00R\rfinishRolloutB\x06\n" +
 	"\x04kind\"*\n" +
 	"\tCreateApp\x12\x1d\n" +
 	"\x03app\x18\x01 \x01(\v2\v.rel.v1.AppR\x03app\"J\n" +
@@ -408,7 +848,33 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\x0eRegisterServer\x12&\n" +
 	"\x06server\x18\x01 \x01(\v2\x0e.rel.v1.ServerR\x06server\"\"\n" +
 	"\x10DeregisterServer\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02idB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
+	"\x02id\x18\x01 \x01(\tR\x02id\"_\n" +
+	"\aAgentUp\x12#\n" +
+	"\x05agent\x18\x01 \x01(\v2\r.rel.v1.AgentR\x05agent\x12/\n" +
+	"\tinstalled\x18\x02 \x03(\v2\x11.rel.v1.AppReportR\tinstalled\"\x7f\n" +
+	"\tAgentDown\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x12 \n" +
+	"\fat_unix_nano\x18\x03 \x01(\x03R\n" +
+	"atUnixNano\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"r\n" +
+	"\vAgentReport\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x12)\n" +
+	"\x06report\x18\x03 \x01(\v2\x11.rel.v1.AppReportR\x06report\"<\n" +
+	"\vReportBatch\x12-\n" +
+	"\areports\x18\x01 \x03(\v2\x13.rel.v1.AgentReportR\areports\"e\n" +
+	"\rCreateRollout\x12)\n" +
+	"\arollout\x18\x01 \x01(\v2\x0f.rel.v1.RolloutR\arollout\x12)\n" +
+	"\adesired\x18\x02 \x03(\v2\x0f.rel.v1.DesiredR\adesired\"o\n" +
+	"\rFinishRollout\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12 \n" +
+	"\fat_unix_nano\x18\x04 \x01(\x03R\n" +
+	"atUnixNanoB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
 
 var (
 	file_rel_v1_command_proto_rawDescOnce sync.Once
@@ -422,7 +888,7 @@ func file_rel_v1_command_proto_rawDescGZIP() []byte {
 	return file_rel_v1_command_proto_rawDescData
 }
 
-var file_rel_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_rel_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_rel_v1_command_proto_goTypes = []any{
 	(*Command)(nil),           // 0: rel.v1.Command
 	(*CreateApp)(nil),         // 1: rel.v1.CreateApp
@@ -430,26 +896,47 @@ var file_rel_v1_command_proto_goTypes = []any{
 	(*CreateRelease)(nil),     // 3: rel.v1.CreateRelease
 	(*RegisterServer)(nil),    // 4: rel.v1.RegisterServer
 	(*DeregisterServer)(nil),  // 5: rel.v1.DeregisterServer
-	(*App)(nil),               // 6: rel.v1.App
-	(*Environment)(nil),       // 7: rel.v1.Environment
-	(*Release)(nil),           // 8: rel.v1.Release
-	(*Server)(nil),            // 9: rel.v1.Server
+	(*AgentUp)(nil),           // 6: rel.v1.AgentUp
+	(*AgentDown)(nil),         // 7: rel.v1.AgentDown
+	(*AgentReport)(nil),       // 8: rel.v1.AgentReport
+	(*ReportBatch)(nil),       // 9: rel.v1.ReportBatch
+	(*CreateRollout)(nil),     // 10: rel.v1.CreateRollout
+	(*FinishRollout)(nil),     // 11: rel.v1.FinishRollout
+	(*App)(nil),               // 12: rel.v1.App
+	(*Environment)(nil),       // 13: rel.v1.Environment
+	(*Release)(nil),           // 14: rel.v1.Release
+	(*Server)(nil),            // 15: rel.v1.Server
+	(*Agent)(nil),             // 16: rel.v1.Agent
+	(*AppReport)(nil),         // 17: rel.v1.AppReport
+	(*Rollout)(nil),           // 18: rel.v1.Rollout
+	(*Desired)(nil),           // 19: rel.v1.Desired
 }
 var file_rel_v1_command_proto_depIdxs = []int32{
-	1, // 0: rel.v1.Command.create_app:type_name -> rel.v1.CreateApp
-	2, // 1: rel.v1.Command.create_environment:type_name -> rel.v1.CreateEnvironment
-	3, // 2: rel.v1.Command.create_release:type_name -> rel.v1.CreateRelease
-	4, // 3: rel.v1.Command.register_server:type_name -> rel.v1.RegisterServer
-	5, // 4: rel.v1.Command.deregister_server:type_name -> rel.v1.DeregisterServer
-	6, // 5: rel.v1.CreateApp.app:type_name -> rel.v1.App
-	7, // 6: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
-	8, // 7: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
-	9, // 8: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
-	9, // [9:9] is the sub-list for method output_type
-	9, // [9:9] is the sub-list for method input_type
-	9, // [9:9] is the sub-list for extension type_name
-	9, // [9:9] is the sub-list for extension extendee
-	0, // [0:9] is the sub-list for field type_name
+	1,  // 0: rel.v1.Command.create_app:type_name -> rel.v1.CreateApp
+	2,  // 1: rel.v1.Command.create_environment:type_name -> rel.v1.CreateEnvironment
+	3,  // 2: rel.v1.Command.create_release:type_name -> rel.v1.CreateRelease
+	4,  // 3: rel.v1.Command.register_server:type_name -> rel.v1.RegisterServer
+	5,  // 4: rel.v1.Command.deregister_server:type_name -> rel.v1.DeregisterServer
+	6,  // 5: rel.v1.Command.agent_up:type_name -> rel.v1.AgentUp
+	7,  // 6: rel.v1.Command.agent_down:type_name -> rel.v1.AgentDown
+	9,  // 7: rel.v1.Command.report_batch:type_name -> rel.v1.ReportBatch
+	10, // 8: rel.v1.Command.create_rollout:type_name -> rel.v1.CreateRollout
+	11, // 9: rel.v1.Command.finish_rollout:type_name -> rel.v1.FinishRollout
+	12, // 10: rel.v1.CreateApp.app:type_name -> rel.v1.App
+	13, // 11: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
+	14, // 12: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
+	15, // 13: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
+	16, // 14: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
+	17, // 15: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
+	17, // 16: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
+	8,  // 17: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
+	18, // 18: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
+	19, // 19: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_command_proto_init() }
@@ -464,6 +951,11 @@ func file_rel_v1_command_proto_init() {
 		(*Command_CreateRelease)(nil),
 		(*Command_RegisterServer)(nil),
 		(*Command_DeregisterServer)(nil),
+		(*Command_AgentUp)(nil),
+		(*Command_AgentDown)(nil),
+		(*Command_ReportBatch)(nil),
+		(*Command_CreateRollout)(nil),
+		(*Command_FinishRollout)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -471,7 +963,7 @@ func file_rel_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_command_proto_rawDesc), len(file_rel_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

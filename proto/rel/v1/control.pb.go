@@ -840,6 +840,908 @@ func (x *GetReleaseResponse) GetIndex() uint64 {
 	return 0
 }
 
+type StartRolloutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Environment   string                 `protobuf:"bytes,3,opt,name=environment,proto3" json:"environment,omitempty"`
+	Spec          *RolloutSpec           `protobuf:"bytes,4,opt,name=spec,proto3" json:"spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartRolloutRequest) Reset() {
+	*x = StartRolloutRequest{}
+	mi := &file_rel_v1_control_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartRolloutRequest) ProtoMessage() {}
+
+func (x *StartRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartRolloutRequest.ProtoReflect.Descriptor instead.
+func (*StartRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *StartRolloutRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *StartRolloutRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *StartRolloutRequest) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *StartRolloutRequest) GetSpec() *RolloutSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+type StartRolloutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollout       *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartRolloutResponse) Reset() {
+	*x = StartRolloutResponse{}
+	mi := &file_rel_v1_control_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartRolloutResponse) ProtoMessage() {}
+
+func (x *StartRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartRolloutResponse.ProtoReflect.Descriptor instead.
+func (*StartRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *StartRolloutResponse) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+func (x *StartRolloutResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type GetRolloutRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Read  *ReadOptions           `protobuf:"bytes,1,opt,name=read,proto3" json:"read,omitempty"`
+	Id    string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	// Block until the rollout's status changes past this index (0: answer now).
+	WaitIndex     uint64 `protobuf:"varint,3,opt,name=wait_index,json=waitIndex,proto3" json:"wait_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRolloutRequest) Reset() {
+	*x = GetRolloutRequest{}
+	mi := &file_rel_v1_control_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRolloutRequest) ProtoMessage() {}
+
+func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRolloutRequest.ProtoReflect.Descriptor instead.
+func (*GetRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *GetRolloutRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+func (x *GetRolloutRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *GetRolloutRequest) GetWaitIndex() uint64 {
+	if x != nil {
+		return x.WaitIndex
+	}
+	return 0
+}
+
+// RolloutHostStatus is one host's progress in a rollout.
+type RolloutHostStatus struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	AgentId         string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	PreviousVersion string                 `protobuf:"bytes,2,opt,name=previous_version,json=previousVersion,proto3" json:"previous_version,omitempty"`
+	// pending (not reported for this rollout yet), a report phase, or
+	// "agent lost" style reasons in reason.
+	Phase           string `protobuf:"bytes,3,opt,name=phase,proto3" json:"phase,omitempty"`
+	Reason          string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Version         string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	UpdatedUnixNano int64  `protobuf:"varint,6,opt,name=updated_unix_nano,json=updatedUnixNano,proto3" json:"updated_unix_nano,omitempty"`
+	Connected       bool   `protobuf:"varint,7,opt,name=connected,proto3" json:"connected,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RolloutHostStatus) Reset() {
+	*x = RolloutHostStatus{}
+	mi := &file_rel_v1_control_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutHostStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutHostStatus) ProtoMessage() {}
+
+func (x *RolloutHostStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutHostStatus.ProtoReflect.Descriptor instead.
+func (*RolloutHostStatus) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RolloutHostStatus) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *RolloutHostStatus) GetPreviousVersion() string {
+	if x != nil {
+		return x.PreviousVersion
+	}
+	return ""
+}
+
+func (x *RolloutHostStatus) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *RolloutHostStatus) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RolloutHostStatus) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *RolloutHostStatus) GetUpdatedUnixNano() int64 {
+	if x != nil {
+		return x.UpdatedUnixNano
+	}
+	return 0
+}
+
+func (x *RolloutHostStatus) GetConnected() bool {
+	if x != nil {
+		return x.Connected
+	}
+	return false
+}
+
+type RolloutStatus struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Rollout *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	Hosts   []*RolloutHostStatus   `protobuf:"bytes,2,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	// Hosts per phase.
+	Totals        map[string]uint32 `protobuf:"bytes,3,rep,name=totals,proto3" json:"totals,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutStatus) Reset() {
+	*x = RolloutStatus{}
+	mi := &file_rel_v1_control_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutStatus) ProtoMessage() {}
+
+func (x *RolloutStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutStatus.ProtoReflect.Descriptor instead.
+func (*RolloutStatus) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RolloutStatus) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+func (x *RolloutStatus) GetHosts() []*RolloutHostStatus {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+func (x *RolloutStatus) GetTotals() map[string]uint32 {
+	if x != nil {
+		return x.Totals
+	}
+	return nil
+}
+
+type GetRolloutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        *RolloutStatus         `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRolloutResponse) Reset() {
+	*x = GetRolloutResponse{}
+	mi := &file_rel_v1_control_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRolloutResponse) ProtoMessage() {}
+
+func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRolloutResponse.ProtoReflect.Descriptor instead.
+func (*GetRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetRolloutResponse) GetStatus() *RolloutStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+func (x *GetRolloutResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type ListRolloutsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Read          *ReadOptions           `protobuf:"bytes,1,opt,name=read,proto3" json:"read,omitempty"`
+	App           string                 `protobuf:"bytes,2,opt,name=app,proto3" json:"app,omitempty"`
+	Environment   string                 `protobuf:"bytes,3,opt,name=environment,proto3" json:"environment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRolloutsRequest) Reset() {
+	*x = ListRolloutsRequest{}
+	mi := &file_rel_v1_control_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRolloutsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRolloutsRequest) ProtoMessage() {}
+
+func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRolloutsRequest.ProtoReflect.Descriptor instead.
+func (*ListRolloutsRequest) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListRolloutsRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+func (x *ListRolloutsRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *ListRolloutsRequest) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+type ListRolloutsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollouts      []*RolloutStatus       `protobuf:"bytes,1,rep,name=rollouts,proto3" json:"rollouts,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRolloutsResponse) Reset() {
+	*x = ListRolloutsResponse{}
+	mi := &file_rel_v1_control_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRolloutsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRolloutsResponse) ProtoMessage() {}
+
+func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRolloutsResponse.ProtoReflect.Descriptor instead.
+func (*ListRolloutsResponse) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ListRolloutsResponse) GetRollouts() []*RolloutStatus {
+	if x != nil {
+		return x.Rollouts
+	}
+	return nil
+}
+
+func (x *ListRolloutsResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+// AgentStatus is an agent as stored, with its apps and, when its stream's
+// server answered, live data.
+type AgentStatus struct {
+	state                 protoimpl.MessageState `protogen:"open.v1"`
+	Agent                 *Agent                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	Apps                  []*AppReport           `protobuf:"bytes,2,rep,name=apps,proto3" json:"apps,omitempty"`
+	Load                  *Load                  `protobuf:"bytes,3,opt,name=load,proto3" json:"load,omitempty"`
+	LastHeartbeatUnixNano int64                  `protobuf:"varint,4,opt,name=last_heartbeat_unix_nano,json=lastHeartbeatUnixNano,proto3" json:"last_heartbeat_unix_nano,omitempty"`
+	// Environments whose selector matches the agent's labels.
+	Environments  []string `protobuf:"bytes,5,rep,name=environments,proto3" json:"environments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentStatus) Reset() {
+	*x = AgentStatus{}
+	mi := &file_rel_v1_control_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentStatus) ProtoMessage() {}
+
+func (x *AgentStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentStatus.ProtoReflect.Descriptor instead.
+func (*AgentStatus) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *AgentStatus) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+func (x *AgentStatus) GetApps() []*AppReport {
+	if x != nil {
+		return x.Apps
+	}
+	return nil
+}
+
+func (x *AgentStatus) GetLoad() *Load {
+	if x != nil {
+		return x.Load
+	}
+	return nil
+}
+
+func (x *AgentStatus) GetLastHeartbeatUnixNano() int64 {
+	if x != nil {
+		return x.LastHeartbeatUnixNano
+	}
+	return 0
+}
+
+func (x *AgentStatus) GetEnvironments() []string {
+	if x != nil {
+		return x.Environments
+	}
+	return nil
+}
+
+type ListAgentsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Read  *ReadOptions           `protobuf:"bytes,1,opt,name=read,proto3" json:"read,omitempty"`
+	// Only agents the environment selects.
+	Environment   string `protobuf:"bytes,2,opt,name=environment,proto3" json:"environment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAgentsRequest) Reset() {
+	*x = ListAgentsRequest{}
+	mi := &file_rel_v1_control_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAgentsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAgentsRequest) ProtoMessage() {}
+
+func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
+func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListAgentsRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+func (x *ListAgentsRequest) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+type ListAgentsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Agents        []*AgentStatus         `protobuf:"bytes,1,rep,name=agents,proto3" json:"agents,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAgentsResponse) Reset() {
+	*x = ListAgentsResponse{}
+	mi := &file_rel_v1_control_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAgentsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAgentsResponse) ProtoMessage() {}
+
+func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
+func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ListAgentsResponse) GetAgents() []*AgentStatus {
+	if x != nil {
+		return x.Agents
+	}
+	return nil
+}
+
+func (x *ListAgentsResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type GetAgentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Read          *ReadOptions           `protobuf:"bytes,1,opt,name=read,proto3" json:"read,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAgentRequest) Reset() {
+	*x = GetAgentRequest{}
+	mi := &file_rel_v1_control_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAgentRequest) ProtoMessage() {}
+
+func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
+func (*GetAgentRequest) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GetAgentRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+func (x *GetAgentRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type GetAgentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Agent         *AgentStatus           `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAgentResponse) Reset() {
+	*x = GetAgentResponse{}
+	mi := &file_rel_v1_control_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAgentResponse) ProtoMessage() {}
+
+func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAgentResponse.ProtoReflect.Descriptor instead.
+func (*GetAgentResponse) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *GetAgentResponse) GetAgent() *AgentStatus {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+func (x *GetAgentResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type HistoryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Read  *ReadOptions           `protobuf:"bytes,1,opt,name=read,proto3" json:"read,omitempty"`
+	App   string                 `protobuf:"bytes,2,opt,name=app,proto3" json:"app,omitempty"`
+	// Only hosts the environment selects.
+	Environment   string `protobuf:"bytes,3,opt,name=environment,proto3" json:"environment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryRequest) Reset() {
+	*x = HistoryRequest{}
+	mi := &file_rel_v1_control_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryRequest) ProtoMessage() {}
+
+func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
+func (*HistoryRequest) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *HistoryRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+func (x *HistoryRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *HistoryRequest) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+type HistoryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*HistoryEntry        `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryResponse) Reset() {
+	*x = HistoryResponse{}
+	mi := &file_rel_v1_control_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryResponse) ProtoMessage() {}
+
+func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
+func (*HistoryResponse) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *HistoryResponse) GetEntries() []*HistoryEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *HistoryResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 var File_rel_v1_control_proto protoreflect.FileDescriptor
 
 const file_rel_v1_control_proto_rawDesc = "" +
@@ -901,7 +1803,70 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\aversion\x18\x03 \x01(\tR\aversion\"U\n" +
 	"\x12GetReleaseResponse\x12)\n" +
 	"\arelease\x18\x01 \x01(\v2\x0f.rel.v1.ReleaseR\arelease\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index2\xa0\x04\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\x8c\x01\n" +
+	"\x13StartRolloutRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12 \n" +
+	"\venvironment\x18\x03 \x01(\tR\venvironment\x12'\n" +
+	"\x04spec\x18\x04 \x01(\v2\x13.rel.v1.RolloutSpecR\x04spec\"W\n" +
+	"\x14StartRolloutResponse\x12)\n" +
+	"\arollout\x18\x01 \x01(\v2\x0f.rel.v1.RolloutR\arollout\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"k\n" +
+	"\x11GetRolloutRequest\x12'\n" +
+	"\x04read\x18\x01 \x01(\v2\x13.rel.v1.ReadOptionsR\x04read\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"wait_index\x18\x03 \x01(\x04R\twaitIndex\"\xeb\x01\n" +
+	"\x11RolloutHostStatus\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12)\n" +
+	"\x10previous_version\x18\x02 \x01(\tR\x0fpreviousVersion\x12\x14\n" +
+	"\x05phase\x18\x03 \x01(\tR\x05phase\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\x12*\n" +
+	"\x11updated_unix_nano\x18\x06 \x01(\x03R\x0fupdatedUnixNano\x12\x1c\n" +
+	"\tconnected\x18\a \x01(\bR\tconnected\"\xe1\x01\n" +
+	"\rRolloutStatus\x12)\n" +
+	"\arollout\x18\x01 \x01(\v2\x0f.rel.v1.RolloutR\arollout\x12/\n" +
+	"\x05hosts\x18\x02 \x03(\v2\x19.rel.v1.RolloutHostStatusR\x05hosts\x129\n" +
+	"\x06totals\x18\x03 \x03(\v2!.rel.v1.RolloutStatus.TotalsEntryR\x06totals\x1a9\n" +
+	"\vTotalsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"Y\n" +
+	"\x12GetRolloutResponse\x12-\n" +
+	"\x06status\x18\x01 \x01(\v2\x15.rel.v1.RolloutStatusR\x06status\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"r\n" +
+	"\x13ListRolloutsRequest\x12'\n" +
+	"\x04read\x18\x01 \x01(\v2\x13.rel.v1.ReadOptionsR\x04read\x12\x10\n" +
+	"\x03app\x18\x02 \x01(\tR\x03app\x12 \n" +
+	"\venvironment\x18\x03 \x01(\tR\venvironment\"_\n" +
+	"\x14ListRolloutsResponse\x121\n" +
+	"\brollouts\x18\x01 \x03(\v2\x15.rel.v1.RolloutStatusR\brollouts\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\xd8\x01\n" +
+	"\vAgentStatus\x12#\n" +
+	"\x05agent\x18\x01 \x01(\v2\r.rel.v1.AgentR\x05agent\x12%\n" +
+	"\x04apps\x18\x02 \x03(\v2\x11.rel.v1.AppReportR\x04apps\x12 \n" +
+	"\x04load\x18\x03 \x01(\v2\f.rel.v1.LoadR\x04load\x127\n" +
+	"\x18last_heartbeat_unix_nano\x18\x04 \x01(\x03R\x15lastHeartbeatUnixNano\x12\"\n" +
+	"\fenvironments\x18\x05 \x03(\tR\fenvironments\"^\n" +
+	"\x11ListAgentsRequest\x12'\n" +
+	"\x04read\x18\x01 \x01(\v2\x13.rel.v1.ReadOptionsR\x04read\x12 \n" +
+	"\venvironment\x18\x02 \x01(\tR\venvironment\"W\n" +
+	"\x12ListAgentsResponse\x12+\n" +
+	"\x06agents\x18\x01 \x03(\v2\x13.rel.v1.AgentStatusR\x06agents\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"J\n" +
+	"\x0fGetAgentRequest\x12'\n" +
+	"\x04read\x18\x01 \x01(\v2\x13.rel.v1.ReadOptionsR\x04read\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"S\n" +
+	"\x10GetAgentResponse\x12)\n" +
+	"\x05agent\x18\x01 \x01(\v2\x13.rel.v1.AgentStatusR\x05agent\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"m\n" +
+	"\x0eHistoryRequest\x12'\n" +
+	"\x04read\x18\x01 \x01(\v2\x13.rel.v1.ReadOptionsR\x04read\x12\x10\n" +
+	"\x03app\x18\x02 \x01(\tR\x03app\x12 \n" +
+	"\venvironment\x18\x03 \x01(\tR\venvironment\"W\n" +
+	"\x0fHistoryResponse\x12.\n" +
+	"\aentries\x18\x01 \x03(\v2\x14.rel.v1.HistoryEntryR\aentries\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index2\xbb\a\n" +
 	"\x0eControlService\x12@\n" +
 	"\tCreateApp\x12\x18.rel.v1.CreateAppRequest\x1a\x19.rel.v1.CreateAppResponse\x12=\n" +
 	"\bListApps\x12\x17.rel.v1.ListAppsRequest\x1a\x18.rel.v1.ListAppsResponse\x12X\n" +
@@ -910,7 +1875,15 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\rCreateRelease\x12\x1c.rel.v1.CreateReleaseRequest\x1a\x1d.rel.v1.CreateReleaseResponse\x12I\n" +
 	"\fListReleases\x12\x1b.rel.v1.ListReleasesRequest\x1a\x1c.rel.v1.ListReleasesResponse\x12C\n" +
 	"\n" +
-	"GetRelease\x12\x19.rel.v1.GetReleaseRequest\x1a\x1a.rel.v1.GetReleaseResponseB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
+	"GetRelease\x12\x19.rel.v1.GetReleaseRequest\x1a\x1a.rel.v1.GetReleaseResponse\x12I\n" +
+	"\fStartRollout\x12\x1b.rel.v1.StartRolloutRequest\x1a\x1c.rel.v1.StartRolloutResponse\x12C\n" +
+	"\n" +
+	"GetRollout\x12\x19.rel.v1.GetRolloutRequest\x1a\x1a.rel.v1.GetRolloutResponse\x12I\n" +
+	"\fListRollouts\x12\x1b.rel.v1.ListRolloutsRequest\x1a\x1c.rel.v1.ListRolloutsResponse\x12C\n" +
+	"\n" +
+	"ListAgents\x12\x19.rel.v1.ListAgentsRequest\x1a\x1a.rel.v1.ListAgentsResponse\x12=\n" +
+	"\bGetAgent\x12\x17.rel.v1.GetAgentRequest\x1a\x18.rel.v1.GetAgentResponse\x12:\n" +
+	"\aHistory\x12\x16.rel.v1.HistoryRequest\x1a\x17.rel.v1.HistoryResponseB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
 
 var (
 	file_rel_v1_control_proto_rawDescOnce sync.Once
@@ -924,7 +1897,7 @@ func file_rel_v1_control_proto_rawDescGZIP() []byte {
 	return file_rel_v1_control_proto_rawDescData
 }
 
-var file_rel_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_rel_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_rel_v1_control_proto_goTypes = []any{
 	(*ReadOptions)(nil),               // 0: rel.v1.ReadOptions
 	(*CreateAppRequest)(nil),          // 1: rel.v1.CreateAppRequest
@@ -941,45 +1914,97 @@ var file_rel_v1_control_proto_goTypes = []any{
 	(*ListReleasesResponse)(nil),      // 12: rel.v1.ListReleasesResponse
 	(*GetReleaseRequest)(nil),         // 13: rel.v1.GetReleaseRequest
 	(*GetReleaseResponse)(nil),        // 14: rel.v1.GetReleaseResponse
-	nil,                               // 15: rel.v1.CreateEnvironmentRequest.SelectorEntry
-	nil,                               // 16: rel.v1.CreateReleaseRequest.LabelsEntry
-	(*App)(nil),                       // 17: rel.v1.App
-	(*Environment)(nil),               // 18: rel.v1.Environment
-	(*Release)(nil),                   // 19: rel.v1.Release
+	(*StartRolloutRequest)(nil),       // 15: rel.v1.StartRolloutRequest
+	(*StartRolloutResponse)(nil),      // 16: rel.v1.StartRolloutResponse
+	(*GetRolloutRequest)(nil),         // 17: rel.v1.GetRolloutRequest
+	(*RolloutHostStatus)(nil),         // 18: rel.v1.RolloutHostStatus
+	(*RolloutStatus)(nil),             // 19: rel.v1.RolloutStatus
+	(*GetRolloutResponse)(nil),        // 20: rel.v1.GetRolloutResponse
+	(*ListRolloutsRequest)(nil),       // 21: rel.v1.ListRolloutsRequest
+	(*ListRolloutsResponse)(nil),      // 22: rel.v1.ListRolloutsResponse
+	(*AgentStatus)(nil),               // 23: rel.v1.AgentStatus
+	(*ListAgentsRequest)(nil),         // 24: rel.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),        // 25: rel.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),           // 26: rel.v1.GetAgentRequest
+	(*GetAgentResponse)(nil),          // 27: rel.v1.GetAgentResponse
+	(*HistoryRequest)(nil),            // 28: rel.v1.HistoryRequest
+	(*HistoryResponse)(nil),           // 29: rel.v1.HistoryResponse
+	nil,                               // 30: rel.v1.CreateEnvironmentRequest.SelectorEntry
+	nil,                               // 31: rel.v1.CreateReleaseRequest.LabelsEntry
+	nil,                               // 32: rel.v1.RolloutStatus.TotalsEntry
+	(*App)(nil),                       // 33: rel.v1.App
+	(*Environment)(nil),               // 34: rel.v1.Environment
+	(*Release)(nil),                   // 35: rel.v1.Release
+	(*RolloutSpec)(nil),               // 36: rel.v1.RolloutSpec
+	(*Rollout)(nil),                   // 37: rel.v1.Rollout
+	(*Agent)(nil),                     // 38: rel.v1.Agent
+	(*AppReport)(nil),                 // 39: rel.v1.AppReport
+	(*Load)(nil),                      // 40: rel.v1.Load
+	(*HistoryEntry)(nil),              // 41: rel.v1.HistoryEntry
 }
 var file_rel_v1_control_proto_depIdxs = []int32{
-	17, // 0: rel.v1.CreateAppResponse.app:type_name -> rel.v1.App
+	33, // 0: rel.v1.CreateAppResponse.app:type_name -> rel.v1.App
 	0,  // 1: rel.v1.ListAppsRequest.read:type_name -> rel.v1.ReadOptions
-	17, // 2: rel.v1.ListAppsResponse.apps:type_name -> rel.v1.App
-	15, // 3: rel.v1.CreateEnvironmentRequest.selector:type_name -> rel.v1.CreateEnvironmentRequest.SelectorEntry
-	18, // 4: rel.v1.CreateEnvironmentResponse.environment:type_name -> rel.v1.Environment
+	33, // 2: rel.v1.ListAppsResponse.apps:type_name -> rel.v1.App
+	30, // 3: rel.v1.CreateEnvironmentRequest.selector:type_name -> rel.v1.CreateEnvironmentRequest.SelectorEntry
+	34, // 4: rel.v1.CreateEnvironmentResponse.environment:type_name -> rel.v1.Environment
 	0,  // 5: rel.v1.ListEnvironmentsRequest.read:type_name -> rel.v1.ReadOptions
-	18, // 6: rel.v1.ListEnvironmentsResponse.environments:type_name -> rel.v1.Environment
-	16, // 7: rel.v1.CreateReleaseRequest.labels:type_name -> rel.v1.CreateReleaseRequest.LabelsEntry
-	19, // 8: rel.v1.CreateReleaseResponse.release:type_name -> rel.v1.Release
+	34, // 6: rel.v1.ListEnvironmentsResponse.environments:type_name -> rel.v1.Environment
+	31, // 7: rel.v1.CreateReleaseRequest.labels:type_name -> rel.v1.CreateReleaseRequest.LabelsEntry
+	35, // 8: rel.v1.CreateReleaseResponse.release:type_name -> rel.v1.Release
 	0,  // 9: rel.v1.ListReleasesRequest.read:type_name -> rel.v1.ReadOptions
-	19, // 10: rel.v1.ListReleasesResponse.releases:type_name -> rel.v1.Release
+	35, // 10: rel.v1.ListReleasesResponse.releases:type_name -> rel.v1.Release
 	0,  // 11: rel.v1.GetReleaseRequest.read:type_name -> rel.v1.ReadOptions
-	19, // 12: rel.v1.GetReleaseResponse.release:type_name -> rel.v1.Release
-	1,  // 13: rel.v1.ControlService.CreateApp:input_type -> rel.v1.CreateAppRequest
-	3,  // 14: rel.v1.ControlService.ListApps:input_type -> rel.v1.ListAppsRequest
-	5,  // 15: rel.v1.ControlService.CreateEnvironment:input_type -> rel.v1.CreateEnvironmentRequest
-	7,  // 16: rel.v1.ControlService.ListEnvironments:input_type -> rel.v1.ListEnvironmentsRequest
-	9,  // 17: rel.v1.ControlService.CreateRelease:input_type -> rel.v1.CreateReleaseRequest
-	11, // 18: rel.v1.ControlService.ListReleases:input_type -> rel.v1.ListReleasesRequest
-	13, // 19: rel.v1.ControlService.GetRelease:input_type -> rel.v1.GetReleaseRequest
-	2,  // 20: rel.v1.ControlService.CreateApp:output_type -> rel.v1.CreateAppResponse
-	4,  // 21: rel.v1.ControlService.ListApps:output_type -> rel.v1.ListAppsResponse
-	6,  // 22: rel.v1.ControlService.CreateEnvironment:output_type -> rel.v1.CreateEnvironmentResponse
-	8,  // 23: rel.v1.ControlService.ListEnvironments:output_type -> rel.v1.ListEnvironmentsResponse
-	10, // 24: rel.v1.ControlService.CreateRelease:output_type -> rel.v1.CreateReleaseResponse
-	12, // 25: rel.v1.ControlService.ListReleases:output_type -> rel.v1.ListReleasesResponse
-	14, // 26: rel.v1.ControlService.GetRelease:output_type -> rel.v1.GetReleaseResponse
-	20, // [20:27] is the sub-list for method output_type
-	13, // [13:20] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	35, // 12: rel.v1.GetReleaseResponse.release:type_name -> rel.v1.Release
+	36, // 13: rel.v1.StartRolloutRequest.spec:type_name -> rel.v1.RolloutSpec
+	37, // 14: rel.v1.StartRolloutResponse.rollout:type_name -> rel.v1.Rollout
+	0,  // 15: rel.v1.GetRolloutRequest.read:type_name -> rel.v1.ReadOptions
+	37, // 16: rel.v1.RolloutStatus.rollout:type_name -> rel.v1.Rollout
+	18, // 17: rel.v1.RolloutStatus.hosts:type_name -> rel.v1.RolloutHostStatus
+	32, // 18: rel.v1.RolloutStatus.totals:type_name -> rel.v1.RolloutStatus.TotalsEntry
+	19, // 19: rel.v1.GetRolloutResponse.status:type_name -> rel.v1.RolloutStatus
+	0,  // 20: rel.v1.ListRolloutsRequest.read:type_name -> rel.v1.ReadOptions
+	19, // 21: rel.v1.ListRolloutsResponse.rollouts:type_name -> rel.v1.RolloutStatus
+	38, // 22: rel.v1.AgentStatus.agent:type_name -> rel.v1.Agent
+	39, // 23: rel.v1.AgentStatus.apps:type_name -> rel.v1.AppReport
+	40, // 24: rel.v1.AgentStatus.load:type_name -> rel.v1.Load
+	0,  // 25: rel.v1.ListAgentsRequest.read:type_name -> rel.v1.ReadOptions
+	23, // 26: rel.v1.ListAgentsResponse.agents:type_name -> rel.v1.AgentStatus
+	0,  // 27: rel.v1.GetAgentRequest.read:type_name -> rel.v1.ReadOptions
+	23, // 28: rel.v1.GetAgentResponse.agent:type_name -> rel.v1.AgentStatus
+	0,  // 29: rel.v1.HistoryRequest.read:type_name -> rel.v1.ReadOptions
+	41, // 30: rel.v1.HistoryResponse.entries:type_name -> rel.v1.HistoryEntry
+	1,  // 31: rel.v1.ControlService.CreateApp:input_type -> rel.v1.CreateAppRequest
+	3,  // 32: rel.v1.ControlService.ListApps:input_type -> rel.v1.ListAppsRequest
+	5,  // 33: rel.v1.ControlService.CreateEnvironment:input_type -> rel.v1.CreateEnvironmentRequest
+	7,  // 34: rel.v1.ControlService.ListEnvironments:input_type -> rel.v1.ListEnvironmentsRequest
+	9,  // 35: rel.v1.ControlService.CreateRelease:input_type -> rel.v1.CreateReleaseRequest
+	11, // 36: rel.v1.ControlService.ListReleases:input_type -> rel.v1.ListReleasesRequest
+	13, // 37: rel.v1.ControlService.GetRelease:input_type -> rel.v1.GetReleaseRequest
+	15, // 38: rel.v1.ControlService.StartRollout:input_type -> rel.v1.StartRolloutRequest
+	17, // 39: rel.v1.ControlService.GetRollout:input_type -> rel.v1.GetRolloutRequest
+	21, // 40: rel.v1.ControlService.ListRollouts:input_type -> rel.v1.ListRolloutsRequest
+	24, // 41: rel.v1.ControlService.ListAgents:input_type -> rel.v1.ListAgentsRequest
+	26, // 42: rel.v1.ControlService.GetAgent:input_type -> rel.v1.GetAgentRequest
+	28, // 43: rel.v1.ControlService.History:input_type -> rel.v1.HistoryRequest
+	2,  // 44: rel.v1.ControlService.CreateApp:output_type -> rel.v1.CreateAppResponse
+	4,  // 45: rel.v1.ControlService.ListApps:output_type -> rel.v1.ListAppsResponse
+	6,  // 46: rel.v1.ControlService.CreateEnvironment:output_type -> rel.v1.CreateEnvironmentResponse
+	8,  // 47: rel.v1.ControlService.ListEnvironments:output_type -> rel.v1.ListEnvironmentsResponse
+	10, // 48: rel.v1.ControlService.CreateRelease:output_type -> rel.v1.CreateReleaseResponse
+	12, // 49: rel.v1.ControlService.ListReleases:output_type -> rel.v1.ListReleasesResponse
+	14, // 50: rel.v1.ControlService.GetRelease:output_type -> rel.v1.GetReleaseResponse
+	16, // 51: rel.v1.ControlService.StartRollout:output_type -> rel.v1.StartRolloutResponse
+	20, // 52: rel.v1.ControlService.GetRollout:output_type -> rel.v1.GetRolloutResponse
+	22, // 53: rel.v1.ControlService.ListRollouts:output_type -> rel.v1.ListRolloutsResponse
+	25, // 54: rel.v1.ControlService.ListAgents:output_type -> rel.v1.ListAgentsResponse
+	27, // 55: rel.v1.ControlService.GetAgent:output_type -> rel.v1.GetAgentResponse
+	29, // 56: rel.v1.ControlService.History:output_type -> rel.v1.HistoryResponse
+	44, // [44:57] is the sub-list for method output_type
+	31, // [31:44] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_control_proto_init() }
@@ -994,7 +2019,7 @@ func file_rel_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_control_proto_rawDesc), len(file_rel_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

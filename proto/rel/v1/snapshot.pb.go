@@ -33,6 +33,11 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Release
 	//	*SnapshotRecord_Server
 	//	*SnapshotRecord_TableIndex
+	//	*SnapshotRecord_Agent
+	//	*SnapshotRecord_AgentApp
+	//	*SnapshotRecord_Desired
+	//	*SnapshotRecord_Rollout
+	//	*SnapshotRecord_History
 	Kind          isSnapshotRecord_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -129,6 +134,51 @@ func (x *SnapshotRecord) GetTableIndex() *TableIndex {
 	return nil
 }
 
+func (x *SnapshotRecord) GetAgent() *Agent {
+	if x != nil {
+		if x, ok := x.Kind.(*SnapshotRecord_Agent); ok {
+			return x.Agent
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotRecord) GetAgentApp() *AgentApp {
+	if x != nil {
+		if x, ok := x.Kind.(*SnapshotRecord_AgentApp); ok {
+			return x.AgentApp
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotRecord) GetDesired() *Desired {
+	if x != nil {
+		if x, ok := x.Kind.(*SnapshotRecord_Desired); ok {
+			return x.Desired
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotRecord) GetRollout() *Rollout {
+	if x != nil {
+		if x, ok := x.Kind.(*SnapshotRecord_Rollout); ok {
+			return x.Rollout
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotRecord) GetHistory() *HistoryEntry {
+	if x != nil {
+		if x, ok := x.Kind.(*SnapshotRecord_History); ok {
+			return x.History
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Kind interface {
 	isSnapshotRecord_Kind()
 }
@@ -157,6 +207,26 @@ type SnapshotRecord_TableIndex struct {
 	TableIndex *TableIndex `protobuf:"bytes,6,opt,name=table_index,json=tableIndex,proto3,oneof"`
 }
 
+type SnapshotRecord_Agent struct {
+	Agent *Agent `protobuf:"bytes,7,opt,name=agent,proto3,oneof"`
+}
+
+type SnapshotRecord_AgentApp struct {
+	AgentApp *AgentApp `protobuf:"bytes,8,opt,name=agent_app,json=agentApp,proto3,oneof"`
+}
+
+type SnapshotRecord_Desired struct {
+	Desired *Desired `protobuf:"bytes,9,opt,name=desired,proto3,oneof"`
+}
+
+type SnapshotRecord_Rollout struct {
+	Rollout *Rollout `protobuf:"bytes,10,opt,name=rollout,proto3,oneof"`
+}
+
+type SnapshotRecord_History struct {
+	History *HistoryEntry `protobuf:"bytes,11,opt,name=history,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Kind() {}
 
 func (*SnapshotRecord_App) isSnapshotRecord_Kind() {}
@@ -168,6 +238,16 @@ func (*SnapshotRecord_Release) isSnapshotRecord_Kind() {}
 func (*SnapshotRecord_Server) isSnapshotRecord_Kind() {}
 
 func (*SnapshotRecord_TableIndex) isSnapshotRecord_Kind() {}
+
+func (*SnapshotRecord_Agent) isSnapshotRecord_Kind() {}
+
+func (*SnapshotRecord_AgentApp) isSnapshotRecord_Kind() {}
+
+func (*SnapshotRecord_Desired) isSnapshotRecord_Kind() {}
+
+func (*SnapshotRecord_Rollout) isSnapshotRecord_Kind() {}
+
+func (*SnapshotRecord_History) isSnapshotRecord_Kind() {}
 
 type SnapshotHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -271,7 +351,7 @@ var File_rel_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_rel_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x15rel/v1/snapshot.proto\x12\x06rel.v1\x1a\x12rel/v1/types.proto\"\xb2\x02\n" +
+	"\x15rel/v1/snapshot.proto\x12\x06rel.v1\x1a\x12rel/v1/types.proto\"\x96\x04\n" +
 	"\x0eSnapshotRecord\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.rel.v1.SnapshotHeaderH\x00R\x06header\x12\x1f\n" +
 	"\x03app\x18\x02 \x01(\v2\v.rel.v1.AppH\x00R\x03app\x127\n" +
@@ -279,7 +359,13 @@ const file_rel_v1_snapshot_proto_rawDesc = "" +
 	"\arelease\x18\x04 \x01(\v2\x0f.rel.v1.ReleaseH\x00R\arelease\x12(\n" +
 	"\x06server\x18\x05 \x01(\v2\x0e.rel.v1.ServerH\x00R\x06server\x125\n" +
 	"\vtable_index\x18\x06 \x01(\v2\x12.rel.v1.TableIndexH\x00R\n" +
-	"tableIndexB\x06\n" +
+	"tableIndex\x12%\n" +
+	"\x05agent\x18\a \x01(\v2\r.rel.v1.AgentH\x00R\x05agent\x12/\n" +
+	"\tagent_app\x18\b \x01(\v2\x10.rel.v1.AgentAppH\x00R\bagentApp\x12+\n" +
+	"\adesired\x18\t \x01(\v2\x0f.rel.v1.DesiredH\x00R\adesired\x12+\n" +
+	"\arollout\x18\n" +
+	" \x01(\v2\x0f.rel.v1.RolloutH\x00R\arollout\x120\n" +
+	"\ahistory\x18\v \x01(\v2\x14.rel.v1.HistoryEntryH\x00R\ahistoryB\x06\n" +
 	"\x04kind\"(\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\"8\n" +
@@ -309,19 +395,29 @@ var file_rel_v1_snapshot_proto_goTypes = []any{
 	(*Environment)(nil),    // 4: rel.v1.Environment
 	(*Release)(nil),        // 5: rel.v1.Release
 	(*Server)(nil),         // 6: rel.v1.Server
+	(*Agent)(nil),          // 7: rel.v1.Agent
+	(*AgentApp)(nil),       // 8: rel.v1.AgentApp
+	(*Desired)(nil),        // 9: rel.v1.Desired
+	(*Rollout)(nil),        // 10: rel.v1.Rollout
+	(*HistoryEntry)(nil),   // 11: rel.v1.HistoryEntry
 }
 var file_rel_v1_snapshot_proto_depIdxs = []int32{
-	1, // 0: rel.v1.SnapshotRecord.header:type_name -> rel.v1.SnapshotHeader
-	3, // 1: rel.v1.SnapshotRecord.app:type_name -> rel.v1.App
-	4, // 2: rel.v1.SnapshotRecord.environment:type_name -> rel.v1.Environment
-	5, // 3: rel.v1.SnapshotRecord.release:type_name -> rel.v1.Release
-	6, // 4: rel.v1.SnapshotRecord.server:type_name -> rel.v1.Server
-	2, // 5: rel.v1.SnapshotRecord.table_index:type_name -> rel.v1.TableIndex
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	1,  // 0: rel.v1.SnapshotRecord.header:type_name -> rel.v1.SnapshotHeader
+	3,  // 1: rel.v1.SnapshotRecord.app:type_name -> rel.v1.App
+	4,  // 2: rel.v1.SnapshotRecord.environment:type_name -> rel.v1.Environment
+	5,  // 3: rel.v1.SnapshotRecord.release:type_name -> rel.v1.Release
+	6,  // 4: rel.v1.SnapshotRecord.server:type_name -> rel.v1.Server
+	2,  // 5: rel.v1.SnapshotRecord.table_index:type_name -> rel.v1.TableIndex
+	7,  // 6: rel.v1.SnapshotRecord.agent:type_name -> rel.v1.Agent
+	8,  // 7: rel.v1.SnapshotRecord.agent_app:type_name -> rel.v1.AgentApp
+	9,  // 8: rel.v1.SnapshotRecord.desired:type_name -> rel.v1.Desired
+	10, // 9: rel.v1.SnapshotRecord.rollout:type_name -> rel.v1.Rollout
+	11, // 10: rel.v1.SnapshotRecord.history:type_name -> rel.v1.HistoryEntry
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_snapshot_proto_init() }
@@ -337,6 +433,11 @@ func file_rel_v1_snapshot_proto_init() {
 		(*SnapshotRecord_Release)(nil),
 		(*SnapshotRecord_Server)(nil),
 		(*SnapshotRecord_TableIndex)(nil),
+		(*SnapshotRecord_Agent)(nil),
+		(*SnapshotRecord_AgentApp)(nil),
+		(*SnapshotRecord_Desired)(nil),
+		(*SnapshotRecord_Rollout)(nil),
+		(*SnapshotRecord_History)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -200,10 +200,12 @@ type Release struct {
 	Commit          string            `protobuf:"bytes,6,opt,name=commit,proto3" json:"commit,omitempty"`
 	Labels          map[string]string `protobuf:"bytes,7,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	CreatedUnixNano int64             `protobuf:"varint,8,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
-	CreateIndex     uint64            `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
-	ModifyIndex     uint64            `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Artifact size in bytes; 0 when unknown (external URLs).
+	Size          int64  `protobuf:"varint,9,opt,name=size,proto3" json:"size,omitempty"`
+	CreateIndex   uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex   uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Release) Reset() {
@@ -288,6 +290,13 @@ func (x *Release) GetLabels() map[string]string {
 func (x *Release) GetCreatedUnixNano() int64 {
 	if x != nil {
 		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+func (x *Release) GetSize() int64 {
+	if x != nil {
+		return x.Size
 	}
 	return 0
 }
@@ -400,6 +409,950 @@ func (x *Server) GetModifyIndex() uint64 {
 	return 0
 }
 
+// HostFacts describe an agent's host, read with gopsutil at agent start.
+type HostFacts struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Hostname        string                 `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Os              string                 `protobuf:"bytes,2,opt,name=os,proto3" json:"os,omitempty"`
+	Platform        string                 `protobuf:"bytes,3,opt,name=platform,proto3" json:"platform,omitempty"`
+	PlatformVersion string                 `protobuf:"bytes,4,opt,name=platform_version,json=platformVersion,proto3" json:"platform_version,omitempty"`
+	Kernel          string                 `protobuf:"bytes,5,opt,name=kernel,proto3" json:"kernel,omitempty"`
+	Arch            string                 `protobuf:"bytes,6,opt,name=arch,proto3" json:"arch,omitempty"`
+	Cpus            uint32                 `protobuf:"varint,7,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	MemoryBytes     uint64                 `protobuf:"varint,8,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *HostFacts) Reset() {
+	*x = HostFacts{}
+	mi := &file_rel_v1_types_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostFacts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostFacts) ProtoMessage() {}
+
+func (x *HostFacts) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_types_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostFacts.ProtoReflect.Descriptor instead.
+func (*HostFacts) Descriptor() ([]byte, []int) {
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *HostFacts) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *HostFacts) GetOs() string {
+	if x != nil {
+		return x.Os
+	}
+	return ""
+}
+
+func (x *HostFacts) GetPlatform() string {
+	if x != nil {
+		return x.Platform
+	}
+	return ""
+}
+
+func (x *HostFacts) GetPlatformVersion() string {
+	if x != nil {
+		return x.PlatformVersion
+	}
+	return ""
+}
+
+func (x *HostFacts) GetKernel() string {
+	if x != nil {
+		return x.Kernel
+	}
+	return ""
+}
+
+func (x *HostFacts) GetArch() string {
+	if x != nil {
+		return x.Arch
+	}
+	return ""
+}
+
+func (x *HostFacts) GetCpus() uint32 {
+	if x != nil {
+		return x.Cpus
+	}
+	return 0
+}
+
+func (x *HostFacts) GetMemoryBytes() uint64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+// Load is a host's current load, carried by heartbeats. Never replicated:
+// the server holding the agent's stream keeps the latest in memory.
+type Load struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	CpuPercent     float64                `protobuf:"fixed64,1,opt,name=cpu_percent,json=cpuPercent,proto3" json:"cpu_percent,omitempty"`
+	MemoryPercent  float64                `protobuf:"fixed64,2,opt,name=memory_percent,json=memoryPercent,proto3" json:"memory_percent,omitempty"`
+	DiskFreeBytes  uint64                 `protobuf:"varint,3,opt,name=disk_free_bytes,json=diskFreeBytes,proto3" json:"disk_free_bytes,omitempty"`
+	DiskTotalBytes uint64                 `protobuf:"varint,4,opt,name=disk_total_bytes,json=diskTotalBytes,proto3" json:"disk_total_bytes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Load) Reset() {
+	*x = Load{}
+	mi := &file_rel_v1_types_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Load) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Load) ProtoMessage() {}
+
+func (x *Load) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_types_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Load.ProtoReflect.Descriptor instead.
+func (*Load) Descriptor() ([]byte, []int) {
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Load) GetCpuPercent() float64 {
+	if x != nil {
+		return x.CpuPercent
+	}
+	return 0
+}
+
+func (x *Load) GetMemoryPercent() float64 {
+	if x != nil {
+		return x.MemoryPercent
+	}
+	return 0
+}
+
+func (x *Load) GetDiskFreeBytes() uint64 {
+	if x != nil {
+		return x.DiskFreeBytes
+	}
+	return 0
+}
+
+func (x *Load) GetDiskTotalBytes() uint64 {
+	if x != nil {
+		return x.DiskTotalBytes
+	}
+	return 0
+}
+
+// AppReport is an agent's account of one app on its host.
+type AppReport struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	App             string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Version         string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	PreviousVersion string                 `protobuf:"bytes,3,opt,name=previous_version,json=previousVersion,proto3" json:"previous_version,omitempty"`
+	// downloading, installing, starting, verifying, healthy or failed.
+	Phase  string `protobuf:"bytes,4,opt,name=phase,proto3" json:"phase,omitempty"`
+	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Tail of the failing hook's output.
+	Output string `protobuf:"bytes,6,opt,name=output,proto3" json:"output,omitempty"`
+	// When the agent observed this phase.
+	AtUnixNano int64 `protobuf:"varint,7,opt,name=at_unix_nano,json=atUnixNano,proto3" json:"at_unix_nano,omitempty"`
+	// The rollout the agent was converging for, from its desired state.
+	RolloutId string `protobuf:"bytes,8,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
+	// Desired-state generation the agent was acting on.
+	Generation    uint64 `protobuf:"varint,9,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppReport) Reset() {
+	*x = AppReport{}
+	mi := &file_rel_v1_types_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppReport) ProtoMessage() {}
+
+func (x *AppReport) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_types_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppReport.ProtoReflect.Descriptor instead.
+func (*AppReport) Descriptor() ([]byte, []int) {
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *AppReport) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *AppReport) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *AppReport) GetPreviousVersion() string {
+	if x != nil {
+		return x.PreviousVersion
+	}
+	return ""
+}
+
+func (x *AppReport) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *AppReport) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *AppReport) GetOutput() string {
+	if x != nil {
+		return x.Output
+	}
+	return ""
+}
+
+func (x *AppReport) GetAtUnixNano() int64 {
+	if x != nil {
+		return x.AtUnixNano
+	}
+	return 0
+}
+
+func (x *AppReport) GetRolloutId() string {
+	if x != nil {
+		return x.RolloutId
+	}
+	return ""
+}
+
+func (x *AppReport) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+// Agent is a host running rel-agent, as the cluster knows it. Only
+// transitions (connected, disconnected) and reports are replicated.
+type Agent struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Id           string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Labels       map[string]string      `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	AgentVersion string                 `protobuf:"bytes,3,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	Facts        *HostFacts             `protobuf:"bytes,4,opt,name=facts,proto3" json:"facts,omitempty"`
+	Connected    bool                   `protobuf:"varint,5,opt,name=connected,proto3" json:"connected,omitempty"`
+	// Identifies one stream; stamped by the server that accepted it. A
+	// disconnect only applies to the session it names.
+	SessionId string `protobuf:"bytes,6,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// The server holding the stream.
+	ServerId             string `protobuf:"bytes,7,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
+	ConnectedUnixNano    int64  `protobuf:"varint,8,opt,name=connected_unix_nano,json=connectedUnixNano,proto3" json:"connected_unix_nano,omitempty"`
+	DisconnectedUnixNano int64  `protobuf:"varint,9,opt,name=disconnected_unix_nano,json=disconnectedUnixNano,proto3" json:"disconnected_unix_nano,omitempty"`
+	DisconnectReason     string `protobuf:"bytes,10,opt,name=disconnect_reason,json=disconnectReason,proto3" json:"disconnect_reason,omitempty"`
+	CreateIndex          uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex          uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *Agent) Reset() {
+	*x = Agent{}
+	mi := &file_rel_v1_types_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Agent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Agent) ProtoMessage() {}
+
+func (x *Agent) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_types_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Agent.ProtoReflect.Descriptor instead.
+func (*Agent) Descriptor() ([]byte, []int) {
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Agent) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Agent) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *Agent) GetAgentVersion() string {
+	if x != nil {
+		return x.AgentVersion
+	}
+	return ""
+}
+
+func (x *Agent) GetFacts() *HostFacts {
+	if x != nil {
+		return x.Facts
+	}
+	return nil
+}
+
+func (x *Agent) GetConnected() bool {
+	if x != nil {
+		return x.Connected
+	}
+	return false
+}
+
+func (x *Agent) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *Agent) GetServerId() string {
+	if x != nil {
+		return x.ServerId
+	}
+	return ""
+}
+
+func (x *Agent) GetConnectedUnixNano() int64 {
+	if x != nil {
+		return x.ConnectedUnixNano
+	}
+	return 0
+}
+
+func (x *Agent) GetDisconnectedUnixNano() int64 {
+	if x != nil {
+		return x.DisconnectedUnixNano
+	}
+	return 0
+}
+
+func (x *Agent) GetDisconnectReason() string {
+	if x != nil {
+		return x.DisconnectReason
+	}
+	return ""
+}
+
+func (x *Agent) GetCreateIndex() uint64 {
+	if x != nil {
+		return x.CreateIndex
+	}
+	return 0
+}
+
+func (x *Agent) GetModifyIndex() uint64 {
+	if x != nil {
+		return x.ModifyIndex
+	}
+	return 0
+}
+
+// AgentApp is the latest report of one app on one agent.
+type AgentApp struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	AgentId string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Report  *AppReport             `protobuf:"bytes,2,opt,name=report,proto3" json:"report,omitempty"`
+	// When the app entered its current phase.
+	PhaseSinceUnixNano int64  `protobuf:"varint,3,opt,name=phase_since_unix_nano,json=phaseSinceUnixNano,proto3" json:"phase_since_unix_nano,omitempty"`
+	CreateIndex        uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex        uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *AgentApp) Reset() {
+	*x = AgentApp{}
+	mi := &file_rel_v1_types_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentApp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentApp) ProtoMessage() {}
+
+func (x *AgentApp) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_types_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentApp.ProtoReflect.Descriptor instead.
+func (*AgentApp) Descriptor() ([]byte, []int) {
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *AgentApp) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *AgentApp) GetReport() *AppReport {
+	if x != nil {
+		return x.Report
+	}
+	return nil
+}
+
+func (x *AgentApp) GetPhaseSinceUnixNano() int64 {
+	if x != nil {
+		return x.PhaseSinceUnixNano
+	}
+	return 0
+}
+
+func (x *AgentApp) GetCreateIndex() uint64 {
+	if x != nil {
+		return x.CreateIndex
+	}
+	return 0
+}
+
+func (x *AgentApp) GetModifyIndex() uint64 {
+	if x != nil {
+		return x.ModifyIndex
+	}
+	return 0
+}
+
+// Desired says which release one agent should run for one app.
+type Desired struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AgentId       string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	App           string                 `protobuf:"bytes,2,opt,name=app,proto3" json:"app,omitempty"`
+	Version       string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	Sha256        string                 `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size          int64                  `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	ArtifactUrl   string                 `protobuf:"bytes,6,opt,name=artifact_url,json=artifactUrl,proto3" json:"artifact_url,omitempty"`
+	RolloutId     string                 `protobuf:"bytes,7,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
+	CreateIndex   uint64                 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex   uint64                 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Desired) Reset() {
+	*x = Desired{}
+	mi := &file_rel_v1_types_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Desired) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Desired) ProtoMessage() {}
+
+func (x *Desired) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_types_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Desired.ProtoReflect.Descriptor instead.
+func (*Desired) Descriptor() ([]byte, []int) {
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Desired) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *Desired) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *Desired) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Desired) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *Desired) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *Desired) GetArtifactUrl() string {
+	if x != nil {
+		return x.ArtifactUrl
+	}
+	return ""
+}
+
+func (x *Desired) GetRolloutId() string {
+	if x != nil {
+		return x.RolloutId
+	}
+	return ""
+}
+
+func (x *Desired) GetCreateIndex() uint64 {
+	if x != nil {
+		return x.CreateIndex
+	}
+	return 0
+}
+
+func (x *Desired) GetModifyIndex() uint64 {
+	if x != nil {
+		return x.ModifyIndex
+	}
+	return 0
+}
+
+// RolloutSpec is how a rollout proceeds. Stored with the rollout.
+type RolloutSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// all-at-once
+	Strategy      string `protobuf:"bytes,1,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutSpec) Reset() {
+	*x = RolloutSpec{}
+	mi := &file_rel_v1_types_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutSpec) ProtoMessage() {}
+
+func (x *RolloutSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_types_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutSpec.ProtoReflect.Descriptor instead.
+func (*RolloutSpec) Descriptor() ([]byte, []int) {
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RolloutSpec) GetStrategy() string {
+	if x != nil {
+		return x.Strategy
+	}
+	return ""
+}
+
+type RolloutHost struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	AgentId string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// What the host ran for the app when the rollout started ("" if nothing).
+	PreviousVersion string `protobuf:"bytes,2,opt,name=previous_version,json=previousVersion,proto3" json:"previous_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RolloutHost) Reset() {
+	*x = RolloutHost{}
+	mi := &file_rel_v1_types_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutHost) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutHost) ProtoMessage() {}
+
+func (x *RolloutHost) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_types_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutHost.ProtoReflect.Descriptor instead.
+func (*RolloutHost) Descriptor() ([]byte, []int) {
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RolloutHost) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *RolloutHost) GetPreviousVersion() string {
+	if x != nil {
+		return x.PreviousVersion
+	}
+	return ""
+}
+
+// Rollout takes a release to the hosts of an environment.
+type Rollout struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	App         string                 `protobuf:"bytes,2,opt,name=app,proto3" json:"app,omitempty"`
+	Version     string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	Environment string                 `protobuf:"bytes,4,opt,name=environment,proto3" json:"environment,omitempty"`
+	Spec        *RolloutSpec           `protobuf:"bytes,5,opt,name=spec,proto3" json:"spec,omitempty"`
+	// running, succeeded or failed.
+	State            string         `protobuf:"bytes,6,opt,name=state,proto3" json:"state,omitempty"`
+	Reason           string         `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	Hosts            []*RolloutHost `protobuf:"bytes,8,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	CreatedUnixNano  int64          `protobuf:"varint,9,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	FinishedUnixNano int64          `protobuf:"varint,10,opt,name=finished_unix_nano,json=finishedUnixNano,proto3" json:"finished_unix_nano,omitempty"`
+	CreateIndex      uint64         `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex      uint64         `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Rollout) Reset() {
+	*x = Rollout{}
+	mi := &file_rel_v1_types_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rollout) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rollout) ProtoMessage() {}
+
+func (x *Rollout) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_types_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rollout.ProtoReflect.Descriptor instead.
+func (*Rollout) Descriptor() ([]byte, []int) {
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Rollout) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Rollout) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *Rollout) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Rollout) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *Rollout) GetSpec() *RolloutSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *Rollout) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Rollout) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Rollout) GetHosts() []*RolloutHost {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+func (x *Rollout) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+func (x *Rollout) GetFinishedUnixNano() int64 {
+	if x != nil {
+		return x.FinishedUnixNano
+	}
+	return 0
+}
+
+func (x *Rollout) GetCreateIndex() uint64 {
+	if x != nil {
+		return x.CreateIndex
+	}
+	return 0
+}
+
+func (x *Rollout) GetModifyIndex() uint64 {
+	if x != nil {
+		return x.ModifyIndex
+	}
+	return 0
+}
+
+// HistoryEntry says that a version ran (was healthy) on a host from one time
+// to another; to_unix_nano is 0 while it still runs.
+type HistoryEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	AgentId       string                 `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Version       string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	FromUnixNano  int64                  `protobuf:"varint,4,opt,name=from_unix_nano,json=fromUnixNano,proto3" json:"from_unix_nano,omitempty"`
+	ToUnixNano    int64                  `protobuf:"varint,5,opt,name=to_unix_nano,json=toUnixNano,proto3" json:"to_unix_nano,omitempty"`
+	RolloutId     string                 `protobuf:"bytes,6,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
+	CreateIndex   uint64                 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex   uint64                 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryEntry) Reset() {
+	*x = HistoryEntry{}
+	mi := &file_rel_v1_types_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryEntry) ProtoMessage() {}
+
+func (x *HistoryEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_types_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryEntry.ProtoReflect.Descriptor instead.
+func (*HistoryEntry) Descriptor() ([]byte, []int) {
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *HistoryEntry) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetFromUnixNano() int64 {
+	if x != nil {
+		return x.FromUnixNano
+	}
+	return 0
+}
+
+func (x *HistoryEntry) GetToUnixNano() int64 {
+	if x != nil {
+		return x.ToUnixNano
+	}
+	return 0
+}
+
+func (x *HistoryEntry) GetRolloutId() string {
+	if x != nil {
+		return x.RolloutId
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetCreateIndex() uint64 {
+	if x != nil {
+		return x.CreateIndex
+	}
+	return 0
+}
+
+func (x *HistoryEntry) GetModifyIndex() uint64 {
+	if x != nil {
+		return x.ModifyIndex
+	}
+	return 0
+}
+
 var File_rel_v1_types_proto protoreflect.FileDescriptor
 
 const file_rel_v1_types_proto_rawDesc = "" +
@@ -420,7 +1373,7 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\x1a;\n" +
 	"\rSelectorEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x80\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x94\x03\n" +
 	"\aRelease\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12!\n" +
@@ -429,7 +1382,8 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\x05notes\x18\x05 \x01(\tR\x05notes\x12\x16\n" +
 	"\x06commit\x18\x06 \x01(\tR\x06commit\x123\n" +
 	"\x06labels\x18\a \x03(\v2\x1b.rel.v1.Release.LabelsEntryR\x06labels\x12*\n" +
-	"\x11created_unix_nano\x18\b \x01(\x03R\x0fcreatedUnixNano\x12!\n" +
+	"\x11created_unix_nano\x18\b \x01(\x03R\x0fcreatedUnixNano\x12\x12\n" +
+	"\x04size\x18\t \x01(\x03R\x04size\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
@@ -441,6 +1395,100 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x1b\n" +
 	"\thttp_addr\x18\x04 \x01(\tR\bhttpAddr\x120\n" +
 	"\x14registered_unix_nano\x18\x05 \x01(\x03R\x12registeredUnixNano\x12!\n" +
+	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
+	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\xe1\x01\n" +
+	"\tHostFacts\x12\x1a\n" +
+	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x0e\n" +
+	"\x02os\x18\x02 \x01(\tR\x02os\x12\x1a\n" +
+	"\bplatform\x18\x03 \x01(\tR\bplatform\x12)\n" +
+	"\x10platform_version\x18\x04 \x01(\tR\x0fplatformVersion\x12\x16\n" +
+	"\x06kernel\x18\x05 \x01(\tR\x06kernel\x12\x12\n" +
+	"\x04arch\x18\x06 \x01(\tR\x04arch\x12\x12\n" +
+	"\x04cpus\x18\a \x01(\rR\x04cpus\x12!\n" +
+	"\fmemory_bytes\x18\b \x01(\x04R\vmemoryBytes\"\xa0\x01\n" +
+	"\x04Load\x12\x1f\n" +
+	"\vcpu_percent\x18\x01 \x01(\x01R\n" +
+	"cpuPercent\x12%\n" +
+	"\x0ememory_percent\x18\x02 \x01(\x01R\rmemoryPercent\x12&\n" +
+	"\x0fdisk_free_bytes\x18\x03 \x01(\x04R\rdiskFreeBytes\x12(\n" +
+	"\x10disk_total_bytes\x18\x04 \x01(\x04R\x0ediskTotalBytes\"\x89\x02\n" +
+	"\tAppReport\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12)\n" +
+	"\x10previous_version\x18\x03 \x01(\tR\x0fpreviousVersion\x12\x14\n" +
+	"\x05phase\x18\x04 \x01(\tR\x05phase\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06output\x18\x06 \x01(\tR\x06output\x12 \n" +
+	"\fat_unix_nano\x18\a \x01(\x03R\n" +
+	"atUnixNano\x12\x1d\n" +
+	"\n" +
+	"rollout_id\x18\b \x01(\tR\trolloutId\x12\x1e\n" +
+	"\n" +
+	"generation\x18\t \x01(\x04R\n" +
+	"generation\"\x86\x04\n" +
+	"\x05Agent\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x121\n" +
+	"\x06labels\x18\x02 \x03(\v2\x19.rel.v1.Agent.LabelsEntryR\x06labels\x12#\n" +
+	"\ragent_version\x18\x03 \x01(\tR\fagentVersion\x12'\n" +
+	"\x05facts\x18\x04 \x01(\v2\x11.rel.v1.HostFactsR\x05facts\x12\x1c\n" +
+	"\tconnected\x18\x05 \x01(\bR\tconnected\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x06 \x01(\tR\tsessionId\x12\x1b\n" +
+	"\tserver_id\x18\a \x01(\tR\bserverId\x12.\n" +
+	"\x13connected_unix_nano\x18\b \x01(\x03R\x11connectedUnixNano\x124\n" +
+	"\x16disconnected_unix_nano\x18\t \x01(\x03R\x14disconnectedUnixNano\x12+\n" +
+	"\x11disconnect_reason\x18\n" +
+	" \x01(\tR\x10disconnectReason\x12!\n" +
+	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
+	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc9\x01\n" +
+	"\bAgentApp\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12)\n" +
+	"\x06report\x18\x02 \x01(\v2\x11.rel.v1.AppReportR\x06report\x121\n" +
+	"\x15phase_since_unix_nano\x18\x03 \x01(\x03R\x12phaseSinceUnixNano\x12!\n" +
+	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
+	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\x84\x02\n" +
+	"\aDesired\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x10\n" +
+	"\x03app\x18\x02 \x01(\tR\x03app\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12\x16\n" +
+	"\x06sha256\x18\x04 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04size\x18\x05 \x01(\x03R\x04size\x12!\n" +
+	"\fartifact_url\x18\x06 \x01(\tR\vartifactUrl\x12\x1d\n" +
+	"\n" +
+	"rollout_id\x18\a \x01(\tR\trolloutId\x12!\n" +
+	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
+	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\")\n" +
+	"\vRolloutSpec\x12\x1a\n" +
+	"\bstrategy\x18\x01 \x01(\tR\bstrategy\"S\n" +
+	"\vRolloutHost\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12)\n" +
+	"\x10previous_version\x18\x02 \x01(\tR\x0fpreviousVersion\"\x89\x03\n" +
+	"\aRollout\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
+	"\x03app\x18\x02 \x01(\tR\x03app\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12 \n" +
+	"\venvironment\x18\x04 \x01(\tR\venvironment\x12'\n" +
+	"\x04spec\x18\x05 \x01(\v2\x13.rel.v1.RolloutSpecR\x04spec\x12\x14\n" +
+	"\x05state\x18\x06 \x01(\tR\x05state\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x12)\n" +
+	"\x05hosts\x18\b \x03(\v2\x13.rel.v1.RolloutHostR\x05hosts\x12*\n" +
+	"\x11created_unix_nano\x18\t \x01(\x03R\x0fcreatedUnixNano\x12,\n" +
+	"\x12finished_unix_nano\x18\n" +
+	" \x01(\x03R\x10finishedUnixNano\x12!\n" +
+	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
+	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\x82\x02\n" +
+	"\fHistoryEntry\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x19\n" +
+	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12$\n" +
+	"\x0efrom_unix_nano\x18\x04 \x01(\x03R\ffromUnixNano\x12 \n" +
+	"\fto_unix_nano\x18\x05 \x01(\x03R\n" +
+	"toUnixNano\x12\x1d\n" +
+	"\n" +
+	"rollout_id\x18\x06 \x01(\tR\trolloutId\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndexB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
 
@@ -456,23 +1504,39 @@ func file_rel_v1_types_proto_rawDescGZIP() []byte {
 	return file_rel_v1_types_proto_rawDescData
 }
 
-var file_rel_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_rel_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_rel_v1_types_proto_goTypes = []any{
-	(*App)(nil),         // 0: rel.v1.App
-	(*Environment)(nil), // 1: rel.v1.Environment
-	(*Release)(nil),     // 2: rel.v1.Release
-	(*Server)(nil),      // 3: rel.v1.Server
-	nil,                 // 4: rel.v1.Environment.SelectorEntry
-	nil,                 // 5: rel.v1.Release.LabelsEntry
+	(*App)(nil),          // 0: rel.v1.App
+	(*Environment)(nil),  // 1: rel.v1.Environment
+	(*Release)(nil),      // 2: rel.v1.Release
+	(*Server)(nil),       // 3: rel.v1.Server
+	(*HostFacts)(nil),    // 4: rel.v1.HostFacts
+	(*Load)(nil),         // 5: rel.v1.Load
+	(*AppReport)(nil),    // 6: rel.v1.AppReport
+	(*Agent)(nil),        // 7: rel.v1.Agent
+	(*AgentApp)(nil),     // 8: rel.v1.AgentApp
+	(*Desired)(nil),      // 9: rel.v1.Desired
+	(*RolloutSpec)(nil),  // 10: rel.v1.RolloutSpec
+	(*RolloutHost)(nil),  // 11: rel.v1.RolloutHost
+	(*Rollout)(nil),      // 12: rel.v1.Rollout
+	(*HistoryEntry)(nil), // 13: rel.v1.HistoryEntry
+	nil,                  // 14: rel.v1.Environment.SelectorEntry
+	nil,                  // 15: rel.v1.Release.LabelsEntry
+	nil,                  // 16: rel.v1.Agent.LabelsEntry
 }
 var file_rel_v1_types_proto_depIdxs = []int32{
-	4, // 0: rel.v1.Environment.selector:type_name -> rel.v1.Environment.SelectorEntry
-	5, // 1: rel.v1.Release.labels:type_name -> rel.v1.Release.LabelsEntry
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	14, // 0: rel.v1.Environment.selector:type_name -> rel.v1.Environment.SelectorEntry
+	15, // 1: rel.v1.Release.labels:type_name -> rel.v1.Release.LabelsEntry
+	16, // 2: rel.v1.Agent.labels:type_name -> rel.v1.Agent.LabelsEntry
+	4,  // 3: rel.v1.Agent.facts:type_name -> rel.v1.HostFacts
+	6,  // 4: rel.v1.AgentApp.report:type_name -> rel.v1.AppReport
+	10, // 5: rel.v1.Rollout.spec:type_name -> rel.v1.RolloutSpec
+	11, // 6: rel.v1.Rollout.hosts:type_name -> rel.v1.RolloutHost
+	7,  // [7:7] is the sub-list for method output_type
+	7,  // [7:7] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_types_proto_init() }
@@ -486,7 +1550,7 @@ func file_rel_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_types_proto_rawDesc), len(file_rel_v1_types_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
