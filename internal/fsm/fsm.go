@@ -65,6 +65,18 @@ func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
 		return f.store.UpsertServer(index, k.RegisterServer.GetServer())
 	case *relv1.Command_DeregisterServer:
 		return f.store.DeleteServer(index, k.DeregisterServer.GetId())
+	case *relv1.Command_AgentUp:
+		return f.store.AgentUp(index, k.AgentUp.GetAgent(), k.AgentUp.GetInstalled())
+	case *relv1.Command_AgentDown:
+		d := k.AgentDown
+		return f.store.AgentDown(index, d.GetAgentId(), d.GetSessionId(), d.GetAtUnixNano(), d.GetReason())
+	case *relv1.Command_ReportBatch:
+		return f.store.ApplyReports(index, k.ReportBatch.GetReports())
+	case *relv1.Command_CreateRollout:
+		return f.store.CreateRollout(index, k.CreateRollout.GetRollout(), k.CreateRollout.GetDesired())
+	case *relv1.Command_FinishRollout:
+		d := k.FinishRollout
+		return f.store.FinishRollout(index, d.GetId(), d.GetState(), d.GetReason(), d.GetAtUnixNano())
 	default:
 		// Same reasoning as an undecodable entry: a newer leader wrote a
 		// command this build does not know. Upgrade servers before using

@@ -20,6 +20,15 @@ const (
 	DefaultTrailingLogs      = 10240
 	// snapshotsRetained is how many snapshots the file store keeps.
 	snapshotsRetained = 2
+	// DefaultHeartbeatInterval is how often agents send heartbeats.
+	DefaultHeartbeatInterval = 5 * time.Second
+	// DefaultAgentGrace is how long an agent may be silent or disconnected
+	// before it is recorded as down.
+	DefaultAgentGrace = 15 * time.Second
+	// DefaultReportWindow is how long reports are gathered into one raft entry.
+	DefaultReportWindow = 5 * time.Millisecond
+	// DefaultMaxArtifactBytes limits uploaded artifacts.
+	DefaultMaxArtifactBytes = 2 << 30
 	// DefaultLeaderWait bounds how long a request waits for a leader to be
 	// elected before it fails with Unavailable.
 	DefaultLeaderWait = 5 * time.Second
@@ -59,6 +68,15 @@ type Config struct {
 	// LeaderWait bounds how long a request waits for a leader.
 	LeaderWait time.Duration
 
+	// HeartbeatInterval is what agents are told to heartbeat at.
+	HeartbeatInterval time.Duration
+	// AgentGrace: silence or absence past this marks an agent down.
+	AgentGrace time.Duration
+	// ReportWindow: agent reports arriving within it share a raft entry.
+	ReportWindow time.Duration
+	// MaxArtifactBytes limits uploads to the artifact store.
+	MaxArtifactBytes int64
+
 	Logger *slog.Logger
 	// LogOutput receives raft's own log lines; nil discards them.
 	LogOutput io.Writer
@@ -89,6 +107,18 @@ func (c *Config) withDefaults() Config {
 	}
 	if out.LeaderWait == 0 {
 		out.LeaderWait = DefaultLeaderWait
+	}
+	if out.HeartbeatInterval == 0 {
+		out.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if out.AgentGrace == 0 {
+		out.AgentGrace = DefaultAgentGrace
+	}
+	if out.ReportWindow == 0 {
+		out.ReportWindow = DefaultReportWindow
+	}
+	if out.MaxArtifactBytes == 0 {
+		out.MaxArtifactBytes = DefaultMaxArtifactBytes
 	}
 	if out.Logger == nil {
 		out.Logger = slog.New(slog.DiscardHandler)

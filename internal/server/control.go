@@ -6,7 +6,10 @@ import (
 
 	"github.com/hashicorp/go-memdb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	"github.com/relhq/rel/internal/artifact"
 	"github.com/relhq/rel/internal/validate"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
@@ -90,9 +93,31 @@ func (c *controlService) CreateRelease(ctx context.Context, req *relv1.CreateRel
 	if err := validate.ArtifactURL(req.GetArtifactUrl()); err != nil {
 		return nil, toStatus(err)
 	}
-	sum, err := validate.SHA256(req.GetSha256())
-	if err != nil {
+	var (
+		sum  string
+		size int64
+		err  error
+	)
+	digest, stored := artifact.DigestFromURL(req.GetArtifactUrl())
+	if stored && req.GetSha256() == "" {
+		sum = digest
+	} else if sum, err = validate.SHA256(req.GetSha256()); err != nil {
 		return nil, toStatus(err)
+	}
+	if stored {
+		if sum != digest {
+			return nil, status.Errorf(codes.InvalidArgument, "sha256 %s does not match the uploaded artifact %s", sum, req.GetArtifactUrl())
+		}
+		// The upload made a majority of servers hold the blob; this one may
+		// be in the minority, so it fetches from a peer if need be.
+		n, ok := c.s.artifacts.Has(digest)
+		if !ok {
+			if ferr := c.s.fetchFromPeers(ctx, digest); ferr != nil {
+				return nil, status.Errorf(codes.FailedPrecondition, "artifact %s is not in the cluster's store: upload it first (relctl release create --artifact PATH)", req.GetArtifactUrl())
+			}
+			n, _ = c.s.artifacts.Has(digest)
+		}
+		size = n
 	}
 	if err := validate.Notes(req.GetNotes()); err != nil {
 		return nil, toStatus(err)
@@ -106,6 +131,7 @@ func (c *controlService) CreateRelease(ctx context.Context, req *relv1.CreateRel
 	rel := &relv1.Release{
 		App: req.GetApp(), Version: req.GetVersion(), ArtifactUrl: req.GetArtifactUrl(), Sha256: sum,
 		Notes: req.GetNotes(), Commit: req.GetCommit(), Labels: req.GetLabels(), CreatedUnixNano: time.Now().UnixNano(),
+		Size: size,
 	}
 	idx, err := c.s.apply(ctx, &relv1.Command{StampedUnixNano: rel.CreatedUnixNano, Kind: &relv1.Command_CreateRelease{CreateRelease: &relv1.CreateRelease{Release: rel}}})
 	if err != nil {

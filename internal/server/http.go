@@ -8,18 +8,24 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
 func (s *Server) setupGRPC() {
 	opts := append(s.sec.GRPCServerOptions(),
+		// Agents ping every 10 s to notice half-open streams; the default
+		// policy (5 min) would answer that with GOAWAY.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.ChainUnaryInterceptor(s.metrics.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.metrics.streamInterceptor),
 	)
 	s.grpcSrv = grpc.NewServer(opts...)
 	relv1.RegisterControlServiceServer(s.grpcSrv, &controlService{s: s})
 	relv1.RegisterClusterServiceServer(s.grpcSrv, &clusterService{s: s})
+	relv1.RegisterAgentServiceServer(s.grpcSrv, &agentService{s: s})
+	relv1.RegisterArtifactServiceServer(s.grpcSrv, &artifactService{s: s})
 }
 
 // healthResponse is the body of GET /v1/health. Field names are part of the
@@ -39,6 +45,7 @@ type healthResponse struct {
 func (s *Server) setupHTTP() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/health", s.handleHealth)
+	mux.Handle("GET /v1/artifacts/sha256/{digest}", s.artifacts.Handler(s.fetchFromPeers))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{Registry: s.metrics.reg}))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

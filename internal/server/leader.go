@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -49,8 +50,9 @@ func (s *Server) monitorLeadership() {
 }
 
 // leaderLoop establishes leadership: a barrier so the FSM holds everything
-// committed by earlier leaders before leader-only work reads the state. The
-// rollout engine will run here.
+// committed by earlier leaders before leader-only work reads the state; then
+// it runs the leader-only subsystems (the rollout watcher, the agent
+// liveness sweep) until leadership is lost.
 func (s *Server) leaderLoop(ctx context.Context) {
 	for ctx.Err() == nil {
 		if err := s.raft.Barrier(s.cfg.LeaderWait).Error(); err != nil {
@@ -62,7 +64,17 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		}
 		break
 	}
-	<-ctx.Done()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		s.watchRollouts(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.sweepAgents(ctx)
+	}()
+	wg.Wait()
 }
 
 // registerSelfLoop makes sure this node's addresses are in the replicated

@@ -18,6 +18,7 @@ type metrics struct {
 	applyLatency prometheus.Histogram
 	grpcRequests *prometheus.CounterVec
 	grpcLatency  *prometheus.HistogramVec
+	reportBatch  prometheus.Histogram
 }
 
 func newMetrics(s *Server) *metrics {
@@ -36,11 +37,17 @@ func newMetrics(s *Server) *metrics {
 		Help:    "gRPC request handling time, by full method.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 	}, []string{"method"})
+	m.reportBatch = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "rel_agent_report_batch_size",
+		Help:    "Agent reports committed per raft entry.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+	})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	m.reg.MustRegister(
-		m.applyLatency, m.grpcRequests, m.grpcLatency,
+		m.applyLatency, m.grpcRequests, m.grpcLatency, m.reportBatch,
+		gauge("rel_agent_streams", "Agent streams held by this server.", func() float64 { return float64(len(s.sessions.all())) }),
 		gauge("rel_raft_state", "Raft state of this node: 0 follower, 1 candidate, 2 leader, 3 shutdown.",
 			func() float64 { return float64(s.raft.State()) }),
 		gauge("rel_raft_is_leader", "1 when this node is the raft leader.", func() float64 {

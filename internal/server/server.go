@@ -22,6 +22,7 @@ import (
 	"go.etcd.io/bbolt"
 	"google.golang.org/grpc"
 
+	"github.com/relhq/rel/internal/artifact"
 	"github.com/relhq/rel/internal/fsm"
 	"github.com/relhq/rel/internal/state"
 	"github.com/relhq/rel/internal/transport"
@@ -49,6 +50,11 @@ type Server struct {
 
 	metrics *metrics
 	peers   *peerPool
+
+	artifacts *artifact.Store
+	fetchState
+	sessions *sessions
+	reports  *reportBatcher
 
 	// ctx is cancelled when the server shuts down; background loops use it.
 	ctx    context.Context
@@ -79,12 +85,19 @@ func New(c Config) (s *Server, err error) {
 	}
 	s.fsm = fsm.New(s.store)
 	s.peers = newPeerPool(s.sec)
+	s.sessions = newSessions()
+	s.reports = newReportBatcher(s)
+	s.fetches = map[string]*fetchCall{}
+	s.httpClient = &http.Client{Transport: s.sec.HTTPTransport()}
 	defer func() {
 		if err != nil {
 			s.closeAll()
 		}
 	}()
 
+	if s.artifacts, err = artifact.Open(filepath.Join(cfg.DataDir, "artifacts"), cfg.MaxArtifactBytes); err != nil {
+		return nil, err
+	}
 	if s.grpcLn, err = s.sec.Listen("grpc", cfg.GRPCAddr); err != nil {
 		return nil, err
 	}
@@ -98,7 +111,11 @@ func New(c Config) (s *Server, err error) {
 	s.setupGRPC()
 	s.setupHTTP()
 
-	s.wg.Add(3)
+	s.wg.Add(4)
+	go func() {
+		defer s.wg.Done()
+		s.reports.run(s.ctx)
+	}()
 	go func() {
 		defer s.wg.Done()
 		if err := s.grpcSrv.Serve(s.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {

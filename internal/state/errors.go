@@ -9,6 +9,9 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrAlreadyExists: a create names a row that exists; rows are immutable.
 	ErrAlreadyExists = errors.New("already exists")
+	// ErrConflict: the write contradicts current state (a second active
+	// rollout for the same app and environment, say).
+	ErrConflict = errors.New("conflict")
 )
 
 // Error is an application error with a message written for people. It

@@ -19,6 +19,11 @@ const (
 	TableEnvironments = "environments"
 	TableReleases     = "releases"
 	TableServers      = "servers"
+	TableAgents       = "agents"
+	TableAgentApps    = "agent_apps"
+	TableDesired      = "desired"
+	TableRollouts     = "rollouts"
+	TableHistory      = "history"
 	tableIndex        = "index"
 )
 
@@ -58,6 +63,51 @@ func schema() *memdb.DBSchema {
 				Name: TableServers,
 				Indexes: map[string]*memdb.IndexSchema{
 					"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Id"}},
+				},
+			},
+			TableAgents: {
+				Name: TableAgents,
+				Indexes: map[string]*memdb.IndexSchema{
+					"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Id"}},
+				},
+			},
+			TableAgentApps: {
+				Name: TableAgentApps,
+				Indexes: map[string]*memdb.IndexSchema{
+					"id": {Name: "id", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+						&memdb.StringFieldIndex{Field: "AgentId"},
+						&memdb.StringFieldIndex{Field: "App"},
+					}}},
+					"app": {Name: "app", Indexer: &memdb.StringFieldIndex{Field: "App"}},
+				},
+			},
+			TableDesired: {
+				Name: TableDesired,
+				Indexes: map[string]*memdb.IndexSchema{
+					"id": {Name: "id", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+						&memdb.StringFieldIndex{Field: "AgentId"},
+						&memdb.StringFieldIndex{Field: "App"},
+					}}},
+					// Each agent's stream watches only its own rows.
+					"agent": {Name: "agent", Indexer: &memdb.StringFieldIndex{Field: "AgentId"}},
+				},
+			},
+			TableRollouts: {
+				Name: TableRollouts,
+				Indexes: map[string]*memdb.IndexSchema{
+					"id":    {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Id"}},
+					"app":   {Name: "app", Indexer: &memdb.StringFieldIndex{Field: "App"}},
+					"state": {Name: "state", Indexer: &memdb.StringFieldIndex{Field: "State"}},
+				},
+			},
+			TableHistory: {
+				Name: TableHistory,
+				Indexes: map[string]*memdb.IndexSchema{
+					"id": {Name: "id", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+						&memdb.StringFieldIndex{Field: "App"},
+						&memdb.StringFieldIndex{Field: "AgentId"},
+						&memdb.UintFieldIndex{Field: "CreateIndex"},
+					}}},
 				},
 			},
 			tableIndex: {

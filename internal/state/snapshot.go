@@ -55,6 +55,21 @@ func (sn *Snapshot) Persist(w io.Writer) error {
 		{TableServers, func(r any) *relv1.SnapshotRecord {
 			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_Server{Server: r.(*relv1.Server)}}
 		}},
+		{TableAgents, func(r any) *relv1.SnapshotRecord {
+			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_Agent{Agent: r.(*relv1.Agent)}}
+		}},
+		{TableAgentApps, func(r any) *relv1.SnapshotRecord {
+			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_AgentApp{AgentApp: r.(*relv1.AgentApp)}}
+		}},
+		{TableDesired, func(r any) *relv1.SnapshotRecord {
+			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_Desired{Desired: r.(*relv1.Desired)}}
+		}},
+		{TableRollouts, func(r any) *relv1.SnapshotRecord {
+			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_Rollout{Rollout: r.(*relv1.Rollout)}}
+		}},
+		{TableHistory, func(r any) *relv1.SnapshotRecord {
+			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_History{History: r.(*relv1.HistoryEntry)}}
+		}},
 		{tableIndex, func(r any) *relv1.SnapshotRecord {
 			e := r.(*indexEntry)
 			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_TableIndex{TableIndex: &relv1.TableIndex{Table: e.Key, Index: e.Value}}}
@@ -120,6 +135,16 @@ func (s *Store) Restore(r io.Reader) error {
 			table, row = TableReleases, k.Release
 		case *relv1.SnapshotRecord_Server:
 			table, row = TableServers, k.Server
+		case *relv1.SnapshotRecord_Agent:
+			table, row = TableAgents, k.Agent
+		case *relv1.SnapshotRecord_AgentApp:
+			table, row = TableAgentApps, k.AgentApp
+		case *relv1.SnapshotRecord_Desired:
+			table, row = TableDesired, k.Desired
+		case *relv1.SnapshotRecord_Rollout:
+			table, row = TableRollouts, k.Rollout
+		case *relv1.SnapshotRecord_History:
+			table, row = TableHistory, k.History
 		case *relv1.SnapshotRecord_TableIndex:
 			table, row = tableIndex, &indexEntry{Key: k.TableIndex.GetTable(), Value: k.TableIndex.GetIndex()}
 		default:
@@ -146,7 +171,7 @@ func (s *Store) Restore(r io.Reader) error {
 // it to prove snapshot round trips and replica convergence.
 func Equal(a, b *Store) (bool, string) {
 	ta, tb := a.readTxn(), b.readTxn()
-	for _, table := range []string{TableApps, TableEnvironments, TableReleases, TableServers, tableIndex} {
+	for _, table := range allTables {
 		ia, err := ta.Get(table, "id")
 		if err != nil {
 			return false, err.Error()

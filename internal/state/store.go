@@ -77,10 +77,17 @@ func tableIndexOf(txn *memdb.Txn, ws memdb.WatchSet, tables ...string) uint64 {
 	return max
 }
 
+// dataTables are every table but the index table; allTables adds it.
+var (
+	dataTables = []string{TableApps, TableEnvironments, TableReleases, TableServers,
+		TableAgents, TableAgentApps, TableDesired, TableRollouts, TableHistory}
+	allTables = append(append([]string{}, dataTables...), tableIndex)
+)
+
 // LatestIndex is the raft index of the latest write to any table.
 func (s *Store) LatestIndex() uint64 {
 	txn := s.readTxn()
-	return tableIndexOf(txn, nil, TableApps, TableEnvironments, TableReleases, TableServers)
+	return tableIndexOf(txn, nil, dataTables...)
 }
 
 // CreateApp inserts an app. It fails with ErrAlreadyExists when the name is taken.

@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -41,6 +42,14 @@ func (Security) GRPCServerOptions() []grpc.ServerOption {
 // agents, server-to-server forwarding) is dialled with.
 func (Security) GRPCDialOptions() []grpc.DialOption {
 	return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+}
+
+// HTTPTransport is the transport of every HTTP client between servers and
+// from agents (artifact downloads).
+func (Security) HTTPTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 16
+	return t
 }
 
 // RaftStreamLayer wraps a listener into raft's stream layer. advertise is the

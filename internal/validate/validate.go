@@ -147,7 +147,7 @@ func Commit(s string) error {
 // https://, http:// or file:// URL.
 func ArtifactURL(s string) error {
 	if s == "" {
-		return invalid("artifact URL is empty: give an https://, http:// or file:// URL")
+		return invalid("artifact URL is empty: give an https://, http:// or file:// URL, or upload a file")
 	}
 	if len(s) > MaxURLLen {
 		return invalid("artifact URL is %d characters long: the limit is %d", len(s), MaxURLLen)
@@ -163,6 +163,11 @@ func ArtifactURL(s string) error {
 		}
 		if u.User != nil {
 			return invalid("artifact URL %q carries credentials: they would be stored and shown to everyone; serve the artifact without them", s)
+		}
+	case "rel":
+		// An artifact in the cluster's own store: rel://sha256/<hex>.
+		if u.Host != "sha256" || !sha256RE.MatchString(strings.TrimPrefix(u.Path, "/")) {
+			return invalid("artifact URL %q: artifacts in the cluster's store are rel://sha256/<64 hex digits>; upload a file with --artifact PATH", s)
 		}
 	case "file":
 		if u.Host != "" && u.Host != "localhost" {

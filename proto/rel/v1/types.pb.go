@@ -837,11 +837,13 @@ type AgentApp struct {
 	AgentId string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
 	Report  *AppReport             `protobuf:"bytes,2,opt,name=report,proto3" json:"report,omitempty"`
 	// When the app entered its current phase.
-	PhaseSinceUnixNano int64  `protobuf:"varint,3,opt,name=phase_since_unix_nano,json=phaseSinceUnixNano,proto3" json:"phase_since_unix_nano,omitempty"`
-	CreateIndex        uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
-	ModifyIndex        uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	PhaseSinceUnixNano int64 `protobuf:"varint,3,opt,name=phase_since_unix_nano,json=phaseSinceUnixNano,proto3" json:"phase_since_unix_nano,omitempty"`
+	// Same as report.app; a top-level field so it can be indexed.
+	App           string `protobuf:"bytes,4,opt,name=app,proto3" json:"app,omitempty"`
+	CreateIndex   uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex   uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AgentApp) Reset() {
@@ -893,6 +895,13 @@ func (x *AgentApp) GetPhaseSinceUnixNano() int64 {
 		return x.PhaseSinceUnixNano
 	}
 	return 0
+}
+
+func (x *AgentApp) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
 }
 
 func (x *AgentApp) GetCreateIndex() uint64 {
@@ -1443,11 +1452,12 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc9\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdb\x01\n" +
 	"\bAgentApp\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12)\n" +
 	"\x06report\x18\x02 \x01(\v2\x11.rel.v1.AppReportR\x06report\x121\n" +
-	"\x15phase_since_unix_nano\x18\x03 \x01(\x03R\x12phaseSinceUnixNano\x12!\n" +
+	"\x15phase_since_unix_nano\x18\x03 \x01(\x03R\x12phaseSinceUnixNano\x12\x10\n" +
+	"\x03app\x18\x04 \x01(\tR\x03app\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\x84\x02\n" +
 	"\aDesired\x12\x19\n" +

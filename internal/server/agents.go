@@ -1,0 +1,526 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/relhq/rel/internal/artifact"
+	"github.com/relhq/rel/internal/validate"
+	relv1 "github.com/relhq/rel/proto/rel/v1"
+)
+
+// helloTimeout bounds how long a new stream may take to say hello.
+const helloTimeout = 10 * time.Second
+
+// session is one agent stream held by this server. Heartbeats and load live
+// here only: they are never raft writes.
+type session struct {
+	agentID string
+	id      string
+	cancel  context.CancelFunc
+
+	mu            sync.Mutex
+	lastHeard     time.Time
+	lastHeartbeat time.Time
+	load          *relv1.Load
+}
+
+func (ss *session) heard(hb *relv1.Heartbeat) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.lastHeard = time.Now()
+	if hb != nil {
+		ss.lastHeartbeat = ss.lastHeard
+		ss.load = hb.GetLoad()
+	}
+}
+
+func (ss *session) snapshot() (time.Time, time.Time, *relv1.Load) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.lastHeard, ss.lastHeartbeat, ss.load
+}
+
+// sessions is this server's registry of agent streams, one per agent id.
+type sessions struct {
+	mu   sync.Mutex
+	byID map[string]*session
+}
+
+func newSessions() *sessions { return &sessions{byID: map[string]*session{}} }
+
+// add registers ss, returning the session it replaces, if any.
+func (r *sessions) add(ss *session) *session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := r.byID[ss.agentID]
+	r.byID[ss.agentID] = ss
+	return old
+}
+
+// remove unregisters ss if it is still the agent's current session.
+func (r *sessions) remove(ss *session) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.byID[ss.agentID] == ss {
+		delete(r.byID, ss.agentID)
+		return true
+	}
+	return false
+}
+
+func (r *sessions) get(agentID string) *session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.byID[agentID]
+}
+
+func (r *sessions) all() []*session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*session, 0, len(r.byID))
+	for _, ss := range r.byID {
+		out = append(out, ss)
+	}
+	return out
+}
+
+func newID(prefix string) string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+// agentService implements relv1.AgentService.
+type agentService struct {
+	relv1.UnimplementedAgentServiceServer
+	s *Server
+}
+
+// Connect serves one agent stream: hello, AgentUp committed, welcome, then
+// the agent's desired state on connect and on every change, while reports
+// go to the batcher and heartbeats stay in memory. This goroutine receives;
+// one sender goroutine owns stream.Send.
+func (a *agentService) Connect(stream relv1.AgentService_ConnectServer) error {
+	s := a.s
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+
+	hello, err := recvHello(ctx, stream)
+	if err != nil {
+		return err
+	}
+	ss := &session{agentID: hello.GetNodeId(), id: newID("sess-"), cancel: cancel}
+	ss.heard(nil)
+	if old := s.sessions.add(ss); old != nil {
+		// Most likely the agent's own half-open stream from before a network
+		// blip: the newest stream wins.
+		s.logger.Info("agent reconnected: replacing its previous stream", "agent", ss.agentID, "old_session", old.id, "session", ss.id)
+		old.cancel()
+	}
+	logger := s.logger.With("agent", ss.agentID, "session", ss.id)
+	agent := &relv1.Agent{
+		Id: hello.GetNodeId(), Labels: hello.GetLabels(), AgentVersion: hello.GetAgentVersion(), Facts: hello.GetFacts(),
+		SessionId: ss.id, ServerId: s.cfg.NodeID, ConnectedUnixNano: time.Now().UnixNano(),
+	}
+	if _, err := s.apply(ctx, &relv1.Command{Kind: &relv1.Command_AgentUp{AgentUp: &relv1.AgentUp{Agent: agent, Installed: hello.GetInstalled()}}}); err != nil {
+		s.sessions.remove(ss)
+		logger.Warn("could not record agent connection", "err", err)
+		return toStatus(err)
+	}
+	logger.Info("agent connected", "labels", hello.GetLabels())
+
+	out := make(chan *relv1.ServerMessage, 4)
+	sendErr := make(chan error, 1)
+	go func() {
+		// The only goroutine that calls stream.Send.
+		for {
+			select {
+			case <-ctx.Done():
+				sendErr <- nil
+				return
+			case m := <-out:
+				if err := stream.Send(m); err != nil {
+					sendErr <- err
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	out <- &relv1.ServerMessage{Kind: &relv1.ServerMessage_Welcome{Welcome: &relv1.Welcome{
+		ServerId: s.cfg.NodeID, SessionId: ss.id, HeartbeatIntervalMs: s.cfg.HeartbeatInterval.Milliseconds(),
+	}}}
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		s.streamDesired(ctx, ss.agentID, hello.GetLastGeneration(), out)
+	}()
+	go func() {
+		defer wg.Done()
+		s.watchSilence(ctx, ss, cancel)
+	}()
+
+	recvErr := s.recvAgent(ctx, stream, ss)
+	cancel()
+	wg.Wait()
+	<-sendErr
+	if s.sessions.remove(ss) {
+		s.agentGone(ss, recvErr)
+	}
+	logger.Info("agent stream closed", "err", recvErr)
+	if recvErr == nil || errors.Is(recvErr, io.EOF) || status.Code(recvErr) == codes.Canceled {
+		return nil
+	}
+	return recvErr
+}
+
+func recvHello(ctx context.Context, stream relv1.AgentService_ConnectServer) (*relv1.Hello, error) {
+	type result struct {
+		m   *relv1.AgentMessage
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		m, err := stream.Recv()
+		ch <- result{m, err}
+	}()
+	t := time.NewTimer(helloTimeout)
+	defer t.Stop()
+	var r result
+	select {
+	case r = <-ch:
+	case <-t.C:
+		return nil, status.Error(codes.DeadlineExceeded, "no hello within 10s")
+	case <-ctx.Done():
+		return nil, status.Error(codes.Canceled, "stream closed before hello")
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	hello := r.m.GetHello()
+	if hello == nil {
+		return nil, status.Error(codes.InvalidArgument, "the first message on an agent stream must be a hello")
+	}
+	if !nodeIDRE.MatchString(hello.GetNodeId()) {
+		return nil, status.Errorf(codes.InvalidArgument, "agent node id %q: use 1-63 letters, digits and . _ -, starting with a letter or digit", hello.GetNodeId())
+	}
+	if err := validate.Labels("label", hello.GetLabels(), false); err != nil {
+		return nil, toStatus(err)
+	}
+	return hello, nil
+}
+
+// recvAgent receives reports and heartbeats until the stream ends.
+func (s *Server) recvAgent(ctx context.Context, stream relv1.AgentService_ConnectServer, ss *session) error {
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		switch k := m.GetKind().(type) {
+		case *relv1.AgentMessage_Heartbeat:
+			ss.heard(k.Heartbeat)
+		case *relv1.AgentMessage_Reports:
+			ss.heard(nil)
+			for _, r := range k.Reports.GetReports() {
+				s.reports.add(&relv1.AgentReport{AgentId: ss.agentID, SessionId: ss.id, Report: r})
+			}
+		default:
+			return status.Errorf(codes.InvalidArgument, "unexpected agent message %T after hello", k)
+		}
+	}
+}
+
+// watchSilence ends a stream whose agent has said nothing for the grace
+// period: a half-open connection that TCP has not noticed.
+func (s *Server) watchSilence(ctx context.Context, ss *session, cancel context.CancelFunc) {
+	t := time.NewTicker(s.cfg.AgentGrace / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			heard, _, _ := ss.snapshot()
+			if time.Since(heard) > s.cfg.AgentGrace {
+				s.logger.Warn("agent silent past the grace period: closing its stream", "agent", ss.agentID, "silent_for", time.Since(heard).Round(time.Millisecond))
+				cancel()
+				return
+			}
+		}
+	}
+}
+
+// agentGone records an agent down once the grace period has passed without
+// it coming back to this server. If it reconnected elsewhere meanwhile, the
+// FSM ignores the stale session.
+func (s *Server) agentGone(ss *session, cause error) {
+	if s.ctx.Err() != nil {
+		return // this server is stopping; its agents move to other servers
+	}
+	reason := "stream closed"
+	if cause != nil && !errors.Is(cause, io.EOF) {
+		reason = "stream closed: " + status.Convert(cause).Message()
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if !sleepCtx(s.ctx, s.cfg.AgentGrace) {
+			return
+		}
+		if s.sessions.get(ss.agentID) != nil {
+			return // back on this server
+		}
+		s.markDown(ss.agentID, ss.id, reason)
+	}()
+}
+
+func (s *Server) markDown(agentID, sessionID, reason string) {
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	defer cancel()
+	_, err := s.apply(ctx, &relv1.Command{Kind: &relv1.Command_AgentDown{AgentDown: &relv1.AgentDown{
+		AgentId: agentID, SessionId: sessionID, AtUnixNano: time.Now().UnixNano(), Reason: reason,
+	}}})
+	if err != nil && s.ctx.Err() == nil {
+		s.logger.Warn("could not record agent down", "agent", agentID, "err", err)
+	}
+}
+
+// streamDesired sends the agent's desired state on connect and whenever its
+// rows change, by a blocking query on this server's replica that watches
+// only this agent's rows. It never sends a generation older than the one the
+// agent has already acted on: a lagging replica waits until it catches up.
+func (s *Server) streamDesired(ctx context.Context, agentID string, agentGen uint64, out chan<- *relv1.ServerMessage) {
+	var sent uint64
+	first := true
+	for ctx.Err() == nil {
+		ws := newWatch(s.store)
+		rows, gen, err := s.store.DesiredFor(ws, agentID)
+		if err != nil {
+			s.logger.Error("read desired state", "agent", agentID, "err", err)
+			return
+		}
+		if gen >= agentGen && (first || gen > sent) {
+			msg := &relv1.DesiredState{Generation: gen}
+			for _, d := range rows {
+				msg.Apps = append(msg.Apps, s.desiredApp(d))
+			}
+			select {
+			case out <- &relv1.ServerMessage{Kind: &relv1.ServerMessage_Desired{Desired: msg}}:
+			case <-ctx.Done():
+				return
+			}
+			sent, first = gen, false
+		}
+		if err := ws.WatchCtx(ctx); err != nil {
+			return
+		}
+	}
+}
+
+// desiredApp turns a desired row into what the agent needs, resolving
+// artifacts in the cluster's store to every server's HTTP endpoint, this
+// server first.
+func (s *Server) desiredApp(d *relv1.Desired) *relv1.DesiredApp {
+	app := &relv1.DesiredApp{App: d.GetApp(), Version: d.GetVersion(), Sha256: d.GetSha256(), Size: d.GetSize(), RolloutId: d.GetRolloutId()}
+	digest, ok := artifact.DigestFromURL(d.GetArtifactUrl())
+	if !ok {
+		app.Urls = []string{d.GetArtifactUrl()}
+		return app
+	}
+	app.Urls = append(app.Urls, "http://"+s.HTTPAddr()+artifact.HTTPPath(digest))
+	servers, _, _ := s.store.Servers(memdb.NewWatchSet())
+	for _, srv := range servers {
+		if srv.GetId() != s.cfg.NodeID && srv.GetHttpAddr() != "" {
+			app.Urls = append(app.Urls, "http://"+srv.GetHttpAddr()+artifact.HTTPPath(digest))
+		}
+	}
+	return app
+}
+
+// reportBatcher gathers agent reports for ReportWindow and commits them as
+// one raft entry, keeping only the newest report per agent and app. A
+// failed commit keeps the reports and retries with jittered backoff.
+type reportBatcher struct {
+	s      *Server
+	mu     sync.Mutex
+	buf    map[[2]string]*relv1.AgentReport
+	wakeCh chan struct{}
+}
+
+func newReportBatcher(s *Server) *reportBatcher {
+	return &reportBatcher{s: s, buf: map[[2]string]*relv1.AgentReport{}, wakeCh: make(chan struct{}, 1)}
+}
+
+func (b *reportBatcher) add(r *relv1.AgentReport) {
+	b.mu.Lock()
+	key := [2]string{r.GetAgentId(), r.GetReport().GetApp()}
+	if old, ok := b.buf[key]; !ok || old.GetReport().GetAtUnixNano() <= r.GetReport().GetAtUnixNano() {
+		b.buf[key] = r
+	}
+	b.mu.Unlock()
+	select {
+	case b.wakeCh <- struct{}{}:
+	default:
+	}
+}
+
+func (b *reportBatcher) run(ctx context.Context) {
+	backoff := 50 * time.Millisecond
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-b.wakeCh:
+		}
+		if !sleepCtx(ctx, b.s.cfg.ReportWindow) {
+			return
+		}
+		for {
+			b.mu.Lock()
+			batch := make([]*relv1.AgentReport, 0, len(b.buf))
+			for _, r := range b.buf {
+				batch = append(batch, r)
+			}
+			b.buf = map[[2]string]*relv1.AgentReport{}
+			b.mu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err := b.s.apply(actx, &relv1.Command{Kind: &relv1.Command_ReportBatch{ReportBatch: &relv1.ReportBatch{Reports: batch}}})
+			cancel()
+			if err == nil {
+				backoff = 50 * time.Millisecond
+				b.s.metrics.reportBatch.Observe(float64(len(batch)))
+				continue // more may have arrived meanwhile
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			b.s.logger.Warn("committing agent reports failed; retrying", "reports", len(batch), "err", err)
+			for _, r := range batch {
+				b.add(r)
+			}
+			if !sleepCtx(ctx, jitter(backoff)) {
+				return
+			}
+			backoff = minDur(backoff*2, 2*time.Second)
+		}
+	}
+}
+
+// LocalAgents lists this server's agent streams with their live data.
+func (c *clusterService) LocalAgents(ctx context.Context, req *relv1.LocalAgentsRequest) (*relv1.LocalAgentsResponse, error) {
+	resp := &relv1.LocalAgentsResponse{}
+	for _, ss := range c.s.sessions.all() {
+		_, hb, load := ss.snapshot()
+		la := &relv1.LocalAgent{AgentId: ss.agentID, SessionId: ss.id, Load: load}
+		if !hb.IsZero() {
+			la.LastHeartbeatUnixNano = hb.UnixNano()
+		}
+		resp.Agents = append(resp.Agents, la)
+	}
+	return resp, nil
+}
+
+// liveAgents asks every server (this one locally) for its agent streams.
+func (s *Server) liveAgents(ctx context.Context) (map[string]*relv1.LocalAgent, map[string]bool) {
+	live := map[string]*relv1.LocalAgent{}
+	answered := map[string]bool{}
+	local, _ := (&clusterService{s: s}).LocalAgents(ctx, nil)
+	for _, la := range local.GetAgents() {
+		live[la.GetAgentId()] = la
+	}
+	answered[s.cfg.NodeID] = true
+	servers, _, _ := s.store.Servers(memdb.NewWatchSet())
+	var (
+		mu sync.Mutex
+		wg sync.WaitGroup
+	)
+	for _, srv := range servers {
+		if srv.GetId() == s.cfg.NodeID || srv.GetGrpcAddr() == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pctx, cancel := context.WithTimeout(ctx, memberProbeTimeout)
+			defer cancel()
+			conn, err := s.peers.get(srv.GetGrpcAddr())
+			if err != nil {
+				return
+			}
+			resp, err := relv1.NewClusterServiceClient(conn).LocalAgents(pctx, &relv1.LocalAgentsRequest{})
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			answered[srv.GetId()] = true
+			for _, la := range resp.GetAgents() {
+				live[la.GetAgentId()] = la
+			}
+		}()
+	}
+	wg.Wait()
+	return live, answered
+}
+
+// sweepAgents runs on the leader: an agent recorded as connected whose
+// server no longer holds its session (the server died, or was cut off) is
+// marked down once the grace period has passed.
+func (s *Server) sweepAgents(ctx context.Context) {
+	t := time.NewTicker(s.cfg.AgentGrace / 2)
+	defer t.Stop()
+	missing := map[string]time.Time{} // session -> first seen missing
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		agents, _, err := s.store.Agents(memdb.NewWatchSet())
+		if err != nil {
+			continue
+		}
+		live, _ := s.liveAgents(ctx)
+		seen := map[string]bool{}
+		for _, a := range agents {
+			if !a.GetConnected() {
+				continue
+			}
+			if la := live[a.GetId()]; la != nil && la.GetSessionId() == a.GetSessionId() {
+				continue
+			}
+			seen[a.GetSessionId()] = true
+			first, ok := missing[a.GetSessionId()]
+			if !ok {
+				missing[a.GetSessionId()] = time.Now()
+				continue
+			}
+			if time.Since(first) >= s.cfg.AgentGrace {
+				s.markDown(a.GetId(), a.GetSessionId(), fmt.Sprintf("agent lost: its server %s no longer holds its stream", a.GetServerId()))
+				delete(missing, a.GetSessionId())
+			}
+		}
+		for sess := range missing {
+			if !seen[sess] {
+				delete(missing, sess)
+			}
+		}
+	}
+}

@@ -1,0 +1,362 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/relhq/rel/internal/server"
+	"github.com/relhq/rel/internal/testcluster"
+	relv1 "github.com/relhq/rel/proto/rel/v1"
+)
+
+// rawAgent speaks the agent protocol by hand, so these tests check the
+// server's side of the stream independently of internal/agent.
+type rawAgent struct {
+	t       *testing.T
+	id      string
+	stream  relv1.AgentService_ConnectClient
+	cancel  context.CancelFunc
+	welcome *relv1.Welcome
+	desired chan *relv1.DesiredState
+	done    chan error
+}
+
+func connectAgent(t *testing.T, addr, id string, labels map[string]string, lastGen uint64) *rawAgent {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stream, err := relv1.NewAgentServiceClient(conn).Connect(ctx)
+	if err != nil {
+		t.Fatalf("connect %s: %v", id, err)
+	}
+	a := &rawAgent{t: t, id: id, stream: stream, cancel: cancel, desired: make(chan *relv1.DesiredState, 16), done: make(chan error, 1)}
+	t.Cleanup(func() {
+		cancel()
+		<-a.done
+		conn.Close()
+	})
+	if err := stream.Send(&relv1.AgentMessage{Kind: &relv1.AgentMessage_Hello{Hello: &relv1.Hello{
+		NodeId: id, Labels: labels, AgentVersion: "test", LastGeneration: lastGen,
+	}}}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := stream.Recv()
+	if err != nil {
+		t.Fatalf("%s: no welcome: %v", id, err)
+	}
+	if a.welcome = m.GetWelcome(); a.welcome == nil {
+		t.Fatalf("%s: first message %v, want welcome", id, m)
+	}
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				a.done <- err
+				return
+			}
+			if d := m.GetDesired(); d != nil {
+				a.desired <- d
+			}
+		}
+	}()
+	return a
+}
+
+func (a *rawAgent) nextDesired(timeout time.Duration) *relv1.DesiredState {
+	a.t.Helper()
+	select {
+	case d := <-a.desired:
+		return d
+	case <-time.After(timeout):
+		a.t.Fatalf("%s: no desired state within %s", a.id, timeout)
+		return nil
+	}
+}
+
+func (a *rawAgent) report(app, version, phase, rollout string) {
+	a.t.Helper()
+	err := a.stream.Send(&relv1.AgentMessage{Kind: &relv1.AgentMessage_Reports{Reports: &relv1.Reports{Reports: []*relv1.AppReport{{
+		App: app, Version: version, Phase: phase, RolloutId: rollout, AtUnixNano: time.Now().UnixNano(),
+	}}}}})
+	if err != nil {
+		a.t.Fatalf("%s: report: %v", a.id, err)
+	}
+}
+
+func fastAgents(i int, cfg *server.Config) {
+	cfg.HeartbeatInterval = 200 * time.Millisecond
+	cfg.AgentGrace = time.Second
+}
+
+// TestAgentRollout: agents connect to different servers, a rollout sets
+// their desired state, their reports finish it, and history records it.
+func TestAgentRollout(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{Configure: fastAgents})
+	ctl := dial(t, c.Nodes[0].GRPCAddr())
+	ctx := ctxT(t)
+	mustCreate(t, ctl, "web")
+	if _, err := ctl.CreateEnvironment(ctx, &relv1.CreateEnvironmentRequest{Name: "prod", Selector: map[string]string{"env": "prod"}}); err != nil {
+		t.Fatal(err)
+	}
+	var agents []*rawAgent
+	for i := 0; i < 3; i++ {
+		a := connectAgent(t, c.Nodes[i].GRPCAddr(), fmt.Sprintf("host-%d", i), map[string]string{"env": "prod"}, 0)
+		if d := a.nextDesired(5 * time.Second); d.GetGeneration() != 0 || len(d.GetApps()) != 0 {
+			t.Fatalf("initial desired state %v, want empty generation 0", d)
+		}
+		agents = append(agents, a)
+	}
+	connectAgent(t, c.Nodes[0].GRPCAddr(), "dev-host", map[string]string{"env": "dev"}, 0)
+	testcluster.WaitFor(t, 5*time.Second, func() (bool, string) {
+		resp, err := ctl.ListAgents(ctx, &relv1.ListAgentsRequest{Environment: "prod"})
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(resp.GetAgents()) == 3, fmt.Sprintf("%d prod agents", len(resp.GetAgents()))
+	})
+
+	start, err := ctl.StartRollout(ctx, &relv1.StartRolloutRequest{App: "web", Version: "1.0.1", Environment: "prod"})
+	if err != nil {
+		t.Fatalf("start rollout: %v", err)
+	}
+	ro := start.GetRollout()
+	if len(ro.GetHosts()) != 3 || ro.GetState() != "running" {
+		t.Fatalf("rollout %v", ro)
+	}
+	_, err = ctl.StartRollout(ctx, &relv1.StartRolloutRequest{App: "web", Version: "1.0.1", Environment: "prod"})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), ro.GetId()) {
+		t.Fatalf("second rollout: %v, want FailedPrecondition naming %s", err, ro.GetId())
+	}
+	for _, a := range agents {
+		d := a.nextDesired(5 * time.Second)
+		if len(d.GetApps()) != 1 || d.GetApps()[0].GetVersion() != "1.0.1" || d.GetApps()[0].GetRolloutId() != ro.GetId() || d.GetGeneration() < start.GetIndex() {
+			t.Fatalf("%s desired %v", a.id, d)
+		}
+		for _, phase := range []string{"downloading", "installing", "starting", "verifying", "healthy"} {
+			a.report("web", "1.0.1", phase, ro.GetId())
+		}
+	}
+	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+		resp, err := ctl.GetRollout(ctx, &relv1.GetRolloutRequest{Id: ro.GetId()})
+		if err != nil {
+			return false, err.Error()
+		}
+		st := resp.GetStatus()
+		return st.GetRollout().GetState() == "succeeded", fmt.Sprintf("state %s totals %v", st.GetRollout().GetState(), st.GetTotals())
+	})
+	hist, err := ctl.History(ctx, &relv1.HistoryRequest{App: "web", Environment: "prod"})
+	if err != nil || len(hist.GetEntries()) != 3 {
+		t.Fatalf("history %v %v, want 3 entries", hist, err)
+	}
+
+	// A reconnect (same id, new stream, told the last generation) replaces
+	// the old stream and gets the same desired state again.
+	gen := start.GetIndex()
+	again := connectAgent(t, c.Nodes[1].GRPCAddr(), "host-0", map[string]string{"env": "prod"}, gen)
+	if d := again.nextDesired(5 * time.Second); d.GetGeneration() < gen || d.GetApps()[0].GetVersion() != "1.0.1" {
+		t.Fatalf("desired after reconnect %v", d)
+	}
+	select {
+	case err := <-agents[0].done:
+		t.Logf("old stream of host-0 ended: %v", err)
+	case <-time.After(5 * time.Second):
+		// The old stream was on another server, which keeps it until its
+		// silence check: that's fine, the agent row names the new session.
+	}
+	testcluster.WaitFor(t, 5*time.Second, func() (bool, string) {
+		resp, err := ctl.GetAgent(ctx, &relv1.GetAgentRequest{Id: "host-0"})
+		if err != nil {
+			return false, err.Error()
+		}
+		return resp.GetAgent().GetAgent().GetServerId() == c.Nodes[1].ID && resp.GetAgent().GetAgent().GetConnected(), fmt.Sprintf("%v", resp.GetAgent().GetAgent())
+	})
+
+	// An agent that goes away is marked down after the grace period.
+	agents[2].cancel()
+	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+		resp, err := ctl.GetAgent(ctx, &relv1.GetAgentRequest{Id: "host-2"})
+		if err != nil {
+			return false, err.Error()
+		}
+		a := resp.GetAgent().GetAgent()
+		return !a.GetConnected(), fmt.Sprintf("connected=%v", a.GetConnected())
+	})
+}
+
+func mustCreate(t *testing.T, ctl relv1.ControlServiceClient, app string) {
+	t.Helper()
+	ctx := ctxT(t)
+	if _, err := ctl.CreateApp(ctx, &relv1.CreateAppRequest{Name: app}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl.CreateRelease(ctx, releaseReq(app, 1)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRolloutFailsOnHostFailure: one failed host fails an all-at-once rollout.
+func TestRolloutFailsOnHostFailure(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{Configure: fastAgents})
+	ctl := dial(t, c.Nodes[0].GRPCAddr())
+	ctx := ctxT(t)
+	mustCreate(t, ctl, "web")
+	ctl.CreateEnvironment(ctx, &relv1.CreateEnvironmentRequest{Name: "prod", Selector: map[string]string{"env": "prod"}})
+	_, err := ctl.StartRollout(ctx, &relv1.StartRolloutRequest{App: "web", Version: "1.0.1", Environment: "prod"})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), "selects no connected agent") {
+		t.Fatalf("rollout with no agents: %v", err)
+	}
+	_, err = ctl.StartRollout(ctx, &relv1.StartRolloutRequest{App: "web", Version: "9.9.9", Environment: "prod"})
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("rollout of unknown release: %v", err)
+	}
+	_, err = ctl.StartRollout(ctx, &relv1.StartRolloutRequest{App: "web", Version: "1.0.1", Environment: "nope"})
+	if status.Code(err) != codes.NotFound || !strings.Contains(status.Convert(err).Message(), `environment "nope" not found`) {
+		t.Fatalf("rollout to unknown env: %v", err)
+	}
+	a := connectAgent(t, c.Nodes[0].GRPCAddr(), "h1", map[string]string{"env": "prod"}, 0)
+	b := connectAgent(t, c.Nodes[0].GRPCAddr(), "h2", map[string]string{"env": "prod"}, 0)
+	a.nextDesired(5 * time.Second)
+	b.nextDesired(5 * time.Second)
+	start, err := ctl.StartRollout(ctx, &relv1.StartRolloutRequest{App: "web", Version: "1.0.1", Environment: "prod"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := start.GetRollout().GetId()
+	a.nextDesired(5 * time.Second)
+	a.report("web", "1.0.1", "healthy", id)
+	a.report("web", "1.0.1", "failed", id)
+	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+		resp, err := ctl.GetRollout(ctx, &relv1.GetRolloutRequest{Id: id})
+		if err != nil {
+			return false, err.Error()
+		}
+		ro := resp.GetStatus().GetRollout()
+		return ro.GetState() == "failed" && strings.Contains(ro.GetReason(), "host h1 failed"), ro.GetState() + ": " + ro.GetReason()
+	})
+}
+
+// TestArtifactUpload: a blob uploaded through a follower is stored on a
+// majority before the upload returns, is served with Range by every server,
+// and a bad upload leaves nothing behind.
+func TestArtifactUpload(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{Configure: func(i int, cfg *server.Config) {
+		cfg.MaxArtifactBytes = 1 << 20
+	}})
+	c.WaitLeader()
+	f := c.Followers()[0]
+	conn, err := grpc.NewClient(f.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ac := relv1.NewArtifactServiceClient(conn)
+	data := make([]byte, 300_000)
+	rand.Read(data)
+	sum := sha256.Sum256(data)
+	digest := hex.EncodeToString(sum[:])
+
+	upload := func(digest string, size int64, body []byte) (*relv1.UploadResponse, error) {
+		st, err := ac.Upload(ctxT(t))
+		if err != nil {
+			return nil, err
+		}
+		if err := st.Send(&relv1.UploadRequest{Kind: &relv1.UploadRequest_Header{Header: &relv1.UploadHeader{Sha256: digest, Size: size, Name: "blob"}}}); err != nil {
+			return nil, err
+		}
+		for off := 0; off < len(body); off += 64 << 10 {
+			end := min(off+64<<10, len(body))
+			if err := st.Send(&relv1.UploadRequest{Kind: &relv1.UploadRequest_Chunk{Chunk: body[off:end]}}); err != nil {
+				break // the server refused early; CloseAndRecv says why
+			}
+		}
+		return st.CloseAndRecv()
+	}
+
+	resp, err := upload(digest, int64(len(data)), data)
+	if err != nil {
+		t.Fatalf("upload: %v", err)
+	}
+	if resp.GetArtifactUrl() != "rel://sha256/"+digest || len(resp.GetHolders()) < 2 {
+		t.Fatalf("upload response %v", resp)
+	}
+	// Every server serves it (the minority fetches on demand), with Range.
+	for _, n := range c.Nodes {
+		req, _ := http.NewRequest("GET", "http://"+n.HTTPAddr()+"/v1/artifacts/sha256/"+digest, nil)
+		req.Header.Set("Range", "bytes=1000-")
+		hr, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(hr.Body)
+		hr.Body.Close()
+		if hr.StatusCode != http.StatusPartialContent || !bytes.Equal(body, data[1000:]) {
+			t.Fatalf("%s: range GET status %d, %d bytes", n.ID, hr.StatusCode, len(body))
+		}
+	}
+
+	// A release can use it; the server fills in the size.
+	ctl := dial(t, f.GRPCAddr())
+	ctl.CreateApp(ctxT(t), &relv1.CreateAppRequest{Name: "web"})
+	rel, err := ctl.CreateRelease(ctxT(t), &relv1.CreateReleaseRequest{App: "web", Version: "1.0.0", ArtifactUrl: resp.GetArtifactUrl()})
+	if err != nil || rel.GetRelease().GetSize() != int64(len(data)) || rel.GetRelease().GetSha256() != digest {
+		t.Fatalf("release from upload: %v %v", rel, err)
+	}
+
+	bad := make([]byte, 1000)
+	rand.Read(bad)
+	other := sha256.Sum256([]byte("something else"))
+	tests := []struct {
+		name   string
+		digest string
+		size   int64
+		body   []byte
+		msg    string
+	}{
+		{"digest mismatch", hex.EncodeToString(other[:]), 1000, bad, "hash to"},
+		{"size mismatch", hex.EncodeToString(other[:]), 2000, bad, "1000 bytes received, 2000 announced"},
+		{"too large", hex.EncodeToString(other[:]), 2 << 20, nil, "the limit is 1048576"},
+		{"bad digest", "xyz", 10, nil, `sha256 "xyz"`},
+	}
+	for _, tt := range tests {
+		_, err := upload(tt.digest, tt.size, tt.body)
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), tt.msg) {
+			t.Errorf("%s: %v, want InvalidArgument containing %q", tt.name, err, tt.msg)
+		}
+	}
+	_, err = ctl.CreateRelease(ctxT(t), &relv1.CreateReleaseRequest{App: "web", Version: "2.0.0", ArtifactUrl: "rel://sha256/" + hex.EncodeToString(other[:])})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("release of a blob never uploaded: %v, want FailedPrecondition", err)
+	}
+	// Nothing of the refused uploads is left on any server.
+	for _, n := range c.Nodes {
+		entries, _ := os.ReadDir(filepath.Join(n.DataDir(), "artifacts", "sha256"))
+		for _, e := range entries {
+			if e.Name() != digest {
+				t.Errorf("%s holds %s after refused uploads", n.ID, e.Name())
+			}
+		}
+		tmps, _ := os.ReadDir(filepath.Join(n.DataDir(), "artifacts", "tmp"))
+		if len(tmps) != 0 {
+			t.Errorf("%s has %d partial uploads left", n.ID, len(tmps))
+		}
+	}
+}

@@ -1,0 +1,227 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/relhq/rel/internal/artifact"
+	"github.com/relhq/rel/internal/validate"
+	relv1 "github.com/relhq/rel/proto/rel/v1"
+)
+
+// artifactService implements relv1.ArtifactService.
+type artifactService struct {
+	relv1.UnimplementedArtifactServiceServer
+	s *Server
+}
+
+// chunkReader turns the upload stream's chunks into an io.Reader.
+type chunkReader struct {
+	stream relv1.ArtifactService_UploadServer
+	buf    []byte
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		m, err := r.stream.Recv()
+		if err != nil {
+			return 0, err // io.EOF at the end of the upload
+		}
+		if m.GetHeader() != nil {
+			return 0, status.Error(codes.InvalidArgument, "a second upload header: send one header, then chunks")
+		}
+		r.buf = m.GetChunk()
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+// Upload stores a streamed file and answers once a majority of voters hold
+// it, so that a release referring to it survives the loss of any minority.
+func (a *artifactService) Upload(stream relv1.ArtifactService_UploadServer) error {
+	s := a.s
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	h := first.GetHeader()
+	if h == nil {
+		return status.Error(codes.InvalidArgument, "an upload starts with a header (sha256, size)")
+	}
+	digest, err := validate.SHA256(h.GetSha256())
+	if err != nil {
+		return toStatus(err)
+	}
+	if h.GetSize() < 0 {
+		return status.Errorf(codes.InvalidArgument, "upload size %d is negative", h.GetSize())
+	}
+	if h.GetSize() > s.artifacts.MaxSize() {
+		return status.Errorf(codes.InvalidArgument, "artifact is %d bytes: the limit is %d (rel-server --max-artifact-bytes)", h.GetSize(), s.artifacts.MaxSize())
+	}
+	start := time.Now()
+	n, err := s.artifacts.Put(&chunkReader{stream: stream}, digest, h.GetSize())
+	if err != nil {
+		return artifactStatus(err)
+	}
+	s.logger.Info("artifact received", "sha256", digest, "bytes", n, "name", h.GetName(), "took", time.Since(start).Round(time.Millisecond))
+	holders, err := s.replicateArtifact(stream.Context(), digest, n)
+	if err != nil {
+		return toStatus(err)
+	}
+	return stream.SendAndClose(&relv1.UploadResponse{Sha256: digest, Size: n, ArtifactUrl: artifact.URL(digest), Holders: holders})
+}
+
+func artifactStatus(err error) error {
+	switch {
+	case errors.Is(err, artifact.ErrDigestMismatch), errors.Is(err, artifact.ErrSizeMismatch),
+		errors.Is(err, artifact.ErrTooLarge), errors.Is(err, artifact.ErrInvalidDigest):
+		return status.Errorf(codes.InvalidArgument, "upload refused, nothing stored: %v", err)
+	case errors.Is(err, artifact.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	}
+	if st, ok := status.FromError(errors.Unwrap(err)); ok {
+		return st.Err()
+	}
+	return toStatus(err)
+}
+
+// replicateArtifact asks every other voter to fetch the blob from this
+// server and returns once a majority of voters (this one included) hold it.
+// Stragglers keep fetching in the background; a server that still lacks a
+// blob fetches it from its peers when an agent asks for it.
+func (s *Server) replicateArtifact(ctx context.Context, digest string, size int64) ([]string, error) {
+	cf := s.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return nil, err
+	}
+	servers, _, _ := s.store.Servers(memdb.NewWatchSet())
+	grpcOf := map[string]string{}
+	for _, srv := range servers {
+		grpcOf[srv.GetId()] = srv.GetGrpcAddr()
+	}
+	voters := 0
+	var peers []string
+	for _, m := range cf.Configuration().Servers {
+		if m.Suffrage != raft.Voter {
+			continue
+		}
+		voters++
+		if string(m.ID) != s.cfg.NodeID {
+			peers = append(peers, string(m.ID))
+		}
+	}
+	need := voters/2 + 1
+	holders := []string{s.cfg.NodeID}
+	if len(holders) >= need {
+		return holders, nil
+	}
+	type result struct {
+		id  string
+		err error
+	}
+	results := make(chan result, len(peers))
+	src := "http://" + s.HTTPAddr()
+	for _, id := range peers {
+		addr := grpcOf[id]
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			fctx, cancel := context.WithTimeout(s.ctx, 10*time.Minute)
+			defer cancel()
+			var err error
+			if addr == "" {
+				err = fmt.Errorf("server %s has not registered its address", id)
+			} else {
+				conn, derr := s.peers.get(addr)
+				err = derr
+				if err == nil {
+					_, err = relv1.NewClusterServiceClient(conn).FetchArtifact(fctx,
+						&relv1.FetchArtifactRequest{Sha256: digest, Size: size, Sources: []string{src}})
+				}
+			}
+			results <- result{id, err}
+		}()
+	}
+	var errs []error
+	for range peers {
+		select {
+		case r := <-results:
+			if r.err != nil {
+				errs = append(errs, fmt.Errorf("%s: %v", r.id, status.Convert(r.err).Message()))
+				s.logger.Warn("peer could not fetch artifact", "peer", r.id, "sha256", digest, "err", r.err)
+				break
+			}
+			holders = append(holders, r.id)
+			if len(holders) >= need {
+				return holders, nil
+			}
+		case <-ctx.Done():
+			return nil, status.Errorf(codes.DeadlineExceeded, "artifact stored on %d of %d servers when the upload timed out; a majority (%d) is needed", len(holders), voters, need)
+		}
+	}
+	return nil, status.Errorf(codes.Unavailable, "artifact stored on %d of %d servers, a majority (%d) is needed: %v", len(holders), voters, need, errors.Join(errs...))
+}
+
+// FetchArtifact downloads a blob from the given peers into this server's store.
+func (c *clusterService) FetchArtifact(ctx context.Context, req *relv1.FetchArtifactRequest) (*relv1.FetchArtifactResponse, error) {
+	if err := c.s.artifacts.Fetch(ctx, c.s.httpClient, req.GetSha256(), req.GetSize(), req.GetSources()); err != nil {
+		return nil, artifactStatus(err)
+	}
+	return &relv1.FetchArtifactResponse{}, nil
+}
+
+// fetchFromPeers brings a blob this server lacks from any peer that has it.
+// Concurrent requests for the same blob share one fetch.
+func (s *Server) fetchFromPeers(ctx context.Context, digest string) error {
+	s.fetchMu.Lock()
+	call, ok := s.fetches[digest]
+	if !ok {
+		call = &fetchCall{done: make(chan struct{})}
+		s.fetches[digest] = call
+		servers, _, _ := s.store.Servers(memdb.NewWatchSet())
+		var sources []string
+		for _, srv := range servers {
+			if srv.GetId() != s.cfg.NodeID && srv.GetHttpAddr() != "" {
+				sources = append(sources, "http://"+srv.GetHttpAddr())
+			}
+		}
+		go func() {
+			fctx, cancel := context.WithTimeout(s.ctx, 10*time.Minute)
+			defer cancel()
+			call.err = s.artifacts.Fetch(fctx, s.httpClient, digest, 0, sources)
+			close(call.done)
+			s.fetchMu.Lock()
+			delete(s.fetches, digest)
+			s.fetchMu.Unlock()
+		}()
+	}
+	s.fetchMu.Unlock()
+	select {
+	case <-call.done:
+		return call.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+type fetchCall struct {
+	done chan struct{}
+	err  error
+}
+
+// fetchState is embedded in Server.
+type fetchState struct {
+	fetchMu    sync.Mutex
+	fetches    map[string]*fetchCall
+	httpClient *http.Client
+}
