@@ -62,6 +62,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		snapThresh   = fs.Uint64("snapshot-threshold", server.DefaultSnapshotThreshold, "raft log entries between snapshots")
 		snapInterval = fs.Duration("snapshot-interval", server.DefaultSnapshotInterval, "how often to check whether a snapshot is due")
 		trailingLogs = fs.Uint64("trailing-logs", server.DefaultTrailingLogs, "log entries kept after a snapshot, so slow followers catch up without one")
+		maxArtifact  = fs.Int64("max-artifact-bytes", server.DefaultMaxArtifactBytes, "largest artifact accepted by uploads")
+		heartbeat    = fs.Duration("heartbeat-interval", server.DefaultHeartbeatInterval, "how often agents are told to send heartbeats")
+		agentGrace   = fs.Duration("agent-grace", server.DefaultAgentGrace, "silence or disconnection past this marks an agent down (\"agent lost\")")
 		showVersion  = fs.Bool("version", false, "print the version and exit")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -110,6 +113,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		SnapshotThreshold: *snapThresh,
 		SnapshotInterval:  *snapInterval,
 		TrailingLogs:      *trailingLogs,
+		MaxArtifactBytes:  *maxArtifact,
+		HeartbeatInterval: *heartbeat,
+		AgentGrace:        *agentGrace,
 		Logger:            logger,
 		LogOutput:         stderr,
 		LogJSON:           *logFormat == "json",

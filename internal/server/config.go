@@ -143,6 +143,15 @@ func (c *Config) Validate() error {
 	if c.Bootstrap && len(c.Join) > 0 {
 		return fmt.Errorf("%w: --bootstrap and --join together: bootstrap the first node only, join the others to it", ErrConfig)
 	}
+	if c.MaxArtifactBytes < 0 {
+		return fmt.Errorf("%w: --max-artifact-bytes %d is negative", ErrConfig, c.MaxArtifactBytes)
+	}
+	if c.HeartbeatInterval < 0 || c.AgentGrace < 0 {
+		return fmt.Errorf("%w: --heartbeat-interval and --agent-grace must be positive", ErrConfig)
+	}
+	if c.HeartbeatInterval > 0 && c.AgentGrace > 0 && c.AgentGrace < 2*c.HeartbeatInterval {
+		return fmt.Errorf("%w: --agent-grace %s is less than two --heartbeat-interval (%s): agents would be marked down between heartbeats", ErrConfig, c.AgentGrace, c.HeartbeatInterval)
+	}
 	if c.SnapshotInterval < 0 {
 		return fmt.Errorf("%w: --snapshot-interval %s is negative", ErrConfig, c.SnapshotInterval)
 	}
