@@ -10,11 +10,12 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 all: build
 
-## build: compile bin/rel-server and bin/relctl
+## build: compile bin/rel-server, bin/rel-agent and bin/relctl
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/rel-server ./cmd/server
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/relctl ./cmd/relctl
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/rel-agent ./cmd/agent
 
 ## demo: build, run a local 3-node cluster, fail over, clean up
 demo: build

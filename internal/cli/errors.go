@@ -25,15 +25,19 @@ const (
 const exitCodeHelp = `Exit codes:
   0  success
   1  the server refused the request (InvalidArgument, NotFound,
-     AlreadyExists, FailedPrecondition, PermissionDenied, ...) or another
-     failure not listed below
+     AlreadyExists, FailedPrecondition, PermissionDenied, ...), a local
+     --artifact whose sha256 is not --sha256, "rollout status --watch" saw
+     the rollout end in a state other than succeeded, or another failure
+     not listed below
   2  usage error: unknown command or flag, wrong number of arguments, a
-     malformed KEY=VALUE, APP@VERSION or --notes @FILE, a bad --output,
-     --addr or --timeout value (from flags or environment)
+     malformed KEY=VALUE, APP@VERSION or --notes @FILE, a local --artifact
+     that is missing or not a regular file, a bad --output, --addr,
+     --timeout or --upload-timeout value (from flags or environment)
   3  unavailable: no server reachable at any --addr address, or the cluster
      has no leader yet
   4  deadline exceeded: no answer within --timeout (raise it with --timeout),
-     or the server gave up waiting itself`
+     an upload not finished within --upload-timeout, or the server gave up
+     waiting itself`
 
 // usageError is a command line relctl cannot act on. It is reported with a
 // pointer to the command's help rather than cobra's usage dump, because every
@@ -67,10 +71,16 @@ func (e *unreachableError) Error() string {
 type timeoutError struct {
 	addr    string
 	timeout time.Duration
+	// flag names the flag that set timeout when it is not --timeout
+	// (--upload-timeout), and doing says what ran out of time ("upload").
+	flag, doing string
 }
 
 func (e *timeoutError) Error() string {
-	return fmt.Sprintf("no answer from %s within --timeout %s; raise it with --timeout", e.addr, e.timeout)
+	if e.flag == "" {
+		return fmt.Sprintf("no answer from %s within --timeout %s; raise it with --timeout", e.addr, e.timeout)
+	}
+	return fmt.Sprintf("%s to %s did not finish within %s %s; raise it with %s", e.doing, e.addr, e.flag, e.timeout, e.flag)
 }
 
 // exitCodeFor maps a gRPC status code to relctl's exit code.

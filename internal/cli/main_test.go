@@ -46,17 +46,25 @@ func checkOneErrorLine(t *testing.T, res result) {
 // returns its address. It is stopped when the test ends.
 func serve(t *testing.T, control relv1.ControlServiceServer, cluster relv1.ClusterServiceServer) string {
 	t.Helper()
+	return serveWith(t, func(s *grpc.Server) {
+		if control != nil {
+			relv1.RegisterControlServiceServer(s, control)
+		}
+		if cluster != nil {
+			relv1.RegisterClusterServiceServer(s, cluster)
+		}
+	})
+}
+
+// serveWith is serve for any set of services: register adds them.
+func serveWith(t *testing.T, register func(s *grpc.Server)) string {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := grpc.NewServer()
-	if control != nil {
-		relv1.RegisterControlServiceServer(s, control)
-	}
-	if cluster != nil {
-		relv1.RegisterClusterServiceServer(s, cluster)
-	}
+	register(s)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -47,6 +47,7 @@ type releaseJSON struct {
 	Version     string            `json:"version"`
 	ArtifactURL string            `json:"artifact_url"`
 	SHA256      string            `json:"sha256"`
+	Size        int64             `json:"size"`
 	Notes       string            `json:"notes"`
 	Commit      string            `json:"commit"`
 	Labels      map[string]string `json:"labels"`
@@ -113,6 +114,7 @@ func toReleaseJSON(r *relv1.Release) releaseJSON {
 		Version:     r.GetVersion(),
 		ArtifactURL: r.GetArtifactUrl(),
 		SHA256:      r.GetSha256(),
+		Size:        r.GetSize(),
 		Notes:       r.GetNotes(),
 		Commit:      r.GetCommit(),
 		Labels:      nonNil(r.GetLabels()),
@@ -166,10 +168,20 @@ func formatMap(m map[string]string) string {
 	return strings.Join(parts, ",")
 }
 
-// printer writes command results to stdout in the chosen format.
+// printer writes command results to stdout in the chosen format. now is the
+// reference for relative times ("3s ago") and for the duration of what is
+// still running; the zero value means time.Now().
 type printer struct {
 	w      io.Writer
 	format string
+	now    time.Time
+}
+
+func (p printer) clock() time.Time {
+	if p.now.IsZero() {
+		return time.Now()
+	}
+	return p.now
 }
 
 func (p printer) json() bool { return p.format == formatJSON }
@@ -317,6 +329,7 @@ func (p printer) release(r *relv1.Release) error {
 			{"Version", r.GetVersion()},
 			{"Artifact URL", r.GetArtifactUrl()},
 			{"SHA256", r.GetSha256()},
+			{"Size", formatSize(r.GetSize())},
 			{"Commit", r.GetCommit()},
 			{"Labels", formatMap(r.GetLabels())},
 			{"Created", formatTime(r.GetCreatedUnixNano(), time.RFC3339)},

@@ -20,7 +20,7 @@ var (
 	releaseWeb = &relv1.Release{App: "web", Version: "1.2.3",
 		ArtifactUrl: "https://ci.example.com/web-1.2.3.tar.gz?a=1&b=<2>",
 		Sha256:      "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
-		Notes:       "Fixes the login loop.\n\nFaster start.\n", Commit: "4f2a9c1",
+		Notes:       "Fixes the login loop.\n\nFaster start.\n", Commit: "4f2a9c1", Size: 1572864,
 		Labels:          map[string]string{"team": "web", "channel": "stable"},
 		CreatedUnixNano: t0, CreateIndex: 14, ModifyIndex: 14}
 	releaseBare = &relv1.Release{App: "api", Version: "0.1.0", ArtifactUrl: "file:///srv/api.tgz", Sha256: "ab",
@@ -168,6 +168,7 @@ func TestOutput(t *testing.T) {
       "version": "0.1.0",
       "artifact_url": "file:///srv/api.tgz",
       "sha256": "ab",
+      "size": 0,
       "notes": "",
       "commit": "",
       "labels": {},
@@ -192,6 +193,7 @@ func TestOutput(t *testing.T) {
 				"Version:      1.2.3\n" +
 				"Artifact URL: https://ci.example.com/web-1.2.3.tar.gz?a=1&b=<2>\n" +
 				"SHA256:       9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n" +
+				"Size:         1.5 MiB (1572864 bytes)\n" +
 				"Commit:       4f2a9c1\n" +
 				"Labels:       channel=stable,team=web\n" +
 				"Created:      2025-03-04T04:06:07Z\n" +
@@ -210,6 +212,7 @@ func TestOutput(t *testing.T) {
 				"Version:      0.1.0\n" +
 				"Artifact URL: file:///srv/api.tgz\n" +
 				"SHA256:       ab\n" +
+				"Size:\n" +
 				"Commit:\n" +
 				"Labels:\n" +
 				"Created:      2025-03-04T04:06:07Z\n" +
@@ -225,6 +228,7 @@ func TestOutput(t *testing.T) {
   "version": "1.2.3",
   "artifact_url": "https://ci.example.com/web-1.2.3.tar.gz?a=1&b=<2>",
   "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+  "size": 1572864,
   "notes": "Fixes the login loop.\n\nFaster start.\n",
   "commit": "4f2a9c1",
   "labels": {

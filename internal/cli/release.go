@@ -2,7 +2,10 @@ package cli
 
 import (
 	"context"
+	"fmt"
+	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -16,7 +19,8 @@ func (r *runner) releaseCommand() *cobra.Command {
 		`A release is one immutable, verifiable build of an app: an artifact URL and
 the sha256 of its bytes, with optional notes, source commit and labels.
 Releases cannot be changed once created.`,
-		`  relctl release create web 1.2.3 --artifact https://ci.example.com/web-1.2.3.tar.gz --sha256 9f86d08...
+		`  relctl release create web 1.2.3 --artifact ./web-1.2.3.tar.gz
+  relctl release create web 1.2.3 --artifact https://ci.example.com/web-1.2.3.tar.gz --sha256 9f86d08...
   relctl release list web
   relctl release show web@1.2.3`,
 		r.releaseCreateCommand(),
@@ -29,19 +33,41 @@ func (r *runner) releaseCreateCommand() *cobra.Command {
 	var (
 		artifact, sha256, notes, commit string
 		labels                          []string
+		uploadTimeout                   time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "create APP VERSION --artifact URL --sha256 HEX",
-		Short: "Create a release of an app",
-		Long: `Create release VERSION of APP. Agents fetch the artifact from --artifact
-(https://, http:// or file://) and check it against --sha256, the lower-case
-hex sha256 of its bytes.
+		Use:   "create APP VERSION --artifact PATH|URL [--sha256 HEX]",
+		Short: "Create a release of an app, uploading its artifact if it is a local file",
+		Long: `Create release VERSION of APP.
+
+--artifact is either a URL (https://, http:// or file://) that agents fetch
+the artifact from, or the path of a local file: anything without "://" is a
+path. For a URL, --sha256 is required: the lower-case hex sha256 of the
+artifact's bytes, which agents check.
+
+For a local file, relctl computes its sha256 and size (reading it twice,
+never holding it in memory), uploads it to the cluster's artifact store, and
+creates the release with the rel://sha256/<hex> URL the server answers.
+--sha256 is optional then; when given, it must match the file, or relctl
+stops before uploading anything (exit code 1). A missing file, a directory
+or anything but a regular file is a usage error (exit code 2). The upload has
+its own deadline, --upload-timeout (default 10m), instead of --timeout,
+which then applies afresh to creating the release. On a terminal, progress is
+drawn on stderr; otherwise relctl uploads silently.
 
 --notes takes the notes as text, or @FILE to read them from FILE (at most
 64 KiB of UTF-8), @- to read them from stdin; @@ starts literal text with @.
 --label is repeatable and also takes comma-separated KEY=VALUE lists.
 relctl only checks the syntax; the server validates every field.`,
-		Example: `  relctl release create web 1.2.3 \
+		Example: `  # upload a build and release it
+  relctl release create web 1.2.3 --artifact ./dist/web-1.2.3.tar.gz --commit 4f2a9c1
+
+  # the same, refusing to upload anything but the expected bytes
+  relctl release create web 1.2.3 --artifact ./dist/web-1.2.3.tar.gz \
+      --sha256 "$(sha256sum dist/web-1.2.3.tar.gz | cut -d' ' -f1)" --upload-timeout 30m
+
+  # an artifact agents download from elsewhere
+  relctl release create web 1.2.3 \
       --artifact https://ci.example.com/web-1.2.3.tar.gz \
       --sha256 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 \
       --commit 4f2a9c1 --notes @CHANGELOG-1.2.3.md --label team=web,channel=stable
@@ -57,38 +83,95 @@ relctl only checks the syntax; the server validates every field.`,
 			if err != nil {
 				return err
 			}
+			if uploadTimeout <= 0 {
+				return usagef("invalid --upload-timeout %s: must be positive", uploadTimeout)
+			}
+			local := isLocalArtifact(artifact)
+			if !local && sha256 == "" {
+				return usagef("--sha256 is required when --artifact is a URL (it is optional only for a local file)")
+			}
+
+			req := &relv1.CreateReleaseRequest{
+				App:         args[0],
+				Version:     args[1],
+				ArtifactUrl: artifact,
+				Sha256:      sha256,
+				Notes:       text,
+				Commit:      commit,
+				Labels:      lbls,
+			}
+			var uploaded *relv1.UploadResponse
+			if local {
+				if uploaded, err = r.uploadArtifact(artifact, sha256, uploadTimeout); err != nil {
+					return err
+				}
+				// CreateReleaseRequest has no size field: the server knows
+				// the size of what it stores under the rel:// URL.
+				req.ArtifactUrl, req.Sha256 = uploaded.GetArtifactUrl(), uploaded.GetSha256()
+				// The upload may have used up the command's --timeout;
+				// creating the release gets a full one.
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(context.Background(), r.timeout)
+				defer cancel()
+			}
+
 			var resp *relv1.CreateReleaseResponse
 			_, err = r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
-				resp, err = relv1.NewControlServiceClient(cc).CreateRelease(ctx, &relv1.CreateReleaseRequest{
-					App:         args[0],
-					Version:     args[1],
-					ArtifactUrl: artifact,
-					Sha256:      sha256,
-					Notes:       text,
-					Commit:      commit,
-					Labels:      lbls,
-				}, opts...)
+				resp, err = relv1.NewControlServiceClient(cc).CreateRelease(ctx, req, opts...)
 				return err
 			})
 			if err != nil {
 				return err
 			}
-			rel := resp.GetRelease()
-			return r.printer().created("release", rel.GetApp()+"@"+rel.GetVersion(), resp.GetIndex(), toReleaseJSON(rel))
+			rel, p := resp.GetRelease(), r.printer()
+			if uploaded != nil && !p.json() {
+				if _, err := fmt.Fprintf(p.w, "uploaded %s (%s) as %s\n", cell(filepath.Base(artifact)),
+					humanBytes(uint64(uploaded.GetSize())), cell(uploaded.GetArtifactUrl())); err != nil {
+					return err
+				}
+			}
+			return p.created("release", rel.GetApp()+"@"+rel.GetVersion(), resp.GetIndex(), toReleaseJSON(rel))
 		}),
 	}
 	f := cmd.Flags()
-	f.StringVar(&artifact, "artifact", "", "`URL` agents fetch the artifact from (required)")
-	f.StringVar(&sha256, "sha256", "", "lower-case `HEX` sha256 of the artifact bytes (required)")
+	f.StringVar(&artifact, "artifact", "", "`PATH|URL`: a local file to upload, or the URL agents fetch the artifact from (required)")
+	f.StringVar(&sha256, "sha256", "", "lower-case `HEX` sha256 of the artifact bytes (required for a URL)")
 	f.StringVar(&notes, "notes", "", "release notes as `TEXT`, @FILE or @- for stdin")
 	f.StringVar(&commit, "commit", "", "source revision `SHA` the release was built from")
 	f.StringArrayVar(&labels, "label", nil, "label `KEY=VALUE[,KEY=VALUE...]` (repeatable)")
+	f.DurationVar(&uploadTimeout, "upload-timeout", defaultUploadTimeout, "time limit for uploading a local --artifact")
 	_ = cmd.MarkFlagRequired("artifact")
-	_ = cmd.MarkFlagRequired("sha256")
 	_ = cmd.RegisterFlagCompletionFunc("notes", func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		return nil, cobra.ShellCompDirectiveDefault
 	})
 	return cmd
+}
+
+// uploadArtifact hashes the local file at path, checks the digest against
+// want (--sha256) when given, and uploads the file.
+func (r *runner) uploadArtifact(path, want string, timeout time.Duration) (*relv1.UploadResponse, error) {
+	if err := statArtifact(path); err != nil {
+		return nil, err
+	}
+	prog := newProgress(r.stderr)
+	digest, size, err := hashFile(path, prog)
+	if err != nil {
+		return nil, err
+	}
+	if want != "" && !strings.EqualFold(want, digest) {
+		return nil, fmt.Errorf("--artifact %s has sha256 %s, but --sha256 is %s; nothing was uploaded", path, digest, want)
+	}
+	resp, err := r.upload(path, digest, size, timeout, prog)
+	if err != nil {
+		return nil, err
+	}
+	if resp.GetSha256() == "" {
+		resp.Sha256 = digest
+	}
+	if resp.GetSize() == 0 {
+		resp.Size = size
+	}
+	return resp, nil
 }
 
 func (r *runner) releaseListCommand() *cobra.Command {
@@ -127,29 +210,8 @@ comes from the replica of the server asked; add --consistent to read from
 the leader instead.`,
 		Example: `  relctl release show web@1.2.3
   relctl release show web@1.2.3 -o json | jq -r .sha256`,
-		Args: exactArgs("APP@VERSION"),
-		ValidArgsFunction: func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
-			if len(args) > 0 {
-				return nil, cobra.ShellCompDirectiveNoFileComp
-			}
-			app, _, hasAt := strings.Cut(toComplete, "@")
-			if !hasAt {
-				// Complete the app first; NoSpace lets the user type "@".
-				comps, dir := r.completeApp(cmd, toComplete)
-				for i := range comps {
-					comps[i] += "@"
-				}
-				return comps, dir | cobra.ShellCompDirectiveNoSpace
-			}
-			return r.complete(cmd, toComplete, func(ctx context.Context) ([]string, error) {
-				releases, err := r.listReleases(ctx, app)
-				names := make([]string, 0, len(releases))
-				for _, rel := range releases {
-					names = append(names, rel.GetApp()+"@"+rel.GetVersion())
-				}
-				return names, err
-			})
-		},
+		Args:              exactArgs("APP@VERSION"),
+		ValidArgsFunction: r.completeAppVersion,
 		RunE: r.do(func(ctx context.Context, args []string) error {
 			app, version, err := parseAppVersion(args[0])
 			if err != nil {

@@ -31,7 +31,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 // run is Main with the environment injected, so tests can set REL_ADDR and
 // REL_OUTPUT without touching the process environment.
 func run(args []string, lookupEnv func(string) (string, bool), stdin io.Reader, stdout, stderr io.Writer) int {
-	r := &runner{lookupEnv: lookupEnv, stdin: stdin, stdout: stdout}
+	r := &runner{lookupEnv: lookupEnv, stdin: stdin, stdout: stdout, stderr: stderr}
 	defer r.cancel()
 
 	root := r.rootCommand()
@@ -62,6 +62,9 @@ type runner struct {
 	lookupEnv func(string) (string, bool)
 	stdin     io.Reader
 	stdout    io.Writer
+	// stderr is only written to directly for progress, and only when it is
+	// a terminal; errors go through run's single "relctl: ..." line.
+	stderr io.Writer
 
 	// Raw persistent flag values; resolve turns them into the fields below.
 	addrFlag    string
@@ -117,7 +120,7 @@ func (r *runner) resolve(cmd *cobra.Command) error {
 	return nil
 }
 
-func (r *runner) printer() printer { return printer{w: r.stdout, format: r.output} }
+func (r *runner) printer() printer { return printer{w: r.stdout, format: r.output, now: time.Now()} }
 
 // do wraps a command's body: it marks the command as started (see
 // runner.started) and hands it the command-wide context.
@@ -136,7 +139,7 @@ func (r *runner) call(ctx context.Context, c rpc) (string, error) {
 func (r *runner) rootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "relctl",
-		Short: "Manage apps, environments and releases in Rel",
+		Short: "Manage apps, environments, releases and rollouts in Rel",
 		Long: `relctl is the command line client of Rel's control plane. It talks gRPC to
 any rel-server of the cluster: writes are forwarded to the leader, reads are
 served by the server asked unless --consistent is given.
@@ -144,7 +147,9 @@ served by the server asked unless --consistent is given.
 Global settings come from flags, then environment variables, then defaults:
   --addr     REL_ADDR     default ` + defaultAddr + `
   --output   REL_OUTPUT   default table
-  --timeout               default ` + defaultTimeout.String() + ` (the whole command)
+  --timeout               default ` + defaultTimeout.String() + ` (the whole command; uploads have
+                          their own --upload-timeout, and "rollout status
+                          --watch" applies it to each request)
 
 --addr takes a comma-separated list. relctl tries the addresses in order and
 moves to the next only when one cannot be reached; any answer from a server,
@@ -154,6 +159,8 @@ Every failure prints one line, "relctl: <message>", on stderr.
 
 ` + exitCodeHelp,
 		Example: `  relctl app create web --description "Public website"
+  relctl release create web 1.2.3 --artifact ./web-1.2.3.tar.gz
+  relctl rollout start web@1.2.3 --env prod
   relctl --addr 10.0.0.1:7400,10.0.0.2:7400 release list web
   REL_OUTPUT=json relctl cluster members`,
 		SilenceErrors: true,
@@ -184,6 +191,9 @@ Every failure prints one line, "relctl: <message>", on stderr.
 		r.appCommand(),
 		r.envCommand(),
 		r.releaseCommand(),
+		r.rolloutCommand(),
+		r.agentCommand(),
+		r.historyCommand(),
 		r.clusterCommand(),
 		r.versionCommand(),
 	)

@@ -1,0 +1,191 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	relv1 "github.com/relhq/rel/proto/rel/v1"
+)
+
+// SimConfig configures Simulate.
+type SimConfig struct {
+	// Servers are the cluster's gRPC addresses.
+	Servers []string
+	// Count is how many agents to run.
+	Count int
+	// IDPrefix names the agents <prefix>-0001, <prefix>-0002, ...
+	IDPrefix string
+	// Labels are given to every agent.
+	Labels map[string]string
+	// DialOptions are added to ClientOptions for the shared connections.
+	DialOptions []grpc.DialOption
+	// Logger; slog.Default() when nil. Each agent logs with node=<id>.
+	Logger *slog.Logger
+	// Facts and Load are what every agent reports; a fixed fake host (8
+	// CPUs, 16 GiB, Linux) and a fixed light load when nil. Simulated
+	// agents never call gopsutil.
+	Facts *relv1.HostFacts
+	Load  *relv1.Load
+	// Ramp spreads the agents' starts evenly over this long (0: all at once).
+	Ramp time.Duration
+	// ReportEvery logs how many agents are connected at this interval
+	// (0: never).
+	ReportEvery time.Duration
+	// Started, when set, is called with every agent once it is built, before
+	// it runs (tests use it to watch the agents).
+	Started func(*Agent)
+}
+
+// Simulate runs cfg.Count agents in this process until ctx ends, each with
+// its own NoopInstaller. All agents share one gRPC connection per server
+// address (HTTP/2 multiplexes their streams) and keep their generation in
+// memory only (no data dir: nothing is written to disk). Each agent costs
+// three goroutines while connected (its send loop, its receiver and gRPC's
+// stream watcher) plus one per install in progress. Unless the logger is at
+// debug, the agents themselves only log warnings and errors; Simulate logs a
+// summary every ReportEvery.
+func Simulate(ctx context.Context, cfg SimConfig) error {
+	if cfg.Count <= 0 {
+		return errors.New("simulate: count must be positive")
+	}
+	if cfg.IDPrefix == "" {
+		return errors.New("simulate: empty id prefix")
+	}
+	if len(cfg.Servers) == 0 {
+		return errors.New("simulate: no servers")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	facts := cfg.Facts
+	if facts == nil {
+		facts = &relv1.HostFacts{
+			Hostname: "simulated", Os: "linux", Platform: "simulated", PlatformVersion: "1",
+			Kernel: "6.0.0-sim", Arch: "amd64", Cpus: 8, MemoryBytes: 16 << 30,
+		}
+	}
+	load := cfg.Load
+	if load == nil {
+		load = &relv1.Load{CpuPercent: 5, MemoryPercent: 30, DiskFreeBytes: 80 << 30, DiskTotalBytes: 100 << 30}
+	}
+	loadFunc := func() *relv1.Load { return load }
+
+	opts := ClientOptions(cfg.DialOptions...)
+	conns := map[string]*grpc.ClientConn{}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for _, addr := range cfg.Servers {
+		if _, ok := conns[addr]; ok {
+			continue
+		}
+		c, err := grpc.NewClient(addr, opts...)
+		if err != nil {
+			return fmt.Errorf("simulate: %s: %w", addr, err)
+		}
+		conns[addr] = c
+	}
+	dial := func(addr string) (*grpc.ClientConn, error) {
+		if c, ok := conns[addr]; ok {
+			return c, nil
+		}
+		return nil, fmt.Errorf("simulate: unknown server %q", addr)
+	}
+
+	// Thousands of agents each logging every connect would drown the
+	// summary: their info lines only show when the logger is at debug.
+	agentLog := log
+	if !log.Enabled(context.Background(), slog.LevelDebug) {
+		agentLog = slog.New(minLevel{log.Handler(), slog.LevelWarn})
+	}
+	agents := make([]*Agent, 0, cfg.Count)
+	for i := 1; i <= cfg.Count; i++ {
+		id := fmt.Sprintf("%s-%04d", cfg.IDPrefix, i)
+		f := proto.Clone(facts).(*relv1.HostFacts)
+		f.Hostname = id
+		a, err := New(Config{
+			Servers:   cfg.Servers,
+			NodeID:    id,
+			Labels:    cfg.Labels,
+			Installer: &NoopInstaller{},
+			Logger:    agentLog.With("node", id),
+			Dial:      dial,
+			Facts:     f,
+			LoadFunc:  loadFunc,
+		})
+		if err != nil {
+			return fmt.Errorf("simulate: %w", err)
+		}
+		agents = append(agents, a)
+	}
+
+	var wg sync.WaitGroup
+	if cfg.ReportEvery > 0 {
+		wg.Go(func() {
+			t := time.NewTicker(cfg.ReportEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					n := 0
+					for _, a := range agents {
+						if a.Status().Connected {
+							n++
+						}
+					}
+					log.Info("simulated agents", "connected", n, "of", len(agents))
+				}
+			}
+		})
+	}
+	log.Info("starting simulated agents", "count", cfg.Count, "servers", cfg.Servers)
+	for i, a := range agents {
+		if cfg.Started != nil {
+			cfg.Started(a)
+		}
+		if cfg.Ramp > 0 && i > 0 {
+			t := time.NewTimer(cfg.Ramp / time.Duration(cfg.Count))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+			case <-t.C:
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() { _ = a.Run(ctx) })
+	}
+	wg.Wait()
+	return nil
+}
+
+// minLevel drops the records of a handler below a level.
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(as), h.min}
+}
+
+func (h minLevel) WithGroup(name string) slog.Handler {
+	return minLevel{h.Handler.WithGroup(name), h.min}
+}

@@ -1,0 +1,601 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	relv1 "github.com/relhq/rel/proto/rel/v1"
+)
+
+// JSON shapes of rollouts, agents and history; see the comment on appJSON.
+// Times are RFC 3339 in UTC, "" when the server did not set them.
+
+type rolloutHostJSON struct {
+	AgentID         string `json:"agent_id"`
+	PreviousVersion string `json:"previous_version"`
+}
+
+type rolloutJSON struct {
+	ID          string            `json:"id"`
+	App         string            `json:"app"`
+	Version     string            `json:"version"`
+	Environment string            `json:"environment"`
+	Strategy    string            `json:"strategy"`
+	State       string            `json:"state"`
+	Reason      string            `json:"reason"`
+	Hosts       []rolloutHostJSON `json:"hosts"`
+	StartedAt   string            `json:"started_at"`
+	FinishedAt  string            `json:"finished_at"`
+	CreateIndex uint64            `json:"create_index"`
+	ModifyIndex uint64            `json:"modify_index"`
+}
+
+type rolloutHostStatusJSON struct {
+	AgentID         string `json:"agent_id"`
+	Phase           string `json:"phase"`
+	Version         string `json:"version"`
+	PreviousVersion string `json:"previous_version"`
+	Connected       bool   `json:"connected"`
+	UpdatedAt       string `json:"updated_at"`
+	Reason          string `json:"reason"`
+}
+
+type rolloutStatusJSON struct {
+	Rollout rolloutJSON             `json:"rollout"`
+	Hosts   []rolloutHostStatusJSON `json:"hosts"`
+	Totals  map[string]uint32       `json:"totals"`
+}
+
+type hostFactsJSON struct {
+	Hostname        string `json:"hostname"`
+	OS              string `json:"os"`
+	Platform        string `json:"platform"`
+	PlatformVersion string `json:"platform_version"`
+	Kernel          string `json:"kernel"`
+	Arch            string `json:"arch"`
+	CPUs            uint32 `json:"cpus"`
+	MemoryBytes     uint64 `json:"memory_bytes"`
+}
+
+type loadJSON struct {
+	CPUPercent     float64 `json:"cpu_percent"`
+	MemoryPercent  float64 `json:"memory_percent"`
+	DiskFreeBytes  uint64  `json:"disk_free_bytes"`
+	DiskTotalBytes uint64  `json:"disk_total_bytes"`
+}
+
+type appReportJSON struct {
+	App             string `json:"app"`
+	Version         string `json:"version"`
+	PreviousVersion string `json:"previous_version"`
+	Phase           string `json:"phase"`
+	Reason          string `json:"reason"`
+	Output          string `json:"output"`
+	ReportedAt      string `json:"reported_at"`
+	RolloutID       string `json:"rollout_id"`
+	Generation      uint64 `json:"generation"`
+}
+
+type agentJSON struct {
+	ID               string            `json:"id"`
+	Labels           map[string]string `json:"labels"`
+	AgentVersion     string            `json:"agent_version"`
+	Facts            hostFactsJSON     `json:"facts"`
+	Connected        bool              `json:"connected"`
+	SessionID        string            `json:"session_id"`
+	ServerID         string            `json:"server_id"`
+	ConnectedAt      string            `json:"connected_at"`
+	DisconnectedAt   string            `json:"disconnected_at"`
+	DisconnectReason string            `json:"disconnect_reason"`
+	LastHeartbeatAt  string            `json:"last_heartbeat_at"`
+	Environments     []string          `json:"environments"`
+	// Load is null when no live data reached the server answering.
+	Load        *loadJSON       `json:"load"`
+	Apps        []appReportJSON `json:"apps"`
+	CreateIndex uint64          `json:"create_index"`
+	ModifyIndex uint64          `json:"modify_index"`
+}
+
+type historyEntryJSON struct {
+	App     string `json:"app"`
+	AgentID string `json:"agent_id"`
+	Version string `json:"version"`
+	From    string `json:"from"`
+	// To is "" while the version still runs; Current says the same.
+	To      string `json:"to"`
+	Current bool   `json:"current"`
+	// DurationSeconds counts up to now for the current entry.
+	DurationSeconds int64  `json:"duration_seconds"`
+	RolloutID       string `json:"rollout_id"`
+	CreateIndex     uint64 `json:"create_index"`
+	ModifyIndex     uint64 `json:"modify_index"`
+}
+
+func jsonTime(unixNano int64) string { return formatTime(unixNano, time.RFC3339Nano) }
+
+func toRolloutJSON(r *relv1.Rollout) rolloutJSON {
+	out := rolloutJSON{
+		ID:          r.GetId(),
+		App:         r.GetApp(),
+		Version:     r.GetVersion(),
+		Environment: r.GetEnvironment(),
+		Strategy:    r.GetSpec().GetStrategy(),
+		State:       r.GetState(),
+		Reason:      r.GetReason(),
+		Hosts:       []rolloutHostJSON{},
+		StartedAt:   jsonTime(r.GetCreatedUnixNano()),
+		FinishedAt:  jsonTime(r.GetFinishedUnixNano()),
+		CreateIndex: r.GetCreateIndex(),
+		ModifyIndex: r.GetModifyIndex(),
+	}
+	for _, h := range r.GetHosts() {
+		out.Hosts = append(out.Hosts, rolloutHostJSON{AgentID: h.GetAgentId(), PreviousVersion: h.GetPreviousVersion()})
+	}
+	return out
+}
+
+func toRolloutStatusJSON(s *relv1.RolloutStatus) rolloutStatusJSON {
+	out := rolloutStatusJSON{
+		Rollout: toRolloutJSON(s.GetRollout()),
+		Hosts:   []rolloutHostStatusJSON{},
+		Totals:  phaseTotals(s),
+	}
+	for _, h := range s.GetHosts() {
+		out.Hosts = append(out.Hosts, rolloutHostStatusJSON{
+			AgentID:         h.GetAgentId(),
+			Phase:           h.GetPhase(),
+			Version:         h.GetVersion(),
+			PreviousVersion: h.GetPreviousVersion(),
+			Connected:       h.GetConnected(),
+			UpdatedAt:       jsonTime(h.GetUpdatedUnixNano()),
+			Reason:          h.GetReason(),
+		})
+	}
+	return out
+}
+
+func toAgentJSON(s *relv1.AgentStatus) agentJSON {
+	a, f := s.GetAgent(), s.GetAgent().GetFacts()
+	out := agentJSON{
+		ID:           a.GetId(),
+		Labels:       nonNil(a.GetLabels()),
+		AgentVersion: a.GetAgentVersion(),
+		Facts: hostFactsJSON{
+			Hostname:        f.GetHostname(),
+			OS:              f.GetOs(),
+			Platform:        f.GetPlatform(),
+			PlatformVersion: f.GetPlatformVersion(),
+			Kernel:          f.GetKernel(),
+			Arch:            f.GetArch(),
+			CPUs:            f.GetCpus(),
+			MemoryBytes:     f.GetMemoryBytes(),
+		},
+		Connected:        a.GetConnected(),
+		SessionID:        a.GetSessionId(),
+		ServerID:         a.GetServerId(),
+		ConnectedAt:      jsonTime(a.GetConnectedUnixNano()),
+		DisconnectedAt:   jsonTime(a.GetDisconnectedUnixNano()),
+		DisconnectReason: a.GetDisconnectReason(),
+		LastHeartbeatAt:  jsonTime(s.GetLastHeartbeatUnixNano()),
+		Environments:     append([]string{}, s.GetEnvironments()...),
+		Apps:             []appReportJSON{},
+		CreateIndex:      a.GetCreateIndex(),
+		ModifyIndex:      a.GetModifyIndex(),
+	}
+	if l := s.GetLoad(); l != nil {
+		out.Load = &loadJSON{
+			CPUPercent:     l.GetCpuPercent(),
+			MemoryPercent:  l.GetMemoryPercent(),
+			DiskFreeBytes:  l.GetDiskFreeBytes(),
+			DiskTotalBytes: l.GetDiskTotalBytes(),
+		}
+	}
+	for _, r := range s.GetApps() {
+		out.Apps = append(out.Apps, appReportJSON{
+			App:             r.GetApp(),
+			Version:         r.GetVersion(),
+			PreviousVersion: r.GetPreviousVersion(),
+			Phase:           r.GetPhase(),
+			Reason:          r.GetReason(),
+			Output:          r.GetOutput(),
+			ReportedAt:      jsonTime(r.GetAtUnixNano()),
+			RolloutID:       r.GetRolloutId(),
+			Generation:      r.GetGeneration(),
+		})
+	}
+	return out
+}
+
+func (p printer) toHistoryEntryJSON(e *relv1.HistoryEntry) historyEntryJSON {
+	return historyEntryJSON{
+		App:             e.GetApp(),
+		AgentID:         e.GetAgentId(),
+		Version:         e.GetVersion(),
+		From:            jsonTime(e.GetFromUnixNano()),
+		To:              jsonTime(e.GetToUnixNano()),
+		Current:         e.GetToUnixNano() == 0,
+		DurationSeconds: int64(p.historyDuration(e) / time.Second),
+		RolloutID:       e.GetRolloutId(),
+		CreateIndex:     e.GetCreateIndex(),
+		ModifyIndex:     e.GetModifyIndex(),
+	}
+}
+
+// rolloutStarted confirms "rollout start": the id and the hosts the rollout
+// targets in table format, the rollout in JSON.
+func (p printer) rolloutStarted(r *relv1.Rollout, index uint64) error {
+	if p.json() {
+		return p.writeJSON(toRolloutJSON(r))
+	}
+	hosts := r.GetHosts()
+	if _, err := fmt.Fprintf(p.w, "started rollout %s: %s@%s to %s, %d host%s (index %d)\n",
+		cell(r.GetId()), cell(r.GetApp()), cell(r.GetVersion()), cell(r.GetEnvironment()),
+		len(hosts), plural(len(hosts)), index); err != nil {
+		return err
+	}
+	rows := make([][]string, 0, len(hosts))
+	for _, h := range hosts {
+		rows = append(rows, []string{h.GetAgentId(), h.GetPreviousVersion()})
+	}
+	return p.table([]string{"HOST", "PREVIOUS"}, rows)
+}
+
+// rolloutStatus prints one rollout: a key: value header, the per-host table
+// and a totals line.
+func (p printer) rolloutStatus(s *relv1.RolloutStatus) error {
+	if p.json() {
+		return p.writeJSON(toRolloutStatusJSON(s))
+	}
+	r := s.GetRollout()
+	err := p.aligned(1, func(tw io.Writer) {
+		for _, kv := range [][2]string{
+			{"Rollout", r.GetId()},
+			{"Release", r.GetApp() + "@" + r.GetVersion()},
+			{"Environment", r.GetEnvironment()},
+			{"Strategy", r.GetSpec().GetStrategy()},
+			{"State", r.GetState()},
+			{"Started", formatTime(r.GetCreatedUnixNano(), time.RFC3339)},
+			{"Finished", formatTime(r.GetFinishedUnixNano(), time.RFC3339)},
+			{"Reason", r.GetReason()},
+		} {
+			fmt.Fprintf(tw, "%s:\t%s\n", kv[0], cell(kv[1]))
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(p.w, "\n"); err != nil {
+		return err
+	}
+	rows := make([][]string, 0, len(s.GetHosts()))
+	for _, h := range s.GetHosts() {
+		rows = append(rows, []string{h.GetAgentId(), h.GetPhase(), h.GetVersion(), h.GetPreviousVersion(),
+			yesNo(h.GetConnected()), formatTime(h.GetUpdatedUnixNano(), time.RFC3339), h.GetReason()})
+	}
+	if err := p.table([]string{"HOST", "PHASE", "VERSION", "PREVIOUS", "CONNECTED", "UPDATED", "REASON"}, rows); err != nil {
+		return err
+	}
+	n, summary := totalsSummary(s)
+	line := fmt.Sprintf("%d host%s", n, plural(n))
+	if summary != "" {
+		line += ": " + summary
+	}
+	_, err = fmt.Fprintln(p.w, cell(line))
+	return err
+}
+
+func (p printer) rollouts(list []*relv1.RolloutStatus) error {
+	if p.json() {
+		out := struct {
+			Rollouts []rolloutStatusJSON `json:"rollouts"`
+		}{Rollouts: []rolloutStatusJSON{}}
+		for _, s := range list {
+			out.Rollouts = append(out.Rollouts, toRolloutStatusJSON(s))
+		}
+		return p.writeJSON(out)
+	}
+	rows := make([][]string, 0, len(list))
+	for _, s := range list {
+		r := s.GetRollout()
+		n, summary := totalsSummary(s)
+		hosts := strconv.Itoa(n)
+		if summary != "" {
+			hosts += " (" + summary + ")"
+		}
+		rows = append(rows, []string{r.GetId(), r.GetApp(), r.GetVersion(), r.GetEnvironment(), r.GetState(), hosts,
+			formatTime(r.GetCreatedUnixNano(), time.RFC3339), formatTime(r.GetFinishedUnixNano(), time.RFC3339)})
+	}
+	return p.table([]string{"ID", "APP", "VERSION", "ENV", "STATE", "HOSTS", "STARTED", "FINISHED"}, rows)
+}
+
+func (p printer) agents(list []*relv1.AgentStatus) error {
+	if p.json() {
+		out := struct {
+			Agents []agentJSON `json:"agents"`
+		}{Agents: []agentJSON{}}
+		for _, s := range list {
+			out.Agents = append(out.Agents, toAgentJSON(s))
+		}
+		return p.writeJSON(out)
+	}
+	rows := make([][]string, 0, len(list))
+	for _, s := range list {
+		a, l := s.GetAgent(), s.GetLoad()
+		apps := make([]string, 0, len(s.GetApps()))
+		for _, r := range sortedReports(s.GetApps()) {
+			apps = append(apps, r.GetApp()+"@"+r.GetVersion()+":"+r.GetPhase())
+		}
+		cpu, mem, disk := "", "", ""
+		if l != nil {
+			cpu, mem, disk = formatPercent(l.GetCpuPercent()), formatPercent(l.GetMemoryPercent()), humanBytes(l.GetDiskFreeBytes())
+		}
+		rows = append(rows, []string{a.GetId(), yesNo(a.GetConnected()), p.ago(lastSeen(s)), formatMap(a.GetLabels()),
+			strings.Join(apps, ","), cpu, mem, disk})
+	}
+	return p.table([]string{"ID", "CONNECTED", "LAST SEEN", "LABELS", "APPS", "CPU%", "MEM%", "DISK FREE"}, rows)
+}
+
+// agent prints one agent in full: a key: value block, then its apps as a
+// table and the output of any failing hook, indented.
+func (p printer) agent(s *relv1.AgentStatus) error {
+	if p.json() {
+		return p.writeJSON(toAgentJSON(s))
+	}
+	a, f, l := s.GetAgent(), s.GetAgent().GetFacts(), s.GetLoad()
+	platform := strings.TrimSpace(f.GetPlatform() + " " + f.GetPlatformVersion())
+	cpus, memory := "", ""
+	if f.GetCpus() > 0 {
+		cpus = strconv.FormatUint(uint64(f.GetCpus()), 10)
+	}
+	if f.GetMemoryBytes() > 0 {
+		memory = humanBytes(f.GetMemoryBytes())
+	}
+	heartbeat := formatTime(s.GetLastHeartbeatUnixNano(), time.RFC3339)
+	if heartbeat != "" {
+		heartbeat += " (" + p.ago(s.GetLastHeartbeatUnixNano()) + ")"
+	}
+	load := ""
+	if l != nil {
+		load = fmt.Sprintf("cpu %s%%, memory %s%%, disk %s free of %s", formatPercent(l.GetCpuPercent()),
+			formatPercent(l.GetMemoryPercent()), humanBytes(l.GetDiskFreeBytes()), humanBytes(l.GetDiskTotalBytes()))
+	}
+	apps := sortedReports(s.GetApps())
+	err := p.aligned(1, func(tw io.Writer) {
+		for _, kv := range [][2]string{
+			{"ID", a.GetId()},
+			{"Labels", formatMap(a.GetLabels())},
+			{"Agent version", a.GetAgentVersion()},
+			{"Hostname", f.GetHostname()},
+			{"OS", f.GetOs()},
+			{"Platform", platform},
+			{"Kernel", f.GetKernel()},
+			{"Arch", f.GetArch()},
+			{"CPUs", cpus},
+			{"Memory", memory},
+			{"Connected", yesNo(a.GetConnected())},
+			{"Session", a.GetSessionId()},
+			{"Server", a.GetServerId()},
+			{"Connected at", formatTime(a.GetConnectedUnixNano(), time.RFC3339)},
+			{"Disconnected at", formatTime(a.GetDisconnectedUnixNano(), time.RFC3339)},
+			{"Disconnect reason", a.GetDisconnectReason()},
+			{"Last heartbeat", heartbeat},
+			{"Environments", strings.Join(s.GetEnvironments(), ",")},
+			{"Load", load},
+		} {
+			fmt.Fprintf(tw, "%s:\t%s\n", kv[0], cell(kv[1]))
+		}
+		if len(apps) == 0 {
+			fmt.Fprintf(tw, "Apps:\t(none)\n")
+		}
+	})
+	if err != nil || len(apps) == 0 {
+		return err
+	}
+	rows := make([][]string, 0, len(apps))
+	for _, r := range apps {
+		rows = append(rows, []string{r.GetApp(), r.GetVersion(), r.GetPreviousVersion(), r.GetPhase(),
+			formatTime(r.GetAtUnixNano(), time.RFC3339), r.GetRolloutId(), r.GetReason()})
+	}
+	var b strings.Builder
+	if err := (printer{w: &b, format: formatTable}).table(
+		[]string{"APP", "VERSION", "PREVIOUS", "PHASE", "REPORTED", "ROLLOUT", "REASON"}, rows); err != nil {
+		return err
+	}
+	var out strings.Builder
+	out.WriteString("Apps:\n")
+	writeIndented(&out, b.String())
+	for _, r := range apps {
+		if o := strings.TrimRightFunc(text(r.GetOutput()), unicode.IsSpace); o != "" {
+			fmt.Fprintf(&out, "Output of %s:\n", cell(r.GetApp()))
+			writeIndented(&out, o)
+		}
+	}
+	_, err = io.WriteString(p.w, out.String())
+	return err
+}
+
+func (p printer) history(entries []*relv1.HistoryEntry) error {
+	if p.json() {
+		out := struct {
+			Entries []historyEntryJSON `json:"entries"`
+		}{Entries: []historyEntryJSON{}}
+		for _, e := range entries {
+			out.Entries = append(out.Entries, p.toHistoryEntryJSON(e))
+		}
+		return p.writeJSON(out)
+	}
+	rows := make([][]string, 0, len(entries))
+	for _, e := range entries {
+		to := formatTime(e.GetToUnixNano(), time.RFC3339)
+		if e.GetToUnixNano() == 0 {
+			to = "now"
+		}
+		rows = append(rows, []string{e.GetAgentId(), e.GetVersion(), formatTime(e.GetFromUnixNano(), time.RFC3339), to,
+			humanDuration(p.historyDuration(e)), e.GetRolloutId()})
+	}
+	return p.table([]string{"HOST", "VERSION", "FROM", "TO", "DURATION", "ROLLOUT"}, rows)
+}
+
+// historyDuration is how long the entry's version ran, up to now while it
+// still runs; 0 when the start is unknown.
+func (p printer) historyDuration(e *relv1.HistoryEntry) time.Duration {
+	if e.GetFromUnixNano() == 0 {
+		return 0
+	}
+	end := p.clock()
+	if e.GetToUnixNano() != 0 {
+		end = time.Unix(0, e.GetToUnixNano())
+	}
+	return max(end.Sub(time.Unix(0, e.GetFromUnixNano())), 0)
+}
+
+// lastSeen is when an agent was last heard of: its last heartbeat while
+// connected (or its connection, before the first heartbeat), the
+// disconnection otherwise.
+func lastSeen(s *relv1.AgentStatus) int64 {
+	a := s.GetAgent()
+	if !a.GetConnected() {
+		return a.GetDisconnectedUnixNano()
+	}
+	if hb := s.GetLastHeartbeatUnixNano(); hb != 0 {
+		return hb
+	}
+	return a.GetConnectedUnixNano()
+}
+
+// ago renders a server timestamp relative to the printer's clock in one
+// unit: "3s ago", "5m ago", "2h ago", "4d ago"; "" when unset. A time in the
+// future (clock skew between hosts) counts as now.
+func (p printer) ago(unixNano int64) string {
+	if unixNano == 0 {
+		return ""
+	}
+	d := max(p.clock().Sub(time.Unix(0, unixNano)), 0)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d/time.Second))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d/time.Minute))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d/time.Hour))
+	default:
+		return fmt.Sprintf("%dd ago", int(d/(24*time.Hour)))
+	}
+}
+
+// humanDuration renders d in its two largest units: "12s", "4m10s",
+// "2h5m", "3d4h".
+func humanDuration(d time.Duration) string {
+	d = max(d, 0).Truncate(time.Second)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d/time.Second))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%ds", int(d/time.Minute), int(d%time.Minute/time.Second))
+	case d < 24*time.Hour:
+		return fmt.Sprintf("%dh%dm", int(d/time.Hour), int(d%time.Hour/time.Minute))
+	default:
+		return fmt.Sprintf("%dd%dh", int(d/(24*time.Hour)), int(d%(24*time.Hour)/time.Hour))
+	}
+}
+
+// humanBytes renders a byte count in binary units with one decimal: "512 B",
+// "1.5 KiB", "12.3 GiB".
+func humanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit && exp < 5; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// formatSize renders a release's artifact size; "" when unknown (0).
+func formatSize(n int64) string {
+	if n <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s (%d bytes)", humanBytes(uint64(n)), n)
+}
+
+func formatPercent(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) }
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// phaseOrder is the order phases appear in in totals: settled first, then
+// the steps of an install from the last to the first, so the line reads
+// from "done" to "not started".
+var phaseOrder = []string{"healthy", "failed", "verifying", "starting", "installing", "downloading", "pending"}
+
+// phaseTotals is the rollout's hosts per phase: the server's count, or one
+// made from the hosts when the server sent none.
+func phaseTotals(s *relv1.RolloutStatus) map[string]uint32 {
+	if len(s.GetTotals()) > 0 {
+		return maps.Clone(s.GetTotals())
+	}
+	out := map[string]uint32{}
+	for _, h := range s.GetHosts() {
+		out[h.GetPhase()]++
+	}
+	return out
+}
+
+// totalsSummary returns the number of hosts and "2 healthy, 1 installing".
+func totalsSummary(s *relv1.RolloutStatus) (int, string) {
+	totals := phaseTotals(s)
+	n := len(s.GetHosts())
+	if n == 0 {
+		for _, c := range totals {
+			n += int(c)
+		}
+	}
+	phases := slices.Sorted(maps.Keys(totals))
+	slices.SortStableFunc(phases, func(a, b string) int { return phaseRank(a) - phaseRank(b) })
+	parts := make([]string, 0, len(phases))
+	for _, ph := range phases {
+		if totals[ph] == 0 {
+			continue
+		}
+		name := ph
+		if name == "" {
+			name = "unknown"
+		}
+		parts = append(parts, fmt.Sprintf("%d %s", totals[ph], name))
+	}
+	return n, strings.Join(parts, ", ")
+}
+
+func phaseRank(phase string) int {
+	if i := slices.Index(phaseOrder, phase); i >= 0 {
+		return i
+	}
+	return len(phaseOrder)
+}
+
+func sortedReports(reports []*relv1.AppReport) []*relv1.AppReport {
+	return slices.SortedStableFunc(slices.Values(reports), func(a, b *relv1.AppReport) int {
+		return strings.Compare(a.GetApp(), b.GetApp())
+	})
+}
+
+// writeIndented writes s with every line indented by two spaces.
+func writeIndented(b *strings.Builder, s string) {
+	for line := range strings.Lines(s) {
+		b.WriteString(strings.TrimRight("  "+strings.TrimSuffix(line, "\n"), " \t") + "\n")
+	}
+}
