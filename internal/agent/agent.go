@@ -560,7 +560,12 @@ func (a *Agent) hello() *relv1.Hello {
 			r.AtUnixNano = ia.Since.UnixNano()
 		}
 		if rec, ok := recs[ia.App]; ok && rec.Version == ia.Version {
-			r.RolloutId, r.Generation = rec.RolloutID, rec.Generation
+			// An install the agent's own stop interrupted (not one that
+			// failed) is about to be tried again: it is no verdict on the
+			// rollout, so it is not attributed to it.
+			if !(ia.Phase == install.PhaseFailed && !rec.Failed) {
+				r.RolloutId, r.Generation = rec.RolloutID, rec.Generation
+			}
 		}
 		h.Installed = append(h.Installed, r)
 	}

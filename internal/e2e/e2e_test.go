@@ -32,7 +32,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	for name, pkg := range map[string]string{"rel-server": "./cmd/server", "relctl": "./cmd/relctl"} {
+	for name, pkg := range map[string]string{"rel-server": "./cmd/server", "relctl": "./cmd/relctl", "rel-agent": "./cmd/agent", "hello": "./examples/hello"} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
 		cmd.Dir = filepath.Join("..", "..")
 		if out, err := cmd.CombinedOutput(); err != nil {
