@@ -48,9 +48,9 @@ proto:
 proto-check:
 	./scripts/proto.sh --check
 
-## bench: benchmarks (figures, not pass/fail)
-bench:
-	$(GO) test -run '^$$' -bench . -benchtime 3x -count 5 ./internal/server/ | tee bench.out
+## bench: benchmarks on this machine (figures, not pass/fail); see README "Measured"
+bench: build
+	$(GO) run ./scripts/bench -bin $(BIN) | tee bench.out
 
 clean:
 	rm -rf $(BIN) .tools bench.out
