@@ -5,7 +5,10 @@
 # processes, creates an app, an environment and releases through a follower,
 # shows them from every node, kills the leader with SIGKILL, shows that
 # writes still work on the survivors and that the old leader catches up after
-# a restart, then stops everything and removes its files.
+# a restart. Then starts three rel-agent processes with different labels,
+# uploads the sample app (examples/hello, a small Go HTTP service whose
+# rel.yaml has a health check), rolls it out to an environment and shows it
+# answering on every host. Finally it stops everything and removes its files.
 #
 # Ports: REL_DEMO_PORT (default 17400) and the 29 above it.
 set -euo pipefail
@@ -14,7 +17,7 @@ cd "$(dirname "$0")/.."
 BIN="$(pwd)/bin"
 BASE="${REL_DEMO_PORT:-17400}"
 WORK="$(mktemp -d -t rel-demo-XXXXXX)"
-declare -A PID GRPC RAFT HTTP
+declare -A PID GRPC RAFT HTTP APID
 NODES=(s1 s2 s3)
 for i in 0 1 2; do
   n=${NODES[$i]}
@@ -28,8 +31,15 @@ step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 run() { printf '$'; printf ' %q' "$@"; printf '\n'; "$@"; }
 relctl() { "$BIN/relctl" "$@"; }
 
+AGENTS=(web-1 web-2 web-3)
 cleanup() {
   local code=$?
+  for a in "${AGENTS[@]}"; do
+    [ -n "${APID[$a]:-}" ] && kill -TERM "${APID[$a]}" 2>/dev/null || true
+  done
+  for a in "${AGENTS[@]}"; do
+    [ -n "${APID[$a]:-}" ] && wait "${APID[$a]}" 2>/dev/null || true
+  done
   for n in "${NODES[@]}"; do
     if [ -n "${PID[$n]:-}" ] && kill -0 "${PID[$n]}" 2>/dev/null; then
       kill -TERM "${PID[$n]}" 2>/dev/null || true
@@ -42,6 +52,9 @@ cleanup() {
     echo "demo failed (exit $code); the last server log lines:" >&2
     for n in "${NODES[@]}"; do
       [ -f "$WORK/$n.log" ] && { echo "--- $n" >&2; tail -n 15 "$WORK/$n.log" >&2; }
+    done
+    for a in "${AGENTS[@]}"; do
+      [ -f "$WORK/$a.log" ] && { echo "--- agent $a" >&2; tail -n 15 "$WORK/$a.log" >&2; }
     done
   fi
   rm -rf "$WORK"
@@ -155,9 +168,58 @@ wait_for 15 "$L to catch up to index $target" bash -c "[ \"\$(curl -s -m 1 http:
 run relctl --addr "${GRPC[$L]}" release list web
 run relctl --addr "${GRPC[$L]}" --consistent release show web@1.3.0
 
-step "Stopping the cluster (SIGTERM: graceful) and cleaning up"
+export REL_ADDR="$ALL_ADDRS"
+step "Starting three agents (hosts) with different labels"
+ZONES=(eu-1 eu-2 us-1)
+for i in 0 1 2; do
+  a=${AGENTS[$i]}
+  mkdir -p "$WORK/$a"
+  "$BIN/rel-agent" --node-id "$a" --servers "$ALL_ADDRS" --labels "role=web,zone=${ZONES[$i]}" \
+    --data-dir "$WORK/$a/data" --install-root "$WORK/$a/root" >>"$WORK/$a.log" 2>&1 &
+  APID[$a]=$!
+  echo "$a: labels role=web,zone=${ZONES[$i]}, installs under $WORK/$a/root"
+done
+agents_connected() { [ "$(relctl agent list -o json | grep -c '"connected": true')" = 3 ]; }
+wait_for 15 "three connected agents" agents_connected
+run relctl agent list
+
+step "Building the sample app and uploading it to the cluster"
+./scripts/bundle.sh 1.0.0 "$WORK/hello-1.0.0.tar.gz" >/dev/null
+./scripts/bundle.sh 1.1.0 "$WORK/hello-1.1.0.tar.gz" >/dev/null
+run relctl app create hello --description "sample HTTP service"
+run relctl env create web --selector role=web --description "every web host"
+run relctl release create hello 1.0.0 --artifact "$WORK/hello-1.0.0.tar.gz" --notes "first cut"
+
+step "Rolling hello@1.0.0 out to every host of env web (all at once)"
+ID=$(relctl rollout start hello@1.0.0 --env web -o json | sed -n 's/^  "id": "\(.*\)",$/\1/p')
+echo "rollout $ID started"
+run relctl rollout status "$ID" --watch --timeout 60s >/dev/null
+run relctl rollout status "$ID"
+
+step "The service answers on every host"
+for a in "${AGENTS[@]}"; do
+  addr=$(cat "$WORK/$a/root/hello/current/listen.addr")
+  printf '%s: current -> %s, http://%s/ says: %s\n' "$a" "$(readlink "$WORK/$a/root/hello/current")" "$addr" "$(curl -s "http://$addr/")"
+done
+
+step "Upgrading to 1.1.0; the previous release stays on disk for a quick way back"
+run relctl release create hello 1.1.0 --artifact "$WORK/hello-1.1.0.tar.gz" --notes "second cut"
+ID=$(relctl rollout start hello@1.1.0 --env web -o json | sed -n 's/^  "id": "\(.*\)",$/\1/p')
+relctl rollout status "$ID" --watch --timeout 60s >/dev/null
+run relctl rollout list --app hello
+for a in "${AGENTS[@]}"; do
+  addr=$(cat "$WORK/$a/root/hello/current/listen.addr")
+  printf '%s: releases on disk: %s; answers: %s\n' "$a" "$(ls "$WORK/$a/root/hello/releases" | tr '\n' ' ')" "$(curl -s "http://$addr/")"
+done
+run relctl history hello
+run relctl agent show web-1
+
+step "Stopping agents and servers (SIGTERM: graceful) and cleaning up"
+for a in "${AGENTS[@]}"; do kill -TERM "${APID[$a]}"; done
+for a in "${AGENTS[@]}"; do wait "${APID[$a]}" || { echo "demo: agent $a exited non-zero" >&2; exit 1; }; APID[$a]=""; done
+echo "all agents stopped cleanly"
 for n in "${NODES[@]}"; do kill -TERM "${PID[$n]}"; done
 for n in "${NODES[@]}"; do wait "${PID[$n]}" || { echo "demo: $n exited non-zero" >&2; exit 1; }; PID[$n]=""; done
 echo "all servers stopped cleanly"
 echo
-echo "Demo finished: 3 nodes, 6 releases, a leader killed and recovered."
+echo "Demo finished: 3 servers, a leader killed and recovered; 3 agents running hello, upgraded from 1.0.0 to 1.1.0."
