@@ -73,10 +73,14 @@ func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
 	case *relv1.Command_ReportBatch:
 		return f.store.ApplyReports(index, k.ReportBatch.GetReports())
 	case *relv1.Command_CreateRollout:
-		return f.store.CreateRollout(index, k.CreateRollout.GetRollout(), k.CreateRollout.GetDesired())
-	case *relv1.Command_FinishRollout:
-		d := k.FinishRollout
-		return f.store.FinishRollout(index, d.GetId(), d.GetState(), d.GetReason(), d.GetAtUnixNano())
+		c := k.CreateRollout
+		return f.store.CreateRollout(index, c.GetRollout(), c.GetDesired(), c.GetEvents())
+	case *relv1.Command_RolloutStep:
+		c := k.RolloutStep
+		return f.store.StepRollout(index, c.GetRollout(), c.GetExpectModifyIndex(), c.GetDesired(), c.GetEvents())
+	case *relv1.Command_RolloutControl:
+		c := k.RolloutControl
+		return f.store.ControlRollout(index, c.GetRolloutId(), c.GetAction(), c.GetReason(), c.GetAtUnixNano())
 	default:
 		// Same reasoning as an undecodable entry: a newer leader wrote a
 		// command this build does not know. Upgrade servers before using

@@ -94,8 +94,13 @@ func (a *rawAgent) nextDesired(timeout time.Duration) *relv1.DesiredState {
 
 func (a *rawAgent) report(app, version, phase, rollout string) {
 	a.t.Helper()
+	a.reportReason(app, version, phase, rollout, "")
+}
+
+func (a *rawAgent) reportReason(app, version, phase, rollout, reason string) {
+	a.t.Helper()
 	err := a.stream.Send(&relv1.AgentMessage{Kind: &relv1.AgentMessage_Reports{Reports: &relv1.Reports{Reports: []*relv1.AppReport{{
-		App: app, Version: version, Phase: phase, RolloutId: rollout, AtUnixNano: time.Now().UnixNano(),
+		App: app, Version: version, Phase: phase, RolloutId: rollout, AtUnixNano: time.Now().UnixNano(), Reason: reason,
 	}}}}})
 	if err != nil {
 		a.t.Fatalf("%s: report: %v", a.id, err)
@@ -242,15 +247,14 @@ func TestRolloutFailsOnHostFailure(t *testing.T) {
 	}
 	id := start.GetRollout().GetId()
 	a.nextDesired(5 * time.Second)
-	a.report("web", "1.0.1", "healthy", id)
-	a.report("web", "1.0.1", "failed", id)
+	a.reportReason("web", "1.0.1", "failed", id, "hook before_install exited 3")
 	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
 		resp, err := ctl.GetRollout(ctx, &relv1.GetRolloutRequest{Id: id})
 		if err != nil {
 			return false, err.Error()
 		}
 		ro := resp.GetStatus().GetRollout()
-		return ro.GetState() == "failed" && strings.Contains(ro.GetReason(), "host h1 failed"), ro.GetState() + ": " + ro.GetReason()
+		return ro.GetState() == "failed" && strings.Contains(ro.GetReason(), "h1: hook before_install exited 3"), ro.GetState() + ": " + ro.GetReason()
 	})
 }
 

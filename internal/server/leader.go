@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/relhq/rel/internal/rollout"
 	"github.com/relhq/rel/internal/state"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
@@ -68,7 +69,9 @@ func (s *Server) leaderLoop(ctx context.Context) {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		s.watchRollouts(ctx)
+		eng := &rollout.Engine{Store: s.store, Apply: s.apply, Logger: s.logger.With("component", "rollout-engine"),
+			Now: time.Now, NewID: func() string { return newID("ro-") }}
+		eng.Run(ctx)
 	}()
 	go func() {
 		defer wg.Done()

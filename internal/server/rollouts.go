@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/relhq/rel/internal/rollout"
 	"github.com/relhq/rel/internal/state"
 	"github.com/relhq/rel/internal/validate"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
@@ -18,6 +20,92 @@ import (
 
 // maxWait caps a long-polling GetRollout.
 const maxWait = 5 * time.Minute
+
+// planInput gathers what a rollout of app@version to env would take:
+// the release, the environment, the connected candidates and the offline
+// ones, and what each host runs now.
+type planInput struct {
+	rel        *relv1.Release
+	env        *relv1.Environment
+	candidates []rollout.Candidate
+	offline    []*relv1.Agent
+	agents     map[string]*relv1.Agent
+	current    map[string]*relv1.AppReport
+}
+
+func (s *Server) gatherPlan(app, version, envName string) (*planInput, error) {
+	rel, _, err := s.store.Release(nil, app, version)
+	if err != nil {
+		return nil, err
+	}
+	envs, _, err := s.store.Environments(nil)
+	if err != nil {
+		return nil, err
+	}
+	in := &planInput{rel: rel, agents: map[string]*relv1.Agent{}, current: map[string]*relv1.AppReport{}}
+	for _, e := range envs {
+		if e.GetName() == envName {
+			in.env = e
+		}
+	}
+	if in.env == nil {
+		return nil, status.Errorf(codes.NotFound, "environment %q not found: 'relctl env list' shows them", envName)
+	}
+	agents, _, err := s.store.Agents(nil)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range agents {
+		if !state.Matches(in.env.GetSelector(), a.GetLabels()) {
+			continue
+		}
+		in.agents[a.GetId()] = a
+		if aa, _ := s.store.AgentApp(nil, a.GetId(), app); aa != nil {
+			in.current[a.GetId()] = aa.GetReport()
+		}
+		if !a.GetConnected() {
+			in.offline = append(in.offline, a)
+			continue
+		}
+		in.candidates = append(in.candidates, rollout.Candidate{ID: a.GetId(), Labels: a.GetLabels()})
+	}
+	return in, nil
+}
+
+func (in *planInput) previous() map[string]string {
+	out := map[string]string{}
+	for id, r := range in.current {
+		if r.GetPhase() == "healthy" {
+			out[id] = r.GetVersion()
+		}
+	}
+	return out
+}
+
+func (in *planInput) noHostsError() error {
+	msg := fmt.Sprintf("environment %q (selector %s) selects no connected agent", in.env.GetName(), selectorString(in.env.GetSelector()))
+	if len(in.offline) > 0 {
+		var ids []string
+		for _, a := range in.offline {
+			ids = append(ids, a.GetId())
+		}
+		msg += fmt.Sprintf("; %d selected agents are disconnected: %s", len(ids), strings.Join(ids, ", "))
+	} else {
+		msg += ": start rel-agent with matching --labels; 'relctl agent list' shows the agents"
+	}
+	return status.Error(codes.FailedPrecondition, msg)
+}
+
+func specStatus(err error) error {
+	if errors.Is(err, rollout.ErrInvalidSpec) {
+		msg := err.Error()
+		if p := rollout.ErrInvalidSpec.Error() + ": "; strings.HasPrefix(msg, p) {
+			msg = msg[len(p):]
+		}
+		return status.Error(codes.InvalidArgument, msg)
+	}
+	return toStatus(err)
+}
 
 func (c *controlService) StartRollout(ctx context.Context, req *relv1.StartRolloutRequest) (*relv1.StartRolloutResponse, error) {
 	s := c.s
@@ -30,19 +118,11 @@ func (c *controlService) StartRollout(ctx context.Context, req *relv1.StartRollo
 	if err := validate.Name("environment name", req.GetEnvironment()); err != nil {
 		return nil, toStatus(err)
 	}
-	spec := req.GetSpec()
-	if spec == nil {
-		spec = &relv1.RolloutSpec{}
+	spec, err := rollout.Normalize(req.GetSpec())
+	if err != nil {
+		return nil, specStatus(err)
 	}
-	switch spec.GetStrategy() {
-	case "":
-		spec.Strategy = "all-at-once"
-	case "all-at-once":
-	default:
-		return nil, status.Errorf(codes.InvalidArgument, "strategy %q: only all-at-once is supported so far", spec.GetStrategy())
-	}
-	// The plan is made from a consistent view: this runs on the leader, or
-	// is forwarded there, so the hosts and releases it sees are current.
+	// The plan is made from a current view: on the leader after a barrier.
 	if !s.IsLeader() {
 		if isForwarded(ctx) {
 			return nil, status.Error(codes.Unavailable, "leadership moved while the request was forwarded: retry")
@@ -56,73 +136,221 @@ func (c *controlService) StartRollout(ctx context.Context, req *relv1.StartRollo
 	if err := s.raft.Barrier(timeoutFrom(ctx)).Error(); err != nil {
 		return nil, toStatus(err)
 	}
-	rel, _, err := s.store.Release(nil, req.GetApp(), req.GetVersion())
+	in, err := s.gatherPlan(req.GetApp(), req.GetVersion(), req.GetEnvironment())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	envs, _, err := s.store.Environments(nil)
+	if len(in.candidates) == 0 {
+		return nil, in.noHostsError()
+	}
+	waves, err := rollout.AssignWaves(spec, in.candidates)
+	if err != nil {
+		return nil, specStatus(err)
+	}
+	now := time.Now()
+	ro := rollout.NewRollout(newID("ro-"), in.rel.GetApp(), in.rel.GetVersion(), in.env.GetName(), spec, waves, in.previous(), now)
+	msg := fmt.Sprintf("%s@%s to %s: %d hosts in %d wave(s), strategy %s", ro.GetApp(), ro.GetVersion(), ro.GetEnvironment(), len(ro.GetHosts()), len(waves), spec.GetStrategy())
+	if len(in.offline) > 0 {
+		var ids []string
+		for _, a := range in.offline {
+			ids = append(ids, a.GetId())
+		}
+		msg += fmt.Sprintf("; skipped %d disconnected agents: %s", len(ids), strings.Join(ids, ", "))
+	}
+	ro.EventSeq = 1
+	ev := &relv1.RolloutEvent{RolloutId: ro.GetId(), Seq: 1, AtUnixNano: now.UnixNano(), Type: "started", Message: msg}
+	idx, err := s.apply(ctx, &relv1.Command{StampedUnixNano: now.UnixNano(), Kind: &relv1.Command_CreateRollout{CreateRollout: &relv1.CreateRollout{Rollout: ro, Events: []*relv1.RolloutEvent{ev}}}})
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	var env *relv1.Environment
-	for _, e := range envs {
-		if e.GetName() == req.GetEnvironment() {
-			env = e
-		}
-	}
-	if env == nil {
-		return nil, status.Errorf(codes.NotFound, "environment %q not found: 'relctl env list' shows them", req.GetEnvironment())
-	}
-	agents, _, err := s.store.Agents(nil)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	now := time.Now().UnixNano()
-	ro := &relv1.Rollout{
-		Id: newID("ro-"), App: rel.GetApp(), Version: rel.GetVersion(), Environment: env.GetName(),
-		Spec: spec, CreatedUnixNano: now,
-	}
-	var (
-		desired []*relv1.Desired
-		offline []string
-	)
-	for _, a := range agents {
-		if !state.Matches(env.GetSelector(), a.GetLabels()) {
-			continue
-		}
-		if !a.GetConnected() {
-			offline = append(offline, a.GetId())
-			continue
-		}
-		prev := ""
-		if aa, _ := s.store.AgentApp(nil, a.GetId(), rel.GetApp()); aa != nil && aa.GetReport().GetPhase() == "healthy" {
-			prev = aa.GetReport().GetVersion()
-		}
-		ro.Hosts = append(ro.Hosts, &relv1.RolloutHost{AgentId: a.GetId(), PreviousVersion: prev})
-		desired = append(desired, &relv1.Desired{
-			AgentId: a.GetId(), App: rel.GetApp(), Version: rel.GetVersion(), Sha256: rel.GetSha256(),
-			Size: rel.GetSize(), ArtifactUrl: rel.GetArtifactUrl(), RolloutId: ro.GetId(),
-		})
-	}
-	if len(ro.Hosts) == 0 {
-		msg := fmt.Sprintf("environment %q (selector %s) selects no connected agent", env.GetName(), selectorString(env.GetSelector()))
-		if len(offline) > 0 {
-			msg += fmt.Sprintf("; %d selected agents are disconnected: %s", len(offline), strings.Join(offline, ", "))
-		} else {
-			msg += ": start rel-agent with matching --labels, 'relctl agent list' shows the agents"
-		}
-		return nil, status.Error(codes.FailedPrecondition, msg)
-	}
-	if len(offline) > 0 {
-		ro.Reason = fmt.Sprintf("skipped %d disconnected agents: %s", len(offline), strings.Join(offline, ", "))
-	}
-	idx, err := s.apply(ctx, &relv1.Command{StampedUnixNano: now, Kind: &relv1.Command_CreateRollout{CreateRollout: &relv1.CreateRollout{Rollout: ro, Desired: desired}}})
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	ro.State, ro.CreateIndex, ro.ModifyIndex = state.RolloutRunning, idx, idx
-	s.logger.Info("rollout started", "rollout", ro.GetId(), "release", rel.GetApp()+"@"+rel.GetVersion(), "env", env.GetName(), "hosts", len(ro.Hosts))
+	ro.CreateIndex, ro.ModifyIndex = idx, idx
+	s.logger.Info("rollout started", "rollout", ro.GetId(), "msg", msg)
 	return &relv1.StartRolloutResponse{Rollout: ro, Index: idx}, nil
+}
+
+func (c *controlService) PlanRollout(ctx context.Context, req *relv1.PlanRolloutRequest) (*relv1.PlanRolloutResponse, error) {
+	s := c.s
+	if err := validate.Name("app name", req.GetApp()); err != nil {
+		return nil, toStatus(err)
+	}
+	if err := validate.Version(req.GetVersion()); err != nil {
+		return nil, toStatus(err)
+	}
+	if err := validate.Name("environment name", req.GetEnvironment()); err != nil {
+		return nil, toStatus(err)
+	}
+	spec, err := rollout.Normalize(req.GetSpec())
+	if err != nil {
+		return nil, specStatus(err)
+	}
+	in, err := s.gatherPlan(req.GetApp(), req.GetVersion(), req.GetEnvironment())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &relv1.PlanRolloutResponse{Spec: spec}
+	planned := func(a *relv1.Agent) *relv1.PlannedHost {
+		ph := &relv1.PlannedHost{AgentId: a.GetId(), Connected: a.GetConnected(), Labels: a.GetLabels()}
+		if r := in.current[a.GetId()]; r != nil {
+			ph.CurrentVersion, ph.CurrentPhase = r.GetVersion(), r.GetPhase()
+			if r.GetVersion() == req.GetVersion() && r.GetPhase() == "healthy" {
+				resp.UpToDate++
+			}
+		}
+		return ph
+	}
+	for _, a := range in.offline {
+		resp.Offline = append(resp.Offline, planned(a))
+	}
+	if len(in.candidates) == 0 {
+		resp.Blockers = append(resp.Blockers, status.Convert(in.noHostsError()).Message())
+	} else if waves, err := rollout.AssignWaves(spec, in.candidates); err != nil {
+		resp.Blockers = append(resp.Blockers, status.Convert(specStatus(err)).Message())
+	} else {
+		for i, w := range waves {
+			pw := &relv1.PlannedWave{Index: uint32(i), Kind: w.Kind}
+			for _, id := range w.Hosts {
+				pw.Hosts = append(pw.Hosts, planned(in.agents[id]))
+			}
+			resp.Waves = append(resp.Waves, pw)
+		}
+	}
+	ros, _, _ := s.store.Rollouts(nil, req.GetApp())
+	for _, o := range ros {
+		if o.GetEnvironment() == req.GetEnvironment() && !state.Terminal(o.GetState()) {
+			resp.Blockers = append(resp.Blockers, fmt.Sprintf("rollout %s of %s@%s to %s is %s: only one rollout per app and environment may be active",
+				o.GetId(), o.GetApp(), o.GetVersion(), o.GetEnvironment(), o.GetState()))
+		}
+	}
+	return resp, nil
+}
+
+func (c *controlService) ControlRollout(ctx context.Context, req *relv1.ControlRolloutRequest) (*relv1.ControlRolloutResponse, error) {
+	s := c.s
+	switch req.GetAction() {
+	case "pause", "resume", "approve", "abort":
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "action %q: use pause, resume, approve or abort", req.GetAction())
+	}
+	if req.GetId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "rollout id is empty: 'relctl rollout list' shows them")
+	}
+	if err := validate.Description(req.GetReason()); err != nil {
+		return nil, toStatus(err)
+	}
+	idx, err := s.apply(ctx, &relv1.Command{Kind: &relv1.Command_RolloutControl{RolloutControl: &relv1.RolloutControl{
+		RolloutId: req.GetId(), Action: req.GetAction(), Reason: req.GetReason(), AtUnixNano: time.Now().UnixNano(),
+	}}})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	ro, err := s.readAfter(ctx, idx, req.GetId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &relv1.ControlRolloutResponse{Rollout: ro, Index: idx}, nil
+}
+
+// readAfter reads a rollout once the local replica has applied index: a
+// follower that forwarded the write may not have it yet.
+func (s *Server) readAfter(ctx context.Context, index uint64, id string) (*relv1.Rollout, error) {
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	out, _, err := s.store.BlockingQuery(wctx, index-1, func(ws memdb.WatchSet, st *state.Store) (any, uint64, error) {
+		ro, err := st.Rollout(ws, id)
+		if err != nil {
+			return nil, 0, err
+		}
+		return ro, ro.GetModifyIndex(), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out.(*relv1.Rollout), nil
+}
+
+func (c *controlService) RollbackRollout(ctx context.Context, req *relv1.RollbackRolloutRequest) (*relv1.RollbackRolloutResponse, error) {
+	s := c.s
+	if req.GetId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "rollout id is empty: 'relctl rollout list' shows them")
+	}
+	if !s.IsLeader() {
+		if isForwarded(ctx) {
+			return nil, status.Error(codes.Unavailable, "leadership moved while the request was forwarded: retry")
+		}
+		conn, err := s.waitLeaderConn(ctx)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		return relv1.NewControlServiceClient(conn).RollbackRollout(forwardCtx(ctx), req)
+	}
+	if err := s.raft.Barrier(timeoutFrom(ctx)).Error(); err != nil {
+		return nil, toStatus(err)
+	}
+	orig, err := s.store.Rollout(nil, req.GetId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	switch {
+	case orig.GetKind() == state.KindRollback:
+		return nil, status.Errorf(codes.FailedPrecondition, "rollout %s is itself a rollback (of %s): start a new rollout of the release you want instead", orig.GetId(), orig.GetRollbackOf())
+	case orig.GetRolledBackBy() != "":
+		return nil, status.Errorf(codes.FailedPrecondition, "rollout %s is already rolled back by %s", orig.GetId(), orig.GetRolledBackBy())
+	}
+	cmd, err := rollout.RollbackCommand(orig, newID("ro-"), req.GetAllAtOnce(), time.Now())
+	if err != nil {
+		if errors.Is(err, rollout.ErrInvalidSpec) {
+			return nil, status.Error(codes.FailedPrecondition, strings.TrimPrefix(err.Error(), rollout.ErrInvalidSpec.Error()+": "))
+		}
+		return nil, toStatus(err)
+	}
+	idx, err := s.apply(ctx, cmd)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	rb := cmd.GetCreateRollout().GetRollout()
+	rb.CreateIndex, rb.ModifyIndex = idx, idx
+	return &relv1.RollbackRolloutResponse{Rollback: rb, Index: idx}, nil
+}
+
+func (c *controlService) RolloutEvents(ctx context.Context, req *relv1.RolloutEventsRequest) (*relv1.RolloutEventsResponse, error) {
+	s := c.s
+	if req.GetId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "rollout id is empty: 'relctl rollout list' shows them")
+	}
+	if conn, err := s.readTarget(ctx, req.GetRead()); err != nil {
+		return nil, toStatus(err)
+	} else if conn != nil {
+		return relv1.NewControlServiceClient(conn).RolloutEvents(forwardCtx(ctx), req)
+	}
+	wait := min(time.Duration(req.GetWaitMs())*time.Millisecond, maxWait)
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	type answer struct {
+		events []*relv1.RolloutEvent
+		ro     *relv1.Rollout
+	}
+	// Wait while there is nothing new; answer at once when there is.
+	var last *answer
+	var lastIdx uint64
+	for {
+		ws := newWatch(s.store)
+		ro, err := s.store.Rollout(ws, req.GetId())
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		evs, idx, err := s.store.RolloutEvents(ws, req.GetId(), req.GetAfterSeq())
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		last, lastIdx = &answer{evs, ro}, idx
+		if len(evs) > 0 || wait <= 0 || state.Terminal(ro.GetState()) {
+			break
+		}
+		if ws.WatchCtx(wctx) != nil {
+			break
+		}
+	}
+	return &relv1.RolloutEventsResponse{Events: last.events, Rollout: last.ro, Index: lastIdx}, nil
 }
 
 func selectorString(m map[string]string) string {
@@ -138,34 +366,38 @@ func selectorString(m map[string]string) string {
 	return strings.Join(parts, ",")
 }
 
-// rolloutStatus computes each host's progress from its agent's reports.
+// rolloutStatus joins a rollout's row with what its hosts' agents report.
 func (s *Server) rolloutStatus(ws memdb.WatchSet, ro *relv1.Rollout) (*relv1.RolloutStatus, uint64) {
 	st := &relv1.RolloutStatus{Rollout: ro, Totals: map[string]uint32{}}
 	index := ro.GetModifyIndex()
 	for _, h := range ro.GetHosts() {
-		hs := &relv1.RolloutHostStatus{AgentId: h.GetAgentId(), PreviousVersion: h.GetPreviousVersion(), Phase: "pending"}
+		hs := &relv1.RolloutHostStatus{AgentId: h.GetAgentId(), PreviousVersion: h.GetPreviousVersion(),
+			Phase: h.GetState(), Reason: h.GetReason(), Version: h.GetTargetVersion()}
+		if h.GetState() == rollout.HostDispatched {
+			hs.Phase = "dispatched"
+		}
 		if a, err := s.store.Agent(ws, h.GetAgentId()); err == nil {
 			hs.Connected = a.GetConnected()
-			if a.GetModifyIndex() > index {
-				index = a.GetModifyIndex()
-			}
-			if !a.GetConnected() {
+			index = max(index, a.GetModifyIndex())
+			if !a.GetConnected() && hs.Reason == "" {
 				hs.Reason = "agent disconnected: " + a.GetDisconnectReason()
 			}
 		}
 		if aa, _ := s.store.AgentApp(ws, h.GetAgentId(), ro.GetApp()); aa != nil {
-			if aa.GetModifyIndex() > index {
-				index = aa.GetModifyIndex()
-			}
+			index = max(index, aa.GetModifyIndex())
 			r := aa.GetReport()
 			if r.GetRolloutId() == ro.GetId() {
-				hs.Phase, hs.Version, hs.UpdatedUnixNano = r.GetPhase(), r.GetVersion(), r.GetAtUnixNano()
-				if r.GetReason() != "" {
-					hs.Reason = r.GetReason()
+				hs.UpdatedUnixNano = r.GetAtUnixNano()
+				if h.GetState() == rollout.HostDispatched {
+					hs.Phase = r.GetPhase()
+					if r.GetReason() != "" {
+						hs.Reason = r.GetReason()
+					}
 				}
-			} else {
-				hs.Version = r.GetVersion()
 			}
+		}
+		if hs.UpdatedUnixNano == 0 {
+			hs.UpdatedUnixNano = max(h.GetFinishedUnixNano(), h.GetDispatchedUnixNano())
 		}
 		st.Hosts = append(st.Hosts, hs)
 		st.Totals[hs.Phase]++
@@ -337,58 +569,3 @@ func (c *controlService) History(ctx context.Context, req *relv1.HistoryRequest)
 	return resp, nil
 }
 
-// watchRollouts runs on the leader: it decides when a running rollout has
-// finished, by a blocking query over the running rollouts and their hosts'
-// reports. All at once: succeeded when every host is healthy on the
-// release, failed as soon as one host failed or its agent is lost.
-func (s *Server) watchRollouts(ctx context.Context) {
-	for ctx.Err() == nil {
-		ws := newWatch(s.store)
-		running, err := s.store.RunningRollouts(ws)
-		if err != nil {
-			s.logger.Error("rollout watcher", "err", err)
-			return
-		}
-		for _, ro := range running {
-			st, _ := s.rolloutStatus(ws, ro)
-			verdict, reason := allAtOnceVerdict(st)
-			if verdict == "" {
-				continue
-			}
-			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			_, err := s.apply(actx, &relv1.Command{Kind: &relv1.Command_FinishRollout{FinishRollout: &relv1.FinishRollout{
-				Id: ro.GetId(), State: verdict, Reason: reason, AtUnixNano: time.Now().UnixNano(),
-			}}})
-			cancel()
-			if err != nil {
-				s.logger.Warn("could not finish rollout; will retry", "rollout", ro.GetId(), "err", err)
-				sleepCtx(ctx, jitter(200*time.Millisecond))
-				continue
-			}
-			s.logger.Info("rollout finished", "rollout", ro.GetId(), "state", verdict, "reason", reason)
-		}
-		if err := ws.WatchCtx(ctx); err != nil {
-			return
-		}
-	}
-}
-
-// allAtOnceVerdict is the all-at-once strategy's decision on a rollout's
-// status: "" while it runs, else the terminal state and why.
-func allAtOnceVerdict(st *relv1.RolloutStatus) (string, string) {
-	healthy := 0
-	for _, h := range st.GetHosts() {
-		switch {
-		case h.GetPhase() == "failed":
-			return state.RolloutFailed, fmt.Sprintf("host %s failed: %s", h.GetAgentId(), h.GetReason())
-		case !h.GetConnected():
-			return state.RolloutFailed, fmt.Sprintf("host %s: agent lost (%s)", h.GetAgentId(), strings.TrimPrefix(h.GetReason(), "agent disconnected: "))
-		case h.GetPhase() == "healthy":
-			healthy++
-		}
-	}
-	if healthy == len(st.GetHosts()) {
-		return state.RolloutSucceeded, fmt.Sprintf("%d of %d hosts healthy", healthy, healthy)
-	}
-	return "", ""
-}

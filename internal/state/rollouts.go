@@ -2,6 +2,7 @@ package state
 
 import (
 	"fmt"
+	"sort"
 
 	"github.com/hashicorp/go-memdb"
 	"google.golang.org/protobuf/proto"
@@ -9,21 +10,37 @@ import (
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
-// Rollout states.
+// Rollout states. The first four are active; the rest are terminal.
 const (
-	RolloutRunning   = "running"
-	RolloutSucceeded = "succeeded"
-	RolloutFailed    = "failed"
+	RolloutRunning         = "running"
+	RolloutWaitingApproval = "waiting_approval"
+	RolloutPaused          = "paused"
+	RolloutRollingBack     = "rolling_back"
+	RolloutSucceeded       = "succeeded"
+	RolloutFailed          = "failed"
+	RolloutAborted         = "aborted"
+	RolloutRolledBack      = "rolled_back"
+)
+
+// Rollout kinds.
+const (
+	KindDeploy   = "deploy"
+	KindRollback = "rollback"
 )
 
 // Terminal reports whether a rollout state is final.
 func Terminal(state string) bool {
-	return state != RolloutRunning && state != ""
+	switch state {
+	case RolloutSucceeded, RolloutFailed, RolloutAborted, RolloutRolledBack:
+		return true
+	}
+	return false
 }
 
-// CreateRollout stores a rollout and the desired state of its hosts in one
-// transaction. Only one rollout per app and environment may be running.
-func (s *Store) CreateRollout(index uint64, r *relv1.Rollout, desired []*relv1.Desired) error {
+// CreateRollout stores a new rollout with its first events. Only one rollout
+// per app and environment may be active; a rollback may start while the
+// rollout it reverts is active, and marks it rolling_back.
+func (s *Store) CreateRollout(index uint64, r *relv1.Rollout, desired []*relv1.Desired, events []*relv1.RolloutEvent) error {
 	txn := s.writeTxn()
 	defer txn.Abort()
 	if raw, err := txn.First(TableRollouts, "id", r.GetId()); err != nil {
@@ -35,24 +52,64 @@ func (s *Store) CreateRollout(index uint64, r *relv1.Rollout, desired []*relv1.D
 	if err != nil {
 		return fmt.Errorf("state: list rollouts: %w", err)
 	}
+	var orig *relv1.Rollout
 	for raw := it.Next(); raw != nil; raw = it.Next() {
 		o := raw.(*relv1.Rollout)
+		if r.GetKind() == KindRollback && o.GetId() == r.GetRollbackOf() {
+			orig = o
+			continue
+		}
 		if o.GetEnvironment() == r.GetEnvironment() && !Terminal(o.GetState()) {
-			return newError(ErrConflict, fmt.Sprintf("rollout %s of %s@%s to %s is still %s: wait for it to finish ('relctl rollout status %s')",
+			return newError(ErrConflict, fmt.Sprintf("rollout %s of %s@%s to %s is %s: only one rollout per app and environment may be active; wait for it, or 'relctl rollout abort %s'",
 				o.GetId(), o.GetApp(), o.GetVersion(), o.GetEnvironment(), o.GetState(), o.GetId()))
 		}
 	}
-	if raw, err := txn.First(TableReleases, "id", r.GetApp(), r.GetVersion()); err != nil {
+	if r.GetKind() == KindRollback {
+		if orig == nil {
+			return newError(ErrNotFound, fmt.Sprintf("rollout %q not found", r.GetRollbackOf()))
+		}
+		if orig.GetRolledBackBy() != "" {
+			return newError(ErrConflict, fmt.Sprintf("rollout %s is already rolled back by %s", orig.GetId(), orig.GetRolledBackBy()))
+		}
+		o := proto.Clone(orig).(*relv1.Rollout)
+		o.State, o.RolledBackBy, o.ModifyIndex = RolloutRollingBack, r.GetId(), index
+		o.EventSeq++
+		if err := insertEvent(txn, index, &relv1.RolloutEvent{RolloutId: o.GetId(), Seq: o.GetEventSeq(), AtUnixNano: r.GetCreatedUnixNano(),
+			Type: "rollback_started", Wave: o.GetCurrentWave(), Message: "rollback " + r.GetId() + " started"}); err != nil {
+			return err
+		}
+		if err := txn.Insert(TableRollouts, o); err != nil {
+			return fmt.Errorf("state: update rollout: %w", err)
+		}
+	} else if raw, err := txn.First(TableReleases, "id", r.GetApp(), r.GetVersion()); err != nil {
 		return fmt.Errorf("state: lookup release: %w", err)
 	} else if raw == nil {
 		return newError(ErrNotFound, fmt.Sprintf("release %s@%s not found", r.GetApp(), r.GetVersion()))
 	}
 	row := proto.Clone(r).(*relv1.Rollout)
-	row.State = RolloutRunning
+	if row.State == "" {
+		row.State = RolloutRunning
+	}
 	row.CreateIndex, row.ModifyIndex = index, index
 	if err := txn.Insert(TableRollouts, row); err != nil {
 		return fmt.Errorf("state: insert rollout: %w", err)
 	}
+	if err := upsertDesired(txn, index, desired); err != nil {
+		return err
+	}
+	for _, e := range events {
+		if err := insertEvent(txn, index, e); err != nil {
+			return err
+		}
+	}
+	if err := setIndex(txn, TableRollouts, index); err != nil {
+		return err
+	}
+	txn.Commit()
+	return nil
+}
+
+func upsertDesired(txn *memdb.Txn, index uint64, desired []*relv1.Desired) error {
 	for _, d := range desired {
 		drow := proto.Clone(d).(*relv1.Desired)
 		drow.CreateIndex, drow.ModifyIndex = index, index
@@ -65,21 +122,97 @@ func (s *Store) CreateRollout(index uint64, r *relv1.Rollout, desired []*relv1.D
 			return fmt.Errorf("state: insert desired: %w", err)
 		}
 	}
-	if err := setIndex(txn, TableRollouts, index); err != nil {
+	if len(desired) > 0 {
+		return setIndex(txn, TableDesired, index)
+	}
+	return nil
+}
+
+func insertEvent(txn *memdb.Txn, index uint64, e *relv1.RolloutEvent) error {
+	row := proto.Clone(e).(*relv1.RolloutEvent)
+	row.CreateIndex, row.ModifyIndex = index, index
+	if err := txn.Insert(TableEvents, row); err != nil {
+		return fmt.Errorf("state: insert rollout event: %w", err)
+	}
+	return setIndex(txn, TableEvents, index)
+}
+
+// StepRollout applies one engine decision: the rollout's new row, the
+// desired state of the hosts it dispatches and its events. It refuses
+// (ErrConflict) when the rollout changed since the engine read it. When a
+// rollback ends, the rollout it reverted ends too: rolled_back if the
+// rollback succeeded, failed otherwise.
+func (s *Store) StepRollout(index uint64, r *relv1.Rollout, expect uint64, desired []*relv1.Desired, events []*relv1.RolloutEvent) error {
+	txn := s.writeTxn()
+	defer txn.Abort()
+	raw, err := txn.First(TableRollouts, "id", r.GetId())
+	if err != nil {
+		return fmt.Errorf("state: lookup rollout: %w", err)
+	}
+	if raw == nil {
+		return newError(ErrNotFound, fmt.Sprintf("rollout %q not found", r.GetId()))
+	}
+	cur := raw.(*relv1.Rollout)
+	if cur.GetModifyIndex() != expect {
+		return newError(ErrConflict, fmt.Sprintf("rollout %s changed at index %d after the engine read it at %d", r.GetId(), cur.GetModifyIndex(), expect))
+	}
+	row := proto.Clone(r).(*relv1.Rollout)
+	row.CreateIndex, row.ModifyIndex = cur.GetCreateIndex(), index
+	if err := txn.Insert(TableRollouts, row); err != nil {
+		return fmt.Errorf("state: update rollout: %w", err)
+	}
+	if err := upsertDesired(txn, index, desired); err != nil {
 		return err
 	}
-	if len(desired) > 0 {
-		if err := setIndex(txn, TableDesired, index); err != nil {
+	for _, e := range events {
+		if err := insertEvent(txn, index, e); err != nil {
 			return err
 		}
+	}
+	if row.GetKind() == KindRollback && Terminal(row.GetState()) && !Terminal(cur.GetState()) {
+		if err := endReverted(txn, index, row); err != nil {
+			return err
+		}
+	}
+	if err := setIndex(txn, TableRollouts, index); err != nil {
+		return err
 	}
 	txn.Commit()
 	return nil
 }
 
-// FinishRollout moves a running rollout to a terminal state. Finishing a
-// rollout that already finished changes nothing.
-func (s *Store) FinishRollout(index uint64, id, state, reason string, at int64) error {
+// endReverted ends the rollout a finished rollback reverted.
+func endReverted(txn *memdb.Txn, index uint64, rb *relv1.Rollout) error {
+	raw, err := txn.First(TableRollouts, "id", rb.GetRollbackOf())
+	if err != nil || raw == nil {
+		return err
+	}
+	o := proto.Clone(raw.(*relv1.Rollout)).(*relv1.Rollout)
+	typ, msg := RolloutRolledBack, "rolled back by "+rb.GetId()
+	if rb.GetState() == RolloutSucceeded {
+		o.State = RolloutRolledBack
+		if o.GetReason() != "" {
+			o.Reason += "; "
+		}
+		o.Reason += msg
+	} else {
+		typ, msg = RolloutFailed, "rollback "+rb.GetId()+" ended "+rb.GetState()+": "+rb.GetReason()
+		o.State, o.Reason = RolloutFailed, msg
+	}
+	o.FinishedUnixNano, o.ModifyIndex = rb.GetFinishedUnixNano(), index
+	o.EventSeq++
+	if err := insertEvent(txn, index, &relv1.RolloutEvent{RolloutId: o.GetId(), Seq: o.GetEventSeq(), AtUnixNano: rb.GetFinishedUnixNano(),
+		Type: typ, Message: msg, Wave: o.GetCurrentWave()}); err != nil {
+		return err
+	}
+	if err := txn.Insert(TableRollouts, o); err != nil {
+		return fmt.Errorf("state: update rollout: %w", err)
+	}
+	return nil
+}
+
+// ControlRollout applies a release manager's pause, resume, approve or abort.
+func (s *Store) ControlRollout(index uint64, id, action, reason string, at int64) error {
 	txn := s.writeTxn()
 	defer txn.Abort()
 	raw, err := txn.First(TableRollouts, "id", id)
@@ -87,15 +220,74 @@ func (s *Store) FinishRollout(index uint64, id, state, reason string, at int64) 
 		return fmt.Errorf("state: lookup rollout: %w", err)
 	}
 	if raw == nil {
-		return newError(ErrNotFound, fmt.Sprintf("rollout %q not found", id))
+		return newError(ErrNotFound, fmt.Sprintf("rollout %q not found: 'relctl rollout list' shows them", id))
 	}
 	cur := raw.(*relv1.Rollout)
-	if Terminal(cur.GetState()) {
-		return nil
+	r := proto.Clone(cur).(*relv1.Rollout)
+	refuse := func(why string) error {
+		return newError(ErrConflict, fmt.Sprintf("cannot %s rollout %s: it is %s%s", action, id, cur.GetState(), why))
 	}
-	row := proto.Clone(cur).(*relv1.Rollout)
-	row.State, row.Reason, row.FinishedUnixNano, row.ModifyIndex = state, reason, at, index
-	if err := txn.Insert(TableRollouts, row); err != nil {
+	msg := action
+	if reason != "" {
+		msg += ": " + reason
+	}
+	switch action {
+	case "pause":
+		if cur.GetState() != RolloutRunning && cur.GetState() != RolloutWaitingApproval {
+			return refuse("")
+		}
+		r.PausedFrom, r.State = cur.GetState(), RolloutPaused
+		msg = "paused: no more hosts are dispatched until resume"
+	case "resume":
+		if cur.GetState() != RolloutPaused {
+			return refuse(", not paused")
+		}
+		r.State, r.PausedFrom = cur.GetPausedFrom(), ""
+		if r.State == "" {
+			r.State = RolloutRunning
+		}
+		// The progress deadline measures the engine, not the time a person
+		// held the rollout.
+		r.LastProgressUnixNano = at
+		msg = "resumed"
+	case "approve":
+		if cur.GetState() != RolloutWaitingApproval {
+			return refuse(", not waiting for approval")
+		}
+		r.State, r.ApprovedWave, r.LastProgressUnixNano = RolloutRunning, cur.GetCurrentWave()+1, at
+		msg = fmt.Sprintf("approved wave %d", cur.GetCurrentWave()+1)
+	case "abort":
+		if Terminal(cur.GetState()) || cur.GetState() == RolloutRollingBack {
+			return refuse("")
+		}
+		r.State, r.FinishedUnixNano = RolloutAborted, at
+		r.Reason = "aborted"
+		if reason != "" {
+			r.Reason += ": " + reason
+		}
+		msg = "aborted: hosts keep what they have; 'relctl rollout rollback " + id + "' takes them back"
+	default:
+		return newError(ErrConflict, fmt.Sprintf("unknown action %q: use pause, resume, approve or abort", action))
+	}
+	if reason != "" && action != "abort" {
+		msg += " (" + reason + ")"
+	}
+	r.ModifyIndex = index
+	r.EventSeq++
+	typ := action + "d"
+	if action == "abort" {
+		typ = "aborted"
+	} else if action == "pause" {
+		typ = "paused"
+	} else if action == "resume" {
+		typ = "resumed"
+	} else if action == "approve" {
+		typ = "approved"
+	}
+	if err := insertEvent(txn, index, &relv1.RolloutEvent{RolloutId: id, Seq: r.GetEventSeq(), AtUnixNano: at, Type: typ, Message: msg, Wave: r.GetCurrentWave()}); err != nil {
+		return err
+	}
+	if err := txn.Insert(TableRollouts, r); err != nil {
 		return fmt.Errorf("state: update rollout: %w", err)
 	}
 	if err := setIndex(txn, TableRollouts, index); err != nil {
@@ -143,19 +335,45 @@ func (s *Store) Rollouts(ws memdb.WatchSet, app string) ([]*relv1.Rollout, uint6
 	return out, tableIndexOf(txn, ws, TableRollouts), nil
 }
 
-// RunningRollouts lists the rollouts not yet finished.
-func (s *Store) RunningRollouts(ws memdb.WatchSet) ([]*relv1.Rollout, error) {
+// ActiveRollouts lists the rollouts not yet in a terminal state.
+func (s *Store) ActiveRollouts(ws memdb.WatchSet) ([]*relv1.Rollout, error) {
 	txn := s.readTxn()
-	it, err := txn.Get(TableRollouts, "state", RolloutRunning)
-	if err != nil {
-		return nil, fmt.Errorf("state: running rollouts: %w", err)
-	}
-	ws.Add(it.WatchCh())
 	var out []*relv1.Rollout
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		out = append(out, raw.(*relv1.Rollout))
+	for _, st := range []string{RolloutRunning, RolloutWaitingApproval, RolloutPaused, RolloutRollingBack} {
+		it, err := txn.Get(TableRollouts, "state", st)
+		if err != nil {
+			return nil, fmt.Errorf("state: active rollouts: %w", err)
+		}
+		ws.Add(it.WatchCh())
+		for raw := it.Next(); raw != nil; raw = it.Next() {
+			out = append(out, raw.(*relv1.Rollout))
+		}
 	}
 	return out, nil
+}
+
+// RolloutEvents lists a rollout's events with a sequence number above after.
+func (s *Store) RolloutEvents(ws memdb.WatchSet, id string, after uint64) ([]*relv1.RolloutEvent, uint64, error) {
+	txn := s.readTxn()
+	// memdb's UintFieldIndex encodes uvarints, which do not sort in numeric
+	// order, so read the rollout's events by prefix and sort them here.
+	it, err := txn.Get(TableEvents, "id_prefix", id)
+	if err != nil {
+		return nil, 0, fmt.Errorf("state: rollout events: %w", err)
+	}
+	var out []*relv1.RolloutEvent
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		if e := raw.(*relv1.RolloutEvent); e.GetRolloutId() == id && e.GetSeq() > after {
+			out = append(out, e)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].GetSeq() < out[j].GetSeq() })
+	// Watch the rollout row: every event comes with a change of it.
+	ch, _, err := txn.FirstWatch(TableRollouts, "id", id)
+	if err == nil {
+		ws.Add(ch)
+	}
+	return out, tableIndexOf(txn, ws, TableEvents), nil
 }
 
 func sortNewestFirst(rs []*relv1.Rollout) {

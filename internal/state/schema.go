@@ -24,6 +24,7 @@ const (
 	TableDesired      = "desired"
 	TableRollouts     = "rollouts"
 	TableHistory      = "history"
+	TableEvents       = "rollout_events"
 	tableIndex        = "index"
 )
 
@@ -107,6 +108,15 @@ func schema() *memdb.DBSchema {
 						&memdb.StringFieldIndex{Field: "App"},
 						&memdb.StringFieldIndex{Field: "AgentId"},
 						&memdb.UintFieldIndex{Field: "CreateIndex"},
+					}}},
+				},
+			},
+			TableEvents: {
+				Name: TableEvents,
+				Indexes: map[string]*memdb.IndexSchema{
+					"id": {Name: "id", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+						&memdb.StringFieldIndex{Field: "RolloutId"},
+						&memdb.UintFieldIndex{Field: "Seq"},
 					}}},
 				},
 			},

@@ -70,6 +70,9 @@ func (sn *Snapshot) Persist(w io.Writer) error {
 		{TableHistory, func(r any) *relv1.SnapshotRecord {
 			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_History{History: r.(*relv1.HistoryEntry)}}
 		}},
+		{TableEvents, func(r any) *relv1.SnapshotRecord {
+			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_RolloutEvent{RolloutEvent: r.(*relv1.RolloutEvent)}}
+		}},
 		{tableIndex, func(r any) *relv1.SnapshotRecord {
 			e := r.(*indexEntry)
 			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_TableIndex{TableIndex: &relv1.TableIndex{Table: e.Key, Index: e.Value}}}
@@ -145,6 +148,8 @@ func (s *Store) Restore(r io.Reader) error {
 			table, row = TableRollouts, k.Rollout
 		case *relv1.SnapshotRecord_History:
 			table, row = TableHistory, k.History
+		case *relv1.SnapshotRecord_RolloutEvent:
+			table, row = TableEvents, k.RolloutEvent
 		case *relv1.SnapshotRecord_TableIndex:
 			table, row = tableIndex, &indexEntry{Key: k.TableIndex.GetTable(), Value: k.TableIndex.GetIndex()}
 		default:

@@ -80,7 +80,7 @@ func tableIndexOf(txn *memdb.Txn, ws memdb.WatchSet, tables ...string) uint64 {
 // dataTables are every table but the index table; allTables adds it.
 var (
 	dataTables = []string{TableApps, TableEnvironments, TableReleases, TableServers,
-		TableAgents, TableAgentApps, TableDesired, TableRollouts, TableHistory}
+		TableAgents, TableAgentApps, TableDesired, TableRollouts, TableHistory, TableEvents}
 	allTables = append(append([]string{}, dataTables...), tableIndex)
 )
 
@@ -402,4 +402,10 @@ func (s *Store) BlockingQuery(ctx context.Context, minIndex uint64, fn QueryFn) 
 			return out, idx, nil
 		}
 	}
+}
+
+// WatchTables adds the index rows of tables to ws: it fires on any write
+// to them. For leader loops that follow whole tables.
+func (s *Store) WatchTables(ws memdb.WatchSet, tables ...string) {
+	tableIndexOf(s.readTxn(), ws, tables...)
 }

@@ -39,7 +39,8 @@ type Command struct {
 	//	*Command_AgentDown
 	//	*Command_ReportBatch
 	//	*Command_CreateRollout
-	//	*Command_FinishRollout
+	//	*Command_RolloutStep
+	//	*Command_RolloutControl
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -170,10 +171,19 @@ func (x *Command) GetCreateRollout() *CreateRollout {
 	return nil
 }
 
-func (x *Command) GetFinishRollout() *FinishRollout {
+func (x *Command) GetRolloutStep() *RolloutStep {
 	if x != nil {
-		if x, ok := x.Kind.(*Command_FinishRollout); ok {
-			return x.FinishRollout
+		if x, ok := x.Kind.(*Command_RolloutStep); ok {
+			return x.RolloutStep
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRolloutControl() *RolloutControl {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_RolloutControl); ok {
+			return x.RolloutControl
 		}
 	}
 	return nil
@@ -219,8 +229,12 @@ type Command_CreateRollout struct {
 	CreateRollout *CreateRollout `protobuf:"bytes,18,opt,name=create_rollout,json=createRollout,proto3,oneof"`
 }
 
-type Command_FinishRollout struct {
-	FinishRollout *FinishRollout `protobuf:"bytes,19,opt,name=finish_rollout,json=finishRollout,proto3,oneof"`
+type Command_RolloutStep struct {
+	RolloutStep *RolloutStep `protobuf:"bytes,20,opt,name=rollout_step,json=rolloutStep,proto3,oneof"`
+}
+
+type Command_RolloutControl struct {
+	RolloutControl *RolloutControl `protobuf:"bytes,21,opt,name=rollout_control,json=rolloutControl,proto3,oneof"`
 }
 
 func (*Command_CreateApp) isCommand_Kind() {}
@@ -241,7 +255,9 @@ func (*Command_ReportBatch) isCommand_Kind() {}
 
 func (*Command_CreateRollout) isCommand_Kind() {}
 
-func (*Command_FinishRollout) isCommand_Kind() {}
+func (*Command_RolloutStep) isCommand_Kind() {}
+
+func (*Command_RolloutControl) isCommand_Kind() {}
 
 type CreateApp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -695,12 +711,14 @@ func (x *ReportBatch) GetReports() []*AgentReport {
 	return nil
 }
 
-// CreateRollout stores a rollout and, atomically with it, the desired state
-// of every host it targets.
+// CreateRollout stores a new rollout (its hosts assigned to waves, nothing
+// dispatched yet) with its first events. For a rollback it also marks the
+// rollout it reverts as rolling_back.
 type CreateRollout struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Rollout       *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
 	Desired       []*Desired             `protobuf:"bytes,2,rep,name=desired,proto3" json:"desired,omitempty"`
+	Events        []*RolloutEvent        `protobuf:"bytes,3,rep,name=events,proto3" json:"events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -749,31 +767,42 @@ func (x *CreateRollout) GetDesired() []*Desired {
 	return nil
 }
 
-type FinishRollout struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// succeeded or failed
-	State         string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
-	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
-	AtUnixNano    int64  `protobuf:"varint,4,opt,name=at_unix_nano,json=atUnixNano,proto3" json:"at_unix_nano,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+func (x *CreateRollout) GetEvents() []*RolloutEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
 }
 
-func (x *FinishRollout) Reset() {
-	*x = FinishRollout{}
+// RolloutStep is one decision of the rollout engine: the rollout's new row,
+// the desired state of the hosts it dispatches, and the events that explain
+// it. It applies only if the rollout is still at expect_modify_index, so a
+// decision made on a stale view (a pause committed meanwhile, a former
+// leader) changes nothing and the engine decides again.
+type RolloutStep struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Rollout           *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	ExpectModifyIndex uint64                 `protobuf:"varint,2,opt,name=expect_modify_index,json=expectModifyIndex,proto3" json:"expect_modify_index,omitempty"`
+	Desired           []*Desired             `protobuf:"bytes,3,rep,name=desired,proto3" json:"desired,omitempty"`
+	Events            []*RolloutEvent        `protobuf:"bytes,4,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *RolloutStep) Reset() {
+	*x = RolloutStep{}
 	mi := &file_rel_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *FinishRollout) String() string {
+func (x *RolloutStep) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*FinishRollout) ProtoMessage() {}
+func (*RolloutStep) ProtoMessage() {}
 
-func (x *FinishRollout) ProtoReflect() protoreflect.Message {
+func (x *RolloutStep) ProtoReflect() protoreflect.Message {
 	mi := &file_rel_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -785,44 +814,113 @@ func (x *FinishRollout) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use FinishRollout.ProtoReflect.Descriptor instead.
-func (*FinishRollout) Descriptor() ([]byte, []int) {
+// Deprecated: Use RolloutStep.ProtoReflect.Descriptor instead.
+func (*RolloutStep) Descriptor() ([]byte, []int) {
 	return file_rel_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
-func (x *FinishRollout) GetId() string {
+func (x *RolloutStep) GetRollout() *Rollout {
 	if x != nil {
-		return x.Id
+		return x.Rollout
+	}
+	return nil
+}
+
+func (x *RolloutStep) GetExpectModifyIndex() uint64 {
+	if x != nil {
+		return x.ExpectModifyIndex
+	}
+	return 0
+}
+
+func (x *RolloutStep) GetDesired() []*Desired {
+	if x != nil {
+		return x.Desired
+	}
+	return nil
+}
+
+func (x *RolloutStep) GetEvents() []*RolloutEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// RolloutControl is a release manager's pause, resume, approve or abort.
+type RolloutControl struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RolloutId     string                 `protobuf:"bytes,1,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
+	Action        string                 `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	AtUnixNano    int64                  `protobuf:"varint,3,opt,name=at_unix_nano,json=atUnixNano,proto3" json:"at_unix_nano,omitempty"`
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutControl) Reset() {
+	*x = RolloutControl{}
+	mi := &file_rel_v1_command_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutControl) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutControl) ProtoMessage() {}
+
+func (x *RolloutControl) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_command_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutControl.ProtoReflect.Descriptor instead.
+func (*RolloutControl) Descriptor() ([]byte, []int) {
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RolloutControl) GetRolloutId() string {
+	if x != nil {
+		return x.RolloutId
 	}
 	return ""
 }
 
-func (x *FinishRollout) GetState() string {
+func (x *RolloutControl) GetAction() string {
 	if x != nil {
-		return x.State
+		return x.Action
 	}
 	return ""
 }
 
-func (x *FinishRollout) GetReason() string {
-	if x != nil {
-		return x.Reason
-	}
-	return ""
-}
-
-func (x *FinishRollout) GetAtUnixNano() int64 {
+func (x *RolloutControl) GetAtUnixNano() int64 {
 	if x != nil {
 		return x.AtUnixNano
 	}
 	return 0
 }
 
+func (x *RolloutControl) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_rel_v1_command_proto protoreflect.FileDescriptor
 
 const file_rel_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x12rel/v1/types.proto\"\xa5\x05\n" +
+	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x12rel/v1/types.proto\"\xe8\x05\n" +
 	"\aCommand\x12*\n" +
 	"\x11stamped_unix_nano\x18\x01 \x01(\x03R\x0fstampedUnixNano\x122\n" +
 	"\n" +
@@ -836,9 +934,10 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"agent_down\x18\x10 \x01(\v2\x11.rel.v1.AgentDownH\x00R\tagentDown\x128\n" +
 	"\freport_batch\x18\x11 \x01(\v2\x13.rel.v1.ReportBatchH\x00R\vreportBatch\x12>\n" +
-	"\x0ecreate_rollout\x18\x12 \x01(\v2\x15.rel.v1.CreateRolloutH\x00R\rcreateRollout\x12>\n" +
-	"\x0efinish_rollout\x18\x13 \x01(\v2\x15.rel.v1.FinishRolloutH\x00R\rfinishRolloutB\x06\n" +
-	"\x04kind\"*\n" +
+	"\x0ecreate_rollout\x18\x12 \x01(\v2\x15.rel.v1.CreateRolloutH\x00R\rcreateRollout\x128\n" +
+	"\frollout_step\x18\x14 \x01(\v2\x13.rel.v1.RolloutStepH\x00R\vrolloutStep\x12A\n" +
+	"\x0frollout_control\x18\x15 \x01(\v2\x16.rel.v1.RolloutControlH\x00R\x0erolloutControlB\x06\n" +
+	"\x04kindJ\x04\b\x13\x10\x14\"*\n" +
 	"\tCreateApp\x12\x1d\n" +
 	"\x03app\x18\x01 \x01(\v2\v.rel.v1.AppR\x03app\"J\n" +
 	"\x11CreateEnvironment\x125\n" +
@@ -865,16 +964,23 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"session_id\x18\x02 \x01(\tR\tsessionId\x12)\n" +
 	"\x06report\x18\x03 \x01(\v2\x11.rel.v1.AppReportR\x06report\"<\n" +
 	"\vReportBatch\x12-\n" +
-	"\areports\x18\x01 \x03(\v2\x13.rel.v1.AgentReportR\areports\"e\n" +
+	"\areports\x18\x01 \x03(\v2\x13.rel.v1.AgentReportR\areports\"\x93\x01\n" +
 	"\rCreateRollout\x12)\n" +
 	"\arollout\x18\x01 \x01(\v2\x0f.rel.v1.RolloutR\arollout\x12)\n" +
-	"\adesired\x18\x02 \x03(\v2\x0f.rel.v1.DesiredR\adesired\"o\n" +
-	"\rFinishRollout\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
-	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\x12 \n" +
-	"\fat_unix_nano\x18\x04 \x01(\x03R\n" +
-	"atUnixNanoB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
+	"\adesired\x18\x02 \x03(\v2\x0f.rel.v1.DesiredR\adesired\x12,\n" +
+	"\x06events\x18\x03 \x03(\v2\x14.rel.v1.RolloutEventR\x06events\"\xc1\x01\n" +
+	"\vRolloutStep\x12)\n" +
+	"\arollout\x18\x01 \x01(\v2\x0f.rel.v1.RolloutR\arollout\x12.\n" +
+	"\x13expect_modify_index\x18\x02 \x01(\x04R\x11expectModifyIndex\x12)\n" +
+	"\adesired\x18\x03 \x03(\v2\x0f.rel.v1.DesiredR\adesired\x12,\n" +
+	"\x06events\x18\x04 \x03(\v2\x14.rel.v1.RolloutEventR\x06events\"\x81\x01\n" +
+	"\x0eRolloutControl\x12\x1d\n" +
+	"\n" +
+	"rollout_id\x18\x01 \x01(\tR\trolloutId\x12\x16\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\x12 \n" +
+	"\fat_unix_nano\x18\x03 \x01(\x03R\n" +
+	"atUnixNano\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reasonB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
 
 var (
 	file_rel_v1_command_proto_rawDescOnce sync.Once
@@ -888,7 +994,7 @@ func file_rel_v1_command_proto_rawDescGZIP() []byte {
 	return file_rel_v1_command_proto_rawDescData
 }
 
-var file_rel_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_rel_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_rel_v1_command_proto_goTypes = []any{
 	(*Command)(nil),           // 0: rel.v1.Command
 	(*CreateApp)(nil),         // 1: rel.v1.CreateApp
@@ -901,15 +1007,17 @@ var file_rel_v1_command_proto_goTypes = []any{
 	(*AgentReport)(nil),       // 8: rel.v1.AgentReport
 	(*ReportBatch)(nil),       // 9: rel.v1.ReportBatch
 	(*CreateRollout)(nil),     // 10: rel.v1.CreateRollout
-	(*FinishRollout)(nil),     // 11: rel.v1.FinishRollout
-	(*App)(nil),               // 12: rel.v1.App
-	(*Environment)(nil),       // 13: rel.v1.Environment
-	(*Release)(nil),           // 14: rel.v1.Release
-	(*Server)(nil),            // 15: rel.v1.Server
-	(*Agent)(nil),             // 16: rel.v1.Agent
-	(*AppReport)(nil),         // 17: rel.v1.AppReport
-	(*Rollout)(nil),           // 18: rel.v1.Rollout
-	(*Desired)(nil),           // 19: rel.v1.Desired
+	(*RolloutStep)(nil),       // 11: rel.v1.RolloutStep
+	(*RolloutControl)(nil),    // 12: rel.v1.RolloutControl
+	(*App)(nil),               // 13: rel.v1.App
+	(*Environment)(nil),       // 14: rel.v1.Environment
+	(*Release)(nil),           // 15: rel.v1.Release
+	(*Server)(nil),            // 16: rel.v1.Server
+	(*Agent)(nil),             // 17: rel.v1.Agent
+	(*AppReport)(nil),         // 18: rel.v1.AppReport
+	(*Rollout)(nil),           // 19: rel.v1.Rollout
+	(*Desired)(nil),           // 20: rel.v1.Desired
+	(*RolloutEvent)(nil),      // 21: rel.v1.RolloutEvent
 }
 var file_rel_v1_command_proto_depIdxs = []int32{
 	1,  // 0: rel.v1.Command.create_app:type_name -> rel.v1.CreateApp
@@ -921,22 +1029,27 @@ var file_rel_v1_command_proto_depIdxs = []int32{
 	7,  // 6: rel.v1.Command.agent_down:type_name -> rel.v1.AgentDown
 	9,  // 7: rel.v1.Command.report_batch:type_name -> rel.v1.ReportBatch
 	10, // 8: rel.v1.Command.create_rollout:type_name -> rel.v1.CreateRollout
-	11, // 9: rel.v1.Command.finish_rollout:type_name -> rel.v1.FinishRollout
-	12, // 10: rel.v1.CreateApp.app:type_name -> rel.v1.App
-	13, // 11: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
-	14, // 12: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
-	15, // 13: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
-	16, // 14: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
-	17, // 15: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
-	17, // 16: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
-	8,  // 17: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
-	18, // 18: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
-	19, // 19: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	11, // 9: rel.v1.Command.rollout_step:type_name -> rel.v1.RolloutStep
+	12, // 10: rel.v1.Command.rollout_control:type_name -> rel.v1.RolloutControl
+	13, // 11: rel.v1.CreateApp.app:type_name -> rel.v1.App
+	14, // 12: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
+	15, // 13: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
+	16, // 14: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
+	17, // 15: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
+	18, // 16: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
+	18, // 17: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
+	8,  // 18: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
+	19, // 19: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
+	20, // 20: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
+	21, // 21: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
+	19, // 22: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
+	20, // 23: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
+	21, // 24: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_command_proto_init() }
@@ -955,7 +1068,8 @@ func file_rel_v1_command_proto_init() {
 		(*Command_AgentDown)(nil),
 		(*Command_ReportBatch)(nil),
 		(*Command_CreateRollout)(nil),
-		(*Command_FinishRollout)(nil),
+		(*Command_RolloutStep)(nil),
+		(*Command_RolloutControl)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -963,7 +1077,7 @@ func file_rel_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_command_proto_rawDesc), len(file_rel_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1742,6 +1742,642 @@ func (x *HistoryResponse) GetIndex() uint64 {
 	return 0
 }
 
+type PlanRolloutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Environment   string                 `protobuf:"bytes,3,opt,name=environment,proto3" json:"environment,omitempty"`
+	Spec          *RolloutSpec           `protobuf:"bytes,4,opt,name=spec,proto3" json:"spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanRolloutRequest) Reset() {
+	*x = PlanRolloutRequest{}
+	mi := &file_rel_v1_control_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanRolloutRequest) ProtoMessage() {}
+
+func (x *PlanRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanRolloutRequest.ProtoReflect.Descriptor instead.
+func (*PlanRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *PlanRolloutRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *PlanRolloutRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *PlanRolloutRequest) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *PlanRolloutRequest) GetSpec() *RolloutSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+type PlannedHost struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	AgentId string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// What the host runs now for the app ("" if nothing).
+	CurrentVersion string `protobuf:"bytes,2,opt,name=current_version,json=currentVersion,proto3" json:"current_version,omitempty"`
+	// healthy, failed, installing, ... as last reported; "" if never.
+	CurrentPhase  string            `protobuf:"bytes,3,opt,name=current_phase,json=currentPhase,proto3" json:"current_phase,omitempty"`
+	Connected     bool              `protobuf:"varint,4,opt,name=connected,proto3" json:"connected,omitempty"`
+	Labels        map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlannedHost) Reset() {
+	*x = PlannedHost{}
+	mi := &file_rel_v1_control_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlannedHost) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlannedHost) ProtoMessage() {}
+
+func (x *PlannedHost) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlannedHost.ProtoReflect.Descriptor instead.
+func (*PlannedHost) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *PlannedHost) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *PlannedHost) GetCurrentVersion() string {
+	if x != nil {
+		return x.CurrentVersion
+	}
+	return ""
+}
+
+func (x *PlannedHost) GetCurrentPhase() string {
+	if x != nil {
+		return x.CurrentPhase
+	}
+	return ""
+}
+
+func (x *PlannedHost) GetConnected() bool {
+	if x != nil {
+		return x.Connected
+	}
+	return false
+}
+
+func (x *PlannedHost) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+type PlannedWave struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Index uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// canary or wave.
+	Kind          string         `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Hosts         []*PlannedHost `protobuf:"bytes,3,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlannedWave) Reset() {
+	*x = PlannedWave{}
+	mi := &file_rel_v1_control_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlannedWave) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlannedWave) ProtoMessage() {}
+
+func (x *PlannedWave) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlannedWave.ProtoReflect.Descriptor instead.
+func (*PlannedWave) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *PlannedWave) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *PlannedWave) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *PlannedWave) GetHosts() []*PlannedHost {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+type PlanRolloutResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The spec with defaults filled in, as a rollout would store it.
+	Spec  *RolloutSpec   `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	Waves []*PlannedWave `protobuf:"bytes,2,rep,name=waves,proto3" json:"waves,omitempty"`
+	// Selected hosts the rollout would skip (disconnected).
+	Offline []*PlannedHost `protobuf:"bytes,3,rep,name=offline,proto3" json:"offline,omitempty"`
+	// Why starting the rollout now would be refused; empty if it would start.
+	Blockers []string `protobuf:"bytes,4,rep,name=blockers,proto3" json:"blockers,omitempty"`
+	// Hosts already on the release.
+	UpToDate      uint32 `protobuf:"varint,5,opt,name=up_to_date,json=upToDate,proto3" json:"up_to_date,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanRolloutResponse) Reset() {
+	*x = PlanRolloutResponse{}
+	mi := &file_rel_v1_control_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanRolloutResponse) ProtoMessage() {}
+
+func (x *PlanRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanRolloutResponse.ProtoReflect.Descriptor instead.
+func (*PlanRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *PlanRolloutResponse) GetSpec() *RolloutSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *PlanRolloutResponse) GetWaves() []*PlannedWave {
+	if x != nil {
+		return x.Waves
+	}
+	return nil
+}
+
+func (x *PlanRolloutResponse) GetOffline() []*PlannedHost {
+	if x != nil {
+		return x.Offline
+	}
+	return nil
+}
+
+func (x *PlanRolloutResponse) GetBlockers() []string {
+	if x != nil {
+		return x.Blockers
+	}
+	return nil
+}
+
+func (x *PlanRolloutResponse) GetUpToDate() uint32 {
+	if x != nil {
+		return x.UpToDate
+	}
+	return 0
+}
+
+type ControlRolloutRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// pause, resume, approve or abort.
+	Action        string `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ControlRolloutRequest) Reset() {
+	*x = ControlRolloutRequest{}
+	mi := &file_rel_v1_control_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ControlRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ControlRolloutRequest) ProtoMessage() {}
+
+func (x *ControlRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ControlRolloutRequest.ProtoReflect.Descriptor instead.
+func (*ControlRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ControlRolloutRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ControlRolloutRequest) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *ControlRolloutRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type ControlRolloutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollout       *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ControlRolloutResponse) Reset() {
+	*x = ControlRolloutResponse{}
+	mi := &file_rel_v1_control_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ControlRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ControlRolloutResponse) ProtoMessage() {}
+
+func (x *ControlRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ControlRolloutResponse.ProtoReflect.Descriptor instead.
+func (*ControlRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ControlRolloutResponse) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+func (x *ControlRolloutResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type RollbackRolloutRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Every host at once instead of the rollout's waves in reverse.
+	AllAtOnce     bool `protobuf:"varint,2,opt,name=all_at_once,json=allAtOnce,proto3" json:"all_at_once,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackRolloutRequest) Reset() {
+	*x = RollbackRolloutRequest{}
+	mi := &file_rel_v1_control_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackRolloutRequest) ProtoMessage() {}
+
+func (x *RollbackRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackRolloutRequest.ProtoReflect.Descriptor instead.
+func (*RollbackRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *RollbackRolloutRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RollbackRolloutRequest) GetAllAtOnce() bool {
+	if x != nil {
+		return x.AllAtOnce
+	}
+	return false
+}
+
+type RollbackRolloutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollback      *Rollout               `protobuf:"bytes,1,opt,name=rollback,proto3" json:"rollback,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackRolloutResponse) Reset() {
+	*x = RollbackRolloutResponse{}
+	mi := &file_rel_v1_control_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackRolloutResponse) ProtoMessage() {}
+
+func (x *RollbackRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackRolloutResponse.ProtoReflect.Descriptor instead.
+func (*RollbackRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *RollbackRolloutResponse) GetRollback() *Rollout {
+	if x != nil {
+		return x.Rollback
+	}
+	return nil
+}
+
+func (x *RollbackRolloutResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type RolloutEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Read  *ReadOptions           `protobuf:"bytes,1,opt,name=read,proto3" json:"read,omitempty"`
+	Id    string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	// Only events with a greater sequence number.
+	AfterSeq uint64 `protobuf:"varint,3,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	// Wait up to this long for an event after after_seq (0: answer now).
+	WaitMs        int64 `protobuf:"varint,4,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutEventsRequest) Reset() {
+	*x = RolloutEventsRequest{}
+	mi := &file_rel_v1_control_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutEventsRequest) ProtoMessage() {}
+
+func (x *RolloutEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutEventsRequest.ProtoReflect.Descriptor instead.
+func (*RolloutEventsRequest) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *RolloutEventsRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+func (x *RolloutEventsRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RolloutEventsRequest) GetAfterSeq() uint64 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
+}
+
+func (x *RolloutEventsRequest) GetWaitMs() int64 {
+	if x != nil {
+		return x.WaitMs
+	}
+	return 0
+}
+
+type RolloutEventsResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Events []*RolloutEvent        `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// The rollout as of the last event.
+	Rollout       *Rollout `protobuf:"bytes,2,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	Index         uint64   `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutEventsResponse) Reset() {
+	*x = RolloutEventsResponse{}
+	mi := &file_rel_v1_control_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutEventsResponse) ProtoMessage() {}
+
+func (x *RolloutEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutEventsResponse.ProtoReflect.Descriptor instead.
+func (*RolloutEventsResponse) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *RolloutEventsResponse) GetEvents() []*RolloutEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *RolloutEventsResponse) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+func (x *RolloutEventsResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 var File_rel_v1_control_proto protoreflect.FileDescriptor
 
 const file_rel_v1_control_proto_rawDesc = "" +
@@ -1866,7 +2502,54 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\venvironment\x18\x03 \x01(\tR\venvironment\"W\n" +
 	"\x0fHistoryResponse\x12.\n" +
 	"\aentries\x18\x01 \x03(\v2\x14.rel.v1.HistoryEntryR\aentries\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index2\xbb\a\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\x8b\x01\n" +
+	"\x12PlanRolloutRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12 \n" +
+	"\venvironment\x18\x03 \x01(\tR\venvironment\x12'\n" +
+	"\x04spec\x18\x04 \x01(\v2\x13.rel.v1.RolloutSpecR\x04spec\"\x88\x02\n" +
+	"\vPlannedHost\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12'\n" +
+	"\x0fcurrent_version\x18\x02 \x01(\tR\x0ecurrentVersion\x12#\n" +
+	"\rcurrent_phase\x18\x03 \x01(\tR\fcurrentPhase\x12\x1c\n" +
+	"\tconnected\x18\x04 \x01(\bR\tconnected\x127\n" +
+	"\x06labels\x18\x05 \x03(\v2\x1f.rel.v1.PlannedHost.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"b\n" +
+	"\vPlannedWave\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12)\n" +
+	"\x05hosts\x18\x03 \x03(\v2\x13.rel.v1.PlannedHostR\x05hosts\"\xd2\x01\n" +
+	"\x13PlanRolloutResponse\x12'\n" +
+	"\x04spec\x18\x01 \x01(\v2\x13.rel.v1.RolloutSpecR\x04spec\x12)\n" +
+	"\x05waves\x18\x02 \x03(\v2\x13.rel.v1.PlannedWaveR\x05waves\x12-\n" +
+	"\aoffline\x18\x03 \x03(\v2\x13.rel.v1.PlannedHostR\aoffline\x12\x1a\n" +
+	"\bblockers\x18\x04 \x03(\tR\bblockers\x12\x1c\n" +
+	"\n" +
+	"up_to_date\x18\x05 \x01(\rR\bupToDate\"W\n" +
+	"\x15ControlRolloutRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"Y\n" +
+	"\x16ControlRolloutResponse\x12)\n" +
+	"\arollout\x18\x01 \x01(\v2\x0f.rel.v1.RolloutR\arollout\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"H\n" +
+	"\x16RollbackRolloutRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1e\n" +
+	"\vall_at_once\x18\x02 \x01(\bR\tallAtOnce\"\\\n" +
+	"\x17RollbackRolloutResponse\x12+\n" +
+	"\brollback\x18\x01 \x01(\v2\x0f.rel.v1.RolloutR\brollback\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\x85\x01\n" +
+	"\x14RolloutEventsRequest\x12'\n" +
+	"\x04read\x18\x01 \x01(\v2\x13.rel.v1.ReadOptionsR\x04read\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x1b\n" +
+	"\tafter_seq\x18\x03 \x01(\x04R\bafterSeq\x12\x17\n" +
+	"\await_ms\x18\x04 \x01(\x03R\x06waitMs\"\x86\x01\n" +
+	"\x15RolloutEventsResponse\x12,\n" +
+	"\x06events\x18\x01 \x03(\v2\x14.rel.v1.RolloutEventR\x06events\x12)\n" +
+	"\arollout\x18\x02 \x01(\v2\x0f.rel.v1.RolloutR\arollout\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index2\xf6\t\n" +
 	"\x0eControlService\x12@\n" +
 	"\tCreateApp\x12\x18.rel.v1.CreateAppRequest\x1a\x19.rel.v1.CreateAppResponse\x12=\n" +
 	"\bListApps\x12\x17.rel.v1.ListAppsRequest\x1a\x18.rel.v1.ListAppsResponse\x12X\n" +
@@ -1883,7 +2566,11 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"ListAgents\x12\x19.rel.v1.ListAgentsRequest\x1a\x1a.rel.v1.ListAgentsResponse\x12=\n" +
 	"\bGetAgent\x12\x17.rel.v1.GetAgentRequest\x1a\x18.rel.v1.GetAgentResponse\x12:\n" +
-	"\aHistory\x12\x16.rel.v1.HistoryRequest\x1a\x17.rel.v1.HistoryResponseB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
+	"\aHistory\x12\x16.rel.v1.HistoryRequest\x1a\x17.rel.v1.HistoryResponse\x12F\n" +
+	"\vPlanRollout\x12\x1a.rel.v1.PlanRolloutRequest\x1a\x1b.rel.v1.PlanRolloutResponse\x12O\n" +
+	"\x0eControlRollout\x12\x1d.rel.v1.ControlRolloutRequest\x1a\x1e.rel.v1.ControlRolloutResponse\x12R\n" +
+	"\x0fRollbackRollout\x12\x1e.rel.v1.RollbackRolloutRequest\x1a\x1f.rel.v1.RollbackRolloutResponse\x12L\n" +
+	"\rRolloutEvents\x12\x1c.rel.v1.RolloutEventsRequest\x1a\x1d.rel.v1.RolloutEventsResponseB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
 
 var (
 	file_rel_v1_control_proto_rawDescOnce sync.Once
@@ -1897,7 +2584,7 @@ func file_rel_v1_control_proto_rawDescGZIP() []byte {
 	return file_rel_v1_control_proto_rawDescData
 }
 
-var file_rel_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_rel_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_rel_v1_control_proto_goTypes = []any{
 	(*ReadOptions)(nil),               // 0: rel.v1.ReadOptions
 	(*CreateAppRequest)(nil),          // 1: rel.v1.CreateAppRequest
@@ -1929,82 +2616,113 @@ var file_rel_v1_control_proto_goTypes = []any{
 	(*GetAgentResponse)(nil),          // 27: rel.v1.GetAgentResponse
 	(*HistoryRequest)(nil),            // 28: rel.v1.HistoryRequest
 	(*HistoryResponse)(nil),           // 29: rel.v1.HistoryResponse
-	nil,                               // 30: rel.v1.CreateEnvironmentRequest.SelectorEntry
-	nil,                               // 31: rel.v1.CreateReleaseRequest.LabelsEntry
-	nil,                               // 32: rel.v1.RolloutStatus.TotalsEntry
-	(*App)(nil),                       // 33: rel.v1.App
-	(*Environment)(nil),               // 34: rel.v1.Environment
-	(*Release)(nil),                   // 35: rel.v1.Release
-	(*RolloutSpec)(nil),               // 36: rel.v1.RolloutSpec
-	(*Rollout)(nil),                   // 37: rel.v1.Rollout
-	(*Agent)(nil),                     // 38: rel.v1.Agent
-	(*AppReport)(nil),                 // 39: rel.v1.AppReport
-	(*Load)(nil),                      // 40: rel.v1.Load
-	(*HistoryEntry)(nil),              // 41: rel.v1.HistoryEntry
+	(*PlanRolloutRequest)(nil),        // 30: rel.v1.PlanRolloutRequest
+	(*PlannedHost)(nil),               // 31: rel.v1.PlannedHost
+	(*PlannedWave)(nil),               // 32: rel.v1.PlannedWave
+	(*PlanRolloutResponse)(nil),       // 33: rel.v1.PlanRolloutResponse
+	(*ControlRolloutRequest)(nil),     // 34: rel.v1.ControlRolloutRequest
+	(*ControlRolloutResponse)(nil),    // 35: rel.v1.ControlRolloutResponse
+	(*RollbackRolloutRequest)(nil),    // 36: rel.v1.RollbackRolloutRequest
+	(*RollbackRolloutResponse)(nil),   // 37: rel.v1.RollbackRolloutResponse
+	(*RolloutEventsRequest)(nil),      // 38: rel.v1.RolloutEventsRequest
+	(*RolloutEventsResponse)(nil),     // 39: rel.v1.RolloutEventsResponse
+	nil,                               // 40: rel.v1.CreateEnvironmentRequest.SelectorEntry
+	nil,                               // 41: rel.v1.CreateReleaseRequest.LabelsEntry
+	nil,                               // 42: rel.v1.RolloutStatus.TotalsEntry
+	nil,                               // 43: rel.v1.PlannedHost.LabelsEntry
+	(*App)(nil),                       // 44: rel.v1.App
+	(*Environment)(nil),               // 45: rel.v1.Environment
+	(*Release)(nil),                   // 46: rel.v1.Release
+	(*RolloutSpec)(nil),               // 47: rel.v1.RolloutSpec
+	(*Rollout)(nil),                   // 48: rel.v1.Rollout
+	(*Agent)(nil),                     // 49: rel.v1.Agent
+	(*AppReport)(nil),                 // 50: rel.v1.AppReport
+	(*Load)(nil),                      // 51: rel.v1.Load
+	(*HistoryEntry)(nil),              // 52: rel.v1.HistoryEntry
+	(*RolloutEvent)(nil),              // 53: rel.v1.RolloutEvent
 }
 var file_rel_v1_control_proto_depIdxs = []int32{
-	33, // 0: rel.v1.CreateAppResponse.app:type_name -> rel.v1.App
+	44, // 0: rel.v1.CreateAppResponse.app:type_name -> rel.v1.App
 	0,  // 1: rel.v1.ListAppsRequest.read:type_name -> rel.v1.ReadOptions
-	33, // 2: rel.v1.ListAppsResponse.apps:type_name -> rel.v1.App
-	30, // 3: rel.v1.CreateEnvironmentRequest.selector:type_name -> rel.v1.CreateEnvironmentRequest.SelectorEntry
-	34, // 4: rel.v1.CreateEnvironmentResponse.environment:type_name -> rel.v1.Environment
+	44, // 2: rel.v1.ListAppsResponse.apps:type_name -> rel.v1.App
+	40, // 3: rel.v1.CreateEnvironmentRequest.selector:type_name -> rel.v1.CreateEnvironmentRequest.SelectorEntry
+	45, // 4: rel.v1.CreateEnvironmentResponse.environment:type_name -> rel.v1.Environment
 	0,  // 5: rel.v1.ListEnvironmentsRequest.read:type_name -> rel.v1.ReadOptions
-	34, // 6: rel.v1.ListEnvironmentsResponse.environments:type_name -> rel.v1.Environment
-	31, // 7: rel.v1.CreateReleaseRequest.labels:type_name -> rel.v1.CreateReleaseRequest.LabelsEntry
-	35, // 8: rel.v1.CreateReleaseResponse.release:type_name -> rel.v1.Release
+	45, // 6: rel.v1.ListEnvironmentsResponse.environments:type_name -> rel.v1.Environment
+	41, // 7: rel.v1.CreateReleaseRequest.labels:type_name -> rel.v1.CreateReleaseRequest.LabelsEntry
+	46, // 8: rel.v1.CreateReleaseResponse.release:type_name -> rel.v1.Release
 	0,  // 9: rel.v1.ListReleasesRequest.read:type_name -> rel.v1.ReadOptions
-	35, // 10: rel.v1.ListReleasesResponse.releases:type_name -> rel.v1.Release
+	46, // 10: rel.v1.ListReleasesResponse.releases:type_name -> rel.v1.Release
 	0,  // 11: rel.v1.GetReleaseRequest.read:type_name -> rel.v1.ReadOptions
-	35, // 12: rel.v1.GetReleaseResponse.release:type_name -> rel.v1.Release
-	36, // 13: rel.v1.StartRolloutRequest.spec:type_name -> rel.v1.RolloutSpec
-	37, // 14: rel.v1.StartRolloutResponse.rollout:type_name -> rel.v1.Rollout
+	46, // 12: rel.v1.GetReleaseResponse.release:type_name -> rel.v1.Release
+	47, // 13: rel.v1.StartRolloutRequest.spec:type_name -> rel.v1.RolloutSpec
+	48, // 14: rel.v1.StartRolloutResponse.rollout:type_name -> rel.v1.Rollout
 	0,  // 15: rel.v1.GetRolloutRequest.read:type_name -> rel.v1.ReadOptions
-	37, // 16: rel.v1.RolloutStatus.rollout:type_name -> rel.v1.Rollout
+	48, // 16: rel.v1.RolloutStatus.rollout:type_name -> rel.v1.Rollout
 	18, // 17: rel.v1.RolloutStatus.hosts:type_name -> rel.v1.RolloutHostStatus
-	32, // 18: rel.v1.RolloutStatus.totals:type_name -> rel.v1.RolloutStatus.TotalsEntry
+	42, // 18: rel.v1.RolloutStatus.totals:type_name -> rel.v1.RolloutStatus.TotalsEntry
 	19, // 19: rel.v1.GetRolloutResponse.status:type_name -> rel.v1.RolloutStatus
 	0,  // 20: rel.v1.ListRolloutsRequest.read:type_name -> rel.v1.ReadOptions
 	19, // 21: rel.v1.ListRolloutsResponse.rollouts:type_name -> rel.v1.RolloutStatus
-	38, // 22: rel.v1.AgentStatus.agent:type_name -> rel.v1.Agent
-	39, // 23: rel.v1.AgentStatus.apps:type_name -> rel.v1.AppReport
-	40, // 24: rel.v1.AgentStatus.load:type_name -> rel.v1.Load
+	49, // 22: rel.v1.AgentStatus.agent:type_name -> rel.v1.Agent
+	50, // 23: rel.v1.AgentStatus.apps:type_name -> rel.v1.AppReport
+	51, // 24: rel.v1.AgentStatus.load:type_name -> rel.v1.Load
 	0,  // 25: rel.v1.ListAgentsRequest.read:type_name -> rel.v1.ReadOptions
 	23, // 26: rel.v1.ListAgentsResponse.agents:type_name -> rel.v1.AgentStatus
 	0,  // 27: rel.v1.GetAgentRequest.read:type_name -> rel.v1.ReadOptions
 	23, // 28: rel.v1.GetAgentResponse.agent:type_name -> rel.v1.AgentStatus
 	0,  // 29: rel.v1.HistoryRequest.read:type_name -> rel.v1.ReadOptions
-	41, // 30: rel.v1.HistoryResponse.entries:type_name -> rel.v1.HistoryEntry
-	1,  // 31: rel.v1.ControlService.CreateApp:input_type -> rel.v1.CreateAppRequest
-	3,  // 32: rel.v1.ControlService.ListApps:input_type -> rel.v1.ListAppsRequest
-	5,  // 33: rel.v1.ControlService.CreateEnvironment:input_type -> rel.v1.CreateEnvironmentRequest
-	7,  // 34: rel.v1.ControlService.ListEnvironments:input_type -> rel.v1.ListEnvironmentsRequest
-	9,  // 35: rel.v1.ControlService.CreateRelease:input_type -> rel.v1.CreateReleaseRequest
-	11, // 36: rel.v1.ControlService.ListReleases:input_type -> rel.v1.ListReleasesRequest
-	13, // 37: rel.v1.ControlService.GetRelease:input_type -> rel.v1.GetReleaseRequest
-	15, // 38: rel.v1.ControlService.StartRollout:input_type -> rel.v1.StartRolloutRequest
-	17, // 39: rel.v1.ControlService.GetRollout:input_type -> rel.v1.GetRolloutRequest
-	21, // 40: rel.v1.ControlService.ListRollouts:input_type -> rel.v1.ListRolloutsRequest
-	24, // 41: rel.v1.ControlService.ListAgents:input_type -> rel.v1.ListAgentsRequest
-	26, // 42: rel.v1.ControlService.GetAgent:input_type -> rel.v1.GetAgentRequest
-	28, // 43: rel.v1.ControlService.History:input_type -> rel.v1.HistoryRequest
-	2,  // 44: rel.v1.ControlService.CreateApp:output_type -> rel.v1.CreateAppResponse
-	4,  // 45: rel.v1.ControlService.ListApps:output_type -> rel.v1.ListAppsResponse
-	6,  // 46: rel.v1.ControlService.CreateEnvironment:output_type -> rel.v1.CreateEnvironmentResponse
-	8,  // 47: rel.v1.ControlService.ListEnvironments:output_type -> rel.v1.ListEnvironmentsResponse
-	10, // 48: rel.v1.ControlService.CreateRelease:output_type -> rel.v1.CreateReleaseResponse
-	12, // 49: rel.v1.ControlService.ListReleases:output_type -> rel.v1.ListReleasesResponse
-	14, // 50: rel.v1.ControlService.GetRelease:output_type -> rel.v1.GetReleaseResponse
-	16, // 51: rel.v1.ControlService.StartRollout:output_type -> rel.v1.StartRolloutResponse
-	20, // 52: rel.v1.ControlService.GetRollout:output_type -> rel.v1.GetRolloutResponse
-	22, // 53: rel.v1.ControlService.ListRollouts:output_type -> rel.v1.ListRolloutsResponse
-	25, // 54: rel.v1.ControlService.ListAgents:output_type -> rel.v1.ListAgentsResponse
-	27, // 55: rel.v1.ControlService.GetAgent:output_type -> rel.v1.GetAgentResponse
-	29, // 56: rel.v1.ControlService.History:output_type -> rel.v1.HistoryResponse
-	44, // [44:57] is the sub-list for method output_type
-	31, // [31:44] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	52, // 30: rel.v1.HistoryResponse.entries:type_name -> rel.v1.HistoryEntry
+	47, // 31: rel.v1.PlanRolloutRequest.spec:type_name -> rel.v1.RolloutSpec
+	43, // 32: rel.v1.PlannedHost.labels:type_name -> rel.v1.PlannedHost.LabelsEntry
+	31, // 33: rel.v1.PlannedWave.hosts:type_name -> rel.v1.PlannedHost
+	47, // 34: rel.v1.PlanRolloutResponse.spec:type_name -> rel.v1.RolloutSpec
+	32, // 35: rel.v1.PlanRolloutResponse.waves:type_name -> rel.v1.PlannedWave
+	31, // 36: rel.v1.PlanRolloutResponse.offline:type_name -> rel.v1.PlannedHost
+	48, // 37: rel.v1.ControlRolloutResponse.rollout:type_name -> rel.v1.Rollout
+	48, // 38: rel.v1.RollbackRolloutResponse.rollback:type_name -> rel.v1.Rollout
+	0,  // 39: rel.v1.RolloutEventsRequest.read:type_name -> rel.v1.ReadOptions
+	53, // 40: rel.v1.RolloutEventsResponse.events:type_name -> rel.v1.RolloutEvent
+	48, // 41: rel.v1.RolloutEventsResponse.rollout:type_name -> rel.v1.Rollout
+	1,  // 42: rel.v1.ControlService.CreateApp:input_type -> rel.v1.CreateAppRequest
+	3,  // 43: rel.v1.ControlService.ListApps:input_type -> rel.v1.ListAppsRequest
+	5,  // 44: rel.v1.ControlService.CreateEnvironment:input_type -> rel.v1.CreateEnvironmentRequest
+	7,  // 45: rel.v1.ControlService.ListEnvironments:input_type -> rel.v1.ListEnvironmentsRequest
+	9,  // 46: rel.v1.ControlService.CreateRelease:input_type -> rel.v1.CreateReleaseRequest
+	11, // 47: rel.v1.ControlService.ListReleases:input_type -> rel.v1.ListReleasesRequest
+	13, // 48: rel.v1.ControlService.GetRelease:input_type -> rel.v1.GetReleaseRequest
+	15, // 49: rel.v1.ControlService.StartRollout:input_type -> rel.v1.StartRolloutRequest
+	17, // 50: rel.v1.ControlService.GetRollout:input_type -> rel.v1.GetRolloutRequest
+	21, // 51: rel.v1.ControlService.ListRollouts:input_type -> rel.v1.ListRolloutsRequest
+	24, // 52: rel.v1.ControlService.ListAgents:input_type -> rel.v1.ListAgentsRequest
+	26, // 53: rel.v1.ControlService.GetAgent:input_type -> rel.v1.GetAgentRequest
+	28, // 54: rel.v1.ControlService.History:input_type -> rel.v1.HistoryRequest
+	30, // 55: rel.v1.ControlService.PlanRollout:input_type -> rel.v1.PlanRolloutRequest
+	34, // 56: rel.v1.ControlService.ControlRollout:input_type -> rel.v1.ControlRolloutRequest
+	36, // 57: rel.v1.ControlService.RollbackRollout:input_type -> rel.v1.RollbackRolloutRequest
+	38, // 58: rel.v1.ControlService.RolloutEvents:input_type -> rel.v1.RolloutEventsRequest
+	2,  // 59: rel.v1.ControlService.CreateApp:output_type -> rel.v1.CreateAppResponse
+	4,  // 60: rel.v1.ControlService.ListApps:output_type -> rel.v1.ListAppsResponse
+	6,  // 61: rel.v1.ControlService.CreateEnvironment:output_type -> rel.v1.CreateEnvironmentResponse
+	8,  // 62: rel.v1.ControlService.ListEnvironments:output_type -> rel.v1.ListEnvironmentsResponse
+	10, // 63: rel.v1.ControlService.CreateRelease:output_type -> rel.v1.CreateReleaseResponse
+	12, // 64: rel.v1.ControlService.ListReleases:output_type -> rel.v1.ListReleasesResponse
+	14, // 65: rel.v1.ControlService.GetRelease:output_type -> rel.v1.GetReleaseResponse
+	16, // 66: rel.v1.ControlService.StartRollout:output_type -> rel.v1.StartRolloutResponse
+	20, // 67: rel.v1.ControlService.GetRollout:output_type -> rel.v1.GetRolloutResponse
+	22, // 68: rel.v1.ControlService.ListRollouts:output_type -> rel.v1.ListRolloutsResponse
+	25, // 69: rel.v1.ControlService.ListAgents:output_type -> rel.v1.ListAgentsResponse
+	27, // 70: rel.v1.ControlService.GetAgent:output_type -> rel.v1.GetAgentResponse
+	29, // 71: rel.v1.ControlService.History:output_type -> rel.v1.HistoryResponse
+	33, // 72: rel.v1.ControlService.PlanRollout:output_type -> rel.v1.PlanRolloutResponse
+	35, // 73: rel.v1.ControlService.ControlRollout:output_type -> rel.v1.ControlRolloutResponse
+	37, // 74: rel.v1.ControlService.RollbackRollout:output_type -> rel.v1.RollbackRolloutResponse
+	39, // 75: rel.v1.ControlService.RolloutEvents:output_type -> rel.v1.RolloutEventsResponse
+	59, // [59:76] is the sub-list for method output_type
+	42, // [42:59] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_control_proto_init() }
@@ -2019,7 +2737,7 @@ func file_rel_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_control_proto_rawDesc), len(file_rel_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   33,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -32,6 +32,10 @@ const (
 	ControlService_ListAgents_FullMethodName        = "/rel.v1.ControlService/ListAgents"
 	ControlService_GetAgent_FullMethodName          = "/rel.v1.ControlService/GetAgent"
 	ControlService_History_FullMethodName           = "/rel.v1.ControlService/History"
+	ControlService_PlanRollout_FullMethodName       = "/rel.v1.ControlService/PlanRollout"
+	ControlService_ControlRollout_FullMethodName    = "/rel.v1.ControlService/ControlRollout"
+	ControlService_RollbackRollout_FullMethodName   = "/rel.v1.ControlService/RollbackRollout"
+	ControlService_RolloutEvents_FullMethodName     = "/rel.v1.ControlService/RolloutEvents"
 )
 
 // ControlServiceClient is the client API for ControlService service.
@@ -55,6 +59,15 @@ type ControlServiceClient interface {
 	ListAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (*ListAgentsResponse, error)
 	GetAgent(ctx context.Context, in *GetAgentRequest, opts ...grpc.CallOption) (*GetAgentResponse, error)
 	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
+	PlanRollout(ctx context.Context, in *PlanRolloutRequest, opts ...grpc.CallOption) (*PlanRolloutResponse, error)
+	// ControlRollout pauses, resumes, approves or aborts a rollout.
+	ControlRollout(ctx context.Context, in *ControlRolloutRequest, opts ...grpc.CallOption) (*ControlRolloutResponse, error)
+	// RollbackRollout starts a rollback of a rollout: each host it changed
+	// goes back to the release it ran before.
+	RollbackRollout(ctx context.Context, in *RollbackRolloutRequest, opts ...grpc.CallOption) (*RollbackRolloutResponse, error)
+	// RolloutEvents lists a rollout's events after a sequence number,
+	// optionally waiting for new ones.
+	RolloutEvents(ctx context.Context, in *RolloutEventsRequest, opts ...grpc.CallOption) (*RolloutEventsResponse, error)
 }
 
 type controlServiceClient struct {
@@ -195,6 +208,46 @@ func (c *controlServiceClient) History(ctx context.Context, in *HistoryRequest, 
 	return out, nil
 }
 
+func (c *controlServiceClient) PlanRollout(ctx context.Context, in *PlanRolloutRequest, opts ...grpc.CallOption) (*PlanRolloutResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PlanRolloutResponse)
+	err := c.cc.Invoke(ctx, ControlService_PlanRollout_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) ControlRollout(ctx context.Context, in *ControlRolloutRequest, opts ...grpc.CallOption) (*ControlRolloutResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ControlRolloutResponse)
+	err := c.cc.Invoke(ctx, ControlService_ControlRollout_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) RollbackRollout(ctx context.Context, in *RollbackRolloutRequest, opts ...grpc.CallOption) (*RollbackRolloutResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RollbackRolloutResponse)
+	err := c.cc.Invoke(ctx, ControlService_RollbackRollout_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) RolloutEvents(ctx context.Context, in *RolloutEventsRequest, opts ...grpc.CallOption) (*RolloutEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RolloutEventsResponse)
+	err := c.cc.Invoke(ctx, ControlService_RolloutEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServiceServer is the server API for ControlService service.
 // All implementations must embed UnimplementedControlServiceServer
 // for forward compatibility.
@@ -216,6 +269,15 @@ type ControlServiceServer interface {
 	ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error)
 	GetAgent(context.Context, *GetAgentRequest) (*GetAgentResponse, error)
 	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
+	PlanRollout(context.Context, *PlanRolloutRequest) (*PlanRolloutResponse, error)
+	// ControlRollout pauses, resumes, approves or aborts a rollout.
+	ControlRollout(context.Context, *ControlRolloutRequest) (*ControlRolloutResponse, error)
+	// RollbackRollout starts a rollback of a rollout: each host it changed
+	// goes back to the release it ran before.
+	RollbackRollout(context.Context, *RollbackRolloutRequest) (*RollbackRolloutResponse, error)
+	// RolloutEvents lists a rollout's events after a sequence number,
+	// optionally waiting for new ones.
+	RolloutEvents(context.Context, *RolloutEventsRequest) (*RolloutEventsResponse, error)
 	mustEmbedUnimplementedControlServiceServer()
 }
 
@@ -264,6 +326,18 @@ func (UnimplementedControlServiceServer) GetAgent(context.Context, *GetAgentRequ
 }
 func (UnimplementedControlServiceServer) History(context.Context, *HistoryRequest) (*HistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method History not implemented")
+}
+func (UnimplementedControlServiceServer) PlanRollout(context.Context, *PlanRolloutRequest) (*PlanRolloutResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PlanRollout not implemented")
+}
+func (UnimplementedControlServiceServer) ControlRollout(context.Context, *ControlRolloutRequest) (*ControlRolloutResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ControlRollout not implemented")
+}
+func (UnimplementedControlServiceServer) RollbackRollout(context.Context, *RollbackRolloutRequest) (*RollbackRolloutResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RollbackRollout not implemented")
+}
+func (UnimplementedControlServiceServer) RolloutEvents(context.Context, *RolloutEventsRequest) (*RolloutEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RolloutEvents not implemented")
 }
 func (UnimplementedControlServiceServer) mustEmbedUnimplementedControlServiceServer() {}
 func (UnimplementedControlServiceServer) testEmbeddedByValue()                        {}
@@ -520,6 +594,78 @@ func _ControlService_History_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlService_PlanRollout_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PlanRolloutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).PlanRollout(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_PlanRollout_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).PlanRollout(ctx, req.(*PlanRolloutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_ControlRollout_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ControlRolloutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).ControlRollout(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_ControlRollout_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).ControlRollout(ctx, req.(*ControlRolloutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_RollbackRollout_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RollbackRolloutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).RollbackRollout(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_RollbackRollout_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).RollbackRollout(ctx, req.(*RollbackRolloutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_RolloutEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RolloutEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).RolloutEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_RolloutEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).RolloutEvents(ctx, req.(*RolloutEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlService_ServiceDesc is the grpc.ServiceDesc for ControlService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -578,6 +724,22 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "History",
 			Handler:    _ControlService_History_Handler,
+		},
+		{
+			MethodName: "PlanRollout",
+			Handler:    _ControlService_PlanRollout_Handler,
+		},
+		{
+			MethodName: "ControlRollout",
+			Handler:    _ControlService_ControlRollout_Handler,
+		},
+		{
+			MethodName: "RollbackRollout",
+			Handler:    _ControlService_RollbackRollout_Handler,
+		},
+		{
+			MethodName: "RolloutEvents",
+			Handler:    _ControlService_RolloutEvents_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

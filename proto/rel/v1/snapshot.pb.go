@@ -38,6 +38,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Desired
 	//	*SnapshotRecord_Rollout
 	//	*SnapshotRecord_History
+	//	*SnapshotRecord_RolloutEvent
 	Kind          isSnapshotRecord_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -179,6 +180,15 @@ func (x *SnapshotRecord) GetHistory() *HistoryEntry {
 	return nil
 }
 
+func (x *SnapshotRecord) GetRolloutEvent() *RolloutEvent {
+	if x != nil {
+		if x, ok := x.Kind.(*SnapshotRecord_RolloutEvent); ok {
+			return x.RolloutEvent
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Kind interface {
 	isSnapshotRecord_Kind()
 }
@@ -227,6 +237,10 @@ type SnapshotRecord_History struct {
 	History *HistoryEntry `protobuf:"bytes,11,opt,name=history,proto3,oneof"`
 }
 
+type SnapshotRecord_RolloutEvent struct {
+	RolloutEvent *RolloutEvent `protobuf:"bytes,12,opt,name=rollout_event,json=rolloutEvent,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Kind() {}
 
 func (*SnapshotRecord_App) isSnapshotRecord_Kind() {}
@@ -248,6 +262,8 @@ func (*SnapshotRecord_Desired) isSnapshotRecord_Kind() {}
 func (*SnapshotRecord_Rollout) isSnapshotRecord_Kind() {}
 
 func (*SnapshotRecord_History) isSnapshotRecord_Kind() {}
+
+func (*SnapshotRecord_RolloutEvent) isSnapshotRecord_Kind() {}
 
 type SnapshotHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -351,7 +367,7 @@ var File_rel_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_rel_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x15rel/v1/snapshot.proto\x12\x06rel.v1\x1a\x12rel/v1/types.proto\"\x96\x04\n" +
+	"\x15rel/v1/snapshot.proto\x12\x06rel.v1\x1a\x12rel/v1/types.proto\"\xd3\x04\n" +
 	"\x0eSnapshotRecord\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.rel.v1.SnapshotHeaderH\x00R\x06header\x12\x1f\n" +
 	"\x03app\x18\x02 \x01(\v2\v.rel.v1.AppH\x00R\x03app\x127\n" +
@@ -365,7 +381,8 @@ const file_rel_v1_snapshot_proto_rawDesc = "" +
 	"\adesired\x18\t \x01(\v2\x0f.rel.v1.DesiredH\x00R\adesired\x12+\n" +
 	"\arollout\x18\n" +
 	" \x01(\v2\x0f.rel.v1.RolloutH\x00R\arollout\x120\n" +
-	"\ahistory\x18\v \x01(\v2\x14.rel.v1.HistoryEntryH\x00R\ahistoryB\x06\n" +
+	"\ahistory\x18\v \x01(\v2\x14.rel.v1.HistoryEntryH\x00R\ahistory\x12;\n" +
+	"\rrollout_event\x18\f \x01(\v2\x14.rel.v1.RolloutEventH\x00R\frolloutEventB\x06\n" +
 	"\x04kind\"(\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\"8\n" +
@@ -400,6 +417,7 @@ var file_rel_v1_snapshot_proto_goTypes = []any{
 	(*Desired)(nil),        // 9: rel.v1.Desired
 	(*Rollout)(nil),        // 10: rel.v1.Rollout
 	(*HistoryEntry)(nil),   // 11: rel.v1.HistoryEntry
+	(*RolloutEvent)(nil),   // 12: rel.v1.RolloutEvent
 }
 var file_rel_v1_snapshot_proto_depIdxs = []int32{
 	1,  // 0: rel.v1.SnapshotRecord.header:type_name -> rel.v1.SnapshotHeader
@@ -413,11 +431,12 @@ var file_rel_v1_snapshot_proto_depIdxs = []int32{
 	9,  // 8: rel.v1.SnapshotRecord.desired:type_name -> rel.v1.Desired
 	10, // 9: rel.v1.SnapshotRecord.rollout:type_name -> rel.v1.Rollout
 	11, // 10: rel.v1.SnapshotRecord.history:type_name -> rel.v1.HistoryEntry
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	12, // 11: rel.v1.SnapshotRecord.rollout_event:type_name -> rel.v1.RolloutEvent
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_snapshot_proto_init() }
@@ -438,6 +457,7 @@ func file_rel_v1_snapshot_proto_init() {
 		(*SnapshotRecord_Desired)(nil),
 		(*SnapshotRecord_Rollout)(nil),
 		(*SnapshotRecord_History)(nil),
+		(*SnapshotRecord_RolloutEvent)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

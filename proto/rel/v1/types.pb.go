@@ -1027,18 +1027,90 @@ func (x *Desired) GetModifyIndex() uint64 {
 	return 0
 }
 
+// Quantity is a number of hosts, absolute or as a percentage of the
+// rollout's hosts (rounded up). Exactly one of the two is set.
+type Quantity struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Count         uint32                 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	Percent       uint32                 `protobuf:"varint,2,opt,name=percent,proto3" json:"percent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Quantity) Reset() {
+	*x = Quantity{}
+	mi := &file_rel_v1_types_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Quantity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Quantity) ProtoMessage() {}
+
+func (x *Quantity) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_types_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Quantity.ProtoReflect.Descriptor instead.
+func (*Quantity) Descriptor() ([]byte, []int) {
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Quantity) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Quantity) GetPercent() uint32 {
+	if x != nil {
+		return x.Percent
+	}
+	return 0
+}
+
 // RolloutSpec is how a rollout proceeds. Stored with the rollout.
 type RolloutSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// all-at-once
-	Strategy      string `protobuf:"bytes,1,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	// all-at-once, rolling or canary.
+	Strategy string `protobuf:"bytes,1,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	// canary: the first wave.
+	Canary *Quantity `protobuf:"bytes,2,opt,name=canary,proto3" json:"canary,omitempty"`
+	// Cumulative targets of the waves after the canary; the last is 100%.
+	Waves []*Quantity `protobuf:"bytes,3,rep,name=waves,proto3" json:"waves,omitempty"`
+	// Waves follow this host label instead: one value after another.
+	WaveBy string `protobuf:"bytes,4,opt,name=wave_by,json=waveBy,proto3" json:"wave_by,omitempty"`
+	// Hosts changing at once inside a wave; 0 means no limit.
+	MaxParallel uint32 `protobuf:"varint,5,opt,name=max_parallel,json=maxParallel,proto3" json:"max_parallel,omitempty"`
+	// A wave must stay healthy this long before the next starts.
+	BakeMs int64 `protobuf:"varint,6,opt,name=bake_ms,json=bakeMs,proto3" json:"bake_ms,omitempty"`
+	// After each wave, wait for relctl rollout approve.
+	ApproveWaves bool `protobuf:"varint,7,opt,name=approve_waves,json=approveWaves,proto3" json:"approve_waves,omitempty"`
+	// Failed hosts tolerated over the whole rollout; more fail it.
+	MaxFailures *Quantity `protobuf:"bytes,8,opt,name=max_failures,json=maxFailures,proto3" json:"max_failures,omitempty"`
+	// No progress for this long fails the rollout.
+	ProgressDeadlineMs int64 `protobuf:"varint,9,opt,name=progress_deadline_ms,json=progressDeadlineMs,proto3" json:"progress_deadline_ms,omitempty"`
+	// A failed rollout rolls back by itself.
+	AutoRollback  bool `protobuf:"varint,10,opt,name=auto_rollback,json=autoRollback,proto3" json:"auto_rollback,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RolloutSpec) Reset() {
 	*x = RolloutSpec{}
-	mi := &file_rel_v1_types_proto_msgTypes[10]
+	mi := &file_rel_v1_types_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1050,7 +1122,7 @@ func (x *RolloutSpec) String() string {
 func (*RolloutSpec) ProtoMessage() {}
 
 func (x *RolloutSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_types_proto_msgTypes[10]
+	mi := &file_rel_v1_types_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1063,7 +1135,7 @@ func (x *RolloutSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutSpec.ProtoReflect.Descriptor instead.
 func (*RolloutSpec) Descriptor() ([]byte, []int) {
-	return file_rel_v1_types_proto_rawDescGZIP(), []int{10}
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RolloutSpec) GetStrategy() string {
@@ -1073,18 +1145,93 @@ func (x *RolloutSpec) GetStrategy() string {
 	return ""
 }
 
+func (x *RolloutSpec) GetCanary() *Quantity {
+	if x != nil {
+		return x.Canary
+	}
+	return nil
+}
+
+func (x *RolloutSpec) GetWaves() []*Quantity {
+	if x != nil {
+		return x.Waves
+	}
+	return nil
+}
+
+func (x *RolloutSpec) GetWaveBy() string {
+	if x != nil {
+		return x.WaveBy
+	}
+	return ""
+}
+
+func (x *RolloutSpec) GetMaxParallel() uint32 {
+	if x != nil {
+		return x.MaxParallel
+	}
+	return 0
+}
+
+func (x *RolloutSpec) GetBakeMs() int64 {
+	if x != nil {
+		return x.BakeMs
+	}
+	return 0
+}
+
+func (x *RolloutSpec) GetApproveWaves() bool {
+	if x != nil {
+		return x.ApproveWaves
+	}
+	return false
+}
+
+func (x *RolloutSpec) GetMaxFailures() *Quantity {
+	if x != nil {
+		return x.MaxFailures
+	}
+	return nil
+}
+
+func (x *RolloutSpec) GetProgressDeadlineMs() int64 {
+	if x != nil {
+		return x.ProgressDeadlineMs
+	}
+	return 0
+}
+
+func (x *RolloutSpec) GetAutoRollback() bool {
+	if x != nil {
+		return x.AutoRollback
+	}
+	return false
+}
+
 type RolloutHost struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	AgentId string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
 	// What the host ran for the app when the rollout started ("" if nothing).
 	PreviousVersion string `protobuf:"bytes,2,opt,name=previous_version,json=previousVersion,proto3" json:"previous_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The wave the host belongs to, from 0.
+	Wave uint32 `protobuf:"varint,3,opt,name=wave,proto3" json:"wave,omitempty"`
+	// Engine's view: pending, dispatched, healthy, failed or skipped.
+	State              string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	Reason             string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	DispatchedUnixNano int64  `protobuf:"varint,6,opt,name=dispatched_unix_nano,json=dispatchedUnixNano,proto3" json:"dispatched_unix_nano,omitempty"`
+	FinishedUnixNano   int64  `protobuf:"varint,7,opt,name=finished_unix_nano,json=finishedUnixNano,proto3" json:"finished_unix_nano,omitempty"`
+	// The version the host is taken to: the rollout's version, or for a
+	// rollback the host's own previous version.
+	TargetVersion string `protobuf:"bytes,8,opt,name=target_version,json=targetVersion,proto3" json:"target_version,omitempty"`
+	// The agent's last reported phase for this rollout, kept when it ends.
+	Phase         string `protobuf:"bytes,9,opt,name=phase,proto3" json:"phase,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RolloutHost) Reset() {
 	*x = RolloutHost{}
-	mi := &file_rel_v1_types_proto_msgTypes[11]
+	mi := &file_rel_v1_types_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1096,7 +1243,7 @@ func (x *RolloutHost) String() string {
 func (*RolloutHost) ProtoMessage() {}
 
 func (x *RolloutHost) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_types_proto_msgTypes[11]
+	mi := &file_rel_v1_types_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1109,7 +1256,7 @@ func (x *RolloutHost) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutHost.ProtoReflect.Descriptor instead.
 func (*RolloutHost) Descriptor() ([]byte, []int) {
-	return file_rel_v1_types_proto_rawDescGZIP(), []int{11}
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RolloutHost) GetAgentId() string {
@@ -1126,6 +1273,55 @@ func (x *RolloutHost) GetPreviousVersion() string {
 	return ""
 }
 
+func (x *RolloutHost) GetWave() uint32 {
+	if x != nil {
+		return x.Wave
+	}
+	return 0
+}
+
+func (x *RolloutHost) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *RolloutHost) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RolloutHost) GetDispatchedUnixNano() int64 {
+	if x != nil {
+		return x.DispatchedUnixNano
+	}
+	return 0
+}
+
+func (x *RolloutHost) GetFinishedUnixNano() int64 {
+	if x != nil {
+		return x.FinishedUnixNano
+	}
+	return 0
+}
+
+func (x *RolloutHost) GetTargetVersion() string {
+	if x != nil {
+		return x.TargetVersion
+	}
+	return ""
+}
+
+func (x *RolloutHost) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
 // Rollout takes a release to the hosts of an environment.
 type Rollout struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -1134,21 +1330,40 @@ type Rollout struct {
 	Version     string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
 	Environment string                 `protobuf:"bytes,4,opt,name=environment,proto3" json:"environment,omitempty"`
 	Spec        *RolloutSpec           `protobuf:"bytes,5,opt,name=spec,proto3" json:"spec,omitempty"`
-	// running, succeeded or failed.
+	// running, waiting_approval, paused, rolling_back; then succeeded, failed,
+	// aborted or rolled_back.
 	State            string         `protobuf:"bytes,6,opt,name=state,proto3" json:"state,omitempty"`
 	Reason           string         `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
 	Hosts            []*RolloutHost `protobuf:"bytes,8,rep,name=hosts,proto3" json:"hosts,omitempty"`
 	CreatedUnixNano  int64          `protobuf:"varint,9,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
 	FinishedUnixNano int64          `protobuf:"varint,10,opt,name=finished_unix_nano,json=finishedUnixNano,proto3" json:"finished_unix_nano,omitempty"`
-	CreateIndex      uint64         `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
-	ModifyIndex      uint64         `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// deploy or rollback.
+	Kind string `protobuf:"bytes,11,opt,name=kind,proto3" json:"kind,omitempty"`
+	// For a rollback: the rollout it reverts. For a deploy that was rolled
+	// back: the rollback.
+	RollbackOf          string `protobuf:"bytes,12,opt,name=rollback_of,json=rollbackOf,proto3" json:"rollback_of,omitempty"`
+	RolledBackBy        string `protobuf:"bytes,13,opt,name=rolled_back_by,json=rolledBackBy,proto3" json:"rolled_back_by,omitempty"`
+	CurrentWave         uint32 `protobuf:"varint,16,opt,name=current_wave,json=currentWave,proto3" json:"current_wave,omitempty"`
+	WaveCount           uint32 `protobuf:"varint,17,opt,name=wave_count,json=waveCount,proto3" json:"wave_count,omitempty"`
+	WaveStartedUnixNano int64  `protobuf:"varint,18,opt,name=wave_started_unix_nano,json=waveStartedUnixNano,proto3" json:"wave_started_unix_nano,omitempty"`
+	// When every host of the current wave finished: the bake starts.
+	WaveDoneUnixNano     int64 `protobuf:"varint,19,opt,name=wave_done_unix_nano,json=waveDoneUnixNano,proto3" json:"wave_done_unix_nano,omitempty"`
+	LastProgressUnixNano int64 `protobuf:"varint,20,opt,name=last_progress_unix_nano,json=lastProgressUnixNano,proto3" json:"last_progress_unix_nano,omitempty"`
+	// The highest wave approved to start (approve_waves).
+	ApprovedWave uint32 `protobuf:"varint,21,opt,name=approved_wave,json=approvedWave,proto3" json:"approved_wave,omitempty"`
+	// Number of events recorded so far; events are numbered from 1.
+	EventSeq uint64 `protobuf:"varint,22,opt,name=event_seq,json=eventSeq,proto3" json:"event_seq,omitempty"`
+	// The state to return to on resume.
+	PausedFrom    string `protobuf:"bytes,23,opt,name=paused_from,json=pausedFrom,proto3" json:"paused_from,omitempty"`
+	CreateIndex   uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex   uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Rollout) Reset() {
 	*x = Rollout{}
-	mi := &file_rel_v1_types_proto_msgTypes[12]
+	mi := &file_rel_v1_types_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1375,7 @@ func (x *Rollout) String() string {
 func (*Rollout) ProtoMessage() {}
 
 func (x *Rollout) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_types_proto_msgTypes[12]
+	mi := &file_rel_v1_types_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1388,7 @@ func (x *Rollout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rollout.ProtoReflect.Descriptor instead.
 func (*Rollout) Descriptor() ([]byte, []int) {
-	return file_rel_v1_types_proto_rawDescGZIP(), []int{12}
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Rollout) GetId() string {
@@ -1246,6 +1461,83 @@ func (x *Rollout) GetFinishedUnixNano() int64 {
 	return 0
 }
 
+func (x *Rollout) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Rollout) GetRollbackOf() string {
+	if x != nil {
+		return x.RollbackOf
+	}
+	return ""
+}
+
+func (x *Rollout) GetRolledBackBy() string {
+	if x != nil {
+		return x.RolledBackBy
+	}
+	return ""
+}
+
+func (x *Rollout) GetCurrentWave() uint32 {
+	if x != nil {
+		return x.CurrentWave
+	}
+	return 0
+}
+
+func (x *Rollout) GetWaveCount() uint32 {
+	if x != nil {
+		return x.WaveCount
+	}
+	return 0
+}
+
+func (x *Rollout) GetWaveStartedUnixNano() int64 {
+	if x != nil {
+		return x.WaveStartedUnixNano
+	}
+	return 0
+}
+
+func (x *Rollout) GetWaveDoneUnixNano() int64 {
+	if x != nil {
+		return x.WaveDoneUnixNano
+	}
+	return 0
+}
+
+func (x *Rollout) GetLastProgressUnixNano() int64 {
+	if x != nil {
+		return x.LastProgressUnixNano
+	}
+	return 0
+}
+
+func (x *Rollout) GetApprovedWave() uint32 {
+	if x != nil {
+		return x.ApprovedWave
+	}
+	return 0
+}
+
+func (x *Rollout) GetEventSeq() uint64 {
+	if x != nil {
+		return x.EventSeq
+	}
+	return 0
+}
+
+func (x *Rollout) GetPausedFrom() string {
+	if x != nil {
+		return x.PausedFrom
+	}
+	return ""
+}
+
 func (x *Rollout) GetCreateIndex() uint64 {
 	if x != nil {
 		return x.CreateIndex
@@ -1254,6 +1546,118 @@ func (x *Rollout) GetCreateIndex() uint64 {
 }
 
 func (x *Rollout) GetModifyIndex() uint64 {
+	if x != nil {
+		return x.ModifyIndex
+	}
+	return 0
+}
+
+// RolloutEvent is one transition of a rollout, with its cause.
+type RolloutEvent struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	RolloutId  string                 `protobuf:"bytes,1,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
+	Seq        uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	AtUnixNano int64                  `protobuf:"varint,3,opt,name=at_unix_nano,json=atUnixNano,proto3" json:"at_unix_nano,omitempty"`
+	// e.g. started, wave_started, dispatched, host_healthy, host_failed,
+	// wave_done, waiting_approval, approved, paused, resumed, succeeded,
+	// failed, aborted, rollback_started, rolled_back.
+	Type          string `protobuf:"bytes,4,opt,name=type,proto3" json:"type,omitempty"`
+	Host          string `protobuf:"bytes,5,opt,name=host,proto3" json:"host,omitempty"`
+	Message       string `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	Wave          uint32 `protobuf:"varint,7,opt,name=wave,proto3" json:"wave,omitempty"`
+	CreateIndex   uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex   uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutEvent) Reset() {
+	*x = RolloutEvent{}
+	mi := &file_rel_v1_types_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutEvent) ProtoMessage() {}
+
+func (x *RolloutEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_types_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutEvent.ProtoReflect.Descriptor instead.
+func (*RolloutEvent) Descriptor() ([]byte, []int) {
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RolloutEvent) GetRolloutId() string {
+	if x != nil {
+		return x.RolloutId
+	}
+	return ""
+}
+
+func (x *RolloutEvent) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *RolloutEvent) GetAtUnixNano() int64 {
+	if x != nil {
+		return x.AtUnixNano
+	}
+	return 0
+}
+
+func (x *RolloutEvent) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *RolloutEvent) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *RolloutEvent) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *RolloutEvent) GetWave() uint32 {
+	if x != nil {
+		return x.Wave
+	}
+	return 0
+}
+
+func (x *RolloutEvent) GetCreateIndex() uint64 {
+	if x != nil {
+		return x.CreateIndex
+	}
+	return 0
+}
+
+func (x *RolloutEvent) GetModifyIndex() uint64 {
 	if x != nil {
 		return x.ModifyIndex
 	}
@@ -1278,7 +1682,7 @@ type HistoryEntry struct {
 
 func (x *HistoryEntry) Reset() {
 	*x = HistoryEntry{}
-	mi := &file_rel_v1_types_proto_msgTypes[13]
+	mi := &file_rel_v1_types_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1290,7 +1694,7 @@ func (x *HistoryEntry) String() string {
 func (*HistoryEntry) ProtoMessage() {}
 
 func (x *HistoryEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_types_proto_msgTypes[13]
+	mi := &file_rel_v1_types_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1303,7 +1707,7 @@ func (x *HistoryEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryEntry.ProtoReflect.Descriptor instead.
 func (*HistoryEntry) Descriptor() ([]byte, []int) {
-	return file_rel_v1_types_proto_rawDescGZIP(), []int{13}
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HistoryEntry) GetApp() string {
@@ -1470,12 +1874,32 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\n" +
 	"rollout_id\x18\a \x01(\tR\trolloutId\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\")\n" +
+	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\":\n" +
+	"\bQuantity\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\rR\x05count\x12\x18\n" +
+	"\apercent\x18\x02 \x01(\rR\apercent\"\x81\x03\n" +
 	"\vRolloutSpec\x12\x1a\n" +
-	"\bstrategy\x18\x01 \x01(\tR\bstrategy\"S\n" +
+	"\bstrategy\x18\x01 \x01(\tR\bstrategy\x12(\n" +
+	"\x06canary\x18\x02 \x01(\v2\x10.rel.v1.QuantityR\x06canary\x12&\n" +
+	"\x05waves\x18\x03 \x03(\v2\x10.rel.v1.QuantityR\x05waves\x12\x17\n" +
+	"\awave_by\x18\x04 \x01(\tR\x06waveBy\x12!\n" +
+	"\fmax_parallel\x18\x05 \x01(\rR\vmaxParallel\x12\x17\n" +
+	"\abake_ms\x18\x06 \x01(\x03R\x06bakeMs\x12#\n" +
+	"\rapprove_waves\x18\a \x01(\bR\fapproveWaves\x123\n" +
+	"\fmax_failures\x18\b \x01(\v2\x10.rel.v1.QuantityR\vmaxFailures\x120\n" +
+	"\x14progress_deadline_ms\x18\t \x01(\x03R\x12progressDeadlineMs\x12#\n" +
+	"\rauto_rollback\x18\n" +
+	" \x01(\bR\fautoRollback\"\xb2\x02\n" +
 	"\vRolloutHost\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12)\n" +
-	"\x10previous_version\x18\x02 \x01(\tR\x0fpreviousVersion\"\x89\x03\n" +
+	"\x10previous_version\x18\x02 \x01(\tR\x0fpreviousVersion\x12\x12\n" +
+	"\x04wave\x18\x03 \x01(\rR\x04wave\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x120\n" +
+	"\x14dispatched_unix_nano\x18\x06 \x01(\x03R\x12dispatchedUnixNano\x12,\n" +
+	"\x12finished_unix_nano\x18\a \x01(\x03R\x10finishedUnixNano\x12%\n" +
+	"\x0etarget_version\x18\b \x01(\tR\rtargetVersion\x12\x14\n" +
+	"\x05phase\x18\t \x01(\tR\x05phase\"\xa4\x06\n" +
 	"\aRollout\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x12\x18\n" +
@@ -1487,7 +1911,33 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\x05hosts\x18\b \x03(\v2\x13.rel.v1.RolloutHostR\x05hosts\x12*\n" +
 	"\x11created_unix_nano\x18\t \x01(\x03R\x0fcreatedUnixNano\x12,\n" +
 	"\x12finished_unix_nano\x18\n" +
-	" \x01(\x03R\x10finishedUnixNano\x12!\n" +
+	" \x01(\x03R\x10finishedUnixNano\x12\x12\n" +
+	"\x04kind\x18\v \x01(\tR\x04kind\x12\x1f\n" +
+	"\vrollback_of\x18\f \x01(\tR\n" +
+	"rollbackOf\x12$\n" +
+	"\x0erolled_back_by\x18\r \x01(\tR\frolledBackBy\x12!\n" +
+	"\fcurrent_wave\x18\x10 \x01(\rR\vcurrentWave\x12\x1d\n" +
+	"\n" +
+	"wave_count\x18\x11 \x01(\rR\twaveCount\x123\n" +
+	"\x16wave_started_unix_nano\x18\x12 \x01(\x03R\x13waveStartedUnixNano\x12-\n" +
+	"\x13wave_done_unix_nano\x18\x13 \x01(\x03R\x10waveDoneUnixNano\x125\n" +
+	"\x17last_progress_unix_nano\x18\x14 \x01(\x03R\x14lastProgressUnixNano\x12#\n" +
+	"\rapproved_wave\x18\x15 \x01(\rR\fapprovedWave\x12\x1b\n" +
+	"\tevent_seq\x18\x16 \x01(\x04R\beventSeq\x12\x1f\n" +
+	"\vpaused_from\x18\x17 \x01(\tR\n" +
+	"pausedFrom\x12!\n" +
+	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
+	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\xfd\x01\n" +
+	"\fRolloutEvent\x12\x1d\n" +
+	"\n" +
+	"rollout_id\x18\x01 \x01(\tR\trolloutId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12 \n" +
+	"\fat_unix_nano\x18\x03 \x01(\x03R\n" +
+	"atUnixNano\x12\x12\n" +
+	"\x04type\x18\x04 \x01(\tR\x04type\x12\x12\n" +
+	"\x04host\x18\x05 \x01(\tR\x04host\x12\x18\n" +
+	"\amessage\x18\x06 \x01(\tR\amessage\x12\x12\n" +
+	"\x04wave\x18\a \x01(\rR\x04wave\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\x82\x02\n" +
 	"\fHistoryEntry\x12\x10\n" +
@@ -1514,7 +1964,7 @@ func file_rel_v1_types_proto_rawDescGZIP() []byte {
 	return file_rel_v1_types_proto_rawDescData
 }
 
-var file_rel_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_rel_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_rel_v1_types_proto_goTypes = []any{
 	(*App)(nil),          // 0: rel.v1.App
 	(*Environment)(nil),  // 1: rel.v1.Environment
@@ -1526,27 +1976,32 @@ var file_rel_v1_types_proto_goTypes = []any{
 	(*Agent)(nil),        // 7: rel.v1.Agent
 	(*AgentApp)(nil),     // 8: rel.v1.AgentApp
 	(*Desired)(nil),      // 9: rel.v1.Desired
-	(*RolloutSpec)(nil),  // 10: rel.v1.RolloutSpec
-	(*RolloutHost)(nil),  // 11: rel.v1.RolloutHost
-	(*Rollout)(nil),      // 12: rel.v1.Rollout
-	(*HistoryEntry)(nil), // 13: rel.v1.HistoryEntry
-	nil,                  // 14: rel.v1.Environment.SelectorEntry
-	nil,                  // 15: rel.v1.Release.LabelsEntry
-	nil,                  // 16: rel.v1.Agent.LabelsEntry
+	(*Quantity)(nil),     // 10: rel.v1.Quantity
+	(*RolloutSpec)(nil),  // 11: rel.v1.RolloutSpec
+	(*RolloutHost)(nil),  // 12: rel.v1.RolloutHost
+	(*Rollout)(nil),      // 13: rel.v1.Rollout
+	(*RolloutEvent)(nil), // 14: rel.v1.RolloutEvent
+	(*HistoryEntry)(nil), // 15: rel.v1.HistoryEntry
+	nil,                  // 16: rel.v1.Environment.SelectorEntry
+	nil,                  // 17: rel.v1.Release.LabelsEntry
+	nil,                  // 18: rel.v1.Agent.LabelsEntry
 }
 var file_rel_v1_types_proto_depIdxs = []int32{
-	14, // 0: rel.v1.Environment.selector:type_name -> rel.v1.Environment.SelectorEntry
-	15, // 1: rel.v1.Release.labels:type_name -> rel.v1.Release.LabelsEntry
-	16, // 2: rel.v1.Agent.labels:type_name -> rel.v1.Agent.LabelsEntry
+	16, // 0: rel.v1.Environment.selector:type_name -> rel.v1.Environment.SelectorEntry
+	17, // 1: rel.v1.Release.labels:type_name -> rel.v1.Release.LabelsEntry
+	18, // 2: rel.v1.Agent.labels:type_name -> rel.v1.Agent.LabelsEntry
 	4,  // 3: rel.v1.Agent.facts:type_name -> rel.v1.HostFacts
 	6,  // 4: rel.v1.AgentApp.report:type_name -> rel.v1.AppReport
-	10, // 5: rel.v1.Rollout.spec:type_name -> rel.v1.RolloutSpec
-	11, // 6: rel.v1.Rollout.hosts:type_name -> rel.v1.RolloutHost
-	7,  // [7:7] is the sub-list for method output_type
-	7,  // [7:7] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	10, // 5: rel.v1.RolloutSpec.canary:type_name -> rel.v1.Quantity
+	10, // 6: rel.v1.RolloutSpec.waves:type_name -> rel.v1.Quantity
+	10, // 7: rel.v1.RolloutSpec.max_failures:type_name -> rel.v1.Quantity
+	11, // 8: rel.v1.Rollout.spec:type_name -> rel.v1.RolloutSpec
+	12, // 9: rel.v1.Rollout.hosts:type_name -> rel.v1.RolloutHost
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_types_proto_init() }
@@ -1560,7 +2015,7 @@ func file_rel_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_types_proto_rawDesc), len(file_rel_v1_types_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

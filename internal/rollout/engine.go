@@ -1,0 +1,185 @@
+package rollout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+
+	"github.com/relhq/rel/internal/state"
+	relv1 "github.com/relhq/rel/proto/rel/v1"
+)
+
+// ApplyFunc commits a command through raft (on the leader).
+type ApplyFunc func(ctx context.Context, cmd *relv1.Command) (uint64, error)
+
+// Engine drives every active rollout. It runs on the leader only: started
+// when leadership is gained, cancelled when it is lost. It holds no
+// progress of its own: each pass reads the rollouts and their hosts from the
+// state store, asks Step what to do, and commits the decision; then it
+// waits for the state to change or for the earliest timer (bake end,
+// progress deadline).
+type Engine struct {
+	Store  *state.Store
+	Apply  ApplyFunc
+	Logger *slog.Logger
+	// Now stamps decisions; time.Now in production.
+	Now func() time.Time
+	// NewID names automatic rollbacks.
+	NewID func() string
+}
+
+// Run drives rollouts until ctx ends.
+func (e *Engine) Run(ctx context.Context) {
+	for ctx.Err() == nil {
+		ws := memdb.NewWatchSet()
+		ws.Add(e.Store.AbandonCh())
+		active, err := e.Store.ActiveRollouts(ws)
+		if err != nil {
+			e.Logger.Error("rollout engine: read rollouts", "err", err)
+			return
+		}
+		// Any agent or report change may move a rollout on. One watch on
+		// each table's index row is enough for this single loop, and far
+		// cheaper than a channel per host.
+		e.Store.WatchTables(ws, state.TableAgents, state.TableAgentApps)
+		var wake time.Time
+		for _, ro := range active {
+			d := Step(View{Rollout: ro, Hosts: e.observe(ro), Now: e.Now()})
+			if d.Rollout != nil {
+				if err := e.commit(ctx, ro, d); err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					if !errors.Is(err, state.ErrConflict) {
+						e.Logger.Warn("rollout engine: commit failed; retrying", "rollout", ro.GetId(), "err", err)
+						sleep(ctx, time.Duration(100+rand.IntN(200))*time.Millisecond)
+					}
+					continue // the state changed: the next pass re-reads it
+				}
+				if d.Rollback {
+					e.autoRollback(ctx, d.Rollout)
+				}
+			}
+			if !d.Wake.IsZero() && (wake.IsZero() || d.Wake.Before(wake)) {
+				wake = d.Wake
+			}
+		}
+		wctx, cancel := ctx, context.CancelFunc(func() {})
+		if !wake.IsZero() {
+			wctx, cancel = context.WithDeadline(ctx, wake)
+		}
+		_ = ws.WatchCtx(wctx)
+		cancel()
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// observe reads what the cluster knows of a rollout's hosts.
+func (e *Engine) observe(ro *relv1.Rollout) map[string]Obs {
+	return Observe(e.Store, ro)
+}
+
+// Observe reads what the cluster knows of a rollout's hosts from a store.
+func Observe(st *state.Store, ro *relv1.Rollout) map[string]Obs {
+	obs := make(map[string]Obs, len(ro.GetHosts()))
+	for _, h := range ro.GetHosts() {
+		var o Obs
+		if a, err := st.Agent(nil, h.GetAgentId()); err == nil {
+			o.Connected, o.DisconnectReason = a.GetConnected(), a.GetDisconnectReason()
+		}
+		if aa, _ := st.AgentApp(nil, h.GetAgentId(), ro.GetApp()); aa != nil && aa.GetReport().GetRolloutId() == ro.GetId() {
+			o.Phase, o.Reason = aa.GetReport().GetPhase(), aa.GetReport().GetReason()
+		}
+		obs[h.GetAgentId()] = o
+	}
+	return obs
+}
+
+func (e *Engine) commit(ctx context.Context, ro *relv1.Rollout, d Decision) error {
+	desired, err := DesiredRows(e.Store, d.Rollout, d.Dispatch)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err = e.Apply(cctx, &relv1.Command{StampedUnixNano: e.Now().UnixNano(), Kind: &relv1.Command_RolloutStep{RolloutStep: &relv1.RolloutStep{
+		Rollout: d.Rollout, ExpectModifyIndex: ro.GetModifyIndex(), Desired: desired, Events: d.Events,
+	}}})
+	if err == nil {
+		for _, ev := range d.Events {
+			e.Logger.Info("rollout", "rollout", ro.GetId(), "event", ev.GetType(), "host", ev.GetHost(), "msg", ev.GetMessage())
+		}
+	}
+	return err
+}
+
+// DesiredRows turns dispatched hosts into desired-state rows, each with
+// the release of its own target version.
+func DesiredRows(st *state.Store, ro *relv1.Rollout, hosts []*relv1.RolloutHost) ([]*relv1.Desired, error) {
+	out := make([]*relv1.Desired, 0, len(hosts))
+	rels := map[string]*relv1.Release{}
+	for _, h := range hosts {
+		rel := rels[h.GetTargetVersion()]
+		if rel == nil {
+			r, _, err := st.Release(nil, ro.GetApp(), h.GetTargetVersion())
+			if err != nil {
+				return nil, fmt.Errorf("dispatch %s: %w", h.GetAgentId(), err)
+			}
+			rel, rels[h.GetTargetVersion()] = r, r
+		}
+		out = append(out, &relv1.Desired{
+			AgentId: h.GetAgentId(), App: ro.GetApp(), Version: rel.GetVersion(), Sha256: rel.GetSha256(),
+			Size: rel.GetSize(), ArtifactUrl: rel.GetArtifactUrl(), RolloutId: ro.GetId(),
+		})
+	}
+	return out, nil
+}
+
+// autoRollback starts the rollback of a rollout that failed with
+// auto_rollback set. If it cannot be created, the rollout stays failed and
+// the reason is logged; a person can still run relctl rollout rollback.
+func (e *Engine) autoRollback(ctx context.Context, failed *relv1.Rollout) {
+	cmd, err := RollbackCommand(failed, e.NewID(), false, e.Now())
+	if err != nil {
+		e.Logger.Warn("automatic rollback not possible", "rollout", failed.GetId(), "err", err)
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := e.Apply(cctx, cmd); err != nil {
+		e.Logger.Warn("automatic rollback failed to start", "rollout", failed.GetId(), "err", err)
+		return
+	}
+	e.Logger.Info("automatic rollback started", "rollout", failed.GetId(), "rollback", cmd.GetCreateRollout().GetRollout().GetId())
+}
+
+// RollbackCommand builds the command that starts a rollback of orig.
+func RollbackCommand(orig *relv1.Rollout, id string, allAtOnce bool, now time.Time) (*relv1.Command, error) {
+	rb, err := PlanRollback(orig, id, allAtOnce, now)
+	if err != nil {
+		return nil, err
+	}
+	rb.EventSeq = 1
+	how := "staged: unhealthy hosts first, then the waves in reverse"
+	if allAtOnce {
+		how = "all at once"
+	}
+	ev := &relv1.RolloutEvent{RolloutId: id, Seq: 1, AtUnixNano: now.UnixNano(), Type: "started",
+		Message: fmt.Sprintf("rollback of %s: %d hosts back to their previous release, %s", orig.GetId(), len(rb.GetHosts()), how)}
+	return &relv1.Command{StampedUnixNano: now.UnixNano(), Kind: &relv1.Command_CreateRollout{CreateRollout: &relv1.CreateRollout{
+		Rollout: rb, Events: []*relv1.RolloutEvent{ev},
+	}}}, nil
+}

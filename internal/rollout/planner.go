@@ -1,0 +1,460 @@
+package rollout
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/relhq/rel/internal/state"
+	relv1 "github.com/relhq/rel/proto/rel/v1"
+)
+
+// Host states in a rollout row.
+const (
+	HostPending    = "pending"
+	HostDispatched = "dispatched"
+	HostHealthy    = "healthy"
+	HostFailed     = "failed"
+	HostSkipped    = "skipped"
+)
+
+// Obs is what the cluster knows now of one host of a rollout.
+type Obs struct {
+	// Connected is false once the agent has been recorded down (silent or
+	// gone past the grace period).
+	Connected        bool
+	DisconnectReason string
+	// Phase and Reason of the agent's latest report for this rollout; ""
+	// when it has not reported for it yet.
+	Phase, Reason string
+}
+
+// View is the planner's input: a rollout as stored, its hosts as observed,
+// and the time (stamped by the leader, never read inside Step).
+type View struct {
+	Rollout *relv1.Rollout
+	Hosts   map[string]Obs
+	Now     time.Time
+}
+
+// Decision is the planner's output.
+type Decision struct {
+	// Rollout is the rollout's new row, or nil when nothing changes.
+	Rollout *relv1.Rollout
+	// Dispatch lists the hosts whose desired state must now be set.
+	Dispatch []*relv1.RolloutHost
+	Events   []*relv1.RolloutEvent
+	// Rollback asks for an automatic rollback of this rollout.
+	Rollback bool
+	// Wake is when to look again if nothing changes meanwhile (zero: only
+	// on a change).
+	Wake time.Time
+}
+
+// Step decides the next move of one rollout. It is a pure function of its
+// input: the engine commits what it returns, and a leader that takes over
+// mid-rollout computes the same next move from the same replicated state.
+func Step(v View) Decision {
+	cur := v.Rollout
+	if cur == nil || state.Terminal(cur.GetState()) || cur.GetState() == state.RolloutRollingBack {
+		return Decision{}
+	}
+	st := &stepper{r: proto.Clone(cur).(*relv1.Rollout), now: v.Now}
+	r := st.r
+	if r.Spec == nil {
+		r.Spec = &relv1.RolloutSpec{}
+	}
+	if r.LastProgressUnixNano == 0 {
+		r.LastProgressUnixNano = r.GetCreatedUnixNano()
+	}
+
+	st.observe(v.Hosts)
+	if st.checkBudget() || st.checkDeadline() {
+		return st.decision()
+	}
+	if r.State == state.RolloutPaused || r.State == state.RolloutWaitingApproval {
+		return st.decision()
+	}
+	st.advance(v.Hosts)
+	if r.State == state.RolloutRunning && r.Spec.GetProgressDeadlineMs() > 0 {
+		st.wakeAt(time.Unix(0, r.LastProgressUnixNano).Add(time.Duration(r.Spec.GetProgressDeadlineMs()) * time.Millisecond))
+	}
+	return st.decision()
+}
+
+type stepper struct {
+	r        *relv1.Rollout
+	now      time.Time
+	changed  bool
+	events   []*relv1.RolloutEvent
+	dispatch []*relv1.RolloutHost
+	rollback bool
+	wake     time.Time
+}
+
+func (s *stepper) decision() Decision {
+	if !s.changed {
+		return Decision{Wake: s.wake}
+	}
+	return Decision{Rollout: s.r, Dispatch: s.dispatch, Events: s.events, Rollback: s.rollback, Wake: s.wake}
+}
+
+func (s *stepper) event(typ, host, msg string) {
+	s.r.EventSeq++
+	s.events = append(s.events, &relv1.RolloutEvent{
+		RolloutId: s.r.GetId(), Seq: s.r.EventSeq, AtUnixNano: s.now.UnixNano(),
+		Type: typ, Host: host, Message: msg, Wave: s.r.GetCurrentWave(),
+	})
+	s.changed = true
+}
+
+func (s *stepper) progress() {
+	s.r.LastProgressUnixNano = s.now.UnixNano()
+	s.changed = true
+}
+
+func (s *stepper) wakeAt(t time.Time) {
+	if s.wake.IsZero() || t.Before(s.wake) {
+		s.wake = t
+	}
+}
+
+// observe moves dispatched hosts to healthy or failed from their agents'
+// reports; an agent recorded down is "agent lost", not a script failure.
+func (s *stepper) observe(obs map[string]Obs) {
+	for _, h := range s.r.Hosts {
+		if h.State != HostDispatched {
+			continue
+		}
+		o := obs[h.AgentId]
+		if o.Phase != "" && o.Phase != h.Phase {
+			h.Phase = o.Phase
+			s.progress()
+		}
+		switch {
+		case o.Phase == "healthy":
+			h.State, h.FinishedUnixNano = HostHealthy, s.now.UnixNano()
+			s.event("host_healthy", h.AgentId, "healthy on "+h.GetTargetVersion())
+			s.progress()
+		case o.Phase == "failed":
+			h.State, h.Reason, h.FinishedUnixNano = HostFailed, o.Reason, s.now.UnixNano()
+			s.event("host_failed", h.AgentId, o.Reason)
+			s.progress()
+		case !o.Connected:
+			h.State, h.FinishedUnixNano = HostFailed, s.now.UnixNano()
+			h.Reason = "agent lost"
+			if o.DisconnectReason != "" {
+				h.Reason += ": " + o.DisconnectReason
+			}
+			s.event("host_failed", h.AgentId, h.Reason)
+			s.progress()
+		}
+	}
+}
+
+// failed counts failed hosts and describes the first few.
+func failed(r *relv1.Rollout) (int, string) {
+	n := 0
+	var parts []string
+	for _, h := range r.GetHosts() {
+		if h.GetState() == HostFailed {
+			n++
+			if len(parts) < 3 {
+				parts = append(parts, h.GetAgentId()+": "+h.GetReason())
+			}
+		}
+	}
+	return n, strings.Join(parts, "; ")
+}
+
+// Budget is how many failed hosts a rollout tolerates.
+func Budget(r *relv1.Rollout) int {
+	return Resolve(r.GetSpec().GetMaxFailures(), len(r.GetHosts()))
+}
+
+func (s *stepper) fail(reason string) {
+	r := s.r
+	r.State, r.Reason, r.FinishedUnixNano = state.RolloutFailed, reason, s.now.UnixNano()
+	s.event("failed", "", reason)
+	if r.GetSpec().GetAutoRollback() && r.GetKind() != state.KindRollback && changedAny(r) {
+		s.rollback = true
+	}
+}
+
+func changedAny(r *relv1.Rollout) bool {
+	for _, h := range r.GetHosts() {
+		if h.GetState() != HostPending && h.GetState() != HostSkipped {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *stepper) checkBudget() bool {
+	n, why := failed(s.r)
+	if budget := Budget(s.r); n > budget {
+		s.fail(fmt.Sprintf("%d host(s) failed, more than the failure budget of %d: %s", n, budget, why))
+		return true
+	}
+	return false
+}
+
+func (s *stepper) checkDeadline() bool {
+	r := s.r
+	d := time.Duration(r.GetSpec().GetProgressDeadlineMs()) * time.Millisecond
+	if r.State != state.RolloutRunning || d <= 0 {
+		return false
+	}
+	since := s.now.Sub(time.Unix(0, r.LastProgressUnixNano))
+	if since < d {
+		return false
+	}
+	var stuck []string
+	for _, h := range r.Hosts {
+		if h.State == HostDispatched {
+			p := h.Phase
+			if p == "" {
+				p = "no report"
+			}
+			stuck = append(stuck, h.AgentId+" ("+p+")")
+		}
+	}
+	msg := fmt.Sprintf("no progress for %s (progress deadline %s)", since.Round(time.Millisecond), d)
+	if len(stuck) > 0 {
+		msg += "; waiting on " + strings.Join(stuck, ", ")
+	}
+	s.event("deadline_exceeded", "", msg)
+	s.fail(msg)
+	return true
+}
+
+// advance finishes, bakes, gates or starts waves, and dispatches hosts of
+// the current wave within max_parallel.
+func (s *stepper) advance(obs map[string]Obs) {
+	r := s.r
+	for {
+		w := r.CurrentWave
+		if r.WaveStartedUnixNano == 0 {
+			r.WaveStartedUnixNano = s.now.UnixNano()
+			s.event("wave_started", "", s.waveLabel(w)+" started")
+		}
+		if !s.waveDone(w) {
+			s.dispatchWave(w, obs)
+			return
+		}
+		if r.WaveDoneUnixNano == 0 {
+			r.WaveDoneUnixNano = s.now.UnixNano()
+			healthy, bad := s.waveCounts(w)
+			s.event("wave_done", "", fmt.Sprintf("%s done: %d healthy, %d failed", s.waveLabel(w), healthy, bad))
+			if bake := time.Duration(r.Spec.GetBakeMs()) * time.Millisecond; bake > 0 && w+1 < r.WaveCount {
+				s.event("baking", "", fmt.Sprintf("baking %s before the next wave", bake))
+			}
+		}
+		if bake := time.Duration(r.Spec.GetBakeMs()) * time.Millisecond; bake > 0 && w+1 < r.WaveCount {
+			until := time.Unix(0, r.WaveDoneUnixNano).Add(bake)
+			if s.now.Before(until) {
+				s.wakeAt(until)
+				return
+			}
+		}
+		if w+1 >= r.WaveCount {
+			s.succeed()
+			return
+		}
+		if r.Spec.GetApproveWaves() && r.ApprovedWave < w+1 {
+			r.State = state.RolloutWaitingApproval
+			s.event("waiting_approval", "", fmt.Sprintf("%s waits for 'relctl rollout approve %s'", s.waveLabel(w+1), r.Id))
+			return
+		}
+		r.CurrentWave = w + 1
+		r.WaveStartedUnixNano, r.WaveDoneUnixNano = 0, 0
+		s.progress()
+	}
+}
+
+func (s *stepper) waveLabel(w uint32) string {
+	if w == 0 && s.r.GetSpec().GetStrategy() == Canary {
+		return "canary (wave 0)"
+	}
+	return fmt.Sprintf("wave %d of %d", w, s.r.WaveCount)
+}
+
+func (s *stepper) waveDone(w uint32) bool {
+	for _, h := range s.r.Hosts {
+		if h.Wave == w && (h.State == HostPending || h.State == HostDispatched) {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *stepper) waveCounts(w uint32) (healthy, bad int) {
+	for _, h := range s.r.Hosts {
+		if h.Wave != w {
+			continue
+		}
+		switch h.State {
+		case HostHealthy:
+			healthy++
+		case HostFailed:
+			bad++
+		}
+	}
+	return
+}
+
+func (s *stepper) dispatchWave(w uint32, obs map[string]Obs) {
+	r := s.r
+	inflight := 0
+	for _, h := range r.Hosts {
+		if h.State == HostDispatched {
+			inflight++
+		}
+	}
+	slots := -1 // no limit
+	if mp := int(r.Spec.GetMaxParallel()); mp > 0 {
+		slots = mp - inflight
+	}
+	for _, h := range r.Hosts {
+		if slots == 0 {
+			return
+		}
+		if h.Wave != w || h.State != HostPending {
+			continue
+		}
+		if o := obs[h.AgentId]; !o.Connected {
+			h.State, h.FinishedUnixNano = HostFailed, s.now.UnixNano()
+			h.Reason = "agent lost before its turn"
+			if o.DisconnectReason != "" {
+				h.Reason += ": " + o.DisconnectReason
+			}
+			s.event("host_failed", h.AgentId, h.Reason)
+			s.progress()
+			if s.checkBudget() {
+				return
+			}
+			continue
+		}
+		h.State, h.DispatchedUnixNano = HostDispatched, s.now.UnixNano()
+		s.dispatch = append(s.dispatch, h)
+		s.event("dispatched", h.AgentId, "taking "+h.AgentId+" to "+h.GetTargetVersion())
+		s.progress()
+		if slots > 0 {
+			slots--
+		}
+	}
+}
+
+func (s *stepper) succeed() {
+	r := s.r
+	healthy, skipped := 0, 0
+	for _, h := range r.Hosts {
+		switch h.State {
+		case HostHealthy:
+			healthy++
+		case HostSkipped:
+			skipped++
+		}
+	}
+	bad, why := failed(r)
+	reason := fmt.Sprintf("%d of %d hosts healthy", healthy, len(r.Hosts))
+	if bad > 0 {
+		reason += fmt.Sprintf("; %d failed within the budget of %d (%s)", bad, Budget(r), why)
+	}
+	if skipped > 0 {
+		reason += fmt.Sprintf("; %d skipped", skipped)
+	}
+	r.State, r.Reason, r.FinishedUnixNano = state.RolloutSucceeded, reason, s.now.UnixNano()
+	s.event("succeeded", "", reason)
+}
+
+// NewRollout builds a deploy rollout's row from its waves.
+func NewRollout(id, app, version, env string, spec *relv1.RolloutSpec, waves []Wave, previous map[string]string, now time.Time) *relv1.Rollout {
+	r := &relv1.Rollout{
+		Id: id, App: app, Version: version, Environment: env, Spec: spec, State: state.RolloutRunning,
+		Kind: state.KindDeploy, CreatedUnixNano: now.UnixNano(), LastProgressUnixNano: now.UnixNano(),
+		WaveCount: uint32(len(waves)),
+	}
+	for i, w := range waves {
+		for _, id := range w.Hosts {
+			r.Hosts = append(r.Hosts, &relv1.RolloutHost{AgentId: id, PreviousVersion: previous[id], Wave: uint32(i), State: HostPending, TargetVersion: version})
+		}
+	}
+	return r
+}
+
+// PlanRollback builds the rollback of a rollout: every host it changed
+// goes back to the release it ran before. Staged, hosts that are not
+// healthy on the new release go first (they serve nothing, so nothing
+// healthy is taken away), then the rollout's waves in reverse order; with
+// allAtOnce, one wave. Hosts with nothing to go back to are skipped. A
+// rollback tries every host: its failure budget is all of them.
+func PlanRollback(orig *relv1.Rollout, id string, allAtOnce bool, now time.Time) (*relv1.Rollout, error) {
+	var changed []*relv1.RolloutHost
+	for _, h := range orig.GetHosts() {
+		if h.GetState() != HostPending && h.GetState() != HostSkipped {
+			changed = append(changed, h)
+		}
+	}
+	if len(changed) == 0 {
+		return nil, fmt.Errorf("%w: rollout %s changed no host: there is nothing to roll back", ErrInvalidSpec, orig.GetId())
+	}
+	spec := &relv1.RolloutSpec{
+		Strategy:           "staged",
+		MaxParallel:        orig.GetSpec().GetMaxParallel(),
+		MaxFailures:        &relv1.Quantity{Percent: 100},
+		ProgressDeadlineMs: orig.GetSpec().GetProgressDeadlineMs(),
+	}
+	if allAtOnce {
+		spec.Strategy, spec.MaxParallel = AllAtOnce, 0
+	}
+	// Group: unhealthy first, then original waves from the last to the first.
+	groups := map[int][]*relv1.RolloutHost{}
+	for _, h := range changed {
+		g := 1 + int(orig.GetWaveCount()) - int(h.GetWave()) // later waves first
+		if h.GetState() != HostHealthy {
+			g = 0
+		}
+		if allAtOnce {
+			g = 0
+		}
+		groups[g] = append(groups[g], h)
+	}
+	keys := make([]int, 0, len(groups))
+	for k := range groups {
+		keys = append(keys, k)
+	}
+	sort.Ints(keys)
+	rb := &relv1.Rollout{
+		Id: id, App: orig.GetApp(), Environment: orig.GetEnvironment(), Spec: spec, State: state.RolloutRunning,
+		Kind: state.KindRollback, RollbackOf: orig.GetId(), CreatedUnixNano: now.UnixNano(), LastProgressUnixNano: now.UnixNano(),
+		WaveCount: uint32(len(keys)),
+	}
+	targets := map[string]bool{}
+	for wi, k := range keys {
+		for _, h := range groups[k] {
+			nh := &relv1.RolloutHost{AgentId: h.GetAgentId(), PreviousVersion: h.GetTargetVersion(), Wave: uint32(wi),
+				State: HostPending, TargetVersion: h.GetPreviousVersion()}
+			if h.GetPreviousVersion() == "" {
+				nh.State, nh.Reason = HostSkipped, "nothing to go back to: no earlier release ran on this host"
+			} else {
+				targets[h.GetPreviousVersion()] = true
+			}
+			rb.Hosts = append(rb.Hosts, nh)
+		}
+	}
+	if len(targets) == 0 {
+		return nil, fmt.Errorf("%w: no host of rollout %s ran an earlier release of %s: there is nothing to go back to", ErrInvalidSpec, orig.GetId(), orig.GetApp())
+	}
+	if len(targets) == 1 {
+		for v := range targets {
+			rb.Version = v
+		}
+	} else {
+		rb.Version = "previous"
+	}
+	return rb, nil
+}
