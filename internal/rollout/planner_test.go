@@ -177,7 +177,9 @@ func (s *sim) host(id string) *relv1.RolloutHost {
 	return nil
 }
 
-func (s *sim) report(id, phase, reason string) { s.obs[id] = Obs{Connected: s.obs[id].Connected, Phase: phase, Reason: reason} }
+func (s *sim) report(id, phase, reason string) {
+	s.obs[id] = Obs{Connected: s.obs[id].Connected, Phase: phase, Reason: reason}
+}
 
 func dispatched(r *relv1.Rollout) []string {
 	var out []string

@@ -568,4 +568,3 @@ func (c *controlService) History(ctx context.Context, req *relv1.HistoryRequest)
 	sort.SliceStable(resp.Entries, func(i, j int) bool { return resp.Entries[i].GetFromUnixNano() < resp.Entries[j].GetFromUnixNano() })
 	return resp, nil
 }
-
