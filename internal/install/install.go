@@ -1,0 +1,101 @@
+// Package install converges one host to the releases it should run: it
+// downloads an artifact while verifying its sha256, extracts it into a
+// release directory without letting anything escape it, runs the release's
+// rel.yaml hooks, switches the app's `current` symlink atomically, supervises
+// the release's `run` process and waits for its health check.
+//
+// It knows nothing about gRPC or the cluster: rel-agent tells it what each
+// app should be at (Desired) and forwards the Events it reports.
+//
+// Layout on disk:
+//
+//	<Root>/<app>/releases/<version>/           one extracted release
+//	<Root>/<app>/releases/<version>/.rel/      the agent's files: sha256 marker, run.log, hook logs
+//	<Root>/<app>/releases/.tmp-<version>-<rnd>/ an extraction in progress
+//	<Root>/<app>/current -> releases/<version>  switched with rename(2)
+//	<DataDir>/state.json                       what was installed, phase by phase
+//	<DataDir>/downloads/<sha256>.part          a download in progress (resumed with Range)
+//	<DataDir>/downloads/<sha256>               a verified download waiting to be extracted
+//
+// Hooks and the run process run with /bin/sh -c, in the release's
+// directory, with an environment of PATH (the agent's), rel.yaml's env and
+// REL_APP, REL_VERSION (the release being deployed), REL_PREVIOUS_VERSION
+// (the one it replaces), REL_RELEASE_DIR (the directory the command runs
+// in) and REL_NODE_ID. So the stop hook, which comes from the old release
+// and runs in its directory, sees the new version in REL_VERSION, and
+// before_install runs in the staging directory (.tmp-...), which is its
+// REL_RELEASE_DIR, before the rename to releases/<version>.
+//
+// Run processes die with the agent (Pdeathsig): after a restart, Resume
+// starts them again and re-verifies them. Close stops them without running
+// stop hooks: stopping the agent is not uninstalling.
+//
+// Crash safety: the switch of `current` happens only after the release's
+// marker (.rel/sha256) is written, and the marker only after a complete
+// extraction, fsynced; state.json is rewritten atomically at every phase.
+// New removes the leftovers of an interrupted run and keeps a .part
+// download to resume.
+package install
+
+import (
+	"errors"
+	"time"
+)
+
+// Desired is what one app should be at.
+type Desired struct {
+	App, Version string
+	// URLs are sources of the same bytes (https://, http://, file://),
+	// tried in order: the next one is used when one cannot be reached or
+	// answers 5xx.
+	URLs   []string
+	SHA256 string // lower-case hex, required
+	Size   int64  // 0 = unknown
+}
+
+// Phase is a step of an installation.
+type Phase string
+
+// The phases, in the order Apply goes through them. A switch back to a
+// release that is still on disk skips downloading and installing.
+const (
+	PhaseDownloading Phase = "downloading"
+	PhaseInstalling  Phase = "installing"
+	PhaseStarting    Phase = "starting"
+	PhaseVerifying   Phase = "verifying"
+	PhaseHealthy     Phase = "healthy"
+	PhaseFailed      Phase = "failed"
+)
+
+// Event reports a phase change of one app.
+type Event struct {
+	App, Version, PreviousVersion string
+	Phase                         Phase
+	// Reason says why it failed, for people: "sha256 mismatch: got X,
+	// want Y", "hook before_install exited 3", "health check failed: ...",
+	// "rel.yaml: health.interval: invalid duration ...".
+	Reason string
+	// Output is the tail (last 4 KiB) of the failing hook's combined
+	// stdout and stderr.
+	Output string
+	At     time.Time
+}
+
+// InstalledApp is what the host knows about one app.
+type InstalledApp struct {
+	// Version is the release the last Apply (or Resume) worked on and
+	// Phase how far it got; PreviousVersion is what `current` pointed at
+	// when it started.
+	App, Version, PreviousVersion string
+	Phase                         Phase
+	Reason                        string
+	Since                         time.Time // when Phase was entered
+	// Current is the release `current` points at ("" before the first
+	// switch). It differs from Version when an Apply failed before the
+	// switch.
+	Current string
+	Kept    []string // versions complete on disk, most recently activated first
+}
+
+// ErrClosed is returned by Apply and Resume after Close.
+var ErrClosed = errors.New("install: host closed")

@@ -1,0 +1,210 @@
+package install
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Restart backoff of a run process: doubled after every exit, capped, and
+// reset once a process has stayed up for stableRun.
+const (
+	defaultRestartBackoff = 500 * time.Millisecond
+	maxRestartBackoff     = 30 * time.Second
+	stableRun             = 30 * time.Second
+)
+
+type superviseConfig struct {
+	name        string // app@version, for logs
+	command     string
+	dir         string
+	env         []string
+	logPath     string
+	stopTimeout time.Duration
+	backoff     time.Duration
+	logger      *slog.Logger
+}
+
+// supervisor keeps a release's `run` command running: started with
+// /bin/sh -c in its own process group, restarted with exponential backoff
+// and jitter whenever it exits, stopped with SIGTERM to the group and
+// SIGKILL after the stop timeout.
+//
+// Processes get Pdeathsig SIGKILL: they die with the agent (should it be
+// killed, even with SIGKILL), and an agent that starts again starts them
+// again (Host.Resume). A service that must outlive its agent belongs to the
+// init system, started by a hook. (Linux sends the signal when the thread
+// that forked exits, not the process; the Go runtime does not end threads
+// unless a goroutine exits while locked to one, which this package never
+// does.)
+type supervisor struct {
+	cfg  superviseConfig
+	done chan struct{} // closed when the loop has returned
+	stop chan struct{} // closed by Stop
+
+	mu       sync.Mutex
+	cmd      *exec.Cmd // the current or last process
+	running  bool
+	stopping bool
+	starts   int
+	lastExit error
+}
+
+// startSupervised starts the first process before returning, so that a
+// command that cannot start at all is reported at once.
+func startSupervised(cfg superviseConfig) (*supervisor, error) {
+	if cfg.backoff <= 0 {
+		cfg.backoff = defaultRestartBackoff
+	}
+	s := &supervisor{cfg: cfg, done: make(chan struct{}), stop: make(chan struct{})}
+	cmd, err := s.spawn()
+	if err != nil {
+		return nil, err
+	}
+	go s.loop(cmd)
+	return s, nil
+}
+
+// spawn starts one process unless the supervisor is stopping (checked under
+// the lock Stop takes, so Stop never misses a process).
+func (s *supervisor) spawn() (*exec.Cmd, error) {
+	logf, err := os.OpenFile(s.cfg.logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close() // the child has its own descriptor
+	cmd := exec.Command("/bin/sh", "-c", s.cfg.command)
+	cmd.Dir = s.cfg.dir
+	cmd.Env = s.cfg.env
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		return nil, errors.New("stopping")
+	}
+	if err := cmd.Start(); err != nil {
+		s.lastExit = err
+		return nil, fmt.Errorf("run: %w", err)
+	}
+	s.cmd, s.running = cmd, true
+	s.starts++
+	fmt.Fprintf(logf, "rel-agent %s: started %s (pid %d)\n", time.Now().Format(time.RFC3339), s.cfg.name, cmd.Process.Pid)
+	return cmd, nil
+}
+
+func (s *supervisor) loop(cmd *exec.Cmd) {
+	defer close(s.done)
+	backoff := s.cfg.backoff
+	for {
+		started := time.Now()
+		err := cmd.Wait()
+		if err == nil {
+			err = errors.New("exit status 0")
+		}
+		s.mu.Lock()
+		s.running = false
+		s.lastExit = err
+		stopping := s.stopping
+		s.mu.Unlock()
+		if stopping {
+			return
+		}
+		if time.Since(started) >= stableRun {
+			backoff = s.cfg.backoff
+		}
+		for {
+			wait := backoff/2 + rand.N(backoff/2+1)
+			backoff = min(backoff*2, maxRestartBackoff)
+			s.note("%s exited (%v), restarting in %s", s.cfg.name, err, wait.Round(time.Millisecond))
+			t := time.NewTimer(wait)
+			select {
+			case <-s.stop:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			if cmd, err = s.spawn(); err == nil {
+				break
+			}
+			s.mu.Lock()
+			stopping = s.stopping
+			s.mu.Unlock()
+			if stopping {
+				return
+			}
+		}
+	}
+}
+
+// note writes an agent line into run.log (next to the process's own
+// output, where whoever reads why it is down looks) and the agent's log.
+func (s *supervisor) note(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	s.cfg.logger.Warn(msg)
+	if f, err := os.OpenFile(s.cfg.logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err == nil {
+		fmt.Fprintf(f, "rel-agent %s: %s\n", time.Now().Format(time.RFC3339), msg)
+		f.Close()
+	}
+}
+
+// Running reports whether a process is up now (not between restarts).
+func (s *supervisor) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.running && !s.stopping
+}
+
+// LastExit is why the last process ended (nil if none has).
+func (s *supervisor) LastExit() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastExit
+}
+
+// Pid of the current or last process.
+func (s *supervisor) Pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd.Process.Pid
+}
+
+// Stop ends supervision: SIGTERM to the process group, SIGKILL to it after
+// the stop timeout, and SIGKILL to whatever of the group outlived its
+// leader. It returns once the process has been reaped.
+func (s *supervisor) Stop() {
+	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
+		<-s.done
+		return
+	}
+	s.stopping = true
+	close(s.stop)
+	pgid, running := s.cmd.Process.Pid, s.running
+	s.mu.Unlock()
+
+	if running {
+		_ = syscall.Kill(-pgid, syscall.SIGTERM)
+		t := time.NewTimer(s.cfg.stopTimeout)
+		select {
+		case <-s.done:
+			t.Stop()
+		case <-t.C:
+			s.note("%s did not stop within %s of SIGTERM: SIGKILL", s.cfg.name, s.cfg.stopTimeout)
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			<-s.done
+		}
+		// Children that ignored SIGTERM after their parent left.
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	}
+	<-s.done
+}
