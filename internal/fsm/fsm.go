@@ -77,7 +77,7 @@ func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
 		return f.store.CreateRollout(index, c.GetRollout(), c.GetDesired(), c.GetEvents())
 	case *relv1.Command_RolloutStep:
 		c := k.RolloutStep
-		return f.store.StepRollout(index, c.GetRollout(), c.GetExpectModifyIndex(), c.GetDesired(), c.GetEvents())
+		return f.store.StepRollout(index, c.GetRollout(), c.GetExpectModifyIndex(), c.GetDesired(), c.GetEvents(), c.GetStartRollback())
 	case *relv1.Command_RolloutControl:
 		c := k.RolloutControl
 		return f.store.ControlRollout(index, c.GetRolloutId(), c.GetAction(), c.GetReason(), c.GetAtUnixNano())

@@ -61,9 +61,6 @@ func (e *Engine) Run(ctx context.Context) {
 					}
 					continue // the state changed: the next pass re-reads it
 				}
-				if d.Rollback {
-					e.autoRollback(ctx, d.Rollout)
-				}
 			}
 			if !d.Wake.IsZero() && (wake.IsZero() || d.Wake.Before(wake)) {
 				wake = d.Wake
@@ -113,14 +110,25 @@ func (e *Engine) commit(ctx context.Context, ro *relv1.Rollout, d Decision) erro
 	if err != nil {
 		return err
 	}
+	step := &relv1.RolloutStep{Rollout: d.Rollout, ExpectModifyIndex: ro.GetModifyIndex(), Desired: desired, Events: d.Events}
+	if d.Rollback {
+		// The rollback starts in the same raft entry as the failure.
+		cmd, err := RollbackCommand(d.Rollout, e.NewID(), false, e.Now())
+		if err != nil {
+			e.Logger.Warn("automatic rollback not possible; the rollout stays failed", "rollout", ro.GetId(), "err", err)
+		} else {
+			step.StartRollback = cmd.GetCreateRollout()
+		}
+	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err = e.Apply(cctx, &relv1.Command{StampedUnixNano: e.Now().UnixNano(), Kind: &relv1.Command_RolloutStep{RolloutStep: &relv1.RolloutStep{
-		Rollout: d.Rollout, ExpectModifyIndex: ro.GetModifyIndex(), Desired: desired, Events: d.Events,
-	}}})
+	_, err = e.Apply(cctx, &relv1.Command{StampedUnixNano: e.Now().UnixNano(), Kind: &relv1.Command_RolloutStep{RolloutStep: step}})
 	if err == nil {
 		for _, ev := range d.Events {
 			e.Logger.Info("rollout", "rollout", ro.GetId(), "event", ev.GetType(), "host", ev.GetHost(), "msg", ev.GetMessage())
+		}
+		if rb := step.GetStartRollback(); rb != nil {
+			e.Logger.Info("automatic rollback started", "rollout", ro.GetId(), "rollback", rb.GetRollout().GetId())
 		}
 	}
 	return err
@@ -146,24 +154,6 @@ func DesiredRows(st *state.Store, ro *relv1.Rollout, hosts []*relv1.RolloutHost)
 		})
 	}
 	return out, nil
-}
-
-// autoRollback starts the rollback of a rollout that failed with
-// auto_rollback set. If it cannot be created, the rollout stays failed and
-// the reason is logged; a person can still run relctl rollout rollback.
-func (e *Engine) autoRollback(ctx context.Context, failed *relv1.Rollout) {
-	cmd, err := RollbackCommand(failed, e.NewID(), false, e.Now())
-	if err != nil {
-		e.Logger.Warn("automatic rollback not possible", "rollout", failed.GetId(), "err", err)
-		return
-	}
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := e.Apply(cctx, cmd); err != nil {
-		e.Logger.Warn("automatic rollback failed to start", "rollout", failed.GetId(), "err", err)
-		return
-	}
-	e.Logger.Info("automatic rollback started", "rollout", failed.GetId(), "rollback", cmd.GetCreateRollout().GetRollout().GetId())
 }
 
 // RollbackCommand builds the command that starts a rollback of orig.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,6 +29,7 @@ import (
 // rawAgent speaks the agent protocol by hand, so these tests check the
 // server's side of the stream independently of internal/agent.
 type rawAgent struct {
+	sendMu  sync.Mutex // gRPC allows one sender at a time
 	t       *testing.T
 	id      string
 	stream  relv1.AgentService_ConnectClient
@@ -67,6 +69,7 @@ func connectAgent(t *testing.T, addr, id string, labels map[string]string, lastG
 		t.Fatalf("%s: first message %v, want welcome", id, m)
 	}
 	go func() {
+		defer close(a.desired)
 		for {
 			m, err := stream.Recv()
 			if err != nil {
@@ -81,10 +84,32 @@ func connectAgent(t *testing.T, addr, id string, labels map[string]string, lastG
 	return a
 }
 
+func (a *rawAgent) send(m *relv1.AgentMessage) error {
+	a.sendMu.Lock()
+	defer a.sendMu.Unlock()
+	return a.stream.Send(m)
+}
+
+// heartbeat keeps the stream alive past the server's silence check.
+func (a *rawAgent) heartbeat(every time.Duration) {
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for range t.C {
+			if a.send(&relv1.AgentMessage{Kind: &relv1.AgentMessage_Heartbeat{Heartbeat: &relv1.Heartbeat{}}}) != nil {
+				return
+			}
+		}
+	}()
+}
+
 func (a *rawAgent) nextDesired(timeout time.Duration) *relv1.DesiredState {
 	a.t.Helper()
 	select {
-	case d := <-a.desired:
+	case d, ok := <-a.desired:
+		if !ok {
+			a.t.Fatalf("%s: stream ended", a.id)
+		}
 		return d
 	case <-time.After(timeout):
 		a.t.Fatalf("%s: no desired state within %s", a.id, timeout)
@@ -99,7 +124,7 @@ func (a *rawAgent) report(app, version, phase, rollout string) {
 
 func (a *rawAgent) reportReason(app, version, phase, rollout, reason string) {
 	a.t.Helper()
-	err := a.stream.Send(&relv1.AgentMessage{Kind: &relv1.AgentMessage_Reports{Reports: &relv1.Reports{Reports: []*relv1.AppReport{{
+	err := a.send(&relv1.AgentMessage{Kind: &relv1.AgentMessage_Reports{Reports: &relv1.Reports{Reports: []*relv1.AppReport{{
 		App: app, Version: version, Phase: phase, RolloutId: rollout, AtUnixNano: time.Now().UnixNano(), Reason: reason,
 	}}}}})
 	if err != nil {

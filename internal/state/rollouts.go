@@ -43,6 +43,17 @@ func Terminal(state string) bool {
 func (s *Store) CreateRollout(index uint64, r *relv1.Rollout, desired []*relv1.Desired, events []*relv1.RolloutEvent) error {
 	txn := s.writeTxn()
 	defer txn.Abort()
+	if err := createRollout(txn, index, r, desired, events); err != nil {
+		return err
+	}
+	if err := setIndex(txn, TableRollouts, index); err != nil {
+		return err
+	}
+	txn.Commit()
+	return nil
+}
+
+func createRollout(txn *memdb.Txn, index uint64, r *relv1.Rollout, desired []*relv1.Desired, events []*relv1.RolloutEvent) error {
 	if raw, err := txn.First(TableRollouts, "id", r.GetId()); err != nil {
 		return fmt.Errorf("state: lookup rollout: %w", err)
 	} else if raw != nil {
@@ -102,10 +113,6 @@ func (s *Store) CreateRollout(index uint64, r *relv1.Rollout, desired []*relv1.D
 			return err
 		}
 	}
-	if err := setIndex(txn, TableRollouts, index); err != nil {
-		return err
-	}
-	txn.Commit()
 	return nil
 }
 
@@ -142,7 +149,7 @@ func insertEvent(txn *memdb.Txn, index uint64, e *relv1.RolloutEvent) error {
 // (ErrConflict) when the rollout changed since the engine read it. When a
 // rollback ends, the rollout it reverted ends too: rolled_back if the
 // rollback succeeded, failed otherwise.
-func (s *Store) StepRollout(index uint64, r *relv1.Rollout, expect uint64, desired []*relv1.Desired, events []*relv1.RolloutEvent) error {
+func (s *Store) StepRollout(index uint64, r *relv1.Rollout, expect uint64, desired []*relv1.Desired, events []*relv1.RolloutEvent, rollback *relv1.CreateRollout) error {
 	txn := s.writeTxn()
 	defer txn.Abort()
 	raw, err := txn.First(TableRollouts, "id", r.GetId())
@@ -171,6 +178,11 @@ func (s *Store) StepRollout(index uint64, r *relv1.Rollout, expect uint64, desir
 	}
 	if row.GetKind() == KindRollback && Terminal(row.GetState()) && !Terminal(cur.GetState()) {
 		if err := endReverted(txn, index, row); err != nil {
+			return err
+		}
+	}
+	if rollback != nil {
+		if err := createRollout(txn, index, rollback.GetRollout(), rollback.GetDesired(), rollback.GetEvents()); err != nil {
 			return err
 		}
 	}

@@ -785,8 +785,12 @@ type RolloutStep struct {
 	ExpectModifyIndex uint64                 `protobuf:"varint,2,opt,name=expect_modify_index,json=expectModifyIndex,proto3" json:"expect_modify_index,omitempty"`
 	Desired           []*Desired             `protobuf:"bytes,3,rep,name=desired,proto3" json:"desired,omitempty"`
 	Events            []*RolloutEvent        `protobuf:"bytes,4,rep,name=events,proto3" json:"events,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// An automatic rollback started in the same entry as the failure, so
+	// the rollout goes from running to rolling_back without a moment in
+	// which it looks failed and finished.
+	StartRollback *CreateRollout `protobuf:"bytes,5,opt,name=start_rollback,json=startRollback,proto3" json:"start_rollback,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RolloutStep) Reset() {
@@ -843,6 +847,13 @@ func (x *RolloutStep) GetDesired() []*Desired {
 func (x *RolloutStep) GetEvents() []*RolloutEvent {
 	if x != nil {
 		return x.Events
+	}
+	return nil
+}
+
+func (x *RolloutStep) GetStartRollback() *CreateRollout {
+	if x != nil {
+		return x.StartRollback
 	}
 	return nil
 }
@@ -968,12 +979,13 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\rCreateRollout\x12)\n" +
 	"\arollout\x18\x01 \x01(\v2\x0f.rel.v1.RolloutR\arollout\x12)\n" +
 	"\adesired\x18\x02 \x03(\v2\x0f.rel.v1.DesiredR\adesired\x12,\n" +
-	"\x06events\x18\x03 \x03(\v2\x14.rel.v1.RolloutEventR\x06events\"\xc1\x01\n" +
+	"\x06events\x18\x03 \x03(\v2\x14.rel.v1.RolloutEventR\x06events\"\xff\x01\n" +
 	"\vRolloutStep\x12)\n" +
 	"\arollout\x18\x01 \x01(\v2\x0f.rel.v1.RolloutR\arollout\x12.\n" +
 	"\x13expect_modify_index\x18\x02 \x01(\x04R\x11expectModifyIndex\x12)\n" +
 	"\adesired\x18\x03 \x03(\v2\x0f.rel.v1.DesiredR\adesired\x12,\n" +
-	"\x06events\x18\x04 \x03(\v2\x14.rel.v1.RolloutEventR\x06events\"\x81\x01\n" +
+	"\x06events\x18\x04 \x03(\v2\x14.rel.v1.RolloutEventR\x06events\x12<\n" +
+	"\x0estart_rollback\x18\x05 \x01(\v2\x15.rel.v1.CreateRolloutR\rstartRollback\"\x81\x01\n" +
 	"\x0eRolloutControl\x12\x1d\n" +
 	"\n" +
 	"rollout_id\x18\x01 \x01(\tR\trolloutId\x12\x16\n" +
@@ -1045,11 +1057,12 @@ var file_rel_v1_command_proto_depIdxs = []int32{
 	19, // 22: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
 	20, // 23: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
 	21, // 24: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	10, // 25: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_command_proto_init() }
