@@ -64,17 +64,24 @@ func (a *agentProc) kill(t *testing.T) {
 // to make downloads and extraction take measurable time).
 func bundle(t *testing.T, dir, version string, padding int) (path, digest string) {
 	t.Helper()
+	return bundleWith(t, dir, version, padding, "./hello check", "20s")
+}
+
+// bundleWith builds a hello bundle with the given exec health check and
+// health deadline.
+func bundleWith(t *testing.T, dir, version string, padding int, check, deadline string) (path, digest string) {
+	t.Helper()
 	helloBin, err := os.ReadFile(filepath.Join(binDir, "hello"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	relYAML := `run: ./hello serve
 health:
-  exec: ./hello check
+  exec: ` + check + `
   interval: 100ms
   timeout: 2s
   healthy_after: 300ms
-  deadline: 20s
+  deadline: ` + deadline + `
 stop_timeout: 3s
 `
 	var buf bytes.Buffer
