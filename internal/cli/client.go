@@ -89,7 +89,7 @@ func invoke(ctx context.Context, addrs []string, timeout time.Duration, call rpc
 		switch {
 		case err == nil:
 			return addr, nil
-		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		case deadlinePassed(ctx, err):
 			return addr, &timeoutError{addr: addr, timeout: timeout}
 		case status.Code(err) == codes.Unavailable && p.Addr == nil && ctx.Err() == nil:
 			last = err
@@ -99,4 +99,16 @@ func invoke(ctx context.Context, addrs []string, timeout time.Duration, call rpc
 		}
 	}
 	return "", &unreachableError{addrs: addrs, last: last}
+}
+
+// deadlinePassed reports whether err is ctx's own deadline running out. The
+// context's timer may fire after the transport has already failed the call
+// (a loaded machine, or the server giving up at the same deadline), so a
+// DeadlineExceeded past ctx's deadline counts as well as ctx.Err().
+func deadlinePassed(ctx context.Context, err error) bool {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return true
+	}
+	d, ok := ctx.Deadline()
+	return ok && status.Code(err) == codes.DeadlineExceeded && !time.Now().Before(d)
 }

@@ -27,11 +27,12 @@ const exitCodeHelp = `Exit codes:
   1  the server refused the request (InvalidArgument, NotFound,
      AlreadyExists, FailedPrecondition, PermissionDenied, ...), a local
      --artifact whose sha256 is not --sha256, "rollout status --watch" saw
-     the rollout end in a state other than succeeded, or another failure
-     not listed below
+     the rollout end in a state other than succeeded, "rollout plan" found
+     blockers, or another failure not listed below
   2  usage error: unknown command or flag, wrong number of arguments, a
      malformed KEY=VALUE, APP@VERSION or --notes @FILE, a local --artifact
-     that is missing or not a regular file, a bad --output, --addr,
+     that is missing or not a regular file, a malformed rollout spec flag
+     (--canary, --waves, --max-failures, ...), a bad --output, --addr,
      --timeout or --upload-timeout value (from flags or environment)
   3  unavailable: no server reachable at any --addr address, or the cluster
      has no leader yet

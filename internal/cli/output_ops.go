@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"maps"
@@ -19,28 +20,52 @@ import (
 type rolloutHostJSON struct {
 	AgentID         string `json:"agent_id"`
 	PreviousVersion string `json:"previous_version"`
+	TargetVersion   string `json:"target_version"`
+	// Wave counts from 0, as the server does.
+	Wave         uint32 `json:"wave"`
+	State        string `json:"state"`
+	Phase        string `json:"phase"`
+	Reason       string `json:"reason"`
+	DispatchedAt string `json:"dispatched_at"`
+	FinishedAt   string `json:"finished_at"`
 }
 
 type rolloutJSON struct {
-	ID          string            `json:"id"`
-	App         string            `json:"app"`
-	Version     string            `json:"version"`
-	Environment string            `json:"environment"`
-	Strategy    string            `json:"strategy"`
-	State       string            `json:"state"`
-	Reason      string            `json:"reason"`
-	Hosts       []rolloutHostJSON `json:"hosts"`
-	StartedAt   string            `json:"started_at"`
-	FinishedAt  string            `json:"finished_at"`
-	CreateIndex uint64            `json:"create_index"`
-	ModifyIndex uint64            `json:"modify_index"`
+	ID           string   `json:"id"`
+	Kind         string   `json:"kind"`
+	App          string   `json:"app"`
+	Version      string   `json:"version"`
+	Environment  string   `json:"environment"`
+	Strategy     string   `json:"strategy"`
+	Spec         specJSON `json:"spec"`
+	State        string   `json:"state"`
+	Reason       string   `json:"reason"`
+	RollbackOf   string   `json:"rollback_of"`
+	RolledBackBy string   `json:"rolled_back_by"`
+	// CurrentWave and ApprovedWave count from 0, as the server does.
+	CurrentWave    uint32            `json:"current_wave"`
+	WaveCount      uint32            `json:"wave_count"`
+	ApprovedWave   uint32            `json:"approved_wave"`
+	PausedFrom     string            `json:"paused_from"`
+	WaveStartedAt  string            `json:"wave_started_at"`
+	WaveDoneAt     string            `json:"wave_done_at"`
+	LastProgressAt string            `json:"last_progress_at"`
+	EventSeq       uint64            `json:"event_seq"`
+	Hosts          []rolloutHostJSON `json:"hosts"`
+	StartedAt      string            `json:"started_at"`
+	FinishedAt     string            `json:"finished_at"`
+	CreateIndex    uint64            `json:"create_index"`
+	ModifyIndex    uint64            `json:"modify_index"`
 }
 
 type rolloutHostStatusJSON struct {
 	AgentID         string `json:"agent_id"`
+	Wave            uint32 `json:"wave"`
+	State           string `json:"state"`
 	Phase           string `json:"phase"`
 	Version         string `json:"version"`
 	PreviousVersion string `json:"previous_version"`
+	TargetVersion   string `json:"target_version"`
 	Connected       bool   `json:"connected"`
 	UpdatedAt       string `json:"updated_at"`
 	Reason          string `json:"reason"`
@@ -121,21 +146,43 @@ func jsonTime(unixNano int64) string { return formatTime(unixNano, time.RFC3339N
 
 func toRolloutJSON(r *relv1.Rollout) rolloutJSON {
 	out := rolloutJSON{
-		ID:          r.GetId(),
-		App:         r.GetApp(),
-		Version:     r.GetVersion(),
-		Environment: r.GetEnvironment(),
-		Strategy:    r.GetSpec().GetStrategy(),
-		State:       r.GetState(),
-		Reason:      r.GetReason(),
-		Hosts:       []rolloutHostJSON{},
-		StartedAt:   jsonTime(r.GetCreatedUnixNano()),
-		FinishedAt:  jsonTime(r.GetFinishedUnixNano()),
-		CreateIndex: r.GetCreateIndex(),
-		ModifyIndex: r.GetModifyIndex(),
+		ID:             r.GetId(),
+		Kind:           r.GetKind(),
+		App:            r.GetApp(),
+		Version:        r.GetVersion(),
+		Environment:    r.GetEnvironment(),
+		Strategy:       r.GetSpec().GetStrategy(),
+		Spec:           toSpecJSON(r.GetSpec()),
+		State:          r.GetState(),
+		Reason:         r.GetReason(),
+		RollbackOf:     r.GetRollbackOf(),
+		RolledBackBy:   r.GetRolledBackBy(),
+		CurrentWave:    r.GetCurrentWave(),
+		WaveCount:      r.GetWaveCount(),
+		ApprovedWave:   r.GetApprovedWave(),
+		PausedFrom:     r.GetPausedFrom(),
+		WaveStartedAt:  jsonTime(r.GetWaveStartedUnixNano()),
+		WaveDoneAt:     jsonTime(r.GetWaveDoneUnixNano()),
+		LastProgressAt: jsonTime(r.GetLastProgressUnixNano()),
+		EventSeq:       r.GetEventSeq(),
+		Hosts:          []rolloutHostJSON{},
+		StartedAt:      jsonTime(r.GetCreatedUnixNano()),
+		FinishedAt:     jsonTime(r.GetFinishedUnixNano()),
+		CreateIndex:    r.GetCreateIndex(),
+		ModifyIndex:    r.GetModifyIndex(),
 	}
 	for _, h := range r.GetHosts() {
-		out.Hosts = append(out.Hosts, rolloutHostJSON{AgentID: h.GetAgentId(), PreviousVersion: h.GetPreviousVersion()})
+		out.Hosts = append(out.Hosts, rolloutHostJSON{
+			AgentID:         h.GetAgentId(),
+			PreviousVersion: h.GetPreviousVersion(),
+			TargetVersion:   h.GetTargetVersion(),
+			Wave:            h.GetWave(),
+			State:           h.GetState(),
+			Phase:           h.GetPhase(),
+			Reason:          h.GetReason(),
+			DispatchedAt:    jsonTime(h.GetDispatchedUnixNano()),
+			FinishedAt:      jsonTime(h.GetFinishedUnixNano()),
+		})
 	}
 	return out
 }
@@ -146,16 +193,31 @@ func toRolloutStatusJSON(s *relv1.RolloutStatus) rolloutStatusJSON {
 		Hosts:   []rolloutHostStatusJSON{},
 		Totals:  phaseTotals(s),
 	}
+	engine := rolloutHosts(s.GetRollout())
 	for _, h := range s.GetHosts() {
+		e := engine[h.GetAgentId()]
 		out.Hosts = append(out.Hosts, rolloutHostStatusJSON{
 			AgentID:         h.GetAgentId(),
+			Wave:            e.GetWave(),
+			State:           e.GetState(),
 			Phase:           h.GetPhase(),
 			Version:         h.GetVersion(),
 			PreviousVersion: h.GetPreviousVersion(),
+			TargetVersion:   e.GetTargetVersion(),
 			Connected:       h.GetConnected(),
 			UpdatedAt:       jsonTime(h.GetUpdatedUnixNano()),
 			Reason:          h.GetReason(),
 		})
+	}
+	return out
+}
+
+// rolloutHosts indexes a rollout's hosts (the engine's view: wave, state,
+// target) by agent id, to join them with the per-host status.
+func rolloutHosts(r *relv1.Rollout) map[string]*relv1.RolloutHost {
+	out := make(map[string]*relv1.RolloutHost, len(r.GetHosts()))
+	for _, h := range r.GetHosts() {
+		out[h.GetAgentId()] = h
 	}
 	return out
 }
@@ -228,38 +290,53 @@ func (p printer) toHistoryEntryJSON(e *relv1.HistoryEntry) historyEntryJSON {
 }
 
 // rolloutStarted confirms "rollout start": the id and the hosts the rollout
-// targets in table format, the rollout in JSON.
+// targets with their waves in table format, the rollout in JSON.
 func (p printer) rolloutStarted(r *relv1.Rollout, index uint64) error {
 	if p.json() {
 		return p.writeJSON(toRolloutJSON(r))
 	}
 	hosts := r.GetHosts()
-	if _, err := fmt.Fprintf(p.w, "started rollout %s: %s@%s to %s, %d host%s (index %d)\n",
+	waves := ""
+	if n := r.GetWaveCount(); n > 1 {
+		waves = fmt.Sprintf(" in %d waves", n)
+	}
+	if _, err := fmt.Fprintf(p.w, "started rollout %s: %s@%s to %s, %d host%s%s (index %d)\n",
 		cell(r.GetId()), cell(r.GetApp()), cell(r.GetVersion()), cell(r.GetEnvironment()),
-		len(hosts), plural(len(hosts)), index); err != nil {
+		len(hosts), plural(len(hosts)), waves, index); err != nil {
 		return err
 	}
+	base := waveBase(r)
 	rows := make([][]string, 0, len(hosts))
-	for _, h := range hosts {
-		rows = append(rows, []string{h.GetAgentId(), h.GetPreviousVersion()})
+	for _, h := range sortedByWave(hosts) {
+		rows = append(rows, []string{h.GetAgentId(), waveName(base, h.GetWave()), h.GetPreviousVersion()})
 	}
-	return p.table([]string{"HOST", "PREVIOUS"}, rows)
+	return p.table([]string{"HOST", "WAVE", "PREVIOUS"}, rows)
 }
 
-// rolloutStatus prints one rollout: a key: value header, the per-host table
-// and a totals line.
+// rolloutStatus prints one rollout without its events; see
+// rolloutStatusWithEvents.
 func (p printer) rolloutStatus(s *relv1.RolloutStatus) error {
+	return p.rolloutStatusWithEvents(s, nil)
+}
+
+// rolloutStatusWithEvents prints one rollout: a key: value header, the
+// per-host table, a totals line and, in table format, the events given
+// (the latest few). JSON has no events: "rollout events" lists them.
+func (p printer) rolloutStatusWithEvents(s *relv1.RolloutStatus, events []*relv1.RolloutEvent) error {
 	if p.json() {
 		return p.writeJSON(toRolloutStatusJSON(s))
 	}
 	r := s.GetRollout()
+	wave, activity := p.step(r, events)
 	err := p.aligned(1, func(tw io.Writer) {
 		for _, kv := range [][2]string{
 			{"Rollout", r.GetId()},
+			{"Kind", describeKind(r)},
 			{"Release", r.GetApp() + "@" + r.GetVersion()},
 			{"Environment", r.GetEnvironment()},
-			{"Strategy", r.GetSpec().GetStrategy()},
+			{"Strategy", specSummary(r.GetSpec())},
 			{"State", r.GetState()},
+			{"Wave", joinNonEmpty(", ", wave, activity)},
 			{"Started", formatTime(r.GetCreatedUnixNano(), time.RFC3339)},
 			{"Finished", formatTime(r.GetFinishedUnixNano(), time.RFC3339)},
 			{"Reason", r.GetReason()},
@@ -273,12 +350,39 @@ func (p printer) rolloutStatus(s *relv1.RolloutStatus) error {
 	if _, err := io.WriteString(p.w, "\n"); err != nil {
 		return err
 	}
-	rows := make([][]string, 0, len(s.GetHosts()))
-	for _, h := range s.GetHosts() {
-		rows = append(rows, []string{h.GetAgentId(), h.GetPhase(), h.GetVersion(), h.GetPreviousVersion(),
-			yesNo(h.GetConnected()), formatTime(h.GetUpdatedUnixNano(), time.RFC3339), h.GetReason()})
+	engine, base := rolloutHosts(r), waveBase(r)
+	hosts := slices.SortedStableFunc(slices.Values(s.GetHosts()), func(a, b *relv1.RolloutHostStatus) int {
+		return cmp.Compare(engine[a.GetAgentId()].GetWave(), engine[b.GetAgentId()].GetWave())
+	})
+	// TARGET is noise when every host goes to the rollout's version, which
+	// is so for every deploy.
+	withTarget := slices.ContainsFunc(r.GetHosts(), func(h *relv1.RolloutHost) bool {
+		return h.GetTargetVersion() != "" && h.GetTargetVersion() != r.GetVersion()
+	})
+	header := []string{"HOST", "WAVE", "STATE", "PHASE", "VERSION", "PREVIOUS"}
+	if withTarget {
+		header = append(header, "TARGET")
 	}
-	if err := p.table([]string{"HOST", "PHASE", "VERSION", "PREVIOUS", "CONNECTED", "UPDATED", "REASON"}, rows); err != nil {
+	header = append(header, "CONNECTED", "UPDATED", "REASON")
+	rows := make([][]string, 0, len(hosts))
+	for _, h := range hosts {
+		e := engine[h.GetAgentId()]
+		wave := ""
+		if e != nil {
+			wave = waveName(base, e.GetWave())
+		}
+		reason := e.GetReason()
+		if reason == "" {
+			reason = h.GetReason()
+		}
+		row := []string{h.GetAgentId(), wave, e.GetState(), h.GetPhase(), h.GetVersion(), h.GetPreviousVersion()}
+		if withTarget {
+			row = append(row, e.GetTargetVersion())
+		}
+		row = append(row, yesNo(h.GetConnected()), formatTime(h.GetUpdatedUnixNano(), time.RFC3339), reason)
+		rows = append(rows, row)
+	}
+	if err := p.table(header, rows); err != nil {
 		return err
 	}
 	n, summary := totalsSummary(s)
@@ -286,8 +390,20 @@ func (p printer) rolloutStatus(s *relv1.RolloutStatus) error {
 	if summary != "" {
 		line += ": " + summary
 	}
-	_, err = fmt.Fprintln(p.w, cell(line))
-	return err
+	if _, err = fmt.Fprintln(p.w, cell(line)); err != nil {
+		return err
+	}
+	if len(events) == 0 {
+		return nil
+	}
+	title := "Latest events:"
+	if seq := r.GetEventSeq(); seq > uint64(len(events)) {
+		title = fmt.Sprintf("Latest %d of %d events:", len(events), seq)
+	}
+	if _, err := fmt.Fprintf(p.w, "\n%s\n", title); err != nil {
+		return err
+	}
+	return p.eventTable(base, events)
 }
 
 func (p printer) rollouts(list []*relv1.RolloutStatus) error {

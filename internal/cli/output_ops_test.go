@@ -14,13 +14,20 @@ var (
 	// nowOps is the printers' clock in these tests: ten minutes after t0.
 	nowOps = time.Unix(0, t0).Add(10 * time.Minute)
 
-	rolloutWeb = &relv1.Rollout{Id: "r-1", App: "web", Version: "1.2.3", Environment: "prod",
-		Spec: &relv1.RolloutSpec{Strategy: "all-at-once"}, State: "running",
+	// rolloutWeb is a rolling rollout in its second and last wave.
+	rolloutWeb = &relv1.Rollout{Id: "r-1", Kind: "deploy", App: "web", Version: "1.2.3", Environment: "prod",
+		Spec: &relv1.RolloutSpec{Strategy: "rolling", Waves: []*relv1.Quantity{{Count: 2}, {Percent: 100}},
+			MaxParallel: 1, MaxFailures: &relv1.Quantity{Count: 1}, ProgressDeadlineMs: 600_000},
+		State: "running",
 		Hosts: []*relv1.RolloutHost{
-			{AgentId: "web-1", PreviousVersion: "1.2.2"},
-			{AgentId: "web-2", PreviousVersion: "1.2.2"},
-			{AgentId: "web-3"},
+			{AgentId: "web-1", PreviousVersion: "1.2.2", TargetVersion: "1.2.3", Wave: 0, State: "healthy", Phase: "healthy",
+				DispatchedUnixNano: t0 + 1*sec, FinishedUnixNano: t0 + 5*sec},
+			{AgentId: "web-2", PreviousVersion: "1.2.2", TargetVersion: "1.2.3", Wave: 0, State: "healthy", Phase: "healthy",
+				DispatchedUnixNano: t0 + 2*sec, FinishedUnixNano: t0 + 6*sec},
+			{AgentId: "web-3", TargetVersion: "1.2.3", Wave: 1, State: "dispatched", Phase: "installing",
+				DispatchedUnixNano: t0 + 7*sec},
 		},
+		CurrentWave: 1, WaveCount: 2, WaveStartedUnixNano: t0 + 7*sec, LastProgressUnixNano: t0 + 7*sec, EventSeq: 9,
 		CreatedUnixNano: t0, CreateIndex: 40, ModifyIndex: 44}
 
 	rolloutWebDone = &relv1.Rollout{Id: "r-0", App: "web", Version: "1.2.2", Environment: "prod",
@@ -84,23 +91,46 @@ func TestOpsOutput(t *testing.T) {
 			name: "rollout started table", format: formatTable,
 			print: func(p printer) error { return p.rolloutStarted(rolloutWeb, 40) },
 			want: "" +
-				"started rollout r-1: web@1.2.3 to prod, 3 hosts (index 40)\n" +
-				"HOST   PREVIOUS\n" +
-				"web-1  1.2.2\n" +
-				"web-2  1.2.2\n" +
-				"web-3\n",
+				"started rollout r-1: web@1.2.3 to prod, 3 hosts in 2 waves (index 40)\n" +
+				"HOST   WAVE  PREVIOUS\n" +
+				"web-1  1     1.2.2\n" +
+				"web-2  1     1.2.2\n" +
+				"web-3  2\n",
 		},
 		{
 			name: "rollout started json", format: formatJSON,
 			print: func(p printer) error { return p.rolloutStarted(rolloutWebDone, 40) },
 			want: `{
   "id": "r-0",
+  "kind": "",
   "app": "web",
   "version": "1.2.2",
   "environment": "prod",
   "strategy": "all-at-once",
+  "spec": {
+    "strategy": "all-at-once",
+    "canary": "",
+    "waves": [],
+    "wave_by": "",
+    "max_parallel": 0,
+    "bake_ms": 0,
+    "approve_waves": false,
+    "max_failures": "0",
+    "progress_deadline_ms": 0,
+    "auto_rollback": false
+  },
   "state": "failed",
   "reason": "web-3: verify hook exited 1",
+  "rollback_of": "",
+  "rolled_back_by": "",
+  "current_wave": 0,
+  "wave_count": 0,
+  "approved_wave": 0,
+  "paused_from": "",
+  "wave_started_at": "",
+  "wave_done_at": "",
+  "last_progress_at": "",
+  "event_seq": 0,
   "hosts": [],
   "started_at": "2025-03-04T03:06:07.89Z",
   "finished_at": "2025-03-04T03:16:07.89Z",
@@ -114,18 +144,20 @@ func TestOpsOutput(t *testing.T) {
 			print: func(p printer) error { return p.rolloutStatus(statusWeb) },
 			want: "" +
 				"Rollout:     r-1\n" +
+				"Kind:        deploy\n" +
 				"Release:     web@1.2.3\n" +
 				"Environment: prod\n" +
-				"Strategy:    all-at-once\n" +
+				"Strategy:    rolling, waves 2,100%, max-parallel 1, max-failures 1, deadline 10m\n" +
 				"State:       running\n" +
+				"Wave:        2 of 2, running for 9m53s\n" +
 				"Started:     2025-03-04T04:06:07Z\n" +
 				"Finished:\n" +
 				"Reason:\n" +
 				"\n" +
-				"HOST   PHASE       VERSION  PREVIOUS  CONNECTED  UPDATED               REASON\n" +
-				"web-1  healthy     1.2.3    1.2.2     yes        2025-03-04T04:06:12Z\n" +
-				"web-2  healthy     1.2.3    1.2.2     yes        2025-03-04T04:06:13Z\n" +
-				"web-3  installing                     no         2025-03-04T04:06:10Z  waiting for lock\n" +
+				"HOST   WAVE  STATE       PHASE       VERSION  PREVIOUS  CONNECTED  UPDATED               REASON\n" +
+				"web-1  1     healthy     healthy     1.2.3    1.2.2     yes        2025-03-04T04:06:12Z\n" +
+				"web-2  1     healthy     healthy     1.2.3    1.2.2     yes        2025-03-04T04:06:13Z\n" +
+				"web-3  2     dispatched  installing                     no         2025-03-04T04:06:10Z  waiting for lock\n" +
 				"3 hosts: 2 healthy, 1 installing\n",
 		},
 		{
@@ -133,16 +165,18 @@ func TestOpsOutput(t *testing.T) {
 			print: func(p printer) error { return p.rolloutStatus(statusWebDone) },
 			want: "" +
 				"Rollout:     r-0\n" +
+				"Kind:\n" +
 				"Release:     web@1.2.2\n" +
 				"Environment: prod\n" +
-				"Strategy:    all-at-once\n" +
+				"Strategy:    all-at-once, max-failures 0\n" +
 				"State:       failed\n" +
+				"Wave:\n" +
 				"Started:     2025-03-04T03:06:07Z\n" +
 				"Finished:    2025-03-04T03:16:07Z\n" +
 				"Reason:      web-3: verify hook exited 1\n" +
 				"\n" +
-				"HOST   PHASE   VERSION  PREVIOUS  CONNECTED  UPDATED  REASON\n" +
-				"web-3  failed  1.2.2              yes                 verify hook exited 1\n" +
+				"HOST   WAVE  STATE  PHASE   VERSION  PREVIOUS  CONNECTED  UPDATED  REASON\n" +
+				"web-3               failed  1.2.2              yes                 verify hook exited 1\n" +
 				"1 host: 1 failed\n",
 		},
 		{
@@ -151,24 +185,71 @@ func TestOpsOutput(t *testing.T) {
 			want: `{
   "rollout": {
     "id": "r-1",
+    "kind": "deploy",
     "app": "web",
     "version": "1.2.3",
     "environment": "prod",
-    "strategy": "all-at-once",
+    "strategy": "rolling",
+    "spec": {
+      "strategy": "rolling",
+      "canary": "",
+      "waves": [
+        "2",
+        "100%"
+      ],
+      "wave_by": "",
+      "max_parallel": 1,
+      "bake_ms": 0,
+      "approve_waves": false,
+      "max_failures": "1",
+      "progress_deadline_ms": 600000,
+      "auto_rollback": false
+    },
     "state": "running",
     "reason": "",
+    "rollback_of": "",
+    "rolled_back_by": "",
+    "current_wave": 1,
+    "wave_count": 2,
+    "approved_wave": 0,
+    "paused_from": "",
+    "wave_started_at": "2025-03-04T04:06:14.89Z",
+    "wave_done_at": "",
+    "last_progress_at": "2025-03-04T04:06:14.89Z",
+    "event_seq": 9,
     "hosts": [
       {
         "agent_id": "web-1",
-        "previous_version": "1.2.2"
+        "previous_version": "1.2.2",
+        "target_version": "1.2.3",
+        "wave": 0,
+        "state": "healthy",
+        "phase": "healthy",
+        "reason": "",
+        "dispatched_at": "2025-03-04T04:06:08.89Z",
+        "finished_at": "2025-03-04T04:06:12.89Z"
       },
       {
         "agent_id": "web-2",
-        "previous_version": "1.2.2"
+        "previous_version": "1.2.2",
+        "target_version": "1.2.3",
+        "wave": 0,
+        "state": "healthy",
+        "phase": "healthy",
+        "reason": "",
+        "dispatched_at": "2025-03-04T04:06:09.89Z",
+        "finished_at": "2025-03-04T04:06:13.89Z"
       },
       {
         "agent_id": "web-3",
-        "previous_version": ""
+        "previous_version": "",
+        "target_version": "1.2.3",
+        "wave": 1,
+        "state": "dispatched",
+        "phase": "installing",
+        "reason": "",
+        "dispatched_at": "2025-03-04T04:06:14.89Z",
+        "finished_at": ""
       }
     ],
     "started_at": "2025-03-04T04:06:07.89Z",
@@ -179,27 +260,36 @@ func TestOpsOutput(t *testing.T) {
   "hosts": [
     {
       "agent_id": "web-1",
+      "wave": 0,
+      "state": "healthy",
       "phase": "healthy",
       "version": "1.2.3",
       "previous_version": "1.2.2",
+      "target_version": "1.2.3",
       "connected": true,
       "updated_at": "2025-03-04T04:06:12.89Z",
       "reason": ""
     },
     {
       "agent_id": "web-2",
+      "wave": 0,
+      "state": "healthy",
       "phase": "healthy",
       "version": "1.2.3",
       "previous_version": "1.2.2",
+      "target_version": "1.2.3",
       "connected": true,
       "updated_at": "2025-03-04T04:06:13.89Z",
       "reason": ""
     },
     {
       "agent_id": "web-3",
+      "wave": 1,
+      "state": "dispatched",
       "phase": "installing",
       "version": "",
       "previous_version": "",
+      "target_version": "1.2.3",
       "connected": false,
       "updated_at": "2025-03-04T04:06:10.89Z",
       "reason": "waiting for\nlock"
@@ -233,12 +323,35 @@ func TestOpsOutput(t *testing.T) {
     {
       "rollout": {
         "id": "r-0",
+        "kind": "",
         "app": "web",
         "version": "1.2.2",
         "environment": "prod",
         "strategy": "all-at-once",
+        "spec": {
+          "strategy": "all-at-once",
+          "canary": "",
+          "waves": [],
+          "wave_by": "",
+          "max_parallel": 0,
+          "bake_ms": 0,
+          "approve_waves": false,
+          "max_failures": "0",
+          "progress_deadline_ms": 0,
+          "auto_rollback": false
+        },
         "state": "failed",
         "reason": "web-3: verify hook exited 1",
+        "rollback_of": "",
+        "rolled_back_by": "",
+        "current_wave": 0,
+        "wave_count": 0,
+        "approved_wave": 0,
+        "paused_from": "",
+        "wave_started_at": "",
+        "wave_done_at": "",
+        "last_progress_at": "",
+        "event_seq": 0,
         "hosts": [],
         "started_at": "2025-03-04T03:06:07.89Z",
         "finished_at": "2025-03-04T03:16:07.89Z",
@@ -248,9 +361,12 @@ func TestOpsOutput(t *testing.T) {
       "hosts": [
         {
           "agent_id": "web-3",
+          "wave": 0,
+          "state": "",
           "phase": "failed",
           "version": "1.2.2",
           "previous_version": "",
+          "target_version": "",
           "connected": true,
           "updated_at": "",
           "reason": "verify hook exited 1"

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -17,64 +15,103 @@ import (
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
-const strategyAllAtOnce = "all-at-once"
-
-// watchRetryDelay is how long "rollout status --watch" waits before asking
-// again when an answer brought no change, so that a server that does not
-// hold the request (or stops holding it early) is not asked in a busy loop.
-var watchRetryDelay = time.Second
+// Rollout states. A rollout leaves none of the terminal ones.
+const (
+	stateRunning         = "running"
+	stateWaitingApproval = "waiting_approval"
+	statePaused          = "paused"
+	stateRollingBack     = "rolling_back"
+	stateSucceeded       = "succeeded"
+)
 
 // terminalRolloutStates are the states a rollout does not leave.
-var terminalRolloutStates = []string{"succeeded", "failed", "rolled_back", "aborted"}
+var terminalRolloutStates = []string{stateSucceeded, "failed", "rolled_back", "aborted"}
 
 func isTerminalRolloutState(state string) bool { return slices.Contains(terminalRolloutStates, state) }
 
+const kindRollback = "rollback"
+
+// statusEvents is how many of the latest events "rollout status" shows.
+const statusEvents = 5
+
 func (r *runner) rolloutCommand() *cobra.Command {
 	return noun("rollout",
-		"Start rollouts and follow their progress",
-		`A rollout takes a release to every host of an environment: each host's
-agent downloads, installs, starts and verifies the release and reports each
-phase. The rollout ends succeeded when every host is healthy on the new
-version, or failed.`,
-		`  relctl rollout start web@1.2.3 --env prod
+		"Plan, start, steer and follow rollouts",
+		`A rollout takes a release to every host of an environment, wave after
+wave: each host's agent downloads, installs, starts and verifies the
+release and reports each phase. The rollout ends succeeded when every host
+is healthy on the new version; too many failed hosts or a stall fail it.
+"relctl rollout rollback" takes the hosts a rollout changed back.
+
+States: running, waiting_approval, paused and rolling_back while it goes
+on; then succeeded, failed, aborted or rolled_back.
+
+In tables, waves are numbered from 1, except that a canary rollout's canary
+is wave 0; JSON fields (wave, current_wave, index) count from 0 as the
+server does.`,
+		`  relctl rollout plan web@1.2.3 --env prod --strategy canary --waves 50%,100%
+  relctl rollout start web@1.2.3 --env prod --strategy canary --waves 50%,100%
   relctl rollout status 01J8X4W2QZ --watch
+  relctl rollout approve 01J8X4W2QZ
+  relctl rollout rollback 01J8X4W2QZ
   relctl rollout list --app web`,
+		r.rolloutPlanCommand(),
 		r.rolloutStartCommand(),
 		r.rolloutStatusCommand(),
+		r.rolloutEventsCommand(),
 		r.rolloutListCommand(),
+		r.rolloutControlCommand("pause", "Pause a rollout: no further host is started",
+			`Pause rollout ID: hosts already changing finish, no further host is started
+and no wave begins until "relctl rollout resume ID".`,
+			func(s *relv1.Rollout) bool {
+				return s.GetState() == stateRunning || s.GetState() == stateWaitingApproval
+			}),
+		r.rolloutControlCommand("resume", "Resume a paused rollout",
+			`Resume rollout ID, paused by "relctl rollout pause": it continues from where
+it stopped.`,
+			func(s *relv1.Rollout) bool { return s.GetState() == statePaused }),
+		r.rolloutControlCommand("approve", "Let a rollout waiting for approval start its next wave",
+			`Approve the next wave of rollout ID, started with --approve-waves and now
+waiting_approval after a wave finished and baked.`,
+			func(s *relv1.Rollout) bool { return s.GetState() == stateWaitingApproval }),
+		r.rolloutControlCommand("abort", "Stop a rollout for good",
+			`Abort rollout ID: no further host is started and the rollout ends aborted.
+Hosts keep what they run; "relctl rollout rollback ID" takes them back.`,
+			func(s *relv1.Rollout) bool { return !isTerminalRolloutState(s.GetState()) }),
+		r.rolloutRollbackCommand(),
 	)
 }
 
 func (r *runner) rolloutStartCommand() *cobra.Command {
-	var env, strategy string
-	cmd := &cobra.Command{
-		Use:   "start APP@VERSION --env ENV",
+	var (
+		env   string
+		flags specFlags
+		cmd   *cobra.Command
+	)
+	cmd = &cobra.Command{
+		Use:   "start APP@VERSION --env ENV [--strategy all-at-once|rolling|canary] [flags]",
 		Short: "Start rolling a release out to an environment",
 		Long: `Start rolling release VERSION of APP out to the hosts environment ENV selects,
-and print the rollout's id and the hosts it targets with the version each ran
-before. The command returns once the rollout is started; follow it with
-"relctl rollout status ID --watch".
+and print the rollout's id and the hosts it targets with their wave and the
+version each ran before. The command returns once the rollout is started;
+follow it with "relctl rollout status ID --watch". "relctl rollout plan"
+with the same arguments shows the waves first without changing anything.
 
---strategy says how the rollout proceeds; all-at-once (every host at once) is
-the only strategy for now. relctl passes it on; the server validates the
-release, the environment and the strategy.`,
-		Example: `  relctl rollout start web@1.2.3 --env prod
+` + specHelp,
+		Example: specExamples("start") + `
   id=$(relctl rollout start web@1.2.3 --env prod -o json | jq -r .id)
   relctl rollout status "$id" --watch`,
 		Args:              exactArgs("APP@VERSION"),
 		ValidArgsFunction: r.completeAppVersion,
 		RunE: r.do(func(ctx context.Context, args []string) error {
-			app, version, err := parseAppVersion(args[0])
+			app, version, spec, err := rolloutTarget(cmd, args[0], &flags)
 			if err != nil {
 				return err
 			}
 			var resp *relv1.StartRolloutResponse
 			_, err = r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
 				resp, err = relv1.NewControlServiceClient(cc).StartRollout(ctx, &relv1.StartRolloutRequest{
-					App:         app,
-					Version:     version,
-					Environment: env,
-					Spec:        &relv1.RolloutSpec{Strategy: strategy},
+					App: app, Version: version, Environment: env, Spec: spec,
 				}, opts...)
 				return err
 			})
@@ -84,39 +121,220 @@ release, the environment and the strategy.`,
 			return r.printer().rolloutStarted(resp.GetRollout(), resp.GetIndex())
 		}),
 	}
-	cmd.Flags().StringVar(&env, "env", "", "`ENV`: the environment to roll out to (required)")
-	cmd.Flags().StringVar(&strategy, "strategy", strategyAllAtOnce, "rollout `STRATEGY`: all-at-once")
+	r.targetFlags(cmd, &env, &flags)
+	return cmd
+}
+
+func (r *runner) rolloutPlanCommand() *cobra.Command {
+	var (
+		env   string
+		flags specFlags
+		cmd   *cobra.Command
+	)
+	cmd = &cobra.Command{
+		Use:   "plan APP@VERSION --env ENV [--strategy all-at-once|rolling|canary] [flags]",
+		Short: "Show the waves a rollout would have, without starting it",
+		Long: `Ask the server how "relctl rollout start" with the same arguments would
+proceed, and change nothing. relctl prints the spec with the server's
+defaults filled in, then each wave ("WAVE 0 (canary): 1 host") with its
+hosts, what they run now and whether they are connected, the selected hosts
+that are offline and would be skipped, how many hosts already run VERSION,
+and the blockers: why the server would refuse to start the rollout now.
+
+The plan is printed in full either way; when there are blockers relctl also
+reports them on stderr and exits 1, so "relctl rollout plan ... && relctl
+rollout start ..." starts only a rollout that can start.
+
+` + specHelp,
+		Example: specExamples("plan") + `
+  relctl rollout plan web@1.2.3 --env prod -o json | jq '.waves[] | {index, hosts: [.hosts[].agent_id]}'`,
+		Args:              exactArgs("APP@VERSION"),
+		ValidArgsFunction: r.completeAppVersion,
+		RunE: r.do(func(ctx context.Context, args []string) error {
+			app, version, spec, err := rolloutTarget(cmd, args[0], &flags)
+			if err != nil {
+				return err
+			}
+			var resp *relv1.PlanRolloutResponse
+			_, err = r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
+				resp, err = relv1.NewControlServiceClient(cc).PlanRollout(ctx, &relv1.PlanRolloutRequest{
+					App: app, Version: version, Environment: env, Spec: spec,
+				}, opts...)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if err := r.printer().plan(app, version, env, resp); err != nil {
+				return err
+			}
+			if b := resp.GetBlockers(); len(b) > 0 {
+				return fmt.Errorf("the rollout would not start: %s", strings.Join(b, "; "))
+			}
+			return nil
+		}),
+	}
+	r.targetFlags(cmd, &env, &flags)
+	return cmd
+}
+
+// targetFlags adds the flags "rollout start" and "rollout plan" share.
+func (r *runner) targetFlags(cmd *cobra.Command, env *string, flags *specFlags) {
+	cmd.Flags().StringVar(env, "env", "", "`ENV`: the environment to roll out to (required)")
 	_ = cmd.MarkFlagRequired("env")
 	_ = cmd.RegisterFlagCompletionFunc("env", r.completeEnvFlag)
-	_ = cmd.RegisterFlagCompletionFunc("strategy", cobra.FixedCompletions(
-		[]string{strategyAllAtOnce}, cobra.ShellCompDirectiveNoFileComp))
+	flags.register(cmd)
+}
+
+// rolloutTarget parses the APP@VERSION argument and the spec flags.
+func rolloutTarget(cmd *cobra.Command, arg string, flags *specFlags) (app, version string, spec *relv1.RolloutSpec, err error) {
+	if app, version, err = parseAppVersion(arg); err != nil {
+		return "", "", nil, err
+	}
+	if spec, err = flags.spec(cmd); err != nil {
+		return "", "", nil, err
+	}
+	return app, version, spec, nil
+}
+
+// rolloutControlCommand builds pause, resume, approve and abort, which
+// differ only in the action sent and in which rollouts completion offers.
+func (r *runner) rolloutControlCommand(action, short, long string, offer func(*relv1.Rollout) bool) *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:   action + " ID [--reason TEXT]",
+		Short: short,
+		Long: long + `
+
+relctl prints "rollout ID: STATE" with the state the rollout is in
+afterwards (with -o json, the rollout). --reason is sent with the action
+for the server to record. The server refuses an action the rollout's state
+does not allow (FailedPrecondition, exit 1).`,
+		Example: fmt.Sprintf(`  relctl rollout %[1]s 01J8X4W2QZ
+  relctl rollout %[1]s 01J8X4W2QZ --reason "error rate up in eu-1"`, action),
+		Args: exactArgs("ID"),
+		ValidArgsFunction: func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			return r.completeRolloutIDWhere(cmd, args, toComplete, offer)
+		},
+		RunE: r.do(func(ctx context.Context, args []string) error {
+			var resp *relv1.ControlRolloutResponse
+			_, err := r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
+				resp, err = relv1.NewControlServiceClient(cc).ControlRollout(ctx, &relv1.ControlRolloutRequest{
+					Id: args[0], Action: action, Reason: reason,
+				}, opts...)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			return r.printer().rolloutControlled(resp.GetRollout())
+		}),
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why, in `TEXT`, for the server to record with the action")
+	_ = cmd.RegisterFlagCompletionFunc("reason", cobra.NoFileCompletions)
 	return cmd
+}
+
+func (r *runner) rolloutRollbackCommand() *cobra.Command {
+	var allAtOnce bool
+	cmd := &cobra.Command{
+		Use:   "rollback ID [--all-at-once]",
+		Short: "Take the hosts a rollout changed back to what they ran before",
+		Long: `Start a rollback of rollout ID: every host the rollout changed goes back to
+the version it ran before (its PREVIOUS). The rollback is a rollout of its
+own, of kind rollback, that goes through the original's waves in reverse
+order, or through every host at once with --all-at-once. The original's
+status then names the rollback ("Rolled back by").
+
+relctl prints the rollback's id and its hosts with the version each is
+taken to (with -o json, the rollback rollout). Follow it with "relctl
+rollout status ID --watch".`,
+		Example: `  relctl rollout rollback 01J8X4W2QZ
+  relctl rollout rollback 01J8X4W2QZ --all-at-once
+  id=$(relctl rollout rollback 01J8X4W2QZ -o json | jq -r .id) && relctl rollout status "$id" --watch`,
+		Args: exactArgs("ID"),
+		ValidArgsFunction: func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			return r.completeRolloutIDWhere(cmd, args, toComplete, func(ro *relv1.Rollout) bool {
+				return ro.GetKind() != kindRollback && ro.GetRolledBackBy() == ""
+			})
+		},
+		RunE: r.do(func(ctx context.Context, args []string) error {
+			var resp *relv1.RollbackRolloutResponse
+			_, err := r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
+				resp, err = relv1.NewControlServiceClient(cc).RollbackRollout(ctx, &relv1.RollbackRolloutRequest{
+					Id: args[0], AllAtOnce: allAtOnce,
+				}, opts...)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			return r.printer().rollbackStarted(resp.GetRollback(), resp.GetIndex())
+		}),
+	}
+	cmd.Flags().BoolVar(&allAtOnce, "all-at-once", false, "every host at once instead of the rollout's waves in reverse")
+	return cmd
+}
+
+func (r *runner) rolloutEventsCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "events ID",
+		Short: "List everything that happened to a rollout",
+		Long: `List every event of rollout ID, oldest first: TIME, WAVE, TYPE, HOST (for
+host events) and MESSAGE. Types: started, wave_started, dispatched,
+host_healthy, host_failed, wave_done, baking, waiting_approval, approved,
+paused, resumed, succeeded, failed, aborted, rollback_started, rolled_back,
+deadline_exceeded. The answer comes from the replica of the server asked;
+add --consistent to read from the leader instead.`,
+		Example: `  relctl rollout events 01J8X4W2QZ
+  relctl rollout events 01J8X4W2QZ -o json | jq -r '.events[] | select(.type == "host_failed") | .host'`,
+		Args:              exactArgs("ID"),
+		ValidArgsFunction: r.completeRolloutID,
+		RunE: r.do(func(ctx context.Context, args []string) error {
+			events, ro, err := r.rolloutEvents(ctx, args[0], 0, 0)
+			if err != nil {
+				return err
+			}
+			return r.printer().events(ro, events)
+		}),
+	}
 }
 
 func (r *runner) rolloutStatusCommand() *cobra.Command {
 	var watch bool
 	cmd := &cobra.Command{
 		Use:   "status ID [--watch]",
-		Short: "Show a rollout and the progress of each of its hosts",
-		Long: `Show rollout ID: its release, environment, state, start and end, then one
-line per host (PHASE is pending until the host reports for this rollout,
-then downloading, installing, starting, verifying, healthy or failed) and
-the number of hosts per phase.
+		Short: "Show a rollout, its waves and the progress of each of its hosts",
+		Long: `Show rollout ID: its kind, release, environment, spec, state and current
+wave (with what it is doing: running, baking, waiting for approval, paused),
+start and end; then one line per host with its WAVE, the engine's STATE
+(pending, dispatched, healthy, failed, skipped) and the agent's PHASE
+(pending until the host reports for this rollout, then downloading,
+installing, starting, verifying, healthy or failed); the number of hosts
+per phase; and the last 5 events ("relctl rollout events ID" lists all).
 
-With --watch, relctl keeps the request open at the server until the rollout
-changes, prints it again (after a blank line; with -o json, one JSON document
-per change) and stops when the rollout is over: succeeded, failed,
-rolled_back or aborted. It then exits 0 if the rollout succeeded and 1
-otherwise, so scripts can gate on it. --timeout applies to each request
-rather than to the whole watch: a wait that brings no change within it is
-simply renewed, so a watch lasts as long as the rollout. Without --watch
-the exit code only says whether the status could be read.
+With --watch, relctl follows the rollout until it is over: succeeded,
+failed, aborted or rolled_back. It then exits 0 if the rollout succeeded
+and 1 otherwise, with one line on stderr saying how it ended, so scripts
+and CI can wait on it. What it prints depends on where stdout goes:
+  a terminal   a live view, redrawn on every change and every second:
+               the state and time in the current step, one progress bar
+               per wave, the hosts grouped by phase, the latest events;
+  otherwise    one line per event, from the rollout's first, e.g.
+               "2026-11-25T22:40:01Z wave=1 host_healthy web-2: healthy on 1.2.0";
+  -o json      one JSON object per event and line, with the fields of
+               "relctl rollout events -o json".
+--timeout applies to each request rather than to the whole watch: a wait
+that brings no change within it is simply renewed, so a watch lasts as long
+as the rollout. Without --watch the exit code only says whether the status
+could be read.
 
 The answer comes from the replica of the server asked; add --consistent to
 read from the leader instead.`,
 		Example: `  relctl rollout status 01J8X4W2QZ
   relctl rollout status 01J8X4W2QZ --watch && echo deployed
-  relctl rollout status 01J8X4W2QZ -o json | jq '.hosts[] | select(.phase == "failed")'`,
+  relctl rollout status 01J8X4W2QZ --watch -o json | jq -c 'select(.type == "host_failed")'
+  relctl rollout status 01J8X4W2QZ -o json | jq '.hosts[] | select(.state == "failed")'`,
 		Args:              exactArgs("ID"),
 		ValidArgsFunction: r.completeRolloutID,
 		RunE: r.do(func(ctx context.Context, args []string) error {
@@ -127,66 +345,26 @@ read from the leader instead.`,
 			if err != nil {
 				return err
 			}
-			return r.printer().rolloutStatus(resp.GetStatus())
-		}),
-	}
-	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "print every change until the rollout is over; exit 0 only if it succeeded")
-	return cmd
-}
-
-// watchRollout prints rollout id and every change to it until its state is
-// terminal, long-polling GetRollout with the index of the last answer.
-func (r *runner) watchRollout(id string) error {
-	var (
-		index   uint64 // of the last answer; 0 asks for an answer at once
-		printed bool
-	)
-	for {
-		// Each request has its own --timeout: the watch as a whole lasts as
-		// long as the rollout does.
-		ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
-		resp, err := r.getRollout(ctx, id, index)
-		cancel()
-		if err != nil {
-			var te *timeoutError
-			switch {
-			case index > 0 && errors.As(err, &te):
-				continue // nothing changed while the request was held: ask again
-			case index > 0 && status.Code(err) == codes.DeadlineExceeded:
-				// The server stopped holding the request itself.
-				time.Sleep(watchRetryDelay)
-				continue
-			}
-			return err
-		}
-		st := resp.GetStatus()
-		changed := !printed || resp.GetIndex() != index
-		if changed {
 			p := r.printer()
-			if printed && !p.json() {
-				if _, err := io.WriteString(p.w, "\n"); err != nil {
+			var events []*relv1.RolloutEvent
+			if !p.json() {
+				after := max(resp.GetStatus().GetRollout().GetEventSeq(), statusEvents) - statusEvents
+				events, _, err = r.rolloutEvents(ctx, args[0], after, 0)
+				if err != nil && !isUnimplemented(err) {
 					return err
 				}
 			}
-			if err := p.rolloutStatus(st); err != nil {
-				return err
-			}
-			printed = true
-		}
-		if state := st.GetRollout().GetState(); isTerminalRolloutState(state) {
-			return rolloutOutcome(st.GetRollout())
-		}
-		if !changed || resp.GetIndex() == 0 {
-			time.Sleep(watchRetryDelay)
-		}
-		index = resp.GetIndex()
+			return p.rolloutStatusWithEvents(resp.GetStatus(), lastEvents(events, statusEvents))
+		}),
 	}
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "follow the rollout until it is over; exit 0 only if it succeeded")
+	return cmd
 }
 
 // rolloutOutcome is the result of a watch that saw the rollout end: nil if
 // it succeeded, an error naming the state and reason otherwise.
 func rolloutOutcome(ro *relv1.Rollout) error {
-	if ro.GetState() == "succeeded" {
+	if ro.GetState() == stateSucceeded {
 		return nil
 	}
 	msg := fmt.Sprintf("rollout %s of %s@%s to %s ended %s", ro.GetId(), ro.GetApp(), ro.GetVersion(),
@@ -240,6 +418,49 @@ func (r *runner) getRollout(ctx context.Context, id string, waitIndex uint64) (*
 	return resp, err
 }
 
+// rolloutEvents returns every event of rollout id after sequence number
+// after, asking again while the server answers with a part of them (up to
+// the rollout's event_seq), and the rollout as of the last answer.
+// upTo, if above 0, is an event_seq the caller already knows of: relctl
+// asks until it has the events up to it, even if the server's rollout says
+// less.
+func (r *runner) rolloutEvents(ctx context.Context, id string, after, upTo uint64) ([]*relv1.RolloutEvent, *relv1.Rollout, error) {
+	var (
+		out []*relv1.RolloutEvent
+		ro  *relv1.Rollout
+	)
+	for {
+		var resp *relv1.RolloutEventsResponse
+		_, err := r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
+			resp, err = relv1.NewControlServiceClient(cc).RolloutEvents(ctx, &relv1.RolloutEventsRequest{
+				Read: r.readOptions(), Id: id, AfterSeq: after,
+			}, opts...)
+			return err
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		ro = resp.GetRollout()
+		progressed := false
+		for _, e := range resp.GetEvents() {
+			// Only events past the last one: a server that answers with
+			// events already seen must not make relctl print them twice.
+			if e.GetSeq() > after {
+				out = append(out, e)
+				after, progressed = e.GetSeq(), true
+			}
+		}
+		if !progressed || after >= max(ro.GetEventSeq(), upTo) {
+			return out, ro, nil
+		}
+	}
+}
+
+// lastEvents is the last n of events.
+func lastEvents(events []*relv1.RolloutEvent, n int) []*relv1.RolloutEvent {
+	return events[max(len(events)-n, 0):]
+}
+
 func (r *runner) listRollouts(ctx context.Context, app, env string) ([]*relv1.RolloutStatus, error) {
 	var resp *relv1.ListRolloutsResponse
 	_, err := r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
@@ -253,6 +474,13 @@ func (r *runner) listRollouts(ctx context.Context, app, env string) ([]*relv1.Ro
 // completeRolloutID suggests rollout ids, newest last as the server lists
 // them, for an ID argument.
 func (r *runner) completeRolloutID(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	return r.completeRolloutIDWhere(cmd, args, toComplete, nil)
+}
+
+// completeRolloutIDWhere is completeRolloutID limited to the rollouts offer
+// accepts (all if nil): the ones a command can act on.
+func (r *runner) completeRolloutIDWhere(cmd *cobra.Command, args []string, toComplete string,
+	offer func(*relv1.Rollout) bool) ([]cobra.Completion, cobra.ShellCompDirective) {
 	if len(args) > 0 {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
@@ -260,7 +488,9 @@ func (r *runner) completeRolloutID(cmd *cobra.Command, args []string, toComplete
 		rollouts, err := r.listRollouts(ctx, "", "")
 		ids := make([]string, 0, len(rollouts))
 		for _, s := range rollouts {
-			ids = append(ids, s.GetRollout().GetId())
+			if offer == nil || offer(s.GetRollout()) {
+				ids = append(ids, s.GetRollout().GetId())
+			}
 		}
 		return ids, err
 	})
@@ -312,3 +542,7 @@ func (r *runner) completeEnvFlag(cmd *cobra.Command, _ []string, toComplete stri
 		return names, err
 	})
 }
+
+// isUnimplemented reports a server that predates an RPC relctl uses only
+// to add detail (the events under "rollout status").
+func isUnimplemented(err error) bool { return status.Code(err) == codes.Unimplemented }

@@ -3,8 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"io"
+	"fmt"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -30,6 +29,7 @@ type fakeOps struct {
 	// nothing new, as a server does whose own wait limit ran out.
 	unchangedOnce bool
 	held          atomic.Bool
+	finished      atomic.Bool // GetRollout answered with the final state
 
 	waits    chan uint64 // wait_index of every GetRollout
 	started  chan *relv1.StartRolloutRequest
@@ -41,17 +41,39 @@ func newFakeOps(final, reason string) *fakeOps {
 		started: make(chan *relv1.StartRolloutRequest, 1), requests: make(chan string, 10)}
 }
 
+// opsRollout is r-1 in state: running, with events 1 and 2, or finished,
+// with events 1 to 4 (see opsEvents).
 func opsRollout(state, reason string) *relv1.RolloutStatus {
-	phase := "installing"
-	if state == "succeeded" {
-		phase = "healthy"
+	phase, seq := "installing", uint64(2)
+	switch state {
+	case "running":
+	case "succeeded":
+		phase, seq = "healthy", 4
+	default:
+		phase, seq = "failed", 4
 	}
 	return &relv1.RolloutStatus{
-		Rollout: &relv1.Rollout{Id: "r-1", App: "web", Version: "1.2.3", Environment: "prod",
+		Rollout: &relv1.Rollout{Id: "r-1", Kind: "deploy", App: "web", Version: "1.2.3", Environment: "prod",
 			Spec: &relv1.RolloutSpec{Strategy: "all-at-once"}, State: state, Reason: reason,
-			Hosts: []*relv1.RolloutHost{{AgentId: "web-1", PreviousVersion: "1.2.2"}}, CreatedUnixNano: t0},
+			Hosts: []*relv1.RolloutHost{{AgentId: "web-1", PreviousVersion: "1.2.2", TargetVersion: "1.2.3",
+				State: "dispatched", Phase: phase}},
+			WaveCount: 1, EventSeq: seq, CreatedUnixNano: t0},
 		Hosts:  []*relv1.RolloutHostStatus{{AgentId: "web-1", PreviousVersion: "1.2.2", Phase: phase, Connected: true}},
 		Totals: map[string]uint32{phase: 1},
+	}
+}
+
+// opsEvents are the events of r-1 when it ends in state final.
+func opsEvents(final, reason string) []*relv1.RolloutEvent {
+	third := &relv1.RolloutEvent{Seq: 3, AtUnixNano: t0 + 3*sec, Type: "host_healthy", Host: "web-1", Message: "healthy on 1.2.3"}
+	if final != "succeeded" {
+		third = &relv1.RolloutEvent{Seq: 3, AtUnixNano: t0 + 3*sec, Type: "host_failed", Host: "web-1", Message: "verify hook exited 1"}
+	}
+	return []*relv1.RolloutEvent{
+		{Seq: 1, AtUnixNano: t0, Type: "started", Message: "1 host in 1 wave"},
+		{Seq: 2, AtUnixNano: t0 + 1*sec, Type: "dispatched", Host: "web-1", Message: "to 1.2.3"},
+		third,
+		{Seq: 4, AtUnixNano: t0 + 4*sec, Type: final, Message: reason},
 	}
 }
 
@@ -71,9 +93,31 @@ func (f *fakeOps) GetRollout(ctx context.Context, req *relv1.GetRolloutRequest) 
 		if f.unchangedOnce && !f.held.Swap(true) {
 			return &relv1.GetRolloutResponse{Status: opsRollout("running", ""), Index: 5}, nil
 		}
+		f.finished.Store(true)
 		return &relv1.GetRolloutResponse{Status: opsRollout(f.final, f.reason), Index: 9}, nil
 	}
 	return nil, status.Errorf(codes.InvalidArgument, "unexpected wait_index %d", req.GetWaitIndex())
+}
+
+// RolloutEvents serves opsEvents, up to the event_seq of the state the
+// last GetRollout answer was in, one event per answer so that relctl has to
+// ask again.
+func (f *fakeOps) RolloutEvents(_ context.Context, req *relv1.RolloutEventsRequest) (*relv1.RolloutEventsResponse, error) {
+	if req.GetId() != "r-1" {
+		return nil, status.Errorf(codes.NotFound, "rollout %q not found", req.GetId())
+	}
+	ro := opsRollout("running", "").GetRollout()
+	if f.finished.Load() {
+		ro = opsRollout(f.final, f.reason).GetRollout()
+	}
+	resp := &relv1.RolloutEventsResponse{Rollout: ro, Index: 5}
+	for _, e := range opsEvents(f.final, f.reason) {
+		if e.GetSeq() > req.GetAfterSeq() && e.GetSeq() <= ro.GetEventSeq() {
+			resp.Events = append(resp.Events, e)
+			break
+		}
+	}
+	return resp, nil
 }
 
 func (f *fakeOps) ListRollouts(_ context.Context, req *relv1.ListRolloutsRequest) (*relv1.ListRolloutsResponse, error) {
@@ -168,11 +212,13 @@ func TestRolloutWatch(t *testing.T) {
 			if got := drainWaits(srv.waits); !slices.Equal(got, tt.wantWaits) {
 				t.Errorf("wait_index sequence = %v, want %v", got, tt.wantWaits)
 			}
-			// Two prints: running, then the final state, a blank line apart.
-			blocks := strings.Split(res.stdout, "\n\nRollout:")
-			if len(blocks) != 2 || !strings.Contains(blocks[0], "State:       running\n") ||
-				!strings.Contains(blocks[1], "State:       "+tt.final+"\n") {
-				t.Errorf("stdout is not the running then the %s status:\n%s", tt.final, res.stdout)
+			// stdout is no terminal: one line per event, each once.
+			var want strings.Builder
+			for _, e := range opsEvents(tt.final, tt.reason) {
+				want.WriteString(eventLine(1, e) + "\n")
+			}
+			if res.stdout != want.String() {
+				t.Errorf("stdout:\n%s\nwant:\n%s", res.stdout, want.String())
 			}
 		})
 	}
@@ -185,21 +231,21 @@ func TestRolloutWatchJSON(t *testing.T) {
 	if res.code != exitOK {
 		t.Fatalf("exit code = %d, stderr %q", res.code, res.stderr)
 	}
-	dec := json.NewDecoder(strings.NewReader(res.stdout))
-	var states []string
-	for {
-		var doc rolloutStatusJSON
-		err := dec.Decode(&doc)
-		if errors.Is(err, io.EOF) {
-			break
+	// One event per line, each a whole JSON object.
+	var types []string
+	for line := range strings.Lines(res.stdout) {
+		var e eventJSON
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("line %q is not a JSON object: %v", line, err)
 		}
-		if err != nil {
-			t.Fatalf("stdout is not a sequence of JSON documents: %v\n%s", err, res.stdout)
-		}
-		states = append(states, doc.Rollout.State)
+		types = append(types, fmt.Sprintf("%d:%s", e.Seq, e.Type))
 	}
-	if strings.Join(states, ",") != "running,succeeded" {
-		t.Errorf("documents with states %v, want running then succeeded", states)
+	if got := strings.Join(types, ","); got != "1:started,2:dispatched,3:host_healthy,4:succeeded" {
+		t.Errorf("events %s, want 1 to 4 in order\n%s", got, res.stdout)
+	}
+	first, _, _ := strings.Cut(res.stdout, "\n")
+	if want := `{"seq":1,"at":"2025-03-04T04:06:07.89Z","type":"started","wave":0,"host":"","message":"1 host in 1 wave"}`; first != want {
+		t.Errorf("first line = %s, want %s", first, want)
 	}
 }
 
@@ -225,14 +271,14 @@ func TestRolloutStart(t *testing.T) {
 		t.Fatalf("exit code = %d, stderr %q", res.code, res.stderr)
 	}
 	want := "started rollout r-1: web@1.2.3 to prod, 1 host (index 40)\n" +
-		"HOST   PREVIOUS\n" +
-		"web-1  1.2.2\n"
+		"HOST   WAVE  PREVIOUS\n" +
+		"web-1  1     1.2.2\n"
 	if res.stdout != want {
 		t.Errorf("stdout = %q, want %q", res.stdout, want)
 	}
 	req := <-srv.started
 	wantReq := &relv1.StartRolloutRequest{App: "web", Version: "1.2.3", Environment: "prod",
-		Spec: &relv1.RolloutSpec{Strategy: "all-at-once"}}
+		Spec: &relv1.RolloutSpec{Strategy: "all-at-once", ProgressDeadlineMs: 600_000}}
 	if req.String() != wantReq.String() {
 		t.Errorf("request:\n got %v\nwant %v", req, wantReq)
 	}
@@ -291,7 +337,16 @@ func TestOpsCompletion(t *testing.T) {
 		{args: []string{"agent", "show", ""}, want: "web-1\ndb-1\n"},
 		{args: []string{"rollout", "start", "web@1.2.3", "--env", ""}, want: "prod\n"},
 		{args: []string{"agent", "list", "--env", "p"}, want: "prod\n"},
-		{args: []string{"rollout", "start", "web@1.2.3", "--env", "prod", "--strategy", ""}, want: "all-at-once\n"},
+		{args: []string{"rollout", "start", "web@1.2.3", "--env", "prod", "--strategy", ""}, want: "all-at-once\nrolling\ncanary\n"},
+		{args: []string{"rollout", "plan", "web@1.2.3", "--env", "prod", "--strategy", "c"}, want: "all-at-once\nrolling\ncanary\n"},
+		{args: []string{"rollout", "plan", "web@1.2.3", "--env", ""}, want: "prod\n"},
+		{args: []string{"rollout", "events", ""}, want: "r-1\n"},
+		{args: []string{"rollout", "rollback", ""}, want: "r-1\n"},
+		{args: []string{"rollout", "pause", ""}, want: "r-1\n"},
+		{args: []string{"rollout", "abort", "r"}, want: "r-1\n"},
+		// r-1 is running: nothing to resume or approve.
+		{args: []string{"rollout", "resume", ""}, want: ""},
+		{args: []string{"rollout", "approve", ""}, want: ""},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

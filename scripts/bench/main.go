@@ -1,12 +1,21 @@
 // Command bench measures Rel on this machine and prints figures (it is not a
 // pass/fail test: machines here are shared and noisy). Run it with
-// `make bench`, which builds bin/ first.
+// `make bench`, which builds bin/ first. Suites (-suite, default all):
 //
 // agents: a 3-node cluster of real rel-server processes on loopback and one
 // rel-agent --simulate process with N agents (no-op installer, real
 // stream, real reports); all-at-once rollouts of a no-op release, timed
 // from StartRollout to succeeded, with the servers' RSS and the raft entries
 // per second during the rollout.
+//
+// failover: a rolling rollout over simulated agents; the leader is killed
+// with SIGKILL mid-rollout; the time from the kill to the first rollout
+// step decided by the new leader (the first event stamped after the kill).
+//
+// latency: 3 real rel-agent processes installing the sample app (exec
+// health check, healthy_after 1s); rollout start to succeeded one host at
+// a time and all at once; and a release whose health check fails, canary 1
+// with auto-rollback, until the canary answers on the old release again.
 package main
 
 import (
@@ -34,6 +43,7 @@ import (
 )
 
 var (
+	suite    = flag.String("suite", "all", "agents, failover, latency or all")
 	binDir   = flag.String("bin", "bin", "directory holding rel-server and rel-agent")
 	agents   = flag.Int("agents", 2000, "simulated agents")
 	rollouts = flag.Int("rollouts", 5, "rollouts to time (the median is reported)")
@@ -41,9 +51,21 @@ var (
 
 func main() {
 	flag.Parse()
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
+	suites := map[string]func() error{"agents": run, "failover": runFailover, "latency": runLatency}
+	order := []string{"agents", "failover", "latency"}
+	if *suite != "all" {
+		if _, ok := suites[*suite]; !ok {
+			fmt.Fprintf(os.Stderr, "bench: -suite %q: use agents, failover, latency or all\n", *suite)
+			os.Exit(2)
+		}
+		order = []string{*suite}
+	}
+	for _, name := range order {
+		fmt.Printf("== %s\n", name)
+		if err := suites[name](); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", name+":", err)
+			os.Exit(1)
+		}
 	}
 }
 
@@ -253,6 +275,11 @@ func rssKiB(pid int) int {
 		}
 	}
 	return 0
+}
+
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
 }
 
 func median(ds []time.Duration) time.Duration {
