@@ -103,9 +103,11 @@ func Wait(ctx context.Context, check Check, onAttempt func(err error)) error {
 	defer cancel()
 
 	var (
-		lastErr   error
-		passSince time.Time // zero while failing
-		timer     *time.Timer
+		lastErr      error
+		passSince    time.Time // zero while failing
+		passedOnce   bool
+		startupRetry = 10 * time.Millisecond
+		timer        *time.Timer
 	)
 	defer func() {
 		if timer != nil {
@@ -134,12 +136,21 @@ func Wait(ctx context.Context, check Check, onAttempt func(err error)) error {
 			if passSince.IsZero() {
 				passSince = attemptStart
 			}
+			passedOnce = true
 			if now.Sub(passSince) >= c.HealthyAfter {
 				return nil
 			}
 		}
 
 		next := attemptStart.Add(c.Interval)
+		if passSince.IsZero() && !passedOnce {
+			// Until the check has passed once, the service is most likely
+			// still starting: retry sooner (10 ms, doubling up to the
+			// interval) so that a service that is up in 30 ms is not held
+			// back by a 1 s interval. Once it has passed, the interval rules.
+			next = attemptStart.Add(min(startupRetry, c.Interval))
+			startupRetry *= 2
+		}
 		if !passSince.IsZero() {
 			if done := passSince.Add(c.HealthyAfter); done.Before(next) {
 				next = done

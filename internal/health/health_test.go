@@ -193,10 +193,19 @@ func TestWait(t *testing.T) {
 			if len(attempts) != len(arr) {
 				t.Errorf("onAttempt called %d times for %d requests", len(attempts), len(arr))
 			}
-			// Attempts are spaced by the interval, never a busy loop.
+			// Never a busy loop: before the first pass, retries start 10 ms
+			// apart and double up to the interval; after it, the interval.
+			passed := false
 			for i := 1; i < len(arr); i++ {
-				if gap := arr[i].Sub(arr[i-1]); gap < 15*time.Millisecond {
-					t.Errorf("attempts %d and %d only %s apart", i-1, i, gap)
+				if i-1 < len(attempts) && attempts[i-1] == nil {
+					passed = true
+				}
+				want := min(interval, 10*time.Millisecond<<(i-1))
+				if passed {
+					want = min(interval, cmp.Or(tc.healthyAfter, interval))
+				}
+				if gap := arr[i].Sub(arr[i-1]); gap < want*3/4 {
+					t.Errorf("attempts %d and %d only %s apart, want about %s", i-1, i, gap, want)
 				}
 			}
 			if tc.wantErr != "" {
@@ -297,5 +306,41 @@ func TestWaitExecWithDeadlineCutsAttempt(t *testing.T) {
 	}
 	if took := time.Since(start); took > 2*time.Second {
 		t.Fatalf("took %s", took)
+	}
+}
+
+// TestWaitStartupRetry: before the first pass the check is retried sooner
+// than the interval, so a service that comes up in tens of milliseconds is
+// found healthy without waiting a whole 1 s interval.
+func TestWaitStartupRetry(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens yet: the first attempts fail
+	up := make(chan net.Listener, 1)
+	go func() {
+		time.Sleep(40 * time.Millisecond) // the service's start-up time
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			up <- nil
+			return
+		}
+		up <- l
+	}()
+	start := time.Now()
+	err = Wait(context.Background(), Check{TCP: addr, Interval: time.Second, Deadline: 5 * time.Second}, nil)
+	took := time.Since(start)
+	if l := <-up; l != nil {
+		defer l.Close()
+	} else {
+		t.Skip("could not bind the port again")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took > 500*time.Millisecond {
+		t.Fatalf("healthy after %s with a 1s interval; the start-up retries should find it within ~100ms", took)
 	}
 }

@@ -99,6 +99,7 @@ func Observe(st *state.Store, ro *relv1.Rollout) map[string]Obs {
 		}
 		if aa, _ := st.AgentApp(nil, h.GetAgentId(), ro.GetApp()); aa != nil && aa.GetReport().GetRolloutId() == ro.GetId() {
 			o.Phase, o.Reason = aa.GetReport().GetPhase(), aa.GetReport().GetReason()
+			o.At = time.Unix(0, aa.GetReport().GetAtUnixNano())
 		}
 		obs[h.GetAgentId()] = o
 	}

@@ -30,6 +30,8 @@ type Obs struct {
 	// Phase and Reason of the agent's latest report for this rollout; ""
 	// when it has not reported for it yet.
 	Phase, Reason string
+	// At is when the agent observed that phase.
+	At time.Time
 }
 
 // View is the planner's input: a rollout as stored, its hosts as observed,
@@ -80,14 +82,18 @@ func Step(v View) Decision {
 	}
 	st.advance(v.Hosts)
 	if r.State == state.RolloutRunning && r.Spec.GetProgressDeadlineMs() > 0 {
-		st.wakeAt(time.Unix(0, r.LastProgressUnixNano).Add(time.Duration(r.Spec.GetProgressDeadlineMs()) * time.Millisecond))
+		st.wakeAt(st.lastProgress().Add(time.Duration(r.Spec.GetProgressDeadlineMs()) * time.Millisecond))
 	}
 	return st.decision()
 }
 
 type stepper struct {
-	r        *relv1.Rollout
-	now      time.Time
+	r   *relv1.Rollout
+	now time.Time
+	// activity is the newest report of a dispatched host: progress that is
+	// not worth a raft entry of its own (a host moving from downloading to
+	// installing), but that keeps the progress deadline away.
+	activity time.Time
 	changed  bool
 	events   []*relv1.RolloutEvent
 	dispatch []*relv1.RolloutHost
@@ -116,6 +122,16 @@ func (s *stepper) progress() {
 	s.changed = true
 }
 
+// lastProgress is the later of the last committed progress and the newest
+// report of a dispatched host.
+func (s *stepper) lastProgress() time.Time {
+	last := time.Unix(0, s.r.LastProgressUnixNano)
+	if s.activity.After(last) {
+		return s.activity
+	}
+	return last
+}
+
 func (s *stepper) wakeAt(t time.Time) {
 	if s.wake.IsZero() || t.Before(s.wake) {
 		s.wake = t
@@ -130,9 +146,11 @@ func (s *stepper) observe(obs map[string]Obs) {
 			continue
 		}
 		o := obs[h.AgentId]
-		if o.Phase != "" && o.Phase != h.Phase {
+		if o.Phase != "" && o.At.After(s.activity) {
+			s.activity = o.At
+		}
+		if o.Phase == "healthy" || o.Phase == "failed" {
 			h.Phase = o.Phase
-			s.progress()
 		}
 		switch {
 		case o.Phase == "healthy":
@@ -208,7 +226,7 @@ func (s *stepper) checkDeadline() bool {
 	if r.State != state.RolloutRunning || d <= 0 {
 		return false
 	}
-	since := s.now.Sub(time.Unix(0, r.LastProgressUnixNano))
+	since := s.now.Sub(s.lastProgress())
 	if since < d {
 		return false
 	}

@@ -133,9 +133,9 @@ func (c *controlService) StartRollout(ctx context.Context, req *relv1.StartRollo
 		}
 		return relv1.NewControlServiceClient(conn).StartRollout(forwardCtx(ctx), req)
 	}
-	if err := s.raft.Barrier(timeoutFrom(ctx)).Error(); err != nil {
-		return nil, toStatus(err)
-	}
+	// No barrier: the leader's replica is current but for entries in
+	// flight, and the FSM re-checks what matters (one active rollout per
+	// app and environment, the release) when the rollout is committed.
 	in, err := s.gatherPlan(req.GetApp(), req.GetVersion(), req.GetEnvironment())
 	if err != nil {
 		return nil, toStatus(err)
@@ -158,8 +158,17 @@ func (c *controlService) StartRollout(ctx context.Context, req *relv1.StartRollo
 		msg += fmt.Sprintf("; skipped %d disconnected agents: %s", len(ids), strings.Join(ids, ", "))
 	}
 	ro.EventSeq = 1
-	ev := &relv1.RolloutEvent{RolloutId: ro.GetId(), Seq: 1, AtUnixNano: now.UnixNano(), Type: "started", Message: msg}
-	idx, err := s.apply(ctx, &relv1.Command{StampedUnixNano: now.UnixNano(), Kind: &relv1.Command_CreateRollout{CreateRollout: &relv1.CreateRollout{Rollout: ro, Events: []*relv1.RolloutEvent{ev}}}})
+	events := []*relv1.RolloutEvent{{RolloutId: ro.GetId(), Seq: 1, AtUnixNano: now.UnixNano(), Type: "started", Message: msg}}
+	// The engine's first decision (the first hosts dispatched) goes into
+	// the same raft entry as the rollout, so agents hear of it one commit
+	// sooner.
+	var desired []*relv1.Desired
+	if d := rollout.Step(rollout.View{Rollout: ro, Hosts: rollout.Observe(s.store, ro), Now: now}); d.Rollout != nil && !d.Rollback {
+		if rows, err := rollout.DesiredRows(s.store, d.Rollout, d.Dispatch); err == nil {
+			ro, desired, events = d.Rollout, rows, append(events, d.Events...)
+		}
+	}
+	idx, err := s.apply(ctx, &relv1.Command{StampedUnixNano: now.UnixNano(), Kind: &relv1.Command_CreateRollout{CreateRollout: &relv1.CreateRollout{Rollout: ro, Desired: desired, Events: events}}})
 	if err != nil {
 		return nil, toStatus(err)
 	}

@@ -191,6 +191,12 @@ func (s *Server) setupRaft() error {
 	rc.SnapshotThreshold = cfg.SnapshotThreshold
 	rc.SnapshotInterval = cfg.SnapshotInterval
 	rc.TrailingLogs = cfg.TrailingLogs
+	// Followers learn that an entry committed from the leader's next
+	// AppendEntries; when nothing else is written that is CommitTimeout
+	// later (default 50 ms). Agents are served from followers' replicas,
+	// so that delay would sit in every rollout step: keep it short. The
+	// cost is a small idle AppendEntries to each follower every 5 ms.
+	rc.CommitTimeout = 5 * time.Millisecond
 	if cfg.HeartbeatTimeout > 0 {
 		rc.HeartbeatTimeout = cfg.HeartbeatTimeout
 	}

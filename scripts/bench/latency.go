@@ -33,7 +33,8 @@ func runLatency() error {
 	}
 	defer os.RemoveAll(work)
 	hello := filepath.Join(work, "hello")
-	build := exec.Command("go", "build", "-o", hello, "./examples/hello")
+	// Built like scripts/bundle.sh ships it: static and stripped.
+	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", hello, "./examples/hello")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("build hello: %v\n%s", err, out)
