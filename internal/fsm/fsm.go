@@ -11,6 +11,7 @@ package fsm
 import (
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
@@ -31,11 +32,38 @@ type Result struct {
 // FSM adapts a state store to raft.FSM.
 type FSM struct {
 	store *state.Store
+
+	// applied is the index of the last command applied, and appliedCh is
+	// closed (and replaced) each time it moves, so that a server can wait
+	// until its own replica holds a write it forwarded. raft's own
+	// AppliedIndex moves when entries are handed to the FSM, not when the
+	// FSM is done with them.
+	mu        sync.Mutex
+	applied   uint64
+	appliedCh chan struct{}
 }
 
 // New returns an FSM applying to store.
 func New(store *state.Store) *FSM {
-	return &FSM{store: store}
+	return &FSM{store: store, appliedCh: make(chan struct{})}
+}
+
+// Applied returns the index of the last command applied and a channel
+// closed when that changes.
+func (f *FSM) Applied() (uint64, <-chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.applied, f.appliedCh
+}
+
+func (f *FSM) setApplied(index uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if index > f.applied {
+		f.applied = index
+		close(f.appliedCh)
+		f.appliedCh = make(chan struct{})
+	}
 }
 
 // Store is the state the FSM applies to.
@@ -50,7 +78,9 @@ func (f *FSM) Apply(l *raft.Log) any {
 		// replica's state from its peers', so stop here.
 		panic(fmt.Sprintf("fsm: undecodable command at index %d: %v", l.Index, err))
 	}
-	return &Result{Index: l.Index, Err: f.apply(l.Index, &cmd)}
+	res := &Result{Index: l.Index, Err: f.apply(l.Index, &cmd)}
+	f.setApplied(l.Index)
+	return res
 }
 
 func (f *FSM) apply(index uint64, cmd *relv1.Command) error {

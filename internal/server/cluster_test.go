@@ -234,6 +234,11 @@ func TestConsistentReadFromFollower(t *testing.T) {
 		if _, err := a.CreateApp(ctxT(t), &relv1.CreateAppRequest{Name: name}); err != nil {
 			t.Fatal(err)
 		}
+		// Read-your-writes: the follower that took the write answers with it.
+		own, err := a.ListApps(ctxT(t), &relv1.ListAppsRequest{})
+		if err != nil || len(own.GetApps()) != i+1 {
+			t.Fatalf("local read on the writing follower after write %d: %d apps, %v", i, len(own.GetApps()), err)
+		}
 		resp, err := b.ListApps(ctxT(t), &relv1.ListAppsRequest{Read: &relv1.ReadOptions{Consistent: true}})
 		if err != nil {
 			t.Fatalf("consistent list: %v", err)

@@ -59,6 +59,7 @@ func (s *Server) applyBytes(ctx context.Context, b []byte, forwarded bool) (uint
 			ctx := metadata.AppendToOutgoingContext(ctx, forwardedKey, "1")
 			resp, err := relv1.NewClusterServiceClient(conn).Apply(ctx, &relv1.ApplyRequest{Command: b})
 			if err == nil {
+				s.waitLocal(ctx, resp.GetIndex())
 				return resp.GetIndex(), nil
 			}
 			if status.Code(err) != codes.Unavailable {
@@ -104,6 +105,30 @@ func (s *Server) applyLocal(ctx context.Context, b []byte) (idx uint64, err erro
 
 func (s *Server) noLeaderError() error {
 	return status.Errorf(codes.Unavailable, "the cluster has no leader yet (asked %s): wait for an election, or check that a majority of servers is up ('relctl cluster members')", s.cfg.NodeID)
+}
+
+// localWait bounds how long a follower holds an answer for its own replica
+// to catch up with a write it forwarded.
+const localWait = 2 * time.Second
+
+// waitLocal waits until this server's replica has applied index, so that a
+// client that wrote through this server reads its write back from it
+// (read-your-writes). It gives up quietly after localWait: the write is
+// committed either way.
+func (s *Server) waitLocal(ctx context.Context, index uint64) {
+	ctx, cancel := context.WithTimeout(ctx, localWait)
+	defer cancel()
+	for {
+		applied, ch := s.fsm.Applied()
+		if applied >= index {
+			return
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 func isForwarded(ctx context.Context) bool {

@@ -131,7 +131,11 @@ func (c *controlService) StartRollout(ctx context.Context, req *relv1.StartRollo
 		if err != nil {
 			return nil, toStatus(err)
 		}
-		return relv1.NewControlServiceClient(conn).StartRollout(forwardCtx(ctx), req)
+		resp, err := relv1.NewControlServiceClient(conn).StartRollout(forwardCtx(ctx), req)
+		if err == nil {
+			s.waitLocal(ctx, resp.GetIndex())
+		}
+		return resp, err
 	}
 	// No barrier: the leader's replica is current but for entries in
 	// flight, and the FSM re-checks what matters (one active rollout per
@@ -290,7 +294,11 @@ func (c *controlService) RollbackRollout(ctx context.Context, req *relv1.Rollbac
 		if err != nil {
 			return nil, toStatus(err)
 		}
-		return relv1.NewControlServiceClient(conn).RollbackRollout(forwardCtx(ctx), req)
+		resp, err := relv1.NewControlServiceClient(conn).RollbackRollout(forwardCtx(ctx), req)
+		if err == nil {
+			s.waitLocal(ctx, resp.GetIndex())
+		}
+		return resp, err
 	}
 	if err := s.raft.Barrier(timeoutFrom(ctx)).Error(); err != nil {
 		return nil, toStatus(err)
