@@ -293,11 +293,16 @@ func (s *stepper) advance(obs map[string]Obs) {
 	}
 }
 
+// waveLabel names a wave for people the way relctl shows it: "canary",
+// then waves counted from 1 ("wave 2 of 3").
 func (s *stepper) waveLabel(w uint32) string {
-	if w == 0 && s.r.GetSpec().GetStrategy() == Canary {
-		return "canary (wave 0)"
+	if s.r.GetSpec().GetStrategy() == Canary {
+		if w == 0 {
+			return "canary"
+		}
+		return fmt.Sprintf("wave %d of %d", w, s.r.WaveCount-1)
 	}
-	return fmt.Sprintf("wave %d of %d", w, s.r.WaveCount)
+	return fmt.Sprintf("wave %d of %d", w+1, s.r.WaveCount)
 }
 
 func (s *stepper) waveDone(w uint32) bool {
