@@ -265,7 +265,7 @@ func TestStagedRolloutsWithRealAgents(t *testing.T) {
 
 	// 5. An agent killed during its install: "agent lost" after the grace
 	// period, within the failure budget, and the rollout still ends.
-	release("5.0.0", "./hello check", "20s", 96<<20)
+	release("5.0.0", "./hello check", "20s", 64<<20)
 	lost := start("hello@5.0.0", "--env", "prod", "--strategy", "rolling", "--max-failures", "1", "--progress-deadline", "1m")
 	victim := agents[0]
 	waitFor(t, 60*time.Second, victim.id+" downloading or installing 5.0.0", func() bool {

@@ -7,6 +7,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -63,6 +66,7 @@ func startSupervised(cfg superviseConfig) (*supervisor, error) {
 		cfg.backoff = defaultRestartBackoff
 	}
 	s := &supervisor{cfg: cfg, done: make(chan struct{}), stop: make(chan struct{})}
+	killLeftovers(cfg.dir, pgidFile(cfg.logPath), cfg.logger)
 	cmd, err := s.spawn()
 	if err != nil {
 		return nil, err
@@ -79,7 +83,7 @@ func (s *supervisor) spawn() (*exec.Cmd, error) {
 		return nil, err
 	}
 	defer logf.Close() // the child has its own descriptor
-	cmd := exec.Command("/bin/sh", "-c", s.cfg.command)
+	cmd := exec.Command("/bin/sh", "-c", shellCommand(s.cfg.command))
 	cmd.Dir = s.cfg.dir
 	cmd.Env = s.cfg.env
 	cmd.Stdout = logf
@@ -97,6 +101,9 @@ func (s *supervisor) spawn() (*exec.Cmd, error) {
 	}
 	s.cmd, s.running = cmd, true
 	s.starts++
+	// Remember the process group: if the agent dies with SIGKILL, a child
+	// the shell forked outlives it, and the next start must end it first.
+	_ = os.WriteFile(pgidFile(s.cfg.logPath), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
 	fmt.Fprintf(logf, "rel-agent %s: started %s (pid %d)\n", time.Now().Format(time.RFC3339), s.cfg.name, cmd.Process.Pid)
 	return cmd, nil
 }
@@ -207,4 +214,75 @@ func (s *supervisor) Stop() {
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	}
 	<-s.done
+}
+
+// shellCommand runs a simple command of a program given by path (no shell
+// syntax, no builtin) through exec, so that the service itself, not a shell
+// around it, is the process the agent started: it then gets the agent's
+// death signal and the stop signals directly. Anything else runs as written;
+// killLeftovers covers what a dead agent's shell left behind.
+func shellCommand(command string) string {
+	fields := strings.Fields(command)
+	if len(fields) == 0 || !strings.Contains(fields[0], "/") || strings.Contains(fields[0], "=") || strings.ContainsAny(command, ";&|<>()$`\\\"'*?[]{}~#\n") {
+		return command
+	}
+	return "exec " + command
+}
+
+func pgidFile(logPath string) string {
+	return filepath.Join(filepath.Dir(logPath), "run.pgid")
+}
+
+// killLeftovers ends what is left of a process group this release's run
+// command had before the agent died: the processes in the recorded group
+// whose working directory is inside the release dir (so a reused process
+// group id of someone else's is left alone).
+func killLeftovers(dir, file string, logger *slog.Logger) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return
+	}
+	pgid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pgid <= 1 {
+		return
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
+	realDir, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		realDir = dir
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name, which is in parentheses and may
+		// hold spaces: state, ppid, pgrp, ...
+		i := strings.LastIndexByte(string(stat), ')')
+		if i < 0 {
+			continue
+		}
+		fields := strings.Fields(string(stat[i+1:]))
+		if len(fields) < 3 || fields[2] != strconv.Itoa(pgid) {
+			continue
+		}
+		cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
+		if err != nil {
+			continue
+		}
+		cwd = strings.TrimSuffix(cwd, " (deleted)")
+		if cwd != realDir && !strings.HasPrefix(cwd, realDir+string(filepath.Separator)) && cwd != dir && !strings.HasPrefix(cwd, dir+string(filepath.Separator)) {
+			continue
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err == nil && logger != nil {
+			logger.Warn("killed a process left by an earlier agent", "pid", pid, "pgid", pgid, "dir", dir)
+		}
+	}
 }

@@ -3,9 +3,11 @@ package install
 import (
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -64,4 +66,56 @@ func testLoggerOrDiscard() *slog.Logger {
 		return l
 	}
 	return slog.New(slog.DiscardHandler)
+}
+func TestShellCommand(t *testing.T) {
+	for in, want := range map[string]string{
+		"./server --port 8080":    "exec ./server --port 8080",
+		"./server --port=8080":    "exec ./server --port=8080",
+		"FOO=1 ./server":          "FOO=1 ./server",
+		"cd sub && ./server":      "cd sub && ./server",
+		"./a | ./b":               "./a | ./b",
+		"./server \"quoted arg\"": "./server \"quoted arg\"",
+		"./server $PORT":          "./server $PORT",
+	} {
+		if got := shellCommand(in); got != want {
+			t.Errorf("shellCommand(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestKillLeftovers: a process group recorded by an agent that died is
+// ended before the release's run command starts again, but only processes
+// working inside the release dir.
+func TestKillLeftovers(t *testing.T) {
+	rel := t.TempDir()
+	other := t.TempDir()
+	os.MkdirAll(filepath.Join(rel, ".rel"), 0o755)
+	start := func(dir string, pgid int) *exec.Cmd {
+		cmd := exec.Command("sleep", "300")
+		cmd.Dir = dir
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pgid: pgid}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	leader := start(rel, 0)
+	outsider := start(other, leader.Process.Pid) // same group, elsewhere
+	defer outsider.Process.Kill()
+	file := filepath.Join(rel, ".rel", "run.pgid")
+	os.WriteFile(file, []byte(strconv.Itoa(leader.Process.Pid)+"\n"), 0o644)
+	killLeftovers(rel, file, nil)
+	done := make(chan error, 1)
+	go func() { done <- leader.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		leader.Process.Kill()
+		t.Fatal("the leftover in the release dir was not killed")
+	}
+	if err := outsider.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("a process outside the release dir was killed: %v", err)
+	}
+	outsider.Process.Kill()
+	outsider.Wait()
 }

@@ -471,3 +471,12 @@ func TestPlannerProperties(t *testing.T) {
 		}
 	})
 }
+
+func TestRollbackOfNothing(t *testing.T) {
+	s := newSim(t, &relv1.RolloutSpec{Strategy: Rolling}, 3)
+	// Nothing dispatched yet: every host still pending.
+	_, err := PlanRollback(s.r, "ro-2", false, s.now)
+	if !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), "changed no host: there is nothing to roll back") {
+		t.Fatalf("rollback of a rollout that changed nothing: %v", err)
+	}
+}

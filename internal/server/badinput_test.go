@@ -1,6 +1,8 @@
 package server_test
 
 import (
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -163,5 +165,54 @@ func TestNoLeader(t *testing.T) {
 	resp, err := lc.ListApps(ctxT(t), &relv1.ListAppsRequest{})
 	if err != nil || len(resp.GetApps()) != 1 {
 		t.Fatalf("local read without leader: %v %v, want the one app", resp, err)
+	}
+	// Load balancers see it too: /v1/health answers 503.
+	hr, err := http.Get("http://" + leader.HTTPAddr() + "/v1/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(hr.Body)
+	hr.Body.Close()
+	if hr.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), `"has_leader": false`) {
+		t.Fatalf("health without a leader: %d %s", hr.StatusCode, body)
+	}
+}
+
+// TestHealthAndMetrics: /v1/health answers 200 with the node's role and
+// indexes; /metrics has raft state and gRPC requests by method and code.
+func TestHealthAndMetrics(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{})
+	n := c.Nodes[0]
+	ctl := dial(t, n.GRPCAddr())
+	ctl.CreateApp(ctxT(t), &relv1.CreateAppRequest{Name: "web"})
+	ctl.CreateApp(ctxT(t), &relv1.CreateAppRequest{Name: "web"}) // AlreadyExists
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + n.HTTPAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := get("/v1/health")
+	if code != 200 || !strings.Contains(body, `"role": "leader"`) || !strings.Contains(body, `"node_id": "s1"`) {
+		t.Fatalf("health: %d %s", code, body)
+	}
+	code, body = get("/metrics")
+	for _, want := range []string{
+		"rel_raft_state 2",
+		"rel_raft_is_leader 1",
+		"rel_raft_applied_index ",
+		"rel_raft_apply_duration_seconds_bucket",
+		`rel_grpc_requests_total{code="OK",method="/rel.v1.ControlService/CreateApp"} 1`,
+		`rel_grpc_requests_total{code="AlreadyExists",method="/rel.v1.ControlService/CreateApp"} 1`,
+	} {
+		if code != 200 || !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if code, _ := get("/debug/pprof/"); code != 200 {
+		t.Errorf("pprof index: %d", code)
 	}
 }
