@@ -6,7 +6,7 @@ LDFLAGS   := -X github.com/relhq/rel/internal/version.Version=$(VERSION)
 BIN       := bin
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build demo test test-short vet fmt-check lint proto proto-check bench fuzz clean
+.PHONY: all build demo test test-docker test-short vet fmt-check lint proto proto-check bench fuzz clean
 
 all: build
 
@@ -21,9 +21,17 @@ build:
 demo: build
 	./scripts/demo.sh
 
-## test: formatting, vet, generated-code freshness, then every test with the race detector
+## test: formatting, vet, generated-code freshness, every package's tests with
+## the race detector, then the end-to-end tests (real processes; the binaries
+## they run are not race-instrumented, so neither is the test driver)
 test: fmt-check vet proto-check
-	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v /internal/e2e)
+	$(GO) test -count=1 -timeout 20m ./internal/e2e/
+
+## test-docker: three servers and two agents in containers on a private
+## Docker network; the leader is cut off and reconnected (needs Docker)
+test-docker:
+	./scripts/docker-test.sh
 
 ## test-short: the tests without the race detector (faster while editing)
 test-short:

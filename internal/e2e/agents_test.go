@@ -25,7 +25,7 @@ type agentProc struct {
 	id, dataDir, root string
 	labels            string
 	cmd               *exec.Cmd
-	log               *bytes.Buffer
+	log               *syncBuffer
 	done              chan error
 }
 
@@ -33,7 +33,7 @@ func (a *agentProc) start(t *testing.T, servers string) {
 	t.Helper()
 	a.cmd = exec.Command(filepath.Join(binDir, "rel-agent"), "--node-id", a.id, "--servers", servers,
 		"--labels", a.labels, "--data-dir", a.dataDir, "--install-root", a.root, "--log-level", "debug")
-	a.log = &bytes.Buffer{}
+	a.log = &syncBuffer{}
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	if err := a.cmd.Start(); err != nil {
 		t.Fatalf("start agent %s: %v", a.id, err)

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -49,7 +50,7 @@ func TestMain(m *testing.M) {
 type proc struct {
 	id, grpc, raft, http, dir string
 	cmd                       *exec.Cmd
-	log                       *bytes.Buffer
+	log                       *syncBuffer
 	done                      chan error
 }
 
@@ -71,7 +72,7 @@ func (p *proc) start(t *testing.T, extra ...string) {
 	t.Helper()
 	args := append([]string{"--node-id", p.id, "--data-dir", p.dir, "--grpc-addr", p.grpc, "--raft-addr", p.raft, "--http-addr", p.http}, extra...)
 	p.cmd = exec.Command(filepath.Join(binDir, "rel-server"), args...)
-	p.log = &bytes.Buffer{}
+	p.log = &syncBuffer{}
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", p.id, err)
@@ -98,6 +99,25 @@ func (p *proc) signal(t *testing.T, sig syscall.Signal) error {
 		t.Fatalf("%s did not exit after %v; log:\n%s", p.id, sig, p.log)
 		return nil
 	}
+}
+
+// syncBuffer collects a process's output: exec copies into it from its own
+// goroutine while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 type health struct {
@@ -341,7 +361,7 @@ func TestServerFlags(t *testing.T) {
 func TestDevMode(t *testing.T) {
 	p := &proc{id: "dev", grpc: freePort(t), raft: freePort(t), http: freePort(t)}
 	p.cmd = exec.Command(filepath.Join(binDir, "rel-server"), "--dev", "--grpc-addr", p.grpc, "--raft-addr", p.raft, "--http-addr", p.http)
-	p.log = &bytes.Buffer{}
+	p.log = &syncBuffer{}
 	var stdout bytes.Buffer
 	p.cmd.Stdout, p.cmd.Stderr = &stdout, p.log
 	if err := p.cmd.Start(); err != nil {
