@@ -114,14 +114,9 @@ func (c *clusterService) Join(ctx context.Context, req *relv1.JoinRequest) (*rel
 	if !nodeIDRE.MatchString(req.GetId()) {
 		return nil, status.Errorf(codes.InvalidArgument, "node id %q: use 1-63 letters, digits and . _ -", req.GetId())
 	}
-	if !s.IsLeader() {
-		if isForwarded(ctx) {
-			return nil, status.Error(codes.Unavailable, "leadership moved while the join was forwarded: retry")
-		}
-		conn, err := s.waitLeaderConn(ctx)
-		if err != nil {
-			return nil, toStatus(err)
-		}
+	if conn, err := s.leaderTarget(ctx); err != nil {
+		return nil, err
+	} else if conn != nil {
 		return relv1.NewClusterServiceClient(conn).Join(forwardCtx(ctx), req)
 	}
 	idx, err := s.addVoter(ctx, req)
@@ -137,14 +132,9 @@ func (c *clusterService) Remove(ctx context.Context, req *relv1.RemoveRequest) (
 	if !nodeIDRE.MatchString(req.GetId()) {
 		return nil, status.Errorf(codes.InvalidArgument, "node id %q: use 1-63 letters, digits and . _ -", req.GetId())
 	}
-	if !s.IsLeader() {
-		if isForwarded(ctx) {
-			return nil, status.Error(codes.Unavailable, "leadership moved while the request was forwarded: retry")
-		}
-		conn, err := s.waitLeaderConn(ctx)
-		if err != nil {
-			return nil, toStatus(err)
-		}
+	if conn, err := s.leaderTarget(ctx); err != nil {
+		return nil, err
+	} else if conn != nil {
 		return relv1.NewClusterServiceClient(conn).Remove(forwardCtx(ctx), req)
 	}
 	idx, err := s.removeServer(ctx, req.GetId())
@@ -205,6 +195,23 @@ func roleName(st raft.RaftState) string {
 	default:
 		return "shutdown"
 	}
+}
+
+// leaderTarget says where a leader-only request is served: nil means here
+// (this node leads), a connection means forward it to the leader. A request
+// that was already forwarded is not forwarded again.
+func (s *Server) leaderTarget(ctx context.Context) (*grpc.ClientConn, error) {
+	if s.IsLeader() {
+		return nil, nil
+	}
+	if isForwarded(ctx) {
+		return nil, status.Error(codes.Unavailable, "leadership moved while the request was forwarded: retry")
+	}
+	conn, err := s.waitLeaderConn(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return conn, nil
 }
 
 // waitLeaderConn waits up to LeaderWait for a known, registered leader.

@@ -123,14 +123,9 @@ func (c *controlService) StartRollout(ctx context.Context, req *relv1.StartRollo
 		return nil, specStatus(err)
 	}
 	// The plan is made from a current view: on the leader after a barrier.
-	if !s.IsLeader() {
-		if isForwarded(ctx) {
-			return nil, status.Error(codes.Unavailable, "leadership moved while the request was forwarded: retry")
-		}
-		conn, err := s.waitLeaderConn(ctx)
-		if err != nil {
-			return nil, toStatus(err)
-		}
+	if conn, err := s.leaderTarget(ctx); err != nil {
+		return nil, err
+	} else if conn != nil {
 		resp, err := relv1.NewControlServiceClient(conn).StartRollout(forwardCtx(ctx), req)
 		if err == nil {
 			s.waitLocal(ctx, resp.GetIndex())
@@ -286,14 +281,9 @@ func (c *controlService) RollbackRollout(ctx context.Context, req *relv1.Rollbac
 	if req.GetId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "rollout id is empty: 'relctl rollout list' shows them")
 	}
-	if !s.IsLeader() {
-		if isForwarded(ctx) {
-			return nil, status.Error(codes.Unavailable, "leadership moved while the request was forwarded: retry")
-		}
-		conn, err := s.waitLeaderConn(ctx)
-		if err != nil {
-			return nil, toStatus(err)
-		}
+	if conn, err := s.leaderTarget(ctx); err != nil {
+		return nil, err
+	} else if conn != nil {
 		resp, err := relv1.NewControlServiceClient(conn).RollbackRollout(forwardCtx(ctx), req)
 		if err == nil {
 			s.waitLocal(ctx, resp.GetIndex())
