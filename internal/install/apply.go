@@ -222,9 +222,11 @@ func (op *operation) install(ctx context.Context, f *os.File, plain string) erro
 	defer os.RemoveAll(tmp) // a no-op once renamed
 
 	lim := extractLimits{maxBytes: op.h.cfg.MaxExtractBytes, maxEntries: maxEntries}
+	t0 := time.Now()
 	if err := extractArtifact(f, tmp, plain, lim); err != nil {
 		return err
 	}
+	extracted := time.Since(t0)
 	sp, err := readSpec(tmp)
 	if err != nil {
 		return err
@@ -249,15 +251,19 @@ func (op *operation) install(ctx context.Context, f *os.File, plain string) erro
 	}
 	// Everything written so far reaches the disk before the rename and the
 	// marker (a crash must not leave a marker over empty files).
-	if err := syncFS(tmp); err != nil {
+	t1 := time.Now()
+	if err := syncTree(tmp); err != nil {
 		return err
 	}
+	synced := time.Since(t1)
 	if err := os.Rename(tmp, final); err != nil {
 		return err
 	}
 	if err := op.lay.writeMarker(op.version, op.sha); err != nil {
 		return err
 	}
+	op.h.cfg.Logger.Debug("release unpacked", "app", op.app, "version", op.version,
+		"extract", extracted.Round(time.Millisecond), "sync", synced.Round(time.Millisecond), "total", time.Since(t0).Round(time.Millisecond))
 	if err := op.h.state.update(op.app, func(r *appRecord) { r.Kept = touchKept(r.Kept, op.version) }); err != nil {
 		return err
 	}

@@ -226,6 +226,57 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	return syncDir(dir)
 }
 
+// syncTreeMaxFiles is the most files syncTree flushes one by one; a bigger
+// release is flushed with one syncfs.
+const syncTreeMaxFiles = 64
+
+// syncTree makes a fresh extraction durable. A small release (most are a
+// few binaries and a rel.yaml) gets an fsync per file and directory: that
+// waits for its own bytes only, where syncfs would also wait for whatever
+// else the host is writing (other installs, a database). A large one gets a
+// single syncfs, cheaper than thousands of fsyncs.
+func syncTree(dir string) error {
+	var files, dirs []string
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			dirs = append(dirs, path)
+		case d.Type().IsRegular():
+			files = append(files, path)
+		}
+		if len(files) > syncTreeMaxFiles {
+			return fs.SkipAll
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(files) > syncTreeMaxFiles {
+		return syncFS(dir)
+	}
+	for _, p := range files {
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("fsync %s: %w", p, err)
+		}
+	}
+	for _, d := range dirs {
+		if err := syncDir(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // syncFS flushes the whole filesystem holding dir: one call makes every
 // file of a fresh extraction durable before its marker is written, where an
 // fsync per file would cost a disk flush per file.

@@ -214,7 +214,7 @@ func helloBundle(hello, version, check string, deadline time.Duration) ([]byte, 
 	relYAML := fmt.Sprintf(`run: ./hello serve
 health:
   exec: %s
-  interval: 50ms
+  interval: 250ms
   timeout: 2s
   healthy_after: 1s
   deadline: %s
