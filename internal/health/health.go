@@ -83,6 +83,9 @@ func (c Check) Probe(ctx context.Context) error {
 	}
 }
 
+// maxStartupRetry caps the retries before a check first passes.
+const maxStartupRetry = 50 * time.Millisecond
+
 // Wait probes until the check has passed continuously for HealthyAfter and
 // returns nil, or returns an error naming the last failure once Deadline has
 // passed since the call, or ctx's error. The first attempt runs at once; the
@@ -145,11 +148,12 @@ func Wait(ctx context.Context, check Check, onAttempt func(err error)) error {
 		next := attemptStart.Add(c.Interval)
 		if passSince.IsZero() && !passedOnce {
 			// Until the check has passed once, the service is most likely
-			// still starting: retry sooner (10 ms, doubling up to the
-			// interval) so that a service that is up in 30 ms is not held
-			// back by a 1 s interval. Once it has passed, the interval rules.
+			// still starting: retry sooner (10 ms, doubling to at most 50 ms,
+			// never beyond the interval) so that a service that is up in
+			// 30 ms is not held back by a 1 s interval. Once it has passed,
+			// the interval rules.
 			next = attemptStart.Add(min(startupRetry, c.Interval))
-			startupRetry *= 2
+			startupRetry = min(startupRetry*2, maxStartupRetry)
 		}
 		if !passSince.IsZero() {
 			if done := passSince.Add(c.HealthyAfter); done.Before(next) {

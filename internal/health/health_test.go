@@ -200,7 +200,7 @@ func TestWait(t *testing.T) {
 				if i-1 < len(attempts) && attempts[i-1] == nil {
 					passed = true
 				}
-				want := min(interval, 10*time.Millisecond<<(i-1))
+				want := min(interval, 10*time.Millisecond<<min(i-1, 3), maxStartupRetry)
 				if passed {
 					want = min(interval, cmp.Or(tc.healthyAfter, interval))
 				}
