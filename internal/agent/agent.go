@@ -503,6 +503,7 @@ func (a *Agent) recvLoop(stream grpc.BidiStreamingClient[relv1.AgentMessage, rel
 	if w == nil {
 		return fmt.Errorf("%w: first message from the server is %s, want a welcome", ErrProtocol, kindName(msg))
 	}
+	a.adoptCluster(w.GetClusterId())
 	welcomeCh <- w
 	for {
 		msg, err := stream.Recv()
@@ -516,6 +517,35 @@ func (a *Agent) recvLoop(stream grpc.BidiStreamingClient[relv1.AgentMessage, rel
 			return fmt.Errorf("%w: unexpected %s from the server", ErrProtocol, kindName(msg))
 		}
 	}
+}
+
+// adoptCluster records the cluster the agent is talking to. If it is not the
+// one the agent's generation came from (the cluster was rebuilt and its
+// raft indexes started again), the generation is forgotten: otherwise every
+// desired state of the new cluster would look older than one already acted
+// on. It runs before any desired state of the stream is handled.
+func (a *Agent) adoptCluster(id string) {
+	if id == "" {
+		return
+	}
+	a.reconcileMu.Lock()
+	defer a.reconcileMu.Unlock()
+	a.mu.Lock()
+	old, gen := a.state.ClusterID, a.state.LastGeneration
+	if old == id {
+		a.mu.Unlock()
+		return
+	}
+	a.state.ClusterID = id
+	if old != "" {
+		a.state.LastGeneration = 0
+		a.status.LastGeneration = 0
+	}
+	a.mu.Unlock()
+	if old != "" {
+		a.log.Warn("connected to another cluster than before: forgetting the desired-state generation of the old one", "old_cluster", old, "cluster", id, "generation", gen)
+	}
+	a.persist()
 }
 
 func kindName(m *relv1.ServerMessage) string {
@@ -538,6 +568,7 @@ func (a *Agent) hello() *relv1.Hello {
 	installed := a.installer.Installed()
 	a.mu.Lock()
 	gen := a.state.LastGeneration
+	clusterID := a.state.ClusterID
 	recs := maps.Clone(a.state.Apps)
 	a.mu.Unlock()
 	h := &relv1.Hello{
@@ -546,6 +577,7 @@ func (a *Agent) hello() *relv1.Hello {
 		AgentVersion:   version.Version,
 		Facts:          a.facts,
 		LastGeneration: gen,
+		ClusterId:      clusterID,
 		Installed:      make([]*relv1.AppReport, 0, len(installed)),
 	}
 	for _, ia := range installed {

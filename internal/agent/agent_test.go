@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -567,4 +568,32 @@ func TestRealInstaller(t *testing.T) {
 			t.Errorf("hello reported again after the same desired state: %v", r)
 		}
 	}
+}
+
+// TestRebuiltClusterResetsGeneration: an agent that acted on generation 50
+// of cluster A and then meets cluster B (rebuilt: its indexes start again)
+// forgets the old generation instead of ignoring B's desired states forever.
+func TestRebuiltClusterResetsGeneration(t *testing.T) {
+	srv := startFakeServer(t, "s1")
+	cluster := "cl-a"
+	srv.first = func(n int) *relv1.ServerMessage {
+		return &relv1.ServerMessage{Kind: &relv1.ServerMessage_Welcome{Welcome: &relv1.Welcome{
+			ServerId: "s1", SessionId: "s1-" + strconv.Itoa(n), HeartbeatIntervalMs: 200, ClusterId: cluster,
+		}}}
+	}
+	inst := newRecInstaller()
+	a := startAgent(t, Config{Servers: []string{srv.addr}, DataDir: t.TempDir(), Installer: inst})
+	ss := srv.session(t, 0)
+	ss.sendDesired(50, desiredApp("web", "1.0.0", "r-1"))
+	ss.waitPhase(t, "web", "1.0.0", "healthy")
+
+	cluster = "cl-b" // the next stream meets a rebuilt cluster
+	close(ss.close)
+	ss2 := srv.session(t, 1)
+	if h := ss2.hello; h.GetClusterId() != "cl-a" || h.GetLastGeneration() != 50 {
+		t.Fatalf("hello to the new cluster = cluster %q generation %d, want cl-a 50", h.GetClusterId(), h.GetLastGeneration())
+	}
+	ss2.sendDesired(3, desiredApp("web", "2.0.0", "r-9"))
+	ss2.waitPhase(t, "web", "2.0.0", "healthy")
+	waitFor(t, 5*time.Second, "generation 3 of the new cluster", func() bool { return a.Status().LastGeneration == 3 })
 }

@@ -18,9 +18,11 @@ const stateFile = "agent.json"
 // converging to (so reports about an install carry its rollout, and a failed
 // install is not retried by a mere reconnect or restart).
 type localState struct {
-	NodeID         string             `json:"node_id"`
-	LastGeneration uint64             `json:"last_generation"`
-	Apps           map[string]attempt `json:"apps,omitempty"`
+	NodeID         string `json:"node_id"`
+	LastGeneration uint64 `json:"last_generation"`
+	// ClusterID names the cluster LastGeneration belongs to.
+	ClusterID string             `json:"cluster_id,omitempty"`
+	Apps      map[string]attempt `json:"apps,omitempty"`
 }
 
 // attempt is the last target the agent started converging one app to.

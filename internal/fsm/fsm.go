@@ -108,6 +108,8 @@ func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
 	case *relv1.Command_RolloutStep:
 		c := k.RolloutStep
 		return f.store.StepRollout(index, c.GetRollout(), c.GetExpectModifyIndex(), c.GetDesired(), c.GetEvents(), c.GetStartRollback())
+	case *relv1.Command_InitCluster:
+		return f.store.InitCluster(index, k.InitCluster.GetClusterId())
 	case *relv1.Command_RolloutControl:
 		c := k.RolloutControl
 		return f.store.ControlRollout(index, c.GetRolloutId(), c.GetAction(), c.GetReason(), c.GetAtUnixNano())

@@ -160,13 +160,22 @@ func (a *agentService) Connect(stream relv1.AgentService_ConnectServer) error {
 	}()
 	out <- &relv1.ServerMessage{Kind: &relv1.ServerMessage_Welcome{Welcome: &relv1.Welcome{
 		ServerId: s.cfg.NodeID, SessionId: ss.id, HeartbeatIntervalMs: s.cfg.HeartbeatInterval.Milliseconds(),
+		ClusterId: s.store.ClusterID(),
 	}}}
 
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		s.streamDesired(ctx, ss.agentID, hello.GetLastGeneration(), out)
+		gen := hello.GetLastGeneration()
+		if cid := s.store.ClusterID(); hello.GetClusterId() != "" && cid != "" && hello.GetClusterId() != cid {
+			// The agent's generation counts another cluster's raft
+			// indexes: waiting for this cluster to reach it could take
+			// forever. The agent forgets it too on the welcome.
+			logger.Warn("agent last served by another cluster: its generation does not apply here", "agent_cluster", hello.GetClusterId(), "cluster", cid, "generation", gen)
+			gen = 0
+		}
+		s.streamDesired(ctx, ss.agentID, gen, out)
 	}()
 	go func() {
 		defer wg.Done()

@@ -389,3 +389,39 @@ func TestArtifactUpload(t *testing.T) {
 		}
 	}
 }
+
+// TestForeignGenerationIgnored: an agent that last served another cluster
+// (a rebuilt one) with a generation far ahead of this cluster's indexes is
+// sent this cluster's desired state instead of being made to wait forever.
+func TestForeignGenerationIgnored(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{Configure: fastAgents})
+	testcluster.WaitFor(t, 5*time.Second, func() (bool, string) {
+		return c.Nodes[0].Server().Store().ClusterID() != "", "the cluster has no id yet"
+	})
+	cid := c.Nodes[0].Server().Store().ClusterID()
+	conn, err := grpc.NewClient(c.Nodes[0].GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, tc := range []struct {
+		cluster  string
+		wantSent bool
+	}{{"cl-someone-else", true}, {cid, false}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		stream, err := relv1.NewAgentServiceClient(conn).Connect(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream.Send(&relv1.AgentMessage{Kind: &relv1.AgentMessage_Hello{Hello: &relv1.Hello{NodeId: "h1", LastGeneration: 1_000_000, ClusterId: tc.cluster}}})
+		w, err := stream.Recv()
+		if err != nil || w.GetWelcome().GetClusterId() != cid {
+			t.Fatalf("welcome %v %v, want cluster %s", w, err, cid)
+		}
+		_, err = stream.Recv()
+		cancel()
+		if sent := err == nil; sent != tc.wantSent {
+			t.Errorf("agent of cluster %q: desired state sent = %v (%v), want %v", tc.cluster, sent, err, tc.wantSent)
+		}
+	}
+}

@@ -65,6 +65,15 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		}
 		break
 	}
+	if s.store.ClusterID() == "" {
+		// A new cluster: name it, so agents can tell it from a rebuilt one
+		// whose raft indexes start again.
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if _, err := s.apply(actx, &relv1.Command{Kind: &relv1.Command_InitCluster{InitCluster: &relv1.InitCluster{ClusterId: newID("cl-")}}}); err != nil && ctx.Err() == nil {
+			s.logger.Warn("could not name the cluster; agents will not notice a rebuilt cluster", "err", err)
+		}
+		cancel()
+	}
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {

@@ -26,6 +26,7 @@ const (
 	TableHistory      = "history"
 	TableEvents       = "rollout_events"
 	tableIndex        = "index"
+	tableMeta         = "meta"
 )
 
 // indexEntry is a row of the index table: the raft index of the latest write
@@ -34,6 +35,14 @@ type indexEntry struct {
 	Key   string
 	Value uint64
 }
+
+// metaEntry is a row of the meta table: cluster-wide facts such as its id.
+type metaEntry struct {
+	Key   string
+	Value string
+}
+
+const metaClusterID = "cluster_id"
 
 func schema() *memdb.DBSchema {
 	return &memdb.DBSchema{
@@ -118,6 +127,12 @@ func schema() *memdb.DBSchema {
 						&memdb.StringFieldIndex{Field: "RolloutId"},
 						&memdb.UintFieldIndex{Field: "Seq"},
 					}}},
+				},
+			},
+			tableMeta: {
+				Name: tableMeta,
+				Indexes: map[string]*memdb.IndexSchema{
+					"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Key"}},
 				},
 			},
 			tableIndex: {

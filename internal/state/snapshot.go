@@ -73,6 +73,12 @@ func (sn *Snapshot) Persist(w io.Writer) error {
 		{TableEvents, func(r any) *relv1.SnapshotRecord {
 			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_RolloutEvent{RolloutEvent: r.(*relv1.RolloutEvent)}}
 		}},
+		{tableMeta, func(r any) *relv1.SnapshotRecord {
+			if e := r.(*metaEntry); e.Key == metaClusterID {
+				return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_ClusterId{ClusterId: e.Value}}
+			}
+			return nil
+		}},
 		{tableIndex, func(r any) *relv1.SnapshotRecord {
 			e := r.(*indexEntry)
 			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_TableIndex{TableIndex: &relv1.TableIndex{Table: e.Key, Index: e.Value}}}
@@ -84,7 +90,11 @@ func (sn *Snapshot) Persist(w io.Writer) error {
 			return fmt.Errorf("state: snapshot %s: %w", t.name, err)
 		}
 		for raw := it.Next(); raw != nil; raw = it.Next() {
-			if err := write(t.wrap(raw)); err != nil {
+			rec := t.wrap(raw)
+			if rec == nil {
+				continue
+			}
+			if err := write(rec); err != nil {
 				return fmt.Errorf("state: snapshot %s: %w", t.name, err)
 			}
 		}
@@ -150,6 +160,8 @@ func (s *Store) Restore(r io.Reader) error {
 			table, row = TableHistory, k.History
 		case *relv1.SnapshotRecord_RolloutEvent:
 			table, row = TableEvents, k.RolloutEvent
+		case *relv1.SnapshotRecord_ClusterId:
+			table, row = tableMeta, &metaEntry{Key: metaClusterID, Value: k.ClusterId}
 		case *relv1.SnapshotRecord_TableIndex:
 			table, row = tableIndex, &indexEntry{Key: k.TableIndex.GetTable(), Value: k.TableIndex.GetIndex()}
 		default:
@@ -176,6 +188,9 @@ func (s *Store) Restore(r io.Reader) error {
 // it to prove snapshot round trips and replica convergence.
 func Equal(a, b *Store) (bool, string) {
 	ta, tb := a.readTxn(), b.readTxn()
+	if a.ClusterID() != b.ClusterID() {
+		return false, fmt.Sprintf("cluster ids differ: %q != %q", a.ClusterID(), b.ClusterID())
+	}
 	for _, table := range allTables {
 		ia, err := ta.Get(table, "id")
 		if err != nil {

@@ -409,3 +409,31 @@ func (s *Store) BlockingQuery(ctx context.Context, minIndex uint64, fn QueryFn) 
 func (s *Store) WatchTables(ws memdb.WatchSet, tables ...string) {
 	tableIndexOf(s.readTxn(), ws, tables...)
 }
+
+// InitCluster records the cluster's id unless it has one: the first id
+// committed wins, so every replica keeps the same.
+func (s *Store) InitCluster(index uint64, id string) error {
+	txn := s.writeTxn()
+	defer txn.Abort()
+	raw, err := txn.First(tableMeta, "id", metaClusterID)
+	if err != nil {
+		return fmt.Errorf("state: lookup cluster id: %w", err)
+	}
+	if raw != nil || id == "" {
+		return nil
+	}
+	if err := txn.Insert(tableMeta, &metaEntry{Key: metaClusterID, Value: id}); err != nil {
+		return fmt.Errorf("state: insert cluster id: %w", err)
+	}
+	txn.Commit()
+	return nil
+}
+
+// ClusterID is the cluster's id, "" until the first leader has named it.
+func (s *Store) ClusterID() string {
+	raw, err := s.readTxn().First(tableMeta, "id", metaClusterID)
+	if err != nil || raw == nil {
+		return ""
+	}
+	return raw.(*metaEntry).Value
+}

@@ -181,6 +181,8 @@ func TestSnapshotRoundTripProperty(t *testing.T) {
 				return s.CreateRelease(idx, &relv1.Release{App: app, Version: ver, Labels: map[string]string{"i": ver}})
 			case 3:
 				return s.UpsertServer(idx, &relv1.Server{Id: srv, GrpcAddr: fmt.Sprintf("h:%d", idx%3)})
+			case 5:
+				return s.InitCluster(idx, "cl-"+srv)
 			default:
 				return s.DeleteServer(idx, srv)
 			}
@@ -192,7 +194,7 @@ func TestSnapshotRoundTripProperty(t *testing.T) {
 		var ops []op
 		for i := 0; i < n; i++ {
 			ops = append(ops, op{
-				kind: rapid.IntRange(0, 4).Draw(t, "kind"),
+				kind: rapid.IntRange(0, 5).Draw(t, "kind"),
 				app:  rapid.SampledFrom(apps).Draw(t, "app"),
 				ver:  rapid.SampledFrom([]string{"1.0.0", "1.2.0", "2.0.0-rc.1", "nightly"}).Draw(t, "ver"),
 				env:  rapid.SampledFrom([]string{"dev", "prod"}).Draw(t, "env"),

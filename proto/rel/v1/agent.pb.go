@@ -130,8 +130,11 @@ type Hello struct {
 	// The newest desired-state generation the agent has acted on; the server
 	// sends nothing older (it waits until its replica has caught up).
 	LastGeneration uint64 `protobuf:"varint,6,opt,name=last_generation,json=lastGeneration,proto3" json:"last_generation,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The cluster that generation belongs to. A server of another cluster (a
+	// rebuilt one, whose raft indexes started again) ignores last_generation.
+	ClusterId     string `protobuf:"bytes,7,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -204,6 +207,13 @@ func (x *Hello) GetLastGeneration() uint64 {
 		return x.LastGeneration
 	}
 	return 0
+}
+
+func (x *Hello) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
 }
 
 type Reports struct {
@@ -390,8 +400,12 @@ type Welcome struct {
 	SessionId string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// How often the agent should send heartbeats.
 	HeartbeatIntervalMs int64 `protobuf:"varint,3,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// The cluster's id, set when it was bootstrapped. An agent that knew
+	// another one forgets its generation: indexes of another cluster say
+	// nothing about this one's.
+	ClusterId     string `protobuf:"bytes,4,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
@@ -443,6 +457,13 @@ func (x *Welcome) GetHeartbeatIntervalMs() int64 {
 		return x.HeartbeatIntervalMs
 	}
 	return 0
+}
+
+func (x *Welcome) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
 }
 
 // DesiredState is the agent's complete desired state: every app it should
@@ -596,14 +617,16 @@ const file_rel_v1_agent_proto_rawDesc = "" +
 	"\x05hello\x18\x01 \x01(\v2\r.rel.v1.HelloH\x00R\x05hello\x12+\n" +
 	"\areports\x18\x02 \x01(\v2\x0f.rel.v1.ReportsH\x00R\areports\x121\n" +
 	"\theartbeat\x18\x03 \x01(\v2\x11.rel.v1.HeartbeatH\x00R\theartbeatB\x06\n" +
-	"\x04kind\"\xb6\x02\n" +
+	"\x04kind\"\xd5\x02\n" +
 	"\x05Hello\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x121\n" +
 	"\x06labels\x18\x02 \x03(\v2\x19.rel.v1.Hello.LabelsEntryR\x06labels\x12#\n" +
 	"\ragent_version\x18\x03 \x01(\tR\fagentVersion\x12'\n" +
 	"\x05facts\x18\x04 \x01(\v2\x11.rel.v1.HostFactsR\x05facts\x12/\n" +
 	"\tinstalled\x18\x05 \x03(\v2\x11.rel.v1.AppReportR\tinstalled\x12'\n" +
-	"\x0flast_generation\x18\x06 \x01(\x04R\x0elastGeneration\x1a9\n" +
+	"\x0flast_generation\x18\x06 \x01(\x04R\x0elastGeneration\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\a \x01(\tR\tclusterId\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"6\n" +
@@ -615,12 +638,14 @@ const file_rel_v1_agent_proto_rawDesc = "" +
 	"\rServerMessage\x12+\n" +
 	"\awelcome\x18\x01 \x01(\v2\x0f.rel.v1.WelcomeH\x00R\awelcome\x120\n" +
 	"\adesired\x18\x02 \x01(\v2\x14.rel.v1.DesiredStateH\x00R\adesiredB\x06\n" +
-	"\x04kind\"y\n" +
+	"\x04kind\"\x98\x01\n" +
 	"\aWelcome\x12\x1b\n" +
 	"\tserver_id\x18\x01 \x01(\tR\bserverId\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x02 \x01(\tR\tsessionId\x122\n" +
-	"\x15heartbeat_interval_ms\x18\x03 \x01(\x03R\x13heartbeatIntervalMs\"V\n" +
+	"\x15heartbeat_interval_ms\x18\x03 \x01(\x03R\x13heartbeatIntervalMs\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x04 \x01(\tR\tclusterId\"V\n" +
 	"\fDesiredState\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +

@@ -41,6 +41,7 @@ type Command struct {
 	//	*Command_CreateRollout
 	//	*Command_RolloutStep
 	//	*Command_RolloutControl
+	//	*Command_InitCluster
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -189,6 +190,15 @@ func (x *Command) GetRolloutControl() *RolloutControl {
 	return nil
 }
 
+func (x *Command) GetInitCluster() *InitCluster {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_InitCluster); ok {
+			return x.InitCluster
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -237,6 +247,10 @@ type Command_RolloutControl struct {
 	RolloutControl *RolloutControl `protobuf:"bytes,21,opt,name=rollout_control,json=rolloutControl,proto3,oneof"`
 }
 
+type Command_InitCluster struct {
+	InitCluster *InitCluster `protobuf:"bytes,22,opt,name=init_cluster,json=initCluster,proto3,oneof"`
+}
+
 func (*Command_CreateApp) isCommand_Kind() {}
 
 func (*Command_CreateEnvironment) isCommand_Kind() {}
@@ -258,6 +272,8 @@ func (*Command_CreateRollout) isCommand_Kind() {}
 func (*Command_RolloutStep) isCommand_Kind() {}
 
 func (*Command_RolloutControl) isCommand_Kind() {}
+
+func (*Command_InitCluster) isCommand_Kind() {}
 
 type CreateApp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -927,11 +943,57 @@ func (x *RolloutControl) GetReason() string {
 	return ""
 }
 
+// InitCluster names the cluster, once: the first leader of a new cluster
+// commits it; later ones change nothing.
+type InitCluster struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InitCluster) Reset() {
+	*x = InitCluster{}
+	mi := &file_rel_v1_command_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InitCluster) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InitCluster) ProtoMessage() {}
+
+func (x *InitCluster) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_command_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InitCluster.ProtoReflect.Descriptor instead.
+func (*InitCluster) Descriptor() ([]byte, []int) {
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *InitCluster) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
 var File_rel_v1_command_proto protoreflect.FileDescriptor
 
 const file_rel_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x12rel/v1/types.proto\"\xe8\x05\n" +
+	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x12rel/v1/types.proto\"\xa2\x06\n" +
 	"\aCommand\x12*\n" +
 	"\x11stamped_unix_nano\x18\x01 \x01(\x03R\x0fstampedUnixNano\x122\n" +
 	"\n" +
@@ -947,7 +1009,8 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\freport_batch\x18\x11 \x01(\v2\x13.rel.v1.ReportBatchH\x00R\vreportBatch\x12>\n" +
 	"\x0ecreate_rollout\x18\x12 \x01(\v2\x15.rel.v1.CreateRolloutH\x00R\rcreateRollout\x128\n" +
 	"\frollout_step\x18\x14 \x01(\v2\x13.rel.v1.RolloutStepH\x00R\vrolloutStep\x12A\n" +
-	"\x0frollout_control\x18\x15 \x01(\v2\x16.rel.v1.RolloutControlH\x00R\x0erolloutControlB\x06\n" +
+	"\x0frollout_control\x18\x15 \x01(\v2\x16.rel.v1.RolloutControlH\x00R\x0erolloutControl\x128\n" +
+	"\finit_cluster\x18\x16 \x01(\v2\x13.rel.v1.InitClusterH\x00R\vinitClusterB\x06\n" +
 	"\x04kindJ\x04\b\x13\x10\x14\"*\n" +
 	"\tCreateApp\x12\x1d\n" +
 	"\x03app\x18\x01 \x01(\v2\v.rel.v1.AppR\x03app\"J\n" +
@@ -992,7 +1055,10 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\x06action\x18\x02 \x01(\tR\x06action\x12 \n" +
 	"\fat_unix_nano\x18\x03 \x01(\x03R\n" +
 	"atUnixNano\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reasonB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
+	"\x06reason\x18\x04 \x01(\tR\x06reason\",\n" +
+	"\vInitCluster\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterIdB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
 
 var (
 	file_rel_v1_command_proto_rawDescOnce sync.Once
@@ -1006,7 +1072,7 @@ func file_rel_v1_command_proto_rawDescGZIP() []byte {
 	return file_rel_v1_command_proto_rawDescData
 }
 
-var file_rel_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_rel_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_rel_v1_command_proto_goTypes = []any{
 	(*Command)(nil),           // 0: rel.v1.Command
 	(*CreateApp)(nil),         // 1: rel.v1.CreateApp
@@ -1021,15 +1087,16 @@ var file_rel_v1_command_proto_goTypes = []any{
 	(*CreateRollout)(nil),     // 10: rel.v1.CreateRollout
 	(*RolloutStep)(nil),       // 11: rel.v1.RolloutStep
 	(*RolloutControl)(nil),    // 12: rel.v1.RolloutControl
-	(*App)(nil),               // 13: rel.v1.App
-	(*Environment)(nil),       // 14: rel.v1.Environment
-	(*Release)(nil),           // 15: rel.v1.Release
-	(*Server)(nil),            // 16: rel.v1.Server
-	(*Agent)(nil),             // 17: rel.v1.Agent
-	(*AppReport)(nil),         // 18: rel.v1.AppReport
-	(*Rollout)(nil),           // 19: rel.v1.Rollout
-	(*Desired)(nil),           // 20: rel.v1.Desired
-	(*RolloutEvent)(nil),      // 21: rel.v1.RolloutEvent
+	(*InitCluster)(nil),       // 13: rel.v1.InitCluster
+	(*App)(nil),               // 14: rel.v1.App
+	(*Environment)(nil),       // 15: rel.v1.Environment
+	(*Release)(nil),           // 16: rel.v1.Release
+	(*Server)(nil),            // 17: rel.v1.Server
+	(*Agent)(nil),             // 18: rel.v1.Agent
+	(*AppReport)(nil),         // 19: rel.v1.AppReport
+	(*Rollout)(nil),           // 20: rel.v1.Rollout
+	(*Desired)(nil),           // 21: rel.v1.Desired
+	(*RolloutEvent)(nil),      // 22: rel.v1.RolloutEvent
 }
 var file_rel_v1_command_proto_depIdxs = []int32{
 	1,  // 0: rel.v1.Command.create_app:type_name -> rel.v1.CreateApp
@@ -1043,26 +1110,27 @@ var file_rel_v1_command_proto_depIdxs = []int32{
 	10, // 8: rel.v1.Command.create_rollout:type_name -> rel.v1.CreateRollout
 	11, // 9: rel.v1.Command.rollout_step:type_name -> rel.v1.RolloutStep
 	12, // 10: rel.v1.Command.rollout_control:type_name -> rel.v1.RolloutControl
-	13, // 11: rel.v1.CreateApp.app:type_name -> rel.v1.App
-	14, // 12: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
-	15, // 13: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
-	16, // 14: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
-	17, // 15: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
-	18, // 16: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
-	18, // 17: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
-	8,  // 18: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
-	19, // 19: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
-	20, // 20: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
-	21, // 21: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
-	19, // 22: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
-	20, // 23: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
-	21, // 24: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
-	10, // 25: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	13, // 11: rel.v1.Command.init_cluster:type_name -> rel.v1.InitCluster
+	14, // 12: rel.v1.CreateApp.app:type_name -> rel.v1.App
+	15, // 13: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
+	16, // 14: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
+	17, // 15: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
+	18, // 16: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
+	19, // 17: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
+	19, // 18: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
+	8,  // 19: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
+	20, // 20: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
+	21, // 21: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
+	22, // 22: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
+	20, // 23: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
+	21, // 24: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
+	22, // 25: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
+	10, // 26: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_command_proto_init() }
@@ -1083,6 +1151,7 @@ func file_rel_v1_command_proto_init() {
 		(*Command_CreateRollout)(nil),
 		(*Command_RolloutStep)(nil),
 		(*Command_RolloutControl)(nil),
+		(*Command_InitCluster)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1090,7 +1159,7 @@ func file_rel_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_command_proto_rawDesc), len(file_rel_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

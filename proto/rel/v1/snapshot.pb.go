@@ -39,6 +39,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Rollout
 	//	*SnapshotRecord_History
 	//	*SnapshotRecord_RolloutEvent
+	//	*SnapshotRecord_ClusterId
 	Kind          isSnapshotRecord_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -189,6 +190,15 @@ func (x *SnapshotRecord) GetRolloutEvent() *RolloutEvent {
 	return nil
 }
 
+func (x *SnapshotRecord) GetClusterId() string {
+	if x != nil {
+		if x, ok := x.Kind.(*SnapshotRecord_ClusterId); ok {
+			return x.ClusterId
+		}
+	}
+	return ""
+}
+
 type isSnapshotRecord_Kind interface {
 	isSnapshotRecord_Kind()
 }
@@ -241,6 +251,10 @@ type SnapshotRecord_RolloutEvent struct {
 	RolloutEvent *RolloutEvent `protobuf:"bytes,12,opt,name=rollout_event,json=rolloutEvent,proto3,oneof"`
 }
 
+type SnapshotRecord_ClusterId struct {
+	ClusterId string `protobuf:"bytes,13,opt,name=cluster_id,json=clusterId,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Kind() {}
 
 func (*SnapshotRecord_App) isSnapshotRecord_Kind() {}
@@ -264,6 +278,8 @@ func (*SnapshotRecord_Rollout) isSnapshotRecord_Kind() {}
 func (*SnapshotRecord_History) isSnapshotRecord_Kind() {}
 
 func (*SnapshotRecord_RolloutEvent) isSnapshotRecord_Kind() {}
+
+func (*SnapshotRecord_ClusterId) isSnapshotRecord_Kind() {}
 
 type SnapshotHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -367,7 +383,7 @@ var File_rel_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_rel_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x15rel/v1/snapshot.proto\x12\x06rel.v1\x1a\x12rel/v1/types.proto\"\xd3\x04\n" +
+	"\x15rel/v1/snapshot.proto\x12\x06rel.v1\x1a\x12rel/v1/types.proto\"\xf4\x04\n" +
 	"\x0eSnapshotRecord\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.rel.v1.SnapshotHeaderH\x00R\x06header\x12\x1f\n" +
 	"\x03app\x18\x02 \x01(\v2\v.rel.v1.AppH\x00R\x03app\x127\n" +
@@ -382,7 +398,9 @@ const file_rel_v1_snapshot_proto_rawDesc = "" +
 	"\arollout\x18\n" +
 	" \x01(\v2\x0f.rel.v1.RolloutH\x00R\arollout\x120\n" +
 	"\ahistory\x18\v \x01(\v2\x14.rel.v1.HistoryEntryH\x00R\ahistory\x12;\n" +
-	"\rrollout_event\x18\f \x01(\v2\x14.rel.v1.RolloutEventH\x00R\frolloutEventB\x06\n" +
+	"\rrollout_event\x18\f \x01(\v2\x14.rel.v1.RolloutEventH\x00R\frolloutEvent\x12\x1f\n" +
+	"\n" +
+	"cluster_id\x18\r \x01(\tH\x00R\tclusterIdB\x06\n" +
 	"\x04kind\"(\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\"8\n" +
@@ -458,6 +476,7 @@ func file_rel_v1_snapshot_proto_init() {
 		(*SnapshotRecord_Rollout)(nil),
 		(*SnapshotRecord_History)(nil),
 		(*SnapshotRecord_RolloutEvent)(nil),
+		(*SnapshotRecord_ClusterId)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
