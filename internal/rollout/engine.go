@@ -49,7 +49,7 @@ func (e *Engine) Run(ctx context.Context) {
 		e.Store.WatchTables(ws, state.TableAgents, state.TableAgentApps)
 		var wake time.Time
 		for _, ro := range active {
-			d := Step(View{Rollout: ro, Hosts: e.observe(ro), Now: e.Now()})
+			d := Step(View{Rollout: ro, Hosts: Observe(e.Store, ro), Now: e.Now()})
 			if d.Rollout != nil {
 				if err := e.commit(ctx, ro, d); err != nil {
 					if ctx.Err() != nil {
@@ -82,11 +82,6 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
-}
-
-// observe reads what the cluster knows of a rollout's hosts.
-func (e *Engine) observe(ro *relv1.Rollout) map[string]Obs {
-	return Observe(e.Store, ro)
 }
 
 // Observe reads what the cluster knows of a rollout's hosts from a store.

@@ -447,14 +447,12 @@ func (c *clusterService) LocalAgents(ctx context.Context, req *relv1.LocalAgents
 }
 
 // liveAgents asks every server (this one locally) for its agent streams.
-func (s *Server) liveAgents(ctx context.Context) (map[string]*relv1.LocalAgent, map[string]bool) {
+func (s *Server) liveAgents(ctx context.Context) map[string]*relv1.LocalAgent {
 	live := map[string]*relv1.LocalAgent{}
-	answered := map[string]bool{}
 	local, _ := (&clusterService{s: s}).LocalAgents(ctx, nil)
 	for _, la := range local.GetAgents() {
 		live[la.GetAgentId()] = la
 	}
-	answered[s.cfg.NodeID] = true
 	servers, _, _ := s.store.Servers(memdb.NewWatchSet())
 	var (
 		mu sync.Mutex
@@ -479,14 +477,13 @@ func (s *Server) liveAgents(ctx context.Context) (map[string]*relv1.LocalAgent, 
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			answered[srv.GetId()] = true
 			for _, la := range resp.GetAgents() {
 				live[la.GetAgentId()] = la
 			}
 		}()
 	}
 	wg.Wait()
-	return live, answered
+	return live
 }
 
 // sweepAgents runs on the leader: an agent recorded as connected whose
@@ -506,7 +503,7 @@ func (s *Server) sweepAgents(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		live, _ := s.liveAgents(ctx)
+		live := s.liveAgents(ctx)
 		seen := map[string]bool{}
 		for _, a := range agents {
 			if !a.GetConnected() {

@@ -12,10 +12,6 @@ import (
 	"github.com/relhq/rel/internal/validate"
 )
 
-func errConflict(format string, args ...any) error {
-	return status.Errorf(codes.FailedPrecondition, format, args...)
-}
-
 func errPrecondition(format string, args ...any) error {
 	return status.Errorf(codes.FailedPrecondition, format, args...)
 }

@@ -209,7 +209,7 @@ func (s *Server) addVoter(ctx context.Context, req *relv1.JoinRequest) (uint64, 
 			// Already a member (a retried join): just refresh its record.
 			return s.apply(ctx, registerCmd(req))
 		case sameID || sameAddr:
-			return 0, errConflict("node %q or raft address %s is already a member as %q at %s: remove it first with 'relctl cluster remove %s'",
+			return 0, errPrecondition("node %q or raft address %s is already a member as %q at %s: remove it first with 'relctl cluster remove %s'",
 				req.GetId(), req.GetRaftAddr(), srv.ID, srv.Address, srv.ID)
 		}
 	}
