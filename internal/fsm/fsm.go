@@ -113,6 +113,21 @@ func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
 	case *relv1.Command_RolloutControl:
 		c := k.RolloutControl
 		return f.store.ControlRollout(index, c.GetRolloutId(), c.GetAction(), c.GetReason(), c.GetAtUnixNano())
+	case *relv1.Command_AclBootstrap:
+		return f.store.ACLBootstrap(index, k.AclBootstrap.GetToken())
+	case *relv1.Command_CreateAclToken:
+		return f.store.CreateACLToken(index, k.CreateAclToken.GetToken())
+	case *relv1.Command_DeleteAclToken:
+		return f.store.DeleteACLToken(index, k.DeleteAclToken.GetAccessorId())
+	case *relv1.Command_CreateJoinToken:
+		return f.store.CreateJoinToken(index, k.CreateJoinToken.GetToken())
+	case *relv1.Command_UseJoinToken:
+		c := k.UseJoinToken
+		return f.store.UseJoinToken(index, c.GetSecretHash(), c.GetAgentId(), c.GetAtUnixNano())
+	case *relv1.Command_DeleteJoinToken:
+		return f.store.DeleteJoinToken(index, k.DeleteJoinToken.GetAccessorId())
+	case *relv1.Command_RevokeAgent:
+		return f.store.RevokeAgent(index, k.RevokeAgent.GetRevocation())
 	default:
 		// Same reasoning as an undecodable entry: a newer leader wrote a
 		// command this build does not know. Upgrade servers before using

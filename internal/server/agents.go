@@ -9,12 +9,15 @@ import (
 	"io"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-memdb"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/relhq/rel/internal/artifact"
+	"github.com/relhq/rel/internal/auth"
 	"github.com/relhq/rel/internal/validate"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
@@ -27,7 +30,10 @@ const helloTimeout = 10 * time.Second
 type session struct {
 	agentID string
 	id      string
-	cancel  context.CancelFunc
+	cancel  context.CancelCauseFunc
+	// certNotBefore is when the certificate the stream was opened with
+	// became valid: a revocation at or after it ends the stream.
+	certNotBefore time.Time
 
 	mu            sync.Mutex
 	lastHeard     time.Time
@@ -111,29 +117,61 @@ type agentService struct {
 // the agent's desired state on connect and on every change, while reports
 // go to the batcher and heartbeats stay in memory. This goroutine receives;
 // one sender goroutine owns stream.Send.
+//
+// The stream's node id is its certificate's: a hello that names another
+// node is refused. Labels the join token fixed (in the certificate) win
+// over the hello's; a hello contradicting one is refused. The stream ends
+// when its certificate expires or the agent is revoked.
 func (a *agentService) Connect(stream relv1.AgentService_ConnectServer) error {
 	s := a.s
-	ctx, cancel := context.WithCancel(stream.Context())
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(stream.Context())
+	defer cancel(nil)
 
+	p := auth.FromContext(ctx)
+	_, leaf, _, _ := peerCert(ctx)
 	hello, err := recvHello(ctx, stream)
 	if err != nil {
 		return err
 	}
+	if hello.GetNodeId() != p.ID {
+		s.metrics.authDenied.WithLabelValues(relv1.AgentService_Connect_FullMethodName+" hello", codes.PermissionDenied.String()).Inc()
+		s.logger.Warn("agent stream refused: its hello names another node than its certificate", "certificate", p.ID, "hello_node_id", hello.GetNodeId())
+		return status.Errorf(codes.PermissionDenied, "this stream's certificate is agent %q; a hello naming %q is refused", p.ID, hello.GetNodeId())
+	}
+	labels, err := mergeLabels(hello.GetLabels(), p.Labels)
+	if err != nil {
+		s.logger.Warn("agent stream refused", "agent", p.ID, "err", err)
+		return err
+	}
 	ss := &session{agentID: hello.GetNodeId(), id: newID("sess-"), cancel: cancel}
+	if leaf != nil {
+		ss.certNotBefore = leaf.NotBefore
+	}
 	ss.heard(nil)
 	if old := s.sessions.add(ss); old != nil {
 		// Most likely the agent's own half-open stream from before a network
 		// blip: the newest stream wins.
 		s.logger.Info("agent reconnected: replacing its previous stream", "agent", ss.agentID, "old_session", old.id, "session", ss.id)
-		old.cancel()
+		old.cancel(errReplaced)
+	}
+	if !p.Expires.IsZero() {
+		// TLS checks a certificate once, at the handshake: end the stream
+		// when it expires, so the agent reconnects with its renewed one.
+		t := time.AfterFunc(time.Until(p.Expires), func() {
+			cancel(status.Error(codes.Unauthenticated, "the stream's certificate expired: reconnect with the renewed one"))
+		})
+		defer t.Stop()
 	}
 	logger := s.logger.With("agent", ss.agentID, "session", ss.id)
+	installed := make([]*relv1.AppReport, 0, len(hello.GetInstalled()))
+	for _, r := range hello.GetInstalled() {
+		installed = append(installed, sanitizeReport(r, time.Now()))
+	}
 	agent := &relv1.Agent{
-		Id: hello.GetNodeId(), Labels: hello.GetLabels(), AgentVersion: hello.GetAgentVersion(), Facts: hello.GetFacts(),
+		Id: hello.GetNodeId(), Labels: labels, AgentVersion: hello.GetAgentVersion(), Facts: hello.GetFacts(),
 		SessionId: ss.id, ServerId: s.cfg.NodeID, ConnectedUnixNano: time.Now().UnixNano(),
 	}
-	if _, err := s.apply(ctx, &relv1.Command{Kind: &relv1.Command_AgentUp{AgentUp: &relv1.AgentUp{Agent: agent, Installed: hello.GetInstalled()}}}); err != nil {
+	if _, err := s.apply(ctx, &relv1.Command{Kind: &relv1.Command_AgentUp{AgentUp: &relv1.AgentUp{Agent: agent, Installed: installed}}}); err != nil {
 		s.sessions.remove(ss)
 		logger.Warn("could not record agent connection", "err", err)
 		return toStatus(err)
@@ -152,7 +190,7 @@ func (a *agentService) Connect(stream relv1.AgentService_ConnectServer) error {
 			case m := <-out:
 				if err := stream.Send(m); err != nil {
 					sendErr <- err
-					cancel()
+					cancel(err)
 					return
 				}
 			}
@@ -183,7 +221,11 @@ func (a *agentService) Connect(stream relv1.AgentService_ConnectServer) error {
 	}()
 
 	recvErr := s.recvAgent(ctx, stream, ss)
-	cancel()
+	// A stream the server ended (revoked, certificate expired) says why.
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) && !errors.Is(cause, errReplaced) && stream.Context().Err() == nil {
+		recvErr = cause
+	}
+	cancel(nil)
 	wg.Wait()
 	<-sendErr
 	if s.sessions.remove(ss) {
@@ -194,6 +236,97 @@ func (a *agentService) Connect(stream relv1.AgentService_ConnectServer) error {
 		return nil
 	}
 	return recvErr
+}
+
+// watchRevocations ends the streams of revoked agents as soon as this
+// server applies the revocation.
+func (s *Server) watchRevocations() {
+	for s.ctx.Err() == nil {
+		ws := newWatch(s.store)
+		revs, _, err := s.store.Revocations(ws)
+		if err != nil {
+			s.logger.Error("read revocations", "err", err)
+			return
+		}
+		for _, rev := range revs {
+			ss := s.sessions.get(rev.GetAgentId())
+			at := time.Unix(0, rev.GetRevokedUnixNano())
+			if ss != nil && !ss.certNotBefore.After(at) {
+				s.logger.Warn("closing the stream of a revoked agent", "agent", ss.agentID, "session", ss.id)
+				ss.cancel(status.Errorf(codes.Unauthenticated, "agent %q was revoked: its certificates are refused", ss.agentID))
+			}
+		}
+		if ws.WatchCtx(s.ctx) != nil {
+			return
+		}
+	}
+}
+
+// errReplaced ends a stream that a newer stream of the same agent replaced.
+var errReplaced = errors.New("replaced by a newer stream of the same agent")
+
+// mergeLabels applies the labels an agent's certificate fixes to the ones
+// its hello claims.
+func mergeLabels(hello, fixed map[string]string) (map[string]string, error) {
+	if len(fixed) == 0 {
+		return hello, nil
+	}
+	out := make(map[string]string, len(hello)+len(fixed))
+	for k, v := range hello {
+		if f, ok := fixed[k]; ok && f != v {
+			return nil, status.Errorf(codes.PermissionDenied, "label %s=%s contradicts %s=%s, which the agent's join token fixed: drop it from --labels", k, v, k, f)
+		}
+		out[k] = v
+	}
+	for k, v := range fixed {
+		out[k] = v
+	}
+	if err := validate.Labels("label", out, false); err != nil {
+		return nil, toStatus(err)
+	}
+	return out, nil
+}
+
+// sanitizeReport bounds what an agent's report may put in raft: hook
+// output is cut to its last 1 KiB, the reason to 4 KiB, and a time in the
+// future is brought back to the server's now, so a skewed (or lying) agent
+// clock cannot make later true reports look older and be ignored.
+func sanitizeReport(r *relv1.AppReport, now time.Time) *relv1.AppReport {
+	if r == nil {
+		return nil
+	}
+	out := proto.Clone(r).(*relv1.AppReport)
+	out.Output = tail(out.GetOutput(), validate.MaxOutputLen)
+	out.Reason = head(out.GetReason(), validate.MaxReasonLen)
+	if at := out.GetAtUnixNano(); at <= 0 || at > now.UnixNano() {
+		out.AtUnixNano = now.UnixNano()
+	}
+	return out
+}
+
+// tail is the last n bytes of s, cut at a UTF-8 boundary.
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[len(s)-n:]
+	for i := 0; i < len(s) && i < 4; i++ {
+		if utf8.RuneStart(s[i]) {
+			return s[i:]
+		}
+	}
+	return s
+}
+
+// head is the first n bytes of s, cut at a UTF-8 boundary.
+func head(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 func recvHello(ctx context.Context, stream relv1.AgentService_ConnectServer) (*relv1.Hello, error) {
@@ -244,7 +377,12 @@ func (s *Server) recvAgent(ctx context.Context, stream relv1.AgentService_Connec
 			ss.heard(k.Heartbeat)
 		case *relv1.AgentMessage_Reports:
 			ss.heard(nil)
+			now := time.Now()
 			for _, r := range k.Reports.GetReports() {
+				r = sanitizeReport(r, now)
+				if err := validate.Report(r); err != nil {
+					return toStatus(err)
+				}
 				s.reports.add(&relv1.AgentReport{AgentId: ss.agentID, SessionId: ss.id, Report: r})
 			}
 		default:
@@ -255,7 +393,7 @@ func (s *Server) recvAgent(ctx context.Context, stream relv1.AgentService_Connec
 
 // watchSilence ends a stream whose agent has said nothing for the grace
 // period: a half-open connection that TCP has not noticed.
-func (s *Server) watchSilence(ctx context.Context, ss *session, cancel context.CancelFunc) {
+func (s *Server) watchSilence(ctx context.Context, ss *session, cancel context.CancelCauseFunc) {
 	t := time.NewTicker(s.cfg.AgentGrace / 3)
 	defer t.Stop()
 	for {
@@ -266,7 +404,7 @@ func (s *Server) watchSilence(ctx context.Context, ss *session, cancel context.C
 			heard, _, _ := ss.snapshot()
 			if time.Since(heard) > s.cfg.AgentGrace {
 				s.logger.Warn("agent silent past the grace period: closing its stream", "agent", ss.agentID, "silent_for", time.Since(heard).Round(time.Millisecond))
-				cancel()
+				cancel(status.Errorf(codes.DeadlineExceeded, "agent silent for more than %s", s.cfg.AgentGrace))
 				return
 			}
 		}
@@ -350,12 +488,9 @@ func (s *Server) desiredApp(d *relv1.Desired) *relv1.DesiredApp {
 		app.Urls = []string{d.GetArtifactUrl()}
 		return app
 	}
-	app.Urls = append(app.Urls, "http://"+s.HTTPAddr()+artifact.HTTPPath(digest))
-	servers, _, _ := s.store.Servers(memdb.NewWatchSet())
-	for _, srv := range servers {
-		if srv.GetId() != s.cfg.NodeID && srv.GetHttpAddr() != "" {
-			app.Urls = append(app.Urls, "http://"+srv.GetHttpAddr()+artifact.HTTPPath(digest))
-		}
+	app.StoreUrls = append(app.StoreUrls, "https://"+s.HTTPAddr()+artifact.HTTPPath(digest))
+	for _, src := range s.peerArtifactSources() {
+		app.StoreUrls = append(app.StoreUrls, src+artifact.HTTPPath(digest))
 	}
 	return app
 }

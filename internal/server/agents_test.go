@@ -16,11 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/relhq/rel/internal/pki"
 	"github.com/relhq/rel/internal/server"
 	"github.com/relhq/rel/internal/testcluster"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
@@ -39,12 +38,11 @@ type rawAgent struct {
 	done    chan error
 }
 
-func connectAgent(t *testing.T, addr, id string, labels map[string]string, lastGen uint64) *rawAgent {
+// connectAgent opens an agent stream to n with a certificate for agent id.
+func connectAgent(t *testing.T, n *testcluster.Node, id string, labels map[string]string, lastGen uint64) *rawAgent {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	aid := testcluster.AgentID(id)
+	conn := n.Cluster().PKI.Dial(t, n.GRPCAddr(), &aid)
 	ctx, cancel := context.WithCancel(context.Background())
 	stream, err := relv1.NewAgentServiceClient(conn).Connect(ctx)
 	if err != nil {
@@ -82,6 +80,13 @@ func connectAgent(t *testing.T, addr, id string, labels map[string]string, lastG
 		}
 	}()
 	return a
+}
+
+// httpClient is an HTTPS client of the cluster presenting a certificate for id.
+func httpClient(t testing.TB, c *testcluster.Cluster, id pki.Identity) *http.Client {
+	tr := &http.Transport{TLSClientConfig: c.PKI.TLSConfig(t, &id)}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }
 
 func (a *rawAgent) send(m *relv1.AgentMessage) error {
@@ -141,7 +146,7 @@ func fastAgents(i int, cfg *server.Config) {
 // their desired state, their reports finish it, and history records it.
 func TestAgentRollout(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{Configure: fastAgents})
-	ctl := dial(t, c.Nodes[0].GRPCAddr())
+	ctl := dial(t, c.Nodes[0])
 	ctx := ctxT(t)
 	mustCreate(t, ctl, "web")
 	if _, err := ctl.CreateEnvironment(ctx, &relv1.CreateEnvironmentRequest{Name: "prod", Selector: map[string]string{"env": "prod"}}); err != nil {
@@ -149,13 +154,13 @@ func TestAgentRollout(t *testing.T) {
 	}
 	var agents []*rawAgent
 	for i := 0; i < 3; i++ {
-		a := connectAgent(t, c.Nodes[i].GRPCAddr(), fmt.Sprintf("host-%d", i), map[string]string{"env": "prod"}, 0)
+		a := connectAgent(t, c.Nodes[i], fmt.Sprintf("host-%d", i), map[string]string{"env": "prod"}, 0)
 		if d := a.nextDesired(5 * time.Second); d.GetGeneration() != 0 || len(d.GetApps()) != 0 {
 			t.Fatalf("initial desired state %v, want empty generation 0", d)
 		}
 		agents = append(agents, a)
 	}
-	connectAgent(t, c.Nodes[0].GRPCAddr(), "dev-host", map[string]string{"env": "dev"}, 0)
+	connectAgent(t, c.Nodes[0], "dev-host", map[string]string{"env": "dev"}, 0)
 	testcluster.WaitFor(t, 5*time.Second, func() (bool, string) {
 		resp, err := ctl.ListAgents(ctx, &relv1.ListAgentsRequest{Environment: "prod"})
 		if err != nil {
@@ -201,7 +206,7 @@ func TestAgentRollout(t *testing.T) {
 	// A reconnect (same id, new stream, told the last generation) replaces
 	// the old stream and gets the same desired state again.
 	gen := start.GetIndex()
-	again := connectAgent(t, c.Nodes[1].GRPCAddr(), "host-0", map[string]string{"env": "prod"}, gen)
+	again := connectAgent(t, c.Nodes[1], "host-0", map[string]string{"env": "prod"}, gen)
 	if d := again.nextDesired(5 * time.Second); d.GetGeneration() < gen || d.GetApps()[0].GetVersion() != "1.0.1" {
 		t.Fatalf("desired after reconnect %v", d)
 	}
@@ -246,7 +251,7 @@ func mustCreate(t *testing.T, ctl relv1.ControlServiceClient, app string) {
 // TestRolloutFailsOnHostFailure: one failed host fails an all-at-once rollout.
 func TestRolloutFailsOnHostFailure(t *testing.T) {
 	c := testcluster.New(t, 1, testcluster.Options{Configure: fastAgents})
-	ctl := dial(t, c.Nodes[0].GRPCAddr())
+	ctl := dial(t, c.Nodes[0])
 	ctx := ctxT(t)
 	mustCreate(t, ctl, "web")
 	ctl.CreateEnvironment(ctx, &relv1.CreateEnvironmentRequest{Name: "prod", Selector: map[string]string{"env": "prod"}})
@@ -262,8 +267,8 @@ func TestRolloutFailsOnHostFailure(t *testing.T) {
 	if status.Code(err) != codes.NotFound || !strings.Contains(status.Convert(err).Message(), `environment "nope" not found`) {
 		t.Fatalf("rollout to unknown env: %v", err)
 	}
-	a := connectAgent(t, c.Nodes[0].GRPCAddr(), "h1", map[string]string{"env": "prod"}, 0)
-	b := connectAgent(t, c.Nodes[0].GRPCAddr(), "h2", map[string]string{"env": "prod"}, 0)
+	a := connectAgent(t, c.Nodes[0], "h1", map[string]string{"env": "prod"}, 0)
+	b := connectAgent(t, c.Nodes[0], "h2", map[string]string{"env": "prod"}, 0)
 	a.nextDesired(5 * time.Second)
 	b.nextDesired(5 * time.Second)
 	start, err := ctl.StartRollout(ctx, &relv1.StartRolloutRequest{App: "web", Version: "1.0.1", Environment: "prod"})
@@ -292,11 +297,7 @@ func TestArtifactUpload(t *testing.T) {
 	}})
 	c.WaitLeader()
 	f := c.Followers()[0]
-	conn, err := grpc.NewClient(f.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := f.Admin()
 	ac := relv1.NewArtifactServiceClient(conn)
 	data := make([]byte, 300_000)
 	rand.Read(data)
@@ -327,11 +328,13 @@ func TestArtifactUpload(t *testing.T) {
 	if resp.GetArtifactUrl() != "rel://sha256/"+digest || len(resp.GetHolders()) < 2 {
 		t.Fatalf("upload response %v", resp)
 	}
-	// Every server serves it (the minority fetches on demand), with Range.
+	// Every server serves it to agents (the minority fetches on demand),
+	// with Range.
+	agentHTTP := httpClient(t, c, testcluster.AgentID("h1"))
 	for _, n := range c.Nodes {
-		req, _ := http.NewRequest("GET", "http://"+n.HTTPAddr()+"/v1/artifacts/sha256/"+digest, nil)
+		req, _ := http.NewRequest("GET", "https://"+n.HTTPAddr()+"/v1/artifacts/sha256/"+digest, nil)
 		req.Header.Set("Range", "bytes=1000-")
-		hr, err := http.DefaultClient.Do(req)
+		hr, err := agentHTTP.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -343,7 +346,7 @@ func TestArtifactUpload(t *testing.T) {
 	}
 
 	// A release can use it; the server fills in the size.
-	ctl := dial(t, f.GRPCAddr())
+	ctl := dial(t, f)
 	ctl.CreateApp(ctxT(t), &relv1.CreateAppRequest{Name: "web"})
 	rel, err := ctl.CreateRelease(ctxT(t), &relv1.CreateReleaseRequest{App: "web", Version: "1.0.0", ArtifactUrl: resp.GetArtifactUrl()})
 	if err != nil || rel.GetRelease().GetSize() != int64(len(data)) || rel.GetRelease().GetSha256() != digest {
@@ -399,11 +402,8 @@ func TestForeignGenerationIgnored(t *testing.T) {
 		return c.Nodes[0].Server().Store().ClusterID() != "", "the cluster has no id yet"
 	})
 	cid := c.Nodes[0].Server().Store().ClusterID()
-	conn, err := grpc.NewClient(c.Nodes[0].GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	aid := testcluster.AgentID("h1")
+	conn := c.Nodes[0].Dial(&aid)
 	for _, tc := range []struct {
 		cluster  string
 		wantSent bool

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -130,7 +131,7 @@ func (s *Server) replicateArtifact(ctx context.Context, digest string, size int6
 		err error
 	}
 	results := make(chan result, len(peers))
-	src := "http://" + s.HTTPAddr()
+	src := "https://" + s.HTTPAddr()
 	for _, id := range peers {
 		addr := grpcOf[id]
 		s.wg.Add(1)
@@ -172,8 +173,26 @@ func (s *Server) replicateArtifact(ctx context.Context, digest string, size int6
 	return nil, status.Errorf(codes.Unavailable, "artifact stored on %d of %d servers, a majority (%d) is needed: %v", len(holders), voters, need, errors.Join(errs...))
 }
 
-// FetchArtifact downloads a blob from the given peers into this server's store.
+// FetchArtifact downloads a blob from the given peers into this server's
+// store. Sources must be the artifact endpoints of current members: a
+// server never fetches from anywhere else (it would otherwise fetch any URL
+// a caller names, from inside the network, and serve the answer to agents).
 func (c *clusterService) FetchArtifact(ctx context.Context, req *relv1.FetchArtifactRequest) (*relv1.FetchArtifactResponse, error) {
+	if _, err := validate.SHA256(req.GetSha256()); err != nil {
+		return nil, toStatus(err)
+	}
+	if req.GetSize() < 0 || req.GetSize() > c.s.artifacts.MaxSize() {
+		return nil, status.Errorf(codes.InvalidArgument, "artifact size %d: want 0-%d", req.GetSize(), c.s.artifacts.MaxSize())
+	}
+	if len(req.GetSources()) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "no source to fetch from")
+	}
+	members := c.s.peerArtifactSources()
+	for _, src := range req.GetSources() {
+		if !slices.Contains(members, src) {
+			return nil, status.Errorf(codes.InvalidArgument, "source %q is not the artifact endpoint of a member of this cluster: servers fetch artifacts only from each other", src)
+		}
+	}
 	if err := c.s.artifacts.Fetch(ctx, c.s.httpClient, req.GetSha256(), req.GetSize(), req.GetSources()); err != nil {
 		return nil, artifactStatus(err)
 	}
@@ -188,13 +207,7 @@ func (s *Server) fetchFromPeers(ctx context.Context, digest string) error {
 	if !ok {
 		call = &fetchCall{done: make(chan struct{})}
 		s.fetches[digest] = call
-		servers, _, _ := s.store.Servers(memdb.NewWatchSet())
-		var sources []string
-		for _, srv := range servers {
-			if srv.GetId() != s.cfg.NodeID && srv.GetHttpAddr() != "" {
-				sources = append(sources, "http://"+srv.GetHttpAddr())
-			}
-		}
+		sources := s.peerArtifactSources()
 		go func() {
 			fctx, cancel := context.WithTimeout(s.ctx, 10*time.Minute)
 			defer cancel()
@@ -212,6 +225,19 @@ func (s *Server) fetchFromPeers(ctx context.Context, digest string) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// peerArtifactSources are the HTTPS base URLs of the other members'
+// artifact endpoints, as registered in the replicated state.
+func (s *Server) peerArtifactSources() []string {
+	servers, _, _ := s.store.Servers(memdb.NewWatchSet())
+	var out []string
+	for _, srv := range servers {
+		if srv.GetId() != s.cfg.NodeID && srv.GetHttpAddr() != "" {
+			out = append(out, "https://"+srv.GetHttpAddr())
+		}
+	}
+	return out
 }
 
 type fetchCall struct {

@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/relhq/rel/internal/auth"
+	"github.com/relhq/rel/internal/pki"
 	"github.com/relhq/rel/internal/server"
 	"github.com/relhq/rel/internal/testcluster"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
@@ -21,7 +23,7 @@ import (
 func TestBadInput(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{})
 	leader := c.WaitLeader()
-	fc := dial(t, c.Followers()[0].GRPCAddr())
+	fc := dial(t, c.Followers()[0])
 	ctx := ctxT(t)
 	if _, err := fc.CreateApp(ctx, &relv1.CreateAppRequest{Name: "web"}); err != nil {
 		t.Fatal(err)
@@ -144,7 +146,7 @@ func TestNoLeader(t *testing.T) {
 		cfg.LeaderWait = 1500 * time.Millisecond
 	}})
 	leader := c.WaitLeader()
-	lc := dial(t, leader.GRPCAddr())
+	lc := dial(t, leader)
 	if _, err := lc.CreateApp(ctxT(t), &relv1.CreateAppRequest{Name: "web"}); err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +170,7 @@ func TestNoLeader(t *testing.T) {
 		t.Fatalf("local read without leader: %v %v, want the one app", resp, err)
 	}
 	// Load balancers see it too: /v1/health answers 503.
-	hr, err := http.Get("http://" + leader.HTTPAddr() + "/v1/health")
+	hr, err := httpsClient(t, c, nil).Get("https://" + leader.HTTPAddr() + "/v1/health")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,16 +181,27 @@ func TestNoLeader(t *testing.T) {
 	}
 }
 
+// httpsClient is an HTTPS client of the cluster presenting a certificate
+// for id (nil: none).
+func httpsClient(t testing.TB, c *testcluster.Cluster, id *pki.Identity) *http.Client {
+	tr := &http.Transport{TLSClientConfig: c.PKI.TLSConfig(t, id)}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+}
+
 // TestHealthAndMetrics: /v1/health answers 200 with the node's role and
-// indexes; /metrics has raft state and gRPC requests by method and code.
+// indexes, to anyone (load balancers); /metrics has raft state and gRPC
+// requests by method and code, for a client certificate; without
+// --enable-debug there is no /debug/pprof/.
 func TestHealthAndMetrics(t *testing.T) {
 	c := testcluster.New(t, 1, testcluster.Options{})
 	n := c.Nodes[0]
-	ctl := dial(t, n.GRPCAddr())
+	ctl := dial(t, n)
 	ctl.CreateApp(ctxT(t), &relv1.CreateAppRequest{Name: "web"})
 	ctl.CreateApp(ctxT(t), &relv1.CreateAppRequest{Name: "web"}) // AlreadyExists
-	get := func(path string) (int, string) {
-		resp, err := http.Get("http://" + n.HTTPAddr() + path)
+	viewer := testcluster.ClientID("prometheus", auth.Viewer)
+	get := func(id *pki.Identity, path string) (int, string) {
+		resp, err := httpsClient(t, c, id).Get("https://" + n.HTTPAddr() + path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -196,11 +209,11 @@ func TestHealthAndMetrics(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	code, body := get("/v1/health")
+	code, body := get(nil, "/v1/health")
 	if code != 200 || !strings.Contains(body, `"role": "leader"`) || !strings.Contains(body, `"node_id": "s1"`) {
 		t.Fatalf("health: %d %s", code, body)
 	}
-	code, body = get("/metrics")
+	code, body = get(&viewer, "/metrics")
 	for _, want := range []string{
 		"rel_raft_state 2",
 		"rel_raft_is_leader 1",
@@ -213,7 +226,11 @@ func TestHealthAndMetrics(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
-	if code, _ := get("/debug/pprof/"); code != 200 {
-		t.Errorf("pprof index: %d", code)
+	if code, _ := get(nil, "/metrics"); code != http.StatusUnauthorized {
+		t.Errorf("metrics without a certificate or token: %d, want 401", code)
+	}
+	admin := testcluster.AdminID()
+	if code, _ := get(&admin, "/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("pprof without --enable-debug: %d, want 404", code)
 	}
 }

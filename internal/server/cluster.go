@@ -10,9 +10,11 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/relhq/rel/internal/auth"
+	"github.com/relhq/rel/internal/validate"
 	"github.com/relhq/rel/internal/version"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
@@ -24,10 +26,6 @@ const memberProbeTimeout = time.Second
 type clusterService struct {
 	relv1.UnimplementedClusterServiceServer
 	s *Server
-}
-
-func forwardCtx(ctx context.Context) context.Context {
-	return metadata.AppendToOutgoingContext(ctx, forwardedKey, "1")
 }
 
 // Members lists the raft configuration, asking every member for its status
@@ -105,7 +103,9 @@ func (c *clusterService) Members(ctx context.Context, req *relv1.MembersRequest)
 	return &relv1.MembersResponse{Members: members}, nil
 }
 
-// Join admits a node. Followers forward it to the leader.
+// Join admits a node. Followers forward it to the leader. Only a server
+// certificate of this cluster may ask, and only for itself: the node id it
+// joins as is its certificate's.
 func (c *clusterService) Join(ctx context.Context, req *relv1.JoinRequest) (*relv1.JoinResponse, error) {
 	s := c.s
 	if req.GetId() == "" || req.GetRaftAddr() == "" || req.GetGrpcAddr() == "" {
@@ -114,12 +114,18 @@ func (c *clusterService) Join(ctx context.Context, req *relv1.JoinRequest) (*rel
 	if !nodeIDRE.MatchString(req.GetId()) {
 		return nil, status.Errorf(codes.InvalidArgument, "node id %q: use 1-63 letters, digits and . _ -", req.GetId())
 	}
+	if err := validate.Command(registerCmd(req)); err != nil {
+		return nil, toStatus(err)
+	}
+	if p := auth.FromContext(ctx); p.Kind != auth.KindServer || p.ID != req.GetId() {
+		return nil, status.Errorf(codes.PermissionDenied, "%s may not join the cluster as server %q: a server joins with its own server certificate", p, req.GetId())
+	}
 	if conn, err := s.leaderTarget(ctx); err != nil {
 		return nil, err
 	} else if conn != nil {
 		return relv1.NewClusterServiceClient(conn).Join(forwardCtx(ctx), req)
 	}
-	idx, err := s.addVoter(ctx, req)
+	idx, err := s.addNonvoter(ctx, req)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -149,12 +155,26 @@ func (c *clusterService) Status(ctx context.Context, req *relv1.StatusRequest) (
 	return c.s.status(), nil
 }
 
-// Apply commits a forwarded command; only the leader accepts it.
+// Apply commits a command a peer forwarded; only the leader accepts it. The
+// command is decoded and validated here, with the checks the endpoints
+// apply, and only what was validated is proposed: a peer's bytes never
+// reach the log unexamined.
 func (c *clusterService) Apply(ctx context.Context, req *relv1.ApplyRequest) (*relv1.ApplyResponse, error) {
 	if !c.s.IsLeader() {
 		return nil, status.Error(codes.Unavailable, "not the leader: the forwarding server will retry with the new one")
 	}
-	idx, err := c.s.applyBytes(ctx, req.GetCommand(), true)
+	var cmd relv1.Command
+	if err := proto.Unmarshal(req.GetCommand(), &cmd); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "undecodable command: %v", err)
+	}
+	if err := validate.Command(&cmd); err != nil {
+		return nil, toStatus(err)
+	}
+	b, err := proto.Marshal(&cmd)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	idx, err := c.s.applyBytes(ctx, b, true)
 	if err != nil {
 		return nil, toStatus(err)
 	}

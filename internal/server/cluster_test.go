@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/relhq/rel/internal/server"
 	"github.com/relhq/rel/internal/state"
@@ -18,24 +16,15 @@ import (
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
-func dial(t testing.TB, addr string) relv1.ControlServiceClient {
+// dial connects to a node as an admin (a client certificate of role admin).
+func dial(t testing.TB, n *testcluster.Node) relv1.ControlServiceClient {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return relv1.NewControlServiceClient(conn)
+	return relv1.NewControlServiceClient(n.Admin())
 }
 
-func dialCluster(t testing.TB, addr string) relv1.ClusterServiceClient {
+func dialCluster(t testing.TB, n *testcluster.Node) relv1.ClusterServiceClient {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return relv1.NewClusterServiceClient(conn)
+	return relv1.NewClusterServiceClient(n.Admin())
 }
 
 func ctxT(t testing.TB) context.Context {
@@ -113,7 +102,7 @@ func TestFailover(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{ProductionTimeouts: true})
 	leader := c.WaitLeader()
 	follower := c.Followers()[0]
-	fc := dial(t, follower.GRPCAddr())
+	fc := dial(t, follower)
 	ctx := ctxT(t)
 
 	if _, err := fc.CreateApp(ctx, &relv1.CreateAppRequest{Name: "web", Description: "the web tier"}); err != nil {
@@ -125,7 +114,7 @@ func TestFailover(t *testing.T) {
 	createReleases(t, fc, "web", 0, 200)
 	c.WaitConverged()
 	for _, n := range c.Running() {
-		if got := len(listVersions(t, dial(t, n.GRPCAddr()), "web")); got != 200 {
+		if got := len(listVersions(t, dial(t, n), "web")); got != 200 {
 			t.Fatalf("%s lists %d releases before failover, want 200", n.ID, got)
 		}
 	}
@@ -140,13 +129,13 @@ func TestFailover(t *testing.T) {
 	}
 
 	survivor := c.Followers()[0]
-	createReleases(t, dial(t, survivor.GRPCAddr()), "web", 200, 210)
+	createReleases(t, dial(t, survivor), "web", 200, 210)
 
 	c.Restart(leader)
 	c.WaitConverged()
 	var want []string
 	for _, n := range c.Nodes {
-		got := listVersions(t, dial(t, n.GRPCAddr()), "web")
+		got := listVersions(t, dial(t, n), "web")
 		if len(got) != 210 {
 			t.Fatalf("%s lists %d releases after catching up, want 210", n.ID, len(got))
 		}
@@ -178,7 +167,7 @@ func TestSnapshotCompactionRestart(t *testing.T) {
 		cfg.TrailingLogs = 16
 	}})
 	leader := c.WaitLeader()
-	lc := dial(t, leader.GRPCAddr())
+	lc := dial(t, leader)
 	if _, err := lc.CreateApp(ctxT(t), &relv1.CreateAppRequest{Name: "api"}); err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +190,7 @@ func TestSnapshotCompactionRestart(t *testing.T) {
 	if ok, why := state.Equal(leader.Server().Store(), victim.Server().Store()); !ok {
 		t.Fatalf("restarted node differs from leader: %s", why)
 	}
-	if got := len(listVersions(t, dial(t, victim.GRPCAddr()), "api")); got != 200 {
+	if got := len(listVersions(t, dial(t, victim), "api")); got != 200 {
 		t.Fatalf("restarted node lists %d releases, want 200", got)
 	}
 
@@ -216,7 +205,7 @@ func TestSnapshotCompactionRestart(t *testing.T) {
 		if ok, why := state.Equal(leader.Server().Store(), n.Server().Store()); !ok {
 			t.Fatalf("after full restart %s differs from leader: %s", n.ID, why)
 		}
-		if got := len(listVersions(t, dial(t, n.GRPCAddr()), "api")); got != 200 {
+		if got := len(listVersions(t, dial(t, n), "api")); got != 200 {
 			t.Fatalf("after full restart %s lists %d releases, want 200", n.ID, got)
 		}
 	}
@@ -228,7 +217,7 @@ func TestConsistentReadFromFollower(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{})
 	c.WaitLeader()
 	fs := c.Followers()
-	a, b := dial(t, fs[0].GRPCAddr()), dial(t, fs[1].GRPCAddr())
+	a, b := dial(t, fs[0]), dial(t, fs[1])
 	for i := 0; i < 20; i++ {
 		name := fmt.Sprintf("app-%d", i)
 		if _, err := a.CreateApp(ctxT(t), &relv1.CreateAppRequest{Name: name}); err != nil {
@@ -254,7 +243,7 @@ func TestMembership(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{})
 	leader := c.WaitLeader()
 	follower := c.Followers()[0]
-	cc := dialCluster(t, follower.GRPCAddr())
+	cc := dialCluster(t, follower)
 	resp, err := cc.Members(ctxT(t), &relv1.MembersRequest{})
 	if err != nil {
 		t.Fatalf("members: %v", err)
@@ -293,7 +282,7 @@ func TestMembership(t *testing.T) {
 		return len(resp.GetMembers()) == 2, fmt.Sprintf("%d members", len(resp.GetMembers()))
 	})
 	// The two left still commit writes.
-	if _, err := dial(t, follower.GRPCAddr()).CreateApp(ctxT(t), &relv1.CreateAppRequest{Name: "after-remove"}); err != nil {
+	if _, err := dial(t, follower).CreateApp(ctxT(t), &relv1.CreateAppRequest{Name: "after-remove"}); err != nil {
 		t.Fatalf("write after remove: %v", err)
 	}
 }

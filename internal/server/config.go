@@ -8,6 +8,8 @@ import (
 	"os"
 	"regexp"
 	"time"
+
+	"github.com/relhq/rel/internal/pki"
 )
 
 // Defaults of the node's tunables.
@@ -36,6 +38,14 @@ const (
 
 // ErrConfig is wrapped by every configuration error.
 var ErrConfig = errors.New("invalid configuration")
+
+// ErrNoTLS is the configuration error of a server started without TLS
+// material: Rel is secure by default and has no plaintext mode.
+var ErrNoTLS = errors.New(`TLS is required: give --ca-file, --cert-file and --key-file.
+Make them with:
+  relctl tls ca create --cluster NAME                  # ca.pem, ca-key.pem (keep the key safe)
+  relctl tls cert create --server --node-id ID         # ID.pem, ID-key.pem
+or try Rel on one machine with 'rel-server --dev', which makes its own`)
 
 var nodeIDRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$`)
 
@@ -76,6 +86,18 @@ type Config struct {
 	ReportWindow time.Duration
 	// MaxArtifactBytes limits uploads to the artifact store.
 	MaxArtifactBytes int64
+
+	// TLS material, required: the cluster CA bundle to trust, this node's
+	// server certificate and its key (0600).
+	CAFile, CertFile, KeyFile string
+	// CAKeyFile is the CA's key, with which this server signs agent
+	// certificates (enrolment and renewal). Without it, enrolments are
+	// forwarded to the leader.
+	CAKeyFile string
+	// AgentCertTTL is how long agent certificates are valid.
+	AgentCertTTL time.Duration
+	// EnableDebug serves /debug/pprof/ to operators' client certificates.
+	EnableDebug bool
 
 	Logger *slog.Logger
 	// LogOutput receives raft's own log lines; nil discards them.
@@ -120,6 +142,9 @@ func (c *Config) withDefaults() Config {
 	if out.MaxArtifactBytes == 0 {
 		out.MaxArtifactBytes = DefaultMaxArtifactBytes
 	}
+	if out.AgentCertTTL == 0 {
+		out.AgentCertTTL = pki.DefaultAgentValidity
+	}
 	if out.Logger == nil {
 		out.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -139,6 +164,12 @@ func (c *Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		return fmt.Errorf("%w: --data-dir is empty: give a directory for the raft log and snapshots", ErrConfig)
+	}
+	if c.CAFile == "" || c.CertFile == "" || c.KeyFile == "" {
+		return fmt.Errorf("%w: %w", ErrConfig, ErrNoTLS)
+	}
+	if c.AgentCertTTL != 0 && (c.AgentCertTTL < pki.MinAgentValidity || c.AgentCertTTL > pki.MaxAgentValidity) {
+		return fmt.Errorf("%w: --agent-cert-ttl %s: want %s to %s", ErrConfig, c.AgentCertTTL, pki.MinAgentValidity, pki.MaxAgentValidity)
 	}
 	if c.Bootstrap && len(c.Join) > 0 {
 		return fmt.Errorf("%w: --bootstrap and --join together: bootstrap the first node only, join the others to it", ErrConfig)

@@ -18,6 +18,7 @@ import (
 	"github.com/relhq/rel/internal/fsm"
 	"github.com/relhq/rel/internal/state"
 	"github.com/relhq/rel/internal/transport"
+	"github.com/relhq/rel/internal/validate"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
@@ -36,6 +37,9 @@ var errNoLeader = errors.New("no leader")
 func (s *Server) apply(ctx context.Context, cmd *relv1.Command) (uint64, error) {
 	if cmd.StampedUnixNano == 0 {
 		cmd.StampedUnixNano = time.Now().UnixNano()
+	}
+	if err := validate.Command(cmd); err != nil {
+		return 0, err
 	}
 	b, err := proto.Marshal(cmd)
 	if err != nil {

@@ -75,7 +75,11 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		cancel()
 	}
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		s.promoteLoop(ctx)
+	}()
 	go func() {
 		defer wg.Done()
 		eng := &rollout.Engine{Store: s.store, Apply: s.apply, Logger: s.logger.With("component", "rollout-engine"),
@@ -195,8 +199,13 @@ func (s *Server) joinLoop() {
 	}
 }
 
-// addVoter adds a node on the leader and records its addresses.
-func (s *Server) addVoter(ctx context.Context, req *relv1.JoinRequest) (uint64, error) {
+// addNonvoter admits a node on the leader and records its addresses. The
+// node's raft address must answer, over TLS, as that node: a join naming an
+// address nobody (or somebody else) answers at would add a voter that can
+// never vote, and cost a small cluster its quorum. It joins as a non-voter
+// and promoteLoop makes it a voter once it has caught up, so a new node
+// replaying a long log does not count toward the quorum meanwhile.
+func (s *Server) addNonvoter(ctx context.Context, req *relv1.JoinRequest) (uint64, error) {
 	cf := s.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
 		return 0, err
@@ -213,16 +222,89 @@ func (s *Server) addVoter(ctx context.Context, req *relv1.JoinRequest) (uint64, 
 				req.GetId(), req.GetRaftAddr(), srv.ID, srv.Address, srv.ID)
 		}
 	}
-	f := s.raft.AddVoter(raft.ServerID(req.GetId()), raft.ServerAddress(req.GetRaftAddr()), 0, timeoutFrom(ctx))
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err := s.sec.ProbeRaft(pctx, req.GetRaftAddr(), req.GetId())
+	cancel()
+	if err != nil {
+		return 0, errPrecondition("raft address %s of node %q does not answer as that server over TLS: %v; give --raft-addr the address peers reach the node at, and open that port", req.GetRaftAddr(), req.GetId(), err)
+	}
+	f := s.raft.AddNonvoter(raft.ServerID(req.GetId()), raft.ServerAddress(req.GetRaftAddr()), 0, timeoutFrom(ctx))
 	if err := f.Error(); err != nil {
 		return 0, err
 	}
-	s.logger.Info("added voter", "id", req.GetId(), "raft_addr", req.GetRaftAddr())
-	return s.apply(ctx, registerCmd(req))
+	s.logger.Info("added non-voter; it becomes a voter once it has caught up", "id", req.GetId(), "raft_addr", req.GetRaftAddr())
+	idx, err := s.apply(ctx, registerCmd(req))
+	select {
+	case s.promoteCh <- struct{}{}:
+	default:
+	}
+	return idx, err
+}
+
+// promoteSlack is how far behind the leader's commit index a non-voter may
+// be and still count as caught up.
+const promoteSlack = 64
+
+// promoteLoop runs on the leader: a non-voter whose replica has caught up
+// with the log becomes a voter.
+func (s *Server) promoteLoop(ctx context.Context) {
+	wait := 200 * time.Millisecond
+	for {
+		t := time.NewTimer(jitter(wait))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-s.promoteCh:
+			t.Stop()
+		case <-t.C:
+		}
+		if s.promoteCaughtUp(ctx) {
+			wait = 200 * time.Millisecond
+		} else {
+			wait = minDur(wait*2, 2*time.Second)
+		}
+	}
+}
+
+// promoteCaughtUp promotes every caught-up non-voter; it reports whether
+// none is left waiting.
+func (s *Server) promoteCaughtUp(ctx context.Context) bool {
+	cf := s.raft.GetConfiguration()
+	if cf.Error() != nil {
+		return false
+	}
+	done := true
+	for _, m := range cf.Configuration().Servers {
+		if m.Suffrage != raft.Nonvoter {
+			continue
+		}
+		done = false
+		reg, err := s.store.Server(string(m.ID))
+		if err != nil {
+			continue
+		}
+		conn, err := s.peers.get(reg.GetGrpcAddr())
+		if err != nil {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, memberProbeTimeout)
+		st, err := relv1.NewClusterServiceClient(conn).Status(pctx, &relv1.StatusRequest{})
+		cancel()
+		if err != nil || st.GetAppliedIndex()+promoteSlack < s.raft.CommitIndex() {
+			continue
+		}
+		if err := s.raft.AddVoter(m.ID, m.Address, 0, timeoutFrom(ctx)).Error(); err != nil {
+			s.logger.Warn("promoting a caught-up non-voter failed; will retry", "id", m.ID, "err", err)
+			continue
+		}
+		s.logger.Info("promoted to voter", "id", m.ID, "applied_index", st.GetAppliedIndex())
+	}
+	return done
 }
 
 func registerCmd(req *relv1.JoinRequest) *relv1.Command {
-	return &relv1.Command{Kind: &relv1.Command_RegisterServer{RegisterServer: &relv1.RegisterServer{Server: &relv1.Server{
+	return &relv1.Command{StampedUnixNano: time.Now().UnixNano(), Kind: &relv1.Command_RegisterServer{RegisterServer: &relv1.RegisterServer{Server: &relv1.Server{
 		Id: req.GetId(), RaftAddr: req.GetRaftAddr(), GrpcAddr: req.GetGrpcAddr(), HttpAddr: req.GetHttpAddr(),
 		RegisteredUnixNano: time.Now().UnixNano(),
 	}}}}

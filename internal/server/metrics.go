@@ -19,6 +19,8 @@ type metrics struct {
 	grpcRequests *prometheus.CounterVec
 	grpcLatency  *prometheus.HistogramVec
 	reportBatch  prometheus.Histogram
+	authDenied   *prometheus.CounterVec
+	enrolments   *prometheus.CounterVec
 }
 
 func newMetrics(s *Server) *metrics {
@@ -42,11 +44,22 @@ func newMetrics(s *Server) *metrics {
 		Help:    "Agent reports committed per raft entry.",
 		Buckets: prometheus.ExponentialBuckets(1, 2, 12),
 	})
+	m.authDenied = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rel_auth_denied_total",
+		Help: "Requests refused for their credentials, by full method and status code (Unauthenticated or PermissionDenied).",
+	}, []string{"method", "code"})
+	m.enrolments = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rel_agent_certificates_issued_total",
+		Help: "Agent certificates signed by this server, by how (enrol, renew).",
+	}, []string{"how"})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	m.reg.MustRegister(
-		m.applyLatency, m.grpcRequests, m.grpcLatency, m.reportBatch,
+		m.applyLatency, m.grpcRequests, m.grpcLatency, m.reportBatch, m.authDenied, m.enrolments,
+		gauge("rel_tls_certificate_expiry_seconds", "Seconds until this server's certificate expires.", func() float64 {
+			return time.Until(s.sec.M.Current().Leaf.NotAfter).Seconds()
+		}),
 		gauge("rel_agent_streams", "Agent streams held by this server.", func() float64 { return float64(len(s.sessions.all())) }),
 		gauge("rel_raft_state", "Raft state of this node: 0 follower, 1 candidate, 2 leader, 3 shutdown.",
 			func() float64 { return float64(s.raft.State()) }),

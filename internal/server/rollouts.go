@@ -11,7 +11,9 @@ import (
 	"github.com/hashicorp/go-memdb"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/relhq/rel/internal/auth"
 	"github.com/relhq/rel/internal/rollout"
 	"github.com/relhq/rel/internal/state"
 	"github.com/relhq/rel/internal/validate"
@@ -462,11 +464,20 @@ func (c *controlService) ListRollouts(ctx context.Context, req *relv1.ListRollou
 
 // agentStatus joins an agent's row with its apps, its environments and,
 // when its server answered, its live load.
-func (s *Server) agentStatus(a *relv1.Agent, envs []*relv1.Environment, live map[string]*relv1.LocalAgent) *relv1.AgentStatus {
+//
+// Hook output may hold anything a hook printed; callers whose roles may not
+// read it (viewers, release creators) get the reports without it.
+func (s *Server) agentStatus(ctx context.Context, a *relv1.Agent, envs []*relv1.Environment, live map[string]*relv1.LocalAgent) *relv1.AgentStatus {
 	st := &relv1.AgentStatus{Agent: a}
 	apps, _ := s.store.AgentApps(memdb.NewWatchSet(), a.GetId())
+	mayReadOutput := auth.FromContext(ctx).HasPermission(auth.ReadOutput)
 	for _, aa := range apps {
-		st.Apps = append(st.Apps, aa.GetReport())
+		r := aa.GetReport()
+		if r.GetOutput() != "" && !mayReadOutput {
+			r = proto.Clone(r).(*relv1.AppReport)
+			r.Output = ""
+		}
+		st.Apps = append(st.Apps, r)
 	}
 	for _, e := range envs {
 		if state.Matches(e.GetSelector(), a.GetLabels()) {
@@ -512,7 +523,7 @@ func (c *controlService) ListAgents(ctx context.Context, req *relv1.ListAgentsRe
 		if sel != nil && !state.Matches(sel, a.GetLabels()) {
 			continue
 		}
-		resp.Agents = append(resp.Agents, s.agentStatus(a, envs, live))
+		resp.Agents = append(resp.Agents, s.agentStatus(ctx, a, envs, live))
 	}
 	return resp, nil
 }
@@ -530,7 +541,7 @@ func (c *controlService) GetAgent(ctx context.Context, req *relv1.GetAgentReques
 	}
 	envs, _, _ := s.store.Environments(memdb.NewWatchSet())
 	live := s.liveAgents(ctx)
-	return &relv1.GetAgentResponse{Agent: s.agentStatus(a, envs, live), Index: a.GetModifyIndex()}, nil
+	return &relv1.GetAgentResponse{Agent: s.agentStatus(ctx, a, envs, live), Index: a.GetModifyIndex()}, nil
 }
 
 func (c *controlService) History(ctx context.Context, req *relv1.HistoryRequest) (*relv1.HistoryResponse, error) {

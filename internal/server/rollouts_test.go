@@ -24,7 +24,7 @@ type autoAgent struct {
 	outcome  func(version string) (phase, reason string)
 }
 
-func startAutoAgent(t *testing.T, addr, id string, labels map[string]string, outcome func(string) (string, string)) *autoAgent {
+func startAutoAgent(t *testing.T, addr *testcluster.Node, id string, labels map[string]string, outcome func(string) (string, string)) *autoAgent {
 	a := &autoAgent{rawAgent: connectAgent(t, addr, id, labels, 0), installs: map[string]int{}, outcome: outcome}
 	a.heartbeat(100 * time.Millisecond)
 	acted := map[string]bool{}
@@ -112,11 +112,11 @@ func TestStagedRolloutLeaderKilled(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{Configure: fastAgents})
 	leader := c.WaitLeader()
 	fs := c.Followers()
-	ctl := dial(t, fs[0].GRPCAddr())
+	ctl := dial(t, fs[0])
 	setupApp(t, ctl, "1.0.0")
 	var agents []*autoAgent
 	for i := 0; i < 4; i++ {
-		agents = append(agents, startAutoAgent(t, fs[i%2].GRPCAddr(), fmt.Sprintf("h%d", i), map[string]string{"env": "prod"}, nil))
+		agents = append(agents, startAutoAgent(t, fs[i%2], fmt.Sprintf("h%d", i), map[string]string{"env": "prod"}, nil))
 	}
 	// Slow the rollout down so the kill lands mid-way: bake between waves.
 	start, err := ctl.StartRollout(ctxT(t), &relv1.StartRolloutRequest{App: "web", Version: "1.0.0", Environment: "prod",
@@ -153,7 +153,7 @@ func TestStagedRolloutLeaderKilled(t *testing.T) {
 // rollout ends rolled_back and the other hosts are never touched.
 func TestCanaryAutoRollback(t *testing.T) {
 	c := testcluster.New(t, 1, testcluster.Options{Configure: fastAgents})
-	ctl := dial(t, c.Nodes[0].GRPCAddr())
+	ctl := dial(t, c.Nodes[0])
 	setupApp(t, ctl, "1.0.0", "2.0.0")
 	bad := func(v string) (string, string) {
 		if v == "2.0.0" {
@@ -163,7 +163,7 @@ func TestCanaryAutoRollback(t *testing.T) {
 	}
 	var agents []*autoAgent
 	for i := 0; i < 3; i++ {
-		agents = append(agents, startAutoAgent(t, c.Nodes[0].GRPCAddr(), fmt.Sprintf("h%d", i), map[string]string{"env": "prod"}, bad))
+		agents = append(agents, startAutoAgent(t, c.Nodes[0], fmt.Sprintf("h%d", i), map[string]string{"env": "prod"}, bad))
 	}
 	first, err := ctl.StartRollout(ctxT(t), &relv1.StartRolloutRequest{App: "web", Version: "1.0.0", Environment: "prod"})
 	if err != nil {
@@ -205,10 +205,10 @@ func TestCanaryAutoRollback(t *testing.T) {
 // TestControls: approve gates, pause/resume, abort, and their bad uses.
 func TestControls(t *testing.T) {
 	c := testcluster.New(t, 1, testcluster.Options{Configure: fastAgents})
-	ctl := dial(t, c.Nodes[0].GRPCAddr())
+	ctl := dial(t, c.Nodes[0])
 	setupApp(t, ctl, "1.0.0", "2.0.0")
 	for i := 0; i < 3; i++ {
-		startAutoAgent(t, c.Nodes[0].GRPCAddr(), fmt.Sprintf("h%d", i), map[string]string{"env": "prod"}, nil)
+		startAutoAgent(t, c.Nodes[0], fmt.Sprintf("h%d", i), map[string]string{"env": "prod"}, nil)
 	}
 	ctx := ctxT(t)
 	control := func(id, action string) error {
@@ -305,10 +305,10 @@ func TestControls(t *testing.T) {
 // TestPlanChangesNothing: plan shows waves and blockers and writes nothing.
 func TestPlanChangesNothing(t *testing.T) {
 	c := testcluster.New(t, 1, testcluster.Options{Configure: fastAgents})
-	ctl := dial(t, c.Nodes[0].GRPCAddr())
+	ctl := dial(t, c.Nodes[0])
 	setupApp(t, ctl, "1.0.0")
 	for i := 0; i < 4; i++ {
-		startAutoAgent(t, c.Nodes[0].GRPCAddr(), fmt.Sprintf("h%d", i), map[string]string{"env": "prod", "zone": fmt.Sprintf("z%d", i%2)}, nil)
+		startAutoAgent(t, c.Nodes[0], fmt.Sprintf("h%d", i), map[string]string{"env": "prod", "zone": fmt.Sprintf("z%d", i%2)}, nil)
 	}
 	testcluster.WaitFor(t, 5*time.Second, func() (bool, string) {
 		r, _ := ctl.ListAgents(ctxT(t), &relv1.ListAgentsRequest{})

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/relhq/rel/internal/artifact"
 	"github.com/relhq/rel/internal/fsm"
+	"github.com/relhq/rel/internal/pki"
 	"github.com/relhq/rel/internal/state"
 	"github.com/relhq/rel/internal/transport"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
@@ -34,6 +36,8 @@ type Server struct {
 	cfg    Config
 	logger *slog.Logger
 	sec    transport.Security
+	// signer signs agent certificates; nil without --ca-key-file.
+	signer atomic.Pointer[pki.CA]
 
 	store *state.Store
 	fsm   *fsm.FSM
@@ -43,6 +47,8 @@ type Server struct {
 	boltStore *raftboltdb.BoltStore
 	snaps     *raft.FileSnapshotStore
 	leaderCh  chan bool
+	// promoteCh wakes the leader's promotion of non-voters after a join.
+	promoteCh chan struct{}
 
 	grpcLn, httpLn net.Listener
 	grpcSrv        *grpc.Server
@@ -67,22 +73,36 @@ type Server struct {
 
 // New opens the node's data dir and listeners and starts raft, gRPC and HTTP.
 // It returns once everything listens; the node may not have a leader yet.
-func New(c Config) (s *Server, err error) {
+func New(c Config) (_ *Server, err error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
 	cfg := c.withDefaults()
+	mat, err := loadTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
 	if err := ensureDataDir(cfg.DataDir, cfg.NodeID); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s = &Server{
+	s := &Server{
 		cfg:    cfg,
 		logger: cfg.Logger.With("node", cfg.NodeID),
 		store:  state.New(),
 		ctx:    ctx,
 		cancel: cancel,
+		sec:    transport.Security{M: mat},
 	}
+	if cfg.CAKeyFile != "" {
+		ca, err := loadSigner(cfg, mat)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		s.signer.Store(ca)
+	}
+	s.promoteCh = make(chan struct{}, 1)
 	s.fsm = fsm.New(s.store)
 	s.peers = newPeerPool(s.sec)
 	s.sessions = newSessions()
@@ -111,10 +131,14 @@ func New(c Config) (s *Server, err error) {
 	s.setupGRPC()
 	s.setupHTTP()
 
-	s.wg.Add(4)
+	s.wg.Add(5)
 	go func() {
 		defer s.wg.Done()
 		s.reports.run(s.ctx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.watchRevocations()
 	}()
 	go func() {
 		defer s.wg.Done()
@@ -124,7 +148,9 @@ func New(c Config) (s *Server, err error) {
 	}()
 	go func() {
 		defer s.wg.Done()
-		if err := s.httpSrv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		// The certificate comes from TLSConfig (GetConfigForClient), so
+		// that a reload applies to new connections.
+		if err := s.httpSrv.ServeTLS(s.httpLn, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.logger.Error("http server stopped", "err", err)
 		}
 	}()
@@ -138,8 +164,73 @@ func New(c Config) (s *Server, err error) {
 	}
 	s.logger.Info("rel-server started",
 		"grpc_addr", s.GRPCAddr(), "raft_addr", s.RaftAddr(), "http_addr", s.HTTPAddr(),
-		"data_dir", cfg.DataDir)
+		"data_dir", cfg.DataDir, "cluster", s.cluster(), "signs_agent_certificates", s.signer.Load() != nil,
+		"certificate_expires", mat.Current().Leaf.NotAfter.UTC().Format(time.RFC3339))
 	return s, nil
+}
+
+// loadTLS reads the node's TLS material and checks that its certificate is
+// a server certificate for this node id.
+func loadTLS(cfg Config) (*transport.Material, error) {
+	m, err := transport.NewMaterial(transport.Files{CA: cfg.CAFile, Cert: cfg.CertFile, Key: cfg.KeyFile})
+	if err != nil {
+		return nil, fmt.Errorf("%w: TLS: %v", ErrConfig, err)
+	}
+	if err := checkServerIdentity(m.Current(), cfg.NodeID); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func checkServerIdentity(b *transport.Bundle, nodeID string) error {
+	id := b.Identity
+	if id.Kind != pki.KindServer {
+		return fmt.Errorf("%w: --cert-file holds a %s certificate (%s); a server needs one made with 'relctl tls cert create --server --node-id %s'", ErrConfig, id.Kind, id, nodeID)
+	}
+	if id.ID != nodeID {
+		return fmt.Errorf("%w: --cert-file is the certificate of server %q, not of --node-id %q", ErrConfig, id.ID, nodeID)
+	}
+	if time.Now().After(b.Leaf.NotAfter) {
+		return fmt.Errorf("%w: --cert-file expired at %s: make a new one with 'relctl tls cert create --server --node-id %s'", ErrConfig, b.Leaf.NotAfter.UTC().Format(time.RFC3339), nodeID)
+	}
+	return nil
+}
+
+func loadSigner(cfg Config, m *transport.Material) (*pki.CA, error) {
+	ca, err := pki.LoadCA(cfg.CAFile, cfg.CAKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --ca-key-file: %v", ErrConfig, err)
+	}
+	if ca.Cluster != m.Current().Cluster() {
+		return nil, fmt.Errorf("%w: --ca-key-file is the key of cluster %q's CA, this node is in cluster %q", ErrConfig, ca.Cluster, m.Current().Cluster())
+	}
+	return ca, nil
+}
+
+// cluster is the name of the cluster this node's certificate belongs to.
+func (s *Server) cluster() string { return s.sec.M.Current().Cluster() }
+
+// ReloadTLS reads the node's certificate, key, CA bundle and CA key again
+// (SIGHUP). New connections use them; established ones keep theirs. If
+// anything fails to load, everything in use is kept and the error says
+// why.
+func (s *Server) ReloadTLS() error {
+	if err := s.sec.M.Reload(); err != nil {
+		return err
+	}
+	if err := checkServerIdentity(s.sec.M.Current(), s.cfg.NodeID); err != nil {
+		return err
+	}
+	if s.cfg.CAKeyFile != "" {
+		ca, err := loadSigner(s.cfg, s.sec.M)
+		if err != nil {
+			return fmt.Errorf("TLS reload: the certificate was reloaded but the CA key was not: %w", err)
+		}
+		s.signer.Store(ca)
+	}
+	b := s.sec.M.Current()
+	s.logger.Info("TLS material reloaded", "certificate", b.Identity.String(), "expires", b.Leaf.NotAfter.UTC().Format(time.RFC3339), "cas", len(b.CAs))
+	return nil
 }
 
 func (s *Server) setupRaft() error {

@@ -12,6 +12,11 @@ var (
 	// ErrConflict: the write contradicts current state (a second active
 	// rollout for the same app and environment, say).
 	ErrConflict = errors.New("conflict")
+	// ErrUnauthenticated: a credential in the write (a join token) is not
+	// valid: unknown, expired or used up.
+	ErrUnauthenticated = errors.New("unauthenticated")
+	// ErrPermissionDenied: the credential is valid but may not do this.
+	ErrPermissionDenied = errors.New("permission denied")
 )
 
 // Error is an application error with a message written for people. It

@@ -25,6 +25,9 @@ const (
 	TableRollouts     = "rollouts"
 	TableHistory      = "history"
 	TableEvents       = "rollout_events"
+	TableACLTokens    = "acl_tokens"
+	TableJoinTokens   = "join_tokens"
+	TableRevocations  = "agent_revocations"
 	tableIndex        = "index"
 	tableMeta         = "meta"
 )
@@ -127,6 +130,27 @@ func schema() *memdb.DBSchema {
 						&memdb.StringFieldIndex{Field: "RolloutId"},
 						&memdb.UintFieldIndex{Field: "Seq"},
 					}}},
+				},
+			},
+			TableACLTokens: {
+				Name: TableACLTokens,
+				Indexes: map[string]*memdb.IndexSchema{
+					"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "AccessorId"}},
+					// Requests are authenticated by looking the secret's hash up.
+					"secret": {Name: "secret", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "SecretHash"}},
+				},
+			},
+			TableJoinTokens: {
+				Name: TableJoinTokens,
+				Indexes: map[string]*memdb.IndexSchema{
+					"id":     {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "AccessorId"}},
+					"secret": {Name: "secret", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "SecretHash"}},
+				},
+			},
+			TableRevocations: {
+				Name: TableRevocations,
+				Indexes: map[string]*memdb.IndexSchema{
+					"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "AgentId"}},
 				},
 			},
 			tableMeta: {

@@ -73,11 +73,21 @@ func (sn *Snapshot) Persist(w io.Writer) error {
 		{TableEvents, func(r any) *relv1.SnapshotRecord {
 			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_RolloutEvent{RolloutEvent: r.(*relv1.RolloutEvent)}}
 		}},
+		{TableACLTokens, func(r any) *relv1.SnapshotRecord {
+			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_AclToken{AclToken: r.(*relv1.ACLToken)}}
+		}},
+		{TableJoinTokens, func(r any) *relv1.SnapshotRecord {
+			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_JoinToken{JoinToken: r.(*relv1.JoinToken)}}
+		}},
+		{TableRevocations, func(r any) *relv1.SnapshotRecord {
+			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_AgentRevocation{AgentRevocation: r.(*relv1.AgentRevocation)}}
+		}},
 		{tableMeta, func(r any) *relv1.SnapshotRecord {
-			if e := r.(*metaEntry); e.Key == metaClusterID {
+			e := r.(*metaEntry)
+			if e.Key == metaClusterID {
 				return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_ClusterId{ClusterId: e.Value}}
 			}
-			return nil
+			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_Meta{Meta: &relv1.MetaRecord{Key: e.Key, Value: e.Value}}}
 		}},
 		{tableIndex, func(r any) *relv1.SnapshotRecord {
 			e := r.(*indexEntry)
@@ -160,6 +170,14 @@ func (s *Store) Restore(r io.Reader) error {
 			table, row = TableHistory, k.History
 		case *relv1.SnapshotRecord_RolloutEvent:
 			table, row = TableEvents, k.RolloutEvent
+		case *relv1.SnapshotRecord_AclToken:
+			table, row = TableACLTokens, k.AclToken
+		case *relv1.SnapshotRecord_JoinToken:
+			table, row = TableJoinTokens, k.JoinToken
+		case *relv1.SnapshotRecord_AgentRevocation:
+			table, row = TableRevocations, k.AgentRevocation
+		case *relv1.SnapshotRecord_Meta:
+			table, row = tableMeta, &metaEntry{Key: k.Meta.GetKey(), Value: k.Meta.GetValue()}
 		case *relv1.SnapshotRecord_ClusterId:
 			table, row = tableMeta, &metaEntry{Key: metaClusterID, Value: k.ClusterId}
 		case *relv1.SnapshotRecord_TableIndex:
@@ -190,6 +208,9 @@ func Equal(a, b *Store) (bool, string) {
 	ta, tb := a.readTxn(), b.readTxn()
 	if a.ClusterID() != b.ClusterID() {
 		return false, fmt.Sprintf("cluster ids differ: %q != %q", a.ClusterID(), b.ClusterID())
+	}
+	if a.ACLBootstrapped() != b.ACLBootstrapped() {
+		return false, "ACL bootstrap differs"
 	}
 	for _, table := range allTables {
 		ia, err := ta.Get(table, "id")

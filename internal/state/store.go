@@ -80,7 +80,8 @@ func tableIndexOf(txn *memdb.Txn, ws memdb.WatchSet, tables ...string) uint64 {
 // dataTables are every table but the index table; allTables adds it.
 var (
 	dataTables = []string{TableApps, TableEnvironments, TableReleases, TableServers,
-		TableAgents, TableAgentApps, TableDesired, TableRollouts, TableHistory, TableEvents}
+		TableAgents, TableAgentApps, TableDesired, TableRollouts, TableHistory, TableEvents,
+		TableACLTokens, TableJoinTokens, TableRevocations}
 	allTables = append(append([]string{}, dataTables...), tableIndex)
 )
 

@@ -12,6 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+
+	"github.com/relhq/rel/internal/pki"
 	"github.com/relhq/rel/internal/server"
 )
 
@@ -26,9 +30,10 @@ type Options struct {
 
 // Node is one member of a test cluster.
 type Node struct {
-	Index int
-	ID    string
-	cfg   server.Config
+	Index   int
+	ID      string
+	cfg     server.Config
+	cluster *Cluster
 
 	mu  sync.Mutex
 	srv *server.Server
@@ -50,6 +55,21 @@ func (n *Node) GRPCAddr() string { return n.cfg.GRPCAddr }
 // HTTPAddr is the node's HTTP address.
 func (n *Node) HTTPAddr() string { return n.cfg.HTTPAddr }
 
+// Dial connects to the node's gRPC address presenting a certificate for id
+// (nil: none); the connection closes when the test ends.
+func (n *Node) Dial(id *pki.Identity) *grpc.ClientConn {
+	return n.cluster.PKI.Dial(n.cluster.t, n.GRPCAddr(), id)
+}
+
+// Admin connects to the node with an admin client certificate.
+func (n *Node) Admin() *grpc.ClientConn {
+	id := AdminID()
+	return n.Dial(&id)
+}
+
+// Cluster is the cluster the node belongs to.
+func (n *Node) Cluster() *Cluster { return n.cluster }
+
 // DataDir is the node's data directory.
 func (n *Node) DataDir() string { return n.cfg.DataDir }
 
@@ -57,16 +77,25 @@ func (n *Node) DataDir() string { return n.cfg.DataDir }
 type Cluster struct {
 	t     testing.TB
 	Nodes []*Node
+	// PKI is the cluster's CA; every node has a server certificate of it
+	// and the CA key (it signs agent certificates).
+	PKI *PKI
 }
 
 // New starts an n-node cluster: node 0 bootstraps, the others join it. It
 // returns once every node is a registered member and a leader is known.
 func New(t testing.TB, n int, opts Options) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t}
+	c := &Cluster{t: t, PKI: NewPKI(t, ClusterName)}
 	for i := 0; i < n; i++ {
+		id := fmt.Sprintf("s%d", i+1)
+		certFile, keyFile := c.PKI.Files(t, pki.Leaf{Identity: ServerID(id)})
 		cfg := server.Config{
-			NodeID:            fmt.Sprintf("s%d", i+1),
+			NodeID:            id,
+			CAFile:            c.PKI.CAFile,
+			CertFile:          certFile,
+			KeyFile:           keyFile,
+			CAKeyFile:         c.PKI.CAKeyFile,
 			DataDir:           t.TempDir(),
 			GRPCAddr:          freeAddr(t),
 			RaftAddr:          freeAddr(t),
@@ -88,7 +117,7 @@ func New(t testing.TB, n int, opts Options) *Cluster {
 		if opts.Configure != nil {
 			opts.Configure(i, &cfg)
 		}
-		node := &Node{Index: i, ID: cfg.NodeID, cfg: cfg}
+		node := &Node{Index: i, ID: cfg.NodeID, cfg: cfg, cluster: c}
 		c.Nodes = append(c.Nodes, node)
 		c.start(node)
 		if i == 0 {
@@ -228,6 +257,17 @@ func (c *Cluster) Followers() []*Node {
 	return out
 }
 
+// Admin connects to addr with an admin client certificate.
+func (c *Cluster) Admin(addr string) *grpc.ClientConn {
+	id := AdminID()
+	return c.PKI.Dial(c.t, addr, &id)
+}
+
+// As connects to addr presenting a certificate for id (nil: none).
+func (c *Cluster) As(addr string, id *pki.Identity) *grpc.ClientConn {
+	return c.PKI.Dial(c.t, addr, id)
+}
+
 // WaitMembers waits until n servers are registered on every running node.
 func (c *Cluster) WaitMembers(n int) {
 	c.t.Helper()
@@ -240,6 +280,24 @@ func (c *Cluster) WaitMembers(n int) {
 			if len(servers) != n {
 				return false, fmt.Sprintf("%s has %d registered servers, want %d", node.ID, len(servers), n)
 			}
+		}
+		// New members join as non-voters and are promoted once caught up.
+		leader := c.Leader()
+		if leader == nil {
+			return false, "no leader"
+		}
+		f := leader.Server().Raft().GetConfiguration()
+		if err := f.Error(); err != nil {
+			return false, err.Error()
+		}
+		voters := 0
+		for _, m := range f.Configuration().Servers {
+			if m.Suffrage == raft.Voter {
+				voters++
+			}
+		}
+		if voters != n {
+			return false, fmt.Sprintf("%d of %d members are voters", voters, n)
 		}
 		return true, ""
 	})

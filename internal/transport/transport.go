@@ -1,13 +1,29 @@
 // Package transport builds every listener and dialer of Rel: the gRPC API,
-// raft's TCP stream layer and the HTTP server. Transport security is decided
-// here and nowhere else, so that turning on mTLS (with the security work) is
-// a change to this package, not a hunt through the code base.
+// raft's stream layer and the HTTP server, and the clients of each. Transport
+// security is decided here and nowhere else.
 //
-// Today every connection is plaintext TCP.
+// Every connection is TLS (1.3 preferred, 1.2 at least) with certificates of
+// the cluster CA:
+//
+//   - gRPC and HTTP servers ask for a client certificate but do not require
+//     one in the handshake: people may authenticate with a token instead, an
+//     agent enrolling has no certificate yet, and a load balancer checks
+//     /v1/health without one. Who may do what is decided per call from the
+//     verified certificate (internal/auth), with an error that says why.
+//   - raft requires a server certificate of this cluster from both ends, in
+//     the handshake: nothing else gets a byte to raft.
+//   - every client checks that it talks to a server of the cluster
+//     (server.<cluster>.rel) and presents its own certificate.
+//
+// Handshakes read the current Material, so certificates and CAs reload
+// without restarting anything.
 package transport
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -16,12 +32,20 @@ import (
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/relhq/rel/internal/pki"
 )
 
-// Security is the transport security of one process. Its zero value is
-// plaintext; mTLS settings will be fields of it.
-type Security struct{}
+// handshakeTimeout bounds a TLS handshake on raft connections, whose
+// reader has no deadline of its own: a peer that connects and says
+// nothing must not hold a goroutine forever.
+const handshakeTimeout = 10 * time.Second
+
+// Security is the transport security of one process: its TLS material.
+type Security struct {
+	M *Material
+}
 
 // Listen opens a listener for one of the node's servers. kind ("grpc",
 // "raft", "http") names it in errors.
@@ -33,43 +57,248 @@ func (Security) Listen(kind, addr string) (net.Listener, error) {
 	return ln, nil
 }
 
-// GRPCServerOptions are the options every gRPC server is built with.
-func (Security) GRPCServerOptions() []grpc.ServerOption {
+// PeerIdentity is the verified identity of the certificate a TLS peer
+// presented, or ok=false when it presented none.
+func PeerIdentity(cs *tls.ConnectionState) (id pki.Identity, leaf *x509.Certificate, ok bool, err error) {
+	if cs == nil || len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+		return pki.Identity{}, nil, false, nil
+	}
+	leaf = cs.VerifiedChains[0][0]
+	id, err = pki.ParseIdentity(leaf)
+	return id, leaf, true, err
+}
+
+// serverConfig is the TLS config of a listener. requireServer makes the
+// handshake accept only a server certificate of this cluster (raft);
+// otherwise a client certificate is verified if given, and judged later.
+func (s Security) serverConfig(nextProtos []string, requireServer bool) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: nextProtos,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			b := s.M.Current()
+			cfg := &tls.Config{
+				MinVersion:   tls.VersionTLS12,
+				NextProtos:   nextProtos,
+				Certificates: []tls.Certificate{b.Cert},
+				ClientCAs:    b.Pool,
+				ClientAuth:   tls.VerifyClientCertIfGiven,
+			}
+			if requireServer {
+				cfg.ClientAuth = tls.RequireAndVerifyClientCert
+				cluster := b.Cluster()
+				cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+					return checkServerPeer(&cs, cluster)
+				}
+			}
+			return cfg, nil
+		},
+	}
+}
+
+// ErrNotServer is wrapped when a peer that must be a server of this cluster
+// is something else.
+var ErrNotServer = errors.New("peer is not a server of this cluster")
+
+func checkServerPeer(cs *tls.ConnectionState, cluster string) error {
+	id, _, ok, err := PeerIdentity(cs)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %v", ErrNotServer, err)
+	case !ok:
+		return fmt.Errorf("%w: no certificate", ErrNotServer)
+	case id.Kind != pki.KindServer || id.Cluster != cluster:
+		return fmt.Errorf("%w: certificate is %s", ErrNotServer, id)
+	}
 	return nil
 }
 
-// GRPCDialOptions are the options every gRPC client connection (relctl,
-// agents, server-to-server forwarding) is dialled with.
-func (Security) GRPCDialOptions() []grpc.DialOption {
-	return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+// ClientConfig is the TLS config of every client that talks to servers of
+// this process's cluster: it presents the process's current certificate
+// and accepts only a server certificate of the cluster, verified against
+// the CAs trusted at the time of the handshake.
+func (s Security) ClientConfig() *tls.Config {
+	return VerifyingClientConfig(func() (*x509.CertPool, string) {
+		b := s.M.Current()
+		return b.Pool, b.Cluster()
+	}, func() *tls.Certificate {
+		b := s.M.Current()
+		return &b.Cert
+	})
+}
+
+// VerifyingClientConfig is a client TLS config that verifies the server
+// against the pool and cluster trust returns at handshake time (so a
+// reloaded CA applies), presenting cert's certificate if cert is non-nil.
+//
+// Go's own verification reads RootCAs once per config; doing it in
+// VerifyConnection instead lets the CAs change under a long-lived gRPC
+// client. InsecureSkipVerify only turns off the built-in check that this
+// callback replaces, with the same checks: chain to a trusted CA, the
+// server name, the server usage.
+func VerifyingClientConfig(trust func() (*x509.CertPool, string), cert func() *tls.Certificate) *tls.Config {
+	cfg := &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: true, // verified in VerifyConnection below
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			pool, cluster := trust()
+			return verifyServer(cs, pool, cluster)
+		},
+	}
+	if cert != nil {
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return cert(), nil
+		}
+	}
+	return cfg
+}
+
+func verifyServer(cs tls.ConnectionState, pool *x509.CertPool, cluster string) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("the server presented no certificate")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	leaf := cs.PeerCertificates[0]
+	name := pki.ServerName(cluster)
+	if _, err := leaf.Verify(x509.VerifyOptions{
+		DNSName:       name,
+		Roots:         pool,
+		Intermediates: inter,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}); err != nil {
+		return fmt.Errorf("the server's certificate is not a server certificate of cluster %q signed by a trusted CA: %w", cluster, err)
+	}
+	id, err := pki.ParseIdentity(leaf)
+	if err != nil {
+		return err
+	}
+	if id.Kind != pki.KindServer || id.Cluster != cluster {
+		return fmt.Errorf("%w: certificate is %s", ErrNotServer, id)
+	}
+	return nil
+}
+
+// PinnedClientConfig is the client config of an agent's first contact,
+// when all it knows is the CA pin: the server's chain must hold a CA whose
+// public key hashes to pin, and the server's certificate must verify
+// against that CA as a server of its cluster. The agent's cluster is
+// learnt from that certificate.
+func PinnedClientConfig(pin string) *tls.Config {
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: true, // verified in VerifyConnection against the pin
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			var pinned *x509.Certificate
+			for _, c := range cs.PeerCertificates[1:] {
+				if c.IsCA && pki.Pin(c) == pin {
+					pinned = c
+				}
+			}
+			if pinned == nil {
+				return fmt.Errorf("no CA of the server matches the CA pin %s: check --ca-pin against 'relctl agent token create' or 'relctl tls cert info ca.pem'", pin)
+			}
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("the server presented no certificate")
+			}
+			id, err := pki.ParseIdentity(cs.PeerCertificates[0])
+			if err != nil {
+				return err
+			}
+			pool := x509.NewCertPool()
+			pool.AddCert(pinned)
+			return verifyServer(cs, pool, id.Cluster)
+		},
+	}
+}
+
+// GRPCServerOptions are the options every gRPC server is built with.
+func (s Security) GRPCServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(s.serverConfig([]string{"h2"}, false)))}
+}
+
+// GRPCDialOptions are the options every gRPC client connection to a server
+// of the cluster (server to server, agents) is dialled with.
+func (s Security) GRPCDialOptions() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(s.ClientConfig()))}
+}
+
+// HTTPServerTLS is the TLS config of the HTTP server.
+func (s Security) HTTPServerTLS() *tls.Config {
+	return s.serverConfig([]string{"h2", "http/1.1"}, false)
 }
 
 // HTTPTransport is the transport of every HTTP client between servers and
-// from agents (artifact downloads).
-func (Security) HTTPTransport() *http.Transport {
+// from agents (artifact downloads from the cluster's store).
+func (s Security) HTTPTransport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = 16
+	t.TLSClientConfig = s.ClientConfig()
+	t.ForceAttemptHTTP2 = true
 	return t
 }
 
-// RaftStreamLayer wraps a listener into raft's stream layer. advertise is the
-// address peers reach this node at.
-func (Security) RaftStreamLayer(ln net.Listener, advertise net.Addr) raft.StreamLayer {
-	return &streamLayer{Listener: ln, advertise: advertise, conns: map[net.Conn]struct{}{}}
+// RaftStreamLayer wraps a listener into raft's stream layer over mutual
+// TLS. advertise is the address peers reach this node at.
+func (s Security) RaftStreamLayer(ln net.Listener, advertise net.Addr) raft.StreamLayer {
+	return &streamLayer{Listener: ln, advertise: advertise, sec: s, conns: map[net.Conn]struct{}{}}
 }
 
-// streamLayer tracks the connections it accepted: raft's NetworkTransport
-// does not close inbound connections on Close, so their handlers would
-// outlive the node, blocked in a read, until the peer hangs up.
+// ProbeRaft dials a raft address and completes a TLS handshake, checking
+// that the node there is server id of this cluster; then it hangs up.
+// The leader runs it before admitting a node, so a join naming an address
+// nobody answers at (or somebody else answers at) is refused instead of
+// costing the cluster its quorum.
+func (s Security) ProbeRaft(ctx context.Context, addr, id string) error {
+	d := net.Dialer{Timeout: 5 * time.Second}
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+	var got pki.Identity
+	cfg := s.ClientConfig()
+	verify := cfg.VerifyConnection
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if err := verify(cs); err != nil {
+			return err
+		}
+		got, _ = pki.ParseIdentity(cs.PeerCertificates[0])
+		return nil
+	}
+	conn := tls.Client(raw, cfg)
+	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	defer cancel()
+	if err := conn.HandshakeContext(hctx); err != nil {
+		return err
+	}
+	defer conn.Close()
+	if got.ID != id {
+		return fmt.Errorf("the node at %s is server %q, not %q", addr, got.ID, id)
+	}
+	return nil
+}
+
+// streamLayer is raft's transport over mutual TLS. It tracks the
+// connections it accepted: raft's NetworkTransport does not close inbound
+// connections on Close, so their handlers would outlive the node, blocked
+// in a read, until the peer hangs up.
 type streamLayer struct {
 	net.Listener
 	advertise net.Addr
+	sec       Security
 
 	mu     sync.Mutex
 	closed bool
 	conns  map[net.Conn]struct{}
 }
 
+// Accept returns the next connection. Its TLS handshake runs on the first
+// read or write, in raft's per-connection goroutine, so a slow or hostile
+// peer cannot stall the accept loop; the handshake has its own deadline
+// and fails unless the peer is a server of this cluster.
 func (s *streamLayer) Accept() (net.Conn, error) {
 	c, err := s.Listener.Accept()
 	if err != nil {
@@ -81,7 +310,7 @@ func (s *streamLayer) Accept() (net.Conn, error) {
 		c.Close()
 		return nil, net.ErrClosed
 	}
-	tc := &trackedConn{Conn: c, layer: s}
+	tc := &trackedConn{Conn: &handshakingConn{Conn: tls.Server(c, s.sec.serverConfig(nil, true))}, layer: s}
 	s.conns[tc] = struct{}{}
 	return tc, nil
 }
@@ -115,6 +344,37 @@ func (c *trackedConn) Close() error {
 	return c.Conn.Close()
 }
 
+// handshakingConn completes the TLS handshake, bounded by handshakeTimeout,
+// before the first read or write.
+type handshakingConn struct {
+	*tls.Conn
+	once sync.Once
+	err  error
+}
+
+func (c *handshakingConn) handshake() error {
+	c.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+		defer cancel()
+		c.err = c.Conn.HandshakeContext(ctx)
+	})
+	return c.err
+}
+
+func (c *handshakingConn) Read(p []byte) (int, error) {
+	if err := c.handshake(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *handshakingConn) Write(p []byte) (int, error) {
+	if err := c.handshake(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
+}
+
 func (s *streamLayer) Addr() net.Addr {
 	if s.advertise != nil {
 		return s.advertise
@@ -122,7 +382,20 @@ func (s *streamLayer) Addr() net.Addr {
 	return s.Listener.Addr()
 }
 
+// Dial connects to a peer's raft port and completes the handshake, which
+// fails unless the peer is a server of this cluster.
 func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
-	return d.DialContext(context.Background(), "tcp", string(address))
+	raw, err := d.DialContext(context.Background(), "tcp", string(address))
+	if err != nil {
+		return nil, err
+	}
+	conn := tls.Client(raw, s.sec.ClientConfig())
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := conn.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("raft TLS handshake with %s: %w", address, err)
+	}
+	return conn, nil
 }

@@ -528,10 +528,14 @@ type DesiredApp struct {
 	Version string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
 	Sha256  string                 `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	Size    int64                  `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
-	// Where to fetch the artifact, in order of preference: for artifacts in
-	// the cluster's store, every server's HTTP endpoint.
-	Urls          []string `protobuf:"bytes,5,rep,name=urls,proto3" json:"urls,omitempty"`
-	RolloutId     string   `protobuf:"bytes,6,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
+	// Where to fetch the artifact from outside the cluster (https://, and
+	// http:// or file:// where the agent allows them).
+	Urls      []string `protobuf:"bytes,5,rep,name=urls,proto3" json:"urls,omitempty"`
+	RolloutId string   `protobuf:"bytes,6,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
+	// For artifacts in the cluster's store: every server's HTTPS artifact
+	// endpoint, the agent's own server first. The agent fetches these with
+	// its certificate and checks that a server of the cluster answers.
+	StoreUrls     []string `protobuf:"bytes,7,rep,name=store_urls,json=storeUrls,proto3" json:"store_urls,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -608,6 +612,13 @@ func (x *DesiredApp) GetRolloutId() string {
 	return ""
 }
 
+func (x *DesiredApp) GetStoreUrls() []string {
+	if x != nil {
+		return x.StoreUrls
+	}
+	return nil
+}
+
 var File_rel_v1_agent_proto protoreflect.FileDescriptor
 
 const file_rel_v1_agent_proto_rawDesc = "" +
@@ -650,7 +661,7 @@ const file_rel_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
 	"generation\x12&\n" +
-	"\x04apps\x18\x02 \x03(\v2\x12.rel.v1.DesiredAppR\x04apps\"\x97\x01\n" +
+	"\x04apps\x18\x02 \x03(\v2\x12.rel.v1.DesiredAppR\x04apps\"\xb6\x01\n" +
 	"\n" +
 	"DesiredApp\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
@@ -659,7 +670,9 @@ const file_rel_v1_agent_proto_rawDesc = "" +
 	"\x04size\x18\x04 \x01(\x03R\x04size\x12\x12\n" +
 	"\x04urls\x18\x05 \x03(\tR\x04urls\x12\x1d\n" +
 	"\n" +
-	"rollout_id\x18\x06 \x01(\tR\trolloutId2J\n" +
+	"rollout_id\x18\x06 \x01(\tR\trolloutId\x12\x1d\n" +
+	"\n" +
+	"store_urls\x18\a \x03(\tR\tstoreUrls2J\n" +
 	"\fAgentService\x12:\n" +
 	"\aConnect\x12\x14.rel.v1.AgentMessage\x1a\x15.rel.v1.ServerMessage(\x010\x01B)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
 

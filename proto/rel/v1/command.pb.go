@@ -42,6 +42,13 @@ type Command struct {
 	//	*Command_RolloutStep
 	//	*Command_RolloutControl
 	//	*Command_InitCluster
+	//	*Command_AclBootstrap
+	//	*Command_CreateAclToken
+	//	*Command_DeleteAclToken
+	//	*Command_CreateJoinToken
+	//	*Command_UseJoinToken
+	//	*Command_DeleteJoinToken
+	//	*Command_RevokeAgent
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -199,6 +206,69 @@ func (x *Command) GetInitCluster() *InitCluster {
 	return nil
 }
 
+func (x *Command) GetAclBootstrap() *ACLBootstrap {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_AclBootstrap); ok {
+			return x.AclBootstrap
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetCreateAclToken() *CreateACLToken {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_CreateAclToken); ok {
+			return x.CreateAclToken
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDeleteAclToken() *DeleteACLToken {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_DeleteAclToken); ok {
+			return x.DeleteAclToken
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetCreateJoinToken() *CreateJoinToken {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_CreateJoinToken); ok {
+			return x.CreateJoinToken
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetUseJoinToken() *UseJoinToken {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_UseJoinToken); ok {
+			return x.UseJoinToken
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDeleteJoinToken() *DeleteJoinToken {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_DeleteJoinToken); ok {
+			return x.DeleteJoinToken
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRevokeAgent() *RevokeAgent {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_RevokeAgent); ok {
+			return x.RevokeAgent
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -251,6 +321,34 @@ type Command_InitCluster struct {
 	InitCluster *InitCluster `protobuf:"bytes,22,opt,name=init_cluster,json=initCluster,proto3,oneof"`
 }
 
+type Command_AclBootstrap struct {
+	AclBootstrap *ACLBootstrap `protobuf:"bytes,23,opt,name=acl_bootstrap,json=aclBootstrap,proto3,oneof"`
+}
+
+type Command_CreateAclToken struct {
+	CreateAclToken *CreateACLToken `protobuf:"bytes,24,opt,name=create_acl_token,json=createAclToken,proto3,oneof"`
+}
+
+type Command_DeleteAclToken struct {
+	DeleteAclToken *DeleteACLToken `protobuf:"bytes,25,opt,name=delete_acl_token,json=deleteAclToken,proto3,oneof"`
+}
+
+type Command_CreateJoinToken struct {
+	CreateJoinToken *CreateJoinToken `protobuf:"bytes,26,opt,name=create_join_token,json=createJoinToken,proto3,oneof"`
+}
+
+type Command_UseJoinToken struct {
+	UseJoinToken *UseJoinToken `protobuf:"bytes,27,opt,name=use_join_token,json=useJoinToken,proto3,oneof"`
+}
+
+type Command_DeleteJoinToken struct {
+	DeleteJoinToken *DeleteJoinToken `protobuf:"bytes,28,opt,name=delete_join_token,json=deleteJoinToken,proto3,oneof"`
+}
+
+type Command_RevokeAgent struct {
+	RevokeAgent *RevokeAgent `protobuf:"bytes,29,opt,name=revoke_agent,json=revokeAgent,proto3,oneof"`
+}
+
 func (*Command_CreateApp) isCommand_Kind() {}
 
 func (*Command_CreateEnvironment) isCommand_Kind() {}
@@ -274,6 +372,20 @@ func (*Command_RolloutStep) isCommand_Kind() {}
 func (*Command_RolloutControl) isCommand_Kind() {}
 
 func (*Command_InitCluster) isCommand_Kind() {}
+
+func (*Command_AclBootstrap) isCommand_Kind() {}
+
+func (*Command_CreateAclToken) isCommand_Kind() {}
+
+func (*Command_DeleteAclToken) isCommand_Kind() {}
+
+func (*Command_CreateJoinToken) isCommand_Kind() {}
+
+func (*Command_UseJoinToken) isCommand_Kind() {}
+
+func (*Command_DeleteJoinToken) isCommand_Kind() {}
+
+func (*Command_RevokeAgent) isCommand_Kind() {}
 
 type CreateApp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -989,11 +1101,342 @@ func (x *InitCluster) GetClusterId() string {
 	return ""
 }
 
+// ACLBootstrap stores the first management token; it is refused once the
+// cluster has been bootstrapped.
+type ACLBootstrap struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         *ACLToken              `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLBootstrap) Reset() {
+	*x = ACLBootstrap{}
+	mi := &file_rel_v1_command_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLBootstrap) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLBootstrap) ProtoMessage() {}
+
+func (x *ACLBootstrap) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_command_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLBootstrap.ProtoReflect.Descriptor instead.
+func (*ACLBootstrap) Descriptor() ([]byte, []int) {
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ACLBootstrap) GetToken() *ACLToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+// CreateACLToken stores a new token (its secret only as a hash).
+type CreateACLToken struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         *ACLToken              `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateACLToken) Reset() {
+	*x = CreateACLToken{}
+	mi := &file_rel_v1_command_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateACLToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateACLToken) ProtoMessage() {}
+
+func (x *CreateACLToken) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_command_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateACLToken.ProtoReflect.Descriptor instead.
+func (*CreateACLToken) Descriptor() ([]byte, []int) {
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *CreateACLToken) GetToken() *ACLToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+type DeleteACLToken struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AccessorId    string                 `protobuf:"bytes,1,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteACLToken) Reset() {
+	*x = DeleteACLToken{}
+	mi := &file_rel_v1_command_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteACLToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteACLToken) ProtoMessage() {}
+
+func (x *DeleteACLToken) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_command_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteACLToken.ProtoReflect.Descriptor instead.
+func (*DeleteACLToken) Descriptor() ([]byte, []int) {
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *DeleteACLToken) GetAccessorId() string {
+	if x != nil {
+		return x.AccessorId
+	}
+	return ""
+}
+
+type CreateJoinToken struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         *JoinToken             `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateJoinToken) Reset() {
+	*x = CreateJoinToken{}
+	mi := &file_rel_v1_command_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateJoinToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateJoinToken) ProtoMessage() {}
+
+func (x *CreateJoinToken) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_command_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateJoinToken.ProtoReflect.Descriptor instead.
+func (*CreateJoinToken) Descriptor() ([]byte, []int) {
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CreateJoinToken) GetToken() *JoinToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+// UseJoinToken spends one use of the join token whose secret hashes to
+// secret_hash for agent_id, if it has not expired at at_unix_nano (stamped
+// by the leader) and has uses left. The certificate is signed only after
+// it commits, so two agents racing for a single-use token get one winner.
+type UseJoinToken struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SecretHash    string                 `protobuf:"bytes,1,opt,name=secret_hash,json=secretHash,proto3" json:"secret_hash,omitempty"`
+	AgentId       string                 `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	AtUnixNano    int64                  `protobuf:"varint,3,opt,name=at_unix_nano,json=atUnixNano,proto3" json:"at_unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UseJoinToken) Reset() {
+	*x = UseJoinToken{}
+	mi := &file_rel_v1_command_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UseJoinToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UseJoinToken) ProtoMessage() {}
+
+func (x *UseJoinToken) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_command_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UseJoinToken.ProtoReflect.Descriptor instead.
+func (*UseJoinToken) Descriptor() ([]byte, []int) {
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *UseJoinToken) GetSecretHash() string {
+	if x != nil {
+		return x.SecretHash
+	}
+	return ""
+}
+
+func (x *UseJoinToken) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *UseJoinToken) GetAtUnixNano() int64 {
+	if x != nil {
+		return x.AtUnixNano
+	}
+	return 0
+}
+
+type DeleteJoinToken struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AccessorId    string                 `protobuf:"bytes,1,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteJoinToken) Reset() {
+	*x = DeleteJoinToken{}
+	mi := &file_rel_v1_command_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteJoinToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteJoinToken) ProtoMessage() {}
+
+func (x *DeleteJoinToken) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_command_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteJoinToken.ProtoReflect.Descriptor instead.
+func (*DeleteJoinToken) Descriptor() ([]byte, []int) {
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *DeleteJoinToken) GetAccessorId() string {
+	if x != nil {
+		return x.AccessorId
+	}
+	return ""
+}
+
+type RevokeAgent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revocation    *AgentRevocation       `protobuf:"bytes,1,opt,name=revocation,proto3" json:"revocation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAgent) Reset() {
+	*x = RevokeAgent{}
+	mi := &file_rel_v1_command_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAgent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAgent) ProtoMessage() {}
+
+func (x *RevokeAgent) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_command_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAgent.ProtoReflect.Descriptor instead.
+func (*RevokeAgent) Descriptor() ([]byte, []int) {
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RevokeAgent) GetRevocation() *AgentRevocation {
+	if x != nil {
+		return x.Revocation
+	}
+	return nil
+}
+
 var File_rel_v1_command_proto protoreflect.FileDescriptor
 
 const file_rel_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x12rel/v1/types.proto\"\xa2\x06\n" +
+	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\xed\t\n" +
 	"\aCommand\x12*\n" +
 	"\x11stamped_unix_nano\x18\x01 \x01(\x03R\x0fstampedUnixNano\x122\n" +
 	"\n" +
@@ -1010,7 +1453,14 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\x0ecreate_rollout\x18\x12 \x01(\v2\x15.rel.v1.CreateRolloutH\x00R\rcreateRollout\x128\n" +
 	"\frollout_step\x18\x14 \x01(\v2\x13.rel.v1.RolloutStepH\x00R\vrolloutStep\x12A\n" +
 	"\x0frollout_control\x18\x15 \x01(\v2\x16.rel.v1.RolloutControlH\x00R\x0erolloutControl\x128\n" +
-	"\finit_cluster\x18\x16 \x01(\v2\x13.rel.v1.InitClusterH\x00R\vinitClusterB\x06\n" +
+	"\finit_cluster\x18\x16 \x01(\v2\x13.rel.v1.InitClusterH\x00R\vinitCluster\x12;\n" +
+	"\racl_bootstrap\x18\x17 \x01(\v2\x14.rel.v1.ACLBootstrapH\x00R\faclBootstrap\x12B\n" +
+	"\x10create_acl_token\x18\x18 \x01(\v2\x16.rel.v1.CreateACLTokenH\x00R\x0ecreateAclToken\x12B\n" +
+	"\x10delete_acl_token\x18\x19 \x01(\v2\x16.rel.v1.DeleteACLTokenH\x00R\x0edeleteAclToken\x12E\n" +
+	"\x11create_join_token\x18\x1a \x01(\v2\x17.rel.v1.CreateJoinTokenH\x00R\x0fcreateJoinToken\x12<\n" +
+	"\x0euse_join_token\x18\x1b \x01(\v2\x14.rel.v1.UseJoinTokenH\x00R\fuseJoinToken\x12E\n" +
+	"\x11delete_join_token\x18\x1c \x01(\v2\x17.rel.v1.DeleteJoinTokenH\x00R\x0fdeleteJoinToken\x128\n" +
+	"\frevoke_agent\x18\x1d \x01(\v2\x13.rel.v1.RevokeAgentH\x00R\vrevokeAgentB\x06\n" +
 	"\x04kindJ\x04\b\x13\x10\x14\"*\n" +
 	"\tCreateApp\x12\x1d\n" +
 	"\x03app\x18\x01 \x01(\v2\v.rel.v1.AppR\x03app\"J\n" +
@@ -1058,7 +1508,29 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\",\n" +
 	"\vInitCluster\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x01 \x01(\tR\tclusterIdB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\"6\n" +
+	"\fACLBootstrap\x12&\n" +
+	"\x05token\x18\x01 \x01(\v2\x10.rel.v1.ACLTokenR\x05token\"8\n" +
+	"\x0eCreateACLToken\x12&\n" +
+	"\x05token\x18\x01 \x01(\v2\x10.rel.v1.ACLTokenR\x05token\"1\n" +
+	"\x0eDeleteACLToken\x12\x1f\n" +
+	"\vaccessor_id\x18\x01 \x01(\tR\n" +
+	"accessorId\":\n" +
+	"\x0fCreateJoinToken\x12'\n" +
+	"\x05token\x18\x01 \x01(\v2\x11.rel.v1.JoinTokenR\x05token\"l\n" +
+	"\fUseJoinToken\x12\x1f\n" +
+	"\vsecret_hash\x18\x01 \x01(\tR\n" +
+	"secretHash\x12\x19\n" +
+	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12 \n" +
+	"\fat_unix_nano\x18\x03 \x01(\x03R\n" +
+	"atUnixNano\"2\n" +
+	"\x0fDeleteJoinToken\x12\x1f\n" +
+	"\vaccessor_id\x18\x01 \x01(\tR\n" +
+	"accessorId\"F\n" +
+	"\vRevokeAgent\x127\n" +
+	"\n" +
+	"revocation\x18\x01 \x01(\v2\x17.rel.v1.AgentRevocationR\n" +
+	"revocationB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
 
 var (
 	file_rel_v1_command_proto_rawDescOnce sync.Once
@@ -1072,7 +1544,7 @@ func file_rel_v1_command_proto_rawDescGZIP() []byte {
 	return file_rel_v1_command_proto_rawDescData
 }
 
-var file_rel_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_rel_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_rel_v1_command_proto_goTypes = []any{
 	(*Command)(nil),           // 0: rel.v1.Command
 	(*CreateApp)(nil),         // 1: rel.v1.CreateApp
@@ -1088,15 +1560,25 @@ var file_rel_v1_command_proto_goTypes = []any{
 	(*RolloutStep)(nil),       // 11: rel.v1.RolloutStep
 	(*RolloutControl)(nil),    // 12: rel.v1.RolloutControl
 	(*InitCluster)(nil),       // 13: rel.v1.InitCluster
-	(*App)(nil),               // 14: rel.v1.App
-	(*Environment)(nil),       // 15: rel.v1.Environment
-	(*Release)(nil),           // 16: rel.v1.Release
-	(*Server)(nil),            // 17: rel.v1.Server
-	(*Agent)(nil),             // 18: rel.v1.Agent
-	(*AppReport)(nil),         // 19: rel.v1.AppReport
-	(*Rollout)(nil),           // 20: rel.v1.Rollout
-	(*Desired)(nil),           // 21: rel.v1.Desired
-	(*RolloutEvent)(nil),      // 22: rel.v1.RolloutEvent
+	(*ACLBootstrap)(nil),      // 14: rel.v1.ACLBootstrap
+	(*CreateACLToken)(nil),    // 15: rel.v1.CreateACLToken
+	(*DeleteACLToken)(nil),    // 16: rel.v1.DeleteACLToken
+	(*CreateJoinToken)(nil),   // 17: rel.v1.CreateJoinToken
+	(*UseJoinToken)(nil),      // 18: rel.v1.UseJoinToken
+	(*DeleteJoinToken)(nil),   // 19: rel.v1.DeleteJoinToken
+	(*RevokeAgent)(nil),       // 20: rel.v1.RevokeAgent
+	(*App)(nil),               // 21: rel.v1.App
+	(*Environment)(nil),       // 22: rel.v1.Environment
+	(*Release)(nil),           // 23: rel.v1.Release
+	(*Server)(nil),            // 24: rel.v1.Server
+	(*Agent)(nil),             // 25: rel.v1.Agent
+	(*AppReport)(nil),         // 26: rel.v1.AppReport
+	(*Rollout)(nil),           // 27: rel.v1.Rollout
+	(*Desired)(nil),           // 28: rel.v1.Desired
+	(*RolloutEvent)(nil),      // 29: rel.v1.RolloutEvent
+	(*ACLToken)(nil),          // 30: rel.v1.ACLToken
+	(*JoinToken)(nil),         // 31: rel.v1.JoinToken
+	(*AgentRevocation)(nil),   // 32: rel.v1.AgentRevocation
 }
 var file_rel_v1_command_proto_depIdxs = []int32{
 	1,  // 0: rel.v1.Command.create_app:type_name -> rel.v1.CreateApp
@@ -1111,26 +1593,37 @@ var file_rel_v1_command_proto_depIdxs = []int32{
 	11, // 9: rel.v1.Command.rollout_step:type_name -> rel.v1.RolloutStep
 	12, // 10: rel.v1.Command.rollout_control:type_name -> rel.v1.RolloutControl
 	13, // 11: rel.v1.Command.init_cluster:type_name -> rel.v1.InitCluster
-	14, // 12: rel.v1.CreateApp.app:type_name -> rel.v1.App
-	15, // 13: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
-	16, // 14: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
-	17, // 15: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
-	18, // 16: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
-	19, // 17: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
-	19, // 18: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
-	8,  // 19: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
-	20, // 20: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
-	21, // 21: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
-	22, // 22: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
-	20, // 23: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
-	21, // 24: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
-	22, // 25: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
-	10, // 26: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	14, // 12: rel.v1.Command.acl_bootstrap:type_name -> rel.v1.ACLBootstrap
+	15, // 13: rel.v1.Command.create_acl_token:type_name -> rel.v1.CreateACLToken
+	16, // 14: rel.v1.Command.delete_acl_token:type_name -> rel.v1.DeleteACLToken
+	17, // 15: rel.v1.Command.create_join_token:type_name -> rel.v1.CreateJoinToken
+	18, // 16: rel.v1.Command.use_join_token:type_name -> rel.v1.UseJoinToken
+	19, // 17: rel.v1.Command.delete_join_token:type_name -> rel.v1.DeleteJoinToken
+	20, // 18: rel.v1.Command.revoke_agent:type_name -> rel.v1.RevokeAgent
+	21, // 19: rel.v1.CreateApp.app:type_name -> rel.v1.App
+	22, // 20: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
+	23, // 21: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
+	24, // 22: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
+	25, // 23: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
+	26, // 24: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
+	26, // 25: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
+	8,  // 26: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
+	27, // 27: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
+	28, // 28: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
+	29, // 29: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
+	27, // 30: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
+	28, // 31: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
+	29, // 32: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
+	10, // 33: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
+	30, // 34: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
+	30, // 35: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
+	31, // 36: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
+	32, // 37: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
+	38, // [38:38] is the sub-list for method output_type
+	38, // [38:38] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_command_proto_init() }
@@ -1138,6 +1631,7 @@ func file_rel_v1_command_proto_init() {
 	if File_rel_v1_command_proto != nil {
 		return
 	}
+	file_rel_v1_acl_proto_init()
 	file_rel_v1_types_proto_init()
 	file_rel_v1_command_proto_msgTypes[0].OneofWrappers = []any{
 		(*Command_CreateApp)(nil),
@@ -1152,6 +1646,13 @@ func file_rel_v1_command_proto_init() {
 		(*Command_RolloutStep)(nil),
 		(*Command_RolloutControl)(nil),
 		(*Command_InitCluster)(nil),
+		(*Command_AclBootstrap)(nil),
+		(*Command_CreateAclToken)(nil),
+		(*Command_DeleteAclToken)(nil),
+		(*Command_CreateJoinToken)(nil),
+		(*Command_UseJoinToken)(nil),
+		(*Command_DeleteJoinToken)(nil),
+		(*Command_RevokeAgent)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1159,7 +1660,7 @@ func file_rel_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_command_proto_rawDesc), len(file_rel_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

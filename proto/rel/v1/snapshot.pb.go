@@ -40,6 +40,10 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_History
 	//	*SnapshotRecord_RolloutEvent
 	//	*SnapshotRecord_ClusterId
+	//	*SnapshotRecord_AclToken
+	//	*SnapshotRecord_JoinToken
+	//	*SnapshotRecord_AgentRevocation
+	//	*SnapshotRecord_Meta
 	Kind          isSnapshotRecord_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -199,6 +203,42 @@ func (x *SnapshotRecord) GetClusterId() string {
 	return ""
 }
 
+func (x *SnapshotRecord) GetAclToken() *ACLToken {
+	if x != nil {
+		if x, ok := x.Kind.(*SnapshotRecord_AclToken); ok {
+			return x.AclToken
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotRecord) GetJoinToken() *JoinToken {
+	if x != nil {
+		if x, ok := x.Kind.(*SnapshotRecord_JoinToken); ok {
+			return x.JoinToken
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotRecord) GetAgentRevocation() *AgentRevocation {
+	if x != nil {
+		if x, ok := x.Kind.(*SnapshotRecord_AgentRevocation); ok {
+			return x.AgentRevocation
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotRecord) GetMeta() *MetaRecord {
+	if x != nil {
+		if x, ok := x.Kind.(*SnapshotRecord_Meta); ok {
+			return x.Meta
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Kind interface {
 	isSnapshotRecord_Kind()
 }
@@ -255,6 +295,22 @@ type SnapshotRecord_ClusterId struct {
 	ClusterId string `protobuf:"bytes,13,opt,name=cluster_id,json=clusterId,proto3,oneof"`
 }
 
+type SnapshotRecord_AclToken struct {
+	AclToken *ACLToken `protobuf:"bytes,14,opt,name=acl_token,json=aclToken,proto3,oneof"`
+}
+
+type SnapshotRecord_JoinToken struct {
+	JoinToken *JoinToken `protobuf:"bytes,15,opt,name=join_token,json=joinToken,proto3,oneof"`
+}
+
+type SnapshotRecord_AgentRevocation struct {
+	AgentRevocation *AgentRevocation `protobuf:"bytes,16,opt,name=agent_revocation,json=agentRevocation,proto3,oneof"`
+}
+
+type SnapshotRecord_Meta struct {
+	Meta *MetaRecord `protobuf:"bytes,17,opt,name=meta,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Kind() {}
 
 func (*SnapshotRecord_App) isSnapshotRecord_Kind() {}
@@ -280,6 +336,14 @@ func (*SnapshotRecord_History) isSnapshotRecord_Kind() {}
 func (*SnapshotRecord_RolloutEvent) isSnapshotRecord_Kind() {}
 
 func (*SnapshotRecord_ClusterId) isSnapshotRecord_Kind() {}
+
+func (*SnapshotRecord_AclToken) isSnapshotRecord_Kind() {}
+
+func (*SnapshotRecord_JoinToken) isSnapshotRecord_Kind() {}
+
+func (*SnapshotRecord_AgentRevocation) isSnapshotRecord_Kind() {}
+
+func (*SnapshotRecord_Meta) isSnapshotRecord_Kind() {}
 
 type SnapshotHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -379,11 +443,64 @@ func (x *TableIndex) GetIndex() uint64 {
 	return 0
 }
 
+// MetaRecord is a cluster-wide fact (the ACL bootstrap, ...).
+type MetaRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetaRecord) Reset() {
+	*x = MetaRecord{}
+	mi := &file_rel_v1_snapshot_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetaRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetaRecord) ProtoMessage() {}
+
+func (x *MetaRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_snapshot_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetaRecord.ProtoReflect.Descriptor instead.
+func (*MetaRecord) Descriptor() ([]byte, []int) {
+	return file_rel_v1_snapshot_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *MetaRecord) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *MetaRecord) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
 var File_rel_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_rel_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x15rel/v1/snapshot.proto\x12\x06rel.v1\x1a\x12rel/v1/types.proto\"\xf4\x04\n" +
+	"\x15rel/v1/snapshot.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\xc9\x06\n" +
 	"\x0eSnapshotRecord\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.rel.v1.SnapshotHeaderH\x00R\x06header\x12\x1f\n" +
 	"\x03app\x18\x02 \x01(\v2\v.rel.v1.AppH\x00R\x03app\x127\n" +
@@ -400,14 +517,23 @@ const file_rel_v1_snapshot_proto_rawDesc = "" +
 	"\ahistory\x18\v \x01(\v2\x14.rel.v1.HistoryEntryH\x00R\ahistory\x12;\n" +
 	"\rrollout_event\x18\f \x01(\v2\x14.rel.v1.RolloutEventH\x00R\frolloutEvent\x12\x1f\n" +
 	"\n" +
-	"cluster_id\x18\r \x01(\tH\x00R\tclusterIdB\x06\n" +
+	"cluster_id\x18\r \x01(\tH\x00R\tclusterId\x12/\n" +
+	"\tacl_token\x18\x0e \x01(\v2\x10.rel.v1.ACLTokenH\x00R\baclToken\x122\n" +
+	"\n" +
+	"join_token\x18\x0f \x01(\v2\x11.rel.v1.JoinTokenH\x00R\tjoinToken\x12D\n" +
+	"\x10agent_revocation\x18\x10 \x01(\v2\x17.rel.v1.AgentRevocationH\x00R\x0fagentRevocation\x12(\n" +
+	"\x04meta\x18\x11 \x01(\v2\x12.rel.v1.MetaRecordH\x00R\x04metaB\x06\n" +
 	"\x04kind\"(\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\"8\n" +
 	"\n" +
 	"TableIndex\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05indexB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
+	"\x05index\x18\x02 \x01(\x04R\x05index\"4\n" +
+	"\n" +
+	"MetaRecord\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05valueB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
 
 var (
 	file_rel_v1_snapshot_proto_rawDescOnce sync.Once
@@ -421,40 +547,48 @@ func file_rel_v1_snapshot_proto_rawDescGZIP() []byte {
 	return file_rel_v1_snapshot_proto_rawDescData
 }
 
-var file_rel_v1_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_rel_v1_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_rel_v1_snapshot_proto_goTypes = []any{
-	(*SnapshotRecord)(nil), // 0: rel.v1.SnapshotRecord
-	(*SnapshotHeader)(nil), // 1: rel.v1.SnapshotHeader
-	(*TableIndex)(nil),     // 2: rel.v1.TableIndex
-	(*App)(nil),            // 3: rel.v1.App
-	(*Environment)(nil),    // 4: rel.v1.Environment
-	(*Release)(nil),        // 5: rel.v1.Release
-	(*Server)(nil),         // 6: rel.v1.Server
-	(*Agent)(nil),          // 7: rel.v1.Agent
-	(*AgentApp)(nil),       // 8: rel.v1.AgentApp
-	(*Desired)(nil),        // 9: rel.v1.Desired
-	(*Rollout)(nil),        // 10: rel.v1.Rollout
-	(*HistoryEntry)(nil),   // 11: rel.v1.HistoryEntry
-	(*RolloutEvent)(nil),   // 12: rel.v1.RolloutEvent
+	(*SnapshotRecord)(nil),  // 0: rel.v1.SnapshotRecord
+	(*SnapshotHeader)(nil),  // 1: rel.v1.SnapshotHeader
+	(*TableIndex)(nil),      // 2: rel.v1.TableIndex
+	(*MetaRecord)(nil),      // 3: rel.v1.MetaRecord
+	(*App)(nil),             // 4: rel.v1.App
+	(*Environment)(nil),     // 5: rel.v1.Environment
+	(*Release)(nil),         // 6: rel.v1.Release
+	(*Server)(nil),          // 7: rel.v1.Server
+	(*Agent)(nil),           // 8: rel.v1.Agent
+	(*AgentApp)(nil),        // 9: rel.v1.AgentApp
+	(*Desired)(nil),         // 10: rel.v1.Desired
+	(*Rollout)(nil),         // 11: rel.v1.Rollout
+	(*HistoryEntry)(nil),    // 12: rel.v1.HistoryEntry
+	(*RolloutEvent)(nil),    // 13: rel.v1.RolloutEvent
+	(*ACLToken)(nil),        // 14: rel.v1.ACLToken
+	(*JoinToken)(nil),       // 15: rel.v1.JoinToken
+	(*AgentRevocation)(nil), // 16: rel.v1.AgentRevocation
 }
 var file_rel_v1_snapshot_proto_depIdxs = []int32{
 	1,  // 0: rel.v1.SnapshotRecord.header:type_name -> rel.v1.SnapshotHeader
-	3,  // 1: rel.v1.SnapshotRecord.app:type_name -> rel.v1.App
-	4,  // 2: rel.v1.SnapshotRecord.environment:type_name -> rel.v1.Environment
-	5,  // 3: rel.v1.SnapshotRecord.release:type_name -> rel.v1.Release
-	6,  // 4: rel.v1.SnapshotRecord.server:type_name -> rel.v1.Server
+	4,  // 1: rel.v1.SnapshotRecord.app:type_name -> rel.v1.App
+	5,  // 2: rel.v1.SnapshotRecord.environment:type_name -> rel.v1.Environment
+	6,  // 3: rel.v1.SnapshotRecord.release:type_name -> rel.v1.Release
+	7,  // 4: rel.v1.SnapshotRecord.server:type_name -> rel.v1.Server
 	2,  // 5: rel.v1.SnapshotRecord.table_index:type_name -> rel.v1.TableIndex
-	7,  // 6: rel.v1.SnapshotRecord.agent:type_name -> rel.v1.Agent
-	8,  // 7: rel.v1.SnapshotRecord.agent_app:type_name -> rel.v1.AgentApp
-	9,  // 8: rel.v1.SnapshotRecord.desired:type_name -> rel.v1.Desired
-	10, // 9: rel.v1.SnapshotRecord.rollout:type_name -> rel.v1.Rollout
-	11, // 10: rel.v1.SnapshotRecord.history:type_name -> rel.v1.HistoryEntry
-	12, // 11: rel.v1.SnapshotRecord.rollout_event:type_name -> rel.v1.RolloutEvent
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	8,  // 6: rel.v1.SnapshotRecord.agent:type_name -> rel.v1.Agent
+	9,  // 7: rel.v1.SnapshotRecord.agent_app:type_name -> rel.v1.AgentApp
+	10, // 8: rel.v1.SnapshotRecord.desired:type_name -> rel.v1.Desired
+	11, // 9: rel.v1.SnapshotRecord.rollout:type_name -> rel.v1.Rollout
+	12, // 10: rel.v1.SnapshotRecord.history:type_name -> rel.v1.HistoryEntry
+	13, // 11: rel.v1.SnapshotRecord.rollout_event:type_name -> rel.v1.RolloutEvent
+	14, // 12: rel.v1.SnapshotRecord.acl_token:type_name -> rel.v1.ACLToken
+	15, // 13: rel.v1.SnapshotRecord.join_token:type_name -> rel.v1.JoinToken
+	16, // 14: rel.v1.SnapshotRecord.agent_revocation:type_name -> rel.v1.AgentRevocation
+	3,  // 15: rel.v1.SnapshotRecord.meta:type_name -> rel.v1.MetaRecord
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_snapshot_proto_init() }
@@ -462,6 +596,7 @@ func file_rel_v1_snapshot_proto_init() {
 	if File_rel_v1_snapshot_proto != nil {
 		return
 	}
+	file_rel_v1_acl_proto_init()
 	file_rel_v1_types_proto_init()
 	file_rel_v1_snapshot_proto_msgTypes[0].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
@@ -477,6 +612,10 @@ func file_rel_v1_snapshot_proto_init() {
 		(*SnapshotRecord_History)(nil),
 		(*SnapshotRecord_RolloutEvent)(nil),
 		(*SnapshotRecord_ClusterId)(nil),
+		(*SnapshotRecord_AclToken)(nil),
+		(*SnapshotRecord_JoinToken)(nil),
+		(*SnapshotRecord_AgentRevocation)(nil),
+		(*SnapshotRecord_Meta)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -484,7 +623,7 @@ func file_rel_v1_snapshot_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_snapshot_proto_rawDesc), len(file_rel_v1_snapshot_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,423 @@
+package validate
+
+import (
+	"net"
+	"regexp"
+	"strconv"
+
+	"github.com/relhq/rel/internal/auth"
+	relv1 "github.com/relhq/rel/proto/rel/v1"
+)
+
+// Limits on what a command may carry, beyond the user-facing ones. They
+// bound the size of a raft entry and of a row, so that nothing a peer or a
+// bug sends can make every replica hold something huge.
+const (
+	MaxIDLen         = 64
+	MaxReasonLen     = 4 << 10
+	MaxOutputLen     = 1 << 10
+	MaxFactLen       = 256
+	MaxReportsBatch  = 100_000
+	MaxRolloutHosts  = 100_000
+	MaxEventsPerStep = 200_000
+	MaxTokenUses     = 100_000
+	MaxGlobs         = 32
+)
+
+var (
+	nodeIDRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+	idRE       = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	accessorRE = regexp.MustCompile(`^[0-9a-f]{16}$`)
+)
+
+// NodeID checks a server's or an agent's id: 1-63 letters, digits and
+// . _ -, starting with a letter or digit.
+func NodeID(kind, s string) error {
+	if !nodeIDRE.MatchString(s) {
+		return invalid("%s %q: use 1-63 letters, digits and . _ -, starting with a letter or digit", kind, s)
+	}
+	return nil
+}
+
+// Accessor checks a token's public id.
+func Accessor(s string) error {
+	if !accessorRE.MatchString(s) {
+		return invalid("token accessor %q: want the 16 hex digits 'relctl acl token list' or 'relctl agent token list' shows", s)
+	}
+	return nil
+}
+
+func id(kind, s string) error {
+	if !idRE.MatchString(s) {
+		return invalid("%s %q: want 1-64 letters, digits and . _ -", kind, s)
+	}
+	return nil
+}
+
+func maxLen(kind, s string, n int) error {
+	if len(s) > n {
+		return invalid("%s is %d bytes long: the limit is %d", kind, len(s), n)
+	}
+	return nil
+}
+
+func hostPort(kind, s string, optional bool) error {
+	if s == "" && optional {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || host == "" || len(s) > 255 {
+		return invalid("%s %q is not HOST:PORT", kind, s)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return invalid("%s %q: port must be 1-65535", kind, s)
+	}
+	return nil
+}
+
+func secretHash(s string) error {
+	if !sha256RE.MatchString(s) {
+		return invalid("secret hash is not 64 lower-case hex digits")
+	}
+	return nil
+}
+
+func positive(kind string, v int64) error {
+	if v <= 0 {
+		return invalid("%s is not stamped", kind)
+	}
+	return nil
+}
+
+// Command checks a raft command before it is proposed, whoever built it:
+// the leader validates what its own endpoints built and what a peer
+// forwarded alike, so nothing that could stop or fork a replica (a missing
+// message, an unknown kind, an oversized field) reaches the log.
+func Command(cmd *relv1.Command) error {
+	if cmd == nil {
+		return invalid("empty command")
+	}
+	if cmd.GetStampedUnixNano() <= 0 {
+		return invalid("command is not time-stamped")
+	}
+	switch k := cmd.GetKind().(type) {
+	case *relv1.Command_CreateApp:
+		a := k.CreateApp.GetApp()
+		if a == nil {
+			return invalid("create_app carries no app")
+		}
+		return first(Name("app name", a.GetName()), Description(a.GetDescription()))
+	case *relv1.Command_CreateEnvironment:
+		e := k.CreateEnvironment.GetEnvironment()
+		if e == nil {
+			return invalid("create_environment carries no environment")
+		}
+		return first(Name("environment name", e.GetName()), Description(e.GetDescription()), Labels("selector", e.GetSelector(), true))
+	case *relv1.Command_CreateRelease:
+		return release(k.CreateRelease.GetRelease())
+	case *relv1.Command_RegisterServer:
+		s := k.RegisterServer.GetServer()
+		if s == nil {
+			return invalid("register_server carries no server")
+		}
+		return first(NodeID("server id", s.GetId()), hostPort("raft address", s.GetRaftAddr(), false),
+			hostPort("gRPC address", s.GetGrpcAddr(), false), hostPort("HTTP address", s.GetHttpAddr(), true))
+	case *relv1.Command_DeregisterServer:
+		return NodeID("server id", k.DeregisterServer.GetId())
+	case *relv1.Command_AgentUp:
+		return agentUp(k.AgentUp)
+	case *relv1.Command_AgentDown:
+		d := k.AgentDown
+		return first(NodeID("agent id", d.GetAgentId()), id("session id", d.GetSessionId()), maxLen("reason", d.GetReason(), MaxReasonLen))
+	case *relv1.Command_ReportBatch:
+		rs := k.ReportBatch.GetReports()
+		if len(rs) == 0 || len(rs) > MaxReportsBatch {
+			return invalid("report batch holds %d reports: want 1-%d", len(rs), MaxReportsBatch)
+		}
+		for _, r := range rs {
+			if r == nil {
+				return invalid("report batch holds an empty report")
+			}
+			if err := first(NodeID("agent id", r.GetAgentId()), id("session id", r.GetSessionId()), Report(r.GetReport())); err != nil {
+				return err
+			}
+		}
+		return nil
+	case *relv1.Command_CreateRollout:
+		return createRollout(k.CreateRollout)
+	case *relv1.Command_RolloutStep:
+		c := k.RolloutStep
+		if err := first(rollout(c.GetRollout()), desiredRows(c.GetDesired()), events(c.GetEvents())); err != nil {
+			return err
+		}
+		if c.GetStartRollback() != nil {
+			return createRollout(c.GetStartRollback())
+		}
+		return nil
+	case *relv1.Command_RolloutControl:
+		c := k.RolloutControl
+		switch c.GetAction() {
+		case "pause", "resume", "approve", "abort":
+		default:
+			return invalid("rollout action %q: want pause, resume, approve or abort", c.GetAction())
+		}
+		return first(id("rollout id", c.GetRolloutId()), maxLen("reason", c.GetReason(), MaxDescriptionLen), positive("control time", c.GetAtUnixNano()))
+	case *relv1.Command_InitCluster:
+		return id("cluster id", k.InitCluster.GetClusterId())
+	case *relv1.Command_AclBootstrap:
+		return aclToken(k.AclBootstrap.GetToken())
+	case *relv1.Command_CreateAclToken:
+		return aclToken(k.CreateAclToken.GetToken())
+	case *relv1.Command_DeleteAclToken:
+		return Accessor(k.DeleteAclToken.GetAccessorId())
+	case *relv1.Command_CreateJoinToken:
+		return joinToken(k.CreateJoinToken.GetToken())
+	case *relv1.Command_UseJoinToken:
+		c := k.UseJoinToken
+		return first(secretHash(c.GetSecretHash()), NodeID("agent id", c.GetAgentId()), positive("enrolment time", c.GetAtUnixNano()))
+	case *relv1.Command_DeleteJoinToken:
+		return Accessor(k.DeleteJoinToken.GetAccessorId())
+	case *relv1.Command_RevokeAgent:
+		r := k.RevokeAgent.GetRevocation()
+		if r == nil {
+			return invalid("revoke_agent carries no revocation")
+		}
+		return first(NodeID("agent id", r.GetAgentId()), positive("revocation time", r.GetRevokedUnixNano()),
+			maxLen("reason", r.GetReason(), MaxDescriptionLen), maxLen("revoked by", r.GetRevokedBy(), MaxFactLen))
+	case nil:
+		return invalid("command has no kind")
+	default:
+		return invalid("unknown command %T", k)
+	}
+}
+
+// first returns the first non-nil error.
+func first(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func release(r *relv1.Release) error {
+	if r == nil {
+		return invalid("create_release carries no release")
+	}
+	sum, err := SHA256(r.GetSha256())
+	if err != nil {
+		return err
+	}
+	if sum != r.GetSha256() {
+		return invalid("sha256 %q is not lower-case", r.GetSha256())
+	}
+	if r.GetSize() < 0 {
+		return invalid("release size %d is negative", r.GetSize())
+	}
+	return first(Name("app name", r.GetApp()), Version(r.GetVersion()), ArtifactURL(r.GetArtifactUrl()),
+		Notes(r.GetNotes()), Commit(r.GetCommit()), Labels("label", r.GetLabels(), false))
+}
+
+func agentUp(c *relv1.AgentUp) error {
+	a := c.GetAgent()
+	if a == nil {
+		return invalid("agent_up carries no agent")
+	}
+	if err := first(NodeID("agent id", a.GetId()), Labels("label", a.GetLabels(), false), maxLen("agent version", a.GetAgentVersion(), MaxFactLen),
+		id("session id", a.GetSessionId()), NodeID("server id", a.GetServerId())); err != nil {
+		return err
+	}
+	if f := a.GetFacts(); f != nil {
+		for _, v := range []string{f.GetHostname(), f.GetOs(), f.GetPlatform(), f.GetPlatformVersion(), f.GetKernel(), f.GetArch()} {
+			if err := maxLen("host fact", v, MaxFactLen); err != nil {
+				return err
+			}
+		}
+	}
+	if len(c.GetInstalled()) > 1000 {
+		return invalid("agent reports %d installed apps: the limit is 1000", len(c.GetInstalled()))
+	}
+	for _, r := range c.GetInstalled() {
+		if err := Report(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Report checks one app report from an agent.
+func Report(r *relv1.AppReport) error {
+	if r == nil {
+		return invalid("empty app report")
+	}
+	if err := Name("app name", r.GetApp()); err != nil {
+		return err
+	}
+	for _, v := range []string{r.GetVersion(), r.GetPreviousVersion()} {
+		if v != "" {
+			if err := Version(v); err != nil {
+				return err
+			}
+		}
+	}
+	switch r.GetPhase() {
+	case "", "downloading", "installing", "starting", "verifying", "healthy", "failed":
+	default:
+		return invalid("report phase %q: want downloading, installing, starting, verifying, healthy or failed", r.GetPhase())
+	}
+	if r.GetRolloutId() != "" {
+		if err := id("rollout id", r.GetRolloutId()); err != nil {
+			return err
+		}
+	}
+	return first(maxLen("report reason", r.GetReason(), MaxReasonLen), maxLen("report output", r.GetOutput(), MaxOutputLen))
+}
+
+func createRollout(c *relv1.CreateRollout) error {
+	if c == nil {
+		return invalid("empty create_rollout")
+	}
+	return first(rollout(c.GetRollout()), desiredRows(c.GetDesired()), events(c.GetEvents()))
+}
+
+func rollout(r *relv1.Rollout) error {
+	if r == nil {
+		return invalid("command carries no rollout")
+	}
+	if err := first(id("rollout id", r.GetId()), Name("app name", r.GetApp()), Version(r.GetVersion()),
+		Name("environment name", r.GetEnvironment()), maxLen("rollout reason", r.GetReason(), MaxReasonLen)); err != nil {
+		return err
+	}
+	switch r.GetKind() {
+	case "deploy", "":
+	case "rollback":
+		if err := id("rolled back rollout id", r.GetRollbackOf()); err != nil {
+			return err
+		}
+	default:
+		return invalid("rollout kind %q: want deploy or rollback", r.GetKind())
+	}
+	switch r.GetState() {
+	case "", "running", "waiting_approval", "paused", "rolling_back", "succeeded", "failed", "aborted", "rolled_back":
+	default:
+		return invalid("rollout state %q is not one Rel knows", r.GetState())
+	}
+	if len(r.GetHosts()) > MaxRolloutHosts {
+		return invalid("rollout has %d hosts: the limit is %d", len(r.GetHosts()), MaxRolloutHosts)
+	}
+	for _, h := range r.GetHosts() {
+		if h == nil {
+			return invalid("rollout holds an empty host")
+		}
+		if err := first(NodeID("agent id", h.GetAgentId()), maxLen("host reason", h.GetReason(), MaxReasonLen)); err != nil {
+			return err
+		}
+		for _, v := range []string{h.GetPreviousVersion(), h.GetTargetVersion()} {
+			if v != "" {
+				if err := Version(v); err != nil {
+					return err
+				}
+			}
+		}
+		switch h.GetState() {
+		case "pending", "dispatched", "healthy", "failed", "skipped":
+		default:
+			return invalid("host state %q is not one Rel knows", h.GetState())
+		}
+	}
+	return nil
+}
+
+func desiredRows(ds []*relv1.Desired) error {
+	if len(ds) > MaxRolloutHosts {
+		return invalid("%d desired rows: the limit is %d", len(ds), MaxRolloutHosts)
+	}
+	for _, d := range ds {
+		if d == nil {
+			return invalid("empty desired row")
+		}
+		if err := first(NodeID("agent id", d.GetAgentId()), Name("app name", d.GetApp()), Version(d.GetVersion()), ArtifactURL(d.GetArtifactUrl())); err != nil {
+			return err
+		}
+		if _, err := SHA256(d.GetSha256()); err != nil {
+			return err
+		}
+		if d.GetRolloutId() != "" {
+			if err := id("rollout id", d.GetRolloutId()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func events(es []*relv1.RolloutEvent) error {
+	if len(es) > MaxEventsPerStep {
+		return invalid("%d events: the limit is %d", len(es), MaxEventsPerStep)
+	}
+	for _, e := range es {
+		if e == nil {
+			return invalid("empty rollout event")
+		}
+		if err := first(id("event rollout id", e.GetRolloutId()), maxLen("event type", e.GetType(), MaxIDLen),
+			maxLen("event host", e.GetHost(), MaxIDLen), maxLen("event message", e.GetMessage(), MaxReasonLen)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func aclToken(t *relv1.ACLToken) error {
+	if t == nil {
+		return invalid("command carries no token")
+	}
+	if len(t.GetRoles()) == 0 {
+		return invalid("a token needs at least one role (%s)", auth.RoleNames())
+	}
+	for _, r := range t.GetRoles() {
+		if _, err := auth.ParseRole(r); err != nil {
+			return invalid("%v", err)
+		}
+	}
+	if len(t.GetApps()) > MaxGlobs || len(t.GetEnvironments()) > MaxGlobs {
+		return invalid("a token may name at most %d app and %d environment globs", MaxGlobs, MaxGlobs)
+	}
+	if err := auth.CheckGlobs("app", t.GetApps()); err != nil {
+		return invalid("%v", err)
+	}
+	if err := auth.CheckGlobs("environment", t.GetEnvironments()); err != nil {
+		return invalid("%v", err)
+	}
+	if t.GetExpiresUnixNano() < 0 {
+		return invalid("token expiry is negative")
+	}
+	return first(Accessor(t.GetAccessorId()), secretHash(t.GetSecretHash()), TokenName(t.GetName()),
+		maxLen("created by", t.GetCreatedBy(), MaxFactLen), positive("token creation time", t.GetCreatedUnixNano()))
+}
+
+// TokenName checks an operator token's name: what it is for, e.g. "ci-web".
+func TokenName(s string) error {
+	if s == "" {
+		return invalid("token name is empty: say what it is for, e.g. --name ci-web")
+	}
+	return maxLen("token name", s, MaxNameLen)
+}
+
+func joinToken(t *relv1.JoinToken) error {
+	if t == nil {
+		return invalid("command carries no join token")
+	}
+	if t.GetUses() == 0 || t.GetUses() > MaxTokenUses {
+		return invalid("join token uses %d: want 1-%d", t.GetUses(), MaxTokenUses)
+	}
+	if t.GetExpiresUnixNano() <= t.GetCreatedUnixNano() {
+		return invalid("join token expires before it is created")
+	}
+	if len(t.GetUsedBy()) > 0 {
+		return invalid("a new join token has not been used")
+	}
+	return first(Accessor(t.GetAccessorId()), secretHash(t.GetSecretHash()), Description(t.GetDescription()),
+		Labels("label", t.GetLabels(), false), maxLen("created by", t.GetCreatedBy(), MaxFactLen),
+		positive("join token creation time", t.GetCreatedUnixNano()))
+}
