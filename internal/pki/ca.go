@@ -22,11 +22,11 @@ import (
 
 // Validity defaults.
 const (
-	DefaultCAValidity     = 10 * 365 * 24 * time.Hour
-	DefaultLeafValidity   = 365 * 24 * time.Hour
-	DefaultAgentValidity  = 24 * time.Hour
-	MaxAgentValidity      = 90 * 24 * time.Hour
-	MinAgentValidity      = 5 * time.Minute
+	DefaultCAValidity    = 10 * 365 * 24 * time.Hour
+	DefaultLeafValidity  = 365 * 24 * time.Hour
+	DefaultAgentValidity = 24 * time.Hour
+	MaxAgentValidity     = 90 * 24 * time.Hour
+	MinAgentValidity     = 5 * time.Minute
 	// backdate absorbs clock skew between the signer and the verifier.
 	backdate = time.Minute
 )

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/relhq/rel/internal/server"
 	"github.com/relhq/rel/internal/state"
 	"github.com/relhq/rel/internal/testcluster"
