@@ -11,8 +11,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -20,7 +23,9 @@ import (
 	"time"
 
 	"github.com/relhq/rel/internal/agent"
+	"github.com/relhq/rel/internal/agentcert"
 	"github.com/relhq/rel/internal/install"
+	"github.com/relhq/rel/internal/transport"
 	"github.com/relhq/rel/internal/validate"
 	"github.com/relhq/rel/internal/version"
 )
@@ -30,8 +35,25 @@ Rel cluster, installs the releases the cluster wants on this host, and
 reports every step back.
 
 Usage:
-  rel-agent --servers ADDR[,ADDR...] [--node-id ID] [--labels K=V[,K=V...]] [flags]
-  rel-agent --simulate N --servers ADDR[,ADDR...] [--node-id PREFIX] [flags]
+  rel-agent --servers ADDR[,ADDR...] --join-token-file FILE --ca-pin sha256:HEX [--node-id ID] [--labels K=V[,K=V...]] [flags]
+  rel-agent --servers ADDR[,ADDR...] --ca-file CA --cert-file CERT --key-file KEY [flags]
+  rel-agent --simulate N --servers ADDR[,ADDR...] --join-token-file FILE --ca-pin sha256:HEX [--node-id PREFIX] [flags]
+
+Every connection is mutual TLS. On its first start the agent enrols: it
+makes its key, sends a certificate request with the join token (from
+'relctl agent token create', which also prints the CA pin) and checks that
+the server answering is signed by the pinned CA (or by --ca-file). Its key
+and certificate stay in --data-dir/tls (0600); it renews the certificate at
+about two thirds of its lifetime, and enrols again with the token file if it
+ever expired. The node id of the stream is the certificate's. Alternatively
+give it a certificate made with 'relctl tls cert create --agent'.
+
+Artifacts come from the cluster's own store (over mutual TLS) and from
+https:// URLs; http:// and file:// only with --allow-url-schemes, and never
+from loopback, link-local or cloud metadata addresses unless
+--allow-fetch-from names them. Hooks and services run as --run-as (default:
+the agent's own user) or as rel.yaml's user:, which must be one of
+--allowed-users.
 
 The agent connects to a random server of --servers and moves to the next one
 whenever the stream breaks. Releases are unpacked under --install-root
@@ -73,6 +95,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		logLevel    = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat   = fs.String("log-format", "text", "text or json")
 		simulate    = fs.Int("simulate", 0, "run N simulated agents with an installer that installs nothing, instead of one real agent")
+		caFile      = fs.String("ca-file", "", "the cluster's CA bundle (PEM); trusted instead of checking --ca-pin")
+		caPin       = fs.String("ca-pin", "", "sha256:HEX pin of the cluster CA's public key, checked on the first contact (printed by 'relctl agent token create')")
+		joinToken   = fs.String("join-token-file", "", "file holding a join token (relctl agent token create): enrol with it when the agent has no valid certificate")
+		certFile    = fs.String("cert-file", "", "a certificate made for this agent with 'relctl tls cert create --agent' (with --key-file and --ca-file): no enrolment")
+		keyFile     = fs.String("key-file", "", "the key of --cert-file (mode 0600)")
+		schemes     = fs.String("allow-url-schemes", "https", "URL schemes the agent fetches artifacts from outside the cluster: https, http, file (comma-separated)")
+		fetchFrom   = fs.String("allow-fetch-from", "", "CIDRs of loopback, link-local or metadata addresses the agent may fetch artifacts from anyway (e.g. 127.0.0.0/8)")
+		runAs       = fs.String("run-as", "", "user hooks and services run as (default: the agent's own user; another user needs root)")
+		allowUsers  = fs.String("allowed-users", "", "users a release's rel.yaml may name in user: (comma-separated)")
 		showVersion = fs.Bool("version", false, "print the version and exit")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -118,6 +149,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail("--labels: %v", err)
 	}
+	allowedSchemes := splitList(*schemes)
+	for _, sc := range allowedSchemes {
+		if sc != "https" && sc != "http" && sc != "file" {
+			return fail("--allow-url-schemes: %q: use https, http or file", sc)
+		}
+	}
+	var prefixes []netip.Prefix
+	for _, c := range splitList(*fetchFrom) {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return fail("--allow-fetch-from: %q is not a CIDR such as 127.0.0.0/8", c)
+		}
+		prefixes = append(prefixes, p)
+	}
 	switch {
 	case *keep < 1:
 		return fail("--keep %d: keep at least 1 release", *keep)
@@ -131,6 +176,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return fail("--data-dir is empty")
 	case *installRoot == "" && *simulate == 0:
 		return fail("--install-root is empty")
+	}
+	certCfg := agentcert.Config{
+		Servers: addrs, NodeID: id, CAFile: *caFile, Pin: *caPin, JoinTokenFile: *joinToken,
+		CertFile: *certFile, KeyFile: *keyFile,
+	}
+	if *simulate == 0 {
+		certCfg.Dir = filepath.Join(*dataDir, "tls")
+	}
+	if err := certCfg.Check(); err != nil {
+		return fail("%v", err)
+	}
+	if *simulate > 0 && certCfg.CertFile != "" {
+		return fail("--simulate needs --join-token-file (a token with --uses N): each simulated agent enrols")
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -149,18 +207,60 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// Stop on the first signal even while enrolling; a second one exits at
+	// once.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	firstSig := make(chan os.Signal, 1)
+	go func() {
+		select {
+		case sig := <-sigs:
+			firstSig <- sig
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	done := make(chan error, 1)
 	var closeInstaller func() error
 
 	if *simulate > 0 {
+		token := ""
+		if certCfg.JoinTokenFile != "" {
+			b, err := os.ReadFile(certCfg.JoinTokenFile)
+			if err != nil {
+				return fail("--join-token-file: %v", err)
+			}
+			token = strings.TrimSpace(string(b))
+		}
 		logger.Info("rel-agent simulating agents", "version", version.Version, "count", *simulate, "servers", addrs)
 		go func() {
 			done <- agent.Simulate(ctx, agent.SimConfig{
 				Servers: addrs, Count: *simulate, IDPrefix: id, Labels: lbls,
 				Logger: logger, ReportEvery: 10 * time.Second,
+				Certs: func(ctx context.Context, nodeID string) (transport.Security, error) {
+					cc := certCfg
+					cc.NodeID, cc.JoinToken, cc.JoinTokenFile = nodeID, token, ""
+					cc.Logger = slog.New(slog.DiscardHandler)
+					c, err := agentcert.Load(ctx, cc)
+					if err != nil {
+						return transport.Security{}, err
+					}
+					return c.Security(), nil
+				},
 			})
 		}()
 	} else {
+		certCfg.Logger = logger.With("component", "certificate")
+		certs, err := agentcert.Load(ctx, certCfg)
+		if err != nil {
+			if ctx.Err() != nil {
+				return 1
+			}
+			fmt.Fprintf(stderr, "rel-agent: certificate: %v\n", err)
+			return 1
+		}
+		sec := certs.Security()
 		host, err := install.New(install.Config{
 			Root:             *installRoot,
 			DataDir:          *dataDir,
@@ -169,6 +269,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 			MaxArtifactBytes: *maxArtifact,
 			MaxExtractBytes:  *maxExtract,
 			Logger:           logger.With("component", "install"),
+			StoreClient:      &http.Client{Transport: sec.HTTPTransport()},
+			AllowedSchemes:   allowedSchemes,
+			AllowFetchFrom:   prefixes,
+			RunAs:            *runAs,
+			AllowedUsers:     splitList(*allowUsers),
 		})
 		if err != nil {
 			fmt.Fprintf(stderr, "rel-agent: %v\n", err)
@@ -183,21 +288,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 			Installer: host,
 			Logger:    logger,
 			DiskPath:  *installRoot,
+			Security:  sec,
 		})
 		if err != nil {
 			host.Close()
 			fmt.Fprintf(stderr, "rel-agent: %v\n", err)
 			return 1
 		}
-		logger.Info("rel-agent starting", "version", version.Version, "node_id", id, "servers", addrs, "labels", lbls)
+		// A renewed certificate is presented on new connections only.
+		certs.OnRenew(a.Reconnect)
+		go certs.Run(ctx)
+		leaf := certs.Current().Leaf
+		logger.Info("rel-agent starting", "version", version.Version, "node_id", id, "servers", addrs, "labels", lbls,
+			"certificate_expires", leaf.NotAfter.UTC().Format(time.RFC3339))
 		go func() { done <- a.Run(ctx) }()
 	}
 
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
 	select {
-	case sig := <-sigs:
+	case sig := <-firstSig:
 		logger.Info("signal received: stopping (send it again to stop at once)", "signal", sig.String())
 	case err := <-done:
 		// Run only returns early on a startup error.
@@ -269,6 +377,17 @@ func parseServers(s string) ([]string, error) {
 		return nil, errors.New("no server addresses: give HOST:PORT[,HOST:PORT...]")
 	}
 	return out, nil
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // parseLabels parses KEY=VALUE[,KEY=VALUE...] and checks it with

@@ -2,6 +2,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,10 +10,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/relhq/rel/internal/pki"
 	"github.com/relhq/rel/internal/server"
 	"github.com/relhq/rel/internal/version"
 )
@@ -21,8 +24,24 @@ const usage = `rel-server runs one node of Rel's control-plane cluster.
 
 Usage:
   rel-server --dev
-  rel-server --node-id ID --data-dir DIR --bootstrap [flags]
-  rel-server --node-id ID --data-dir DIR --join ADDR[,ADDR...] [flags]
+  rel-server --node-id ID --data-dir DIR --ca-file CA --cert-file CERT --key-file KEY --bootstrap [flags]
+  rel-server --node-id ID --data-dir DIR --ca-file CA --cert-file CERT --key-file KEY --join ADDR[,ADDR...] [flags]
+
+Every port (gRPC, raft, HTTP) is mutual TLS with certificates of the
+cluster CA, and every request is authorised from the caller's certificate
+or token: there is no plaintext mode. Make the CA and the server's
+certificate with relctl:
+
+  relctl tls ca create --cluster prod              # ca.pem, ca-key.pem
+  relctl tls cert create --server --node-id s1     # s1.pem, s1-key.pem
+
+Give servers --ca-key-file too and they enrol agents (signing short-lived
+agent certificates for join tokens). SIGHUP reloads the certificate, key,
+CA bundle and CA key; a file that does not load keeps the old material.
+
+--dev runs a one-node cluster on loopback with its data, a CA, its
+certificates and a management token in a temporary directory, and prints
+the export lines that make relctl and a local rel-agent use them.
 
 Start the first node of a cluster with --bootstrap, every other node with
 --join naming the gRPC address of any member. A node restarted on the same
@@ -65,6 +84,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		maxArtifact  = fs.Int64("max-artifact-bytes", server.DefaultMaxArtifactBytes, "largest artifact accepted by uploads")
 		heartbeat    = fs.Duration("heartbeat-interval", server.DefaultHeartbeatInterval, "how often agents are told to send heartbeats")
 		agentGrace   = fs.Duration("agent-grace", server.DefaultAgentGrace, "silence or disconnection past this marks an agent down (\"agent lost\")")
+		caFile       = fs.String("ca-file", "", "the cluster CA bundle (PEM) every peer and client certificate is checked against; during a CA rotation, both CAs")
+		certFile     = fs.String("cert-file", "", "this server's certificate (relctl tls cert create --server --node-id ID)")
+		keyFile      = fs.String("key-file", "", "the key of --cert-file; must not be readable by group or others")
+		caKeyFile    = fs.String("ca-key-file", "", "the CA's key: with it this server signs agent certificates (enrolment with join tokens, renewal)")
+		agentCertTTL = fs.Duration("agent-cert-ttl", pki.DefaultAgentValidity, "how long the agent certificates this server signs are valid; agents renew at about two thirds")
+		enableDebug  = fs.Bool("enable-debug", false, "serve /debug/pprof/ on the HTTP port, to client certificates of role operator or admin")
 		showVersion  = fs.Bool("version", false, "print the version and exit")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -116,6 +141,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		MaxArtifactBytes:  *maxArtifact,
 		HeartbeatInterval: *heartbeat,
 		AgentGrace:        *agentGrace,
+		CAFile:            *caFile,
+		CertFile:          *certFile,
+		KeyFile:           *keyFile,
+		CAKeyFile:         *caKeyFile,
+		AgentCertTTL:      *agentCertTTL,
+		EnableDebug:       *enableDebug,
 		Logger:            logger,
 		LogOutput:         stderr,
 		LogJSON:           *logFormat == "json",
@@ -129,6 +160,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if *dev {
+		for _, a := range []struct{ flag, addr string }{{"grpc-addr", cfg.GRPCAddr}, {"raft-addr", cfg.RaftAddr}, {"http-addr", cfg.HTTPAddr}} {
+			if err := checkLoopback(a.flag, a.addr); err != nil {
+				fmt.Fprintf(stderr, "rel-server: %v\n", err)
+				return 2
+			}
+		}
+		if cfg.CAFile != "" || cfg.CertFile != "" || cfg.KeyFile != "" || cfg.CAKeyFile != "" {
+			fmt.Fprintf(stderr, "rel-server: --dev makes its own CA and certificates: drop --ca-file, --cert-file, --key-file and --ca-key-file\n")
+			return 2
+		}
 		dir, err := os.MkdirTemp("", "rel-dev-")
 		if err != nil {
 			fmt.Fprintf(stderr, "rel-server: --dev: create temp dir: %v\n", err)
@@ -139,6 +180,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if !isSet(fs, "node-id") {
 			cfg.NodeID = "dev"
 		}
+		files, err := makeDevTLS(dir, cfg.NodeID)
+		if err != nil {
+			fmt.Fprintf(stderr, "rel-server: --dev: make TLS material: %v\n", err)
+			return 1
+		}
+		cfg.CAFile, cfg.CertFile, cfg.KeyFile, cfg.CAKeyFile = files.ca, files.cert, files.key, files.caKey
 	}
 
 	srv, err := server.New(cfg)
@@ -147,16 +194,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *dev {
-		fmt.Fprintf(stdout, "rel-server %s (dev mode: one node, data in %s, removed on exit)\n", version.Version, cfg.DataDir)
-		fmt.Fprintf(stdout, "  gRPC API: %s   (relctl --addr %s)\n", srv.GRPCAddr(), srv.GRPCAddr())
-		fmt.Fprintf(stdout, "  HTTP:     http://%s/v1/health  http://%s/metrics\n", srv.HTTPAddr(), srv.HTTPAddr())
-		fmt.Fprintf(stdout, "  raft:     %s\n", srv.RaftAddr())
-		fmt.Fprintf(stdout, "Press Ctrl-C to stop.\n")
+		if err := printDev(stdout, srv, cfg); err != nil {
+			fmt.Fprintf(stderr, "rel-server: --dev: %v\n", err)
+			srv.Shutdown()
+			return 1
+		}
 	}
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	sig := <-sigs
+	hups := make(chan os.Signal, 1)
+	signal.Notify(hups, syscall.SIGHUP)
+	var sig os.Signal
+	for sig == nil {
+		select {
+		case sig = <-sigs:
+		case <-hups:
+			if err := srv.ReloadTLS(); err != nil {
+				logger.Error("SIGHUP: TLS reload failed; the previous certificate stays in use", "err", err)
+			}
+		}
+	}
 	logger.Info("signal received: stopping gracefully (send it again to stop at once)", "signal", sig.String())
 	done := make(chan error, 1)
 	go func() { done <- srv.Shutdown() }()
@@ -175,6 +233,38 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	logger.Info("stopped")
 	return 0
+}
+
+// printDev writes how to use a dev server: where it listens, and the
+// export lines for relctl and a local agent. The credentials are files in
+// the dev data dir (0600), so they are not in the terminal's scrollback.
+func printDev(w io.Writer, srv *server.Server, cfg server.Config) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	mgmt, join, err := srv.DevCredentials(ctx, 100, 24*time.Hour)
+	if err != nil {
+		return err
+	}
+	mgmtFile := filepath.Join(cfg.DataDir, "management.token")
+	joinFile := filepath.Join(cfg.DataDir, "agent-join.token")
+	for _, f := range []struct{ path, secret string }{{mgmtFile, mgmt}, {joinFile, join}} {
+		if err := pki.WriteFile(f.path, []byte(f.secret+"\n"), 0o600, true); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(w, "rel-server %s (dev mode: one node on loopback, TLS and ACLs on; data, CA and tokens in %s, removed on exit)\n", version.Version, cfg.DataDir)
+	fmt.Fprintf(w, "  gRPC API: %s\n", srv.GRPCAddr())
+	fmt.Fprintf(w, "  HTTP:     https://%s/v1/health (curl --cacert %s ...)\n", srv.HTTPAddr(), cfg.CAFile)
+	fmt.Fprintf(w, "  raft:     %s\n", srv.RaftAddr())
+	fmt.Fprintf(w, "In another terminal, these make relctl (as admin) and a local rel-agent (enrolling) use it:\n")
+	if srv.GRPCAddr() != server.DefaultGRPCAddr {
+		fmt.Fprintf(w, "  export REL_ADDR=%s REL_SERVERS=%s\n", srv.GRPCAddr(), srv.GRPCAddr())
+	}
+	fmt.Fprintf(w, "  export REL_CA_FILE=%s\n", cfg.CAFile)
+	fmt.Fprintf(w, "  export REL_TOKEN_FILE=%s\n", mgmtFile)
+	fmt.Fprintf(w, "  export REL_JOIN_TOKEN_FILE=%s\n", joinFile)
+	fmt.Fprintf(w, "Press Ctrl-C to stop.\n")
+	return nil
 }
 
 // applyEnv sets every flag not given on the command line from its REL_*

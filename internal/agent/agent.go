@@ -112,6 +112,9 @@ type Config struct {
 	Installer Installer
 	// Logger; slog.Default() when nil.
 	Logger *slog.Logger
+	// Security is the agent's TLS: its certificate and the CAs it trusts
+	// (internal/agentcert keeps it current). Required unless Dial is set.
+	Security transport.Security
 	// DialOptions are added after the agent's own (transport security from
 	// internal/transport, keepalive, connect backoff) when the agent dials
 	// the servers itself; later options win.
@@ -167,6 +170,11 @@ type Agent struct {
 	workers   map[string]*worker
 	status    Status
 	workerCtx context.Context
+	// endSession ends the current stream; redial makes the next one use
+	// new connections (after a certificate renewal: TLS presents a
+	// certificate only when a connection is made).
+	endSession context.CancelFunc
+	redial     bool
 
 	workerWG sync.WaitGroup
 }
@@ -208,6 +216,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.Installer == nil {
 		return nil, errors.New("agent: no installer")
+	}
+	if cfg.Dial == nil && cfg.Security.M == nil {
+		return nil, errors.New("agent: no TLS material (Security)")
 	}
 	cfg.Labels = maps.Clone(cfg.Labels)
 	a := &Agent{
@@ -259,12 +270,12 @@ func New(cfg Config) (*Agent, error) {
 }
 
 // ClientOptions are the dial options of an agent's connections: transport
-// security from internal/transport, keepalive (KeepaliveTime,
-// KeepaliveTimeout, also without active streams), and gRPC's own reconnect
-// backoff aligned with the agent's (100 ms to 5 s, ConnectTimeout per
-// attempt), followed by extra (later options win).
-func ClientOptions(extra ...grpc.DialOption) []grpc.DialOption {
-	opts := transport.Security{}.GRPCDialOptions()
+// security from internal/transport (mutual TLS with sec's certificate),
+// keepalive (KeepaliveTime, KeepaliveTimeout, also without active streams),
+// and gRPC's own reconnect backoff aligned with the agent's (100 ms to 5 s,
+// ConnectTimeout per attempt), followed by extra (later options win).
+func ClientOptions(sec transport.Security, extra ...grpc.DialOption) []grpc.DialOption {
+	opts := sec.GRPCDialOptions()
 	opts = append(opts,
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:                KeepaliveTime,
@@ -282,6 +293,19 @@ func ClientOptions(extra ...grpc.DialOption) []grpc.DialOption {
 		}),
 	)
 	return append(opts, extra...)
+}
+
+// Reconnect ends the current stream and makes the next one on new
+// connections: after its certificate is renewed, so that the cluster sees
+// the new one (TLS presents a certificate only when connecting).
+func (a *Agent) Reconnect() {
+	a.mu.Lock()
+	a.redial = true
+	end := a.endSession
+	a.mu.Unlock()
+	if end != nil {
+		end()
+	}
 }
 
 // Status returns the agent's connection status.
@@ -328,8 +352,18 @@ func (a *Agent) Run(ctx context.Context) error {
 				c.Close()
 			}
 		}()
-		opts := ClientOptions(a.cfg.DialOptions...)
+		opts := ClientOptions(a.cfg.Security, a.cfg.DialOptions...)
 		dial = func(addr string) (*grpc.ClientConn, error) {
+			a.mu.Lock()
+			redial := a.redial
+			a.redial = false
+			a.mu.Unlock()
+			if redial {
+				for k, c := range conns {
+					c.Close()
+					delete(conns, k)
+				}
+			}
 			if c, ok := conns[addr]; ok {
 				return c, nil
 			}
@@ -376,6 +410,14 @@ func (a *Agent) session(ctx context.Context, addr string, dial func(string) (*gr
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	a.mu.Lock()
+	a.endSession = cancel
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.endSession = nil
+		a.mu.Unlock()
+	}()
 	stream, err := relv1.NewAgentServiceClient(conn).Connect(sctx)
 	if err != nil {
 		return false, fmt.Errorf("open stream: %w", err)

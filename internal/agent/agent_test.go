@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relhq/rel/internal/install"
+	"github.com/relhq/rel/internal/transport"
 	"github.com/relhq/rel/internal/version"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
@@ -387,6 +388,9 @@ func TestSimulate(t *testing.T) {
 			Servers: []string{srv.addr}, Count: n, IDPrefix: "sim",
 			Labels: map[string]string{"env": "bench"}, Logger: testLogger(t),
 			Started: func(a *Agent) { mu.Lock(); agents = append(agents, a); mu.Unlock() },
+			Certs: func(_ context.Context, id string) (transport.Security, error) {
+				return agentSecurity(t, id), nil
+			},
 		})
 	}()
 	defer func() {
@@ -416,8 +420,9 @@ func TestSimulate(t *testing.T) {
 	if len(ids) != n {
 		t.Errorf("%d distinct ids, want %d", len(ids), n)
 	}
-	if got := srv.accepts.Load(); got != 1 {
-		t.Errorf("%d connections for %d agents, want one shared connection", got, n)
+	// Every agent is its own TLS identity, so each has its own connection.
+	if got := srv.accepts.Load(); got != n {
+		t.Errorf("%d connections for %d agents, want one each", got, n)
 	}
 	// Every simulated agent converges with the no-op installer.
 	for i := range n {
@@ -523,7 +528,10 @@ func TestRealInstaller(t *testing.T) {
 		Urls: []string{"file://" + artifact}, RolloutId: "r-1",
 	}
 	newHost := func() *install.Host {
-		h, err := install.New(install.Config{Root: filepath.Join(dir, "root"), DataDir: filepath.Join(dir, "data"), NodeID: "node-1"})
+		// The release comes from a file:// URL, which agents refuse
+		// unless told otherwise.
+		h, err := install.New(install.Config{Root: filepath.Join(dir, "root"), DataDir: filepath.Join(dir, "data"), NodeID: "node-1",
+			AllowedSchemes: []string{"https", "file"}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"io"
 	"log/slog"
@@ -19,10 +20,20 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/relhq/rel/internal/install"
+	"github.com/relhq/rel/internal/pki"
+	"github.com/relhq/rel/internal/transport"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
+// testCA signs the fake servers' and the agents' certificates: the agent
+// speaks mutual TLS only.
+var testCA *pki.CA
+
 func TestMain(m *testing.M) {
+	var err error
+	if testCA, err = pki.NewCA("test", 0, time.Now()); err != nil {
+		panic(err)
+	}
 	goleak.VerifyTestMain(m)
 }
 
@@ -88,10 +99,11 @@ func startFakeServer(t *testing.T, id string) *fakeServer {
 		t.Fatal(err)
 	}
 	s := &fakeServer{id: id, addr: lis.Addr().String(), lis: lis, hbMs: 200}
-	s.gs = grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+	sec := testSecurity(t, pki.Identity{Kind: pki.KindServer, ID: id})
+	s.gs = grpc.NewServer(append(sec.GRPCServerOptions(), grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 		MinTime:             5 * time.Second,
 		PermitWithoutStream: true,
-	}))
+	}))...)
 	relv1.RegisterAgentServiceServer(s.gs, s)
 	go s.gs.Serve(countingListener{Listener: lis, n: &s.accepts})
 	t.Cleanup(s.kill)
@@ -335,6 +347,34 @@ func (w tLogWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// testSecurity is TLS material for id, signed by testCA.
+func testSecurity(t testing.TB, id pki.Identity) transport.Security {
+	t.Helper()
+	id.Cluster = testCA.Cluster
+	certPEM, keyPEM, err := testCA.Issue(pki.Leaf{Identity: id}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := pki.ParseCerts(certPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := pki.ParseKey(keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := transport.NewBundle([]*x509.Certificate{testCA.Cert}, certs, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return transport.Security{M: transport.StaticMaterial(b)}
+}
+
+// agentSecurity is an agent certificate for id.
+func agentSecurity(t testing.TB, id string) transport.Security {
+	return testSecurity(t, pki.Identity{Kind: pki.KindAgent, ID: id})
+}
+
 // startAgent builds an agent from cfg (test facts, load and logger unless
 // set) and runs it until the test ends.
 func startAgent(t *testing.T, cfg Config) *Agent {
@@ -358,6 +398,9 @@ func runAgent(t *testing.T, cfg Config) (*Agent, func()) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
+	}
+	if cfg.Dial == nil && cfg.Security.M == nil {
+		cfg.Security = agentSecurity(t, cfg.NodeID)
 	}
 	a, err := New(cfg)
 	if err != nil {

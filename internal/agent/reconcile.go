@@ -154,11 +154,12 @@ func (a *Agent) startWorker(d *relv1.DesiredApp, target attempt) {
 	a.mu.Unlock()
 
 	desired := install.Desired{
-		App:     d.GetApp(),
-		Version: d.GetVersion(),
-		URLs:    append([]string(nil), d.GetUrls()...),
-		SHA256:  d.GetSha256(),
-		Size:    d.GetSize(),
+		App:       d.GetApp(),
+		Version:   d.GetVersion(),
+		URLs:      append([]string(nil), d.GetUrls()...),
+		StoreURLs: append([]string(nil), d.GetStoreUrls()...),
+		SHA256:    d.GetSha256(),
+		Size:      d.GetSize(),
 	}
 	a.log.Info("converging", "app", w.app, "version", w.version, "rollout_id", target.RolloutID, "generation", target.Generation)
 	go a.runWorker(ctx, w, desired)

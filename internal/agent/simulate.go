@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/relhq/rel/internal/transport"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
@@ -24,8 +25,14 @@ type SimConfig struct {
 	IDPrefix string
 	// Labels are given to every agent.
 	Labels map[string]string
-	// DialOptions are added to ClientOptions for the shared connections.
+	// DialOptions are added to ClientOptions for every agent's connections.
 	DialOptions []grpc.DialOption
+	// Certs gives each agent its certificate (enrolment with a shared
+	// join token, or certificates a test made): every agent has its own
+	// identity, so each holds its own connection to its server.
+	Certs func(ctx context.Context, id string) (transport.Security, error)
+	// EnrolParallel bounds concurrent enrolments (default 16).
+	EnrolParallel int
 	// Logger; slog.Default() when nil. Each agent logs with node=<id>.
 	Logger *slog.Logger
 	// Facts and Load are what every agent reports; a fixed fake host (8
@@ -44,11 +51,12 @@ type SimConfig struct {
 }
 
 // Simulate runs cfg.Count agents in this process until ctx ends, each with
-// its own NoopInstaller. All agents share one gRPC connection per server
-// address (HTTP/2 multiplexes their streams) and keep their generation in
-// memory only (no data dir: nothing is written to disk). Each agent costs
-// three goroutines while connected (its send loop, its receiver and gRPC's
-// stream watcher) plus one per install in progress. Unless the logger is at
+// its own NoopInstaller. Each agent has its own certificate (cfg.Certs) and
+// so its own TLS connection to its server, as real agents do, and keeps its
+// generation in memory only (no data dir: nothing is written to disk).
+// Each agent costs its connection's goroutines plus three while connected
+// (its send loop, its receiver and gRPC's stream watcher) and one per
+// install in progress. Unless the logger is at
 // debug, the agents themselves only log warnings and errors; Simulate logs a
 // summary every ReportEvery.
 func Simulate(ctx context.Context, cfg SimConfig) error {
@@ -78,28 +86,12 @@ func Simulate(ctx context.Context, cfg SimConfig) error {
 	}
 	loadFunc := func() *relv1.Load { return load }
 
-	opts := ClientOptions(cfg.DialOptions...)
-	conns := map[string]*grpc.ClientConn{}
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	for _, addr := range cfg.Servers {
-		if _, ok := conns[addr]; ok {
-			continue
-		}
-		c, err := grpc.NewClient(addr, opts...)
-		if err != nil {
-			return fmt.Errorf("simulate: %s: %w", addr, err)
-		}
-		conns[addr] = c
+	if cfg.Certs == nil {
+		return errors.New("simulate: no certificates (Certs)")
 	}
-	dial := func(addr string) (*grpc.ClientConn, error) {
-		if c, ok := conns[addr]; ok {
-			return c, nil
-		}
-		return nil, fmt.Errorf("simulate: unknown server %q", addr)
+	secs, err := simulatedCerts(ctx, cfg)
+	if err != nil {
+		return err
 	}
 
 	// Thousands of agents each logging every connect would drown the
@@ -114,14 +106,15 @@ func Simulate(ctx context.Context, cfg SimConfig) error {
 		f := proto.Clone(facts).(*relv1.HostFacts)
 		f.Hostname = id
 		a, err := New(Config{
-			Servers:   cfg.Servers,
-			NodeID:    id,
-			Labels:    cfg.Labels,
-			Installer: &NoopInstaller{},
-			Logger:    agentLog.With("node", id),
-			Dial:      dial,
-			Facts:     f,
-			LoadFunc:  loadFunc,
+			Servers:     cfg.Servers,
+			NodeID:      id,
+			Labels:      cfg.Labels,
+			Installer:   &NoopInstaller{},
+			Logger:      agentLog.With("node", id),
+			Security:    secs[i-1],
+			DialOptions: cfg.DialOptions,
+			Facts:       f,
+			LoadFunc:    loadFunc,
 		})
 		if err != nil {
 			return fmt.Errorf("simulate: %w", err)
@@ -170,6 +163,33 @@ func Simulate(ctx context.Context, cfg SimConfig) error {
 	}
 	wg.Wait()
 	return nil
+}
+
+// simulatedCerts gets every simulated agent's certificate, EnrolParallel
+// at a time.
+func simulatedCerts(ctx context.Context, cfg SimConfig) ([]transport.Security, error) {
+	par := cfg.EnrolParallel
+	if par <= 0 {
+		par = 16
+	}
+	secs := make([]transport.Security, cfg.Count)
+	errs := make([]error, cfg.Count)
+	sem := make(chan struct{}, par)
+	var wg sync.WaitGroup
+	for i := range cfg.Count {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			secs[i], errs[i] = cfg.Certs(ctx, fmt.Sprintf("%s-%04d", cfg.IDPrefix, i+1))
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			return nil, fmt.Errorf("simulate: certificate of agent %d: %w", i+1, err)
+		}
+	}
+	return secs, nil
 }
 
 // minLevel drops the records of a handler below a level.

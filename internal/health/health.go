@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"syscall"
 	"time"
 )
 
@@ -26,6 +27,10 @@ type Check struct {
 
 	Dir string   // working directory of Exec
 	Env []string // environment of Exec, "KEY=value"
+	// Credential is the user Exec runs as (uid, gid, supplementary groups):
+	// the release's, so that a check cannot do more than the service it
+	// checks. nil runs it as the caller.
+	Credential *syscall.Credential
 
 	Interval     time.Duration // between the starts of two attempts
 	Timeout      time.Duration // of one attempt
@@ -79,7 +84,7 @@ func (c Check) Probe(ctx context.Context) error {
 	case c.TCP != "":
 		return probeTCP(ctx, c.TCP)
 	default:
-		return probeExec(ctx, c.Exec, c.Dir, c.Env)
+		return probeExec(ctx, c.Exec, c.Dir, c.Env, c.Credential)
 	}
 }
 

@@ -12,8 +12,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/goleak"
 )
@@ -346,5 +348,50 @@ func TestWaitStartupRetry(t *testing.T) {
 	}
 	if took > 500*time.Millisecond {
 		t.Fatalf("healthy after %s with a 1s interval; the start-up retries should find it within ~100ms", took)
+	}
+}
+
+// TestProbeExecAsUser: an exec check with a Credential runs as that user,
+// with its groups only (not root's).
+func TestProbeExecAsUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("switching users needs root")
+	}
+	const asNobody = `test "$(id -u)" = 65534 && test "$(id -g)" = 65534 && test "$(id -G)" = 65534`
+	nobody := &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}
+	if err := (Check{Exec: asNobody, Dir: "/", Credential: nobody}).Probe(context.Background()); err != nil {
+		t.Errorf("as nobody: %v", err)
+	}
+	// Without a credential it runs as the caller (root): the check is
+	// what tells them apart.
+	if err := (Check{Exec: asNobody, Dir: "/"}).Probe(context.Background()); err == nil {
+		t.Error("a check without a credential passed as nobody")
+	}
+	// And Wait passes it on.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := Wait(ctx, Check{Exec: asNobody, Dir: "/", Credential: nobody, Interval: 10 * time.Millisecond}, nil); err != nil {
+		t.Errorf("Wait as nobody: %v", err)
+	}
+}
+
+// TestProbeExecOutputIsValidUTF8: a failing command's output ends up in a
+// report's reason, a protobuf string: it must be valid UTF-8, bounded,
+// and cut on a character boundary.
+func TestProbeExecOutputIsValidUTF8(t *testing.T) {
+	for _, command := range []string{
+		`printf 'x'; i=0; while [ $i -lt 400 ]; do printf 'é'; i=$((i+1)); done; printf z; exit 1`,
+		`printf '\377\376\375 bad bytes'; exit 1`,
+		`i=0; while [ $i -lt 400 ]; do printf '\377'; i=$((i+1)); done; exit 1`,
+	} {
+		err := (Check{Exec: command}).Probe(context.Background())
+		if err == nil {
+			t.Fatalf("%s passed", command)
+		}
+		msg := err.Error()
+		_, out, _ := strings.Cut(msg, "exit status 1: ")
+		if !utf8.ValidString(msg) || len(out) > outputTail || out == "" {
+			t.Errorf("%s: output of %d bytes, valid UTF-8 %v: %q", command, len(out), utf8.ValidString(msg), msg[:min(len(msg), 80)])
+		}
 	}
 }

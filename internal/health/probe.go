@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 )
 
 // probeHTTP GETs url on a connection of its own: a check must see whether a
@@ -62,10 +63,10 @@ func probeTCP(ctx context.Context, addr string) error {
 // outputTail is how much of a failing command's output goes into the error.
 const outputTail = 512
 
-// probeExec runs command with /bin/sh -c in its own process group so that a
-// timeout kills the shell's children too (a `sleep` left behind would keep
-// the output pipe open).
-func probeExec(ctx context.Context, command, dir string, env []string) error {
+// probeExec runs command with /bin/sh -c, as cred's user when it is set, in
+// its own process group so that a timeout kills the shell's children too (a
+// `sleep` left behind would keep the output pipe open).
+func probeExec(ctx context.Context, command, dir string, env []string, cred *syscall.Credential) error {
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
 	cmd.Dir = dir
 	cmd.Env = env
@@ -75,7 +76,7 @@ func probeExec(ctx context.Context, command, dir string, env []string) error {
 	var out bytes.Buffer
 	cmd.Stdout = &limitedTail{buf: &out}
 	cmd.Stderr = cmd.Stdout
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
 	cmd.Cancel = func() error {
 		if cmd.Process == nil {
 			return nil
@@ -96,7 +97,7 @@ func probeExec(ctx context.Context, command, dir string, env []string) error {
 	if err == nil {
 		return nil
 	}
-	msg := strings.TrimSpace(out.String())
+	msg := strings.TrimSpace(validTail(out.Bytes(), outputTail))
 	if ctx.Err() != nil {
 		err = fmt.Errorf("timed out: %w", ctx.Err())
 	}
@@ -104,6 +105,23 @@ func probeExec(ctx context.Context, command, dir string, env []string) error {
 		return fmt.Errorf("exec %q: %w: %s", command, err, msg)
 	}
 	return fmt.Errorf("exec %q: %w", command, err)
+}
+
+// validTail returns the end of b, at most n bytes, as valid UTF-8 starting
+// on a character boundary: the message becomes a report's reason, a
+// protobuf string, which must be valid UTF-8.
+func validTail(b []byte, n int) string {
+	for i := 0; i < utf8.UTFMax-1 && len(b) > 0 && !utf8.RuneStart(b[0]); i++ {
+		b = b[1:]
+	}
+	s := strings.ToValidUTF8(string(b), "\uFFFD")
+	if len(s) > n {
+		s = s[len(s)-n:]
+		for len(s) > 0 && !utf8.RuneStart(s[0]) {
+			s = s[1:]
+		}
+	}
+	return s
 }
 
 // limitedTail keeps the last outputTail bytes written to it.

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -103,7 +105,7 @@ func checkDesired(d *Desired) error {
 		return err
 	}
 	d.SHA256 = sha
-	if len(d.URLs) == 0 {
+	if len(d.URLs) == 0 && len(d.StoreURLs) == 0 {
 		return errors.New("no artifact URL")
 	}
 	for _, u := range d.URLs {
@@ -111,8 +113,30 @@ func checkDesired(d *Desired) error {
 			return err
 		}
 	}
+	for _, raw := range d.StoreURLs {
+		if err := checkStoreURL(raw); err != nil {
+			return err
+		}
+	}
 	if d.Size < 0 {
 		return fmt.Errorf("negative size %d", d.Size)
+	}
+	return nil
+}
+
+// checkStoreURL accepts an https or http URL with a host and without
+// credentials: the store's URLs are exempt from the fetch policy, so they
+// must at least not be anything else (never file://).
+func checkStoreURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("store URL %q does not parse", raw)
+	}
+	if u.Scheme != "https" && u.Scheme != "http" {
+		return fmt.Errorf("store URL %q: the cluster's store is reached over https or http, not %q", raw, u.Scheme)
+	}
+	if u.Hostname() == "" || u.User != nil {
+		return fmt.Errorf("store URL %q: want https://<server>/v1/artifacts/sha256/<hex>, without credentials", raw)
 	}
 	return nil
 }
@@ -194,7 +218,7 @@ func (op *operation) apply(ctx context.Context, d Desired) error {
 			return op.fail(err)
 		}
 		op.emit(PhaseInstalling, "", "")
-		err = op.install(ctx, f, plainName(d.URLs))
+		err = op.install(ctx, f, plainName(append(slices.Clone(d.URLs), d.StoreURLs...)))
 		f.Close()
 		// The download has served its purpose (or was bad): a retry of a
 		// failed install downloads again rather than keep a copy of every
@@ -212,11 +236,11 @@ func (op *operation) apply(ctx context.Context, d Desired) error {
 // completion marker, then runs after_install. A failure removes what it
 // made: the marker only exists for a release whose install went through.
 func (op *operation) install(ctx context.Context, f *os.File, plain string) error {
-	if err := os.MkdirAll(op.lay.releasesDir(), 0o755); err != nil {
+	if err := op.makeAppDirs(); err != nil {
 		return err
 	}
 	tmp := filepath.Join(op.lay.releasesDir(), tmpPrefix+op.version+"-"+randomSuffix())
-	if err := os.Mkdir(tmp, 0o755); err != nil {
+	if err := os.Mkdir(tmp, dirMode); err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp) // a no-op once renamed
@@ -231,9 +255,20 @@ func (op *operation) install(ctx context.Context, f *os.File, plain string) erro
 	if err != nil {
 		return err
 	}
+	u, err := op.h.releaseUser(sp)
+	if err != nil {
+		return err
+	}
+	if u.other() {
+		// Before any hook runs as that user: it reads the release, it
+		// does not change it.
+		if err := shareTree(tmp, u.gid); err != nil {
+			return err
+		}
+	}
 	// before_install runs in the staging directory, which is also its
 	// REL_RELEASE_DIR: the release is not at its final path yet.
-	if err := op.h.runHook(ctx, hookBeforeInstall, sp, tmp, op.h.hookEnv(op.app, op.version, op.prev, tmp, sp)); err != nil {
+	if err := op.h.runHook(ctx, hookBeforeInstall, sp, u, tmp, op.h.hookEnv(op.app, op.version, op.prev, tmp, sp)); err != nil {
 		return err
 	}
 
@@ -268,7 +303,7 @@ func (op *operation) install(ctx context.Context, f *os.File, plain string) erro
 		return err
 	}
 
-	if err := op.h.runHook(ctx, hookAfterInstall, sp, final, op.h.hookEnv(op.app, op.version, op.prev, final, sp)); err != nil {
+	if err := op.h.runHook(ctx, hookAfterInstall, sp, u, final, op.h.hookEnv(op.app, op.version, op.prev, final, sp)); err != nil {
 		// Not a usable release: without this, the next Apply would find
 		// it complete and switch to it without after_install.
 		if rerr := op.lay.removeRelease(op.version); rerr != nil {
@@ -292,6 +327,18 @@ func (op *operation) startAndVerify(ctx context.Context, resume bool) error {
 	if err != nil {
 		return op.fail(err)
 	}
+	// Checked at every start, not only at install: the agent's users may
+	// have changed since a kept release was unpacked.
+	u, err := op.h.releaseUser(sp)
+	if err != nil {
+		return op.fail(err)
+	}
+	if err := op.makeAppDirs(); err != nil {
+		return op.fail(err)
+	}
+	if err := ensureShared(dir, u); err != nil {
+		return op.fail(err)
+	}
 	env := op.h.hookEnv(op.app, op.version, op.prev, dir, sp)
 
 	cur, err := op.lay.current()
@@ -304,7 +351,7 @@ func (op *operation) startAndVerify(ctx context.Context, resume bool) error {
 		}
 	}
 	op.h.stopProc(op.rt)
-	op.rt.verified, op.rt.spec = "", nil
+	op.rt.verified, op.rt.spec, op.rt.user = "", nil, nil
 
 	if cur != op.version {
 		if err := op.lay.switchCurrent(op.version); err != nil {
@@ -320,7 +367,7 @@ func (op *operation) startAndVerify(ctx context.Context, resume bool) error {
 	}
 
 	if !resume {
-		if err := op.h.runHook(ctx, hookStart, sp, dir, env); err != nil {
+		if err := op.h.runHook(ctx, hookStart, sp, u, dir, env); err != nil {
 			return op.fail(err)
 		}
 	}
@@ -330,6 +377,7 @@ func (op *operation) startAndVerify(ctx context.Context, resume bool) error {
 			command:     sp.Run,
 			dir:         dir,
 			env:         env,
+			cred:        u.credential(),
 			logPath:     filepath.Join(dir, relDirName, runLogName),
 			stopTimeout: sp.StopTimeout,
 			backoff:     op.h.restartBackoff,
@@ -339,15 +387,15 @@ func (op *operation) startAndVerify(ctx context.Context, resume bool) error {
 			return op.fail(err)
 		}
 	}
-	op.rt.spec = sp
+	op.rt.spec, op.rt.user = sp, u
 
 	op.emit(PhaseVerifying, "", "")
-	if err := op.h.runHook(ctx, hookValidate, sp, dir, env); err != nil {
+	if err := op.h.runHook(ctx, hookValidate, sp, u, dir, env); err != nil {
 		return op.fail(err)
 	}
 	if sp.Health != nil {
 		check := *sp.Health
-		check.Dir, check.Env = dir, env
+		check.Dir, check.Env, check.Credential = dir, env, u.credential()
 		err := health.Wait(ctx, check, func(err error) {
 			if err != nil {
 				op.h.cfg.Logger.Debug("health attempt failed", "app", op.app, "version", op.version, "err", err)
@@ -388,7 +436,15 @@ func (op *operation) stopOld(ctx context.Context, old string) error {
 		op.h.cfg.Logger.Warn("cannot read the old release's rel.yaml: no stop hook", "app", op.app, "version", old, "err", err)
 		return nil
 	}
-	return op.h.runHook(ctx, hookStop, sp, dir, op.h.hookEnv(op.app, op.version, old, dir, sp))
+	u, err := op.h.releaseUser(sp)
+	if err != nil {
+		// Its user is no longer allowed (or gone): never run a hook as a
+		// user the agent may not use, and do not let that pin the host to
+		// the old release either. Its run process is still stopped.
+		op.h.cfg.Logger.Warn("the old release's user cannot be used: no stop hook", "app", op.app, "version", old, "err", err)
+		return nil
+	}
+	return op.h.runHook(ctx, hookStop, sp, u, dir, op.h.hookEnv(op.app, op.version, old, dir, sp))
 }
 
 // running reports whether the release's run process, if it has one, is up.
@@ -413,11 +469,21 @@ func (op *operation) healthyNow(ctx context.Context) bool {
 	dir := op.lay.releaseDir(op.version)
 	check := *op.rt.spec.Health
 	check.Dir, check.Env = dir, op.h.hookEnv(op.app, op.version, op.prev, dir, op.rt.spec)
+	check.Credential = op.rt.user.credential()
 	if err := check.Probe(ctx); err != nil {
 		op.h.cfg.Logger.Info("installed release fails its health check: restarting it", "app", op.app, "version", op.version, "err", err)
 		return false
 	}
 	return true
+}
+
+// makeAppDirs creates <app> and releases/ with the host's traversal mode,
+// and sets it on existing ones (the agent's users may have changed).
+func (op *operation) makeAppDirs() error {
+	if err := ensureDir(op.lay.appDir(), op.h.traverse, true); err != nil {
+		return err
+	}
+	return ensureDir(op.lay.releasesDir(), op.h.traverse, true)
 }
 
 // prune removes the releases beyond Keep, least recently used first, never

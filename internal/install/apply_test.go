@@ -219,9 +219,15 @@ func TestDigestMismatch(t *testing.T) {
 	actual := d.SHA256
 	d.SHA256 = strings.Repeat("ab", 32)
 	err := e.apply(d)
-	wantReason := "sha256 mismatch: got " + actual + ", want " + d.SHA256
+	// What was expected and from where, never the digest of what came: it
+	// would tell whoever reads reports what a file the agent was pointed
+	// at holds.
+	wantReason := "digest mismatch: the artifact from " + d.URLs[0] + " does not have the expected sha256 " + d.SHA256
 	if err == nil || !strings.Contains(err.Error(), wantReason) {
 		t.Fatalf("Apply: %v, want %q", err, wantReason)
+	}
+	if strings.Contains(err.Error(), actual) {
+		t.Errorf("error %q holds the digest of what was received", err)
 	}
 	ev := e.rec.take()
 	checkPhases(t, ev, PhaseDownloading, PhaseFailed)

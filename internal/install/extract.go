@@ -199,7 +199,10 @@ func extractTar(r io.Reader, dir string, lim extractLimits) error {
 		if err != nil {
 			return err
 		}
-		mode := fs.FileMode(hdr.Mode) & fs.ModePerm // no setuid, setgid or sticky
+		// No setuid, setgid or sticky, and no write for group or others:
+		// the release's files are changed by new releases, not by whoever
+		// shares a group with the agent.
+		mode := fs.FileMode(hdr.Mode) & fs.ModePerm &^ 0o022
 
 		switch hdr.Typeflag {
 		case tar.TypeDir:

@@ -213,6 +213,8 @@ func goodBundle(t *testing.T) []byte {
 		dir("./bin/"),
 		exe("./bin/server", "#!/bin/sh\necho hi\n"),
 		withMode(file("./bin/suid", "s"), 0o4755),
+		withMode(file("./bin/wide", "w"), 0o777),        // group and world write dropped
+		withMode(dir("./shared/"), 0o777),               //
 		file("./conf/app.conf", "port=8080\n"),          // parent made implicitly
 		withMode(dir("./private/"), 0o700),              // mode applied after its entries
 		file("./private/key", "k"),                      //
@@ -261,6 +263,8 @@ func TestExtractGood(t *testing.T) {
 			modes := map[string]fs.FileMode{
 				"bin/server":    0o755,
 				"bin/suid":      0o755, // setuid dropped
+				"bin/wide":      0o755,
+				"shared":        0o755 | fs.ModeDir,
 				"conf/app.conf": 0o644,
 				"private":       0o700 | fs.ModeDir,
 			}

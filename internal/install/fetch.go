@@ -49,10 +49,13 @@ func (e *attemptError) Error() string { return e.err.Error() }
 func (e *attemptError) Unwrap() error { return e.err }
 
 // fetch downloads d's artifact into DataDir/downloads, verifying its sha256
-// while streaming, and returns the verified file open at offset 0. Bytes go
-// to <sha256>.part first; a .part left by an earlier attempt (or an agent
-// killed mid-download) is resumed with a Range request after hashing what
-// it holds. Only a file whose digest matched is renamed to <sha256>, so
+// while streaming, and returns the verified file open at offset 0. Sources
+// are the cluster's store first (StoreURLs, with the store client), then
+// the external URLs, which the fetch policy filters: a scheme it refuses
+// fails that source at once, and an address it refuses fails the
+// connection before it is made. Bytes go to <sha256>.part first; a .part
+// left by an earlier attempt (or an agent killed mid-download) is resumed
+// with a Range request after hashing what it holds. Only a file whose digest matched is renamed to <sha256>, so
 // nothing unverified is ever handed to extraction.
 func (h *Host) fetch(ctx context.Context, d Desired) (*os.File, error) {
 	unlock, err := h.downloads.lock(ctx, d.SHA256)
@@ -67,6 +70,13 @@ func (h *Host) fetch(ctx context.Context, d Desired) (*os.File, error) {
 	if f, err := openVerified(verified, d.SHA256); err == nil {
 		return f, nil
 	}
+	// A failed fetch keeps a .part with bytes in it to resume, but not an
+	// empty one: a refused or unreachable source writes nothing.
+	defer func() {
+		if fi, err := os.Stat(part); err == nil && fi.Size() == 0 {
+			os.Remove(part)
+		}
+	}()
 
 	limit := h.cfg.MaxArtifactBytes
 	if d.Size > 0 {
@@ -77,18 +87,32 @@ func (h *Host) fetch(ctx context.Context, d Desired) (*os.File, error) {
 	}
 
 	type source struct {
-		raw  string
-		u    *url.URL
-		dead bool
-		err  error
+		raw    string
+		u      *url.URL
+		client *http.Client
+		dead   bool
+		err    error
 	}
-	sources := make([]*source, 0, len(d.URLs))
+	sources := make([]*source, 0, len(d.StoreURLs)+len(d.URLs))
+	for _, raw := range d.StoreURLs {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return nil, fmt.Errorf("source %q: %w", raw, err)
+		}
+		sources = append(sources, &source{raw: raw, u: u, client: h.storeClient})
+	}
 	for _, raw := range d.URLs {
 		u, err := url.Parse(raw)
 		if err != nil {
 			return nil, fmt.Errorf("source %q: %w", raw, err)
 		}
-		sources = append(sources, &source{raw: raw, u: u})
+		src := &source{raw: raw, u: u, client: h.client}
+		if u.Scheme == "rel" {
+			src.dead, src.err = true, errors.New("rel:// URLs are resolved into the store's URLs by the server, and this one was not")
+		} else if err := h.policy.checkScheme(u.Scheme); err != nil {
+			src.dead, src.err = true, err
+		}
+		sources = append(sources, src)
 	}
 
 	idle, restarted := 0, false
@@ -103,9 +127,9 @@ func (h *Host) fetch(ctx context.Context, d Desired) (*os.File, error) {
 			var aerr *attemptError
 			switch src.u.Scheme {
 			case "file":
-				aerr = h.copyFile(src.u, part, d.SHA256, limit)
+				aerr = h.copyFile(src.u, src.raw, part, d.SHA256, limit)
 			case "http", "https":
-				aerr = h.download(ctx, src.raw, part, d.SHA256, limit)
+				aerr = h.download(ctx, src.client, src.raw, part, d.SHA256, limit)
 			default:
 				aerr = &attemptError{outcome: outcomeDead, err: fmt.Errorf("unsupported scheme %q", src.u.Scheme)}
 			}
@@ -170,21 +194,25 @@ func sourcesError[S any](sources []S, f func(S) (string, error)) error {
 	for _, s := range sources {
 		raw, err := f(s)
 		if err != nil {
-			parts = append(parts, fmt.Sprintf("%s: %v", raw, err))
+			parts = append(parts, fmt.Sprintf("source %q: %v", raw, err))
 		}
 	}
 	return fmt.Errorf("download failed: %s", strings.Join(parts, "; "))
 }
 
 // mismatchError is a complete download whose digest is not the one asked
-// for.
+// for. It names the digest wanted and the source, never the digest of
+// what came: reports are shown to the cluster's users, and the digest of a
+// file the agent was pointed at (file:///etc/shadow) tells which of a few
+// guesses it holds, and is all it takes to create a release that installs
+// it.
 type mismatchError struct {
-	got, want string
-	resumed   bool
+	source, want string
+	resumed      bool
 }
 
 func (e *mismatchError) Error() string {
-	return fmt.Sprintf("sha256 mismatch: got %s, want %s", e.got, e.want)
+	return fmt.Sprintf("digest mismatch: the artifact from %s does not have the expected sha256 %s", e.source, e.want)
 }
 
 // openVerified opens a file only if its digest is want.
@@ -201,7 +229,7 @@ func openVerified(p, want string) (*os.File, error) {
 	if got := hex.EncodeToString(h.Sum(nil)); got != want {
 		f.Close()
 		os.Remove(p)
-		return nil, &mismatchError{got: got, want: want}
+		return nil, &mismatchError{source: p, want: want}
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		f.Close()
@@ -245,7 +273,7 @@ func restart(f *os.File, h hash.Hash) error {
 
 // download makes one HTTP attempt, resuming the .part file when it holds
 // bytes. It returns nil when the file is complete and verified.
-func (h *Host) download(ctx context.Context, rawURL, part, want string, limit int64) *attemptError {
+func (h *Host) download(ctx context.Context, client *http.Client, rawURL, part, want string, limit int64) *attemptError {
 	f, hasher, have, err := openPart(part, limit)
 	if err != nil {
 		return &attemptError{outcome: outcomeFatal, err: err}
@@ -269,8 +297,14 @@ func (h *Host) download(ctx context.Context, rawURL, part, want string, limit in
 	if have > 0 {
 		req.Header.Set("Range", "bytes="+strconv.FormatInt(have, 10)+"-")
 	}
-	resp, err := h.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
+		var pe *policyError
+		if errors.As(err, &pe) {
+			// Refused by the policy (an address, a redirect): asking again
+			// gets the same answer.
+			return &attemptError{outcome: outcomeDead, err: pe}
+		}
 		return &attemptError{outcome: outcomeRetry, err: unwrapURL(err)}
 	}
 	defer resp.Body.Close()
@@ -333,14 +367,14 @@ func (h *Host) download(ctx context.Context, rawURL, part, want string, limit in
 		}
 		return &attemptError{outcome: outcomeRetry, progress: n > 0, err: fmt.Errorf("after %d bytes: %w", have+n, err)}
 	}
-	return finish(f, hasher, part, want, resumed, n > 0)
+	return finish(f, hasher, rawURL, part, want, resumed, n > 0)
 }
 
 // finish checks the digest of a complete .part file.
-func finish(f *os.File, hasher hash.Hash, part, want string, resumed, progress bool) *attemptError {
+func finish(f *os.File, hasher hash.Hash, source, part, want string, resumed, progress bool) *attemptError {
 	if got := hex.EncodeToString(hasher.Sum(nil)); got != want {
 		os.Remove(part)
-		return &attemptError{outcome: outcomeFatal, progress: progress, err: &mismatchError{got: got, want: want, resumed: resumed}}
+		return &attemptError{outcome: outcomeFatal, progress: progress, err: &mismatchError{source: source, want: want, resumed: resumed}}
 	}
 	// No fsync: the download is unpacked straight away and then deleted.
 	// After a crash a torn .part is caught by the digest, and a resumed
@@ -349,7 +383,7 @@ func finish(f *os.File, hasher hash.Hash, part, want string, resumed, progress b
 }
 
 // copyFile takes the artifact from a local path (file://), from scratch.
-func (h *Host) copyFile(u *url.URL, part, want string, limit int64) *attemptError {
+func (h *Host) copyFile(u *url.URL, raw, part, want string, limit int64) *attemptError {
 	if u.Host != "" && u.Host != "localhost" {
 		return &attemptError{outcome: outcomeDead, err: fmt.Errorf("file URL names host %q", u.Host)}
 	}
@@ -378,7 +412,7 @@ func (h *Host) copyFile(u *url.URL, part, want string, limit int64) *attemptErro
 	if err != nil {
 		return &attemptError{outcome: outcomeRetry, err: err}
 	}
-	return finish(f, hasher, part, want, false, n > 0)
+	return finish(f, hasher, raw, part, want, false, n > 0)
 }
 
 // stallReader re-arms a timer at every read: the timer cancels the request

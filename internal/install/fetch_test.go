@@ -149,7 +149,7 @@ func TestSourceFallback(t *testing.T) {
 	if err == nil {
 		t.Fatal("Apply succeeded")
 	}
-	for _, want := range []string{"download failed", "broken.tar.gz: HTTP 503", "missing.tar.gz: HTTP 404", "good.tar.gz: HTTP 502"} {
+	for _, want := range []string{"download failed", `broken.tar.gz": HTTP 503`, `missing.tar.gz": HTTP 404`, `good.tar.gz": HTTP 502`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}

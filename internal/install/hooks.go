@@ -12,10 +12,14 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 )
 
 // outputTailBytes is how much of a failing hook's output an Event carries.
-const outputTailBytes = 4 << 10
+// Events are stored in the cluster's replicated state and shown to its
+// users: enough to see why a hook failed, not a channel to copy files out
+// of a host. The whole output stays in the release's .rel/ on the host.
+const outputTailBytes = 1 << 10
 
 // defaultPath is the PATH of hooks when the agent itself has none.
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -59,11 +63,13 @@ func (h *Host) hookEnv(app, version, previous, dir string, sp *spec) []string {
 }
 
 // runHook runs one rel.yaml hook, if the spec has it, with /bin/sh -c in
-// dir. Its combined output goes to dir/.rel/hook-<name>.log (a file rather
-// than a pipe, so a hook that leaves a daemon behind holding its stdout
-// does not keep the agent waiting); the last 4 KiB of it are kept for the
-// Event when it fails. On timeout the hook's whole process group is killed.
-func (h *Host) runHook(ctx context.Context, name string, sp *spec, dir string, env []string) error {
+// dir, as the release's user u. Its combined output goes to
+// dir/.rel/hook-<name>.log (a file rather than a pipe, so a hook that
+// leaves a daemon behind holding its stdout does not keep the agent
+// waiting); the agent opens it and hands the descriptor over, so u needs
+// no write access to .rel/. The last 1 KiB of it is kept for the Event when
+// the hook fails. On timeout the hook's whole process group is killed.
+func (h *Host) runHook(ctx context.Context, name string, sp *spec, u *runUser, dir string, env []string) error {
 	hk, ok := sp.Hooks[name]
 	if !ok {
 		return nil
@@ -72,15 +78,19 @@ func (h *Host) runHook(ctx context.Context, name string, sp *spec, dir string, e
 	if timeout <= 0 {
 		timeout = h.cfg.HookTimeout
 	}
-	if err := os.MkdirAll(filepath.Join(dir, relDirName), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(dir, relDirName), dirMode); err != nil {
 		return err
 	}
 	logPath := filepath.Join(dir, relDirName, "hook-"+name+".log")
-	out, err := os.OpenFile(logPath, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	out, err := os.OpenFile(logPath, os.O_RDWR|os.O_CREATE|os.O_TRUNC, fileMode)
 	if err != nil {
 		return err
 	}
 	defer out.Close()
+	// A log an older agent made 0644 is no longer world-readable.
+	if err := out.Chmod(fileMode); err != nil {
+		return err
+	}
 
 	hctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -89,7 +99,9 @@ func (h *Host) runHook(ctx context.Context, name string, sp *spec, dir string, e
 	cmd.Env = env
 	cmd.Stdout = out
 	cmd.Stderr = out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// Go sets Pdeathsig after switching credentials (a switch clears it),
+	// so a hook running as another user still dies with the agent.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: u.credential()}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	start := time.Now()
@@ -118,7 +130,8 @@ func (h *Host) runHook(ctx context.Context, name string, sp *spec, dir string, e
 	return &hookError{reason: reason, output: tail, cause: runErr}
 }
 
-// fileTail returns the last n bytes of f.
+// fileTail returns at most the last n bytes of f as valid UTF-8 (an event
+// travels in protobuf strings), starting on a character boundary.
 func fileTail(f *os.File, n int64) string {
 	fi, err := f.Stat()
 	if err != nil {
@@ -127,10 +140,26 @@ func fileTail(f *os.File, n int64) string {
 	off := max(fi.Size()-n, 0)
 	b := make([]byte, fi.Size()-off)
 	m, _ := f.ReadAt(b, off)
-	if m < len(b) {
-		b = b[:m]
+	return utf8Tail(b[:m], int(n))
+}
+
+// utf8Tail returns the end of b, at most n bytes, as valid UTF-8 that
+// starts on a character boundary: a character cut by the start of b is
+// dropped, invalid bytes become U+FFFD, and if that made it longer than n
+// the front is cut again at a boundary.
+func utf8Tail(b []byte, n int) string {
+	for i := 0; i < utf8.UTFMax-1 && len(b) > 0 && !utf8.RuneStart(b[0]); i++ {
+		b = b[1:]
 	}
-	return strings.ToValidUTF8(string(b), "\uFFFD")
+	s := strings.ToValidUTF8(string(b), "\uFFFD")
+	if len(s) <= n {
+		return s
+	}
+	s = s[len(s)-n:]
+	for len(s) > 0 && !utf8.RuneStart(s[0]) {
+		s = s[1:]
+	}
+	return s
 }
 
 // readSpec reads rel.yaml from a release directory through an *os.Root, so

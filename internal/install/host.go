@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -27,8 +28,37 @@ type Config struct {
 	MaxExtractBytes  int64  // archives expanding past this are refused; default 8 GiB
 	// HookTimeout bounds a hook that sets no timeout of its own; default 5m.
 	HookTimeout time.Duration
-	HTTPClient  *http.Client // default: a client of its own, no overall timeout (a stalled transfer is cut after 60s without data)
-	Logger      *slog.Logger // default: discard
+
+	// HTTPClient fetches external sources (Desired.URLs). Default: a
+	// client of its own, no overall timeout (a stalled transfer is cut
+	// after 60s without data). Whichever it is, the host fetches through a
+	// copy whose transport (a clone of this one's, which must be an
+	// *http.Transport without dial functions of its own) dials through the
+	// address policy and follows redirects only within the policy: there
+	// is no way around AllowedSchemes and AllowFetchFrom.
+	HTTPClient *http.Client
+	// StoreClient fetches from the cluster's own store (Desired.StoreURLs),
+	// used as given: the agent passes an mTLS client that checks the
+	// servers' identity. Default: a plain client.
+	StoreClient *http.Client
+	// AllowedSchemes are the schemes external URLs may use: "https",
+	// "http", "file". Default (empty): https only.
+	AllowedSchemes []string
+	// AllowFetchFrom are address ranges external sources may connect to
+	// although they are loopback, link-local, cloud metadata, unspecified
+	// or multicast addresses, which are refused otherwise (checked on the
+	// address dialed, redirects included).
+	AllowFetchFrom []netip.Prefix
+
+	// RunAs is the user hooks, run processes and exec health checks run as
+	// when rel.yaml names none; "" is the agent's own user. Another user
+	// needs the agent to run as root.
+	RunAs string
+	// AllowedUsers are the other users rel.yaml's `user:` may name (RunAs,
+	// or the agent's own user when RunAs is "", is always allowed).
+	AllowedUsers []string
+
+	Logger *slog.Logger // default: discard
 }
 
 // Defaults of Config.
@@ -43,10 +73,14 @@ const (
 // Apply and Resume for different apps run concurrently, for the same app
 // one after the other.
 type Host struct {
-	cfg    Config
-	client *http.Client
-	state  *stateStore
-	lock   *os.File // flock on DataDir: one agent per data dir
+	cfg         Config
+	client      *http.Client // external sources, through policy
+	storeClient *http.Client // the cluster's store
+	policy      *fetchPolicy
+	ownName     string      // the user the agent runs as
+	traverse    os.FileMode // mode of Root, <app> and releases/: 0711 when releases run as other users
+	state       *stateStore
+	lock        *os.File // flock on DataDir: one agent per data dir
 
 	mu     sync.Mutex
 	apps   map[string]*appRuntime
@@ -68,6 +102,7 @@ type appRuntime struct {
 	// Guarded by lock.
 	proc     *supervisor // the run process of `current`, if it has one
 	spec     *spec       // the rel.yaml of the release verified below
+	user     *runUser    // who spec's release runs as
 	verified string      // release verified healthy by this process and not restarted since
 }
 
@@ -105,20 +140,40 @@ func New(cfg Config) (*Host, error) {
 	}
 	h := &Host{
 		cfg:            cfg,
-		client:         cfg.HTTPClient,
+		ownName:        ownUserName(),
+		traverse:       dirMode,
 		apps:           map[string]*appRuntime{},
 		backoff:        defaultBackoff,
 		maxIdleRounds:  defaultMaxIdleRounds,
 		stallTimeout:   defaultStallTimeout,
 		restartBackoff: defaultRestartBackoff,
 	}
-	if h.client == nil {
-		h.client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	if h.policy, err = newFetchPolicy(cfg.AllowedSchemes, cfg.AllowFetchFrom); err != nil {
+		return nil, err
 	}
-	for _, dir := range []string{cfg.Root, cfg.DataDir, filepath.Join(cfg.DataDir, "downloads")} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("install: %w", err)
-		}
+	if h.client, err = h.policy.client(cfg.HTTPClient); err != nil {
+		return nil, err
+	}
+	h.storeClient = storeClient(cfg.StoreClient)
+	others, err := checkUsers(cfg, h.ownName)
+	if err != nil {
+		return nil, err
+	}
+	if others {
+		// Another user must be able to reach its release directory
+		// through Root, <app> and releases/; search without read lets it
+		// do that without listing them. What is inside a release stays
+		// shut to everyone but that user's group (0750).
+		h.traverse = traverseMode
+	}
+	if err := makeDirs(cfg); err != nil {
+		return nil, err
+	}
+	if err := ensureDir(cfg.Root, h.traverse, false); err != nil {
+		return nil, fmt.Errorf("install: %w", err)
+	}
+	if fi, err := os.Stat(cfg.Root); err == nil && others && fi.Mode().Perm()&0o001 == 0 {
+		cfg.Logger.Warn("install root is not searchable by other users: releases that run as another user cannot reach their directory", "root", cfg.Root, "mode", fi.Mode().Perm())
 	}
 	if h.lock, err = lockDir(cfg.DataDir); err != nil {
 		return nil, err
@@ -350,6 +405,7 @@ func (h *Host) Close() error {
 	}
 	wg.Wait()
 	h.client.CloseIdleConnections()
+	h.storeClient.CloseIdleConnections()
 	return h.lock.Close() // releases the flock
 }
 

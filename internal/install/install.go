@@ -17,6 +17,23 @@
 //	<DataDir>/downloads/<sha256>.part          a download in progress (resumed with Range)
 //	<DataDir>/downloads/<sha256>               a verified download waiting to be extracted
 //
+// Sources: the cluster's store (Desired.StoreURLs) first, then external
+// URLs under the fetch policy: https only unless Config.AllowedSchemes
+// says otherwise, never to loopback, link-local, cloud metadata,
+// unspecified or multicast addresses unless Config.AllowFetchFrom holds
+// them (checked on every address dialed, so neither DNS nor a redirect
+// gets around it), redirects within the same rules and at most 5.
+//
+// Users: hooks, the run process and an exec health check run as the
+// release's user: rel.yaml's `user:` if it names one (it must be
+// Config.RunAs or one of Config.AllowedUsers), else Config.RunAs, else the
+// agent's own user. For another user than the agent's (which needs root),
+// the release tree is owned by the agent and given to that user's primary
+// group read-only (directories 0750, files 0640 or 0750); .rel/ stays the
+// agent's. Nothing the agent writes is world-accessible: release and
+// agent directories 0750, its files 0640, DataDir/downloads 0700,
+// state.json 0600; bundle files lose group and world write.
+//
 // Hooks and the run process run with /bin/sh -c, in the release's
 // directory, with an environment of PATH (the agent's), rel.yaml's env and
 // REL_APP, REL_VERSION (the release being deployed), REL_PREVIOUS_VERSION
@@ -45,9 +62,16 @@ import (
 // Desired is what one app should be at.
 type Desired struct {
 	App, Version string
-	// URLs are sources of the same bytes (https://, http://, file://),
-	// tried in order: the next one is used when one cannot be reached or
-	// answers 5xx.
+	// StoreURLs are the cluster's own artifact store on its servers
+	// (https://<server-http-addr>/v1/artifacts/sha256/<hex>), fetched with
+	// Config.StoreClient. They are tried first and are exempt from the
+	// fetch policy (the servers are authenticated), but must be https://
+	// or http://.
+	StoreURLs []string
+	// URLs are external sources of the same bytes (https://, and http://
+	// and file:// where Config.AllowedSchemes allows them), subject to the
+	// fetch policy. All sources are tried in order, store first: the next
+	// one is used when one cannot be reached, answers 5xx or is refused.
 	URLs   []string
 	SHA256 string // lower-case hex, required
 	Size   int64  // 0 = unknown
@@ -71,12 +95,14 @@ const (
 type Event struct {
 	App, Version, PreviousVersion string
 	Phase                         Phase
-	// Reason says why it failed, for people: "sha256 mismatch: got X,
-	// want Y", "hook before_install exited 3", "health check failed: ...",
-	// "rel.yaml: health.interval: invalid duration ...".
+	// Reason says why it failed, for people: "digest mismatch: the
+	// artifact from https://... does not have the expected sha256 Y", "hook
+	// before_install exited 3", "health check failed: ...", "rel.yaml:
+	// health.interval: invalid duration ...".
 	Reason string
-	// Output is the tail (last 4 KiB) of the failing hook's combined
-	// stdout and stderr.
+	// Output is the tail (at most the last 1 KiB, valid UTF-8) of the
+	// failing hook's combined stdout and stderr; the whole of it stays in
+	// the release's .rel/hook-<name>.log.
 	Output string
 	At     time.Time
 }

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -74,13 +76,13 @@ func (l layout) markerOf(version string) string {
 // marker exists, so `current` never points at a partial extraction.
 func (l layout) writeMarker(version, sha string) error {
 	dir := filepath.Join(l.releaseDir(version), relDirName)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, dirMode); err != nil {
 		return err
 	}
 	if err := syncFS(dir); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, markerName), []byte(sha+"\n"), 0o644); err != nil {
+	if err := writeFileAtomic(filepath.Join(dir, markerName), []byte(sha+"\n"), fileMode); err != nil {
 		return err
 	}
 	return syncDir(l.releasesDir())
@@ -288,6 +290,146 @@ func syncFS(dir string) error {
 	defer d.Close()
 	if err := unix.Syncfs(int(d.Fd())); err != nil {
 		return fmt.Errorf("syncfs %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Modes of what the agent writes. Nothing of the agent's is world
+// accessible: a release may hold secrets, and its logs what hooks print.
+const (
+	dirMode      = 0o750 // a release directory, .rel/, Root, <app>, releases/
+	fileMode     = 0o640 // markers, hook logs, run.log
+	dataDirMode  = 0o750 // DataDir (state.json is 0600 in it)
+	privateMode  = 0o700 // DataDir/downloads: artifacts not yet verified
+	traverseMode = 0o711 // Root, <app>, releases/ when releases run as other users
+)
+
+// makeDirs creates DataDir and its downloads directory. An existing DataDir
+// keeps its mode (it may be a directory the operator made, even a shared
+// one) but a world-accessible one is reported; downloads/ is the agent's
+// own and always 0700.
+func makeDirs(cfg Config) error {
+	if err := ensureDir(cfg.DataDir, dataDirMode, false); err != nil {
+		return fmt.Errorf("install: %w", err)
+	}
+	if fi, err := os.Stat(cfg.DataDir); err == nil && fi.Mode().Perm()&0o007 != 0 {
+		cfg.Logger.Warn("data dir is accessible to every user; chmod o-rwx it", "dir", cfg.DataDir, "mode", fi.Mode().Perm())
+	}
+	if err := ensureDir(filepath.Join(cfg.DataDir, "downloads"), privateMode, true); err != nil {
+		return fmt.Errorf("install: %w", err)
+	}
+	return nil
+}
+
+// ensureDir creates dir with exactly mode (whatever the umask), and sets
+// the mode of an existing one when reset is true.
+func ensureDir(dir string, mode os.FileMode, reset bool) error {
+	fi, err := os.Stat(dir)
+	switch {
+	case err == nil && !fi.IsDir():
+		return fmt.Errorf("%s is not a directory", dir)
+	case err == nil && (!reset || fi.Mode().Perm() == mode):
+		return nil
+	case err == nil:
+		return os.Chmod(dir, mode)
+	case !errors.Is(err, fs.ErrNotExist):
+		return err
+	}
+	if err := os.MkdirAll(dir, mode); err != nil {
+		return err
+	}
+	return os.Chmod(dir, mode)
+}
+
+// sharedMode is the mode of a release file or directory that a release
+// running as another user reads through its group: the owner's read and
+// execute bits for the group, never write, nothing for others. So 0755
+// and 0700 become 0750, 0644 and 0600 become 0640.
+func sharedMode(perm fs.FileMode) fs.FileMode {
+	owner := perm & 0o700
+	return owner | (owner>>3)&0o050
+}
+
+// shareTree gives a release tree to the group gid, read-only: owner stays
+// the agent, group becomes the release user's primary group, modes become
+// sharedMode. The service can read and execute its release but not change
+// it (nor the next hook's view of it). The agent's .rel/ is left alone: its
+// logs are the agent's, written through descriptors the agent opens.
+// Everything goes through an *os.Root and symlinks are never followed.
+func shareTree(dir string, gid int) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	todo := []string{"."}
+	for len(todo) > 0 {
+		name := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		fi, err := root.Lstat(name)
+		if err != nil {
+			return err
+		}
+		if err := root.Lchown(name, -1, gid); err != nil {
+			return err
+		}
+		switch {
+		case fi.Mode()&fs.ModeSymlink != 0:
+			continue
+		case fi.IsDir():
+			if err := root.Chmod(name, sharedMode(fi.Mode().Perm())); err != nil {
+				return err
+			}
+			d, err := root.Open(name)
+			if err != nil {
+				return err
+			}
+			entries, err := d.ReadDir(-1)
+			d.Close()
+			if err != nil {
+				return err
+			}
+			for _, e := range entries {
+				if name == "." && e.Name() == relDirName {
+					continue
+				}
+				todo = append(todo, path.Join(name, e.Name()))
+			}
+		case fi.Mode().IsRegular():
+			if err := root.Chmod(name, sharedMode(fi.Mode().Perm())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ensureShared makes a release directory fit the user it is about to run
+// as: shared with that user's group when it is another user (a kept
+// release installed for someone else, or before RunAs changed), taken back
+// to the agent's group when it is not (a user no longer used keeps no
+// access), and not open to the world in any case (a release unpacked by an
+// older agent).
+func ensureShared(dir string, u *runUser) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("%s: no owner information", dir)
+	}
+	if u.other() {
+		if int(st.Gid) != u.gid || fi.Mode().Perm()&0o027 != 0 {
+			return shareTree(dir, u.gid)
+		}
+		return nil
+	}
+	if int(st.Gid) != os.Getegid() && int(st.Uid) == os.Geteuid() {
+		return shareTree(dir, os.Getegid())
+	}
+	if fi.Mode().Perm()&0o007 != 0 {
+		return os.Chmod(dir, fi.Mode().Perm()&^0o007)
 	}
 	return nil
 }

@@ -52,6 +52,10 @@ type spec struct {
 	Health      *health.Check // Dir and Env are filled in when it runs
 	Env         map[string]string
 	StopTimeout time.Duration
+	// User is who hooks, run and an exec health check run as: one of the
+	// users the agent allows (Config.RunAs, Config.AllowedUsers); "" is the
+	// agent's default (RunAs).
+	User string
 }
 
 // specError is an invalid rel.yaml: the reason names the field.
@@ -113,8 +117,12 @@ func parseSpec(data []byte) (*spec, error) {
 			s.Env, err = parseEnv(v)
 		case "stop_timeout":
 			s.StopTimeout, err = duration(v, "stop_timeout", true)
+		case "user":
+			if s.User, err = scalar(v, "user"); err == nil && !userNameRE.MatchString(s.User) {
+				err = errAt("user", "%q is not a user name (letters, digits, _ . -, at most 32)", s.User)
+			}
 		default:
-			err = errAt(key, "unknown field (known: hooks, run, health, env, stop_timeout)")
+			err = errAt(key, "unknown field (known: hooks, run, health, env, stop_timeout, user)")
 		}
 		return err
 	})

@@ -20,6 +20,7 @@ health:
   deadline: 60s
 env: {PORT: 8080, MODE: prod, EMPTY: }
 stop_timeout: 15s
+user: www-data
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -31,7 +32,7 @@ stop_timeout: 15s
 	if h.HTTP != "http://127.0.0.1:8080/healthz" || h.Interval != time.Second || h.Timeout != 2*time.Second || h.HealthyAfter != 3*time.Second || h.Deadline != time.Minute {
 		t.Errorf("health %+v", h)
 	}
-	if s.Env["PORT"] != "8080" || s.Env["MODE"] != "prod" || s.Env["EMPTY"] != "" || s.Run != "./bin/server --port 8080" || s.StopTimeout != 15*time.Second {
+	if s.Env["PORT"] != "8080" || s.Env["MODE"] != "prod" || s.Env["EMPTY"] != "" || s.Run != "./bin/server --port 8080" || s.StopTimeout != 15*time.Second || s.User != "www-data" {
 		t.Errorf("spec %+v", s)
 	}
 	for _, empty := range []string{"", "\n", "# nothing\n", "---\n", "~\n"} {
@@ -67,6 +68,10 @@ func TestParseSpecErrors(t *testing.T) {
 		{"env: {1X: x}\n", `rel.yaml: env.1X: not a variable name`},
 		{"env: {A: [1]}\n", `rel.yaml: env.A: must be a string, got a list`},
 		{"stop_timeout: 0s\n", `rel.yaml: stop_timeout: must be positive`},
+		{"user: [a]\n", `rel.yaml: user: must be a string, got a list`},
+		{"user: \"a b\"\n", `rel.yaml: user: "a b" is not a user name`},
+		{"user: -root\n", `rel.yaml: user: "-root" is not a user name`},
+		{"user:\n", `rel.yaml: user: must be a string, got nothing`},
 		{"- a\n- b\n", `rel.yaml: must be a mapping of fields, got a list`},
 		{"run: x\n---\nrun: y\n", `rel.yaml: holds more than one YAML document`},
 		{"run: [unclosed\n", `rel.yaml: `},

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -164,7 +165,11 @@ type testEnv struct {
 	closed bool
 }
 
-func newTestEnv(t *testing.T) *testEnv {
+func newTestEnv(t *testing.T) *testEnv { return newTestEnvWith(t, nil) }
+
+// newTestEnvWith is newTestEnv with the Host's Config changed by mod
+// before it opens.
+func newTestEnvWith(t *testing.T, mod func(*Config)) *testEnv {
 	base := t.TempDir()
 	e := &testEnv{t: t, srv: newArtifactServer(t), rec: newRecorder(t), hooks: filepath.Join(base, "hooks.log")}
 	e.cfg = Config{
@@ -175,6 +180,13 @@ func newTestEnv(t *testing.T) *testEnv {
 		HookTimeout: 10 * time.Second,
 		HTTPClient:  &http.Client{Transport: &http.Transport{}},
 		Logger:      testLogger(),
+		// The test servers are plain HTTP on loopback, which the default
+		// policy refuses (policy_test.go checks that).
+		AllowedSchemes: []string{"https", "http", "file"},
+		AllowFetchFrom: loopback,
+	}
+	if mod != nil {
+		mod(&e.cfg)
 	}
 	e.open()
 	t.Cleanup(func() { e.close() })
@@ -187,6 +199,9 @@ func testLogger() *slog.Logger {
 	}
 	return nil
 }
+
+// loopback allows fetching from the test servers.
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 
 // open starts a Host on the env's dirs (again, after close: an agent
 // restart).

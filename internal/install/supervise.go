@@ -28,6 +28,7 @@ type superviseConfig struct {
 	command     string
 	dir         string
 	env         []string
+	cred        *syscall.Credential // the release's user; nil: the agent's
 	logPath     string
 	stopTimeout time.Duration
 	backoff     time.Duration
@@ -78,17 +79,25 @@ func startSupervised(cfg superviseConfig) (*supervisor, error) {
 // spawn starts one process unless the supervisor is stopping (checked under
 // the lock Stop takes, so Stop never misses a process).
 func (s *supervisor) spawn() (*exec.Cmd, error) {
-	logf, err := os.OpenFile(s.cfg.logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	// The agent opens the log and hands it over: the release's user needs
+	// no write access to .rel/.
+	logf, err := os.OpenFile(s.cfg.logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, fileMode)
 	if err != nil {
 		return nil, err
 	}
 	defer logf.Close() // the child has its own descriptor
+	// A log an older agent made 0644 is no longer world-readable.
+	if err := logf.Chmod(fileMode); err != nil {
+		return nil, err
+	}
 	cmd := exec.Command("/bin/sh", "-c", shellCommand(s.cfg.command))
 	cmd.Dir = s.cfg.dir
 	cmd.Env = s.cfg.env
 	cmd.Stdout = logf
 	cmd.Stderr = logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// Go sets Pdeathsig after switching credentials (a switch clears it),
+	// so a process running as another user still dies with the agent.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: s.cfg.cred}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -103,7 +112,7 @@ func (s *supervisor) spawn() (*exec.Cmd, error) {
 	s.starts++
 	// Remember the process group: if the agent dies with SIGKILL, a child
 	// the shell forked outlives it, and the next start must end it first.
-	_ = os.WriteFile(pgidFile(s.cfg.logPath), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
+	_ = os.WriteFile(pgidFile(s.cfg.logPath), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), fileMode)
 	fmt.Fprintf(logf, "rel-agent %s: started %s (pid %d)\n", time.Now().Format(time.RFC3339), s.cfg.name, cmd.Process.Pid)
 	return cmd, nil
 }
@@ -157,7 +166,7 @@ func (s *supervisor) loop(cmd *exec.Cmd) {
 func (s *supervisor) note(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	s.cfg.logger.Warn(msg)
-	if f, err := os.OpenFile(s.cfg.logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err == nil {
+	if f, err := os.OpenFile(s.cfg.logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, fileMode); err == nil {
 		fmt.Fprintf(f, "rel-agent %s: %s\n", time.Now().Format(time.RFC3339), msg)
 		f.Close()
 	}
