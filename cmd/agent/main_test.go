@@ -31,6 +31,11 @@ func TestBadInput(t *testing.T) {
 		{[]string{"--log-level", "loud"}, `--log-level "loud"`},
 		{[]string{"--log-format", "xml"}, `--log-format "xml"`},
 		{[]string{"extra"}, `unexpected argument "extra"`},
+		{[]string{"--allow-url-schemes", "https,ftp"}, `--allow-url-schemes: "ftp": use https, http or file`},
+		{[]string{"--allow-fetch-from", "127.0.0.1"}, `--allow-fetch-from: "127.0.0.1" is not a CIDR`},
+		{[]string{"--join-token-file", "t"}, "enrolling needs a way to check the servers: give --ca-pin"},
+		{[]string{"--join-token-file", "t", "--ca-pin", "sha256:12"}, `CA pin "sha256:12": want sha256:<64 hex digits>`},
+		{[]string{"--cert-file", "c.pem"}, "--cert-file and --key-file go together"},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := run(tc.args, &stdout, &stderr)

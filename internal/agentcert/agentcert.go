@@ -266,12 +266,15 @@ func (c *Certs) enrolRetrying(ctx context.Context) (*transport.Bundle, error) {
 			c.log.Info("enrolled", "server", addr, "expires", b.Leaf.NotAfter.UTC().Format(time.RFC3339), "labels", b.Identity.Labels)
 			return b, nil
 		}
-		if errors.Is(err, ErrRefused) || ctx.Err() != nil {
+		if errors.Is(err, ErrRefused) {
 			return nil, err
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("enrolment stopped (%w); the last attempt: %v", ctx.Err(), err)
 		}
 		c.log.Warn("enrolment failed; trying the next server", "server", addr, "err", err, "retry_in", wait)
 		if !sleep(ctx, jitter(wait)) {
-			return nil, ctx.Err()
+			return nil, fmt.Errorf("enrolment stopped (%w); the last attempt: %v", ctx.Err(), err)
 		}
 		wait = min(wait*2, retryMax)
 	}
