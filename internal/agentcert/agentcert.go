@@ -199,9 +199,8 @@ func (c *Certs) loadDir() (*transport.Bundle, error) {
 	if err := c.checkIdentity(b); err != nil {
 		return nil, err
 	}
-	if c.cfg.Pin != "" && !hasPin(b.CAs, c.cfg.Pin) {
-		return nil, fmt.Errorf("no CA in %s matches --ca-pin %s", files.CA, c.cfg.Pin)
-	}
+	// The pin is for the first contact only: after a CA rotation the
+	// stored bundle may no longer hold the pinned CA, and is still right.
 	return b, nil
 }
 
@@ -308,7 +307,7 @@ func (c *Certs) enrol(ctx context.Context, addr string) (*transport.Bundle, erro
 	if err != nil {
 		return nil, classify("enrol", err)
 	}
-	return c.accept(resp, key)
+	return c.accept(resp, key, true)
 }
 
 // classify marks the answers that retrying cannot change.
@@ -321,9 +320,12 @@ func classify(what string, err error) error {
 }
 
 // accept checks a signed certificate (it must name this node, match the
-// key, and chain to a CA the agent trusts: the CA file's, or the pinned
-// one) and stores it.
-func (c *Certs) accept(resp *relv1.EnrollResponse, key crypto.Signer) (*transport.Bundle, error) {
+// key, and chain to a CA the agent trusts) and stores it. The CAs trusted
+// from then on are the CA file's if there is one; else the bundle the
+// server sent, which is authenticated: on the first contact it must hold
+// the pinned CA, and a renewal's connection was verified against the CAs
+// trusted until now (so a CA rotation reaches agents as they renew).
+func (c *Certs) accept(resp *relv1.EnrollResponse, key crypto.Signer, first bool) (*transport.Bundle, error) {
 	certs, err := pki.ParseCerts(resp.GetCertificate())
 	if err != nil {
 		return nil, fmt.Errorf("the server's certificate: %w", err)
@@ -338,11 +340,8 @@ func (c *Certs) accept(resp *relv1.EnrollResponse, key crypto.Signer) (*transpor
 		if cas, err = pki.ReadCertsFile(c.cfg.CAFile); err != nil {
 			return nil, err
 		}
-	case c.cfg.Pin != "" && !hasPin(cas, c.cfg.Pin):
+	case first && !hasPin(cas, c.cfg.Pin):
 		return nil, fmt.Errorf("%w: the CA bundle the server sent has no CA matching --ca-pin %s", ErrRefused, c.cfg.Pin)
-	case c.cfg.Pin == "":
-		// Renewal: keep trusting the CAs already trusted.
-		cas = c.m.Current().CAs
 	}
 	b, err := transport.NewBundle(cas, certs, key)
 	if err != nil {
@@ -484,7 +483,7 @@ func (c *Certs) renew(ctx context.Context, addr string) (*transport.Bundle, erro
 	if err != nil {
 		return nil, classify("renew", err)
 	}
-	return c.accept(resp, key)
+	return c.accept(resp, key, false)
 }
 
 // jitter is uniform in [d/2, 3d/2).
