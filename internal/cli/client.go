@@ -11,7 +11,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
@@ -24,21 +23,18 @@ import (
 // addresses would never be tried.
 const connectTimeout = 5 * time.Second
 
-// dialOptions is the one place that decides how relctl connects to servers.
-//
-// mTLS goes here: when the server requires client certificates, replace the
-// insecure credentials with credentials.NewTLS built from the CA, client
-// certificate and key (new global flags/env vars), and nothing else in relctl
-// has to change.
-func dialOptions() []grpc.DialOption {
-	return []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithUserAgent("relctl/" + version.Version),
+// dialOptions is the one place that decides how relctl connects to servers:
+// TLS with the cluster's CA, the client certificate and token of sec (see
+// security.dialOptions), and the connection parameters below. rec records
+// why a handshake failed.
+func dialOptions(sec *security, rec *handshakeRecord) []grpc.DialOption {
+	return append(sec.dialOptions(rec),
+		grpc.WithUserAgent("relctl/"+version.Version),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.DefaultConfig,
 			MinConnectTimeout: connectTimeout,
 		}),
-	}
+	)
 }
 
 // parseAddrs splits a comma-separated --addr/REL_ADDR value. source names
@@ -70,16 +66,21 @@ type rpc func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.Cal
 // a server existed (grpc.Peer stays empty until a transport carries the
 // call). Anything a server answers, even Unavailable ("no leader yet"), is
 // final: another member would give the same answer, and retrying a write
-// whose fate is unknown elsewhere could apply it twice.
+// whose fate is unknown elsewhere could apply it twice. A failed TLS
+// handshake sent no request either, so relctl moves on from it too; if no
+// address answers, the first handshake failure is reported, because it says
+// more than a refused connection.
 //
-// The errors returned are *unreachableError, *timeoutError, or the server's
-// status error unchanged.
-func invoke(ctx context.Context, addrs []string, timeout time.Duration, call rpc) (string, error) {
-	var last error
+// The errors returned are the usage error of unusable TLS material,
+// *tlsError, *unreachableError, *timeoutError, or the server's status error
+// unchanged.
+func invoke(ctx context.Context, sec *security, addrs []string, timeout time.Duration, call rpc) (string, error) {
+	var last, handshake error
 	for _, addr := range addrs {
+		rec := &handshakeRecord{}
 		// The explicit dns scheme keeps a host name that looks like a URL
 		// scheme ("unix", "passthrough") from being read as one.
-		cc, err := grpc.NewClient("dns:///"+addr, dialOptions()...)
+		cc, err := grpc.NewClient("dns:///"+addr, dialOptions(sec, rec)...)
 		if err != nil {
 			return addr, fmt.Errorf("connect to %s: %w", addr, err)
 		}
@@ -92,11 +93,17 @@ func invoke(ctx context.Context, addrs []string, timeout time.Duration, call rpc
 		case deadlinePassed(ctx, err):
 			return addr, &timeoutError{addr: addr, timeout: timeout}
 		case status.Code(err) == codes.Unavailable && p.Addr == nil && ctx.Err() == nil:
+			if herr := rec.get(); herr != nil && handshake == nil {
+				handshake = sec.describeHandshake(addr, herr)
+			}
 			last = err
 			continue
 		default:
 			return addr, err
 		}
+	}
+	if handshake != nil {
+		return "", handshake
 	}
 	return "", &unreachableError{addrs: addrs, last: last}
 }

@@ -17,7 +17,7 @@ const (
 	exitOK          = 0
 	exitRefused     = 1 // the server refused the request, or any other failure
 	exitUsage       = 2 // the command line is wrong; retrying cannot help
-	exitUnavailable = 3 // no server reachable, or the cluster has no leader yet
+	exitUnavailable = 3 // no server reachable, a failed TLS handshake, or the cluster has no leader yet
 	exitTimeout     = 4 // deadline exceeded
 )
 
@@ -25,17 +25,21 @@ const (
 const exitCodeHelp = `Exit codes:
   0  success
   1  the server refused the request (InvalidArgument, NotFound,
-     AlreadyExists, FailedPrecondition, PermissionDenied, ...), a local
-     --artifact whose sha256 is not --sha256, "rollout status --watch" saw
-     the rollout end in a state other than succeeded, "rollout plan" found
-     blockers, or another failure not listed below
+     AlreadyExists, FailedPrecondition, Unauthenticated, PermissionDenied,
+     ...), a local --artifact whose sha256 is not --sha256, "rollout
+     status --watch" saw the rollout end in a state other than succeeded,
+     "rollout plan" found blockers, or another failure not listed below
   2  usage error: unknown command or flag, wrong number of arguments, a
      malformed KEY=VALUE, APP@VERSION or --notes @FILE, a local --artifact
      that is missing or not a regular file, a malformed rollout spec flag
      (--canary, --waves, --max-failures, ...), a bad --output, --addr,
-     --timeout or --upload-timeout value (from flags or environment)
-  3  unavailable: no server reachable at any --addr address, or the cluster
-     has no leader yet
+     --timeout or --upload-timeout value (from flags or environment), no
+     --ca-file, TLS material or a token relctl cannot use (unreadable, a key
+     group or others may read, a certificate expired or of another CA), or
+     a file that "tls ... create" or --out would overwrite
+  3  unavailable: no server reachable at any --addr address, a failed TLS
+     handshake (a server certificate of another CA or cluster, a client
+     certificate the server refused), or the cluster has no leader yet
   4  deadline exceeded: no answer within --timeout (raise it with --timeout),
      an upload not finished within --upload-timeout, or the server gave up
      waiting itself`
@@ -109,12 +113,15 @@ func describeError(err error, helpPath string, beforeRun bool) (int, string) {
 		ue *usageError
 		ur *unreachableError
 		te *timeoutError
+		he *tlsError
 	)
 	switch {
 	case errors.As(err, &ue) || beforeRun:
 		return exitUsage, oneLine(fmt.Sprintf("%s (see %s --help)", err.Error(), helpPath))
 	case errors.As(err, &ur):
 		return exitUnavailable, oneLine(ur.Error())
+	case errors.As(err, &he):
+		return exitUnavailable, oneLine(he.Error() + " (" + codes.Unavailable.String() + ")")
 	case errors.As(err, &te):
 		return exitTimeout, oneLine(te.Error())
 	case errors.Is(err, context.DeadlineExceeded):

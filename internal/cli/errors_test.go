@@ -230,6 +230,12 @@ func TestHelpAndCompletion(t *testing.T) {
 		// Cobra's completion protocol, which the scripts above call.
 		{args: []string{"__complete", "rel"}, want: "release"},
 		{args: []string{"__complete", "-o", ""}, want: "json"},
+		{args: []string{"--help"}, want: "REL_TOKEN_FILE"},
+		{args: []string{"tls", "--help"}, want: "relctl tls cert create --client alice --role deployer"},
+		{args: []string{"tls", "cert", "create", "--help"}, want: "https://127.0.0.1:7480/v1/health"},
+		{args: []string{"acl", "token", "create", "--help"}, want: "--ttl DURATION"},
+		{args: []string{"agent", "token", "create", "--help"}, want: "the rel-agent\ncommand that enrols with it"},
+		{args: []string{"__complete", "tls", "cert", "create", "--role", "re"}, want: "release-creator"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -67,14 +67,24 @@ type runner struct {
 	stderr io.Writer
 
 	// Raw persistent flag values; resolve turns them into the fields below.
-	addrFlag    string
-	outputFlag  string
-	timeoutFlag time.Duration
-	consistent  bool
+	addrFlag      string
+	outputFlag    string
+	timeoutFlag   time.Duration
+	consistent    bool
+	caFileFlag    string
+	certFileFlag  string
+	keyFileFlag   string
+	tokenFileFlag string
 
 	addrs   []string
 	output  string
 	timeout time.Duration
+	secure  securitySettings
+
+	// sec is the loaded TLS material and token (see security), or secErr
+	// why it could not be loaded; both are set on first use.
+	sec    *security
+	secErr error
 
 	ctx        context.Context
 	cancelFunc context.CancelFunc
@@ -117,14 +127,58 @@ func (r *runner) resolve(cmd *cobra.Command) error {
 	}
 
 	r.addrs, r.output, r.timeout = addrs, output, r.timeoutFlag
+	r.secure = securitySettings{
+		ca:        r.resolveSetting(cmd, "ca-file", r.caFileFlag, envCAFile),
+		cert:      r.resolveSetting(cmd, "cert-file", r.certFileFlag, envCertFile),
+		key:       r.resolveSetting(cmd, "key-file", r.keyFileFlag, envKeyFile),
+		tokenFile: r.resolveSetting(cmd, "token-file", r.tokenFileFlag, envTokenFile),
+	}
+	if v, ok := r.lookupEnv(envToken); ok {
+		r.secure.token = v
+	}
 	return nil
+}
+
+// resolveSetting resolves a global setting without a default: the flag if
+// given on the command line, else the environment variable, else nothing.
+func (r *runner) resolveSetting(cmd *cobra.Command, flag, value, env string) setting {
+	if cmd.Flags().Changed(flag) {
+		return setting{value: value, source: "--" + flag}
+	}
+	if v, ok := r.lookupEnv(env); ok && v != "" {
+		return setting{value: v, source: env}
+	}
+	return setting{}
+}
+
+// security loads the TLS material and token the first time a command needs
+// them (see loadSecurity).
+func (r *runner) security() (*security, error) {
+	if r.sec == nil && r.secErr == nil {
+		r.sec, r.secErr = loadSecurity(r.secure, time.Now())
+	}
+	return r.sec, r.secErr
 }
 
 func (r *runner) printer() printer { return printer{w: r.stdout, format: r.output, now: time.Now()} }
 
-// do wraps a command's body: it marks the command as started (see
-// runner.started) and hands it the command-wide context.
+// do wraps the body of a command that talks to a server: it marks the
+// command as started (see runner.started), loads the TLS material and token
+// before the command does anything, and hands it the command-wide context.
 func (r *runner) do(fn func(ctx context.Context, args []string) error) func(*cobra.Command, []string) error {
+	return func(_ *cobra.Command, args []string) error {
+		r.started = true
+		if _, err := r.security(); err != nil {
+			return err
+		}
+		return fn(r.ctx, args)
+	}
+}
+
+// doLocal is do for a command that needs no server (tls ...), or that
+// reports a server it cannot reach in its output (version): it loads no
+// TLS material up front.
+func (r *runner) doLocal(fn func(ctx context.Context, args []string) error) func(*cobra.Command, []string) error {
 	return func(_ *cobra.Command, args []string) error {
 		r.started = true
 		return fn(r.ctx, args)
@@ -133,7 +187,16 @@ func (r *runner) do(fn func(ctx context.Context, args []string) error) func(*cob
 
 // call runs one RPC with failover across r.addrs (see invoke).
 func (r *runner) call(ctx context.Context, c rpc) (string, error) {
-	return invoke(ctx, r.addrs, r.timeout, c)
+	return r.invoke(ctx, r.timeout, c)
+}
+
+// invoke is call with its own timeout for messages (uploads).
+func (r *runner) invoke(ctx context.Context, timeout time.Duration, c rpc) (string, error) {
+	sec, err := r.security()
+	if err != nil {
+		return "", err
+	}
+	return invoke(ctx, sec, r.addrs, timeout, c)
 }
 
 func (r *runner) rootCommand() *cobra.Command {
@@ -145,15 +208,30 @@ any rel-server of the cluster: writes are forwarded to the leader, reads are
 served by the server asked unless --consistent is given.
 
 Global settings come from flags, then environment variables, then defaults:
-  --addr     REL_ADDR     default ` + defaultAddr + `
-  --output   REL_OUTPUT   default table
-  --timeout               default ` + defaultTimeout.String() + ` (the whole command; uploads have
-                          their own --upload-timeout, and "rollout status
-                          --watch" applies it to each request)
+  --addr        REL_ADDR        default ` + defaultAddr + `
+  --output      REL_OUTPUT      default table
+  --timeout                     default ` + defaultTimeout.String() + ` (the whole command; uploads have
+                                their own --upload-timeout, and "rollout status
+                                --watch" applies it to each request)
+  --ca-file     REL_CA_FILE     the cluster's CA certificate bundle (PEM);
+                                required by every command that talks to a server
+  --cert-file   REL_CERT_FILE   a client certificate with a role (relctl tls cert
+  --key-file    REL_KEY_FILE    create --client) and its key (mode 0600); both
+                                or neither
+  --token-file  REL_TOKEN_FILE  a file holding an operator token
+                REL_TOKEN       the token itself; a token file (flag or
+                                REL_TOKEN_FILE) wins over it
 
 --addr takes a comma-separated list. relctl tries the addresses in order and
-moves to the next only when one cannot be reached; any answer from a server,
-even an error, is final.
+moves to the next only when one cannot be reached (or its TLS handshake
+fails); any answer from a server, even an error, is final.
+
+Every connection is TLS. relctl reads the cluster's name from the CA
+certificate and accepts only a server whose certificate names
+server.<cluster>.rel and is signed by that CA. You prove who you are with a
+client certificate, an operator token, or both (the token then decides);
+without either, only "acl bootstrap" and "acl whoami" are answered.
+"rel-server --dev" prints the export lines that set all of this up.
 
 Every failure prints one line, "relctl: <message>", on stderr.
 
@@ -162,7 +240,9 @@ Every failure prints one line, "relctl: <message>", on stderr.
   relctl release create web 1.2.3 --artifact ./web-1.2.3.tar.gz
   relctl rollout start web@1.2.3 --env prod
   relctl --addr 10.0.0.1:7400,10.0.0.2:7400 release list web
-  REL_OUTPUT=json relctl cluster members`,
+  REL_OUTPUT=json relctl cluster members
+  export REL_CA_FILE=/etc/rel/ca.pem REL_TOKEN_FILE=~/.rel-token
+  relctl --cert-file alice.pem --key-file alice-key.pem acl whoami`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		// Cobra's unknown-command error adds multi-line suggestions; noArgs
@@ -184,6 +264,13 @@ Every failure prints one line, "relctl: <message>", on stderr.
 	pf.StringVarP(&r.outputFlag, "output", "o", formatTable, "output `FORMAT`: table or json ($"+envOutput+")")
 	pf.DurationVar(&r.timeoutFlag, "timeout", defaultTimeout, "time limit for the whole command")
 	pf.BoolVar(&r.consistent, "consistent", false, "read from the leader after it confirms its leadership, not from a possibly stale replica")
+	pf.StringVar(&r.caFileFlag, "ca-file", "", "the cluster's CA certificate bundle `FILE` (PEM), to check the servers ($"+envCAFile+")")
+	pf.StringVar(&r.certFileFlag, "cert-file", "", "client certificate `FILE` (PEM) naming you and your role ($"+envCertFile+")")
+	pf.StringVar(&r.keyFileFlag, "key-file", "", "the client certificate's key `FILE`, not readable by group or others ($"+envKeyFile+")")
+	pf.StringVar(&r.tokenFileFlag, "token-file", "", "`FILE` holding an operator token; wins over $"+envToken+" ($"+envTokenFile+")")
+	for _, f := range []string{"ca-file", "cert-file", "key-file", "token-file"} {
+		_ = root.MarkPersistentFlagFilename(f)
+	}
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(
 		[]string{formatTable, formatJSON}, cobra.ShellCompDirectiveNoFileComp))
 
@@ -195,6 +282,8 @@ Every failure prints one line, "relctl: <message>", on stderr.
 		r.agentCommand(),
 		r.historyCommand(),
 		r.clusterCommand(),
+		r.aclCommand(),
+		r.tlsCommand(),
 		r.versionCommand(),
 	)
 	return root

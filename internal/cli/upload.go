@@ -83,7 +83,7 @@ func (r *runner) upload(path, digest string, size int64, timeout time.Duration, 
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var resp *relv1.UploadResponse
-	_, err := invoke(ctx, r.addrs, timeout, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
+	_, err := r.invoke(ctx, timeout, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
 		resp, err = uploadFile(ctx, cc, path, digest, size, prog, opts...)
 		return err
 	})

@@ -282,7 +282,7 @@ func TestUploadFileChanged(t *testing.T) {
 	path, _ := writeArtifact(t, "web.tgz", 600<<10)
 	artifacts := newFakeArtifacts()
 	addr := serveUpload(t, &fakeControl{}, artifacts)
-	r := &runner{addrs: []string{addr}}
+	r := &runner{addrs: []string{addr}, secure: testSettings()}
 	_, err := r.upload(path, strings.Repeat("0", 64), 600<<10, 5*time.Second, nil)
 	if err == nil || !strings.Contains(err.Error(), "changed while it was being uploaded") {
 		t.Fatalf("err = %v, want the file-changed error", err)
@@ -327,7 +327,7 @@ func TestUploadFailover(t *testing.T) {
 	path, digest := writeArtifact(t, "web.tgz", 1000)
 	artifacts := newFakeArtifacts()
 	addr := serveUpload(t, &fakeControl{}, artifacts)
-	r := &runner{addrs: []string{closedAddr(t), addr}}
+	r := &runner{addrs: []string{closedAddr(t), addr}, secure: testSettings()}
 	resp, err := r.upload(path, digest, 1000, 5*time.Second, nil)
 	if err != nil {
 		t.Fatal(err)

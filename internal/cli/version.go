@@ -18,13 +18,13 @@ func (r *runner) versionCommand() *cobra.Command {
 		Long: `Print relctl's version and, when a server answers within --timeout, the id
 and version of the server that answered. An unreachable server is reported
 in the output, not as a failure: the command still exits 0, so it can be
-used to check the client alone.`,
+used to check the client alone, even without --ca-file.`,
 		Example: `  relctl version
   relctl version -o json
   relctl --addr 10.0.0.2:7400 version`,
 		Args:              exactArgs(),
 		ValidArgsFunction: cobra.NoFileCompletions,
-		RunE: r.do(func(ctx context.Context, _ []string) error {
+		RunE: r.doLocal(func(ctx context.Context, _ []string) error {
 			out := versionJSON{ClientVersion: version.Version}
 			var resp *relv1.StatusResponse
 			addr, err := r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
@@ -48,9 +48,13 @@ func serverError(err error) string {
 	var (
 		ur *unreachableError
 		te *timeoutError
+		ue *usageError
 	)
 	_, msg := describeError(err, "relctl version", false)
-	if errors.As(err, &ur) || errors.As(err, &te) {
+	switch {
+	case errors.As(err, &ue):
+		return "not asked: " + ue.Error()
+	case errors.As(err, &ur) || errors.As(err, &te):
 		return "unreachable: " + msg
 	}
 	return "error: " + msg

@@ -95,7 +95,9 @@ func (a *aclService) CreateToken(ctx context.Context, req *relv1.CreateACLTokenR
 	if len(req.GetRoles()) == 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "a token needs at least one role: give --role (%s)", auth.RoleNames())
 	}
-	if req.GetTtlSeconds() < 0 || time.Duration(req.GetTtlSeconds())*time.Second > MaxACLTokenTTL {
+	// Compare seconds before converting: a huge ttl_seconds would overflow
+	// a Duration into a small or negative one.
+	if req.GetTtlSeconds() < 0 || req.GetTtlSeconds() > int64(MaxACLTokenTTL/time.Second) {
 		return nil, status.Errorf(codes.InvalidArgument, "token TTL %ds: want 0 (no expiry) up to %s", req.GetTtlSeconds(), MaxACLTokenTTL)
 	}
 	for _, name := range req.GetRoles() {
@@ -161,12 +163,12 @@ func (a *aclService) WhoAmI(ctx context.Context, _ *relv1.WhoAmIRequest) (*relv1
 // check on their first contact.
 func (a *aclService) CreateJoinToken(ctx context.Context, req *relv1.CreateJoinTokenRequest) (*relv1.CreateJoinTokenResponse, error) {
 	p := auth.FromContext(ctx)
+	if req.GetTtlSeconds() < 0 || req.GetTtlSeconds() > int64(MaxJoinTokenTTL/time.Second) {
+		return nil, status.Errorf(codes.InvalidArgument, "join token TTL %ds: want up to %s", req.GetTtlSeconds(), MaxJoinTokenTTL)
+	}
 	ttl := time.Duration(req.GetTtlSeconds()) * time.Second
 	if ttl == 0 {
 		ttl = DefaultJoinTokenTTL
-	}
-	if ttl < 0 || ttl > MaxJoinTokenTTL {
-		return nil, status.Errorf(codes.InvalidArgument, "join token TTL %s: want up to %s", ttl, MaxJoinTokenTTL)
 	}
 	uses := req.GetUses()
 	if uses == 0 {

@@ -191,6 +191,9 @@ func PinnedClientConfig(pin string) *tls.Config {
 		MinVersion:         tls.VersionTLS12,
 		InsecureSkipVerify: true, // verified in VerifyConnection against the pin
 		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("the server presented no certificate")
+			}
 			var pinned *x509.Certificate
 			for _, c := range cs.PeerCertificates[1:] {
 				if c.IsCA && pki.Pin(c) == pin {
@@ -199,9 +202,6 @@ func PinnedClientConfig(pin string) *tls.Config {
 			}
 			if pinned == nil {
 				return fmt.Errorf("no CA of the server matches the CA pin %s: check --ca-pin against 'relctl agent token create' or 'relctl tls cert info ca.pem'", pin)
-			}
-			if len(cs.PeerCertificates) == 0 {
-				return errors.New("the server presented no certificate")
 			}
 			id, err := pki.ParseIdentity(cs.PeerCertificates[0])
 			if err != nil {
