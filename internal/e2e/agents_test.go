@@ -24,6 +24,11 @@ import (
 type agentProc struct {
 	id, dataDir, root string
 	labels            string
+	// token is the agent's join token file, made on its first start: the
+	// agent enrols with it, then keeps its certificate in dataDir.
+	token string
+	// flags are extra rel-agent flags.
+	flags []string
 	cmd               *exec.Cmd
 	log               *syncBuffer
 	done              chan error
@@ -31,8 +36,14 @@ type agentProc struct {
 
 func (a *agentProc) start(t *testing.T, servers string) {
 	t.Helper()
-	a.cmd = exec.Command(filepath.Join(binDir, "rel-agent"), "--node-id", a.id, "--servers", servers,
-		"--labels", a.labels, "--data-dir", a.dataDir, "--install-root", a.root, "--log-level", "debug")
+	if a.token == "" {
+		a.token = filepath.Join(t.TempDir(), "join.token")
+		mustRelctl(t, servers, "agent", "token", "create", "--uses", "1", "--ttl", "10m", "--description", "e2e "+a.id, "--out", a.token)
+	}
+	args := []string{"--node-id", a.id, "--servers", servers,
+		"--labels", a.labels, "--data-dir", a.dataDir, "--install-root", a.root, "--log-level", "debug",
+		"--ca-file", caFile, "--join-token-file", a.token}
+	a.cmd = exec.Command(filepath.Join(binDir, "rel-agent"), append(args, a.flags...)...)
 	a.log = &syncBuffer{}
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	if err := a.cmd.Start(); err != nil {
@@ -226,7 +237,10 @@ func TestAgentsEndToEnd(t *testing.T) {
 	all := addrs(ps)
 	var agents []*agentProc
 	for i := 0; i < 3; i++ {
-		a := &agentProc{id: fmt.Sprintf("web-%d", i+1), dataDir: t.TempDir(), root: t.TempDir(), labels: fmt.Sprintf("env=prod,zone=z%d", i+1)}
+		// file:// sources are refused unless allowed: this test uses one
+		// for a release whose digest is wrong.
+		a := &agentProc{id: fmt.Sprintf("web-%d", i+1), dataDir: t.TempDir(), root: t.TempDir(), labels: fmt.Sprintf("env=prod,zone=z%d", i+1),
+			flags: []string{"--allow-url-schemes", "https,file"}}
 		a.start(t, all)
 		agents = append(agents, a)
 	}
@@ -265,7 +279,7 @@ func TestAgentsEndToEnd(t *testing.T) {
 	mustRelctl(t, all, "release", "create", "hello", "1.1.0", "--artifact", "file://"+bad, "--sha256", hex.EncodeToString(wrong[:]))
 	id2 := startRollout(t, all, "hello@1.1.0", "prod")
 	st = waitRollout(t, all, id2, 60*time.Second)
-	if st.Rollout.State != "failed" || !strings.Contains(st.Rollout.Reason, "sha256 mismatch") {
+	if st.Rollout.State != "failed" || !strings.Contains(st.Rollout.Reason, "digest mismatch") {
 		t.Fatalf("bad-digest rollout: %+v", st)
 	}
 	for _, a := range agents {

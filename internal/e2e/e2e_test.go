@@ -5,6 +5,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -20,7 +22,16 @@ import (
 	"time"
 )
 
-var binDir string
+var (
+	binDir string
+	// pkiDir holds the CA every test cluster's certificates come from
+	// (made with relctl tls, as an operator would) and an admin client
+	// certificate relctl uses unless a test says otherwise.
+	pkiDir              string
+	caFile, caKeyFile   string
+	adminCert, adminKey string
+	caPool              *x509.CertPool
+)
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -42,15 +53,67 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
+	if err := makePKI(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e PKI:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
+// makePKI makes the tests' CA and admin certificate with relctl.
+func makePKI(dir string) error {
+	pkiDir = filepath.Join(dir, "pki")
+	run := func(args ...string) error {
+		out, err := exec.Command(filepath.Join(binDir, "relctl"), args...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("relctl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	caFile, caKeyFile = filepath.Join(pkiDir, "ca.pem"), filepath.Join(pkiDir, "ca-key.pem")
+	if err := run("tls", "ca", "create", "--cluster", "e2e", "--dir", pkiDir); err != nil {
+		return err
+	}
+	if err := run("tls", "cert", "create", "--client", "e2e-admin", "--role", "admin", "--ca-file", caFile, "--ca-key-file", caKeyFile, "--dir", pkiDir); err != nil {
+		return err
+	}
+	adminCert, adminKey = filepath.Join(pkiDir, "e2e-admin.pem"), filepath.Join(pkiDir, "e2e-admin-key.pem")
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return err
+	}
+	caPool = x509.NewCertPool()
+	if !caPool.AppendCertsFromPEM(pem) {
+		return fmt.Errorf("%s holds no certificate", caFile)
+	}
+	return nil
+}
+
+// serverCert makes a server certificate for id in dir with relctl.
+func serverCert(t *testing.T, dir, id string) (cert, key string) {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(binDir, "relctl"), "tls", "cert", "create", "--server", "--node-id", id,
+		"--ca-file", caFile, "--ca-key-file", caKeyFile, "--dir", dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("server certificate for %s: %v\n%s", id, err, out)
+	}
+	return filepath.Join(dir, id+".pem"), filepath.Join(dir, id+"-key.pem")
+}
+
+// tlsFlags are the flags that give a rel-server its TLS material.
+func (p *proc) tlsFlags() []string {
+	return []string{"--ca-file", caFile, "--cert-file", p.cert, "--key-file", p.key, "--ca-key-file", caKeyFile}
+}
+
 type proc struct {
 	id, grpc, raft, http, dir string
+	cert, key                 string
 	cmd                       *exec.Cmd
 	log                       *syncBuffer
+	out                       *syncBuffer // stdout, when kept apart from log
 	done                      chan error
 }
 
@@ -65,12 +128,15 @@ func freePort(t *testing.T) string {
 }
 
 func newProc(t *testing.T, id string) *proc {
-	return &proc{id: id, grpc: freePort(t), raft: freePort(t), http: freePort(t), dir: t.TempDir()}
+	p := &proc{id: id, grpc: freePort(t), raft: freePort(t), http: freePort(t), dir: t.TempDir()}
+	p.cert, p.key = serverCert(t, t.TempDir(), id)
+	return p
 }
 
 func (p *proc) start(t *testing.T, extra ...string) {
 	t.Helper()
-	args := append([]string{"--node-id", p.id, "--data-dir", p.dir, "--grpc-addr", p.grpc, "--raft-addr", p.raft, "--http-addr", p.http}, extra...)
+	args := append([]string{"--node-id", p.id, "--data-dir", p.dir, "--grpc-addr", p.grpc, "--raft-addr", p.raft, "--http-addr", p.http}, p.tlsFlags()...)
+	args = append(args, extra...)
 	p.cmd = exec.Command(filepath.Join(binDir, "rel-server"), args...)
 	p.log = &syncBuffer{}
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
@@ -101,6 +167,26 @@ func (p *proc) signal(t *testing.T, sig syscall.Signal) error {
 	}
 }
 
+func (p *proc) stdout() string {
+	if p.out == nil {
+		return ""
+	}
+	return p.out.String()
+}
+
+// exportLines reads the "export K=V ..." lines of a banner as K=V pairs.
+func exportLines(banner string) []string {
+	var env []string
+	for _, line := range strings.Split(banner, "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 2 || fields[0] != "export" {
+			continue
+		}
+		env = append(env, fields[1:]...)
+	}
+	return env
+}
+
 // syncBuffer collects a process's output: exec copies into it from its own
 // goroutine while the test reads it.
 type syncBuffer struct {
@@ -129,8 +215,7 @@ type health struct {
 
 func (p *proc) health() (health, int) {
 	var h health
-	c := http.Client{Timeout: time.Second}
-	resp, err := c.Get("http://" + p.http + "/v1/health")
+	resp, err := healthClient().Get("https://" + p.http + "/v1/health")
 	if err != nil {
 		return h, 0
 	}
@@ -155,12 +240,35 @@ type result struct {
 	stdout, stderr string
 }
 
+// healthClient is an HTTPS client that checks the servers against the
+// tests' CA and presents no certificate, like a load balancer.
+func healthClient() *http.Client {
+	return &http.Client{Timeout: time.Second, Transport: &http.Transport{
+		TLSClientConfig:   &tls.Config{RootCAs: caPool, ServerName: "server.e2e.rel"},
+		DisableKeepAlives: true,
+	}}
+}
+
+// relctl runs relctl against addr as the tests' admin (a client
+// certificate of role admin).
 func relctl(t *testing.T, addr string, args ...string) result {
+	t.Helper()
+	return relctlEnv(t, []string{"REL_ADDR=" + addr, "REL_CA_FILE=" + caFile, "REL_CERT_FILE=" + adminCert, "REL_KEY_FILE=" + adminKey}, args...)
+}
+
+// relctlEnv runs relctl with env added to a clean environment (no REL_*
+// from the developer's shell).
+func relctlEnv(t *testing.T, env []string, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "relctl"), args...)
-	cmd.Env = append(os.Environ(), "REL_ADDR="+addr)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "REL_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -323,17 +431,34 @@ func TestServerFlags(t *testing.T) {
 		}
 		return 0, string(out)
 	}
+	certDir := t.TempDir()
+	cert, key := serverCert(t, certDir, "a")
+	tlsA := []string{"--ca-file", caFile, "--cert-file", cert, "--key-file", key}
+	// A copy of the key that others may read.
+	openKey := filepath.Join(certDir, "open-key.pem")
+	if b, err := os.ReadFile(key); err != nil {
+		t.Fatal(err)
+	} else if err := os.WriteFile(openKey, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addrs := []string{"--grpc-addr", freePort(t), "--raft-addr", freePort(t), "--http-addr", freePort(t)}
 	tests := []struct {
 		name string
 		args []string
 		code int
 		msg  string
 	}{
-		{"bootstrap and join", []string{"--node-id", "a", "--data-dir", dir, "--bootstrap", "--join", "127.0.0.1:1"}, 1, "--bootstrap and --join together"},
+		{"bootstrap and join", append([]string{"--node-id", "a", "--data-dir", dir, "--bootstrap", "--join", "127.0.0.1:1"}, tlsA...), 1, "--bootstrap and --join together"},
 		{"no data dir", []string{"--node-id", "a"}, 1, "--data-dir is empty"},
 		{"bad node id", []string{"--node-id", "a b", "--data-dir", dir}, 1, `--node-id "a b"`},
 		{"bad log level", []string{"--log-level", "loud"}, 2, `--log-level "loud"`},
 		{"unknown flag", []string{"--frobnicate"}, 2, "flag provided but not defined: -frobnicate"},
+		{"no TLS", []string{"--node-id", "a", "--data-dir", dir}, 1, "TLS is required: give --ca-file, --cert-file and --key-file"},
+		{"world-readable key", []string{"--node-id", "a", "--data-dir", dir, "--ca-file", caFile, "--cert-file", cert, "--key-file", openKey}, 1, "mode 0644: run 'chmod 600"},
+		{"another node's certificate", append([]string{"--node-id", "b", "--data-dir", dir}, tlsA...), 1, `is the certificate of server "a", not of --node-id "b"`},
+		{"a client certificate", []string{"--node-id", "a", "--data-dir", dir, "--ca-file", caFile, "--cert-file", adminCert, "--key-file", adminKey}, 1, "holds a client certificate"},
+		{"dev off loopback", []string{"--dev", "--grpc-addr", "0.0.0.0:0"}, 2, "--dev listens on loopback only"},
+		{"dev with files", append([]string{"--dev"}, append(tlsA, addrs...)...), 2, "--dev makes its own CA"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -351,31 +476,46 @@ func TestServerFlags(t *testing.T) {
 	if err := p.signal(t, syscall.SIGTERM); err != nil {
 		t.Fatalf("graceful stop: %v\n%s", err, p.log)
 	}
-	code, out := run("--node-id", "intruder", "--data-dir", p.dir, "--grpc-addr", freePort(t), "--raft-addr", freePort(t), "--http-addr", freePort(t))
+	icert, ikey := serverCert(t, t.TempDir(), "intruder")
+	code, out := run("--node-id", "intruder", "--data-dir", p.dir, "--grpc-addr", freePort(t), "--raft-addr", freePort(t), "--http-addr", freePort(t),
+		"--ca-file", caFile, "--cert-file", icert, "--key-file", ikey)
 	if code != 1 || !strings.Contains(out, `belongs to node "owner", not "intruder"`) {
 		t.Fatalf("foreign data dir: exit %d %q", code, out)
 	}
 }
 
-// TestDevMode: --dev needs nothing else and says where it listens.
+// TestDevMode: --dev needs nothing else, says where it listens, and its
+// export lines, pasted, make relctl an admin of it; without them relctl
+// gets nowhere.
 func TestDevMode(t *testing.T) {
 	p := &proc{id: "dev", grpc: freePort(t), raft: freePort(t), http: freePort(t)}
 	p.cmd = exec.Command(filepath.Join(binDir, "rel-server"), "--dev", "--grpc-addr", p.grpc, "--raft-addr", p.raft, "--http-addr", p.http)
-	p.log = &syncBuffer{}
-	var stdout bytes.Buffer
-	p.cmd.Stdout, p.cmd.Stderr = &stdout, p.log
+	p.log, p.out = &syncBuffer{}, &syncBuffer{}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	p.done = make(chan error, 1)
 	go func() { p.done <- p.cmd.Wait() }()
-	waitFor(t, 15*time.Second, "the dev server to lead", func() bool { return leaderOf([]*proc{p}) != nil })
-	mustRelctl(t, p.grpc, "app", "create", "demo")
+	var env []string
+	waitFor(t, 15*time.Second, "the dev banner's export lines", func() bool {
+		env = exportLines(p.stdout())
+		return len(env) >= 3
+	})
+	if r := relctlEnv(t, []string{"REL_ADDR=" + p.grpc}, "app", "list"); r.code != 2 || !strings.Contains(r.stderr, "--ca-file") {
+		t.Fatalf("relctl without the exports: exit %d %q, want a usage error naming --ca-file", r.code, r.stderr)
+	}
+	if r := relctlEnv(t, append(env[:len(env):len(env)], "REL_ADDR="+p.grpc, "REL_TOKEN_FILE="), "app", "create", "nope"); r.code != 1 || !strings.Contains(r.stderr, "Unauthenticated") {
+		t.Fatalf("relctl with the CA but no token: exit %d %q, want Unauthenticated", r.code, r.stderr)
+	}
+	if r := relctlEnv(t, append(env, "REL_ADDR="+p.grpc), "app", "create", "demo"); r.code != 0 {
+		t.Fatalf("relctl with the dev exports: exit %d %s\nbanner:\n%s", r.code, r.stderr, p.stdout())
+	}
 	if err := p.signal(t, syscall.SIGTERM); err != nil {
 		t.Fatalf("dev server exit: %v\n%s", err, p.log)
 	}
-	out := stdout.String()
-	if !strings.Contains(out, "gRPC API: "+p.grpc) || !strings.Contains(out, "http://"+p.http+"/v1/health") {
+	out := p.stdout()
+	if !strings.Contains(out, "gRPC API: "+p.grpc) || !strings.Contains(out, "https://"+p.http+"/v1/health") {
 		t.Fatalf("dev banner does not say where it listens:\n%s", out)
 	}
 	// The temp data dir is gone after exit.
