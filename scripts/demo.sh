@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Rel demo: a local 3-node cluster on loopback, driven with relctl.
 #
-# Builds nothing itself (make demo builds first). Starts three rel-server
-# processes, creates an app, an environment and releases through a follower,
+# Builds nothing itself (make demo builds first). Makes a cluster CA and a
+# certificate per server with relctl, starts three rel-server processes with
+# mutual TLS, bootstraps ACLs (a management token), shows a token of the
+# wrong role being refused, creates an app, an environment and releases through a follower,
 # shows them from every node, kills the leader with SIGKILL, shows that
 # writes still work on the survivors and that the old leader catches up after
 # a restart. Then starts three rel-agent processes with different labels,
 # uploads the sample app (examples/hello, a small Go HTTP service whose
 # rel.yaml has a health check), rolls it out to an environment and shows it
-# answering on every host. Finally it stops everything and removes its files.
+# answering on every host. The agents enrol with a join token and the CA pin.
+# Finally it stops everything and removes its files.
 #
 # Ports: REL_DEMO_PORT (default 17400) and the 29 above it.
 set -euo pipefail
@@ -26,6 +29,7 @@ for i in 0 1 2; do
   HTTP[$n]="127.0.0.1:$((BASE + i*10 + 2))"
 done
 ALL_ADDRS="${GRPC[s1]},${GRPC[s2]},${GRPC[s3]}"
+PKI="$WORK/pki"
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 run() { printf '$'; printf ' %q' "$@"; printf '\n'; "$@"; }
@@ -73,11 +77,14 @@ start() { # start NODE [extra flags...]
   local n=$1; shift
   "$BIN/rel-server" --node-id "$n" --data-dir "$WORK/$n" \
     --grpc-addr "${GRPC[$n]}" --raft-addr "${RAFT[$n]}" --http-addr "${HTTP[$n]}" \
+    --ca-file "$PKI/ca.pem" --cert-file "$PKI/$n.pem" --key-file "$PKI/$n-key.pem" --ca-key-file "$PKI/ca-key.pem" \
     "$@" >>"$WORK/$n.log" 2>&1 &
   PID[$n]=$!
 }
 
-health() { curl -s -m 1 "http://${HTTP[$1]}/v1/health" 2>/dev/null || true; }
+# /v1/health needs no client certificate (load balancers); curl checks the
+# server against the cluster CA.
+health() { curl -s -m 1 --cacert "$PKI/ca.pem" "https://${HTTP[$1]}/v1/health" 2>/dev/null || true; }
 role() { health "$1" | sed -n 's/.*"role": "\([a-z]*\)".*/\1/p'; }
 applied() { health "$1" | sed -n 's/.*"applied_index": \([0-9]*\).*/\1/p'; }
 
@@ -100,15 +107,39 @@ leader() {
   return 1
 }
 has_leader() { leader >/dev/null; }
-all_healthy() { for n in "$@"; do curl -sf -m 1 -o /dev/null "http://${HTTP[$n]}/v1/health" || return 1; done; }
+all_healthy() { for n in "$@"; do curl -sf -m 1 -o /dev/null --cacert "$PKI/ca.pem" "https://${HTTP[$n]}/v1/health" || return 1; done; }
 
-step "Starting a 3-node cluster on 127.0.0.1 (data in $WORK)"
+# relctl checks the servers against the CA (REL_CA_FILE); who it acts as
+# comes from REL_TOKEN_FILE once ACLs are bootstrapped.
+export REL_CA_FILE="$PKI/ca.pem"
+unset REL_TOKEN REL_TOKEN_FILE REL_CERT_FILE REL_KEY_FILE
+
+step "Making the cluster CA and a certificate for each server (relctl tls)"
+run relctl tls ca create --cluster demo --dir "$PKI"
+for n in "${NODES[@]}"; do
+  relctl tls cert create --server --node-id "$n" --ca-file "$PKI/ca.pem" --dir "$PKI" >/dev/null
+done
+run relctl tls cert info "$PKI/s1.pem"
+
+step "Starting a 3-node cluster on 127.0.0.1, mutual TLS on every port (data in $WORK)"
 start s1 --bootstrap
 wait_for 10 "s1 to elect itself" has_leader
 start s2 --join "${GRPC[s1]}"
 start s3 --join "${GRPC[s1]}"
 wait_for 15 "all three nodes to be healthy" all_healthy s1 s2 s3
-wait_for 10 "three registered members" bash -c "[ \"\$('$BIN/relctl' --addr ${GRPC[s1]} cluster members -o json | grep -c '\"id\"')\" = 3 ]"
+
+step "Bootstrapping ACLs: the first (and only) anonymous call makes the management token"
+run relctl --addr "${GRPC[s1]}" acl bootstrap --out "$WORK/management.token"
+export REL_TOKEN_FILE="$WORK/management.token"
+run relctl --addr "${GRPC[s1]}" acl whoami
+set +e
+relctl --addr "${GRPC[s1]}" acl bootstrap; echo "exit code $? (a second bootstrap is refused)"
+set -e
+voters_registered() {
+  local m; m=$(relctl --addr "${GRPC[s1]}" cluster members -o json)
+  [ "$(echo "$m" | grep -c '"Voter"')" = 3 ] && [ "$(echo "$m" | grep -c '"grpc_addr": "127')" = 3 ]
+}
+wait_for 15 "three registered voting members" voters_registered
 run relctl --addr "${GRPC[s1]}" cluster members
 
 L=$(leader)
@@ -134,6 +165,19 @@ for n in "${NODES[@]}"; do
 done
 run relctl release show web@1.0.0
 run relctl env list
+
+step "Roles: a viewer token reads but cannot change anything; a deployer token is limited to its apps"
+relctl acl token create --name dashboard --role viewer --out "$WORK/viewer.token" >/dev/null
+relctl acl token create --name ci-web --role release-creator --role deployer --app 'web*' --out "$WORK/ci.token" >/dev/null
+run relctl acl token list
+REL_TOKEN_FILE="$WORK/viewer.token" relctl release list web | head -3
+set +e
+REL_TOKEN_FILE="$WORK/viewer.token" relctl app create intruder; echo "exit code $?"
+REL_TOKEN_FILE="$WORK/ci.token" relctl release create api 1.0.0 --artifact https://artifacts.example.com/api.tgz --sha256 "$SUM"; echo "exit code $?"
+REL_TOKEN_FILE= relctl app list; echo "exit code $? (no credentials)"
+set -e
+REL_TOKEN_FILE="$WORK/ci.token" run relctl release create web 1.4.0 --artifact https://artifacts.example.com/web-1.4.0.tar.gz \
+  --sha256 "$(printf 'web 1.4.0' | sha256sum | cut -d' ' -f1)" --notes "made by the ci-web token"
 
 step "Bad input gets one clear line and a non-zero exit"
 set +e
@@ -164,17 +208,22 @@ run relctl cluster members
 step "Restarting $L on its data dir: it catches up"
 start "$L"
 target=$(applied "$NL")
-wait_for 15 "$L to catch up to index $target" bash -c "[ \"\$(curl -s -m 1 http://${HTTP[$L]}/v1/health | sed -n 's/.*\"applied_index\": \([0-9]*\).*/\1/p')\" -ge $target ] 2>/dev/null"
+caught_up() { [ "$(applied "$L")" -ge "$target" ] 2>/dev/null; }
+wait_for 15 "$L to catch up to index $target" caught_up
 run relctl --addr "${GRPC[$L]}" release list web
 run relctl --addr "${GRPC[$L]}" --consistent release show web@1.3.0
 
 export REL_ADDR="$ALL_ADDRS"
-step "Starting three agents (hosts) with different labels"
+step "Starting three agents (hosts): each enrols with a join token and the CA pin"
+run relctl agent token create --uses 3 --ttl 10m --description "demo hosts" --out "$WORK/join.token"
+PIN=$(relctl tls cert info "$PKI/ca.pem" -o json | sed -n 's/.*"pin": "\(sha256:[0-9a-f]*\)".*/\1/p' | head -1)
+echo "CA pin: $PIN"
 ZONES=(eu-1 eu-2 us-1)
 for i in 0 1 2; do
   a=${AGENTS[$i]}
   mkdir -p "$WORK/$a"
   "$BIN/rel-agent" --node-id "$a" --servers "$ALL_ADDRS" --labels "role=web,zone=${ZONES[$i]}" \
+    --join-token-file "$WORK/join.token" --ca-pin "$PIN" \
     --data-dir "$WORK/$a/data" --install-root "$WORK/$a/root" >>"$WORK/$a.log" 2>&1 &
   APID[$a]=$!
   echo "$a: labels role=web,zone=${ZONES[$i]}, installs under $WORK/$a/root"
@@ -213,6 +262,14 @@ for a in "${AGENTS[@]}"; do
 done
 run relctl history hello
 run relctl agent show web-1
+
+step "Revoking web-3: its stream is closed and its certificate refused"
+run relctl agent revoke web-3 --reason "demo: host decommissioned"
+refused() { grep -q "was revoked" "$WORK/web-3.log"; }
+wait_for 10 "web-3's stream to be closed as revoked" refused
+grep -m1 "was revoked" "$WORK/web-3.log" | sed 's/^/web-3 log: /' | cut -c1-220
+kill -TERM "${APID[web-3]}" 2>/dev/null || true; wait "${APID[web-3]}" 2>/dev/null || true; APID[web-3]=""
+AGENTS=(web-1 web-2)
 
 step "Stopping agents and servers (SIGTERM: graceful) and cleaning up"
 for a in "${AGENTS[@]}"; do kill -TERM "${APID[$a]}"; done

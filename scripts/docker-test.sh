@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Docker cluster test: three rel-server containers and two rel-agent
-# containers on a private Docker network of their own. It cuts the leader
+# containers on a private Docker network of their own, with mutual TLS on
+# every port: the CA and server certificates are made with relctl, ACLs are
+# bootstrapped, and the agents enrol with a join token and the CA pin. It cuts the leader
 # off the network (docker network disconnect), checks that the other two
 # elect a new leader and keep working (writes, a rollout whose agents move
 # off the cut-off server), reconnects it and checks that it catches up.
@@ -57,16 +59,25 @@ docker build -q -t "$IMG" "$CTX" >/dev/null
 ./scripts/bundle.sh 1.0.0 "$WORK/hello-1.0.0.tar.gz" >/dev/null
 ./scripts/bundle.sh 2.0.0 "$WORK/hello-2.0.0.tar.gz" >/dev/null
 
+log "Making the cluster CA and the servers' certificates (relctl tls)"
+PKI="$WORK/pki"
+"$CTX/relctl" tls ca create --cluster docker --dir "$PKI"
+for n in "${SERVERS[@]}"; do
+  "$CTX/relctl" tls cert create --server --node-id "$n" --ca-file "$PKI/ca.pem" --dir "$PKI" >/dev/null
+done
+
 docker network rm "$NET" >/dev/null 2>&1 || true
 docker network create "$NET" >/dev/null
 
 server() { # server NAME [flags]
   local n=$1; shift
-  docker run -d --name "$PFX-$n" --hostname "$n" --network "$NET" "$IMG" \
-    "exec rel-server --node-id $n --data-dir /data --grpc-addr $n:7400 --raft-addr $n:7401 --http-addr $n:7480 --heartbeat-interval 1s --agent-grace 4s $*" >/dev/null
+  docker run -d --name "$PFX-$n" --hostname "$n" --network "$NET" -v "$PKI:/pki:ro" "$IMG" \
+    "exec rel-server --node-id $n --data-dir /data --grpc-addr $n:7400 --raft-addr $n:7401 --http-addr $n:7480 --heartbeat-interval 1s --agent-grace 4s \
+     --ca-file /pki/ca.pem --cert-file /pki/$n.pem --key-file /pki/$n-key.pem --ca-key-file /pki/ca-key.pem $*" >/dev/null
 }
-relctl() { # runs relctl in a throwaway container on the network
-  docker run --rm --network "$NET" -v "$WORK:/work:ro" -e REL_ADDR="${REL_ADDR:-s1:7400,s2:7400,s3:7400}" "$IMG" "relctl $*"
+relctl() { # runs relctl in a throwaway container on the network, as the management token once there is one
+  docker run --rm --network "$NET" -v "$WORK:/work" -v "$PKI:/pki:ro" -e REL_CA_FILE=/pki/ca.pem \
+    -e REL_TOKEN_FILE="${TOKEN_FILE:-}" -e REL_ADDR="${REL_ADDR:-s1:7400,s2:7400,s3:7400}" "$IMG" "relctl $*"
 }
 wait_for() { # wait_for SECONDS WHAT COMMAND...
   local secs=$1 what=$2; shift 2
@@ -79,19 +90,30 @@ wait_for() { # wait_for SECONDS WHAT COMMAND...
 members_json() { relctl "cluster members -o json"; }
 leader() { members_json | tr -d ' \n' | grep -o '"id":"s[0-9]","role":"leader"' | cut -d'"' -f4; }
 has_leader_other_than() { local l; l=$(REL_ADDR="$2" leader) && [ -n "$l" ] && [ "$l" != "$1" ]; }
-three_members() { [ "$(members_json | grep -c '"follower"')" = 2 ]; }
+three_members() { local m; m=$(members_json); [ "$(echo "$m" | grep -c '"follower"')" = 2 ] && [ "$(echo "$m" | grep -c '"Voter"')" = 3 ]; }
 
 log "Starting three servers on network $NET"
 server s1 --bootstrap
 server s2 --join s1:7400
 server s3 --join s1:7400
+relctl_anon_members() { TOKEN_FILE="" relctl "cluster members"; }
+whoami() { TOKEN_FILE="" REL_ADDR=s1:7400 relctl "acl whoami"; }
+wait_for 30 "s1 to answer over TLS" whoami
+log "Bootstrapping ACLs"
+boot() { REL_ADDR=s1:7400 relctl "acl bootstrap --out /work/management.token"; }
+wait_for 30 "the management token" boot
+export TOKEN_FILE=/work/management.token
+if relctl_anon_members >/dev/null 2>&1; then echo "docker-test: an anonymous relctl listed the members" >&2; exit 1; fi
 wait_for 60 "a three-member cluster" three_members
 relctl "cluster members"
 
-log "Starting two agents and rolling the sample app out"
+log "Starting two agents: each enrols with a join token and the CA pin, then rolling the sample app out"
+relctl "agent token create --uses 2 --ttl 10m --description docker-agents --out /work/join.token"
+PIN=$("$CTX/relctl" tls cert info "$PKI/ca.pem" -o json | sed -n 's/.*"pin": "\(sha256:[0-9a-f]*\)".*/\1/p' | head -1)
+[ -n "$PIN" ] || { echo "docker-test: no CA pin in relctl tls cert info" >&2; exit 1; }
 for a in "${AGENTS[@]}"; do
-  docker run -d --name "$PFX-$a" --hostname "$a" --network "$NET" "$IMG" \
-    "exec rel-agent --node-id $a --servers s1:7400,s2:7400,s3:7400 --labels role=web --data-dir /var/lib/rel-agent --install-root /opt/rel" >/dev/null
+  docker run -d --name "$PFX-$a" --hostname "$a" --network "$NET" -v "$WORK:/work:ro" "$IMG" \
+    "exec rel-agent --node-id $a --servers s1:7400,s2:7400,s3:7400 --labels role=web --data-dir /var/lib/rel-agent --install-root /opt/rel --join-token-file /work/join.token --ca-pin $PIN" >/dev/null
 done
 agents_up() { [ "$(relctl "agent list -o json" | grep -c '"connected": true')" = 2 ]; }
 wait_for 60 "two connected agents" agents_up
