@@ -56,9 +56,12 @@ proto:
 proto-check:
 	./scripts/proto.sh --check
 
-## bench: benchmarks on this machine (figures, not pass/fail); see README "Measured"
+## bench: benchmarks on this machine (figures, not pass/fail); see README "Measured".
+## With TLS, beside the same figures of the last commit before security
+## (plaintext), built once into bin/baseline from git; runs interleaved
 bench: build
-	$(GO) run ./scripts/bench -bin $(BIN) | tee bench.out
+	GO="$(GO)" ./scripts/bench-baseline.sh $(BIN)/baseline
+	$(GO) run ./scripts/bench -bin $(BIN) $$(test -x $(BIN)/baseline/rel-server && echo -baseline-bin $(BIN)/baseline) | tee bench.out
 
 ## fuzz: fuzz archive extraction for 60s (tmpfs makes it ~10x faster)
 fuzz:

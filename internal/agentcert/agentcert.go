@@ -169,7 +169,7 @@ func (c *Certs) OnRenew(f func()) {
 func (c *Certs) checkIdentity(b *transport.Bundle) error {
 	id := b.Identity
 	if id.Kind != pki.KindAgent {
-		return fmt.Errorf("the certificate is a %s certificate (%s), not an agent's", id.Kind, id)
+		return fmt.Errorf("the certificate is not an agent's but %s", id)
 	}
 	if id.ID != c.cfg.NodeID {
 		return fmt.Errorf("the certificate is for agent %q, not --node-id %q", id.ID, c.cfg.NodeID)

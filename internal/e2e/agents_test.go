@@ -29,9 +29,9 @@ type agentProc struct {
 	token string
 	// flags are extra rel-agent flags.
 	flags []string
-	cmd               *exec.Cmd
-	log               *syncBuffer
-	done              chan error
+	cmd   *exec.Cmd
+	log   *syncBuffer
+	done  chan error
 }
 
 func (a *agentProc) start(t *testing.T, servers string) {

@@ -456,7 +456,7 @@ func TestServerFlags(t *testing.T) {
 		{"no TLS", []string{"--node-id", "a", "--data-dir", dir}, 1, "TLS is required: give --ca-file, --cert-file and --key-file"},
 		{"world-readable key", []string{"--node-id", "a", "--data-dir", dir, "--ca-file", caFile, "--cert-file", cert, "--key-file", openKey}, 1, "mode 0644: run 'chmod 600"},
 		{"another node's certificate", append([]string{"--node-id", "b", "--data-dir", dir}, tlsA...), 1, `is the certificate of server "a", not of --node-id "b"`},
-		{"a client certificate", []string{"--node-id", "a", "--data-dir", dir, "--ca-file", caFile, "--cert-file", adminCert, "--key-file", adminKey}, 1, "holds a client certificate"},
+		{"a client certificate", []string{"--node-id", "a", "--data-dir", dir, "--ca-file", caFile, "--cert-file", adminCert, "--key-file", adminKey}, 1, "holds the certificate of client"},
 		{"dev off loopback", []string{"--dev", "--grpc-addr", "0.0.0.0:0"}, 2, "--dev listens on loopback only"},
 		{"dev with files", append([]string{"--dev"}, append(tlsA, addrs...)...), 2, "--dev makes its own CA"},
 	}

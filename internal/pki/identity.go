@@ -110,7 +110,7 @@ func (id Identity) Check() error {
 	switch id.Kind {
 	case KindServer, KindAgent:
 		if id.Role != "" {
-			return fmt.Errorf("a %s certificate has no role", id.Kind)
+			return fmt.Errorf("%s certificates have no role", id.Kind)
 		}
 	case KindClient:
 		if id.Role == "" {

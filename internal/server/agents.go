@@ -220,7 +220,17 @@ func (a *agentService) Connect(stream relv1.AgentService_ConnectServer) error {
 		s.watchSilence(ctx, ss, cancel)
 	}()
 
-	recvErr := s.recvAgent(ctx, stream, ss)
+	// Receive in a goroutine: stream.Recv returns only when the agent
+	// sends or the stream ends, so a stream the server ends (revoked,
+	// certificate expired, replaced, silent) must end by this handler
+	// returning, which also ends that Recv.
+	recvDone := make(chan error, 1)
+	go func() { recvDone <- s.recvAgent(ctx, stream, ss) }()
+	var recvErr error
+	select {
+	case recvErr = <-recvDone:
+	case <-ctx.Done():
+	}
 	// A stream the server ended (revoked, certificate expired) says why.
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) && !errors.Is(cause, errReplaced) && stream.Context().Err() == nil {
 		recvErr = cause
@@ -371,6 +381,10 @@ func (s *Server) recvAgent(ctx context.Context, stream relv1.AgentService_Connec
 		m, err := stream.Recv()
 		if err != nil {
 			return err
+		}
+		if ctx.Err() != nil {
+			// The server ended the stream: nothing more from it counts.
+			return context.Cause(ctx)
 		}
 		switch k := m.GetKind().(type) {
 		case *relv1.AgentMessage_Heartbeat:

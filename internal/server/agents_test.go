@@ -213,6 +213,7 @@ func TestAgentRollout(t *testing.T) {
 	select {
 	case err := <-agents[0].done:
 		t.Logf("old stream of host-0 ended: %v", err)
+		agents[0].done <- err // for the cleanup, which waits for it
 	case <-time.After(5 * time.Second):
 		// The old stream was on another server, which keeps it until its
 		// silence check: that's fine, the agent row names the new session.

@@ -133,13 +133,22 @@ func (e *enrollService) sign(ca *pki.CA, csr []byte, agentID string, labels map[
 		Validity: e.s.cfg.AgentCertTTL,
 	}
 	if rev := e.s.store.Revocation(agentID); rev != nil {
-		if after := time.Unix(0, rev.GetRevokedUnixNano()).Add(time.Millisecond); after.After(now.Add(-time.Minute)) {
+		// Certificates carry whole seconds: the first second after the
+		// revocation, since a NotBefore within its second would be read
+		// back as at or before the revocation and refused.
+		if after := time.Unix(0, rev.GetRevokedUnixNano()).Truncate(time.Second).Add(time.Second); after.After(now.Add(-time.Minute)) {
 			leaf.NotBefore = after
 		}
 	}
 	der, err := ca.SignCSR(csr, leaf, now)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if wait := time.Until(leaf.NotBefore); wait > 0 {
+		// Enrolled within a second of the revocation: answer once the
+		// certificate is valid (at most a second), so the agent's first
+		// handshake does not fail with "not yet valid".
+		time.Sleep(wait)
 	}
 	certs, _ := pki.ParseCerts(pki.EncodeCert(der))
 	return &relv1.EnrollResponse{

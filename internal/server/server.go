@@ -174,7 +174,7 @@ func New(c Config) (_ *Server, err error) {
 func loadTLS(cfg Config) (*transport.Material, error) {
 	m, err := transport.NewMaterial(transport.Files{CA: cfg.CAFile, Cert: cfg.CertFile, Key: cfg.KeyFile})
 	if err != nil {
-		return nil, fmt.Errorf("%w: TLS: %v", ErrConfig, err)
+		return nil, fmt.Errorf("%w: TLS: %w", ErrConfig, err)
 	}
 	if err := checkServerIdentity(m.Current(), cfg.NodeID); err != nil {
 		return nil, err
@@ -185,7 +185,7 @@ func loadTLS(cfg Config) (*transport.Material, error) {
 func checkServerIdentity(b *transport.Bundle, nodeID string) error {
 	id := b.Identity
 	if id.Kind != pki.KindServer {
-		return fmt.Errorf("%w: --cert-file holds a %s certificate (%s); a server needs one made with 'relctl tls cert create --server --node-id %s'", ErrConfig, id.Kind, id, nodeID)
+		return fmt.Errorf("%w: --cert-file holds the certificate of %s (%s); a server needs one made with 'relctl tls cert create --server --node-id %s'", ErrConfig, id.Kind, id, nodeID)
 	}
 	if id.ID != nodeID {
 		return fmt.Errorf("%w: --cert-file is the certificate of server %q, not of --node-id %q", ErrConfig, id.ID, nodeID)
@@ -401,6 +401,10 @@ func (s *Server) Store() *state.Store { return s.store }
 
 // Raft exposes raft for tests and diagnostics.
 func (s *Server) Raft() *raft.Raft { return s.raft }
+
+// GRPCServiceInfo lists the gRPC services and methods this node serves, for
+// tests that check every method has an authorization rule.
+func (s *Server) GRPCServiceInfo() map[string]grpc.ServiceInfo { return s.grpcSrv.GetServiceInfo() }
 
 // IsLeader reports whether this node is the raft leader now.
 func (s *Server) IsLeader() bool { return s.raft.State() == raft.Leader }

@@ -360,3 +360,30 @@ func testLogger(t testing.TB) *slog.Logger {
 	}
 	return slog.New(slog.DiscardHandler)
 }
+
+// Config is the configuration the node was (last) started with.
+func (n *Node) Config() server.Config { return n.cfg }
+
+// AddNode starts one more server, configured like the first node but with
+// its own id, certificate, data dir and ports, joining through every running
+// node. It returns at once: the join (as a non-voter, promoted once caught
+// up) happens in the background; WaitMembers waits for it.
+func (c *Cluster) AddNode() *Node {
+	c.t.Helper()
+	id := fmt.Sprintf("s%d", len(c.Nodes)+1)
+	certFile, keyFile := c.PKI.Files(c.t, pki.Leaf{Identity: ServerID(id)})
+	cfg := c.Nodes[0].cfg
+	cfg.NodeID = id
+	cfg.CertFile, cfg.KeyFile = certFile, keyFile
+	cfg.DataDir = c.t.TempDir()
+	cfg.GRPCAddr, cfg.RaftAddr, cfg.HTTPAddr = freeAddr(c.t), freeAddr(c.t), freeAddr(c.t)
+	cfg.Bootstrap = false
+	cfg.Join = nil
+	for _, n := range c.Running() {
+		cfg.Join = append(cfg.Join, n.GRPCAddr())
+	}
+	node := &Node{Index: len(c.Nodes), ID: id, cfg: cfg, cluster: c}
+	c.Nodes = append(c.Nodes, node)
+	c.start(node)
+	return node
+}

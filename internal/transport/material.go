@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/relhq/rel/internal/pki"
 )
@@ -165,6 +166,12 @@ func (m *Material) Reload() error {
 	b, err := LoadBundle(m.files)
 	if err != nil {
 		return fmt.Errorf("TLS reload failed, still using the previous certificate: %w", err)
+	}
+	// A certificate outside its validity window would make every peer
+	// refuse this process: keep the one in use.
+	if now := time.Now(); now.Before(b.Leaf.NotBefore) || now.After(b.Leaf.NotAfter) {
+		return fmt.Errorf("TLS reload refused, still using the previous certificate: %s is valid from %s to %s, not now",
+			m.files.Cert, b.Leaf.NotBefore.UTC().Format(time.RFC3339), b.Leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	old := m.cur.Load()
 	if old != nil && (old.Identity.Kind != b.Identity.Kind || old.Identity.ID != b.Identity.ID || old.Identity.Cluster != b.Identity.Cluster) {

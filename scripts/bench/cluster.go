@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
@@ -20,13 +18,20 @@ import (
 // cluster is three rel-server processes on loopback plus helpers.
 type cluster struct {
 	work    string
+	fl      flavor
+	sec     *clusterSec
 	servers []*server
 	procs   []*exec.Cmd
 	conns   []*grpc.ClientConn
+	tokens  int
 }
 
-func startCluster(work string, extra ...string) (*cluster, error) {
-	c := &cluster{work: work}
+func startCluster(work string, fl flavor, extra ...string) (*cluster, error) {
+	c := &cluster{work: work, fl: fl}
+	var err error
+	if c.sec, err = newClusterSec(fl, work); err != nil {
+		return c, err
+	}
 	for i := 0; i < 3; i++ {
 		s := &server{id: fmt.Sprintf("s%d", i+1), grpc: freePort(), raft: freePort(), http: freePort(), dir: filepath.Join(work, fmt.Sprintf("s%d", i+1))}
 		c.servers = append(c.servers, s)
@@ -39,7 +44,7 @@ func startCluster(work string, extra ...string) (*cluster, error) {
 		if err := c.start(s, append(join, extra...)...); err != nil {
 			return c, err
 		}
-		if err := waitHealthy(s, 20*time.Second); err != nil {
+		if err := c.waitHealthy(s, 20*time.Second); err != nil {
 			return c, err
 		}
 	}
@@ -47,8 +52,13 @@ func startCluster(work string, extra ...string) (*cluster, error) {
 }
 
 func (c *cluster) start(s *server, extra ...string) error {
-	args := append([]string{"--node-id", s.id, "--data-dir", s.dir, "--grpc-addr", s.grpc, "--raft-addr", s.raft, "--http-addr", s.http, "--log-level", "warn"}, extra...)
-	s.cmd = exec.Command(filepath.Join(*binDir, "rel-server"), args...)
+	tlsArgs, err := c.sec.serverArgs(s)
+	if err != nil {
+		return err
+	}
+	args := append([]string{"--node-id", s.id, "--data-dir", s.dir, "--grpc-addr", s.grpc, "--raft-addr", s.raft, "--http-addr", s.http, "--log-level", "warn"}, tlsArgs...)
+	args = append(args, extra...)
+	s.cmd = exec.Command(filepath.Join(c.fl.bin, "rel-server"), args...)
 	logf, err := os.OpenFile(filepath.Join(c.work, s.id+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
@@ -61,6 +71,23 @@ func (c *cluster) start(s *server, extra ...string) error {
 	return nil
 }
 
+// startAgent starts a rel-agent process (a real agent, or the simulator)
+// with args; with TLS, args must hold the flags with which it enrols
+// (agentArgs).
+func (c *cluster) startAgent(logName string, args ...string) (*exec.Cmd, error) {
+	cmd := exec.Command(filepath.Join(c.fl.bin, "rel-agent"), args...)
+	logf, err := os.Create(filepath.Join(c.work, logName))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	c.procs = append(c.procs, cmd)
+	return cmd, nil
+}
+
 func (c *cluster) addrs() string {
 	var out []string
 	for _, s := range c.servers {
@@ -69,25 +96,57 @@ func (c *cluster) addrs() string {
 	return strings.Join(out, ",")
 }
 
-// client dials one server (the first that is up).
-func (c *cluster) client(except *server) (relv1.ControlServiceClient, error) {
+// dial connects to one server (the first that is not except).
+func (c *cluster) dial(except *server) (*grpc.ClientConn, error) {
 	for _, s := range c.servers {
 		if s == except {
 			continue
 		}
-		conn, err := grpc.NewClient(s.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(s.grpc, c.sec.dialOptions()...)
 		if err != nil {
 			return nil, err
 		}
 		c.conns = append(c.conns, conn)
-		return relv1.NewControlServiceClient(conn), nil
+		return conn, nil
 	}
 	return nil, fmt.Errorf("no server")
 }
 
+// client dials one server (the first that is not except).
+func (c *cluster) client(except *server) (relv1.ControlServiceClient, error) {
+	conn, err := c.dial(except)
+	if err != nil {
+		return nil, err
+	}
+	return relv1.NewControlServiceClient(conn), nil
+}
+
+func (c *cluster) healthURL(s *server) string { return c.sec.scheme + "://" + s.http + "/v1/health" }
+
+func (c *cluster) waitHealthy(s *server, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		resp, err := c.sec.health.Get(c.healthURL(s))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+			err = fmt.Errorf("HTTP %s", resp.Status)
+		}
+		last = err
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not healthy after %s (%s; last: %v; log %s)", s.id, timeout, c.healthURL(s), last, filepath.Join(c.work, s.id+".log"))
+}
+
 func (c *cluster) leader() *server {
 	for _, s := range c.servers {
-		resp, err := http.Get("http://" + s.http + "/v1/health")
+		if s.cmd == nil || s.cmd.ProcessState != nil {
+			continue
+		}
+		resp, err := c.sec.health.Get(c.healthURL(s))
 		if err != nil {
 			continue
 		}
@@ -162,6 +221,9 @@ func waitConnected(ctx context.Context, ctl relv1.ControlServiceClient, env stri
 			return nil
 		}
 		if time.Now().After(deadline) {
+			if err != nil {
+				return fmt.Errorf("%d of %d agents connected after %s (last error: %v)", got, n, timeout, err)
+			}
 			return fmt.Errorf("%d of %d agents connected after %s", got, n, timeout)
 		}
 		time.Sleep(100 * time.Millisecond)

@@ -6,8 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -23,23 +21,23 @@ func runFailover() error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	c, err := startCluster(work)
+	c, err := startCluster(work, tlsFlavor())
 	defer c.stop()
 	if err != nil {
 		return err
 	}
 	const hosts = 40
-	sim := exec.Command(filepath.Join(*binDir, "rel-agent"), "--simulate", fmt.Sprint(hosts), "--node-id", "sim",
-		"--servers", c.addrs(), "--labels", "env=bench", "--log-level", "warn")
-	simLog, _ := os.Create(filepath.Join(work, "agents.log"))
-	sim.Stdout, sim.Stderr = simLog, simLog
-	if err := sim.Start(); err != nil {
-		return err
-	}
-	c.procs = append(c.procs, sim)
 	ctx := context.Background()
 	ctl, err := c.client(nil)
 	if err != nil {
+		return err
+	}
+	enrol, err := c.agentArgs(ctx, hosts)
+	if err != nil {
+		return err
+	}
+	if _, err := c.startAgent("agents.log", append([]string{"--simulate", fmt.Sprint(hosts), "--node-id", "sim",
+		"--servers", c.addrs(), "--labels", "env=bench", "--log-level", "warn"}, enrol...)...); err != nil {
 		return err
 	}
 	if _, err := ctl.CreateApp(ctx, &relv1.CreateAppRequest{Name: "noop"}); err != nil {
@@ -113,7 +111,7 @@ func runFailover() error {
 		if err := c.start(leader); err != nil {
 			return err
 		}
-		if err := waitHealthy(leader, 30*time.Second); err != nil {
+		if err := c.waitHealthy(leader, 30*time.Second); err != nil {
 			return err
 		}
 		ctl = survivor

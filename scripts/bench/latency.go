@@ -15,9 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
@@ -25,127 +22,215 @@ import (
 // measurement.
 const healthDeadline = 3 * time.Second
 
-// runLatency measures deploy latency with 3 real agents.
-func runLatency() error {
+// latencyCluster is a cluster with 3 real agents and the sample app.
+type latencyCluster struct {
+	c     *cluster
+	work  string
+	ctx   context.Context
+	ctl   relv1.ControlServiceClient
+	art   relv1.ArtifactServiceClient
+	roots map[string]string
+	hello string
+	n     int
+}
+
+// startLatency starts a cluster of flavor fl with 3 real agents (each
+// enrols with one join token good for 3, TLS) and creates the app and the
+// environment.
+func startLatency(fl flavor, hello string) (*latencyCluster, error) {
 	work, err := os.MkdirTemp("", "rel-bench-latency-")
+	if err != nil {
+		return &latencyCluster{}, err
+	}
+	l := &latencyCluster{work: work, ctx: context.Background(), roots: map[string]string{}, hello: hello}
+	l.c, err = startCluster(work, fl)
+	if err != nil {
+		return l, err
+	}
+	ctx := l.ctx
+	enrol, err := l.c.agentArgs(ctx, 3)
+	if err != nil {
+		return l, err
+	}
+	for i := 1; i <= 3; i++ {
+		id := fmt.Sprintf("web-%d", i)
+		l.roots[id] = filepath.Join(work, id, "root")
+		args := append([]string{"--node-id", id, "--servers", l.c.addrs(), "--labels", "env=bench",
+			"--data-dir", filepath.Join(work, id, "data"), "--install-root", l.roots[id], "--log-level", "warn"}, enrol...)
+		if _, err := l.c.startAgent(id+".log", args...); err != nil {
+			return l, err
+		}
+	}
+	if l.ctl, err = l.c.client(nil); err != nil {
+		return l, err
+	}
+	conn, err := l.c.dial(nil)
+	if err != nil {
+		return l, err
+	}
+	l.art = relv1.NewArtifactServiceClient(conn)
+	if _, err := l.ctl.CreateApp(ctx, &relv1.CreateAppRequest{Name: "hello"}); err != nil {
+		return l, err
+	}
+	if _, err := l.ctl.CreateEnvironment(ctx, &relv1.CreateEnvironmentRequest{Name: "bench", Selector: map[string]string{"env": "bench"}}); err != nil {
+		return l, err
+	}
+	if err := waitConnected(ctx, l.ctl, "bench", 3, 30*time.Second); err != nil {
+		return l, err
+	}
+	return l, nil
+}
+
+func (l *latencyCluster) stop() {
+	if l.c != nil {
+		l.c.stop()
+	}
+	os.RemoveAll(l.work)
+}
+
+// release uploads a bundle of the sample app with the given health check
+// and creates a release of it.
+func (l *latencyCluster) release(check string, deadline time.Duration) (string, error) {
+	l.n++
+	version := fmt.Sprintf("1.0.%d", l.n)
+	data, err := helloBundle(l.hello, version, check, deadline)
+	if err != nil {
+		return "", err
+	}
+	url, err := upload(l.ctx, l.art, data)
+	if err != nil {
+		return "", err
+	}
+	_, err = l.ctl.CreateRelease(l.ctx, &relv1.CreateReleaseRequest{App: "hello", Version: version, ArtifactUrl: url})
+	return version, err
+}
+
+// deploy times a rollout of a new healthy release from start to
+// succeeded.
+func (l *latencyCluster) deploy(spec *relv1.RolloutSpec) (time.Duration, error) {
+	version, err := l.release("./hello check", 30*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	resp, err := l.ctl.StartRollout(l.ctx, &relv1.StartRolloutRequest{App: "hello", Version: version, Environment: "bench", Spec: spec})
+	if err != nil {
+		return 0, err
+	}
+	st, err := waitRollout(l.ctx, l.ctl, resp.GetRollout().GetId())
+	if err != nil {
+		return 0, err
+	}
+	if st.GetRollout().GetState() != "succeeded" {
+		return 0, fmt.Errorf("rollout %s ended %s: %s (logs in %s)", resp.GetRollout().GetId(), st.GetRollout().GetState(), st.GetRollout().GetReason(), l.work)
+	}
+	return time.Since(start), nil
+}
+
+// latencyCases are the timed deploys: name in today's output, name in the
+// comparison, spec, target.
+var latencyCases = []struct {
+	name, short string
+	spec        *relv1.RolloutSpec
+	target      time.Duration
+}{
+	{"one host at a time (rolling, max-parallel 1)", "deploy, one host at a time (3 real agents)", &relv1.RolloutSpec{Strategy: "rolling", MaxParallel: 1}, 3600 * time.Millisecond},
+	{"all at once", "deploy, all at once (3 real agents)", &relv1.RolloutSpec{}, 1300 * time.Millisecond},
+}
+
+// runLatency measures deploy latency with 3 real agents. Without a
+// baseline it is one TLS cluster, 5 deploys of each kind. With one, it is
+// -runs clusters of each kind in turn (TLS, baseline, TLS, ...), each
+// timing one deploy of each kind after a warm-up; then the failing canary
+// on one more TLS cluster.
+func runLatency() error {
+	dir, err := os.MkdirTemp("", "rel-bench-hello-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
-	hello := filepath.Join(work, "hello")
+	defer os.RemoveAll(dir)
+	hello := filepath.Join(dir, "hello")
 	// Built like scripts/bundle.sh ships it: static and stripped.
 	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", hello, "./examples/hello")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("build hello: %v\n%s", err, out)
 	}
-	c, err := startCluster(work)
-	defer c.stop()
+	printLine := func(name string, ds []time.Duration, target time.Duration) {
+		fmt.Printf("deploy latency, 3 real agents, healthy_after 1s, %s: median %s of %d (min %s, max %s; target <= %s)\n",
+			name, median(ds).Round(time.Millisecond), len(ds), minD(ds).Round(time.Millisecond), maxD(ds).Round(time.Millisecond), target)
+	}
+	if base != nil {
+		var ds [2][2][]time.Duration // flavor, case
+		for i := 0; i < *runsFlag; i++ {
+			for k, fl := range []flavor{tlsFlavor(), *base} {
+				if err := func() error {
+					l, err := startLatency(fl, hello)
+					defer l.stop()
+					if err != nil {
+						return err
+					}
+					// Warm up: the first install of every host.
+					if _, err := l.deploy(&relv1.RolloutSpec{}); err != nil {
+						return err
+					}
+					var got []string
+					for j, tc := range latencyCases {
+						d, err := l.deploy(tc.spec)
+						if err != nil {
+							return err
+						}
+						ds[k][j] = append(ds[k][j], d)
+						got = append(got, fmt.Sprintf("%s %s", tc.name, d.Round(time.Millisecond)))
+					}
+					fmt.Printf("[%s %d/%d] deploy latency: %s\n", fl.name, i+1, *runsFlag, strings.Join(got, "; "))
+					return nil
+				}(); err != nil {
+					return fmt.Errorf("%s: %w", fl.name, err)
+				}
+			}
+		}
+		for j, tc := range latencyCases {
+			printLine(tc.name+" (TLS, one cluster per deploy)", ds[0][j], tc.target)
+		}
+		for j, tc := range latencyCases {
+			cost(tc.short, median(ds[0][j]), ds[0][j], median(ds[1][j]), ds[1][j], true)
+		}
+	}
+
+	l, err := startLatency(tlsFlavor(), hello)
+	defer l.stop()
 	if err != nil {
 		return err
-	}
-	roots := map[string]string{}
-	for i := 1; i <= 3; i++ {
-		id := fmt.Sprintf("web-%d", i)
-		roots[id] = filepath.Join(work, id, "root")
-		a := exec.Command(filepath.Join(*binDir, "rel-agent"), "--node-id", id, "--servers", c.addrs(), "--labels", "env=bench",
-			"--data-dir", filepath.Join(work, id, "data"), "--install-root", roots[id], "--log-level", "warn")
-		logf, _ := os.Create(filepath.Join(work, id+".log"))
-		a.Stdout, a.Stderr = logf, logf
-		if err := a.Start(); err != nil {
-			return err
-		}
-		c.procs = append(c.procs, a)
-	}
-	ctx := context.Background()
-	ctl, err := c.client(nil)
-	if err != nil {
-		return err
-	}
-	conn, err := grpc.NewClient(c.servers[0].grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	art := relv1.NewArtifactServiceClient(conn)
-	if _, err := ctl.CreateApp(ctx, &relv1.CreateAppRequest{Name: "hello"}); err != nil {
-		return err
-	}
-	if _, err := ctl.CreateEnvironment(ctx, &relv1.CreateEnvironmentRequest{Name: "bench", Selector: map[string]string{"env": "bench"}}); err != nil {
-		return err
-	}
-	if err := waitConnected(ctx, ctl, "bench", 3, 30*time.Second); err != nil {
-		return err
-	}
-	n := 0
-	release := func(check string, deadline time.Duration) (string, error) {
-		n++
-		version := fmt.Sprintf("1.0.%d", n)
-		data, err := helloBundle(hello, version, check, deadline)
-		if err != nil {
-			return "", err
-		}
-		url, err := upload(ctx, art, data)
-		if err != nil {
-			return "", err
-		}
-		_, err = ctl.CreateRelease(ctx, &relv1.CreateReleaseRequest{App: "hello", Version: version, ArtifactUrl: url})
-		return version, err
-	}
-	deploy := func(spec *relv1.RolloutSpec) (time.Duration, error) {
-		version, err := release("./hello check", 30*time.Second)
-		if err != nil {
-			return 0, err
-		}
-		start := time.Now()
-		resp, err := ctl.StartRollout(ctx, &relv1.StartRolloutRequest{App: "hello", Version: version, Environment: "bench", Spec: spec})
-		if err != nil {
-			return 0, err
-		}
-		st, err := waitRollout(ctx, ctl, resp.GetRollout().GetId())
-		if err != nil {
-			return 0, err
-		}
-		if st.GetRollout().GetState() != "succeeded" {
-			return 0, fmt.Errorf("rollout %s ended %s: %s", resp.GetRollout().GetId(), st.GetRollout().GetState(), st.GetRollout().GetReason())
-		}
-		return time.Since(start), nil
 	}
 	// Warm up: the first install of every host.
-	if _, err := deploy(&relv1.RolloutSpec{}); err != nil {
+	if _, err := l.deploy(&relv1.RolloutSpec{}); err != nil {
 		return err
 	}
-	for _, tc := range []struct {
-		name   string
-		spec   *relv1.RolloutSpec
-		target time.Duration
-	}{
-		{"one host at a time (rolling, max-parallel 1)", &relv1.RolloutSpec{Strategy: "rolling", MaxParallel: 1}, 3600 * time.Millisecond},
-		{"all at once", &relv1.RolloutSpec{}, 1300 * time.Millisecond},
-	} {
-		var ds []time.Duration
-		for i := 0; i < 5; i++ {
-			d, err := deploy(tc.spec)
-			if err != nil {
-				return err
+	if base == nil {
+		for _, tc := range latencyCases {
+			var ds []time.Duration
+			for i := 0; i < 5; i++ {
+				d, err := l.deploy(tc.spec)
+				if err != nil {
+					return err
+				}
+				ds = append(ds, d)
 			}
-			ds = append(ds, d)
+			printLine(tc.name, ds, tc.target)
 		}
-		fmt.Printf("deploy latency, 3 real agents, healthy_after 1s, %s: median %s of 5 (min %s, max %s; target <= %s)\n",
-			tc.name, median(ds).Round(time.Millisecond), minD(ds).Round(time.Millisecond), maxD(ds).Round(time.Millisecond), tc.target)
 	}
 
 	// A release whose health check fails: canary 1 with auto-rollback,
 	// from rollout start until the canary answers on the old release.
+	ctx, ctl := l.ctx, l.ctl
 	var back, done []time.Duration
 	for i := 0; i < 5; i++ {
-		good, err := deploy(&relv1.RolloutSpec{})
-		_ = good
-		if err != nil {
+		if _, err := l.deploy(&relv1.RolloutSpec{}); err != nil {
 			return err
 		}
-		oldVersion := fmt.Sprintf("1.0.%d", n)
-		bad, err := release("false", healthDeadline)
+		oldVersion := fmt.Sprintf("1.0.%d", l.n)
+		bad, err := l.release("false", healthDeadline)
 		if err != nil {
 			return err
 		}
@@ -166,11 +251,11 @@ func runLatency() error {
 		left := false
 		deadline := start.Add(2 * time.Minute)
 		for time.Now().Before(deadline) {
-			cur, _ := os.Readlink(filepath.Join(roots[canary], "hello", "current"))
+			cur, _ := os.Readlink(filepath.Join(l.roots[canary], "hello", "current"))
 			if filepath.Base(cur) == bad {
 				left = true
 			}
-			if left && filepath.Base(cur) == oldVersion && answers(roots[canary], oldVersion) {
+			if left && filepath.Base(cur) == oldVersion && answers(l.roots[canary], oldVersion) {
 				break
 			}
 			time.Sleep(5 * time.Millisecond)

@@ -1,6 +1,7 @@
 // Command bench measures Rel on this machine and prints figures (it is not a
 // pass/fail test: machines here are shared and noisy). Run it with
-// `make bench`, which builds bin/ first. Suites (-suite, default all):
+// `make bench`, which builds bin/ first, and the baseline binaries into
+// bin/baseline (scripts/bench-baseline.sh). Suites (-suite, default all):
 //
 // agents: a 3-node cluster of real rel-server processes on loopback and one
 // rel-agent --simulate process with N agents (no-op installer, real
@@ -16,42 +17,81 @@
 // health check, healthy_after 1s); rollout start to succeeded one host at
 // a time and all at once; and a release whose health check fails, canary 1
 // with auto-rollback, until the canary answers on the old release again.
+//
+// Every cluster runs with mutual TLS, as rel-server must: the bench makes a
+// CA and the servers' certificates in-process (internal/pki), talks to the
+// servers with an admin client certificate, and its agents enrol with a
+// join token and the CA file.
+//
+// The cost of security: with -baseline-bin DIR (binaries of the last commit
+// before security, which are plaintext and take no TLS flags), the agents
+// and latency suites also run the same measurements on baseline clusters,
+// interleaved with the TLS ones (TLS, baseline, TLS, baseline, ...: -runs
+// clusters of each, each started afresh and timed after a warm-up), so
+// that the machine's noise and drift hit both alike, and print the medians
+// side by side with the ratio TLS/baseline. The failover suite runs with
+// TLS only.
 package main
 
 import (
 	"bufio"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"flag"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
-	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
 var (
-	suite    = flag.String("suite", "all", "agents, failover, latency or all")
-	binDir   = flag.String("bin", "bin", "directory holding rel-server and rel-agent")
-	agents   = flag.Int("agents", 2000, "simulated agents")
-	rollouts = flag.Int("rollouts", 5, "rollouts to time (the median is reported)")
+	suite       = flag.String("suite", "all", "agents, failover, latency or all")
+	binDir      = flag.String("bin", "bin", "directory holding rel-server and rel-agent")
+	agents      = flag.Int("agents", 2000, "simulated agents")
+	rollouts    = flag.Int("rollouts", 5, "rollouts to time (the median is reported) when there is no baseline")
+	baselineBin = flag.String("baseline-bin", "", "directory holding the baseline (plaintext) rel-server and rel-agent to compare with; empty: no comparison")
+	runsFlag    = flag.Int("runs", 5, "with -baseline-bin: clusters of each kind per figure, interleaved (the median is reported)")
+	pprofDir    = flag.String("pprof", "", "agents suite: save the servers' CPU profiles over each timed rollout in this directory (TLS servers run with --enable-debug)")
 )
+
+// base is the baseline flavor, nil without -baseline-bin; basePerConn the
+// baseline with one connection per simulated agent (as real agents, and
+// TLS's simulated agents, have), nil when the baseline has no
+// rel-agent-perconn.
+var base, basePerConn *flavor
+
+// tlsBin holds the copies of -bin's binaries the bench runs.
+var tlsBin string
+
+func tlsFlavor() flavor { return flavor{name: "tls", bin: tlsBin, tls: true} }
+
+// copyBinaries copies rel-server and rel-agent from dir to a new
+// directory to.
+func copyBinaries(dir, to string) error {
+	if err := os.MkdirAll(to, 0o755); err != nil {
+		return err
+	}
+	for _, name := range []string{"rel-server", "rel-agent"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(to, name), b, 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 func main() {
 	flag.Parse()
-	suites := map[string]func() error{"agents": run, "failover": runFailover, "latency": runLatency}
+	suites := map[string]func() error{"agents": runAgents, "failover": runFailover, "latency": runLatency}
 	order := []string{"agents", "failover", "latency"}
 	if *suite != "all" {
 		if _, ok := suites[*suite]; !ok {
@@ -60,17 +100,141 @@ func main() {
 		}
 		order = []string{*suite}
 	}
+	if *runsFlag < 1 {
+		fmt.Fprintf(os.Stderr, "bench: -runs %d: at least 1\n", *runsFlag)
+		os.Exit(2)
+	}
+	// Run copies of the binaries: a `make build` elsewhere while the bench
+	// runs must not swap them between runs.
+	binCopies, err := os.MkdirTemp("", "rel-bench-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	defer os.RemoveAll(binCopies)
+	tlsBin = filepath.Join(binCopies, "tls")
+	if err := copyBinaries(*binDir, tlsBin); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: -bin %s: %v (make build)\n", *binDir, err)
+		os.RemoveAll(binCopies)
+		os.Exit(2)
+	}
+	if *baselineBin != "" {
+		dir := filepath.Join(binCopies, "baseline")
+		if err := copyBinaries(*baselineBin, dir); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: -baseline-bin %s: %v (scripts/bench-baseline.sh builds it)\n", *baselineBin, err)
+			os.RemoveAll(binCopies)
+			os.Exit(2)
+		}
+		base = &flavor{name: "plaintext", bin: dir}
+		if perconn := filepath.Join(*baselineBin, "rel-agent-perconn"); fileExists(perconn) {
+			pdir := filepath.Join(binCopies, "baseline-perconn")
+			if err := copyBinaries(*baselineBin, pdir); err == nil {
+				if b, err := os.ReadFile(perconn); err == nil && os.WriteFile(filepath.Join(pdir, "rel-agent"), b, 0o755) == nil {
+					basePerConn = &flavor{name: "plaintext-perconn", bin: pdir}
+				}
+			}
+		}
+		fmt.Printf("comparing with the baseline in %s (%s): plaintext, %d clusters of each kind per figure, interleaved\n", *baselineBin, baselineName(), *runsFlag)
+	} else {
+		fmt.Println("no -baseline-bin: TLS figures only, without the comparison")
+	}
+	fmt.Printf("machine: %d CPUs, load average %s at the start (other work on the machine is noise for every figure)\n", runtime.NumCPU(), loadAvg())
+	began := time.Now()
 	for _, name := range order {
 		fmt.Printf("== %s\n", name)
+		currentSuite = name
 		if err := suites[name](); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", name+":", err)
+			os.RemoveAll(binCopies)
 			os.Exit(1)
 		}
 	}
+	if len(costLines) > 0 {
+		fmt.Printf("== cost of security: TLS (this tree) vs baseline %s (plaintext), same machine, interleaved, medians of %d; min-max in brackets\n", baselineName(), *runsFlag)
+		for _, name := range []string{"latency", "agents"} {
+			for _, l := range costLines[name] {
+				fmt.Println(l)
+			}
+		}
+	}
+	fmt.Printf("bench took %s; load average %s at the end\n", time.Since(began).Round(time.Second), loadAvg())
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// loadAvg is the 1, 5 and 15 minute load averages.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// baselineName is the commit the baseline binaries were built from.
+func baselineName() string {
+	b, err := os.ReadFile(filepath.Join(*baselineBin, ".commit"))
+	if err != nil {
+		return "(commit unknown)"
+	}
+	c := strings.TrimSpace(string(b))
+	if len(c) > 7 {
+		c = c[:7]
+	}
+	return c
+}
+
+// costLines are the comparison lines of each suite, printed again
+// together at the end.
+var (
+	costLines    = map[string][]string{}
+	currentSuite string
+)
+
+func costLine(l string) {
+	fmt.Println("cost of security: " + l)
+	costLines[currentSuite] = append(costLines[currentSuite], l)
+}
+
+// cost prints the median and range of a figure with TLS beside the
+// baseline's, and the ratio. budget marks the figures the security issue
+// allows 10 % on.
+func cost(what string, tm time.Duration, t []time.Duration, bm time.Duration, b []time.Duration, budget bool) {
+	ratio := float64(tm) / float64(bm)
+	l := fmt.Sprintf("%s: TLS median %s (%s-%s), baseline %s (%s-%s): x%.2f",
+		what, secs(tm), secsBare(minD(t)), secsBare(maxD(t)), secs(bm), secsBare(minD(b)), secsBare(maxD(b)), ratio)
+	if budget {
+		if ratio <= 1.10 {
+			l += " (within 10 %)"
+		} else {
+			l += " (ABOVE 10 %)"
+		}
+	}
+	costLine(l)
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
+
+func secsBare(d time.Duration) string { return fmt.Sprintf("%.2f", d.Seconds()) }
+
+func commas(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
 
 type server struct {
 	id, grpc, raft, http, dir string
+	certFile, keyFile         string
 	cmd                       *exec.Cmd
 }
 
@@ -83,169 +247,14 @@ func freePort() string {
 	return ln.Addr().String()
 }
 
-func run() error {
-	work, err := os.MkdirTemp("", "rel-bench-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(work)
-	var servers []*server
-	var procs []*exec.Cmd
-	defer func() {
-		for _, c := range procs {
-			c.Process.Signal(syscall.SIGTERM)
-		}
-		for _, c := range procs {
-			done := make(chan struct{})
-			go func() { c.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(15 * time.Second):
-				c.Process.Kill()
-			}
-		}
-	}()
-	for i := 0; i < 3; i++ {
-		s := &server{id: fmt.Sprintf("s%d", i+1), grpc: freePort(), raft: freePort(), http: freePort(), dir: filepath.Join(work, fmt.Sprintf("s%d", i+1))}
-		args := []string{"--node-id", s.id, "--data-dir", s.dir, "--grpc-addr", s.grpc, "--raft-addr", s.raft, "--http-addr", s.http, "--log-level", "warn"}
-		if i == 0 {
-			args = append(args, "--bootstrap")
-		} else {
-			args = append(args, "--join", servers[0].grpc)
-		}
-		s.cmd = exec.Command(filepath.Join(*binDir, "rel-server"), args...)
-		logf, _ := os.Create(filepath.Join(work, s.id+".log"))
-		s.cmd.Stdout, s.cmd.Stderr = logf, logf
-		if err := s.cmd.Start(); err != nil {
-			return err
-		}
-		procs = append(procs, s.cmd)
-		servers = append(servers, s)
-		if i == 0 {
-			if err := waitHealthy(s, 15*time.Second); err != nil {
-				return err
-			}
-		}
-	}
-	var addrs []string
-	for _, s := range servers {
-		if err := waitHealthy(s, 20*time.Second); err != nil {
-			return err
-		}
-		addrs = append(addrs, s.grpc)
-	}
-	conn, err := grpc.NewClient(servers[0].grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctl := relv1.NewControlServiceClient(conn)
-	ctx := context.Background()
-
-	sim := exec.Command(filepath.Join(*binDir, "rel-agent"), "--simulate", strconv.Itoa(*agents), "--node-id", "sim",
-		"--servers", strings.Join(addrs, ","), "--labels", "env=bench", "--log-level", "warn")
-	simLog, _ := os.Create(filepath.Join(work, "agents.log"))
-	sim.Stdout, sim.Stderr = simLog, simLog
-	connectStart := time.Now()
-	if err := sim.Start(); err != nil {
-		return err
-	}
-	procs = append(procs, sim)
-	if _, err := ctl.CreateApp(ctx, &relv1.CreateAppRequest{Name: "noop"}); err != nil {
-		return err
-	}
-	if _, err := ctl.CreateEnvironment(ctx, &relv1.CreateEnvironmentRequest{Name: "bench", Selector: map[string]string{"env": "bench"}}); err != nil {
-		return err
-	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		resp, err := ctl.ListAgents(ctx, &relv1.ListAgentsRequest{Environment: "bench"})
-		n := 0
-		if err == nil {
-			for _, a := range resp.GetAgents() {
-				if a.GetAgent().GetConnected() {
-					n++
-				}
-			}
-		}
-		if n == *agents {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("only %d of %d agents connected after 2 minutes", n, *agents)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	fmt.Printf("agents: %d simulated agents connected to 3 servers in %s\n", *agents, time.Since(connectStart).Round(time.Millisecond))
-
-	var times []time.Duration
-	var rates []float64
-	for i := 0; i < *rollouts; i++ {
-		version := fmt.Sprintf("1.0.%d", i)
-		sum := sha256.Sum256([]byte(version))
-		if _, err := ctl.CreateRelease(ctx, &relv1.CreateReleaseRequest{App: "noop", Version: version,
-			ArtifactUrl: "https://artifacts.invalid/noop-" + version + ".tar.gz", Sha256: hex.EncodeToString(sum[:])}); err != nil {
-			return err
-		}
-		before := lastIndex(servers)
-		start := time.Now()
-		resp, err := ctl.StartRollout(ctx, &relv1.StartRolloutRequest{App: "noop", Version: version, Environment: "bench"})
-		if err != nil {
-			return err
-		}
-		id, idx := resp.GetRollout().GetId(), uint64(0)
-		var st *relv1.RolloutStatus
-		for {
-			wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-			g, err := ctl.GetRollout(wctx, &relv1.GetRolloutRequest{Id: id, WaitIndex: idx})
-			cancel()
-			if err != nil {
-				return err
-			}
-			st, idx = g.GetStatus(), g.GetIndex()
-			if st.GetRollout().GetState() != "running" {
-				break
-			}
-		}
-		took := time.Since(start)
-		entries := lastIndex(servers) - before
-		if st.GetRollout().GetState() != "succeeded" {
-			return fmt.Errorf("rollout %s ended %s: %s", id, st.GetRollout().GetState(), st.GetRollout().GetReason())
-		}
-		rate := float64(entries) / took.Seconds()
-		times = append(times, took)
-		rates = append(rates, rate)
-		fmt.Printf("rollout %d: %d hosts 100%% healthy in %s, %d raft entries (%.0f/s)\n", i+1, len(st.GetHosts()), took.Round(time.Millisecond), entries, rate)
-	}
-	fmt.Printf("all-at-once rollout to %d agents, median of %d: %s (min %s, max %s); raft entries/s median %.0f\n",
-		*agents, len(times), median(times).Round(time.Millisecond), minD(times).Round(time.Millisecond), maxD(times).Round(time.Millisecond), medianF(rates))
-	for _, s := range servers {
-		fmt.Printf("  %s RSS %d MiB\n", s.id, rssKiB(s.cmd.Process.Pid)/1024)
-	}
-	fmt.Printf("  simulator RSS %d MiB (%d agents)\n", rssKiB(sim.Process.Pid)/1024, *agents)
-	return nil
-}
-
-func waitHealthy(s *server, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get("http://" + s.http + "/v1/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return nil
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("%s not healthy after %s", s.id, timeout)
-}
-
 // lastIndex is the highest raft last_index among the servers.
-func lastIndex(servers []*server) uint64 {
+func (c *cluster) lastIndex() uint64 {
 	var max uint64
-	for _, s := range servers {
-		resp, err := http.Get("http://" + s.http + "/metrics")
+	for _, s := range c.servers {
+		if s.cmd == nil || s.cmd.ProcessState != nil {
+			continue
+		}
+		resp, err := c.sec.admin.Get(c.sec.scheme + "://" + s.http + "/metrics")
 		if err != nil {
 			continue
 		}
@@ -308,4 +317,61 @@ func medianF(fs []float64) float64 {
 	s := append([]float64(nil), fs...)
 	sort.Float64s(s)
 	return s[len(s)/2]
+}
+
+func medianI(xs []int) int {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]int(nil), xs...)
+	sort.Ints(s)
+	return s[len(s)/2]
+}
+
+// rangeMiB is "min-max" of KiB figures, in MiB.
+func rangeMiB(kib []int) string {
+	if len(kib) == 0 {
+		return "?"
+	}
+	s := append([]int(nil), kib...)
+	sort.Ints(s)
+	if s[0]/1024 == s[len(s)-1]/1024 {
+		return strconv.Itoa(s[0] / 1024)
+	}
+	return fmt.Sprintf("%d-%d", s[0]/1024, s[len(s)-1]/1024)
+}
+
+// cpuTime is the CPU time (user+system) the processes used so far.
+func cpuTime(pids ...int) time.Duration {
+	var ticks int64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// The fields after the command name, which is in parentheses.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		s, _ := strconv.ParseInt(f[12], 10, 64)
+		ticks += u + s
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ
+}
+
+// processExited reports whether pid is gone or a zombie (exited, not yet
+// waited for).
+func processExited(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z'
 }
