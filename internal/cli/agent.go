@@ -9,6 +9,8 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
+	"github.com/relhq/rel/internal/validate"
+
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
@@ -51,15 +53,20 @@ func (r *runner) agentTokenCreateCommand() *cobra.Command {
 		ttl              time.Duration
 		uses             uint32
 		labelFlags       []string
+		nodeIDs          []string
 		description, out string
+		cmd              *cobra.Command
 	)
-	cmd := &cobra.Command{
-		Use:   "create [--ttl 1h] [--uses 1] [--labels K=V,...] [--description TEXT] [--out FILE]",
+	cmd = &cobra.Command{
+		Use:   "create [--ttl 1h] [--uses 1] [--labels K=V,...] [--node-id ID]... [--description TEXT] [--out FILE]",
 		Short: "Create a join token for agents to enrol with",
 		Long: `Create a join token: it expires after --ttl (default 1h, at most 720h) and
 allows --uses enrolments (default 1). --labels are fixed in the
 certificates it issues: an agent enrolled with it may not claim other values
-for those keys.
+for those keys. --node-id (repeatable) binds the token to those node ids:
+any other id is refused (PermissionDenied); without it, the token enrols
+any node id, so keep it as secret as the hosts it is meant for. With
+--node-id and no --uses, the token allows one use per node id.
 
 It prints the secret (shown only this once; with --out FILE it is written to
 FILE, mode 0600, never overwriting a file), the CA pin or pins the agent
@@ -67,6 +74,7 @@ checks on its first contact (sha256 of a CA's public key), and the rel-agent
 command that enrols with it, naming the servers of --addr.`,
 		Example: `  relctl agent token create
   relctl agent token create --ttl 24h --uses 20 --labels env=prod,zone=eu-1 --description "prod batch 3" --out join.token
+  relctl agent token create --node-id web-7 --node-id web-8 --labels env=prod --out web-7-8.token
   relctl agent token create -o json | jq -r .secret`,
 		Args:              exactArgs(),
 		ValidArgsFunction: cobra.NoFileCompletions,
@@ -81,13 +89,21 @@ command that enrols with it, naming the servers of --addr.`,
 			if uses == 0 {
 				return usagef("invalid --uses 0: want at least 1")
 			}
+			for _, id := range nodeIDs {
+				if err := validate.NodeID("--node-id", id); err != nil {
+					return usagef("%s", strings.TrimPrefix(err.Error(), validate.ErrInvalid.Error()+": "))
+				}
+			}
+			if !cmd.Flags().Changed("uses") && len(nodeIDs) > 0 {
+				uses = uint32(len(nodeIDs))
+			}
 			if err := checkOutFile(out); err != nil {
 				return err
 			}
 			var resp *relv1.CreateJoinTokenResponse
 			_, err = r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
 				resp, err = relv1.NewACLServiceClient(cc).CreateJoinToken(ctx, &relv1.CreateJoinTokenRequest{
-					Description: description, TtlSeconds: ttlSeconds(ttl), Uses: uses, Labels: labels,
+					Description: description, TtlSeconds: ttlSeconds(ttl), Uses: uses, Labels: labels, NodeIds: nodeIDs,
 				}, opts...)
 				return err
 			})
@@ -103,6 +119,7 @@ command that enrols with it, naming the servers of --addr.`,
 	f.DurationVar(&ttl, "ttl", time.Hour, "the token expires after `DURATION`")
 	f.Uint32Var(&uses, "uses", 1, "how many agents may enrol with it (`N`)")
 	f.StringArrayVar(&labelFlags, "labels", nil, "labels `KEY=VALUE[,...]` fixed in the agents' certificates (repeatable)")
+	f.StringArrayVar(&nodeIDs, "node-id", nil, "only this node `ID` may enrol with the token (repeatable; default: any)")
 	f.StringVar(&description, "description", "", "`TEXT` saying what the token is for, for people")
 	f.StringVar(&out, "out", "", "write the secret to `FILE` (mode 0600) instead of printing it")
 	_ = cmd.MarkFlagFilename("out")
@@ -120,8 +137,12 @@ func (r *runner) joinTokenSecretJSON(resp *relv1.CreateJoinTokenResponse, secret
 	if pins := resp.GetCaPins(); len(pins) > 0 {
 		pin = pins[0]
 	}
-	agentCmd := fmt.Sprintf("rel-agent --servers %s --join-token-file %s --ca-pin %s --node-id <node-id>",
-		strings.Join(r.addrs, ","), tokenFile, pin)
+	nodeID := "<node-id>"
+	if ids := resp.GetToken().GetNodeIds(); len(ids) == 1 {
+		nodeID = ids[0]
+	}
+	agentCmd := fmt.Sprintf("rel-agent --servers %s --join-token-file %s --ca-pin %s --node-id %s",
+		strings.Join(r.addrs, ","), tokenFile, pin, nodeID)
 	if labels := resp.GetToken().GetLabels(); len(labels) > 0 {
 		agentCmd += " --labels " + formatMap(labels)
 	}

@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/json"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -116,6 +117,13 @@ func TestSecurityAgainstCluster(t *testing.T) {
 		t.Errorf("agent token create answered %+v", join)
 	}
 	expect(t, admin, exitOK, "", "agent", "token", "create") // the secret is printed
+	// Bound to node ids: one use each unless --uses says otherwise.
+	res = expect(t, admin, exitOK, "web-7, web-8 (no other node may enrol with it)", "agent", "token", "create", "--node-id", "web-7", "--node-id", "web-8")
+	if !regexp.MustCompile(`Uses: +2\n`).MatchString(res.stdout) {
+		t.Errorf("a token bound to two nodes:\n%s", res.stdout)
+	}
+	expect(t, admin, exitUsage, "--node-id", "agent", "token", "create", "--node-id", "bad id")
+	expect(t, admin, exitOK, "--node-id web-9", "agent", "token", "create", "--node-id", "web-9")
 	res = expect(t, admin, exitOK, join.Token.AccessorID, "agent", "token", "list")
 	if !strings.Contains(res.stdout, "prod hosts") || !strings.Contains(res.stdout, "2/2") {
 		t.Errorf("agent token list:\n%s", res.stdout)

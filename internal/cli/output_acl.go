@@ -40,6 +40,7 @@ type joinTokenJSON struct {
 	Uses        uint32            `json:"uses"`
 	UsesLeft    uint32            `json:"uses_left"`
 	Labels      map[string]string `json:"labels"`
+	NodeIDs     []string          `json:"node_ids"`
 	UsedBy      []string          `json:"used_by"`
 	CreatedAt   string            `json:"created_at"`
 	ExpiresAt   string            `json:"expires_at"`
@@ -120,6 +121,7 @@ func toJoinTokenJSON(t *relv1.JoinToken) joinTokenJSON {
 		Uses:        t.GetUses(),
 		UsesLeft:    t.GetUsesLeft(),
 		Labels:      nonNil(t.GetLabels()),
+		NodeIDs:     nonNilStrings(t.GetNodeIds()),
 		UsedBy:      nonNilStrings(t.GetUsedBy()),
 		CreatedAt:   jsonTime(t.GetCreatedUnixNano()),
 		ExpiresAt:   jsonTime(t.GetExpiresUnixNano()),
@@ -307,6 +309,11 @@ func (p printer) joinTokenSecret(t joinTokenSecretJSON) error {
 		if len(t.Token.Labels) > 0 {
 			fmt.Fprintf(tw, "Labels:\t%s (fixed in the agents' certificates)\n", cell(formatMap(t.Token.Labels)))
 		}
+		if len(t.Token.NodeIDs) > 0 {
+			fmt.Fprintf(tw, "Node ids:\t%s (no other node may enrol with it)\n", cell(strings.Join(t.Token.NodeIDs, ", ")))
+		} else {
+			fmt.Fprintf(tw, "Node ids:\tany\n")
+		}
 		if t.Token.Description != "" {
 			fmt.Fprintf(tw, "Description:\t%s\n", cell(t.Token.Description))
 		}
@@ -339,10 +346,10 @@ func (p printer) joinTokens(toks []*relv1.JoinToken) error {
 	for _, t := range toks {
 		rows = append(rows, []string{t.GetAccessorId(),
 			strconv.FormatUint(uint64(t.GetUsesLeft()), 10) + "/" + strconv.FormatUint(uint64(t.GetUses()), 10),
-			p.expiry(t.GetExpiresUnixNano()), formatMap(t.GetLabels()), strings.Join(t.GetUsedBy(), ","),
+			p.expiry(t.GetExpiresUnixNano()), formatMap(t.GetLabels()), nodesOrAny(t.GetNodeIds()), strings.Join(t.GetUsedBy(), ","),
 			t.GetDescription(), t.GetCreatedBy()})
 	}
-	return p.table([]string{"ACCESSOR", "USES LEFT", "EXPIRES", "LABELS", "USED BY", "DESCRIPTION", "CREATED BY"}, rows)
+	return p.table([]string{"ACCESSOR", "USES LEFT", "EXPIRES", "LABELS", "NODES", "USED BY", "DESCRIPTION", "CREATED BY"}, rows)
 }
 
 func (p printer) agentRevoked(rev agentRevocationJSON) error {
@@ -352,4 +359,11 @@ func (p printer) agentRevoked(rev agentRevocationJSON) error {
 	_, err := fmt.Fprintf(p.w, "revoked agent %s (index %d): its streams are closed and its certificates refused;\n"+
 		"it may enrol again only with a join token made from now on\n", cell(rev.AgentID), rev.Index)
 	return err
+}
+
+func nodesOrAny(ids []string) string {
+	if len(ids) == 0 {
+		return "any"
+	}
+	return strings.Join(ids, ",")
 }

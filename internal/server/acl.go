@@ -170,9 +170,14 @@ func (a *aclService) CreateJoinToken(ctx context.Context, req *relv1.CreateJoinT
 	if ttl == 0 {
 		ttl = DefaultJoinTokenTTL
 	}
+	for _, id := range req.GetNodeIds() {
+		if err := validate.NodeID("node id", id); err != nil {
+			return nil, toStatus(err)
+		}
+	}
 	uses := req.GetUses()
 	if uses == 0 {
-		uses = 1
+		uses = max(1, uint32(min(len(req.GetNodeIds()), validate.MaxTokenUses+1)))
 	}
 	if uses > validate.MaxTokenUses {
 		return nil, status.Errorf(codes.InvalidArgument, "join token uses %d: the limit is %d", uses, validate.MaxTokenUses)
@@ -191,7 +196,7 @@ func (a *aclService) CreateJoinToken(ctx context.Context, req *relv1.CreateJoinT
 	tok := &relv1.JoinToken{
 		AccessorId: auth.NewAccessor(), SecretHash: auth.HashSecret(secret), Description: req.GetDescription(),
 		CreatedUnixNano: now.UnixNano(), ExpiresUnixNano: now.Add(ttl).UnixNano(), Uses: uses, UsesLeft: uses,
-		Labels: req.GetLabels(), CreatedBy: p.String(),
+		Labels: req.GetLabels(), CreatedBy: p.String(), NodeIds: req.GetNodeIds(),
 	}
 	idx, err := a.s.apply(ctx, &relv1.Command{StampedUnixNano: now.UnixNano(), Kind: &relv1.Command_CreateJoinToken{CreateJoinToken: &relv1.CreateJoinToken{Token: tok}}})
 	if err != nil {

@@ -126,7 +126,7 @@ var rules = map[string]rule{
 // authenticate finds who made the request: the verified certificate of
 // the connection, a token in the metadata, or, for a server certificate
 // forwarding a request, the principal it forwards.
-func (s *Server) authenticate(ctx context.Context) (auth.Principal, error) {
+func (s *Server) authenticate(ctx context.Context, method string) (auth.Principal, error) {
 	id, leaf, hasCert, err := peerCert(ctx)
 	if err != nil {
 		return auth.Principal{}, status.Errorf(codes.Unauthenticated, "client certificate: %v", err)
@@ -144,6 +144,13 @@ func (s *Server) authenticate(ctx context.Context) (auth.Principal, error) {
 		}
 		switch id.Kind {
 		case pki.KindServer:
+			// A server certificate speaks for a member: one of a removed
+			// (or never joined) server may only ask to join.
+			if method != relv1.ClusterService_Join_FullMethodName {
+				if err := s.memberPeer(id.ID); err != nil {
+					return auth.Principal{}, status.Error(codes.PermissionDenied, err.Error())
+				}
+			}
 			p := auth.Principal{Kind: auth.KindServer, ID: id.ID, Cluster: id.Cluster}
 			if v := md.Get(callerKey); len(v) > 0 {
 				caller, err := decodeCaller(v[0])
@@ -176,6 +183,18 @@ func (s *Server) authenticate(ctx context.Context) (auth.Principal, error) {
 }
 
 func hasToken(md metadata.MD) bool { return len(md.Get(authorizationKey)) > 0 }
+
+// memberPeer refuses a server certificate whose node is not a registered
+// member: every server of the CA is not every member of the cluster (a
+// removed server keeps a valid certificate). A node with no registered
+// servers yet (a new cluster, a node that has not received the log) has
+// no list to check against.
+func (s *Server) memberPeer(id string) error {
+	if _, err := s.store.Server(id); err == nil || !s.store.HasServers() {
+		return nil
+	}
+	return fmt.Errorf("server %q is not a member of this cluster: it was removed, or has not joined ('relctl cluster members' lists the members)", id)
+}
 
 // checkRevoked refuses an agent certificate issued before the agent was
 // revoked.
@@ -313,7 +332,7 @@ func rolesWith(p auth.Permission) string {
 
 // unaryAuth is the one interceptor that decides every unary call.
 func (s *Server) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	p, err := s.authenticate(ctx)
+	p, err := s.authenticate(ctx, info.FullMethod)
 	if err == nil {
 		err = s.authorize(p, info.FullMethod, req)
 	}
@@ -328,7 +347,7 @@ func (s *Server) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerI
 // Streams carry no request message to scope by: stream methods are
 // decided on the principal alone.
 func (s *Server) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	p, err := s.authenticate(ss.Context())
+	p, err := s.authenticate(ss.Context(), info.FullMethod)
 	if err == nil {
 		err = s.authorize(p, info.FullMethod, nil)
 	}

@@ -136,16 +136,17 @@ func TestAuthorizationEveryMethod(t *testing.T) {
 	deployerToken, _ := createToken(t, admin, "deployer", []string{"deployer"}, nil, 0)
 	adminToken, _ := createToken(t, admin, "admin", []string{"admin"}, nil, 0)
 	callers := map[string]*grpc.ClientConn{
-		cNone:           c.As(addr, nil),
-		cViewerCert:     idConn(t, c, addr, testcluster.ClientID("eve", auth.Viewer)),
-		cViewerToken:    tokenConn(t, c, addr, viewerToken),
-		cCreatorCert:    idConn(t, c, addr, testcluster.ClientID("ci", auth.ReleaseCreator)),
-		cDeployerToken:  tokenConn(t, c, addr, deployerToken),
-		cOperatorCert:   idConn(t, c, addr, testcluster.ClientID("ops", auth.Operator)),
-		cAdminCert:      admin,
-		cAdminToken:     tokenConn(t, c, addr, adminToken),
-		cAgentCert:      idConn(t, c, addr, testcluster.AgentID("web-1")),
-		cServerCert:     idConn(t, c, addr, testcluster.ServerID("s2")),
+		cNone:          c.As(addr, nil),
+		cViewerCert:    idConn(t, c, addr, testcluster.ClientID("eve", auth.Viewer)),
+		cViewerToken:   tokenConn(t, c, addr, viewerToken),
+		cCreatorCert:   idConn(t, c, addr, testcluster.ClientID("ci", auth.ReleaseCreator)),
+		cDeployerToken: tokenConn(t, c, addr, deployerToken),
+		cOperatorCert:  idConn(t, c, addr, testcluster.ClientID("ops", auth.Operator)),
+		cAdminCert:     admin,
+		cAdminToken:    tokenConn(t, c, addr, adminToken),
+		cAgentCert:     idConn(t, c, addr, testcluster.AgentID("web-1")),
+		// A member's certificate: non-members may only join (TestNonMemberServer).
+		cServerCert:     idConn(t, c, addr, testcluster.ServerID("s1")),
 		cClientAsServer: idConn(t, c, addr, testcluster.ClientID("s2", auth.Admin)),
 	}
 	ctx := ctxT(t)

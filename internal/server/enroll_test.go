@@ -378,3 +378,36 @@ func TestEnroll(t *testing.T) {
 		}
 	})
 }
+
+// TestJoinTokenBoundToNodes: a join token made for some node ids enrols
+// those and refuses any other, without spending a use on the refusal.
+func TestJoinTokenBoundToNodes(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{})
+	n := c.Nodes[0]
+	acl := relv1.NewACLServiceClient(n.Admin())
+	resp, err := acl.CreateJoinToken(ctxT(t), &relv1.CreateJoinTokenRequest{NodeIds: []string{"web-7", "web-8"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetToken().GetUses() != 2 {
+		t.Errorf("uses %d, want one per node id (2)", resp.GetToken().GetUses())
+	}
+	es := relv1.NewEnrollServiceClient(pinnedConn(t, n.GRPCAddr(), resp.GetCaPins()[0]))
+	_, req := csr(t, "web-1")
+	_, err = es.Enroll(ctxT(t), &relv1.EnrollRequest{JoinToken: resp.GetSecret(), NodeId: "web-1", Csr: req})
+	wantCode(t, "enrol another node with a bound token", err, codes.PermissionDenied, "is for web-7, web-8", `not for node "web-1"`)
+	key, req := csr(t, "web-7")
+	got, err := es.Enroll(ctxT(t), &relv1.EnrollRequest{JoinToken: resp.GetSecret(), NodeId: "web-7", Csr: req})
+	if err != nil {
+		t.Fatalf("enrol web-7: %v", err)
+	}
+	if id := enrolled(t, got, key).Identity; id.ID != "web-7" {
+		t.Errorf("certificate for %v, want web-7", id)
+	}
+	toks, err := acl.ListJoinTokens(ctxT(t), &relv1.ListJoinTokensRequest{})
+	if err != nil || len(toks.GetTokens()) != 1 || toks.GetTokens()[0].GetUsesLeft() != 1 {
+		t.Fatalf("tokens after one refusal and one enrolment: %v %v, want 1 use left", toks, err)
+	}
+	_, err = acl.CreateJoinToken(ctxT(t), &relv1.CreateJoinTokenRequest{NodeIds: []string{"bad id"}})
+	wantCode(t, "a bound token naming a bad node id", err, codes.InvalidArgument, "node id")
+}

@@ -367,6 +367,12 @@ func TestAttacks(t *testing.T) {
 				return tlsLayer{ln, other.Bundle(t, pki.Leaf{Identity: testcluster.ServerID("s1")}).Cert}
 			}},
 			{"TLS without a certificate", func(ln net.Listener) raft.StreamLayer { return tlsLayer{Listener: ln} }},
+			// A server certificate of the cluster's own CA is not enough:
+			// the node must be a member (a removed server keeps a valid
+			// certificate).
+			{"TLS with a server certificate of this CA for a non-member", func(ln net.Listener) raft.StreamLayer {
+				return tlsLayer{ln, c.PKI.Bundle(t, pki.Leaf{Identity: testcluster.ServerID("s9")}).Cert}
+			}},
 		}
 		for _, a := range attackers {
 			trans := rogueTransport(t, a.layer)
@@ -1142,5 +1148,32 @@ func TestServerEndsStreams(t *testing.T) {
 		wantCode(t, "stream past its certificate's expiry", err, codes.Unauthenticated, "certificate expired")
 	case <-time.After(10 * time.Second):
 		t.Fatal("the stream outlived its certificate")
+	}
+}
+
+// TestNonMemberServer: a server certificate of the cluster's CA whose node
+// is not a member (never joined, or removed) may ask to join, and nothing
+// else: Apply, FetchArtifact, LocalAgents and forwarding a caller are
+// refused, naming the reason.
+func TestNonMemberServer(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{})
+	n := c.Nodes[0]
+	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+		return n.Server().Store().HasServers(), "s1 has not registered itself"
+	})
+	before := n.Server().Store().LatestIndex()
+	cc := relv1.NewClusterServiceClient(idConn(t, c, n.GRPCAddr(), testcluster.ServerID("s9")))
+	ctx := ctxT(t)
+	_, err := cc.Apply(ctx, &relv1.ApplyRequest{Command: evilCommand(t, "evil")})
+	wantCode(t, "Apply from a non-member server", err, codes.PermissionDenied, "not a member")
+	_, err = cc.LocalAgents(ctx, &relv1.LocalAgentsRequest{})
+	wantCode(t, "LocalAgents from a non-member server", err, codes.PermissionDenied, "not a member")
+	_, err = cc.FetchArtifact(ctx, &relv1.FetchArtifactRequest{Sha256: strings.Repeat("a", 64), Sources: []string{"https://" + n.HTTPAddr()}})
+	wantCode(t, "FetchArtifact from a non-member server", err, codes.PermissionDenied, "not a member")
+	if got := n.Server().Store().LatestIndex(); got != before {
+		t.Errorf("a non-member server's calls wrote: index %d, was %d", got, before)
+	}
+	if slices.Contains(appNames(t, n.Server().Store()), "evil") {
+		t.Error("the non-member's command was applied")
 	}
 }

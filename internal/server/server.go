@@ -94,6 +94,7 @@ func New(c Config) (_ *Server, err error) {
 		cancel: cancel,
 		sec:    transport.Security{M: mat},
 	}
+	s.sec.RaftPeer = s.memberPeer
 	if cfg.CAKeyFile != "" {
 		ca, err := loadSigner(cfg, mat)
 		if err != nil {

@@ -2,7 +2,9 @@ package state
 
 import (
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-memdb"
@@ -166,6 +168,9 @@ func (s *Store) UseJoinToken(index uint64, hash, agentID string, at int64) error
 	if exp := tok.GetExpiresUnixNano(); exp != 0 && at >= exp {
 		return newError(ErrUnauthenticated, fmt.Sprintf("join token %s expired at %s: ask an operator for a new one ('relctl agent token create')", tok.GetAccessorId(), time.Unix(0, exp).UTC().Format(time.RFC3339)))
 	}
+	if ids := tok.GetNodeIds(); len(ids) > 0 && !slices.Contains(ids, agentID) {
+		return newError(ErrPermissionDenied, fmt.Sprintf("join token %s is for %s, not for node %q", tok.GetAccessorId(), strings.Join(ids, ", "), agentID))
+	}
 	if tok.GetUsesLeft() == 0 {
 		return newError(ErrUnauthenticated, fmt.Sprintf("join token %s has been used up (%d of %d uses): ask an operator for a new one ('relctl agent token create')", tok.GetAccessorId(), tok.GetUses(), tok.GetUses()))
 	}
@@ -258,6 +263,14 @@ func (s *Store) RevokeAgent(index uint64, rev *relv1.AgentRevocation) error {
 	}
 	txn.Commit()
 	return nil
+}
+
+// HasServers reports whether any server is registered: until the first
+// registration (a brand-new cluster, or a node that has not received the
+// log yet) there is no member list to check peers against.
+func (s *Store) HasServers() bool {
+	raw, err := s.readTxn().First(TableServers, "id")
+	return err == nil && raw != nil
 }
 
 // Revocation is the agent's revocation, or nil.

@@ -45,6 +45,10 @@ const handshakeTimeout = 10 * time.Second
 // Security is the transport security of one process: its TLS material.
 type Security struct {
 	M *Material
+	// RaftPeer, when set, is asked about every server certificate that
+	// connects to raft, after the handshake verified it: a server of the
+	// cluster's CA that is not a member (a removed one) is refused.
+	RaftPeer func(id string) error
 }
 
 // Listen opens a listener for one of the node's servers. kind ("grpc",
@@ -88,7 +92,14 @@ func (s Security) serverConfig(nextProtos []string, requireServer bool) *tls.Con
 				cfg.ClientAuth = tls.RequireAndVerifyClientCert
 				cluster := b.Cluster()
 				cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-					return checkServerPeer(&cs, cluster)
+					if err := checkServerPeer(&cs, cluster); err != nil {
+						return err
+					}
+					if s.RaftPeer != nil {
+						id, _, _, _ := PeerIdentity(&cs)
+						return s.RaftPeer(id.ID)
+					}
+					return nil
 				}
 			}
 			return cfg, nil

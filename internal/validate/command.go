@@ -417,6 +417,14 @@ func joinToken(t *relv1.JoinToken) error {
 	if len(t.GetUsedBy()) > 0 {
 		return invalid("a new join token has not been used")
 	}
+	if len(t.GetNodeIds()) > MaxTokenUses {
+		return invalid("a join token may name at most %d node ids", MaxTokenUses)
+	}
+	for _, id := range t.GetNodeIds() {
+		if err := NodeID("node id", id); err != nil {
+			return err
+		}
+	}
 	return first(Accessor(t.GetAccessorId()), secretHash(t.GetSecretHash()), Description(t.GetDescription()),
 		Labels("label", t.GetLabels(), false), maxLen("created by", t.GetCreatedBy(), MaxFactLen),
 		positive("join token creation time", t.GetCreatedUnixNano()))

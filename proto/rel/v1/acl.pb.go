@@ -170,7 +170,9 @@ type JoinToken struct {
 	Labels    map[string]string `protobuf:"bytes,8,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	CreatedBy string            `protobuf:"bytes,9,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
 	// The node ids that enrolled with it (the newest 100).
-	UsedBy        []string `protobuf:"bytes,10,rep,name=used_by,json=usedBy,proto3" json:"used_by,omitempty"`
+	UsedBy []string `protobuf:"bytes,10,rep,name=used_by,json=usedBy,proto3" json:"used_by,omitempty"`
+	// When set, only these node ids may enrol with it; otherwise any.
+	NodeIds       []string `protobuf:"bytes,11,rep,name=node_ids,json=nodeIds,proto3" json:"node_ids,omitempty"`
 	CreateIndex   uint64   `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
 	ModifyIndex   uint64   `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -273,6 +275,13 @@ func (x *JoinToken) GetCreatedBy() string {
 func (x *JoinToken) GetUsedBy() []string {
 	if x != nil {
 		return x.UsedBy
+	}
+	return nil
+}
+
+func (x *JoinToken) GetNodeIds() []string {
+	if x != nil {
+		return x.NodeIds
 	}
 	return nil
 }
@@ -983,8 +992,11 @@ type CreateJoinTokenRequest struct {
 	// Default 1 h.
 	TtlSeconds int64 `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
 	// Default 1.
-	Uses          uint32            `protobuf:"varint,3,opt,name=uses,proto3" json:"uses,omitempty"`
-	Labels        map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Uses   uint32            `protobuf:"varint,3,opt,name=uses,proto3" json:"uses,omitempty"`
+	Labels map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Only these node ids may enrol with it (default: any). Uses default to
+	// their number.
+	NodeIds       []string `protobuf:"bytes,5,rep,name=node_ids,json=nodeIds,proto3" json:"node_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1043,6 +1055,13 @@ func (x *CreateJoinTokenRequest) GetUses() uint32 {
 func (x *CreateJoinTokenRequest) GetLabels() map[string]string {
 	if x != nil {
 		return x.Labels
+	}
+	return nil
+}
+
+func (x *CreateJoinTokenRequest) GetNodeIds() []string {
+	if x != nil {
+		return x.NodeIds
 	}
 	return nil
 }
@@ -1581,7 +1600,7 @@ const file_rel_v1_acl_proto_rawDesc = "" +
 	"\n" +
 	"created_by\x18\t \x01(\tR\tcreatedBy\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\xe8\x03\n" +
+	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\x83\x04\n" +
 	"\tJoinToken\x12\x1f\n" +
 	"\vaccessor_id\x18\x01 \x01(\tR\n" +
 	"accessorId\x12\x1f\n" +
@@ -1596,7 +1615,8 @@ const file_rel_v1_acl_proto_rawDesc = "" +
 	"\n" +
 	"created_by\x18\t \x01(\tR\tcreatedBy\x12\x17\n" +
 	"\aused_by\x18\n" +
-	" \x03(\tR\x06usedBy\x12!\n" +
+	" \x03(\tR\x06usedBy\x12\x19\n" +
+	"\bnode_ids\x18\v \x03(\tR\anodeIds\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
@@ -1649,13 +1669,14 @@ const file_rel_v1_acl_proto_rawDesc = "" +
 	"\rWhoAmIRequest\"^\n" +
 	"\x0eWhoAmIResponse\x12/\n" +
 	"\tprincipal\x18\x01 \x01(\v2\x11.rel.v1.PrincipalR\tprincipal\x12\x1b\n" +
-	"\tserver_id\x18\x02 \x01(\tR\bserverId\"\xee\x01\n" +
+	"\tserver_id\x18\x02 \x01(\tR\bserverId\"\x89\x02\n" +
 	"\x16CreateJoinTokenRequest\x12 \n" +
 	"\vdescription\x18\x01 \x01(\tR\vdescription\x12\x1f\n" +
 	"\vttl_seconds\x18\x02 \x01(\x03R\n" +
 	"ttlSeconds\x12\x12\n" +
 	"\x04uses\x18\x03 \x01(\rR\x04uses\x12B\n" +
-	"\x06labels\x18\x04 \x03(\v2*.rel.v1.CreateJoinTokenRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x04 \x03(\v2*.rel.v1.CreateJoinTokenRequest.LabelsEntryR\x06labels\x12\x19\n" +
+	"\bnode_ids\x18\x05 \x03(\tR\anodeIds\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x89\x01\n" +
