@@ -189,8 +189,15 @@ func hasToken(md metadata.MD) bool { return len(md.Get(authorizationKey)) > 0 }
 // removed server keeps a valid certificate). A node with no registered
 // servers yet (a new cluster, a node that has not received the log) has
 // no list to check against.
+//
+// The raft configuration counts too: after a restart the replica holds
+// only what its snapshot held until a leader is elected, and members that
+// registered after that snapshot must still be able to vote.
 func (s *Server) memberPeer(id string) error {
 	if _, err := s.store.Server(id); err == nil || !s.store.HasServers() {
+		return nil
+	}
+	if r := s.raftReady.Load(); r != nil && isMember(r, id) {
 		return nil
 	}
 	return fmt.Errorf("server %q is not a member of this cluster: it was removed, or has not joined ('relctl cluster members' lists the members)", id)

@@ -1177,3 +1177,31 @@ func TestNonMemberServer(t *testing.T) {
 		t.Error("the non-member's command was applied")
 	}
 }
+
+// TestRestartAfterEarlySnapshot: members are checked against the
+// replicated servers table, which after a restart holds only what the
+// snapshot held until a leader commits the rest. Nodes that joined after
+// the snapshot must still be let in (by the raft configuration), or a
+// full-cluster restart could never elect a leader.
+func TestRestartAfterEarlySnapshot(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{})
+	s1 := c.Nodes[0]
+	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+		return s1.Server().Store().HasServers(), "s1 has not registered itself"
+	})
+	if err := s1.Server().Raft().Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	c.AddNode()
+	c.AddNode()
+	c.WaitMembers(3)
+	c.Stop()
+	for _, n := range c.Nodes {
+		c.Restart(n)
+	}
+	c.WaitLeader()
+	c.WaitConverged()
+	if _, err := dial(t, c.Followers()[0]).CreateApp(ctxT(t), &relv1.CreateAppRequest{Name: "after-restart"}); err != nil {
+		t.Fatalf("write after a full restart: %v", err)
+	}
+}

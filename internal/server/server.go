@@ -43,6 +43,9 @@ type Server struct {
 	fsm   *fsm.FSM
 
 	raft      *raft.Raft
+	// raftReady is raft once started, for the raft handshakes that may
+	// begin while setupRaft is still running.
+	raftReady atomic.Pointer[raft.Raft]
 	raftTrans *raft.NetworkTransport
 	boltStore *raftboltdb.BoltStore
 	snaps     *raft.FileSnapshotStore
@@ -310,6 +313,7 @@ func (s *Server) setupRaft() error {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	s.raft = r
+	s.raftReady.Store(r)
 	return nil
 }
 
