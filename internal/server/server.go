@@ -42,7 +42,7 @@ type Server struct {
 	store *state.Store
 	fsm   *fsm.FSM
 
-	raft      *raft.Raft
+	raft *raft.Raft
 	// raftReady is raft once started, for the raft handshakes that may
 	// begin while setupRaft is still running.
 	raftReady atomic.Pointer[raft.Raft]
