@@ -63,9 +63,11 @@ bench: build
 	GO="$(GO)" ./scripts/bench-baseline.sh $(BIN)/baseline
 	$(GO) run ./scripts/bench -bin $(BIN) $$(test -x $(BIN)/baseline/rel-server && echo -baseline-bin $(BIN)/baseline) | tee bench.out
 
-## fuzz: fuzz archive extraction for 60s (tmpfs makes it ~10x faster)
+## fuzz: fuzz archive extraction and raft command decode-validate-apply,
+## 60s each (tmpfs makes extraction ~10x faster)
 fuzz:
 	TMPDIR=$${FUZZ_TMPDIR:-/dev/shm} $(GO) test -run '^$$' -fuzz FuzzExtract -fuzztime 60s -fuzzminimizetime 1s ./internal/install/
+	$(GO) test -run '^$$' -fuzz FuzzApplyCommand -fuzztime 60s ./internal/fsm/
 
 clean:
 	rm -rf $(BIN) .tools bench.out

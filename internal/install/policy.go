@@ -206,6 +206,7 @@ func (p *fetchPolicy) client(base *http.Client) (*http.Client, error) {
 		switch t := base.Transport.(type) {
 		case nil:
 		case *http.Transport:
+			//lint:ignore SA1019 the deprecated Dial and DialTLS are checked on purpose: a transport setting them would bypass the policy
 			if t.DialContext != nil || t.Dial != nil || t.DialTLSContext != nil || t.DialTLS != nil {
 				return nil, errors.New("install: HTTPClient's transport has a dial function of its own: the fetch policy must see every address it connects to (leave Dial, DialContext and DialTLS unset)")
 			}

@@ -31,14 +31,6 @@ type flavor struct {
 	tls  bool
 }
 
-// label is how a flavor is named in the comparison lines.
-func (f flavor) label() string {
-	if f.tls {
-		return "TLS"
-	}
-	return "baseline"
-}
-
 // benchPKI is one bench cluster's CA, made in-process: the CA and the
 // servers' certificates on disk as rel-server reads them, and the bench's
 // own admin client certificate in memory.
