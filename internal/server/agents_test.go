@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/relhq/rel/internal/auth"
 	"github.com/relhq/rel/internal/pki"
 	"github.com/relhq/rel/internal/server"
 	"github.com/relhq/rel/internal/testcluster"
@@ -423,6 +424,56 @@ func TestForeignGenerationIgnored(t *testing.T) {
 		cancel()
 		if sent := err == nil; sent != tc.wantSent {
 			t.Errorf("agent of cluster %q: desired state sent = %v (%v), want %v", tc.cluster, sent, err, tc.wantSent)
+		}
+	}
+}
+
+// TestReportOutput: a hook's output reaches raft cut to its last 1 KiB,
+// and only roles that may read it (deployer, operator, admin) see it:
+// it holds whatever a hook printed.
+func TestReportOutput(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{Configure: fastAgents})
+	n := c.Nodes[0]
+	a := connectAgent(t, n, "web-1", map[string]string{"env": "prod"}, 0)
+	out := strings.Repeat("x", 3000) + "ends with a secret"
+	if err := a.send(&relv1.AgentMessage{Kind: &relv1.AgentMessage_Reports{Reports: &relv1.Reports{Reports: []*relv1.AppReport{{
+		App: "web", Version: "1.0.0", Phase: "failed", Reason: "hook before_install exited 1", Output: out, AtUnixNano: time.Now().UnixNano(),
+	}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	admin := dial(t, n)
+	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+		resp, err := admin.GetAgent(ctxT(t), &relv1.GetAgentRequest{Id: "web-1"})
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(resp.GetAgent().GetApps()) == 1, "no report yet"
+	})
+	for _, tc := range []struct {
+		role auth.Role
+		want bool
+	}{{auth.Admin, true}, {auth.Deployer, true}, {auth.Operator, true}, {auth.Viewer, false}, {auth.ReleaseCreator, false}} {
+		id := testcluster.ClientID("someone", tc.role)
+		ctl := relv1.NewControlServiceClient(n.Dial(&id))
+		got, err := ctl.GetAgent(ctxT(t), &relv1.GetAgentRequest{Id: "web-1"})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.role, err)
+		}
+		list, err := ctl.ListAgents(ctxT(t), &relv1.ListAgentsRequest{})
+		if err != nil || len(list.GetAgents()) != 1 {
+			t.Fatalf("%s: list %v %v", tc.role, list, err)
+		}
+		for what, r := range map[string]*relv1.AppReport{"GetAgent": got.GetAgent().GetApps()[0], "ListAgents": list.GetAgents()[0].GetApps()[0]} {
+			o := r.GetOutput()
+			switch {
+			case !tc.want && o != "":
+				t.Errorf("%s: %s shows %d bytes of hook output to a %s", tc.role, what, len(o), tc.role)
+			case tc.want && (len(o) > 1024 || !strings.HasSuffix(o, "ends with a secret")):
+				t.Errorf("%s: %s output is %d bytes ending %q, want the last 1 KiB", tc.role, what, len(o), o[max(0, len(o)-20):])
+			}
+			if r.GetReason() == "" {
+				t.Errorf("%s: %s hides the reason too", tc.role, what)
+			}
 		}
 	}
 }
