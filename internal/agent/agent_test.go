@@ -605,3 +605,20 @@ func TestRebuiltClusterResetsGeneration(t *testing.T) {
 	ss2.waitPhase(t, "web", "2.0.0", "healthy")
 	waitFor(t, 5*time.Second, "generation 3 of the new cluster", func() bool { return a.Status().LastGeneration == 3 })
 }
+
+// TestReconnectAfterRenewal: Reconnect (called when the certificate was
+// renewed) ends the stream and opens the next one on a new connection, so
+// the server sees the new certificate.
+func TestReconnectAfterRenewal(t *testing.T) {
+	srv := startFakeServer(t, "s1")
+	a := startAgent(t, Config{Servers: []string{srv.addr}, Installer: &NoopInstaller{}})
+	srv.session(t, 0)
+	waitFor(t, 5*time.Second, "connected", func() bool { return a.Status().Connected })
+	before := srv.accepts.Load()
+	a.Reconnect()
+	srv.session(t, 1)
+	waitFor(t, 5*time.Second, "connected again", func() bool { return a.Status().Connected && a.Status().Sessions == 2 })
+	if got := srv.accepts.Load(); got != before+1 {
+		t.Errorf("connections accepted: %d after Reconnect, %d before: want a new one", got, before)
+	}
+}

@@ -176,3 +176,46 @@ func TestConfigCheck(t *testing.T) {
 		}
 	}
 }
+
+// TestRunRenews: Run renews a certificate about two thirds into its life
+// (here a 3-second one), stores and uses the new one, and tells the agent
+// (which then reconnects with it).
+func TestRunRenews(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{})
+	dir := t.TempDir()
+	// An agent certificate that expires in 3 s, as if enrolled long ago.
+	now := time.Now()
+	certPEM, keyPEM, err := c.PKI.CA.Issue(pki.Leaf{Identity: testcluster.AgentID("web-1"), NotBefore: now.Add(-time.Second), Validity: 4 * time.Second}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string][]byte{certFile: certPEM, keyFile: keyPEM, caFile: c.PKI.CA.CertPEM()} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	certs, err := Load(ctxT(t), Config{Servers: []string{c.Nodes[0].GRPCAddr()}, NodeID: "web-1", Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := certs.Current().Leaf
+	renewed := make(chan struct{}, 1)
+	certs.OnRenew(func() { renewed <- struct{}{} })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); certs.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-renewed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no renewal within 10 s of a certificate expiring in 3 s")
+	}
+	got := certs.Current().Leaf
+	if got.SerialNumber.Cmp(old.SerialNumber) == 0 || !got.NotAfter.After(old.NotAfter.Add(time.Hour)) {
+		t.Fatalf("after renewal the certificate is serial %v until %s (was %v until %s)", got.SerialNumber, got.NotAfter, old.SerialNumber, old.NotAfter)
+	}
+	stored, err := (&Certs{cfg: certs.cfg}).loadDir()
+	if err != nil || stored.Leaf.SerialNumber.Cmp(got.SerialNumber) != 0 {
+		t.Fatalf("stored certificate after renewal: %v %v", stored, err)
+	}
+}
