@@ -55,6 +55,11 @@ const (
 // with the same one will not help.
 var ErrRefused = errors.New("refused by the cluster")
 
+// ErrSetup is wrapped when the agent's own configuration cannot enrol it
+// (no token, an unreadable token or CA file): nothing was asked of the
+// cluster, and retrying will not help.
+var ErrSetup = errors.New("cannot enrol")
+
 // Config says how the agent gets its certificate.
 type Config struct {
 	// Servers are gRPC addresses of the cluster's servers.
@@ -218,7 +223,11 @@ func (c *Certs) token() (string, error) {
 		return c.cfg.JoinToken, nil
 	}
 	if c.cfg.JoinTokenFile == "" {
-		return "", errors.New("no join token: give --join-token-file (make one with 'relctl agent token create')")
+		where := "in the data dir"
+		if c.cfg.Dir != "" {
+			where = "in " + c.cfg.Dir
+		}
+		return "", fmt.Errorf("no valid certificate %s and no join token to enrol with: give --join-token-file and --ca-pin (make them with 'relctl agent token create'), or --ca-file, --cert-file and --key-file", where)
 	}
 	b, err := os.ReadFile(c.cfg.JoinTokenFile)
 	if err != nil {
@@ -265,7 +274,7 @@ func (c *Certs) enrolRetrying(ctx context.Context) (*transport.Bundle, error) {
 			c.log.Info("enrolled", "server", addr, "expires", b.Leaf.NotAfter.UTC().Format(time.RFC3339), "labels", b.Identity.Labels)
 			return b, nil
 		}
-		if errors.Is(err, ErrRefused) {
+		if errors.Is(err, ErrRefused) || errors.Is(err, ErrSetup) {
 			return nil, err
 		}
 		if ctx.Err() != nil {
@@ -282,11 +291,11 @@ func (c *Certs) enrolRetrying(ctx context.Context) (*transport.Bundle, error) {
 func (c *Certs) enrol(ctx context.Context, addr string) (*transport.Bundle, error) {
 	tok, err := c.token()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrRefused, err)
+		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
 	cfg, err := c.firstContact()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrRefused, err)
+		return nil, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
 	key, err := pki.NewKey()
 	if err != nil {
@@ -412,6 +421,7 @@ func (c *Certs) Run(ctx context.Context) {
 		c.log.Warn("the agent's certificate expires within a day and this agent cannot renew a certificate it was given: make a new one with 'relctl tls cert create --agent', or enrol with a join token", "expires", leaf.NotAfter.UTC().Format(time.RFC3339))
 		return
 	}
+	wait := retryMin
 	for {
 		leaf := c.Current().Leaf
 		if !sleep(ctx, time.Until(RenewAt(leaf))) {
@@ -422,9 +432,16 @@ func (c *Certs) Run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			c.log.Error("the agent's certificate could not be renewed", "err", err)
+			// Neither renewal nor a new enrolment worked (revoked, no
+			// token): try again later, not in a loop.
+			c.log.Error("the agent's certificate could not be renewed; retrying", "err", err, "retry_in", wait)
+			if !sleep(ctx, jitter(wait)) {
+				return
+			}
+			wait = min(wait*2, retryMax)
 			continue
 		}
+		wait = retryMin
 		c.m.Set(b)
 		c.mu.Lock()
 		hooks := append([]func(){}, c.renewed...)
