@@ -71,7 +71,7 @@ type security struct {
 
 // errNoCA is the usage error of a command that must talk to a server when
 // no CA was given.
-var errNoCA = usagef("relctl needs the cluster's CA certificate to check the servers: give --ca-file or set %s (rel-server --dev prints the export line)", envCAFile)
+var errNoCA = usagef("no CA certificate to check the servers with: give --ca-file or set %s (rel-server --dev prints the export line)", envCAFile)
 
 // loadSecurity reads and checks the TLS material and token before anything
 // is dialled. Every failure is a usage error naming the flag or variable to

@@ -86,9 +86,9 @@ func TestSecurityUsageErrors(t *testing.T) {
 		want string // the whole stderr line, or its start if it ends in "..."
 	}{
 		{name: "no CA", env: with(envCAFile, ""), args: []string{"app", "list"},
-			want: "relctl: relctl needs the cluster's CA certificate to check the servers: give --ca-file or set REL_CA_FILE (rel-server --dev prints the export line) (see relctl app list --help)"},
+			want: "relctl: no CA certificate to check the servers with: give --ca-file or set REL_CA_FILE (rel-server --dev prints the export line) (see relctl app list --help)"},
 		{name: "no CA for acl bootstrap", env: with(envCAFile, ""), args: []string{"acl", "bootstrap"},
-			want: "relctl: relctl needs the cluster's CA certificate to check the servers: give --ca-file or set REL_CA_FILE (rel-server --dev prints the export line) (see relctl acl bootstrap --help)"},
+			want: "relctl: no CA certificate to check the servers with: give --ca-file or set REL_CA_FILE (rel-server --dev prints the export line) (see relctl acl bootstrap --help)"},
 		{name: "CA file missing", args: []string{"--ca-file", "/nonexistent/ca.pem", "app", "list"},
 			want: "relctl: --ca-file: read certificate: open /nonexistent/ca.pem: no such file or directory (see relctl app list --help)"},
 		{name: "CA file is a leaf", args: []string{"--ca-file", aliceCert, "app", "list"},
@@ -386,7 +386,7 @@ func TestVersionWithoutCA(t *testing.T) {
 	if res.code != exitOK || res.stderr != "" {
 		t.Fatalf("exit %d, stderr %q", res.code, res.stderr)
 	}
-	if !strings.Contains(res.stdout, "Server:         not asked: relctl needs the cluster's CA certificate") {
+	if !strings.Contains(res.stdout, "Server:         not asked: no CA certificate to check the servers with") {
 		t.Errorf("stdout = %q", res.stdout)
 	}
 }
