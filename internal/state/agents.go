@@ -136,7 +136,8 @@ func recordHealthy(txn *memdb.Txn, index uint64, agentID string, rep *relv1.AppR
 	}
 	var open *relv1.HistoryEntry
 	for raw := it.Next(); raw != nil; raw = it.Next() {
-		if h := raw.(*relv1.HistoryEntry); h.GetToUnixNano() == 0 {
+		// The prefix of (app, "host-1") also finds "host-10"'s rows.
+		if h := raw.(*relv1.HistoryEntry); h.GetAgentId() == agentID && h.GetToUnixNano() == 0 {
 			open = h
 		}
 	}

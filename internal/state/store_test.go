@@ -233,3 +233,43 @@ func TestSnapshotRoundTripProperty(t *testing.T) {
 		}
 	})
 }
+
+// TestHistoryIDsArePrefixes: host-1 is a prefix of host-10; a report of
+// host-1 becoming healthy on a new version must close host-1's history
+// entry, not host-10's.
+func TestHistoryIDsArePrefixes(t *testing.T) {
+	s := New()
+	idx := uint64(1)
+	next := func() uint64 { idx++; return idx }
+	for _, id := range []string{"host-1", "host-10"} {
+		if err := s.AgentUp(next(), &relv1.Agent{Id: id, SessionId: "s-" + id, ServerId: "s1"}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	report := func(agent, version string, at int64) {
+		t.Helper()
+		if err := s.ApplyReports(next(), []*relv1.AgentReport{{AgentId: agent, SessionId: "s-" + agent,
+			Report: &relv1.AppReport{App: "web", Version: version, Phase: "healthy", AtUnixNano: at}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	report("host-10", "1.0.0", 10)
+	report("host-1", "1.0.0", 20)
+	report("host-1", "2.0.0", 30)
+	hist, _, err := s.History(memdb.NewWatchSet(), "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := map[string]string{}
+	for _, h := range hist {
+		if h.GetToUnixNano() == 0 {
+			if prev, dup := open[h.GetAgentId()]; dup {
+				t.Errorf("%s runs %s and %s at once", h.GetAgentId(), prev, h.GetVersion())
+			}
+			open[h.GetAgentId()] = h.GetVersion()
+		}
+	}
+	if open["host-10"] != "1.0.0" || open["host-1"] != "2.0.0" {
+		t.Errorf("running now: %v, want host-10 on 1.0.0 and host-1 on 2.0.0 (history %v)", open, hist)
+	}
+}
