@@ -298,9 +298,11 @@ func mergeLabels(hello, fixed map[string]string) (map[string]string, error) {
 }
 
 // sanitizeReport bounds what an agent's report may put in raft: hook
-// output is cut to its last 1 KiB, the reason to 4 KiB, and a time in the
-// future is brought back to the server's now, so a skewed (or lying) agent
-// clock cannot make later true reports look older and be ignored.
+// output is cut to its last 1 KiB and the reason to 4 KiB. Its time is
+// the receiving server's: an agent's clock (an hour behind, or ahead) must
+// not decide which report is newer nor move a rollout's progress deadline.
+// Reports of one stream keep their order (the stream's), and the FSM
+// ignores reports of a session that is no longer the agent's.
 func sanitizeReport(r *relv1.AppReport, now time.Time) *relv1.AppReport {
 	if r == nil {
 		return nil
@@ -308,9 +310,7 @@ func sanitizeReport(r *relv1.AppReport, now time.Time) *relv1.AppReport {
 	out := proto.Clone(r).(*relv1.AppReport)
 	out.Output = tail(out.GetOutput(), validate.MaxOutputLen)
 	out.Reason = head(out.GetReason(), validate.MaxReasonLen)
-	if at := out.GetAtUnixNano(); at <= 0 || at > now.UnixNano() {
-		out.AtUnixNano = now.UnixNano()
-	}
+	out.AtUnixNano = now.UnixNano()
 	return out
 }
 
@@ -523,10 +523,15 @@ func newReportBatcher(s *Server) *reportBatcher {
 	return &reportBatcher{s: s, buf: map[[2]string]*relv1.AgentReport{}, wakeCh: make(chan struct{}, 1)}
 }
 
-func (b *reportBatcher) add(r *relv1.AgentReport) {
+// add queues a report: the latest to arrive per agent and app wins (a
+// stream delivers in order). A report put back after a failed commit
+// never replaces one that arrived since.
+func (b *reportBatcher) add(r *relv1.AgentReport) { b.put(r, false) }
+
+func (b *reportBatcher) put(r *relv1.AgentReport, retry bool) {
 	b.mu.Lock()
 	key := [2]string{r.GetAgentId(), r.GetReport().GetApp()}
-	if old, ok := b.buf[key]; !ok || old.GetReport().GetAtUnixNano() <= r.GetReport().GetAtUnixNano() {
+	if _, newer := b.buf[key]; !retry || !newer {
 		b.buf[key] = r
 	}
 	b.mu.Unlock()
@@ -571,7 +576,7 @@ func (b *reportBatcher) run(ctx context.Context) {
 			}
 			b.s.logger.Warn("committing agent reports failed; retrying", "reports", len(batch), "err", err)
 			for _, r := range batch {
-				b.add(r)
+				b.put(r, true)
 			}
 			if !sleepCtx(ctx, jitter(backoff)) {
 				return

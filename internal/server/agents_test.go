@@ -18,6 +18,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/relhq/rel/internal/auth"
 	"github.com/relhq/rel/internal/pki"
@@ -475,5 +476,64 @@ func TestReportOutput(t *testing.T) {
 				t.Errorf("%s: %s hides the reason too", tc.role, what)
 			}
 		}
+	}
+}
+
+// TestAgentClockIgnored: an agent's clock decides nothing. Reports of an
+// agent an hour behind, then an hour ahead, are stamped with the server's
+// time and kept in the order they came; a report of a replaced stream
+// that commits late does not win over the new stream's.
+func TestAgentClockIgnored(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{Configure: fastAgents})
+	n := c.Nodes[0]
+	a := connectAgent(t, n, "web-1", map[string]string{"env": "prod"}, 0)
+	a.heartbeat(100 * time.Millisecond)
+	send := func(a *rawAgent, phase string, skew time.Duration) {
+		t.Helper()
+		if err := a.send(&relv1.AgentMessage{Kind: &relv1.AgentMessage_Reports{Reports: &relv1.Reports{Reports: []*relv1.AppReport{{
+			App: "web", Version: "1.0.0", Phase: phase, AtUnixNano: time.Now().Add(skew).UnixNano(),
+		}}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	row := func() *relv1.AppReport {
+		aa, _ := n.Server().Store().AgentApp(nil, "web-1", "web")
+		return aa.GetReport()
+	}
+	start := time.Now()
+	send(a, "downloading", time.Hour) // an hour ahead
+	testcluster.WaitFor(t, 5*time.Second, func() (bool, string) { return row().GetPhase() == "downloading", "no report yet" })
+	send(a, "healthy", -time.Hour) // then an hour behind: still the newest
+	testcluster.WaitFor(t, 5*time.Second, func() (bool, string) {
+		return row().GetPhase() == "healthy", fmt.Sprintf("phase %q: the later report lost to the agent's clock", row().GetPhase())
+	})
+	if at := time.Unix(0, row().GetAtUnixNano()); at.Before(start) || at.After(time.Now()) {
+		t.Errorf("report time %s is not the server's (between %s and now)", at, start)
+	}
+	// A batch of an older session, committed after the agent reconnected,
+	// is ignored.
+	agent, err := n.Server().Store().Agent(nil, "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldSession := agent.GetSessionId()
+	b := connectAgent(t, n, "web-1", map[string]string{"env": "prod"}, 0)
+	b.heartbeat(100 * time.Millisecond)
+	testcluster.WaitFor(t, 5*time.Second, func() (bool, string) {
+		ag, _ := n.Server().Store().Agent(nil, "web-1")
+		return ag.GetSessionId() != oldSession, "no new session"
+	})
+	stale := &relv1.Command{StampedUnixNano: time.Now().UnixNano(), Kind: &relv1.Command_ReportBatch{ReportBatch: &relv1.ReportBatch{Reports: []*relv1.AgentReport{{
+		AgentId: "web-1", SessionId: oldSession, Report: &relv1.AppReport{App: "web", Version: "0.9.0", Phase: "failed", AtUnixNano: time.Now().UnixNano()},
+	}}}}}
+	raw, err := proto.Marshal(stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Server().Raft().Apply(raw, 5*time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if r := row(); r.GetVersion() != "1.0.0" || r.GetPhase() != "healthy" {
+		t.Errorf("a report of the replaced session won: %v", r)
 	}
 }

@@ -72,7 +72,8 @@ func (s *Store) AgentDown(index uint64, id, session string, at int64, reason str
 
 // ApplyReports stores a batch of agents' reports. Reports of unknown agents
 // are skipped (the agent's AgentUp is always committed first by the server
-// holding its stream, so this only happens for a removed agent).
+// holding its stream, so this only happens for a removed agent), and so
+// are reports of a session that is not the agent's current one.
 func (s *Store) ApplyReports(index uint64, reports []*relv1.AgentReport) error {
 	txn := s.writeTxn()
 	defer txn.Abort()
@@ -82,6 +83,12 @@ func (s *Store) ApplyReports(index uint64, reports []*relv1.AgentReport) error {
 			return fmt.Errorf("state: lookup agent: %w", err)
 		}
 		if raw == nil {
+			continue
+		}
+		if raw.(*relv1.Agent).GetSessionId() != r.GetSessionId() {
+			// From a stream the agent has since replaced: a batch of the
+			// old stream committed after the new stream's hello must not
+			// win over what the new stream says.
 			continue
 		}
 		if err := applyReport(txn, index, r.GetAgentId(), r.GetReport()); err != nil {
@@ -105,11 +112,9 @@ func applyReport(txn *memdb.Txn, index uint64, agentID string, rep *relv1.AppRep
 	row := &relv1.AgentApp{AgentId: agentID, App: rep.GetApp(), Report: proto.Clone(rep).(*relv1.AppReport),
 		PhaseSinceUnixNano: rep.GetAtUnixNano(), CreateIndex: index, ModifyIndex: index}
 	if raw != nil {
+		// Reports come in raft order, which is their stream's order (the
+		// current session only; times are the receiving server's).
 		old := raw.(*relv1.AgentApp)
-		if old.GetReport().GetAtUnixNano() > rep.GetAtUnixNano() {
-			// Older than what we have (reordered across sessions): keep ours.
-			return nil
-		}
 		row.CreateIndex = old.GetCreateIndex()
 		if old.GetReport().GetPhase() == rep.GetPhase() && old.GetReport().GetVersion() == rep.GetVersion() {
 			row.PhaseSinceUnixNano = old.GetPhaseSinceUnixNano()
