@@ -35,7 +35,13 @@ type session struct {
 	// became valid: a revocation at or after it ends the stream.
 	certNotBefore time.Time
 
-	mu            sync.Mutex
+	mu sync.Mutex
+	// row is the agent as this session recorded it (AgentUp), once
+	// committed at upIndex; reassertSessions records it again if the
+	// cluster marked the live stream down (a partition between this server
+	// and the leader).
+	row           *relv1.Agent
+	upIndex       uint64
 	lastHeard     time.Time
 	lastHeartbeat time.Time
 	load          *relv1.Load
@@ -171,11 +177,15 @@ func (a *agentService) Connect(stream relv1.AgentService_ConnectServer) error {
 		Id: hello.GetNodeId(), Labels: labels, AgentVersion: hello.GetAgentVersion(), Facts: hello.GetFacts(),
 		SessionId: ss.id, ServerId: s.cfg.NodeID, ConnectedUnixNano: time.Now().UnixNano(),
 	}
-	if _, err := s.apply(ctx, &relv1.Command{Kind: &relv1.Command_AgentUp{AgentUp: &relv1.AgentUp{Agent: agent, Installed: installed}}}); err != nil {
+	upIndex, err := s.apply(ctx, &relv1.Command{Kind: &relv1.Command_AgentUp{AgentUp: &relv1.AgentUp{Agent: agent, Installed: installed}}})
+	if err != nil {
 		s.sessions.remove(ss)
 		logger.Warn("could not record agent connection", "err", err)
 		return toStatus(err)
 	}
+	ss.mu.Lock()
+	ss.row, ss.upIndex = agent, upIndex
+	ss.mu.Unlock()
 	logger.Info("agent connected", "labels", hello.GetLabels())
 
 	out := make(chan *relv1.ServerMessage, 4)
@@ -246,6 +256,55 @@ func (a *agentService) Connect(stream relv1.AgentService_ConnectServer) error {
 		return nil
 	}
 	return recvErr
+}
+
+// reassertSessions runs on every server: each heartbeat interval it checks
+// the replicated row of every agent whose stream it holds. A live stream
+// recorded down (the leader's sweep could not reach this server during a
+// partition) is recorded connected again, with the same session; a stream
+// whose agent has a newer session elsewhere is closed. So the cluster sees
+// every live stream as connected within one heartbeat of a partition
+// healing.
+func (s *Server) reassertSessions() {
+	for sleepCtx(s.ctx, jitter(s.cfg.HeartbeatInterval)) {
+		for _, ss := range s.sessions.all() {
+			ss.mu.Lock()
+			mine, upIndex := ss.row, ss.upIndex
+			ss.mu.Unlock()
+			if mine == nil {
+				continue // its AgentUp is not committed yet
+			}
+			cur, err := s.store.Agent(nil, ss.agentID)
+			switch {
+			case err != nil:
+				continue
+			case cur.GetSessionId() == ss.id && cur.GetConnected():
+				continue
+			case cur.GetSessionId() != ss.id && cur.GetModifyIndex() > upIndex:
+				// Another session was recorded after ours: raft's order,
+				// not the servers' clocks, says which stream is newer.
+				s.logger.Info("closing an agent stream: the agent has a newer one", "agent", ss.agentID, "session", ss.id, "newer_session", cur.GetSessionId(), "on", cur.GetServerId())
+				ss.cancel(errReplaced)
+				continue
+			case cur.GetSessionId() != ss.id:
+				continue // this replica has not applied our AgentUp yet
+			}
+			s.logger.Info("agent recorded down while its stream is alive here: recording it connected again", "agent", ss.agentID, "session", ss.id,
+				"recorded_session", cur.GetSessionId(), "reason", cur.GetDisconnectReason())
+			ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+			idx, err := s.apply(ctx, &relv1.Command{Kind: &relv1.Command_AgentUp{AgentUp: &relv1.AgentUp{Agent: mine}}})
+			cancel()
+			if err != nil {
+				if s.ctx.Err() == nil {
+					s.logger.Warn("could not record a live agent connected again; will retry", "agent", ss.agentID, "err", err)
+				}
+				continue
+			}
+			ss.mu.Lock()
+			ss.upIndex = idx
+			ss.mu.Unlock()
+		}
+	}
 }
 
 // watchRevocations ends the streams of revoked agents as soon as this
@@ -600,9 +659,15 @@ func (c *clusterService) LocalAgents(ctx context.Context, req *relv1.LocalAgents
 	return resp, nil
 }
 
-// liveAgents asks every server (this one locally) for its agent streams.
-func (s *Server) liveAgents(ctx context.Context) map[string]*relv1.LocalAgent {
+// unreachableGrace is how many grace periods the sweep waits before
+// recording down the agents of a server that does not answer.
+const unreachableGrace = 3
+
+// liveAgents asks every server (this one locally) for its agent streams; it
+// also says which servers answered.
+func (s *Server) liveAgents(ctx context.Context) (map[string]*relv1.LocalAgent, map[string]bool) {
 	live := map[string]*relv1.LocalAgent{}
+	answered := map[string]bool{s.cfg.NodeID: true}
 	local, _ := (&clusterService{s: s}).LocalAgents(ctx, nil)
 	for _, la := range local.GetAgents() {
 		live[la.GetAgentId()] = la
@@ -631,13 +696,14 @@ func (s *Server) liveAgents(ctx context.Context) map[string]*relv1.LocalAgent {
 			}
 			mu.Lock()
 			defer mu.Unlock()
+			answered[srv.GetId()] = true
 			for _, la := range resp.GetAgents() {
 				live[la.GetAgentId()] = la
 			}
 		}()
 	}
 	wg.Wait()
-	return live
+	return live, answered
 }
 
 // sweepAgents runs on the leader: an agent recorded as connected whose
@@ -657,7 +723,7 @@ func (s *Server) sweepAgents(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		live := s.liveAgents(ctx)
+		live, answered := s.liveAgents(ctx)
 		seen := map[string]bool{}
 		for _, a := range agents {
 			if !a.GetConnected() {
@@ -672,8 +738,17 @@ func (s *Server) sweepAgents(ctx context.Context) {
 				missing[a.GetSessionId()] = time.Now()
 				continue
 			}
-			if time.Since(first) >= s.cfg.AgentGrace {
-				s.markDown(a.GetId(), a.GetSessionId(), fmt.Sprintf("agent lost: its server %s no longer holds its stream", a.GetServerId()))
+			// A server that answered without the stream has lost it; one
+			// that does not answer may be dead (its agents reconnect
+			// elsewhere by themselves) or cut off from this leader with
+			// its agents still streaming to it: give it longer, and its
+			// streams are recorded connected again when it is back.
+			wait, why := s.cfg.AgentGrace, fmt.Sprintf("agent lost: its server %s no longer holds its stream", a.GetServerId())
+			if _, err := s.store.Server(a.GetServerId()); err == nil && !answered[a.GetServerId()] {
+				wait, why = unreachableGrace*s.cfg.AgentGrace, fmt.Sprintf("agent lost: its server %s has not answered for %s", a.GetServerId(), unreachableGrace*s.cfg.AgentGrace)
+			}
+			if time.Since(first) >= wait {
+				s.markDown(a.GetId(), a.GetSessionId(), why)
 				delete(missing, a.GetSessionId())
 			}
 		}

@@ -537,3 +537,62 @@ func TestAgentClockIgnored(t *testing.T) {
 		t.Errorf("a report of the replaced session won: %v", r)
 	}
 }
+
+// TestLiveStreamReasserted: a live stream recorded down (as the leader's
+// sweep does when it cannot reach the server holding it, during a
+// partition) is recorded connected again, with the same session, within a
+// heartbeat interval or two; a stream whose agent has a newer session is
+// closed.
+func TestLiveStreamReasserted(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{Configure: fastAgents})
+	f := c.Followers()[0]
+	a := connectAgent(t, f, "web-1", map[string]string{"env": "prod"}, 0)
+	a.heartbeat(100 * time.Millisecond)
+	leader := c.WaitLeader()
+	row := func() *relv1.Agent {
+		ag, err := leader.Server().Store().Agent(nil, "web-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ag
+	}
+	testcluster.WaitFor(t, 5*time.Second, func() (bool, string) { return row().GetConnected(), "not connected yet" })
+	session := row().GetSessionId()
+	apply := func(cmd *relv1.Command) {
+		t.Helper()
+		b, err := proto.Marshal(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.WaitLeader().Server().Raft().Apply(b, 5*time.Second).Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(&relv1.Command{StampedUnixNano: time.Now().UnixNano(), Kind: &relv1.Command_AgentDown{AgentDown: &relv1.AgentDown{
+		AgentId: "web-1", SessionId: session, AtUnixNano: time.Now().UnixNano(), Reason: "agent lost: its server has not answered",
+	}}})
+	if row().GetConnected() {
+		t.Fatal("the agent is still recorded connected after AgentDown")
+	}
+	downAt := time.Now()
+	testcluster.WaitFor(t, 5*time.Second, func() (bool, string) {
+		r := row()
+		return r.GetConnected() && r.GetSessionId() == session, fmt.Sprintf("connected %v session %s", r.GetConnected(), r.GetSessionId())
+	})
+	t.Logf("recorded connected again %s after being marked down (heartbeat interval 200ms)", time.Since(downAt).Round(time.Millisecond))
+
+	// A newer session elsewhere: this server closes its stale stream.
+	newer := proto.Clone(row()).(*relv1.Agent)
+	newer.SessionId, newer.ServerId, newer.ConnectedUnixNano = "sess-newer", leader.ID, time.Now().Add(time.Second).UnixNano()
+	apply(&relv1.Command{StampedUnixNano: time.Now().UnixNano(), Kind: &relv1.Command_AgentUp{AgentUp: &relv1.AgentUp{Agent: newer}}})
+	select {
+	case err := <-a.done:
+		t.Logf("stale stream closed: %v", err)
+		a.done <- err // for the cleanup, which waits for it
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stale stream was not closed")
+	}
+	if r := row(); r.GetSessionId() != "sess-newer" {
+		t.Errorf("the stale stream was recorded over the newer session: %v", r)
+	}
+}

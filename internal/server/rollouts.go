@@ -517,7 +517,7 @@ func (c *controlService) ListAgents(ctx context.Context, req *relv1.ListAgentsRe
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	live := s.liveAgents(ctx)
+	live, _ := s.liveAgents(ctx)
 	resp := &relv1.ListAgentsResponse{Index: idx}
 	for _, a := range agents {
 		if sel != nil && !state.Matches(sel, a.GetLabels()) {
@@ -540,7 +540,7 @@ func (c *controlService) GetAgent(ctx context.Context, req *relv1.GetAgentReques
 		return nil, toStatus(err)
 	}
 	envs, _, _ := s.store.Environments(memdb.NewWatchSet())
-	live := s.liveAgents(ctx)
+	live, _ := s.liveAgents(ctx)
 	return &relv1.GetAgentResponse{Agent: s.agentStatus(ctx, a, envs, live), Index: a.GetModifyIndex()}, nil
 }
 

@@ -135,7 +135,7 @@ func New(c Config) (_ *Server, err error) {
 	s.setupGRPC()
 	s.setupHTTP()
 
-	s.wg.Add(5)
+	s.wg.Add(6)
 	go func() {
 		defer s.wg.Done()
 		s.reports.run(s.ctx)
@@ -143,6 +143,10 @@ func New(c Config) (_ *Server, err error) {
 	go func() {
 		defer s.wg.Done()
 		s.watchRevocations()
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.reassertSessions()
 	}()
 	go func() {
 		defer s.wg.Done()
