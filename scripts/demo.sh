@@ -11,7 +11,9 @@
 # uploads the sample app (examples/hello, a small Go HTTP service whose
 # rel.yaml has a health check), rolls it out to an environment and shows it
 # answering on every host. The agents enrol with a join token and the CA pin.
-# Finally it stops everything and removes its files.
+# Finally it stops everything and removes its files. Services outlive their
+# agent (a restarted agent adopts them), so the demo's agents run with
+# --stop-services-on-exit: stopping them takes their services down too.
 #
 # Ports: REL_DEMO_PORT (default 17400) and the 29 above it.
 set -euo pipefail
@@ -223,7 +225,7 @@ for i in 0 1 2; do
   a=${AGENTS[$i]}
   mkdir -p "$WORK/$a"
   "$BIN/rel-agent" --node-id "$a" --servers "$ALL_ADDRS" --labels "role=web,zone=${ZONES[$i]}" \
-    --join-token-file "$WORK/join.token" --ca-pin "$PIN" \
+    --join-token-file "$WORK/join.token" --ca-pin "$PIN" --stop-services-on-exit \
     --data-dir "$WORK/$a/data" --install-root "$WORK/$a/root" >>"$WORK/$a.log" 2>&1 &
   APID[$a]=$!
   echo "$a: labels role=web,zone=${ZONES[$i]}, installs under $WORK/$a/root"

@@ -104,6 +104,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fetchFrom   = fs.String("allow-fetch-from", "", "CIDRs of loopback, link-local or metadata addresses the agent may fetch artifacts from anyway (e.g. 127.0.0.0/8)")
 		runAs       = fs.String("run-as", "", "user hooks and services run as (default: the agent's own user; another user needs root)")
 		allowUsers  = fs.String("allowed-users", "", "users a release's rel.yaml may name in user: (comma-separated)")
+		stopOnExit  = fs.Bool("stop-services-on-exit", false, "stop the services when the agent stops on a signal (SIGTERM, then SIGKILL after their stop_timeout); by default they keep running and a restarted agent adopts them")
 		showVersion = fs.Bool("version", false, "print the version and exit")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -280,6 +281,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		closeInstaller = host.Close
+		if *stopOnExit {
+			closeInstaller = func() error {
+				sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				err := host.StopServices(sctx)
+				return errors.Join(err, host.Close())
+			}
+		}
 		a, err := agent.New(agent.Config{
 			Servers:   addrs,
 			NodeID:    id,

@@ -20,11 +20,14 @@ type Installer interface {
 	// calling report on every phase change. It is idempotent: applying what
 	// is already healthy does nothing. Cancelling ctx abandons the attempt.
 	Apply(ctx context.Context, d install.Desired, report func(install.Event)) error
-	// Resume restarts the supervised processes after the agent starts,
+	// Resume takes the services back under supervision after the agent
+	// starts: it adopts those still running from before (an agent restart
+	// is not a service restart) and starts the others, re-verifying each,
 	// reporting what it finds.
 	Resume(ctx context.Context, report func(install.Event)) error
-	// Close stops supervising. The agent never calls it: whoever built the
-	// installer closes it after Run returns.
+	// Close stops supervising and leaves the services running. The agent
+	// never calls it: whoever built the installer closes it after Run
+	// returns.
 	Close() error
 }
 

@@ -36,6 +36,8 @@ type agentProc struct {
 
 func (a *agentProc) start(t *testing.T, servers string) {
 	t.Helper()
+	// Its services outlive it: stopped after it (cleanups run in reverse).
+	t.Cleanup(func() { stopServices(t, a.dataDir) })
 	if a.token == "" {
 		a.token = filepath.Join(t.TempDir(), "join.token")
 		mustRelctl(t, servers, "agent", "token", "create", "--uses", "1", "--ttl", "10m", "--description", "e2e "+a.id, "--out", a.token)

@@ -43,11 +43,17 @@ func (h *Host) Apply(ctx context.Context, d Desired, report func(Event)) error {
 }
 
 // Resume is for an agent that just started: for every app with a current
-// release it starts the release's run process again (they die with the
-// agent) and re-verifies it (validate hook, health check), reporting
-// starting, verifying and healthy or failed. It does not run stop or start
-// hooks, and does nothing for an app already verified by this Host. Apps
-// are resumed concurrently; the error joins those of the apps that failed.
+// release it takes the release's run process back under supervision and
+// re-verifies it (validate hook, health check). A run process an earlier
+// agent started and that still runs (state.json records its pid and start
+// time; a pid that now belongs to another process is never taken for it)
+// is adopted, not restarted: Resume reports verifying and healthy or
+// failed, and the service keeps serving throughout. One that is gone is
+// started again (starting, verifying, healthy or failed). A recorded
+// process that is not the current release's (the agent died switching) is
+// stopped first. It does not run stop or start hooks, and does nothing for
+// an app already verified by this Host. Apps are resumed concurrently; the
+// error joins those of the apps that failed.
 func (h *Host) Resume(ctx context.Context, report func(Event)) error {
 	if report == nil {
 		report = func(Event) {}
@@ -207,6 +213,11 @@ func (op *operation) apply(ctx context.Context, d Desired) error {
 			op.emit(PhaseHealthy, "", "")
 			return nil
 		}
+		// Still running from an earlier agent (this Apply came before
+		// Resume): verify it as it is.
+		if adopted, err := op.adopt(ctx); adopted {
+			return err
+		}
 		// Installed but not running or not healthy: restart it in place.
 		return op.startAndVerify(ctx, false)
 	}
@@ -319,8 +330,14 @@ func (op *operation) install(ctx context.Context, f *os.File, plain string) erro
 // directory, then its run process), switches `current`, runs start, starts
 // run under supervision, then verifies: validate, then the health check.
 // resume skips the hooks around the switch and the switch itself: the
-// release is already current and only its process is missing.
+// release is already current; its process is adopted if it still runs,
+// else started.
 func (op *operation) startAndVerify(ctx context.Context, resume bool) error {
+	if resume {
+		if adopted, err := op.adopt(ctx); adopted {
+			return err
+		}
+	}
 	op.emit(PhaseStarting, "", "")
 	dir := op.lay.releaseDir(op.version)
 	sp, err := readSpec(dir)
@@ -350,7 +367,7 @@ func (op *operation) startAndVerify(ctx context.Context, resume bool) error {
 			return op.fail(err)
 		}
 	}
-	op.h.stopProc(op.rt)
+	op.h.stopService(op.app, op.rt)
 	op.rt.verified, op.rt.spec, op.rt.user = "", nil, nil
 
 	if cur != op.version {
@@ -372,23 +389,78 @@ func (op *operation) startAndVerify(ctx context.Context, resume bool) error {
 		}
 	}
 	if sp.Run != "" {
-		_, err := op.h.supervise(op.rt, superviseConfig{
-			name:        op.app + "@" + op.version,
-			command:     sp.Run,
-			dir:         dir,
-			env:         env,
-			cred:        u.credential(),
-			logPath:     filepath.Join(dir, relDirName, runLogName),
-			stopTimeout: sp.StopTimeout,
-			backoff:     op.h.restartBackoff,
-			logger:      op.h.cfg.Logger.With("app", op.app, "version", op.version),
-		})
+		sup, err := startSupervised(op.serviceConfig(sp, u, dir, env))
 		if err != nil {
+			return op.fail(err)
+		}
+		if err := op.h.supervise(op.rt, sup); err != nil {
 			return op.fail(err)
 		}
 	}
 	op.rt.spec, op.rt.user = sp, u
+	return op.verify(ctx, sp, u, dir, env)
+}
 
+// serviceConfig is how the release's run process is supervised.
+func (op *operation) serviceConfig(sp *spec, u *runUser, dir string, env []string) superviseConfig {
+	return superviseConfig{
+		name:        op.app + "@" + op.version,
+		command:     sp.Run,
+		dir:         dir,
+		env:         env,
+		cred:        u.credential(),
+		logPath:     filepath.Join(dir, relDirName, runLogName),
+		stopTimeout: sp.StopTimeout,
+		backoff:     op.h.restartBackoff,
+		logger:      op.h.cfg.Logger.With("app", op.app, "version", op.version),
+		record:      op.h.recordService(op.app, op.version, dir, u),
+	}
+}
+
+// adopt takes the run process an earlier agent started for this release
+// under supervision, if it still runs, and verifies it (verifying, then
+// healthy or failed): the service is neither restarted nor interrupted.
+// It reports false, having done nothing, when there is nothing to adopt:
+// this Host supervises the app already, no process is recorded, the one
+// recorded is gone (its pid free or another process's: the start time
+// differs) or belongs to another release, or the release's user is no
+// longer the one it runs as. A recorded process that still runs and is not
+// adopted is stopped by startAndVerify before it starts another.
+func (op *operation) adopt(ctx context.Context) (bool, error) {
+	if op.rt.proc != nil {
+		return false, nil
+	}
+	rec := op.h.state.get(op.app).Service
+	dir := op.lay.releaseDir(op.version)
+	if rec == nil || rec.Release != op.version || rec.Dir != dir || !rec.id().alive() {
+		return false, nil
+	}
+	sp, err := readSpec(dir)
+	if err != nil || sp.Run == "" {
+		return false, nil
+	}
+	u, err := op.h.releaseUser(sp)
+	if err != nil || u.uid != rec.UID {
+		return false, nil
+	}
+	env := op.h.hookEnv(op.app, op.version, op.prev, dir, sp)
+	sup, err := adoptSupervised(op.serviceConfig(sp, u, dir, env), rec.id())
+	if err != nil {
+		return false, nil // it ended just now: start it
+	}
+	if err := op.h.supervise(op.rt, sup); err != nil {
+		return true, op.fail(err)
+	}
+	op.h.cfg.Logger.Info("adopted the run process an earlier agent started", "app", op.app, "version", op.version,
+		"pid", rec.PID, "user", rec.User, "since", rec.Started)
+	op.rt.spec, op.rt.user = sp, u
+	return true, op.verify(ctx, sp, u, dir, env)
+}
+
+// verify runs validate, then the health check, and checks that the run
+// process is still up; then the release is healthy and older ones are
+// pruned.
+func (op *operation) verify(ctx context.Context, sp *spec, u *runUser, dir string, env []string) error {
 	op.emit(PhaseVerifying, "", "")
 	if err := op.h.runHook(ctx, hookValidate, sp, u, dir, env); err != nil {
 		return op.fail(err)

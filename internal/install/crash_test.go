@@ -23,9 +23,10 @@ func TestCrashRecovery(t *testing.T) {
 	if err := e.apply(e.publish("web", "1.0.0", e.stdBundle("1.0.0"))); err != nil {
 		t.Fatal(err)
 	}
+	e.rec.take()
 	data2 := bigBundle(t, e, "2.0.0")
 	d2 := e.publish("web", "2.0.0", data2)
-	e.close() // the processes die with the agent
+	e.close() // the agent dies; 1.0.0's process keeps running
 
 	// What the killed agent left behind.
 	tmp := filepath.Join(lay.releasesDir(), ".tmp-2.0.0-0123abcd")
@@ -67,7 +68,7 @@ func TestCrashRecovery(t *testing.T) {
 	if err := e.host.Resume(context.Background(), e.rec.report); err != nil {
 		t.Fatal(err)
 	}
-	e.rec.take()
+	checkPhases(t, e.rec.take(), PhaseVerifying, PhaseHealthy) // adopted
 	if inst := e.host.Installed()[0]; inst.Phase != PhaseHealthy || inst.Version != "1.0.0" {
 		t.Errorf("after Resume: %+v", inst)
 	}
@@ -93,6 +94,7 @@ func TestRecoverWithoutState(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.rec.take()
+	old := servicePid(t, e, "web")
 	e.close()
 	must(t, os.Remove(filepath.Join(e.cfg.DataDir, "state.json")))
 	e.open()
@@ -106,6 +108,15 @@ func TestRecoverWithoutState(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkPhases(t, e.rec.take(), PhaseStarting, PhaseVerifying, PhaseHealthy)
+	// Without its record the old process cannot be adopted: the one
+	// recorded next to the release (.rel/run.pgid) was ended before the
+	// new one started, so two never run side by side.
+	if pid := servicePid(t, e, "web"); pid == old || !processEnded(old) {
+		t.Errorf("the process left running (%d) was not replaced: now %d, old ended: %v", old, pid, processEnded(old))
+	}
+	if groups := groupsUnder(e.cfg.Root); len(groups) != 1 || !groups[servicePid(t, e, "web")] {
+		t.Errorf("process groups under the root: %v, want the new service's alone", groups)
+	}
 }
 
 func TestStateFileIsAtomic(t *testing.T) {

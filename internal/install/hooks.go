@@ -99,8 +99,14 @@ func (h *Host) runHook(ctx context.Context, name string, sp *spec, u *runUser, d
 	cmd.Env = env
 	cmd.Stdout = out
 	cmd.Stderr = out
-	// Go sets Pdeathsig after switching credentials (a switch clears it),
-	// so a hook running as another user still dies with the agent.
+	// Unlike the run process, a hook dies with the agent: it is a step of
+	// an install that the next agent redoes or reports failed, and must
+	// not race with that (two migrations at once). Go sets Pdeathsig after
+	// switching credentials (a switch clears it), so a hook running as
+	// another user still dies with the agent. What a hook starts in the
+	// background does not inherit it. (Linux sends it when the thread that
+	// forked exits; the Go runtime ends no thread unless a goroutine exits
+	// locked to one, which this package never does.)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: u.credential()}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second

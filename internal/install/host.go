@@ -100,7 +100,7 @@ type appRuntime struct {
 	lock chan struct{} // held (1-buffered) by the Apply or Resume working on the app
 
 	// Guarded by lock.
-	proc     *supervisor // the run process of `current`, if it has one
+	proc     *supervisor // the run process of `current`, if it has one, started or adopted
 	spec     *spec       // the rel.yaml of the release verified below
 	user     *runUser    // who spec's release runs as
 	verified string      // release verified healthy by this process and not restarted since
@@ -350,13 +350,10 @@ func (h *Host) acquire(ctx context.Context, app string) (*appRuntime, func(), er
 	}
 }
 
-// supervise starts and registers a run process, unless the host is closing
-// (Close stops the ones registered before it).
-func (h *Host) supervise(rt *appRuntime, cfg superviseConfig) (*supervisor, error) {
-	sup, err := startSupervised(cfg)
-	if err != nil {
-		return nil, err
-	}
+// supervise registers a run process, unless the host is closing (Close
+// detaches the ones registered before it; this one is detached too, and
+// stays running, recorded for the next agent).
+func (h *Host) supervise(rt *appRuntime, sup *supervisor) error {
 	h.mu.Lock()
 	closed := h.closed
 	if !closed {
@@ -364,27 +361,89 @@ func (h *Host) supervise(rt *appRuntime, cfg superviseConfig) (*supervisor, erro
 	}
 	h.mu.Unlock()
 	if closed {
-		sup.Stop()
-		return nil, ErrClosed
+		sup.Detach()
+		return ErrClosed
 	}
-	return sup, nil
+	return nil
 }
 
-// stopProc stops the app's run process, if any.
-func (h *Host) stopProc(rt *appRuntime) {
+// recordService returns the record function of a release's supervisor:
+// every process it starts is written to state.json before it runs.
+func (h *Host) recordService(app, version, dir string, u *runUser) func(processID) error {
+	return func(id processID) error {
+		return h.state.update(app, func(r *appRecord) {
+			r.Service = &serviceRecord{
+				Release: version, Dir: dir, PID: id.pid, PGID: id.pid,
+				StartTicks: id.start, BootID: id.boot,
+				User: u.name, UID: u.uid, Started: time.Now(),
+			}
+		})
+	}
+}
+
+// stopService stops the app's run process: the one this Host supervises,
+// or else the one an earlier agent recorded, if that is still running
+// (SIGTERM to its process group, SIGKILL after its release's stop_timeout),
+// and forgets its record. The caller holds the app's lock.
+func (h *Host) stopService(app string, rt *appRuntime) {
 	h.mu.Lock()
 	sup := rt.proc
 	rt.proc = nil
 	h.mu.Unlock()
-	if sup != nil {
+	rec := h.state.get(app).Service
+	switch {
+	case sup != nil:
 		sup.Stop()
+	case rec != nil:
+		timeout := defaultStopTimeout
+		if sp, err := readSpec(rec.Dir); err == nil {
+			timeout = sp.StopTimeout
+		}
+		stopRecorded(rec.id(), app+"@"+rec.Release, filepath.Join(rec.Dir, relDirName, runLogName), timeout,
+			h.cfg.Logger.With("app", app, "version", rec.Release))
+	}
+	if rec != nil {
+		if err := h.state.update(app, func(r *appRecord) { r.Service = nil }); err != nil {
+			h.cfg.Logger.Error("cannot record a stopped run process", "app", app, "err", err)
+		}
 	}
 }
 
-// Close stops every supervised process (SIGTERM, SIGKILL after its
-// stop_timeout) and releases the data dir. It does not run stop hooks:
-// closing the agent is not uninstalling. Apply and Resume fail with
-// ErrClosed afterwards.
+// StopServices stops the run process of every app (SIGTERM, SIGKILL after
+// its stop_timeout), whether this Host supervises it or an earlier agent
+// left it running, without running stop hooks, and forgets it: Resume or
+// the next Apply start it again. Close leaves services running; this is
+// for taking them down with the agent (a host being retired, tests). Apps
+// are stopped concurrently, each once its Apply or Resume has finished.
+func (h *Host) StopServices(ctx context.Context) error {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for _, app := range h.knownApps() {
+		wg.Go(func() {
+			rt, release, err := h.acquire(ctx, app)
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("%s: %w", app, err))
+				mu.Unlock()
+				return
+			}
+			defer release()
+			h.stopService(app, rt)
+			rt.verified = ""
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Close stops supervising and releases the data dir. The run processes
+// keep running, recorded in state.json: stopping the agent is neither
+// uninstalling nor stopping the services, and the next agent adopts them
+// (Resume). No stop hook runs. Apply and Resume fail with ErrClosed
+// afterwards.
 func (h *Host) Close() error {
 	h.mu.Lock()
 	if h.closed {
@@ -399,11 +458,9 @@ func (h *Host) Close() error {
 		}
 	}
 	h.mu.Unlock()
-	var wg sync.WaitGroup
 	for _, s := range sups {
-		wg.Go(s.Stop)
+		s.Detach()
 	}
-	wg.Wait()
 	h.client.CloseIdleConnections()
 	h.storeClient.CloseIdleConnections()
 	return h.lock.Close() // releases the flock

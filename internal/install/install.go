@@ -10,10 +10,10 @@
 // Layout on disk:
 //
 //	<Root>/<app>/releases/<version>/           one extracted release
-//	<Root>/<app>/releases/<version>/.rel/      the agent's files: sha256 marker, run.log, hook logs
+//	<Root>/<app>/releases/<version>/.rel/      the agent's files: sha256 marker, run.log, run.pgid, hook logs
 //	<Root>/<app>/releases/.tmp-<version>-<rnd>/ an extraction in progress
 //	<Root>/<app>/current -> releases/<version>  switched with rename(2)
-//	<DataDir>/state.json                       what was installed, phase by phase
+//	<DataDir>/state.json                       what was installed, phase by phase, and the run process of each app
 //	<DataDir>/downloads/<sha256>.part          a download in progress (resumed with Range)
 //	<DataDir>/downloads/<sha256>               a verified download waiting to be extracted
 //
@@ -43,9 +43,18 @@
 // before_install runs in the staging directory (.tmp-...), which is its
 // REL_RELEASE_DIR, before the rename to releases/<version>.
 //
-// Run processes die with the agent (Pdeathsig): after a restart, Resume
-// starts them again and re-verifies them. Close stops them without running
-// stop hooks: stopping the agent is not uninstalling.
+// Run processes outlive the agent: each leads a session and a process
+// group of its own, and nothing ties it to the agent (no Pdeathsig). Every
+// one started is recorded in state.json (pid, process group, start time
+// from /proc/<pid>/stat and boot id, release, user) before it may run its
+// command. A restarted agent adopts the one of the current release that
+// still runs, the very process recorded and not a later holder of its pid,
+// and re-verifies it without restarting it (Resume); it watches it through
+// a pidfd and restarts it when it exits, as it does its own children.
+// Close stops supervising and leaves them running; a release change stops
+// the old release's process, adopted or not; StopServices stops them all.
+// Hooks, in contrast, die with the agent (Pdeathsig): they are steps of an
+// install, which an interrupted agent redoes or reports failed.
 //
 // Crash safety: the switch of `current` happens only after the release's
 // marker (.rel/sha256) is written, and the marker only after a complete

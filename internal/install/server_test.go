@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -189,7 +191,7 @@ func newTestEnvWith(t *testing.T, mod func(*Config)) *testEnv {
 		mod(&e.cfg)
 	}
 	e.open()
-	t.Cleanup(func() { e.close() })
+	t.Cleanup(e.shutdown)
 	return e
 }
 
@@ -213,6 +215,49 @@ func (e *testEnv) open() {
 	h.backoff = 20 * time.Millisecond
 	h.restartBackoff = 50 * time.Millisecond
 	e.host, e.closed = h, false
+}
+
+// shutdown stops the test's services, which outlive a closed Host as they
+// outlive an agent, and closes the Host; nothing may be left running under
+// Root.
+func (e *testEnv) shutdown() {
+	if e.closed {
+		h, err := New(e.cfg)
+		if err != nil {
+			e.t.Errorf("reopening the host to stop its services: %v", err)
+			return
+		}
+		e.host, e.closed = h, false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.host.StopServices(ctx); err != nil {
+		e.t.Errorf("StopServices: %v", err)
+	}
+	e.close()
+	if pids := processesUnder(e.cfg.Root); len(pids) > 0 {
+		e.t.Errorf("processes left running under %s: %v", e.cfg.Root, pids)
+	}
+}
+
+// processesUnder lists the live processes working inside dir.
+func processesUnder(dir string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, en := range entries {
+		pid, err := strconv.Atoi(en.Name())
+		if err != nil {
+			continue
+		}
+		if st, err := readProcStat(pid); err != nil || st.ended() {
+			continue
+		}
+		cwd, err := os.Readlink(filepath.Join("/proc", en.Name(), "cwd"))
+		if err == nil && (cwd == dir || strings.HasPrefix(cwd, dir+"/")) {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 func (e *testEnv) close() {

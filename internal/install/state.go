@@ -29,6 +29,33 @@ type appRecord struct {
 	Current  string   `json:"current,omitempty"`
 	Replaced string   `json:"replaced,omitempty"`
 	Kept     []string `json:"kept,omitempty"` // most recently activated first
+	// Service is the run process last started for the app, while the
+	// agent has not stopped it: it outlives the agent, and the next agent
+	// adopts it from this record or stops it.
+	Service *serviceRecord `json:"service,omitempty"`
+}
+
+// serviceRecord is a run process as the agent started it: what tells it
+// from any other process that ever had its pid (the boot, the pid, the
+// clock tick it was forked at), and what it runs.
+type serviceRecord struct {
+	Release string `json:"release"` // the version it belongs to
+	Dir     string `json:"dir"`     // that release's directory, its working directory
+	PID     int    `json:"pid"`
+	// PGID is its process group, and its session: every run process
+	// leads both (pgid = sid = pid). Stopping it signals the group.
+	PGID int `json:"pgid"`
+	// StartTicks is field 22 of /proc/<pid>/stat (clock ticks after boot
+	// when it was forked) and BootID /proc/sys/kernel/random/boot_id.
+	StartTicks uint64    `json:"start_ticks"`
+	BootID     string    `json:"boot_id"`
+	User       string    `json:"user"` // the user it runs as
+	UID        int       `json:"uid"`
+	Started    time.Time `json:"started"`
+}
+
+func (r *serviceRecord) id() processID {
+	return processID{pid: r.PID, start: r.StartTicks, boot: r.BootID}
 }
 
 type stateFile struct {
@@ -78,6 +105,10 @@ func (s *stateStore) get(app string) appRecord {
 	if r, ok := s.apps[app]; ok {
 		c := *r
 		c.Kept = slices.Clone(r.Kept)
+		if r.Service != nil {
+			svc := *r.Service
+			c.Service = &svc
+		}
 		return c
 	}
 	return appRecord{App: app}

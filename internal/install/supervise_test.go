@@ -1,6 +1,7 @@
 package install
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -83,39 +84,76 @@ func TestShellCommand(t *testing.T) {
 	}
 }
 
-// TestKillLeftovers: a process group recorded by an agent that died is
-// ended before the release's run command starts again, but only processes
-// working inside the release dir.
+// TestKillLeftovers: a process group recorded next to a release is ended
+// before the release's run command starts again. With the leader's start
+// time (this agent's record) a group whose leader still runs is ended
+// whole, and one whose id now belongs to another process (another start
+// time, another boot) is left alone; with the pgid alone (an older agent's
+// record) only processes working inside the release dir are killed.
 func TestKillLeftovers(t *testing.T) {
-	rel := t.TempDir()
-	other := t.TempDir()
-	os.MkdirAll(filepath.Join(rel, ".rel"), 0o755)
-	start := func(dir string, pgid int) *exec.Cmd {
-		cmd := exec.Command("sleep", "300")
-		cmd.Dir = dir
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pgid: pgid}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd
+	tests := []struct {
+		name string
+		// record is run.pgid's content for the group's leader.
+		record         func(leader int, start uint64) string
+		leaderKilled   bool
+		outsiderKilled bool
+	}{
+		{"pgid alone", func(l int, _ uint64) string { return strconv.Itoa(l) + "\n" }, true, false},
+		{"leader running", func(l int, s uint64) string { return fmt.Sprintf("%d %d %s\n", l, s, bootID()) }, true, true},
+		{"pid now another process's", func(l int, s uint64) string { return fmt.Sprintf("%d %d %s\n", l, s+1, bootID()) }, false, false},
+		{"another boot", func(l int, s uint64) string { return fmt.Sprintf("%d %d other-boot\n", l, s) }, false, false},
 	}
-	leader := start(rel, 0)
-	outsider := start(other, leader.Process.Pid) // same group, elsewhere
-	defer outsider.Process.Kill()
-	file := filepath.Join(rel, ".rel", "run.pgid")
-	os.WriteFile(file, []byte(strconv.Itoa(leader.Process.Pid)+"\n"), 0o644)
-	killLeftovers(rel, file, nil)
-	done := make(chan error, 1)
-	go func() { done <- leader.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		leader.Process.Kill()
-		t.Fatal("the leftover in the release dir was not killed")
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rel := t.TempDir()
+			other := t.TempDir()
+			os.MkdirAll(filepath.Join(rel, ".rel"), 0o755)
+			start := func(dir string, pgid int) (*exec.Cmd, chan struct{}) {
+				cmd := exec.Command("sleep", "300")
+				cmd.Dir = dir
+				cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pgid: pgid}
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				done := make(chan struct{})
+				go func() {
+					cmd.Wait()
+					close(done)
+				}()
+				t.Cleanup(func() {
+					cmd.Process.Kill()
+					<-done
+				})
+				return cmd, done
+			}
+			leader, leaderDone := start(rel, 0)
+			_, outsiderDone := start(other, leader.Process.Pid) // same group, elsewhere
+			st, err := readProcStat(leader.Process.Pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			file := filepath.Join(rel, ".rel", "run.pgid")
+			os.WriteFile(file, []byte(tc.record(leader.Process.Pid, st.start)), 0o644)
+			killLeftovers(rel, file, nil)
+			for _, p := range []struct {
+				what   string
+				done   chan struct{}
+				killed bool
+			}{{"the leader in the release dir", leaderDone, tc.leaderKilled}, {"the member outside it", outsiderDone, tc.outsiderKilled}} {
+				if p.killed {
+					select {
+					case <-p.done:
+					case <-time.After(10 * time.Second):
+						t.Errorf("%s was not killed", p.what)
+					}
+					continue
+				}
+				select {
+				case <-p.done:
+					t.Errorf("%s was killed", p.what)
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		})
 	}
-	if err := outsider.Process.Signal(syscall.Signal(0)); err != nil {
-		t.Fatalf("a process outside the release dir was killed: %v", err)
-	}
-	outsider.Process.Kill()
-	outsider.Wait()
 }
