@@ -217,7 +217,8 @@ func startCluster(t *testing.T, extra ...string) []*proc {
 	ps[2].start(t, append([]string{"--join", ps[0].grpc}, extra...)...)
 	waitFor(t, 20*time.Second, "three members", func() bool {
 		r := relctl(t, ps[0].grpc, "cluster", "members", "-o", "json")
-		return r.code == 0 && strings.Count(r.stdout, `"follower"`) == 2
+		// Joiners are non-voters until caught up: wait for three voters.
+		return r.code == 0 && strings.Count(r.stdout, `"follower"`) == 2 && strings.Count(r.stdout, `"Voter"`) == 3
 	})
 	return ps
 }

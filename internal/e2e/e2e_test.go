@@ -314,7 +314,8 @@ func TestThreeProcessCluster(t *testing.T) {
 	ps[2].start(t, "--join", ps[0].grpc+","+ps[1].grpc)
 	waitFor(t, 20*time.Second, "three members", func() bool {
 		r := relctl(t, ps[0].grpc, "cluster", "members", "-o", "json")
-		return r.code == 0 && strings.Count(r.stdout, `"id"`) == 3 && strings.Count(r.stdout, `"follower"`) == 2
+		// Joiners are non-voters until caught up: wait for three voters.
+		return r.code == 0 && strings.Count(r.stdout, `"id"`) == 3 && strings.Count(r.stdout, `"follower"`) == 2 && strings.Count(r.stdout, `"Voter"`) == 3
 	})
 
 	follower := ps[1].grpc

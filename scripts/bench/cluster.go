@@ -48,7 +48,37 @@ func startCluster(work string, fl flavor, extra ...string) (*cluster, error) {
 			return c, err
 		}
 	}
-	return c, nil
+	// Joiners are non-voters until they have caught up: a leader killed
+	// before then leaves no quorum.
+	return c, c.waitVoters(3, 20*time.Second)
+}
+
+// waitVoters waits until the raft configuration has n voters.
+func (c *cluster) waitVoters(n int, timeout time.Duration) error {
+	conn, err := c.dial(nil)
+	if err != nil {
+		return err
+	}
+	cc := relv1.NewClusterServiceClient(conn)
+	deadline := time.Now().Add(timeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		resp, err := cc.Members(ctx, &relv1.MembersRequest{})
+		cancel()
+		voters := 0
+		for _, m := range resp.GetMembers() {
+			if m.GetSuffrage() == "Voter" {
+				voters++
+			}
+		}
+		if err == nil && voters == n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d voters after %s, want %d (last error: %v)", voters, timeout, n, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func (c *cluster) start(s *server, extra ...string) error {
