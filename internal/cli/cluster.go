@@ -29,6 +29,8 @@ func (r *runner) clusterMembersCommand() *cobra.Command {
 		Long: `List the raft configuration as the leader sees it. ROLE is leader,
 follower, candidate, or unreachable when the member did not answer its
 status probe; an ERROR column then says why. LEADER marks the leader with *.
+SUFFRAGE is Voter, or Nonvoter for a server that joined and is still
+catching up with the log (the leader makes it a voter once it has).
 APPLIED INDEX is the last raft entry the member applied: a member far behind
 the leader is lagging.`,
 		Example: `  relctl cluster members

@@ -367,7 +367,7 @@ func (p printer) members(members []*relv1.Member) error {
 	// The ERROR column is noise when every member answered, which is the
 	// normal case, so it only appears when there is something to show.
 	withErr := slices.ContainsFunc(members, func(m *relv1.Member) bool { return m.GetError() != "" })
-	header := []string{"ID", "ROLE", "LEADER", "RAFT ADDR", "GRPC ADDR", "HTTP ADDR", "APPLIED INDEX"}
+	header := []string{"ID", "ROLE", "LEADER", "SUFFRAGE", "RAFT ADDR", "GRPC ADDR", "HTTP ADDR", "APPLIED INDEX"}
 	if withErr {
 		header = append(header, "ERROR")
 	}
@@ -377,7 +377,7 @@ func (p printer) members(members []*relv1.Member) error {
 		if m.GetLeader() {
 			leader = "*"
 		}
-		row := []string{m.GetId(), m.GetRole(), leader, m.GetRaftAddr(), m.GetGrpcAddr(), m.GetHttpAddr(),
+		row := []string{m.GetId(), m.GetRole(), leader, m.GetSuffrage(), m.GetRaftAddr(), m.GetGrpcAddr(), m.GetHttpAddr(),
 			strconv.FormatUint(m.GetAppliedIndex(), 10)}
 		if withErr {
 			row = append(row, m.GetError())

@@ -245,17 +245,17 @@ func TestOutput(t *testing.T) {
 			name: "members table", format: formatTable,
 			print: func(p printer) error { return p.members([]*relv1.Member{memberN1, memberN2}) },
 			want: "" +
-				"ID  ROLE      LEADER  RAFT ADDR      GRPC ADDR      HTTP ADDR      APPLIED INDEX\n" +
-				"n1  leader    *       10.0.0.1:7401  10.0.0.1:7400  10.0.0.1:7402  42\n" +
-				"n2  follower          10.0.0.2:7401  10.0.0.2:7400  10.0.0.2:7402  41\n",
+				"ID  ROLE      LEADER  SUFFRAGE  RAFT ADDR      GRPC ADDR      HTTP ADDR      APPLIED INDEX\n" +
+				"n1  leader    *       Voter     10.0.0.1:7401  10.0.0.1:7400  10.0.0.1:7402  42\n" +
+				"n2  follower          Voter     10.0.0.2:7401  10.0.0.2:7400  10.0.0.2:7402  41\n",
 		},
 		{
 			name: "members table with error column", format: formatTable,
 			print: func(p printer) error { return p.members([]*relv1.Member{memberN1, memberN3}) },
 			want: "" +
-				"ID  ROLE         LEADER  RAFT ADDR      GRPC ADDR      HTTP ADDR      APPLIED INDEX  ERROR\n" +
-				"n1  leader       *       10.0.0.1:7401  10.0.0.1:7400  10.0.0.1:7402  42\n" +
-				"n3  unreachable          10.0.0.3:7401  10.0.0.3:7400  10.0.0.3:7402  0              dial tcp 10.0.0.3:7400: connect: connection refused\n",
+				"ID  ROLE         LEADER  SUFFRAGE  RAFT ADDR      GRPC ADDR      HTTP ADDR      APPLIED INDEX  ERROR\n" +
+				"n1  leader       *       Voter     10.0.0.1:7401  10.0.0.1:7400  10.0.0.1:7402  42\n" +
+				"n3  unreachable          Voter     10.0.0.3:7401  10.0.0.3:7400  10.0.0.3:7402  0              dial tcp 10.0.0.3:7400: connect: connection refused\n",
 		},
 		{
 			name: "members json", format: formatJSON,
