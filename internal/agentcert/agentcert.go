@@ -32,6 +32,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/relhq/rel/internal/pki"
+	"github.com/relhq/rel/internal/retry"
 	"github.com/relhq/rel/internal/transport"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
@@ -258,7 +259,7 @@ func (c *Certs) firstContact() (*tls.Config, error) {
 		if cluster == "" {
 			return nil, fmt.Errorf("--ca-file %s holds no Rel CA certificate", c.cfg.CAFile)
 		}
-		return transport.VerifyingClientConfig(func() (*x509.CertPool, string) { return pool, cluster }, nil), nil
+		return transport.VerifyingClientConfig(pool, cluster, nil), nil
 	}
 	return transport.PinnedClientConfig(c.cfg.Pin), nil
 }
@@ -281,7 +282,7 @@ func (c *Certs) enrolRetrying(ctx context.Context) (*transport.Bundle, error) {
 			return nil, fmt.Errorf("enrolment stopped (%w); the last attempt: %v", ctx.Err(), err)
 		}
 		c.log.Warn("enrolment failed; trying the next server", "server", addr, "err", err, "retry_in", wait)
-		if !sleep(ctx, jitter(wait)) {
+		if !retry.Sleep(ctx, retry.Jitter(wait)) {
 			return nil, fmt.Errorf("enrolment stopped (%w); the last attempt: %v", ctx.Err(), err)
 		}
 		wait = min(wait*2, retryMax)
@@ -415,7 +416,7 @@ func RenewAt(leaf *x509.Certificate) time.Time {
 func (c *Certs) Run(ctx context.Context) {
 	if c.static {
 		leaf := c.Current().Leaf
-		if !sleep(ctx, time.Until(leaf.NotAfter.Add(-24*time.Hour))) {
+		if !retry.Sleep(ctx, time.Until(leaf.NotAfter.Add(-24*time.Hour))) {
 			return
 		}
 		c.log.Warn("the agent's certificate expires within a day and this agent cannot renew a certificate it was given: make a new one with 'relctl tls cert create --agent', or enrol with a join token", "expires", leaf.NotAfter.UTC().Format(time.RFC3339))
@@ -424,7 +425,7 @@ func (c *Certs) Run(ctx context.Context) {
 	wait := retryMin
 	for {
 		leaf := c.Current().Leaf
-		if !sleep(ctx, time.Until(RenewAt(leaf))) {
+		if !retry.Sleep(ctx, time.Until(RenewAt(leaf))) {
 			return
 		}
 		b, err := c.renewRetrying(ctx, leaf)
@@ -435,7 +436,7 @@ func (c *Certs) Run(ctx context.Context) {
 			// Neither renewal nor a new enrolment worked (revoked, no
 			// token): try again later, not in a loop.
 			c.log.Error("the agent's certificate could not be renewed; retrying", "err", err, "retry_in", wait)
-			if !sleep(ctx, jitter(wait)) {
+			if !retry.Sleep(ctx, retry.Jitter(wait)) {
 				return
 			}
 			wait = min(wait*2, retryMax)
@@ -470,8 +471,8 @@ func (c *Certs) renewRetrying(ctx context.Context, leaf *x509.Certificate) (*tra
 		if errors.Is(err, ErrRefused) {
 			break // revoked, or the CA changed: only a new enrolment helps
 		}
-		d := min(jitter(wait), time.Until(leaf.NotAfter))
-		if !sleep(ctx, max(d, 0)) {
+		d := min(retry.Jitter(wait), time.Until(leaf.NotAfter))
+		if !retry.Sleep(ctx, max(d, 0)) {
 			return nil, ctx.Err()
 		}
 		wait = min(wait*2, retryMax)
@@ -501,26 +502,4 @@ func (c *Certs) renew(ctx context.Context, addr string) (*transport.Bundle, erro
 		return nil, classify("renew", err)
 	}
 	return c.accept(resp, key, false)
-}
-
-// jitter is uniform in [d/2, 3d/2).
-func jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	return d/2 + rand.N(d)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -234,7 +234,7 @@ func (s *security) dialOptions(rec *handshakeRecord) []grpc.DialOption {
 		c := s.cert
 		cert = func() *tls.Certificate { return c }
 	}
-	cfg := transport.VerifyingClientConfig(func() (*x509.CertPool, string) { return pool, cluster }, cert)
+	cfg := transport.VerifyingClientConfig(pool, cluster, cert)
 	creds := &recordingCreds{TransportCredentials: credentials.NewTLS(cfg), rec: rec, awaitVerdict: s.cert != nil}
 	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
 	if s.token != "" {

@@ -12,7 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
-	"unicode/utf8"
+
+	"github.com/relhq/rel/internal/textcut"
 )
 
 // probeHTTP GETs url on a connection of its own: a check must see whether a
@@ -97,7 +98,7 @@ func probeExec(ctx context.Context, command, dir string, env []string, cred *sys
 	if err == nil {
 		return nil
 	}
-	msg := strings.TrimSpace(validTail(out.Bytes(), outputTail))
+	msg := strings.TrimSpace(textcut.Tail(out.String(), outputTail))
 	if ctx.Err() != nil {
 		err = fmt.Errorf("timed out: %w", ctx.Err())
 	}
@@ -105,23 +106,6 @@ func probeExec(ctx context.Context, command, dir string, env []string, cred *sys
 		return fmt.Errorf("exec %q: %w: %s", command, err, msg)
 	}
 	return fmt.Errorf("exec %q: %w", command, err)
-}
-
-// validTail returns the end of b, at most n bytes, as valid UTF-8 starting
-// on a character boundary: the message becomes a report's reason, a
-// protobuf string, which must be valid UTF-8.
-func validTail(b []byte, n int) string {
-	for i := 0; i < utf8.UTFMax-1 && len(b) > 0 && !utf8.RuneStart(b[0]); i++ {
-		b = b[1:]
-	}
-	s := strings.ToValidUTF8(string(b), "\uFFFD")
-	if len(s) > n {
-		s = s[len(s)-n:]
-		for len(s) > 0 && !utf8.RuneStart(s[0]) {
-			s = s[1:]
-		}
-	}
-	return s
 }
 
 // limitedTail keeps the last outputTail bytes written to it.

@@ -9,10 +9,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"syscall"
 	"time"
-	"unicode/utf8"
+
+	"github.com/relhq/rel/internal/textcut"
 )
 
 // outputTailBytes is how much of a failing hook's output an Event carries.
@@ -146,26 +146,7 @@ func fileTail(f *os.File, n int64) string {
 	off := max(fi.Size()-n, 0)
 	b := make([]byte, fi.Size()-off)
 	m, _ := f.ReadAt(b, off)
-	return utf8Tail(b[:m], int(n))
-}
-
-// utf8Tail returns the end of b, at most n bytes, as valid UTF-8 that
-// starts on a character boundary: a character cut by the start of b is
-// dropped, invalid bytes become U+FFFD, and if that made it longer than n
-// the front is cut again at a boundary.
-func utf8Tail(b []byte, n int) string {
-	for i := 0; i < utf8.UTFMax-1 && len(b) > 0 && !utf8.RuneStart(b[0]); i++ {
-		b = b[1:]
-	}
-	s := strings.ToValidUTF8(string(b), "\uFFFD")
-	if len(s) <= n {
-		return s
-	}
-	s = s[len(s)-n:]
-	for len(s) > 0 && !utf8.RuneStart(s[0]) {
-		s = s[1:]
-	}
-	return s
+	return textcut.Tail(string(b[:m]), int(n))
 }
 
 // readSpec reads rel.yaml from a release directory through an *os.Root, so

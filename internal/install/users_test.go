@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/relhq/rel/internal/textcut"
 )
 
 // nobody is the unprivileged user of the tests that switch users.
@@ -324,12 +326,12 @@ func TestHookOutputCap(t *testing.T) {
 		append([]byte{0x80, 0x80}, []byte(strings.Repeat("ab", 600))...),
 		[]byte("short é"),
 	} {
-		s := utf8Tail(b, 1024)
+		s := textcut.Tail(string(b), 1024)
 		if len(s) > 1024 || !utf8.ValidString(s) {
-			t.Errorf("utf8Tail of %d bytes: %d bytes, valid %v", len(b), len(s), utf8.ValidString(s))
+			t.Errorf("textcut.Tail of %d bytes: %d bytes, valid %v", len(b), len(s), utf8.ValidString(s))
 		}
 	}
-	if s := utf8Tail([]byte("short é"), 1024); s != "short é" {
-		t.Errorf("utf8Tail changed a short string: %q", s)
+	if s := textcut.Tail("short é", 1024); s != "short é" {
+		t.Errorf("textcut.Tail changed a short string: %q", s)
 	}
 }

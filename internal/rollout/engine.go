@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/go-memdb"
 
+	"github.com/relhq/rel/internal/retry"
 	"github.com/relhq/rel/internal/state"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
@@ -57,7 +58,7 @@ func (e *Engine) Run(ctx context.Context) {
 					}
 					if !errors.Is(err, state.ErrConflict) {
 						e.Logger.Warn("rollout engine: commit failed; retrying", "rollout", ro.GetId(), "err", err)
-						sleep(ctx, time.Duration(100+rand.IntN(200))*time.Millisecond)
+						retry.Sleep(ctx, time.Duration(100+rand.IntN(200))*time.Millisecond)
 					}
 					continue // the state changed: the next pass re-reads it
 				}
@@ -72,15 +73,6 @@ func (e *Engine) Run(ctx context.Context) {
 		}
 		_ = ws.WatchCtx(wctx)
 		cancel()
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
 	}
 }
 

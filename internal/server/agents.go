@@ -9,7 +9,6 @@ import (
 	"io"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/hashicorp/go-memdb"
 	"google.golang.org/grpc/codes"
@@ -18,6 +17,8 @@ import (
 
 	"github.com/relhq/rel/internal/artifact"
 	"github.com/relhq/rel/internal/auth"
+	"github.com/relhq/rel/internal/retry"
+	"github.com/relhq/rel/internal/textcut"
 	"github.com/relhq/rel/internal/validate"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
@@ -266,7 +267,7 @@ func (a *agentService) Connect(stream relv1.AgentService_ConnectServer) error {
 // every live stream as connected within one heartbeat of a partition
 // healing.
 func (s *Server) reassertSessions() {
-	for sleepCtx(s.ctx, jitter(s.cfg.HeartbeatInterval)) {
+	for retry.Sleep(s.ctx, retry.Jitter(s.cfg.HeartbeatInterval)) {
 		for _, ss := range s.sessions.all() {
 			ss.mu.Lock()
 			mine, upIndex := ss.row, ss.upIndex
@@ -367,35 +368,10 @@ func sanitizeReport(r *relv1.AppReport, now time.Time) *relv1.AppReport {
 		return nil
 	}
 	out := proto.Clone(r).(*relv1.AppReport)
-	out.Output = tail(out.GetOutput(), validate.MaxOutputLen)
-	out.Reason = head(out.GetReason(), validate.MaxReasonLen)
+	out.Output = textcut.Tail(out.GetOutput(), validate.MaxOutputLen)
+	out.Reason = textcut.Head(out.GetReason(), validate.MaxReasonLen)
 	out.AtUnixNano = now.UnixNano()
 	return out
-}
-
-// tail is the last n bytes of s, cut at a UTF-8 boundary.
-func tail(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	s = s[len(s)-n:]
-	for i := 0; i < len(s) && i < 4; i++ {
-		if utf8.RuneStart(s[i]) {
-			return s[i:]
-		}
-	}
-	return s
-}
-
-// head is the first n bytes of s, cut at a UTF-8 boundary.
-func head(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }
 
 func recvHello(ctx context.Context, stream relv1.AgentService_ConnectServer) (*relv1.Hello, error) {
@@ -498,7 +474,7 @@ func (s *Server) agentGone(ss *session, cause error) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		if !sleepCtx(s.ctx, s.cfg.AgentGrace) {
+		if !retry.Sleep(s.ctx, s.cfg.AgentGrace) {
 			return
 		}
 		if s.sessions.get(ss.agentID) != nil {
@@ -608,7 +584,7 @@ func (b *reportBatcher) run(ctx context.Context) {
 			return
 		case <-b.wakeCh:
 		}
-		if !sleepCtx(ctx, b.s.cfg.ReportWindow) {
+		if !retry.Sleep(ctx, b.s.cfg.ReportWindow) {
 			return
 		}
 		for {
@@ -637,7 +613,7 @@ func (b *reportBatcher) run(ctx context.Context) {
 			for _, r := range batch {
 				b.put(r, true)
 			}
-			if !sleepCtx(ctx, jitter(backoff)) {
+			if !retry.Sleep(ctx, retry.Jitter(backoff)) {
 				return
 			}
 			backoff = minDur(backoff*2, 2*time.Second)

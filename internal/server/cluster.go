@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relhq/rel/internal/auth"
+	"github.com/relhq/rel/internal/retry"
 	"github.com/relhq/rel/internal/validate"
 	"github.com/relhq/rel/internal/version"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
@@ -245,7 +246,7 @@ func (s *Server) waitLeaderConn(ctx context.Context) (*grpc.ClientConn, error) {
 		if time.Now().After(deadline) {
 			return nil, s.noLeaderError()
 		}
-		if !sleepCtx(ctx, jitter(backoff)) {
+		if !retry.Sleep(ctx, retry.Jitter(backoff)) {
 			return nil, ctx.Err()
 		}
 		backoff = minDur(backoff*2, 250*time.Millisecond)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/relhq/rel/internal/auth"
+	"github.com/relhq/rel/internal/retry"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
@@ -15,7 +16,7 @@ import (
 // client would, as the node itself.
 func (s *Server) DevCredentials(ctx context.Context, uses uint32, ttl time.Duration) (mgmt, join string, err error) {
 	for !s.IsLeader() || s.store.ClusterID() == "" {
-		if !sleepCtx(ctx, 20*time.Millisecond) {
+		if !retry.Sleep(ctx, 20*time.Millisecond) {
 			return "", "", fmt.Errorf("no leader: %w", ctx.Err())
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relhq/rel/internal/fsm"
+	"github.com/relhq/rel/internal/retry"
 	"github.com/relhq/rel/internal/state"
 	"github.com/relhq/rel/internal/transport"
 	"github.com/relhq/rel/internal/validate"
@@ -74,7 +75,7 @@ func (s *Server) applyBytes(ctx context.Context, b []byte, forwarded bool) (uint
 		if time.Now().After(deadline) {
 			return 0, s.noLeaderError()
 		}
-		if !sleepCtx(ctx, jitter(backoff)) {
+		if !retry.Sleep(ctx, retry.Jitter(backoff)) {
 			return 0, ctx.Err()
 		}
 		backoff = minDur(backoff*2, 250*time.Millisecond)
@@ -182,7 +183,7 @@ func (s *Server) consistentRead(ctx context.Context) (*grpc.ClientConn, error) {
 		if time.Now().After(deadline) {
 			return nil, s.noLeaderError()
 		}
-		if !sleepCtx(ctx, jitter(backoff)) {
+		if !retry.Sleep(ctx, retry.Jitter(backoff)) {
 			return nil, ctx.Err()
 		}
 		backoff = minDur(backoff*2, 250*time.Millisecond)

@@ -144,7 +144,10 @@ func (rule httpRule) allow(p auth.Principal) error {
 		return nil
 	}
 	if p.Kind == auth.KindAnonymous {
-		return status.Error(codes.Unauthenticated, "this endpoint needs a client certificate of the cluster"+map[bool]string{true: " or a token (Authorization: Bearer ...)", false: ""}[rule.tokens])
+		if rule.tokens {
+			return status.Error(codes.Unauthenticated, "this endpoint needs a client certificate of the cluster or a token (Authorization: Bearer ...)")
+		}
+		return status.Error(codes.Unauthenticated, "this endpoint needs a client certificate of the cluster")
 	}
 	return status.Errorf(codes.PermissionDenied, "%s may not use this endpoint", p)
 }

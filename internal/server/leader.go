@@ -3,12 +3,12 @@ package server
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
 
+	"github.com/relhq/rel/internal/retry"
 	"github.com/relhq/rel/internal/rollout"
 	"github.com/relhq/rel/internal/state"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
@@ -58,7 +58,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 	for ctx.Err() == nil {
 		if err := s.raft.Barrier(s.cfg.LeaderWait).Error(); err != nil {
 			s.logger.Warn("leader barrier failed; retrying", "err", err)
-			if !sleepCtx(ctx, jitter(200*time.Millisecond)) {
+			if !retry.Sleep(ctx, retry.Jitter(200*time.Millisecond)) {
 				return
 			}
 			continue
@@ -116,7 +116,7 @@ func (s *Server) registerSelfLoop() {
 			// Not in the raft configuration (yet, or any more), or still
 			// replaying the log after a restart, when the registration it
 			// would read may be stale: check again shortly.
-			if !sleepCtx(s.ctx, jitter(backoff)) {
+			if !retry.Sleep(s.ctx, retry.Jitter(backoff)) {
 				return
 			}
 			backoff = minDur(backoff*2, 2*time.Second)
@@ -131,7 +131,7 @@ func (s *Server) registerSelfLoop() {
 				return
 			}
 			s.logger.Debug("registering this node failed; retrying", "err", err)
-			if !sleepCtx(s.ctx, jitter(backoff)) {
+			if !retry.Sleep(s.ctx, retry.Jitter(backoff)) {
 				return
 			}
 			backoff = minDur(backoff*2, 2*time.Second)
@@ -192,7 +192,7 @@ func (s *Server) joinLoop() {
 			}
 			s.logger.Warn("join failed; will retry", "via", addr, "err", err, "attempt", attempt+1)
 		}
-		if !sleepCtx(s.ctx, jitter(backoff)) {
+		if !retry.Sleep(s.ctx, retry.Jitter(backoff)) {
 			return
 		}
 		backoff = minDur(backoff*2, 5*time.Second)
@@ -250,7 +250,7 @@ const promoteSlack = 64
 func (s *Server) promoteLoop(ctx context.Context) {
 	wait := 200 * time.Millisecond
 	for {
-		t := time.NewTimer(jitter(wait))
+		t := time.NewTimer(retry.Jitter(wait))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -338,30 +338,9 @@ func timeoutFrom(ctx context.Context) time.Duration {
 	return 10 * time.Second
 }
 
-// jitter returns a duration drawn uniformly from [d/2, d*3/2), so that
-// retries from many nodes or clients spread out instead of synchronising.
-func jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	return d/2 + rand.N(d)
-}
-
 func minDur(a, b time.Duration) time.Duration {
 	if a < b {
 		return a
 	}
 	return b
-}
-
-// sleepCtx waits d or until ctx ends; it reports whether ctx is still live.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -50,7 +50,7 @@ func certConn(t testing.TB, c *testcluster.Cluster, addr string, cert *tls.Certi
 	if cert != nil {
 		get = func() *tls.Certificate { return cert }
 	}
-	cfg := transport.VerifyingClientConfig(func() (*x509.CertPool, string) { return pool, c.PKI.CA.Cluster }, get)
+	cfg := transport.VerifyingClientConfig(pool, c.PKI.CA.Cluster, get)
 	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}, extra...)...)
 	if err != nil {
 		t.Fatal(err)

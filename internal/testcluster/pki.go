@@ -126,7 +126,7 @@ func (p *PKI) DialOptions(t testing.TB, id *pki.Identity) []grpc.DialOption {
 	if id == nil {
 		pool := x509.NewCertPool()
 		pool.AddCert(p.CA.Cert)
-		cfg := transport.VerifyingClientConfig(func() (*x509.CertPool, string) { return pool, p.CA.Cluster }, nil)
+		cfg := transport.VerifyingClientConfig(pool, p.CA.Cluster, nil)
 		return []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}
 	}
 	return p.Security(t, *id).GRPCDialOptions()
@@ -151,7 +151,7 @@ func (p *PKI) TLSConfig(t testing.TB, id *pki.Identity) *tls.Config {
 	if id == nil {
 		pool := x509.NewCertPool()
 		pool.AddCert(p.CA.Cert)
-		return transport.VerifyingClientConfig(func() (*x509.CertPool, string) { return pool, p.CA.Cluster }, nil)
+		return transport.VerifyingClientConfig(pool, p.CA.Cluster, nil)
 	}
 	return p.Security(t, *id).ClientConfig()
 }

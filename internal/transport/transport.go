@@ -124,36 +124,29 @@ func checkServerPeer(cs *tls.ConnectionState, cluster string) error {
 	return nil
 }
 
-// ClientConfig is the TLS config of every client that talks to servers of
+// ClientConfig is the TLS config of a client that talks to servers of
 // this process's cluster: it presents the process's current certificate
-// and accepts only a server certificate of the cluster, verified against
-// the CAs trusted at the time of the handshake.
+// and accepts only a server certificate of the cluster, verified by Go's
+// own verification against the CAs trusted now. Build one per connection
+// (GRPCDialOptions, HTTPTransport and raft's Dial do), so that a reloaded
+// CA bundle or a renewed certificate applies to the next connection.
 func (s Security) ClientConfig() *tls.Config {
-	return VerifyingClientConfig(func() (*x509.CertPool, string) {
-		b := s.M.Current()
-		return b.Pool, b.Cluster()
-	}, func() *tls.Certificate {
-		b := s.M.Current()
-		return &b.Cert
-	})
+	b := s.M.Current()
+	return VerifyingClientConfig(b.Pool, b.Cluster(), func() *tls.Certificate { return &b.Cert })
 }
 
 // VerifyingClientConfig is a client TLS config that verifies the server
-// against the pool and cluster trust returns at handshake time (so a
-// reloaded CA applies), presenting cert's certificate if cert is non-nil.
-//
-// Go's own verification reads RootCAs once per config; doing it in
-// VerifyConnection instead lets the CAs change under a long-lived gRPC
-// client. InsecureSkipVerify only turns off the built-in check that this
-// callback replaces, with the same checks: chain to a trusted CA, the
-// server name, the server usage.
-func VerifyingClientConfig(trust func() (*x509.CertPool, string), cert func() *tls.Certificate) *tls.Config {
+// against pool with the name server.<cluster>.rel (Go's verification: the
+// chain, the name, the server usage), then checks that the certificate
+// names a server of cluster; it presents cert's certificate if cert is
+// non-nil.
+func VerifyingClientConfig(pool *x509.CertPool, cluster string, cert func() *tls.Certificate) *tls.Config {
 	cfg := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		InsecureSkipVerify: true, // verified in VerifyConnection below
+		MinVersion: tls.VersionTLS12,
+		RootCAs:    pool,
+		ServerName: pki.ServerName(cluster),
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			pool, cluster := trust()
-			return verifyServer(cs, pool, cluster)
+			return checkServerIdentity(cs.PeerCertificates[0], cluster)
 		},
 	}
 	if cert != nil {
@@ -164,24 +157,10 @@ func VerifyingClientConfig(trust func() (*x509.CertPool, string), cert func() *t
 	return cfg
 }
 
-func verifyServer(cs tls.ConnectionState, pool *x509.CertPool, cluster string) error {
-	if len(cs.PeerCertificates) == 0 {
-		return errors.New("the server presented no certificate")
-	}
-	inter := x509.NewCertPool()
-	for _, c := range cs.PeerCertificates[1:] {
-		inter.AddCert(c)
-	}
-	leaf := cs.PeerCertificates[0]
-	name := pki.ServerName(cluster)
-	if _, err := leaf.Verify(x509.VerifyOptions{
-		DNSName:       name,
-		Roots:         pool,
-		Intermediates: inter,
-		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}); err != nil {
-		return fmt.Errorf("the server's certificate is not a server certificate of cluster %q signed by a trusted CA: %w", cluster, err)
-	}
+// checkServerIdentity checks that a verified server certificate names a
+// server of cluster, not an agent or a person whose certificate happens to
+// carry the server name.
+func checkServerIdentity(leaf *x509.Certificate, cluster string) error {
 	id, err := pki.ParseIdentity(leaf)
 	if err != nil {
 		return err
@@ -192,15 +171,43 @@ func verifyServer(cs tls.ConnectionState, pool *x509.CertPool, cluster string) e
 	return nil
 }
 
+// verifyServer verifies a server's chain against pool by hand: for the
+// pinned first contact, where the CA to trust is only known once the
+// server has sent it.
+func verifyServer(cs tls.ConnectionState, pool *x509.CertPool, cluster string) error {
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	leaf := cs.PeerCertificates[0]
+	if _, err := leaf.Verify(x509.VerifyOptions{
+		DNSName:       pki.ServerName(cluster),
+		Roots:         pool,
+		Intermediates: inter,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}); err != nil {
+		return fmt.Errorf("the server's certificate is not a server certificate of cluster %q signed by the pinned CA: %w", cluster, err)
+	}
+	return checkServerIdentity(leaf, cluster)
+}
+
 // PinnedClientConfig is the client config of an agent's first contact,
 // when all it knows is the CA pin: the server's chain must hold a CA whose
 // public key hashes to pin, and the server's certificate must verify
 // against that CA as a server of its cluster. The agent's cluster is
 // learnt from that certificate.
+//
+// This is the one client config that turns Go's verification off: there
+// is no CA to give it as RootCAs before the server has sent one (kubeadm's
+// discovery with a CA hash does the same). VerifyConnection then does the
+// full verification, chain, name and usage, against the CA the pin
+// selects, and refuses the connection otherwise; nothing is sent before it
+// has passed. Agents use it only to enrol; afterwards they trust the CA
+// bundle they were given.
 func PinnedClientConfig(pin string) *tls.Config {
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS12,
-		InsecureSkipVerify: true, // verified in VerifyConnection against the pin
+		InsecureSkipVerify: true, // no RootCAs yet: verified in VerifyConnection against the pinned CA
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			if len(cs.PeerCertificates) == 0 {
 				return errors.New("the server presented no certificate")
@@ -231,10 +238,42 @@ func (s Security) GRPCServerOptions() []grpc.ServerOption {
 }
 
 // GRPCDialOptions are the options every gRPC client connection to a server
-// of the cluster (server to server, agents) is dialled with.
+// of the cluster (server to server, agents) is dialled with. The TLS config
+// is built at each handshake, from the material current then.
 func (s Security) GRPCDialOptions() []grpc.DialOption {
-	return []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(s.ClientConfig()))}
+	return []grpc.DialOption{grpc.WithTransportCredentials(ClientCredentials(s))}
 }
+
+// ClientCredentials are the gRPC transport credentials of s's clients.
+func ClientCredentials(s Security) credentials.TransportCredentials { return clientCreds{s} }
+
+// clientCreds are gRPC transport credentials whose TLS config is made per
+// connection (Security.ClientConfig), so a long-lived client such as a
+// peer pool picks up reloaded CAs and renewed certificates when it
+// reconnects.
+type clientCreds struct{ sec Security }
+
+// ClientHandshake verifies the server as server.<cluster>.rel whatever
+// address or authority it was dialled by: gRPC's TLS credentials check the
+// authority they are given, so they are given that name.
+func (c clientCreds) ClientHandshake(ctx context.Context, _ string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	cfg := c.sec.ClientConfig()
+	return credentials.NewTLS(cfg).ClientHandshake(ctx, cfg.ServerName, conn)
+}
+
+func (c clientCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return nil, nil, errors.New("transport: client credentials cannot serve")
+}
+
+func (c clientCreds) Info() credentials.ProtocolInfo {
+	return credentials.NewTLS(c.sec.ClientConfig()).Info()
+}
+
+func (c clientCreds) Clone() credentials.TransportCredentials { return c }
+
+// OverrideServerName is deprecated in gRPC and unused: the server name is
+// always server.<cluster>.rel.
+func (c clientCreds) OverrideServerName(string) error { return nil }
 
 // HTTPServerTLS is the TLS config of the HTTP server.
 func (s Security) HTTPServerTLS() *tls.Config {
@@ -246,7 +285,23 @@ func (s Security) HTTPServerTLS() *tls.Config {
 func (s Security) HTTPTransport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = 16
-	t.TLSClientConfig = s.ClientConfig()
+	// The TLS config is made per connection, from the material current
+	// then (a reloaded CA, a renewed certificate).
+	t.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		raw, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		cfg := s.ClientConfig()
+		cfg.NextProtos = []string{"h2", "http/1.1"}
+		conn := tls.Client(raw, cfg)
+		if err := conn.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, err
+		}
+		return conn, nil
+	}
 	t.ForceAttemptHTTP2 = true
 	return t
 }

@@ -421,7 +421,8 @@ func TestProbeRaft(t *testing.T) {
 // look at the client's side.
 func tlsServer(t *testing.T, cert tls.Certificate) string {
 	t.Helper()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	// h2, as gRPC servers negotiate: gRPC clients require it.
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -460,8 +461,7 @@ func handshake(addr string, cfg *tls.Config) (*tls.ConnectionState, error) {
 func TestVerifyingClientConfig(t *testing.T) {
 	ca := newTestCA(t, "prod")
 	other := newTestCA(t, "prod")
-	trust := func() (*x509.CertPool, string) { return ca.pool(), "prod" }
-	cfg := transport.VerifyingClientConfig(trust, nil)
+	cfg := transport.VerifyingClientConfig(ca.pool(), "prod", nil)
 
 	if _, err := handshake(tlsServer(t, ca.bundle(pki.Leaf{Identity: serverID("s1")}).Cert), cfg); err != nil {
 		t.Fatalf("right server: %v", err)
@@ -489,9 +489,9 @@ func TestVerifyingClientConfig(t *testing.T) {
 		want string
 	}{
 		{"wrong SAN", wrongSAN, "server.prod.rel"},
-		{"agent certificate", ca.bundle(pki.Leaf{Identity: agentID("web-1")}).Cert, "not a server certificate"},
-		{"client certificate", ca.bundle(pki.Leaf{Identity: clientID("s1", "admin")}).Cert, "not a server certificate"},
-		{"server of another CA", other.bundle(pki.Leaf{Identity: serverID("s1")}).Cert, "signed by a trusted CA"},
+		{"agent certificate", ca.bundle(pki.Leaf{Identity: agentID("web-1")}).Cert, "server.prod.rel"},
+		{"client certificate", ca.bundle(pki.Leaf{Identity: clientID("s1", "admin")}).Cert, "server.prod.rel"},
+		{"server of another CA", other.bundle(pki.Leaf{Identity: serverID("s1")}).Cert, "unknown authority"},
 		{"expired server", ca.bundle(pki.Leaf{Identity: serverID("s1"), NotBefore: time.Now().Add(-48 * time.Hour), Validity: time.Hour}).Cert, "expired"},
 		{"server not valid yet", ca.bundle(pki.Leaf{Identity: serverID("s1"), NotBefore: time.Now().Add(48 * time.Hour), Validity: time.Hour}).Cert, "not yet valid"},
 	}
@@ -503,32 +503,53 @@ func TestVerifyingClientConfig(t *testing.T) {
 	}
 	// Another cluster's server, though the CA were trusted.
 	otherCluster := newTestCA(t, "staging")
-	both := func() (*x509.CertPool, string) {
-		p := ca.pool()
-		p.AddCert(otherCluster.ca.Cert)
-		return p, "prod"
-	}
-	if _, err := handshake(tlsServer(t, otherCluster.bundle(pki.Leaf{Identity: serverID("s1")}).Cert), transport.VerifyingClientConfig(both, nil)); err == nil {
+	both := ca.pool()
+	both.AddCert(otherCluster.ca.Cert)
+	if _, err := handshake(tlsServer(t, otherCluster.bundle(pki.Leaf{Identity: serverID("s1")}).Cert), transport.VerifyingClientConfig(both, "prod", nil)); err == nil {
 		t.Error("a server of cluster staging was accepted by a client of prod")
 	}
+	// A certificate carrying the server name but naming an agent.
+	key2, _ := pki.NewKey()
+	ua, _ := url.Parse("rel://prod/agent/web-1")
+	tmpl.SerialNumber, tmpl.URIs, tmpl.DNSNames, tmpl.IPAddresses = big.NewInt(8), []*url.URL{ua}, []string{"server.prod.rel"}, nil
+	der2, err := x509.CreateCertificate(rand.Reader, tmpl, ca.ca.Cert, key2.Public(), ca.ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentWithName := tls.Certificate{Certificate: [][]byte{der2, ca.ca.Cert.Raw}, PrivateKey: key2}
+	if _, err := handshake(tlsServer(t, agentWithName), cfg); err == nil || !strings.Contains(err.Error(), "not a server of this cluster") {
+		t.Errorf("an agent certificate carrying the server name: %v, want it refused as not a server", err)
+	}
 
-	// The trust is read at each handshake: a CA added by a reload counts.
-	var mu sync.Mutex
-	pool := ca.pool()
-	live := transport.VerifyingClientConfig(func() (*x509.CertPool, string) {
-		mu.Lock()
-		defer mu.Unlock()
-		return pool, "prod"
-	}, nil)
+	// Security builds its client config from the material current at each
+	// connection: a CA bundle replaced by a reload (or an agent's renewal)
+	// counts for the next handshake, through gRPC's credentials as well.
+	sec := transport.Security{M: transport.StaticMaterial(ca.bundle(pki.Leaf{Identity: agentID("web-1")}))}
 	addr := tlsServer(t, other.bundle(pki.Leaf{Identity: serverID("s1")}).Cert)
-	if _, err := handshake(addr, live); err == nil {
+	if _, err := handshake(addr, sec.ClientConfig()); err == nil {
 		t.Fatal("untrusted CA accepted")
 	}
-	mu.Lock()
-	pool = other.pool()
-	mu.Unlock()
-	if _, err := handshake(addr, live); err != nil {
-		t.Errorf("after trusting the new CA: %v", err)
+	grpcHandshake := func() error {
+		raw, err := net.Dial("tcp", addr)
+		if err != nil {
+			return err
+		}
+		defer raw.Close()
+		conn, _, err := transport.ClientCredentials(sec).ClientHandshake(context.Background(), addr, raw)
+		if err == nil {
+			conn.Close()
+		}
+		return err
+	}
+	if err := grpcHandshake(); err == nil {
+		t.Fatal("untrusted CA accepted by the gRPC credentials")
+	}
+	sec.M.Set(other.bundle(pki.Leaf{Identity: agentID("web-1")}))
+	if _, err := handshake(addr, sec.ClientConfig()); err != nil {
+		t.Errorf("after the reload: %v", err)
+	}
+	if err := grpcHandshake(); err != nil {
+		t.Errorf("gRPC credentials after the reload: %v", err)
 	}
 }
 

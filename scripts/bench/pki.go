@@ -102,7 +102,7 @@ func (p *benchPKI) security() transport.Security {
 // anonymousTLS verifies the servers and presents no certificate (what a
 // load balancer checking /v1/health does).
 func (p *benchPKI) anonymousTLS() *tls.Config {
-	return transport.VerifyingClientConfig(func() (*x509.CertPool, string) { return p.pool, clusterName }, nil)
+	return transport.VerifyingClientConfig(p.pool, clusterName, nil)
 }
 
 // clusterSec is how the bench talks to one cluster: gRPC dial options and
