@@ -377,7 +377,7 @@ func (p *principalStream) Context() context.Context { return p.ctx }
 func (s *Server) denied(method string, p auth.Principal, err error) {
 	code := status.Code(err)
 	s.metrics.authDenied.WithLabelValues(method, code.String()).Inc()
-	s.logger.Warn("request refused", "method", method, "caller", p.String(), "code", code.String(), "err", status.Convert(err).Message())
+	s.logger.Warn("request refused", "method", method, "caller", p.String(), "via", p.Via, "code", code.String(), "err", status.Convert(err).Message())
 }
 
 // forwardCtx marks a request one server forwards to another and passes

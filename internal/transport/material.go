@@ -152,9 +152,6 @@ func (m *Material) Current() *Bundle { return m.cur.Load() }
 // Set replaces the bundle (an agent's renewed certificate).
 func (m *Material) Set(b *Bundle) { m.cur.Store(b) }
 
-// Files are the files Reload reads.
-func (m *Material) Files() Files { return m.files }
-
 // Reload reads the files again. If anything does not parse or fit
 // together, the material in use is kept and the error says why; a reload
 // never leaves a process without a certificate. The new certificate must
