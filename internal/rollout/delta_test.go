@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"testing"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"pgregory.net/rapid"
 
 	"github.com/relhq/rel/internal/state"
@@ -124,12 +126,14 @@ func TestDeltaRefusesRowsItCannotDescribe(t *testing.T) {
 		}
 		return r
 	}
+	twice := row("a", "a")
+	twice.Hosts[1].State = HostDispatched
 	for name, c := range map[string][2]*relv1.Rollout{
-		"host added":      {row("a", "b"), row("a", "b", "c")},
-		"host removed":    {row("a", "b"), row("a")},
-		"hosts reordered": {row("a", "b"), row("b", "a")},
-		"host replaced":   {row("a", "b"), row("a", "c")},
-		"id twice":        {row("a", "a"), row("a", "a")},
+		"host added":       {row("a", "b"), row("a", "b", "c")},
+		"host removed":     {row("a", "b"), row("a")},
+		"hosts reordered":  {row("a", "b"), row("b", "a")},
+		"host replaced":    {row("a", "b"), row("a", "c")},
+		"changed id twice": {row("a", "a"), twice},
 	} {
 		if d, ok := Delta(c[0], c[1]); ok {
 			t.Errorf("%s: delta %v, want none (a whole row)", name, d)
@@ -137,5 +141,59 @@ func TestDeltaRefusesRowsItCannotDescribe(t *testing.T) {
 	}
 	if d, ok := Delta(row("a", "b"), row("a", "b")); !ok || len(d.GetHosts()) != 0 {
 		t.Errorf("no change: %v %v, want a delta without hosts", d, ok)
+	}
+	// An id twice among hosts that do not change is no ambiguity.
+	other := row("a", "a", "b")
+	other.Hosts[2].State = HostDispatched
+	if d, ok := Delta(row("a", "a", "b"), other); !ok || len(d.GetHosts()) != 1 {
+		t.Errorf("unchanged id twice: %v %v, want a delta of b", d, ok)
+	}
+}
+
+// TestSameHostSeesEveryField sets each field of RolloutHost in turn, as
+// its descriptor lists them: a field added later and forgotten in sameHost
+// fails here instead of being left out of deltas.
+func TestSameHostSeesEveryField(t *testing.T) {
+	fields := (&relv1.RolloutHost{}).ProtoReflect().Descriptor().Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		b := &relv1.RolloutHost{}
+		m := b.ProtoReflect()
+		switch {
+		case fd.IsList():
+			l := m.Mutable(fd).List()
+			l.Append(l.NewElement())
+		case fd.IsMap():
+			t.Fatalf("field %s: a map; teach this test to set one", fd.Name())
+		case fd.Kind() == protoreflect.MessageKind:
+			m.Set(fd, protoreflect.ValueOfMessage(m.NewField(fd).Message()))
+		case fd.Kind() == protoreflect.StringKind:
+			m.Set(fd, protoreflect.ValueOfString("x"))
+		case fd.Kind() == protoreflect.BoolKind:
+			m.Set(fd, protoreflect.ValueOfBool(true))
+		case fd.Kind() == protoreflect.EnumKind:
+			m.Set(fd, protoreflect.ValueOfEnum(1))
+		case fd.Kind() == protoreflect.Uint32Kind || fd.Kind() == protoreflect.Fixed32Kind:
+			m.Set(fd, protoreflect.ValueOfUint32(1))
+		case fd.Kind() == protoreflect.Uint64Kind || fd.Kind() == protoreflect.Fixed64Kind:
+			m.Set(fd, protoreflect.ValueOfUint64(1))
+		case fd.Kind() == protoreflect.Int32Kind || fd.Kind() == protoreflect.Sint32Kind || fd.Kind() == protoreflect.Sfixed32Kind:
+			m.Set(fd, protoreflect.ValueOfInt32(1))
+		case fd.Kind() == protoreflect.Int64Kind || fd.Kind() == protoreflect.Sint64Kind || fd.Kind() == protoreflect.Sfixed64Kind:
+			m.Set(fd, protoreflect.ValueOfInt64(1))
+		default:
+			t.Fatalf("field %s: kind %s; teach this test to set it", fd.Name(), fd.Kind())
+		}
+		if sameHost(&relv1.RolloutHost{}, b) {
+			t.Errorf("sameHost misses RolloutHost.%s: a host changed in it would be left out of deltas", fd.Name())
+		}
+	}
+	u := &relv1.RolloutHost{}
+	u.ProtoReflect().SetUnknown(protowire.AppendVarint(protowire.AppendTag(nil, 99, protowire.VarintType), 1))
+	if sameHost(&relv1.RolloutHost{}, u) {
+		t.Error("sameHost misses unknown fields")
+	}
+	if !sameHost(&relv1.RolloutHost{AgentId: "a", Wave: 2}, &relv1.RolloutHost{AgentId: "a", Wave: 2}) {
+		t.Error("equal hosts differ")
 	}
 }

@@ -76,9 +76,11 @@ func runRaftBytes() error {
 	return nil
 }
 
-// size prints a byte count in B, KiB or MiB.
+// size prints a byte count in B, KiB, MiB or GiB.
 func size(b int64) string {
 	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30))
 	case b >= 1<<20:
 		return fmt.Sprintf("%.2f MiB", float64(b)/(1<<20))
 	case b >= 1<<10:
