@@ -90,7 +90,7 @@ func FuzzApplyCommand(f *testing.F) {
 // isApplicationError reports whether err is a verdict the FSM returns as
 // data (the same on every replica), as opposed to a failure of the store.
 func isApplicationError(err error) bool {
-	for _, s := range []error{state.ErrNotFound, state.ErrAlreadyExists, state.ErrConflict, state.ErrUnauthenticated, state.ErrPermissionDenied} {
+	for _, s := range []error{state.ErrNotFound, state.ErrAlreadyExists, state.ErrConflict, state.ErrUnauthenticated, state.ErrPermissionDenied, state.ErrRequestIDReused} {
 		if errors.Is(err, s) {
 			return true
 		}
@@ -231,7 +231,16 @@ func seedCommands() []*relv1.Command {
 		stamped(38, &relv1.Command_UseJoinToken{UseJoinToken: &relv1.UseJoinToken{SecretHash: fuzzJoinHash, AgentId: "web-2", AtUnixNano: 38}}),
 		stamped(39, &relv1.Command_DeleteJoinToken{DeleteJoinToken: &relv1.DeleteJoinToken{AccessorId: fuzzJoinAcc}}),
 		stamped(40, &relv1.Command_RevokeAgent{RevokeAgent: &relv1.RevokeAgent{Revocation: &relv1.AgentRevocation{AgentId: "web-1", RevokedUnixNano: 40, RevokedBy: "token x", Reason: "stolen"}}}),
+		// With request ids: the fuzzer applies each entry twice, so the
+		// second meets the first's record.
+		withRequestID("rq-fuzz-1", stamped(41, &relv1.Command_CreateApp{CreateApp: &relv1.CreateApp{App: &relv1.App{Name: "db", CreatedUnixNano: 41}}})),
+		withRequestID("rq-fuzz-2", stamped(42, &relv1.Command_RolloutControl{RolloutControl: &relv1.RolloutControl{RolloutId: "ro-1", Action: "approve", AtUnixNano: 42, Wave: 2}})),
 	}
+}
+
+func withRequestID(id string, c *relv1.Command) *relv1.Command {
+	c.RequestId = id
+	return c
 }
 
 // TestFuzzSeeds keeps the seeds honest: every command kind has one, each
