@@ -107,7 +107,7 @@ func (f *FSM) applyRequest(index uint64, cmd *relv1.Command) *Result {
 		err := f.apply(index, cmd)
 		return &Result{Index: index, Err: err, Ref: refOf(cmd, err)}
 	}
-	kind, target := describe(cmd)
+	kind, target := Describe(cmd)
 	first, err := f.store.BeginRequest(id, cmd.GetStampedUnixNano(), f.requestTTL)
 	if err != nil {
 		return &Result{Index: index, Err: err}
@@ -135,11 +135,12 @@ func (f *FSM) applyRequest(index uint64, cmd *relv1.Command) *Result {
 // kindField is the oneof of Command that holds its kind.
 var kindField = (&relv1.Command{}).ProtoReflect().Descriptor().Oneofs().ByName("kind")
 
-// describe names a command's kind (its oneof field, e.g. create_rollout)
-// and what it acts on, so that a request id sent again with another
-// request is told apart from a repeat. The target leaves out what the
-// accepting server makes anew for every attempt (ids, secrets, times).
-func describe(cmd *relv1.Command) (kind, target string) {
+// Describe names a command's kind (its oneof field, e.g. create_rollout)
+// and what it acts on, as request records keep them, so that a request id
+// sent again with another request is told apart from a repeat. The target
+// leaves out what the accepting server makes anew for every attempt (ids,
+// secrets, times).
+func Describe(cmd *relv1.Command) (kind, target string) {
 	if fd := cmd.ProtoReflect().WhichOneof(kindField); fd != nil {
 		kind = string(fd.Name())
 	}

@@ -157,6 +157,13 @@ func TestRepeatedApproveAfterTheEngineMoved(t *testing.T) {
 			if !withID && !opened {
 				t.Errorf("a legacy approve (no id, no wave) no longer approves whatever waits: %+v", res)
 			}
+			if withID {
+				// Another request approving wave 2 is told it is late.
+				res := r.apply(approve("rq-other", 13, "ro-1", 2))
+				if want := "cannot approve wave 2 of rollout ro-1: wave 2 of 3 was approved already; it waits for approval of wave 3 of 3 (--wave 3)"; !errors.Is(res.Err, state.ErrConflict) || res.Err.Error() != want {
+					t.Errorf("a new approve of the approved wave: %v, want %q", res.Err, want)
+				}
+			}
 		})
 	}
 }

@@ -290,7 +290,11 @@ func (s *Store) ControlRollout(index uint64, id, action, reason string, at int64
 			return refuse(", not waiting for approval")
 		}
 		if want := WaveNumber(cur, next); wave != 0 && wave != want {
-			return newError(ErrConflict, fmt.Sprintf("cannot approve wave %d of rollout %s: it waits for approval of %s (--wave %d)", wave, id, WaveLabel(cur, next), want))
+			late := ""
+			if i, ok := waveIndex(cur, wave); ok && i >= 1 && i <= cur.GetApprovedWave() {
+				late = WaveLabel(cur, i) + " was approved already; "
+			}
+			return newError(ErrConflict, fmt.Sprintf("cannot approve wave %d of rollout %s: %sit waits for approval of %s (--wave %d)", wave, id, late, WaveLabel(cur, next), want))
 		}
 		r.State, r.ApprovedWave, r.LastProgressUnixNano = RolloutRunning, next, at
 		msg = "approved " + WaveLabel(cur, next)
