@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/relhq/rel/internal/retry"
 	"github.com/relhq/rel/internal/version"
 )
 
@@ -30,6 +31,8 @@ const connectTimeout = 5 * time.Second
 func dialOptions(sec *security, rec *handshakeRecord) []grpc.DialOption {
 	return append(sec.dialOptions(rec),
 		grpc.WithUserAgent("relctl/"+version.Version),
+		grpc.WithChainUnaryInterceptor(unaryRequestID),
+		grpc.WithChainStreamInterceptor(streamRequestID),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.DefaultConfig,
 			MinConnectTimeout: connectTimeout,
@@ -58,51 +61,84 @@ func parseAddrs(source, value string) ([]string, error) {
 // rpc performs one gRPC call on cc, passing opts through to it.
 type rpc func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) error
 
+// retryPause is the pause before relctl goes through the addresses again
+// after a server answered Unavailable; it doubles up to maxRetryPause.
+const (
+	retryPause    = 200 * time.Millisecond
+	maxRetryPause = 2 * time.Second
+)
+
 // invoke runs call against the addresses in order and returns the address
 // that answered.
 //
-// It moves to the next address only when the current one could not be
-// reached at all: the call failed with Unavailable before any connection to
-// a server existed (grpc.Peer stays empty until a transport carries the
-// call). Anything a server answers, even Unavailable ("no leader yet"), is
-// final: another member would give the same answer, and retrying a write
-// whose fate is unknown elsewhere could apply it twice. A failed TLS
-// handshake sent no request either, so relctl moves on from it too; if no
-// address answers, the first handshake failure is reported, because it says
-// more than a refused connection.
+// Every attempt carries the same request id (see withRequestID), so the
+// cluster applies the call once however many attempts reach it. invoke
+// moves to the next address when the current one could not be reached at
+// all (the call failed with Unavailable before any connection to a server
+// existed: grpc.Peer stays empty until a transport carries the call, and a
+// failed TLS handshake sent nothing either) and when a server answered
+// Unavailable (no leader yet, a leader change while it forwarded the call,
+// a server shutting down, a connection lost during the call): whether
+// such a call was applied is unknown, and the request id makes asking
+// again safe. After a pass in which a server answered Unavailable it goes
+// through the addresses again, after a pause, until --timeout; after a
+// pass that reached no server at all it stops. Any other answer is final.
+//
+// When no attempt succeeds, the last server's Unavailable answer is
+// reported (even when --timeout ran out meanwhile: it says why), else the
+// first handshake failure, because it says more than a refused connection,
+// else that no address was reachable.
 //
 // The errors returned are the usage error of unusable TLS material,
 // *tlsError, *unreachableError, *timeoutError, or the server's status error
 // unchanged.
 func invoke(ctx context.Context, sec *security, addrs []string, timeout time.Duration, call rpc) (string, error) {
-	var last, handshake error
-	for _, addr := range addrs {
-		rec := &handshakeRecord{}
-		// The explicit dns scheme keeps a host name that looks like a URL
-		// scheme ("unix", "passthrough") from being read as one.
-		cc, err := grpc.NewClient("dns:///"+addr, dialOptions(sec, rec)...)
-		if err != nil {
-			return addr, fmt.Errorf("connect to %s: %w", addr, err)
-		}
-		var p peer.Peer
-		err = call(ctx, cc, grpc.Peer(&p))
-		_ = cc.Close() // nothing useful to do about a failed close of a one-shot connection
-		switch {
-		case err == nil:
-			return addr, nil
-		case deadlinePassed(ctx, err):
-			return addr, &timeoutError{addr: addr, timeout: timeout}
-		case status.Code(err) == codes.Unavailable && p.Addr == nil && ctx.Err() == nil:
-			if herr := rec.get(); herr != nil && handshake == nil {
-				handshake = sec.describeHandshake(addr, herr)
+	ctx = withRequestID(ctx)
+	var (
+		last, handshake error
+		answered        error // the last server's Unavailable answer
+		answeredAddr    string
+	)
+	for pause := retryPause; ; pause = min(2*pause, maxRetryPause) {
+		answeredNow := false
+		for _, addr := range addrs {
+			rec := &handshakeRecord{}
+			// The explicit dns scheme keeps a host name that looks like a URL
+			// scheme ("unix", "passthrough") from being read as one.
+			cc, err := grpc.NewClient("dns:///"+addr, dialOptions(sec, rec)...)
+			if err != nil {
+				return addr, fmt.Errorf("connect to %s: %w", addr, err)
 			}
-			last = err
-			continue
-		default:
-			return addr, err
+			var p peer.Peer
+			err = call(ctx, cc, grpc.Peer(&p))
+			_ = cc.Close() // nothing useful to do about a failed close of a one-shot connection
+			switch {
+			case err == nil:
+				return addr, nil
+			case deadlinePassed(ctx, err):
+				if answered != nil {
+					return answeredAddr, answered
+				}
+				return addr, &timeoutError{addr: addr, timeout: timeout}
+			case status.Code(err) == codes.Unavailable && ctx.Err() == nil && p.Addr == nil:
+				if herr := rec.get(); herr != nil && handshake == nil {
+					handshake = sec.describeHandshake(addr, herr)
+				}
+				last = err
+			case status.Code(err) == codes.Unavailable && ctx.Err() == nil:
+				answered, answeredAddr, answeredNow = err, addr, true
+			default:
+				return addr, err
+			}
+		}
+		if !answeredNow || !retry.Sleep(ctx, retry.Jitter(pause)) {
+			break
 		}
 	}
-	if handshake != nil {
+	switch {
+	case answered != nil:
+		return answeredAddr, answered
+	case handshake != nil:
 		return "", handshake
 	}
 	return "", &unreachableError{addrs: addrs, last: last}

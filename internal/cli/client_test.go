@@ -15,8 +15,9 @@ import (
 )
 
 // TestAddrFailover drives relctl against real gRPC servers on loopback to
-// check the --addr list semantics: skip addresses that cannot be reached,
-// stop at the first server that answers, whatever it answers.
+// check the --addr list semantics: skip addresses that cannot be reached
+// or answer Unavailable, stop at the first server that answers anything
+// else.
 func TestAddrFailover(t *testing.T) {
 	closed1, closed2 := closedAddr(t), closedAddr(t)
 	first := &fakeControl{name: "first", calls: make(chan struct{}, 10)}
@@ -34,6 +35,7 @@ func TestAddrFailover(t *testing.T) {
 		wantStderr string // whole line without "relctl: " and newline
 		wantFirst  int    // ListApps calls the first server must have seen
 		wantSecond int
+		timeout    string // --timeout, if not the default
 	}{
 		{
 			name:       "closed port first, answer from the next",
@@ -64,10 +66,20 @@ func TestAddrFailover(t *testing.T) {
 				"; start rel-server or set --addr/REL_ADDR (last error: ",
 		},
 		{
-			// The server's own Unavailable is final: another member would
-			// say the same, so relctl must not try the second server.
-			name:       "server answers unavailable",
+			// A server's Unavailable (no leader yet, a leader change) may
+			// have left a write applied or not: relctl asks the next
+			// server, with the same request id, so that it acts once.
+			name:       "server answers unavailable, the next one is asked",
 			addrs:      []string{closed1, noLeader, secondAddr},
+			wantCode:   exitOK,
+			wantStdout: "served by second",
+			wantSecond: 1,
+		},
+		{
+			// Until --timeout; then the last server's answer says why.
+			name:       "every server answers unavailable",
+			addrs:      []string{closed1, noLeader},
+			timeout:    "600ms",
 			wantCode:   exitUnavailable,
 			wantStderr: "no leader elected yet (Unavailable)",
 		},
@@ -80,7 +92,11 @@ func TestAddrFailover(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res := runCLI(t, nil, "", "--addr", strings.Join(tt.addrs, ","), "app", "list")
+			args := []string{"--addr", strings.Join(tt.addrs, ","), "app", "list"}
+			if tt.timeout != "" {
+				args = append([]string{"--timeout", tt.timeout}, args...)
+			}
+			res := runCLI(t, nil, "", args...)
 			if res.code != tt.wantCode {
 				t.Errorf("exit code = %d, want %d (stderr %q)", res.code, tt.wantCode, res.stderr)
 			}

@@ -289,11 +289,15 @@ func commonLabel(hosts []*relv1.PlannedHost, label string) (string, bool) {
 
 // rolloutControlled confirms pause, resume, approve and abort: the state
 // the rollout is in now, or the rollout in JSON.
-func (p printer) rolloutControlled(r *relv1.Rollout) error {
+func (p printer) rolloutControlled(r *relv1.Rollout, approved uint32) error {
 	if p.json() {
 		return p.writeJSON(toRolloutJSON(r))
 	}
-	_, err := fmt.Fprintf(p.w, "rollout %s: %s\n", cell(r.GetId()), cell(r.GetState()))
+	note := ""
+	if approved != 0 {
+		note = fmt.Sprintf("; approved wave %d of %s", approved, waveName(waveBase(r), max(r.GetWaveCount(), 1)-1))
+	}
+	_, err := fmt.Fprintf(p.w, "rollout %s: %s%s\n", cell(r.GetId()), cell(r.GetState()), note)
 	return err
 }
 

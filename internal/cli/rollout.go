@@ -71,9 +71,19 @@ and no wave begins until "relctl rollout resume ID".`,
 			`Resume rollout ID, paused by "relctl rollout pause": it continues from where
 it stopped.`,
 			func(s *relv1.Rollout) bool { return s.GetState() == statePaused }),
-		r.rolloutControlCommand("approve", "Let a rollout waiting for approval start its next wave",
-			`Approve the next wave of rollout ID, started with --approve-waves and now
-waiting_approval after a wave finished and baked.`,
+		r.rolloutControlCommand(actionApprove, "Let a rollout waiting for approval start its next wave",
+			`Approve the wave rollout ID waits for. A rollout started with
+--approve-waves stops after each wave has finished and baked
+(waiting_approval) until the next wave is approved.
+
+Without --wave, relctl reads the rollout from the leader, approves the
+wave it waits for and prints which ("rollout ID: running; approved wave 2
+of 3"). --wave N names the wave, numbered as "relctl rollout status"
+numbers waves (from 1; a canary rollout's canary is wave 0 and never
+waits). Either way the server refuses (FailedPrecondition) an approve of
+any wave but the one waiting, so an approve never opens a later gate than
+the one its author meant, even when it is sent again after the rollout
+moved on.`,
 			func(s *relv1.Rollout) bool { return s.GetState() == stateWaitingApproval }),
 		r.rolloutControlCommand("abort", "Stop a rollout for good",
 			`Abort rollout ID: no further host is started and the rollout ends aborted.
@@ -208,41 +218,89 @@ func rolloutTarget(cmd *cobra.Command, arg string, flags *specFlags) (app, versi
 }
 
 // rolloutControlCommand builds pause, resume, approve and abort, which
-// differ only in the action sent and in which rollouts completion offers.
+// differ only in the action sent, in which rollouts completion offers, and
+// in approve's --wave.
 func (r *runner) rolloutControlCommand(action, short, long string, offer func(*relv1.Rollout) bool) *cobra.Command {
-	var reason string
-	cmd := &cobra.Command{
-		Use:   action + " ID [--reason TEXT]",
+	var (
+		reason string
+		wave   uint32
+		cmd    *cobra.Command
+	)
+	use, example := action+" ID [--reason TEXT]", ""
+	if action == actionApprove {
+		use = action + " ID [--wave N] [--reason TEXT]"
+		example = fmt.Sprintf("\n  relctl rollout %s 01J8X4W2QZ --wave 2", action)
+	}
+	cmd = &cobra.Command{
+		Use:   use,
 		Short: short,
 		Long: long + `
 
 relctl prints "rollout ID: STATE" with the state the rollout is in
 afterwards (with -o json, the rollout). --reason is sent with the action
 for the server to record. The server refuses an action the rollout's state
-does not allow (FailedPrecondition, exit 1).`,
+does not allow (FailedPrecondition, exit 1).
+
+If no answer comes back (no leader, a leader change, a server going away),
+relctl asks again, the next --addr address first, with the same request
+id: the cluster applies the action once.`,
 		Example: fmt.Sprintf(`  relctl rollout %[1]s 01J8X4W2QZ
-  relctl rollout %[1]s 01J8X4W2QZ --reason "error rate up in eu-1"`, action),
+  relctl rollout %[1]s 01J8X4W2QZ --reason "error rate up in eu-1"`, action) + example,
 		Args: exactArgs("ID"),
 		ValidArgsFunction: func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 			return r.completeRolloutIDWhere(cmd, args, toComplete, offer)
 		},
 		RunE: r.do(func(ctx context.Context, args []string) error {
+			req := &relv1.ControlRolloutRequest{Id: args[0], Action: action, Reason: reason}
+			if action == actionApprove {
+				req.Wave = wave
+				if !cmd.Flags().Changed("wave") {
+					w, err := r.waitingWave(ctx, args[0])
+					if err != nil {
+						return err
+					}
+					req.Wave = w
+				}
+			}
 			var resp *relv1.ControlRolloutResponse
 			_, err := r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
-				resp, err = relv1.NewControlServiceClient(cc).ControlRollout(ctx, &relv1.ControlRolloutRequest{
-					Id: args[0], Action: action, Reason: reason,
-				}, opts...)
+				resp, err = relv1.NewControlServiceClient(cc).ControlRollout(ctx, req, opts...)
 				return err
 			})
 			if err != nil {
 				return err
 			}
-			return r.printer().rolloutControlled(resp.GetRollout())
+			return r.printer().rolloutControlled(resp.GetRollout(), req.GetWave())
 		}),
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why, in `TEXT`, for the server to record with the action")
 	_ = cmd.RegisterFlagCompletionFunc("reason", cobra.NoFileCompletions)
+	if action == actionApprove {
+		cmd.Flags().Uint32Var(&wave, "wave", 0, "the wave `N` to approve, numbered as 'rollout status' shows waves; refused unless it is the one waiting (default: the one waiting)")
+		_ = cmd.RegisterFlagCompletionFunc("wave", cobra.NoFileCompletions)
+	}
 	return cmd
+}
+
+const actionApprove = "approve"
+
+// waitingWave reads rollout id from the leader (a replica's view may be
+// older than the gate) and returns the number of the wave it waits to
+// have approved, numbered as tables number waves.
+func (r *runner) waitingWave(ctx context.Context, id string) (uint32, error) {
+	var resp *relv1.GetRolloutResponse
+	_, err := r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
+		resp, err = relv1.NewControlServiceClient(cc).GetRollout(ctx, &relv1.GetRolloutRequest{Id: id, Read: &relv1.ReadOptions{Consistent: true}}, opts...)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	ro := resp.GetStatus().GetRollout()
+	if ro.GetState() != stateWaitingApproval {
+		return 0, status.Errorf(codes.FailedPrecondition, "rollout %s is %s, not waiting for approval: no wave to approve ('relctl rollout status %s' shows where it is)", id, ro.GetState(), id)
+	}
+	return waveBase(ro) + ro.GetCurrentWave() + 1, nil
 }
 
 func (r *runner) rolloutRollbackCommand() *cobra.Command {

@@ -146,6 +146,9 @@ func (f *fakeStage) RollbackRollout(_ context.Context, req *relv1.RollbackRollou
 }
 
 func (f *fakeStage) GetRollout(_ context.Context, req *relv1.GetRolloutRequest) (*relv1.GetRolloutResponse, error) {
+	if req.GetId() == "r-3" {
+		return &relv1.GetRolloutResponse{Status: &relv1.RolloutStatus{Rollout: rollbackCanary}, Index: 70}, nil
+	}
 	if req.GetId() != "r-2" {
 		return nil, status.Errorf(codes.NotFound, "rollout %q not found", req.GetId())
 	}
@@ -433,8 +436,15 @@ func TestStageOutput(t *testing.T) {
 		},
 		{
 			name: "controlled table", format: formatTable,
-			print: func(p printer) error { return p.rolloutControlled(&relv1.Rollout{Id: "r-2", State: "paused"}) },
+			print: func(p printer) error { return p.rolloutControlled(&relv1.Rollout{Id: "r-2", State: "paused"}, 0) },
 			want:  "rollout r-2: paused\n",
+		},
+		{
+			name: "approved table", format: formatTable,
+			print: func(p printer) error {
+				return p.rolloutControlled(&relv1.Rollout{Id: "r-2", State: "running", Spec: canarySpec, WaveCount: 3}, 1)
+			},
+			want: "rollout r-2: running; approved wave 1 of 2\n",
 		},
 	}
 	for _, tt := range tests {
@@ -544,12 +554,18 @@ func TestRolloutControls(t *testing.T) {
 			if res.code != exitOK || res.stderr != "" {
 				t.Fatalf("exit %d, stderr %q", res.code, res.stderr)
 			}
-			if want := "rollout r-2: " + tt.state + "\n"; res.stdout != want {
+			// approve finds the wave r-2 waits for: the first after the
+			// canary, wave 1 (of 2).
+			want, wave := "rollout r-2: "+tt.state+"\n", uint32(0)
+			if tt.action == "approve" {
+				want, wave = "rollout r-2: running; approved wave 1 of 2\n", 1
+			}
+			if res.stdout != want {
 				t.Errorf("stdout = %q, want %q", res.stdout, want)
 			}
 			req := <-srv.controls
-			if req.GetId() != "r-2" || req.GetAction() != tt.action || req.GetReason() != "because" {
-				t.Errorf("request %v, want id r-2, action %s, reason because", req, tt.action)
+			if req.GetId() != "r-2" || req.GetAction() != tt.action || req.GetReason() != "because" || req.GetWave() != wave {
+				t.Errorf("request %v, want id r-2, action %s, reason because, wave %d", req, tt.action, wave)
 			}
 
 			res = runCLI(t, env, "", "-o", "json", "rollout", tt.action, "r-2")
@@ -569,6 +585,23 @@ func TestRolloutControls(t *testing.T) {
 	res = runCLI(t, env, "", "rollout", "approve")
 	if res.code != exitUsage {
 		t.Errorf("approve without id: exit %d", res.code)
+	}
+	// --wave is sent as given: the server decides.
+	res = runCLI(t, env, "", "rollout", "approve", "r-2", "--wave", "2")
+	if req := <-srv.controls; res.code != exitOK || req.GetWave() != 2 || res.stdout != "rollout r-2: running; approved wave 2 of 2\n" {
+		t.Errorf("approve --wave 2: exit %d, stdout %q, stderr %q, request %v", res.code, res.stdout, res.stderr, req)
+	}
+	// Nothing waits: nothing is sent.
+	res = runCLI(t, env, "", "rollout", "approve", "r-3")
+	if res.code != exitRefused || res.stderr != "relctl: rollout r-3 is running, not waiting for approval: no wave to approve ('relctl rollout status r-3' shows where it is) (FailedPrecondition)\n" {
+		t.Errorf("approve of a running rollout: exit %d, stderr %q", res.code, res.stderr)
+	}
+	if n := len(srv.controls); n != 0 {
+		t.Errorf("approve of a running rollout sent %d controls", n)
+	}
+	res = runCLI(t, env, "", "rollout", "pause", "r-2", "--wave", "2")
+	if res.code != exitUsage {
+		t.Errorf("pause --wave: exit %d, stderr %q", res.code, res.stderr)
 	}
 
 	res = runCLI(t, env, "", "rollout", "rollback", "r-2", "--all-at-once")

@@ -223,8 +223,13 @@ Global settings come from flags, then environment variables, then defaults:
                                 REL_TOKEN_FILE) wins over it
 
 --addr takes a comma-separated list. relctl tries the addresses in order and
-moves to the next only when one cannot be reached (or its TLS handshake
-fails); any answer from a server, even an error, is final.
+moves to the next when one cannot be reached (or its TLS handshake fails)
+or answers Unavailable (no leader yet, a leader change, a server shutting
+down); while servers answer Unavailable it goes through the list again,
+after a pause, until --timeout. Any other answer, even an error, is final.
+Every attempt of a request carries the same request id (rel-request-id),
+so the cluster applies a write once however often it is sent, and answers
+a repeat with the first answer.
 
 Every connection is TLS. relctl reads the cluster's name from the CA
 certificate and accepts only a server whose certificate names

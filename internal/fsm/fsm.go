@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
@@ -27,11 +28,22 @@ import (
 type Result struct {
 	Index uint64
 	Err   error
+	// Ref names what the command created, for the caller's answer: a
+	// rollout's id, a token's accessor id; "" otherwise.
+	Ref string
+	// Duplicate says the command's request id had been applied before:
+	// nothing was applied now, and Index, Err and Ref are the first
+	// answer's.
+	Duplicate bool
 }
 
 // FSM adapts a state store to raft.FSM.
 type FSM struct {
 	store *state.Store
+	// requestTTL and maxRequests bound the requests table
+	// (state.RequestTTL and state.MaxRequests; tests lower them).
+	requestTTL  time.Duration
+	maxRequests int
 
 	// applied is the index of the last command applied, and appliedCh is
 	// closed (and replaced) each time it moves, so that a server can wait
@@ -45,7 +57,7 @@ type FSM struct {
 
 // New returns an FSM applying to store.
 func New(store *state.Store) *FSM {
-	return &FSM{store: store, appliedCh: make(chan struct{})}
+	return &FSM{store: store, appliedCh: make(chan struct{}), requestTTL: state.RequestTTL, maxRequests: state.MaxRequests}
 }
 
 // Applied returns the index of the last command applied and a channel
@@ -78,9 +90,115 @@ func (f *FSM) Apply(l *raft.Log) any {
 		// replica's state from its peers', so stop here.
 		panic(fmt.Sprintf("fsm: undecodable command at index %d: %v", l.Index, err))
 	}
-	res := &Result{Index: l.Index, Err: f.apply(l.Index, &cmd)}
+	res := f.applyRequest(l.Index, &cmd)
 	f.setApplied(l.Index)
 	return res
+}
+
+// applyRequest applies a command once per request id. A command whose
+// request id has a record is not applied: the answer is the record's (the
+// first answer), or a refusal when the record is of another request. Any
+// other command is applied, and when it carries a request id its answer
+// is recorded, refusals included, since a refused request sent again must
+// get the same refusal.
+func (f *FSM) applyRequest(index uint64, cmd *relv1.Command) *Result {
+	id := cmd.GetRequestId()
+	if id == "" {
+		err := f.apply(index, cmd)
+		return &Result{Index: index, Err: err, Ref: refOf(cmd, err)}
+	}
+	kind, target := Describe(cmd)
+	first, err := f.store.BeginRequest(id, cmd.GetStampedUnixNano(), f.requestTTL)
+	if err != nil {
+		return &Result{Index: index, Err: err}
+	}
+	if first != nil {
+		if first.GetKind() != kind || first.GetTarget() != target {
+			return &Result{Index: index, Err: &state.Error{Kind: state.ErrRequestIDReused, Msg: fmt.Sprintf(
+				"request id %q was used at index %d for another request (%s %s), not this %s %s: give every request an id of its own",
+				id, first.GetIndex(), first.GetKind(), first.GetTarget(), kind, target)}}
+		}
+		return &Result{Index: first.GetIndex(), Err: state.ErrorFromKind(first.GetErrorKind(), first.GetError()), Ref: first.GetRef(), Duplicate: true}
+	}
+	err = f.apply(index, cmd)
+	res := &Result{Index: index, Err: err, Ref: refOf(cmd, err)}
+	rec := &relv1.RequestRecord{Id: id, Index: index, StampedUnixNano: cmd.GetStampedUnixNano(), Kind: kind, Target: target, Ref: res.Ref}
+	if err != nil {
+		rec.ErrorKind, rec.Error = state.ErrorKind(err), err.Error()
+	}
+	if rerr := f.store.RecordRequest(rec, f.maxRequests); rerr != nil && res.Err == nil {
+		res.Err = rerr
+	}
+	return res
+}
+
+// kindField is the oneof of Command that holds its kind.
+var kindField = (&relv1.Command{}).ProtoReflect().Descriptor().Oneofs().ByName("kind")
+
+// Describe names a command's kind (its oneof field, e.g. create_rollout)
+// and what it acts on, as request records keep them, so that a request id
+// sent again with another request is told apart from a repeat. The target
+// leaves out what the accepting server makes anew for every attempt (ids,
+// secrets, times).
+func Describe(cmd *relv1.Command) (kind, target string) {
+	if fd := cmd.ProtoReflect().WhichOneof(kindField); fd != nil {
+		kind = string(fd.Name())
+	}
+	switch k := cmd.GetKind().(type) {
+	case *relv1.Command_CreateApp:
+		target = k.CreateApp.GetApp().GetName()
+	case *relv1.Command_CreateEnvironment:
+		target = k.CreateEnvironment.GetEnvironment().GetName()
+	case *relv1.Command_CreateRelease:
+		r := k.CreateRelease.GetRelease()
+		target = r.GetApp() + "@" + r.GetVersion()
+	case *relv1.Command_CreateRollout:
+		r := k.CreateRollout.GetRollout()
+		if r.GetKind() == state.KindRollback {
+			target = "rollback of " + r.GetRollbackOf()
+		} else {
+			target = r.GetApp() + "@" + r.GetVersion() + " to " + r.GetEnvironment()
+		}
+	case *relv1.Command_RolloutControl:
+		c := k.RolloutControl
+		target = c.GetAction() + " " + c.GetRolloutId()
+		if c.GetAction() == "approve" {
+			target += fmt.Sprintf(" wave %d", c.GetWave())
+		}
+	case *relv1.Command_CreateAclToken:
+		target = k.CreateAclToken.GetToken().GetName()
+	case *relv1.Command_DeleteAclToken:
+		target = k.DeleteAclToken.GetAccessorId()
+	case *relv1.Command_DeleteJoinToken:
+		target = k.DeleteJoinToken.GetAccessorId()
+	case *relv1.Command_UseJoinToken:
+		target = k.UseJoinToken.GetAgentId()
+	case *relv1.Command_RevokeAgent:
+		target = k.RevokeAgent.GetRevocation().GetAgentId()
+	case *relv1.Command_RegisterServer:
+		target = k.RegisterServer.GetServer().GetId()
+	case *relv1.Command_DeregisterServer:
+		target = k.DeregisterServer.GetId()
+	}
+	return kind, target
+}
+
+// refOf names what a command that was applied (err == nil) created.
+func refOf(cmd *relv1.Command, err error) string {
+	if err != nil {
+		return ""
+	}
+	switch k := cmd.GetKind().(type) {
+	case *relv1.Command_CreateRollout:
+		return k.CreateRollout.GetRollout().GetId()
+	case *relv1.Command_AclBootstrap:
+		return k.AclBootstrap.GetToken().GetAccessorId()
+	case *relv1.Command_CreateAclToken:
+		return k.CreateAclToken.GetToken().GetAccessorId()
+	case *relv1.Command_CreateJoinToken:
+		return k.CreateJoinToken.GetToken().GetAccessorId()
+	}
+	return ""
 }
 
 func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
@@ -115,7 +233,7 @@ func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
 		return f.store.InitCluster(index, k.InitCluster.GetClusterId())
 	case *relv1.Command_RolloutControl:
 		c := k.RolloutControl
-		return f.store.ControlRollout(index, c.GetRolloutId(), c.GetAction(), c.GetReason(), c.GetAtUnixNano())
+		return f.store.ControlRollout(index, c.GetRolloutId(), c.GetAction(), c.GetReason(), c.GetAtUnixNano(), c.GetWave())
 	case *relv1.Command_AclBootstrap:
 		return f.store.ACLBootstrap(index, k.AclBootstrap.GetToken())
 	case *relv1.Command_CreateAclToken:

@@ -90,7 +90,7 @@ func FuzzApplyCommand(f *testing.F) {
 // isApplicationError reports whether err is a verdict the FSM returns as
 // data (the same on every replica), as opposed to a failure of the store.
 func isApplicationError(err error) bool {
-	for _, s := range []error{state.ErrNotFound, state.ErrAlreadyExists, state.ErrConflict, state.ErrUnauthenticated, state.ErrPermissionDenied} {
+	for _, s := range []error{state.ErrNotFound, state.ErrAlreadyExists, state.ErrConflict, state.ErrUnauthenticated, state.ErrPermissionDenied, state.ErrRequestIDReused} {
 		if errors.Is(err, s) {
 			return true
 		}
@@ -243,7 +243,16 @@ func seedCommands() []*relv1.Command {
 		stamped(42, &relv1.Command_RolloutStepDelta{RolloutStepDelta: &relv1.RolloutStep{Rollout: headerOnly, ExpectModifyIndex: 7,
 			StartRollback: &relv1.CreateRollout{Rollout: rollback, Desired: fuzzDesired("ro-2")}}}),
 		stamped(43, &relv1.Command_RolloutStepDelta{RolloutStepDelta: &relv1.RolloutStep{Rollout: unknownHost, ExpectModifyIndex: 7, Desired: fuzzDesired("ro-1")}}),
+		// With request ids: the fuzzer applies each entry twice, so the
+		// second meets the first's record.
+		withRequestID("rq-fuzz-1", stamped(44, &relv1.Command_CreateApp{CreateApp: &relv1.CreateApp{App: &relv1.App{Name: "db", CreatedUnixNano: 44}}})),
+		withRequestID("rq-fuzz-2", stamped(45, &relv1.Command_RolloutControl{RolloutControl: &relv1.RolloutControl{RolloutId: "ro-1", Action: "approve", AtUnixNano: 45, Wave: 2}})),
 	}
+}
+
+func withRequestID(id string, c *relv1.Command) *relv1.Command {
+	c.RequestId = id
+	return c
 }
 
 // TestFuzzSeeds keeps the seeds honest: every command kind has one, each

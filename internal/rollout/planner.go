@@ -371,7 +371,7 @@ func (s *stepper) advance(obs map[string]Obs) {
 		}
 		if r.Spec.GetApproveWaves() && r.ApprovedWave < w+1 {
 			r.State = state.RolloutWaitingApproval
-			s.event("waiting_approval", "", fmt.Sprintf("%s waits for 'relctl rollout approve %s'", s.waveLabel(w+1), r.Id))
+			s.event("waiting_approval", "", fmt.Sprintf("%s waits for 'relctl rollout approve %s --wave %d'", s.waveLabel(w+1), r.Id, state.WaveNumber(r, w+1)))
 			return
 		}
 		r.CurrentWave = w + 1
@@ -381,16 +381,8 @@ func (s *stepper) advance(obs map[string]Obs) {
 }
 
 // waveLabel names a wave for people the way relctl shows it: "canary",
-// then waves counted from 1 ("wave 2 of 3").
-func (s *stepper) waveLabel(w uint32) string {
-	if s.r.GetSpec().GetStrategy() == Canary {
-		if w == 0 {
-			return "canary"
-		}
-		return fmt.Sprintf("wave %d of %d", w, s.r.WaveCount-1)
-	}
-	return fmt.Sprintf("wave %d of %d", w+1, s.r.WaveCount)
-}
+// then waves counted from 1 ("wave 2 of 3"); see state.WaveNumber.
+func (s *stepper) waveLabel(w uint32) string { return state.WaveLabel(s.r, w) }
 
 // waveDone reports whether every host of wave w has finished. A rollback's
 // away hosts do not hold the next wave back: they converge when they

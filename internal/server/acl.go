@@ -51,6 +51,12 @@ func withoutJoinHash(t *relv1.JoinToken) *relv1.JoinToken {
 // operator who built the cluster, on a TLS connection to it) gets the
 // token, and every later attempt is refused.
 func (a *aclService) Bootstrap(ctx context.Context, _ *relv1.ACLBootstrapRequest) (*relv1.ACLTokenSecretResponse, error) {
+	if idx, accessor, ok, err := a.s.repeatedAnswer(ctx, &relv1.Command{Kind: &relv1.Command_AclBootstrap{AclBootstrap: &relv1.ACLBootstrap{}}}); ok {
+		if err != nil {
+			return nil, err
+		}
+		return nil, secretShownOnce("the management token", accessor, "relctl acl token revoke", idx)
+	}
 	if a.s.store.ACLBootstrapped() {
 		return nil, status.Error(codes.FailedPrecondition, "ACLs are already bootstrapped: ask an admin for a token (relctl acl token create), or use an admin client certificate made with the CA key")
 	}
@@ -58,10 +64,14 @@ func (a *aclService) Bootstrap(ctx context.Context, _ *relv1.ACLBootstrapRequest
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	idx, err := a.s.apply(ctx, &relv1.Command{StampedUnixNano: tok.GetCreatedUnixNano(), Kind: &relv1.Command_AclBootstrap{AclBootstrap: &relv1.ACLBootstrap{Token: tok}}})
+	res, err := a.s.applyCommand(ctx, &relv1.Command{StampedUnixNano: tok.GetCreatedUnixNano(), Kind: &relv1.Command_AclBootstrap{AclBootstrap: &relv1.ACLBootstrap{Token: tok}}})
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	if res.Duplicate && res.Ref != tok.GetAccessorId() {
+		return nil, secretShownOnce("the management token", res.Ref, "relctl acl token revoke", res.Index)
+	}
+	idx := res.Index
 	a.s.logger.Info("ACLs bootstrapped: management token created", "accessor", tok.GetAccessorId(), "by", auth.FromContext(ctx).String())
 	tok.CreateIndex, tok.ModifyIndex = idx, idx
 	return &relv1.ACLTokenSecretResponse{Token: withoutHash(tok), Secret: secret, Index: idx}, nil
@@ -113,10 +123,14 @@ func (a *aclService) CreateToken(ctx context.Context, req *relv1.CreateACLTokenR
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	idx, err := a.s.apply(ctx, &relv1.Command{StampedUnixNano: tok.GetCreatedUnixNano(), Kind: &relv1.Command_CreateAclToken{CreateAclToken: &relv1.CreateACLToken{Token: tok}}})
+	res, err := a.s.applyCommand(ctx, &relv1.Command{StampedUnixNano: tok.GetCreatedUnixNano(), Kind: &relv1.Command_CreateAclToken{CreateAclToken: &relv1.CreateACLToken{Token: tok}}})
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	if res.Duplicate && res.Ref != tok.GetAccessorId() {
+		return nil, secretShownOnce("token", res.Ref, "relctl acl token revoke", res.Index)
+	}
+	idx := res.Index
 	a.s.logger.Info("token created", "accessor", tok.GetAccessorId(), "name", tok.GetName(), "roles", tok.GetRoles(), "by", p.String())
 	tok.CreateIndex, tok.ModifyIndex = idx, idx
 	return &relv1.ACLTokenSecretResponse{Token: withoutHash(tok), Secret: secret, Index: idx}, nil
@@ -198,10 +212,14 @@ func (a *aclService) CreateJoinToken(ctx context.Context, req *relv1.CreateJoinT
 		CreatedUnixNano: now.UnixNano(), ExpiresUnixNano: now.Add(ttl).UnixNano(), Uses: uses, UsesLeft: uses,
 		Labels: req.GetLabels(), CreatedBy: p.String(), NodeIds: req.GetNodeIds(),
 	}
-	idx, err := a.s.apply(ctx, &relv1.Command{StampedUnixNano: now.UnixNano(), Kind: &relv1.Command_CreateJoinToken{CreateJoinToken: &relv1.CreateJoinToken{Token: tok}}})
+	res, err := a.s.applyCommand(ctx, &relv1.Command{StampedUnixNano: now.UnixNano(), Kind: &relv1.Command_CreateJoinToken{CreateJoinToken: &relv1.CreateJoinToken{Token: tok}}})
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	if res.Duplicate && res.Ref != tok.GetAccessorId() {
+		return nil, secretShownOnce("join token", res.Ref, "relctl agent token revoke", res.Index)
+	}
+	idx := res.Index
 	a.s.logger.Info("join token created", "accessor", tok.GetAccessorId(), "uses", uses, "expires", time.Unix(0, tok.GetExpiresUnixNano()).UTC().Format(time.RFC3339), "by", p.String())
 	tok.CreateIndex, tok.ModifyIndex = idx, idx
 	resp := &relv1.CreateJoinTokenResponse{Token: withoutJoinHash(tok), Secret: secret, Index: idx}
@@ -251,10 +269,16 @@ func (a *aclService) RevokeAgent(ctx context.Context, req *relv1.RevokeAgentRequ
 	}
 	now := time.Now()
 	rev := &relv1.AgentRevocation{AgentId: req.GetAgentId(), RevokedUnixNano: now.UnixNano(), RevokedBy: auth.FromContext(ctx).String(), Reason: req.GetReason()}
-	idx, err := a.s.apply(ctx, &relv1.Command{StampedUnixNano: now.UnixNano(), Kind: &relv1.Command_RevokeAgent{RevokeAgent: &relv1.RevokeAgent{Revocation: rev}}})
+	res, err := a.s.applyCommand(ctx, &relv1.Command{StampedUnixNano: now.UnixNano(), Kind: &relv1.Command_RevokeAgent{RevokeAgent: &relv1.RevokeAgent{Revocation: rev}}})
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	if res.Duplicate {
+		if first := a.s.store.Revocation(req.GetAgentId()); first != nil {
+			return &relv1.RevokeAgentResponse{Revocation: first, Index: res.Index}, nil
+		}
+	}
+	idx := res.Index
 	a.s.logger.Warn("agent revoked", "agent", req.GetAgentId(), "reason", req.GetReason(), "by", rev.GetRevokedBy())
 	rev.CreateIndex, rev.ModifyIndex = idx, idx
 	return &relv1.RevokeAgentResponse{Revocation: rev, Index: idx}, nil

@@ -18,6 +18,7 @@ import (
 
 	"github.com/relhq/rel/internal/auth"
 	"github.com/relhq/rel/internal/pki"
+	"github.com/relhq/rel/internal/reqid"
 	"github.com/relhq/rel/internal/transport"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
@@ -382,7 +383,12 @@ func (s *Server) denied(method string, p auth.Principal, err error) {
 
 // forwardCtx marks a request one server forwards to another and passes
 // along who made it, so the receiving server authorizes the original
-// caller, not the forwarding server.
+// caller, not the forwarding server, and the request's id, so that the
+// request is applied once however often it is sent.
 func forwardCtx(ctx context.Context) context.Context {
-	return metadata.AppendToOutgoingContext(ctx, forwardedKey, "1", callerKey, encodeCaller(auth.FromContext(ctx)))
+	kv := []string{forwardedKey, "1", callerKey, encodeCaller(auth.FromContext(ctx))}
+	if id := requestID(ctx); id != "" {
+		kv = append(kv, reqid.MetadataKey, id)
+	}
+	return metadata.AppendToOutgoingContext(ctx, kv...)
 }

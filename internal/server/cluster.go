@@ -144,6 +144,14 @@ func (c *clusterService) Remove(ctx context.Context, req *relv1.RemoveRequest) (
 	} else if conn != nil {
 		return relv1.NewClusterServiceClient(conn).Remove(forwardCtx(ctx), req)
 	}
+	// A retry of a remove already applied: the node is gone now, which
+	// removeServer would call NotFound.
+	if idx, _, ok, err := s.repeatedAnswer(ctx, &relv1.Command{Kind: &relv1.Command_DeregisterServer{DeregisterServer: &relv1.DeregisterServer{Id: req.GetId()}}}); ok {
+		if err != nil {
+			return nil, err
+		}
+		return &relv1.RemoveResponse{Index: idx}, nil
+	}
 	idx, err := s.removeServer(ctx, req.GetId())
 	if err != nil {
 		return nil, toStatus(err)
@@ -175,11 +183,11 @@ func (c *clusterService) Apply(ctx context.Context, req *relv1.ApplyRequest) (*r
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	idx, err := c.s.applyBytes(ctx, b, true)
+	a, err := c.s.applyBytes(ctx, b, true)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &relv1.ApplyResponse{Index: idx}, nil
+	return &relv1.ApplyResponse{Index: a.Index, Ref: a.Ref, Duplicate: a.Duplicate}, nil
 }
 
 func (s *Server) status() *relv1.StatusResponse {

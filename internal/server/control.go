@@ -30,12 +30,18 @@ func (c *controlService) CreateApp(ctx context.Context, req *relv1.CreateAppRequ
 		return nil, toStatus(err)
 	}
 	app := &relv1.App{Name: req.GetName(), Description: req.GetDescription(), CreatedUnixNano: time.Now().UnixNano()}
-	idx, err := c.s.apply(ctx, &relv1.Command{StampedUnixNano: app.CreatedUnixNano, Kind: &relv1.Command_CreateApp{CreateApp: &relv1.CreateApp{App: app}}})
+	a, err := c.s.applyCommand(ctx, &relv1.Command{StampedUnixNano: app.CreatedUnixNano, Kind: &relv1.Command_CreateApp{CreateApp: &relv1.CreateApp{App: app}}})
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	app.CreateIndex, app.ModifyIndex = idx, idx
-	return &relv1.CreateAppResponse{App: app, Index: idx}, nil
+	if a.Duplicate {
+		// An earlier attempt of this request created the app.
+		if first, err := c.s.store.App(nil, app.GetName()); err == nil {
+			return &relv1.CreateAppResponse{App: first, Index: a.Index}, nil
+		}
+	}
+	app.CreateIndex, app.ModifyIndex = a.Index, a.Index
+	return &relv1.CreateAppResponse{App: app, Index: a.Index}, nil
 }
 
 func (c *controlService) ListApps(ctx context.Context, req *relv1.ListAppsRequest) (*relv1.ListAppsResponse, error) {
@@ -62,12 +68,20 @@ func (c *controlService) CreateEnvironment(ctx context.Context, req *relv1.Creat
 		return nil, toStatus(err)
 	}
 	env := &relv1.Environment{Name: req.GetName(), Description: req.GetDescription(), Selector: req.GetSelector(), CreatedUnixNano: time.Now().UnixNano()}
-	idx, err := c.s.apply(ctx, &relv1.Command{StampedUnixNano: env.CreatedUnixNano, Kind: &relv1.Command_CreateEnvironment{CreateEnvironment: &relv1.CreateEnvironment{Environment: env}}})
+	a, err := c.s.applyCommand(ctx, &relv1.Command{StampedUnixNano: env.CreatedUnixNano, Kind: &relv1.Command_CreateEnvironment{CreateEnvironment: &relv1.CreateEnvironment{Environment: env}}})
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	env.CreateIndex, env.ModifyIndex = idx, idx
-	return &relv1.CreateEnvironmentResponse{Environment: env, Index: idx}, nil
+	if a.Duplicate {
+		envs, _, _ := c.s.store.Environments(nil)
+		for _, e := range envs {
+			if e.GetName() == env.GetName() {
+				return &relv1.CreateEnvironmentResponse{Environment: e, Index: a.Index}, nil
+			}
+		}
+	}
+	env.CreateIndex, env.ModifyIndex = a.Index, a.Index
+	return &relv1.CreateEnvironmentResponse{Environment: env, Index: a.Index}, nil
 }
 
 func (c *controlService) ListEnvironments(ctx context.Context, req *relv1.ListEnvironmentsRequest) (*relv1.ListEnvironmentsResponse, error) {
@@ -133,12 +147,17 @@ func (c *controlService) CreateRelease(ctx context.Context, req *relv1.CreateRel
 		Notes: req.GetNotes(), Commit: req.GetCommit(), Labels: req.GetLabels(), CreatedUnixNano: time.Now().UnixNano(),
 		Size: size,
 	}
-	idx, err := c.s.apply(ctx, &relv1.Command{StampedUnixNano: rel.CreatedUnixNano, Kind: &relv1.Command_CreateRelease{CreateRelease: &relv1.CreateRelease{Release: rel}}})
+	a, err := c.s.applyCommand(ctx, &relv1.Command{StampedUnixNano: rel.CreatedUnixNano, Kind: &relv1.Command_CreateRelease{CreateRelease: &relv1.CreateRelease{Release: rel}}})
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	rel.CreateIndex, rel.ModifyIndex = idx, idx
-	return &relv1.CreateReleaseResponse{Release: rel, Index: idx}, nil
+	if a.Duplicate {
+		if first, _, err := c.s.store.Release(nil, rel.GetApp(), rel.GetVersion()); err == nil {
+			return &relv1.CreateReleaseResponse{Release: first, Index: a.Index}, nil
+		}
+	}
+	rel.CreateIndex, rel.ModifyIndex = a.Index, a.Index
+	return &relv1.CreateReleaseResponse{Release: rel, Index: a.Index}, nil
 }
 
 func (c *controlService) ListReleases(ctx context.Context, req *relv1.ListReleasesRequest) (*relv1.ListReleasesResponse, error) {

@@ -42,6 +42,8 @@ func toStatus(err error) error {
 		return status.Error(codes.Unauthenticated, err.Error())
 	case errors.Is(err, state.ErrPermissionDenied):
 		return status.Error(codes.PermissionDenied, err.Error())
+	case errors.Is(err, state.ErrRequestIDReused):
+		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, errNoLeader):
 		return status.Error(codes.Unavailable, "the cluster has no leader yet: retry shortly")
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),

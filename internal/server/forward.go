@@ -33,79 +33,95 @@ var errNoLeader = errors.New("no leader")
 
 // apply commits a command: on the leader through raft, elsewhere by
 // forwarding it to the leader. It stamps the command's time if the caller did
-// not, so that the FSM never reads a clock. It returns the entry's index, or
-// the application error the FSM decided on.
+// not, so that the FSM never reads a clock, and the id of the request ctx
+// serves, so that the FSM applies it once. It returns the entry's index (for
+// a repeated request, the first entry's), or the application error the FSM
+// decided on.
 func (s *Server) apply(ctx context.Context, cmd *relv1.Command) (uint64, error) {
+	a, err := s.applyCommand(ctx, cmd)
+	return a.Index, err
+}
+
+// applyCommand is apply with the whole of the FSM's answer: what the
+// command created, and whether its request id had been applied before.
+func (s *Server) applyCommand(ctx context.Context, cmd *relv1.Command) (applied, error) {
 	if cmd.StampedUnixNano == 0 {
 		cmd.StampedUnixNano = time.Now().UnixNano()
 	}
+	if cmd.RequestId == "" {
+		cmd.RequestId = requestID(ctx)
+	}
 	if err := validate.Command(cmd); err != nil {
-		return 0, err
+		return applied{}, err
 	}
 	b, err := proto.Marshal(cmd)
 	if err != nil {
-		return 0, fmt.Errorf("encode command: %w", err)
+		return applied{}, fmt.Errorf("encode command: %w", err)
 	}
 	return s.applyBytes(ctx, b, isForwarded(ctx))
 }
 
-func (s *Server) applyBytes(ctx context.Context, b []byte, forwarded bool) (uint64, error) {
+// applyBytes proposes an encoded command on the leader, or forwards it to
+// the leader; when the leader it knew is gone it sends the same bytes to
+// the next. Those bytes carry the request id, so a command the old leader
+// committed before dying is answered, not applied again, by the new one.
+func (s *Server) applyBytes(ctx context.Context, b []byte, forwarded bool) (applied, error) {
 	deadline := time.Now().Add(s.cfg.LeaderWait)
 	backoff := 25 * time.Millisecond
 	for {
 		if s.IsLeader() {
-			idx, err, retry := s.applyLocal(ctx, b)
+			a, err, retry := s.applyLocal(ctx, b)
 			if !retry {
-				return idx, err
+				return a, err
 			}
 		} else if forwarded {
-			return 0, status.Error(codes.Unavailable, "leadership moved while the request was forwarded: retry")
+			return applied{}, status.Error(codes.Unavailable, "leadership moved while the request was forwarded: retry")
 		} else if conn, err := s.leaderConn(); err == nil {
 			ctx := metadata.AppendToOutgoingContext(ctx, forwardedKey, "1")
 			resp, err := relv1.NewClusterServiceClient(conn).Apply(ctx, &relv1.ApplyRequest{Command: b})
 			if err == nil {
 				s.waitLocal(ctx, resp.GetIndex())
-				return resp.GetIndex(), nil
+				return applied{Index: resp.GetIndex(), Ref: resp.GetRef(), Duplicate: resp.GetDuplicate()}, nil
 			}
 			if status.Code(err) != codes.Unavailable {
-				return 0, err
+				return applied{}, err
 			}
 			// The leader we knew is gone or stepped down: wait for the next.
 		}
 		if time.Now().After(deadline) {
-			return 0, s.noLeaderError()
+			return applied{}, s.noLeaderError()
 		}
 		if !retry.Sleep(ctx, retry.Jitter(backoff)) {
-			return 0, ctx.Err()
+			return applied{}, ctx.Err()
 		}
 		backoff = minDur(backoff*2, 250*time.Millisecond)
 	}
 }
 
 // applyLocal applies on this node, the leader. retry says the node lost
-// leadership before the entry committed, so the caller should find the new
-// leader.
-func (s *Server) applyLocal(ctx context.Context, b []byte) (idx uint64, err error, retry bool) {
+// leadership before the entry committed (or before it knew), so the caller
+// should find the new leader.
+func (s *Server) applyLocal(ctx context.Context, b []byte) (a applied, err error, retry bool) {
 	start := time.Now()
 	f := s.raft.Apply(b, timeoutFrom(ctx))
 	if err := f.Error(); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
-			return 0, nil, true
+			return applied{}, nil, true
 		}
 		if errors.Is(err, raft.ErrEnqueueTimeout) {
-			return 0, status.Error(codes.Unavailable, "raft did not accept the write in time: the leader is overloaded, retry"), false
+			return applied{}, status.Error(codes.Unavailable, "raft did not accept the write in time: the leader is overloaded, retry"), false
 		}
 		if errors.Is(err, raft.ErrRaftShutdown) {
-			return 0, status.Error(codes.Unavailable, "this server is shutting down: retry on another"), false
+			return applied{}, status.Error(codes.Unavailable, "this server is shutting down: retry on another"), false
 		}
-		return 0, err, false
+		return applied{}, err, false
 	}
 	s.metrics.applyLatency.Observe(time.Since(start).Seconds())
 	res, ok := f.Response().(*fsm.Result)
 	if !ok {
-		return f.Index(), nil, false
+		return applied{Index: f.Index()}, nil, false
 	}
-	return res.Index, res.Err, false
+	return applied{Index: res.Index, Ref: res.Ref, Duplicate: res.Duplicate}, res.Err, false
 }
 
 func (s *Server) noLeaderError() error {

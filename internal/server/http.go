@@ -30,7 +30,7 @@ func (s *Server) setupGRPC() {
 		grpc.ConnectionTimeout(10*time.Second),
 		// Metrics first, so refused calls are counted too; then the one
 		// place that authenticates and authorizes every call.
-		grpc.ChainUnaryInterceptor(s.metrics.unaryInterceptor, s.unaryAuth),
+		grpc.ChainUnaryInterceptor(s.metrics.unaryInterceptor, s.unaryAuth, s.unaryRequestID),
 		grpc.ChainStreamInterceptor(s.metrics.streamInterceptor, s.streamAuth),
 	)
 	s.grpcSrv = grpc.NewServer(opts...)

@@ -134,9 +134,15 @@ func (c *controlService) StartRollout(ctx context.Context, req *relv1.StartRollo
 		}
 		return resp, err
 	}
+	if ro, idx, ok, err := s.repeatedRollout(ctx, startProbe(req)); ok && err != nil {
+		return nil, err
+	} else if ok {
+		return &relv1.StartRolloutResponse{Rollout: ro, Index: idx}, nil
+	}
 	// No barrier: the leader's replica is current but for entries in
 	// flight, and the FSM re-checks what matters (one active rollout per
-	// app and environment, the release) when the rollout is committed.
+	// app and environment, the release, a repeated request) when the
+	// rollout is committed.
 	in, err := s.gatherPlan(req.GetApp(), req.GetVersion(), req.GetEnvironment())
 	if err != nil {
 		return nil, toStatus(err)
@@ -181,10 +187,19 @@ func (c *controlService) StartRollout(ctx context.Context, req *relv1.StartRollo
 			ro, desired, events = d.Rollout, rows, append(events, d.Events...)
 		}
 	}
-	idx, err := s.apply(ctx, &relv1.Command{StampedUnixNano: now.UnixNano(), Kind: &relv1.Command_CreateRollout{CreateRollout: &relv1.CreateRollout{Rollout: ro, Desired: desired, Events: events}}})
+	a, err := s.applyCommand(ctx, &relv1.Command{StampedUnixNano: now.UnixNano(), Kind: &relv1.Command_CreateRollout{CreateRollout: &relv1.CreateRollout{Rollout: ro, Desired: desired, Events: events}}})
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	if a.Duplicate {
+		// An earlier attempt of this request created the rollout.
+		first, err := s.firstRollout(ctx, a.Index, a.Ref)
+		if err != nil {
+			return nil, err
+		}
+		return &relv1.StartRolloutResponse{Rollout: first, Index: a.Index}, nil
+	}
+	idx := a.Index
 	ro.CreateIndex, ro.ModifyIndex = idx, idx
 	s.logger.Info("rollout started", "rollout", ro.GetId(), "msg", msg)
 	return &relv1.StartRolloutResponse{Rollout: ro, Index: idx}, nil
@@ -266,8 +281,17 @@ func (c *controlService) ControlRollout(ctx context.Context, req *relv1.ControlR
 	if err := validate.Description(req.GetReason()); err != nil {
 		return nil, toStatus(err)
 	}
+	switch {
+	case req.GetAction() == "approve" && req.GetWave() == 0:
+		return nil, status.Errorf(codes.InvalidArgument, "approve names the wave it approves: give the number 'relctl rollout status %s' shows for the wave that waits (the next one; waves count from 1, a canary's from 0, and the canary never waits)", req.GetId())
+	case req.GetAction() != "approve" && req.GetWave() != 0:
+		return nil, status.Errorf(codes.InvalidArgument, "wave %d: only approve names a wave, not %s", req.GetWave(), req.GetAction())
+	}
+	// A repeated request is answered by the FSM with the first answer (its
+	// index): an approve sent again after the rollout moved on opens no
+	// other gate, and the wave it names would not be the one waiting.
 	idx, err := s.apply(ctx, &relv1.Command{Kind: &relv1.Command_RolloutControl{RolloutControl: &relv1.RolloutControl{
-		RolloutId: req.GetId(), Action: req.GetAction(), Reason: req.GetReason(), AtUnixNano: time.Now().UnixNano(),
+		RolloutId: req.GetId(), Action: req.GetAction(), Reason: req.GetReason(), AtUnixNano: time.Now().UnixNano(), Wave: req.GetWave(),
 	}}})
 	if err != nil {
 		return nil, toStatus(err)
@@ -314,6 +338,11 @@ func (c *controlService) RollbackRollout(ctx context.Context, req *relv1.Rollbac
 	if err := s.raft.Barrier(timeoutFrom(ctx)).Error(); err != nil {
 		return nil, toStatus(err)
 	}
+	if rb, idx, ok, err := s.repeatedRollout(ctx, rollbackProbe(req)); ok && err != nil {
+		return nil, err
+	} else if ok {
+		return &relv1.RollbackRolloutResponse{Rollback: rb, Index: idx}, nil
+	}
 	orig, err := s.store.Rollout(nil, req.GetId())
 	if err != nil {
 		return nil, toStatus(err)
@@ -331,10 +360,19 @@ func (c *controlService) RollbackRollout(ctx context.Context, req *relv1.Rollbac
 		}
 		return nil, toStatus(err)
 	}
-	idx, err := s.apply(ctx, cmd)
+	a, err := s.applyCommand(ctx, cmd)
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	if a.Duplicate {
+		// An earlier attempt of this request started the rollback.
+		first, err := s.firstRollout(ctx, a.Index, a.Ref)
+		if err != nil {
+			return nil, err
+		}
+		return &relv1.RollbackRolloutResponse{Rollback: first, Index: a.Index}, nil
+	}
+	idx := a.Index
 	rb := cmd.GetCreateRollout().GetRollout()
 	rb.CreateIndex, rb.ModifyIndex = idx, idx
 	return &relv1.RollbackRolloutResponse{Rollback: rb, Index: idx}, nil

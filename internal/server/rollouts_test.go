@@ -212,7 +212,11 @@ func TestControls(t *testing.T) {
 	}
 	ctx := ctxT(t)
 	control := func(id, action string) error {
-		_, err := ctl.ControlRollout(ctx, &relv1.ControlRolloutRequest{Id: id, Action: action})
+		req := &relv1.ControlRolloutRequest{Id: id, Action: action}
+		if action == "approve" {
+			req.Wave = 1 // the wave after the canary
+		}
+		_, err := ctl.ControlRollout(ctx, req)
 		return err
 	}
 	resp, err := ctl.StartRollout(ctx, &relv1.StartRolloutRequest{App: "web", Version: "1.0.0", Environment: "prod",

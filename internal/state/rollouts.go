@@ -241,8 +241,13 @@ func endReverted(txn *memdb.Txn, index uint64, rb *relv1.Rollout) error {
 	return nil
 }
 
-// ControlRollout applies a release manager's pause, resume, approve or abort.
-func (s *Store) ControlRollout(index uint64, id, action, reason string, at int64) error {
+// ControlRollout applies a release manager's pause, resume, approve or
+// abort. An approve names the wave it approves as people number it
+// (WaveNumber), and is refused for any other wave than the one the rollout
+// waits for, so an approve applied after the rollout moved on does not
+// open the next gate; wave 0 (commands written before approvals named
+// their wave) approves the wave that waits.
+func (s *Store) ControlRollout(index uint64, id, action, reason string, at int64, wave uint32) error {
 	txn := s.writeTxn()
 	defer txn.Abort()
 	raw, err := txn.First(TableRollouts, "id", id)
@@ -281,11 +286,22 @@ func (s *Store) ControlRollout(index uint64, id, action, reason string, at int64
 		r.LastProgressUnixNano = at
 		msg = "resumed"
 	case "approve":
+		next := cur.GetCurrentWave() + 1
 		if cur.GetState() != RolloutWaitingApproval {
+			if i, ok := waveIndex(cur, wave); ok && i >= 1 && i <= cur.GetApprovedWave() {
+				return refuse(fmt.Sprintf(", not waiting for approval: %s was approved already", WaveLabel(cur, i)))
+			}
 			return refuse(", not waiting for approval")
 		}
-		r.State, r.ApprovedWave, r.LastProgressUnixNano = RolloutRunning, cur.GetCurrentWave()+1, at
-		msg = fmt.Sprintf("approved wave %d", cur.GetCurrentWave()+1)
+		if want := WaveNumber(cur, next); wave != 0 && wave != want {
+			late := ""
+			if i, ok := waveIndex(cur, wave); ok && i >= 1 && i <= cur.GetApprovedWave() {
+				late = WaveLabel(cur, i) + " was approved already; "
+			}
+			return newError(ErrConflict, fmt.Sprintf("cannot approve wave %d of rollout %s: %sit waits for approval of %s (--wave %d)", wave, id, late, WaveLabel(cur, next), want))
+		}
+		r.State, r.ApprovedWave, r.LastProgressUnixNano = RolloutRunning, next, at
+		msg = "approved " + WaveLabel(cur, next)
 	case "abort":
 		if Terminal(cur.GetState()) || cur.GetState() == RolloutRollingBack {
 			return refuse("")

@@ -28,6 +28,7 @@ const (
 	TableACLTokens    = "acl_tokens"
 	TableJoinTokens   = "join_tokens"
 	TableRevocations  = "agent_revocations"
+	TableRequests     = "requests"
 	tableIndex        = "index"
 	tableMeta         = "meta"
 )
@@ -151,6 +152,14 @@ func schema() *memdb.DBSchema {
 				Name: TableRevocations,
 				Indexes: map[string]*memdb.IndexSchema{
 					"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "AgentId"}},
+				},
+			},
+			TableRequests: {
+				Name: TableRequests,
+				Indexes: map[string]*memdb.IndexSchema{
+					"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Id"}},
+					// Order of recording: big-endian, so the oldest comes first.
+					"seq": {Name: "seq", Unique: true, Indexer: &memdb.UintFieldIndex{Field: "Seq"}},
 				},
 			},
 			tableMeta: {

@@ -77,12 +77,15 @@ func tableIndexOf(txn *memdb.Txn, ws memdb.WatchSet, tables ...string) uint64 {
 	return max
 }
 
-// dataTables are every table but the index table; allTables adds it.
+// dataTables are the tables whose writes the index table records;
+// allTables adds the requests table (bookkeeping of request ids, which
+// no query watches and which a refused write still records) and the
+// index table itself.
 var (
 	dataTables = []string{TableApps, TableEnvironments, TableReleases, TableServers,
 		TableAgents, TableAgentApps, TableDesired, TableRollouts, TableHistory, TableEvents,
 		TableACLTokens, TableJoinTokens, TableRevocations}
-	allTables = append(append([]string{}, dataTables...), tableIndex)
+	allTables = append(append([]string{}, dataTables...), TableRequests, tableIndex)
 )
 
 // LatestIndex is the raft index of the latest write to any table.

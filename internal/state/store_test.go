@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -264,7 +265,7 @@ func TestHistoryIDsArePrefixes(t *testing.T) {
 
 // writeKinds is how many kinds of write writeKind knows: one or more for
 // every table, so the snapshot property test covers them all.
-const writeKinds = 17
+const writeKinds = 18
 
 // writeKind is one write of the snapshot property test, picked by kind,
 // with the names drawn for it. srv doubles as an agent id and a session.
@@ -307,7 +308,7 @@ func writeKind(s *Store, kind int, idx uint64, app, ver, env, srv string) error 
 		if err != nil || len(rs) == 0 {
 			return err
 		}
-		return s.ControlRollout(idx, rs[0].GetId(), []string{"pause", "resume", "abort"}[idx%3], "test", at)
+		return s.ControlRollout(idx, rs[0].GetId(), []string{"pause", "resume", "abort"}[idx%3], "test", at, 0)
 	case 11:
 		return s.ACLBootstrap(idx, &relv1.ACLToken{AccessorId: fmt.Sprintf("%016x", idx), SecretHash: hash("boot" + srv), Name: "management", Roles: []string{"admin"}, CreatedUnixNano: at})
 	case 12:
@@ -323,8 +324,18 @@ func writeKind(s *Store, kind int, idx uint64, app, ver, env, srv string) error 
 			Labels: map[string]string{"env": env}})
 	case 15:
 		return s.UseJoinToken(idx, hash("join"+env+srv), agent, at)
-	default:
+	case 16:
 		return s.RevokeAgent(idx, &relv1.AgentRevocation{AgentId: agent, RevokedUnixNano: at, RevokedBy: "test", Reason: app})
+	default:
+		// What the FSM does for a command with a request id: expire, look
+		// up, record (with a small TTL and cap, so both evict).
+		id := "rq-" + app + env
+		first, err := s.BeginRequest(id, at, 20*time.Microsecond)
+		if err != nil || first != nil {
+			return err
+		}
+		return s.RecordRequest(&relv1.RequestRecord{Id: id, Index: idx, StampedUnixNano: at, Kind: "create_app", Target: app,
+			ErrorKind: []string{"", "already_exists"}[idx%2], Ref: srv}, 4)
 	}
 }
 
@@ -350,9 +361,15 @@ func TestSnapshotCoversEveryTable(t *testing.T) {
 		}
 	}
 	txn := a.readTxn()
-	for _, table := range dataTables {
+	for table := range schema().Tables {
+		if table == tableMeta {
+			continue // checked below
+		}
 		if raw, err := txn.First(table, "id"); err != nil || raw == nil {
 			t.Errorf("table %s is empty after one write of each kind (%v): give writeKind a write for it", table, err)
+		}
+		if !slices.Contains(allTables, table) {
+			t.Errorf("table %s is not in allTables: Equal does not compare it", table)
 		}
 	}
 	var buf bytes.Buffer

@@ -100,6 +100,11 @@ func Command(cmd *relv1.Command) error {
 	if cmd.GetStampedUnixNano() <= 0 {
 		return invalid("command is not time-stamped")
 	}
+	if id := cmd.GetRequestId(); id != "" {
+		if err := RequestID(id); err != nil {
+			return err
+		}
+	}
 	switch k := cmd.GetKind().(type) {
 	case *relv1.Command_CreateApp:
 		a := k.CreateApp.GetApp()

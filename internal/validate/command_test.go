@@ -418,6 +418,11 @@ func TestCommandEnvelope(t *testing.T) {
 	noStamp.StampedUnixNano = 0
 	negStamp := validCommands()["create_app"]
 	negStamp.StampedUnixNano = -5
+	withID := func(id string) *relv1.Command {
+		c := validCommands()["create_app"]
+		c.RequestId = id
+		return c
+	}
 	tests := []struct {
 		name string
 		cmd  *relv1.Command
@@ -430,6 +435,15 @@ func TestCommandEnvelope(t *testing.T) {
 		// A kind this build does not know decodes as an unknown field and
 		// no kind: refused here, where the FSM would have to panic.
 		{"unknown kind", &unknown, "command has no kind"},
+		{"long request id", withID(strings.Repeat("r", 65)), "65 bytes long: want 1-64"},
+		{"request id with a space", withID("rq 1"), "without spaces, found byte 0x20 at 2"},
+		{"request id not ASCII", withID("rq-é"), "found byte 0xc3 at 3"},
+		{"request id with a control", withID("rq-\n"), "found byte 0xa at 3"},
+	}
+	for _, id := range []string{"", "x", strings.Repeat("r", 64), "rq-0123456789abcdef0123456789abcdef", "!~"} {
+		if err := Command(withID(id)); err != nil {
+			t.Errorf("request id %q refused: %v", id, err)
+		}
 	}
 	for _, tt := range tests {
 		err := Command(tt.cmd)

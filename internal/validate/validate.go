@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/relhq/rel/internal/reqid"
 )
 
 // ErrInvalid is wrapped by every error this package returns.
@@ -180,6 +182,20 @@ func ArtifactURL(s string) error {
 		return invalid("artifact URL %q has no scheme: give an https://, http:// or file:// URL", s)
 	default:
 		return invalid("artifact URL %q: scheme %q is not supported; use https, http or file", s, u.Scheme)
+	}
+	return nil
+}
+
+// RequestID checks a request id (the rel-request-id metadata): 1-64
+// printable ASCII characters without spaces.
+func RequestID(s string) error {
+	if s == "" || len(s) > reqid.MaxLen {
+		return invalid("request id (%s metadata) is %d bytes long: want 1-%d printable ASCII characters", reqid.MetadataKey, len(s), reqid.MaxLen)
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c > '~' {
+			return invalid("request id (%s metadata) %q: want printable ASCII characters without spaces, found byte %#x at %d", reqid.MetadataKey, s, c, i)
+		}
 	}
 	return nil
 }

@@ -642,8 +642,15 @@ func (x *ApplyRequest) GetCommand() []byte {
 }
 
 type ApplyResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The raft index of the entry that applied the command; for a repeated
+	// request id, of the entry that applied it first.
+	Index uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// What the command created (fsm.Result.Ref), e.g. a rollout's id.
+	Ref string `protobuf:"bytes,2,opt,name=ref,proto3" json:"ref,omitempty"`
+	// The command's request id had been applied before: nothing was applied
+	// now, and index and ref are the first answer's.
+	Duplicate     bool `protobuf:"varint,3,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -683,6 +690,20 @@ func (x *ApplyResponse) GetIndex() uint64 {
 		return x.Index
 	}
 	return 0
+}
+
+func (x *ApplyResponse) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+func (x *ApplyResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
 }
 
 type FetchArtifactRequest struct {
@@ -980,9 +1001,11 @@ const file_rel_v1_cluster_proto_rawDesc = "" +
 	"\tgrpc_addr\x18\v \x01(\tR\bgrpcAddr\x12\x1b\n" +
 	"\thttp_addr\x18\f \x01(\tR\bhttpAddr\"(\n" +
 	"\fApplyRequest\x12\x18\n" +
-	"\acommand\x18\x01 \x01(\fR\acommand\"%\n" +
+	"\acommand\x18\x01 \x01(\fR\acommand\"U\n" +
 	"\rApplyResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index\"\\\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x10\n" +
+	"\x03ref\x18\x02 \x01(\tR\x03ref\x12\x1c\n" +
+	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"\\\n" +
 	"\x14FetchArtifactRequest\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x18\n" +

@@ -28,6 +28,12 @@ type Command struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// When the accepting server stamped the command.
 	StampedUnixNano int64 `protobuf:"varint,1,opt,name=stamped_unix_nano,json=stampedUnixNano,proto3" json:"stamped_unix_nano,omitempty"`
+	// The id of the request the command answers (the client's
+	// rel-request-id, or one the accepting server made); empty for the
+	// servers' own commands. The FSM applies a command whose request id it
+	// has recorded as applied no more (see RequestRecord): it answers with
+	// the first answer, so a request re-sent after a leader change acts once.
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*Command_CreateApp
@@ -90,6 +96,13 @@ func (x *Command) GetStampedUnixNano() int64 {
 		return x.StampedUnixNano
 	}
 	return 0
+}
+
+func (x *Command) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 func (x *Command) GetKind() isCommand_Kind {
@@ -1014,11 +1027,17 @@ func (x *RolloutStep) GetStartRollback() *CreateRollout {
 
 // RolloutControl is a release manager's pause, resume, approve or abort.
 type RolloutControl struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RolloutId     string                 `protobuf:"bytes,1,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
-	Action        string                 `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
-	AtUnixNano    int64                  `protobuf:"varint,3,opt,name=at_unix_nano,json=atUnixNano,proto3" json:"at_unix_nano,omitempty"`
-	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	RolloutId  string                 `protobuf:"bytes,1,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
+	Action     string                 `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	AtUnixNano int64                  `protobuf:"varint,3,opt,name=at_unix_nano,json=atUnixNano,proto3" json:"at_unix_nano,omitempty"`
+	Reason     string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// For approve: the wave approved, numbered as relctl's tables and the
+	// rollout's events number waves (see ControlRolloutRequest.wave). The
+	// FSM refuses an approve of another wave than the one the rollout waits
+	// for. 0 (entries written before waves were named) approves whichever
+	// wave waits.
+	Wave          uint32 `protobuf:"varint,5,opt,name=wave,proto3" json:"wave,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1079,6 +1098,13 @@ func (x *RolloutControl) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *RolloutControl) GetWave() uint32 {
+	if x != nil {
+		return x.Wave
+	}
+	return 0
 }
 
 // InitCluster names the cluster, once: the first leader of a new cluster
@@ -1462,10 +1488,12 @@ var File_rel_v1_command_proto protoreflect.FileDescriptor
 
 const file_rel_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\xb2\n" +
+	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\xd1\n" +
 	"\n" +
 	"\aCommand\x12*\n" +
-	"\x11stamped_unix_nano\x18\x01 \x01(\x03R\x0fstampedUnixNano\x122\n" +
+	"\x11stamped_unix_nano\x18\x01 \x01(\x03R\x0fstampedUnixNano\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x122\n" +
 	"\n" +
 	"create_app\x18\n" +
 	" \x01(\v2\x11.rel.v1.CreateAppH\x00R\tcreateApp\x12J\n" +
@@ -1526,14 +1554,15 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\x13expect_modify_index\x18\x02 \x01(\x04R\x11expectModifyIndex\x12)\n" +
 	"\adesired\x18\x03 \x03(\v2\x0f.rel.v1.DesiredR\adesired\x12,\n" +
 	"\x06events\x18\x04 \x03(\v2\x14.rel.v1.RolloutEventR\x06events\x12<\n" +
-	"\x0estart_rollback\x18\x05 \x01(\v2\x15.rel.v1.CreateRolloutR\rstartRollback\"\x81\x01\n" +
+	"\x0estart_rollback\x18\x05 \x01(\v2\x15.rel.v1.CreateRolloutR\rstartRollback\"\x95\x01\n" +
 	"\x0eRolloutControl\x12\x1d\n" +
 	"\n" +
 	"rollout_id\x18\x01 \x01(\tR\trolloutId\x12\x16\n" +
 	"\x06action\x18\x02 \x01(\tR\x06action\x12 \n" +
 	"\fat_unix_nano\x18\x03 \x01(\x03R\n" +
 	"atUnixNano\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\",\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x12\n" +
+	"\x04wave\x18\x05 \x01(\rR\x04wave\",\n" +
 	"\vInitCluster\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\"6\n" +

@@ -2043,8 +2043,17 @@ type ControlRolloutRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// pause, resume, approve or abort.
-	Action        string `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
-	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Action string `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// approve only, and required there: the wave approved, numbered as
+	// relctl's tables and the rollout's event messages number waves (a
+	// canary deploy's canary is wave 0 and its other waves count from 1;
+	// other rollouts count from 1; so the wave after index current_wave is
+	// current_wave + 1 for a canary deploy and current_wave + 2 otherwise).
+	// The server refuses (FailedPrecondition) an approve of another wave
+	// than the one the rollout waits for, so an approve sent again after the
+	// rollout moved on never opens the next gate.
+	Wave          uint32 `protobuf:"varint,4,opt,name=wave,proto3" json:"wave,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2098,6 +2107,13 @@ func (x *ControlRolloutRequest) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *ControlRolloutRequest) GetWave() uint32 {
+	if x != nil {
+		return x.Wave
+	}
+	return 0
 }
 
 type ControlRolloutResponse struct {
@@ -2538,11 +2554,12 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\aoffline\x18\x03 \x03(\v2\x13.rel.v1.PlannedHostR\aoffline\x12\x1a\n" +
 	"\bblockers\x18\x04 \x03(\tR\bblockers\x12\x1c\n" +
 	"\n" +
-	"up_to_date\x18\x05 \x01(\rR\bupToDate\"W\n" +
+	"up_to_date\x18\x05 \x01(\rR\bupToDate\"k\n" +
 	"\x15ControlRolloutRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06action\x18\x02 \x01(\tR\x06action\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"Y\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x12\n" +
+	"\x04wave\x18\x04 \x01(\rR\x04wave\"Y\n" +
 	"\x16ControlRolloutResponse\x12)\n" +
 	"\arollout\x18\x01 \x01(\v2\x0f.rel.v1.RolloutR\arollout\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\"H\n" +

@@ -45,6 +45,13 @@ const (
 // ControlService is the API of release managers and operators (relctl).
 // Any server accepts every call: writes are forwarded to the leader, reads
 // are served from the local replica unless ReadOptions.consistent is set.
+//
+// Every call that writes may carry a request id in the rel-request-id
+// metadata (1-64 printable ASCII characters, no spaces; relctl makes one per
+// request and sends the same again when it retries): the cluster applies a
+// request id once, and answers a repeat (for an hour) with the first answer
+// instead of applying it again. A call without one gets one from the server
+// it reaches, which keeps it when it forwards the call to the leader.
 type ControlServiceClient interface {
 	CreateApp(ctx context.Context, in *CreateAppRequest, opts ...grpc.CallOption) (*CreateAppResponse, error)
 	ListApps(ctx context.Context, in *ListAppsRequest, opts ...grpc.CallOption) (*ListAppsResponse, error)
@@ -255,6 +262,13 @@ func (c *controlServiceClient) RolloutEvents(ctx context.Context, in *RolloutEve
 // ControlService is the API of release managers and operators (relctl).
 // Any server accepts every call: writes are forwarded to the leader, reads
 // are served from the local replica unless ReadOptions.consistent is set.
+//
+// Every call that writes may carry a request id in the rel-request-id
+// metadata (1-64 printable ASCII characters, no spaces; relctl makes one per
+// request and sends the same again when it retries): the cluster applies a
+// request id once, and answers a repeat (for an hour) with the first answer
+// instead of applying it again. A call without one gets one from the server
+// it reaches, which keeps it when it forwards the call to the leader.
 type ControlServiceServer interface {
 	CreateApp(context.Context, *CreateAppRequest) (*CreateAppResponse, error)
 	ListApps(context.Context, *ListAppsRequest) (*ListAppsResponse, error)

@@ -44,6 +44,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_JoinToken
 	//	*SnapshotRecord_AgentRevocation
 	//	*SnapshotRecord_Meta
+	//	*SnapshotRecord_Request
 	Kind          isSnapshotRecord_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -239,6 +240,15 @@ func (x *SnapshotRecord) GetMeta() *MetaRecord {
 	return nil
 }
 
+func (x *SnapshotRecord) GetRequest() *RequestRecord {
+	if x != nil {
+		if x, ok := x.Kind.(*SnapshotRecord_Request); ok {
+			return x.Request
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Kind interface {
 	isSnapshotRecord_Kind()
 }
@@ -311,6 +321,10 @@ type SnapshotRecord_Meta struct {
 	Meta *MetaRecord `protobuf:"bytes,17,opt,name=meta,proto3,oneof"`
 }
 
+type SnapshotRecord_Request struct {
+	Request *RequestRecord `protobuf:"bytes,18,opt,name=request,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Kind() {}
 
 func (*SnapshotRecord_App) isSnapshotRecord_Kind() {}
@@ -344,6 +358,8 @@ func (*SnapshotRecord_JoinToken) isSnapshotRecord_Kind() {}
 func (*SnapshotRecord_AgentRevocation) isSnapshotRecord_Kind() {}
 
 func (*SnapshotRecord_Meta) isSnapshotRecord_Kind() {}
+
+func (*SnapshotRecord_Request) isSnapshotRecord_Kind() {}
 
 type SnapshotHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -500,7 +516,7 @@ var File_rel_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_rel_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x15rel/v1/snapshot.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\xc9\x06\n" +
+	"\x15rel/v1/snapshot.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\xfc\x06\n" +
 	"\x0eSnapshotRecord\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.rel.v1.SnapshotHeaderH\x00R\x06header\x12\x1f\n" +
 	"\x03app\x18\x02 \x01(\v2\v.rel.v1.AppH\x00R\x03app\x127\n" +
@@ -522,7 +538,8 @@ const file_rel_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
 	"join_token\x18\x0f \x01(\v2\x11.rel.v1.JoinTokenH\x00R\tjoinToken\x12D\n" +
 	"\x10agent_revocation\x18\x10 \x01(\v2\x17.rel.v1.AgentRevocationH\x00R\x0fagentRevocation\x12(\n" +
-	"\x04meta\x18\x11 \x01(\v2\x12.rel.v1.MetaRecordH\x00R\x04metaB\x06\n" +
+	"\x04meta\x18\x11 \x01(\v2\x12.rel.v1.MetaRecordH\x00R\x04meta\x121\n" +
+	"\arequest\x18\x12 \x01(\v2\x15.rel.v1.RequestRecordH\x00R\arequestB\x06\n" +
 	"\x04kind\"(\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\"8\n" +
@@ -566,6 +583,7 @@ var file_rel_v1_snapshot_proto_goTypes = []any{
 	(*ACLToken)(nil),        // 14: rel.v1.ACLToken
 	(*JoinToken)(nil),       // 15: rel.v1.JoinToken
 	(*AgentRevocation)(nil), // 16: rel.v1.AgentRevocation
+	(*RequestRecord)(nil),   // 17: rel.v1.RequestRecord
 }
 var file_rel_v1_snapshot_proto_depIdxs = []int32{
 	1,  // 0: rel.v1.SnapshotRecord.header:type_name -> rel.v1.SnapshotHeader
@@ -584,11 +602,12 @@ var file_rel_v1_snapshot_proto_depIdxs = []int32{
 	15, // 13: rel.v1.SnapshotRecord.join_token:type_name -> rel.v1.JoinToken
 	16, // 14: rel.v1.SnapshotRecord.agent_revocation:type_name -> rel.v1.AgentRevocation
 	3,  // 15: rel.v1.SnapshotRecord.meta:type_name -> rel.v1.MetaRecord
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	17, // 16: rel.v1.SnapshotRecord.request:type_name -> rel.v1.RequestRecord
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_snapshot_proto_init() }
@@ -616,6 +635,7 @@ func file_rel_v1_snapshot_proto_init() {
 		(*SnapshotRecord_JoinToken)(nil),
 		(*SnapshotRecord_AgentRevocation)(nil),
 		(*SnapshotRecord_Meta)(nil),
+		(*SnapshotRecord_Request)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -1766,6 +1766,128 @@ func (x *HistoryEntry) GetModifyIndex() uint64 {
 	return 0
 }
 
+// RequestRecord is the first answer to a request id (Command.request_id),
+// kept so that the same request sent again is answered with it instead of
+// being applied again. Records expire an hour after their command's stamp
+// and the oldest go first past a cap; both are decided in the FSM from the
+// stamps in the log, so every replica keeps the same.
+type RequestRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Order of recording, from 1: the oldest record has the lowest.
+	Seq uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The raft index of the entry that applied the request.
+	Index uint64 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	// That command's stamp: the record expires from it.
+	StampedUnixNano int64 `protobuf:"varint,4,opt,name=stamped_unix_nano,json=stampedUnixNano,proto3" json:"stamped_unix_nano,omitempty"`
+	// The command's kind (its Command.kind field name) and what it acted on;
+	// the same id on another request is refused.
+	Kind   string `protobuf:"bytes,5,opt,name=kind,proto3" json:"kind,omitempty"`
+	Target string `protobuf:"bytes,6,opt,name=target,proto3" json:"target,omitempty"`
+	// The FSM's refusal, if it refused the command: its kind (not_found,
+	// already_exists, conflict, unauthenticated, permission_denied or
+	// internal) and message.
+	ErrorKind string `protobuf:"bytes,7,opt,name=error_kind,json=errorKind,proto3" json:"error_kind,omitempty"`
+	Error     string `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
+	// What the command created, e.g. the rollout's id.
+	Ref           string `protobuf:"bytes,9,opt,name=ref,proto3" json:"ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestRecord) Reset() {
+	*x = RequestRecord{}
+	mi := &file_rel_v1_types_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestRecord) ProtoMessage() {}
+
+func (x *RequestRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_types_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestRecord.ProtoReflect.Descriptor instead.
+func (*RequestRecord) Descriptor() ([]byte, []int) {
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RequestRecord) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RequestRecord) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *RequestRecord) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *RequestRecord) GetStampedUnixNano() int64 {
+	if x != nil {
+		return x.StampedUnixNano
+	}
+	return 0
+}
+
+func (x *RequestRecord) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *RequestRecord) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *RequestRecord) GetErrorKind() string {
+	if x != nil {
+		return x.ErrorKind
+	}
+	return ""
+}
+
+func (x *RequestRecord) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *RequestRecord) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
 var File_rel_v1_types_proto protoreflect.FileDescriptor
 
 const file_rel_v1_types_proto_rawDesc = "" +
@@ -1950,7 +2072,18 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\n" +
 	"rollout_id\x18\x06 \x01(\tR\trolloutId\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndexB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
+	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\xe6\x01\n" +
+	"\rRequestRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index\x12*\n" +
+	"\x11stamped_unix_nano\x18\x04 \x01(\x03R\x0fstampedUnixNano\x12\x12\n" +
+	"\x04kind\x18\x05 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06target\x18\x06 \x01(\tR\x06target\x12\x1d\n" +
+	"\n" +
+	"error_kind\x18\a \x01(\tR\terrorKind\x12\x14\n" +
+	"\x05error\x18\b \x01(\tR\x05error\x12\x10\n" +
+	"\x03ref\x18\t \x01(\tR\x03refB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
 
 var (
 	file_rel_v1_types_proto_rawDescOnce sync.Once
@@ -1964,32 +2097,33 @@ func file_rel_v1_types_proto_rawDescGZIP() []byte {
 	return file_rel_v1_types_proto_rawDescData
 }
 
-var file_rel_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_rel_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_rel_v1_types_proto_goTypes = []any{
-	(*App)(nil),          // 0: rel.v1.App
-	(*Environment)(nil),  // 1: rel.v1.Environment
-	(*Release)(nil),      // 2: rel.v1.Release
-	(*Server)(nil),       // 3: rel.v1.Server
-	(*HostFacts)(nil),    // 4: rel.v1.HostFacts
-	(*Load)(nil),         // 5: rel.v1.Load
-	(*AppReport)(nil),    // 6: rel.v1.AppReport
-	(*Agent)(nil),        // 7: rel.v1.Agent
-	(*AgentApp)(nil),     // 8: rel.v1.AgentApp
-	(*Desired)(nil),      // 9: rel.v1.Desired
-	(*Quantity)(nil),     // 10: rel.v1.Quantity
-	(*RolloutSpec)(nil),  // 11: rel.v1.RolloutSpec
-	(*RolloutHost)(nil),  // 12: rel.v1.RolloutHost
-	(*Rollout)(nil),      // 13: rel.v1.Rollout
-	(*RolloutEvent)(nil), // 14: rel.v1.RolloutEvent
-	(*HistoryEntry)(nil), // 15: rel.v1.HistoryEntry
-	nil,                  // 16: rel.v1.Environment.SelectorEntry
-	nil,                  // 17: rel.v1.Release.LabelsEntry
-	nil,                  // 18: rel.v1.Agent.LabelsEntry
+	(*App)(nil),           // 0: rel.v1.App
+	(*Environment)(nil),   // 1: rel.v1.Environment
+	(*Release)(nil),       // 2: rel.v1.Release
+	(*Server)(nil),        // 3: rel.v1.Server
+	(*HostFacts)(nil),     // 4: rel.v1.HostFacts
+	(*Load)(nil),          // 5: rel.v1.Load
+	(*AppReport)(nil),     // 6: rel.v1.AppReport
+	(*Agent)(nil),         // 7: rel.v1.Agent
+	(*AgentApp)(nil),      // 8: rel.v1.AgentApp
+	(*Desired)(nil),       // 9: rel.v1.Desired
+	(*Quantity)(nil),      // 10: rel.v1.Quantity
+	(*RolloutSpec)(nil),   // 11: rel.v1.RolloutSpec
+	(*RolloutHost)(nil),   // 12: rel.v1.RolloutHost
+	(*Rollout)(nil),       // 13: rel.v1.Rollout
+	(*RolloutEvent)(nil),  // 14: rel.v1.RolloutEvent
+	(*HistoryEntry)(nil),  // 15: rel.v1.HistoryEntry
+	(*RequestRecord)(nil), // 16: rel.v1.RequestRecord
+	nil,                   // 17: rel.v1.Environment.SelectorEntry
+	nil,                   // 18: rel.v1.Release.LabelsEntry
+	nil,                   // 19: rel.v1.Agent.LabelsEntry
 }
 var file_rel_v1_types_proto_depIdxs = []int32{
-	16, // 0: rel.v1.Environment.selector:type_name -> rel.v1.Environment.SelectorEntry
-	17, // 1: rel.v1.Release.labels:type_name -> rel.v1.Release.LabelsEntry
-	18, // 2: rel.v1.Agent.labels:type_name -> rel.v1.Agent.LabelsEntry
+	17, // 0: rel.v1.Environment.selector:type_name -> rel.v1.Environment.SelectorEntry
+	18, // 1: rel.v1.Release.labels:type_name -> rel.v1.Release.LabelsEntry
+	19, // 2: rel.v1.Agent.labels:type_name -> rel.v1.Agent.LabelsEntry
 	4,  // 3: rel.v1.Agent.facts:type_name -> rel.v1.HostFacts
 	6,  // 4: rel.v1.AgentApp.report:type_name -> rel.v1.AppReport
 	10, // 5: rel.v1.RolloutSpec.canary:type_name -> rel.v1.Quantity
@@ -2015,7 +2149,7 @@ func file_rel_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_types_proto_rawDesc), len(file_rel_v1_types_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
