@@ -300,9 +300,14 @@ func (p printer) rolloutStarted(r *relv1.Rollout, index uint64) error {
 	if n := r.GetWaveCount(); n > 1 {
 		waves = fmt.Sprintf(" in %d waves", n)
 	}
-	if _, err := fmt.Fprintf(p.w, "started rollout %s: %s@%s to %s, %d host%s%s (index %d)\n",
-		cell(r.GetId()), cell(r.GetApp()), cell(r.GetVersion()), cell(r.GetEnvironment()),
-		len(hosts), plural(len(hosts)), waves, index); err != nil {
+	verb, why := "started", ""
+	if r.GetState() == stateQueued {
+		// Queued behind a rollout holding some of its hosts: say whom.
+		verb, why = "queued", "; "+cell(r.GetReason())+": it starts when that rollout ends"
+	}
+	if _, err := fmt.Fprintf(p.w, "%s rollout %s: %s@%s to %s, %d host%s%s (index %d)%s\n",
+		verb, cell(r.GetId()), cell(r.GetApp()), cell(r.GetVersion()), cell(r.GetEnvironment()),
+		len(hosts), plural(len(hosts)), waves, index, why); err != nil {
 		return err
 	}
 	base := waveBase(r)

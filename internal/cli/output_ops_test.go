@@ -98,6 +98,18 @@ func TestOpsOutput(t *testing.T) {
 				"web-3  2\n",
 		},
 		{
+			name: "rollout queued table", format: formatTable,
+			print: func(p printer) error {
+				q := &relv1.Rollout{Id: "r-2", App: "web", Version: "1.2.4", Environment: "prod-eu", State: "queued", Reason: "queued behind r-1",
+					WaveCount: 1, Hosts: []*relv1.RolloutHost{{AgentId: "web-1", PreviousVersion: "1.2.2"}}}
+				return p.rolloutStarted(q, 41)
+			},
+			want: "" +
+				"queued rollout r-2: web@1.2.4 to prod-eu, 1 host (index 41); queued behind r-1: it starts when that rollout ends\n" +
+				"HOST   WAVE  PREVIOUS\n" +
+				"web-1  1     1.2.2\n",
+		},
+		{
 			name: "rollout started json", format: formatJSON,
 			print: func(p printer) error { return p.rolloutStarted(rolloutWebDone, 40) },
 			want: `{

@@ -17,6 +17,7 @@ import (
 
 // Rollout states. A rollout leaves none of the terminal ones.
 const (
+	stateQueued          = "queued"
 	stateRunning         = "running"
 	stateWaitingApproval = "waiting_approval"
 	statePaused          = "paused"
@@ -85,11 +86,12 @@ Hosts keep what they run; "relctl rollout rollback ID" takes them back.`,
 func (r *runner) rolloutStartCommand() *cobra.Command {
 	var (
 		env   string
+		queue bool
 		flags specFlags
 		cmd   *cobra.Command
 	)
 	cmd = &cobra.Command{
-		Use:   "start APP@VERSION --env ENV [--strategy all-at-once|rolling|canary] [flags]",
+		Use:   "start APP@VERSION --env ENV [--strategy all-at-once|rolling|canary] [--queue] [flags]",
 		Short: "Start rolling a release out to an environment",
 		Long: `Start rolling release VERSION of APP out to the hosts environment ENV selects,
 and print the rollout's id and the hosts it targets with their wave and the
@@ -97,8 +99,15 @@ version each ran before. The command returns once the rollout is started;
 follow it with "relctl rollout status ID --watch". "relctl rollout plan"
 with the same arguments shows the waves first without changing anything.
 
+Only one rollout per app and host may be active. When another rollout of
+APP holds some of the hosts (the same environment, or an overlapping one),
+the start is refused with that rollout's id; with --queue the rollout is
+created "queued" instead and starts by itself when the other one (and any
+rollout queued before it over the same hosts) has ended.
+
 ` + specHelp,
 		Example: specExamples("start") + `
+  relctl rollout start web@1.2.4 --env prod-eu --queue   # after the prod rollout
   id=$(relctl rollout start web@1.2.3 --env prod -o json | jq -r .id)
   relctl rollout status "$id" --watch`,
 		Args:              exactArgs("APP@VERSION"),
@@ -111,7 +120,7 @@ with the same arguments shows the waves first without changing anything.
 			var resp *relv1.StartRolloutResponse
 			_, err = r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
 				resp, err = relv1.NewControlServiceClient(cc).StartRollout(ctx, &relv1.StartRolloutRequest{
-					App: app, Version: version, Environment: env, Spec: spec,
+					App: app, Version: version, Environment: env, Spec: spec, Queue: queue,
 				}, opts...)
 				return err
 			})
@@ -122,6 +131,7 @@ with the same arguments shows the waves first without changing anything.
 		}),
 	}
 	r.targetFlags(cmd, &env, &flags)
+	cmd.Flags().BoolVar(&queue, "queue", false, "when an active rollout of the app holds some of these hosts, wait for it (state queued) instead of being refused")
 	return cmd
 }
 

@@ -139,9 +139,10 @@ type rolloutJSON struct {
 		Reason string `json:"reason"`
 	} `json:"rollout"`
 	Hosts []struct {
-		AgentID string `json:"agent_id"`
-		Phase   string `json:"phase"`
-		Reason  string `json:"reason"`
+		AgentID         string `json:"agent_id"`
+		Phase           string `json:"phase"`
+		Reason          string `json:"reason"`
+		PreviousVersion string `json:"previous_version"`
 	} `json:"hosts"`
 }
 

@@ -50,7 +50,13 @@ func (e *Engine) Run(ctx context.Context) {
 		e.Store.WatchTables(ws, state.TableAgents, state.TableAgentApps)
 		var wake time.Time
 		for _, ro := range active {
-			d := Step(View{Rollout: ro, Hosts: Observe(e.Store, ro), Now: e.Now()})
+			v := View{Rollout: ro, Hosts: Observe(e.Store, ro), Now: e.Now()}
+			if ro.GetState() == state.RolloutQueued {
+				if b, _, err := e.Store.Blocker(ro); err == nil && b != nil {
+					v.Blocker = b.GetId()
+				}
+			}
+			d := Step(v)
 			if d.Rollout != nil {
 				if err := e.commit(ctx, ro, d); err != nil {
 					if ctx.Err() != nil {
@@ -84,9 +90,14 @@ func Observe(st *state.Store, ro *relv1.Rollout) map[string]Obs {
 		if a, err := st.Agent(nil, h.GetAgentId()); err == nil {
 			o.Connected, o.DisconnectReason = a.GetConnected(), a.GetDisconnectReason()
 		}
-		if aa, _ := st.AgentApp(nil, h.GetAgentId(), ro.GetApp()); aa != nil && aa.GetReport().GetRolloutId() == ro.GetId() {
-			o.Phase, o.Reason = aa.GetReport().GetPhase(), aa.GetReport().GetReason()
-			o.At = time.Unix(0, aa.GetReport().GetAtUnixNano())
+		if aa, _ := st.AgentApp(nil, h.GetAgentId(), ro.GetApp()); aa != nil {
+			if rep := aa.GetReport(); rep.GetRolloutId() == ro.GetId() {
+				o.Phase, o.Reason = rep.GetPhase(), rep.GetReason()
+				o.At = time.Unix(0, rep.GetAtUnixNano())
+			}
+			if aa.GetReport().GetPhase() == "healthy" {
+				o.Running = aa.GetReport().GetVersion()
+			}
 		}
 		obs[h.GetAgentId()] = o
 	}

@@ -32,6 +32,10 @@ type Obs struct {
 	Phase, Reason string
 	// At is when the agent observed that phase.
 	At time.Time
+	// Running is the version the host last reported healthy, whatever
+	// rollout put it there ("" when none): a queued rollout takes its
+	// hosts' previous versions from it when it starts.
+	Running string
 }
 
 // View is the planner's input: a rollout as stored, its hosts as observed,
@@ -40,6 +44,9 @@ type View struct {
 	Rollout *relv1.Rollout
 	Hosts   map[string]Obs
 	Now     time.Time
+	// Blocker names the active rollout (or earlier queued one) that holds
+	// some of a queued rollout's hosts; "" when nothing does.
+	Blocker string
 }
 
 // Decision is the planner's output.
@@ -73,6 +80,12 @@ func Step(v View) Decision {
 		r.LastProgressUnixNano = r.GetCreatedUnixNano()
 	}
 
+	if r.State == state.RolloutQueued {
+		st.dequeue(v)
+		if r.State == state.RolloutQueued {
+			return st.decision()
+		}
+	}
 	st.observe(v.Hosts)
 	if st.checkBudget() || st.checkDeadline() {
 		return st.decision()
@@ -138,8 +151,34 @@ func (s *stepper) wakeAt(t time.Time) {
 	}
 }
 
+// dequeue starts a queued rollout once nothing holds its hosts. Its hosts'
+// previous versions are taken now, after the rollout it waited for: that is
+// what its rollback would go back to.
+func (s *stepper) dequeue(v View) {
+	r := s.r
+	if v.Blocker != "" {
+		reason := "queued behind " + v.Blocker
+		if r.Reason != reason {
+			r.Reason = reason
+			s.event("queued", "", reason+": it starts when that rollout ends")
+		}
+		return
+	}
+	r.State, r.Reason = state.RolloutRunning, ""
+	r.LastProgressUnixNano = s.now.UnixNano()
+	for _, h := range r.Hosts {
+		if run := v.Hosts[h.AgentId].Running; run != "" {
+			h.PreviousVersion = run
+		}
+	}
+	s.event("dequeued", "", "nothing holds its hosts any more: starting")
+}
+
 // observe moves dispatched hosts to healthy or failed from their agents'
 // reports; an agent recorded down is "agent lost", not a script failure.
+// A rollback does not give up on an agent that is away: the host's desired
+// state already names the release it goes back to, so it converges when it
+// returns, and the rollback waits for it.
 func (s *stepper) observe(obs map[string]Obs) {
 	for _, h := range s.r.Hosts {
 		if h.State != HostDispatched {
@@ -154,13 +193,18 @@ func (s *stepper) observe(obs map[string]Obs) {
 		}
 		switch {
 		case o.Phase == "healthy":
-			h.State, h.FinishedUnixNano = HostHealthy, s.now.UnixNano()
+			h.State, h.FinishedUnixNano, h.Reason = HostHealthy, s.now.UnixNano(), ""
 			s.event("host_healthy", h.AgentId, "healthy on "+h.GetTargetVersion())
 			s.progress()
 		case o.Phase == "failed":
 			h.State, h.Reason, h.FinishedUnixNano = HostFailed, o.Reason, s.now.UnixNano()
 			s.event("host_failed", h.AgentId, o.Reason)
 			s.progress()
+		case !o.Connected && s.r.GetKind() == state.KindRollback:
+			if h.Reason != ReasonAway {
+				h.Reason = ReasonAway
+				s.event("host_away", h.AgentId, h.AgentId+" is away: it goes back to "+h.GetTargetVersion()+" when it returns")
+			}
 		case !o.Connected:
 			h.State, h.FinishedUnixNano = HostFailed, s.now.UnixNano()
 			h.Reason = "agent lost"
@@ -169,8 +213,23 @@ func (s *stepper) observe(obs map[string]Obs) {
 			}
 			s.event("host_failed", h.AgentId, h.Reason)
 			s.progress()
+		case h.Reason == ReasonAway:
+			// Back: its progress deadline starts now, not when it left.
+			h.Reason = ""
+			s.event("host_back", h.AgentId, h.AgentId+" is back")
+			s.progress()
 		}
 	}
+}
+
+// ReasonAway marks a rollback's host whose agent is down: its desired state
+// is already set, and the rollback waits for it to come back.
+const ReasonAway = "agent away: goes back when it returns"
+
+// away reports whether a dispatched host of a rollback waits for its agent
+// to come back.
+func away(h *relv1.RolloutHost) bool {
+	return h.GetState() == HostDispatched && h.GetReason() == ReasonAway
 }
 
 // failed counts failed hosts and describes the first few.
@@ -203,12 +262,19 @@ func (s *stepper) fail(reason string) {
 }
 
 func changedAny(r *relv1.Rollout) bool {
+	return len(Touched(r)) > 0
+}
+
+// Touched lists the hosts a rollout dispatched: the ones whose desired
+// state it set, and so the ones its rollback must cover.
+func Touched(r *relv1.Rollout) []*relv1.RolloutHost {
+	var out []*relv1.RolloutHost
 	for _, h := range r.GetHosts() {
-		if h.GetState() != HostPending && h.GetState() != HostSkipped {
-			return true
+		if h.GetDispatchedUnixNano() != 0 {
+			out = append(out, h)
 		}
 	}
-	return false
+	return out
 }
 
 func (s *stepper) checkBudget() bool {
@@ -230,9 +296,13 @@ func (s *stepper) checkDeadline() bool {
 	if since < d {
 		return false
 	}
+	if r.GetKind() == state.KindRollback && s.onlyAway() {
+		// Waiting for hosts to return is not a lack of progress.
+		return false
+	}
 	var stuck []string
 	for _, h := range r.Hosts {
-		if h.State == HostDispatched {
+		if h.State == HostDispatched && !away(h) {
 			p := h.Phase
 			if p == "" {
 				p = "no report"
@@ -249,10 +319,24 @@ func (s *stepper) checkDeadline() bool {
 	return true
 }
 
+// onlyAway reports whether every host still under way is away (or none is
+// under way): a rollback with nothing else to wait for.
+func (s *stepper) onlyAway() bool {
+	for _, h := range s.r.Hosts {
+		if h.State == HostPending || (h.State == HostDispatched && !away(h)) {
+			return false
+		}
+	}
+	return true
+}
+
 // advance finishes, bakes, gates or starts waves, and dispatches hosts of
 // the current wave within max_parallel.
 func (s *stepper) advance(obs map[string]Obs) {
 	r := s.r
+	if r.GetKind() == state.KindRollback {
+		s.dispatchAway(obs)
+	}
 	for {
 		w := r.CurrentWave
 		if r.WaveStartedUnixNano == 0 {
@@ -279,6 +363,9 @@ func (s *stepper) advance(obs map[string]Obs) {
 			}
 		}
 		if w+1 >= r.WaveCount {
+			if s.waitAway() {
+				return
+			}
 			s.succeed()
 			return
 		}
@@ -305,9 +392,12 @@ func (s *stepper) waveLabel(w uint32) string {
 	return fmt.Sprintf("wave %d of %d", w+1, s.r.WaveCount)
 }
 
+// waveDone reports whether every host of wave w has finished. A rollback's
+// away hosts do not hold the next wave back: they converge when they
+// return, and the rollback ends only once they have (waitAway).
 func (s *stepper) waveDone(w uint32) bool {
 	for _, h := range s.r.Hosts {
-		if h.Wave == w && (h.State == HostPending || h.State == HostDispatched) {
+		if h.Wave == w && (h.State == HostPending || (h.State == HostDispatched && !away(h))) {
 			return false
 		}
 	}
@@ -333,7 +423,7 @@ func (s *stepper) dispatchWave(w uint32, obs map[string]Obs) {
 	r := s.r
 	inflight := 0
 	for _, h := range r.Hosts {
-		if h.State == HostDispatched {
+		if h.State == HostDispatched && !away(h) {
 			inflight++
 		}
 	}
@@ -371,6 +461,50 @@ func (s *stepper) dispatchWave(w uint32, obs map[string]Obs) {
 	}
 }
 
+// dispatchAway sets the desired state of every pending host of a rollback
+// whose agent is down, whatever its wave: a revert is a new desired state,
+// so a host that is away converges to it when it returns instead of to the
+// release being rolled back. It serves nothing meanwhile, so no wave order
+// protects anything by holding it back.
+func (s *stepper) dispatchAway(obs map[string]Obs) {
+	for _, h := range s.r.Hosts {
+		if h.State != HostPending || obs[h.AgentId].Connected {
+			continue
+		}
+		h.State, h.DispatchedUnixNano, h.Reason = HostDispatched, s.now.UnixNano(), ReasonAway
+		s.dispatch = append(s.dispatch, h)
+		s.event("dispatched", h.AgentId, h.AgentId+" is away: its desired state goes back to "+h.GetTargetVersion()+" now, and it converges when it returns")
+	}
+}
+
+// waitAway keeps a rollback whose waves are done running while any host is
+// still under way: away, or back from being away after its wave was done.
+// It says which hosts are away, and returns false when none is under way.
+func (s *stepper) waitAway() bool {
+	if s.r.GetKind() != state.KindRollback {
+		return false
+	}
+	var ids []string
+	under := false
+	for _, h := range s.r.Hosts {
+		if away(h) {
+			ids = append(ids, h.AgentId)
+		}
+		under = under || h.State == HostDispatched
+	}
+	if len(ids) > 0 {
+		reason := fmt.Sprintf("waiting for %d host(s) to come back: %s", len(ids), strings.Join(ids, ", "))
+		if s.r.Reason != reason {
+			s.r.Reason = reason
+			s.event("waiting_hosts", "", reason)
+		}
+	} else if under && s.r.Reason != "" {
+		s.r.Reason = ""
+		s.changed = true
+	}
+	return under
+}
+
 func (s *stepper) succeed() {
 	r := s.r
 	healthy, skipped := 0, 0
@@ -389,6 +523,12 @@ func (s *stepper) succeed() {
 	}
 	if skipped > 0 {
 		reason += fmt.Sprintf("; %d skipped", skipped)
+	}
+	if r.GetKind() == state.KindRollback && bad > 0 {
+		// A rollback succeeds only when every host it covers is back.
+		r.State, r.Reason, r.FinishedUnixNano = state.RolloutFailed, fmt.Sprintf("%d host(s) did not go back (%s); %d of %d healthy", bad, why, healthy, len(r.Hosts)), s.now.UnixNano()
+		s.event("failed", "", r.Reason)
+		return
 	}
 	r.State, r.Reason, r.FinishedUnixNano = state.RolloutSucceeded, reason, s.now.UnixNano()
 	s.event("succeeded", "", reason)
@@ -409,19 +549,16 @@ func NewRollout(id, app, version, env string, spec *relv1.RolloutSpec, waves []W
 	return r
 }
 
-// PlanRollback builds the rollback of a rollout: every host it changed
-// goes back to the release it ran before. Staged, hosts that are not
+// PlanRollback builds the rollback of a rollout: every host it dispatched
+// (whatever became of it: healthy, failed, or never heard from because its
+// agent was away) goes back to the release it ran before; hosts it never
+// dispatched are not touched. Staged, hosts that are not
 // healthy on the new release go first (they serve nothing, so nothing
 // healthy is taken away), then the rollout's waves in reverse order; with
 // allAtOnce, one wave. Hosts with nothing to go back to are skipped. A
 // rollback tries every host: its failure budget is all of them.
 func PlanRollback(orig *relv1.Rollout, id string, allAtOnce bool, now time.Time) (*relv1.Rollout, error) {
-	var changed []*relv1.RolloutHost
-	for _, h := range orig.GetHosts() {
-		if h.GetState() != HostPending && h.GetState() != HostSkipped {
-			changed = append(changed, h)
-		}
-	}
+	changed := Touched(orig)
 	if len(changed) == 0 {
 		return nil, fmt.Errorf("%w: rollout %s changed no host: there is nothing to roll back", ErrInvalidSpec, orig.GetId())
 	}

@@ -499,10 +499,25 @@ func (s *Server) markDown(agentID, sessionID, reason string) {
 // rows change, by a blocking query on this server's replica that watches
 // only this agent's rows. It never sends a generation older than the one the
 // agent has already acted on: a lagging replica waits until it catches up.
+// firstDesiredWait bounds how long a new stream's first desired state waits
+// for a stale replica to catch up.
+const firstDesiredWait = 3 * time.Second
+
 func (s *Server) streamDesired(ctx context.Context, agentID string, agentGen uint64, out chan<- *relv1.ServerMessage) {
 	var sent uint64
 	first := true
 	for ctx.Err() == nil {
+		// A stale replica (cut off, or restarted) sends nothing until it
+		// has caught up (fresh.go); a new stream's first state waits a
+		// little for that, then goes out: the agent's generation keeps it
+		// from going backwards.
+		if first {
+			wctx, cancel := context.WithTimeout(ctx, firstDesiredWait)
+			s.fresh.wait(wctx)
+			cancel()
+		} else if !s.fresh.wait(ctx) {
+			return
+		}
 		ws := newWatch(s.store)
 		rows, gen, err := s.store.DesiredFor(ws, agentID)
 		if err != nil {

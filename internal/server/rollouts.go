@@ -160,11 +160,23 @@ func (c *controlService) StartRollout(ctx context.Context, req *relv1.StartRollo
 	}
 	ro.EventSeq = 1
 	events := []*relv1.RolloutEvent{{RolloutId: ro.GetId(), Seq: 1, AtUnixNano: now.UnixNano(), Type: "started", Message: msg}}
-	// The engine's first decision (the first hosts dispatched) goes into
-	// the same raft entry as the rollout, so agents hear of it one commit
-	// sooner.
 	var desired []*relv1.Desired
-	if d := rollout.Step(rollout.View{Rollout: ro, Hosts: rollout.Observe(s.store, ro), Now: now}); d.Rollout != nil && !d.Rollback {
+	if b, shared, err := s.store.Blocker(ro); err != nil {
+		return nil, toStatus(err)
+	} else if b != nil && !req.GetQueue() {
+		return nil, toStatus(state.BlockedError(b, shared))
+	} else if b != nil {
+		// Queued: the engine starts it when b (and any rollout queued
+		// before it over these hosts) has ended. Without --queue the FSM
+		// refuses it, naming b.
+		ro.State, ro.Reason = state.RolloutQueued, "queued behind "+b.GetId()
+		ro.EventSeq = 2
+		events = append(events, &relv1.RolloutEvent{RolloutId: ro.GetId(), Seq: 2, AtUnixNano: now.UnixNano(), Type: "queued",
+			Message: ro.GetReason() + ": it starts when that rollout ends"})
+	} else if d := rollout.Step(rollout.View{Rollout: ro, Hosts: rollout.Observe(s.store, ro), Now: now}); d.Rollout != nil && !d.Rollback {
+		// The engine's first decision (the first hosts dispatched) goes
+		// into the same raft entry as the rollout, so agents hear of it
+		// one commit sooner.
 		if rows, err := rollout.DesiredRows(s.store, d.Rollout, d.Dispatch); err == nil {
 			ro, desired, events = d.Rollout, rows, append(events, d.Events...)
 		}
@@ -224,12 +236,19 @@ func (c *controlService) PlanRollout(ctx context.Context, req *relv1.PlanRollout
 			resp.Waves = append(resp.Waves, pw)
 		}
 	}
-	ros, _, _ := s.store.Rollouts(nil, req.GetApp())
-	for _, o := range ros {
-		if o.GetEnvironment() == req.GetEnvironment() && !state.Terminal(o.GetState()) {
-			resp.Blockers = append(resp.Blockers, fmt.Sprintf("rollout %s of %s@%s to %s is %s: only one rollout per app and environment may be active",
-				o.GetId(), o.GetApp(), o.GetVersion(), o.GetEnvironment(), o.GetState()))
+	probe := &relv1.Rollout{App: req.GetApp(), Environment: req.GetEnvironment()}
+	for _, c := range in.candidates {
+		probe.Hosts = append(probe.Hosts, &relv1.RolloutHost{AgentId: c.ID})
+	}
+	if b, shared, err := s.store.Blocker(probe); err == nil && b != nil {
+		msg := fmt.Sprintf("rollout %s of %s@%s to %s is %s", b.GetId(), b.GetApp(), b.GetVersion(), b.GetEnvironment(), b.GetState())
+		if len(shared) > 0 {
+			msg += fmt.Sprintf(" and holds %d of these hosts (%s)", len(shared), strings.Join(shared, ", "))
 		}
+		if b.GetReason() != "" {
+			msg += ": " + b.GetReason()
+		}
+		resp.Blockers = append(resp.Blockers, msg+"; only one rollout per app and host may be active (--queue waits for it)")
 	}
 	return resp, nil
 }

@@ -64,6 +64,8 @@ type Server struct {
 	fetchState
 	sessions *sessions
 	reports  *reportBatcher
+	// fresh holds desired-state updates while this replica is stale.
+	fresh *freshness
 
 	// ctx is cancelled when the server shuts down; background loops use it.
 	ctx    context.Context
@@ -111,6 +113,7 @@ func New(c Config) (_ *Server, err error) {
 	s.peers = newPeerPool(s.sec)
 	s.sessions = newSessions()
 	s.reports = newReportBatcher(s)
+	s.fresh = newFreshness()
 	s.fetches = map[string]*fetchCall{}
 	s.httpClient = &http.Client{Transport: s.sec.HTTPTransport()}
 	defer func() {
@@ -135,10 +138,14 @@ func New(c Config) (_ *Server, err error) {
 	s.setupGRPC()
 	s.setupHTTP()
 
-	s.wg.Add(6)
+	s.wg.Add(7)
 	go func() {
 		defer s.wg.Done()
 		s.reports.run(s.ctx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.watchFreshness()
 	}()
 	go func() {
 		defer s.wg.Done()

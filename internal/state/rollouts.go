@@ -10,8 +10,11 @@ import (
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
-// Rollout states. The first four are active; the rest are terminal.
+// Rollout states. The first five are active; the rest are terminal.
 const (
+	// RolloutQueued waits for an active rollout holding some of its hosts
+	// to end (relctl rollout start --queue).
+	RolloutQueued          = "queued"
 	RolloutRunning         = "running"
 	RolloutWaitingApproval = "waiting_approval"
 	RolloutPaused          = "paused"
@@ -38,8 +41,9 @@ func Terminal(state string) bool {
 }
 
 // CreateRollout stores a new rollout with its first events. Only one rollout
-// per app and environment may be active; a rollback may start while the
-// rollout it reverts is active, and marks it rolling_back.
+// per app and host (or environment) may be active (see overlap.go), unless
+// the new one is queued; a rollback may start while the rollout it reverts
+// is active, and marks it rolling_back.
 func (s *Store) CreateRollout(index uint64, r *relv1.Rollout, desired []*relv1.Desired, events []*relv1.RolloutEvent) error {
 	txn := s.writeTxn()
 	defer txn.Abort()
@@ -59,20 +63,21 @@ func createRollout(txn *memdb.Txn, index uint64, r *relv1.Rollout, desired []*re
 	} else if raw != nil {
 		return newError(ErrAlreadyExists, fmt.Sprintf("rollout %q already exists", r.GetId()))
 	}
-	it, err := txn.Get(TableRollouts, "app", r.GetApp())
-	if err != nil {
-		return fmt.Errorf("state: list rollouts: %w", err)
-	}
 	var orig *relv1.Rollout
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		o := raw.(*relv1.Rollout)
-		if r.GetKind() == KindRollback && o.GetId() == r.GetRollbackOf() {
-			orig = o
-			continue
+	if r.GetKind() == KindRollback {
+		raw, err := txn.First(TableRollouts, "id", r.GetRollbackOf())
+		if err != nil {
+			return fmt.Errorf("state: lookup rollout: %w", err)
 		}
-		if o.GetEnvironment() == r.GetEnvironment() && !Terminal(o.GetState()) {
-			return newError(ErrConflict, fmt.Sprintf("rollout %s of %s@%s to %s is %s: only one rollout per app and environment may be active; wait for it, or 'relctl rollout abort %s'",
-				o.GetId(), o.GetApp(), o.GetVersion(), o.GetEnvironment(), o.GetState(), o.GetId()))
+		if raw != nil {
+			orig = raw.(*relv1.Rollout)
+		}
+	}
+	if r.GetState() != RolloutQueued {
+		if o, shared, err := blocker(txn, r); err != nil {
+			return err
+		} else if o != nil {
+			return BlockedError(o, shared)
 		}
 	}
 	if r.GetKind() == KindRollback {
@@ -165,6 +170,15 @@ func (s *Store) StepRollout(index uint64, r *relv1.Rollout, expect uint64, desir
 	}
 	row := proto.Clone(r).(*relv1.Rollout)
 	row.CreateIndex, row.ModifyIndex = cur.GetCreateIndex(), index
+	if cur.GetState() == RolloutQueued && row.GetState() != RolloutQueued {
+		// Leaving the queue: what blocked it must be gone in this very
+		// entry, not just when the engine looked.
+		if o, shared, err := blocker(txn, row); err != nil {
+			return err
+		} else if o != nil {
+			return BlockedError(o, shared)
+		}
+	}
 	if err := txn.Insert(TableRollouts, row); err != nil {
 		return fmt.Errorf("state: update rollout: %w", err)
 	}
@@ -351,7 +365,7 @@ func (s *Store) Rollouts(ws memdb.WatchSet, app string) ([]*relv1.Rollout, uint6
 func (s *Store) ActiveRollouts(ws memdb.WatchSet) ([]*relv1.Rollout, error) {
 	txn := s.readTxn()
 	var out []*relv1.Rollout
-	for _, st := range []string{RolloutRunning, RolloutWaitingApproval, RolloutPaused, RolloutRollingBack} {
+	for _, st := range []string{RolloutQueued, RolloutRunning, RolloutWaitingApproval, RolloutPaused, RolloutRollingBack} {
 		it, err := txn.Get(TableRollouts, "state", st)
 		if err != nil {
 			return nil, fmt.Errorf("state: active rollouts: %w", err)

@@ -299,7 +299,7 @@ func rollout(r *relv1.Rollout) error {
 		return invalid("rollout kind %q: want deploy or rollback", r.GetKind())
 	}
 	switch r.GetState() {
-	case "", "running", "waiting_approval", "paused", "rolling_back", "succeeded", "failed", "aborted", "rolled_back":
+	case "", "queued", "running", "waiting_approval", "paused", "rolling_back", "succeeded", "failed", "aborted", "rolled_back":
 	default:
 		return invalid("rollout state %q is not one Rel knows", r.GetState())
 	}

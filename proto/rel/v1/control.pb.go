@@ -841,11 +841,14 @@ func (x *GetReleaseResponse) GetIndex() uint64 {
 }
 
 type StartRolloutRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
-	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
-	Environment   string                 `protobuf:"bytes,3,opt,name=environment,proto3" json:"environment,omitempty"`
-	Spec          *RolloutSpec           `protobuf:"bytes,4,opt,name=spec,proto3" json:"spec,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	App         string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Version     string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Environment string                 `protobuf:"bytes,3,opt,name=environment,proto3" json:"environment,omitempty"`
+	Spec        *RolloutSpec           `protobuf:"bytes,4,opt,name=spec,proto3" json:"spec,omitempty"`
+	// When an active rollout of the app holds some of the hosts: wait for it
+	// (state queued) instead of being refused.
+	Queue         bool `protobuf:"varint,5,opt,name=queue,proto3" json:"queue,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -906,6 +909,13 @@ func (x *StartRolloutRequest) GetSpec() *RolloutSpec {
 		return x.Spec
 	}
 	return nil
+}
+
+func (x *StartRolloutRequest) GetQueue() bool {
+	if x != nil {
+		return x.Queue
+	}
+	return false
 }
 
 type StartRolloutResponse struct {
@@ -2439,12 +2449,13 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\aversion\x18\x03 \x01(\tR\aversion\"U\n" +
 	"\x12GetReleaseResponse\x12)\n" +
 	"\arelease\x18\x01 \x01(\v2\x0f.rel.v1.ReleaseR\arelease\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"\x8c\x01\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\xa2\x01\n" +
 	"\x13StartRolloutRequest\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12 \n" +
 	"\venvironment\x18\x03 \x01(\tR\venvironment\x12'\n" +
-	"\x04spec\x18\x04 \x01(\v2\x13.rel.v1.RolloutSpecR\x04spec\"W\n" +
+	"\x04spec\x18\x04 \x01(\v2\x13.rel.v1.RolloutSpecR\x04spec\x12\x14\n" +
+	"\x05queue\x18\x05 \x01(\bR\x05queue\"W\n" +
 	"\x14StartRolloutResponse\x12)\n" +
 	"\arollout\x18\x01 \x01(\v2\x0f.rel.v1.RolloutR\arollout\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\"k\n" +
