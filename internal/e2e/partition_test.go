@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -160,6 +162,35 @@ func (w *releaseWatch) stop() ([]string, int) {
 	return w.seen, w.polls
 }
 
+// churn creates n apps through addr, workers at a time (each a raft entry).
+func churn(addr string, n, workers int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	jobs := make(chan int)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				cmd := exec.CommandContext(ctx, filepath.Join(binDir, "relctl"), "app", "create", fmt.Sprintf("churn-%03d", i))
+				cmd.Env = []string{"REL_ADDR=" + addr, "REL_CA_FILE=" + caFile, "REL_CERT_FILE=" + adminCert, "REL_KEY_FILE=" + adminKey}
+				if out, err := cmd.CombinedOutput(); err != nil {
+					errs <- fmt.Errorf("relctl app create churn-%03d: %v: %s", i, err, out)
+				}
+			}
+		}()
+	}
+	for i := range n {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	close(errs)
+	return <-errs // nil when none failed
+}
+
 // TestPartitionRollback is issue 8 (findings 1 and 2) with real processes
 // in network namespaces. Three servers, one namespace each; three agents
 // beside the two servers that keep a majority and two beside a follower
@@ -272,7 +303,7 @@ func TestPartitionRollback(t *testing.T) {
 	// 2.0.0's health check always fails. The cut-off server has the
 	// release before the cut: only the rollout's and the rollback's
 	// entries reach it after the heal.
-	bad, badDigest := bundleWith(t, work, "2.0.0", 0, "false", "2s")
+	bad, badDigest := bundleWith(t, work, "2.0.0", 0, "false", "4s")
 	mustRelctl(t, maj, "release", "create", "hello", "2.0.0", "--artifact", bad)
 	lh, _ := leader.health()
 	waitFor(t, 10*time.Second, cutSrv.id+" to apply everything before the cut", func() bool {
@@ -315,6 +346,22 @@ func TestPartitionRollback(t *testing.T) {
 		}
 	}
 	orig := started.ID
+
+	// Entries between the rollout's dispatch and its rollback, more than
+	// raft sends in one AppendEntries (64): the cut-off server, catching
+	// up after the heal, applies the dispatch well before the rollback. A
+	// server that streamed each state as it applied it would hand its
+	// agents 2.0.0 in between.
+	churnStart := time.Now()
+	if err := churn(maj, 100, 8); err != nil {
+		t.Fatal(err)
+	}
+	if st, ok := partRollout(t, maj, orig); ok && st.Rollout.State != "running" {
+		t.Logf("note: rollout %s was already %s when the 100 writes were done (%s): they are not all between its dispatch and its rollback",
+			orig, st.Rollout.State, time.Since(churnStart).Round(time.Millisecond))
+	} else {
+		t.Logf("100 writes between the dispatch and the rollback, in %s", time.Since(churnStart).Round(time.Millisecond))
+	}
 
 	// The majority's hosts fail their health check: the rollout fails and
 	// rolls back by itself.
@@ -416,12 +463,23 @@ func TestPartitionRollback(t *testing.T) {
 		return resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&h) == nil && h.LeaderID != ""
 	})
 	rejoined := time.Since(healAt)
+	// Timed with the rollback's status, which shows whether each host's
+	// agent is recorded connected and costs a few milliseconds (agent
+	// list asks every server for its live streams, up to a second).
 	var lastPoll time.Duration
-	waitFor(t, 15*time.Second, "the cluster to record every agent connected", func() bool {
+	waitFor(t, 15*time.Second, "the cluster to record the cut-off agents connected", func() bool {
 		p0 := time.Now()
-		ok := allConnected(maj)
+		s, ok := partRollout(t, maj, rb)
 		lastPoll = time.Since(p0)
-		return ok
+		if !ok {
+			return false
+		}
+		for _, a := range cutAgents {
+			if h, _ := s.host(a.id); !h.Connected {
+				return false
+			}
+		}
+		return true
 	})
 	recorded := time.Since(healAt)
 	waitFor(t, 10*time.Second, "every server to record every agent connected", func() bool {
@@ -432,8 +490,13 @@ func TestPartitionRollback(t *testing.T) {
 		}
 		return true
 	})
-	t.Logf("heal: %s heard from the leader after %s; every agent recorded connected %s after the heal (%s after the rejoin, last poll took %s); on every server after %s",
+	t.Logf("heal: %s heard from the leader after %s; its agents recorded connected %s after the heal (%s after the rejoin, last poll took %s); on every server after %s",
 		cutSrv.id, rejoined.Round(time.Millisecond), recorded.Round(time.Millisecond), (recorded - rejoined).Round(time.Millisecond), lastPoll.Round(time.Millisecond), time.Since(healAt).Round(time.Millisecond))
+	for _, line := range strings.Split(cutSrv.log.String(), "\n") {
+		if strings.Contains(line, "recording it connected again") || strings.Contains(line, "could not record a live agent") {
+			t.Logf("%s (healed at %s): %s", cutSrv.id, healAt.UTC().Format("15:04:05.000"), line)
+		}
+	}
 	// Finding 2: within a heartbeat interval (up to 1.5 with jitter) of
 	// the server being back, plus the commit; the poll that saw it adds
 	// its own duration.
