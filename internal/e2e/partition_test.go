@@ -192,10 +192,9 @@ func churn(addr string, n, workers int) error {
 }
 
 // TestPartitionRollback is issue 8 (findings 1 and 2) with real processes
-// in network namespaces. Three servers, one namespace each; three agents
-// beside the two servers that keep a majority and two beside a follower
-// that is cut off from its peers while its agents stay connected to it
-// (each agent knows only its own server). A release whose health check
+// in network namespaces. Three servers, one namespace each, with two
+// agents beside each (each agent knows only its own server). A follower is
+// cut off from its peers while its agents stay connected to it. A release whose health check
 // fails is rolled out to every host with --auto-rollback right after the
 // cut:
 //
@@ -244,33 +243,19 @@ func TestPartitionRollback(t *testing.T) {
 		r := relctl(t, ps[0].grpc, "cluster", "members", "-o", "json")
 		return r.code == 0 && strings.Count(r.stdout, `"follower"`) == 2 && strings.Count(r.stdout, `"Voter"`) == 3
 	})
-	leader := leaderOf(ps)
-	if leader == nil {
-		t.Fatal("no leader after the cluster formed")
-	}
-	// The server to cut off is a follower; the other two keep a majority.
-	var cutSrv *proc
-	var majority []*proc
-	for _, p := range slices.Backward(ps) {
-		if p != leader && cutSrv == nil {
-			cutSrv = p
-		} else {
-			majority = append(majority, p)
+	all := addrs(ps)
+
+	// Two agents beside each server, each knowing only its server's
+	// address: whichever server is cut off, two hosts go with it.
+	var byServer = map[*proc][]*agentProc{}
+	for _, srv := range ps {
+		for _, x := range []string{"a", "b"} {
+			a := &agentProc{id: srv.id + "-" + x, dataDir: t.TempDir(), root: t.TempDir(), labels: "env=prod", node: srv.node}
+			a.start(t, srv.grpc)
+			agents = append(agents, a)
+			byServer[srv] = append(byServer[srv], a)
 		}
 	}
-	maj := addrs(majority)
-	t.Logf("leader %s; cutting off follower %s (%s) later", leader.id, cutSrv.id, cutSrv.node.ip)
-
-	// Agents beside their server, knowing only its address.
-	var cutAgents, majAgents []*agentProc
-	place := func(id string, srv *proc) *agentProc {
-		a := &agentProc{id: id, dataDir: t.TempDir(), root: t.TempDir(), labels: "env=prod", node: srv.node}
-		a.start(t, srv.grpc)
-		agents = append(agents, a)
-		return a
-	}
-	majAgents = append(majAgents, place("maj-1", majority[0]), place("maj-2", majority[0]), place("maj-3", majority[1]))
-	cutAgents = append(cutAgents, place("cut-1", cutSrv), place("cut-2", cutSrv))
 	allConnected := func(addr string) bool {
 		up, ok := connectedAgents(t, addr)
 		if !ok {
@@ -283,16 +268,16 @@ func TestPartitionRollback(t *testing.T) {
 		}
 		return true
 	}
-	waitFor(t, 20*time.Second, "five connected agents", func() bool { return allConnected(maj) })
+	waitFor(t, 20*time.Second, "six connected agents", func() bool { return allConnected(all) })
 
 	// 1.0.0 everywhere.
 	work := t.TempDir()
-	mustRelctl(t, maj, "app", "create", "hello")
-	mustRelctl(t, maj, "env", "create", "prod", "--selector", "env=prod")
+	mustRelctl(t, all, "app", "create", "hello")
+	mustRelctl(t, all, "env", "create", "prod", "--selector", "env=prod")
 	good, _ := bundleWith(t, work, "1.0.0", 0, "./hello check", "20s")
-	mustRelctl(t, maj, "release", "create", "hello", "1.0.0", "--artifact", good)
-	first := startRollout(t, maj, "hello@1.0.0", "prod")
-	if st := waitRollout(t, maj, first, 60*time.Second); st.Rollout.State != "succeeded" {
+	mustRelctl(t, all, "release", "create", "hello", "1.0.0", "--artifact", good)
+	first := startRollout(t, all, "hello@1.0.0", "prod")
+	if st := waitRollout(t, all, first, 60*time.Second); st.Rollout.State != "succeeded" {
 		t.Fatalf("rollout of 1.0.0: %+v", st)
 	}
 	for _, a := range agents {
@@ -304,12 +289,36 @@ func TestPartitionRollback(t *testing.T) {
 	// release before the cut: only the rollout's and the rollback's
 	// entries reach it after the heal.
 	bad, badDigest := bundleWith(t, work, "2.0.0", 0, "false", "4s")
-	mustRelctl(t, maj, "release", "create", "hello", "2.0.0", "--artifact", bad)
+	mustRelctl(t, all, "release", "create", "hello", "2.0.0", "--artifact", bad)
+
+	// The server to cut off is a follower, chosen now (a busy machine may
+	// have moved the leadership since the cluster formed); the other two
+	// keep a majority.
+	leader := leaderOf(ps)
+	if leader == nil {
+		t.Fatal("no leader before the cut")
+	}
+	var cutSrv *proc
+	var majority []*proc
+	for _, p := range slices.Backward(ps) {
+		if p != leader && cutSrv == nil {
+			cutSrv = p
+		} else {
+			majority = append(majority, p)
+		}
+	}
+	maj := addrs(majority)
+	cutAgents := byServer[cutSrv]
+	var majAgents []*agentProc
+	for _, p := range majority {
+		majAgents = append(majAgents, byServer[p]...)
+	}
 	lh, _ := leader.health()
 	waitFor(t, 10*time.Second, cutSrv.id+" to apply everything before the cut", func() bool {
 		h, code := cutSrv.health()
 		return code == 200 && h.AppliedIndex >= lh.AppliedIndex
 	})
+	t.Logf("leader %s; cutting off follower %s (%s) with %s and %s", leader.id, cutSrv.id, cutSrv.node.ip, cutAgents[0].id, cutAgents[1].id)
 
 	sessions := map[string]string{}
 	for _, a := range cutAgents {
@@ -416,7 +425,7 @@ func TestPartitionRollback(t *testing.T) {
 	})
 	waitFor(t, 5*grace, "the cut-off agents to be recorded down", func() bool {
 		up, ok := connectedAgents(t, maj)
-		return ok && !up["cut-1"] && !up["cut-2"]
+		return ok && !up[cutAgents[0].id] && !up[cutAgents[1].id]
 	})
 	t.Logf("cut-off agents recorded down %s after the cut", time.Since(cutAt).Round(time.Millisecond))
 	rbSt, ok = partRollout(t, maj, rb)
