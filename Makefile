@@ -6,7 +6,7 @@ LDFLAGS   := -X github.com/relhq/rel/internal/version.Version=$(VERSION)
 BIN       := bin
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build demo test test-docker test-short vet fmt-check lint proto proto-check bench fuzz clean
+.PHONY: all build demo test test-docker test-short vet fmt-check lint proto proto-check bench bench-raftbytes fuzz clean
 
 all: build
 
@@ -63,6 +63,10 @@ proto-check:
 bench: build
 	GO="$(GO)" ./scripts/bench-baseline.sh $(BIN)/baseline
 	$(GO) run ./scripts/bench -bin $(BIN) $$(test -x $(BIN)/baseline/rel-server && echo -baseline-bin $(BIN)/baseline) | tee bench.out
+
+## bench-raftbytes: only the raft bytes of rolling rollouts (in-process, about a minute)
+bench-raftbytes:
+	$(GO) run ./scripts/bench -suite raftbytes
 
 ## fuzz: fuzz archive extraction and raft command decode-validate-apply,
 ## 60s each (tmpfs makes extraction ~10x faster)

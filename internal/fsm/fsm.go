@@ -107,7 +107,10 @@ func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
 		return f.store.CreateRollout(index, c.GetRollout(), c.GetDesired(), c.GetEvents())
 	case *relv1.Command_RolloutStep:
 		c := k.RolloutStep
-		return f.store.StepRollout(index, c.GetRollout(), c.GetExpectModifyIndex(), c.GetDesired(), c.GetEvents(), c.GetStartRollback())
+		return f.store.StepRollout(index, c.GetRollout(), false, c.GetExpectModifyIndex(), c.GetDesired(), c.GetEvents(), c.GetStartRollback())
+	case *relv1.Command_RolloutStepDelta:
+		c := k.RolloutStepDelta
+		return f.store.StepRollout(index, c.GetRollout(), true, c.GetExpectModifyIndex(), c.GetDesired(), c.GetEvents(), c.GetStartRollback())
 	case *relv1.Command_InitCluster:
 		return f.store.InitCluster(index, k.InitCluster.GetClusterId())
 	case *relv1.Command_RolloutControl:

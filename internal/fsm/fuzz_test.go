@@ -142,6 +142,8 @@ func stamped(n int64, kind any) *relv1.Command {
 		c.Kind = k
 	case *relv1.Command_RolloutStep:
 		c.Kind = k
+	case *relv1.Command_RolloutStepDelta:
+		c.Kind = k
 	case *relv1.Command_RolloutControl:
 		c.Kind = k
 	case *relv1.Command_InitCluster:
@@ -201,6 +203,11 @@ func seedCommands() []*relv1.Command {
 	succeeded.Hosts[0].State = "healthy"
 	rollback := fuzzRollout("ro-2", "running")
 	rollback.Kind, rollback.RollbackOf = "rollback", "ro-1"
+	// Delta steps: the header and only the hosts that changed.
+	headerOnly := fuzzRollout("ro-1", "failed")
+	headerOnly.Hosts = nil
+	unknownHost := fuzzRollout("ro-1", "running")
+	unknownHost.Hosts[0].AgentId = "web-9"
 	return []*relv1.Command{
 		stamped(20, &relv1.Command_CreateApp{CreateApp: &relv1.CreateApp{App: &relv1.App{Name: "api", Description: "the API", CreatedUnixNano: 20}}}),
 		stamped(21, &relv1.Command_CreateEnvironment{CreateEnvironment: &relv1.CreateEnvironment{Environment: &relv1.Environment{Name: "staging", Selector: map[string]string{"env": "staging", "tier": "web"}}}}),
@@ -231,6 +238,11 @@ func seedCommands() []*relv1.Command {
 		stamped(38, &relv1.Command_UseJoinToken{UseJoinToken: &relv1.UseJoinToken{SecretHash: fuzzJoinHash, AgentId: "web-2", AtUnixNano: 38}}),
 		stamped(39, &relv1.Command_DeleteJoinToken{DeleteJoinToken: &relv1.DeleteJoinToken{AccessorId: fuzzJoinAcc}}),
 		stamped(40, &relv1.Command_RevokeAgent{RevokeAgent: &relv1.RevokeAgent{Revocation: &relv1.AgentRevocation{AgentId: "web-1", RevokedUnixNano: 40, RevokedBy: "token x", Reason: "stolen"}}}),
+		stamped(41, &relv1.Command_RolloutStepDelta{RolloutStepDelta: &relv1.RolloutStep{Rollout: succeeded, ExpectModifyIndex: 7,
+			Events: []*relv1.RolloutEvent{{RolloutId: "ro-1", Seq: 2, AtUnixNano: 41, Type: "succeeded", Host: "web-1"}}}}),
+		stamped(42, &relv1.Command_RolloutStepDelta{RolloutStepDelta: &relv1.RolloutStep{Rollout: headerOnly, ExpectModifyIndex: 7,
+			StartRollback: &relv1.CreateRollout{Rollout: rollback, Desired: fuzzDesired("ro-2")}}}),
+		stamped(43, &relv1.Command_RolloutStepDelta{RolloutStepDelta: &relv1.RolloutStep{Rollout: unknownHost, ExpectModifyIndex: 7, Desired: fuzzDesired("ro-1")}}),
 	}
 }
 

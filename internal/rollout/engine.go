@@ -58,7 +58,7 @@ func (e *Engine) Run(ctx context.Context) {
 			}
 			d := Step(v)
 			if d.Rollout != nil {
-				if err := e.commit(ctx, ro, d); err != nil {
+				if err := e.Commit(ctx, ro, d); err != nil {
 					if ctx.Err() != nil {
 						return
 					}
@@ -104,24 +104,36 @@ func Observe(st *state.Store, ro *relv1.Rollout) map[string]Obs {
 	return obs
 }
 
-func (e *Engine) commit(ctx context.Context, ro *relv1.Rollout, d Decision) error {
+// Commit commits Step's decision d for ro, the rollout as read from the
+// store: as a delta (the rollout's header and the hosts that changed), so
+// that a step's size does not grow with the fleet. It returns the
+// application error the FSM decided on (ErrConflict when ro changed
+// meanwhile).
+func (e *Engine) Commit(ctx context.Context, ro *relv1.Rollout, d Decision) error {
 	desired, err := DesiredRows(e.Store, d.Rollout, d.Dispatch)
 	if err != nil {
 		return err
 	}
 	step := &relv1.RolloutStep{Rollout: d.Rollout, ExpectModifyIndex: ro.GetModifyIndex(), Desired: desired, Events: d.Events}
+	cmd := &relv1.Command{StampedUnixNano: e.Now().UnixNano(), Kind: &relv1.Command_RolloutStep{RolloutStep: step}}
+	if delta, ok := Delta(ro, d.Rollout); ok {
+		step.Rollout = delta
+		cmd.Kind = &relv1.Command_RolloutStepDelta{RolloutStepDelta: step}
+	} else {
+		e.Logger.Warn("rollout engine: the new row does not hold the stored row's hosts; committing it whole", "rollout", ro.GetId())
+	}
 	if d.Rollback {
 		// The rollback starts in the same raft entry as the failure.
-		cmd, err := RollbackCommand(d.Rollout, e.NewID(), false, e.Now())
+		rb, err := RollbackCommand(d.Rollout, e.NewID(), false, e.Now())
 		if err != nil {
 			e.Logger.Warn("automatic rollback not possible; the rollout stays failed", "rollout", ro.GetId(), "err", err)
 		} else {
-			step.StartRollback = cmd.GetCreateRollout()
+			step.StartRollback = rb.GetCreateRollout()
 		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err = e.Apply(cctx, &relv1.Command{StampedUnixNano: e.Now().UnixNano(), Kind: &relv1.Command_RolloutStep{RolloutStep: step}})
+	_, err = e.Apply(cctx, cmd)
 	if err == nil {
 		for _, ev := range d.Events {
 			e.Logger.Info("rollout", "rollout", ro.GetId(), "event", ev.GetType(), "host", ev.GetHost(), "msg", ev.GetMessage())

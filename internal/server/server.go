@@ -319,7 +319,7 @@ func (s *Server) setupRaft() error {
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("%w: raft: %v", ErrConfig, err)
 	}
-	r, err := raft.NewRaft(rc, s.fsm, logs, bolt, snaps, s.raftTrans)
+	r, err := raft.NewRaft(rc, s.fsm, logs, bolt, snaps, noPipeline{s.raftTrans})
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
@@ -492,15 +492,22 @@ func (s *Server) closeAll() error {
 	} else if s.httpLn != nil {
 		s.httpLn.Close()
 	}
+	// Raft's shutdown joins its replication goroutines, which may sit in
+	// an RPC to a peer that does not answer: close the transport before
+	// waiting, so that those RPCs fail instead of holding shutdown.
+	var shut raft.Future
 	if s.raft != nil {
-		if err := s.raft.Shutdown().Error(); err != nil {
-			errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
-		}
+		shut = s.raft.Shutdown()
 	}
 	if s.raftTrans != nil {
 		s.raftTrans.CloseStreams()
 		if err := s.raftTrans.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("raft transport: %w", err))
+		}
+	}
+	if shut != nil {
+		if err := shut.Error(); err != nil {
+			errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
 		}
 	}
 	s.wg.Wait()
@@ -512,6 +519,19 @@ func (s *Server) closeAll() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// noPipeline is raft's network transport without pipelined replication.
+// hashicorp/raft's pipeline can wedge: after a follower answers
+// Success=false the send loop may park on a channel nobody reads, and from
+// then on the leader heartbeats that follower but never sends it another
+// entry (hashicorp/raft#612), nor can it shut down. A follower that must
+// catch up after a partition is exactly the case, so Rel replicates with
+// plain AppendEntries (up to MaxAppendEntries per RPC).
+type noPipeline struct{ *raft.NetworkTransport }
+
+func (noPipeline) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress) (raft.AppendPipeline, error) {
+	return nil, raft.ErrPipelineReplicationNotSupported
 }
 
 // selfRecord is this node's registration as it should be in the state.

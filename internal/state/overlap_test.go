@@ -66,15 +66,15 @@ func TestOverlappingRolloutRefused(t *testing.T) {
 	}
 	start := proto.Clone(q).(*relv1.Rollout)
 	start.State = RolloutRunning
-	if err := s.StepRollout(14, start, 13, nil, nil, nil); !errors.Is(err, ErrConflict) {
+	if err := s.StepRollout(14, start, false, 13, nil, nil, nil); !errors.Is(err, ErrConflict) {
 		t.Fatalf("dequeued while ro-prod holds h3: %v", err)
 	}
 	end := rolloutOver("ro-prod", "web", "prod", "h1", "h2", "h3")
 	end.State = RolloutSucceeded
-	if err := s.StepRollout(15, end, 10, nil, nil, nil); err != nil {
+	if err := s.StepRollout(15, end, false, 10, nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.StepRollout(16, start, 13, nil, nil, nil); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "ro-eu2") {
+	if err := s.StepRollout(16, start, false, 13, nil, nil, nil); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "ro-eu2") {
 		t.Fatalf("dequeued while ro-eu2 (same environment) is running: %v", err)
 	}
 }
@@ -140,7 +140,7 @@ func TestNoHostInTwoActiveRollouts(t *testing.T) {
 				default:
 					continue
 				}
-				if err := s.StepRollout(idx, next, cur.GetModifyIndex(), nil, nil, nil); err != nil && !errors.Is(err, ErrConflict) {
+				if err := s.StepRollout(idx, next, false, cur.GetModifyIndex(), nil, nil, nil); err != nil && !errors.Is(err, ErrConflict) {
 					t.Fatal(err)
 				}
 			case 3: // a rollout ending frees its hosts
@@ -149,7 +149,7 @@ func TestNoHostInTwoActiveRollouts(t *testing.T) {
 					if r.GetState() == RolloutRunning && r.GetKind() == KindRollback {
 						next := proto.Clone(r).(*relv1.Rollout)
 						next.State = RolloutSucceeded
-						if err := s.StepRollout(idx, next, r.GetModifyIndex(), nil, nil, nil); err != nil {
+						if err := s.StepRollout(idx, next, false, r.GetModifyIndex(), nil, nil, nil); err != nil {
 							t.Fatal(err)
 						}
 						break

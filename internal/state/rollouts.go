@@ -149,12 +149,13 @@ func insertEvent(txn *memdb.Txn, index uint64, e *relv1.RolloutEvent) error {
 	return setIndex(txn, TableEvents, index)
 }
 
-// StepRollout applies one engine decision: the rollout's new row, the
+// StepRollout applies one engine decision: the rollout's new row (with
+// hostsDelta, only its changed hosts: see MergeRolloutDelta), the
 // desired state of the hosts it dispatches and its events. It refuses
 // (ErrConflict) when the rollout changed since the engine read it. When a
 // rollback ends, the rollout it reverted ends too: rolled_back if the
 // rollback succeeded, failed otherwise.
-func (s *Store) StepRollout(index uint64, r *relv1.Rollout, expect uint64, desired []*relv1.Desired, events []*relv1.RolloutEvent, rollback *relv1.CreateRollout) error {
+func (s *Store) StepRollout(index uint64, r *relv1.Rollout, hostsDelta bool, expect uint64, desired []*relv1.Desired, events []*relv1.RolloutEvent, rollback *relv1.CreateRollout) error {
 	txn := s.writeTxn()
 	defer txn.Abort()
 	raw, err := txn.First(TableRollouts, "id", r.GetId())
@@ -168,7 +169,10 @@ func (s *Store) StepRollout(index uint64, r *relv1.Rollout, expect uint64, desir
 	if cur.GetModifyIndex() != expect {
 		return newError(ErrConflict, fmt.Sprintf("rollout %s changed at index %d after the engine read it at %d", r.GetId(), cur.GetModifyIndex(), expect))
 	}
-	row := proto.Clone(r).(*relv1.Rollout)
+	row, err := stepRow(cur, r, hostsDelta)
+	if err != nil {
+		return err
+	}
 	row.CreateIndex, row.ModifyIndex = cur.GetCreateIndex(), index
 	if cur.GetState() == RolloutQueued && row.GetState() != RolloutQueued {
 		// Leaving the queue: what blocked it must be gone in this very

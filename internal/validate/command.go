@@ -146,14 +146,9 @@ func Command(cmd *relv1.Command) error {
 	case *relv1.Command_CreateRollout:
 		return createRollout(k.CreateRollout)
 	case *relv1.Command_RolloutStep:
-		c := k.RolloutStep
-		if err := first(rollout(c.GetRollout()), desiredRows(c.GetDesired()), events(c.GetEvents())); err != nil {
-			return err
-		}
-		if c.GetStartRollback() != nil {
-			return createRollout(c.GetStartRollback())
-		}
-		return nil
+		return rolloutStep(k.RolloutStep, false)
+	case *relv1.Command_RolloutStepDelta:
+		return rolloutStep(k.RolloutStepDelta, true)
 	case *relv1.Command_RolloutControl:
 		c := k.RolloutControl
 		switch c.GetAction() {
@@ -279,6 +274,27 @@ func createRollout(c *relv1.CreateRollout) error {
 		return invalid("empty create_rollout")
 	}
 	return first(rollout(c.GetRollout()), desiredRows(c.GetDesired()), events(c.GetEvents()))
+}
+
+// rolloutStep checks an engine step; a delta (only the hosts that changed,
+// matched by agent id) may not name a host twice.
+func rolloutStep(c *relv1.RolloutStep, delta bool) error {
+	if err := first(rollout(c.GetRollout()), desiredRows(c.GetDesired()), events(c.GetEvents())); err != nil {
+		return err
+	}
+	if delta {
+		seen := make(map[string]bool, len(c.GetRollout().GetHosts()))
+		for _, h := range c.GetRollout().GetHosts() {
+			if seen[h.GetAgentId()] {
+				return invalid("rollout step names host %q twice", h.GetAgentId())
+			}
+			seen[h.GetAgentId()] = true
+		}
+	}
+	if c.GetStartRollback() != nil {
+		return createRollout(c.GetStartRollback())
+	}
+	return nil
 }
 
 func rollout(r *relv1.Rollout) error {

@@ -72,6 +72,8 @@ func validCommands() map[string]*relv1.Command {
 			c.Kind = k
 		case *relv1.Command_RolloutStep:
 			c.Kind = k
+		case *relv1.Command_RolloutStepDelta:
+			c.Kind = k
 		case *relv1.Command_RolloutControl:
 			c.Kind = k
 		case *relv1.Command_InitCluster:
@@ -116,6 +118,8 @@ func validCommands() map[string]*relv1.Command {
 			{AgentId: "web-1", SessionId: "sess-1", Report: testReport()}}}}),
 		"create_rollout": cmd(&relv1.Command_CreateRollout{CreateRollout: &relv1.CreateRollout{Rollout: testRollout(), Desired: testDesired(), Events: testEvents()}}),
 		"rollout_step": cmd(&relv1.Command_RolloutStep{RolloutStep: &relv1.RolloutStep{Rollout: testRollout(), ExpectModifyIndex: 3,
+			Desired: testDesired(), Events: testEvents()}}),
+		"rollout_step_delta": cmd(&relv1.Command_RolloutStepDelta{RolloutStepDelta: &relv1.RolloutStep{Rollout: testRollout(), ExpectModifyIndex: 3,
 			Desired: testDesired(), Events: testEvents()}}),
 		"rollout_control":   cmd(&relv1.Command_RolloutControl{RolloutControl: &relv1.RolloutControl{RolloutId: "ro-1", Action: "pause", AtUnixNano: 1, Reason: "lunch"}}),
 		"init_cluster":      cmd(&relv1.Command_InitCluster{InitCluster: &relv1.InitCluster{ClusterId: "cl-0123"}}),
@@ -184,6 +188,12 @@ func TestCommandValid(t *testing.T) {
 	step.StartRollback.Rollout.Kind, step.StartRollback.Rollout.RollbackOf = "rollback", "ro-0"
 	if err := Command(c); err != nil {
 		t.Errorf("rollout step starting a rollback: %v", err)
+	}
+	// A delta step that changes only the rollout's header carries no host.
+	c = validCommands()["rollout_step_delta"]
+	c.GetRolloutStepDelta().Rollout.Hosts = nil
+	if err := Command(c); err != nil {
+		t.Errorf("delta step without hosts: %v", err)
 	}
 	c = validCommands()["register_server"]
 	c.GetRegisterServer().Server.HttpAddr = ""
@@ -309,6 +319,18 @@ func invalidCommandCases() []invalidCase {
 		{"rollout_step", "bad event", func(c *relv1.Command) { c.GetRolloutStep().Events[0].Host = long(MaxIDLen + 1) }, "event host"},
 		{"rollout_step", "rollback without rollout", func(c *relv1.Command) {
 			c.GetRolloutStep().StartRollback = &relv1.CreateRollout{}
+		}, "carries no rollout"},
+
+		{"rollout_step_delta", "no rollout", func(c *relv1.Command) { c.GetRolloutStepDelta().Rollout = nil }, "carries no rollout"},
+		{"rollout_step_delta", "no message", func(c *relv1.Command) { c.Kind = &relv1.Command_RolloutStepDelta{} }, "carries no rollout"},
+		{"rollout_step_delta", "bad host", func(c *relv1.Command) { c.GetRolloutStepDelta().Rollout.Hosts[0].State = "" }, `host state ""`},
+		{"rollout_step_delta", "host twice", func(c *relv1.Command) {
+			r := c.GetRolloutStepDelta().Rollout
+			r.Hosts = append(r.Hosts, proto.Clone(r.Hosts[0]).(*relv1.RolloutHost))
+		}, `names host "web-1" twice`},
+		{"rollout_step_delta", "bad desired", func(c *relv1.Command) { c.GetRolloutStepDelta().Desired[0].Version = "" }, "version is empty"},
+		{"rollout_step_delta", "rollback without rollout", func(c *relv1.Command) {
+			c.GetRolloutStepDelta().StartRollback = &relv1.CreateRollout{}
 		}, "carries no rollout"},
 
 		{"rollout_control", "bad action", func(c *relv1.Command) { c.GetRolloutControl().Action = "explode" }, `rollout action "explode"`},

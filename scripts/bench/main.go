@@ -3,6 +3,13 @@
 // `make bench`, which builds bin/ first, and the baseline binaries into
 // bin/baseline (scripts/bench-baseline.sh). Suites (-suite, default all):
 //
+// raftbytes: the bytes a rolling rollout (max-parallel 1) writes to the
+// raft log over 1,000, 2,000 and 5,000 simulated hosts, in-process with the
+// real planner, engine commit, encoding and FSM (internal/rollout/rolloutsim),
+// beside what the same rollout wrote when every step carried the whole
+// rollout row. Needs no binaries: `go run ./scripts/bench -suite raftbytes`
+// (or `make bench-raftbytes`) runs only this, in about a minute.
+//
 // agents: a 3-node cluster of real rel-server processes on loopback and one
 // rel-agent --simulate process with N agents (no-op installer, real
 // stream, real reports); all-at-once rollouts of a no-op release, timed
@@ -51,7 +58,7 @@ import (
 )
 
 var (
-	suite       = flag.String("suite", "all", "agents, failover, latency or all")
+	suite       = flag.String("suite", "all", "raftbytes, agents, failover, latency or all")
 	binDir      = flag.String("bin", "bin", "directory holding rel-server and rel-agent")
 	agents      = flag.Int("agents", 2000, "simulated agents")
 	rollouts    = flag.Int("rollouts", 5, "rollouts to time (the median is reported) when there is no baseline")
@@ -91,14 +98,23 @@ func copyBinaries(dir, to string) error {
 
 func main() {
 	flag.Parse()
-	suites := map[string]func() error{"agents": runAgents, "failover": runFailover, "latency": runLatency}
-	order := []string{"agents", "failover", "latency"}
+	suites := map[string]func() error{"raftbytes": runRaftBytes, "agents": runAgents, "failover": runFailover, "latency": runLatency}
+	order := []string{"raftbytes", "agents", "failover", "latency"}
 	if *suite != "all" {
 		if _, ok := suites[*suite]; !ok {
-			fmt.Fprintf(os.Stderr, "bench: -suite %q: use agents, failover, latency or all\n", *suite)
+			fmt.Fprintf(os.Stderr, "bench: -suite %q: use raftbytes, agents, failover, latency or all\n", *suite)
 			os.Exit(2)
 		}
 		order = []string{*suite}
+	}
+	if *suite == "raftbytes" {
+		// In-process: no binaries to copy, no cluster, no baseline.
+		fmt.Println("== raftbytes")
+		if err := runRaftBytes(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: raftbytes:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	if *runsFlag < 1 {
 		fmt.Fprintf(os.Stderr, "bench: -runs %d: at least 1\n", *runsFlag)

@@ -49,6 +49,7 @@ type Command struct {
 	//	*Command_UseJoinToken
 	//	*Command_DeleteJoinToken
 	//	*Command_RevokeAgent
+	//	*Command_RolloutStepDelta
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -269,6 +270,15 @@ func (x *Command) GetRevokeAgent() *RevokeAgent {
 	return nil
 }
 
+func (x *Command) GetRolloutStepDelta() *RolloutStep {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_RolloutStepDelta); ok {
+			return x.RolloutStepDelta
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -349,6 +359,15 @@ type Command_RevokeAgent struct {
 	RevokeAgent *RevokeAgent `protobuf:"bytes,29,opt,name=revoke_agent,json=revokeAgent,proto3,oneof"`
 }
 
+type Command_RolloutStepDelta struct {
+	// A RolloutStep whose rollout carries only the hosts that changed
+	// (see RolloutStep). A kind of its own, not a flag on rollout_step: a
+	// server built before deltas decodes it as no kind and stops (as for
+	// any newer command) instead of storing the delta as the whole row,
+	// which would silently fork its replica.
+	RolloutStepDelta *RolloutStep `protobuf:"bytes,30,opt,name=rollout_step_delta,json=rolloutStepDelta,proto3,oneof"`
+}
+
 func (*Command_CreateApp) isCommand_Kind() {}
 
 func (*Command_CreateEnvironment) isCommand_Kind() {}
@@ -386,6 +405,8 @@ func (*Command_UseJoinToken) isCommand_Kind() {}
 func (*Command_DeleteJoinToken) isCommand_Kind() {}
 
 func (*Command_RevokeAgent) isCommand_Kind() {}
+
+func (*Command_RolloutStepDelta) isCommand_Kind() {}
 
 type CreateApp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -908,11 +929,16 @@ func (x *CreateRollout) GetEvents() []*RolloutEvent {
 // decision made on a stale view (a pause committed meanwhile, a former
 // leader) changes nothing and the engine decides again.
 type RolloutStep struct {
-	state             protoimpl.MessageState `protogen:"open.v1"`
-	Rollout           *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
-	ExpectModifyIndex uint64                 `protobuf:"varint,2,opt,name=expect_modify_index,json=expectModifyIndex,proto3" json:"expect_modify_index,omitempty"`
-	Desired           []*Desired             `protobuf:"bytes,3,rep,name=desired,proto3" json:"desired,omitempty"`
-	Events            []*RolloutEvent        `protobuf:"bytes,4,rep,name=events,proto3" json:"events,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As Command.rollout_step (entries written before deltas): the whole new
+	// row. As Command.rollout_step_delta: every field of the new row but
+	// hosts, and in hosts only the hosts that changed, each whole, matched to
+	// the stored row's hosts by agent_id; the others stay as stored. A step
+	// then weighs what changed (a host or two) instead of the whole fleet.
+	Rollout           *Rollout        `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	ExpectModifyIndex uint64          `protobuf:"varint,2,opt,name=expect_modify_index,json=expectModifyIndex,proto3" json:"expect_modify_index,omitempty"`
+	Desired           []*Desired      `protobuf:"bytes,3,rep,name=desired,proto3" json:"desired,omitempty"`
+	Events            []*RolloutEvent `protobuf:"bytes,4,rep,name=events,proto3" json:"events,omitempty"`
 	// An automatic rollback started in the same entry as the failure, so
 	// the rollout goes from running to rolling_back without a moment in
 	// which it looks failed and finished.
@@ -1436,7 +1462,8 @@ var File_rel_v1_command_proto protoreflect.FileDescriptor
 
 const file_rel_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\xed\t\n" +
+	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\xb2\n" +
+	"\n" +
 	"\aCommand\x12*\n" +
 	"\x11stamped_unix_nano\x18\x01 \x01(\x03R\x0fstampedUnixNano\x122\n" +
 	"\n" +
@@ -1460,7 +1487,8 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\x11create_join_token\x18\x1a \x01(\v2\x17.rel.v1.CreateJoinTokenH\x00R\x0fcreateJoinToken\x12<\n" +
 	"\x0euse_join_token\x18\x1b \x01(\v2\x14.rel.v1.UseJoinTokenH\x00R\fuseJoinToken\x12E\n" +
 	"\x11delete_join_token\x18\x1c \x01(\v2\x17.rel.v1.DeleteJoinTokenH\x00R\x0fdeleteJoinToken\x128\n" +
-	"\frevoke_agent\x18\x1d \x01(\v2\x13.rel.v1.RevokeAgentH\x00R\vrevokeAgentB\x06\n" +
+	"\frevoke_agent\x18\x1d \x01(\v2\x13.rel.v1.RevokeAgentH\x00R\vrevokeAgent\x12C\n" +
+	"\x12rollout_step_delta\x18\x1e \x01(\v2\x13.rel.v1.RolloutStepH\x00R\x10rolloutStepDeltaB\x06\n" +
 	"\x04kindJ\x04\b\x13\x10\x14\"*\n" +
 	"\tCreateApp\x12\x1d\n" +
 	"\x03app\x18\x01 \x01(\v2\v.rel.v1.AppR\x03app\"J\n" +
@@ -1600,30 +1628,31 @@ var file_rel_v1_command_proto_depIdxs = []int32{
 	18, // 16: rel.v1.Command.use_join_token:type_name -> rel.v1.UseJoinToken
 	19, // 17: rel.v1.Command.delete_join_token:type_name -> rel.v1.DeleteJoinToken
 	20, // 18: rel.v1.Command.revoke_agent:type_name -> rel.v1.RevokeAgent
-	21, // 19: rel.v1.CreateApp.app:type_name -> rel.v1.App
-	22, // 20: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
-	23, // 21: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
-	24, // 22: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
-	25, // 23: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
-	26, // 24: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
-	26, // 25: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
-	8,  // 26: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
-	27, // 27: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
-	28, // 28: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
-	29, // 29: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
-	27, // 30: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
-	28, // 31: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
-	29, // 32: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
-	10, // 33: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
-	30, // 34: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
-	30, // 35: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
-	31, // 36: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
-	32, // 37: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
-	38, // [38:38] is the sub-list for method output_type
-	38, // [38:38] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	11, // 19: rel.v1.Command.rollout_step_delta:type_name -> rel.v1.RolloutStep
+	21, // 20: rel.v1.CreateApp.app:type_name -> rel.v1.App
+	22, // 21: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
+	23, // 22: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
+	24, // 23: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
+	25, // 24: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
+	26, // 25: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
+	26, // 26: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
+	8,  // 27: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
+	27, // 28: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
+	28, // 29: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
+	29, // 30: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
+	27, // 31: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
+	28, // 32: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
+	29, // 33: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
+	10, // 34: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
+	30, // 35: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
+	30, // 36: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
+	31, // 37: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
+	32, // 38: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_command_proto_init() }
@@ -1653,6 +1682,7 @@ func file_rel_v1_command_proto_init() {
 		(*Command_UseJoinToken)(nil),
 		(*Command_DeleteJoinToken)(nil),
 		(*Command_RevokeAgent)(nil),
+		(*Command_RolloutStepDelta)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
