@@ -29,7 +29,8 @@ test: fmt-check vet proto-check
 	$(GO) test -count=1 -timeout 20m ./internal/e2e/
 
 ## test-docker: three servers and two agents in containers on a private
-## Docker network; the leader is cut off and reconnected (needs Docker)
+## Docker network; the leader is cut off and reconnected; then a follower is
+## cut off with its agents during a rollout that rolls back (needs Docker)
 test-docker:
 	./scripts/docker-test.sh
 

@@ -29,9 +29,11 @@ type agentProc struct {
 	token string
 	// flags are extra rel-agent flags.
 	flags []string
-	cmd   *exec.Cmd
-	log   *syncBuffer
-	done  chan error
+	// node, when set, is the network namespace the agent runs in.
+	node *netNode
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	done chan error
 }
 
 func (a *agentProc) start(t *testing.T, servers string) {
@@ -46,6 +48,9 @@ func (a *agentProc) start(t *testing.T, servers string) {
 		"--labels", a.labels, "--data-dir", a.dataDir, "--install-root", a.root, "--log-level", "debug",
 		"--ca-file", caFile, "--join-token-file", a.token}
 	a.cmd = exec.Command(filepath.Join(binDir, "rel-agent"), append(args, a.flags...)...)
+	if a.node != nil {
+		a.node.wrap(a.cmd)
+	}
 	a.log = &syncBuffer{}
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	if err := a.cmd.Start(); err != nil {

@@ -111,10 +111,12 @@ func (p *proc) tlsFlags() []string {
 type proc struct {
 	id, grpc, raft, http, dir string
 	cert, key                 string
-	cmd                       *exec.Cmd
-	log                       *syncBuffer
-	out                       *syncBuffer // stdout, when kept apart from log
-	done                      chan error
+	// node, when set, is the network namespace the server runs in.
+	node *netNode
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	out  *syncBuffer // stdout, when kept apart from log
+	done chan error
 }
 
 func freePort(t *testing.T) string {
@@ -138,6 +140,9 @@ func (p *proc) start(t *testing.T, extra ...string) {
 	args := append([]string{"--node-id", p.id, "--data-dir", p.dir, "--grpc-addr", p.grpc, "--raft-addr", p.raft, "--http-addr", p.http}, p.tlsFlags()...)
 	args = append(args, extra...)
 	p.cmd = exec.Command(filepath.Join(binDir, "rel-server"), args...)
+	if p.node != nil {
+		p.node.wrap(p.cmd)
+	}
 	p.log = &syncBuffer{}
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
