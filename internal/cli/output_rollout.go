@@ -174,7 +174,7 @@ func (p printer) step(r *relv1.Rollout, events []*relv1.RolloutEvent) (wave, act
 		if done := r.GetWaveDoneUnixNano(); done != 0 {
 			baked = done + r.GetSpec().GetBakeMs()*int64(time.Millisecond)
 		}
-		activity = "waiting for approval" + since("waiting_approval", baked)
+		activity = "waiting for approval" + since(stateWaitingApproval, baked)
 	case statePaused:
 		activity = "paused" + since("paused", r.GetLastProgressUnixNano())
 	case stateRollingBack:

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -12,25 +11,23 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/relhq/rel/internal/rollout"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
-// Rollout states. A rollout leaves none of the terminal ones.
+// The lifecycle's words are internal/rollout's: relctl prints and compares
+// the same strings the FSM writes.
 const (
-	stateQueued          = "queued"
-	stateRunning         = "running"
-	stateWaitingApproval = "waiting_approval"
-	statePaused          = "paused"
-	stateRollingBack     = "rolling_back"
-	stateSucceeded       = "succeeded"
+	stateQueued          = rollout.StateQueued
+	stateRunning         = rollout.StateRunning
+	stateWaitingApproval = rollout.StateWaitingApproval
+	statePaused          = rollout.StatePaused
+	stateRollingBack     = rollout.StateRollingBack
+	stateSucceeded       = rollout.StateSucceeded
+	kindRollback         = rollout.KindRollback
 )
 
-// terminalRolloutStates are the states a rollout does not leave.
-var terminalRolloutStates = []string{stateSucceeded, "failed", "rolled_back", "aborted"}
-
-func isTerminalRolloutState(state string) bool { return slices.Contains(terminalRolloutStates, state) }
-
-const kindRollback = "rollback"
+func isTerminalRolloutState(state string) bool { return rollout.Terminal(state) }
 
 // statusEvents is how many of the latest events "rollout status" shows.
 const statusEvents = 5

@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/relhq/rel/internal/rollout"
 	"github.com/relhq/rel/internal/state"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
@@ -154,7 +155,7 @@ func Describe(cmd *relv1.Command) (kind, target string) {
 		target = r.GetApp() + "@" + r.GetVersion()
 	case *relv1.Command_CreateRollout:
 		r := k.CreateRollout.GetRollout()
-		if r.GetKind() == state.KindRollback {
+		if r.GetKind() == rollout.KindRollback {
 			target = "rollback of " + r.GetRollbackOf()
 		} else {
 			target = r.GetApp() + "@" + r.GetVersion() + " to " + r.GetEnvironment()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/relhq/rel/internal/rollout"
 	"io"
 	"strings"
 	"testing"
@@ -44,7 +45,7 @@ func createApp(id string, at int64, name string) *relv1.Command {
 // gated is a rollout of three waves waiting for approval of its second
 // (index 1): wave 2 of 3, or wave 1 of 2 after the canary.
 func gated(id, strategy string) *relv1.Rollout {
-	r := &relv1.Rollout{Id: id, App: "web", Version: "1.0.0", Environment: "prod", Kind: state.KindDeploy, State: state.RolloutWaitingApproval,
+	r := &relv1.Rollout{Id: id, App: "web", Version: "1.0.0", Environment: "prod", Kind: rollout.KindDeploy, State: rollout.StateWaitingApproval,
 		Spec: &relv1.RolloutSpec{Strategy: strategy, ApproveWaves: true}, WaveCount: 3, CreatedUnixNano: 7}
 	for w := uint32(0); w < 3; w++ {
 		st := "pending"
@@ -99,7 +100,7 @@ func TestRepeatedRequestID(t *testing.T) {
 	// A retried start makes a new rollout id; the repeat answers with the
 	// first one's, and only that one exists.
 	start := func(at int64, id string) *relv1.Command {
-		ro := &relv1.Rollout{Id: id, App: "web", Version: "1.0.0", Environment: "prod", Kind: state.KindDeploy, State: state.RolloutRunning,
+		ro := &relv1.Rollout{Id: id, App: "web", Version: "1.0.0", Environment: "prod", Kind: rollout.KindDeploy, State: rollout.StateRunning,
 			Hosts: []*relv1.RolloutHost{{AgentId: "h0", State: "pending", TargetVersion: "1.0.0"}}, WaveCount: 1, CreatedUnixNano: at}
 		return withRequestID("rq-start", stamped(at, &relv1.Command_CreateRollout{CreateRollout: &relv1.CreateRollout{Rollout: ro}}))
 	}
@@ -140,7 +141,7 @@ func TestRepeatedApproveAfterTheEngineMoved(t *testing.T) {
 			}
 			r.must(cmd)
 			ro, _ := r.f.Store().Rollout(nil, "ro-1")
-			if ro.GetState() != state.RolloutRunning || ro.GetApprovedWave() != 1 {
+			if ro.GetState() != rollout.StateRunning || ro.GetApprovedWave() != 1 {
 				t.Fatalf("after approve: %s, approved wave %d", ro.GetState(), ro.GetApprovedWave())
 			}
 			// The engine runs wave 2 and stops at the gate of wave 3.
@@ -150,7 +151,7 @@ func TestRepeatedApproveAfterTheEngineMoved(t *testing.T) {
 
 			res := r.apply(cmd)
 			ro, _ = r.f.Store().Rollout(nil, "ro-1")
-			opened := ro.GetState() != state.RolloutWaitingApproval || ro.GetApprovedWave() != 1
+			opened := ro.GetState() != rollout.StateWaitingApproval || ro.GetApprovedWave() != 1
 			if withID && (opened || !res.Duplicate || res.Err != nil) {
 				t.Errorf("the repeated approve: %+v; rollout %s, approved wave %d: want the first answer and the gate of wave 3 still closed", res, ro.GetState(), ro.GetApprovedWave())
 			}
@@ -189,13 +190,13 @@ func TestApproveNamesItsWave(t *testing.T) {
 			if !errors.Is(res.Err, state.ErrConflict) || res.Err.Error() != tt.message {
 				t.Fatalf("approve of the wrong wave: %v, want ErrConflict %q", res.Err, tt.message)
 			}
-			if ro, _ := r.f.Store().Rollout(nil, "ro-1"); ro.GetState() != state.RolloutWaitingApproval {
+			if ro, _ := r.f.Store().Rollout(nil, "ro-1"); ro.GetState() != rollout.StateWaitingApproval {
 				t.Fatalf("a refused approve changed the rollout: %s", ro.GetState())
 			}
 			r.must(approve("rq-2", 12, "ro-1", tt.waiting))
 			ro, _ := r.f.Store().Rollout(nil, "ro-1")
 			evs, _, _ := r.f.Store().RolloutEvents(nil, "ro-1", 0)
-			if ro.GetState() != state.RolloutRunning || len(evs) == 0 || evs[len(evs)-1].GetMessage() != fmt.Sprintf("approved wave %d of %d", tt.waiting, tt.waiting+1) {
+			if ro.GetState() != rollout.StateRunning || len(evs) == 0 || evs[len(evs)-1].GetMessage() != fmt.Sprintf("approved wave %d of %d", tt.waiting, tt.waiting+1) {
 				t.Fatalf("after approving wave %d: %s, events %v", tt.waiting, ro.GetState(), evs)
 			}
 			// Approved already: said so, whatever the request id.

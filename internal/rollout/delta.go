@@ -3,6 +3,7 @@ package rollout
 import (
 	"bytes"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	relv1 "github.com/relhq/rel/proto/rel/v1"
@@ -13,7 +14,7 @@ var hostsField = (&relv1.Rollout{}).ProtoReflect().Descriptor().Fields().ByName(
 
 // Delta is what a step must carry to take a rollout from cur (as stored) to
 // next (Step's new row): every field of next but hosts, and in hosts only
-// the hosts of next that differ from cur's, whole. state.MergeRolloutDelta
+// the hosts of next that differ from cur's, whole. MergeDelta
 // applies it. Without it every step of a rolling rollout carried the whole
 // fleet, and the raft log grew with the square of the fleet.
 //
@@ -85,4 +86,46 @@ func sameHost(a, b *relv1.RolloutHost) bool {
 		a.GetTargetVersion() == b.GetTargetVersion() &&
 		a.GetPhase() == b.GetPhase() &&
 		bytes.Equal(a.ProtoReflect().GetUnknown(), b.ProtoReflect().GetUnknown())
+}
+
+// MergeDelta returns the row a delta step (Command.rollout_step_delta)
+// makes of cur: every field of delta but hosts, and cur's hosts in cur's
+// order with those delta names (by agent id) replaced by delta's. A delta
+// naming a host cur does not hold, or one host twice, is refused
+// (ErrRefused): the step was not decided on this row.
+//
+// Rows in the store are never mutated, so the new row shares cur's
+// unchanged host messages instead of cloning them: a step costs a slice of
+// pointers and its own few hosts, not a copy of the fleet.
+func MergeDelta(cur, delta *relv1.Rollout) (*relv1.Rollout, error) {
+	// The header and the changed hosts only: small.
+	row := proto.Clone(delta).(*relv1.Rollout)
+	changed := make(map[string]*relv1.RolloutHost, len(row.GetHosts()))
+	for _, h := range row.GetHosts() {
+		if _, dup := changed[h.GetAgentId()]; dup {
+			return nil, refused("rollout step names host %q of rollout %s twice", h.GetAgentId(), delta.GetId())
+		}
+		changed[h.GetAgentId()] = h
+	}
+	hosts := make([]*relv1.RolloutHost, len(cur.GetHosts()))
+	copy(hosts, cur.GetHosts())
+	for i, h := range hosts {
+		if nh, ok := changed[h.GetAgentId()]; ok {
+			hosts[i] = nh
+			// Only the first host of an id (ids are unique in rows the
+			// planner makes; this keeps the verdict deterministic anyway).
+			delete(changed, h.GetAgentId())
+		}
+	}
+	if len(changed) > 0 {
+		// Name the first unknown host in the delta's order: map order is
+		// random, and every replica must return the same error.
+		for _, h := range row.GetHosts() {
+			if _, unknown := changed[h.GetAgentId()]; unknown {
+				return nil, refused("rollout step names host %q, which rollout %s does not hold", h.GetAgentId(), delta.GetId())
+			}
+		}
+	}
+	row.Hosts = hosts
+	return row, nil
 }

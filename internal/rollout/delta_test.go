@@ -9,13 +9,12 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"pgregory.net/rapid"
 
-	"github.com/relhq/rel/internal/state"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
 var (
 	hostStates    = []string{HostPending, HostDispatched, HostHealthy, HostFailed, HostSkipped}
-	rolloutStates = []string{state.RolloutRunning, state.RolloutWaitingApproval, state.RolloutPaused, state.RolloutSucceeded, state.RolloutFailed}
+	rolloutStates = []string{StateRunning, StateWaitingApproval, StatePaused, StateSucceeded, StateFailed}
 	phases        = []string{"", "downloading", "healthy", "failed"}
 	versions      = []string{"", "1.0.0", "2.0.0"}
 )
@@ -31,7 +30,7 @@ func drawHost(t *rapid.T, id string) *relv1.RolloutHost {
 
 func drawRollout(t *rapid.T, n int) *relv1.Rollout {
 	r := &relv1.Rollout{
-		Id: "ro-1", App: "web", Version: "2.0.0", Environment: "prod", Kind: state.KindDeploy,
+		Id: "ro-1", App: "web", Version: "2.0.0", Environment: "prod", Kind: KindDeploy,
 		Spec:  &relv1.RolloutSpec{Strategy: Rolling, MaxParallel: uint32(rapid.IntRange(0, 3).Draw(t, "maxParallel"))},
 		State: rapid.SampledFrom(rolloutStates).Draw(t, "state"), Reason: rapid.SampledFrom([]string{"", "2 of 3 hosts healthy"}).Draw(t, "reason"),
 		CurrentWave: uint32(rapid.IntRange(0, 3).Draw(t, "currentWave")), WaveCount: 4,
@@ -103,7 +102,7 @@ func TestDeltaMergeProperty(t *testing.T) {
 		if err := proto.Unmarshal(b, &decoded); err != nil {
 			t.Fatal(err)
 		}
-		merged, err := state.MergeRolloutDelta(cur, &decoded)
+		merged, err := MergeDelta(cur, &decoded)
 		if err != nil {
 			t.Fatalf("merge: %v", err)
 		}

@@ -8,17 +8,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/relhq/rel/internal/state"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
-)
-
-// Host states in a rollout row.
-const (
-	HostPending    = "pending"
-	HostDispatched = "dispatched"
-	HostHealthy    = "healthy"
-	HostFailed     = "failed"
-	HostSkipped    = "skipped"
 )
 
 // Obs is what the cluster knows now of one host of a rollout.
@@ -68,7 +58,7 @@ type Decision struct {
 // mid-rollout computes the same next move from the same replicated state.
 func Step(v View) Decision {
 	cur := v.Rollout
-	if cur == nil || state.Terminal(cur.GetState()) || cur.GetState() == state.RolloutRollingBack {
+	if cur == nil || Terminal(cur.GetState()) || cur.GetState() == StateRollingBack {
 		return Decision{}
 	}
 	st := &stepper{r: proto.Clone(cur).(*relv1.Rollout), now: v.Now}
@@ -80,9 +70,9 @@ func Step(v View) Decision {
 		r.LastProgressUnixNano = r.GetCreatedUnixNano()
 	}
 
-	if r.State == state.RolloutQueued {
+	if r.State == StateQueued {
 		st.dequeue(v)
-		if r.State == state.RolloutQueued {
+		if r.State == StateQueued {
 			return st.decision()
 		}
 	}
@@ -90,11 +80,11 @@ func Step(v View) Decision {
 	if st.checkBudget() || st.checkDeadline() {
 		return st.decision()
 	}
-	if r.State == state.RolloutPaused || r.State == state.RolloutWaitingApproval {
+	if r.State == StatePaused || r.State == StateWaitingApproval {
 		return st.decision()
 	}
 	st.advance(v.Hosts)
-	if r.State == state.RolloutRunning && r.Spec.GetProgressDeadlineMs() > 0 {
+	if r.State == StateRunning && r.Spec.GetProgressDeadlineMs() > 0 {
 		st.wakeAt(st.lastProgress().Add(time.Duration(r.Spec.GetProgressDeadlineMs()) * time.Millisecond))
 	}
 	return st.decision()
@@ -160,18 +150,18 @@ func (s *stepper) dequeue(v View) {
 		reason := "queued behind " + v.Blocker
 		if r.Reason != reason {
 			r.Reason = reason
-			s.event("queued", "", reason+": it starts when that rollout ends")
+			s.event(EventQueued, "", reason+": it starts when that rollout ends")
 		}
 		return
 	}
-	r.State, r.Reason = state.RolloutRunning, ""
+	r.State, r.Reason = StateRunning, ""
 	r.LastProgressUnixNano = s.now.UnixNano()
 	for _, h := range r.Hosts {
 		if run := v.Hosts[h.AgentId].Running; run != "" {
 			h.PreviousVersion = run
 		}
 	}
-	s.event("dequeued", "", "nothing holds its hosts any more: starting")
+	s.event(EventDequeued, "", "nothing holds its hosts any more: starting")
 }
 
 // observe moves dispatched hosts to healthy or failed from their agents'
@@ -194,16 +184,16 @@ func (s *stepper) observe(obs map[string]Obs) {
 		switch {
 		case o.Phase == "healthy":
 			h.State, h.FinishedUnixNano, h.Reason = HostHealthy, s.now.UnixNano(), ""
-			s.event("host_healthy", h.AgentId, "healthy on "+h.GetTargetVersion())
+			s.event(EventHostHealthy, h.AgentId, "healthy on "+h.GetTargetVersion())
 			s.progress()
 		case o.Phase == "failed":
 			h.State, h.Reason, h.FinishedUnixNano = HostFailed, o.Reason, s.now.UnixNano()
-			s.event("host_failed", h.AgentId, o.Reason)
+			s.event(EventHostFailed, h.AgentId, o.Reason)
 			s.progress()
-		case !o.Connected && s.r.GetKind() == state.KindRollback:
+		case !o.Connected && s.r.GetKind() == KindRollback:
 			if h.Reason != ReasonAway {
 				h.Reason = ReasonAway
-				s.event("host_away", h.AgentId, h.AgentId+" is away: it goes back to "+h.GetTargetVersion()+" when it returns")
+				s.event(EventHostAway, h.AgentId, h.AgentId+" is away: it goes back to "+h.GetTargetVersion()+" when it returns")
 			}
 		case !o.Connected:
 			h.State, h.FinishedUnixNano = HostFailed, s.now.UnixNano()
@@ -211,12 +201,12 @@ func (s *stepper) observe(obs map[string]Obs) {
 			if o.DisconnectReason != "" {
 				h.Reason += ": " + o.DisconnectReason
 			}
-			s.event("host_failed", h.AgentId, h.Reason)
+			s.event(EventHostFailed, h.AgentId, h.Reason)
 			s.progress()
 		case h.Reason == ReasonAway:
 			// Back: its progress deadline starts now, not when it left.
 			h.Reason = ""
-			s.event("host_back", h.AgentId, h.AgentId+" is back")
+			s.event(EventHostBack, h.AgentId, h.AgentId+" is back")
 			s.progress()
 		}
 	}
@@ -254,9 +244,9 @@ func Budget(r *relv1.Rollout) int {
 
 func (s *stepper) fail(reason string) {
 	r := s.r
-	r.State, r.Reason, r.FinishedUnixNano = state.RolloutFailed, reason, s.now.UnixNano()
-	s.event("failed", "", reason)
-	if r.GetSpec().GetAutoRollback() && r.GetKind() != state.KindRollback && changedAny(r) {
+	r.State, r.Reason, r.FinishedUnixNano = StateFailed, reason, s.now.UnixNano()
+	s.event(EventFailed, "", reason)
+	if r.GetSpec().GetAutoRollback() && r.GetKind() != KindRollback && changedAny(r) {
 		s.rollback = true
 	}
 }
@@ -289,14 +279,14 @@ func (s *stepper) checkBudget() bool {
 func (s *stepper) checkDeadline() bool {
 	r := s.r
 	d := time.Duration(r.GetSpec().GetProgressDeadlineMs()) * time.Millisecond
-	if r.State != state.RolloutRunning || d <= 0 {
+	if r.State != StateRunning || d <= 0 {
 		return false
 	}
 	since := s.now.Sub(s.lastProgress())
 	if since < d {
 		return false
 	}
-	if r.GetKind() == state.KindRollback && s.onlyAway() {
+	if r.GetKind() == KindRollback && s.onlyAway() {
 		// Waiting for hosts to return is not a lack of progress.
 		return false
 	}
@@ -314,7 +304,7 @@ func (s *stepper) checkDeadline() bool {
 	if len(stuck) > 0 {
 		msg += "; waiting on " + strings.Join(stuck, ", ")
 	}
-	s.event("deadline_exceeded", "", msg)
+	s.event(EventDeadlineExceeded, "", msg)
 	s.fail(msg)
 	return true
 }
@@ -334,14 +324,14 @@ func (s *stepper) onlyAway() bool {
 // the current wave within max_parallel.
 func (s *stepper) advance(obs map[string]Obs) {
 	r := s.r
-	if r.GetKind() == state.KindRollback {
+	if r.GetKind() == KindRollback {
 		s.dispatchAway(obs)
 	}
 	for {
 		w := r.CurrentWave
 		if r.WaveStartedUnixNano == 0 {
 			r.WaveStartedUnixNano = s.now.UnixNano()
-			s.event("wave_started", "", s.waveLabel(w)+" started")
+			s.event(EventWaveStarted, "", s.waveLabel(w)+" started")
 		}
 		if !s.waveDone(w) {
 			s.dispatchWave(w, obs)
@@ -350,9 +340,9 @@ func (s *stepper) advance(obs map[string]Obs) {
 		if r.WaveDoneUnixNano == 0 {
 			r.WaveDoneUnixNano = s.now.UnixNano()
 			healthy, bad := s.waveCounts(w)
-			s.event("wave_done", "", fmt.Sprintf("%s done: %d healthy, %d failed", s.waveLabel(w), healthy, bad))
+			s.event(EventWaveDone, "", fmt.Sprintf("%s done: %d healthy, %d failed", s.waveLabel(w), healthy, bad))
 			if bake := time.Duration(r.Spec.GetBakeMs()) * time.Millisecond; bake > 0 && w+1 < r.WaveCount {
-				s.event("baking", "", fmt.Sprintf("baking %s before the next wave", bake))
+				s.event(EventBaking, "", fmt.Sprintf("baking %s before the next wave", bake))
 			}
 		}
 		if bake := time.Duration(r.Spec.GetBakeMs()) * time.Millisecond; bake > 0 && w+1 < r.WaveCount {
@@ -370,8 +360,8 @@ func (s *stepper) advance(obs map[string]Obs) {
 			return
 		}
 		if r.Spec.GetApproveWaves() && r.ApprovedWave < w+1 {
-			r.State = state.RolloutWaitingApproval
-			s.event("waiting_approval", "", fmt.Sprintf("%s waits for 'relctl rollout approve %s --wave %d'", s.waveLabel(w+1), r.Id, state.WaveNumber(r, w+1)))
+			r.State = StateWaitingApproval
+			s.event(EventWaitingApproval, "", fmt.Sprintf("%s waits for 'relctl rollout approve %s --wave %d'", s.waveLabel(w+1), r.Id, WaveNumber(r, w+1)))
 			return
 		}
 		r.CurrentWave = w + 1
@@ -381,8 +371,8 @@ func (s *stepper) advance(obs map[string]Obs) {
 }
 
 // waveLabel names a wave for people the way relctl shows it: "canary",
-// then waves counted from 1 ("wave 2 of 3"); see state.WaveNumber.
-func (s *stepper) waveLabel(w uint32) string { return state.WaveLabel(s.r, w) }
+// then waves counted from 1 ("wave 2 of 3"); see WaveNumber.
+func (s *stepper) waveLabel(w uint32) string { return WaveLabel(s.r, w) }
 
 // waveDone reports whether every host of wave w has finished. A rollback's
 // away hosts do not hold the next wave back: they converge when they
@@ -436,7 +426,7 @@ func (s *stepper) dispatchWave(w uint32, obs map[string]Obs) {
 			if o.DisconnectReason != "" {
 				h.Reason += ": " + o.DisconnectReason
 			}
-			s.event("host_failed", h.AgentId, h.Reason)
+			s.event(EventHostFailed, h.AgentId, h.Reason)
 			s.progress()
 			if s.checkBudget() {
 				return
@@ -445,7 +435,7 @@ func (s *stepper) dispatchWave(w uint32, obs map[string]Obs) {
 		}
 		h.State, h.DispatchedUnixNano = HostDispatched, s.now.UnixNano()
 		s.dispatch = append(s.dispatch, h)
-		s.event("dispatched", h.AgentId, "taking "+h.AgentId+" to "+h.GetTargetVersion())
+		s.event(EventDispatched, h.AgentId, "taking "+h.AgentId+" to "+h.GetTargetVersion())
 		s.progress()
 		if slots > 0 {
 			slots--
@@ -465,7 +455,7 @@ func (s *stepper) dispatchAway(obs map[string]Obs) {
 		}
 		h.State, h.DispatchedUnixNano, h.Reason = HostDispatched, s.now.UnixNano(), ReasonAway
 		s.dispatch = append(s.dispatch, h)
-		s.event("dispatched", h.AgentId, h.AgentId+" is away: its desired state goes back to "+h.GetTargetVersion()+" now, and it converges when it returns")
+		s.event(EventDispatched, h.AgentId, h.AgentId+" is away: its desired state goes back to "+h.GetTargetVersion()+" now, and it converges when it returns")
 	}
 }
 
@@ -473,7 +463,7 @@ func (s *stepper) dispatchAway(obs map[string]Obs) {
 // still under way: away, or back from being away after its wave was done.
 // It says which hosts are away, and returns false when none is under way.
 func (s *stepper) waitAway() bool {
-	if s.r.GetKind() != state.KindRollback {
+	if s.r.GetKind() != KindRollback {
 		return false
 	}
 	var ids []string
@@ -488,7 +478,7 @@ func (s *stepper) waitAway() bool {
 		reason := fmt.Sprintf("waiting for %d host(s) to come back: %s", len(ids), strings.Join(ids, ", "))
 		if s.r.Reason != reason {
 			s.r.Reason = reason
-			s.event("waiting_hosts", "", reason)
+			s.event(EventWaitingHosts, "", reason)
 		}
 	} else if under && s.r.Reason != "" {
 		s.r.Reason = ""
@@ -516,21 +506,21 @@ func (s *stepper) succeed() {
 	if skipped > 0 {
 		reason += fmt.Sprintf("; %d skipped", skipped)
 	}
-	if r.GetKind() == state.KindRollback && bad > 0 {
+	if r.GetKind() == KindRollback && bad > 0 {
 		// A rollback succeeds only when every host it covers is back.
-		r.State, r.Reason, r.FinishedUnixNano = state.RolloutFailed, fmt.Sprintf("%d host(s) did not go back (%s); %d of %d healthy", bad, why, healthy, len(r.Hosts)), s.now.UnixNano()
-		s.event("failed", "", r.Reason)
+		r.State, r.Reason, r.FinishedUnixNano = StateFailed, fmt.Sprintf("%d host(s) did not go back (%s); %d of %d healthy", bad, why, healthy, len(r.Hosts)), s.now.UnixNano()
+		s.event(EventFailed, "", r.Reason)
 		return
 	}
-	r.State, r.Reason, r.FinishedUnixNano = state.RolloutSucceeded, reason, s.now.UnixNano()
-	s.event("succeeded", "", reason)
+	r.State, r.Reason, r.FinishedUnixNano = StateSucceeded, reason, s.now.UnixNano()
+	s.event(EventSucceeded, "", reason)
 }
 
 // NewRollout builds a deploy rollout's row from its waves.
 func NewRollout(id, app, version, env string, spec *relv1.RolloutSpec, waves []Wave, previous map[string]string, now time.Time) *relv1.Rollout {
 	r := &relv1.Rollout{
-		Id: id, App: app, Version: version, Environment: env, Spec: spec, State: state.RolloutRunning,
-		Kind: state.KindDeploy, CreatedUnixNano: now.UnixNano(), LastProgressUnixNano: now.UnixNano(),
+		Id: id, App: app, Version: version, Environment: env, Spec: spec, State: StateRunning,
+		Kind: KindDeploy, CreatedUnixNano: now.UnixNano(), LastProgressUnixNano: now.UnixNano(),
 		WaveCount: uint32(len(waves)),
 	}
 	for i, w := range waves {
@@ -581,8 +571,8 @@ func PlanRollback(orig *relv1.Rollout, id string, allAtOnce bool, now time.Time)
 	}
 	sort.Ints(keys)
 	rb := &relv1.Rollout{
-		Id: id, App: orig.GetApp(), Environment: orig.GetEnvironment(), Spec: spec, State: state.RolloutRunning,
-		Kind: state.KindRollback, RollbackOf: orig.GetId(), CreatedUnixNano: now.UnixNano(), LastProgressUnixNano: now.UnixNano(),
+		Id: id, App: orig.GetApp(), Environment: orig.GetEnvironment(), Spec: spec, State: StateRunning,
+		Kind: KindRollback, RollbackOf: orig.GetId(), CreatedUnixNano: now.UnixNano(), LastProgressUnixNano: now.UnixNano(),
 		WaveCount: uint32(len(keys)),
 	}
 	targets := map[string]bool{}

@@ -9,7 +9,6 @@ import (
 
 	"pgregory.net/rapid"
 
-	"github.com/relhq/rel/internal/state"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
@@ -199,7 +198,7 @@ func TestCanaryFailureRollsBackOnlyCanary(t *testing.T) {
 	}
 	s.report("h00", "failed", "health check failed: connection refused")
 	s.settle()
-	if s.r.State != state.RolloutFailed || !strings.Contains(s.r.Reason, "h00: health check failed") {
+	if s.r.State != StateFailed || !strings.Contains(s.r.Reason, "h00: health check failed") {
 		t.Fatalf("state %s reason %q", s.r.State, s.r.Reason)
 	}
 	for _, h := range s.r.Hosts[1:] {
@@ -227,7 +226,7 @@ func TestAutoRollbackDecision(t *testing.T) {
 	s.settle()
 	s.report("h00", "failed", "boom")
 	d := s.step()
-	if !d.Rollback || d.Rollout.State != state.RolloutFailed {
+	if !d.Rollback || d.Rollout.State != StateFailed {
 		t.Fatalf("decision %+v, want a failed rollout asking for rollback", d)
 	}
 }
@@ -237,19 +236,19 @@ func TestApprovalAndBakeGates(t *testing.T) {
 	s.settle()
 	s.report("h00", "healthy", "")
 	d := s.settle()
-	if s.r.State != state.RolloutRunning || d.Wake.IsZero() || !d.Wake.Equal(s.now.Add(30*time.Second)) {
+	if s.r.State != StateRunning || d.Wake.IsZero() || !d.Wake.Equal(s.now.Add(30*time.Second)) {
 		t.Fatalf("after canary: state %s wake %v, want baking until +30s", s.r.State, d.Wake)
 	}
 	s.now = s.now.Add(30 * time.Second)
 	s.settle()
-	if s.r.State != state.RolloutWaitingApproval {
+	if s.r.State != StateWaitingApproval {
 		t.Fatalf("after bake: state %s, want waiting_approval", s.r.State)
 	}
 	if len(dispatched(s.r)) != 0 {
 		t.Fatal("dispatched while waiting for approval")
 	}
 	// Approve (what the FSM does for ControlRollout approve).
-	s.r.State, s.r.ApprovedWave = state.RolloutRunning, s.r.CurrentWave+1
+	s.r.State, s.r.ApprovedWave = StateRunning, s.r.CurrentWave+1
 	s.settle()
 	if s.r.CurrentWave != 1 || len(dispatched(s.r)) != 1 {
 		t.Fatalf("after approve: wave %d dispatched %v", s.r.CurrentWave, dispatched(s.r))
@@ -268,7 +267,7 @@ func TestMaxParallelAndAgentLost(t *testing.T) {
 	if h.State != HostFailed || !strings.HasPrefix(h.Reason, "agent lost") {
 		t.Fatalf("lost host: %v", h)
 	}
-	if s.r.State != state.RolloutRunning || len(dispatched(s.r)) != 2 {
+	if s.r.State != StateRunning || len(dispatched(s.r)) != 2 {
 		t.Fatalf("within budget the rollout goes on: %s, %v", s.r.State, dispatched(s.r))
 	}
 }
@@ -281,7 +280,7 @@ func TestProgressDeadline(t *testing.T) {
 	}
 	s.now = s.now.Add(time.Minute)
 	s.settle()
-	if s.r.State != state.RolloutFailed || !strings.Contains(s.r.Reason, "no progress for 1m0s") || !strings.Contains(s.r.Reason, "h00 (no report)") {
+	if s.r.State != StateFailed || !strings.Contains(s.r.Reason, "no progress for 1m0s") || !strings.Contains(s.r.Reason, "h00 (no report)") {
 		t.Fatalf("state %s reason %q", s.r.State, s.r.Reason)
 	}
 }
@@ -289,7 +288,7 @@ func TestProgressDeadline(t *testing.T) {
 func TestPausedDispatchesNothing(t *testing.T) {
 	s := newSim(t, &relv1.RolloutSpec{Strategy: Rolling}, 3)
 	s.settle()
-	s.r.State, s.r.PausedFrom = state.RolloutPaused, state.RolloutRunning
+	s.r.State, s.r.PausedFrom = StatePaused, StateRunning
 	s.report("h00", "healthy", "")
 	s.settle()
 	if s.host("h00").State != HostHealthy || len(dispatched(s.r)) != 0 {
@@ -301,7 +300,7 @@ func TestStagedRollbackOrder(t *testing.T) {
 	s := newSim(t, &relv1.RolloutSpec{Strategy: Canary, Waves: []*relv1.Quantity{pct(50), pct(100)}}, 4)
 	for {
 		s.settle()
-		if state.Terminal(s.r.State) {
+		if Terminal(s.r.State) {
 			break
 		}
 		for _, id := range dispatched(s.r) {
@@ -415,21 +414,21 @@ func TestPlannerProperties(t *testing.T) {
 				t.Fatalf("%d hosts in flight, max-parallel %d", inflight, mp)
 			}
 			nFailed, _ := failed(s.r)
-			if nFailed > budget && s.r.State != state.RolloutFailed {
+			if nFailed > budget && s.r.State != StateFailed {
 				t.Fatalf("%d failures over a budget of %d, state %s", nFailed, budget, s.r.State)
 			}
-			if d.Rollback && (!spec.AutoRollback || s.r.State != state.RolloutFailed) {
+			if d.Rollback && (!spec.AutoRollback || s.r.State != StateFailed) {
 				t.Fatalf("rollback asked without auto-rollback or failure")
 			}
-			if state.Terminal(s.r.State) {
+			if Terminal(s.r.State) {
 				break
 			}
 			if d.Rollout != nil {
 				continue // settle before the world moves
 			}
 			// The world moves: approvals, time, agents' outcomes.
-			if s.r.State == state.RolloutWaitingApproval {
-				s.r.State, s.r.ApprovedWave = state.RolloutRunning, s.r.CurrentWave+1
+			if s.r.State == StateWaitingApproval {
+				s.r.State, s.r.ApprovedWave = StateRunning, s.r.CurrentWave+1
 				continue
 			}
 			if !d.Wake.IsZero() && len(dispatched(s.r)) == 0 {
@@ -448,7 +447,7 @@ func TestPlannerProperties(t *testing.T) {
 			}
 			s.now = s.now.Add(time.Second)
 		}
-		if !state.Terminal(s.r.State) {
+		if !Terminal(s.r.State) {
 			t.Fatalf("rollout not terminal after 500 rounds: %s", s.r.State)
 		}
 		for id, c := range timesDispatched {

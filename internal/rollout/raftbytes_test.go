@@ -3,8 +3,8 @@ package rollout_test
 import (
 	"testing"
 
+	"github.com/relhq/rel/internal/rollout"
 	"github.com/relhq/rel/internal/rollout/rolloutsim"
-	"github.com/relhq/rel/internal/state"
 )
 
 // TestRaftBytesGrowLinearly runs whole rolling rollouts (max-parallel 1)
@@ -23,7 +23,7 @@ func TestRaftBytesGrowLinearly(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.FinalState != state.RolloutSucceeded || r.Steps < hosts {
+		if r.FinalState != rollout.StateSucceeded || r.Steps < hosts {
 			t.Fatalf("%d hosts: rollout ended %s after %d steps", hosts, r.FinalState, r.Steps)
 		}
 		t.Logf("%d hosts: %d entries, %d bytes (%d per host), largest entry %d, largest step %d; with whole rows %d bytes, largest step %d",

@@ -8,7 +8,6 @@ import (
 
 	"pgregory.net/rapid"
 
-	"github.com/relhq/rel/internal/state"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
@@ -44,7 +43,7 @@ func TestRollbackWaitsForAwayHosts(t *testing.T) {
 	}
 	s.report("h00", "failed", "health check failed")
 	s.settle()
-	if s.r.State != state.RolloutFailed {
+	if s.r.State != StateFailed {
 		t.Fatalf("original %s, want failed", s.r.State)
 	}
 	rb := rollbackSim(t, s, false)
@@ -63,7 +62,7 @@ func TestRollbackWaitsForAwayHosts(t *testing.T) {
 		}
 	}
 	// The connected hosts go back, wave by wave.
-	for i := 0; i < 20 && !state.Terminal(rb.r.State); i++ {
+	for i := 0; i < 20 && !Terminal(rb.r.State); i++ {
 		rb.settle()
 		for _, id := range dispatched(rb.r) {
 			if rb.obs[id].Connected {
@@ -72,14 +71,14 @@ func TestRollbackWaitsForAwayHosts(t *testing.T) {
 		}
 		rb.now = rb.now.Add(time.Second)
 	}
-	if rb.r.State != state.RolloutRunning || !strings.Contains(rb.r.Reason, "waiting for 5 host(s) to come back: h05, h06, h07, h08, h09") {
+	if rb.r.State != StateRunning || !strings.Contains(rb.r.Reason, "waiting for 5 host(s) to come back: h05, h06, h07, h08, h09") {
 		t.Fatalf("rollback with hosts away: %s %q, want running and waiting for them", rb.r.State, rb.r.Reason)
 	}
 	// Long past the progress deadline, it still waits: being away is not
 	// a lack of progress.
 	rb.now = rb.now.Add(time.Hour)
 	rb.settle()
-	if rb.r.State != state.RolloutRunning {
+	if rb.r.State != StateRunning {
 		t.Fatalf("rollback after an hour away: %s %q", rb.r.State, rb.r.Reason)
 	}
 	// The partition heals: hosts come back (their deadline starts now) and
@@ -95,12 +94,12 @@ func TestRollbackWaitsForAwayHosts(t *testing.T) {
 		rb.report(id, "healthy", "")
 	}
 	rb.settle()
-	if rb.r.State != state.RolloutRunning {
+	if rb.r.State != StateRunning {
 		t.Fatalf("rollback with h09 not yet back: %s", rb.r.State)
 	}
 	rb.report("h09", "healthy", "")
 	rb.settle()
-	if rb.r.State != state.RolloutSucceeded || !strings.Contains(rb.r.Reason, "10 of 10 hosts healthy") {
+	if rb.r.State != StateSucceeded || !strings.Contains(rb.r.Reason, "10 of 10 hosts healthy") {
 		t.Fatalf("rollback: %s %q, want succeeded with every host back", rb.r.State, rb.r.Reason)
 	}
 }
@@ -122,7 +121,7 @@ func TestRollbackWithHostThatFailsIsFailed(t *testing.T) {
 	rb.report("h01", "healthy", "")
 	rb.report("h02", "failed", "start hook exited 1")
 	rb.settle()
-	if rb.r.State != state.RolloutFailed || !strings.Contains(rb.r.Reason, "1 host(s) did not go back (h02: start hook exited 1)") {
+	if rb.r.State != StateFailed || !strings.Contains(rb.r.Reason, "1 host(s) did not go back (h02: start hook exited 1)") {
 		t.Fatalf("rollback: %s %q", rb.r.State, rb.r.Reason)
 	}
 }
@@ -138,7 +137,7 @@ func TestRollbackCoversTouchedHostsOnly(t *testing.T) {
 	s.obs["h00"] = Obs{Connected: false}
 	s.obs["h01"] = Obs{Connected: false}
 	s.settle() // h00 lost after dispatch, h01 lost before its turn: over budget
-	if s.r.State != state.RolloutFailed {
+	if s.r.State != StateFailed {
 		t.Fatalf("state %s", s.r.State)
 	}
 	rb, err := PlanRollback(s.r, "ro-rb", false, s.now)
@@ -156,9 +155,9 @@ func TestRollbackCoversTouchedHostsOnly(t *testing.T) {
 
 func TestQueuedRolloutStartsWhenUnblocked(t *testing.T) {
 	s := newSim(t, &relv1.RolloutSpec{Strategy: AllAtOnce}, 2)
-	s.r.State = state.RolloutQueued
+	s.r.State = StateQueued
 	d := Step(View{Rollout: s.r, Hosts: s.obs, Now: s.now, Blocker: "ro-0"})
-	if d.Rollout == nil || d.Rollout.State != state.RolloutQueued || d.Rollout.Reason != "queued behind ro-0" || len(d.Dispatch) != 0 {
+	if d.Rollout == nil || d.Rollout.State != StateQueued || d.Rollout.Reason != "queued behind ro-0" || len(d.Dispatch) != 0 {
 		t.Fatalf("blocked: %+v", d)
 	}
 	s.r = d.Rollout
@@ -169,7 +168,7 @@ func TestQueuedRolloutStartsWhenUnblocked(t *testing.T) {
 	s.obs["h00"] = Obs{Connected: true, Running: "1.5.0"}
 	s.obs["h01"] = Obs{Connected: true, Running: "1.5.0"}
 	d = Step(View{Rollout: s.r, Hosts: s.obs, Now: s.now})
-	if d.Rollout == nil || d.Rollout.State != state.RolloutRunning || len(d.Dispatch) != 2 {
+	if d.Rollout == nil || d.Rollout.State != StateRunning || len(d.Dispatch) != 2 {
 		t.Fatalf("unblocked: %+v", d)
 	}
 	for _, h := range d.Rollout.Hosts {
@@ -199,8 +198,8 @@ func TestRollbackProperties(t *testing.T) {
 				h.PreviousVersion = "1.0.0"
 			}
 		}
-		for round := 0; round < 200 && !state.Terminal(s.r.State); round++ {
-			if s.settle(); state.Terminal(s.r.State) {
+		for round := 0; round < 200 && !Terminal(s.r.State); round++ {
+			if s.settle(); Terminal(s.r.State) {
 				break
 			}
 			for _, id := range dispatched(s.r) {
@@ -241,7 +240,7 @@ func TestRollbackProperties(t *testing.T) {
 		for id, o := range r.obs {
 			awayNow[id] = !o.Connected
 		}
-		for round := 0; round < 300 && !state.Terminal(r.r.State); round++ {
+		for round := 0; round < 300 && !Terminal(r.r.State); round++ {
 			r.settle()
 			for _, h := range r.r.Hosts {
 				if h.State == HostFailed && strings.HasPrefix(h.Reason, "agent lost") {
@@ -261,7 +260,7 @@ func TestRollbackProperties(t *testing.T) {
 			}
 			r.now = r.now.Add(time.Second)
 		}
-		if !state.Terminal(r.r.State) {
+		if !Terminal(r.r.State) {
 			t.Fatalf("rollback not terminal: %s %q", r.r.State, r.r.Reason)
 		}
 		allBack := true
@@ -270,7 +269,7 @@ func TestRollbackProperties(t *testing.T) {
 				allBack = false
 			}
 		}
-		if (r.r.State == state.RolloutSucceeded) != allBack {
+		if (r.r.State == StateSucceeded) != allBack {
 			for _, h := range r.r.Hosts {
 				t.Logf("%s %s %q", h.AgentId, h.State, h.Reason)
 			}

@@ -3,13 +3,13 @@ package server
 import (
 	"context"
 	"errors"
+	"github.com/relhq/rel/internal/rollout/engine"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/relhq/rel/internal/retry"
-	"github.com/relhq/rel/internal/rollout"
 	"github.com/relhq/rel/internal/state"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
@@ -82,7 +82,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 	}()
 	go func() {
 		defer wg.Done()
-		eng := &rollout.Engine{Store: s.store, Apply: s.apply, Logger: s.logger.With("component", "rollout-engine"),
+		eng := &engine.Engine{Store: s.store, Apply: s.apply, Logger: s.logger.With("component", "rollout-engine"),
 			Now: time.Now, NewID: func() string { return newID("ro-") }}
 		eng.Run(ctx)
 	}()

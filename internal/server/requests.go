@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"github.com/relhq/rel/internal/rollout"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -132,11 +133,11 @@ func (s *Server) firstRollout(ctx context.Context, index uint64, id string) (*re
 // startProbe and rollbackProbe describe the rollout StartRollout and
 // RollbackRollout would create, for repeated.
 func startProbe(req *relv1.StartRolloutRequest) *relv1.Rollout {
-	return &relv1.Rollout{Kind: state.KindDeploy, App: req.GetApp(), Version: req.GetVersion(), Environment: req.GetEnvironment()}
+	return &relv1.Rollout{Kind: rollout.KindDeploy, App: req.GetApp(), Version: req.GetVersion(), Environment: req.GetEnvironment()}
 }
 
 func rollbackProbe(req *relv1.RollbackRolloutRequest) *relv1.Rollout {
-	return &relv1.Rollout{Kind: state.KindRollback, RollbackOf: req.GetId()}
+	return &relv1.Rollout{Kind: rollout.KindRollback, RollbackOf: req.GetId()}
 }
 
 // secretShownOnce refuses a repeat of a request whose first attempt made a

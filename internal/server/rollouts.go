@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/relhq/rel/internal/rollout/engine"
 	"sort"
 	"strings"
 	"time"
@@ -164,28 +165,23 @@ func (c *controlService) StartRollout(ctx context.Context, req *relv1.StartRollo
 		}
 		msg += fmt.Sprintf("; skipped %d disconnected agents: %s", len(ids), strings.Join(ids, ", "))
 	}
-	ro.EventSeq = 1
-	events := []*relv1.RolloutEvent{{RolloutId: ro.GetId(), Seq: 1, AtUnixNano: now.UnixNano(), Type: "started", Message: msg}}
-	var desired []*relv1.Desired
-	if b, shared, err := s.store.Blocker(ro); err != nil {
+	b, shared, err := s.store.Blocker(ro)
+	if err != nil {
 		return nil, toStatus(err)
-	} else if b != nil && !req.GetQueue() {
+	}
+	if b != nil && !req.GetQueue() {
 		return nil, toStatus(state.BlockedError(b, shared))
-	} else if b != nil {
-		// Queued: the engine starts it when b (and any rollout queued
-		// before it over these hosts) has ended. Without --queue the FSM
-		// refuses it, naming b.
-		ro.State, ro.Reason = state.RolloutQueued, "queued behind "+b.GetId()
-		ro.EventSeq = 2
-		events = append(events, &relv1.RolloutEvent{RolloutId: ro.GetId(), Seq: 2, AtUnixNano: now.UnixNano(), Type: "queued",
-			Message: ro.GetReason() + ": it starts when that rollout ends"})
-	} else if d := rollout.Step(rollout.View{Rollout: ro, Hosts: rollout.Observe(s.store, ro), Now: now}); d.Rollout != nil && !d.Rollback {
-		// The engine's first decision (the first hosts dispatched) goes
-		// into the same raft entry as the rollout, so agents hear of it
-		// one commit sooner.
-		if rows, err := rollout.DesiredRows(s.store, d.Rollout, d.Dispatch); err == nil {
-			ro, desired, events = d.Rollout, rows, append(events, d.Events...)
+	}
+	d := rollout.Start(ro, msg, b.GetId(), engine.Observe(s.store, ro), now)
+	ro = d.Rollout
+	events := d.Events
+	var desired []*relv1.Desired
+	if len(d.Dispatch) > 0 {
+		rows, err := engine.DesiredRows(s.store, ro, d.Dispatch)
+		if err != nil {
+			return nil, toStatus(err)
 		}
+		desired = rows
 	}
 	a, err := s.applyCommand(ctx, &relv1.Command{StampedUnixNano: now.UnixNano(), Kind: &relv1.Command_CreateRollout{CreateRollout: &relv1.CreateRollout{Rollout: ro, Desired: desired, Events: events}}})
 	if err != nil {
@@ -271,7 +267,7 @@ func (c *controlService) PlanRollout(ctx context.Context, req *relv1.PlanRollout
 func (c *controlService) ControlRollout(ctx context.Context, req *relv1.ControlRolloutRequest) (*relv1.ControlRolloutResponse, error) {
 	s := c.s
 	switch req.GetAction() {
-	case "pause", "resume", "approve", "abort":
+	case rollout.ActionPause, rollout.ActionResume, rollout.ActionApprove, rollout.ActionAbort:
 	default:
 		return nil, status.Errorf(codes.InvalidArgument, "action %q: use pause, resume, approve or abort", req.GetAction())
 	}
@@ -348,7 +344,7 @@ func (c *controlService) RollbackRollout(ctx context.Context, req *relv1.Rollbac
 		return nil, toStatus(err)
 	}
 	switch {
-	case orig.GetKind() == state.KindRollback:
+	case orig.GetKind() == rollout.KindRollback:
 		return nil, status.Errorf(codes.FailedPrecondition, "rollout %s is itself a rollback (of %s): start a new rollout of the release you want instead", orig.GetId(), orig.GetRollbackOf())
 	case orig.GetRolledBackBy() != "":
 		return nil, status.Errorf(codes.FailedPrecondition, "rollout %s is already rolled back by %s", orig.GetId(), orig.GetRolledBackBy())
@@ -409,7 +405,7 @@ func (c *controlService) RolloutEvents(ctx context.Context, req *relv1.RolloutEv
 			return nil, toStatus(err)
 		}
 		last, lastIdx = &answer{evs, ro}, idx
-		if len(evs) > 0 || wait <= 0 || state.Terminal(ro.GetState()) {
+		if len(evs) > 0 || wait <= 0 || rollout.Terminal(ro.GetState()) {
 			break
 		}
 		if ws.WatchCtx(wctx) != nil {

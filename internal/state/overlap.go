@@ -7,6 +7,7 @@ import (
 
 	"github.com/hashicorp/go-memdb"
 
+	"github.com/relhq/rel/internal/rollout"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
@@ -38,10 +39,10 @@ func blocker(txn *memdb.Txn, r *relv1.Rollout) (*relv1.Rollout, []string, error)
 	)
 	for raw := it.Next(); raw != nil; raw = it.Next() {
 		o := raw.(*relv1.Rollout)
-		if o.GetId() == r.GetId() || Terminal(o.GetState()) || o.GetId() == r.GetRollbackOf() || (r.GetId() != "" && o.GetRollbackOf() == r.GetId()) {
+		if o.GetId() == r.GetId() || rollout.Terminal(o.GetState()) || o.GetId() == r.GetRollbackOf() || (r.GetId() != "" && o.GetRollbackOf() == r.GetId()) {
 			continue
 		}
-		if o.GetState() == RolloutQueued && r.GetCreateIndex() != 0 && o.GetCreateIndex() > r.GetCreateIndex() {
+		if o.GetState() == rollout.StateQueued && r.GetCreateIndex() != 0 && o.GetCreateIndex() > r.GetCreateIndex() {
 			continue // behind r in the queue (a new r has no index yet: it may not jump the queue)
 		}
 		var common []string

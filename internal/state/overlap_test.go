@@ -9,11 +9,12 @@ import (
 	"google.golang.org/protobuf/proto"
 	"pgregory.net/rapid"
 
+	"github.com/relhq/rel/internal/rollout"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
 func rolloutOver(id, app, env string, hosts ...string) *relv1.Rollout {
-	r := &relv1.Rollout{Id: id, App: app, Version: "1.0.0", Environment: env, Kind: KindDeploy, State: RolloutRunning}
+	r := &relv1.Rollout{Id: id, App: app, Version: "1.0.0", Environment: env, Kind: rollout.KindDeploy, State: rollout.StateRunning}
 	for _, h := range hosts {
 		r.Hosts = append(r.Hosts, &relv1.RolloutHost{AgentId: h, State: "pending", TargetVersion: "1.0.0"})
 	}
@@ -60,17 +61,17 @@ func TestOverlappingRolloutRefused(t *testing.T) {
 	// Queued, it is stored; it leaves the queue only once nothing holds
 	// its hosts, checked in the entry that starts it.
 	q := rolloutOver("ro-q", "web", "prod-eu", "h3", "h4")
-	q.State = RolloutQueued
+	q.State = rollout.StateQueued
 	if err := s.CreateRollout(13, q, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	start := proto.Clone(q).(*relv1.Rollout)
-	start.State = RolloutRunning
+	start.State = rollout.StateRunning
 	if err := s.StepRollout(14, start, false, 13, nil, nil, nil); !errors.Is(err, ErrConflict) {
 		t.Fatalf("dequeued while ro-prod holds h3: %v", err)
 	}
 	end := rolloutOver("ro-prod", "web", "prod", "h1", "h2", "h3")
-	end.State = RolloutSucceeded
+	end.State = rollout.StateSucceeded
 	if err := s.StepRollout(15, end, false, 10, nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +108,7 @@ func TestNoHostInTwoActiveRollouts(t *testing.T) {
 				r := rolloutOver(fmt.Sprintf("ro-%d", idx), rapid.SampledFrom([]string{"web", "api"}).Draw(t, "app"),
 					rapid.SampledFrom([]string{"prod", "prod-eu", "qa"}).Draw(t, "env"), pickHosts("start")...)
 				if rapid.Bool().Draw(t, "queue") {
-					r.State = RolloutQueued
+					r.State = rollout.StateQueued
 				}
 				if err := s.CreateRollout(idx, r, nil, nil); err == nil {
 					ids = append(ids, r.Id)
@@ -124,13 +125,13 @@ func TestNoHostInTwoActiveRollouts(t *testing.T) {
 				}
 				next := proto.Clone(cur).(*relv1.Rollout)
 				switch {
-				case cur.GetState() == RolloutQueued:
-					next.State = RolloutRunning
-				case !Terminal(cur.GetState()) && cur.GetState() != RolloutRollingBack:
-					next.State = rapid.SampledFrom([]string{RolloutSucceeded, RolloutFailed}).Draw(t, "end")
-				case cur.GetKind() == KindDeploy && cur.GetRolledBackBy() == "":
+				case cur.GetState() == rollout.StateQueued:
+					next.State = rollout.StateRunning
+				case !rollout.Terminal(cur.GetState()) && cur.GetState() != rollout.StateRollingBack:
+					next.State = rapid.SampledFrom([]string{rollout.StateSucceeded, rollout.StateFailed}).Draw(t, "end")
+				case cur.GetKind() == rollout.KindDeploy && cur.GetRolledBackBy() == "":
 					rb := rolloutOver(fmt.Sprintf("rb-%d", idx), cur.GetApp(), cur.GetEnvironment())
-					rb.Kind, rb.RollbackOf, rb.Hosts = KindRollback, cur.GetId(), cur.GetHosts()
+					rb.Kind, rb.RollbackOf, rb.Hosts = rollout.KindRollback, cur.GetId(), cur.GetHosts()
 					if err := s.CreateRollout(idx, rb, nil, nil); err == nil {
 						ids = append(ids, rb.Id)
 					} else if !errors.Is(err, ErrConflict) {
@@ -146,9 +147,9 @@ func TestNoHostInTwoActiveRollouts(t *testing.T) {
 			case 3: // a rollout ending frees its hosts
 				active, _ := s.ActiveRollouts(nil)
 				for _, r := range active {
-					if r.GetState() == RolloutRunning && r.GetKind() == KindRollback {
+					if r.GetState() == rollout.StateRunning && r.GetKind() == rollout.KindRollback {
 						next := proto.Clone(r).(*relv1.Rollout)
-						next.State = RolloutSucceeded
+						next.State = rollout.StateSucceeded
 						if err := s.StepRollout(idx, next, false, r.GetModifyIndex(), nil, nil, nil); err != nil {
 							t.Fatal(err)
 						}
@@ -162,7 +163,7 @@ func TestNoHostInTwoActiveRollouts(t *testing.T) {
 			}
 			holder := map[string]*relv1.Rollout{}
 			for _, r := range active {
-				if r.GetState() == RolloutQueued {
+				if r.GetState() == rollout.StateQueued {
 					continue
 				}
 				for _, h := range r.GetHosts() {

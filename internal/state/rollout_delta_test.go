@@ -7,11 +7,12 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/relhq/rel/internal/rollout"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
 func deltaTestRollout() *relv1.Rollout {
-	return &relv1.Rollout{Id: "ro-1", App: "web", Version: "2.0.0", Environment: "prod", Kind: KindDeploy, State: RolloutRunning,
+	return &relv1.Rollout{Id: "ro-1", App: "web", Version: "2.0.0", Environment: "prod", Kind: rollout.KindDeploy, State: rollout.StateRunning,
 		Spec: &relv1.RolloutSpec{Strategy: "rolling", MaxParallel: 1}, CreatedUnixNano: 1, EventSeq: 1, WaveCount: 1,
 		Hosts: []*relv1.RolloutHost{
 			{AgentId: "a", State: "dispatched", TargetVersion: "2.0.0", PreviousVersion: "1.0.0", DispatchedUnixNano: 1},
@@ -20,13 +21,13 @@ func deltaTestRollout() *relv1.Rollout {
 		}}
 }
 
-func TestMergeRolloutDeltaSharesUnchangedHosts(t *testing.T) {
+func TestStepRowDeltaSharesUnchangedHosts(t *testing.T) {
 	cur := deltaTestRollout()
 	before := proto.Clone(cur).(*relv1.Rollout)
-	delta := &relv1.Rollout{Id: "ro-1", App: "web", Version: "2.0.0", Environment: "prod", Kind: KindDeploy, State: RolloutRunning,
+	delta := &relv1.Rollout{Id: "ro-1", App: "web", Version: "2.0.0", Environment: "prod", Kind: rollout.KindDeploy, State: rollout.StateRunning,
 		Spec: &relv1.RolloutSpec{Strategy: "rolling", MaxParallel: 1}, CreatedUnixNano: 1, EventSeq: 3, WaveCount: 1, LastProgressUnixNano: 5,
 		Hosts: []*relv1.RolloutHost{{AgentId: "b", State: "dispatched", TargetVersion: "2.0.0", PreviousVersion: "1.0.0", DispatchedUnixNano: 5}}}
-	got, err := MergeRolloutDelta(cur, delta)
+	got, err := stepRow(cur, delta, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,20 +47,20 @@ func TestMergeRolloutDeltaSharesUnchangedHosts(t *testing.T) {
 	}
 	// A delta without hosts changes only the header.
 	delta.Hosts = nil
-	got, err = MergeRolloutDelta(cur, delta)
+	got, err = stepRow(cur, delta, true)
 	if err != nil || len(got.Hosts) != 3 || got.Hosts[1] != cur.Hosts[1] || got.GetEventSeq() != 3 {
 		t.Fatalf("header-only delta: %v %v", got, err)
 	}
 }
 
-func TestMergeRolloutDeltaRefusesUnknownOrRepeatedHosts(t *testing.T) {
+func TestStepRowDeltaRefusesUnknownOrRepeatedHosts(t *testing.T) {
 	for name, hosts := range map[string][]*relv1.RolloutHost{
 		"unknown host": {{AgentId: "b", State: "healthy"}, {AgentId: "zz", State: "healthy"}},
 		"host twice":   {{AgentId: "b", State: "healthy"}, {AgentId: "b", State: "failed"}},
 	} {
 		delta := deltaTestRollout()
 		delta.Hosts = hosts
-		got, err := MergeRolloutDelta(deltaTestRollout(), delta)
+		got, err := stepRow(deltaTestRollout(), delta, true)
 		if !errors.Is(err, ErrConflict) || got != nil {
 			t.Errorf("%s: %v, %v; want ErrConflict and no row", name, got, err)
 		}

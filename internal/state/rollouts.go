@@ -1,44 +1,21 @@
 package state
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 
 	"github.com/hashicorp/go-memdb"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/relhq/rel/internal/rollout"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
-// Rollout states. The first five are active; the rest are terminal.
-const (
-	// RolloutQueued waits for an active rollout holding some of its hosts
-	// to end (relctl rollout start --queue).
-	RolloutQueued          = "queued"
-	RolloutRunning         = "running"
-	RolloutWaitingApproval = "waiting_approval"
-	RolloutPaused          = "paused"
-	RolloutRollingBack     = "rolling_back"
-	RolloutSucceeded       = "succeeded"
-	RolloutFailed          = "failed"
-	RolloutAborted         = "aborted"
-	RolloutRolledBack      = "rolled_back"
-)
-
-// Rollout kinds.
-const (
-	KindDeploy   = "deploy"
-	KindRollback = "rollback"
-)
-
-// Terminal reports whether a rollout state is final.
-func Terminal(state string) bool {
-	switch state {
-	case RolloutSucceeded, RolloutFailed, RolloutAborted, RolloutRolledBack:
-		return true
-	}
-	return false
-}
+// The lifecycle's decisions (which transitions are allowed, what a control
+// or a rollback does to a rollout, its events) are internal/rollout's pure
+// functions; this file keeps the rows, the indexes and the compare-and-set
+// that makes each decision apply only to the row it was made from.
 
 // CreateRollout stores a new rollout with its first events. Only one rollout
 // per app and host (or environment) may be active (see overlap.go), unless
@@ -64,7 +41,7 @@ func createRollout(txn *memdb.Txn, index uint64, r *relv1.Rollout, desired []*re
 		return newError(ErrAlreadyExists, fmt.Sprintf("rollout %q already exists", r.GetId()))
 	}
 	var orig *relv1.Rollout
-	if r.GetKind() == KindRollback {
+	if r.GetKind() == rollout.KindRollback {
 		raw, err := txn.First(TableRollouts, "id", r.GetRollbackOf())
 		if err != nil {
 			return fmt.Errorf("state: lookup rollout: %w", err)
@@ -73,25 +50,23 @@ func createRollout(txn *memdb.Txn, index uint64, r *relv1.Rollout, desired []*re
 			orig = raw.(*relv1.Rollout)
 		}
 	}
-	if r.GetState() != RolloutQueued {
+	if r.GetState() != rollout.StateQueued {
 		if o, shared, err := blocker(txn, r); err != nil {
 			return err
 		} else if o != nil {
 			return BlockedError(o, shared)
 		}
 	}
-	if r.GetKind() == KindRollback {
+	if r.GetKind() == rollout.KindRollback {
 		if orig == nil {
 			return newError(ErrNotFound, fmt.Sprintf("rollout %q not found", r.GetRollbackOf()))
 		}
-		if orig.GetRolledBackBy() != "" {
-			return newError(ErrConflict, fmt.Sprintf("rollout %s is already rolled back by %s", orig.GetId(), orig.GetRolledBackBy()))
+		o, ev, err := rollout.StartRollingBack(orig, r)
+		if err != nil {
+			return refusal(err)
 		}
-		o := proto.Clone(orig).(*relv1.Rollout)
-		o.State, o.RolledBackBy, o.ModifyIndex = RolloutRollingBack, r.GetId(), index
-		o.EventSeq++
-		if err := insertEvent(txn, index, &relv1.RolloutEvent{RolloutId: o.GetId(), Seq: o.GetEventSeq(), AtUnixNano: r.GetCreatedUnixNano(),
-			Type: "rollback_started", Wave: o.GetCurrentWave(), Message: "rollback " + r.GetId() + " started"}); err != nil {
+		o.ModifyIndex = index
+		if err := insertEvent(txn, index, ev); err != nil {
 			return err
 		}
 		if err := txn.Insert(TableRollouts, o); err != nil {
@@ -104,7 +79,7 @@ func createRollout(txn *memdb.Txn, index uint64, r *relv1.Rollout, desired []*re
 	}
 	row := proto.Clone(r).(*relv1.Rollout)
 	if row.State == "" {
-		row.State = RolloutRunning
+		row.State = rollout.StateRunning
 	}
 	row.CreateIndex, row.ModifyIndex = index, index
 	if err := txn.Insert(TableRollouts, row); err != nil {
@@ -150,7 +125,7 @@ func insertEvent(txn *memdb.Txn, index uint64, e *relv1.RolloutEvent) error {
 }
 
 // StepRollout applies one engine decision: the rollout's new row (with
-// hostsDelta, only its changed hosts: see MergeRolloutDelta), the
+// hostsDelta, only its changed hosts: see rollout.MergeDelta), the
 // desired state of the hosts it dispatches and its events. It refuses
 // (ErrConflict) when the rollout changed since the engine read it. When a
 // rollback ends, the rollout it reverted ends too: rolled_back if the
@@ -174,7 +149,7 @@ func (s *Store) StepRollout(index uint64, r *relv1.Rollout, hostsDelta bool, exp
 		return err
 	}
 	row.CreateIndex, row.ModifyIndex = cur.GetCreateIndex(), index
-	if cur.GetState() == RolloutQueued && row.GetState() != RolloutQueued {
+	if cur.GetState() == rollout.StateQueued && row.GetState() != rollout.StateQueued {
 		// Leaving the queue: what blocked it must be gone in this very
 		// entry, not just when the engine looked.
 		if o, shared, err := blocker(txn, row); err != nil {
@@ -194,7 +169,7 @@ func (s *Store) StepRollout(index uint64, r *relv1.Rollout, hostsDelta bool, exp
 			return err
 		}
 	}
-	if row.GetKind() == KindRollback && Terminal(row.GetState()) && !Terminal(cur.GetState()) {
+	if row.GetKind() == rollout.KindRollback && rollout.Terminal(row.GetState()) && !rollout.Terminal(cur.GetState()) {
 		if err := endReverted(txn, index, row); err != nil {
 			return err
 		}
@@ -217,22 +192,9 @@ func endReverted(txn *memdb.Txn, index uint64, rb *relv1.Rollout) error {
 	if err != nil || raw == nil {
 		return err
 	}
-	o := proto.Clone(raw.(*relv1.Rollout)).(*relv1.Rollout)
-	typ, msg := RolloutRolledBack, "rolled back by "+rb.GetId()
-	if rb.GetState() == RolloutSucceeded {
-		o.State = RolloutRolledBack
-		if o.GetReason() != "" {
-			o.Reason += "; "
-		}
-		o.Reason += msg
-	} else {
-		typ, msg = RolloutFailed, "rollback "+rb.GetId()+" ended "+rb.GetState()+": "+rb.GetReason()
-		o.State, o.Reason = RolloutFailed, msg
-	}
-	o.FinishedUnixNano, o.ModifyIndex = rb.GetFinishedUnixNano(), index
-	o.EventSeq++
-	if err := insertEvent(txn, index, &relv1.RolloutEvent{RolloutId: o.GetId(), Seq: o.GetEventSeq(), AtUnixNano: rb.GetFinishedUnixNano(),
-		Type: typ, Message: msg, Wave: o.GetCurrentWave()}); err != nil {
+	o, ev := rollout.EndReverted(raw.(*relv1.Rollout), rb)
+	o.ModifyIndex = index
+	if err := insertEvent(txn, index, ev); err != nil {
 		return err
 	}
 	if err := txn.Insert(TableRollouts, o); err != nil {
@@ -242,11 +204,7 @@ func endReverted(txn *memdb.Txn, index uint64, rb *relv1.Rollout) error {
 }
 
 // ControlRollout applies a release manager's pause, resume, approve or
-// abort. An approve names the wave it approves as people number it
-// (WaveNumber), and is refused for any other wave than the one the rollout
-// waits for, so an approve applied after the rollout moved on does not
-// open the next gate; wave 0 (commands written before approvals named
-// their wave) approves the wave that waits.
+// abort, as rollout.Control decides it.
 func (s *Store) ControlRollout(index uint64, id, action, reason string, at int64, wave uint32) error {
 	txn := s.writeTxn()
 	defer txn.Abort()
@@ -257,80 +215,12 @@ func (s *Store) ControlRollout(index uint64, id, action, reason string, at int64
 	if raw == nil {
 		return newError(ErrNotFound, fmt.Sprintf("rollout %q not found: 'relctl rollout list' shows them", id))
 	}
-	cur := raw.(*relv1.Rollout)
-	r := proto.Clone(cur).(*relv1.Rollout)
-	refuse := func(why string) error {
-		return newError(ErrConflict, fmt.Sprintf("cannot %s rollout %s: it is %s%s", action, id, cur.GetState(), why))
-	}
-	msg := action
-	if reason != "" {
-		msg += ": " + reason
-	}
-	switch action {
-	case "pause":
-		if cur.GetState() != RolloutRunning && cur.GetState() != RolloutWaitingApproval {
-			return refuse("")
-		}
-		r.PausedFrom, r.State = cur.GetState(), RolloutPaused
-		msg = "paused: no more hosts are dispatched until resume"
-	case "resume":
-		if cur.GetState() != RolloutPaused {
-			return refuse(", not paused")
-		}
-		r.State, r.PausedFrom = cur.GetPausedFrom(), ""
-		if r.State == "" {
-			r.State = RolloutRunning
-		}
-		// The progress deadline measures the engine, not the time a person
-		// held the rollout.
-		r.LastProgressUnixNano = at
-		msg = "resumed"
-	case "approve":
-		next := cur.GetCurrentWave() + 1
-		if cur.GetState() != RolloutWaitingApproval {
-			if i, ok := waveIndex(cur, wave); ok && i >= 1 && i <= cur.GetApprovedWave() {
-				return refuse(fmt.Sprintf(", not waiting for approval: %s was approved already", WaveLabel(cur, i)))
-			}
-			return refuse(", not waiting for approval")
-		}
-		if want := WaveNumber(cur, next); wave != 0 && wave != want {
-			late := ""
-			if i, ok := waveIndex(cur, wave); ok && i >= 1 && i <= cur.GetApprovedWave() {
-				late = WaveLabel(cur, i) + " was approved already; "
-			}
-			return newError(ErrConflict, fmt.Sprintf("cannot approve wave %d of rollout %s: %sit waits for approval of %s (--wave %d)", wave, id, late, WaveLabel(cur, next), want))
-		}
-		r.State, r.ApprovedWave, r.LastProgressUnixNano = RolloutRunning, next, at
-		msg = "approved " + WaveLabel(cur, next)
-	case "abort":
-		if Terminal(cur.GetState()) || cur.GetState() == RolloutRollingBack {
-			return refuse("")
-		}
-		r.State, r.FinishedUnixNano = RolloutAborted, at
-		r.Reason = "aborted"
-		if reason != "" {
-			r.Reason += ": " + reason
-		}
-		msg = "aborted: hosts keep what they have; 'relctl rollout rollback " + id + "' takes them back"
-	default:
-		return newError(ErrConflict, fmt.Sprintf("unknown action %q: use pause, resume, approve or abort", action))
-	}
-	if reason != "" && action != "abort" {
-		msg += " (" + reason + ")"
+	r, ev, err := rollout.Control(raw.(*relv1.Rollout), action, reason, wave, at)
+	if err != nil {
+		return refusal(err)
 	}
 	r.ModifyIndex = index
-	r.EventSeq++
-	typ := action + "d"
-	if action == "abort" {
-		typ = "aborted"
-	} else if action == "pause" {
-		typ = "paused"
-	} else if action == "resume" {
-		typ = "resumed"
-	} else if action == "approve" {
-		typ = "approved"
-	}
-	if err := insertEvent(txn, index, &relv1.RolloutEvent{RolloutId: id, Seq: r.GetEventSeq(), AtUnixNano: at, Type: typ, Message: msg, Wave: r.GetCurrentWave()}); err != nil {
+	if err := insertEvent(txn, index, ev); err != nil {
 		return err
 	}
 	if err := txn.Insert(TableRollouts, r); err != nil {
@@ -341,6 +231,14 @@ func (s *Store) ControlRollout(index uint64, id, action, reason string, at int64
 	}
 	txn.Commit()
 	return nil
+}
+
+// refusal turns a lifecycle refusal into the store's Conflict.
+func refusal(err error) error {
+	if errors.Is(err, rollout.ErrRefused) {
+		return newError(ErrConflict, rollout.Reason(err))
+	}
+	return err
 }
 
 // Rollout returns one rollout or ErrNotFound.
@@ -385,7 +283,7 @@ func (s *Store) Rollouts(ws memdb.WatchSet, app string) ([]*relv1.Rollout, uint6
 func (s *Store) ActiveRollouts(ws memdb.WatchSet) ([]*relv1.Rollout, error) {
 	txn := s.readTxn()
 	var out []*relv1.Rollout
-	for _, st := range []string{RolloutQueued, RolloutRunning, RolloutWaitingApproval, RolloutPaused, RolloutRollingBack} {
+	for _, st := range rollout.ActiveStates {
 		it, err := txn.Get(TableRollouts, "state", st)
 		if err != nil {
 			return nil, fmt.Errorf("state: active rollouts: %w", err)

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 	"pgregory.net/rapid"
 
+	"github.com/relhq/rel/internal/rollout"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
@@ -299,7 +300,7 @@ func writeKind(s *Store, kind int, idx uint64, app, ver, env, srv string) error 
 		return s.ApplyReports(idx, []*relv1.AgentReport{{AgentId: agent, SessionId: a.GetSessionId(),
 			Report: &relv1.AppReport{App: app, Version: ver, Phase: []string{"healthy", "failed", "installing"}[idx%3], RolloutId: "ro-" + app, AtUnixNano: at}}})
 	case 9:
-		ro := &relv1.Rollout{Id: fmt.Sprintf("ro-%s-%d", app, idx), App: app, Version: ver, Environment: env, Kind: KindDeploy, State: RolloutRunning,
+		ro := &relv1.Rollout{Id: fmt.Sprintf("ro-%s-%d", app, idx), App: app, Version: ver, Environment: env, Kind: rollout.KindDeploy, State: rollout.StateRunning,
 			Hosts: []*relv1.RolloutHost{{AgentId: agent, State: "dispatched", TargetVersion: ver}}, CreatedUnixNano: at, EventSeq: 1}
 		return s.CreateRollout(idx, ro, []*relv1.Desired{{AgentId: agent, App: app, Version: ver, Sha256: hash(ver), ArtifactUrl: "https://a/" + ver, RolloutId: ro.GetId()}},
 			[]*relv1.RolloutEvent{{RolloutId: ro.GetId(), Seq: 1, AtUnixNano: at, Type: "started"}})

@@ -3,9 +3,11 @@ package validate
 import (
 	"net"
 	"regexp"
+	"slices"
 	"strconv"
 
 	"github.com/relhq/rel/internal/auth"
+	"github.com/relhq/rel/internal/rollout"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
@@ -157,7 +159,7 @@ func Command(cmd *relv1.Command) error {
 	case *relv1.Command_RolloutControl:
 		c := k.RolloutControl
 		switch c.GetAction() {
-		case "pause", "resume", "approve", "abort":
+		case rollout.ActionPause, rollout.ActionResume, rollout.ActionApprove, rollout.ActionAbort:
 		default:
 			return invalid("rollout action %q: want pause, resume, approve or abort", c.GetAction())
 		}
@@ -278,13 +280,13 @@ func createRollout(c *relv1.CreateRollout) error {
 	if c == nil {
 		return invalid("empty create_rollout")
 	}
-	return first(rollout(c.GetRollout()), desiredRows(c.GetDesired()), events(c.GetEvents()))
+	return first(rolloutRow(c.GetRollout()), desiredRows(c.GetDesired()), events(c.GetEvents()))
 }
 
 // rolloutStep checks an engine step; a delta (only the hosts that changed,
 // matched by agent id) may not name a host twice.
 func rolloutStep(c *relv1.RolloutStep, delta bool) error {
-	if err := first(rollout(c.GetRollout()), desiredRows(c.GetDesired()), events(c.GetEvents())); err != nil {
+	if err := first(rolloutRow(c.GetRollout()), desiredRows(c.GetDesired()), events(c.GetEvents())); err != nil {
 		return err
 	}
 	if delta {
@@ -302,7 +304,7 @@ func rolloutStep(c *relv1.RolloutStep, delta bool) error {
 	return nil
 }
 
-func rollout(r *relv1.Rollout) error {
+func rolloutRow(r *relv1.Rollout) error {
 	if r == nil {
 		return invalid("command carries no rollout")
 	}
@@ -311,17 +313,15 @@ func rollout(r *relv1.Rollout) error {
 		return err
 	}
 	switch r.GetKind() {
-	case "deploy", "":
-	case "rollback":
+	case rollout.KindDeploy, "":
+	case rollout.KindRollback:
 		if err := id("rolled back rollout id", r.GetRollbackOf()); err != nil {
 			return err
 		}
 	default:
 		return invalid("rollout kind %q: want deploy or rollback", r.GetKind())
 	}
-	switch r.GetState() {
-	case "", "queued", "running", "waiting_approval", "paused", "rolling_back", "succeeded", "failed", "aborted", "rolled_back":
-	default:
+	if st := r.GetState(); st != "" && !slices.Contains(rollout.States, st) {
 		return invalid("rollout state %q is not one Rel knows", r.GetState())
 	}
 	if len(r.GetHosts()) > MaxRolloutHosts {
@@ -341,9 +341,7 @@ func rollout(r *relv1.Rollout) error {
 				}
 			}
 		}
-		switch h.GetState() {
-		case "pending", "dispatched", "healthy", "failed", "skipped":
-		default:
+		if !slices.Contains(rollout.HostStates, h.GetState()) {
 			return invalid("host state %q is not one Rel knows", h.GetState())
 		}
 	}

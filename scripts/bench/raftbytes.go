@@ -3,12 +3,12 @@ package main
 import (
 	"flag"
 	"fmt"
+	"github.com/relhq/rel/internal/rollout"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/relhq/rel/internal/rollout/rolloutsim"
-	"github.com/relhq/rel/internal/state"
 )
 
 var raftBytesHosts = flag.String("raftbytes-hosts", "1000,2000,5000", "raftbytes suite: the fleet sizes, comma-separated")
@@ -50,7 +50,7 @@ func runRaftBytes() error {
 		if err != nil {
 			return fmt.Errorf("%d hosts: %w", n, err)
 		}
-		if r.FinalState != state.RolloutSucceeded {
+		if r.FinalState != rollout.StateSucceeded {
 			return fmt.Errorf("%d hosts: the rollout ended %s", n, r.FinalState)
 		}
 		fmt.Printf("%7s %8s %7s | %12s %9s %14s %12s | %14s %14s %7.0fx   (%s)\n",

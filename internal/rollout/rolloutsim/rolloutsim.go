@@ -1,7 +1,7 @@
 // Package rolloutsim runs one rollout over simulated hosts in-process and
 // counts the bytes it writes to the raft log. Everything but the network
 // and the agents is real: the planner (rollout.Step), the engine's commit
-// (rollout.Engine.Commit), command validation, protobuf encoding and the
+// (engine.Engine.Commit), command validation, protobuf encoding and the
 // FSM applying each entry at its index. The hosts are connected agents
 // that walk through every install phase, one report batch per phase, and
 // turn healthy. The clock is simulated (a second per report batch), so a
@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/relhq/rel/internal/rollout/engine"
 	"log/slog"
 	"time"
 
@@ -175,7 +176,7 @@ func wholeStep(st *state.Store, cmd *relv1.Command) (*relv1.Command, int, error)
 	if err != nil {
 		return nil, 0, err
 	}
-	row, err := state.MergeRolloutDelta(cur, d.GetRollout())
+	row, err := rollout.MergeDelta(cur, d.GetRollout())
 	if err != nil {
 		return nil, 0, err
 	}
@@ -234,11 +235,11 @@ func (s *sim) start() error {
 	events := []*relv1.RolloutEvent{{RolloutId: rolloutID, Seq: 1, AtUnixNano: s.now.UnixNano(), Type: "started",
 		Message: fmt.Sprintf("%s@%s to %s: %d hosts in %d wave(s), strategy %s", app, newVersion, env, len(ro.GetHosts()), len(waves), spec.GetStrategy())}}
 	var desired []*relv1.Desired
-	d := rollout.Step(rollout.View{Rollout: ro, Hosts: rollout.Observe(s.store(), ro), Now: s.now})
+	d := rollout.Step(rollout.View{Rollout: ro, Hosts: engine.Observe(s.store(), ro), Now: s.now})
 	if d.Rollout == nil {
 		return errors.New("rolloutsim: the first step dispatches nothing")
 	}
-	if desired, err = rollout.DesiredRows(s.store(), d.Rollout, d.Dispatch); err != nil {
+	if desired, err = engine.DesiredRows(s.store(), d.Rollout, d.Dispatch); err != nil {
 		return err
 	}
 	n, err := s.apply(stamped(s.now, &relv1.Command{Kind: &relv1.Command_CreateRollout{CreateRollout: &relv1.CreateRollout{
@@ -260,7 +261,7 @@ func (s *sim) count(n int) {
 // run alternates the agents' reports and engine passes until the rollout
 // ends.
 func (s *sim) run() error {
-	e := &rollout.Engine{
+	e := &engine.Engine{
 		Store:  s.store(),
 		Logger: slog.New(slog.DiscardHandler),
 		Now:    func() time.Time { return s.now },
@@ -318,7 +319,7 @@ func (s *sim) run() error {
 		if err != nil {
 			return err
 		}
-		if state.Terminal(ro.GetState()) {
+		if rollout.Terminal(ro.GetState()) {
 			s.res.FinalState = ro.GetState()
 			return nil
 		}
@@ -326,7 +327,7 @@ func (s *sim) run() error {
 			return fmt.Errorf("rolloutsim: rollout still %s after %d passes", ro.GetState(), pass)
 		}
 		if s.whole != nil {
-			if err := sameObs(obs, rollout.Observe(s.store(), ro)); err != nil {
+			if err := sameObs(obs, engine.Observe(s.store(), ro)); err != nil {
 				return err
 			}
 		}

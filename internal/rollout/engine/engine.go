@@ -1,4 +1,7 @@
-package rollout
+// Package engine drives rollouts on the leader: it reads the state store,
+// asks the pure planner (internal/rollout) for the next move and commits
+// it through raft.
+package engine
 
 import (
 	"context"
@@ -11,6 +14,7 @@ import (
 	"github.com/hashicorp/go-memdb"
 
 	"github.com/relhq/rel/internal/retry"
+	"github.com/relhq/rel/internal/rollout"
 	"github.com/relhq/rel/internal/state"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
@@ -50,13 +54,13 @@ func (e *Engine) Run(ctx context.Context) {
 		e.Store.WatchTables(ws, state.TableAgents, state.TableAgentApps)
 		var wake time.Time
 		for _, ro := range active {
-			v := View{Rollout: ro, Hosts: Observe(e.Store, ro), Now: e.Now()}
-			if ro.GetState() == state.RolloutQueued {
+			v := rollout.View{Rollout: ro, Hosts: Observe(e.Store, ro), Now: e.Now()}
+			if ro.GetState() == rollout.StateQueued {
 				if b, _, err := e.Store.Blocker(ro); err == nil && b != nil {
 					v.Blocker = b.GetId()
 				}
 			}
-			d := Step(v)
+			d := rollout.Step(v)
 			if d.Rollout != nil {
 				if err := e.Commit(ctx, ro, d); err != nil {
 					if ctx.Err() != nil {
@@ -83,10 +87,10 @@ func (e *Engine) Run(ctx context.Context) {
 }
 
 // Observe reads what the cluster knows of a rollout's hosts from a store.
-func Observe(st *state.Store, ro *relv1.Rollout) map[string]Obs {
-	obs := make(map[string]Obs, len(ro.GetHosts()))
+func Observe(st *state.Store, ro *relv1.Rollout) map[string]rollout.Obs {
+	obs := make(map[string]rollout.Obs, len(ro.GetHosts()))
 	for _, h := range ro.GetHosts() {
-		var o Obs
+		var o rollout.Obs
 		if a, err := st.Agent(nil, h.GetAgentId()); err == nil {
 			o.Connected, o.DisconnectReason = a.GetConnected(), a.GetDisconnectReason()
 		}
@@ -109,14 +113,14 @@ func Observe(st *state.Store, ro *relv1.Rollout) map[string]Obs {
 // that a step's size does not grow with the fleet. It returns the
 // application error the FSM decided on (ErrConflict when ro changed
 // meanwhile).
-func (e *Engine) Commit(ctx context.Context, ro *relv1.Rollout, d Decision) error {
+func (e *Engine) Commit(ctx context.Context, ro *relv1.Rollout, d rollout.Decision) error {
 	desired, err := DesiredRows(e.Store, d.Rollout, d.Dispatch)
 	if err != nil {
 		return err
 	}
 	step := &relv1.RolloutStep{Rollout: d.Rollout, ExpectModifyIndex: ro.GetModifyIndex(), Desired: desired, Events: d.Events}
 	cmd := &relv1.Command{StampedUnixNano: e.Now().UnixNano(), Kind: &relv1.Command_RolloutStep{RolloutStep: step}}
-	if delta, ok := Delta(ro, d.Rollout); ok {
+	if delta, ok := rollout.Delta(ro, d.Rollout); ok {
 		step.Rollout = delta
 		cmd.Kind = &relv1.Command_RolloutStepDelta{RolloutStepDelta: step}
 	} else {
@@ -124,7 +128,7 @@ func (e *Engine) Commit(ctx context.Context, ro *relv1.Rollout, d Decision) erro
 	}
 	if d.Rollback {
 		// The rollback starts in the same raft entry as the failure.
-		rb, err := RollbackCommand(d.Rollout, e.NewID(), false, e.Now())
+		rb, err := rollout.RollbackCommand(d.Rollout, e.NewID(), false, e.Now())
 		if err != nil {
 			e.Logger.Warn("automatic rollback not possible; the rollout stays failed", "rollout", ro.GetId(), "err", err)
 		} else {
@@ -165,22 +169,4 @@ func DesiredRows(st *state.Store, ro *relv1.Rollout, hosts []*relv1.RolloutHost)
 		})
 	}
 	return out, nil
-}
-
-// RollbackCommand builds the command that starts a rollback of orig.
-func RollbackCommand(orig *relv1.Rollout, id string, allAtOnce bool, now time.Time) (*relv1.Command, error) {
-	rb, err := PlanRollback(orig, id, allAtOnce, now)
-	if err != nil {
-		return nil, err
-	}
-	rb.EventSeq = 1
-	how := "staged: unhealthy hosts first, then the waves in reverse"
-	if allAtOnce {
-		how = "all at once"
-	}
-	ev := &relv1.RolloutEvent{RolloutId: id, Seq: 1, AtUnixNano: now.UnixNano(), Type: "started",
-		Message: fmt.Sprintf("rollback of %s: %d hosts back to their previous release, %s", orig.GetId(), len(rb.GetHosts()), how)}
-	return &relv1.Command{StampedUnixNano: now.UnixNano(), Kind: &relv1.Command_CreateRollout{CreateRollout: &relv1.CreateRollout{
-		Rollout: rb, Events: []*relv1.RolloutEvent{ev},
-	}}}, nil
 }

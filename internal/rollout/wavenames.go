@@ -1,4 +1,4 @@
-package state
+package rollout
 
 import (
 	"fmt"
@@ -6,16 +6,13 @@ import (
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
-// strategyCanary is rollout.Canary (which imports this package).
-const strategyCanary = "canary"
-
 // WaveNumber is the number people know the wave at index i of r by: in
 // relctl's tables, in event messages and in "relctl rollout approve
 // --wave". A canary deploy's canary is wave 0 and its other waves count
 // from 1; every other rollout counts its waves from 1, so that the last is
 // always "wave M of M". Rows, events and JSON keep the index, from 0.
 func WaveNumber(r *relv1.Rollout, i uint32) uint32 {
-	if r.GetKind() != KindRollback && r.GetSpec().GetStrategy() == strategyCanary {
+	if r.GetKind() != KindRollback && r.GetSpec().GetStrategy() == Canary {
 		return i
 	}
 	return i + 1
@@ -24,7 +21,7 @@ func WaveNumber(r *relv1.Rollout, i uint32) uint32 {
 // WaveLabel names the wave at index i of r for people: "canary", or
 // "wave N of M" numbered as WaveNumber numbers them.
 func WaveLabel(r *relv1.Rollout, i uint32) string {
-	if r.GetKind() != KindRollback && r.GetSpec().GetStrategy() == strategyCanary && i == 0 {
+	if r.GetKind() != KindRollback && r.GetSpec().GetStrategy() == Canary && i == 0 {
 		return "canary"
 	}
 	last := WaveNumber(r, max(r.GetWaveCount(), 1)-1)

@@ -1,0 +1,78 @@
+package rollout
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	relv1 "github.com/relhq/rel/proto/rel/v1"
+)
+
+func TestControl(t *testing.T) {
+	waiting := &relv1.Rollout{Id: "ro-1", State: StateWaitingApproval, WaveCount: 3, CurrentWave: 0, Spec: &relv1.RolloutSpec{Strategy: Rolling}, EventSeq: 4}
+	tests := []struct {
+		name      string
+		cur       *relv1.Rollout
+		action    string
+		wave      uint32
+		wantState string
+		wantEvent string
+		refused   string
+	}{
+		{"pause running", &relv1.Rollout{Id: "ro-1", State: StateRunning}, ActionPause, 0, StatePaused, EventPaused, ""},
+		{"pause paused", &relv1.Rollout{Id: "ro-1", State: StatePaused}, ActionPause, 0, "", "", "cannot pause rollout ro-1: it is paused"},
+		{"resume to waiting", &relv1.Rollout{Id: "ro-1", State: StatePaused, PausedFrom: StateWaitingApproval}, ActionResume, 0, StateWaitingApproval, EventResumed, ""},
+		{"resume running", &relv1.Rollout{Id: "ro-1", State: StateRunning}, ActionResume, 0, "", "", "not paused"},
+		{"approve the waiting wave", waiting, ActionApprove, 2, StateRunning, EventApproved, ""},
+		{"approve without a wave (old entries)", waiting, ActionApprove, 0, StateRunning, EventApproved, ""},
+		{"approve another wave", waiting, ActionApprove, 3, "", "", "cannot approve wave 3 of rollout ro-1: it waits for approval of wave 2 of 3 (--wave 2)"},
+		{"approve a running rollout", &relv1.Rollout{Id: "ro-1", State: StateRunning, WaveCount: 3, CurrentWave: 1, ApprovedWave: 1}, ActionApprove, 2, "", "", "not waiting for approval: wave 2 of 3 was approved already"},
+		{"abort queued", &relv1.Rollout{Id: "ro-1", State: StateQueued}, ActionAbort, 0, StateAborted, EventAborted, ""},
+		{"abort rolling back", &relv1.Rollout{Id: "ro-1", State: StateRollingBack}, ActionAbort, 0, "", "", "it is rolling_back"},
+		{"abort succeeded", &relv1.Rollout{Id: "ro-1", State: StateSucceeded}, ActionAbort, 0, "", "", "it is succeeded"},
+		{"unknown", &relv1.Rollout{Id: "ro-1", State: StateRunning}, "restart", 0, "", "", `unknown action "restart"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			seq := tt.cur.GetEventSeq()
+			r, ev, err := Control(tt.cur, tt.action, "", tt.wave, 42)
+			if tt.refused != "" {
+				if !errors.Is(err, ErrRefused) || !strings.Contains(Reason(err), tt.refused) || r != nil {
+					t.Fatalf("got %v, %v; want refused with %q", r, err, tt.refused)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.GetState() != tt.wantState || ev.GetType() != tt.wantEvent || ev.GetSeq() != seq+1 || r.GetEventSeq() != seq+1 || ev.GetAtUnixNano() != 42 {
+				t.Fatalf("state %s event %+v, want %s %s numbered %d", r.GetState(), ev, tt.wantState, tt.wantEvent, seq+1)
+			}
+			if tt.cur.GetEventSeq() != seq {
+				t.Fatal("Control changed the row it was given")
+			}
+		})
+	}
+}
+
+func TestStartQueuesOrSteps(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	mk := func() *relv1.Rollout {
+		return NewRollout("ro-2", "web", "2.0.0", "prod", &relv1.RolloutSpec{Strategy: AllAtOnce}, []Wave{{Hosts: []string{"h1", "h2"}}}, nil, now)
+	}
+	obs := map[string]Obs{"h1": {Connected: true}, "h2": {Connected: true}}
+	d := Start(mk(), "web@2.0.0 to prod", "ro-1", obs, now)
+	if d.Rollout.GetState() != StateQueued || len(d.Dispatch) != 0 || len(d.Events) != 2 || d.Events[1].GetType() != EventQueued {
+		t.Fatalf("blocked start: %+v", d)
+	}
+	d = Start(mk(), "web@2.0.0 to prod", "", obs, now)
+	if d.Rollout.GetState() != StateRunning || len(d.Dispatch) != 2 || d.Events[0].GetType() != EventStarted || d.Events[0].GetSeq() != 1 {
+		t.Fatalf("free start: %+v", d)
+	}
+	for i, e := range d.Events {
+		if e.GetSeq() != uint64(i+1) {
+			t.Fatalf("event %d numbered %d", i, e.GetSeq())
+		}
+	}
+}
