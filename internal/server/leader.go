@@ -3,13 +3,13 @@ package server
 import (
 	"context"
 	"errors"
-	"github.com/relhq/rel/internal/rollout/engine"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/relhq/rel/internal/retry"
+	"github.com/relhq/rel/internal/rollout/engine"
 	"github.com/relhq/rel/internal/state"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )

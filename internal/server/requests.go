@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"github.com/relhq/rel/internal/rollout"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/relhq/rel/internal/fsm"
 	"github.com/relhq/rel/internal/reqid"
+	"github.com/relhq/rel/internal/rollout"
 	"github.com/relhq/rel/internal/state"
 	"github.com/relhq/rel/internal/validate"
 	relv1 "github.com/relhq/rel/proto/rel/v1"

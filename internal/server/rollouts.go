@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/relhq/rel/internal/rollout/engine"
 	"sort"
 	"strings"
 	"time"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/relhq/rel/internal/auth"
 	"github.com/relhq/rel/internal/rollout"
+	"github.com/relhq/rel/internal/rollout/engine"
 	"github.com/relhq/rel/internal/state"
 	"github.com/relhq/rel/internal/validate"
 	relv1 "github.com/relhq/rel/proto/rel/v1"

@@ -3,11 +3,11 @@ package main
 import (
 	"flag"
 	"fmt"
-	"github.com/relhq/rel/internal/rollout"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/relhq/rel/internal/rollout"
 	"github.com/relhq/rel/internal/rollout/rolloutsim"
 )
 

@@ -15,7 +15,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/relhq/rel/internal/rollout/engine"
 	"log/slog"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 
 	"github.com/relhq/rel/internal/fsm"
 	"github.com/relhq/rel/internal/rollout"
+	"github.com/relhq/rel/internal/rollout/engine"
 	"github.com/relhq/rel/internal/state"
 	"github.com/relhq/rel/internal/validate"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
