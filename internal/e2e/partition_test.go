@@ -449,6 +449,16 @@ func TestPartitionRollback(t *testing.T) {
 			t.Fatalf("%s runs %q after the rollback, want 1.0.0", a.id, v)
 		}
 	}
+	// The rollback says which hosts it waits for, and a plan names them
+	// as what blocks a new rollout.
+	waitFor(t, 10*time.Second, "the rollback to say which hosts it waits for", func() bool {
+		st, ok := partRollout(t, maj, rb)
+		return ok && strings.Contains(st.Rollout.Reason, "waiting for 2 host(s) to come back")
+	})
+	if p := relctl(t, maj, "rollout", "plan", "hello@1.0.0", "--env", "prod"); p.code == 0 ||
+		!strings.Contains(p.stderr, rb) || !strings.Contains(p.stderr, "waiting for 2 host(s) to come back") {
+		t.Fatalf("plan while the rollback waits: exit %d\n%s%s", p.code, p.stdout, p.stderr)
+	}
 	// From here on no host at all may run 2.0.0.
 	healWatch := watchAgents(agents, runs("2.0.0"))
 	defer healWatch.stop()
