@@ -252,14 +252,8 @@ func (c *controlService) PlanRollout(ctx context.Context, req *relv1.PlanRollout
 		probe.Hosts = append(probe.Hosts, &relv1.RolloutHost{AgentId: c.ID})
 	}
 	if b, shared, err := s.store.Blocker(probe); err == nil && b != nil {
-		msg := fmt.Sprintf("rollout %s of %s@%s to %s is %s", b.GetId(), b.GetApp(), b.GetVersion(), b.GetEnvironment(), b.GetState())
-		if len(shared) > 0 {
-			msg += fmt.Sprintf(" and holds %d of these hosts (%s)", len(shared), strings.Join(shared, ", "))
-		}
-		if b.GetReason() != "" {
-			msg += ": " + b.GetReason()
-		}
-		resp.Blockers = append(resp.Blockers, msg+"; only one rollout per app and host may be active (--queue waits for it)")
+		// The very refusal a start would get.
+		resp.Blockers = append(resp.Blockers, state.BlockedError(b, shared).Error())
 	}
 	return resp, nil
 }

@@ -60,6 +60,13 @@ func blocker(txn *memdb.Txn, r *relv1.Rollout) (*relv1.Rollout, []string, error)
 		}
 	}
 	sort.Strings(shared)
+	if best != nil && best.GetState() == rollout.StateRollingBack && best.GetRolledBackBy() != "" {
+		// A rollout being rolled back ends when its rollback does: name
+		// the rollback, whose state says what it waits for.
+		if raw, err := txn.First(TableRollouts, "id", best.GetRolledBackBy()); err == nil && raw != nil && !rollout.Terminal(raw.(*relv1.Rollout).GetState()) {
+			best = raw.(*relv1.Rollout)
+		}
+	}
 	return best, shared, nil
 }
 
@@ -74,6 +81,14 @@ func BlockedError(o *relv1.Rollout, shared []string) error {
 		}
 		holds = fmt.Sprintf("holds %d of its hosts (%s%s)", len(shared), strings.Join(list, ", "), more)
 	}
-	return newError(ErrConflict, fmt.Sprintf("rollout %s of %s@%s to %s is %s and %s: only one rollout per app and host may be active; wait for it ('relctl rollout start --queue' starts this one when it ends), or 'relctl rollout abort %s'",
-		o.GetId(), o.GetApp(), o.GetVersion(), o.GetEnvironment(), o.GetState(), holds, o.GetId()))
+	what, abort := fmt.Sprintf("rollout %s of %s@%s to %s is %s", o.GetId(), o.GetApp(), o.GetVersion(), o.GetEnvironment(), o.GetState()), ", or 'relctl rollout abort "+o.GetId()+"'"
+	if o.GetKind() == rollout.KindRollback {
+		what = fmt.Sprintf("rollback %s of rollout %s to %s is %s", o.GetId(), o.GetRollbackOf(), o.GetEnvironment(), o.GetState())
+		if o.GetReason() != "" {
+			what += " (" + o.GetReason() + ")"
+		}
+		abort = ""
+	}
+	return newError(ErrConflict, fmt.Sprintf("%s and %s: only one rollout per app and host may be active; wait for it ('relctl rollout start --queue' starts this one when it ends)%s",
+		what, holds, abort))
 }
