@@ -68,8 +68,20 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# A port is in use if a socket holds it, listening or connected (a connect
+# test misses another program's outgoing connection from that port): ss
+# lists both. Sockets in TIME-WAIT do not count:
+# rel-server binds over them (SO_REUSEADDR), so a second demo right after
+# the first still starts. Without ss, fall back to trying to connect.
+port_used() {
+  if command -v ss >/dev/null 2>&1; then
+    [ -n "$(ss -Htan exclude time-wait "( sport = :$1 )" 2>/dev/null)" ]
+  else
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+  fi
+}
 for port in $(seq "$BASE" $((BASE + 22))); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+  if port_used "$port"; then
     echo "demo: port $port is in use; set REL_DEMO_PORT to a free range" >&2
     exit 1
   fi

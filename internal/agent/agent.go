@@ -408,7 +408,9 @@ func (a *Agent) session(ctx context.Context, addr string, dial func(string) (*gr
 	if err != nil {
 		return false, fmt.Errorf("dial: %w", err)
 	}
-	sctx, cancel := context.WithCancel(ctx)
+	// The stream outlives ctx by a moment: an agent that stops says
+	// goodbye on it (goodbye), so its own stop must not cancel it first.
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	a.mu.Lock()
 	a.endSession = cancel
@@ -461,6 +463,9 @@ func (a *Agent) session(ctx context.Context, addr string, dial func(string) (*gr
 	for {
 		select {
 		case <-ctx.Done():
+			if welcomed && a.goodbye(stream, recvErr) {
+				recvDone = true
+			}
 			return end(ctx.Err())
 		case err := <-recvErr:
 			recvDone = true
@@ -514,6 +519,29 @@ func (a *Agent) session(ctx context.Context, addr string, dial func(string) (*gr
 			}
 			hb.Reset(interval)
 		}
+	}
+}
+
+// GoodbyeWait bounds how long a stopping agent waits for its server to
+// record it down after saying goodbye.
+const GoodbyeWait = 2 * time.Second
+
+// goodbye tells the server the agent is stopping, so that it is recorded
+// down at once and no rollout dispatches to it, and waits (GoodbyeWait at
+// most) for the server to end the stream. It reports whether the receiver
+// has returned.
+func (a *Agent) goodbye(stream grpc.BidiStreamingClient[relv1.AgentMessage, relv1.ServerMessage], recvErr <-chan error) bool {
+	if err := stream.Send(&relv1.AgentMessage{Kind: &relv1.AgentMessage_Goodbye{Goodbye: &relv1.Goodbye{Reason: "agent stopping"}}}); err != nil {
+		return false
+	}
+	_ = stream.CloseSend()
+	t := time.NewTimer(GoodbyeWait)
+	defer t.Stop()
+	select {
+	case <-recvErr:
+		return true
+	case <-t.C:
+		return false
 	}
 }
 

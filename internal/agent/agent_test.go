@@ -622,3 +622,17 @@ func TestReconnectAfterRenewal(t *testing.T) {
 		t.Errorf("connections accepted: %d after Reconnect, %d before: want a new one", got, before)
 	}
 }
+
+// TestStopSaysGoodbye (issue 9): an agent stopping gracefully says goodbye
+// as the last message on its stream, so its server records it down at once.
+func TestStopSaysGoodbye(t *testing.T) {
+	srv := startFakeServer(t, "s1")
+	a, stop := runAgent(t, Config{Servers: []string{srv.addr}, NodeID: "web-1", Installer: newRecInstaller()})
+	ss := srv.session(t, 0)
+	waitFor(t, 5*time.Second, "the agent connected", func() bool { return a.Status().Connected })
+	stop()
+	msgs := ss.messages()
+	if len(msgs) == 0 || msgs[len(msgs)-1].GetGoodbye().GetReason() != "agent stopping" {
+		t.Fatalf("last message of a stopping agent: %v, want a goodbye", msgs)
+	}
+}

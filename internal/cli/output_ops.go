@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/relhq/rel/internal/rollout"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
@@ -429,10 +430,17 @@ func (p printer) rollouts(list []*relv1.RolloutStatus) error {
 		if summary != "" {
 			hosts += " (" + summary + ")"
 		}
-		rows = append(rows, []string{r.GetId(), r.GetApp(), r.GetVersion(), r.GetEnvironment(), r.GetState(), hosts,
+		kind := r.GetKind()
+		if kind == "" {
+			kind = rollout.KindDeploy // rows written before kinds
+		}
+		if r.GetKind() == kindRollback {
+			kind += " of " + r.GetRollbackOf()
+		}
+		rows = append(rows, []string{r.GetId(), kind, r.GetApp(), r.GetVersion(), r.GetEnvironment(), r.GetState(), hosts,
 			formatTime(r.GetCreatedUnixNano(), time.RFC3339), formatTime(r.GetFinishedUnixNano(), time.RFC3339)})
 	}
-	return p.table([]string{"ID", "APP", "VERSION", "ENV", "STATE", "HOSTS", "STARTED", "FINISHED"}, rows)
+	return p.table([]string{"ID", "KIND", "APP", "VERSION", "ENV", "STATE", "HOSTS", "STARTED", "FINISHED"}, rows)
 }
 
 func (p printer) agents(list []*relv1.AgentStatus) error {

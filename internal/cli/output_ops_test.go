@@ -316,11 +316,16 @@ func TestOpsOutput(t *testing.T) {
 		},
 		{
 			name: "rollouts table", format: formatTable,
-			print: func(p printer) error { return p.rollouts([]*relv1.RolloutStatus{statusWebDone, statusWeb}) },
+			print: func(p printer) error {
+				rb := &relv1.RolloutStatus{Rollout: &relv1.Rollout{Id: "r-2", Kind: "rollback", RollbackOf: "r-0", App: "web", Version: "1.2.1", Environment: "prod",
+					State: "running", CreatedUnixNano: rolloutWeb.GetCreatedUnixNano()}}
+				return p.rollouts([]*relv1.RolloutStatus{statusWebDone, statusWeb, rb})
+			},
 			want: "" +
-				"ID   APP  VERSION  ENV   STATE    HOSTS                        STARTED               FINISHED\n" +
-				"r-0  web  1.2.2    prod  failed   1 (1 failed)                 2025-03-04T03:06:07Z  2025-03-04T03:16:07Z\n" +
-				"r-1  web  1.2.3    prod  running  3 (2 healthy, 1 installing)  2025-03-04T04:06:07Z\n",
+				"ID   KIND             APP  VERSION  ENV   STATE    HOSTS                        STARTED               FINISHED\n" +
+				"r-0  deploy           web  1.2.2    prod  failed   1 (1 failed)                 2025-03-04T03:06:07Z  2025-03-04T03:16:07Z\n" +
+				"r-1  deploy           web  1.2.3    prod  running  3 (2 healthy, 1 installing)  2025-03-04T04:06:07Z\n" +
+				"r-2  rollback of r-0  web  1.2.1    prod  running  0                            2025-03-04T04:06:07Z\n",
 		},
 		{
 			name: "rollouts json empty", format: formatJSON,

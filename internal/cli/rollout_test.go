@@ -295,7 +295,7 @@ func TestOpsCommands(t *testing.T) {
 		wantStdout  string // substring
 	}{
 		{args: []string{"rollout", "list", "--app", "web", "--env", "prod"}, wantRequest: "web/prod",
-			wantStdout: "r-1  web  1.2.3    prod  running  1 (1 installing)"},
+			wantStdout: "r-1  deploy  web  1.2.3    prod  running  1 (1 installing)"},
 		{args: []string{"rollout", "ls"}, wantRequest: "/", wantStdout: "r-1"},
 		{args: []string{"agent", "list", "--env", "prod"}, wantRequest: "prod", wantStdout: "web-1  yes"},
 		{args: []string{"agent", "show", "web-1"}, wantStdout: "Hostname:          web-1.example.com\n"},

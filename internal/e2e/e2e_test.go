@@ -448,6 +448,13 @@ func TestServerFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	addrs := []string{"--grpc-addr", freePort(t), "--raft-addr", freePort(t), "--http-addr", freePort(t)}
+	// Ports another process holds: start-up errors say which, never panic.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	busy := taken.Addr().String()
 	tests := []struct {
 		name string
 		args []string
@@ -465,10 +472,17 @@ func TestServerFlags(t *testing.T) {
 		{"a client certificate", []string{"--node-id", "a", "--data-dir", dir, "--ca-file", caFile, "--cert-file", adminCert, "--key-file", adminKey}, 1, "holds the certificate of client"},
 		{"dev off loopback", []string{"--dev", "--grpc-addr", "0.0.0.0:0"}, 2, "--dev listens on loopback only"},
 		{"dev with files", append([]string{"--dev"}, append(tlsA, addrs...)...), 2, "--dev makes its own CA"},
+		{"grpc port taken", append([]string{"--node-id", "a", "--data-dir", t.TempDir(), "--bootstrap", "--grpc-addr", busy, "--raft-addr", freePort(t), "--http-addr", freePort(t)}, tlsA...), 1,
+			"listen for grpc on " + busy + ": listen tcp " + busy + ": bind: address already in use (is another rel-server using the port? pick another with --grpc-addr)"},
+		{"raft port taken", append([]string{"--node-id", "a", "--data-dir", t.TempDir(), "--bootstrap", "--grpc-addr", freePort(t), "--raft-addr", busy, "--http-addr", freePort(t)}, tlsA...), 1, "address already in use"},
+		{"http port taken", append([]string{"--node-id", "a", "--data-dir", t.TempDir(), "--bootstrap", "--grpc-addr", freePort(t), "--raft-addr", freePort(t), "--http-addr", busy}, tlsA...), 1, "address already in use"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			code, out := run(tt.args...)
+			if strings.Contains(out, "panic") || strings.Contains(out, "goroutine ") {
+				t.Fatalf("rel-server panicked: %s", out)
+			}
 			if code != tt.code || !strings.Contains(out, tt.msg) {
 				t.Fatalf("exit %d output %q; want exit %d containing %q", code, out, tt.code, tt.msg)
 			}

@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -74,5 +75,71 @@ func TestStartQueuesOrSteps(t *testing.T) {
 		if e.GetSeq() != uint64(i+1) {
 			t.Fatalf("event %d numbered %d", i, e.GetSeq())
 		}
+	}
+}
+
+// --bake with each strategy (issue 9): all-at-once refuses it, rolling
+// bakes between batches of max-parallel hosts (with or without --waves),
+// canary after the canary and between its waves.
+func TestBakeEveryStrategy(t *testing.T) {
+	const bake = 30_000
+	tests := []struct {
+		name    string
+		spec    *relv1.RolloutSpec
+		refused string
+		batches []int // hosts per wave
+	}{
+		{"all-at-once", &relv1.RolloutSpec{Strategy: AllAtOnce, BakeMs: bake}, "--bake 30s with all-at-once", nil},
+		{"rolling, max-parallel 2", &relv1.RolloutSpec{Strategy: Rolling, MaxParallel: 2, BakeMs: bake}, "", []int{2, 2, 1}},
+		{"rolling, default max-parallel", &relv1.RolloutSpec{Strategy: Rolling, BakeMs: bake}, "", []int{1, 1, 1, 1, 1}},
+		{"rolling with waves", &relv1.RolloutSpec{Strategy: Rolling, MaxParallel: 2, BakeMs: bake, Waves: []*relv1.Quantity{{Percent: 60}, {Percent: 100}}}, "", []int{3, 2}},
+		{"rolling without bake", &relv1.RolloutSpec{Strategy: Rolling, MaxParallel: 2}, "", []int{5}},
+		{"canary", &relv1.RolloutSpec{Strategy: Canary, BakeMs: bake}, "", []int{1, 4}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec, err := Normalize(tt.spec)
+			if tt.refused != "" {
+				if !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), tt.refused) {
+					t.Fatalf("got %v, want refused with %q", err, tt.refused)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := newSim(t, spec, 5)
+			var sizes []int
+			for w := uint32(0); w < s.r.WaveCount; w++ {
+				n := 0
+				for _, h := range s.r.Hosts {
+					if h.Wave == w {
+						n++
+					}
+				}
+				sizes = append(sizes, n)
+			}
+			if fmt.Sprint(sizes) != fmt.Sprint(tt.batches) {
+				t.Fatalf("waves %v, want %v", sizes, tt.batches)
+			}
+			// Between waves the planner waits the bake before dispatching.
+			start := s.now
+			for !Terminal(s.r.State) {
+				d := s.settle()
+				for _, id := range dispatched(s.r) {
+					s.report(id, "healthy", "")
+				}
+				if len(dispatched(s.r)) == 0 && !d.Wake.IsZero() {
+					s.now = d.Wake
+				}
+			}
+			want := time.Duration(0)
+			if spec.GetBakeMs() > 0 {
+				want = time.Duration(len(tt.batches)-1) * bake * time.Millisecond
+			}
+			if got := s.now.Sub(start); got != want {
+				t.Fatalf("rollout took %s of simulated time, want %s of bakes", got, want)
+			}
+		})
 	}
 }

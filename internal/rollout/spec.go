@@ -89,6 +89,9 @@ func Normalize(in *relv1.RolloutSpec) (*relv1.RolloutSpec, error) {
 	if s.ProgressDeadlineMs == 0 {
 		s.ProgressDeadlineMs = DefaultProgressDeadline.Milliseconds()
 	}
+	if s.BakeMs > 0 && s.Strategy == AllAtOnce {
+		return nil, invalid("--bake %s with all-at-once: a bake waits between waves, and all-at-once has one; use --strategy rolling (it bakes between batches of --max-parallel hosts) or canary", time.Duration(s.BakeMs)*time.Millisecond)
+	}
 	if s.ApproveWaves && s.Strategy == AllAtOnce {
 		return nil, invalid("--approve-waves with all-at-once: there is one wave; use --strategy canary or rolling with --waves")
 	}

@@ -22,7 +22,8 @@ type Wave struct {
 
 // AssignWaves places every candidate in exactly one wave, in order: the
 // canary first, then the cumulative targets of spec.waves (or one wave per
-// value of the wave_by label, in sorted order of the values). Hosts are
+// value of the wave_by label, in sorted order of the values; or, for a
+// rolling rollout that bakes, one wave per batch of max_parallel hosts). Hosts are
 // taken in a stable order (by label value for wave_by, then by id). Empty
 // waves are dropped. spec must be normalized.
 func AssignWaves(spec *relv1.RolloutSpec, hosts []Candidate) ([]Wave, error) {
@@ -91,6 +92,13 @@ func AssignWaves(spec *relv1.RolloutSpec, hosts []Candidate) ([]Wave, error) {
 		}
 		if taken < total {
 			return nil, invalid("--waves %s reach %d of %d hosts: the last wave must take every host (end with 100%%)", waveList(spec.GetWaves()), taken, total)
+		}
+	case spec.GetStrategy() == Rolling && spec.GetBakeMs() > 0:
+		// A bake waits between waves: a rolling rollout that bakes without
+		// waves of its own bakes between its batches, so each batch of
+		// max-parallel hosts is a wave.
+		for taken < total {
+			take("wave", taken+int(max(spec.GetMaxParallel(), 1)))
 		}
 	default:
 		take("wave", total)

@@ -249,8 +249,19 @@ func (a *agentService) Connect(stream relv1.AgentService_ConnectServer) error {
 	cancel(nil)
 	wg.Wait()
 	<-sendErr
+	var bye *goodbyeError
 	if s.sessions.remove(ss) {
-		s.agentGone(ss, recvErr)
+		if errors.As(recvErr, &bye) {
+			// Recorded down before the stream ends, so that no rollout
+			// dispatches to an agent that said it is going.
+			s.markDown(ss.agentID, ss.id, "agent stopped: "+bye.reason)
+		} else {
+			s.agentGone(ss, recvErr)
+		}
+	}
+	if bye != nil {
+		logger.Info("agent said goodbye", "reason", bye.reason)
+		return nil
 	}
 	logger.Info("agent stream closed", "err", recvErr)
 	if recvErr == nil || errors.Is(recvErr, io.EOF) || status.Code(recvErr) == codes.Canceled {
@@ -410,7 +421,13 @@ func recvHello(ctx context.Context, stream relv1.AgentService_ConnectServer) (*r
 	return hello, nil
 }
 
-// recvAgent receives reports and heartbeats until the stream ends.
+// goodbyeError ends a stream whose agent said it is stopping.
+type goodbyeError struct{ reason string }
+
+func (e *goodbyeError) Error() string { return "agent said goodbye: " + e.reason }
+
+// recvAgent receives reports and heartbeats until the stream ends (or the
+// agent says goodbye).
 func (s *Server) recvAgent(ctx context.Context, stream relv1.AgentService_ConnectServer, ss *session) error {
 	for {
 		m, err := stream.Recv()
@@ -424,6 +441,12 @@ func (s *Server) recvAgent(ctx context.Context, stream relv1.AgentService_Connec
 		switch k := m.GetKind().(type) {
 		case *relv1.AgentMessage_Heartbeat:
 			ss.heard(k.Heartbeat)
+		case *relv1.AgentMessage_Goodbye:
+			reason := textcut.Head(k.Goodbye.GetReason(), 200)
+			if reason == "" {
+				reason = "stopping"
+			}
+			return &goodbyeError{reason: reason}
 		case *relv1.AgentMessage_Reports:
 			ss.heard(nil)
 			now := time.Now()

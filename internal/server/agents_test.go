@@ -596,3 +596,52 @@ func TestLiveStreamReasserted(t *testing.T) {
 		t.Errorf("the stale stream was recorded over the newer session: %v", r)
 	}
 }
+
+// TestGoodbyeRecordsAgentDownAtOnce (issue 9): an agent that stops says
+// goodbye on its stream and is recorded down at once, not after the grace
+// period (30 s here), so no rollout plans it meanwhile.
+func TestGoodbyeRecordsAgentDownAtOnce(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{Configure: func(i int, cfg *server.Config) {
+		cfg.HeartbeatInterval = 200 * time.Millisecond
+		cfg.AgentGrace = 30 * time.Second
+	}})
+	leader := c.WaitLeader()
+	a := connectAgent(t, c.Followers()[0], "web-1", map[string]string{"env": "prod"}, 0)
+	row := func() *relv1.Agent {
+		ag, err := leader.Server().Store().Agent(nil, "web-1")
+		if err != nil {
+			return nil
+		}
+		return ag
+	}
+	testcluster.WaitFor(t, 5*time.Second, func() (bool, string) {
+		r := row()
+		return r != nil && r.GetConnected(), "web-1 recorded connected"
+	})
+	if err := a.send(&relv1.AgentMessage{Kind: &relv1.AgentMessage_Goodbye{Goodbye: &relv1.Goodbye{Reason: "upgrade"}}}); err != nil {
+		t.Fatal(err)
+	}
+	testcluster.WaitFor(t, 5*time.Second, func() (bool, string) {
+		r := row()
+		return r != nil && !r.GetConnected() && r.GetDisconnectReason() == "agent stopped: upgrade",
+			fmt.Sprintf("web-1 recorded down with its reason within 5 s (grace 30 s): %v", r)
+	})
+	admin := relv1.NewControlServiceClient(leader.Admin())
+	ctx := context.Background()
+	if _, err := admin.CreateApp(ctx, &relv1.CreateAppRequest{Name: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.CreateEnvironment(ctx, &relv1.CreateEnvironmentRequest{Name: "prod", Selector: map[string]string{"env": "prod"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.CreateRelease(ctx, &relv1.CreateReleaseRequest{App: "web", Version: "1.0.0", Sha256: strings.Repeat("a", 64), ArtifactUrl: "https://example.com/web.tar.gz"}); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := admin.PlanRollout(ctx, &relv1.PlanRolloutRequest{App: "web", Version: "1.0.0", Environment: "prod"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.GetWaves()) != 0 || len(plan.GetOffline()) != 1 || plan.GetOffline()[0].GetAgentId() != "web-1" {
+		t.Fatalf("plan after the goodbye: waves %v, offline %v; want web-1 offline and nothing to dispatch", plan.GetWaves(), plan.GetOffline())
+	}
+}

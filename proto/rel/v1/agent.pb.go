@@ -28,6 +28,7 @@ type AgentMessage struct {
 	//	*AgentMessage_Hello
 	//	*AgentMessage_Reports
 	//	*AgentMessage_Heartbeat
+	//	*AgentMessage_Goodbye
 	Kind          isAgentMessage_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -97,6 +98,15 @@ func (x *AgentMessage) GetHeartbeat() *Heartbeat {
 	return nil
 }
 
+func (x *AgentMessage) GetGoodbye() *Goodbye {
+	if x != nil {
+		if x, ok := x.Kind.(*AgentMessage_Goodbye); ok {
+			return x.Goodbye
+		}
+	}
+	return nil
+}
+
 type isAgentMessage_Kind interface {
 	isAgentMessage_Kind()
 }
@@ -113,11 +123,64 @@ type AgentMessage_Heartbeat struct {
 	Heartbeat *Heartbeat `protobuf:"bytes,3,opt,name=heartbeat,proto3,oneof"`
 }
 
+type AgentMessage_Goodbye struct {
+	// The agent is stopping (SIGTERM, an upgrade): the server records it
+	// down at once instead of after the grace period, so no rollout
+	// dispatches to it meanwhile. Its last message on the stream.
+	Goodbye *Goodbye `protobuf:"bytes,4,opt,name=goodbye,proto3,oneof"`
+}
+
 func (*AgentMessage_Hello) isAgentMessage_Kind() {}
 
 func (*AgentMessage_Reports) isAgentMessage_Kind() {}
 
 func (*AgentMessage_Heartbeat) isAgentMessage_Kind() {}
+
+func (*AgentMessage_Goodbye) isAgentMessage_Kind() {}
+
+type Goodbye struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Goodbye) Reset() {
+	*x = Goodbye{}
+	mi := &file_rel_v1_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Goodbye) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Goodbye) ProtoMessage() {}
+
+func (x *Goodbye) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Goodbye.ProtoReflect.Descriptor instead.
+func (*Goodbye) Descriptor() ([]byte, []int) {
+	return file_rel_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Goodbye) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
 
 type Hello struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
@@ -139,7 +202,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_rel_v1_agent_proto_msgTypes[1]
+	mi := &file_rel_v1_agent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -151,7 +214,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_agent_proto_msgTypes[1]
+	mi := &file_rel_v1_agent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -164,7 +227,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_rel_v1_agent_proto_rawDescGZIP(), []int{1}
+	return file_rel_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Hello) GetNodeId() string {
@@ -225,7 +288,7 @@ type Reports struct {
 
 func (x *Reports) Reset() {
 	*x = Reports{}
-	mi := &file_rel_v1_agent_proto_msgTypes[2]
+	mi := &file_rel_v1_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -237,7 +300,7 @@ func (x *Reports) String() string {
 func (*Reports) ProtoMessage() {}
 
 func (x *Reports) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_agent_proto_msgTypes[2]
+	mi := &file_rel_v1_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -250,7 +313,7 @@ func (x *Reports) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reports.ProtoReflect.Descriptor instead.
 func (*Reports) Descriptor() ([]byte, []int) {
-	return file_rel_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_rel_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Reports) GetReports() []*AppReport {
@@ -270,7 +333,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_rel_v1_agent_proto_msgTypes[3]
+	mi := &file_rel_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -282,7 +345,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_agent_proto_msgTypes[3]
+	mi := &file_rel_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -295,7 +358,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_rel_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_rel_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Heartbeat) GetLoad() *Load {
@@ -325,7 +388,7 @@ type ServerMessage struct {
 
 func (x *ServerMessage) Reset() {
 	*x = ServerMessage{}
-	mi := &file_rel_v1_agent_proto_msgTypes[4]
+	mi := &file_rel_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -337,7 +400,7 @@ func (x *ServerMessage) String() string {
 func (*ServerMessage) ProtoMessage() {}
 
 func (x *ServerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_agent_proto_msgTypes[4]
+	mi := &file_rel_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -350,7 +413,7 @@ func (x *ServerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerMessage.ProtoReflect.Descriptor instead.
 func (*ServerMessage) Descriptor() ([]byte, []int) {
-	return file_rel_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_rel_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ServerMessage) GetKind() isServerMessage_Kind {
@@ -410,7 +473,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_rel_v1_agent_proto_msgTypes[5]
+	mi := &file_rel_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -422,7 +485,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_agent_proto_msgTypes[5]
+	mi := &file_rel_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -435,7 +498,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_rel_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_rel_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Welcome) GetServerId() string {
@@ -480,7 +543,7 @@ type DesiredState struct {
 
 func (x *DesiredState) Reset() {
 	*x = DesiredState{}
-	mi := &file_rel_v1_agent_proto_msgTypes[6]
+	mi := &file_rel_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -492,7 +555,7 @@ func (x *DesiredState) String() string {
 func (*DesiredState) ProtoMessage() {}
 
 func (x *DesiredState) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_agent_proto_msgTypes[6]
+	mi := &file_rel_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -505,7 +568,7 @@ func (x *DesiredState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredState.ProtoReflect.Descriptor instead.
 func (*DesiredState) Descriptor() ([]byte, []int) {
-	return file_rel_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_rel_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DesiredState) GetGeneration() uint64 {
@@ -542,7 +605,7 @@ type DesiredApp struct {
 
 func (x *DesiredApp) Reset() {
 	*x = DesiredApp{}
-	mi := &file_rel_v1_agent_proto_msgTypes[7]
+	mi := &file_rel_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -554,7 +617,7 @@ func (x *DesiredApp) String() string {
 func (*DesiredApp) ProtoMessage() {}
 
 func (x *DesiredApp) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_agent_proto_msgTypes[7]
+	mi := &file_rel_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -567,7 +630,7 @@ func (x *DesiredApp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredApp.ProtoReflect.Descriptor instead.
 func (*DesiredApp) Descriptor() ([]byte, []int) {
-	return file_rel_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_rel_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DesiredApp) GetApp() string {
@@ -623,12 +686,15 @@ var File_rel_v1_agent_proto protoreflect.FileDescriptor
 
 const file_rel_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x12rel/v1/agent.proto\x12\x06rel.v1\x1a\x12rel/v1/types.proto\"\x9d\x01\n" +
+	"\x12rel/v1/agent.proto\x12\x06rel.v1\x1a\x12rel/v1/types.proto\"\xca\x01\n" +
 	"\fAgentMessage\x12%\n" +
 	"\x05hello\x18\x01 \x01(\v2\r.rel.v1.HelloH\x00R\x05hello\x12+\n" +
 	"\areports\x18\x02 \x01(\v2\x0f.rel.v1.ReportsH\x00R\areports\x121\n" +
-	"\theartbeat\x18\x03 \x01(\v2\x11.rel.v1.HeartbeatH\x00R\theartbeatB\x06\n" +
-	"\x04kind\"\xd5\x02\n" +
+	"\theartbeat\x18\x03 \x01(\v2\x11.rel.v1.HeartbeatH\x00R\theartbeat\x12+\n" +
+	"\agoodbye\x18\x04 \x01(\v2\x0f.rel.v1.GoodbyeH\x00R\agoodbyeB\x06\n" +
+	"\x04kind\"!\n" +
+	"\aGoodbye\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"\xd5\x02\n" +
 	"\x05Hello\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x121\n" +
 	"\x06labels\x18\x02 \x03(\v2\x19.rel.v1.Hello.LabelsEntryR\x06labels\x12#\n" +
@@ -688,40 +754,42 @@ func file_rel_v1_agent_proto_rawDescGZIP() []byte {
 	return file_rel_v1_agent_proto_rawDescData
 }
 
-var file_rel_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_rel_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_rel_v1_agent_proto_goTypes = []any{
 	(*AgentMessage)(nil),  // 0: rel.v1.AgentMessage
-	(*Hello)(nil),         // 1: rel.v1.Hello
-	(*Reports)(nil),       // 2: rel.v1.Reports
-	(*Heartbeat)(nil),     // 3: rel.v1.Heartbeat
-	(*ServerMessage)(nil), // 4: rel.v1.ServerMessage
-	(*Welcome)(nil),       // 5: rel.v1.Welcome
-	(*DesiredState)(nil),  // 6: rel.v1.DesiredState
-	(*DesiredApp)(nil),    // 7: rel.v1.DesiredApp
-	nil,                   // 8: rel.v1.Hello.LabelsEntry
-	(*HostFacts)(nil),     // 9: rel.v1.HostFacts
-	(*AppReport)(nil),     // 10: rel.v1.AppReport
-	(*Load)(nil),          // 11: rel.v1.Load
+	(*Goodbye)(nil),       // 1: rel.v1.Goodbye
+	(*Hello)(nil),         // 2: rel.v1.Hello
+	(*Reports)(nil),       // 3: rel.v1.Reports
+	(*Heartbeat)(nil),     // 4: rel.v1.Heartbeat
+	(*ServerMessage)(nil), // 5: rel.v1.ServerMessage
+	(*Welcome)(nil),       // 6: rel.v1.Welcome
+	(*DesiredState)(nil),  // 7: rel.v1.DesiredState
+	(*DesiredApp)(nil),    // 8: rel.v1.DesiredApp
+	nil,                   // 9: rel.v1.Hello.LabelsEntry
+	(*HostFacts)(nil),     // 10: rel.v1.HostFacts
+	(*AppReport)(nil),     // 11: rel.v1.AppReport
+	(*Load)(nil),          // 12: rel.v1.Load
 }
 var file_rel_v1_agent_proto_depIdxs = []int32{
-	1,  // 0: rel.v1.AgentMessage.hello:type_name -> rel.v1.Hello
-	2,  // 1: rel.v1.AgentMessage.reports:type_name -> rel.v1.Reports
-	3,  // 2: rel.v1.AgentMessage.heartbeat:type_name -> rel.v1.Heartbeat
-	8,  // 3: rel.v1.Hello.labels:type_name -> rel.v1.Hello.LabelsEntry
-	9,  // 4: rel.v1.Hello.facts:type_name -> rel.v1.HostFacts
-	10, // 5: rel.v1.Hello.installed:type_name -> rel.v1.AppReport
-	10, // 6: rel.v1.Reports.reports:type_name -> rel.v1.AppReport
-	11, // 7: rel.v1.Heartbeat.load:type_name -> rel.v1.Load
-	5,  // 8: rel.v1.ServerMessage.welcome:type_name -> rel.v1.Welcome
-	6,  // 9: rel.v1.ServerMessage.desired:type_name -> rel.v1.DesiredState
-	7,  // 10: rel.v1.DesiredState.apps:type_name -> rel.v1.DesiredApp
-	0,  // 11: rel.v1.AgentService.Connect:input_type -> rel.v1.AgentMessage
-	4,  // 12: rel.v1.AgentService.Connect:output_type -> rel.v1.ServerMessage
-	12, // [12:13] is the sub-list for method output_type
-	11, // [11:12] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	2,  // 0: rel.v1.AgentMessage.hello:type_name -> rel.v1.Hello
+	3,  // 1: rel.v1.AgentMessage.reports:type_name -> rel.v1.Reports
+	4,  // 2: rel.v1.AgentMessage.heartbeat:type_name -> rel.v1.Heartbeat
+	1,  // 3: rel.v1.AgentMessage.goodbye:type_name -> rel.v1.Goodbye
+	9,  // 4: rel.v1.Hello.labels:type_name -> rel.v1.Hello.LabelsEntry
+	10, // 5: rel.v1.Hello.facts:type_name -> rel.v1.HostFacts
+	11, // 6: rel.v1.Hello.installed:type_name -> rel.v1.AppReport
+	11, // 7: rel.v1.Reports.reports:type_name -> rel.v1.AppReport
+	12, // 8: rel.v1.Heartbeat.load:type_name -> rel.v1.Load
+	6,  // 9: rel.v1.ServerMessage.welcome:type_name -> rel.v1.Welcome
+	7,  // 10: rel.v1.ServerMessage.desired:type_name -> rel.v1.DesiredState
+	8,  // 11: rel.v1.DesiredState.apps:type_name -> rel.v1.DesiredApp
+	0,  // 12: rel.v1.AgentService.Connect:input_type -> rel.v1.AgentMessage
+	5,  // 13: rel.v1.AgentService.Connect:output_type -> rel.v1.ServerMessage
+	13, // [13:14] is the sub-list for method output_type
+	12, // [12:13] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_agent_proto_init() }
@@ -734,8 +802,9 @@ func file_rel_v1_agent_proto_init() {
 		(*AgentMessage_Hello)(nil),
 		(*AgentMessage_Reports)(nil),
 		(*AgentMessage_Heartbeat)(nil),
+		(*AgentMessage_Goodbye)(nil),
 	}
-	file_rel_v1_agent_proto_msgTypes[4].OneofWrappers = []any{
+	file_rel_v1_agent_proto_msgTypes[5].OneofWrappers = []any{
 		(*ServerMessage_Welcome)(nil),
 		(*ServerMessage_Desired)(nil),
 	}
@@ -745,7 +814,7 @@ func file_rel_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_agent_proto_rawDesc), len(file_rel_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
