@@ -11,13 +11,15 @@ import (
 
 func (r *runner) envCommand() *cobra.Command {
 	return noun("env",
-		"Create and list environments",
+		"Create, list and show environments",
 		`An environment selects hosts by agent labels: a host belongs to the
 environment when every selector pair matches one of its labels.`,
 		`  relctl env create prod --selector tier=prod,region=eu
-  relctl env list`,
+  relctl env list
+  relctl env show prod`,
 		r.envCreateCommand(),
 		r.envListCommand(),
+		r.envShowCommand(),
 	)
 }
 

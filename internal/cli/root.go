@@ -286,6 +286,7 @@ Every failure prints one line, "relctl: <message>", on stderr.
 		r.rolloutCommand(),
 		r.agentCommand(),
 		r.historyCommand(),
+		r.statusCommand(),
 		r.clusterCommand(),
 		r.aclCommand(),
 		r.tlsCommand(),

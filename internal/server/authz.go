@@ -71,6 +71,8 @@ var rules = map[string]rule{
 		return auth.Resource{Env: r.(*relv1.CreateEnvironmentRequest).GetName()}
 	}},
 	relv1.ControlService_ListEnvironments_FullMethodName: {perm: auth.Read},
+	relv1.ControlService_ShowEnvironment_FullMethodName:  {perm: auth.Read},
+	relv1.ControlService_Overview_FullMethodName:         {perm: auth.Read},
 	relv1.ControlService_CreateRelease_FullMethodName: {perm: auth.CreateRelease, resource: func(_ *Server, r any) auth.Resource {
 		return appOf(r.(*relv1.CreateReleaseRequest).GetApp())
 	}},

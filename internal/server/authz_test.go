@@ -74,6 +74,8 @@ var authzExpectations = map[string]expectation{
 	relv1.ControlService_ControlRollout_FullMethodName:    deployers,
 	relv1.ControlService_RollbackRollout_FullMethodName:   deployers,
 	relv1.ControlService_RolloutEvents_FullMethodName:     readers,
+	relv1.ControlService_ShowEnvironment_FullMethodName:   readers,
+	relv1.ControlService_Overview_FullMethodName:          readers,
 
 	relv1.ClusterService_Members_FullMethodName:       readers,
 	relv1.ClusterService_Join_FullMethodName:          internal,

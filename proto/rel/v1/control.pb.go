@@ -21,6 +21,448 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ShowEnvironmentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Read          *ReadOptions           `protobuf:"bytes,2,opt,name=read,proto3" json:"read,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShowEnvironmentRequest) Reset() {
+	*x = ShowEnvironmentRequest{}
+	mi := &file_rel_v1_control_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShowEnvironmentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShowEnvironmentRequest) ProtoMessage() {}
+
+func (x *ShowEnvironmentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShowEnvironmentRequest.ProtoReflect.Descriptor instead.
+func (*ShowEnvironmentRequest) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ShowEnvironmentRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ShowEnvironmentRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+// EnvAppStatus is one app in one environment.
+type EnvAppStatus struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	App         string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Environment string                 `protobuf:"bytes,2,opt,name=environment,proto3" json:"environment,omitempty"`
+	// The release of the last rollout (or rollback) to the environment that
+	// succeeded; "" when none has.
+	CurrentVersion   string `protobuf:"bytes,3,opt,name=current_version,json=currentVersion,proto3" json:"current_version,omitempty"`
+	CurrentRolloutId string `protobuf:"bytes,4,opt,name=current_rollout_id,json=currentRolloutId,proto3" json:"current_rollout_id,omitempty"`
+	// Hosts of the environment, and those healthy on the current release.
+	Hosts     uint32 `protobuf:"varint,5,opt,name=hosts,proto3" json:"hosts,omitempty"`
+	OnCurrent uint32 `protobuf:"varint,6,opt,name=on_current,json=onCurrent,proto3" json:"on_current,omitempty"`
+	// The rollout of the app to the environment that is not over, if any.
+	ActiveRolloutId      string `protobuf:"bytes,7,opt,name=active_rollout_id,json=activeRolloutId,proto3" json:"active_rollout_id,omitempty"`
+	ActiveRolloutState   string `protobuf:"bytes,8,opt,name=active_rollout_state,json=activeRolloutState,proto3" json:"active_rollout_state,omitempty"`
+	ActiveRolloutVersion string `protobuf:"bytes,9,opt,name=active_rollout_version,json=activeRolloutVersion,proto3" json:"active_rollout_version,omitempty"`
+	// Hosts not healthy on the current release, with why.
+	Off           []*OffHost `protobuf:"bytes,10,rep,name=off,proto3" json:"off,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnvAppStatus) Reset() {
+	*x = EnvAppStatus{}
+	mi := &file_rel_v1_control_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnvAppStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnvAppStatus) ProtoMessage() {}
+
+func (x *EnvAppStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnvAppStatus.ProtoReflect.Descriptor instead.
+func (*EnvAppStatus) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *EnvAppStatus) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *EnvAppStatus) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *EnvAppStatus) GetCurrentVersion() string {
+	if x != nil {
+		return x.CurrentVersion
+	}
+	return ""
+}
+
+func (x *EnvAppStatus) GetCurrentRolloutId() string {
+	if x != nil {
+		return x.CurrentRolloutId
+	}
+	return ""
+}
+
+func (x *EnvAppStatus) GetHosts() uint32 {
+	if x != nil {
+		return x.Hosts
+	}
+	return 0
+}
+
+func (x *EnvAppStatus) GetOnCurrent() uint32 {
+	if x != nil {
+		return x.OnCurrent
+	}
+	return 0
+}
+
+func (x *EnvAppStatus) GetActiveRolloutId() string {
+	if x != nil {
+		return x.ActiveRolloutId
+	}
+	return ""
+}
+
+func (x *EnvAppStatus) GetActiveRolloutState() string {
+	if x != nil {
+		return x.ActiveRolloutState
+	}
+	return ""
+}
+
+func (x *EnvAppStatus) GetActiveRolloutVersion() string {
+	if x != nil {
+		return x.ActiveRolloutVersion
+	}
+	return ""
+}
+
+func (x *EnvAppStatus) GetOff() []*OffHost {
+	if x != nil {
+		return x.Off
+	}
+	return nil
+}
+
+type OffHost struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	AgentId string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// offline, failed, in_rollout, out_of_band, not_installed, installing.
+	Why string `protobuf:"bytes,2,opt,name=why,proto3" json:"why,omitempty"`
+	// What the host runs (or last tried) for the app, and its phase.
+	Version       string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	Phase         string `protobuf:"bytes,4,opt,name=phase,proto3" json:"phase,omitempty"`
+	Detail        string `protobuf:"bytes,5,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OffHost) Reset() {
+	*x = OffHost{}
+	mi := &file_rel_v1_control_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OffHost) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OffHost) ProtoMessage() {}
+
+func (x *OffHost) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OffHost.ProtoReflect.Descriptor instead.
+func (*OffHost) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *OffHost) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *OffHost) GetWhy() string {
+	if x != nil {
+		return x.Why
+	}
+	return ""
+}
+
+func (x *OffHost) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *OffHost) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *OffHost) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+type ShowEnvironmentResponse struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Environment *Environment           `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
+	// The agents the selector matches now.
+	Hosts         []string        `protobuf:"bytes,2,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	Offline       []string        `protobuf:"bytes,3,rep,name=offline,proto3" json:"offline,omitempty"`
+	Apps          []*EnvAppStatus `protobuf:"bytes,4,rep,name=apps,proto3" json:"apps,omitempty"`
+	Index         uint64          `protobuf:"varint,5,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShowEnvironmentResponse) Reset() {
+	*x = ShowEnvironmentResponse{}
+	mi := &file_rel_v1_control_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShowEnvironmentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShowEnvironmentResponse) ProtoMessage() {}
+
+func (x *ShowEnvironmentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShowEnvironmentResponse.ProtoReflect.Descriptor instead.
+func (*ShowEnvironmentResponse) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ShowEnvironmentResponse) GetEnvironment() *Environment {
+	if x != nil {
+		return x.Environment
+	}
+	return nil
+}
+
+func (x *ShowEnvironmentResponse) GetHosts() []string {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+func (x *ShowEnvironmentResponse) GetOffline() []string {
+	if x != nil {
+		return x.Offline
+	}
+	return nil
+}
+
+func (x *ShowEnvironmentResponse) GetApps() []*EnvAppStatus {
+	if x != nil {
+		return x.Apps
+	}
+	return nil
+}
+
+func (x *ShowEnvironmentResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type OverviewRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Read          *ReadOptions           `protobuf:"bytes,1,opt,name=read,proto3" json:"read,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OverviewRequest) Reset() {
+	*x = OverviewRequest{}
+	mi := &file_rel_v1_control_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OverviewRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OverviewRequest) ProtoMessage() {}
+
+func (x *OverviewRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OverviewRequest.ProtoReflect.Descriptor instead.
+func (*OverviewRequest) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *OverviewRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+type OverviewResponse struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Apps         []string               `protobuf:"bytes,1,rep,name=apps,proto3" json:"apps,omitempty"`
+	Environments []string               `protobuf:"bytes,2,rep,name=environments,proto3" json:"environments,omitempty"`
+	// One per app × environment that has hosts or rollouts.
+	Cells         []*EnvAppStatus `protobuf:"bytes,3,rep,name=cells,proto3" json:"cells,omitempty"`
+	Index         uint64          `protobuf:"varint,4,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OverviewResponse) Reset() {
+	*x = OverviewResponse{}
+	mi := &file_rel_v1_control_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OverviewResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OverviewResponse) ProtoMessage() {}
+
+func (x *OverviewResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OverviewResponse.ProtoReflect.Descriptor instead.
+func (*OverviewResponse) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *OverviewResponse) GetApps() []string {
+	if x != nil {
+		return x.Apps
+	}
+	return nil
+}
+
+func (x *OverviewResponse) GetEnvironments() []string {
+	if x != nil {
+		return x.Environments
+	}
+	return nil
+}
+
+func (x *OverviewResponse) GetCells() []*EnvAppStatus {
+	if x != nil {
+		return x.Cells
+	}
+	return nil
+}
+
+func (x *OverviewResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 type ReadOptions struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Serve the read from the leader after confirming its leadership and
@@ -32,7 +474,7 @@ type ReadOptions struct {
 
 func (x *ReadOptions) Reset() {
 	*x = ReadOptions{}
-	mi := &file_rel_v1_control_proto_msgTypes[0]
+	mi := &file_rel_v1_control_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -44,7 +486,7 @@ func (x *ReadOptions) String() string {
 func (*ReadOptions) ProtoMessage() {}
 
 func (x *ReadOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[0]
+	mi := &file_rel_v1_control_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -57,7 +499,7 @@ func (x *ReadOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOptions.ProtoReflect.Descriptor instead.
 func (*ReadOptions) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{0}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ReadOptions) GetConsistent() bool {
@@ -77,7 +519,7 @@ type CreateAppRequest struct {
 
 func (x *CreateAppRequest) Reset() {
 	*x = CreateAppRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[1]
+	mi := &file_rel_v1_control_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -89,7 +531,7 @@ func (x *CreateAppRequest) String() string {
 func (*CreateAppRequest) ProtoMessage() {}
 
 func (x *CreateAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[1]
+	mi := &file_rel_v1_control_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -102,7 +544,7 @@ func (x *CreateAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAppRequest.ProtoReflect.Descriptor instead.
 func (*CreateAppRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{1}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateAppRequest) GetName() string {
@@ -130,7 +572,7 @@ type CreateAppResponse struct {
 
 func (x *CreateAppResponse) Reset() {
 	*x = CreateAppResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[2]
+	mi := &file_rel_v1_control_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -142,7 +584,7 @@ func (x *CreateAppResponse) String() string {
 func (*CreateAppResponse) ProtoMessage() {}
 
 func (x *CreateAppResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[2]
+	mi := &file_rel_v1_control_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -155,7 +597,7 @@ func (x *CreateAppResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAppResponse.ProtoReflect.Descriptor instead.
 func (*CreateAppResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{2}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateAppResponse) GetApp() *App {
@@ -181,7 +623,7 @@ type ListAppsRequest struct {
 
 func (x *ListAppsRequest) Reset() {
 	*x = ListAppsRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[3]
+	mi := &file_rel_v1_control_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -193,7 +635,7 @@ func (x *ListAppsRequest) String() string {
 func (*ListAppsRequest) ProtoMessage() {}
 
 func (x *ListAppsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[3]
+	mi := &file_rel_v1_control_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -206,7 +648,7 @@ func (x *ListAppsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAppsRequest.ProtoReflect.Descriptor instead.
 func (*ListAppsRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{3}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListAppsRequest) GetRead() *ReadOptions {
@@ -227,7 +669,7 @@ type ListAppsResponse struct {
 
 func (x *ListAppsResponse) Reset() {
 	*x = ListAppsResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[4]
+	mi := &file_rel_v1_control_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -239,7 +681,7 @@ func (x *ListAppsResponse) String() string {
 func (*ListAppsResponse) ProtoMessage() {}
 
 func (x *ListAppsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[4]
+	mi := &file_rel_v1_control_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -252,7 +694,7 @@ func (x *ListAppsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAppsResponse.ProtoReflect.Descriptor instead.
 func (*ListAppsResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{4}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListAppsResponse) GetApps() []*App {
@@ -280,7 +722,7 @@ type CreateEnvironmentRequest struct {
 
 func (x *CreateEnvironmentRequest) Reset() {
 	*x = CreateEnvironmentRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[5]
+	mi := &file_rel_v1_control_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -292,7 +734,7 @@ func (x *CreateEnvironmentRequest) String() string {
 func (*CreateEnvironmentRequest) ProtoMessage() {}
 
 func (x *CreateEnvironmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[5]
+	mi := &file_rel_v1_control_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -305,7 +747,7 @@ func (x *CreateEnvironmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnvironmentRequest.ProtoReflect.Descriptor instead.
 func (*CreateEnvironmentRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{5}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CreateEnvironmentRequest) GetName() string {
@@ -339,7 +781,7 @@ type CreateEnvironmentResponse struct {
 
 func (x *CreateEnvironmentResponse) Reset() {
 	*x = CreateEnvironmentResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[6]
+	mi := &file_rel_v1_control_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -351,7 +793,7 @@ func (x *CreateEnvironmentResponse) String() string {
 func (*CreateEnvironmentResponse) ProtoMessage() {}
 
 func (x *CreateEnvironmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[6]
+	mi := &file_rel_v1_control_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -364,7 +806,7 @@ func (x *CreateEnvironmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnvironmentResponse.ProtoReflect.Descriptor instead.
 func (*CreateEnvironmentResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{6}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreateEnvironmentResponse) GetEnvironment() *Environment {
@@ -390,7 +832,7 @@ type ListEnvironmentsRequest struct {
 
 func (x *ListEnvironmentsRequest) Reset() {
 	*x = ListEnvironmentsRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[7]
+	mi := &file_rel_v1_control_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -402,7 +844,7 @@ func (x *ListEnvironmentsRequest) String() string {
 func (*ListEnvironmentsRequest) ProtoMessage() {}
 
 func (x *ListEnvironmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[7]
+	mi := &file_rel_v1_control_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -415,7 +857,7 @@ func (x *ListEnvironmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentsRequest.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentsRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{7}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListEnvironmentsRequest) GetRead() *ReadOptions {
@@ -435,7 +877,7 @@ type ListEnvironmentsResponse struct {
 
 func (x *ListEnvironmentsResponse) Reset() {
 	*x = ListEnvironmentsResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[8]
+	mi := &file_rel_v1_control_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -447,7 +889,7 @@ func (x *ListEnvironmentsResponse) String() string {
 func (*ListEnvironmentsResponse) ProtoMessage() {}
 
 func (x *ListEnvironmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[8]
+	mi := &file_rel_v1_control_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -460,7 +902,7 @@ func (x *ListEnvironmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentsResponse.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentsResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{8}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListEnvironmentsResponse) GetEnvironments() []*Environment {
@@ -492,7 +934,7 @@ type CreateReleaseRequest struct {
 
 func (x *CreateReleaseRequest) Reset() {
 	*x = CreateReleaseRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[9]
+	mi := &file_rel_v1_control_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -504,7 +946,7 @@ func (x *CreateReleaseRequest) String() string {
 func (*CreateReleaseRequest) ProtoMessage() {}
 
 func (x *CreateReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[9]
+	mi := &file_rel_v1_control_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -517,7 +959,7 @@ func (x *CreateReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateReleaseRequest.ProtoReflect.Descriptor instead.
 func (*CreateReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{9}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateReleaseRequest) GetApp() string {
@@ -579,7 +1021,7 @@ type CreateReleaseResponse struct {
 
 func (x *CreateReleaseResponse) Reset() {
 	*x = CreateReleaseResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[10]
+	mi := &file_rel_v1_control_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -591,7 +1033,7 @@ func (x *CreateReleaseResponse) String() string {
 func (*CreateReleaseResponse) ProtoMessage() {}
 
 func (x *CreateReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[10]
+	mi := &file_rel_v1_control_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -604,7 +1046,7 @@ func (x *CreateReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateReleaseResponse.ProtoReflect.Descriptor instead.
 func (*CreateReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{10}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CreateReleaseResponse) GetRelease() *Release {
@@ -632,7 +1074,7 @@ type ListReleasesRequest struct {
 
 func (x *ListReleasesRequest) Reset() {
 	*x = ListReleasesRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[11]
+	mi := &file_rel_v1_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -644,7 +1086,7 @@ func (x *ListReleasesRequest) String() string {
 func (*ListReleasesRequest) ProtoMessage() {}
 
 func (x *ListReleasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[11]
+	mi := &file_rel_v1_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -657,7 +1099,7 @@ func (x *ListReleasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReleasesRequest.ProtoReflect.Descriptor instead.
 func (*ListReleasesRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{11}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListReleasesRequest) GetRead() *ReadOptions {
@@ -686,7 +1128,7 @@ type ListReleasesResponse struct {
 
 func (x *ListReleasesResponse) Reset() {
 	*x = ListReleasesResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[12]
+	mi := &file_rel_v1_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -698,7 +1140,7 @@ func (x *ListReleasesResponse) String() string {
 func (*ListReleasesResponse) ProtoMessage() {}
 
 func (x *ListReleasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[12]
+	mi := &file_rel_v1_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -711,7 +1153,7 @@ func (x *ListReleasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReleasesResponse.ProtoReflect.Descriptor instead.
 func (*ListReleasesResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{12}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListReleasesResponse) GetReleases() []*Release {
@@ -739,7 +1181,7 @@ type GetReleaseRequest struct {
 
 func (x *GetReleaseRequest) Reset() {
 	*x = GetReleaseRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[13]
+	mi := &file_rel_v1_control_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -751,7 +1193,7 @@ func (x *GetReleaseRequest) String() string {
 func (*GetReleaseRequest) ProtoMessage() {}
 
 func (x *GetReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[13]
+	mi := &file_rel_v1_control_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -764,7 +1206,7 @@ func (x *GetReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReleaseRequest.ProtoReflect.Descriptor instead.
 func (*GetReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{13}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetReleaseRequest) GetRead() *ReadOptions {
@@ -798,7 +1240,7 @@ type GetReleaseResponse struct {
 
 func (x *GetReleaseResponse) Reset() {
 	*x = GetReleaseResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[14]
+	mi := &file_rel_v1_control_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -810,7 +1252,7 @@ func (x *GetReleaseResponse) String() string {
 func (*GetReleaseResponse) ProtoMessage() {}
 
 func (x *GetReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[14]
+	mi := &file_rel_v1_control_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -823,7 +1265,7 @@ func (x *GetReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReleaseResponse.ProtoReflect.Descriptor instead.
 func (*GetReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{14}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetReleaseResponse) GetRelease() *Release {
@@ -855,7 +1297,7 @@ type StartRolloutRequest struct {
 
 func (x *StartRolloutRequest) Reset() {
 	*x = StartRolloutRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[15]
+	mi := &file_rel_v1_control_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -867,7 +1309,7 @@ func (x *StartRolloutRequest) String() string {
 func (*StartRolloutRequest) ProtoMessage() {}
 
 func (x *StartRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[15]
+	mi := &file_rel_v1_control_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -880,7 +1322,7 @@ func (x *StartRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRolloutRequest.ProtoReflect.Descriptor instead.
 func (*StartRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{15}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StartRolloutRequest) GetApp() string {
@@ -928,7 +1370,7 @@ type StartRolloutResponse struct {
 
 func (x *StartRolloutResponse) Reset() {
 	*x = StartRolloutResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[16]
+	mi := &file_rel_v1_control_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -940,7 +1382,7 @@ func (x *StartRolloutResponse) String() string {
 func (*StartRolloutResponse) ProtoMessage() {}
 
 func (x *StartRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[16]
+	mi := &file_rel_v1_control_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -953,7 +1395,7 @@ func (x *StartRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRolloutResponse.ProtoReflect.Descriptor instead.
 func (*StartRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{16}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StartRolloutResponse) GetRollout() *Rollout {
@@ -982,7 +1424,7 @@ type GetRolloutRequest struct {
 
 func (x *GetRolloutRequest) Reset() {
 	*x = GetRolloutRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[17]
+	mi := &file_rel_v1_control_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -994,7 +1436,7 @@ func (x *GetRolloutRequest) String() string {
 func (*GetRolloutRequest) ProtoMessage() {}
 
 func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[17]
+	mi := &file_rel_v1_control_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1007,7 +1449,7 @@ func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutRequest.ProtoReflect.Descriptor instead.
 func (*GetRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{17}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetRolloutRequest) GetRead() *ReadOptions {
@@ -1049,7 +1491,7 @@ type RolloutHostStatus struct {
 
 func (x *RolloutHostStatus) Reset() {
 	*x = RolloutHostStatus{}
-	mi := &file_rel_v1_control_proto_msgTypes[18]
+	mi := &file_rel_v1_control_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1061,7 +1503,7 @@ func (x *RolloutHostStatus) String() string {
 func (*RolloutHostStatus) ProtoMessage() {}
 
 func (x *RolloutHostStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[18]
+	mi := &file_rel_v1_control_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1074,7 +1516,7 @@ func (x *RolloutHostStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutHostStatus.ProtoReflect.Descriptor instead.
 func (*RolloutHostStatus) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{18}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RolloutHostStatus) GetAgentId() string {
@@ -1138,7 +1580,7 @@ type RolloutStatus struct {
 
 func (x *RolloutStatus) Reset() {
 	*x = RolloutStatus{}
-	mi := &file_rel_v1_control_proto_msgTypes[19]
+	mi := &file_rel_v1_control_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1150,7 +1592,7 @@ func (x *RolloutStatus) String() string {
 func (*RolloutStatus) ProtoMessage() {}
 
 func (x *RolloutStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[19]
+	mi := &file_rel_v1_control_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1163,7 +1605,7 @@ func (x *RolloutStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutStatus.ProtoReflect.Descriptor instead.
 func (*RolloutStatus) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{19}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RolloutStatus) GetRollout() *Rollout {
@@ -1197,7 +1639,7 @@ type GetRolloutResponse struct {
 
 func (x *GetRolloutResponse) Reset() {
 	*x = GetRolloutResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[20]
+	mi := &file_rel_v1_control_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1209,7 +1651,7 @@ func (x *GetRolloutResponse) String() string {
 func (*GetRolloutResponse) ProtoMessage() {}
 
 func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[20]
+	mi := &file_rel_v1_control_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1222,7 +1664,7 @@ func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutResponse.ProtoReflect.Descriptor instead.
 func (*GetRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{20}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetRolloutResponse) GetStatus() *RolloutStatus {
@@ -1250,7 +1692,7 @@ type ListRolloutsRequest struct {
 
 func (x *ListRolloutsRequest) Reset() {
 	*x = ListRolloutsRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[21]
+	mi := &file_rel_v1_control_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1262,7 +1704,7 @@ func (x *ListRolloutsRequest) String() string {
 func (*ListRolloutsRequest) ProtoMessage() {}
 
 func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[21]
+	mi := &file_rel_v1_control_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1275,7 +1717,7 @@ func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsRequest.ProtoReflect.Descriptor instead.
 func (*ListRolloutsRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{21}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListRolloutsRequest) GetRead() *ReadOptions {
@@ -1309,7 +1751,7 @@ type ListRolloutsResponse struct {
 
 func (x *ListRolloutsResponse) Reset() {
 	*x = ListRolloutsResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[22]
+	mi := &file_rel_v1_control_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1321,7 +1763,7 @@ func (x *ListRolloutsResponse) String() string {
 func (*ListRolloutsResponse) ProtoMessage() {}
 
 func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[22]
+	mi := &file_rel_v1_control_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1334,7 +1776,7 @@ func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsResponse.ProtoReflect.Descriptor instead.
 func (*ListRolloutsResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{22}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListRolloutsResponse) GetRollouts() []*RolloutStatus {
@@ -1367,7 +1809,7 @@ type AgentStatus struct {
 
 func (x *AgentStatus) Reset() {
 	*x = AgentStatus{}
-	mi := &file_rel_v1_control_proto_msgTypes[23]
+	mi := &file_rel_v1_control_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1379,7 +1821,7 @@ func (x *AgentStatus) String() string {
 func (*AgentStatus) ProtoMessage() {}
 
 func (x *AgentStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[23]
+	mi := &file_rel_v1_control_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1392,7 +1834,7 @@ func (x *AgentStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentStatus.ProtoReflect.Descriptor instead.
 func (*AgentStatus) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{23}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *AgentStatus) GetAgent() *Agent {
@@ -1441,7 +1883,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[24]
+	mi := &file_rel_v1_control_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1453,7 +1895,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[24]
+	mi := &file_rel_v1_control_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1466,7 +1908,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{24}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListAgentsRequest) GetRead() *ReadOptions {
@@ -1493,7 +1935,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[25]
+	mi := &file_rel_v1_control_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1505,7 +1947,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[25]
+	mi := &file_rel_v1_control_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1518,7 +1960,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{25}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*AgentStatus {
@@ -1545,7 +1987,7 @@ type GetAgentRequest struct {
 
 func (x *GetAgentRequest) Reset() {
 	*x = GetAgentRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[26]
+	mi := &file_rel_v1_control_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1557,7 +1999,7 @@ func (x *GetAgentRequest) String() string {
 func (*GetAgentRequest) ProtoMessage() {}
 
 func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[26]
+	mi := &file_rel_v1_control_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1570,7 +2012,7 @@ func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{26}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetAgentRequest) GetRead() *ReadOptions {
@@ -1597,7 +2039,7 @@ type GetAgentResponse struct {
 
 func (x *GetAgentResponse) Reset() {
 	*x = GetAgentResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[27]
+	mi := &file_rel_v1_control_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1609,7 +2051,7 @@ func (x *GetAgentResponse) String() string {
 func (*GetAgentResponse) ProtoMessage() {}
 
 func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[27]
+	mi := &file_rel_v1_control_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1622,7 +2064,7 @@ func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentResponse.ProtoReflect.Descriptor instead.
 func (*GetAgentResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{27}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetAgentResponse) GetAgent() *AgentStatus {
@@ -1651,7 +2093,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[28]
+	mi := &file_rel_v1_control_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1663,7 +2105,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[28]
+	mi := &file_rel_v1_control_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1676,7 +2118,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{28}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *HistoryRequest) GetRead() *ReadOptions {
@@ -1710,7 +2152,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[29]
+	mi := &file_rel_v1_control_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1722,7 +2164,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[29]
+	mi := &file_rel_v1_control_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1735,7 +2177,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{29}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *HistoryResponse) GetEntries() []*HistoryEntry {
@@ -1764,7 +2206,7 @@ type PlanRolloutRequest struct {
 
 func (x *PlanRolloutRequest) Reset() {
 	*x = PlanRolloutRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[30]
+	mi := &file_rel_v1_control_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1776,7 +2218,7 @@ func (x *PlanRolloutRequest) String() string {
 func (*PlanRolloutRequest) ProtoMessage() {}
 
 func (x *PlanRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[30]
+	mi := &file_rel_v1_control_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1789,7 +2231,7 @@ func (x *PlanRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PlanRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{30}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PlanRolloutRequest) GetApp() string {
@@ -1835,7 +2277,7 @@ type PlannedHost struct {
 
 func (x *PlannedHost) Reset() {
 	*x = PlannedHost{}
-	mi := &file_rel_v1_control_proto_msgTypes[31]
+	mi := &file_rel_v1_control_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1847,7 +2289,7 @@ func (x *PlannedHost) String() string {
 func (*PlannedHost) ProtoMessage() {}
 
 func (x *PlannedHost) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[31]
+	mi := &file_rel_v1_control_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1860,7 +2302,7 @@ func (x *PlannedHost) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlannedHost.ProtoReflect.Descriptor instead.
 func (*PlannedHost) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{31}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PlannedHost) GetAgentId() string {
@@ -1910,7 +2352,7 @@ type PlannedWave struct {
 
 func (x *PlannedWave) Reset() {
 	*x = PlannedWave{}
-	mi := &file_rel_v1_control_proto_msgTypes[32]
+	mi := &file_rel_v1_control_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1922,7 +2364,7 @@ func (x *PlannedWave) String() string {
 func (*PlannedWave) ProtoMessage() {}
 
 func (x *PlannedWave) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[32]
+	mi := &file_rel_v1_control_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1935,7 +2377,7 @@ func (x *PlannedWave) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlannedWave.ProtoReflect.Descriptor instead.
 func (*PlannedWave) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{32}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PlannedWave) GetIndex() uint32 {
@@ -1976,7 +2418,7 @@ type PlanRolloutResponse struct {
 
 func (x *PlanRolloutResponse) Reset() {
 	*x = PlanRolloutResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[33]
+	mi := &file_rel_v1_control_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1988,7 +2430,7 @@ func (x *PlanRolloutResponse) String() string {
 func (*PlanRolloutResponse) ProtoMessage() {}
 
 func (x *PlanRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[33]
+	mi := &file_rel_v1_control_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2001,7 +2443,7 @@ func (x *PlanRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanRolloutResponse.ProtoReflect.Descriptor instead.
 func (*PlanRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{33}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *PlanRolloutResponse) GetSpec() *RolloutSpec {
@@ -2060,7 +2502,7 @@ type ControlRolloutRequest struct {
 
 func (x *ControlRolloutRequest) Reset() {
 	*x = ControlRolloutRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[34]
+	mi := &file_rel_v1_control_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2072,7 +2514,7 @@ func (x *ControlRolloutRequest) String() string {
 func (*ControlRolloutRequest) ProtoMessage() {}
 
 func (x *ControlRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[34]
+	mi := &file_rel_v1_control_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2085,7 +2527,7 @@ func (x *ControlRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlRolloutRequest.ProtoReflect.Descriptor instead.
 func (*ControlRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{34}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ControlRolloutRequest) GetId() string {
@@ -2126,7 +2568,7 @@ type ControlRolloutResponse struct {
 
 func (x *ControlRolloutResponse) Reset() {
 	*x = ControlRolloutResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[35]
+	mi := &file_rel_v1_control_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2138,7 +2580,7 @@ func (x *ControlRolloutResponse) String() string {
 func (*ControlRolloutResponse) ProtoMessage() {}
 
 func (x *ControlRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[35]
+	mi := &file_rel_v1_control_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2151,7 +2593,7 @@ func (x *ControlRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlRolloutResponse.ProtoReflect.Descriptor instead.
 func (*ControlRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{35}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ControlRolloutResponse) GetRollout() *Rollout {
@@ -2179,7 +2621,7 @@ type RollbackRolloutRequest struct {
 
 func (x *RollbackRolloutRequest) Reset() {
 	*x = RollbackRolloutRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[36]
+	mi := &file_rel_v1_control_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2191,7 +2633,7 @@ func (x *RollbackRolloutRequest) String() string {
 func (*RollbackRolloutRequest) ProtoMessage() {}
 
 func (x *RollbackRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[36]
+	mi := &file_rel_v1_control_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2204,7 +2646,7 @@ func (x *RollbackRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRolloutRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{36}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RollbackRolloutRequest) GetId() string {
@@ -2231,7 +2673,7 @@ type RollbackRolloutResponse struct {
 
 func (x *RollbackRolloutResponse) Reset() {
 	*x = RollbackRolloutResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[37]
+	mi := &file_rel_v1_control_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2243,7 +2685,7 @@ func (x *RollbackRolloutResponse) String() string {
 func (*RollbackRolloutResponse) ProtoMessage() {}
 
 func (x *RollbackRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[37]
+	mi := &file_rel_v1_control_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2256,7 +2698,7 @@ func (x *RollbackRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRolloutResponse.ProtoReflect.Descriptor instead.
 func (*RollbackRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{37}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RollbackRolloutResponse) GetRollback() *Rollout {
@@ -2287,7 +2729,7 @@ type RolloutEventsRequest struct {
 
 func (x *RolloutEventsRequest) Reset() {
 	*x = RolloutEventsRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[38]
+	mi := &file_rel_v1_control_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2299,7 +2741,7 @@ func (x *RolloutEventsRequest) String() string {
 func (*RolloutEventsRequest) ProtoMessage() {}
 
 func (x *RolloutEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[38]
+	mi := &file_rel_v1_control_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2312,7 +2754,7 @@ func (x *RolloutEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutEventsRequest.ProtoReflect.Descriptor instead.
 func (*RolloutEventsRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{38}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RolloutEventsRequest) GetRead() *ReadOptions {
@@ -2355,7 +2797,7 @@ type RolloutEventsResponse struct {
 
 func (x *RolloutEventsResponse) Reset() {
 	*x = RolloutEventsResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[39]
+	mi := &file_rel_v1_control_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2367,7 +2809,7 @@ func (x *RolloutEventsResponse) String() string {
 func (*RolloutEventsResponse) ProtoMessage() {}
 
 func (x *RolloutEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[39]
+	mi := &file_rel_v1_control_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2380,7 +2822,7 @@ func (x *RolloutEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutEventsResponse.ProtoReflect.Descriptor instead.
 func (*RolloutEventsResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{39}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RolloutEventsResponse) GetEvents() []*RolloutEvent {
@@ -2408,7 +2850,42 @@ var File_rel_v1_control_proto protoreflect.FileDescriptor
 
 const file_rel_v1_control_proto_rawDesc = "" +
 	"\n" +
-	"\x14rel/v1/control.proto\x12\x06rel.v1\x1a\x12rel/v1/types.proto\"-\n" +
+	"\x14rel/v1/control.proto\x12\x06rel.v1\x1a\x12rel/v1/types.proto\"U\n" +
+	"\x16ShowEnvironmentRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
+	"\x04read\x18\x02 \x01(\v2\x13.rel.v1.ReadOptionsR\x04read\"\x85\x03\n" +
+	"\fEnvAppStatus\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12 \n" +
+	"\venvironment\x18\x02 \x01(\tR\venvironment\x12'\n" +
+	"\x0fcurrent_version\x18\x03 \x01(\tR\x0ecurrentVersion\x12,\n" +
+	"\x12current_rollout_id\x18\x04 \x01(\tR\x10currentRolloutId\x12\x14\n" +
+	"\x05hosts\x18\x05 \x01(\rR\x05hosts\x12\x1d\n" +
+	"\n" +
+	"on_current\x18\x06 \x01(\rR\tonCurrent\x12*\n" +
+	"\x11active_rollout_id\x18\a \x01(\tR\x0factiveRolloutId\x120\n" +
+	"\x14active_rollout_state\x18\b \x01(\tR\x12activeRolloutState\x124\n" +
+	"\x16active_rollout_version\x18\t \x01(\tR\x14activeRolloutVersion\x12!\n" +
+	"\x03off\x18\n" +
+	" \x03(\v2\x0f.rel.v1.OffHostR\x03off\"~\n" +
+	"\aOffHost\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x10\n" +
+	"\x03why\x18\x02 \x01(\tR\x03why\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12\x14\n" +
+	"\x05phase\x18\x04 \x01(\tR\x05phase\x12\x16\n" +
+	"\x06detail\x18\x05 \x01(\tR\x06detail\"\xc0\x01\n" +
+	"\x17ShowEnvironmentResponse\x125\n" +
+	"\venvironment\x18\x01 \x01(\v2\x13.rel.v1.EnvironmentR\venvironment\x12\x14\n" +
+	"\x05hosts\x18\x02 \x03(\tR\x05hosts\x12\x18\n" +
+	"\aoffline\x18\x03 \x03(\tR\aoffline\x12(\n" +
+	"\x04apps\x18\x04 \x03(\v2\x14.rel.v1.EnvAppStatusR\x04apps\x12\x14\n" +
+	"\x05index\x18\x05 \x01(\x04R\x05index\":\n" +
+	"\x0fOverviewRequest\x12'\n" +
+	"\x04read\x18\x01 \x01(\v2\x13.rel.v1.ReadOptionsR\x04read\"\x8c\x01\n" +
+	"\x10OverviewResponse\x12\x12\n" +
+	"\x04apps\x18\x01 \x03(\tR\x04apps\x12\"\n" +
+	"\fenvironments\x18\x02 \x03(\tR\fenvironments\x12*\n" +
+	"\x05cells\x18\x03 \x03(\v2\x14.rel.v1.EnvAppStatusR\x05cells\x12\x14\n" +
+	"\x05index\x18\x04 \x01(\x04R\x05index\"-\n" +
 	"\vReadOptions\x12\x1e\n" +
 	"\n" +
 	"consistent\x18\x01 \x01(\bR\n" +
@@ -2577,7 +3054,7 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\x15RolloutEventsResponse\x12,\n" +
 	"\x06events\x18\x01 \x03(\v2\x14.rel.v1.RolloutEventR\x06events\x12)\n" +
 	"\arollout\x18\x02 \x01(\v2\x0f.rel.v1.RolloutR\arollout\x12\x14\n" +
-	"\x05index\x18\x03 \x01(\x04R\x05index2\xf6\t\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index2\x89\v\n" +
 	"\x0eControlService\x12@\n" +
 	"\tCreateApp\x12\x18.rel.v1.CreateAppRequest\x1a\x19.rel.v1.CreateAppResponse\x12=\n" +
 	"\bListApps\x12\x17.rel.v1.ListAppsRequest\x1a\x18.rel.v1.ListAppsResponse\x12X\n" +
@@ -2598,7 +3075,9 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\vPlanRollout\x12\x1a.rel.v1.PlanRolloutRequest\x1a\x1b.rel.v1.PlanRolloutResponse\x12O\n" +
 	"\x0eControlRollout\x12\x1d.rel.v1.ControlRolloutRequest\x1a\x1e.rel.v1.ControlRolloutResponse\x12R\n" +
 	"\x0fRollbackRollout\x12\x1e.rel.v1.RollbackRolloutRequest\x1a\x1f.rel.v1.RollbackRolloutResponse\x12L\n" +
-	"\rRolloutEvents\x12\x1c.rel.v1.RolloutEventsRequest\x1a\x1d.rel.v1.RolloutEventsResponseB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
+	"\rRolloutEvents\x12\x1c.rel.v1.RolloutEventsRequest\x1a\x1d.rel.v1.RolloutEventsResponse\x12R\n" +
+	"\x0fShowEnvironment\x12\x1e.rel.v1.ShowEnvironmentRequest\x1a\x1f.rel.v1.ShowEnvironmentResponse\x12=\n" +
+	"\bOverview\x12\x17.rel.v1.OverviewRequest\x1a\x18.rel.v1.OverviewResponseB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
 
 var (
 	file_rel_v1_control_proto_rawDescOnce sync.Once
@@ -2612,145 +3091,161 @@ func file_rel_v1_control_proto_rawDescGZIP() []byte {
 	return file_rel_v1_control_proto_rawDescData
 }
 
-var file_rel_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_rel_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_rel_v1_control_proto_goTypes = []any{
-	(*ReadOptions)(nil),               // 0: rel.v1.ReadOptions
-	(*CreateAppRequest)(nil),          // 1: rel.v1.CreateAppRequest
-	(*CreateAppResponse)(nil),         // 2: rel.v1.CreateAppResponse
-	(*ListAppsRequest)(nil),           // 3: rel.v1.ListAppsRequest
-	(*ListAppsResponse)(nil),          // 4: rel.v1.ListAppsResponse
-	(*CreateEnvironmentRequest)(nil),  // 5: rel.v1.CreateEnvironmentRequest
-	(*CreateEnvironmentResponse)(nil), // 6: rel.v1.CreateEnvironmentResponse
-	(*ListEnvironmentsRequest)(nil),   // 7: rel.v1.ListEnvironmentsRequest
-	(*ListEnvironmentsResponse)(nil),  // 8: rel.v1.ListEnvironmentsResponse
-	(*CreateReleaseRequest)(nil),      // 9: rel.v1.CreateReleaseRequest
-	(*CreateReleaseResponse)(nil),     // 10: rel.v1.CreateReleaseResponse
-	(*ListReleasesRequest)(nil),       // 11: rel.v1.ListReleasesRequest
-	(*ListReleasesResponse)(nil),      // 12: rel.v1.ListReleasesResponse
-	(*GetReleaseRequest)(nil),         // 13: rel.v1.GetReleaseRequest
-	(*GetReleaseResponse)(nil),        // 14: rel.v1.GetReleaseResponse
-	(*StartRolloutRequest)(nil),       // 15: rel.v1.StartRolloutRequest
-	(*StartRolloutResponse)(nil),      // 16: rel.v1.StartRolloutResponse
-	(*GetRolloutRequest)(nil),         // 17: rel.v1.GetRolloutRequest
-	(*RolloutHostStatus)(nil),         // 18: rel.v1.RolloutHostStatus
-	(*RolloutStatus)(nil),             // 19: rel.v1.RolloutStatus
-	(*GetRolloutResponse)(nil),        // 20: rel.v1.GetRolloutResponse
-	(*ListRolloutsRequest)(nil),       // 21: rel.v1.ListRolloutsRequest
-	(*ListRolloutsResponse)(nil),      // 22: rel.v1.ListRolloutsResponse
-	(*AgentStatus)(nil),               // 23: rel.v1.AgentStatus
-	(*ListAgentsRequest)(nil),         // 24: rel.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),        // 25: rel.v1.ListAgentsResponse
-	(*GetAgentRequest)(nil),           // 26: rel.v1.GetAgentRequest
-	(*GetAgentResponse)(nil),          // 27: rel.v1.GetAgentResponse
-	(*HistoryRequest)(nil),            // 28: rel.v1.HistoryRequest
-	(*HistoryResponse)(nil),           // 29: rel.v1.HistoryResponse
-	(*PlanRolloutRequest)(nil),        // 30: rel.v1.PlanRolloutRequest
-	(*PlannedHost)(nil),               // 31: rel.v1.PlannedHost
-	(*PlannedWave)(nil),               // 32: rel.v1.PlannedWave
-	(*PlanRolloutResponse)(nil),       // 33: rel.v1.PlanRolloutResponse
-	(*ControlRolloutRequest)(nil),     // 34: rel.v1.ControlRolloutRequest
-	(*ControlRolloutResponse)(nil),    // 35: rel.v1.ControlRolloutResponse
-	(*RollbackRolloutRequest)(nil),    // 36: rel.v1.RollbackRolloutRequest
-	(*RollbackRolloutResponse)(nil),   // 37: rel.v1.RollbackRolloutResponse
-	(*RolloutEventsRequest)(nil),      // 38: rel.v1.RolloutEventsRequest
-	(*RolloutEventsResponse)(nil),     // 39: rel.v1.RolloutEventsResponse
-	nil,                               // 40: rel.v1.CreateEnvironmentRequest.SelectorEntry
-	nil,                               // 41: rel.v1.CreateReleaseRequest.LabelsEntry
-	nil,                               // 42: rel.v1.RolloutStatus.TotalsEntry
-	nil,                               // 43: rel.v1.PlannedHost.LabelsEntry
-	(*App)(nil),                       // 44: rel.v1.App
-	(*Environment)(nil),               // 45: rel.v1.Environment
-	(*Release)(nil),                   // 46: rel.v1.Release
-	(*RolloutSpec)(nil),               // 47: rel.v1.RolloutSpec
-	(*Rollout)(nil),                   // 48: rel.v1.Rollout
-	(*Agent)(nil),                     // 49: rel.v1.Agent
-	(*AppReport)(nil),                 // 50: rel.v1.AppReport
-	(*Load)(nil),                      // 51: rel.v1.Load
-	(*HistoryEntry)(nil),              // 52: rel.v1.HistoryEntry
-	(*RolloutEvent)(nil),              // 53: rel.v1.RolloutEvent
+	(*ShowEnvironmentRequest)(nil),    // 0: rel.v1.ShowEnvironmentRequest
+	(*EnvAppStatus)(nil),              // 1: rel.v1.EnvAppStatus
+	(*OffHost)(nil),                   // 2: rel.v1.OffHost
+	(*ShowEnvironmentResponse)(nil),   // 3: rel.v1.ShowEnvironmentResponse
+	(*OverviewRequest)(nil),           // 4: rel.v1.OverviewRequest
+	(*OverviewResponse)(nil),          // 5: rel.v1.OverviewResponse
+	(*ReadOptions)(nil),               // 6: rel.v1.ReadOptions
+	(*CreateAppRequest)(nil),          // 7: rel.v1.CreateAppRequest
+	(*CreateAppResponse)(nil),         // 8: rel.v1.CreateAppResponse
+	(*ListAppsRequest)(nil),           // 9: rel.v1.ListAppsRequest
+	(*ListAppsResponse)(nil),          // 10: rel.v1.ListAppsResponse
+	(*CreateEnvironmentRequest)(nil),  // 11: rel.v1.CreateEnvironmentRequest
+	(*CreateEnvironmentResponse)(nil), // 12: rel.v1.CreateEnvironmentResponse
+	(*ListEnvironmentsRequest)(nil),   // 13: rel.v1.ListEnvironmentsRequest
+	(*ListEnvironmentsResponse)(nil),  // 14: rel.v1.ListEnvironmentsResponse
+	(*CreateReleaseRequest)(nil),      // 15: rel.v1.CreateReleaseRequest
+	(*CreateReleaseResponse)(nil),     // 16: rel.v1.CreateReleaseResponse
+	(*ListReleasesRequest)(nil),       // 17: rel.v1.ListReleasesRequest
+	(*ListReleasesResponse)(nil),      // 18: rel.v1.ListReleasesResponse
+	(*GetReleaseRequest)(nil),         // 19: rel.v1.GetReleaseRequest
+	(*GetReleaseResponse)(nil),        // 20: rel.v1.GetReleaseResponse
+	(*StartRolloutRequest)(nil),       // 21: rel.v1.StartRolloutRequest
+	(*StartRolloutResponse)(nil),      // 22: rel.v1.StartRolloutResponse
+	(*GetRolloutRequest)(nil),         // 23: rel.v1.GetRolloutRequest
+	(*RolloutHostStatus)(nil),         // 24: rel.v1.RolloutHostStatus
+	(*RolloutStatus)(nil),             // 25: rel.v1.RolloutStatus
+	(*GetRolloutResponse)(nil),        // 26: rel.v1.GetRolloutResponse
+	(*ListRolloutsRequest)(nil),       // 27: rel.v1.ListRolloutsRequest
+	(*ListRolloutsResponse)(nil),      // 28: rel.v1.ListRolloutsResponse
+	(*AgentStatus)(nil),               // 29: rel.v1.AgentStatus
+	(*ListAgentsRequest)(nil),         // 30: rel.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),        // 31: rel.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),           // 32: rel.v1.GetAgentRequest
+	(*GetAgentResponse)(nil),          // 33: rel.v1.GetAgentResponse
+	(*HistoryRequest)(nil),            // 34: rel.v1.HistoryRequest
+	(*HistoryResponse)(nil),           // 35: rel.v1.HistoryResponse
+	(*PlanRolloutRequest)(nil),        // 36: rel.v1.PlanRolloutRequest
+	(*PlannedHost)(nil),               // 37: rel.v1.PlannedHost
+	(*PlannedWave)(nil),               // 38: rel.v1.PlannedWave
+	(*PlanRolloutResponse)(nil),       // 39: rel.v1.PlanRolloutResponse
+	(*ControlRolloutRequest)(nil),     // 40: rel.v1.ControlRolloutRequest
+	(*ControlRolloutResponse)(nil),    // 41: rel.v1.ControlRolloutResponse
+	(*RollbackRolloutRequest)(nil),    // 42: rel.v1.RollbackRolloutRequest
+	(*RollbackRolloutResponse)(nil),   // 43: rel.v1.RollbackRolloutResponse
+	(*RolloutEventsRequest)(nil),      // 44: rel.v1.RolloutEventsRequest
+	(*RolloutEventsResponse)(nil),     // 45: rel.v1.RolloutEventsResponse
+	nil,                               // 46: rel.v1.CreateEnvironmentRequest.SelectorEntry
+	nil,                               // 47: rel.v1.CreateReleaseRequest.LabelsEntry
+	nil,                               // 48: rel.v1.RolloutStatus.TotalsEntry
+	nil,                               // 49: rel.v1.PlannedHost.LabelsEntry
+	(*Environment)(nil),               // 50: rel.v1.Environment
+	(*App)(nil),                       // 51: rel.v1.App
+	(*Release)(nil),                   // 52: rel.v1.Release
+	(*RolloutSpec)(nil),               // 53: rel.v1.RolloutSpec
+	(*Rollout)(nil),                   // 54: rel.v1.Rollout
+	(*Agent)(nil),                     // 55: rel.v1.Agent
+	(*AppReport)(nil),                 // 56: rel.v1.AppReport
+	(*Load)(nil),                      // 57: rel.v1.Load
+	(*HistoryEntry)(nil),              // 58: rel.v1.HistoryEntry
+	(*RolloutEvent)(nil),              // 59: rel.v1.RolloutEvent
 }
 var file_rel_v1_control_proto_depIdxs = []int32{
-	44, // 0: rel.v1.CreateAppResponse.app:type_name -> rel.v1.App
-	0,  // 1: rel.v1.ListAppsRequest.read:type_name -> rel.v1.ReadOptions
-	44, // 2: rel.v1.ListAppsResponse.apps:type_name -> rel.v1.App
-	40, // 3: rel.v1.CreateEnvironmentRequest.selector:type_name -> rel.v1.CreateEnvironmentRequest.SelectorEntry
-	45, // 4: rel.v1.CreateEnvironmentResponse.environment:type_name -> rel.v1.Environment
-	0,  // 5: rel.v1.ListEnvironmentsRequest.read:type_name -> rel.v1.ReadOptions
-	45, // 6: rel.v1.ListEnvironmentsResponse.environments:type_name -> rel.v1.Environment
-	41, // 7: rel.v1.CreateReleaseRequest.labels:type_name -> rel.v1.CreateReleaseRequest.LabelsEntry
-	46, // 8: rel.v1.CreateReleaseResponse.release:type_name -> rel.v1.Release
-	0,  // 9: rel.v1.ListReleasesRequest.read:type_name -> rel.v1.ReadOptions
-	46, // 10: rel.v1.ListReleasesResponse.releases:type_name -> rel.v1.Release
-	0,  // 11: rel.v1.GetReleaseRequest.read:type_name -> rel.v1.ReadOptions
-	46, // 12: rel.v1.GetReleaseResponse.release:type_name -> rel.v1.Release
-	47, // 13: rel.v1.StartRolloutRequest.spec:type_name -> rel.v1.RolloutSpec
-	48, // 14: rel.v1.StartRolloutResponse.rollout:type_name -> rel.v1.Rollout
-	0,  // 15: rel.v1.GetRolloutRequest.read:type_name -> rel.v1.ReadOptions
-	48, // 16: rel.v1.RolloutStatus.rollout:type_name -> rel.v1.Rollout
-	18, // 17: rel.v1.RolloutStatus.hosts:type_name -> rel.v1.RolloutHostStatus
-	42, // 18: rel.v1.RolloutStatus.totals:type_name -> rel.v1.RolloutStatus.TotalsEntry
-	19, // 19: rel.v1.GetRolloutResponse.status:type_name -> rel.v1.RolloutStatus
-	0,  // 20: rel.v1.ListRolloutsRequest.read:type_name -> rel.v1.ReadOptions
-	19, // 21: rel.v1.ListRolloutsResponse.rollouts:type_name -> rel.v1.RolloutStatus
-	49, // 22: rel.v1.AgentStatus.agent:type_name -> rel.v1.Agent
-	50, // 23: rel.v1.AgentStatus.apps:type_name -> rel.v1.AppReport
-	51, // 24: rel.v1.AgentStatus.load:type_name -> rel.v1.Load
-	0,  // 25: rel.v1.ListAgentsRequest.read:type_name -> rel.v1.ReadOptions
-	23, // 26: rel.v1.ListAgentsResponse.agents:type_name -> rel.v1.AgentStatus
-	0,  // 27: rel.v1.GetAgentRequest.read:type_name -> rel.v1.ReadOptions
-	23, // 28: rel.v1.GetAgentResponse.agent:type_name -> rel.v1.AgentStatus
-	0,  // 29: rel.v1.HistoryRequest.read:type_name -> rel.v1.ReadOptions
-	52, // 30: rel.v1.HistoryResponse.entries:type_name -> rel.v1.HistoryEntry
-	47, // 31: rel.v1.PlanRolloutRequest.spec:type_name -> rel.v1.RolloutSpec
-	43, // 32: rel.v1.PlannedHost.labels:type_name -> rel.v1.PlannedHost.LabelsEntry
-	31, // 33: rel.v1.PlannedWave.hosts:type_name -> rel.v1.PlannedHost
-	47, // 34: rel.v1.PlanRolloutResponse.spec:type_name -> rel.v1.RolloutSpec
-	32, // 35: rel.v1.PlanRolloutResponse.waves:type_name -> rel.v1.PlannedWave
-	31, // 36: rel.v1.PlanRolloutResponse.offline:type_name -> rel.v1.PlannedHost
-	48, // 37: rel.v1.ControlRolloutResponse.rollout:type_name -> rel.v1.Rollout
-	48, // 38: rel.v1.RollbackRolloutResponse.rollback:type_name -> rel.v1.Rollout
-	0,  // 39: rel.v1.RolloutEventsRequest.read:type_name -> rel.v1.ReadOptions
-	53, // 40: rel.v1.RolloutEventsResponse.events:type_name -> rel.v1.RolloutEvent
-	48, // 41: rel.v1.RolloutEventsResponse.rollout:type_name -> rel.v1.Rollout
-	1,  // 42: rel.v1.ControlService.CreateApp:input_type -> rel.v1.CreateAppRequest
-	3,  // 43: rel.v1.ControlService.ListApps:input_type -> rel.v1.ListAppsRequest
-	5,  // 44: rel.v1.ControlService.CreateEnvironment:input_type -> rel.v1.CreateEnvironmentRequest
-	7,  // 45: rel.v1.ControlService.ListEnvironments:input_type -> rel.v1.ListEnvironmentsRequest
-	9,  // 46: rel.v1.ControlService.CreateRelease:input_type -> rel.v1.CreateReleaseRequest
-	11, // 47: rel.v1.ControlService.ListReleases:input_type -> rel.v1.ListReleasesRequest
-	13, // 48: rel.v1.ControlService.GetRelease:input_type -> rel.v1.GetReleaseRequest
-	15, // 49: rel.v1.ControlService.StartRollout:input_type -> rel.v1.StartRolloutRequest
-	17, // 50: rel.v1.ControlService.GetRollout:input_type -> rel.v1.GetRolloutRequest
-	21, // 51: rel.v1.ControlService.ListRollouts:input_type -> rel.v1.ListRolloutsRequest
-	24, // 52: rel.v1.ControlService.ListAgents:input_type -> rel.v1.ListAgentsRequest
-	26, // 53: rel.v1.ControlService.GetAgent:input_type -> rel.v1.GetAgentRequest
-	28, // 54: rel.v1.ControlService.History:input_type -> rel.v1.HistoryRequest
-	30, // 55: rel.v1.ControlService.PlanRollout:input_type -> rel.v1.PlanRolloutRequest
-	34, // 56: rel.v1.ControlService.ControlRollout:input_type -> rel.v1.ControlRolloutRequest
-	36, // 57: rel.v1.ControlService.RollbackRollout:input_type -> rel.v1.RollbackRolloutRequest
-	38, // 58: rel.v1.ControlService.RolloutEvents:input_type -> rel.v1.RolloutEventsRequest
-	2,  // 59: rel.v1.ControlService.CreateApp:output_type -> rel.v1.CreateAppResponse
-	4,  // 60: rel.v1.ControlService.ListApps:output_type -> rel.v1.ListAppsResponse
-	6,  // 61: rel.v1.ControlService.CreateEnvironment:output_type -> rel.v1.CreateEnvironmentResponse
-	8,  // 62: rel.v1.ControlService.ListEnvironments:output_type -> rel.v1.ListEnvironmentsResponse
-	10, // 63: rel.v1.ControlService.CreateRelease:output_type -> rel.v1.CreateReleaseResponse
-	12, // 64: rel.v1.ControlService.ListReleases:output_type -> rel.v1.ListReleasesResponse
-	14, // 65: rel.v1.ControlService.GetRelease:output_type -> rel.v1.GetReleaseResponse
-	16, // 66: rel.v1.ControlService.StartRollout:output_type -> rel.v1.StartRolloutResponse
-	20, // 67: rel.v1.ControlService.GetRollout:output_type -> rel.v1.GetRolloutResponse
-	22, // 68: rel.v1.ControlService.ListRollouts:output_type -> rel.v1.ListRolloutsResponse
-	25, // 69: rel.v1.ControlService.ListAgents:output_type -> rel.v1.ListAgentsResponse
-	27, // 70: rel.v1.ControlService.GetAgent:output_type -> rel.v1.GetAgentResponse
-	29, // 71: rel.v1.ControlService.History:output_type -> rel.v1.HistoryResponse
-	33, // 72: rel.v1.ControlService.PlanRollout:output_type -> rel.v1.PlanRolloutResponse
-	35, // 73: rel.v1.ControlService.ControlRollout:output_type -> rel.v1.ControlRolloutResponse
-	37, // 74: rel.v1.ControlService.RollbackRollout:output_type -> rel.v1.RollbackRolloutResponse
-	39, // 75: rel.v1.ControlService.RolloutEvents:output_type -> rel.v1.RolloutEventsResponse
-	59, // [59:76] is the sub-list for method output_type
-	42, // [42:59] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	6,  // 0: rel.v1.ShowEnvironmentRequest.read:type_name -> rel.v1.ReadOptions
+	2,  // 1: rel.v1.EnvAppStatus.off:type_name -> rel.v1.OffHost
+	50, // 2: rel.v1.ShowEnvironmentResponse.environment:type_name -> rel.v1.Environment
+	1,  // 3: rel.v1.ShowEnvironmentResponse.apps:type_name -> rel.v1.EnvAppStatus
+	6,  // 4: rel.v1.OverviewRequest.read:type_name -> rel.v1.ReadOptions
+	1,  // 5: rel.v1.OverviewResponse.cells:type_name -> rel.v1.EnvAppStatus
+	51, // 6: rel.v1.CreateAppResponse.app:type_name -> rel.v1.App
+	6,  // 7: rel.v1.ListAppsRequest.read:type_name -> rel.v1.ReadOptions
+	51, // 8: rel.v1.ListAppsResponse.apps:type_name -> rel.v1.App
+	46, // 9: rel.v1.CreateEnvironmentRequest.selector:type_name -> rel.v1.CreateEnvironmentRequest.SelectorEntry
+	50, // 10: rel.v1.CreateEnvironmentResponse.environment:type_name -> rel.v1.Environment
+	6,  // 11: rel.v1.ListEnvironmentsRequest.read:type_name -> rel.v1.ReadOptions
+	50, // 12: rel.v1.ListEnvironmentsResponse.environments:type_name -> rel.v1.Environment
+	47, // 13: rel.v1.CreateReleaseRequest.labels:type_name -> rel.v1.CreateReleaseRequest.LabelsEntry
+	52, // 14: rel.v1.CreateReleaseResponse.release:type_name -> rel.v1.Release
+	6,  // 15: rel.v1.ListReleasesRequest.read:type_name -> rel.v1.ReadOptions
+	52, // 16: rel.v1.ListReleasesResponse.releases:type_name -> rel.v1.Release
+	6,  // 17: rel.v1.GetReleaseRequest.read:type_name -> rel.v1.ReadOptions
+	52, // 18: rel.v1.GetReleaseResponse.release:type_name -> rel.v1.Release
+	53, // 19: rel.v1.StartRolloutRequest.spec:type_name -> rel.v1.RolloutSpec
+	54, // 20: rel.v1.StartRolloutResponse.rollout:type_name -> rel.v1.Rollout
+	6,  // 21: rel.v1.GetRolloutRequest.read:type_name -> rel.v1.ReadOptions
+	54, // 22: rel.v1.RolloutStatus.rollout:type_name -> rel.v1.Rollout
+	24, // 23: rel.v1.RolloutStatus.hosts:type_name -> rel.v1.RolloutHostStatus
+	48, // 24: rel.v1.RolloutStatus.totals:type_name -> rel.v1.RolloutStatus.TotalsEntry
+	25, // 25: rel.v1.GetRolloutResponse.status:type_name -> rel.v1.RolloutStatus
+	6,  // 26: rel.v1.ListRolloutsRequest.read:type_name -> rel.v1.ReadOptions
+	25, // 27: rel.v1.ListRolloutsResponse.rollouts:type_name -> rel.v1.RolloutStatus
+	55, // 28: rel.v1.AgentStatus.agent:type_name -> rel.v1.Agent
+	56, // 29: rel.v1.AgentStatus.apps:type_name -> rel.v1.AppReport
+	57, // 30: rel.v1.AgentStatus.load:type_name -> rel.v1.Load
+	6,  // 31: rel.v1.ListAgentsRequest.read:type_name -> rel.v1.ReadOptions
+	29, // 32: rel.v1.ListAgentsResponse.agents:type_name -> rel.v1.AgentStatus
+	6,  // 33: rel.v1.GetAgentRequest.read:type_name -> rel.v1.ReadOptions
+	29, // 34: rel.v1.GetAgentResponse.agent:type_name -> rel.v1.AgentStatus
+	6,  // 35: rel.v1.HistoryRequest.read:type_name -> rel.v1.ReadOptions
+	58, // 36: rel.v1.HistoryResponse.entries:type_name -> rel.v1.HistoryEntry
+	53, // 37: rel.v1.PlanRolloutRequest.spec:type_name -> rel.v1.RolloutSpec
+	49, // 38: rel.v1.PlannedHost.labels:type_name -> rel.v1.PlannedHost.LabelsEntry
+	37, // 39: rel.v1.PlannedWave.hosts:type_name -> rel.v1.PlannedHost
+	53, // 40: rel.v1.PlanRolloutResponse.spec:type_name -> rel.v1.RolloutSpec
+	38, // 41: rel.v1.PlanRolloutResponse.waves:type_name -> rel.v1.PlannedWave
+	37, // 42: rel.v1.PlanRolloutResponse.offline:type_name -> rel.v1.PlannedHost
+	54, // 43: rel.v1.ControlRolloutResponse.rollout:type_name -> rel.v1.Rollout
+	54, // 44: rel.v1.RollbackRolloutResponse.rollback:type_name -> rel.v1.Rollout
+	6,  // 45: rel.v1.RolloutEventsRequest.read:type_name -> rel.v1.ReadOptions
+	59, // 46: rel.v1.RolloutEventsResponse.events:type_name -> rel.v1.RolloutEvent
+	54, // 47: rel.v1.RolloutEventsResponse.rollout:type_name -> rel.v1.Rollout
+	7,  // 48: rel.v1.ControlService.CreateApp:input_type -> rel.v1.CreateAppRequest
+	9,  // 49: rel.v1.ControlService.ListApps:input_type -> rel.v1.ListAppsRequest
+	11, // 50: rel.v1.ControlService.CreateEnvironment:input_type -> rel.v1.CreateEnvironmentRequest
+	13, // 51: rel.v1.ControlService.ListEnvironments:input_type -> rel.v1.ListEnvironmentsRequest
+	15, // 52: rel.v1.ControlService.CreateRelease:input_type -> rel.v1.CreateReleaseRequest
+	17, // 53: rel.v1.ControlService.ListReleases:input_type -> rel.v1.ListReleasesRequest
+	19, // 54: rel.v1.ControlService.GetRelease:input_type -> rel.v1.GetReleaseRequest
+	21, // 55: rel.v1.ControlService.StartRollout:input_type -> rel.v1.StartRolloutRequest
+	23, // 56: rel.v1.ControlService.GetRollout:input_type -> rel.v1.GetRolloutRequest
+	27, // 57: rel.v1.ControlService.ListRollouts:input_type -> rel.v1.ListRolloutsRequest
+	30, // 58: rel.v1.ControlService.ListAgents:input_type -> rel.v1.ListAgentsRequest
+	32, // 59: rel.v1.ControlService.GetAgent:input_type -> rel.v1.GetAgentRequest
+	34, // 60: rel.v1.ControlService.History:input_type -> rel.v1.HistoryRequest
+	36, // 61: rel.v1.ControlService.PlanRollout:input_type -> rel.v1.PlanRolloutRequest
+	40, // 62: rel.v1.ControlService.ControlRollout:input_type -> rel.v1.ControlRolloutRequest
+	42, // 63: rel.v1.ControlService.RollbackRollout:input_type -> rel.v1.RollbackRolloutRequest
+	44, // 64: rel.v1.ControlService.RolloutEvents:input_type -> rel.v1.RolloutEventsRequest
+	0,  // 65: rel.v1.ControlService.ShowEnvironment:input_type -> rel.v1.ShowEnvironmentRequest
+	4,  // 66: rel.v1.ControlService.Overview:input_type -> rel.v1.OverviewRequest
+	8,  // 67: rel.v1.ControlService.CreateApp:output_type -> rel.v1.CreateAppResponse
+	10, // 68: rel.v1.ControlService.ListApps:output_type -> rel.v1.ListAppsResponse
+	12, // 69: rel.v1.ControlService.CreateEnvironment:output_type -> rel.v1.CreateEnvironmentResponse
+	14, // 70: rel.v1.ControlService.ListEnvironments:output_type -> rel.v1.ListEnvironmentsResponse
+	16, // 71: rel.v1.ControlService.CreateRelease:output_type -> rel.v1.CreateReleaseResponse
+	18, // 72: rel.v1.ControlService.ListReleases:output_type -> rel.v1.ListReleasesResponse
+	20, // 73: rel.v1.ControlService.GetRelease:output_type -> rel.v1.GetReleaseResponse
+	22, // 74: rel.v1.ControlService.StartRollout:output_type -> rel.v1.StartRolloutResponse
+	26, // 75: rel.v1.ControlService.GetRollout:output_type -> rel.v1.GetRolloutResponse
+	28, // 76: rel.v1.ControlService.ListRollouts:output_type -> rel.v1.ListRolloutsResponse
+	31, // 77: rel.v1.ControlService.ListAgents:output_type -> rel.v1.ListAgentsResponse
+	33, // 78: rel.v1.ControlService.GetAgent:output_type -> rel.v1.GetAgentResponse
+	35, // 79: rel.v1.ControlService.History:output_type -> rel.v1.HistoryResponse
+	39, // 80: rel.v1.ControlService.PlanRollout:output_type -> rel.v1.PlanRolloutResponse
+	41, // 81: rel.v1.ControlService.ControlRollout:output_type -> rel.v1.ControlRolloutResponse
+	43, // 82: rel.v1.ControlService.RollbackRollout:output_type -> rel.v1.RollbackRolloutResponse
+	45, // 83: rel.v1.ControlService.RolloutEvents:output_type -> rel.v1.RolloutEventsResponse
+	3,  // 84: rel.v1.ControlService.ShowEnvironment:output_type -> rel.v1.ShowEnvironmentResponse
+	5,  // 85: rel.v1.ControlService.Overview:output_type -> rel.v1.OverviewResponse
+	67, // [67:86] is the sub-list for method output_type
+	48, // [48:67] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_control_proto_init() }
@@ -2765,7 +3260,7 @@ func file_rel_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_control_proto_rawDesc), len(file_rel_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   44,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -36,6 +36,8 @@ const (
 	ControlService_ControlRollout_FullMethodName    = "/rel.v1.ControlService/ControlRollout"
 	ControlService_RollbackRollout_FullMethodName   = "/rel.v1.ControlService/RollbackRollout"
 	ControlService_RolloutEvents_FullMethodName     = "/rel.v1.ControlService/RolloutEvents"
+	ControlService_ShowEnvironment_FullMethodName   = "/rel.v1.ControlService/ShowEnvironment"
+	ControlService_Overview_FullMethodName          = "/rel.v1.ControlService/Overview"
 )
 
 // ControlServiceClient is the client API for ControlService service.
@@ -75,6 +77,13 @@ type ControlServiceClient interface {
 	// RolloutEvents lists a rollout's events after a sequence number,
 	// optionally waiting for new ones.
 	RolloutEvents(ctx context.Context, in *RolloutEventsRequest, opts ...grpc.CallOption) (*RolloutEventsResponse, error)
+	// ShowEnvironment says what runs in an environment: its hosts, each
+	// app's current release (that of its last succeeded rollout or rollback
+	// there) and the hosts off it, with why.
+	ShowEnvironment(ctx context.Context, in *ShowEnvironmentRequest, opts ...grpc.CallOption) (*ShowEnvironmentResponse, error)
+	// Overview is the matrix of apps × environments: current release,
+	// hosts healthy on it of all, active rollout.
+	Overview(ctx context.Context, in *OverviewRequest, opts ...grpc.CallOption) (*OverviewResponse, error)
 }
 
 type controlServiceClient struct {
@@ -255,6 +264,26 @@ func (c *controlServiceClient) RolloutEvents(ctx context.Context, in *RolloutEve
 	return out, nil
 }
 
+func (c *controlServiceClient) ShowEnvironment(ctx context.Context, in *ShowEnvironmentRequest, opts ...grpc.CallOption) (*ShowEnvironmentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ShowEnvironmentResponse)
+	err := c.cc.Invoke(ctx, ControlService_ShowEnvironment_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) Overview(ctx context.Context, in *OverviewRequest, opts ...grpc.CallOption) (*OverviewResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(OverviewResponse)
+	err := c.cc.Invoke(ctx, ControlService_Overview_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServiceServer is the server API for ControlService service.
 // All implementations must embed UnimplementedControlServiceServer
 // for forward compatibility.
@@ -292,6 +321,13 @@ type ControlServiceServer interface {
 	// RolloutEvents lists a rollout's events after a sequence number,
 	// optionally waiting for new ones.
 	RolloutEvents(context.Context, *RolloutEventsRequest) (*RolloutEventsResponse, error)
+	// ShowEnvironment says what runs in an environment: its hosts, each
+	// app's current release (that of its last succeeded rollout or rollback
+	// there) and the hosts off it, with why.
+	ShowEnvironment(context.Context, *ShowEnvironmentRequest) (*ShowEnvironmentResponse, error)
+	// Overview is the matrix of apps × environments: current release,
+	// hosts healthy on it of all, active rollout.
+	Overview(context.Context, *OverviewRequest) (*OverviewResponse, error)
 	mustEmbedUnimplementedControlServiceServer()
 }
 
@@ -352,6 +388,12 @@ func (UnimplementedControlServiceServer) RollbackRollout(context.Context, *Rollb
 }
 func (UnimplementedControlServiceServer) RolloutEvents(context.Context, *RolloutEventsRequest) (*RolloutEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RolloutEvents not implemented")
+}
+func (UnimplementedControlServiceServer) ShowEnvironment(context.Context, *ShowEnvironmentRequest) (*ShowEnvironmentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ShowEnvironment not implemented")
+}
+func (UnimplementedControlServiceServer) Overview(context.Context, *OverviewRequest) (*OverviewResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Overview not implemented")
 }
 func (UnimplementedControlServiceServer) mustEmbedUnimplementedControlServiceServer() {}
 func (UnimplementedControlServiceServer) testEmbeddedByValue()                        {}
@@ -680,6 +722,42 @@ func _ControlService_RolloutEvents_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlService_ShowEnvironment_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ShowEnvironmentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).ShowEnvironment(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_ShowEnvironment_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).ShowEnvironment(ctx, req.(*ShowEnvironmentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_Overview_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(OverviewRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).Overview(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_Overview_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).Overview(ctx, req.(*OverviewRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlService_ServiceDesc is the grpc.ServiceDesc for ControlService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -754,6 +832,14 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RolloutEvents",
 			Handler:    _ControlService_RolloutEvents_Handler,
+		},
+		{
+			MethodName: "ShowEnvironment",
+			Handler:    _ControlService_ShowEnvironment_Handler,
+		},
+		{
+			MethodName: "Overview",
+			Handler:    _ControlService_Overview_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,88 @@
+package server_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/relhq/rel/internal/testcluster"
+	relv1 "github.com/relhq/rel/proto/rel/v1"
+)
+
+// TestWhatRunsWhere (issue 9, item 2): ShowEnvironment and Overview say
+// each app's current release in an environment (its last succeeded
+// rollout's) and which hosts are off it, and why.
+func TestWhatRunsWhere(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{Configure: fastAgents})
+	f := c.Followers()[0]
+	ctl := dial(t, f)
+	ctx := ctxT(t)
+	mustCreate(t, ctl, "web")
+	if _, err := ctl.CreateEnvironment(ctx, &relv1.CreateEnvironmentRequest{Name: "prod", Selector: map[string]string{"env": "prod"}}); err != nil {
+		t.Fatal(err)
+	}
+	var agents []*rawAgent
+	for i := 0; i < 3; i++ {
+		a := connectAgent(t, c.Nodes[i], fmt.Sprintf("web-%d", i+1), map[string]string{"env": "prod"}, 0)
+		a.heartbeat(100 * time.Millisecond)
+		agents = append(agents, a)
+	}
+	testcluster.WaitFor(t, 5*time.Second, func() (bool, string) {
+		resp, err := ctl.ListAgents(ctx, &relv1.ListAgentsRequest{Environment: "prod"})
+		return err == nil && len(resp.GetAgents()) == 3, "three prod agents"
+	})
+	start, err := ctl.StartRollout(ctx, &relv1.StartRolloutRequest{App: "web", Version: "1.0.1", Environment: "prod"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro := start.GetRollout().GetId()
+	for _, a := range agents {
+		a.report("web", "1.0.1", "healthy", ro)
+	}
+	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+		resp, err := ctl.GetRollout(ctx, &relv1.GetRolloutRequest{Id: ro})
+		return err == nil && resp.GetStatus().GetRollout().GetState() == "succeeded", "rollout succeeded"
+	})
+	show := func() *relv1.EnvAppStatus {
+		t.Helper()
+		resp, err := ctl.ShowEnvironment(ctx, &relv1.ShowEnvironmentRequest{Name: "prod"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.GetApps()) != 1 {
+			t.Fatalf("apps in prod: %v", resp.GetApps())
+		}
+		return resp.GetApps()[0]
+	}
+	st := show()
+	if st.GetCurrentVersion() != "1.0.1" || st.GetCurrentRolloutId() != ro || st.GetHosts() != 3 || st.GetOnCurrent() != 3 || len(st.GetOff()) != 0 {
+		t.Fatalf("prod after the rollout: %v", st)
+	}
+	// web-2 is changed by hand (it reports another version, with no
+	// rollout), web-3 fails, and a fourth host joins prod with nothing.
+	agents[1].report("web", "0.9.0", "healthy", "")
+	agents[2].reportReason("web", "1.0.1", "failed", "", "health check failed")
+	connectAgent(t, c.Nodes[0], "web-4", map[string]string{"env": "prod"}, 0).heartbeat(100 * time.Millisecond)
+	why := map[string]string{}
+	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+		st = show()
+		why = map[string]string{}
+		for _, o := range st.GetOff() {
+			why[o.GetAgentId()] = o.GetWhy()
+		}
+		return len(why) == 3, fmt.Sprintf("hosts off the current release: %v", why)
+	})
+	if why["web-2"] != "out_of_band" || why["web-3"] != "failed" || why["web-4"] != "not_installed" || st.GetOnCurrent() != 1 || st.GetHosts() != 4 {
+		t.Fatalf("prod with drift: %v (why %v)", st, why)
+	}
+	ov, err := ctl.Overview(ctx, &relv1.OverviewRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ov.GetCells()) != 1 || ov.GetCells()[0].GetCurrentVersion() != "1.0.1" || ov.GetCells()[0].GetOnCurrent() != 1 || ov.GetCells()[0].GetHosts() != 4 {
+		t.Fatalf("overview: %v", ov.GetCells())
+	}
+	if _, err := ctl.ShowEnvironment(ctx, &relv1.ShowEnvironmentRequest{Name: "nope"}); err == nil {
+		t.Fatal("ShowEnvironment of an unknown environment answered")
+	}
+}
