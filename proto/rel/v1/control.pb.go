@@ -381,6 +381,255 @@ func (x *CreateEnvironmentResponse) GetIndex() uint64 {
 	return 0
 }
 
+type UpdateEnvironmentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The new selector; empty keeps the current one.
+	Selector map[string]string `protobuf:"bytes,2,rep,name=selector,proto3" json:"selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The new description; unset keeps the current one ("" clears it).
+	Description *string `protobuf:"bytes,3,opt,name=description,proto3,oneof" json:"description,omitempty"`
+	// Only say what would change; change nothing.
+	DryRun        bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateEnvironmentRequest) Reset() {
+	*x = UpdateEnvironmentRequest{}
+	mi := &file_rel_v1_control_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateEnvironmentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateEnvironmentRequest) ProtoMessage() {}
+
+func (x *UpdateEnvironmentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateEnvironmentRequest.ProtoReflect.Descriptor instead.
+func (*UpdateEnvironmentRequest) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *UpdateEnvironmentRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpdateEnvironmentRequest) GetSelector() map[string]string {
+	if x != nil {
+		return x.Selector
+	}
+	return nil
+}
+
+func (x *UpdateEnvironmentRequest) GetDescription() string {
+	if x != nil && x.Description != nil {
+		return *x.Description
+	}
+	return ""
+}
+
+func (x *UpdateEnvironmentRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type UpdateEnvironmentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The environment as updated (with dry_run: as it would be).
+	Environment *Environment `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
+	// Agents the new selector matches and the old one did not, by id.
+	Joining []string `protobuf:"bytes,2,rep,name=joining,proto3" json:"joining,omitempty"`
+	// Agents the old selector matched and the new one does not, by id.
+	Leaving []string `protobuf:"bytes,3,rep,name=leaving,proto3" json:"leaving,omitempty"`
+	// Raft index of the entry that updated it; 0 with dry_run or when
+	// nothing changed.
+	Index         uint64 `protobuf:"varint,4,opt,name=index,proto3" json:"index,omitempty"`
+	DryRun        bool   `protobuf:"varint,5,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateEnvironmentResponse) Reset() {
+	*x = UpdateEnvironmentResponse{}
+	mi := &file_rel_v1_control_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateEnvironmentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateEnvironmentResponse) ProtoMessage() {}
+
+func (x *UpdateEnvironmentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateEnvironmentResponse.ProtoReflect.Descriptor instead.
+func (*UpdateEnvironmentResponse) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *UpdateEnvironmentResponse) GetEnvironment() *Environment {
+	if x != nil {
+		return x.Environment
+	}
+	return nil
+}
+
+func (x *UpdateEnvironmentResponse) GetJoining() []string {
+	if x != nil {
+		return x.Joining
+	}
+	return nil
+}
+
+func (x *UpdateEnvironmentResponse) GetLeaving() []string {
+	if x != nil {
+		return x.Leaving
+	}
+	return nil
+}
+
+func (x *UpdateEnvironmentResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *UpdateEnvironmentResponse) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type DeleteEnvironmentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteEnvironmentRequest) Reset() {
+	*x = DeleteEnvironmentRequest{}
+	mi := &file_rel_v1_control_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteEnvironmentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteEnvironmentRequest) ProtoMessage() {}
+
+func (x *DeleteEnvironmentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteEnvironmentRequest.ProtoReflect.Descriptor instead.
+func (*DeleteEnvironmentRequest) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *DeleteEnvironmentRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteEnvironmentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Raft index of the entry that deleted it.
+	Index         uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteEnvironmentResponse) Reset() {
+	*x = DeleteEnvironmentResponse{}
+	mi := &file_rel_v1_control_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteEnvironmentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteEnvironmentResponse) ProtoMessage() {}
+
+func (x *DeleteEnvironmentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteEnvironmentResponse.ProtoReflect.Descriptor instead.
+func (*DeleteEnvironmentResponse) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *DeleteEnvironmentResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DeleteEnvironmentResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 type ListEnvironmentsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Read          *ReadOptions           `protobuf:"bytes,1,opt,name=read,proto3" json:"read,omitempty"`
@@ -390,7 +639,7 @@ type ListEnvironmentsRequest struct {
 
 func (x *ListEnvironmentsRequest) Reset() {
 	*x = ListEnvironmentsRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[7]
+	mi := &file_rel_v1_control_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -402,7 +651,7 @@ func (x *ListEnvironmentsRequest) String() string {
 func (*ListEnvironmentsRequest) ProtoMessage() {}
 
 func (x *ListEnvironmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[7]
+	mi := &file_rel_v1_control_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -415,7 +664,7 @@ func (x *ListEnvironmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentsRequest.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentsRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{7}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListEnvironmentsRequest) GetRead() *ReadOptions {
@@ -435,7 +684,7 @@ type ListEnvironmentsResponse struct {
 
 func (x *ListEnvironmentsResponse) Reset() {
 	*x = ListEnvironmentsResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[8]
+	mi := &file_rel_v1_control_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -447,7 +696,7 @@ func (x *ListEnvironmentsResponse) String() string {
 func (*ListEnvironmentsResponse) ProtoMessage() {}
 
 func (x *ListEnvironmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[8]
+	mi := &file_rel_v1_control_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -460,7 +709,7 @@ func (x *ListEnvironmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentsResponse.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentsResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{8}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListEnvironmentsResponse) GetEnvironments() []*Environment {
@@ -492,7 +741,7 @@ type CreateReleaseRequest struct {
 
 func (x *CreateReleaseRequest) Reset() {
 	*x = CreateReleaseRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[9]
+	mi := &file_rel_v1_control_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -504,7 +753,7 @@ func (x *CreateReleaseRequest) String() string {
 func (*CreateReleaseRequest) ProtoMessage() {}
 
 func (x *CreateReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[9]
+	mi := &file_rel_v1_control_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -517,7 +766,7 @@ func (x *CreateReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateReleaseRequest.ProtoReflect.Descriptor instead.
 func (*CreateReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{9}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreateReleaseRequest) GetApp() string {
@@ -579,7 +828,7 @@ type CreateReleaseResponse struct {
 
 func (x *CreateReleaseResponse) Reset() {
 	*x = CreateReleaseResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[10]
+	mi := &file_rel_v1_control_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -591,7 +840,7 @@ func (x *CreateReleaseResponse) String() string {
 func (*CreateReleaseResponse) ProtoMessage() {}
 
 func (x *CreateReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[10]
+	mi := &file_rel_v1_control_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -604,7 +853,7 @@ func (x *CreateReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateReleaseResponse.ProtoReflect.Descriptor instead.
 func (*CreateReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{10}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateReleaseResponse) GetRelease() *Release {
@@ -632,7 +881,7 @@ type ListReleasesRequest struct {
 
 func (x *ListReleasesRequest) Reset() {
 	*x = ListReleasesRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[11]
+	mi := &file_rel_v1_control_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -644,7 +893,7 @@ func (x *ListReleasesRequest) String() string {
 func (*ListReleasesRequest) ProtoMessage() {}
 
 func (x *ListReleasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[11]
+	mi := &file_rel_v1_control_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -657,7 +906,7 @@ func (x *ListReleasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReleasesRequest.ProtoReflect.Descriptor instead.
 func (*ListReleasesRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{11}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListReleasesRequest) GetRead() *ReadOptions {
@@ -686,7 +935,7 @@ type ListReleasesResponse struct {
 
 func (x *ListReleasesResponse) Reset() {
 	*x = ListReleasesResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[12]
+	mi := &file_rel_v1_control_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -698,7 +947,7 @@ func (x *ListReleasesResponse) String() string {
 func (*ListReleasesResponse) ProtoMessage() {}
 
 func (x *ListReleasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[12]
+	mi := &file_rel_v1_control_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -711,7 +960,7 @@ func (x *ListReleasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReleasesResponse.ProtoReflect.Descriptor instead.
 func (*ListReleasesResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{12}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListReleasesResponse) GetReleases() []*Release {
@@ -739,7 +988,7 @@ type GetReleaseRequest struct {
 
 func (x *GetReleaseRequest) Reset() {
 	*x = GetReleaseRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[13]
+	mi := &file_rel_v1_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -751,7 +1000,7 @@ func (x *GetReleaseRequest) String() string {
 func (*GetReleaseRequest) ProtoMessage() {}
 
 func (x *GetReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[13]
+	mi := &file_rel_v1_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -764,7 +1013,7 @@ func (x *GetReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReleaseRequest.ProtoReflect.Descriptor instead.
 func (*GetReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{13}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetReleaseRequest) GetRead() *ReadOptions {
@@ -798,7 +1047,7 @@ type GetReleaseResponse struct {
 
 func (x *GetReleaseResponse) Reset() {
 	*x = GetReleaseResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[14]
+	mi := &file_rel_v1_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -810,7 +1059,7 @@ func (x *GetReleaseResponse) String() string {
 func (*GetReleaseResponse) ProtoMessage() {}
 
 func (x *GetReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[14]
+	mi := &file_rel_v1_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -823,7 +1072,7 @@ func (x *GetReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReleaseResponse.ProtoReflect.Descriptor instead.
 func (*GetReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{14}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetReleaseResponse) GetRelease() *Release {
@@ -855,7 +1104,7 @@ type StartRolloutRequest struct {
 
 func (x *StartRolloutRequest) Reset() {
 	*x = StartRolloutRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[15]
+	mi := &file_rel_v1_control_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -867,7 +1116,7 @@ func (x *StartRolloutRequest) String() string {
 func (*StartRolloutRequest) ProtoMessage() {}
 
 func (x *StartRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[15]
+	mi := &file_rel_v1_control_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -880,7 +1129,7 @@ func (x *StartRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRolloutRequest.ProtoReflect.Descriptor instead.
 func (*StartRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{15}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StartRolloutRequest) GetApp() string {
@@ -928,7 +1177,7 @@ type StartRolloutResponse struct {
 
 func (x *StartRolloutResponse) Reset() {
 	*x = StartRolloutResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[16]
+	mi := &file_rel_v1_control_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -940,7 +1189,7 @@ func (x *StartRolloutResponse) String() string {
 func (*StartRolloutResponse) ProtoMessage() {}
 
 func (x *StartRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[16]
+	mi := &file_rel_v1_control_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -953,7 +1202,7 @@ func (x *StartRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRolloutResponse.ProtoReflect.Descriptor instead.
 func (*StartRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{16}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StartRolloutResponse) GetRollout() *Rollout {
@@ -982,7 +1231,7 @@ type GetRolloutRequest struct {
 
 func (x *GetRolloutRequest) Reset() {
 	*x = GetRolloutRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[17]
+	mi := &file_rel_v1_control_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -994,7 +1243,7 @@ func (x *GetRolloutRequest) String() string {
 func (*GetRolloutRequest) ProtoMessage() {}
 
 func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[17]
+	mi := &file_rel_v1_control_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1007,7 +1256,7 @@ func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutRequest.ProtoReflect.Descriptor instead.
 func (*GetRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{17}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetRolloutRequest) GetRead() *ReadOptions {
@@ -1049,7 +1298,7 @@ type RolloutHostStatus struct {
 
 func (x *RolloutHostStatus) Reset() {
 	*x = RolloutHostStatus{}
-	mi := &file_rel_v1_control_proto_msgTypes[18]
+	mi := &file_rel_v1_control_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1061,7 +1310,7 @@ func (x *RolloutHostStatus) String() string {
 func (*RolloutHostStatus) ProtoMessage() {}
 
 func (x *RolloutHostStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[18]
+	mi := &file_rel_v1_control_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1074,7 +1323,7 @@ func (x *RolloutHostStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutHostStatus.ProtoReflect.Descriptor instead.
 func (*RolloutHostStatus) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{18}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RolloutHostStatus) GetAgentId() string {
@@ -1138,7 +1387,7 @@ type RolloutStatus struct {
 
 func (x *RolloutStatus) Reset() {
 	*x = RolloutStatus{}
-	mi := &file_rel_v1_control_proto_msgTypes[19]
+	mi := &file_rel_v1_control_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1150,7 +1399,7 @@ func (x *RolloutStatus) String() string {
 func (*RolloutStatus) ProtoMessage() {}
 
 func (x *RolloutStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[19]
+	mi := &file_rel_v1_control_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1163,7 +1412,7 @@ func (x *RolloutStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutStatus.ProtoReflect.Descriptor instead.
 func (*RolloutStatus) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{19}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RolloutStatus) GetRollout() *Rollout {
@@ -1197,7 +1446,7 @@ type GetRolloutResponse struct {
 
 func (x *GetRolloutResponse) Reset() {
 	*x = GetRolloutResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[20]
+	mi := &file_rel_v1_control_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1209,7 +1458,7 @@ func (x *GetRolloutResponse) String() string {
 func (*GetRolloutResponse) ProtoMessage() {}
 
 func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[20]
+	mi := &file_rel_v1_control_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1222,7 +1471,7 @@ func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutResponse.ProtoReflect.Descriptor instead.
 func (*GetRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{20}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetRolloutResponse) GetStatus() *RolloutStatus {
@@ -1250,7 +1499,7 @@ type ListRolloutsRequest struct {
 
 func (x *ListRolloutsRequest) Reset() {
 	*x = ListRolloutsRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[21]
+	mi := &file_rel_v1_control_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1262,7 +1511,7 @@ func (x *ListRolloutsRequest) String() string {
 func (*ListRolloutsRequest) ProtoMessage() {}
 
 func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[21]
+	mi := &file_rel_v1_control_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1275,7 +1524,7 @@ func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsRequest.ProtoReflect.Descriptor instead.
 func (*ListRolloutsRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{21}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListRolloutsRequest) GetRead() *ReadOptions {
@@ -1309,7 +1558,7 @@ type ListRolloutsResponse struct {
 
 func (x *ListRolloutsResponse) Reset() {
 	*x = ListRolloutsResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[22]
+	mi := &file_rel_v1_control_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1321,7 +1570,7 @@ func (x *ListRolloutsResponse) String() string {
 func (*ListRolloutsResponse) ProtoMessage() {}
 
 func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[22]
+	mi := &file_rel_v1_control_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1334,7 +1583,7 @@ func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsResponse.ProtoReflect.Descriptor instead.
 func (*ListRolloutsResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{22}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListRolloutsResponse) GetRollouts() []*RolloutStatus {
@@ -1367,7 +1616,7 @@ type AgentStatus struct {
 
 func (x *AgentStatus) Reset() {
 	*x = AgentStatus{}
-	mi := &file_rel_v1_control_proto_msgTypes[23]
+	mi := &file_rel_v1_control_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1379,7 +1628,7 @@ func (x *AgentStatus) String() string {
 func (*AgentStatus) ProtoMessage() {}
 
 func (x *AgentStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[23]
+	mi := &file_rel_v1_control_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1392,7 +1641,7 @@ func (x *AgentStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentStatus.ProtoReflect.Descriptor instead.
 func (*AgentStatus) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{23}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AgentStatus) GetAgent() *Agent {
@@ -1441,7 +1690,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[24]
+	mi := &file_rel_v1_control_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1453,7 +1702,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[24]
+	mi := &file_rel_v1_control_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1466,7 +1715,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{24}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListAgentsRequest) GetRead() *ReadOptions {
@@ -1493,7 +1742,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[25]
+	mi := &file_rel_v1_control_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1505,7 +1754,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[25]
+	mi := &file_rel_v1_control_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1518,7 +1767,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{25}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*AgentStatus {
@@ -1545,7 +1794,7 @@ type GetAgentRequest struct {
 
 func (x *GetAgentRequest) Reset() {
 	*x = GetAgentRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[26]
+	mi := &file_rel_v1_control_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1557,7 +1806,7 @@ func (x *GetAgentRequest) String() string {
 func (*GetAgentRequest) ProtoMessage() {}
 
 func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[26]
+	mi := &file_rel_v1_control_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1570,7 +1819,7 @@ func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{26}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetAgentRequest) GetRead() *ReadOptions {
@@ -1597,7 +1846,7 @@ type GetAgentResponse struct {
 
 func (x *GetAgentResponse) Reset() {
 	*x = GetAgentResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[27]
+	mi := &file_rel_v1_control_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1609,7 +1858,7 @@ func (x *GetAgentResponse) String() string {
 func (*GetAgentResponse) ProtoMessage() {}
 
 func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[27]
+	mi := &file_rel_v1_control_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1622,7 +1871,7 @@ func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentResponse.ProtoReflect.Descriptor instead.
 func (*GetAgentResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{27}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetAgentResponse) GetAgent() *AgentStatus {
@@ -1651,7 +1900,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[28]
+	mi := &file_rel_v1_control_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1663,7 +1912,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[28]
+	mi := &file_rel_v1_control_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1676,7 +1925,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{28}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *HistoryRequest) GetRead() *ReadOptions {
@@ -1710,7 +1959,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[29]
+	mi := &file_rel_v1_control_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1722,7 +1971,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[29]
+	mi := &file_rel_v1_control_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1735,7 +1984,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{29}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *HistoryResponse) GetEntries() []*HistoryEntry {
@@ -1764,7 +2013,7 @@ type PlanRolloutRequest struct {
 
 func (x *PlanRolloutRequest) Reset() {
 	*x = PlanRolloutRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[30]
+	mi := &file_rel_v1_control_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1776,7 +2025,7 @@ func (x *PlanRolloutRequest) String() string {
 func (*PlanRolloutRequest) ProtoMessage() {}
 
 func (x *PlanRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[30]
+	mi := &file_rel_v1_control_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1789,7 +2038,7 @@ func (x *PlanRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PlanRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{30}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PlanRolloutRequest) GetApp() string {
@@ -1835,7 +2084,7 @@ type PlannedHost struct {
 
 func (x *PlannedHost) Reset() {
 	*x = PlannedHost{}
-	mi := &file_rel_v1_control_proto_msgTypes[31]
+	mi := &file_rel_v1_control_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1847,7 +2096,7 @@ func (x *PlannedHost) String() string {
 func (*PlannedHost) ProtoMessage() {}
 
 func (x *PlannedHost) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[31]
+	mi := &file_rel_v1_control_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1860,7 +2109,7 @@ func (x *PlannedHost) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlannedHost.ProtoReflect.Descriptor instead.
 func (*PlannedHost) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{31}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PlannedHost) GetAgentId() string {
@@ -1910,7 +2159,7 @@ type PlannedWave struct {
 
 func (x *PlannedWave) Reset() {
 	*x = PlannedWave{}
-	mi := &file_rel_v1_control_proto_msgTypes[32]
+	mi := &file_rel_v1_control_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1922,7 +2171,7 @@ func (x *PlannedWave) String() string {
 func (*PlannedWave) ProtoMessage() {}
 
 func (x *PlannedWave) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[32]
+	mi := &file_rel_v1_control_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1935,7 +2184,7 @@ func (x *PlannedWave) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlannedWave.ProtoReflect.Descriptor instead.
 func (*PlannedWave) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{32}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PlannedWave) GetIndex() uint32 {
@@ -1976,7 +2225,7 @@ type PlanRolloutResponse struct {
 
 func (x *PlanRolloutResponse) Reset() {
 	*x = PlanRolloutResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[33]
+	mi := &file_rel_v1_control_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1988,7 +2237,7 @@ func (x *PlanRolloutResponse) String() string {
 func (*PlanRolloutResponse) ProtoMessage() {}
 
 func (x *PlanRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[33]
+	mi := &file_rel_v1_control_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2001,7 +2250,7 @@ func (x *PlanRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanRolloutResponse.ProtoReflect.Descriptor instead.
 func (*PlanRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{33}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PlanRolloutResponse) GetSpec() *RolloutSpec {
@@ -2060,7 +2309,7 @@ type ControlRolloutRequest struct {
 
 func (x *ControlRolloutRequest) Reset() {
 	*x = ControlRolloutRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[34]
+	mi := &file_rel_v1_control_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2072,7 +2321,7 @@ func (x *ControlRolloutRequest) String() string {
 func (*ControlRolloutRequest) ProtoMessage() {}
 
 func (x *ControlRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[34]
+	mi := &file_rel_v1_control_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2085,7 +2334,7 @@ func (x *ControlRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlRolloutRequest.ProtoReflect.Descriptor instead.
 func (*ControlRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{34}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ControlRolloutRequest) GetId() string {
@@ -2126,7 +2375,7 @@ type ControlRolloutResponse struct {
 
 func (x *ControlRolloutResponse) Reset() {
 	*x = ControlRolloutResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[35]
+	mi := &file_rel_v1_control_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2138,7 +2387,7 @@ func (x *ControlRolloutResponse) String() string {
 func (*ControlRolloutResponse) ProtoMessage() {}
 
 func (x *ControlRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[35]
+	mi := &file_rel_v1_control_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2151,7 +2400,7 @@ func (x *ControlRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlRolloutResponse.ProtoReflect.Descriptor instead.
 func (*ControlRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{35}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ControlRolloutResponse) GetRollout() *Rollout {
@@ -2179,7 +2428,7 @@ type RollbackRolloutRequest struct {
 
 func (x *RollbackRolloutRequest) Reset() {
 	*x = RollbackRolloutRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[36]
+	mi := &file_rel_v1_control_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2191,7 +2440,7 @@ func (x *RollbackRolloutRequest) String() string {
 func (*RollbackRolloutRequest) ProtoMessage() {}
 
 func (x *RollbackRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[36]
+	mi := &file_rel_v1_control_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2204,7 +2453,7 @@ func (x *RollbackRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRolloutRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{36}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RollbackRolloutRequest) GetId() string {
@@ -2231,7 +2480,7 @@ type RollbackRolloutResponse struct {
 
 func (x *RollbackRolloutResponse) Reset() {
 	*x = RollbackRolloutResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[37]
+	mi := &file_rel_v1_control_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2243,7 +2492,7 @@ func (x *RollbackRolloutResponse) String() string {
 func (*RollbackRolloutResponse) ProtoMessage() {}
 
 func (x *RollbackRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[37]
+	mi := &file_rel_v1_control_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2256,7 +2505,7 @@ func (x *RollbackRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRolloutResponse.ProtoReflect.Descriptor instead.
 func (*RollbackRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{37}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RollbackRolloutResponse) GetRollback() *Rollout {
@@ -2287,7 +2536,7 @@ type RolloutEventsRequest struct {
 
 func (x *RolloutEventsRequest) Reset() {
 	*x = RolloutEventsRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[38]
+	mi := &file_rel_v1_control_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2299,7 +2548,7 @@ func (x *RolloutEventsRequest) String() string {
 func (*RolloutEventsRequest) ProtoMessage() {}
 
 func (x *RolloutEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[38]
+	mi := &file_rel_v1_control_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2312,7 +2561,7 @@ func (x *RolloutEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutEventsRequest.ProtoReflect.Descriptor instead.
 func (*RolloutEventsRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{38}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RolloutEventsRequest) GetRead() *ReadOptions {
@@ -2355,7 +2604,7 @@ type RolloutEventsResponse struct {
 
 func (x *RolloutEventsResponse) Reset() {
 	*x = RolloutEventsResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[39]
+	mi := &file_rel_v1_control_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2367,7 +2616,7 @@ func (x *RolloutEventsResponse) String() string {
 func (*RolloutEventsResponse) ProtoMessage() {}
 
 func (x *RolloutEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[39]
+	mi := &file_rel_v1_control_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2380,7 +2629,7 @@ func (x *RolloutEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutEventsResponse.ProtoReflect.Descriptor instead.
 func (*RolloutEventsResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{39}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RolloutEventsResponse) GetEvents() []*RolloutEvent {
@@ -2433,6 +2682,26 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"h\n" +
 	"\x19CreateEnvironmentResponse\x125\n" +
 	"\venvironment\x18\x01 \x01(\v2\x13.rel.v1.EnvironmentR\venvironment\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\x87\x02\n" +
+	"\x18UpdateEnvironmentRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12J\n" +
+	"\bselector\x18\x02 \x03(\v2..rel.v1.UpdateEnvironmentRequest.SelectorEntryR\bselector\x12%\n" +
+	"\vdescription\x18\x03 \x01(\tH\x00R\vdescription\x88\x01\x01\x12\x17\n" +
+	"\adry_run\x18\x04 \x01(\bR\x06dryRun\x1a;\n" +
+	"\rSelectorEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
+	"\f_description\"\xb5\x01\n" +
+	"\x19UpdateEnvironmentResponse\x125\n" +
+	"\venvironment\x18\x01 \x01(\v2\x13.rel.v1.EnvironmentR\venvironment\x12\x18\n" +
+	"\ajoining\x18\x02 \x03(\tR\ajoining\x12\x18\n" +
+	"\aleaving\x18\x03 \x03(\tR\aleaving\x12\x14\n" +
+	"\x05index\x18\x04 \x01(\x04R\x05index\x12\x17\n" +
+	"\adry_run\x18\x05 \x01(\bR\x06dryRun\".\n" +
+	"\x18DeleteEnvironmentRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"E\n" +
+	"\x19DeleteEnvironmentResponse\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\"B\n" +
 	"\x17ListEnvironmentsRequest\x12'\n" +
 	"\x04read\x18\x01 \x01(\v2\x13.rel.v1.ReadOptionsR\x04read\"i\n" +
@@ -2577,12 +2846,14 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\x15RolloutEventsResponse\x12,\n" +
 	"\x06events\x18\x01 \x03(\v2\x14.rel.v1.RolloutEventR\x06events\x12)\n" +
 	"\arollout\x18\x02 \x01(\v2\x0f.rel.v1.RolloutR\arollout\x12\x14\n" +
-	"\x05index\x18\x03 \x01(\x04R\x05index2\xf6\t\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index2\xaa\v\n" +
 	"\x0eControlService\x12@\n" +
 	"\tCreateApp\x12\x18.rel.v1.CreateAppRequest\x1a\x19.rel.v1.CreateAppResponse\x12=\n" +
 	"\bListApps\x12\x17.rel.v1.ListAppsRequest\x1a\x18.rel.v1.ListAppsResponse\x12X\n" +
 	"\x11CreateEnvironment\x12 .rel.v1.CreateEnvironmentRequest\x1a!.rel.v1.CreateEnvironmentResponse\x12U\n" +
-	"\x10ListEnvironments\x12\x1f.rel.v1.ListEnvironmentsRequest\x1a .rel.v1.ListEnvironmentsResponse\x12L\n" +
+	"\x10ListEnvironments\x12\x1f.rel.v1.ListEnvironmentsRequest\x1a .rel.v1.ListEnvironmentsResponse\x12X\n" +
+	"\x11UpdateEnvironment\x12 .rel.v1.UpdateEnvironmentRequest\x1a!.rel.v1.UpdateEnvironmentResponse\x12X\n" +
+	"\x11DeleteEnvironment\x12 .rel.v1.DeleteEnvironmentRequest\x1a!.rel.v1.DeleteEnvironmentResponse\x12L\n" +
 	"\rCreateRelease\x12\x1c.rel.v1.CreateReleaseRequest\x1a\x1d.rel.v1.CreateReleaseResponse\x12I\n" +
 	"\fListReleases\x12\x1b.rel.v1.ListReleasesRequest\x1a\x1c.rel.v1.ListReleasesResponse\x12C\n" +
 	"\n" +
@@ -2612,7 +2883,7 @@ func file_rel_v1_control_proto_rawDescGZIP() []byte {
 	return file_rel_v1_control_proto_rawDescData
 }
 
-var file_rel_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_rel_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_rel_v1_control_proto_goTypes = []any{
 	(*ReadOptions)(nil),               // 0: rel.v1.ReadOptions
 	(*CreateAppRequest)(nil),          // 1: rel.v1.CreateAppRequest
@@ -2621,136 +2892,147 @@ var file_rel_v1_control_proto_goTypes = []any{
 	(*ListAppsResponse)(nil),          // 4: rel.v1.ListAppsResponse
 	(*CreateEnvironmentRequest)(nil),  // 5: rel.v1.CreateEnvironmentRequest
 	(*CreateEnvironmentResponse)(nil), // 6: rel.v1.CreateEnvironmentResponse
-	(*ListEnvironmentsRequest)(nil),   // 7: rel.v1.ListEnvironmentsRequest
-	(*ListEnvironmentsResponse)(nil),  // 8: rel.v1.ListEnvironmentsResponse
-	(*CreateReleaseRequest)(nil),      // 9: rel.v1.CreateReleaseRequest
-	(*CreateReleaseResponse)(nil),     // 10: rel.v1.CreateReleaseResponse
-	(*ListReleasesRequest)(nil),       // 11: rel.v1.ListReleasesRequest
-	(*ListReleasesResponse)(nil),      // 12: rel.v1.ListReleasesResponse
-	(*GetReleaseRequest)(nil),         // 13: rel.v1.GetReleaseRequest
-	(*GetReleaseResponse)(nil),        // 14: rel.v1.GetReleaseResponse
-	(*StartRolloutRequest)(nil),       // 15: rel.v1.StartRolloutRequest
-	(*StartRolloutResponse)(nil),      // 16: rel.v1.StartRolloutResponse
-	(*GetRolloutRequest)(nil),         // 17: rel.v1.GetRolloutRequest
-	(*RolloutHostStatus)(nil),         // 18: rel.v1.RolloutHostStatus
-	(*RolloutStatus)(nil),             // 19: rel.v1.RolloutStatus
-	(*GetRolloutResponse)(nil),        // 20: rel.v1.GetRolloutResponse
-	(*ListRolloutsRequest)(nil),       // 21: rel.v1.ListRolloutsRequest
-	(*ListRolloutsResponse)(nil),      // 22: rel.v1.ListRolloutsResponse
-	(*AgentStatus)(nil),               // 23: rel.v1.AgentStatus
-	(*ListAgentsRequest)(nil),         // 24: rel.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),        // 25: rel.v1.ListAgentsResponse
-	(*GetAgentRequest)(nil),           // 26: rel.v1.GetAgentRequest
-	(*GetAgentResponse)(nil),          // 27: rel.v1.GetAgentResponse
-	(*HistoryRequest)(nil),            // 28: rel.v1.HistoryRequest
-	(*HistoryResponse)(nil),           // 29: rel.v1.HistoryResponse
-	(*PlanRolloutRequest)(nil),        // 30: rel.v1.PlanRolloutRequest
-	(*PlannedHost)(nil),               // 31: rel.v1.PlannedHost
-	(*PlannedWave)(nil),               // 32: rel.v1.PlannedWave
-	(*PlanRolloutResponse)(nil),       // 33: rel.v1.PlanRolloutResponse
-	(*ControlRolloutRequest)(nil),     // 34: rel.v1.ControlRolloutRequest
-	(*ControlRolloutResponse)(nil),    // 35: rel.v1.ControlRolloutResponse
-	(*RollbackRolloutRequest)(nil),    // 36: rel.v1.RollbackRolloutRequest
-	(*RollbackRolloutResponse)(nil),   // 37: rel.v1.RollbackRolloutResponse
-	(*RolloutEventsRequest)(nil),      // 38: rel.v1.RolloutEventsRequest
-	(*RolloutEventsResponse)(nil),     // 39: rel.v1.RolloutEventsResponse
-	nil,                               // 40: rel.v1.CreateEnvironmentRequest.SelectorEntry
-	nil,                               // 41: rel.v1.CreateReleaseRequest.LabelsEntry
-	nil,                               // 42: rel.v1.RolloutStatus.TotalsEntry
-	nil,                               // 43: rel.v1.PlannedHost.LabelsEntry
-	(*App)(nil),                       // 44: rel.v1.App
-	(*Environment)(nil),               // 45: rel.v1.Environment
-	(*Release)(nil),                   // 46: rel.v1.Release
-	(*RolloutSpec)(nil),               // 47: rel.v1.RolloutSpec
-	(*Rollout)(nil),                   // 48: rel.v1.Rollout
-	(*Agent)(nil),                     // 49: rel.v1.Agent
-	(*AppReport)(nil),                 // 50: rel.v1.AppReport
-	(*Load)(nil),                      // 51: rel.v1.Load
-	(*HistoryEntry)(nil),              // 52: rel.v1.HistoryEntry
-	(*RolloutEvent)(nil),              // 53: rel.v1.RolloutEvent
+	(*UpdateEnvironmentRequest)(nil),  // 7: rel.v1.UpdateEnvironmentRequest
+	(*UpdateEnvironmentResponse)(nil), // 8: rel.v1.UpdateEnvironmentResponse
+	(*DeleteEnvironmentRequest)(nil),  // 9: rel.v1.DeleteEnvironmentRequest
+	(*DeleteEnvironmentResponse)(nil), // 10: rel.v1.DeleteEnvironmentResponse
+	(*ListEnvironmentsRequest)(nil),   // 11: rel.v1.ListEnvironmentsRequest
+	(*ListEnvironmentsResponse)(nil),  // 12: rel.v1.ListEnvironmentsResponse
+	(*CreateReleaseRequest)(nil),      // 13: rel.v1.CreateReleaseRequest
+	(*CreateReleaseResponse)(nil),     // 14: rel.v1.CreateReleaseResponse
+	(*ListReleasesRequest)(nil),       // 15: rel.v1.ListReleasesRequest
+	(*ListReleasesResponse)(nil),      // 16: rel.v1.ListReleasesResponse
+	(*GetReleaseRequest)(nil),         // 17: rel.v1.GetReleaseRequest
+	(*GetReleaseResponse)(nil),        // 18: rel.v1.GetReleaseResponse
+	(*StartRolloutRequest)(nil),       // 19: rel.v1.StartRolloutRequest
+	(*StartRolloutResponse)(nil),      // 20: rel.v1.StartRolloutResponse
+	(*GetRolloutRequest)(nil),         // 21: rel.v1.GetRolloutRequest
+	(*RolloutHostStatus)(nil),         // 22: rel.v1.RolloutHostStatus
+	(*RolloutStatus)(nil),             // 23: rel.v1.RolloutStatus
+	(*GetRolloutResponse)(nil),        // 24: rel.v1.GetRolloutResponse
+	(*ListRolloutsRequest)(nil),       // 25: rel.v1.ListRolloutsRequest
+	(*ListRolloutsResponse)(nil),      // 26: rel.v1.ListRolloutsResponse
+	(*AgentStatus)(nil),               // 27: rel.v1.AgentStatus
+	(*ListAgentsRequest)(nil),         // 28: rel.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),        // 29: rel.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),           // 30: rel.v1.GetAgentRequest
+	(*GetAgentResponse)(nil),          // 31: rel.v1.GetAgentResponse
+	(*HistoryRequest)(nil),            // 32: rel.v1.HistoryRequest
+	(*HistoryResponse)(nil),           // 33: rel.v1.HistoryResponse
+	(*PlanRolloutRequest)(nil),        // 34: rel.v1.PlanRolloutRequest
+	(*PlannedHost)(nil),               // 35: rel.v1.PlannedHost
+	(*PlannedWave)(nil),               // 36: rel.v1.PlannedWave
+	(*PlanRolloutResponse)(nil),       // 37: rel.v1.PlanRolloutResponse
+	(*ControlRolloutRequest)(nil),     // 38: rel.v1.ControlRolloutRequest
+	(*ControlRolloutResponse)(nil),    // 39: rel.v1.ControlRolloutResponse
+	(*RollbackRolloutRequest)(nil),    // 40: rel.v1.RollbackRolloutRequest
+	(*RollbackRolloutResponse)(nil),   // 41: rel.v1.RollbackRolloutResponse
+	(*RolloutEventsRequest)(nil),      // 42: rel.v1.RolloutEventsRequest
+	(*RolloutEventsResponse)(nil),     // 43: rel.v1.RolloutEventsResponse
+	nil,                               // 44: rel.v1.CreateEnvironmentRequest.SelectorEntry
+	nil,                               // 45: rel.v1.UpdateEnvironmentRequest.SelectorEntry
+	nil,                               // 46: rel.v1.CreateReleaseRequest.LabelsEntry
+	nil,                               // 47: rel.v1.RolloutStatus.TotalsEntry
+	nil,                               // 48: rel.v1.PlannedHost.LabelsEntry
+	(*App)(nil),                       // 49: rel.v1.App
+	(*Environment)(nil),               // 50: rel.v1.Environment
+	(*Release)(nil),                   // 51: rel.v1.Release
+	(*RolloutSpec)(nil),               // 52: rel.v1.RolloutSpec
+	(*Rollout)(nil),                   // 53: rel.v1.Rollout
+	(*Agent)(nil),                     // 54: rel.v1.Agent
+	(*AppReport)(nil),                 // 55: rel.v1.AppReport
+	(*Load)(nil),                      // 56: rel.v1.Load
+	(*HistoryEntry)(nil),              // 57: rel.v1.HistoryEntry
+	(*RolloutEvent)(nil),              // 58: rel.v1.RolloutEvent
 }
 var file_rel_v1_control_proto_depIdxs = []int32{
-	44, // 0: rel.v1.CreateAppResponse.app:type_name -> rel.v1.App
+	49, // 0: rel.v1.CreateAppResponse.app:type_name -> rel.v1.App
 	0,  // 1: rel.v1.ListAppsRequest.read:type_name -> rel.v1.ReadOptions
-	44, // 2: rel.v1.ListAppsResponse.apps:type_name -> rel.v1.App
-	40, // 3: rel.v1.CreateEnvironmentRequest.selector:type_name -> rel.v1.CreateEnvironmentRequest.SelectorEntry
-	45, // 4: rel.v1.CreateEnvironmentResponse.environment:type_name -> rel.v1.Environment
-	0,  // 5: rel.v1.ListEnvironmentsRequest.read:type_name -> rel.v1.ReadOptions
-	45, // 6: rel.v1.ListEnvironmentsResponse.environments:type_name -> rel.v1.Environment
-	41, // 7: rel.v1.CreateReleaseRequest.labels:type_name -> rel.v1.CreateReleaseRequest.LabelsEntry
-	46, // 8: rel.v1.CreateReleaseResponse.release:type_name -> rel.v1.Release
-	0,  // 9: rel.v1.ListReleasesRequest.read:type_name -> rel.v1.ReadOptions
-	46, // 10: rel.v1.ListReleasesResponse.releases:type_name -> rel.v1.Release
-	0,  // 11: rel.v1.GetReleaseRequest.read:type_name -> rel.v1.ReadOptions
-	46, // 12: rel.v1.GetReleaseResponse.release:type_name -> rel.v1.Release
-	47, // 13: rel.v1.StartRolloutRequest.spec:type_name -> rel.v1.RolloutSpec
-	48, // 14: rel.v1.StartRolloutResponse.rollout:type_name -> rel.v1.Rollout
-	0,  // 15: rel.v1.GetRolloutRequest.read:type_name -> rel.v1.ReadOptions
-	48, // 16: rel.v1.RolloutStatus.rollout:type_name -> rel.v1.Rollout
-	18, // 17: rel.v1.RolloutStatus.hosts:type_name -> rel.v1.RolloutHostStatus
-	42, // 18: rel.v1.RolloutStatus.totals:type_name -> rel.v1.RolloutStatus.TotalsEntry
-	19, // 19: rel.v1.GetRolloutResponse.status:type_name -> rel.v1.RolloutStatus
-	0,  // 20: rel.v1.ListRolloutsRequest.read:type_name -> rel.v1.ReadOptions
-	19, // 21: rel.v1.ListRolloutsResponse.rollouts:type_name -> rel.v1.RolloutStatus
-	49, // 22: rel.v1.AgentStatus.agent:type_name -> rel.v1.Agent
-	50, // 23: rel.v1.AgentStatus.apps:type_name -> rel.v1.AppReport
-	51, // 24: rel.v1.AgentStatus.load:type_name -> rel.v1.Load
-	0,  // 25: rel.v1.ListAgentsRequest.read:type_name -> rel.v1.ReadOptions
-	23, // 26: rel.v1.ListAgentsResponse.agents:type_name -> rel.v1.AgentStatus
-	0,  // 27: rel.v1.GetAgentRequest.read:type_name -> rel.v1.ReadOptions
-	23, // 28: rel.v1.GetAgentResponse.agent:type_name -> rel.v1.AgentStatus
-	0,  // 29: rel.v1.HistoryRequest.read:type_name -> rel.v1.ReadOptions
-	52, // 30: rel.v1.HistoryResponse.entries:type_name -> rel.v1.HistoryEntry
-	47, // 31: rel.v1.PlanRolloutRequest.spec:type_name -> rel.v1.RolloutSpec
-	43, // 32: rel.v1.PlannedHost.labels:type_name -> rel.v1.PlannedHost.LabelsEntry
-	31, // 33: rel.v1.PlannedWave.hosts:type_name -> rel.v1.PlannedHost
-	47, // 34: rel.v1.PlanRolloutResponse.spec:type_name -> rel.v1.RolloutSpec
-	32, // 35: rel.v1.PlanRolloutResponse.waves:type_name -> rel.v1.PlannedWave
-	31, // 36: rel.v1.PlanRolloutResponse.offline:type_name -> rel.v1.PlannedHost
-	48, // 37: rel.v1.ControlRolloutResponse.rollout:type_name -> rel.v1.Rollout
-	48, // 38: rel.v1.RollbackRolloutResponse.rollback:type_name -> rel.v1.Rollout
-	0,  // 39: rel.v1.RolloutEventsRequest.read:type_name -> rel.v1.ReadOptions
-	53, // 40: rel.v1.RolloutEventsResponse.events:type_name -> rel.v1.RolloutEvent
-	48, // 41: rel.v1.RolloutEventsResponse.rollout:type_name -> rel.v1.Rollout
-	1,  // 42: rel.v1.ControlService.CreateApp:input_type -> rel.v1.CreateAppRequest
-	3,  // 43: rel.v1.ControlService.ListApps:input_type -> rel.v1.ListAppsRequest
-	5,  // 44: rel.v1.ControlService.CreateEnvironment:input_type -> rel.v1.CreateEnvironmentRequest
-	7,  // 45: rel.v1.ControlService.ListEnvironments:input_type -> rel.v1.ListEnvironmentsRequest
-	9,  // 46: rel.v1.ControlService.CreateRelease:input_type -> rel.v1.CreateReleaseRequest
-	11, // 47: rel.v1.ControlService.ListReleases:input_type -> rel.v1.ListReleasesRequest
-	13, // 48: rel.v1.ControlService.GetRelease:input_type -> rel.v1.GetReleaseRequest
-	15, // 49: rel.v1.ControlService.StartRollout:input_type -> rel.v1.StartRolloutRequest
-	17, // 50: rel.v1.ControlService.GetRollout:input_type -> rel.v1.GetRolloutRequest
-	21, // 51: rel.v1.ControlService.ListRollouts:input_type -> rel.v1.ListRolloutsRequest
-	24, // 52: rel.v1.ControlService.ListAgents:input_type -> rel.v1.ListAgentsRequest
-	26, // 53: rel.v1.ControlService.GetAgent:input_type -> rel.v1.GetAgentRequest
-	28, // 54: rel.v1.ControlService.History:input_type -> rel.v1.HistoryRequest
-	30, // 55: rel.v1.ControlService.PlanRollout:input_type -> rel.v1.PlanRolloutRequest
-	34, // 56: rel.v1.ControlService.ControlRollout:input_type -> rel.v1.ControlRolloutRequest
-	36, // 57: rel.v1.ControlService.RollbackRollout:input_type -> rel.v1.RollbackRolloutRequest
-	38, // 58: rel.v1.ControlService.RolloutEvents:input_type -> rel.v1.RolloutEventsRequest
-	2,  // 59: rel.v1.ControlService.CreateApp:output_type -> rel.v1.CreateAppResponse
-	4,  // 60: rel.v1.ControlService.ListApps:output_type -> rel.v1.ListAppsResponse
-	6,  // 61: rel.v1.ControlService.CreateEnvironment:output_type -> rel.v1.CreateEnvironmentResponse
-	8,  // 62: rel.v1.ControlService.ListEnvironments:output_type -> rel.v1.ListEnvironmentsResponse
-	10, // 63: rel.v1.ControlService.CreateRelease:output_type -> rel.v1.CreateReleaseResponse
-	12, // 64: rel.v1.ControlService.ListReleases:output_type -> rel.v1.ListReleasesResponse
-	14, // 65: rel.v1.ControlService.GetRelease:output_type -> rel.v1.GetReleaseResponse
-	16, // 66: rel.v1.ControlService.StartRollout:output_type -> rel.v1.StartRolloutResponse
-	20, // 67: rel.v1.ControlService.GetRollout:output_type -> rel.v1.GetRolloutResponse
-	22, // 68: rel.v1.ControlService.ListRollouts:output_type -> rel.v1.ListRolloutsResponse
-	25, // 69: rel.v1.ControlService.ListAgents:output_type -> rel.v1.ListAgentsResponse
-	27, // 70: rel.v1.ControlService.GetAgent:output_type -> rel.v1.GetAgentResponse
-	29, // 71: rel.v1.ControlService.History:output_type -> rel.v1.HistoryResponse
-	33, // 72: rel.v1.ControlService.PlanRollout:output_type -> rel.v1.PlanRolloutResponse
-	35, // 73: rel.v1.ControlService.ControlRollout:output_type -> rel.v1.ControlRolloutResponse
-	37, // 74: rel.v1.ControlService.RollbackRollout:output_type -> rel.v1.RollbackRolloutResponse
-	39, // 75: rel.v1.ControlService.RolloutEvents:output_type -> rel.v1.RolloutEventsResponse
-	59, // [59:76] is the sub-list for method output_type
-	42, // [42:59] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	49, // 2: rel.v1.ListAppsResponse.apps:type_name -> rel.v1.App
+	44, // 3: rel.v1.CreateEnvironmentRequest.selector:type_name -> rel.v1.CreateEnvironmentRequest.SelectorEntry
+	50, // 4: rel.v1.CreateEnvironmentResponse.environment:type_name -> rel.v1.Environment
+	45, // 5: rel.v1.UpdateEnvironmentRequest.selector:type_name -> rel.v1.UpdateEnvironmentRequest.SelectorEntry
+	50, // 6: rel.v1.UpdateEnvironmentResponse.environment:type_name -> rel.v1.Environment
+	0,  // 7: rel.v1.ListEnvironmentsRequest.read:type_name -> rel.v1.ReadOptions
+	50, // 8: rel.v1.ListEnvironmentsResponse.environments:type_name -> rel.v1.Environment
+	46, // 9: rel.v1.CreateReleaseRequest.labels:type_name -> rel.v1.CreateReleaseRequest.LabelsEntry
+	51, // 10: rel.v1.CreateReleaseResponse.release:type_name -> rel.v1.Release
+	0,  // 11: rel.v1.ListReleasesRequest.read:type_name -> rel.v1.ReadOptions
+	51, // 12: rel.v1.ListReleasesResponse.releases:type_name -> rel.v1.Release
+	0,  // 13: rel.v1.GetReleaseRequest.read:type_name -> rel.v1.ReadOptions
+	51, // 14: rel.v1.GetReleaseResponse.release:type_name -> rel.v1.Release
+	52, // 15: rel.v1.StartRolloutRequest.spec:type_name -> rel.v1.RolloutSpec
+	53, // 16: rel.v1.StartRolloutResponse.rollout:type_name -> rel.v1.Rollout
+	0,  // 17: rel.v1.GetRolloutRequest.read:type_name -> rel.v1.ReadOptions
+	53, // 18: rel.v1.RolloutStatus.rollout:type_name -> rel.v1.Rollout
+	22, // 19: rel.v1.RolloutStatus.hosts:type_name -> rel.v1.RolloutHostStatus
+	47, // 20: rel.v1.RolloutStatus.totals:type_name -> rel.v1.RolloutStatus.TotalsEntry
+	23, // 21: rel.v1.GetRolloutResponse.status:type_name -> rel.v1.RolloutStatus
+	0,  // 22: rel.v1.ListRolloutsRequest.read:type_name -> rel.v1.ReadOptions
+	23, // 23: rel.v1.ListRolloutsResponse.rollouts:type_name -> rel.v1.RolloutStatus
+	54, // 24: rel.v1.AgentStatus.agent:type_name -> rel.v1.Agent
+	55, // 25: rel.v1.AgentStatus.apps:type_name -> rel.v1.AppReport
+	56, // 26: rel.v1.AgentStatus.load:type_name -> rel.v1.Load
+	0,  // 27: rel.v1.ListAgentsRequest.read:type_name -> rel.v1.ReadOptions
+	27, // 28: rel.v1.ListAgentsResponse.agents:type_name -> rel.v1.AgentStatus
+	0,  // 29: rel.v1.GetAgentRequest.read:type_name -> rel.v1.ReadOptions
+	27, // 30: rel.v1.GetAgentResponse.agent:type_name -> rel.v1.AgentStatus
+	0,  // 31: rel.v1.HistoryRequest.read:type_name -> rel.v1.ReadOptions
+	57, // 32: rel.v1.HistoryResponse.entries:type_name -> rel.v1.HistoryEntry
+	52, // 33: rel.v1.PlanRolloutRequest.spec:type_name -> rel.v1.RolloutSpec
+	48, // 34: rel.v1.PlannedHost.labels:type_name -> rel.v1.PlannedHost.LabelsEntry
+	35, // 35: rel.v1.PlannedWave.hosts:type_name -> rel.v1.PlannedHost
+	52, // 36: rel.v1.PlanRolloutResponse.spec:type_name -> rel.v1.RolloutSpec
+	36, // 37: rel.v1.PlanRolloutResponse.waves:type_name -> rel.v1.PlannedWave
+	35, // 38: rel.v1.PlanRolloutResponse.offline:type_name -> rel.v1.PlannedHost
+	53, // 39: rel.v1.ControlRolloutResponse.rollout:type_name -> rel.v1.Rollout
+	53, // 40: rel.v1.RollbackRolloutResponse.rollback:type_name -> rel.v1.Rollout
+	0,  // 41: rel.v1.RolloutEventsRequest.read:type_name -> rel.v1.ReadOptions
+	58, // 42: rel.v1.RolloutEventsResponse.events:type_name -> rel.v1.RolloutEvent
+	53, // 43: rel.v1.RolloutEventsResponse.rollout:type_name -> rel.v1.Rollout
+	1,  // 44: rel.v1.ControlService.CreateApp:input_type -> rel.v1.CreateAppRequest
+	3,  // 45: rel.v1.ControlService.ListApps:input_type -> rel.v1.ListAppsRequest
+	5,  // 46: rel.v1.ControlService.CreateEnvironment:input_type -> rel.v1.CreateEnvironmentRequest
+	11, // 47: rel.v1.ControlService.ListEnvironments:input_type -> rel.v1.ListEnvironmentsRequest
+	7,  // 48: rel.v1.ControlService.UpdateEnvironment:input_type -> rel.v1.UpdateEnvironmentRequest
+	9,  // 49: rel.v1.ControlService.DeleteEnvironment:input_type -> rel.v1.DeleteEnvironmentRequest
+	13, // 50: rel.v1.ControlService.CreateRelease:input_type -> rel.v1.CreateReleaseRequest
+	15, // 51: rel.v1.ControlService.ListReleases:input_type -> rel.v1.ListReleasesRequest
+	17, // 52: rel.v1.ControlService.GetRelease:input_type -> rel.v1.GetReleaseRequest
+	19, // 53: rel.v1.ControlService.StartRollout:input_type -> rel.v1.StartRolloutRequest
+	21, // 54: rel.v1.ControlService.GetRollout:input_type -> rel.v1.GetRolloutRequest
+	25, // 55: rel.v1.ControlService.ListRollouts:input_type -> rel.v1.ListRolloutsRequest
+	28, // 56: rel.v1.ControlService.ListAgents:input_type -> rel.v1.ListAgentsRequest
+	30, // 57: rel.v1.ControlService.GetAgent:input_type -> rel.v1.GetAgentRequest
+	32, // 58: rel.v1.ControlService.History:input_type -> rel.v1.HistoryRequest
+	34, // 59: rel.v1.ControlService.PlanRollout:input_type -> rel.v1.PlanRolloutRequest
+	38, // 60: rel.v1.ControlService.ControlRollout:input_type -> rel.v1.ControlRolloutRequest
+	40, // 61: rel.v1.ControlService.RollbackRollout:input_type -> rel.v1.RollbackRolloutRequest
+	42, // 62: rel.v1.ControlService.RolloutEvents:input_type -> rel.v1.RolloutEventsRequest
+	2,  // 63: rel.v1.ControlService.CreateApp:output_type -> rel.v1.CreateAppResponse
+	4,  // 64: rel.v1.ControlService.ListApps:output_type -> rel.v1.ListAppsResponse
+	6,  // 65: rel.v1.ControlService.CreateEnvironment:output_type -> rel.v1.CreateEnvironmentResponse
+	12, // 66: rel.v1.ControlService.ListEnvironments:output_type -> rel.v1.ListEnvironmentsResponse
+	8,  // 67: rel.v1.ControlService.UpdateEnvironment:output_type -> rel.v1.UpdateEnvironmentResponse
+	10, // 68: rel.v1.ControlService.DeleteEnvironment:output_type -> rel.v1.DeleteEnvironmentResponse
+	14, // 69: rel.v1.ControlService.CreateRelease:output_type -> rel.v1.CreateReleaseResponse
+	16, // 70: rel.v1.ControlService.ListReleases:output_type -> rel.v1.ListReleasesResponse
+	18, // 71: rel.v1.ControlService.GetRelease:output_type -> rel.v1.GetReleaseResponse
+	20, // 72: rel.v1.ControlService.StartRollout:output_type -> rel.v1.StartRolloutResponse
+	24, // 73: rel.v1.ControlService.GetRollout:output_type -> rel.v1.GetRolloutResponse
+	26, // 74: rel.v1.ControlService.ListRollouts:output_type -> rel.v1.ListRolloutsResponse
+	29, // 75: rel.v1.ControlService.ListAgents:output_type -> rel.v1.ListAgentsResponse
+	31, // 76: rel.v1.ControlService.GetAgent:output_type -> rel.v1.GetAgentResponse
+	33, // 77: rel.v1.ControlService.History:output_type -> rel.v1.HistoryResponse
+	37, // 78: rel.v1.ControlService.PlanRollout:output_type -> rel.v1.PlanRolloutResponse
+	39, // 79: rel.v1.ControlService.ControlRollout:output_type -> rel.v1.ControlRolloutResponse
+	41, // 80: rel.v1.ControlService.RollbackRollout:output_type -> rel.v1.RollbackRolloutResponse
+	43, // 81: rel.v1.ControlService.RolloutEvents:output_type -> rel.v1.RolloutEventsResponse
+	63, // [63:82] is the sub-list for method output_type
+	44, // [44:63] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_control_proto_init() }
@@ -2759,13 +3041,14 @@ func file_rel_v1_control_proto_init() {
 		return
 	}
 	file_rel_v1_types_proto_init()
+	file_rel_v1_control_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_control_proto_rawDesc), len(file_rel_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   44,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
