@@ -11,15 +11,19 @@ import (
 
 func (r *runner) envCommand() *cobra.Command {
 	return noun("env",
-		"Create, list and show environments",
+		"Create, list, show, update and delete environments",
 		`An environment selects hosts by agent labels: a host belongs to the
 environment when every selector pair matches one of its labels.`,
 		`  relctl env create prod --selector tier=prod,region=eu
   relctl env list
-  relctl env show prod`,
+  relctl env show prod
+  relctl env update prod --selector tier=prod,region=eu --dry-run
+  relctl env delete old-staging`,
 		r.envCreateCommand(),
 		r.envListCommand(),
 		r.envShowCommand(),
+		r.envUpdateCommand(),
+		r.envDeleteCommand(),
 	)
 }
 
@@ -89,6 +93,88 @@ of the server asked; add --consistent to read from the leader instead.`,
 				return err
 			}
 			return r.printer().environments(resp.GetEnvironments())
+		}),
+	}
+}
+
+func (r *runner) envUpdateCommand() *cobra.Command {
+	var (
+		description string
+		selector    []string
+		dryRun      bool
+		cmd         *cobra.Command
+	)
+	cmd = &cobra.Command{
+		Use:   "update ENV [--selector KEY=VALUE[,KEY=VALUE...]] [--description TEXT] [--dry-run]",
+		Short: "Change an environment's selector or description",
+		Long: `Change the selector or the description of environment ENV, and show
+which hosts join it (the new selector matches them, the old did not) and
+which leave it (the other way round), among the agents the cluster knows.
+Give at least one of --selector (the whole new selector: it replaces the
+old one) and --description ("" clears it).
+
+With --dry-run nothing changes: relctl shows what the update would do.
+
+A selector change is refused while a rollout to the environment is active
+(its hosts were chosen by the old selector): wait until it finishes, or
+abort it. A description change is always allowed.`,
+		Example: `  relctl env update prod --selector tier=prod,region=eu --dry-run
+  relctl env update prod --selector tier=prod,region=eu
+  relctl env update prod --description "Production, Europe"
+  relctl env update prod --selector tier=prod -o json`,
+		Args:              exactArgs("ENV"),
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: r.do(func(ctx context.Context, args []string) error {
+			sel, err := parseKeyValues("selector", selector)
+			if err != nil {
+				return err
+			}
+			req := &relv1.UpdateEnvironmentRequest{Name: args[0], Selector: sel, DryRun: dryRun}
+			if cmd.Flags().Changed("description") {
+				req.Description = &description
+			}
+			if len(sel) == 0 && req.Description == nil {
+				return usagef("nothing to change: give --selector or --description")
+			}
+			var resp *relv1.UpdateEnvironmentResponse
+			_, err = r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
+				resp, err = relv1.NewControlServiceClient(cc).UpdateEnvironment(ctx, req, opts...)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			return r.printer().envUpdated(resp)
+		}),
+	}
+	cmd.Flags().StringVar(&description, "description", "", "new `TEXT` saying what the environment is (\"\" clears it)")
+	cmd.Flags().StringArrayVar(&selector, "selector", nil, "new host labels `KEY=VALUE[,KEY=VALUE...]` to select, replacing the old selector (repeatable)")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show which hosts would join and leave; change nothing")
+	return cmd
+}
+
+func (r *runner) envDeleteCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:     "delete ENV",
+		Aliases: []string{"rm"},
+		Short:   "Delete an environment",
+		Long: `Delete environment ENV. Refused while a rollout of any app to it is
+active: wait until it finishes, or abort it. Finished rollouts and the
+history of its hosts stay.`,
+		Example: `  relctl env delete old-staging
+  relctl env delete old-staging -o json`,
+		Args:              exactArgs("ENV"),
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: r.do(func(ctx context.Context, args []string) error {
+			var resp *relv1.DeleteEnvironmentResponse
+			_, err := r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
+				resp, err = relv1.NewControlServiceClient(cc).DeleteEnvironment(ctx, &relv1.DeleteEnvironmentRequest{Name: args[0]}, opts...)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			return r.printer().envDeleted(resp.GetName(), resp.GetIndex())
 		}),
 	}
 }

@@ -263,6 +263,66 @@ func (p printer) created(kind, name string, index uint64, obj any) error {
 	return err
 }
 
+type envUpdatedJSON struct {
+	Environment environmentJSON `json:"environment"`
+	Joining     []string        `json:"joining"`
+	Leaving     []string        `json:"leaving"`
+	DryRun      bool            `json:"dry_run"`
+	Index       uint64          `json:"index"`
+}
+
+type envDeletedJSON struct {
+	Name  string `json:"name"`
+	Index uint64 `json:"index"`
+}
+
+// envUpdated prints what env update did (or, with --dry-run, would do):
+// a line saying so, then the hosts that join and leave.
+func (p printer) envUpdated(resp *relv1.UpdateEnvironmentResponse) error {
+	env := resp.GetEnvironment()
+	joining, leaving := nonNilStrings(resp.GetJoining()), nonNilStrings(resp.GetLeaving())
+	if p.json() {
+		return p.writeJSON(envUpdatedJSON{Environment: toEnvironmentJSON(env), Joining: joining, Leaving: leaving,
+			DryRun: resp.GetDryRun(), Index: resp.GetIndex()})
+	}
+	var head string
+	switch {
+	case resp.GetDryRun():
+		head = fmt.Sprintf("dry run: environment %s would have selector %s (nothing changed)", cell(env.GetName()), formatMap(env.GetSelector()))
+	case resp.GetIndex() == 0:
+		head = fmt.Sprintf("environment %s unchanged: it already has selector %s and that description", cell(env.GetName()), formatMap(env.GetSelector()))
+	default:
+		head = fmt.Sprintf("updated environment %s (index %d): selector %s", cell(env.GetName()), resp.GetIndex(), formatMap(env.GetSelector()))
+	}
+	if _, err := fmt.Fprintln(p.w, head); err != nil {
+		return err
+	}
+	if len(joining)+len(leaving) == 0 {
+		_, err := fmt.Fprintln(p.w, "no host joins or leaves")
+		return err
+	}
+	join, leave := "joins", "leaves"
+	if resp.GetDryRun() {
+		join, leave = "would join", "would leave"
+	}
+	rows := make([][]string, 0, len(joining)+len(leaving))
+	for _, h := range joining {
+		rows = append(rows, []string{h, join})
+	}
+	for _, h := range leaving {
+		rows = append(rows, []string{h, leave})
+	}
+	return p.table([]string{"HOST", "CHANGE"}, rows)
+}
+
+func (p printer) envDeleted(name string, index uint64) error {
+	if p.json() {
+		return p.writeJSON(envDeletedJSON{Name: name, Index: index})
+	}
+	_, err := fmt.Fprintf(p.w, "deleted environment %s (index %d)\n", cell(name), index)
+	return err
+}
+
 func (p printer) apps(apps []*relv1.App) error {
 	if p.json() {
 		out := struct {

@@ -150,6 +150,10 @@ func Describe(cmd *relv1.Command) (kind, target string) {
 		target = k.CreateApp.GetApp().GetName()
 	case *relv1.Command_CreateEnvironment:
 		target = k.CreateEnvironment.GetEnvironment().GetName()
+	case *relv1.Command_UpdateEnvironment:
+		target = k.UpdateEnvironment.GetEnvironment().GetName()
+	case *relv1.Command_DeleteEnvironment:
+		target = k.DeleteEnvironment.GetName()
 	case *relv1.Command_CreateRelease:
 		r := k.CreateRelease.GetRelease()
 		target = r.GetApp() + "@" + r.GetVersion()
@@ -208,6 +212,11 @@ func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
 		return f.store.CreateApp(index, k.CreateApp.GetApp())
 	case *relv1.Command_CreateEnvironment:
 		return f.store.CreateEnvironment(index, k.CreateEnvironment.GetEnvironment())
+	case *relv1.Command_UpdateEnvironment:
+		c := k.UpdateEnvironment
+		return f.store.UpdateEnvironment(index, c.GetEnvironment(), c.GetExpectModifyIndex())
+	case *relv1.Command_DeleteEnvironment:
+		return f.store.DeleteEnvironment(index, k.DeleteEnvironment.GetName())
 	case *relv1.Command_CreateRelease:
 		return f.store.CreateRelease(index, k.CreateRelease.GetRelease())
 	case *relv1.Command_RegisterServer:

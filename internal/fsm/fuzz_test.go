@@ -126,6 +126,10 @@ func stamped(n int64, kind any) *relv1.Command {
 		c.Kind = k
 	case *relv1.Command_CreateEnvironment:
 		c.Kind = k
+	case *relv1.Command_UpdateEnvironment:
+		c.Kind = k
+	case *relv1.Command_DeleteEnvironment:
+		c.Kind = k
 	case *relv1.Command_CreateRelease:
 		c.Kind = k
 	case *relv1.Command_RegisterServer:
@@ -246,6 +250,11 @@ func seedCommands() []*relv1.Command {
 		// With request ids: the fuzzer applies each entry twice, so the
 		// second meets the first's record.
 		withRequestID("rq-fuzz-1", stamped(44, &relv1.Command_CreateApp{CreateApp: &relv1.CreateApp{App: &relv1.App{Name: "db", CreatedUnixNano: 44}}})),
+		stamped(46, &relv1.Command_UpdateEnvironment{UpdateEnvironment: &relv1.UpdateEnvironment{Environment: &relv1.Environment{Name: "prod", Selector: map[string]string{"env": "prod", "tier": "web"}},
+			ExpectModifyIndex: 4, Leaving: []string{"web-1"}}}),
+		withRequestID("rq-fuzz-3", stamped(47, &relv1.Command_UpdateEnvironment{UpdateEnvironment: &relv1.UpdateEnvironment{Environment: &relv1.Environment{Name: "prod", Description: "production", Selector: map[string]string{"env": "prod"}},
+			ExpectModifyIndex: 4}})),
+		withRequestID("rq-fuzz-4", stamped(48, &relv1.Command_DeleteEnvironment{DeleteEnvironment: &relv1.DeleteEnvironment{Name: "prod"}})),
 		withRequestID("rq-fuzz-2", stamped(45, &relv1.Command_RolloutControl{RolloutControl: &relv1.RolloutControl{RolloutId: "ro-1", Action: "approve", AtUnixNano: 45, Wave: 2}})),
 	}
 }

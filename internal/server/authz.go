@@ -73,6 +73,12 @@ var rules = map[string]rule{
 	relv1.ControlService_ListEnvironments_FullMethodName: {perm: auth.Read},
 	relv1.ControlService_ShowEnvironment_FullMethodName:  {perm: auth.Read},
 	relv1.ControlService_Overview_FullMethodName:         {perm: auth.Read},
+	relv1.ControlService_UpdateEnvironment_FullMethodName: {perm: auth.ManageApps, resource: func(_ *Server, r any) auth.Resource {
+		return auth.Resource{Env: r.(*relv1.UpdateEnvironmentRequest).GetName()}
+	}},
+	relv1.ControlService_DeleteEnvironment_FullMethodName: {perm: auth.ManageApps, resource: func(_ *Server, r any) auth.Resource {
+		return auth.Resource{Env: r.(*relv1.DeleteEnvironmentRequest).GetName()}
+	}},
 	relv1.ControlService_CreateRelease_FullMethodName: {perm: auth.CreateRelease, resource: func(_ *Server, r any) auth.Resource {
 		return appOf(r.(*relv1.CreateReleaseRequest).GetApp())
 	}},

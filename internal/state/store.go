@@ -11,6 +11,7 @@ import (
 	"golang.org/x/mod/semver"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/relhq/rel/internal/rollout"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
@@ -138,6 +139,123 @@ func (s *Store) CreateEnvironment(index uint64, env *relv1.Environment) error {
 	}
 	txn.Commit()
 	return nil
+}
+
+// UpdateEnvironment replaces an environment's selector and description if
+// the row is still at expect (its ModifyIndex when the change was decided),
+// so the hosts the accepting server found joining and leaving are those of
+// the selector replaced. A selector change is refused while a rollout to
+// the environment is active: its hosts were chosen by the old selector.
+func (s *Store) UpdateEnvironment(index uint64, env *relv1.Environment, expect uint64) error {
+	txn := s.writeTxn()
+	defer txn.Abort()
+	raw, err := txn.First(TableEnvironments, "id", env.GetName())
+	if err != nil {
+		return fmt.Errorf("state: lookup environment: %w", err)
+	}
+	if raw == nil {
+		return envNotFound(env.GetName())
+	}
+	old := raw.(*relv1.Environment)
+	if old.GetModifyIndex() != expect {
+		return newError(ErrConflict, fmt.Sprintf("environment %q changed (at index %d) while this update was decided: run it again to see what it does now", env.GetName(), old.GetModifyIndex()))
+	}
+	if !sameLabels(old.GetSelector(), env.GetSelector()) {
+		if ro, err := activeRolloutTo(txn, env.GetName()); err != nil {
+			return err
+		} else if ro != nil {
+			return newError(ErrConflict, fmt.Sprintf("environment %q has an active rollout, %s: its hosts were chosen by the current selector; "+
+				"wait until it finishes or abort it ('relctl rollout abort %s'), then change the selector (a description-only change is allowed now)",
+				env.GetName(), describeRollout(ro), ro.GetId()))
+		}
+	}
+	row := proto.Clone(old).(*relv1.Environment)
+	row.Selector = env.GetSelector()
+	row.Description = env.GetDescription()
+	row.ModifyIndex = index
+	if err := txn.Insert(TableEnvironments, row); err != nil {
+		return fmt.Errorf("state: update environment: %w", err)
+	}
+	if err := setIndex(txn, TableEnvironments, index); err != nil {
+		return err
+	}
+	txn.Commit()
+	return nil
+}
+
+// DeleteEnvironment deletes an environment, refused while a rollout of any
+// app to it is active. Finished rollouts and history keep its name.
+func (s *Store) DeleteEnvironment(index uint64, name string) error {
+	txn := s.writeTxn()
+	defer txn.Abort()
+	raw, err := txn.First(TableEnvironments, "id", name)
+	if err != nil {
+		return fmt.Errorf("state: lookup environment: %w", err)
+	}
+	if raw == nil {
+		return envNotFound(name)
+	}
+	if ro, err := activeRolloutTo(txn, name); err != nil {
+		return err
+	} else if ro != nil {
+		return newError(ErrConflict, fmt.Sprintf("environment %q has an active rollout, %s: wait until it finishes or abort it ('relctl rollout abort %s'), then delete the environment",
+			name, describeRollout(ro), ro.GetId()))
+	}
+	if err := txn.Delete(TableEnvironments, raw); err != nil {
+		return fmt.Errorf("state: delete environment: %w", err)
+	}
+	if err := setIndex(txn, TableEnvironments, index); err != nil {
+		return err
+	}
+	txn.Commit()
+	return nil
+}
+
+func envNotFound(name string) error {
+	return newError(ErrNotFound, fmt.Sprintf("environment %q not found: 'relctl env list' shows them", name))
+}
+
+// ActiveRolloutTo is the first (by id) rollout to environment env that is
+// not finished, nil when there is none.
+func (s *Store) ActiveRolloutTo(env string) (*relv1.Rollout, error) {
+	return activeRolloutTo(s.readTxn(), env)
+}
+
+func activeRolloutTo(txn *memdb.Txn, env string) (*relv1.Rollout, error) {
+	var found *relv1.Rollout
+	for _, st := range rollout.ActiveStates {
+		it, err := txn.Get(TableRollouts, "state", st)
+		if err != nil {
+			return nil, fmt.Errorf("state: active rollouts: %w", err)
+		}
+		for raw := it.Next(); raw != nil; raw = it.Next() {
+			ro := raw.(*relv1.Rollout)
+			if ro.GetEnvironment() == env && (found == nil || ro.GetId() < found.GetId()) {
+				found = ro
+			}
+		}
+	}
+	return found, nil
+}
+
+func describeRollout(ro *relv1.Rollout) string {
+	what := ro.GetApp() + "@" + ro.GetVersion()
+	if ro.GetKind() == rollout.KindRollback {
+		what = "rollback of " + ro.GetRollbackOf()
+	}
+	return fmt.Sprintf("%s (%s, %s)", ro.GetId(), what, ro.GetState())
+}
+
+func sameLabels(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if bv, ok := b[k]; !ok || bv != v {
+			return false
+		}
+	}
+	return true
 }
 
 // CreateRelease inserts a release of an existing app. Versions are unique per

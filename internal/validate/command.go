@@ -120,6 +120,29 @@ func Command(cmd *relv1.Command) error {
 			return invalid("create_environment carries no environment")
 		}
 		return first(Name("environment name", e.GetName()), Description(e.GetDescription()), Labels("selector", e.GetSelector(), true))
+	case *relv1.Command_UpdateEnvironment:
+		c := k.UpdateEnvironment
+		e := c.GetEnvironment()
+		if e == nil {
+			return invalid("update_environment carries no environment")
+		}
+		if err := first(Name("environment name", e.GetName()), Description(e.GetDescription()), Labels("selector", e.GetSelector(), true)); err != nil {
+			return err
+		}
+		if c.GetExpectModifyIndex() == 0 {
+			return invalid("update_environment names no index to expect")
+		}
+		if n := len(c.GetJoining()) + len(c.GetLeaving()); n > MaxRolloutHosts {
+			return invalid("update_environment lists %d joining and leaving hosts: the limit is %d", n, MaxRolloutHosts)
+		}
+		for _, h := range append(append([]string(nil), c.GetJoining()...), c.GetLeaving()...) {
+			if err := NodeID("agent id", h); err != nil {
+				return err
+			}
+		}
+		return nil
+	case *relv1.Command_DeleteEnvironment:
+		return Name("environment name", k.DeleteEnvironment.GetName())
 	case *relv1.Command_CreateRelease:
 		return release(k.CreateRelease.GetRelease())
 	case *relv1.Command_RegisterServer:

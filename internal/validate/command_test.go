@@ -56,6 +56,10 @@ func validCommands() map[string]*relv1.Command {
 			c.Kind = k
 		case *relv1.Command_CreateEnvironment:
 			c.Kind = k
+		case *relv1.Command_UpdateEnvironment:
+			c.Kind = k
+		case *relv1.Command_DeleteEnvironment:
+			c.Kind = k
 		case *relv1.Command_CreateRelease:
 			c.Kind = k
 		case *relv1.Command_RegisterServer:
@@ -103,6 +107,9 @@ func validCommands() map[string]*relv1.Command {
 		"create_app": cmd(&relv1.Command_CreateApp{CreateApp: &relv1.CreateApp{App: &relv1.App{Name: "web", Description: "the web tier", CreatedUnixNano: 1}}}),
 		"create_environment": cmd(&relv1.Command_CreateEnvironment{CreateEnvironment: &relv1.CreateEnvironment{Environment: &relv1.Environment{
 			Name: "prod", Selector: map[string]string{"env": "prod"}, CreatedUnixNano: 1}}}),
+		"update_environment": cmd(&relv1.Command_UpdateEnvironment{UpdateEnvironment: &relv1.UpdateEnvironment{Environment: &relv1.Environment{
+			Name: "prod", Selector: map[string]string{"env": "prod", "tier": "web"}, CreatedUnixNano: 1}, ExpectModifyIndex: 4, Joining: []string{"web-2"}, Leaving: []string{"web-1"}}}),
+		"delete_environment": cmd(&relv1.Command_DeleteEnvironment{DeleteEnvironment: &relv1.DeleteEnvironment{Name: "prod"}}),
 		"create_release": cmd(&relv1.Command_CreateRelease{CreateRelease: &relv1.CreateRelease{Release: &relv1.Release{
 			App: "web", Version: "1.0.0", ArtifactUrl: "https://artifacts.example.com/web-1.0.0.tgz", Sha256: testSHA, Size: 10,
 			Notes: "notes", Commit: "abc123", Labels: map[string]string{"build": "7"}, CreatedUnixNano: 1}}}),
@@ -226,6 +233,18 @@ func invalidCommandCases() []invalidCase {
 		{"create_environment", "long description", func(c *relv1.Command) {
 			c.GetCreateEnvironment().Environment.Description = long(MaxDescriptionLen + 1)
 		}, "description is"},
+
+		{"update_environment", "no environment", func(c *relv1.Command) { c.GetUpdateEnvironment().Environment = nil }, "carries no environment"},
+		{"update_environment", "bad name", func(c *relv1.Command) { c.GetUpdateEnvironment().Environment.Name = "" }, "environment name is empty"},
+		{"update_environment", "empty selector", func(c *relv1.Command) { c.GetUpdateEnvironment().Environment.Selector = nil }, "selector is empty"},
+		{"update_environment", "long description", func(c *relv1.Command) {
+			c.GetUpdateEnvironment().Environment.Description = long(MaxDescriptionLen + 1)
+		}, "description is"},
+		{"update_environment", "no expected index", func(c *relv1.Command) { c.GetUpdateEnvironment().ExpectModifyIndex = 0 }, "no index to expect"},
+		{"update_environment", "bad host id", func(c *relv1.Command) { c.GetUpdateEnvironment().Joining = []string{"bad host"} }, `agent id "bad host"`},
+
+		{"delete_environment", "bad name", func(c *relv1.Command) { c.GetDeleteEnvironment().Name = "" }, "environment name is empty"},
+		{"delete_environment", "no message", func(c *relv1.Command) { c.Kind = &relv1.Command_DeleteEnvironment{} }, "environment name is empty"},
 
 		{"create_release", "no release", func(c *relv1.Command) { c.GetCreateRelease().Release = nil }, "carries no release"},
 		{"create_release", "invalid URL", func(c *relv1.Command) { c.GetCreateRelease().Release.ArtifactUrl = "ftp://h/a.tgz" }, `scheme "ftp" is not supported`},

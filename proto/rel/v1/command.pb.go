@@ -56,6 +56,8 @@ type Command struct {
 	//	*Command_DeleteJoinToken
 	//	*Command_RevokeAgent
 	//	*Command_RolloutStepDelta
+	//	*Command_UpdateEnvironment
+	//	*Command_DeleteEnvironment
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -292,6 +294,24 @@ func (x *Command) GetRolloutStepDelta() *RolloutStep {
 	return nil
 }
 
+func (x *Command) GetUpdateEnvironment() *UpdateEnvironment {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_UpdateEnvironment); ok {
+			return x.UpdateEnvironment
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDeleteEnvironment() *DeleteEnvironment {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_DeleteEnvironment); ok {
+			return x.DeleteEnvironment
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -381,6 +401,14 @@ type Command_RolloutStepDelta struct {
 	RolloutStepDelta *RolloutStep `protobuf:"bytes,30,opt,name=rollout_step_delta,json=rolloutStepDelta,proto3,oneof"`
 }
 
+type Command_UpdateEnvironment struct {
+	UpdateEnvironment *UpdateEnvironment `protobuf:"bytes,31,opt,name=update_environment,json=updateEnvironment,proto3,oneof"`
+}
+
+type Command_DeleteEnvironment struct {
+	DeleteEnvironment *DeleteEnvironment `protobuf:"bytes,32,opt,name=delete_environment,json=deleteEnvironment,proto3,oneof"`
+}
+
 func (*Command_CreateApp) isCommand_Kind() {}
 
 func (*Command_CreateEnvironment) isCommand_Kind() {}
@@ -420,6 +448,10 @@ func (*Command_DeleteJoinToken) isCommand_Kind() {}
 func (*Command_RevokeAgent) isCommand_Kind() {}
 
 func (*Command_RolloutStepDelta) isCommand_Kind() {}
+
+func (*Command_UpdateEnvironment) isCommand_Kind() {}
+
+func (*Command_DeleteEnvironment) isCommand_Kind() {}
 
 type CreateApp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -509,6 +541,128 @@ func (x *CreateEnvironment) GetEnvironment() *Environment {
 	return nil
 }
 
+// UpdateEnvironment replaces an environment's row (selector, description)
+// if it is still at expect_modify_index, so the hosts the accepting server
+// found joining and leaving are those of the selector replaced. The FSM
+// refuses a selector change while a rollout to the environment is active.
+type UpdateEnvironment struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The whole new row; its indexes and created_unix_nano are the stored
+	// row's.
+	Environment       *Environment `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
+	ExpectModifyIndex uint64       `protobuf:"varint,2,opt,name=expect_modify_index,json=expectModifyIndex,proto3" json:"expect_modify_index,omitempty"`
+	// Agent ids the new selector adds and removes, as the accepting server
+	// found them: the record of what the update did, for its answer.
+	Joining       []string `protobuf:"bytes,3,rep,name=joining,proto3" json:"joining,omitempty"`
+	Leaving       []string `protobuf:"bytes,4,rep,name=leaving,proto3" json:"leaving,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateEnvironment) Reset() {
+	*x = UpdateEnvironment{}
+	mi := &file_rel_v1_command_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateEnvironment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateEnvironment) ProtoMessage() {}
+
+func (x *UpdateEnvironment) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_command_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateEnvironment.ProtoReflect.Descriptor instead.
+func (*UpdateEnvironment) Descriptor() ([]byte, []int) {
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *UpdateEnvironment) GetEnvironment() *Environment {
+	if x != nil {
+		return x.Environment
+	}
+	return nil
+}
+
+func (x *UpdateEnvironment) GetExpectModifyIndex() uint64 {
+	if x != nil {
+		return x.ExpectModifyIndex
+	}
+	return 0
+}
+
+func (x *UpdateEnvironment) GetJoining() []string {
+	if x != nil {
+		return x.Joining
+	}
+	return nil
+}
+
+func (x *UpdateEnvironment) GetLeaving() []string {
+	if x != nil {
+		return x.Leaving
+	}
+	return nil
+}
+
+// DeleteEnvironment deletes an environment unless a rollout to it is
+// active.
+type DeleteEnvironment struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteEnvironment) Reset() {
+	*x = DeleteEnvironment{}
+	mi := &file_rel_v1_command_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteEnvironment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteEnvironment) ProtoMessage() {}
+
+func (x *DeleteEnvironment) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_command_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteEnvironment.ProtoReflect.Descriptor instead.
+func (*DeleteEnvironment) Descriptor() ([]byte, []int) {
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *DeleteEnvironment) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 type CreateRelease struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Release       *Release               `protobuf:"bytes,1,opt,name=release,proto3" json:"release,omitempty"`
@@ -518,7 +672,7 @@ type CreateRelease struct {
 
 func (x *CreateRelease) Reset() {
 	*x = CreateRelease{}
-	mi := &file_rel_v1_command_proto_msgTypes[3]
+	mi := &file_rel_v1_command_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -530,7 +684,7 @@ func (x *CreateRelease) String() string {
 func (*CreateRelease) ProtoMessage() {}
 
 func (x *CreateRelease) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[3]
+	mi := &file_rel_v1_command_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -543,7 +697,7 @@ func (x *CreateRelease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRelease.ProtoReflect.Descriptor instead.
 func (*CreateRelease) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{3}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateRelease) GetRelease() *Release {
@@ -563,7 +717,7 @@ type RegisterServer struct {
 
 func (x *RegisterServer) Reset() {
 	*x = RegisterServer{}
-	mi := &file_rel_v1_command_proto_msgTypes[4]
+	mi := &file_rel_v1_command_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +729,7 @@ func (x *RegisterServer) String() string {
 func (*RegisterServer) ProtoMessage() {}
 
 func (x *RegisterServer) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[4]
+	mi := &file_rel_v1_command_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +742,7 @@ func (x *RegisterServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterServer.ProtoReflect.Descriptor instead.
 func (*RegisterServer) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{4}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RegisterServer) GetServer() *Server {
@@ -607,7 +761,7 @@ type DeregisterServer struct {
 
 func (x *DeregisterServer) Reset() {
 	*x = DeregisterServer{}
-	mi := &file_rel_v1_command_proto_msgTypes[5]
+	mi := &file_rel_v1_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -619,7 +773,7 @@ func (x *DeregisterServer) String() string {
 func (*DeregisterServer) ProtoMessage() {}
 
 func (x *DeregisterServer) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[5]
+	mi := &file_rel_v1_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -632,7 +786,7 @@ func (x *DeregisterServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterServer.ProtoReflect.Descriptor instead.
 func (*DeregisterServer) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{5}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeregisterServer) GetId() string {
@@ -654,7 +808,7 @@ type AgentUp struct {
 
 func (x *AgentUp) Reset() {
 	*x = AgentUp{}
-	mi := &file_rel_v1_command_proto_msgTypes[6]
+	mi := &file_rel_v1_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -666,7 +820,7 @@ func (x *AgentUp) String() string {
 func (*AgentUp) ProtoMessage() {}
 
 func (x *AgentUp) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[6]
+	mi := &file_rel_v1_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -679,7 +833,7 @@ func (x *AgentUp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentUp.ProtoReflect.Descriptor instead.
 func (*AgentUp) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{6}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AgentUp) GetAgent() *Agent {
@@ -710,7 +864,7 @@ type AgentDown struct {
 
 func (x *AgentDown) Reset() {
 	*x = AgentDown{}
-	mi := &file_rel_v1_command_proto_msgTypes[7]
+	mi := &file_rel_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -722,7 +876,7 @@ func (x *AgentDown) String() string {
 func (*AgentDown) ProtoMessage() {}
 
 func (x *AgentDown) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[7]
+	mi := &file_rel_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -735,7 +889,7 @@ func (x *AgentDown) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentDown.ProtoReflect.Descriptor instead.
 func (*AgentDown) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AgentDown) GetAgentId() string {
@@ -777,7 +931,7 @@ type AgentReport struct {
 
 func (x *AgentReport) Reset() {
 	*x = AgentReport{}
-	mi := &file_rel_v1_command_proto_msgTypes[8]
+	mi := &file_rel_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +943,7 @@ func (x *AgentReport) String() string {
 func (*AgentReport) ProtoMessage() {}
 
 func (x *AgentReport) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[8]
+	mi := &file_rel_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +956,7 @@ func (x *AgentReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentReport.ProtoReflect.Descriptor instead.
 func (*AgentReport) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AgentReport) GetAgentId() string {
@@ -838,7 +992,7 @@ type ReportBatch struct {
 
 func (x *ReportBatch) Reset() {
 	*x = ReportBatch{}
-	mi := &file_rel_v1_command_proto_msgTypes[9]
+	mi := &file_rel_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -850,7 +1004,7 @@ func (x *ReportBatch) String() string {
 func (*ReportBatch) ProtoMessage() {}
 
 func (x *ReportBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[9]
+	mi := &file_rel_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -863,7 +1017,7 @@ func (x *ReportBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportBatch.ProtoReflect.Descriptor instead.
 func (*ReportBatch) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ReportBatch) GetReports() []*AgentReport {
@@ -887,7 +1041,7 @@ type CreateRollout struct {
 
 func (x *CreateRollout) Reset() {
 	*x = CreateRollout{}
-	mi := &file_rel_v1_command_proto_msgTypes[10]
+	mi := &file_rel_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -899,7 +1053,7 @@ func (x *CreateRollout) String() string {
 func (*CreateRollout) ProtoMessage() {}
 
 func (x *CreateRollout) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[10]
+	mi := &file_rel_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -912,7 +1066,7 @@ func (x *CreateRollout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRollout.ProtoReflect.Descriptor instead.
 func (*CreateRollout) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreateRollout) GetRollout() *Rollout {
@@ -962,7 +1116,7 @@ type RolloutStep struct {
 
 func (x *RolloutStep) Reset() {
 	*x = RolloutStep{}
-	mi := &file_rel_v1_command_proto_msgTypes[11]
+	mi := &file_rel_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -974,7 +1128,7 @@ func (x *RolloutStep) String() string {
 func (*RolloutStep) ProtoMessage() {}
 
 func (x *RolloutStep) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[11]
+	mi := &file_rel_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -987,7 +1141,7 @@ func (x *RolloutStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutStep.ProtoReflect.Descriptor instead.
 func (*RolloutStep) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RolloutStep) GetRollout() *Rollout {
@@ -1044,7 +1198,7 @@ type RolloutControl struct {
 
 func (x *RolloutControl) Reset() {
 	*x = RolloutControl{}
-	mi := &file_rel_v1_command_proto_msgTypes[12]
+	mi := &file_rel_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1056,7 +1210,7 @@ func (x *RolloutControl) String() string {
 func (*RolloutControl) ProtoMessage() {}
 
 func (x *RolloutControl) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[12]
+	mi := &file_rel_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1069,7 +1223,7 @@ func (x *RolloutControl) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutControl.ProtoReflect.Descriptor instead.
 func (*RolloutControl) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RolloutControl) GetRolloutId() string {
@@ -1118,7 +1272,7 @@ type InitCluster struct {
 
 func (x *InitCluster) Reset() {
 	*x = InitCluster{}
-	mi := &file_rel_v1_command_proto_msgTypes[13]
+	mi := &file_rel_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1284,7 @@ func (x *InitCluster) String() string {
 func (*InitCluster) ProtoMessage() {}
 
 func (x *InitCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[13]
+	mi := &file_rel_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1297,7 @@ func (x *InitCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitCluster.ProtoReflect.Descriptor instead.
 func (*InitCluster) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *InitCluster) GetClusterId() string {
@@ -1164,7 +1318,7 @@ type ACLBootstrap struct {
 
 func (x *ACLBootstrap) Reset() {
 	*x = ACLBootstrap{}
-	mi := &file_rel_v1_command_proto_msgTypes[14]
+	mi := &file_rel_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1176,7 +1330,7 @@ func (x *ACLBootstrap) String() string {
 func (*ACLBootstrap) ProtoMessage() {}
 
 func (x *ACLBootstrap) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[14]
+	mi := &file_rel_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1189,7 +1343,7 @@ func (x *ACLBootstrap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLBootstrap.ProtoReflect.Descriptor instead.
 func (*ACLBootstrap) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ACLBootstrap) GetToken() *ACLToken {
@@ -1209,7 +1363,7 @@ type CreateACLToken struct {
 
 func (x *CreateACLToken) Reset() {
 	*x = CreateACLToken{}
-	mi := &file_rel_v1_command_proto_msgTypes[15]
+	mi := &file_rel_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1221,7 +1375,7 @@ func (x *CreateACLToken) String() string {
 func (*CreateACLToken) ProtoMessage() {}
 
 func (x *CreateACLToken) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[15]
+	mi := &file_rel_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1234,7 +1388,7 @@ func (x *CreateACLToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateACLToken.ProtoReflect.Descriptor instead.
 func (*CreateACLToken) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CreateACLToken) GetToken() *ACLToken {
@@ -1253,7 +1407,7 @@ type DeleteACLToken struct {
 
 func (x *DeleteACLToken) Reset() {
 	*x = DeleteACLToken{}
-	mi := &file_rel_v1_command_proto_msgTypes[16]
+	mi := &file_rel_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1265,7 +1419,7 @@ func (x *DeleteACLToken) String() string {
 func (*DeleteACLToken) ProtoMessage() {}
 
 func (x *DeleteACLToken) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[16]
+	mi := &file_rel_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1278,7 +1432,7 @@ func (x *DeleteACLToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteACLToken.ProtoReflect.Descriptor instead.
 func (*DeleteACLToken) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeleteACLToken) GetAccessorId() string {
@@ -1297,7 +1451,7 @@ type CreateJoinToken struct {
 
 func (x *CreateJoinToken) Reset() {
 	*x = CreateJoinToken{}
-	mi := &file_rel_v1_command_proto_msgTypes[17]
+	mi := &file_rel_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1309,7 +1463,7 @@ func (x *CreateJoinToken) String() string {
 func (*CreateJoinToken) ProtoMessage() {}
 
 func (x *CreateJoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[17]
+	mi := &file_rel_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1322,7 +1476,7 @@ func (x *CreateJoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinToken.ProtoReflect.Descriptor instead.
 func (*CreateJoinToken) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CreateJoinToken) GetToken() *JoinToken {
@@ -1347,7 +1501,7 @@ type UseJoinToken struct {
 
 func (x *UseJoinToken) Reset() {
 	*x = UseJoinToken{}
-	mi := &file_rel_v1_command_proto_msgTypes[18]
+	mi := &file_rel_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1359,7 +1513,7 @@ func (x *UseJoinToken) String() string {
 func (*UseJoinToken) ProtoMessage() {}
 
 func (x *UseJoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[18]
+	mi := &file_rel_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1372,7 +1526,7 @@ func (x *UseJoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UseJoinToken.ProtoReflect.Descriptor instead.
 func (*UseJoinToken) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UseJoinToken) GetSecretHash() string {
@@ -1405,7 +1559,7 @@ type DeleteJoinToken struct {
 
 func (x *DeleteJoinToken) Reset() {
 	*x = DeleteJoinToken{}
-	mi := &file_rel_v1_command_proto_msgTypes[19]
+	mi := &file_rel_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1417,7 +1571,7 @@ func (x *DeleteJoinToken) String() string {
 func (*DeleteJoinToken) ProtoMessage() {}
 
 func (x *DeleteJoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[19]
+	mi := &file_rel_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1430,7 +1584,7 @@ func (x *DeleteJoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteJoinToken.ProtoReflect.Descriptor instead.
 func (*DeleteJoinToken) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{19}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DeleteJoinToken) GetAccessorId() string {
@@ -1449,7 +1603,7 @@ type RevokeAgent struct {
 
 func (x *RevokeAgent) Reset() {
 	*x = RevokeAgent{}
-	mi := &file_rel_v1_command_proto_msgTypes[20]
+	mi := &file_rel_v1_command_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1461,7 +1615,7 @@ func (x *RevokeAgent) String() string {
 func (*RevokeAgent) ProtoMessage() {}
 
 func (x *RevokeAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[20]
+	mi := &file_rel_v1_command_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1474,7 +1628,7 @@ func (x *RevokeAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgent.ProtoReflect.Descriptor instead.
 func (*RevokeAgent) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{20}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RevokeAgent) GetRevocation() *AgentRevocation {
@@ -1488,8 +1642,7 @@ var File_rel_v1_command_proto protoreflect.FileDescriptor
 
 const file_rel_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\xd1\n" +
-	"\n" +
+	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\xe9\v\n" +
 	"\aCommand\x12*\n" +
 	"\x11stamped_unix_nano\x18\x01 \x01(\x03R\x0fstampedUnixNano\x12\x1d\n" +
 	"\n" +
@@ -1516,12 +1669,21 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\x0euse_join_token\x18\x1b \x01(\v2\x14.rel.v1.UseJoinTokenH\x00R\fuseJoinToken\x12E\n" +
 	"\x11delete_join_token\x18\x1c \x01(\v2\x17.rel.v1.DeleteJoinTokenH\x00R\x0fdeleteJoinToken\x128\n" +
 	"\frevoke_agent\x18\x1d \x01(\v2\x13.rel.v1.RevokeAgentH\x00R\vrevokeAgent\x12C\n" +
-	"\x12rollout_step_delta\x18\x1e \x01(\v2\x13.rel.v1.RolloutStepH\x00R\x10rolloutStepDeltaB\x06\n" +
+	"\x12rollout_step_delta\x18\x1e \x01(\v2\x13.rel.v1.RolloutStepH\x00R\x10rolloutStepDelta\x12J\n" +
+	"\x12update_environment\x18\x1f \x01(\v2\x19.rel.v1.UpdateEnvironmentH\x00R\x11updateEnvironment\x12J\n" +
+	"\x12delete_environment\x18  \x01(\v2\x19.rel.v1.DeleteEnvironmentH\x00R\x11deleteEnvironmentB\x06\n" +
 	"\x04kindJ\x04\b\x13\x10\x14\"*\n" +
 	"\tCreateApp\x12\x1d\n" +
 	"\x03app\x18\x01 \x01(\v2\v.rel.v1.AppR\x03app\"J\n" +
 	"\x11CreateEnvironment\x125\n" +
-	"\venvironment\x18\x01 \x01(\v2\x13.rel.v1.EnvironmentR\venvironment\":\n" +
+	"\venvironment\x18\x01 \x01(\v2\x13.rel.v1.EnvironmentR\venvironment\"\xae\x01\n" +
+	"\x11UpdateEnvironment\x125\n" +
+	"\venvironment\x18\x01 \x01(\v2\x13.rel.v1.EnvironmentR\venvironment\x12.\n" +
+	"\x13expect_modify_index\x18\x02 \x01(\x04R\x11expectModifyIndex\x12\x18\n" +
+	"\ajoining\x18\x03 \x03(\tR\ajoining\x12\x18\n" +
+	"\aleaving\x18\x04 \x03(\tR\aleaving\"'\n" +
+	"\x11DeleteEnvironment\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\":\n" +
 	"\rCreateRelease\x12)\n" +
 	"\arelease\x18\x01 \x01(\v2\x0f.rel.v1.ReleaseR\arelease\"8\n" +
 	"\x0eRegisterServer\x12&\n" +
@@ -1601,87 +1763,92 @@ func file_rel_v1_command_proto_rawDescGZIP() []byte {
 	return file_rel_v1_command_proto_rawDescData
 }
 
-var file_rel_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_rel_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_rel_v1_command_proto_goTypes = []any{
 	(*Command)(nil),           // 0: rel.v1.Command
 	(*CreateApp)(nil),         // 1: rel.v1.CreateApp
 	(*CreateEnvironment)(nil), // 2: rel.v1.CreateEnvironment
-	(*CreateRelease)(nil),     // 3: rel.v1.CreateRelease
-	(*RegisterServer)(nil),    // 4: rel.v1.RegisterServer
-	(*DeregisterServer)(nil),  // 5: rel.v1.DeregisterServer
-	(*AgentUp)(nil),           // 6: rel.v1.AgentUp
-	(*AgentDown)(nil),         // 7: rel.v1.AgentDown
-	(*AgentReport)(nil),       // 8: rel.v1.AgentReport
-	(*ReportBatch)(nil),       // 9: rel.v1.ReportBatch
-	(*CreateRollout)(nil),     // 10: rel.v1.CreateRollout
-	(*RolloutStep)(nil),       // 11: rel.v1.RolloutStep
-	(*RolloutControl)(nil),    // 12: rel.v1.RolloutControl
-	(*InitCluster)(nil),       // 13: rel.v1.InitCluster
-	(*ACLBootstrap)(nil),      // 14: rel.v1.ACLBootstrap
-	(*CreateACLToken)(nil),    // 15: rel.v1.CreateACLToken
-	(*DeleteACLToken)(nil),    // 16: rel.v1.DeleteACLToken
-	(*CreateJoinToken)(nil),   // 17: rel.v1.CreateJoinToken
-	(*UseJoinToken)(nil),      // 18: rel.v1.UseJoinToken
-	(*DeleteJoinToken)(nil),   // 19: rel.v1.DeleteJoinToken
-	(*RevokeAgent)(nil),       // 20: rel.v1.RevokeAgent
-	(*App)(nil),               // 21: rel.v1.App
-	(*Environment)(nil),       // 22: rel.v1.Environment
-	(*Release)(nil),           // 23: rel.v1.Release
-	(*Server)(nil),            // 24: rel.v1.Server
-	(*Agent)(nil),             // 25: rel.v1.Agent
-	(*AppReport)(nil),         // 26: rel.v1.AppReport
-	(*Rollout)(nil),           // 27: rel.v1.Rollout
-	(*Desired)(nil),           // 28: rel.v1.Desired
-	(*RolloutEvent)(nil),      // 29: rel.v1.RolloutEvent
-	(*ACLToken)(nil),          // 30: rel.v1.ACLToken
-	(*JoinToken)(nil),         // 31: rel.v1.JoinToken
-	(*AgentRevocation)(nil),   // 32: rel.v1.AgentRevocation
+	(*UpdateEnvironment)(nil), // 3: rel.v1.UpdateEnvironment
+	(*DeleteEnvironment)(nil), // 4: rel.v1.DeleteEnvironment
+	(*CreateRelease)(nil),     // 5: rel.v1.CreateRelease
+	(*RegisterServer)(nil),    // 6: rel.v1.RegisterServer
+	(*DeregisterServer)(nil),  // 7: rel.v1.DeregisterServer
+	(*AgentUp)(nil),           // 8: rel.v1.AgentUp
+	(*AgentDown)(nil),         // 9: rel.v1.AgentDown
+	(*AgentReport)(nil),       // 10: rel.v1.AgentReport
+	(*ReportBatch)(nil),       // 11: rel.v1.ReportBatch
+	(*CreateRollout)(nil),     // 12: rel.v1.CreateRollout
+	(*RolloutStep)(nil),       // 13: rel.v1.RolloutStep
+	(*RolloutControl)(nil),    // 14: rel.v1.RolloutControl
+	(*InitCluster)(nil),       // 15: rel.v1.InitCluster
+	(*ACLBootstrap)(nil),      // 16: rel.v1.ACLBootstrap
+	(*CreateACLToken)(nil),    // 17: rel.v1.CreateACLToken
+	(*DeleteACLToken)(nil),    // 18: rel.v1.DeleteACLToken
+	(*CreateJoinToken)(nil),   // 19: rel.v1.CreateJoinToken
+	(*UseJoinToken)(nil),      // 20: rel.v1.UseJoinToken
+	(*DeleteJoinToken)(nil),   // 21: rel.v1.DeleteJoinToken
+	(*RevokeAgent)(nil),       // 22: rel.v1.RevokeAgent
+	(*App)(nil),               // 23: rel.v1.App
+	(*Environment)(nil),       // 24: rel.v1.Environment
+	(*Release)(nil),           // 25: rel.v1.Release
+	(*Server)(nil),            // 26: rel.v1.Server
+	(*Agent)(nil),             // 27: rel.v1.Agent
+	(*AppReport)(nil),         // 28: rel.v1.AppReport
+	(*Rollout)(nil),           // 29: rel.v1.Rollout
+	(*Desired)(nil),           // 30: rel.v1.Desired
+	(*RolloutEvent)(nil),      // 31: rel.v1.RolloutEvent
+	(*ACLToken)(nil),          // 32: rel.v1.ACLToken
+	(*JoinToken)(nil),         // 33: rel.v1.JoinToken
+	(*AgentRevocation)(nil),   // 34: rel.v1.AgentRevocation
 }
 var file_rel_v1_command_proto_depIdxs = []int32{
 	1,  // 0: rel.v1.Command.create_app:type_name -> rel.v1.CreateApp
 	2,  // 1: rel.v1.Command.create_environment:type_name -> rel.v1.CreateEnvironment
-	3,  // 2: rel.v1.Command.create_release:type_name -> rel.v1.CreateRelease
-	4,  // 3: rel.v1.Command.register_server:type_name -> rel.v1.RegisterServer
-	5,  // 4: rel.v1.Command.deregister_server:type_name -> rel.v1.DeregisterServer
-	6,  // 5: rel.v1.Command.agent_up:type_name -> rel.v1.AgentUp
-	7,  // 6: rel.v1.Command.agent_down:type_name -> rel.v1.AgentDown
-	9,  // 7: rel.v1.Command.report_batch:type_name -> rel.v1.ReportBatch
-	10, // 8: rel.v1.Command.create_rollout:type_name -> rel.v1.CreateRollout
-	11, // 9: rel.v1.Command.rollout_step:type_name -> rel.v1.RolloutStep
-	12, // 10: rel.v1.Command.rollout_control:type_name -> rel.v1.RolloutControl
-	13, // 11: rel.v1.Command.init_cluster:type_name -> rel.v1.InitCluster
-	14, // 12: rel.v1.Command.acl_bootstrap:type_name -> rel.v1.ACLBootstrap
-	15, // 13: rel.v1.Command.create_acl_token:type_name -> rel.v1.CreateACLToken
-	16, // 14: rel.v1.Command.delete_acl_token:type_name -> rel.v1.DeleteACLToken
-	17, // 15: rel.v1.Command.create_join_token:type_name -> rel.v1.CreateJoinToken
-	18, // 16: rel.v1.Command.use_join_token:type_name -> rel.v1.UseJoinToken
-	19, // 17: rel.v1.Command.delete_join_token:type_name -> rel.v1.DeleteJoinToken
-	20, // 18: rel.v1.Command.revoke_agent:type_name -> rel.v1.RevokeAgent
-	11, // 19: rel.v1.Command.rollout_step_delta:type_name -> rel.v1.RolloutStep
-	21, // 20: rel.v1.CreateApp.app:type_name -> rel.v1.App
-	22, // 21: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
-	23, // 22: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
-	24, // 23: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
-	25, // 24: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
-	26, // 25: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
-	26, // 26: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
-	8,  // 27: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
-	27, // 28: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
-	28, // 29: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
-	29, // 30: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
-	27, // 31: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
-	28, // 32: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
-	29, // 33: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
-	10, // 34: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
-	30, // 35: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
-	30, // 36: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
-	31, // 37: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
-	32, // 38: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
-	39, // [39:39] is the sub-list for method output_type
-	39, // [39:39] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	5,  // 2: rel.v1.Command.create_release:type_name -> rel.v1.CreateRelease
+	6,  // 3: rel.v1.Command.register_server:type_name -> rel.v1.RegisterServer
+	7,  // 4: rel.v1.Command.deregister_server:type_name -> rel.v1.DeregisterServer
+	8,  // 5: rel.v1.Command.agent_up:type_name -> rel.v1.AgentUp
+	9,  // 6: rel.v1.Command.agent_down:type_name -> rel.v1.AgentDown
+	11, // 7: rel.v1.Command.report_batch:type_name -> rel.v1.ReportBatch
+	12, // 8: rel.v1.Command.create_rollout:type_name -> rel.v1.CreateRollout
+	13, // 9: rel.v1.Command.rollout_step:type_name -> rel.v1.RolloutStep
+	14, // 10: rel.v1.Command.rollout_control:type_name -> rel.v1.RolloutControl
+	15, // 11: rel.v1.Command.init_cluster:type_name -> rel.v1.InitCluster
+	16, // 12: rel.v1.Command.acl_bootstrap:type_name -> rel.v1.ACLBootstrap
+	17, // 13: rel.v1.Command.create_acl_token:type_name -> rel.v1.CreateACLToken
+	18, // 14: rel.v1.Command.delete_acl_token:type_name -> rel.v1.DeleteACLToken
+	19, // 15: rel.v1.Command.create_join_token:type_name -> rel.v1.CreateJoinToken
+	20, // 16: rel.v1.Command.use_join_token:type_name -> rel.v1.UseJoinToken
+	21, // 17: rel.v1.Command.delete_join_token:type_name -> rel.v1.DeleteJoinToken
+	22, // 18: rel.v1.Command.revoke_agent:type_name -> rel.v1.RevokeAgent
+	13, // 19: rel.v1.Command.rollout_step_delta:type_name -> rel.v1.RolloutStep
+	3,  // 20: rel.v1.Command.update_environment:type_name -> rel.v1.UpdateEnvironment
+	4,  // 21: rel.v1.Command.delete_environment:type_name -> rel.v1.DeleteEnvironment
+	23, // 22: rel.v1.CreateApp.app:type_name -> rel.v1.App
+	24, // 23: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
+	24, // 24: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
+	25, // 25: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
+	26, // 26: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
+	27, // 27: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
+	28, // 28: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
+	28, // 29: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
+	10, // 30: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
+	29, // 31: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
+	30, // 32: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
+	31, // 33: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
+	29, // 34: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
+	30, // 35: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
+	31, // 36: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
+	12, // 37: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
+	32, // 38: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
+	32, // 39: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
+	33, // 40: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
+	34, // 41: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
+	42, // [42:42] is the sub-list for method output_type
+	42, // [42:42] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_command_proto_init() }
@@ -1712,6 +1879,8 @@ func file_rel_v1_command_proto_init() {
 		(*Command_DeleteJoinToken)(nil),
 		(*Command_RevokeAgent)(nil),
 		(*Command_RolloutStepDelta)(nil),
+		(*Command_UpdateEnvironment)(nil),
+		(*Command_DeleteEnvironment)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1719,7 +1888,7 @@ func file_rel_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_command_proto_rawDesc), len(file_rel_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

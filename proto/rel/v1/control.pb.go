@@ -823,6 +823,255 @@ func (x *CreateEnvironmentResponse) GetIndex() uint64 {
 	return 0
 }
 
+type UpdateEnvironmentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The new selector; empty keeps the current one.
+	Selector map[string]string `protobuf:"bytes,2,rep,name=selector,proto3" json:"selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The new description; unset keeps the current one ("" clears it).
+	Description *string `protobuf:"bytes,3,opt,name=description,proto3,oneof" json:"description,omitempty"`
+	// Only say what would change; change nothing.
+	DryRun        bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateEnvironmentRequest) Reset() {
+	*x = UpdateEnvironmentRequest{}
+	mi := &file_rel_v1_control_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateEnvironmentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateEnvironmentRequest) ProtoMessage() {}
+
+func (x *UpdateEnvironmentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateEnvironmentRequest.ProtoReflect.Descriptor instead.
+func (*UpdateEnvironmentRequest) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *UpdateEnvironmentRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpdateEnvironmentRequest) GetSelector() map[string]string {
+	if x != nil {
+		return x.Selector
+	}
+	return nil
+}
+
+func (x *UpdateEnvironmentRequest) GetDescription() string {
+	if x != nil && x.Description != nil {
+		return *x.Description
+	}
+	return ""
+}
+
+func (x *UpdateEnvironmentRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type UpdateEnvironmentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The environment as updated (with dry_run: as it would be).
+	Environment *Environment `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
+	// Agents the new selector matches and the old one did not, by id.
+	Joining []string `protobuf:"bytes,2,rep,name=joining,proto3" json:"joining,omitempty"`
+	// Agents the old selector matched and the new one does not, by id.
+	Leaving []string `protobuf:"bytes,3,rep,name=leaving,proto3" json:"leaving,omitempty"`
+	// Raft index of the entry that updated it; 0 with dry_run or when
+	// nothing changed.
+	Index         uint64 `protobuf:"varint,4,opt,name=index,proto3" json:"index,omitempty"`
+	DryRun        bool   `protobuf:"varint,5,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateEnvironmentResponse) Reset() {
+	*x = UpdateEnvironmentResponse{}
+	mi := &file_rel_v1_control_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateEnvironmentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateEnvironmentResponse) ProtoMessage() {}
+
+func (x *UpdateEnvironmentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateEnvironmentResponse.ProtoReflect.Descriptor instead.
+func (*UpdateEnvironmentResponse) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *UpdateEnvironmentResponse) GetEnvironment() *Environment {
+	if x != nil {
+		return x.Environment
+	}
+	return nil
+}
+
+func (x *UpdateEnvironmentResponse) GetJoining() []string {
+	if x != nil {
+		return x.Joining
+	}
+	return nil
+}
+
+func (x *UpdateEnvironmentResponse) GetLeaving() []string {
+	if x != nil {
+		return x.Leaving
+	}
+	return nil
+}
+
+func (x *UpdateEnvironmentResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *UpdateEnvironmentResponse) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type DeleteEnvironmentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteEnvironmentRequest) Reset() {
+	*x = DeleteEnvironmentRequest{}
+	mi := &file_rel_v1_control_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteEnvironmentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteEnvironmentRequest) ProtoMessage() {}
+
+func (x *DeleteEnvironmentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteEnvironmentRequest.ProtoReflect.Descriptor instead.
+func (*DeleteEnvironmentRequest) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *DeleteEnvironmentRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteEnvironmentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Raft index of the entry that deleted it.
+	Index         uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteEnvironmentResponse) Reset() {
+	*x = DeleteEnvironmentResponse{}
+	mi := &file_rel_v1_control_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteEnvironmentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteEnvironmentResponse) ProtoMessage() {}
+
+func (x *DeleteEnvironmentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteEnvironmentResponse.ProtoReflect.Descriptor instead.
+func (*DeleteEnvironmentResponse) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *DeleteEnvironmentResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DeleteEnvironmentResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 type ListEnvironmentsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Read          *ReadOptions           `protobuf:"bytes,1,opt,name=read,proto3" json:"read,omitempty"`
@@ -832,7 +1081,7 @@ type ListEnvironmentsRequest struct {
 
 func (x *ListEnvironmentsRequest) Reset() {
 	*x = ListEnvironmentsRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[13]
+	mi := &file_rel_v1_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +1093,7 @@ func (x *ListEnvironmentsRequest) String() string {
 func (*ListEnvironmentsRequest) ProtoMessage() {}
 
 func (x *ListEnvironmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[13]
+	mi := &file_rel_v1_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +1106,7 @@ func (x *ListEnvironmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentsRequest.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentsRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{13}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListEnvironmentsRequest) GetRead() *ReadOptions {
@@ -877,7 +1126,7 @@ type ListEnvironmentsResponse struct {
 
 func (x *ListEnvironmentsResponse) Reset() {
 	*x = ListEnvironmentsResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[14]
+	mi := &file_rel_v1_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +1138,7 @@ func (x *ListEnvironmentsResponse) String() string {
 func (*ListEnvironmentsResponse) ProtoMessage() {}
 
 func (x *ListEnvironmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[14]
+	mi := &file_rel_v1_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +1151,7 @@ func (x *ListEnvironmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentsResponse.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentsResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{14}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListEnvironmentsResponse) GetEnvironments() []*Environment {
@@ -934,7 +1183,7 @@ type CreateReleaseRequest struct {
 
 func (x *CreateReleaseRequest) Reset() {
 	*x = CreateReleaseRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[15]
+	mi := &file_rel_v1_control_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -946,7 +1195,7 @@ func (x *CreateReleaseRequest) String() string {
 func (*CreateReleaseRequest) ProtoMessage() {}
 
 func (x *CreateReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[15]
+	mi := &file_rel_v1_control_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -959,7 +1208,7 @@ func (x *CreateReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateReleaseRequest.ProtoReflect.Descriptor instead.
 func (*CreateReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{15}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CreateReleaseRequest) GetApp() string {
@@ -1021,7 +1270,7 @@ type CreateReleaseResponse struct {
 
 func (x *CreateReleaseResponse) Reset() {
 	*x = CreateReleaseResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[16]
+	mi := &file_rel_v1_control_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1282,7 @@ func (x *CreateReleaseResponse) String() string {
 func (*CreateReleaseResponse) ProtoMessage() {}
 
 func (x *CreateReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[16]
+	mi := &file_rel_v1_control_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1295,7 @@ func (x *CreateReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateReleaseResponse.ProtoReflect.Descriptor instead.
 func (*CreateReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{16}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateReleaseResponse) GetRelease() *Release {
@@ -1074,7 +1323,7 @@ type ListReleasesRequest struct {
 
 func (x *ListReleasesRequest) Reset() {
 	*x = ListReleasesRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[17]
+	mi := &file_rel_v1_control_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +1335,7 @@ func (x *ListReleasesRequest) String() string {
 func (*ListReleasesRequest) ProtoMessage() {}
 
 func (x *ListReleasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[17]
+	mi := &file_rel_v1_control_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +1348,7 @@ func (x *ListReleasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReleasesRequest.ProtoReflect.Descriptor instead.
 func (*ListReleasesRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{17}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListReleasesRequest) GetRead() *ReadOptions {
@@ -1128,7 +1377,7 @@ type ListReleasesResponse struct {
 
 func (x *ListReleasesResponse) Reset() {
 	*x = ListReleasesResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[18]
+	mi := &file_rel_v1_control_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1140,7 +1389,7 @@ func (x *ListReleasesResponse) String() string {
 func (*ListReleasesResponse) ProtoMessage() {}
 
 func (x *ListReleasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[18]
+	mi := &file_rel_v1_control_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1153,7 +1402,7 @@ func (x *ListReleasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReleasesResponse.ProtoReflect.Descriptor instead.
 func (*ListReleasesResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{18}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListReleasesResponse) GetReleases() []*Release {
@@ -1181,7 +1430,7 @@ type GetReleaseRequest struct {
 
 func (x *GetReleaseRequest) Reset() {
 	*x = GetReleaseRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[19]
+	mi := &file_rel_v1_control_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1193,7 +1442,7 @@ func (x *GetReleaseRequest) String() string {
 func (*GetReleaseRequest) ProtoMessage() {}
 
 func (x *GetReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[19]
+	mi := &file_rel_v1_control_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1206,7 +1455,7 @@ func (x *GetReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReleaseRequest.ProtoReflect.Descriptor instead.
 func (*GetReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{19}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetReleaseRequest) GetRead() *ReadOptions {
@@ -1240,7 +1489,7 @@ type GetReleaseResponse struct {
 
 func (x *GetReleaseResponse) Reset() {
 	*x = GetReleaseResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[20]
+	mi := &file_rel_v1_control_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1252,7 +1501,7 @@ func (x *GetReleaseResponse) String() string {
 func (*GetReleaseResponse) ProtoMessage() {}
 
 func (x *GetReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[20]
+	mi := &file_rel_v1_control_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1265,7 +1514,7 @@ func (x *GetReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReleaseResponse.ProtoReflect.Descriptor instead.
 func (*GetReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{20}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetReleaseResponse) GetRelease() *Release {
@@ -1297,7 +1546,7 @@ type StartRolloutRequest struct {
 
 func (x *StartRolloutRequest) Reset() {
 	*x = StartRolloutRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[21]
+	mi := &file_rel_v1_control_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1309,7 +1558,7 @@ func (x *StartRolloutRequest) String() string {
 func (*StartRolloutRequest) ProtoMessage() {}
 
 func (x *StartRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[21]
+	mi := &file_rel_v1_control_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1322,7 +1571,7 @@ func (x *StartRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRolloutRequest.ProtoReflect.Descriptor instead.
 func (*StartRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{21}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StartRolloutRequest) GetApp() string {
@@ -1370,7 +1619,7 @@ type StartRolloutResponse struct {
 
 func (x *StartRolloutResponse) Reset() {
 	*x = StartRolloutResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[22]
+	mi := &file_rel_v1_control_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1382,7 +1631,7 @@ func (x *StartRolloutResponse) String() string {
 func (*StartRolloutResponse) ProtoMessage() {}
 
 func (x *StartRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[22]
+	mi := &file_rel_v1_control_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +1644,7 @@ func (x *StartRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRolloutResponse.ProtoReflect.Descriptor instead.
 func (*StartRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{22}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StartRolloutResponse) GetRollout() *Rollout {
@@ -1424,7 +1673,7 @@ type GetRolloutRequest struct {
 
 func (x *GetRolloutRequest) Reset() {
 	*x = GetRolloutRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[23]
+	mi := &file_rel_v1_control_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1436,7 +1685,7 @@ func (x *GetRolloutRequest) String() string {
 func (*GetRolloutRequest) ProtoMessage() {}
 
 func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[23]
+	mi := &file_rel_v1_control_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1449,7 +1698,7 @@ func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutRequest.ProtoReflect.Descriptor instead.
 func (*GetRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{23}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetRolloutRequest) GetRead() *ReadOptions {
@@ -1491,7 +1740,7 @@ type RolloutHostStatus struct {
 
 func (x *RolloutHostStatus) Reset() {
 	*x = RolloutHostStatus{}
-	mi := &file_rel_v1_control_proto_msgTypes[24]
+	mi := &file_rel_v1_control_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1503,7 +1752,7 @@ func (x *RolloutHostStatus) String() string {
 func (*RolloutHostStatus) ProtoMessage() {}
 
 func (x *RolloutHostStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[24]
+	mi := &file_rel_v1_control_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1516,7 +1765,7 @@ func (x *RolloutHostStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutHostStatus.ProtoReflect.Descriptor instead.
 func (*RolloutHostStatus) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{24}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RolloutHostStatus) GetAgentId() string {
@@ -1580,7 +1829,7 @@ type RolloutStatus struct {
 
 func (x *RolloutStatus) Reset() {
 	*x = RolloutStatus{}
-	mi := &file_rel_v1_control_proto_msgTypes[25]
+	mi := &file_rel_v1_control_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1592,7 +1841,7 @@ func (x *RolloutStatus) String() string {
 func (*RolloutStatus) ProtoMessage() {}
 
 func (x *RolloutStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[25]
+	mi := &file_rel_v1_control_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1605,7 +1854,7 @@ func (x *RolloutStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutStatus.ProtoReflect.Descriptor instead.
 func (*RolloutStatus) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{25}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RolloutStatus) GetRollout() *Rollout {
@@ -1639,7 +1888,7 @@ type GetRolloutResponse struct {
 
 func (x *GetRolloutResponse) Reset() {
 	*x = GetRolloutResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[26]
+	mi := &file_rel_v1_control_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1651,7 +1900,7 @@ func (x *GetRolloutResponse) String() string {
 func (*GetRolloutResponse) ProtoMessage() {}
 
 func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[26]
+	mi := &file_rel_v1_control_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1664,7 +1913,7 @@ func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutResponse.ProtoReflect.Descriptor instead.
 func (*GetRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{26}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetRolloutResponse) GetStatus() *RolloutStatus {
@@ -1692,7 +1941,7 @@ type ListRolloutsRequest struct {
 
 func (x *ListRolloutsRequest) Reset() {
 	*x = ListRolloutsRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[27]
+	mi := &file_rel_v1_control_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1704,7 +1953,7 @@ func (x *ListRolloutsRequest) String() string {
 func (*ListRolloutsRequest) ProtoMessage() {}
 
 func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[27]
+	mi := &file_rel_v1_control_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1717,7 +1966,7 @@ func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsRequest.ProtoReflect.Descriptor instead.
 func (*ListRolloutsRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{27}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListRolloutsRequest) GetRead() *ReadOptions {
@@ -1751,7 +2000,7 @@ type ListRolloutsResponse struct {
 
 func (x *ListRolloutsResponse) Reset() {
 	*x = ListRolloutsResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[28]
+	mi := &file_rel_v1_control_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1763,7 +2012,7 @@ func (x *ListRolloutsResponse) String() string {
 func (*ListRolloutsResponse) ProtoMessage() {}
 
 func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[28]
+	mi := &file_rel_v1_control_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1776,7 +2025,7 @@ func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsResponse.ProtoReflect.Descriptor instead.
 func (*ListRolloutsResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{28}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListRolloutsResponse) GetRollouts() []*RolloutStatus {
@@ -1809,7 +2058,7 @@ type AgentStatus struct {
 
 func (x *AgentStatus) Reset() {
 	*x = AgentStatus{}
-	mi := &file_rel_v1_control_proto_msgTypes[29]
+	mi := &file_rel_v1_control_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1821,7 +2070,7 @@ func (x *AgentStatus) String() string {
 func (*AgentStatus) ProtoMessage() {}
 
 func (x *AgentStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[29]
+	mi := &file_rel_v1_control_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1834,7 +2083,7 @@ func (x *AgentStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentStatus.ProtoReflect.Descriptor instead.
 func (*AgentStatus) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{29}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AgentStatus) GetAgent() *Agent {
@@ -1883,7 +2132,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[30]
+	mi := &file_rel_v1_control_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1895,7 +2144,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[30]
+	mi := &file_rel_v1_control_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1908,7 +2157,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{30}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListAgentsRequest) GetRead() *ReadOptions {
@@ -1935,7 +2184,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[31]
+	mi := &file_rel_v1_control_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1947,7 +2196,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[31]
+	mi := &file_rel_v1_control_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1960,7 +2209,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{31}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*AgentStatus {
@@ -1987,7 +2236,7 @@ type GetAgentRequest struct {
 
 func (x *GetAgentRequest) Reset() {
 	*x = GetAgentRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[32]
+	mi := &file_rel_v1_control_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1999,7 +2248,7 @@ func (x *GetAgentRequest) String() string {
 func (*GetAgentRequest) ProtoMessage() {}
 
 func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[32]
+	mi := &file_rel_v1_control_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2012,7 +2261,7 @@ func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{32}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetAgentRequest) GetRead() *ReadOptions {
@@ -2039,7 +2288,7 @@ type GetAgentResponse struct {
 
 func (x *GetAgentResponse) Reset() {
 	*x = GetAgentResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[33]
+	mi := &file_rel_v1_control_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2051,7 +2300,7 @@ func (x *GetAgentResponse) String() string {
 func (*GetAgentResponse) ProtoMessage() {}
 
 func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[33]
+	mi := &file_rel_v1_control_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2064,7 +2313,7 @@ func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentResponse.ProtoReflect.Descriptor instead.
 func (*GetAgentResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{33}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetAgentResponse) GetAgent() *AgentStatus {
@@ -2093,7 +2342,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[34]
+	mi := &file_rel_v1_control_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2105,7 +2354,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[34]
+	mi := &file_rel_v1_control_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2118,7 +2367,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{34}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *HistoryRequest) GetRead() *ReadOptions {
@@ -2152,7 +2401,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[35]
+	mi := &file_rel_v1_control_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2164,7 +2413,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[35]
+	mi := &file_rel_v1_control_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2177,7 +2426,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{35}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *HistoryResponse) GetEntries() []*HistoryEntry {
@@ -2206,7 +2455,7 @@ type PlanRolloutRequest struct {
 
 func (x *PlanRolloutRequest) Reset() {
 	*x = PlanRolloutRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[36]
+	mi := &file_rel_v1_control_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2218,7 +2467,7 @@ func (x *PlanRolloutRequest) String() string {
 func (*PlanRolloutRequest) ProtoMessage() {}
 
 func (x *PlanRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[36]
+	mi := &file_rel_v1_control_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2231,7 +2480,7 @@ func (x *PlanRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PlanRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{36}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PlanRolloutRequest) GetApp() string {
@@ -2277,7 +2526,7 @@ type PlannedHost struct {
 
 func (x *PlannedHost) Reset() {
 	*x = PlannedHost{}
-	mi := &file_rel_v1_control_proto_msgTypes[37]
+	mi := &file_rel_v1_control_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2289,7 +2538,7 @@ func (x *PlannedHost) String() string {
 func (*PlannedHost) ProtoMessage() {}
 
 func (x *PlannedHost) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[37]
+	mi := &file_rel_v1_control_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2302,7 +2551,7 @@ func (x *PlannedHost) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlannedHost.ProtoReflect.Descriptor instead.
 func (*PlannedHost) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{37}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *PlannedHost) GetAgentId() string {
@@ -2352,7 +2601,7 @@ type PlannedWave struct {
 
 func (x *PlannedWave) Reset() {
 	*x = PlannedWave{}
-	mi := &file_rel_v1_control_proto_msgTypes[38]
+	mi := &file_rel_v1_control_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2364,7 +2613,7 @@ func (x *PlannedWave) String() string {
 func (*PlannedWave) ProtoMessage() {}
 
 func (x *PlannedWave) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[38]
+	mi := &file_rel_v1_control_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2377,7 +2626,7 @@ func (x *PlannedWave) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlannedWave.ProtoReflect.Descriptor instead.
 func (*PlannedWave) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{38}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *PlannedWave) GetIndex() uint32 {
@@ -2418,7 +2667,7 @@ type PlanRolloutResponse struct {
 
 func (x *PlanRolloutResponse) Reset() {
 	*x = PlanRolloutResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[39]
+	mi := &file_rel_v1_control_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2430,7 +2679,7 @@ func (x *PlanRolloutResponse) String() string {
 func (*PlanRolloutResponse) ProtoMessage() {}
 
 func (x *PlanRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[39]
+	mi := &file_rel_v1_control_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2443,7 +2692,7 @@ func (x *PlanRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanRolloutResponse.ProtoReflect.Descriptor instead.
 func (*PlanRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{39}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *PlanRolloutResponse) GetSpec() *RolloutSpec {
@@ -2502,7 +2751,7 @@ type ControlRolloutRequest struct {
 
 func (x *ControlRolloutRequest) Reset() {
 	*x = ControlRolloutRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[40]
+	mi := &file_rel_v1_control_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2514,7 +2763,7 @@ func (x *ControlRolloutRequest) String() string {
 func (*ControlRolloutRequest) ProtoMessage() {}
 
 func (x *ControlRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[40]
+	mi := &file_rel_v1_control_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2527,7 +2776,7 @@ func (x *ControlRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlRolloutRequest.ProtoReflect.Descriptor instead.
 func (*ControlRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{40}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ControlRolloutRequest) GetId() string {
@@ -2568,7 +2817,7 @@ type ControlRolloutResponse struct {
 
 func (x *ControlRolloutResponse) Reset() {
 	*x = ControlRolloutResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[41]
+	mi := &file_rel_v1_control_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2580,7 +2829,7 @@ func (x *ControlRolloutResponse) String() string {
 func (*ControlRolloutResponse) ProtoMessage() {}
 
 func (x *ControlRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[41]
+	mi := &file_rel_v1_control_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2593,7 +2842,7 @@ func (x *ControlRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlRolloutResponse.ProtoReflect.Descriptor instead.
 func (*ControlRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{41}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ControlRolloutResponse) GetRollout() *Rollout {
@@ -2621,7 +2870,7 @@ type RollbackRolloutRequest struct {
 
 func (x *RollbackRolloutRequest) Reset() {
 	*x = RollbackRolloutRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[42]
+	mi := &file_rel_v1_control_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2633,7 +2882,7 @@ func (x *RollbackRolloutRequest) String() string {
 func (*RollbackRolloutRequest) ProtoMessage() {}
 
 func (x *RollbackRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[42]
+	mi := &file_rel_v1_control_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2646,7 +2895,7 @@ func (x *RollbackRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRolloutRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{42}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RollbackRolloutRequest) GetId() string {
@@ -2673,7 +2922,7 @@ type RollbackRolloutResponse struct {
 
 func (x *RollbackRolloutResponse) Reset() {
 	*x = RollbackRolloutResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[43]
+	mi := &file_rel_v1_control_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2685,7 +2934,7 @@ func (x *RollbackRolloutResponse) String() string {
 func (*RollbackRolloutResponse) ProtoMessage() {}
 
 func (x *RollbackRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[43]
+	mi := &file_rel_v1_control_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2698,7 +2947,7 @@ func (x *RollbackRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRolloutResponse.ProtoReflect.Descriptor instead.
 func (*RollbackRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{43}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RollbackRolloutResponse) GetRollback() *Rollout {
@@ -2729,7 +2978,7 @@ type RolloutEventsRequest struct {
 
 func (x *RolloutEventsRequest) Reset() {
 	*x = RolloutEventsRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[44]
+	mi := &file_rel_v1_control_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2741,7 +2990,7 @@ func (x *RolloutEventsRequest) String() string {
 func (*RolloutEventsRequest) ProtoMessage() {}
 
 func (x *RolloutEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[44]
+	mi := &file_rel_v1_control_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2754,7 +3003,7 @@ func (x *RolloutEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutEventsRequest.ProtoReflect.Descriptor instead.
 func (*RolloutEventsRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{44}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RolloutEventsRequest) GetRead() *ReadOptions {
@@ -2797,7 +3046,7 @@ type RolloutEventsResponse struct {
 
 func (x *RolloutEventsResponse) Reset() {
 	*x = RolloutEventsResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[45]
+	mi := &file_rel_v1_control_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2809,7 +3058,7 @@ func (x *RolloutEventsResponse) String() string {
 func (*RolloutEventsResponse) ProtoMessage() {}
 
 func (x *RolloutEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[45]
+	mi := &file_rel_v1_control_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2822,7 +3071,7 @@ func (x *RolloutEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutEventsResponse.ProtoReflect.Descriptor instead.
 func (*RolloutEventsResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{45}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RolloutEventsResponse) GetEvents() []*RolloutEvent {
@@ -2910,6 +3159,26 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"h\n" +
 	"\x19CreateEnvironmentResponse\x125\n" +
 	"\venvironment\x18\x01 \x01(\v2\x13.rel.v1.EnvironmentR\venvironment\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\x87\x02\n" +
+	"\x18UpdateEnvironmentRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12J\n" +
+	"\bselector\x18\x02 \x03(\v2..rel.v1.UpdateEnvironmentRequest.SelectorEntryR\bselector\x12%\n" +
+	"\vdescription\x18\x03 \x01(\tH\x00R\vdescription\x88\x01\x01\x12\x17\n" +
+	"\adry_run\x18\x04 \x01(\bR\x06dryRun\x1a;\n" +
+	"\rSelectorEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
+	"\f_description\"\xb5\x01\n" +
+	"\x19UpdateEnvironmentResponse\x125\n" +
+	"\venvironment\x18\x01 \x01(\v2\x13.rel.v1.EnvironmentR\venvironment\x12\x18\n" +
+	"\ajoining\x18\x02 \x03(\tR\ajoining\x12\x18\n" +
+	"\aleaving\x18\x03 \x03(\tR\aleaving\x12\x14\n" +
+	"\x05index\x18\x04 \x01(\x04R\x05index\x12\x17\n" +
+	"\adry_run\x18\x05 \x01(\bR\x06dryRun\".\n" +
+	"\x18DeleteEnvironmentRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"E\n" +
+	"\x19DeleteEnvironmentResponse\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\"B\n" +
 	"\x17ListEnvironmentsRequest\x12'\n" +
 	"\x04read\x18\x01 \x01(\v2\x13.rel.v1.ReadOptionsR\x04read\"i\n" +
@@ -3054,12 +3323,14 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\x15RolloutEventsResponse\x12,\n" +
 	"\x06events\x18\x01 \x03(\v2\x14.rel.v1.RolloutEventR\x06events\x12)\n" +
 	"\arollout\x18\x02 \x01(\v2\x0f.rel.v1.RolloutR\arollout\x12\x14\n" +
-	"\x05index\x18\x03 \x01(\x04R\x05index2\x89\v\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index2\xbd\f\n" +
 	"\x0eControlService\x12@\n" +
 	"\tCreateApp\x12\x18.rel.v1.CreateAppRequest\x1a\x19.rel.v1.CreateAppResponse\x12=\n" +
 	"\bListApps\x12\x17.rel.v1.ListAppsRequest\x1a\x18.rel.v1.ListAppsResponse\x12X\n" +
 	"\x11CreateEnvironment\x12 .rel.v1.CreateEnvironmentRequest\x1a!.rel.v1.CreateEnvironmentResponse\x12U\n" +
-	"\x10ListEnvironments\x12\x1f.rel.v1.ListEnvironmentsRequest\x1a .rel.v1.ListEnvironmentsResponse\x12L\n" +
+	"\x10ListEnvironments\x12\x1f.rel.v1.ListEnvironmentsRequest\x1a .rel.v1.ListEnvironmentsResponse\x12X\n" +
+	"\x11UpdateEnvironment\x12 .rel.v1.UpdateEnvironmentRequest\x1a!.rel.v1.UpdateEnvironmentResponse\x12X\n" +
+	"\x11DeleteEnvironment\x12 .rel.v1.DeleteEnvironmentRequest\x1a!.rel.v1.DeleteEnvironmentResponse\x12L\n" +
 	"\rCreateRelease\x12\x1c.rel.v1.CreateReleaseRequest\x1a\x1d.rel.v1.CreateReleaseResponse\x12I\n" +
 	"\fListReleases\x12\x1b.rel.v1.ListReleasesRequest\x1a\x1c.rel.v1.ListReleasesResponse\x12C\n" +
 	"\n" +
@@ -3091,7 +3362,7 @@ func file_rel_v1_control_proto_rawDescGZIP() []byte {
 	return file_rel_v1_control_proto_rawDescData
 }
 
-var file_rel_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_rel_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_rel_v1_control_proto_goTypes = []any{
 	(*ShowEnvironmentRequest)(nil),    // 0: rel.v1.ShowEnvironmentRequest
 	(*EnvAppStatus)(nil),              // 1: rel.v1.EnvAppStatus
@@ -3106,146 +3377,157 @@ var file_rel_v1_control_proto_goTypes = []any{
 	(*ListAppsResponse)(nil),          // 10: rel.v1.ListAppsResponse
 	(*CreateEnvironmentRequest)(nil),  // 11: rel.v1.CreateEnvironmentRequest
 	(*CreateEnvironmentResponse)(nil), // 12: rel.v1.CreateEnvironmentResponse
-	(*ListEnvironmentsRequest)(nil),   // 13: rel.v1.ListEnvironmentsRequest
-	(*ListEnvironmentsResponse)(nil),  // 14: rel.v1.ListEnvironmentsResponse
-	(*CreateReleaseRequest)(nil),      // 15: rel.v1.CreateReleaseRequest
-	(*CreateReleaseResponse)(nil),     // 16: rel.v1.CreateReleaseResponse
-	(*ListReleasesRequest)(nil),       // 17: rel.v1.ListReleasesRequest
-	(*ListReleasesResponse)(nil),      // 18: rel.v1.ListReleasesResponse
-	(*GetReleaseRequest)(nil),         // 19: rel.v1.GetReleaseRequest
-	(*GetReleaseResponse)(nil),        // 20: rel.v1.GetReleaseResponse
-	(*StartRolloutRequest)(nil),       // 21: rel.v1.StartRolloutRequest
-	(*StartRolloutResponse)(nil),      // 22: rel.v1.StartRolloutResponse
-	(*GetRolloutRequest)(nil),         // 23: rel.v1.GetRolloutRequest
-	(*RolloutHostStatus)(nil),         // 24: rel.v1.RolloutHostStatus
-	(*RolloutStatus)(nil),             // 25: rel.v1.RolloutStatus
-	(*GetRolloutResponse)(nil),        // 26: rel.v1.GetRolloutResponse
-	(*ListRolloutsRequest)(nil),       // 27: rel.v1.ListRolloutsRequest
-	(*ListRolloutsResponse)(nil),      // 28: rel.v1.ListRolloutsResponse
-	(*AgentStatus)(nil),               // 29: rel.v1.AgentStatus
-	(*ListAgentsRequest)(nil),         // 30: rel.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),        // 31: rel.v1.ListAgentsResponse
-	(*GetAgentRequest)(nil),           // 32: rel.v1.GetAgentRequest
-	(*GetAgentResponse)(nil),          // 33: rel.v1.GetAgentResponse
-	(*HistoryRequest)(nil),            // 34: rel.v1.HistoryRequest
-	(*HistoryResponse)(nil),           // 35: rel.v1.HistoryResponse
-	(*PlanRolloutRequest)(nil),        // 36: rel.v1.PlanRolloutRequest
-	(*PlannedHost)(nil),               // 37: rel.v1.PlannedHost
-	(*PlannedWave)(nil),               // 38: rel.v1.PlannedWave
-	(*PlanRolloutResponse)(nil),       // 39: rel.v1.PlanRolloutResponse
-	(*ControlRolloutRequest)(nil),     // 40: rel.v1.ControlRolloutRequest
-	(*ControlRolloutResponse)(nil),    // 41: rel.v1.ControlRolloutResponse
-	(*RollbackRolloutRequest)(nil),    // 42: rel.v1.RollbackRolloutRequest
-	(*RollbackRolloutResponse)(nil),   // 43: rel.v1.RollbackRolloutResponse
-	(*RolloutEventsRequest)(nil),      // 44: rel.v1.RolloutEventsRequest
-	(*RolloutEventsResponse)(nil),     // 45: rel.v1.RolloutEventsResponse
-	nil,                               // 46: rel.v1.CreateEnvironmentRequest.SelectorEntry
-	nil,                               // 47: rel.v1.CreateReleaseRequest.LabelsEntry
-	nil,                               // 48: rel.v1.RolloutStatus.TotalsEntry
-	nil,                               // 49: rel.v1.PlannedHost.LabelsEntry
-	(*Environment)(nil),               // 50: rel.v1.Environment
-	(*App)(nil),                       // 51: rel.v1.App
-	(*Release)(nil),                   // 52: rel.v1.Release
-	(*RolloutSpec)(nil),               // 53: rel.v1.RolloutSpec
-	(*Rollout)(nil),                   // 54: rel.v1.Rollout
-	(*Agent)(nil),                     // 55: rel.v1.Agent
-	(*AppReport)(nil),                 // 56: rel.v1.AppReport
-	(*Load)(nil),                      // 57: rel.v1.Load
-	(*HistoryEntry)(nil),              // 58: rel.v1.HistoryEntry
-	(*RolloutEvent)(nil),              // 59: rel.v1.RolloutEvent
+	(*UpdateEnvironmentRequest)(nil),  // 13: rel.v1.UpdateEnvironmentRequest
+	(*UpdateEnvironmentResponse)(nil), // 14: rel.v1.UpdateEnvironmentResponse
+	(*DeleteEnvironmentRequest)(nil),  // 15: rel.v1.DeleteEnvironmentRequest
+	(*DeleteEnvironmentResponse)(nil), // 16: rel.v1.DeleteEnvironmentResponse
+	(*ListEnvironmentsRequest)(nil),   // 17: rel.v1.ListEnvironmentsRequest
+	(*ListEnvironmentsResponse)(nil),  // 18: rel.v1.ListEnvironmentsResponse
+	(*CreateReleaseRequest)(nil),      // 19: rel.v1.CreateReleaseRequest
+	(*CreateReleaseResponse)(nil),     // 20: rel.v1.CreateReleaseResponse
+	(*ListReleasesRequest)(nil),       // 21: rel.v1.ListReleasesRequest
+	(*ListReleasesResponse)(nil),      // 22: rel.v1.ListReleasesResponse
+	(*GetReleaseRequest)(nil),         // 23: rel.v1.GetReleaseRequest
+	(*GetReleaseResponse)(nil),        // 24: rel.v1.GetReleaseResponse
+	(*StartRolloutRequest)(nil),       // 25: rel.v1.StartRolloutRequest
+	(*StartRolloutResponse)(nil),      // 26: rel.v1.StartRolloutResponse
+	(*GetRolloutRequest)(nil),         // 27: rel.v1.GetRolloutRequest
+	(*RolloutHostStatus)(nil),         // 28: rel.v1.RolloutHostStatus
+	(*RolloutStatus)(nil),             // 29: rel.v1.RolloutStatus
+	(*GetRolloutResponse)(nil),        // 30: rel.v1.GetRolloutResponse
+	(*ListRolloutsRequest)(nil),       // 31: rel.v1.ListRolloutsRequest
+	(*ListRolloutsResponse)(nil),      // 32: rel.v1.ListRolloutsResponse
+	(*AgentStatus)(nil),               // 33: rel.v1.AgentStatus
+	(*ListAgentsRequest)(nil),         // 34: rel.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),        // 35: rel.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),           // 36: rel.v1.GetAgentRequest
+	(*GetAgentResponse)(nil),          // 37: rel.v1.GetAgentResponse
+	(*HistoryRequest)(nil),            // 38: rel.v1.HistoryRequest
+	(*HistoryResponse)(nil),           // 39: rel.v1.HistoryResponse
+	(*PlanRolloutRequest)(nil),        // 40: rel.v1.PlanRolloutRequest
+	(*PlannedHost)(nil),               // 41: rel.v1.PlannedHost
+	(*PlannedWave)(nil),               // 42: rel.v1.PlannedWave
+	(*PlanRolloutResponse)(nil),       // 43: rel.v1.PlanRolloutResponse
+	(*ControlRolloutRequest)(nil),     // 44: rel.v1.ControlRolloutRequest
+	(*ControlRolloutResponse)(nil),    // 45: rel.v1.ControlRolloutResponse
+	(*RollbackRolloutRequest)(nil),    // 46: rel.v1.RollbackRolloutRequest
+	(*RollbackRolloutResponse)(nil),   // 47: rel.v1.RollbackRolloutResponse
+	(*RolloutEventsRequest)(nil),      // 48: rel.v1.RolloutEventsRequest
+	(*RolloutEventsResponse)(nil),     // 49: rel.v1.RolloutEventsResponse
+	nil,                               // 50: rel.v1.CreateEnvironmentRequest.SelectorEntry
+	nil,                               // 51: rel.v1.UpdateEnvironmentRequest.SelectorEntry
+	nil,                               // 52: rel.v1.CreateReleaseRequest.LabelsEntry
+	nil,                               // 53: rel.v1.RolloutStatus.TotalsEntry
+	nil,                               // 54: rel.v1.PlannedHost.LabelsEntry
+	(*Environment)(nil),               // 55: rel.v1.Environment
+	(*App)(nil),                       // 56: rel.v1.App
+	(*Release)(nil),                   // 57: rel.v1.Release
+	(*RolloutSpec)(nil),               // 58: rel.v1.RolloutSpec
+	(*Rollout)(nil),                   // 59: rel.v1.Rollout
+	(*Agent)(nil),                     // 60: rel.v1.Agent
+	(*AppReport)(nil),                 // 61: rel.v1.AppReport
+	(*Load)(nil),                      // 62: rel.v1.Load
+	(*HistoryEntry)(nil),              // 63: rel.v1.HistoryEntry
+	(*RolloutEvent)(nil),              // 64: rel.v1.RolloutEvent
 }
 var file_rel_v1_control_proto_depIdxs = []int32{
 	6,  // 0: rel.v1.ShowEnvironmentRequest.read:type_name -> rel.v1.ReadOptions
 	2,  // 1: rel.v1.EnvAppStatus.off:type_name -> rel.v1.OffHost
-	50, // 2: rel.v1.ShowEnvironmentResponse.environment:type_name -> rel.v1.Environment
+	55, // 2: rel.v1.ShowEnvironmentResponse.environment:type_name -> rel.v1.Environment
 	1,  // 3: rel.v1.ShowEnvironmentResponse.apps:type_name -> rel.v1.EnvAppStatus
 	6,  // 4: rel.v1.OverviewRequest.read:type_name -> rel.v1.ReadOptions
 	1,  // 5: rel.v1.OverviewResponse.cells:type_name -> rel.v1.EnvAppStatus
-	51, // 6: rel.v1.CreateAppResponse.app:type_name -> rel.v1.App
+	56, // 6: rel.v1.CreateAppResponse.app:type_name -> rel.v1.App
 	6,  // 7: rel.v1.ListAppsRequest.read:type_name -> rel.v1.ReadOptions
-	51, // 8: rel.v1.ListAppsResponse.apps:type_name -> rel.v1.App
-	46, // 9: rel.v1.CreateEnvironmentRequest.selector:type_name -> rel.v1.CreateEnvironmentRequest.SelectorEntry
-	50, // 10: rel.v1.CreateEnvironmentResponse.environment:type_name -> rel.v1.Environment
-	6,  // 11: rel.v1.ListEnvironmentsRequest.read:type_name -> rel.v1.ReadOptions
-	50, // 12: rel.v1.ListEnvironmentsResponse.environments:type_name -> rel.v1.Environment
-	47, // 13: rel.v1.CreateReleaseRequest.labels:type_name -> rel.v1.CreateReleaseRequest.LabelsEntry
-	52, // 14: rel.v1.CreateReleaseResponse.release:type_name -> rel.v1.Release
-	6,  // 15: rel.v1.ListReleasesRequest.read:type_name -> rel.v1.ReadOptions
-	52, // 16: rel.v1.ListReleasesResponse.releases:type_name -> rel.v1.Release
-	6,  // 17: rel.v1.GetReleaseRequest.read:type_name -> rel.v1.ReadOptions
-	52, // 18: rel.v1.GetReleaseResponse.release:type_name -> rel.v1.Release
-	53, // 19: rel.v1.StartRolloutRequest.spec:type_name -> rel.v1.RolloutSpec
-	54, // 20: rel.v1.StartRolloutResponse.rollout:type_name -> rel.v1.Rollout
-	6,  // 21: rel.v1.GetRolloutRequest.read:type_name -> rel.v1.ReadOptions
-	54, // 22: rel.v1.RolloutStatus.rollout:type_name -> rel.v1.Rollout
-	24, // 23: rel.v1.RolloutStatus.hosts:type_name -> rel.v1.RolloutHostStatus
-	48, // 24: rel.v1.RolloutStatus.totals:type_name -> rel.v1.RolloutStatus.TotalsEntry
-	25, // 25: rel.v1.GetRolloutResponse.status:type_name -> rel.v1.RolloutStatus
-	6,  // 26: rel.v1.ListRolloutsRequest.read:type_name -> rel.v1.ReadOptions
-	25, // 27: rel.v1.ListRolloutsResponse.rollouts:type_name -> rel.v1.RolloutStatus
-	55, // 28: rel.v1.AgentStatus.agent:type_name -> rel.v1.Agent
-	56, // 29: rel.v1.AgentStatus.apps:type_name -> rel.v1.AppReport
-	57, // 30: rel.v1.AgentStatus.load:type_name -> rel.v1.Load
-	6,  // 31: rel.v1.ListAgentsRequest.read:type_name -> rel.v1.ReadOptions
-	29, // 32: rel.v1.ListAgentsResponse.agents:type_name -> rel.v1.AgentStatus
-	6,  // 33: rel.v1.GetAgentRequest.read:type_name -> rel.v1.ReadOptions
-	29, // 34: rel.v1.GetAgentResponse.agent:type_name -> rel.v1.AgentStatus
-	6,  // 35: rel.v1.HistoryRequest.read:type_name -> rel.v1.ReadOptions
-	58, // 36: rel.v1.HistoryResponse.entries:type_name -> rel.v1.HistoryEntry
-	53, // 37: rel.v1.PlanRolloutRequest.spec:type_name -> rel.v1.RolloutSpec
-	49, // 38: rel.v1.PlannedHost.labels:type_name -> rel.v1.PlannedHost.LabelsEntry
-	37, // 39: rel.v1.PlannedWave.hosts:type_name -> rel.v1.PlannedHost
-	53, // 40: rel.v1.PlanRolloutResponse.spec:type_name -> rel.v1.RolloutSpec
-	38, // 41: rel.v1.PlanRolloutResponse.waves:type_name -> rel.v1.PlannedWave
-	37, // 42: rel.v1.PlanRolloutResponse.offline:type_name -> rel.v1.PlannedHost
-	54, // 43: rel.v1.ControlRolloutResponse.rollout:type_name -> rel.v1.Rollout
-	54, // 44: rel.v1.RollbackRolloutResponse.rollback:type_name -> rel.v1.Rollout
-	6,  // 45: rel.v1.RolloutEventsRequest.read:type_name -> rel.v1.ReadOptions
-	59, // 46: rel.v1.RolloutEventsResponse.events:type_name -> rel.v1.RolloutEvent
-	54, // 47: rel.v1.RolloutEventsResponse.rollout:type_name -> rel.v1.Rollout
-	7,  // 48: rel.v1.ControlService.CreateApp:input_type -> rel.v1.CreateAppRequest
-	9,  // 49: rel.v1.ControlService.ListApps:input_type -> rel.v1.ListAppsRequest
-	11, // 50: rel.v1.ControlService.CreateEnvironment:input_type -> rel.v1.CreateEnvironmentRequest
-	13, // 51: rel.v1.ControlService.ListEnvironments:input_type -> rel.v1.ListEnvironmentsRequest
-	15, // 52: rel.v1.ControlService.CreateRelease:input_type -> rel.v1.CreateReleaseRequest
-	17, // 53: rel.v1.ControlService.ListReleases:input_type -> rel.v1.ListReleasesRequest
-	19, // 54: rel.v1.ControlService.GetRelease:input_type -> rel.v1.GetReleaseRequest
-	21, // 55: rel.v1.ControlService.StartRollout:input_type -> rel.v1.StartRolloutRequest
-	23, // 56: rel.v1.ControlService.GetRollout:input_type -> rel.v1.GetRolloutRequest
-	27, // 57: rel.v1.ControlService.ListRollouts:input_type -> rel.v1.ListRolloutsRequest
-	30, // 58: rel.v1.ControlService.ListAgents:input_type -> rel.v1.ListAgentsRequest
-	32, // 59: rel.v1.ControlService.GetAgent:input_type -> rel.v1.GetAgentRequest
-	34, // 60: rel.v1.ControlService.History:input_type -> rel.v1.HistoryRequest
-	36, // 61: rel.v1.ControlService.PlanRollout:input_type -> rel.v1.PlanRolloutRequest
-	40, // 62: rel.v1.ControlService.ControlRollout:input_type -> rel.v1.ControlRolloutRequest
-	42, // 63: rel.v1.ControlService.RollbackRollout:input_type -> rel.v1.RollbackRolloutRequest
-	44, // 64: rel.v1.ControlService.RolloutEvents:input_type -> rel.v1.RolloutEventsRequest
-	0,  // 65: rel.v1.ControlService.ShowEnvironment:input_type -> rel.v1.ShowEnvironmentRequest
-	4,  // 66: rel.v1.ControlService.Overview:input_type -> rel.v1.OverviewRequest
-	8,  // 67: rel.v1.ControlService.CreateApp:output_type -> rel.v1.CreateAppResponse
-	10, // 68: rel.v1.ControlService.ListApps:output_type -> rel.v1.ListAppsResponse
-	12, // 69: rel.v1.ControlService.CreateEnvironment:output_type -> rel.v1.CreateEnvironmentResponse
-	14, // 70: rel.v1.ControlService.ListEnvironments:output_type -> rel.v1.ListEnvironmentsResponse
-	16, // 71: rel.v1.ControlService.CreateRelease:output_type -> rel.v1.CreateReleaseResponse
-	18, // 72: rel.v1.ControlService.ListReleases:output_type -> rel.v1.ListReleasesResponse
-	20, // 73: rel.v1.ControlService.GetRelease:output_type -> rel.v1.GetReleaseResponse
-	22, // 74: rel.v1.ControlService.StartRollout:output_type -> rel.v1.StartRolloutResponse
-	26, // 75: rel.v1.ControlService.GetRollout:output_type -> rel.v1.GetRolloutResponse
-	28, // 76: rel.v1.ControlService.ListRollouts:output_type -> rel.v1.ListRolloutsResponse
-	31, // 77: rel.v1.ControlService.ListAgents:output_type -> rel.v1.ListAgentsResponse
-	33, // 78: rel.v1.ControlService.GetAgent:output_type -> rel.v1.GetAgentResponse
-	35, // 79: rel.v1.ControlService.History:output_type -> rel.v1.HistoryResponse
-	39, // 80: rel.v1.ControlService.PlanRollout:output_type -> rel.v1.PlanRolloutResponse
-	41, // 81: rel.v1.ControlService.ControlRollout:output_type -> rel.v1.ControlRolloutResponse
-	43, // 82: rel.v1.ControlService.RollbackRollout:output_type -> rel.v1.RollbackRolloutResponse
-	45, // 83: rel.v1.ControlService.RolloutEvents:output_type -> rel.v1.RolloutEventsResponse
-	3,  // 84: rel.v1.ControlService.ShowEnvironment:output_type -> rel.v1.ShowEnvironmentResponse
-	5,  // 85: rel.v1.ControlService.Overview:output_type -> rel.v1.OverviewResponse
-	67, // [67:86] is the sub-list for method output_type
-	48, // [48:67] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	56, // 8: rel.v1.ListAppsResponse.apps:type_name -> rel.v1.App
+	50, // 9: rel.v1.CreateEnvironmentRequest.selector:type_name -> rel.v1.CreateEnvironmentRequest.SelectorEntry
+	55, // 10: rel.v1.CreateEnvironmentResponse.environment:type_name -> rel.v1.Environment
+	51, // 11: rel.v1.UpdateEnvironmentRequest.selector:type_name -> rel.v1.UpdateEnvironmentRequest.SelectorEntry
+	55, // 12: rel.v1.UpdateEnvironmentResponse.environment:type_name -> rel.v1.Environment
+	6,  // 13: rel.v1.ListEnvironmentsRequest.read:type_name -> rel.v1.ReadOptions
+	55, // 14: rel.v1.ListEnvironmentsResponse.environments:type_name -> rel.v1.Environment
+	52, // 15: rel.v1.CreateReleaseRequest.labels:type_name -> rel.v1.CreateReleaseRequest.LabelsEntry
+	57, // 16: rel.v1.CreateReleaseResponse.release:type_name -> rel.v1.Release
+	6,  // 17: rel.v1.ListReleasesRequest.read:type_name -> rel.v1.ReadOptions
+	57, // 18: rel.v1.ListReleasesResponse.releases:type_name -> rel.v1.Release
+	6,  // 19: rel.v1.GetReleaseRequest.read:type_name -> rel.v1.ReadOptions
+	57, // 20: rel.v1.GetReleaseResponse.release:type_name -> rel.v1.Release
+	58, // 21: rel.v1.StartRolloutRequest.spec:type_name -> rel.v1.RolloutSpec
+	59, // 22: rel.v1.StartRolloutResponse.rollout:type_name -> rel.v1.Rollout
+	6,  // 23: rel.v1.GetRolloutRequest.read:type_name -> rel.v1.ReadOptions
+	59, // 24: rel.v1.RolloutStatus.rollout:type_name -> rel.v1.Rollout
+	28, // 25: rel.v1.RolloutStatus.hosts:type_name -> rel.v1.RolloutHostStatus
+	53, // 26: rel.v1.RolloutStatus.totals:type_name -> rel.v1.RolloutStatus.TotalsEntry
+	29, // 27: rel.v1.GetRolloutResponse.status:type_name -> rel.v1.RolloutStatus
+	6,  // 28: rel.v1.ListRolloutsRequest.read:type_name -> rel.v1.ReadOptions
+	29, // 29: rel.v1.ListRolloutsResponse.rollouts:type_name -> rel.v1.RolloutStatus
+	60, // 30: rel.v1.AgentStatus.agent:type_name -> rel.v1.Agent
+	61, // 31: rel.v1.AgentStatus.apps:type_name -> rel.v1.AppReport
+	62, // 32: rel.v1.AgentStatus.load:type_name -> rel.v1.Load
+	6,  // 33: rel.v1.ListAgentsRequest.read:type_name -> rel.v1.ReadOptions
+	33, // 34: rel.v1.ListAgentsResponse.agents:type_name -> rel.v1.AgentStatus
+	6,  // 35: rel.v1.GetAgentRequest.read:type_name -> rel.v1.ReadOptions
+	33, // 36: rel.v1.GetAgentResponse.agent:type_name -> rel.v1.AgentStatus
+	6,  // 37: rel.v1.HistoryRequest.read:type_name -> rel.v1.ReadOptions
+	63, // 38: rel.v1.HistoryResponse.entries:type_name -> rel.v1.HistoryEntry
+	58, // 39: rel.v1.PlanRolloutRequest.spec:type_name -> rel.v1.RolloutSpec
+	54, // 40: rel.v1.PlannedHost.labels:type_name -> rel.v1.PlannedHost.LabelsEntry
+	41, // 41: rel.v1.PlannedWave.hosts:type_name -> rel.v1.PlannedHost
+	58, // 42: rel.v1.PlanRolloutResponse.spec:type_name -> rel.v1.RolloutSpec
+	42, // 43: rel.v1.PlanRolloutResponse.waves:type_name -> rel.v1.PlannedWave
+	41, // 44: rel.v1.PlanRolloutResponse.offline:type_name -> rel.v1.PlannedHost
+	59, // 45: rel.v1.ControlRolloutResponse.rollout:type_name -> rel.v1.Rollout
+	59, // 46: rel.v1.RollbackRolloutResponse.rollback:type_name -> rel.v1.Rollout
+	6,  // 47: rel.v1.RolloutEventsRequest.read:type_name -> rel.v1.ReadOptions
+	64, // 48: rel.v1.RolloutEventsResponse.events:type_name -> rel.v1.RolloutEvent
+	59, // 49: rel.v1.RolloutEventsResponse.rollout:type_name -> rel.v1.Rollout
+	7,  // 50: rel.v1.ControlService.CreateApp:input_type -> rel.v1.CreateAppRequest
+	9,  // 51: rel.v1.ControlService.ListApps:input_type -> rel.v1.ListAppsRequest
+	11, // 52: rel.v1.ControlService.CreateEnvironment:input_type -> rel.v1.CreateEnvironmentRequest
+	17, // 53: rel.v1.ControlService.ListEnvironments:input_type -> rel.v1.ListEnvironmentsRequest
+	13, // 54: rel.v1.ControlService.UpdateEnvironment:input_type -> rel.v1.UpdateEnvironmentRequest
+	15, // 55: rel.v1.ControlService.DeleteEnvironment:input_type -> rel.v1.DeleteEnvironmentRequest
+	19, // 56: rel.v1.ControlService.CreateRelease:input_type -> rel.v1.CreateReleaseRequest
+	21, // 57: rel.v1.ControlService.ListReleases:input_type -> rel.v1.ListReleasesRequest
+	23, // 58: rel.v1.ControlService.GetRelease:input_type -> rel.v1.GetReleaseRequest
+	25, // 59: rel.v1.ControlService.StartRollout:input_type -> rel.v1.StartRolloutRequest
+	27, // 60: rel.v1.ControlService.GetRollout:input_type -> rel.v1.GetRolloutRequest
+	31, // 61: rel.v1.ControlService.ListRollouts:input_type -> rel.v1.ListRolloutsRequest
+	34, // 62: rel.v1.ControlService.ListAgents:input_type -> rel.v1.ListAgentsRequest
+	36, // 63: rel.v1.ControlService.GetAgent:input_type -> rel.v1.GetAgentRequest
+	38, // 64: rel.v1.ControlService.History:input_type -> rel.v1.HistoryRequest
+	40, // 65: rel.v1.ControlService.PlanRollout:input_type -> rel.v1.PlanRolloutRequest
+	44, // 66: rel.v1.ControlService.ControlRollout:input_type -> rel.v1.ControlRolloutRequest
+	46, // 67: rel.v1.ControlService.RollbackRollout:input_type -> rel.v1.RollbackRolloutRequest
+	48, // 68: rel.v1.ControlService.RolloutEvents:input_type -> rel.v1.RolloutEventsRequest
+	0,  // 69: rel.v1.ControlService.ShowEnvironment:input_type -> rel.v1.ShowEnvironmentRequest
+	4,  // 70: rel.v1.ControlService.Overview:input_type -> rel.v1.OverviewRequest
+	8,  // 71: rel.v1.ControlService.CreateApp:output_type -> rel.v1.CreateAppResponse
+	10, // 72: rel.v1.ControlService.ListApps:output_type -> rel.v1.ListAppsResponse
+	12, // 73: rel.v1.ControlService.CreateEnvironment:output_type -> rel.v1.CreateEnvironmentResponse
+	18, // 74: rel.v1.ControlService.ListEnvironments:output_type -> rel.v1.ListEnvironmentsResponse
+	14, // 75: rel.v1.ControlService.UpdateEnvironment:output_type -> rel.v1.UpdateEnvironmentResponse
+	16, // 76: rel.v1.ControlService.DeleteEnvironment:output_type -> rel.v1.DeleteEnvironmentResponse
+	20, // 77: rel.v1.ControlService.CreateRelease:output_type -> rel.v1.CreateReleaseResponse
+	22, // 78: rel.v1.ControlService.ListReleases:output_type -> rel.v1.ListReleasesResponse
+	24, // 79: rel.v1.ControlService.GetRelease:output_type -> rel.v1.GetReleaseResponse
+	26, // 80: rel.v1.ControlService.StartRollout:output_type -> rel.v1.StartRolloutResponse
+	30, // 81: rel.v1.ControlService.GetRollout:output_type -> rel.v1.GetRolloutResponse
+	32, // 82: rel.v1.ControlService.ListRollouts:output_type -> rel.v1.ListRolloutsResponse
+	35, // 83: rel.v1.ControlService.ListAgents:output_type -> rel.v1.ListAgentsResponse
+	37, // 84: rel.v1.ControlService.GetAgent:output_type -> rel.v1.GetAgentResponse
+	39, // 85: rel.v1.ControlService.History:output_type -> rel.v1.HistoryResponse
+	43, // 86: rel.v1.ControlService.PlanRollout:output_type -> rel.v1.PlanRolloutResponse
+	45, // 87: rel.v1.ControlService.ControlRollout:output_type -> rel.v1.ControlRolloutResponse
+	47, // 88: rel.v1.ControlService.RollbackRollout:output_type -> rel.v1.RollbackRolloutResponse
+	49, // 89: rel.v1.ControlService.RolloutEvents:output_type -> rel.v1.RolloutEventsResponse
+	3,  // 90: rel.v1.ControlService.ShowEnvironment:output_type -> rel.v1.ShowEnvironmentResponse
+	5,  // 91: rel.v1.ControlService.Overview:output_type -> rel.v1.OverviewResponse
+	71, // [71:92] is the sub-list for method output_type
+	50, // [50:71] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_control_proto_init() }
@@ -3254,13 +3536,14 @@ func file_rel_v1_control_proto_init() {
 		return
 	}
 	file_rel_v1_types_proto_init()
+	file_rel_v1_control_proto_msgTypes[13].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_control_proto_rawDesc), len(file_rel_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   50,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

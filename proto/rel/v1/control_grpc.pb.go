@@ -23,6 +23,8 @@ const (
 	ControlService_ListApps_FullMethodName          = "/rel.v1.ControlService/ListApps"
 	ControlService_CreateEnvironment_FullMethodName = "/rel.v1.ControlService/CreateEnvironment"
 	ControlService_ListEnvironments_FullMethodName  = "/rel.v1.ControlService/ListEnvironments"
+	ControlService_UpdateEnvironment_FullMethodName = "/rel.v1.ControlService/UpdateEnvironment"
+	ControlService_DeleteEnvironment_FullMethodName = "/rel.v1.ControlService/DeleteEnvironment"
 	ControlService_CreateRelease_FullMethodName     = "/rel.v1.ControlService/CreateRelease"
 	ControlService_ListReleases_FullMethodName      = "/rel.v1.ControlService/ListReleases"
 	ControlService_GetRelease_FullMethodName        = "/rel.v1.ControlService/GetRelease"
@@ -59,6 +61,14 @@ type ControlServiceClient interface {
 	ListApps(ctx context.Context, in *ListAppsRequest, opts ...grpc.CallOption) (*ListAppsResponse, error)
 	CreateEnvironment(ctx context.Context, in *CreateEnvironmentRequest, opts ...grpc.CallOption) (*CreateEnvironmentResponse, error)
 	ListEnvironments(ctx context.Context, in *ListEnvironmentsRequest, opts ...grpc.CallOption) (*ListEnvironmentsResponse, error)
+	// UpdateEnvironment changes an environment's selector or description and
+	// says which hosts join and leave it; with dry_run it changes nothing. A
+	// selector change is refused while a rollout to the environment is
+	// active (its hosts were chosen by the old selector).
+	UpdateEnvironment(ctx context.Context, in *UpdateEnvironmentRequest, opts ...grpc.CallOption) (*UpdateEnvironmentResponse, error)
+	// DeleteEnvironment deletes an environment, refused while a rollout to it
+	// is active. Finished rollouts and history stay.
+	DeleteEnvironment(ctx context.Context, in *DeleteEnvironmentRequest, opts ...grpc.CallOption) (*DeleteEnvironmentResponse, error)
 	CreateRelease(ctx context.Context, in *CreateReleaseRequest, opts ...grpc.CallOption) (*CreateReleaseResponse, error)
 	ListReleases(ctx context.Context, in *ListReleasesRequest, opts ...grpc.CallOption) (*ListReleasesResponse, error)
 	GetRelease(ctx context.Context, in *GetReleaseRequest, opts ...grpc.CallOption) (*GetReleaseResponse, error)
@@ -128,6 +138,26 @@ func (c *controlServiceClient) ListEnvironments(ctx context.Context, in *ListEnv
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListEnvironmentsResponse)
 	err := c.cc.Invoke(ctx, ControlService_ListEnvironments_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) UpdateEnvironment(ctx context.Context, in *UpdateEnvironmentRequest, opts ...grpc.CallOption) (*UpdateEnvironmentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateEnvironmentResponse)
+	err := c.cc.Invoke(ctx, ControlService_UpdateEnvironment_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) DeleteEnvironment(ctx context.Context, in *DeleteEnvironmentRequest, opts ...grpc.CallOption) (*DeleteEnvironmentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteEnvironmentResponse)
+	err := c.cc.Invoke(ctx, ControlService_DeleteEnvironment_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -303,6 +333,14 @@ type ControlServiceServer interface {
 	ListApps(context.Context, *ListAppsRequest) (*ListAppsResponse, error)
 	CreateEnvironment(context.Context, *CreateEnvironmentRequest) (*CreateEnvironmentResponse, error)
 	ListEnvironments(context.Context, *ListEnvironmentsRequest) (*ListEnvironmentsResponse, error)
+	// UpdateEnvironment changes an environment's selector or description and
+	// says which hosts join and leave it; with dry_run it changes nothing. A
+	// selector change is refused while a rollout to the environment is
+	// active (its hosts were chosen by the old selector).
+	UpdateEnvironment(context.Context, *UpdateEnvironmentRequest) (*UpdateEnvironmentResponse, error)
+	// DeleteEnvironment deletes an environment, refused while a rollout to it
+	// is active. Finished rollouts and history stay.
+	DeleteEnvironment(context.Context, *DeleteEnvironmentRequest) (*DeleteEnvironmentResponse, error)
 	CreateRelease(context.Context, *CreateReleaseRequest) (*CreateReleaseResponse, error)
 	ListReleases(context.Context, *ListReleasesRequest) (*ListReleasesResponse, error)
 	GetRelease(context.Context, *GetReleaseRequest) (*GetReleaseResponse, error)
@@ -349,6 +387,12 @@ func (UnimplementedControlServiceServer) CreateEnvironment(context.Context, *Cre
 }
 func (UnimplementedControlServiceServer) ListEnvironments(context.Context, *ListEnvironmentsRequest) (*ListEnvironmentsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListEnvironments not implemented")
+}
+func (UnimplementedControlServiceServer) UpdateEnvironment(context.Context, *UpdateEnvironmentRequest) (*UpdateEnvironmentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateEnvironment not implemented")
+}
+func (UnimplementedControlServiceServer) DeleteEnvironment(context.Context, *DeleteEnvironmentRequest) (*DeleteEnvironmentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteEnvironment not implemented")
 }
 func (UnimplementedControlServiceServer) CreateRelease(context.Context, *CreateReleaseRequest) (*CreateReleaseResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateRelease not implemented")
@@ -484,6 +528,42 @@ func _ControlService_ListEnvironments_Handler(srv interface{}, ctx context.Conte
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(ControlServiceServer).ListEnvironments(ctx, req.(*ListEnvironmentsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_UpdateEnvironment_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateEnvironmentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).UpdateEnvironment(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_UpdateEnvironment_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).UpdateEnvironment(ctx, req.(*UpdateEnvironmentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_DeleteEnvironment_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteEnvironmentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).DeleteEnvironment(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_DeleteEnvironment_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).DeleteEnvironment(ctx, req.(*DeleteEnvironmentRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -780,6 +860,14 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListEnvironments",
 			Handler:    _ControlService_ListEnvironments_Handler,
+		},
+		{
+			MethodName: "UpdateEnvironment",
+			Handler:    _ControlService_UpdateEnvironment_Handler,
+		},
+		{
+			MethodName: "DeleteEnvironment",
+			Handler:    _ControlService_DeleteEnvironment_Handler,
 		},
 		{
 			MethodName: "CreateRelease",
