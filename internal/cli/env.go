@@ -29,16 +29,28 @@ environment when every selector pair matches one of its labels.`,
 
 func (r *runner) envCreateCommand() *cobra.Command {
 	var (
-		description string
-		selector    []string
+		description     string
+		selector        []string
+		catchUp         string
+		catchUpParallel uint32
 	)
 	cmd := &cobra.Command{
-		Use:   "create NAME --selector KEY=VALUE[,KEY=VALUE...]",
+		Use:   "create NAME --selector KEY=VALUE[,KEY=VALUE...] [--catch-up auto|manual] [--catch-up-parallel N]",
 		Short: "Create an environment",
 		Long: `Create an environment named NAME whose hosts are those carrying every
 KEY=VALUE label of --selector. --selector is required; give several pairs
 comma-separated or repeat the flag. relctl only checks the KEY=VALUE syntax;
-the server decides which keys and values are valid.`,
+the server decides which keys and values are valid.
+
+An environment holds a release: that of its last rollout (or rollback) that
+succeeded. With --catch-up auto (the default), a host that comes to match
+the selector with nothing of an app, that is behind (it was away when the
+last rollout ran), or that runs a release no rollout put there, is taken to
+the current release by a catch_up rollout the leader starts, at most
+--catch-up-parallel hosts at a time, health-gated and listed with the other
+rollouts. Hosts that failed, and hosts on what a rollout to another
+environment put there, are left alone. --catch-up manual leaves every host
+as it is until a rollout says otherwise.`,
 		Example: `  relctl env create prod --selector tier=prod
   relctl env create prod-eu --selector tier=prod,region=eu --description "Production, Europe"
   relctl env create canary --selector tier=prod --selector canary=true`,
@@ -49,12 +61,17 @@ the server decides which keys and values are valid.`,
 			if err != nil {
 				return err
 			}
+			if catchUp != "auto" && catchUp != "manual" {
+				return usagef("--catch-up %q: use auto or manual", catchUp)
+			}
 			var resp *relv1.CreateEnvironmentResponse
 			_, err = r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
 				resp, err = relv1.NewControlServiceClient(cc).CreateEnvironment(ctx, &relv1.CreateEnvironmentRequest{
-					Name:        args[0],
-					Description: description,
-					Selector:    sel,
+					Name:            args[0],
+					Description:     description,
+					Selector:        sel,
+					CatchUpManual:   catchUp == "manual",
+					CatchUpParallel: catchUpParallel,
 				}, opts...)
 				return err
 			})
@@ -68,6 +85,8 @@ the server decides which keys and values are valid.`,
 	cmd.Flags().StringVar(&description, "description", "", "`TEXT` saying what the environment is, for people")
 	cmd.Flags().StringArrayVar(&selector, "selector", nil, "host labels `KEY=VALUE[,KEY=VALUE...]` to select (required, repeatable)")
 	_ = cmd.MarkFlagRequired("selector")
+	cmd.Flags().StringVar(&catchUp, "catch-up", "auto", "`auto`: hosts that join or drift converge to the current release by themselves; manual: they do not")
+	cmd.Flags().Uint32Var(&catchUpParallel, "catch-up-parallel", 1, "hosts a catch-up takes at a time (`N`)")
 	return cmd
 }
 

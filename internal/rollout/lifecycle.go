@@ -49,6 +49,9 @@ func Terminal(state string) bool {
 const (
 	KindDeploy   = "deploy"
 	KindRollback = "rollback"
+	// KindCatchUp takes hosts that joined an environment, or run something
+	// no rollout put there, to its current release; the leader starts it.
+	KindCatchUp = "catch_up"
 )
 
 // Host states in a rollout row.

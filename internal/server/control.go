@@ -67,7 +67,11 @@ func (c *controlService) CreateEnvironment(ctx context.Context, req *relv1.Creat
 	if err := validate.Labels("selector", req.GetSelector(), true); err != nil {
 		return nil, toStatus(err)
 	}
-	env := &relv1.Environment{Name: req.GetName(), Description: req.GetDescription(), Selector: req.GetSelector(), CreatedUnixNano: time.Now().UnixNano()}
+	if req.GetCatchUpParallel() > maxCatchUpParallel {
+		return nil, status.Errorf(codes.InvalidArgument, "--catch-up-parallel %d: at most %d hosts at a time", req.GetCatchUpParallel(), maxCatchUpParallel)
+	}
+	env := &relv1.Environment{Name: req.GetName(), Description: req.GetDescription(), Selector: req.GetSelector(), CreatedUnixNano: time.Now().UnixNano(),
+		CatchUpManual: req.GetCatchUpManual(), CatchUpParallel: req.GetCatchUpParallel()}
 	a, err := c.s.applyCommand(ctx, &relv1.Command{StampedUnixNano: env.CreatedUnixNano, Kind: &relv1.Command_CreateEnvironment{CreateEnvironment: &relv1.CreateEnvironment{Environment: env}}})
 	if err != nil {
 		return nil, toStatus(err)

@@ -17,7 +17,7 @@ import (
 
 // What runs where, computed on read from the replicated rows: an
 // environment's current release of an app is the release of its newest
-// rollout (or rollback) there that succeeded; every host the environment
+// rollout (or rollback, not catch-up) there that succeeded; every host the environment
 // selects now is on it, or off it for a reason.
 
 // Why a host is off its environment's current release.
@@ -28,6 +28,12 @@ const (
 	offOutOfBand    = "out_of_band"
 	offNotInstalled = "not_installed"
 	offInstalling   = "installing"
+	// offBehind runs the release of an earlier rollout here, superseded
+	// since (the host was away, or joined, when the newer one ran).
+	offBehind = "behind"
+	// offOtherRollout runs what a rollout to another (overlapping)
+	// environment, or a rollout here that did not succeed, put there.
+	offOtherRollout = "other_rollout"
 )
 
 // whereView is one consistent read of what envStatus needs.
@@ -82,7 +88,10 @@ func (s *Server) readWhere() (*whereView, error) {
 // envStatus is app's status in env.
 func (v *whereView) envStatus(app string, env *relv1.Environment) *relv1.EnvAppStatus {
 	st := &relv1.EnvAppStatus{App: app, Environment: env.GetName()}
-	var active *relv1.Rollout
+	var (
+		active       *relv1.Rollout
+		currentIndex uint64
+	)
 	for _, ro := range v.rollouts[app] { // newest first
 		if ro.GetEnvironment() != env.GetName() {
 			continue
@@ -90,8 +99,11 @@ func (v *whereView) envStatus(app string, env *relv1.Environment) *relv1.EnvAppS
 		if !rollout.Terminal(ro.GetState()) && active == nil {
 			active = ro
 		}
-		if ro.GetState() == rollout.StateSucceeded && st.CurrentRolloutId == "" {
+		// A catch-up converges hosts to the current release; it does not
+		// set it.
+		if ro.GetState() == rollout.StateSucceeded && ro.GetKind() != rollout.KindCatchUp && st.CurrentRolloutId == "" {
 			st.CurrentVersion, st.CurrentRolloutId = ro.GetVersion(), ro.GetId()
+			currentIndex = ro.GetCreateIndex()
 		}
 	}
 	held := map[string]bool{}
@@ -127,20 +139,32 @@ func (v *whereView) envStatus(app string, env *relv1.Environment) *relv1.EnvAppS
 		case r.GetPhase() != "healthy":
 			off.Why = offInstalling
 		default:
-			off.Why = offOutOfBand
-			off.Detail = fmt.Sprintf("runs %s", r.GetVersion())
-			if r.GetRolloutId() != "" {
-				off.Detail += " from rollout " + r.GetRolloutId()
-				for _, ro := range v.rollouts[app] {
-					if ro.GetId() == r.GetRolloutId() && ro.GetEnvironment() != env.GetName() {
-						off.Detail += " to " + ro.GetEnvironment()
-					}
+			off.Why, off.Detail = offOutOfBand, "runs "+r.GetVersion()+" that no rollout put there"
+			if from := v.rollout(app, r.GetRolloutId()); from != nil {
+				off.Detail = fmt.Sprintf("runs %s from rollout %s to %s (%s)", r.GetVersion(), from.GetId(), from.GetEnvironment(), from.GetState())
+				switch {
+				case from.GetEnvironment() != env.GetName() || from.GetCreateIndex() > currentIndex:
+					off.Why = offOtherRollout
+				default:
+					off.Why = offBehind
 				}
 			}
 		}
 		st.Off = append(st.Off, off)
 	}
 	return st
+}
+
+func (v *whereView) rollout(app, id string) *relv1.Rollout {
+	if id == "" {
+		return nil
+	}
+	for _, ro := range v.rollouts[app] {
+		if ro.GetId() == id {
+			return ro
+		}
+	}
+	return nil
 }
 
 func (v *whereView) env(name string) *relv1.Environment {

@@ -18,7 +18,8 @@ func TestWhatRunsWhere(t *testing.T) {
 	ctl := dial(t, f)
 	ctx := ctxT(t)
 	mustCreate(t, ctl, "web")
-	if _, err := ctl.CreateEnvironment(ctx, &relv1.CreateEnvironmentRequest{Name: "prod", Selector: map[string]string{"env": "prod"}}); err != nil {
+	// Manual: no catch-up takes the drifted hosts back while the test looks.
+	if _, err := ctl.CreateEnvironment(ctx, &relv1.CreateEnvironmentRequest{Name: "prod", Selector: map[string]string{"env": "prod"}, CatchUpManual: true}); err != nil {
 		t.Fatal(err)
 	}
 	var agents []*rawAgent
@@ -84,5 +85,77 @@ func TestWhatRunsWhere(t *testing.T) {
 	}
 	if _, err := ctl.ShowEnvironment(ctx, &relv1.ShowEnvironmentRequest{Name: "nope"}); err == nil {
 		t.Fatal("ShowEnvironment of an unknown environment answered")
+	}
+}
+
+// TestCatchUp (issue 9, item 1): with catch-up on (the default), a host
+// that joins an environment after its rollout, and one changed by hand,
+// converge to the environment's current release through a catch_up
+// rollout the leader starts; a host on what a rollout to another
+// environment put there is left alone.
+func TestCatchUp(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{Configure: fastAgents})
+	ctl := dial(t, c.Followers()[0])
+	ctx := ctxT(t)
+	mustCreate(t, ctl, "web")
+	if _, err := ctl.CreateEnvironment(ctx, &relv1.CreateEnvironmentRequest{Name: "prod", Selector: map[string]string{"env": "prod"}, CatchUpParallel: 2}); err != nil {
+		t.Fatal(err)
+	}
+	a1 := connectAgent(t, c.Nodes[1], "web-1", map[string]string{"env": "prod"}, 0)
+	a1.heartbeat(100 * time.Millisecond)
+	testcluster.WaitFor(t, 5*time.Second, func() (bool, string) {
+		resp, err := ctl.ListAgents(ctx, &relv1.ListAgentsRequest{Environment: "prod"})
+		return err == nil && len(resp.GetAgents()) == 1, "web-1 in prod"
+	})
+	start, err := ctl.StartRollout(ctx, &relv1.StartRolloutRequest{App: "web", Version: "1.0.1", Environment: "prod"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a1.report("web", "1.0.1", "healthy", start.GetRollout().GetId())
+	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+		resp, err := ctl.GetRollout(ctx, &relv1.GetRolloutRequest{Id: start.GetRollout().GetId()})
+		return err == nil && resp.GetStatus().GetRollout().GetState() == "succeeded", "rollout succeeded"
+	})
+	// web-2 joins prod afterwards; web-1 is changed by hand.
+	a2 := connectAgent(t, c.Nodes[2], "web-2", map[string]string{"env": "prod"}, 0)
+	a2.heartbeat(100 * time.Millisecond)
+	a1.report("web", "0.9.0", "healthy", "")
+	var catchUp *relv1.Rollout
+	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+		resp, err := ctl.ListRollouts(ctx, &relv1.ListRolloutsRequest{App: "web"})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, r := range resp.GetRollouts() {
+			if r.GetRollout().GetKind() == "catch_up" && len(r.GetRollout().GetHosts()) == 2 {
+				catchUp = r.GetRollout()
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("a catch-up of web-1 and web-2 (%d rollouts)", len(resp.GetRollouts()))
+	})
+	if catchUp.GetVersion() != "1.0.1" || catchUp.GetEnvironment() != "prod" {
+		t.Fatalf("catch-up %v", catchUp)
+	}
+	for _, a := range []*rawAgent{a1, a2} {
+		testcluster.WaitFor(t, 5*time.Second, func() (bool, string) {
+			d := a.nextDesired(5 * time.Second)
+			return len(d.GetApps()) == 1 && d.GetApps()[0].GetVersion() == "1.0.1" && d.GetApps()[0].GetRolloutId() == catchUp.GetId(), fmt.Sprintf("%s told to run 1.0.1 for %s: %v", a.id, catchUp.GetId(), d)
+		})
+		a.report("web", "1.0.1", "healthy", catchUp.GetId())
+	}
+	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+		resp, err := ctl.ShowEnvironment(ctx, &relv1.ShowEnvironmentRequest{Name: "prod"})
+		if err != nil || len(resp.GetApps()) != 1 {
+			return false, fmt.Sprintf("%v %v", resp, err)
+		}
+		st := resp.GetApps()[0]
+		return st.GetOnCurrent() == 2 && st.GetHosts() == 2 && st.GetActiveRolloutId() == "", fmt.Sprintf("prod converged: %v", st)
+	})
+	// The current release stays that of the last deploy: a catch-up
+	// converges hosts to it, it does not change it.
+	resp, err := ctl.ShowEnvironment(ctx, &relv1.ShowEnvironmentRequest{Name: "prod"})
+	if err != nil || resp.GetApps()[0].GetCurrentRolloutId() != start.GetRollout().GetId() {
+		t.Fatalf("current rollout after the catch-up: %v %v", resp, err)
 	}
 }

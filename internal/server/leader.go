@@ -75,10 +75,14 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		cancel()
 	}
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() {
 		defer wg.Done()
 		s.promoteLoop(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.catchUpLoop(ctx)
 	}()
 	go func() {
 		defer wg.Done()

@@ -336,13 +336,13 @@ func rolloutRow(r *relv1.Rollout) error {
 		return err
 	}
 	switch r.GetKind() {
-	case rollout.KindDeploy, "":
+	case rollout.KindDeploy, rollout.KindCatchUp, "":
 	case rollout.KindRollback:
 		if err := id("rolled back rollout id", r.GetRollbackOf()); err != nil {
 			return err
 		}
 	default:
-		return invalid("rollout kind %q: want deploy or rollback", r.GetKind())
+		return invalid("rollout kind %q: want deploy, rollback or catch_up", r.GetKind())
 	}
 	if st := r.GetState(); st != "" && !slices.Contains(rollout.States, st) {
 		return invalid("rollout state %q is not one Rel knows", r.GetState())

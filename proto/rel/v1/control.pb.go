@@ -712,12 +712,15 @@ func (x *ListAppsResponse) GetIndex() uint64 {
 }
 
 type CreateEnvironmentRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Description   string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
-	Selector      map[string]string      `protobuf:"bytes,3,rep,name=selector,proto3" json:"selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Description string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	Selector    map[string]string      `protobuf:"bytes,3,rep,name=selector,proto3" json:"selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// See Environment.
+	CatchUpManual   bool   `protobuf:"varint,4,opt,name=catch_up_manual,json=catchUpManual,proto3" json:"catch_up_manual,omitempty"`
+	CatchUpParallel uint32 `protobuf:"varint,5,opt,name=catch_up_parallel,json=catchUpParallel,proto3" json:"catch_up_parallel,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *CreateEnvironmentRequest) Reset() {
@@ -769,6 +772,20 @@ func (x *CreateEnvironmentRequest) GetSelector() map[string]string {
 		return x.Selector
 	}
 	return nil
+}
+
+func (x *CreateEnvironmentRequest) GetCatchUpManual() bool {
+	if x != nil {
+		return x.CatchUpManual
+	}
+	return false
+}
+
+func (x *CreateEnvironmentRequest) GetCatchUpParallel() uint32 {
+	if x != nil {
+		return x.CatchUpParallel
+	}
+	return 0
 }
 
 type CreateEnvironmentResponse struct {
@@ -3149,11 +3166,13 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\x04read\x18\x01 \x01(\v2\x13.rel.v1.ReadOptionsR\x04read\"I\n" +
 	"\x10ListAppsResponse\x12\x1f\n" +
 	"\x04apps\x18\x01 \x03(\v2\v.rel.v1.AppR\x04apps\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"\xd9\x01\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\xad\x02\n" +
 	"\x18CreateEnvironmentRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12J\n" +
-	"\bselector\x18\x03 \x03(\v2..rel.v1.CreateEnvironmentRequest.SelectorEntryR\bselector\x1a;\n" +
+	"\bselector\x18\x03 \x03(\v2..rel.v1.CreateEnvironmentRequest.SelectorEntryR\bselector\x12&\n" +
+	"\x0fcatch_up_manual\x18\x04 \x01(\bR\rcatchUpManual\x12*\n" +
+	"\x11catch_up_parallel\x18\x05 \x01(\rR\x0fcatchUpParallel\x1a;\n" +
 	"\rSelectorEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"h\n" +

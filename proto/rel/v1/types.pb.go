@@ -108,8 +108,14 @@ type Environment struct {
 	Description     string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
 	Selector        map[string]string      `protobuf:"bytes,3,rep,name=selector,proto3" json:"selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	CreatedUnixNano int64                  `protobuf:"varint,4,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
-	CreateIndex     uint64                 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
-	ModifyIndex     uint64                 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	// Off: a host that joins the environment, or runs something no rollout
+	// put there, converges to the environment's current release through a
+	// catch-up rollout the leader starts. On (--catch-up manual): it does not.
+	CatchUpManual bool `protobuf:"varint,5,opt,name=catch_up_manual,json=catchUpManual,proto3" json:"catch_up_manual,omitempty"`
+	// Hosts a catch-up takes at a time (0: 1).
+	CatchUpParallel uint32 `protobuf:"varint,6,opt,name=catch_up_parallel,json=catchUpParallel,proto3" json:"catch_up_parallel,omitempty"`
+	CreateIndex     uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex     uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -168,6 +174,20 @@ func (x *Environment) GetSelector() map[string]string {
 func (x *Environment) GetCreatedUnixNano() int64 {
 	if x != nil {
 		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+func (x *Environment) GetCatchUpManual() bool {
+	if x != nil {
+		return x.CatchUpManual
+	}
+	return false
+}
+
+func (x *Environment) GetCatchUpParallel() uint32 {
+	if x != nil {
+		return x.CatchUpParallel
 	}
 	return 0
 }
@@ -1898,12 +1918,14 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12*\n" +
 	"\x11created_unix_nano\x18\x03 \x01(\x03R\x0fcreatedUnixNano\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\xb1\x02\n" +
+	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\x85\x03\n" +
 	"\vEnvironment\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12=\n" +
 	"\bselector\x18\x03 \x03(\v2!.rel.v1.Environment.SelectorEntryR\bselector\x12*\n" +
-	"\x11created_unix_nano\x18\x04 \x01(\x03R\x0fcreatedUnixNano\x12!\n" +
+	"\x11created_unix_nano\x18\x04 \x01(\x03R\x0fcreatedUnixNano\x12&\n" +
+	"\x0fcatch_up_manual\x18\x05 \x01(\bR\rcatchUpManual\x12*\n" +
+	"\x11catch_up_parallel\x18\x06 \x01(\rR\x0fcatchUpParallel\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\x1a;\n" +
 	"\rSelectorEntry\x12\x10\n" +
