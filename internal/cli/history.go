@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -10,25 +11,43 @@ import (
 )
 
 func (r *runner) historyCommand() *cobra.Command {
-	var env string
+	var env, host, since string
 	cmd := &cobra.Command{
-		Use:   "history APP [--env ENV]",
-		Short: "Show which version of an app ran on which host, and when",
-		Long: `Show, for every host, each version of APP that ran healthy there: from when
-to when (TO is "now" for the version running), for how long, and the
-rollout that brought it. With --env, only the hosts environment ENV
-selects. The answer comes from the replica of the server asked; add
---consistent to read from the leader instead.`,
+		Use:   "history APP [--env ENV] [--host HOST] [--since DURATION|RFC3339]",
+		Short: "Show which versions of an app ran or failed on which host, and when",
+		Long: `Show, for every host, each version of APP it ran or tried: from when to
+when (TO is "now" for the version the host is on), for how long, how it
+ended and the rollout that brought it. A row starts when the host switches
+to the version. OUTCOME is starting (not healthy yet), running, replaced
+(by a deploy), rolled_back (replaced by a rollback), or failed, with the
+failure's reason; a version that failed before the switch (download,
+install) has a row of its own, its attempt, while the version before it
+keeps running. "failed, rolled back" is a failed version a rollback
+replaced. ROLLOUT says "(rollback)" for a rollback's rollout.
+
+With --env, only the hosts environment ENV selects; with --host, only
+that host; with --since, only rows still open or ending at or after that
+time (a duration back from now, e.g. 24h, or an RFC 3339 time). The
+filters run on the server. The answer comes from the replica of the
+server asked; add --consistent to read from the leader instead.`,
 		Example: `  relctl history web
-  relctl history web --env prod
-  relctl history web -o json | jq -r '.entries[] | select(.current) | "\(.agent_id) \(.version)"'`,
+  relctl history web --env prod --since 24h
+  relctl history web --host web-1 --since 2025-03-04T10:00:00Z
+  relctl history web -o json | jq -r '.entries[] | select(.outcome == "failed") | "\(.agent_id) \(.version) \(.reason)"'`,
 		Args:              exactArgs("APP"),
 		ValidArgsFunction: r.completeFirstApp,
 		RunE: r.do(func(ctx context.Context, args []string) error {
+			from, err := parseSince(since, time.Now())
+			if err != nil {
+				return err
+			}
+			req := &relv1.HistoryRequest{Read: r.readOptions(), App: args[0], Environment: env, Host: host}
+			if !from.IsZero() {
+				req.SinceUnixNano = from.UnixNano()
+			}
 			var resp *relv1.HistoryResponse
-			_, err := r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
-				resp, err = relv1.NewControlServiceClient(cc).History(ctx,
-					&relv1.HistoryRequest{Read: r.readOptions(), App: args[0], Environment: env}, opts...)
+			_, err = r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
+				resp, err = relv1.NewControlServiceClient(cc).History(ctx, req, opts...)
 				return err
 			})
 			if err != nil {
@@ -38,6 +57,8 @@ selects. The answer comes from the replica of the server asked; add
 		}),
 	}
 	cmd.Flags().StringVar(&env, "env", "", "only the hosts environment `ENV` selects")
+	cmd.Flags().StringVar(&host, "host", "", "only host `HOST` (an agent id)")
+	cmd.Flags().StringVar(&since, "since", "", "only rows open or ending since `WHEN`: a duration back from now (24h) or an RFC 3339 time")
 	_ = cmd.RegisterFlagCompletionFunc("env", r.completeEnvFlag)
 	return cmd
 }

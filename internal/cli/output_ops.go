@@ -67,9 +67,11 @@ type rolloutHostStatusJSON struct {
 	Version         string `json:"version"`
 	PreviousVersion string `json:"previous_version"`
 	TargetVersion   string `json:"target_version"`
-	Connected       bool   `json:"connected"`
-	UpdatedAt       string `json:"updated_at"`
-	Reason          string `json:"reason"`
+	// What the host runs now, as its agent reports it.
+	CurrentVersion string `json:"current_version"`
+	Connected      bool   `json:"connected"`
+	UpdatedAt      string `json:"updated_at"`
+	Reason         string `json:"reason"`
 }
 
 type rolloutStatusJSON struct {
@@ -137,10 +139,18 @@ type historyEntryJSON struct {
 	To      string `json:"to"`
 	Current bool   `json:"current"`
 	// DurationSeconds counts up to now for the current entry.
-	DurationSeconds int64  `json:"duration_seconds"`
-	RolloutID       string `json:"rollout_id"`
-	CreateIndex     uint64 `json:"create_index"`
-	ModifyIndex     uint64 `json:"modify_index"`
+	DurationSeconds int64 `json:"duration_seconds"`
+	// Outcome is starting, running, failed, replaced or rolled_back.
+	Outcome     string `json:"outcome"`
+	Reason      string `json:"reason"`
+	FailedAt    string `json:"failed_at"`
+	RolloutID   string `json:"rollout_id"`
+	RolloutKind string `json:"rollout_kind"`
+	// The rollout whose version took this one's place.
+	ReplacedByRolloutID string `json:"replaced_by_rollout_id"`
+	ReplacedByKind      string `json:"replaced_by_kind"`
+	CreateIndex         uint64 `json:"create_index"`
+	ModifyIndex         uint64 `json:"modify_index"`
 }
 
 func jsonTime(unixNano int64) string { return formatTime(unixNano, time.RFC3339Nano) }
@@ -205,6 +215,7 @@ func toRolloutStatusJSON(s *relv1.RolloutStatus) rolloutStatusJSON {
 			Version:         h.GetVersion(),
 			PreviousVersion: h.GetPreviousVersion(),
 			TargetVersion:   e.GetTargetVersion(),
+			CurrentVersion:  h.GetCurrentVersion(),
 			Connected:       h.GetConnected(),
 			UpdatedAt:       jsonTime(h.GetUpdatedUnixNano()),
 			Reason:          h.GetReason(),
@@ -277,16 +288,35 @@ func toAgentJSON(s *relv1.AgentStatus) agentJSON {
 
 func (p printer) toHistoryEntryJSON(e *relv1.HistoryEntry) historyEntryJSON {
 	return historyEntryJSON{
-		App:             e.GetApp(),
-		AgentID:         e.GetAgentId(),
-		Version:         e.GetVersion(),
-		From:            jsonTime(e.GetFromUnixNano()),
-		To:              jsonTime(e.GetToUnixNano()),
-		Current:         e.GetToUnixNano() == 0,
-		DurationSeconds: int64(p.historyDuration(e) / time.Second),
-		RolloutID:       e.GetRolloutId(),
-		CreateIndex:     e.GetCreateIndex(),
-		ModifyIndex:     e.GetModifyIndex(),
+		App:                 e.GetApp(),
+		AgentID:             e.GetAgentId(),
+		Version:             e.GetVersion(),
+		From:                jsonTime(e.GetFromUnixNano()),
+		To:                  jsonTime(e.GetToUnixNano()),
+		Current:             e.GetToUnixNano() == 0,
+		DurationSeconds:     int64(p.historyDuration(e) / time.Second),
+		Outcome:             historyOutcome(e),
+		Reason:              e.GetReason(),
+		FailedAt:            jsonTime(e.GetFailedUnixNano()),
+		RolloutID:           e.GetRolloutId(),
+		RolloutKind:         e.GetRolloutKind(),
+		ReplacedByRolloutID: e.GetReplacedByRolloutId(),
+		ReplacedByKind:      e.GetReplacedByKind(),
+		CreateIndex:         e.GetCreateIndex(),
+		ModifyIndex:         e.GetModifyIndex(),
+	}
+}
+
+// historyOutcome is an entry's outcome; entries recorded before outcomes
+// were have none: running while open, replaced once closed.
+func historyOutcome(e *relv1.HistoryEntry) string {
+	switch {
+	case e.GetOutcome() != "":
+		return e.GetOutcome()
+	case e.GetToUnixNano() == 0:
+		return "running"
+	default:
+		return "replaced"
 	}
 }
 
@@ -360,16 +390,9 @@ func (p printer) rolloutStatusWithEvents(s *relv1.RolloutStatus, events []*relv1
 	hosts := slices.SortedStableFunc(slices.Values(s.GetHosts()), func(a, b *relv1.RolloutHostStatus) int {
 		return cmp.Compare(engine[a.GetAgentId()].GetWave(), engine[b.GetAgentId()].GetWave())
 	})
-	// TARGET is noise when every host goes to the rollout's version, which
-	// is so for every deploy.
-	withTarget := slices.ContainsFunc(r.GetHosts(), func(h *relv1.RolloutHost) bool {
-		return h.GetTargetVersion() != "" && h.GetTargetVersion() != r.GetVersion()
-	})
-	header := []string{"HOST", "WAVE", "STATE", "PHASE", "VERSION", "PREVIOUS"}
-	if withTarget {
-		header = append(header, "TARGET")
-	}
-	header = append(header, "CONNECTED", "UPDATED", "REASON")
+	// Each host's version before the rollout, the one it is taken to, and
+	// the one it runs now.
+	header := []string{"HOST", "WAVE", "STATE", "PHASE", "PREVIOUS", "TARGET", "NOW", "CONNECTED", "UPDATED", "REASON"}
 	rows := make([][]string, 0, len(hosts))
 	for _, h := range hosts {
 		e := engine[h.GetAgentId()]
@@ -381,11 +404,12 @@ func (p printer) rolloutStatusWithEvents(s *relv1.RolloutStatus, events []*relv1
 		if reason == "" {
 			reason = h.GetReason()
 		}
-		row := []string{h.GetAgentId(), wave, e.GetState(), h.GetPhase(), h.GetVersion(), h.GetPreviousVersion()}
-		if withTarget {
-			row = append(row, e.GetTargetVersion())
+		target := e.GetTargetVersion()
+		if target == "" {
+			target = h.GetVersion()
 		}
-		row = append(row, yesNo(h.GetConnected()), formatTime(h.GetUpdatedUnixNano(), time.RFC3339), reason)
+		row := []string{h.GetAgentId(), wave, e.GetState(), h.GetPhase(), h.GetPreviousVersion(), target, h.GetCurrentVersion(),
+			yesNo(h.GetConnected()), formatTime(h.GetUpdatedUnixNano(), time.RFC3339), reason}
 		rows = append(rows, row)
 	}
 	if err := p.table(header, rows); err != nil {
@@ -565,10 +589,18 @@ func (p printer) history(entries []*relv1.HistoryEntry) error {
 		if e.GetToUnixNano() == 0 {
 			to = "now"
 		}
+		outcome := historyOutcome(e)
+		if outcome == "failed" && e.GetReplacedByKind() == "rollback" {
+			outcome = "failed, rolled back"
+		}
+		ro := e.GetRolloutId()
+		if ro != "" && e.GetRolloutKind() == "rollback" {
+			ro += " (rollback)"
+		}
 		rows = append(rows, []string{e.GetAgentId(), e.GetVersion(), formatTime(e.GetFromUnixNano(), time.RFC3339), to,
-			humanDuration(p.historyDuration(e)), e.GetRolloutId()})
+			humanDuration(p.historyDuration(e)), outcome, ro, e.GetReason()})
 	}
-	return p.table([]string{"HOST", "VERSION", "FROM", "TO", "DURATION", "ROLLOUT"}, rows)
+	return p.table([]string{"HOST", "VERSION", "FROM", "TO", "DURATION", "OUTCOME", "ROLLOUT", "REASON"}, rows)
 }
 
 // historyDuration is how long the entry's version ran, up to now while it

@@ -37,8 +37,8 @@ var (
 	statusWeb = &relv1.RolloutStatus{
 		Rollout: rolloutWeb,
 		Hosts: []*relv1.RolloutHostStatus{
-			{AgentId: "web-1", PreviousVersion: "1.2.2", Phase: "healthy", Version: "1.2.3", UpdatedUnixNano: t0 + 5*sec, Connected: true},
-			{AgentId: "web-2", PreviousVersion: "1.2.2", Phase: "healthy", Version: "1.2.3", UpdatedUnixNano: t0 + 6*sec, Connected: true},
+			{AgentId: "web-1", PreviousVersion: "1.2.2", Phase: "healthy", Version: "1.2.3", CurrentVersion: "1.2.3", UpdatedUnixNano: t0 + 5*sec, Connected: true},
+			{AgentId: "web-2", PreviousVersion: "1.2.2", Phase: "healthy", Version: "1.2.3", CurrentVersion: "1.2.3", UpdatedUnixNano: t0 + 6*sec, Connected: true},
 			{AgentId: "web-3", Phase: "installing", UpdatedUnixNano: t0 + 3*sec, Reason: "waiting for\nlock"},
 		},
 		Totals: map[string]uint32{"installing": 1, "healthy": 2},
@@ -48,7 +48,7 @@ var (
 	statusWebDone = &relv1.RolloutStatus{
 		Rollout: rolloutWebDone,
 		Hosts: []*relv1.RolloutHostStatus{
-			{AgentId: "web-3", Phase: "failed", Version: "1.2.2", Reason: "verify hook exited 1", Connected: true},
+			{AgentId: "web-3", PreviousVersion: "1.2.1", Phase: "failed", Version: "1.2.2", CurrentVersion: "1.2.1", Reason: "verify hook exited 1", Connected: true},
 		},
 	}
 
@@ -76,7 +76,13 @@ var (
 	historyWeb = []*relv1.HistoryEntry{
 		{App: "web", AgentId: "web-1", Version: "1.2.2", FromUnixNano: t0 - 3*86400*sec - 3600*sec, ToUnixNano: t0 + 5*sec,
 			RolloutId: "r-0", CreateIndex: 31, ModifyIndex: 41},
-		{App: "web", AgentId: "web-1", Version: "1.2.3", FromUnixNano: t0 + 5*sec, RolloutId: "r-1", CreateIndex: 41, ModifyIndex: 41},
+		{App: "web", AgentId: "web-1", Version: "1.2.3", FromUnixNano: t0 + 5*sec, RolloutId: "r-1", RolloutKind: "deploy",
+			Outcome: "running", CreateIndex: 41, ModifyIndex: 41},
+		{App: "web", AgentId: "web-3", Version: "1.2.2", FromUnixNano: t0 - 3600*sec, ToUnixNano: t0 - 3000*sec,
+			RolloutId: "r-0", RolloutKind: "deploy", Outcome: "failed", Reason: "verify hook exited 1", FailedUnixNano: t0 - 3590*sec,
+			ReplacedByRolloutId: "r-0b", ReplacedByKind: "rollback", CreateIndex: 33, ModifyIndex: 36},
+		{App: "web", AgentId: "web-3", Version: "1.2.1", FromUnixNano: t0 - 3000*sec, RolloutId: "r-0b", RolloutKind: "rollback",
+			Outcome: "running", CreateIndex: 36, ModifyIndex: 36},
 	}
 )
 
@@ -154,42 +160,42 @@ func TestOpsOutput(t *testing.T) {
 		{
 			name: "rollout status table", format: formatTable,
 			print: func(p printer) error { return p.rolloutStatus(statusWeb) },
-			want: "" +
-				"Rollout:     r-1\n" +
-				"Kind:        deploy\n" +
-				"Release:     web@1.2.3\n" +
-				"Environment: prod\n" +
-				"Strategy:    rolling, waves 2,100%, max-parallel 1, max-failures 1, deadline 10m\n" +
-				"State:       running\n" +
-				"Wave:        2 of 2, running for 9m53s\n" +
-				"Started:     2025-03-04T04:06:07Z\n" +
-				"Finished:\n" +
-				"Reason:\n" +
-				"\n" +
-				"HOST   WAVE  STATE       PHASE       VERSION  PREVIOUS  CONNECTED  UPDATED               REASON\n" +
-				"web-1  1     healthy     healthy     1.2.3    1.2.2     yes        2025-03-04T04:06:12Z\n" +
-				"web-2  1     healthy     healthy     1.2.3    1.2.2     yes        2025-03-04T04:06:13Z\n" +
-				"web-3  2     dispatched  installing                     no         2025-03-04T04:06:10Z  waiting for lock\n" +
-				"3 hosts: 2 healthy, 1 installing\n",
+			want: `Rollout:     r-1
+Kind:        deploy
+Release:     web@1.2.3
+Environment: prod
+Strategy:    rolling, waves 2,100%, max-parallel 1, max-failures 1, deadline 10m
+State:       running
+Wave:        2 of 2, running for 9m53s
+Started:     2025-03-04T04:06:07Z
+Finished:
+Reason:
+
+HOST   WAVE  STATE       PHASE       PREVIOUS  TARGET  NOW    CONNECTED  UPDATED               REASON
+web-1  1     healthy     healthy     1.2.2     1.2.3   1.2.3  yes        2025-03-04T04:06:12Z
+web-2  1     healthy     healthy     1.2.2     1.2.3   1.2.3  yes        2025-03-04T04:06:13Z
+web-3  2     dispatched  installing            1.2.3          no         2025-03-04T04:06:10Z  waiting for lock
+3 hosts: 2 healthy, 1 installing
+`,
 		},
 		{
 			name: "rollout status table finished, totals counted from hosts", format: formatTable,
 			print: func(p printer) error { return p.rolloutStatus(statusWebDone) },
-			want: "" +
-				"Rollout:     r-0\n" +
-				"Kind:\n" +
-				"Release:     web@1.2.2\n" +
-				"Environment: prod\n" +
-				"Strategy:    all-at-once, max-failures 0\n" +
-				"State:       failed\n" +
-				"Wave:\n" +
-				"Started:     2025-03-04T03:06:07Z\n" +
-				"Finished:    2025-03-04T03:16:07Z\n" +
-				"Reason:      web-3: verify hook exited 1\n" +
-				"\n" +
-				"HOST   WAVE  STATE  PHASE   VERSION  PREVIOUS  CONNECTED  UPDATED  REASON\n" +
-				"web-3               failed  1.2.2              yes                 verify hook exited 1\n" +
-				"1 host: 1 failed\n",
+			want: `Rollout:     r-0
+Kind:
+Release:     web@1.2.2
+Environment: prod
+Strategy:    all-at-once, max-failures 0
+State:       failed
+Wave:
+Started:     2025-03-04T03:06:07Z
+Finished:    2025-03-04T03:16:07Z
+Reason:      web-3: verify hook exited 1
+
+HOST   WAVE  STATE  PHASE   PREVIOUS  TARGET  NOW    CONNECTED  UPDATED  REASON
+web-3               failed  1.2.1     1.2.2   1.2.1  yes                 verify hook exited 1
+1 host: 1 failed
+`,
 		},
 		{
 			name: "rollout status json", format: formatJSON,
@@ -278,6 +284,7 @@ func TestOpsOutput(t *testing.T) {
       "version": "1.2.3",
       "previous_version": "1.2.2",
       "target_version": "1.2.3",
+      "current_version": "1.2.3",
       "connected": true,
       "updated_at": "2025-03-04T04:06:12.89Z",
       "reason": ""
@@ -290,6 +297,7 @@ func TestOpsOutput(t *testing.T) {
       "version": "1.2.3",
       "previous_version": "1.2.2",
       "target_version": "1.2.3",
+      "current_version": "1.2.3",
       "connected": true,
       "updated_at": "2025-03-04T04:06:13.89Z",
       "reason": ""
@@ -302,6 +310,7 @@ func TestOpsOutput(t *testing.T) {
       "version": "",
       "previous_version": "",
       "target_version": "1.2.3",
+      "current_version": "",
       "connected": false,
       "updated_at": "2025-03-04T04:06:10.89Z",
       "reason": "waiting for\nlock"
@@ -382,8 +391,9 @@ func TestOpsOutput(t *testing.T) {
           "state": "",
           "phase": "failed",
           "version": "1.2.2",
-          "previous_version": "",
+          "previous_version": "1.2.1",
           "target_version": "",
+          "current_version": "1.2.1",
           "connected": true,
           "updated_at": "",
           "reason": "verify hook exited 1"
@@ -567,10 +577,12 @@ func TestOpsOutput(t *testing.T) {
 		{
 			name: "history table", format: formatTable,
 			print: func(p printer) error { return p.history(historyWeb) },
-			want: "" +
-				"HOST   VERSION  FROM                  TO                    DURATION  ROLLOUT\n" +
-				"web-1  1.2.2    2025-03-01T03:06:07Z  2025-03-04T04:06:12Z  3d1h      r-0\n" +
-				"web-1  1.2.3    2025-03-04T04:06:12Z  now                   9m55s     r-1\n",
+			want: `HOST   VERSION  FROM                  TO                    DURATION  OUTCOME              ROLLOUT          REASON
+web-1  1.2.2    2025-03-01T03:06:07Z  2025-03-04T04:06:12Z  3d1h      replaced             r-0
+web-1  1.2.3    2025-03-04T04:06:12Z  now                   9m55s     running              r-1
+web-3  1.2.2    2025-03-04T03:06:07Z  2025-03-04T03:16:07Z  10m0s     failed, rolled back  r-0              verify hook exited 1
+web-3  1.2.1    2025-03-04T03:16:07Z  now                   1h0m      running              r-0b (rollback)
+`,
 		},
 		{
 			name: "history json", format: formatJSON,
@@ -585,9 +597,51 @@ func TestOpsOutput(t *testing.T) {
       "to": "",
       "current": true,
       "duration_seconds": 595,
+      "outcome": "running",
+      "reason": "",
+      "failed_at": "",
       "rollout_id": "r-1",
+      "rollout_kind": "deploy",
+      "replaced_by_rollout_id": "",
+      "replaced_by_kind": "",
       "create_index": 41,
       "modify_index": 41
+    },
+    {
+      "app": "web",
+      "agent_id": "web-3",
+      "version": "1.2.2",
+      "from": "2025-03-04T03:06:07.89Z",
+      "to": "2025-03-04T03:16:07.89Z",
+      "current": false,
+      "duration_seconds": 600,
+      "outcome": "failed",
+      "reason": "verify hook exited 1",
+      "failed_at": "2025-03-04T03:06:17.89Z",
+      "rollout_id": "r-0",
+      "rollout_kind": "deploy",
+      "replaced_by_rollout_id": "r-0b",
+      "replaced_by_kind": "rollback",
+      "create_index": 33,
+      "modify_index": 36
+    },
+    {
+      "app": "web",
+      "agent_id": "web-3",
+      "version": "1.2.1",
+      "from": "2025-03-04T03:16:07.89Z",
+      "to": "",
+      "current": true,
+      "duration_seconds": 3600,
+      "outcome": "running",
+      "reason": "",
+      "failed_at": "",
+      "rollout_id": "r-0b",
+      "rollout_kind": "rollback",
+      "replaced_by_rollout_id": "",
+      "replaced_by_kind": "",
+      "create_index": 36,
+      "modify_index": 36
     }
   ]
 }

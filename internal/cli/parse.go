@@ -4,6 +4,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -88,4 +89,23 @@ func parseAppVersion(arg string) (app, version string, err error) {
 		return "", "", usagef("want APP@VERSION (e.g. web@1.2.3), got %q", arg)
 	}
 	return app, version, nil
+}
+
+// parseSince reads --since: a duration back from now (90m, 24h) or an
+// RFC 3339 time. An empty value is no limit (zero time).
+func parseSince(arg string, now time.Time) (time.Time, error) {
+	if arg == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(arg); err == nil {
+		if d <= 0 {
+			return time.Time{}, usagef("invalid --since %q: a duration must be positive (e.g. 24h)", arg)
+		}
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339, arg)
+	if err != nil {
+		return time.Time{}, usagef("invalid --since %q: want a duration (e.g. 90m, 24h) or an RFC 3339 time (e.g. 2025-03-04T10:00:00Z)", arg)
+	}
+	return t, nil
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseKeyValues(t *testing.T) {
@@ -132,5 +133,30 @@ func TestParseAppVersion(t *testing.T) {
 				t.Errorf("got (%q, %q, %v), want (%q, %q, nil)", app, version, err, tt.app, tt.version)
 			}
 		})
+	}
+}
+
+func TestParseSince(t *testing.T) {
+	now := time.Date(2025, 3, 4, 12, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		in, want, err string
+	}{
+		{in: "", want: "0001-01-01T00:00:00Z"},
+		{in: "90m", want: "2025-03-04T10:30:00Z"},
+		{in: "2025-03-01T08:00:00+02:00", want: "2025-03-01T06:00:00Z"},
+		{in: "0s", err: "a duration must be positive"},
+		{in: "3 days", err: `invalid --since "3 days": want a duration`},
+		{in: "2025-03-01", err: "RFC 3339"},
+	} {
+		got, err := parseSince(tt.in, now)
+		var ue *usageError
+		switch {
+		case tt.err != "":
+			if !errors.As(err, &ue) || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("parseSince(%q) = %v, %v; want a usage error with %q", tt.in, got, err, tt.err)
+			}
+		case err != nil || got.UTC().Format(time.RFC3339) != tt.want:
+			t.Errorf("parseSince(%q) = %v, %v; want %s", tt.in, got, err, tt.want)
+		}
 	}
 }

@@ -73,9 +73,9 @@ var (
 		Rollout: rolloutCanary,
 		Hosts: []*relv1.RolloutHostStatus{
 			{AgentId: "web-4", Phase: "pending", Connected: true},
-			{AgentId: "web-3", PreviousVersion: "1.2.1", Phase: "pending", Version: "1.2.1", Connected: true},
-			{AgentId: "web-2", PreviousVersion: "1.2.2", Phase: "pending", Version: "1.2.2", Connected: true},
-			{AgentId: "web-1", PreviousVersion: "1.2.2", Phase: "healthy", Version: "1.2.3", Connected: true,
+			{AgentId: "web-3", PreviousVersion: "1.2.1", Phase: "pending", Version: "1.2.3", CurrentVersion: "1.2.1", Connected: true},
+			{AgentId: "web-2", PreviousVersion: "1.2.2", Phase: "pending", Version: "1.2.3", CurrentVersion: "1.2.2", Connected: true},
+			{AgentId: "web-1", PreviousVersion: "1.2.2", Phase: "healthy", Version: "1.2.3", CurrentVersion: "1.2.3", Connected: true,
 				UpdatedUnixNano: t0 + 20*sec},
 		},
 	}
@@ -335,54 +335,54 @@ func TestStageOutput(t *testing.T) {
 		{
 			name: "rollout status with waves and events", format: formatTable,
 			print: func(p printer) error { return p.rolloutStatusWithEvents(statusCanary, eventsCanary[2:]) },
-			want: "" +
-				"Rollout:     r-2\n" +
-				"Kind:        deploy\n" +
-				"Release:     web@1.2.3\n" +
-				"Environment: prod\n" +
-				"Strategy:    canary 1, waves 50%,100%, max-parallel 1, bake 30s, approve-waves, max-failures 0, deadline 10m, auto-rollback\n" +
-				"State:       waiting_approval\n" +
-				"Wave:        0 of 2 (canary), waiting for approval for 9m10s\n" +
-				"Started:     2025-03-04T04:06:07Z\n" +
-				"Finished:\n" +
-				"Reason:\n" +
-				"\n" +
-				"HOST   WAVE  STATE    PHASE    VERSION  PREVIOUS  CONNECTED  UPDATED               REASON\n" +
-				"web-1  0     healthy  healthy  1.2.3    1.2.2     yes        2025-03-04T04:06:27Z\n" +
-				"web-3  1     pending  pending  1.2.1    1.2.1     yes\n" +
-				"web-2  1     pending  pending  1.2.2    1.2.2     yes\n" +
-				"web-4  2     pending  pending                     yes\n" +
-				"4 hosts: 1 healthy, 3 pending\n" +
-				"\n" +
-				"Latest 5 of 7 events:\n" +
-				"TIME                  WAVE  TYPE              HOST   MESSAGE\n" +
-				"2025-03-04T04:06:08Z  0     dispatched        web-1\n" +
-				"2025-03-04T04:06:27Z  0     host_healthy      web-1  healthy on 1.2.3\n" +
-				"2025-03-04T04:06:27Z  0     wave_done\n" +
-				"2025-03-04T04:06:27Z  0     baking                   30s\n" +
-				"2025-03-04T04:06:57Z  0     waiting_approval         approve wave 1 with relctl rollout approve r-2\n",
+			want: `Rollout:     r-2
+Kind:        deploy
+Release:     web@1.2.3
+Environment: prod
+Strategy:    canary 1, waves 50%,100%, max-parallel 1, bake 30s, approve-waves, max-failures 0, deadline 10m, auto-rollback
+State:       waiting_approval
+Wave:        0 of 2 (canary), waiting for approval for 9m10s
+Started:     2025-03-04T04:06:07Z
+Finished:
+Reason:
+
+HOST   WAVE  STATE    PHASE    PREVIOUS  TARGET  NOW    CONNECTED  UPDATED               REASON
+web-1  0     healthy  healthy  1.2.2     1.2.3   1.2.3  yes        2025-03-04T04:06:27Z
+web-3  1     pending  pending  1.2.1     1.2.3   1.2.1  yes
+web-2  1     pending  pending  1.2.2     1.2.3   1.2.2  yes
+web-4  2     pending  pending            1.2.3          yes
+4 hosts: 1 healthy, 3 pending
+
+Latest 5 of 7 events:
+TIME                  WAVE  TYPE              HOST   MESSAGE
+2025-03-04T04:06:08Z  0     dispatched        web-1
+2025-03-04T04:06:27Z  0     host_healthy      web-1  healthy on 1.2.3
+2025-03-04T04:06:27Z  0     wave_done
+2025-03-04T04:06:27Z  0     baking                   30s
+2025-03-04T04:06:57Z  0     waiting_approval         approve wave 1 with relctl rollout approve r-2
+`,
 		},
 		{
 			name: "rollback status names the target", format: formatTable,
 			print: func(p printer) error {
 				return p.rolloutStatus(&relv1.RolloutStatus{Rollout: rollbackCanary, Hosts: []*relv1.RolloutHostStatus{
-					{AgentId: "web-1", PreviousVersion: "1.2.3", Version: "1.2.3", Phase: "installing", Connected: true}}})
+					{AgentId: "web-1", PreviousVersion: "1.2.3", Version: "1.2.2", CurrentVersion: "1.2.3", Phase: "installing", Connected: true}}})
 			},
-			want: "" +
-				"Rollout:     r-3\n" +
-				"Kind:        rollback of r-2\n" +
-				"Release:     web@1.2.3\n" +
-				"Environment: prod\n" +
-				"Strategy:    all-at-once, max-failures 0\n" +
-				"State:       running\n" +
-				"Wave:        1 of 1\n" +
-				"Started:     2025-03-04T04:07:07Z\n" +
-				"Finished:\n" +
-				"Reason:\n" +
-				"\n" +
-				"HOST   WAVE  STATE       PHASE       VERSION  PREVIOUS  TARGET  CONNECTED  UPDATED  REASON\n" +
-				"web-1  1     dispatched  installing  1.2.3    1.2.3     1.2.2   yes\n" +
-				"1 host: 1 installing\n",
+			want: `Rollout:     r-3
+Kind:        rollback of r-2
+Release:     web@1.2.3
+Environment: prod
+Strategy:    all-at-once, max-failures 0
+State:       running
+Wave:        1 of 1
+Started:     2025-03-04T04:07:07Z
+Finished:
+Reason:
+
+HOST   WAVE  STATE       PHASE       PREVIOUS  TARGET  NOW    CONNECTED  UPDATED  REASON
+web-1  1     dispatched  installing  1.2.3     1.2.2   1.2.3  yes
+1 host: 1 installing
+`,
 		},
 		{
 			name: "rollout started in waves", format: formatTable,

@@ -145,7 +145,14 @@ func (f *fakeOps) GetAgent(_ context.Context, req *relv1.GetAgentRequest) (*relv
 }
 
 func (f *fakeOps) History(_ context.Context, req *relv1.HistoryRequest) (*relv1.HistoryResponse, error) {
-	f.requests <- req.GetApp() + "/" + req.GetEnvironment()
+	got := req.GetApp() + "/" + req.GetEnvironment()
+	if req.GetHost() != "" {
+		got += " host=" + req.GetHost()
+	}
+	if req.GetSinceUnixNano() != 0 {
+		got += " since=" + time.Unix(0, req.GetSinceUnixNano()).UTC().Format(time.RFC3339)
+	}
+	f.requests <- got
 	return &relv1.HistoryResponse{Entries: historyWeb}, nil
 }
 
@@ -300,6 +307,8 @@ func TestOpsCommands(t *testing.T) {
 		{args: []string{"agent", "list", "--env", "prod"}, wantRequest: "prod", wantStdout: "web-1  yes"},
 		{args: []string{"agent", "show", "web-1"}, wantStdout: "Hostname:          web-1.example.com\n"},
 		{args: []string{"history", "web", "--env", "prod"}, wantRequest: "web/prod", wantStdout: "web-1  1.2.3"},
+		{args: []string{"history", "web", "--host", "web-3", "--since", "2025-03-04T10:00:00+01:00"},
+			wantRequest: "web/ host=web-3 since=2025-03-04T09:00:00Z", wantStdout: "failed, rolled back  r-0              verify hook exited 1"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

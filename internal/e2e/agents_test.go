@@ -143,6 +143,8 @@ type rolloutJSON struct {
 		Phase           string `json:"phase"`
 		Reason          string `json:"reason"`
 		PreviousVersion string `json:"previous_version"`
+		TargetVersion   string `json:"target_version"`
+		CurrentVersion  string `json:"current_version"`
 	} `json:"hosts"`
 }
 

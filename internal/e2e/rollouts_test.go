@@ -158,6 +158,54 @@ func TestStagedRolloutsWithRealAgents(t *testing.T) {
 		}
 		return false
 	})
+	// History tells the failure: on the canary 1.0.0 until the switch,
+	// 2.0.0 from the switch to the rollback, failed with its reason, then
+	// 1.0.0 again by the rollback; the other hosts ran 1.0.0 throughout.
+	var hist struct {
+		Entries []struct {
+			AgentID        string `json:"agent_id"`
+			Version        string `json:"version"`
+			From           string `json:"from"`
+			To             string `json:"to"`
+			Outcome        string `json:"outcome"`
+			Reason         string `json:"reason"`
+			RolloutID      string `json:"rollout_id"`
+			RolloutKind    string `json:"rollout_kind"`
+			ReplacedByKind string `json:"replaced_by_kind"`
+		} `json:"entries"`
+	}
+	raw := mustRelctl(t, all, "history", "hello", "-o", "json", "--consistent")
+	if err := json.Unmarshal([]byte(raw), &hist); err != nil {
+		t.Fatalf("history json: %v\n%s", err, raw)
+	}
+	var onCanary []string
+	for _, e := range hist.Entries {
+		if e.AgentID != canary {
+			if e.Version != "1.0.0" || e.To != "" || e.Outcome != "running" {
+				t.Errorf("%s history row %+v, want 1.0.0 running throughout", e.AgentID, e)
+			}
+			continue
+		}
+		onCanary = append(onCanary, e.Version+" "+e.Outcome+" "+e.RolloutKind)
+		if e.Version != "2.0.0" {
+			continue
+		}
+		from, errFrom := time.Parse(time.RFC3339Nano, e.From)
+		to, errTo := time.Parse(time.RFC3339Nano, e.To)
+		if errFrom != nil || errTo != nil || !to.After(from) || e.RolloutID != bad || e.Reason == "" || e.ReplacedByKind != "rollback" {
+			t.Errorf("canary's 2.0.0 row %+v: want from < to, rollout %s, a reason, replaced by the rollback", e, bad)
+		}
+	}
+	if want := []string{"1.0.0 replaced deploy", "2.0.0 failed deploy", "1.0.0 running rollback"}; strings.Join(onCanary, ", ") != strings.Join(want, ", ") {
+		t.Errorf("canary %s history %q, want %q\n%s", canary, onCanary, want, raw)
+	}
+	// The failed rollout's status: every host now runs 1.0.0, the hosts it
+	// never reached and the canary that came back on the rollback.
+	for _, h := range rolloutStatus(t, all, bad).Hosts {
+		if h.CurrentVersion != "1.0.0" || h.TargetVersion != "2.0.0" || h.PreviousVersion != "1.0.0" {
+			t.Errorf("rollout %s host %s: previous %q target %q now %q, want 1.0.0 2.0.0 1.0.0", bad, h.AgentID, h.PreviousVersion, h.TargetVersion, h.CurrentVersion)
+		}
+	}
 
 	// 2. A good release through canary + 2 waves with bake and approvals,
 	// one host at a time.

@@ -280,15 +280,48 @@ func TestRolloutFailsOnHostFailure(t *testing.T) {
 	}
 	id := start.GetRollout().GetId()
 	a.nextDesired(5 * time.Second)
+	b.nextDesired(5 * time.Second)
+	b.report("web", "1.0.1", "healthy", id)
 	a.reportReason("web", "1.0.1", "failed", id, "hook before_install exited 3")
+	var st *relv1.RolloutStatus
 	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
 		resp, err := ctl.GetRollout(ctx, &relv1.GetRolloutRequest{Id: id})
 		if err != nil {
 			return false, err.Error()
 		}
-		ro := resp.GetStatus().GetRollout()
+		st = resp.GetStatus()
+		ro := st.GetRollout()
 		return ro.GetState() == "failed" && strings.Contains(ro.GetReason(), "h1: hook before_install exited 3"), ro.GetState() + ": " + ro.GetReason()
 	})
+	// What each host runs now: h2 the release, h1 nothing (it failed
+	// before switching to anything).
+	now := map[string]string{}
+	for _, h := range st.GetHosts() {
+		now[h.GetAgentId()] = h.GetCurrentVersion() + "/" + h.GetVersion()
+	}
+	if now["h1"] != "/1.0.1" || now["h2"] != "1.0.1/1.0.1" {
+		t.Errorf("current/target per host %v, want h1 /1.0.1, h2 1.0.1/1.0.1", now)
+	}
+
+	// History has the failed attempt, filtered by host and time on the
+	// server.
+	hist, err := ctl.History(ctx, &relv1.HistoryRequest{App: "web", Host: "h1"})
+	if err != nil || len(hist.GetEntries()) != 1 {
+		t.Fatalf("h1 history %v %v, want the failed attempt", hist, err)
+	}
+	if e := hist.GetEntries()[0]; e.GetOutcome() != "failed" || e.GetReason() != "hook before_install exited 3" ||
+		e.GetToUnixNano() == 0 || e.GetRolloutId() != id || e.GetRolloutKind() != "deploy" {
+		t.Errorf("h1 history entry %v", e)
+	}
+	if hist, err := ctl.History(ctx, &relv1.HistoryRequest{App: "web", Host: "h2"}); err != nil || len(hist.GetEntries()) != 1 ||
+		hist.GetEntries()[0].GetOutcome() != "running" {
+		t.Errorf("h2 history %v %v, want 1.0.1 running", hist, err)
+	}
+	later := time.Now().Add(time.Hour).UnixNano()
+	if hist, err := ctl.History(ctx, &relv1.HistoryRequest{App: "web", SinceUnixNano: later}); err != nil || len(hist.GetEntries()) != 1 ||
+		hist.GetEntries()[0].GetAgentId() != "h2" {
+		t.Errorf("history since an hour from now %v %v, want h2's running entry only", hist, err)
+	}
 }
 
 // TestArtifactUpload: a blob uploaded through a follower is stored on a

@@ -455,6 +455,13 @@ func (s *Server) rolloutStatus(ws memdb.WatchSet, ro *relv1.Rollout) (*relv1.Rol
 		if hs.UpdatedUnixNano == 0 {
 			hs.UpdatedUnixNano = max(h.GetFinishedUnixNano(), h.GetDispatchedUnixNano())
 		}
+		if cur, err := s.store.CurrentVersion(ws, h.GetAgentId(), ro.GetApp()); err == nil && cur != "" {
+			hs.CurrentVersion = cur
+		} else if h.GetState() == rollout.HostPending || h.GetState() == rollout.HostSkipped {
+			// Nothing reported: a host the rollout never touched still
+			// runs what it ran.
+			hs.CurrentVersion = h.GetPreviousVersion()
+		}
 		st.Hosts = append(st.Hosts, hs)
 		st.Totals[hs.Phase]++
 	}
@@ -622,6 +629,12 @@ func (c *controlService) History(ctx context.Context, req *relv1.HistoryRequest)
 	}
 	resp := &relv1.HistoryResponse{Index: idx}
 	for _, h := range entries {
+		if req.GetHost() != "" && h.GetAgentId() != req.GetHost() {
+			continue
+		}
+		if since := req.GetSinceUnixNano(); since != 0 && h.GetToUnixNano() != 0 && h.GetToUnixNano() < since {
+			continue
+		}
 		if sel != nil {
 			a, err := s.store.Agent(nil, h.GetAgentId())
 			if err != nil || !state.Matches(sel, a.GetLabels()) {

@@ -99,8 +99,8 @@ func (s *Store) ApplyReports(index uint64, reports []*relv1.AgentReport) error {
 	return nil
 }
 
-// applyReport updates an agent's app row and, when a version becomes
-// healthy, the app's history on that host.
+// applyReport updates an agent's app row and the app's history on that
+// host (see recordHistory).
 func applyReport(txn *memdb.Txn, index uint64, agentID string, rep *relv1.AppReport) error {
 	if rep.GetApp() == "" {
 		return nil
@@ -110,13 +110,18 @@ func applyReport(txn *memdb.Txn, index uint64, agentID string, rep *relv1.AppRep
 		return fmt.Errorf("state: lookup agent app: %w", err)
 	}
 	row := &relv1.AgentApp{AgentId: agentID, App: rep.GetApp(), Report: proto.Clone(rep).(*relv1.AppReport),
-		PhaseSinceUnixNano: rep.GetAtUnixNano(), CreateIndex: index, ModifyIndex: index}
+		PhaseSinceUnixNano: rep.GetAtUnixNano(), AttemptSinceUnixNano: rep.GetAtUnixNano(), CreateIndex: index, ModifyIndex: index}
+	var prev *relv1.AppReport
 	if raw != nil {
 		// Reports come in raft order, which is their stream's order (the
 		// current session only; times are the receiving server's).
 		old := raw.(*relv1.AgentApp)
+		prev = old.GetReport()
 		row.CreateIndex = old.GetCreateIndex()
-		if old.GetReport().GetPhase() == rep.GetPhase() && old.GetReport().GetVersion() == rep.GetVersion() {
+		if prev.GetVersion() == rep.GetVersion() && prev.GetRolloutId() == rep.GetRolloutId() && old.GetAttemptSinceUnixNano() != 0 {
+			row.AttemptSinceUnixNano = old.GetAttemptSinceUnixNano()
+		}
+		if prev.GetPhase() == rep.GetPhase() && prev.GetVersion() == rep.GetVersion() {
 			row.PhaseSinceUnixNano = old.GetPhaseSinceUnixNano()
 		}
 	}
@@ -126,18 +131,121 @@ func applyReport(txn *memdb.Txn, index uint64, agentID string, rep *relv1.AppRep
 	if err := setIndex(txn, TableAgentApps, index); err != nil {
 		return err
 	}
-	if rep.GetPhase() == "healthy" {
-		return recordHealthy(txn, index, agentID, rep)
-	}
-	return nil
+	return recordHistory(txn, index, agentID, rep, prev, row.GetAttemptSinceUnixNano())
 }
 
-// recordHealthy closes the open history entry of (app, agent) if it is for
-// another version and opens one for this version.
-func recordHealthy(txn *memdb.Txn, index uint64, agentID string, rep *relv1.AppReport) error {
-	it, err := txn.Get(TableHistory, "id_prefix", rep.GetApp(), agentID)
+// History outcomes.
+const (
+	OutcomeStarting   = "starting"
+	OutcomeRunning    = "running"
+	OutcomeFailed     = "failed"
+	OutcomeReplaced   = "replaced"
+	OutcomeRolledBack = "rolled_back"
+)
+
+// recordHistory keeps (app, agent)'s history: at most one open row, the
+// version the host switched to last.
+//
+//   - A starting, verifying or healthy report of another version than the
+//     open row's closes that row (replaced, or rolled_back when the report's
+//     rollout is a rollback; a failed row stays failed) and opens one for the
+//     version (starting, or running once healthy).
+//   - A healthy report of the open row's version makes it running; if that
+//     row had failed, the failed row closes and a running one opens.
+//   - A failed report of the open row's version marks it failed with the
+//     reason; it stays open while the host is on it. A failed report of
+//     another version (it failed before the switch: download, install)
+//     adds a closed failed row from the attempt's first report.
+//
+// Everything comes from the reports in raft order and their server-stamped
+// times, and the rollouts table, so every replica records the same.
+func recordHistory(txn *memdb.Txn, index uint64, agentID string, rep, prev *relv1.AppReport, attemptSince int64) error {
+	phase := rep.GetPhase()
+	switch phase {
+	case "starting", "verifying", "healthy", "failed":
+	default:
+		return nil
+	}
+	if phase == "failed" && prev != nil && prev.GetPhase() == "failed" &&
+		prev.GetVersion() == rep.GetVersion() && prev.GetRolloutId() == rep.GetRolloutId() {
+		// The same failure again (a reconnect's report of what is installed).
+		return nil
+	}
+	open, err := openHistory(txn, rep.GetApp(), agentID)
 	if err != nil {
-		return fmt.Errorf("state: history: %w", err)
+		return err
+	}
+	at := rep.GetAtUnixNano()
+	kind, err := rolloutKind(txn, rep.GetRolloutId())
+	if err != nil {
+		return err
+	}
+	if phase == "failed" {
+		if open != nil && open.GetVersion() == rep.GetVersion() {
+			if open.GetOutcome() == OutcomeFailed {
+				return nil
+			}
+			failed := proto.Clone(open).(*relv1.HistoryEntry)
+			failed.Outcome, failed.Reason, failed.FailedUnixNano = OutcomeFailed, rep.GetReason(), at
+			return putHistory(txn, index, failed)
+		}
+		from := attemptSince
+		if from == 0 || from > at {
+			from = at
+		}
+		return putHistory(txn, index, &relv1.HistoryEntry{App: rep.GetApp(), AgentId: agentID, Version: rep.GetVersion(),
+			FromUnixNano: from, ToUnixNano: at, RolloutId: rep.GetRolloutId(), RolloutKind: kind,
+			Outcome: OutcomeFailed, Reason: rep.GetReason(), FailedUnixNano: at, CreateIndex: index})
+	}
+	outcome := OutcomeStarting
+	if phase == "healthy" {
+		outcome = OutcomeRunning
+	}
+	if open != nil && open.GetVersion() == rep.GetVersion() {
+		switch {
+		case open.GetOutcome() == OutcomeFailed && phase == "healthy":
+			// It came back: the failure ends here, a healthy run starts.
+		case phase == "healthy" && open.GetOutcome() != OutcomeRunning:
+			running := proto.Clone(open).(*relv1.HistoryEntry)
+			running.Outcome = OutcomeRunning
+			return putHistory(txn, index, running)
+		default:
+			return nil
+		}
+	}
+	if open != nil {
+		closed := proto.Clone(open).(*relv1.HistoryEntry)
+		closed.ToUnixNano = at
+		closed.ReplacedByRolloutId, closed.ReplacedByKind = rep.GetRolloutId(), kind
+		switch {
+		case open.GetOutcome() == OutcomeFailed:
+			// Failed stays failed, also when the same version comes
+			// back healthy (a new row says so).
+		case kind == "rollback":
+			closed.Outcome = OutcomeRolledBack
+		default:
+			closed.Outcome = OutcomeReplaced
+		}
+		if err := putHistory(txn, index, closed); err != nil {
+			return err
+		}
+		if open.GetCreateIndex() == index {
+			// Opened within this same entry: the new row would take its
+			// key. The later report wins.
+			if err := txn.Delete(TableHistory, closed); err != nil {
+				return fmt.Errorf("state: history: %w", err)
+			}
+		}
+	}
+	return putHistory(txn, index, &relv1.HistoryEntry{App: rep.GetApp(), AgentId: agentID, Version: rep.GetVersion(),
+		FromUnixNano: at, RolloutId: rep.GetRolloutId(), RolloutKind: kind, Outcome: outcome, CreateIndex: index})
+}
+
+// openHistory returns (app, agent)'s open history row, or nil.
+func openHistory(txn *memdb.Txn, app, agentID string) (*relv1.HistoryEntry, error) {
+	it, err := txn.Get(TableHistory, "id_prefix", app, agentID)
+	if err != nil {
+		return nil, fmt.Errorf("state: history: %w", err)
 	}
 	var open *relv1.HistoryEntry
 	for raw := it.Next(); raw != nil; raw = it.Next() {
@@ -146,28 +254,66 @@ func recordHealthy(txn *memdb.Txn, index uint64, agentID string, rep *relv1.AppR
 			open = h
 		}
 	}
-	if open != nil {
-		if open.GetVersion() == rep.GetVersion() {
-			return nil
-		}
-		closed := proto.Clone(open).(*relv1.HistoryEntry)
-		closed.ToUnixNano = rep.GetAtUnixNano()
-		closed.ModifyIndex = index
-		if err := txn.Insert(TableHistory, closed); err != nil {
-			return fmt.Errorf("state: close history: %w", err)
-		}
-		if open.GetCreateIndex() == index {
-			// Opened and closed within one entry: nothing more can share
-			// the key, but there is nothing to add either.
-			return setIndex(txn, TableHistory, index)
-		}
+	return open, nil
+}
+
+// putHistory inserts or updates a history row at index.
+func putHistory(txn *memdb.Txn, index uint64, h *relv1.HistoryEntry) error {
+	h.ModifyIndex = index
+	if h.CreateIndex == 0 {
+		h.CreateIndex = index
 	}
-	h := &relv1.HistoryEntry{App: rep.GetApp(), AgentId: agentID, Version: rep.GetVersion(),
-		FromUnixNano: rep.GetAtUnixNano(), RolloutId: rep.GetRolloutId(), CreateIndex: index, ModifyIndex: index}
 	if err := txn.Insert(TableHistory, h); err != nil {
-		return fmt.Errorf("state: open history: %w", err)
+		return fmt.Errorf("state: history: %w", err)
 	}
 	return setIndex(txn, TableHistory, index)
+}
+
+// rolloutKind is the kind of a rollout ("" when the id is empty or gone).
+func rolloutKind(txn *memdb.Txn, id string) (string, error) {
+	if id == "" {
+		return "", nil
+	}
+	raw, err := txn.First(TableRollouts, "id", id)
+	if err != nil {
+		return "", fmt.Errorf("state: lookup rollout: %w", err)
+	}
+	if raw == nil {
+		return "", nil
+	}
+	kind := raw.(*relv1.Rollout).GetKind()
+	if kind == "" {
+		kind = "deploy"
+	}
+	return kind, nil
+}
+
+// CurrentVersion is the version agentID runs for app as far as the cluster
+// knows: the reported version once healthy; else the host's open history
+// row (the version it switched to last); else, before any switch, the
+// version the report says it replaces. "" when nothing is known.
+func (s *Store) CurrentVersion(ws memdb.WatchSet, agentID, app string) (string, error) {
+	txn := s.readTxn()
+	ch, raw, err := txn.FirstWatch(TableAgentApps, "id", agentID, app)
+	if err != nil {
+		return "", fmt.Errorf("state: get agent app: %w", err)
+	}
+	ws.Add(ch)
+	var rep *relv1.AppReport
+	if raw != nil {
+		rep = raw.(*relv1.AgentApp).GetReport()
+		if rep.GetPhase() == "healthy" {
+			return rep.GetVersion(), nil
+		}
+	}
+	open, err := openHistory(txn, app, agentID)
+	if err != nil {
+		return "", err
+	}
+	if open != nil {
+		return open.GetVersion(), nil
+	}
+	return rep.GetPreviousVersion(), nil
 }
 
 // Agents lists every agent by id.

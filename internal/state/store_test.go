@@ -298,7 +298,7 @@ func writeKind(s *Store, kind int, idx uint64, app, ver, env, srv string) error 
 			return err
 		}
 		return s.ApplyReports(idx, []*relv1.AgentReport{{AgentId: agent, SessionId: a.GetSessionId(),
-			Report: &relv1.AppReport{App: app, Version: ver, Phase: []string{"healthy", "failed", "installing"}[idx%3], RolloutId: "ro-" + app, AtUnixNano: at}}})
+			Report: &relv1.AppReport{App: app, Version: ver, Phase: []string{"healthy", "failed", "installing", "starting", "verifying"}[idx%5], RolloutId: "ro-" + app, AtUnixNano: at}}})
 	case 9:
 		ro := &relv1.Rollout{Id: fmt.Sprintf("ro-%s-%d", app, idx), App: app, Version: ver, Environment: env, Kind: rollout.KindDeploy, State: rollout.StateRunning,
 			Hosts: []*relv1.RolloutHost{{AgentId: agent, State: "dispatched", TargetVersion: ver}}, CreatedUnixNano: at, EventSeq: 1}

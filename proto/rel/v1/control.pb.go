@@ -1751,8 +1751,13 @@ type RolloutHostStatus struct {
 	Version         string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
 	UpdatedUnixNano int64  `protobuf:"varint,6,opt,name=updated_unix_nano,json=updatedUnixNano,proto3" json:"updated_unix_nano,omitempty"`
 	Connected       bool   `protobuf:"varint,7,opt,name=connected,proto3" json:"connected,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// What the host runs now as its agent reports it (agent_apps, and the
+	// host's open history row while it is not healthy): its previous version
+	// if it never changed, the version it came back healthy on after a
+	// failure. "" when unknown.
+	CurrentVersion string `protobuf:"bytes,8,opt,name=current_version,json=currentVersion,proto3" json:"current_version,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RolloutHostStatus) Reset() {
@@ -1832,6 +1837,13 @@ func (x *RolloutHostStatus) GetConnected() bool {
 		return x.Connected
 	}
 	return false
+}
+
+func (x *RolloutHostStatus) GetCurrentVersion() string {
+	if x != nil {
+		return x.CurrentVersion
+	}
+	return ""
 }
 
 type RolloutStatus struct {
@@ -2352,7 +2364,11 @@ type HistoryRequest struct {
 	Read  *ReadOptions           `protobuf:"bytes,1,opt,name=read,proto3" json:"read,omitempty"`
 	App   string                 `protobuf:"bytes,2,opt,name=app,proto3" json:"app,omitempty"`
 	// Only hosts the environment selects.
-	Environment   string `protobuf:"bytes,3,opt,name=environment,proto3" json:"environment,omitempty"`
+	Environment string `protobuf:"bytes,3,opt,name=environment,proto3" json:"environment,omitempty"`
+	// Only this host (agent id).
+	Host string `protobuf:"bytes,4,opt,name=host,proto3" json:"host,omitempty"`
+	// Only entries still current or ending at or after this time.
+	SinceUnixNano int64 `protobuf:"varint,5,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2406,6 +2422,20 @@ func (x *HistoryRequest) GetEnvironment() string {
 		return x.Environment
 	}
 	return ""
+}
+
+func (x *HistoryRequest) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *HistoryRequest) GetSinceUnixNano() int64 {
+	if x != nil {
+		return x.SinceUnixNano
+	}
+	return 0
 }
 
 type HistoryResponse struct {
@@ -3244,7 +3274,7 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\x04read\x18\x01 \x01(\v2\x13.rel.v1.ReadOptionsR\x04read\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
-	"wait_index\x18\x03 \x01(\x04R\twaitIndex\"\xeb\x01\n" +
+	"wait_index\x18\x03 \x01(\x04R\twaitIndex\"\x94\x02\n" +
 	"\x11RolloutHostStatus\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12)\n" +
 	"\x10previous_version\x18\x02 \x01(\tR\x0fpreviousVersion\x12\x14\n" +
@@ -3252,7 +3282,8 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\tR\aversion\x12*\n" +
 	"\x11updated_unix_nano\x18\x06 \x01(\x03R\x0fupdatedUnixNano\x12\x1c\n" +
-	"\tconnected\x18\a \x01(\bR\tconnected\"\xe1\x01\n" +
+	"\tconnected\x18\a \x01(\bR\tconnected\x12'\n" +
+	"\x0fcurrent_version\x18\b \x01(\tR\x0ecurrentVersion\"\xe1\x01\n" +
 	"\rRolloutStatus\x12)\n" +
 	"\arollout\x18\x01 \x01(\v2\x0f.rel.v1.RolloutR\arollout\x12/\n" +
 	"\x05hosts\x18\x02 \x03(\v2\x19.rel.v1.RolloutHostStatusR\x05hosts\x129\n" +
@@ -3287,11 +3318,13 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\x02id\x18\x02 \x01(\tR\x02id\"S\n" +
 	"\x10GetAgentResponse\x12)\n" +
 	"\x05agent\x18\x01 \x01(\v2\x13.rel.v1.AgentStatusR\x05agent\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"m\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\xa9\x01\n" +
 	"\x0eHistoryRequest\x12'\n" +
 	"\x04read\x18\x01 \x01(\v2\x13.rel.v1.ReadOptionsR\x04read\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x12 \n" +
-	"\venvironment\x18\x03 \x01(\tR\venvironment\"W\n" +
+	"\venvironment\x18\x03 \x01(\tR\venvironment\x12\x12\n" +
+	"\x04host\x18\x04 \x01(\tR\x04host\x12&\n" +
+	"\x0fsince_unix_nano\x18\x05 \x01(\x03R\rsinceUnixNano\"W\n" +
 	"\x0fHistoryResponse\x12.\n" +
 	"\aentries\x18\x01 \x03(\v2\x14.rel.v1.HistoryEntryR\aentries\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\"\x8b\x01\n" +

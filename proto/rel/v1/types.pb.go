@@ -859,11 +859,14 @@ type AgentApp struct {
 	// When the app entered its current phase.
 	PhaseSinceUnixNano int64 `protobuf:"varint,3,opt,name=phase_since_unix_nano,json=phaseSinceUnixNano,proto3" json:"phase_since_unix_nano,omitempty"`
 	// Same as report.app; a top-level field so it can be indexed.
-	App           string `protobuf:"bytes,4,opt,name=app,proto3" json:"app,omitempty"`
-	CreateIndex   uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
-	ModifyIndex   uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	App string `protobuf:"bytes,4,opt,name=app,proto3" json:"app,omitempty"`
+	// When the host started on report.version for report.rollout_id (the
+	// first report of this attempt).
+	AttemptSinceUnixNano int64  `protobuf:"varint,5,opt,name=attempt_since_unix_nano,json=attemptSinceUnixNano,proto3" json:"attempt_since_unix_nano,omitempty"`
+	CreateIndex          uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex          uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *AgentApp) Reset() {
@@ -922,6 +925,13 @@ func (x *AgentApp) GetApp() string {
 		return x.App
 	}
 	return ""
+}
+
+func (x *AgentApp) GetAttemptSinceUnixNano() int64 {
+	if x != nil {
+		return x.AttemptSinceUnixNano
+	}
+	return 0
 }
 
 func (x *AgentApp) GetCreateIndex() uint64 {
@@ -1684,20 +1694,37 @@ func (x *RolloutEvent) GetModifyIndex() uint64 {
 	return 0
 }
 
-// HistoryEntry says that a version ran (was healthy) on a host from one time
-// to another; to_unix_nano is 0 while it still runs.
+// HistoryEntry says that a version ran, or was tried, on a host from one
+// time to another; to_unix_nano is 0 while it is still the host's current
+// version. A row opens when the host switches to a version (its starting,
+// verifying or healthy report) and closes when another version takes its
+// place; a version that failed before the switch gets a closed row of its
+// own, its attempt.
 type HistoryEntry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
-	AgentId       string                 `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
-	Version       string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
-	FromUnixNano  int64                  `protobuf:"varint,4,opt,name=from_unix_nano,json=fromUnixNano,proto3" json:"from_unix_nano,omitempty"`
-	ToUnixNano    int64                  `protobuf:"varint,5,opt,name=to_unix_nano,json=toUnixNano,proto3" json:"to_unix_nano,omitempty"`
-	RolloutId     string                 `protobuf:"bytes,6,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
-	CreateIndex   uint64                 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
-	ModifyIndex   uint64                 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	App          string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	AgentId      string                 `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Version      string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	FromUnixNano int64                  `protobuf:"varint,4,opt,name=from_unix_nano,json=fromUnixNano,proto3" json:"from_unix_nano,omitempty"`
+	ToUnixNano   int64                  `protobuf:"varint,5,opt,name=to_unix_nano,json=toUnixNano,proto3" json:"to_unix_nano,omitempty"`
+	RolloutId    string                 `protobuf:"bytes,6,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
+	// starting (switched to, not healthy yet), running (healthy), failed,
+	// replaced (by a deploy) or rolled_back (replaced by a rollback). A
+	// failed version keeps failed when it is replaced.
+	Outcome string `protobuf:"bytes,7,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// Why it failed: the failed report's reason.
+	Reason string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The kind of rollout_id: deploy or rollback ("" when no rollout is known).
+	RolloutKind string `protobuf:"bytes,9,opt,name=rollout_kind,json=rolloutKind,proto3" json:"rollout_kind,omitempty"`
+	// When the version failed on the host (0 if it did not).
+	FailedUnixNano int64 `protobuf:"varint,10,opt,name=failed_unix_nano,json=failedUnixNano,proto3" json:"failed_unix_nano,omitempty"`
+	// The rollout whose version took this one's place, and its kind.
+	ReplacedByRolloutId string `protobuf:"bytes,11,opt,name=replaced_by_rollout_id,json=replacedByRolloutId,proto3" json:"replaced_by_rollout_id,omitempty"`
+	ReplacedByKind      string `protobuf:"bytes,12,opt,name=replaced_by_kind,json=replacedByKind,proto3" json:"replaced_by_kind,omitempty"`
+	CreateIndex         uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex         uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *HistoryEntry) Reset() {
@@ -1768,6 +1795,48 @@ func (x *HistoryEntry) GetToUnixNano() int64 {
 func (x *HistoryEntry) GetRolloutId() string {
 	if x != nil {
 		return x.RolloutId
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetRolloutKind() string {
+	if x != nil {
+		return x.RolloutKind
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetFailedUnixNano() int64 {
+	if x != nil {
+		return x.FailedUnixNano
+	}
+	return 0
+}
+
+func (x *HistoryEntry) GetReplacedByRolloutId() string {
+	if x != nil {
+		return x.ReplacedByRolloutId
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetReplacedByKind() string {
+	if x != nil {
+		return x.ReplacedByKind
 	}
 	return ""
 }
@@ -2000,12 +2069,13 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdb\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x92\x02\n" +
 	"\bAgentApp\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12)\n" +
 	"\x06report\x18\x02 \x01(\v2\x11.rel.v1.AppReportR\x06report\x121\n" +
 	"\x15phase_since_unix_nano\x18\x03 \x01(\x03R\x12phaseSinceUnixNano\x12\x10\n" +
-	"\x03app\x18\x04 \x01(\tR\x03app\x12!\n" +
+	"\x03app\x18\x04 \x01(\tR\x03app\x125\n" +
+	"\x17attempt_since_unix_nano\x18\x05 \x01(\x03R\x14attemptSinceUnixNano\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\x84\x02\n" +
 	"\aDesired\x12\x19\n" +
@@ -2083,7 +2153,7 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\amessage\x18\x06 \x01(\tR\amessage\x12\x12\n" +
 	"\x04wave\x18\a \x01(\rR\x04wave\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\x82\x02\n" +
+	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\xe0\x03\n" +
 	"\fHistoryEntry\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x18\n" +
@@ -2092,7 +2162,14 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\fto_unix_nano\x18\x05 \x01(\x03R\n" +
 	"toUnixNano\x12\x1d\n" +
 	"\n" +
-	"rollout_id\x18\x06 \x01(\tR\trolloutId\x12!\n" +
+	"rollout_id\x18\x06 \x01(\tR\trolloutId\x12\x18\n" +
+	"\aoutcome\x18\a \x01(\tR\aoutcome\x12\x16\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\x12!\n" +
+	"\frollout_kind\x18\t \x01(\tR\vrolloutKind\x12(\n" +
+	"\x10failed_unix_nano\x18\n" +
+	" \x01(\x03R\x0efailedUnixNano\x123\n" +
+	"\x16replaced_by_rollout_id\x18\v \x01(\tR\x13replacedByRolloutId\x12(\n" +
+	"\x10replaced_by_kind\x18\f \x01(\tR\x0ereplacedByKind\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\xe6\x01\n" +
 	"\rRequestRecord\x12\x0e\n" +
