@@ -28,8 +28,15 @@ and every host off the current release with why:
   failed         its last install failed (the reason follows)
   installing     it is changing release now
   not_installed  it runs nothing of the app (a host that joined ENV later)
-  out_of_band    it runs another release that no rollout to ENV put there
-                 (a rollout to an overlapping environment, or a change by hand)`,
+  behind         it runs an earlier rollout's release (it was away when the
+                 last one ran)
+  other_rollout  it runs what a rollout to another (overlapping) environment,
+                 or one to ENV that did not succeed, put there
+  out_of_band    it runs a release no rollout put there
+
+With catch-up on (relctl env create --catch-up auto, the default), the
+leader takes not_installed, behind and out_of_band hosts to the current
+release through a catch_up rollout.`,
 		Example: `  relctl env show prod
   relctl env show prod -o json | jq '.apps[] | {app, current_version, off}'`,
 		Args:              exactArgs("ENV"),
