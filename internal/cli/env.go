@@ -118,19 +118,23 @@ of the server asked; add --consistent to read from the leader instead.`,
 
 func (r *runner) envUpdateCommand() *cobra.Command {
 	var (
-		description string
-		selector    []string
-		dryRun      bool
-		cmd         *cobra.Command
+		description     string
+		selector        []string
+		dryRun          bool
+		catchUp         string
+		catchUpParallel uint32
+		cmd             *cobra.Command
 	)
 	cmd = &cobra.Command{
-		Use:   "update ENV [--selector KEY=VALUE[,KEY=VALUE...]] [--description TEXT] [--dry-run]",
-		Short: "Change an environment's selector or description",
+		Use:   "update ENV [--selector KEY=VALUE[,KEY=VALUE...]] [--description TEXT] [--catch-up auto|manual] [--catch-up-parallel N] [--dry-run]",
+		Short: "Change an environment's selector, description or catch-up",
 		Long: `Change the selector or the description of environment ENV, and show
 which hosts join it (the new selector matches them, the old did not) and
 which leave it (the other way round), among the agents the cluster knows.
 Give at least one of --selector (the whole new selector: it replaces the
-old one) and --description ("" clears it).
+old one), --description ("" clears it), --catch-up and --catch-up-parallel
+(see "relctl env create --help"). A host that leaves the environment keeps
+what it runs, and is no longer caught up.
 
 With --dry-run nothing changes: relctl shows what the update would do.
 
@@ -140,6 +144,7 @@ abort it. A description change is always allowed.`,
 		Example: `  relctl env update prod --selector tier=prod,region=eu --dry-run
   relctl env update prod --selector tier=prod,region=eu
   relctl env update prod --description "Production, Europe"
+  relctl env update prod --catch-up manual
   relctl env update prod --selector tier=prod -o json`,
 		Args:              exactArgs("ENV"),
 		ValidArgsFunction: cobra.NoFileCompletions,
@@ -152,8 +157,17 @@ abort it. A description change is always allowed.`,
 			if cmd.Flags().Changed("description") {
 				req.Description = &description
 			}
-			if len(sel) == 0 && req.Description == nil {
-				return usagef("nothing to change: give --selector or --description")
+			if cmd.Flags().Changed("catch-up") {
+				if catchUp != "auto" && catchUp != "manual" {
+					return usagef("--catch-up %q: use auto or manual", catchUp)
+				}
+				req.CatchUp = &catchUp
+			}
+			if cmd.Flags().Changed("catch-up-parallel") {
+				req.CatchUpParallel = &catchUpParallel
+			}
+			if len(sel) == 0 && req.Description == nil && req.CatchUp == nil && req.CatchUpParallel == nil {
+				return usagef("nothing to change: give --selector, --description, --catch-up or --catch-up-parallel")
 			}
 			var resp *relv1.UpdateEnvironmentResponse
 			_, err = r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
@@ -169,6 +183,8 @@ abort it. A description change is always allowed.`,
 	cmd.Flags().StringVar(&description, "description", "", "new `TEXT` saying what the environment is (\"\" clears it)")
 	cmd.Flags().StringArrayVar(&selector, "selector", nil, "new host labels `KEY=VALUE[,KEY=VALUE...]` to select, replacing the old selector (repeatable)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show which hosts would join and leave; change nothing")
+	cmd.Flags().StringVar(&catchUp, "catch-up", "", "`auto` or manual: whether hosts that join or drift converge to the current release by themselves")
+	cmd.Flags().Uint32Var(&catchUpParallel, "catch-up-parallel", 0, "hosts a catch-up takes at a time (`N`)")
 	return cmd
 }
 

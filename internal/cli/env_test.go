@@ -139,7 +139,7 @@ func TestEnvUpdateCommand(t *testing.T) {
 	}
 
 	res = runCLI(t, env, "", "env", "update", "prod")
-	if res.code != exitUsage || strings.TrimSpace(res.stderr) != "relctl: nothing to change: give --selector or --description (see relctl env update --help)" {
+	if res.code != exitUsage || strings.TrimSpace(res.stderr) != "relctl: nothing to change: give --selector, --description, --catch-up or --catch-up-parallel (see relctl env update --help)" {
 		t.Errorf("empty update: exit %d, %q", res.code, res.stderr)
 	}
 	res = runCLI(t, env, "", "env", "update", "prod", "--selector", "tier")

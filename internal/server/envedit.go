@@ -25,8 +25,14 @@ func (c *controlService) UpdateEnvironment(ctx context.Context, req *relv1.Updat
 	if err := validate.Name("environment name", req.GetName()); err != nil {
 		return nil, toStatus(err)
 	}
-	if len(req.GetSelector()) == 0 && req.Description == nil {
-		return nil, status.Error(codes.InvalidArgument, "nothing to change: give --selector or --description")
+	if len(req.GetSelector()) == 0 && req.Description == nil && req.CatchUp == nil && req.CatchUpParallel == nil {
+		return nil, status.Error(codes.InvalidArgument, "nothing to change: give --selector, --description, --catch-up or --catch-up-parallel")
+	}
+	if req.CatchUp != nil && req.GetCatchUp() != "auto" && req.GetCatchUp() != "manual" {
+		return nil, status.Errorf(codes.InvalidArgument, "--catch-up %q: use auto or manual", req.GetCatchUp())
+	}
+	if req.GetCatchUpParallel() > maxCatchUpParallel {
+		return nil, status.Errorf(codes.InvalidArgument, "--catch-up-parallel %d: at most %d hosts at a time", req.GetCatchUpParallel(), maxCatchUpParallel)
 	}
 	if len(req.GetSelector()) > 0 {
 		if err := validate.Labels("selector", req.GetSelector(), true); err != nil {
@@ -58,6 +64,12 @@ func (c *controlService) UpdateEnvironment(ctx context.Context, req *relv1.Updat
 	if req.Description != nil {
 		env.Description = req.GetDescription()
 	}
+	if req.CatchUp != nil {
+		env.CatchUpManual = req.GetCatchUp() == "manual"
+	}
+	if req.CatchUpParallel != nil {
+		env.CatchUpParallel = req.GetCatchUpParallel()
+	}
 	resp := &relv1.UpdateEnvironmentResponse{Environment: env, DryRun: req.GetDryRun()}
 	resp.Joining, resp.Leaving, err = s.selectorChange(old.GetSelector(), env.GetSelector())
 	if err != nil {
@@ -73,7 +85,8 @@ func (c *controlService) UpdateEnvironment(ctx context.Context, req *relv1.Updat
 				env.GetName(), ro.GetId(), ro.GetApp(), ro.GetVersion(), ro.GetState(), ro.GetId())
 		}
 	}
-	if req.GetDryRun() || (sameSelector(old.GetSelector(), env.GetSelector()) && old.GetDescription() == env.GetDescription()) {
+	if req.GetDryRun() || (sameSelector(old.GetSelector(), env.GetSelector()) && old.GetDescription() == env.GetDescription() &&
+		old.GetCatchUpManual() == env.GetCatchUpManual() && old.GetCatchUpParallel() == env.GetCatchUpParallel()) {
 		return resp, nil
 	}
 	a, err := s.applyCommand(ctx, &relv1.Command{Kind: &relv1.Command_UpdateEnvironment{UpdateEnvironment: &relv1.UpdateEnvironment{

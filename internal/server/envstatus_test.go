@@ -5,6 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/relhq/rel/internal/testcluster"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
@@ -158,4 +161,40 @@ func TestCatchUp(t *testing.T) {
 	if err != nil || resp.GetApps()[0].GetCurrentRolloutId() != start.GetRollout().GetId() {
 		t.Fatalf("current rollout after the catch-up: %v %v", resp, err)
 	}
+
+	// Manual, a host that joins stays as it is; back to auto, it is
+	// caught up.
+	manual, auto := "manual", "auto"
+	up, err := ctl.UpdateEnvironment(ctx, &relv1.UpdateEnvironmentRequest{Name: "prod", CatchUp: &manual})
+	if err != nil || !up.GetEnvironment().GetCatchUpManual() || up.GetEnvironment().GetCatchUpParallel() != 2 {
+		t.Fatalf("update to manual: %v %v", up, err)
+	}
+	if _, err := ctl.UpdateEnvironment(ctx, &relv1.UpdateEnvironmentRequest{Name: "prod", CatchUp: &manual}); err != nil {
+		t.Fatalf("the same setting again: %v", err)
+	}
+	bad := "sometimes"
+	if _, err := ctl.UpdateEnvironment(ctx, &relv1.UpdateEnvironmentRequest{Name: "prod", CatchUp: &bad}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("--catch-up sometimes: %v, want InvalidArgument", err)
+	}
+	a3 := connectAgent(t, c.Nodes[0], "web-3", map[string]string{"env": "prod"}, 0)
+	a3.heartbeat(100 * time.Millisecond)
+	testcluster.WaitFor(t, 5*time.Second, func() (bool, string) {
+		resp, err := ctl.ShowEnvironment(ctx, &relv1.ShowEnvironmentRequest{Name: "prod"})
+		if err != nil || len(resp.GetApps()) != 1 {
+			return false, fmt.Sprint(err)
+		}
+		for _, o := range resp.GetApps()[0].GetOff() {
+			if o.GetAgentId() == "web-3" && o.GetWhy() == "not_installed" {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("web-3 not_installed in %v", resp.GetApps()[0])
+	})
+	if _, err := ctl.UpdateEnvironment(ctx, &relv1.UpdateEnvironmentRequest{Name: "prod", CatchUp: &auto}); err != nil {
+		t.Fatal(err)
+	}
+	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+		d := a3.nextDesired(5 * time.Second)
+		return len(d.GetApps()) == 1 && d.GetApps()[0].GetVersion() == "1.0.1", fmt.Sprintf("web-3 caught up once catch-up is auto again: %v", d)
+	})
 }

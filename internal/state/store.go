@@ -172,6 +172,7 @@ func (s *Store) UpdateEnvironment(index uint64, env *relv1.Environment, expect u
 	row := proto.Clone(old).(*relv1.Environment)
 	row.Selector = env.GetSelector()
 	row.Description = env.GetDescription()
+	row.CatchUpManual, row.CatchUpParallel = env.GetCatchUpManual(), env.GetCatchUpParallel()
 	row.ModifyIndex = index
 	if err := txn.Insert(TableEnvironments, row); err != nil {
 		return fmt.Errorf("state: update environment: %w", err)

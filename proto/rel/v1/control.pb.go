@@ -848,9 +848,13 @@ type UpdateEnvironmentRequest struct {
 	// The new description; unset keeps the current one ("" clears it).
 	Description *string `protobuf:"bytes,3,opt,name=description,proto3,oneof" json:"description,omitempty"`
 	// Only say what would change; change nothing.
-	DryRun        bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DryRun bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// "auto" or "manual"; unset keeps the current setting.
+	CatchUp *string `protobuf:"bytes,5,opt,name=catch_up,json=catchUp,proto3,oneof" json:"catch_up,omitempty"`
+	// Unset keeps the current setting.
+	CatchUpParallel *uint32 `protobuf:"varint,6,opt,name=catch_up_parallel,json=catchUpParallel,proto3,oneof" json:"catch_up_parallel,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *UpdateEnvironmentRequest) Reset() {
@@ -909,6 +913,20 @@ func (x *UpdateEnvironmentRequest) GetDryRun() bool {
 		return x.DryRun
 	}
 	return false
+}
+
+func (x *UpdateEnvironmentRequest) GetCatchUp() string {
+	if x != nil && x.CatchUp != nil {
+		return *x.CatchUp
+	}
+	return ""
+}
+
+func (x *UpdateEnvironmentRequest) GetCatchUpParallel() uint32 {
+	if x != nil && x.CatchUpParallel != nil {
+		return *x.CatchUpParallel
+	}
+	return 0
 }
 
 type UpdateEnvironmentResponse struct {
@@ -3208,16 +3226,20 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"h\n" +
 	"\x19CreateEnvironmentResponse\x125\n" +
 	"\venvironment\x18\x01 \x01(\v2\x13.rel.v1.EnvironmentR\venvironment\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"\x87\x02\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\xfb\x02\n" +
 	"\x18UpdateEnvironmentRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12J\n" +
 	"\bselector\x18\x02 \x03(\v2..rel.v1.UpdateEnvironmentRequest.SelectorEntryR\bselector\x12%\n" +
 	"\vdescription\x18\x03 \x01(\tH\x00R\vdescription\x88\x01\x01\x12\x17\n" +
-	"\adry_run\x18\x04 \x01(\bR\x06dryRun\x1a;\n" +
+	"\adry_run\x18\x04 \x01(\bR\x06dryRun\x12\x1e\n" +
+	"\bcatch_up\x18\x05 \x01(\tH\x01R\acatchUp\x88\x01\x01\x12/\n" +
+	"\x11catch_up_parallel\x18\x06 \x01(\rH\x02R\x0fcatchUpParallel\x88\x01\x01\x1a;\n" +
 	"\rSelectorEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
-	"\f_description\"\xb5\x01\n" +
+	"\f_descriptionB\v\n" +
+	"\t_catch_upB\x14\n" +
+	"\x12_catch_up_parallel\"\xb5\x01\n" +
 	"\x19UpdateEnvironmentResponse\x125\n" +
 	"\venvironment\x18\x01 \x01(\v2\x13.rel.v1.EnvironmentR\venvironment\x12\x18\n" +
 	"\ajoining\x18\x02 \x03(\tR\ajoining\x12\x18\n" +
