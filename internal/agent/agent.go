@@ -165,9 +165,12 @@ type Agent struct {
 	saveMu sync.Mutex
 
 	// mu guards the fields below; it is only ever held briefly.
-	mu        sync.Mutex
-	state     localState
-	workers   map[string]*worker
+	mu      sync.Mutex
+	state   localState
+	workers map[string]*worker
+	// drift holds apps changed outside Rel (watchDrift), by what is current
+	// now; guarded by mu.
+	drift     map[string]string
 	status    Status
 	workerCtx context.Context
 	// endSession ends the current stream; redial makes the next one use
@@ -229,6 +232,7 @@ func New(cfg Config) (*Agent, error) {
 		load:      cfg.LoadFunc,
 		reports:   newReportQueue(),
 		workers:   map[string]*worker{},
+		drift:     map[string]string{},
 	}
 	if a.log == nil {
 		a.log = slog.Default()
@@ -338,9 +342,17 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Error("resuming installed apps", "err", err)
 		}
 	}()
+	driftDone := make(chan struct{})
+	go func() {
+		defer close(driftDone)
+		if dc, ok := a.installer.(DriftChecker); ok {
+			a.watchDrift(wctx, dc)
+		}
+	}()
 	defer func() {
 		stopWorkers()
 		<-resumeDone
+		<-driftDone
 		a.workerWG.Wait()
 	}()
 

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -635,4 +636,43 @@ func TestStopSaysGoodbye(t *testing.T) {
 	if len(msgs) == 0 || msgs[len(msgs)-1].GetGoodbye().GetReason() != "agent stopping" {
 		t.Fatalf("last message of a stopping agent: %v, want a goodbye", msgs)
 	}
+}
+
+// driftInstaller is a recInstaller whose apps can be said changed by hand.
+type driftInstaller struct {
+	*recInstaller
+	dmu     sync.Mutex
+	drifted map[string]string
+}
+
+func (d *driftInstaller) Drifted() map[string]string {
+	d.dmu.Lock()
+	defer d.dmu.Unlock()
+	return maps.Clone(d.drifted)
+}
+
+// TestDriftReportedAndReapplied (issue 9): an app changed by hand is
+// reported drifted, and the next desired state for the very release it
+// had is applied again instead of being taken as done.
+func TestDriftReportedAndReapplied(t *testing.T) {
+	old := DriftInterval
+	DriftInterval = 20 * time.Millisecond
+	t.Cleanup(func() { DriftInterval = old })
+	srv := startFakeServer(t, "s1")
+	inst := &driftInstaller{recInstaller: newRecInstaller(), drifted: map[string]string{}}
+	startAgent(t, Config{Servers: []string{srv.addr}, DataDir: t.TempDir(), Installer: inst})
+	ss := srv.session(t, 0)
+	ss.sendDesired(5, desiredApp("web", "2.0.0", "r-1"))
+	ss.waitPhase(t, "web", "2.0.0", "healthy")
+
+	inst.dmu.Lock()
+	inst.drifted["web"] = "1.0.0"
+	inst.dmu.Unlock()
+	waitFor(t, 5*time.Second, "a drifted report", func() bool {
+		r := ss.latest("web")
+		return r.GetPhase() == PhaseDrifted && r.GetVersion() == "1.0.0" && strings.Contains(r.GetReason(), "current points at 1.0.0, not at 2.0.0")
+	})
+	ss.sendDesired(6, desiredApp("web", "2.0.0", "r-catch-up"))
+	waitFor(t, 5*time.Second, "2.0.0 applied again", func() bool { return len(inst.appliesOf("web")) == 2 })
+	ss.waitPhase(t, "web", "2.0.0", "healthy")
 }

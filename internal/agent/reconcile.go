@@ -96,9 +96,10 @@ func (a *Agent) converge(d *relv1.DesiredApp, gen uint64, installed map[string]i
 		return changed
 	}
 	rec, hasRec := a.state.Apps[app]
+	drifted := a.driftedLocked(app)
 	a.mu.Unlock()
 
-	if !running {
+	if !running && !drifted {
 		if ia, ok := installed[app]; ok && ia.Version == target.Version && ia.Phase == install.PhaseHealthy {
 			if hasRec && rec.sameTarget(target) && !rec.Failed {
 				return false

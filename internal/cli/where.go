@@ -33,10 +33,12 @@ and every host off the current release with why:
   other_rollout  it runs what a rollout to another (overlapping) environment,
                  or one to ENV that did not succeed, put there
   out_of_band    it runs a release no rollout put there
+  drifted        its agent saw the release it installed changed by hand
+                 (the current link switched or removed)
 
 With catch-up on (relctl env create --catch-up auto, the default), the
-leader takes not_installed, behind and out_of_band hosts to the current
-release through a catch_up rollout.`,
+leader takes not_installed, behind, out_of_band and drifted hosts to the
+current release through a catch_up rollout.`,
 		Example: `  relctl env show prod
   relctl env show prod -o json | jq '.apps[] | {app, current_version, off}'`,
 		Args:              exactArgs("ENV"),

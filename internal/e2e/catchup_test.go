@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -87,4 +89,59 @@ func TestHostJoiningCatchesUp(t *testing.T) {
 			t.Errorf("%s runs %s, want %s", a.id, v, want)
 		}
 	}
+}
+
+// TestHandChangedHostIsBroughtBack (issue 9): a host whose `current` link is
+// switched by hand shows in env show as drifted and, once catch-up is on,
+// is taken back to the environment's release.
+func TestHandChangedHostIsBroughtBack(t *testing.T) {
+	ps := startCluster(t, "--heartbeat-interval", "300ms", "--agent-grace", "2s")
+	all := addrs(ps)
+	var agents []*agentProc
+	for i := 0; i < 2; i++ {
+		a := &agentProc{id: "web-" + string(rune('1'+i)), dataDir: t.TempDir(), root: t.TempDir(), labels: "env=prod"}
+		a.start(t, all)
+		agents = append(agents, a)
+	}
+	waitFor(t, 15*time.Second, "two connected agents", func() bool {
+		r := relctl(t, all, "agent", "list", "-o", "json")
+		return r.code == 0 && strings.Count(r.stdout, `"connected": true`) == 2
+	})
+	work := t.TempDir()
+	mustRelctl(t, all, "app", "create", "hello")
+	mustRelctl(t, all, "env", "create", "prod", "--selector", "env=prod", "--catch-up", "manual")
+	for _, v := range []string{"1.0.0", "2.0.0"} {
+		path, _ := bundleWith(t, work, v, 0, "./hello check", "20s")
+		mustRelctl(t, all, "release", "create", "hello", v, "--artifact", path, "--upload-timeout", "2m")
+		id := startRollout(t, all, "hello@"+v, "prod")
+		if st := waitRolloutState(t, all, id, 60*time.Second, "succeeded", "failed"); st.Rollout.State != "succeeded" {
+			t.Fatalf("%s to prod: %+v", v, st)
+		}
+	}
+	// Someone switches web-1 back to 1.0.0 by hand.
+	link := filepath.Join(agents[0].root, "hello", "current")
+	tmp := link + ".by-hand"
+	if err := os.Symlink(filepath.Join("releases", "1.0.0"), tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		t.Fatal(err)
+	}
+	var off string
+	waitFor(t, 15*time.Second, "web-1 shown as drifted", func() bool {
+		raw := mustRelctl(t, all, "env", "show", "prod", "-o", "json")
+		off = raw
+		return strings.Contains(raw, `"why": "drifted"`) && strings.Contains(raw, `"agent_id": "web-1"`)
+	})
+	if !strings.Contains(off, "current points at 1.0.0, not at 2.0.0") {
+		t.Fatalf("drift detail:\n%s", off)
+	}
+	mustRelctl(t, all, "env", "update", "prod", "--catch-up", "auto")
+	waitFor(t, 30*time.Second, "web-1 back on 2.0.0", func() bool {
+		s := envShow(t, all, "prod")
+		return currentVersion(t, agents[0].root) == "2.0.0" && len(s.Apps) == 1 && s.Apps[0].OnCurrent == 2
+	})
+	waitFor(t, 10*time.Second, "web-1 answering on 2.0.0", func() bool {
+		return strings.HasSuffix(answer(t, agents[0].root), "version 2.0.0")
+	})
 }

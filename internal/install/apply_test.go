@@ -583,3 +583,44 @@ func TestClosedHost(t *testing.T) {
 		t.Fatalf("second New on the same data dir: %v", err)
 	}
 }
+
+// TestDriftedAndBroughtBack (issue 9): a `current` link switched by hand is
+// reported by Drifted, and applying the release again switches it back.
+func TestDriftedAndBroughtBack(t *testing.T) {
+	e := newTestEnv(t)
+	d1 := e.publish("web", "1.0.0", e.stdBundle("1.0.0"))
+	d2 := e.publish("web", "2.0.0", e.stdBundle("2.0.0"))
+	for _, d := range []Desired{d1, d2} {
+		if err := e.apply(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := e.host.Drifted(); len(got) != 0 {
+		t.Fatalf("drift right after installing: %v", got)
+	}
+	link := e.lay("web").currentLink()
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(releasesDirName, "1.0.0"), link); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.host.Drifted(); got["web"] != "1.0.0" || len(got) != 1 {
+		t.Fatalf("drift after switching by hand: %v, want web -> 1.0.0", got)
+	}
+	if err := e.apply(d2); err != nil {
+		t.Fatal(err)
+	}
+	if cur, _ := e.lay("web").current(); cur != "2.0.0" {
+		t.Fatalf("current after applying 2.0.0 again: %s", cur)
+	}
+	if got := e.host.Drifted(); len(got) != 0 {
+		t.Fatalf("drift after bringing it back: %v", got)
+	}
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.host.Drifted(); got["web"] != "" || len(got) != 1 {
+		t.Fatalf("drift after removing current: %v, want web -> nothing", got)
+	}
+}

@@ -328,6 +328,35 @@ func (h *Host) Installed() []InstalledApp {
 	return out
 }
 
+// Drifted lists the apps whose `current` link no longer points at the
+// release this host recorded as healthy (someone switched or removed it by
+// hand), with the version it points at now ("" when there is none). Apps an
+// Apply or Resume is working on are not looked at.
+func (h *Host) Drifted() map[string]string {
+	out := map[string]string{}
+	for _, app := range h.state.names() {
+		rec := h.state.get(app)
+		if rec.Phase != PhaseHealthy || rec.Current == "" {
+			continue
+		}
+		h.mu.Lock()
+		rt := h.apps[app]
+		busy := rt != nil && len(rt.lock) > 0
+		h.mu.Unlock()
+		if busy {
+			continue
+		}
+		cur, err := layout{h.cfg.Root, app}.current()
+		if err != nil {
+			cur = "" // not a link Rel made: nothing Rel knows runs
+		}
+		if cur != rec.Current {
+			out[app] = cur
+		}
+	}
+	return out
+}
+
 // acquire takes the app's lock, waiting for an Apply or Resume of the same
 // app to finish.
 func (h *Host) acquire(ctx context.Context, app string) (*appRuntime, func(), error) {

@@ -55,7 +55,8 @@ func (s *Server) catchUpLoop(ctx context.Context) {
 func catchUpTargets(st *relv1.EnvAppStatus) []string {
 	var ids []string
 	for _, o := range st.GetOff() {
-		if o.GetWhy() == offNotInstalled || o.GetWhy() == offOutOfBand || o.GetWhy() == offBehind {
+		switch o.GetWhy() {
+		case offNotInstalled, offOutOfBand, offBehind, offDrifted:
 			ids = append(ids, o.GetAgentId())
 		}
 	}

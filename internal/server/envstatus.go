@@ -34,6 +34,9 @@ const (
 	// offOtherRollout runs what a rollout to another (overlapping)
 	// environment, or a rollout here that did not succeed, put there.
 	offOtherRollout = "other_rollout"
+	// offDrifted was changed outside Rel (its agent saw the release it
+	// installed replaced by hand).
+	offDrifted = "drifted"
 )
 
 // whereView is one consistent read of what envStatus needs.
@@ -136,6 +139,8 @@ func (v *whereView) envStatus(app string, env *relv1.Environment) *relv1.EnvAppS
 			off.Why = offNotInstalled
 		case r.GetPhase() == "failed":
 			off.Why, off.Detail = offFailed, r.GetReason()
+		case r.GetPhase() == "drifted":
+			off.Why, off.Detail = offDrifted, r.GetReason()
 		case r.GetPhase() != "healthy":
 			off.Why = offInstalling
 		default:

@@ -287,9 +287,9 @@ func Report(r *relv1.AppReport) error {
 		}
 	}
 	switch r.GetPhase() {
-	case "", "downloading", "installing", "starting", "verifying", "healthy", "failed":
+	case "", "downloading", "installing", "starting", "verifying", "healthy", "failed", "drifted":
 	default:
-		return invalid("report phase %q: want downloading, installing, starting, verifying, healthy or failed", r.GetPhase())
+		return invalid("report phase %q: want downloading, installing, starting, verifying, healthy, failed or drifted", r.GetPhase())
 	}
 	if r.GetRolloutId() != "" {
 		if err := id("rollout id", r.GetRolloutId()); err != nil {
