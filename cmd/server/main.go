@@ -82,6 +82,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		snapInterval = fs.Duration("snapshot-interval", server.DefaultSnapshotInterval, "how often to check whether a snapshot is due")
 		trailingLogs = fs.Uint64("trailing-logs", server.DefaultTrailingLogs, "log entries kept after a snapshot, so slow followers catch up without one")
 		maxArtifact  = fs.Int64("max-artifact-bytes", server.DefaultMaxArtifactBytes, "largest artifact accepted by uploads")
+		maxStreams   = fs.Int("max-agent-streams", server.DefaultMaxAgentStreams, "agent streams this server holds at most; past it new agents are refused and connect to another server (-1: no limit)")
 		heartbeat    = fs.Duration("heartbeat-interval", server.DefaultHeartbeatInterval, "how often agents are told to send heartbeats")
 		agentGrace   = fs.Duration("agent-grace", server.DefaultAgentGrace, "silence or disconnection past this marks an agent down (\"agent lost\")")
 		caFile       = fs.String("ca-file", "", "the cluster CA bundle (PEM) every peer and client certificate is checked against; during a CA rotation, both CAs")
@@ -139,6 +140,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		SnapshotInterval:  *snapInterval,
 		TrailingLogs:      *trailingLogs,
 		MaxArtifactBytes:  *maxArtifact,
+		MaxAgentStreams:   *maxStreams,
 		HeartbeatInterval: *heartbeat,
 		AgentGrace:        *agentGrace,
 		CAFile:            *caFile,

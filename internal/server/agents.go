@@ -72,13 +72,21 @@ type sessions struct {
 
 func newSessions() *sessions { return &sessions{byID: map[string]*session{}} }
 
-// add registers ss, returning the session it replaces, if any.
-func (r *sessions) add(ss *session) *session {
+// errTooManyStreams refuses a stream past --max-agent-streams.
+var errTooManyStreams = errors.New("too many agent streams")
+
+// add registers ss, returning the session it replaces, if any. Past max
+// streams (0: no limit) a new agent is refused; one replacing its own
+// stream never is.
+func (r *sessions) add(ss *session, max int) (*session, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old := r.byID[ss.agentID]
+	if old == nil && max > 0 && len(r.byID) >= max {
+		return nil, errTooManyStreams
+	}
 	r.byID[ss.agentID] = ss
-	return old
+	return old, nil
 }
 
 // remove unregisters ss if it is still the agent's current session.
@@ -155,7 +163,14 @@ func (a *agentService) Connect(stream relv1.AgentService_ConnectServer) error {
 		ss.certNotBefore = leaf.NotBefore
 	}
 	ss.heard(nil)
-	if old := s.sessions.add(ss); old != nil {
+	old, err := s.sessions.add(ss, s.cfg.MaxAgentStreams)
+	if err != nil {
+		// The agent tries the next server (its backoff spreads a crowd).
+		s.metrics.agentStreamsRefused.Inc()
+		s.logger.Warn("agent stream refused: this server holds its maximum of agent streams", "agent", ss.agentID, "max_agent_streams", s.cfg.MaxAgentStreams)
+		return status.Errorf(codes.ResourceExhausted, "server %s holds its maximum of %d agent streams (--max-agent-streams): connect to another server", s.cfg.NodeID, s.cfg.MaxAgentStreams)
+	}
+	if old != nil {
 		// Most likely the agent's own half-open stream from before a network
 		// blip: the newest stream wins.
 		s.logger.Info("agent reconnected: replacing its previous stream", "agent", ss.agentID, "old_session", old.id, "session", ss.id)

@@ -678,3 +678,34 @@ func TestGoodbyeRecordsAgentDownAtOnce(t *testing.T) {
 		t.Fatalf("plan after the goodbye: waves %v, offline %v; want web-1 offline and nothing to dispatch", plan.GetWaves(), plan.GetOffline())
 	}
 }
+
+// TestMaxAgentStreams (issue 10): past --max-agent-streams a server refuses
+// a new agent with ResourceExhausted (the agent tries another server), but
+// never an agent replacing its own stream.
+func TestMaxAgentStreams(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{Configure: func(i int, cfg *server.Config) {
+		fastAgents(i, cfg)
+		cfg.MaxAgentStreams = 2
+	}})
+	n := c.Nodes[0]
+	connectAgent(t, n, "web-1", map[string]string{"env": "prod"}, 0).heartbeat(100 * time.Millisecond)
+	connectAgent(t, n, "web-2", map[string]string{"env": "prod"}, 0).heartbeat(100 * time.Millisecond)
+	aid := testcluster.AgentID("web-3")
+	conn := c.PKI.Dial(t, n.GRPCAddr(), &aid)
+	t.Cleanup(func() { conn.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := relv1.NewAgentServiceClient(conn).Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&relv1.AgentMessage{Kind: &relv1.AgentMessage_Hello{Hello: &relv1.Hello{NodeId: "web-3", AgentVersion: "test"}}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = stream.Recv()
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), "maximum of 2 agent streams (--max-agent-streams): connect to another server") {
+		t.Fatalf("third agent: %v, want ResourceExhausted", err)
+	}
+	// web-1 reconnecting replaces its own stream: accepted.
+	connectAgent(t, n, "web-1", map[string]string{"env": "prod"}, 0)
+}

@@ -31,6 +31,9 @@ const (
 	DefaultReportWindow = 5 * time.Millisecond
 	// DefaultMaxArtifactBytes limits uploaded artifacts.
 	DefaultMaxArtifactBytes = 2 << 30
+	// DefaultMaxAgentStreams caps one server's agent streams: well above
+	// what a server of this size holds (about 100 KiB of memory each).
+	DefaultMaxAgentStreams = 50_000
 	// DefaultLeaderWait bounds how long a request waits for a leader to be
 	// elected before it fails with Unavailable.
 	DefaultLeaderWait = 5 * time.Second
@@ -86,6 +89,10 @@ type Config struct {
 	ReportWindow time.Duration
 	// MaxArtifactBytes limits uploads to the artifact store.
 	MaxArtifactBytes int64
+	// MaxAgentStreams caps the agent streams this server holds; past it a
+	// new agent is refused (ResourceExhausted) and tries another server.
+	// 0: DefaultMaxAgentStreams; negative: no limit.
+	MaxAgentStreams int
 
 	// TLS material, required: the cluster CA bundle to trust, this node's
 	// server certificate and its key (0600).
@@ -139,6 +146,11 @@ func (c *Config) withDefaults() Config {
 	if out.ReportWindow == 0 {
 		out.ReportWindow = DefaultReportWindow
 	}
+	if out.MaxAgentStreams == 0 {
+		out.MaxAgentStreams = DefaultMaxAgentStreams
+	} else if out.MaxAgentStreams < 0 {
+		out.MaxAgentStreams = 0
+	}
 	if out.MaxArtifactBytes == 0 {
 		out.MaxArtifactBytes = DefaultMaxArtifactBytes
 	}
@@ -173,6 +185,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Bootstrap && len(c.Join) > 0 {
 		return fmt.Errorf("%w: --bootstrap and --join together: bootstrap the first node only, join the others to it", ErrConfig)
+	}
+	if c.MaxAgentStreams < -1 {
+		return fmt.Errorf("%w: --max-agent-streams %d: give a count, or -1 for no limit", ErrConfig, c.MaxAgentStreams)
 	}
 	if c.MaxArtifactBytes < 0 {
 		return fmt.Errorf("%w: --max-artifact-bytes %d is negative", ErrConfig, c.MaxArtifactBytes)

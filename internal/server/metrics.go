@@ -21,6 +21,8 @@ type metrics struct {
 	reportBatch  prometheus.Histogram
 	authDenied   *prometheus.CounterVec
 	enrolments   *prometheus.CounterVec
+	// agentStreamsRefused counts streams refused past --max-agent-streams.
+	agentStreamsRefused prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -52,11 +54,15 @@ func newMetrics(s *Server) *metrics {
 		Name: "rel_agent_certificates_issued_total",
 		Help: "Agent certificates signed by this server, by how (enrol, renew).",
 	}, []string{"how"})
+	m.agentStreamsRefused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "rel_agent_streams_refused_total",
+		Help: "Agent streams refused because this server held its --max-agent-streams.",
+	})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	m.reg.MustRegister(
-		m.applyLatency, m.grpcRequests, m.grpcLatency, m.reportBatch, m.authDenied, m.enrolments,
+		m.applyLatency, m.grpcRequests, m.grpcLatency, m.reportBatch, m.authDenied, m.enrolments, m.agentStreamsRefused,
 		gauge("rel_tls_certificate_expiry_seconds", "Seconds until this server's certificate expires.", func() float64 {
 			return time.Until(s.sec.M.Current().Leaf.NotAfter).Seconds()
 		}),
