@@ -258,25 +258,32 @@ func (r *runner) listJoinTokens(ctx context.Context) ([]*relv1.JoinToken, error)
 }
 
 func (r *runner) agentListCommand() *cobra.Command {
-	var env string
+	var (
+		env   string
+		limit int
+	)
 	cmd := &cobra.Command{
-		Use:     "list [--env ENV]",
+		Use:     "list [--env ENV] [--limit N]",
 		Aliases: []string{"ls"},
 		Short:   "List agents with their apps and load",
 		Long: `List every agent, or only those environment --env selects. LAST SEEN is the
 last heartbeat of a connected agent and the disconnection of one that is
 not. APPS lists app@version:phase for each app the agent reports. CPU%,
 MEM% and DISK FREE are the latest heartbeat's, and empty when the server
-holding the agent's stream did not answer. The answer comes from the
-replica of the server asked; add --consistent to read from the leader
-instead.`,
+holding the agent's stream did not answer. Agents come by id, in pages
+the server answers and relctl follows; --limit stops after N agents. The
+answer comes from the replica of the server asked; add --consistent to
+read from the leader instead.`,
 		Example: `  relctl agent list
   relctl agent list --env prod
   relctl agent list -o json | jq -r '.agents[] | select(.connected | not) | .id'`,
 		Args:              exactArgs(),
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: r.do(func(ctx context.Context, _ []string) error {
-			agents, err := r.listAgents(ctx, env)
+			if err := checkLimit(limit); err != nil {
+				return err
+			}
+			agents, err := r.listAgents(ctx, env, limit)
 			if err != nil {
 				return err
 			}
@@ -284,6 +291,7 @@ instead.`,
 		}),
 	}
 	cmd.Flags().StringVar(&env, "env", "", "only the agents environment `ENV` selects")
+	limitFlag(cmd, &limit)
 	_ = cmd.RegisterFlagCompletionFunc("env", r.completeEnvFlag)
 	return cmd
 }
@@ -315,14 +323,18 @@ server asked; add --consistent to read from the leader instead.`,
 	}
 }
 
-func (r *runner) listAgents(ctx context.Context, env string) ([]*relv1.AgentStatus, error) {
-	var resp *relv1.ListAgentsResponse
-	_, err := r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
-		resp, err = relv1.NewControlServiceClient(cc).ListAgents(ctx,
-			&relv1.ListAgentsRequest{Read: r.readOptions(), Environment: env}, opts...)
-		return err
+// listAgents lists agents (those env selects, if set), following the
+// pages, at most limit of them (0: all).
+func (r *runner) listAgents(ctx context.Context, env string, limit int) ([]*relv1.AgentStatus, error) {
+	return allPages(limit, func(tok string, size uint32) ([]*relv1.AgentStatus, string, error) {
+		var resp *relv1.ListAgentsResponse
+		_, err := r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
+			resp, err = relv1.NewControlServiceClient(cc).ListAgents(ctx,
+				&relv1.ListAgentsRequest{Read: r.readOptions(), Environment: env, PageToken: tok, PageSize: size}, opts...)
+			return err
+		})
+		return resp.GetAgents(), resp.GetNextPageToken(), err
 	})
-	return resp.GetAgents(), err
 }
 
 // completeAgentID suggests agent ids for an ID argument.
@@ -331,7 +343,7 @@ func (r *runner) completeAgentID(cmd *cobra.Command, args []string, toComplete s
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
 	return r.complete(cmd, toComplete, func(ctx context.Context) ([]string, error) {
-		agents, err := r.listAgents(ctx, "")
+		agents, err := r.listAgents(ctx, "", 0)
 		ids := make([]string, 0, len(agents))
 		for _, a := range agents {
 			ids = append(ids, a.GetAgent().GetId())

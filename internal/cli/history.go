@@ -11,9 +11,12 @@ import (
 )
 
 func (r *runner) historyCommand() *cobra.Command {
-	var env, host, since string
+	var (
+		env, host, since string
+		limit            int
+	)
 	cmd := &cobra.Command{
-		Use:   "history APP [--env ENV] [--host HOST] [--since DURATION|RFC3339]",
+		Use:   "history APP [--env ENV] [--host HOST] [--since DURATION|RFC3339] [--limit N]",
 		Short: "Show which versions of an app ran or failed on which host, and when",
 		Long: `Show, for every host, each version of APP it ran or tried: from when to
 when (TO is "now" for the version the host is on), for how long, how it
@@ -28,8 +31,9 @@ replaced. ROLLOUT says "(rollback)" for a rollback's rollout.
 With --env, only the hosts environment ENV selects; with --host, only
 that host; with --since, only rows still open or ending at or after that
 time (a duration back from now, e.g. 24h, or an RFC 3339 time). The
-filters run on the server. The answer comes from the replica of the
-server asked; add --consistent to read from the leader instead.`,
+filters run on the server, which answers in pages that relctl follows;
+--limit stops after N rows (the oldest). The answer comes from the replica
+of the server asked; add --consistent to read from the leader instead.`,
 		Example: `  relctl history web
   relctl history web --env prod --since 24h
   relctl history web --host web-1 --since 2025-03-04T10:00:00Z
@@ -37,6 +41,9 @@ server asked; add --consistent to read from the leader instead.`,
 		Args:              exactArgs("APP"),
 		ValidArgsFunction: r.completeFirstApp,
 		RunE: r.do(func(ctx context.Context, args []string) error {
+			if err := checkLimit(limit); err != nil {
+				return err
+			}
 			from, err := parseSince(since, time.Now())
 			if err != nil {
 				return err
@@ -45,20 +52,25 @@ server asked; add --consistent to read from the leader instead.`,
 			if !from.IsZero() {
 				req.SinceUnixNano = from.UnixNano()
 			}
-			var resp *relv1.HistoryResponse
-			_, err = r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
-				resp, err = relv1.NewControlServiceClient(cc).History(ctx, req, opts...)
-				return err
+			entries, err := allPages(limit, func(tok string, size uint32) ([]*relv1.HistoryEntry, string, error) {
+				req.PageToken, req.PageSize = tok, size
+				var resp *relv1.HistoryResponse
+				_, err := r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
+					resp, err = relv1.NewControlServiceClient(cc).History(ctx, req, opts...)
+					return err
+				})
+				return resp.GetEntries(), resp.GetNextPageToken(), err
 			})
 			if err != nil {
 				return err
 			}
-			return r.printer().history(resp.GetEntries())
+			return r.printer().history(entries)
 		}),
 	}
 	cmd.Flags().StringVar(&env, "env", "", "only the hosts environment `ENV` selects")
 	cmd.Flags().StringVar(&host, "host", "", "only host `HOST` (an agent id)")
 	cmd.Flags().StringVar(&since, "since", "", "only rows open or ending since `WHEN`: a duration back from now (24h) or an RFC 3339 time")
+	limitFlag(cmd, &limit)
 	_ = cmd.RegisterFlagCompletionFunc("env", r.completeEnvFlag)
 	return cmd
 }

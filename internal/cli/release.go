@@ -175,14 +175,16 @@ func (r *runner) uploadArtifact(path, want string, timeout time.Duration) (*relv
 }
 
 func (r *runner) releaseListCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:     "list [APP]",
+	var limit int
+	cmd := &cobra.Command{
+		Use:     "list [APP] [--limit N]",
 		Aliases: []string{"ls"},
 		Short:   "List releases, of all apps or of one",
 		Long: `List releases, per app: versions that are not semantic versions first, in
 creation order, then semantic versions in semantic order. With APP, only
-that app's releases. The answer comes from the replica of the server asked;
-add --consistent to read from the leader instead.`,
+that app's releases. The server answers in pages, which relctl follows;
+--limit stops after N releases. The answer comes from the replica of the
+server asked; add --consistent to read from the leader instead.`,
 		Example: `  relctl release list
   relctl release list web -o json`,
 		Args:              maxArgs("APP"),
@@ -192,13 +194,18 @@ add --consistent to read from the leader instead.`,
 			if len(args) == 1 {
 				app = args[0]
 			}
-			releases, err := r.listReleases(ctx, app)
+			if err := checkLimit(limit); err != nil {
+				return err
+			}
+			releases, err := r.listReleases(ctx, app, limit)
 			if err != nil {
 				return err
 			}
 			return r.printer().releases(releases)
 		}),
 	}
+	limitFlag(cmd, &limit)
+	return cmd
 }
 
 func (r *runner) releaseShowCommand() *cobra.Command {
@@ -234,14 +241,18 @@ the leader instead.`,
 	}
 }
 
-func (r *runner) listReleases(ctx context.Context, app string) ([]*relv1.Release, error) {
-	var resp *relv1.ListReleasesResponse
-	_, err := r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
-		resp, err = relv1.NewControlServiceClient(cc).ListReleases(ctx,
-			&relv1.ListReleasesRequest{Read: r.readOptions(), App: app}, opts...)
-		return err
+// listReleases lists releases (of app, if set), following the pages, at
+// most limit of them (0: all).
+func (r *runner) listReleases(ctx context.Context, app string, limit int) ([]*relv1.Release, error) {
+	return allPages(limit, func(tok string, size uint32) ([]*relv1.Release, string, error) {
+		var resp *relv1.ListReleasesResponse
+		_, err := r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
+			resp, err = relv1.NewControlServiceClient(cc).ListReleases(ctx,
+				&relv1.ListReleasesRequest{Read: r.readOptions(), App: app, PageToken: tok, PageSize: size}, opts...)
+			return err
+		})
+		return resp.GetReleases(), resp.GetNextPageToken(), err
 	})
-	return resp.GetReleases(), err
 }
 
 // completeFirstApp completes an app name as the first argument and nothing

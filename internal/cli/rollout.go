@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/relhq/rel/internal/rollout"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
@@ -441,22 +443,44 @@ func rolloutOutcome(ro *relv1.Rollout) error {
 }
 
 func (r *runner) rolloutListCommand() *cobra.Command {
-	var app, env string
+	var (
+		app, env, state, since string
+		limit                  int
+	)
 	cmd := &cobra.Command{
-		Use:     "list [--app APP] [--env ENV]",
+		Use:     "list [--app APP] [--env ENV] [--state STATE] [--since WHEN] [--limit N]",
 		Aliases: []string{"ls"},
 		Short:   "List rollouts",
 		Long: `List rollouts with their state and the number of hosts per phase, of every
-app and environment or only of --app and/or --env. The answer comes from the
-replica of the server asked; add --consistent to read from the leader
-instead.`,
+app and environment or only of --app and/or --env, newest first. --state
+keeps the rollouts in one state (or "active": queued, running,
+waiting_approval, paused or rolling_back), --since those created since a
+time (a duration back from now, e.g. 24h, or an RFC 3339 time); the filters
+run on the server. The server answers in pages, which relctl follows;
+--limit stops after N rollouts. The answer comes from the replica of the
+server asked; add --consistent to read from the leader instead.`,
 		Example: `  relctl rollout list
   relctl rollout list --app web --env prod
+  relctl rollout list --state active --since 24h --limit 20
   relctl rollout list -o json | jq -r '.rollouts[] | select(.rollout.state == "running") | .rollout.id'`,
 		Args:              exactArgs(),
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: r.do(func(ctx context.Context, _ []string) error {
-			rollouts, err := r.listRollouts(ctx, app, env)
+			if err := checkLimit(limit); err != nil {
+				return err
+			}
+			if err := checkRolloutState(state); err != nil {
+				return err
+			}
+			from, err := parseSince(since, time.Now())
+			if err != nil {
+				return err
+			}
+			req := &relv1.ListRolloutsRequest{App: app, Environment: env, State: state}
+			if !from.IsZero() {
+				req.SinceUnixNano = from.UnixNano()
+			}
+			rollouts, err := r.listRollouts(ctx, req, limit)
 			if err != nil {
 				return err
 			}
@@ -465,6 +489,9 @@ instead.`,
 	}
 	cmd.Flags().StringVar(&app, "app", "", "only rollouts of `APP`")
 	cmd.Flags().StringVar(&env, "env", "", "only rollouts to environment `ENV`")
+	cmd.Flags().StringVar(&state, "state", "", "only rollouts in `STATE` (a rollout state, or active)")
+	cmd.Flags().StringVar(&since, "since", "", "only rollouts created since `WHEN`: a duration back from now (24h) or an RFC 3339 time")
+	limitFlag(cmd, &limit)
 	_ = cmd.RegisterFlagCompletionFunc("app", r.completeAppFlag)
 	_ = cmd.RegisterFlagCompletionFunc("env", r.completeEnvFlag)
 	return cmd
@@ -526,14 +553,19 @@ func lastEvents(events []*relv1.RolloutEvent, n int) []*relv1.RolloutEvent {
 	return events[max(len(events)-n, 0):]
 }
 
-func (r *runner) listRollouts(ctx context.Context, app, env string) ([]*relv1.RolloutStatus, error) {
-	var resp *relv1.ListRolloutsResponse
-	_, err := r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
-		resp, err = relv1.NewControlServiceClient(cc).ListRollouts(ctx,
-			&relv1.ListRolloutsRequest{Read: r.readOptions(), App: app, Environment: env}, opts...)
-		return err
+// listRollouts lists the rollouts req selects, following its pages, at
+// most limit of them (0: all).
+func (r *runner) listRollouts(ctx context.Context, req *relv1.ListRolloutsRequest, limit int) ([]*relv1.RolloutStatus, error) {
+	return allPages(limit, func(tok string, size uint32) ([]*relv1.RolloutStatus, string, error) {
+		page := proto.Clone(req).(*relv1.ListRolloutsRequest)
+		page.Read, page.PageToken, page.PageSize = r.readOptions(), tok, size
+		var resp *relv1.ListRolloutsResponse
+		_, err := r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
+			resp, err = relv1.NewControlServiceClient(cc).ListRollouts(ctx, page, opts...)
+			return err
+		})
+		return resp.GetRollouts(), resp.GetNextPageToken(), err
 	})
-	return resp.GetRollouts(), err
 }
 
 // completeRolloutID suggests rollout ids, newest last as the server lists
@@ -550,7 +582,7 @@ func (r *runner) completeRolloutIDWhere(cmd *cobra.Command, args []string, toCom
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
 	return r.complete(cmd, toComplete, func(ctx context.Context) ([]string, error) {
-		rollouts, err := r.listRollouts(ctx, "", "")
+		rollouts, err := r.listRollouts(ctx, &relv1.ListRolloutsRequest{}, 0)
 		ids := make([]string, 0, len(rollouts))
 		for _, s := range rollouts {
 			if offer == nil || offer(s.GetRollout()) {
@@ -577,7 +609,7 @@ func (r *runner) completeAppVersion(cmd *cobra.Command, args []string, toComplet
 		return comps, dir | cobra.ShellCompDirectiveNoSpace
 	}
 	return r.complete(cmd, toComplete, func(ctx context.Context) ([]string, error) {
-		releases, err := r.listReleases(ctx, app)
+		releases, err := r.listReleases(ctx, app, 0)
 		names := make([]string, 0, len(releases))
 		for _, rel := range releases {
 			names = append(names, rel.GetApp()+"@"+rel.GetVersion())

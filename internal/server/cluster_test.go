@@ -82,15 +82,22 @@ func createReleases(t *testing.T, c relv1.ControlServiceClient, app string, from
 
 func listVersions(t *testing.T, c relv1.ControlServiceClient, app string) []string {
 	t.Helper()
-	resp, err := c.ListReleases(ctxT(t), &relv1.ListReleasesRequest{App: app})
-	if err != nil {
-		t.Fatalf("list releases: %v", err)
+	var (
+		out []string
+		tok string
+	)
+	for {
+		resp, err := c.ListReleases(ctxT(t), &relv1.ListReleasesRequest{App: app, PageToken: tok})
+		if err != nil {
+			t.Fatalf("list releases: %v", err)
+		}
+		for _, r := range resp.GetReleases() {
+			out = append(out, r.GetVersion())
+		}
+		if tok = resp.GetNextPageToken(); tok == "" {
+			return out
+		}
 	}
-	var out []string
-	for _, r := range resp.GetReleases() {
-		out = append(out, r.GetVersion())
-	}
-	return out
 }
 
 // TestFailover is the control plane's acceptance test: 200 releases written

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/relhq/rel/internal/artifact"
+	"github.com/relhq/rel/internal/state"
 	"github.com/relhq/rel/internal/validate"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
@@ -184,7 +185,20 @@ func (c *controlService) ListReleases(ctx context.Context, req *relv1.ListReleas
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &relv1.ListReleasesResponse{Releases: rels, Index: idx}, nil
+	key := &relv1.Release{}
+	if ok, err := parsePageToken("releases", req.GetPageToken(), key); err != nil {
+		return nil, err
+	} else if ok {
+		rels = after(rels, key, state.ReleaseLess)
+	}
+	resp := &relv1.ListReleasesResponse{Index: idx}
+	page, more := fillPage(newPageBudget(req.GetPageSize()), rels, func(r *relv1.Release) *relv1.Release { return r })
+	resp.Releases = page
+	if more {
+		last := page[len(page)-1]
+		resp.NextPageToken = pageToken("releases", &relv1.Release{App: last.GetApp(), Version: last.GetVersion(), CreateIndex: last.GetCreateIndex()})
+	}
+	return resp, nil
 }
 
 func (c *controlService) GetRelease(ctx context.Context, req *relv1.GetReleaseRequest) (*relv1.GetReleaseResponse, error) {

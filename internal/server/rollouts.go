@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -501,17 +502,37 @@ func (c *controlService) ListRollouts(ctx context.Context, req *relv1.ListRollou
 	} else if conn != nil {
 		return relv1.NewControlServiceClient(conn).ListRollouts(forwardCtx(ctx), req)
 	}
-	ros, idx, err := s.store.Rollouts(memdb.NewWatchSet(), req.GetApp())
+	q := state.RolloutQuery{App: req.GetApp(), Environment: req.GetEnvironment(), State: req.GetState(), SinceUnixNano: req.GetSinceUnixNano()}
+	if q.State != "" && q.State != "active" && !slices.Contains(rollout.States, q.State) {
+		return nil, status.Errorf(codes.InvalidArgument, "state %q is not a rollout state: use active or one of %s", q.State, strings.Join(rollout.States, ", "))
+	}
+	if q.SinceUnixNano < 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "since_unix_nano %d is negative", q.SinceUnixNano)
+	}
+	after := &relv1.Rollout{}
+	if ok, err := parsePageToken("rollouts", req.GetPageToken(), after); err != nil {
+		return nil, err
+	} else if ok {
+		q.After = after
+	}
+	b := newPageBudget(req.GetPageSize())
+	q.Limit = b.size
+	ros, more, idx, err := s.store.QueryRollouts(memdb.NewWatchSet(), q)
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	resp := &relv1.ListRolloutsResponse{Index: idx}
 	for _, ro := range ros {
-		if req.GetEnvironment() != "" && ro.GetEnvironment() != req.GetEnvironment() {
-			continue
-		}
 		st, _ := s.rolloutStatus(memdb.NewWatchSet(), ro)
+		if !b.take(st) {
+			more = true
+			break
+		}
 		resp.Rollouts = append(resp.Rollouts, st)
+	}
+	if more {
+		last := resp.Rollouts[len(resp.Rollouts)-1].GetRollout()
+		resp.NextPageToken = pageToken("rollouts", &relv1.Rollout{CreateIndex: last.GetCreateIndex(), Id: last.GetId()})
 	}
 	return resp, nil
 }
@@ -571,13 +592,29 @@ func (c *controlService) ListAgents(ctx context.Context, req *relv1.ListAgentsRe
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	live, _ := s.liveAgents(ctx)
-	resp := &relv1.ListAgentsResponse{Index: idx}
+	key := &relv1.Agent{}
+	hasKey, err := parsePageToken("agents", req.GetPageToken(), key)
+	if err != nil {
+		return nil, err
+	}
+	var sorted []*relv1.Agent
 	for _, a := range agents {
 		if sel != nil && !state.Matches(sel, a.GetLabels()) {
 			continue
 		}
-		resp.Agents = append(resp.Agents, s.agentStatus(ctx, a, envs, live))
+		sorted = append(sorted, a)
+	}
+	byID := func(a, b *relv1.Agent) bool { return a.GetId() < b.GetId() }
+	sort.Slice(sorted, func(i, j int) bool { return byID(sorted[i], sorted[j]) })
+	if hasKey {
+		sorted = after(sorted, key, byID)
+	}
+	live, _ := s.liveAgents(ctx)
+	resp := &relv1.ListAgentsResponse{Index: idx}
+	page, more := fillPage(newPageBudget(req.GetPageSize()), sorted, func(a *relv1.Agent) *relv1.AgentStatus { return s.agentStatus(ctx, a, envs, live) })
+	resp.Agents = page
+	if more {
+		resp.NextPageToken = pageToken("agents", &relv1.Agent{Id: page[len(page)-1].GetAgent().GetId()})
 	}
 	return resp, nil
 }
@@ -623,11 +660,16 @@ func (c *controlService) History(ctx context.Context, req *relv1.HistoryRequest)
 			return nil, status.Errorf(codes.NotFound, "environment %q not found: 'relctl env list' shows them", req.GetEnvironment())
 		}
 	}
+	key := &relv1.HistoryEntry{}
+	hasKey, err := parsePageToken("history", req.GetPageToken(), key)
+	if err != nil {
+		return nil, err
+	}
 	entries, idx, err := s.store.History(memdb.NewWatchSet(), req.GetApp())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	resp := &relv1.HistoryResponse{Index: idx}
+	var sorted []*relv1.HistoryEntry
 	for _, h := range entries {
 		if req.GetHost() != "" && h.GetAgentId() != req.GetHost() {
 			continue
@@ -641,8 +683,30 @@ func (c *controlService) History(ctx context.Context, req *relv1.HistoryRequest)
 				continue
 			}
 		}
-		resp.Entries = append(resp.Entries, h)
+		sorted = append(sorted, h)
 	}
-	sort.SliceStable(resp.Entries, func(i, j int) bool { return resp.Entries[i].GetFromUnixNano() < resp.Entries[j].GetFromUnixNano() })
+	sort.Slice(sorted, func(i, j int) bool { return historyLess(sorted[i], sorted[j]) })
+	if hasKey {
+		sorted = after(sorted, key, historyLess)
+	}
+	resp := &relv1.HistoryResponse{Index: idx}
+	page, more := fillPage(newPageBudget(req.GetPageSize()), sorted, func(h *relv1.HistoryEntry) *relv1.HistoryEntry { return h })
+	resp.Entries = page
+	if more {
+		last := page[len(page)-1]
+		resp.NextPageToken = pageToken("history", &relv1.HistoryEntry{FromUnixNano: last.GetFromUnixNano(), AgentId: last.GetAgentId(), CreateIndex: last.GetCreateIndex()})
+	}
 	return resp, nil
+}
+
+// historyLess is the order of History: oldest first, then by host and the
+// index that created the entry.
+func historyLess(a, b *relv1.HistoryEntry) bool {
+	if a.GetFromUnixNano() != b.GetFromUnixNano() {
+		return a.GetFromUnixNano() < b.GetFromUnixNano()
+	}
+	if a.GetAgentId() != b.GetAgentId() {
+		return a.GetAgentId() < b.GetAgentId()
+	}
+	return a.GetCreateIndex() < b.GetCreateIndex()
 }

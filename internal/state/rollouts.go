@@ -257,26 +257,87 @@ func (s *Store) Rollout(ws memdb.WatchSet, id string) (*relv1.Rollout, error) {
 
 // Rollouts lists rollouts, newest first, optionally of one app.
 func (s *Store) Rollouts(ws memdb.WatchSet, app string) ([]*relv1.Rollout, uint64, error) {
+	out, _, idx, err := s.QueryRollouts(ws, RolloutQuery{App: app})
+	return out, idx, err
+}
+
+// RolloutQuery selects rollouts for QueryRollouts; zero fields select all.
+type RolloutQuery struct {
+	App         string
+	Environment string
+	// A rollout state, or "active" for any of rollout.ActiveStates.
+	State string
+	// Only rollouts created at or after this time.
+	SinceUnixNano int64
+	// Only rollouts after After in the list's order (newest first: a lower
+	// create index, or the same and a greater id), when set; only its
+	// CreateIndex and Id count, so it need not still exist.
+	After *relv1.Rollout
+	// At most Limit rollouts (0: all).
+	Limit int
+}
+
+// RolloutNewer is the order of rollout lists: newest (highest create index)
+// first, then by id.
+func RolloutNewer(a, b *relv1.Rollout) bool {
+	if a.GetCreateIndex() != b.GetCreateIndex() {
+		return a.GetCreateIndex() > b.GetCreateIndex()
+	}
+	return a.GetId() < b.GetId()
+}
+
+// QueryRollouts lists the rollouts q selects, newest first, and whether
+// more follow the last one returned (when q.Limit cut the list).
+func (s *Store) QueryRollouts(ws memdb.WatchSet, q RolloutQuery) ([]*relv1.Rollout, bool, uint64, error) {
 	txn := s.readTxn()
-	var (
-		it  memdb.ResultIterator
-		err error
-	)
-	if app == "" {
-		it, err = txn.Get(TableRollouts, "id")
-	} else {
-		it, err = txn.Get(TableRollouts, "app", app)
+	var its []memdb.ResultIterator
+	get := func(index string, args ...any) error {
+		it, err := txn.Get(TableRollouts, index, args...)
+		if err != nil {
+			return fmt.Errorf("state: list rollouts: %w", err)
+		}
+		ws.Add(it.WatchCh())
+		its = append(its, it)
+		return nil
+	}
+	var err error
+	switch {
+	case q.State == "active":
+		for _, st := range rollout.ActiveStates {
+			if err = get("state", st); err != nil {
+				break
+			}
+		}
+	case q.State != "":
+		err = get("state", q.State)
+	case q.App != "":
+		err = get("app", q.App)
+	default:
+		err = get("id")
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("state: list rollouts: %w", err)
+		return nil, false, 0, err
 	}
-	ws.Add(it.WatchCh())
 	var out []*relv1.Rollout
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		out = append(out, raw.(*relv1.Rollout))
+	for _, it := range its {
+		for raw := it.Next(); raw != nil; raw = it.Next() {
+			r := raw.(*relv1.Rollout)
+			switch {
+			case q.App != "" && r.GetApp() != q.App,
+				q.Environment != "" && r.GetEnvironment() != q.Environment,
+				q.SinceUnixNano != 0 && r.GetCreatedUnixNano() < q.SinceUnixNano,
+				q.After != nil && !RolloutNewer(q.After, r):
+				continue
+			}
+			out = append(out, r)
+		}
 	}
-	sortNewestFirst(out)
-	return out, tableIndexOf(txn, ws, TableRollouts), nil
+	sort.Slice(out, func(i, j int) bool { return RolloutNewer(out[i], out[j]) })
+	more := false
+	if q.Limit > 0 && len(out) > q.Limit {
+		out, more = out[:q.Limit], true
+	}
+	return out, more, tableIndexOf(txn, ws, TableRollouts), nil
 }
 
 // ActiveRollouts lists the rollouts not yet in a terminal state.
@@ -318,14 +379,6 @@ func (s *Store) RolloutEvents(ws memdb.WatchSet, id string, after uint64) ([]*re
 		ws.Add(ch)
 	}
 	return out, tableIndexOf(txn, ws, TableEvents), nil
-}
-
-func sortNewestFirst(rs []*relv1.Rollout) {
-	for i := 1; i < len(rs); i++ {
-		for j := i; j > 0 && rs[j].GetCreateIndex() > rs[j-1].GetCreateIndex(); j-- {
-			rs[j], rs[j-1] = rs[j-1], rs[j]
-		}
-	}
 }
 
 // DesiredFor returns one agent's desired rows and the generation: the

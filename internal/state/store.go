@@ -464,25 +464,32 @@ func (s *Store) Server(id string) (*relv1.Server, error) {
 // between equal semantic versions (1.0.0 and v1.0.0) keep creation order.
 // Newest is last, like `git tag --sort=version:refname`.
 func SortReleases(rs []*relv1.Release) {
-	sort.SliceStable(rs, func(i, j int) bool {
-		a, b := rs[i], rs[j]
-		if a.GetApp() != b.GetApp() {
-			return a.GetApp() < b.GetApp()
-		}
-		va, vb := canonicalSemver(a.GetVersion()), canonicalSemver(b.GetVersion())
-		switch {
-		case va == "" && vb == "":
-			return a.GetCreateIndex() < b.GetCreateIndex()
-		case va == "":
-			return true
-		case vb == "":
-			return false
-		}
-		if c := semver.Compare(va, vb); c != 0 {
-			return c < 0
-		}
+	sort.SliceStable(rs, func(i, j int) bool { return ReleaseLess(rs[i], rs[j]) })
+}
+
+// ReleaseLess is the order of SortReleases. It looks only at app, version
+// and create index, so a release holding only those (a page token's)
+// compares like the release itself.
+func ReleaseLess(a, b *relv1.Release) bool {
+	if a.GetApp() != b.GetApp() {
+		return a.GetApp() < b.GetApp()
+	}
+	va, vb := canonicalSemver(a.GetVersion()), canonicalSemver(b.GetVersion())
+	switch {
+	case va == "" && vb == "":
 		return a.GetCreateIndex() < b.GetCreateIndex()
-	})
+	case va == "":
+		return true
+	case vb == "":
+		return false
+	}
+	if c := semver.Compare(va, vb); c != 0 {
+		return c < 0
+	}
+	if a.GetCreateIndex() != b.GetCreateIndex() {
+		return a.GetCreateIndex() < b.GetCreateIndex()
+	}
+	return a.GetVersion() < b.GetVersion()
 }
 
 // canonicalSemver returns v as a "v"-prefixed semantic version, or "" when it

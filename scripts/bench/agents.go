@@ -155,13 +155,19 @@ func agentsSession(fl flavor, prefix string, timed, warmup int) (*agentsRun, err
 	}
 	deadline := time.Now().Add(wait)
 	for {
-		resp, err := ctl.ListAgents(ctx, &relv1.ListAgentsRequest{Environment: "bench"})
 		n := 0
-		if err == nil {
+		for tok := ""; ; {
+			resp, err := ctl.ListAgents(ctx, &relv1.ListAgentsRequest{Environment: "bench", PageSize: 1000, PageToken: tok})
+			if err != nil {
+				break
+			}
 			for _, a := range resp.GetAgents() {
 				if a.GetAgent().GetConnected() {
 					n++
 				}
+			}
+			if tok = resp.GetNextPageToken(); tok == "" {
+				break
 			}
 		}
 		if n == *agents {

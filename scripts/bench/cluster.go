@@ -238,13 +238,21 @@ func waitRollout(ctx context.Context, ctl relv1.ControlServiceClient, id string)
 func waitConnected(ctx context.Context, ctl relv1.ControlServiceClient, env string, n int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		resp, err := ctl.ListAgents(ctx, &relv1.ListAgentsRequest{Environment: env})
+		var err error
 		got := 0
-		if err == nil {
+		for tok := ""; ; {
+			var resp *relv1.ListAgentsResponse
+			resp, err = ctl.ListAgents(ctx, &relv1.ListAgentsRequest{Environment: env, PageSize: 1000, PageToken: tok})
+			if err != nil {
+				break
+			}
 			for _, a := range resp.GetAgents() {
 				if a.GetAgent().GetConnected() {
 					got++
 				}
+			}
+			if tok = resp.GetNextPageToken(); tok == "" {
+				break
 			}
 		}
 		if got >= n {

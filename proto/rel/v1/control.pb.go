@@ -1351,7 +1351,14 @@ type ListReleasesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Read  *ReadOptions           `protobuf:"bytes,1,opt,name=read,proto3" json:"read,omitempty"`
 	// Only this app's releases when set.
-	App           string `protobuf:"bytes,2,opt,name=app,proto3" json:"app,omitempty"`
+	App string `protobuf:"bytes,2,opt,name=app,proto3" json:"app,omitempty"`
+	// Paging: at most page_size items (0: 100; more than 1000 counts as
+	// 1000), fewer when more would make the answer larger than about 3 MiB;
+	// page_token is the next_page_token of the previous page ("" for the
+	// first). Tokens are opaque; a token the server did not give is refused
+	// with InvalidArgument.
+	PageSize      uint32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1400,12 +1407,28 @@ func (x *ListReleasesRequest) GetApp() string {
 	return ""
 }
 
+func (x *ListReleasesRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListReleasesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListReleasesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Ordered per app: semantic versions in semantic order, after the
 	// releases whose versions are not semantic, which keep creation order.
-	Releases      []*Release `protobuf:"bytes,1,rep,name=releases,proto3" json:"releases,omitempty"`
-	Index         uint64     `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Releases []*Release `protobuf:"bytes,1,rep,name=releases,proto3" json:"releases,omitempty"`
+	Index    uint64     `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// The page_token of the next page; "" on the last page.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1452,6 +1475,13 @@ func (x *ListReleasesResponse) GetIndex() uint64 {
 		return x.Index
 	}
 	return 0
+}
+
+func (x *ListReleasesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type GetReleaseRequest struct {
@@ -1978,10 +2008,22 @@ func (x *GetRolloutResponse) GetIndex() uint64 {
 }
 
 type ListRolloutsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Read          *ReadOptions           `protobuf:"bytes,1,opt,name=read,proto3" json:"read,omitempty"`
-	App           string                 `protobuf:"bytes,2,opt,name=app,proto3" json:"app,omitempty"`
-	Environment   string                 `protobuf:"bytes,3,opt,name=environment,proto3" json:"environment,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Read        *ReadOptions           `protobuf:"bytes,1,opt,name=read,proto3" json:"read,omitempty"`
+	App         string                 `protobuf:"bytes,2,opt,name=app,proto3" json:"app,omitempty"`
+	Environment string                 `protobuf:"bytes,3,opt,name=environment,proto3" json:"environment,omitempty"`
+	// Paging: at most page_size items (0: 100; more than 1000 counts as
+	// 1000), fewer when more would make the answer larger than about 3 MiB;
+	// page_token is the next_page_token of the previous page ("" for the
+	// first). Tokens are opaque; a token the server did not give is refused
+	// with InvalidArgument.
+	PageSize  uint32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only rollouts in this state: one of the rollout states, or "active"
+	// for any state a rollout can still leave.
+	State string `protobuf:"bytes,6,opt,name=state,proto3" json:"state,omitempty"`
+	// Only rollouts created at or after this time.
+	SinceUnixNano int64 `protobuf:"varint,7,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2037,10 +2079,41 @@ func (x *ListRolloutsRequest) GetEnvironment() string {
 	return ""
 }
 
+func (x *ListRolloutsRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListRolloutsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListRolloutsRequest) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ListRolloutsRequest) GetSinceUnixNano() int64 {
+	if x != nil {
+		return x.SinceUnixNano
+	}
+	return 0
+}
+
 type ListRolloutsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Rollouts      []*RolloutStatus       `protobuf:"bytes,1,rep,name=rollouts,proto3" json:"rollouts,omitempty"`
-	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Newest first (by the raft index that created them).
+	Rollouts []*RolloutStatus `protobuf:"bytes,1,rep,name=rollouts,proto3" json:"rollouts,omitempty"`
+	Index    uint64           `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// The page_token of the next page; "" on the last page.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2087,6 +2160,13 @@ func (x *ListRolloutsResponse) GetIndex() uint64 {
 		return x.Index
 	}
 	return 0
+}
+
+func (x *ListRolloutsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // AgentStatus is an agent as stored, with its apps and, when its stream's
@@ -2172,7 +2252,14 @@ type ListAgentsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Read  *ReadOptions           `protobuf:"bytes,1,opt,name=read,proto3" json:"read,omitempty"`
 	// Only agents the environment selects.
-	Environment   string `protobuf:"bytes,2,opt,name=environment,proto3" json:"environment,omitempty"`
+	Environment string `protobuf:"bytes,2,opt,name=environment,proto3" json:"environment,omitempty"`
+	// Paging: at most page_size items (0: 100; more than 1000 counts as
+	// 1000), fewer when more would make the answer larger than about 3 MiB;
+	// page_token is the next_page_token of the previous page ("" for the
+	// first). Tokens are opaque; a token the server did not give is refused
+	// with InvalidArgument.
+	PageSize      uint32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2221,10 +2308,27 @@ func (x *ListAgentsRequest) GetEnvironment() string {
 	return ""
 }
 
+func (x *ListAgentsRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAgentsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListAgentsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Agents        []*AgentStatus         `protobuf:"bytes,1,rep,name=agents,proto3" json:"agents,omitempty"`
-	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// By agent id.
+	Agents []*AgentStatus `protobuf:"bytes,1,rep,name=agents,proto3" json:"agents,omitempty"`
+	Index  uint64         `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// The page_token of the next page; "" on the last page.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2271,6 +2375,13 @@ func (x *ListAgentsResponse) GetIndex() uint64 {
 		return x.Index
 	}
 	return 0
+}
+
+func (x *ListAgentsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type GetAgentRequest struct {
@@ -2387,6 +2498,13 @@ type HistoryRequest struct {
 	Host string `protobuf:"bytes,4,opt,name=host,proto3" json:"host,omitempty"`
 	// Only entries still current or ending at or after this time.
 	SinceUnixNano int64 `protobuf:"varint,5,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
+	// Paging: at most page_size items (0: 100; more than 1000 counts as
+	// 1000), fewer when more would make the answer larger than about 3 MiB;
+	// page_token is the next_page_token of the previous page ("" for the
+	// first). Tokens are opaque; a token the server did not give is refused
+	// with InvalidArgument.
+	PageSize      uint32 `protobuf:"varint,6,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,7,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2456,10 +2574,27 @@ func (x *HistoryRequest) GetSinceUnixNano() int64 {
 	return 0
 }
 
+func (x *HistoryRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *HistoryRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type HistoryResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Entries       []*HistoryEntry        `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
-	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Oldest first (by from_unix_nano, then host).
+	Entries []*HistoryEntry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	Index   uint64          `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// The page_token of the next page; "" on the last page.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2506,6 +2641,13 @@ func (x *HistoryResponse) GetIndex() uint64 {
 		return x.Index
 	}
 	return 0
+}
+
+func (x *HistoryResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type PlanRolloutRequest struct {
@@ -3269,13 +3411,17 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"X\n" +
 	"\x15CreateReleaseResponse\x12)\n" +
 	"\arelease\x18\x01 \x01(\v2\x0f.rel.v1.ReleaseR\arelease\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"P\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\x8c\x01\n" +
 	"\x13ListReleasesRequest\x12'\n" +
 	"\x04read\x18\x01 \x01(\v2\x13.rel.v1.ReadOptionsR\x04read\x12\x10\n" +
-	"\x03app\x18\x02 \x01(\tR\x03app\"Y\n" +
+	"\x03app\x18\x02 \x01(\tR\x03app\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"\x81\x01\n" +
 	"\x14ListReleasesResponse\x12+\n" +
 	"\breleases\x18\x01 \x03(\v2\x0f.rel.v1.ReleaseR\breleases\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"h\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"h\n" +
 	"\x11GetReleaseRequest\x12'\n" +
 	"\x04read\x18\x01 \x01(\v2\x13.rel.v1.ReadOptionsR\x04read\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x12\x18\n" +
@@ -3315,41 +3461,55 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"Y\n" +
 	"\x12GetRolloutResponse\x12-\n" +
 	"\x06status\x18\x01 \x01(\v2\x15.rel.v1.RolloutStatusR\x06status\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"r\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\xec\x01\n" +
 	"\x13ListRolloutsRequest\x12'\n" +
 	"\x04read\x18\x01 \x01(\v2\x13.rel.v1.ReadOptionsR\x04read\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x12 \n" +
-	"\venvironment\x18\x03 \x01(\tR\venvironment\"_\n" +
+	"\venvironment\x18\x03 \x01(\tR\venvironment\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\x12\x14\n" +
+	"\x05state\x18\x06 \x01(\tR\x05state\x12&\n" +
+	"\x0fsince_unix_nano\x18\a \x01(\x03R\rsinceUnixNano\"\x87\x01\n" +
 	"\x14ListRolloutsResponse\x121\n" +
 	"\brollouts\x18\x01 \x03(\v2\x15.rel.v1.RolloutStatusR\brollouts\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"\xd8\x01\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\xd8\x01\n" +
 	"\vAgentStatus\x12#\n" +
 	"\x05agent\x18\x01 \x01(\v2\r.rel.v1.AgentR\x05agent\x12%\n" +
 	"\x04apps\x18\x02 \x03(\v2\x11.rel.v1.AppReportR\x04apps\x12 \n" +
 	"\x04load\x18\x03 \x01(\v2\f.rel.v1.LoadR\x04load\x127\n" +
 	"\x18last_heartbeat_unix_nano\x18\x04 \x01(\x03R\x15lastHeartbeatUnixNano\x12\"\n" +
-	"\fenvironments\x18\x05 \x03(\tR\fenvironments\"^\n" +
+	"\fenvironments\x18\x05 \x03(\tR\fenvironments\"\x9a\x01\n" +
 	"\x11ListAgentsRequest\x12'\n" +
 	"\x04read\x18\x01 \x01(\v2\x13.rel.v1.ReadOptionsR\x04read\x12 \n" +
-	"\venvironment\x18\x02 \x01(\tR\venvironment\"W\n" +
+	"\venvironment\x18\x02 \x01(\tR\venvironment\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"\x7f\n" +
 	"\x12ListAgentsResponse\x12+\n" +
 	"\x06agents\x18\x01 \x03(\v2\x13.rel.v1.AgentStatusR\x06agents\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"J\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"J\n" +
 	"\x0fGetAgentRequest\x12'\n" +
 	"\x04read\x18\x01 \x01(\v2\x13.rel.v1.ReadOptionsR\x04read\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\"S\n" +
 	"\x10GetAgentResponse\x12)\n" +
 	"\x05agent\x18\x01 \x01(\v2\x13.rel.v1.AgentStatusR\x05agent\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"\xa9\x01\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\xe5\x01\n" +
 	"\x0eHistoryRequest\x12'\n" +
 	"\x04read\x18\x01 \x01(\v2\x13.rel.v1.ReadOptionsR\x04read\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x12 \n" +
 	"\venvironment\x18\x03 \x01(\tR\venvironment\x12\x12\n" +
 	"\x04host\x18\x04 \x01(\tR\x04host\x12&\n" +
-	"\x0fsince_unix_nano\x18\x05 \x01(\x03R\rsinceUnixNano\"W\n" +
+	"\x0fsince_unix_nano\x18\x05 \x01(\x03R\rsinceUnixNano\x12\x1b\n" +
+	"\tpage_size\x18\x06 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\a \x01(\tR\tpageToken\"\x7f\n" +
 	"\x0fHistoryResponse\x12.\n" +
 	"\aentries\x18\x01 \x03(\v2\x14.rel.v1.HistoryEntryR\aentries\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"\x8b\x01\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\x8b\x01\n" +
 	"\x12PlanRolloutRequest\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12 \n" +
