@@ -82,6 +82,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		snapInterval = fs.Duration("snapshot-interval", server.DefaultSnapshotInterval, "how often to check whether a snapshot is due")
 		trailingLogs = fs.Uint64("trailing-logs", server.DefaultTrailingLogs, "log entries kept after a snapshot, so slow followers catch up without one")
 		maxArtifact  = fs.Int64("max-artifact-bytes", server.DefaultMaxArtifactBytes, "largest artifact accepted by uploads")
+		retention    = fs.Duration("rollout-retention", server.DefaultRolloutRetention, "finished rollouts older than this are removed with their events, beyond the newest --rollout-keep per app and environment; the one whose release an environment holds is always kept")
+		keep         = fs.Int("rollout-keep", server.DefaultRolloutKeep, "finished rollouts kept per app and environment whatever their age (-1: none beyond the retention)")
 		maxStreams   = fs.Int("max-agent-streams", server.DefaultMaxAgentStreams, "agent streams this server holds at most; past it new agents are refused and connect to another server (-1: no limit)")
 		heartbeat    = fs.Duration("heartbeat-interval", server.DefaultHeartbeatInterval, "how often agents are told to send heartbeats")
 		agentGrace   = fs.Duration("agent-grace", server.DefaultAgentGrace, "silence or disconnection past this marks an agent down (\"agent lost\")")
@@ -141,6 +143,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		TrailingLogs:      *trailingLogs,
 		MaxArtifactBytes:  *maxArtifact,
 		MaxAgentStreams:   *maxStreams,
+		RolloutRetention:  *retention,
+		RolloutKeep:       *keep,
 		HeartbeatInterval: *heartbeat,
 		AgentGrace:        *agentGrace,
 		CAFile:            *caFile,

@@ -259,6 +259,9 @@ func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
 		return f.store.DeleteJoinToken(index, k.DeleteJoinToken.GetAccessorId())
 	case *relv1.Command_RevokeAgent:
 		return f.store.RevokeAgent(index, k.RevokeAgent.GetRevocation())
+	case *relv1.Command_RemoveRollouts:
+		_, err := f.store.RemoveRollouts(index, k.RemoveRollouts.GetRolloutIds())
+		return err
 	default:
 		// Same reasoning as an undecodable entry: a newer leader wrote a
 		// command this build does not know. Upgrade servers before using

@@ -3,6 +3,8 @@ package rollout
 import (
 	"errors"
 	"fmt"
+	"sort"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -223,4 +225,45 @@ func EndReverted(orig, rb *relv1.Rollout) (*relv1.Rollout, *relv1.RolloutEvent) 
 	}
 	o.FinishedUnixNano = rb.GetFinishedUnixNano()
 	return o, appendEvent(o, rb.GetFinishedUnixNano(), typ, "", msg)
+}
+
+// Expired picks the rollouts a retention pass removes: terminal ones that
+// finished before now-retention, beyond the newest keep of their app and
+// environment, and never the one whose release an environment holds (its
+// newest succeeded deploy or rollback), which a rollback may still need. At
+// most limit ids, oldest first, so that one pass is one small raft entry.
+func Expired(rollouts []*relv1.Rollout, now time.Time, retention time.Duration, keep, limit int) []string {
+	type key struct{ app, env string }
+	groups := map[key][]*relv1.Rollout{}
+	for _, r := range rollouts {
+		k := key{r.GetApp(), r.GetEnvironment()}
+		groups[k] = append(groups[k], r)
+	}
+	cutoff := now.Add(-retention).UnixNano()
+	var out []*relv1.Rollout
+	for _, rs := range groups {
+		sort.Slice(rs, func(i, j int) bool { return rs[i].GetCreateIndex() > rs[j].GetCreateIndex() })
+		holds := ""
+		for _, r := range rs {
+			if r.GetState() == StateSucceeded && r.GetKind() != KindCatchUp {
+				holds = r.GetId()
+				break
+			}
+		}
+		for i, r := range rs {
+			if i < keep || r.GetId() == holds || !Terminal(r.GetState()) || r.GetFinishedUnixNano() == 0 || r.GetFinishedUnixNano() > cutoff {
+				continue
+			}
+			out = append(out, r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].GetCreateIndex() < out[j].GetCreateIndex() })
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	ids := make([]string, len(out))
+	for i, r := range out {
+		ids[i] = r.GetId()
+	}
+	return ids
 }

@@ -143,3 +143,33 @@ func TestBakeEveryStrategy(t *testing.T) {
 		})
 	}
 }
+
+func TestExpired(t *testing.T) {
+	now := time.Unix(1_900_000_000, 0)
+	old := now.Add(-30 * 24 * time.Hour).UnixNano()
+	r := func(id string, idx uint64, env, state, kind string, finished int64) *relv1.Rollout {
+		return &relv1.Rollout{Id: id, App: "web", Environment: env, State: state, Kind: kind, CreateIndex: idx, FinishedUnixNano: finished}
+	}
+	rs := []*relv1.Rollout{
+		r("ro-1", 1, "prod", StateSucceeded, KindDeploy, old),  // old, beyond keep
+		r("ro-2", 2, "prod", StateSucceeded, KindDeploy, old),  // holds prod's release (newest succeeded deploy)
+		r("ro-3", 3, "prod", StateFailed, KindDeploy, old),     // within keep 2
+		r("ro-4", 4, "prod", StateSucceeded, KindCatchUp, old), // within keep 2
+		r("ro-5", 5, "qa", StateFailed, KindDeploy, now.UnixNano()),
+		r("ro-6", 6, "qa", StateRunning, KindDeploy, 0),
+		r("ro-7", 7, "qa", StateAborted, KindDeploy, old),
+		r("ro-0", 0, "qa", StateFailed, KindDeploy, old),
+	}
+	got := Expired(rs, now, 7*24*time.Hour, 2, 1000)
+	// prod: newest first ro-4, ro-3 kept (keep 2), ro-2 holds, ro-1 goes.
+	// qa: ro-7, ro-6 kept (keep 2); ro-5 is recent; ro-0 goes.
+	if fmt.Sprint(got) != "[ro-0 ro-1]" {
+		t.Fatalf("expired %v, want [ro-0 ro-1]", got)
+	}
+	if got := Expired(rs, now, 7*24*time.Hour, 0, 1); fmt.Sprint(got) != "[ro-0]" {
+		t.Fatalf("limit 1, keep 0: %v", got)
+	}
+	if got := Expired(rs, now, 365*24*time.Hour, 0, 1000); len(got) != 0 {
+		t.Fatalf("a year's retention removes %v", got)
+	}
+}

@@ -34,6 +34,10 @@ const (
 	// DefaultMaxAgentStreams caps one server's agent streams: well above
 	// what a server of this size holds (about 100 KiB of memory each).
 	DefaultMaxAgentStreams = 50_000
+	// DefaultRolloutRetention and DefaultRolloutKeep: what a week of
+	// release history needs, and enough to roll back.
+	DefaultRolloutRetention = 7 * 24 * time.Hour
+	DefaultRolloutKeep      = 20
 	// DefaultLeaderWait bounds how long a request waits for a leader to be
 	// elected before it fails with Unavailable.
 	DefaultLeaderWait = 5 * time.Second
@@ -89,6 +93,13 @@ type Config struct {
 	ReportWindow time.Duration
 	// MaxArtifactBytes limits uploads to the artifact store.
 	MaxArtifactBytes int64
+	// RolloutRetention: finished rollouts older than this are removed with
+	// their events, beyond the newest RolloutKeep per app and environment
+	// and never the one whose release an environment holds.
+	RolloutRetention time.Duration
+	RolloutKeep      int
+	// RetentionInterval is how often the leader looks (0: a minute).
+	RetentionInterval time.Duration
 	// MaxAgentStreams caps the agent streams this server holds; past it a
 	// new agent is refused (ResourceExhausted) and tries another server.
 	// 0: DefaultMaxAgentStreams; negative: no limit.
@@ -146,6 +157,17 @@ func (c *Config) withDefaults() Config {
 	if out.ReportWindow == 0 {
 		out.ReportWindow = DefaultReportWindow
 	}
+	if out.RolloutRetention == 0 {
+		out.RolloutRetention = DefaultRolloutRetention
+	}
+	if out.RolloutKeep == 0 {
+		out.RolloutKeep = DefaultRolloutKeep
+	} else if out.RolloutKeep < 0 {
+		out.RolloutKeep = 0
+	}
+	if out.RetentionInterval == 0 {
+		out.RetentionInterval = time.Minute
+	}
 	if out.MaxAgentStreams == 0 {
 		out.MaxAgentStreams = DefaultMaxAgentStreams
 	} else if out.MaxAgentStreams < 0 {
@@ -185,6 +207,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Bootstrap && len(c.Join) > 0 {
 		return fmt.Errorf("%w: --bootstrap and --join together: bootstrap the first node only, join the others to it", ErrConfig)
+	}
+	if c.RolloutRetention < 0 {
+		return fmt.Errorf("%w: --rollout-retention %s is negative", ErrConfig, c.RolloutRetention)
+	}
+	if c.RolloutKeep < -1 {
+		return fmt.Errorf("%w: --rollout-keep %d: give a count (-1 keeps none beyond the retention)", ErrConfig, c.RolloutKeep)
 	}
 	if c.MaxAgentStreams < -1 {
 		return fmt.Errorf("%w: --max-agent-streams %d: give a count, or -1 for no limit", ErrConfig, c.MaxAgentStreams)

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/relhq/rel/internal/server"
 	"github.com/relhq/rel/internal/testcluster"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
@@ -197,4 +198,57 @@ func TestCatchUp(t *testing.T) {
 		d := a3.nextDesired(5 * time.Second)
 		return len(d.GetApps()) == 1 && d.GetApps()[0].GetVersion() == "1.0.1", fmt.Sprintf("web-3 caught up once catch-up is auto again: %v", d)
 	})
+}
+
+// TestRolloutRetention (issue 10): the leader removes finished rollouts
+// past --rollout-retention beyond --rollout-keep, with their events, but
+// never the one whose release the environment holds.
+func TestRolloutRetention(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{Configure: func(i int, cfg *server.Config) {
+		fastAgents(i, cfg)
+		cfg.RolloutRetention = time.Millisecond
+		cfg.RolloutKeep = 1
+		cfg.RetentionInterval = 100 * time.Millisecond
+	}})
+	ctl := dial(t, c.Followers()[0])
+	ctx := ctxT(t)
+	mustCreate(t, ctl, "web")
+	if _, err := ctl.CreateEnvironment(ctx, &relv1.CreateEnvironmentRequest{Name: "prod", Selector: map[string]string{"env": "prod"}, CatchUpManual: true}); err != nil {
+		t.Fatal(err)
+	}
+	a := connectAgent(t, c.Nodes[1], "web-1", map[string]string{"env": "prod"}, 0)
+	a.heartbeat(100 * time.Millisecond)
+	testcluster.WaitFor(t, 5*time.Second, func() (bool, string) {
+		resp, err := ctl.ListAgents(ctx, &relv1.ListAgentsRequest{Environment: "prod"})
+		return err == nil && len(resp.GetAgents()) == 1, "web-1 in prod"
+	})
+	var ids []string
+	for i, outcome := range []string{"healthy", "healthy", "failed"} {
+		start, err := ctl.StartRollout(ctx, &relv1.StartRolloutRequest{App: "web", Version: "1.0.1", Environment: "prod"})
+		if err != nil {
+			t.Fatalf("rollout %d: %v", i, err)
+		}
+		id := start.GetRollout().GetId()
+		ids = append(ids, id)
+		a.reportReason("web", "1.0.1", outcome, id, "")
+		testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+			resp, err := ctl.GetRollout(ctx, &relv1.GetRolloutRequest{Id: id})
+			st := resp.GetStatus().GetRollout().GetState()
+			return err == nil && (st == "succeeded" || st == "failed"), "rollout " + id + " over"
+		})
+	}
+	// ids[2] (failed) is the newest: kept (keep 1); ids[1] holds prod's
+	// release: kept; ids[0] goes, with its events.
+	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+		_, err := ctl.GetRollout(ctx, &relv1.GetRolloutRequest{Id: ids[0]})
+		return status.Code(err) == codes.NotFound, fmt.Sprintf("%s removed: %v", ids[0], err)
+	})
+	for _, id := range ids[1:] {
+		if _, err := ctl.GetRollout(ctx, &relv1.GetRolloutRequest{Id: id}); err != nil {
+			t.Fatalf("%s: %v, want it kept", id, err)
+		}
+	}
+	if _, err := ctl.RolloutEvents(ctx, &relv1.RolloutEventsRequest{Id: ids[0]}); status.Code(err) != codes.NotFound {
+		t.Fatalf("events of the removed rollout: %v", err)
+	}
 }

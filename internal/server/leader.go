@@ -75,10 +75,14 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		cancel()
 	}
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
 	go func() {
 		defer wg.Done()
 		s.promoteLoop(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.retentionLoop(ctx)
 	}()
 	go func() {
 		defer wg.Done()

@@ -23,6 +23,8 @@ type metrics struct {
 	enrolments   *prometheus.CounterVec
 	// agentStreamsRefused counts streams refused past --max-agent-streams.
 	agentStreamsRefused prometheus.Counter
+	// rolloutsRemoved counts rollouts the retention passes removed.
+	rolloutsRemoved prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -58,11 +60,15 @@ func newMetrics(s *Server) *metrics {
 		Name: "rel_agent_streams_refused_total",
 		Help: "Agent streams refused because this server held its --max-agent-streams.",
 	})
+	m.rolloutsRemoved = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "rel_retention_rollouts_removed_total",
+		Help: "Finished rollouts (with their events) removed by retention passes of this server while it led.",
+	})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	m.reg.MustRegister(
-		m.applyLatency, m.grpcRequests, m.grpcLatency, m.reportBatch, m.authDenied, m.enrolments, m.agentStreamsRefused,
+		m.applyLatency, m.grpcRequests, m.grpcLatency, m.reportBatch, m.authDenied, m.enrolments, m.agentStreamsRefused, m.rolloutsRemoved,
 		gauge("rel_tls_certificate_expiry_seconds", "Seconds until this server's certificate expires.", func() float64 {
 			return time.Until(s.sec.M.Current().Leaf.NotAfter).Seconds()
 		}),

@@ -143,6 +143,17 @@ func Command(cmd *relv1.Command) error {
 		return nil
 	case *relv1.Command_DeleteEnvironment:
 		return Name("environment name", k.DeleteEnvironment.GetName())
+	case *relv1.Command_RemoveRollouts:
+		ids := k.RemoveRollouts.GetRolloutIds()
+		if len(ids) == 0 || len(ids) > MaxRemovedRollouts {
+			return invalid("a retention pass removes 1 to %d rollouts, not %d", MaxRemovedRollouts, len(ids))
+		}
+		for _, r := range ids {
+			if err := id("rollout id", r); err != nil {
+				return err
+			}
+		}
+		return nil
 	case *relv1.Command_CreateRelease:
 		return release(k.CreateRelease.GetRelease())
 	case *relv1.Command_RegisterServer:
@@ -326,6 +337,9 @@ func rolloutStep(c *relv1.RolloutStep, delta bool) error {
 	}
 	return nil
 }
+
+// MaxRemovedRollouts bounds one retention pass, to keep its raft entry small.
+const MaxRemovedRollouts = 1000
 
 func rolloutRow(r *relv1.Rollout) error {
 	if r == nil {

@@ -58,6 +58,7 @@ type Command struct {
 	//	*Command_RolloutStepDelta
 	//	*Command_UpdateEnvironment
 	//	*Command_DeleteEnvironment
+	//	*Command_RemoveRollouts
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -312,6 +313,15 @@ func (x *Command) GetDeleteEnvironment() *DeleteEnvironment {
 	return nil
 }
 
+func (x *Command) GetRemoveRollouts() *RemoveRollouts {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_RemoveRollouts); ok {
+			return x.RemoveRollouts
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -409,6 +419,10 @@ type Command_DeleteEnvironment struct {
 	DeleteEnvironment *DeleteEnvironment `protobuf:"bytes,32,opt,name=delete_environment,json=deleteEnvironment,proto3,oneof"`
 }
 
+type Command_RemoveRollouts struct {
+	RemoveRollouts *RemoveRollouts `protobuf:"bytes,33,opt,name=remove_rollouts,json=removeRollouts,proto3,oneof"`
+}
+
 func (*Command_CreateApp) isCommand_Kind() {}
 
 func (*Command_CreateEnvironment) isCommand_Kind() {}
@@ -452,6 +466,8 @@ func (*Command_RolloutStepDelta) isCommand_Kind() {}
 func (*Command_UpdateEnvironment) isCommand_Kind() {}
 
 func (*Command_DeleteEnvironment) isCommand_Kind() {}
+
+func (*Command_RemoveRollouts) isCommand_Kind() {}
 
 type CreateApp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1638,11 +1654,58 @@ func (x *RevokeAgent) GetRevocation() *AgentRevocation {
 	return nil
 }
 
+// RemoveRollouts is a retention pass of the leader: it removes terminal
+// rollouts and their events. The FSM skips any that is missing or not
+// terminal, so a repeat changes nothing.
+type RemoveRollouts struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RolloutIds    []string               `protobuf:"bytes,1,rep,name=rollout_ids,json=rolloutIds,proto3" json:"rollout_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveRollouts) Reset() {
+	*x = RemoveRollouts{}
+	mi := &file_rel_v1_command_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveRollouts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveRollouts) ProtoMessage() {}
+
+func (x *RemoveRollouts) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_command_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveRollouts.ProtoReflect.Descriptor instead.
+func (*RemoveRollouts) Descriptor() ([]byte, []int) {
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RemoveRollouts) GetRolloutIds() []string {
+	if x != nil {
+		return x.RolloutIds
+	}
+	return nil
+}
+
 var File_rel_v1_command_proto protoreflect.FileDescriptor
 
 const file_rel_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\xe9\v\n" +
+	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\xac\f\n" +
 	"\aCommand\x12*\n" +
 	"\x11stamped_unix_nano\x18\x01 \x01(\x03R\x0fstampedUnixNano\x12\x1d\n" +
 	"\n" +
@@ -1671,7 +1734,8 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\frevoke_agent\x18\x1d \x01(\v2\x13.rel.v1.RevokeAgentH\x00R\vrevokeAgent\x12C\n" +
 	"\x12rollout_step_delta\x18\x1e \x01(\v2\x13.rel.v1.RolloutStepH\x00R\x10rolloutStepDelta\x12J\n" +
 	"\x12update_environment\x18\x1f \x01(\v2\x19.rel.v1.UpdateEnvironmentH\x00R\x11updateEnvironment\x12J\n" +
-	"\x12delete_environment\x18  \x01(\v2\x19.rel.v1.DeleteEnvironmentH\x00R\x11deleteEnvironmentB\x06\n" +
+	"\x12delete_environment\x18  \x01(\v2\x19.rel.v1.DeleteEnvironmentH\x00R\x11deleteEnvironment\x12A\n" +
+	"\x0fremove_rollouts\x18! \x01(\v2\x16.rel.v1.RemoveRolloutsH\x00R\x0eremoveRolloutsB\x06\n" +
 	"\x04kindJ\x04\b\x13\x10\x14\"*\n" +
 	"\tCreateApp\x12\x1d\n" +
 	"\x03app\x18\x01 \x01(\v2\v.rel.v1.AppR\x03app\"J\n" +
@@ -1749,7 +1813,10 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\vRevokeAgent\x127\n" +
 	"\n" +
 	"revocation\x18\x01 \x01(\v2\x17.rel.v1.AgentRevocationR\n" +
-	"revocationB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
+	"revocation\"1\n" +
+	"\x0eRemoveRollouts\x12\x1f\n" +
+	"\vrollout_ids\x18\x01 \x03(\tR\n" +
+	"rolloutIdsB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
 
 var (
 	file_rel_v1_command_proto_rawDescOnce sync.Once
@@ -1763,7 +1830,7 @@ func file_rel_v1_command_proto_rawDescGZIP() []byte {
 	return file_rel_v1_command_proto_rawDescData
 }
 
-var file_rel_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_rel_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_rel_v1_command_proto_goTypes = []any{
 	(*Command)(nil),           // 0: rel.v1.Command
 	(*CreateApp)(nil),         // 1: rel.v1.CreateApp
@@ -1788,18 +1855,19 @@ var file_rel_v1_command_proto_goTypes = []any{
 	(*UseJoinToken)(nil),      // 20: rel.v1.UseJoinToken
 	(*DeleteJoinToken)(nil),   // 21: rel.v1.DeleteJoinToken
 	(*RevokeAgent)(nil),       // 22: rel.v1.RevokeAgent
-	(*App)(nil),               // 23: rel.v1.App
-	(*Environment)(nil),       // 24: rel.v1.Environment
-	(*Release)(nil),           // 25: rel.v1.Release
-	(*Server)(nil),            // 26: rel.v1.Server
-	(*Agent)(nil),             // 27: rel.v1.Agent
-	(*AppReport)(nil),         // 28: rel.v1.AppReport
-	(*Rollout)(nil),           // 29: rel.v1.Rollout
-	(*Desired)(nil),           // 30: rel.v1.Desired
-	(*RolloutEvent)(nil),      // 31: rel.v1.RolloutEvent
-	(*ACLToken)(nil),          // 32: rel.v1.ACLToken
-	(*JoinToken)(nil),         // 33: rel.v1.JoinToken
-	(*AgentRevocation)(nil),   // 34: rel.v1.AgentRevocation
+	(*RemoveRollouts)(nil),    // 23: rel.v1.RemoveRollouts
+	(*App)(nil),               // 24: rel.v1.App
+	(*Environment)(nil),       // 25: rel.v1.Environment
+	(*Release)(nil),           // 26: rel.v1.Release
+	(*Server)(nil),            // 27: rel.v1.Server
+	(*Agent)(nil),             // 28: rel.v1.Agent
+	(*AppReport)(nil),         // 29: rel.v1.AppReport
+	(*Rollout)(nil),           // 30: rel.v1.Rollout
+	(*Desired)(nil),           // 31: rel.v1.Desired
+	(*RolloutEvent)(nil),      // 32: rel.v1.RolloutEvent
+	(*ACLToken)(nil),          // 33: rel.v1.ACLToken
+	(*JoinToken)(nil),         // 34: rel.v1.JoinToken
+	(*AgentRevocation)(nil),   // 35: rel.v1.AgentRevocation
 }
 var file_rel_v1_command_proto_depIdxs = []int32{
 	1,  // 0: rel.v1.Command.create_app:type_name -> rel.v1.CreateApp
@@ -1824,31 +1892,32 @@ var file_rel_v1_command_proto_depIdxs = []int32{
 	13, // 19: rel.v1.Command.rollout_step_delta:type_name -> rel.v1.RolloutStep
 	3,  // 20: rel.v1.Command.update_environment:type_name -> rel.v1.UpdateEnvironment
 	4,  // 21: rel.v1.Command.delete_environment:type_name -> rel.v1.DeleteEnvironment
-	23, // 22: rel.v1.CreateApp.app:type_name -> rel.v1.App
-	24, // 23: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
-	24, // 24: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
-	25, // 25: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
-	26, // 26: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
-	27, // 27: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
-	28, // 28: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
-	28, // 29: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
-	10, // 30: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
-	29, // 31: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
-	30, // 32: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
-	31, // 33: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
-	29, // 34: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
-	30, // 35: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
-	31, // 36: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
-	12, // 37: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
-	32, // 38: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
-	32, // 39: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
-	33, // 40: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
-	34, // 41: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
-	42, // [42:42] is the sub-list for method output_type
-	42, // [42:42] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	23, // 22: rel.v1.Command.remove_rollouts:type_name -> rel.v1.RemoveRollouts
+	24, // 23: rel.v1.CreateApp.app:type_name -> rel.v1.App
+	25, // 24: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
+	25, // 25: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
+	26, // 26: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
+	27, // 27: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
+	28, // 28: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
+	29, // 29: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
+	29, // 30: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
+	10, // 31: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
+	30, // 32: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
+	31, // 33: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
+	32, // 34: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
+	30, // 35: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
+	31, // 36: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
+	32, // 37: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
+	12, // 38: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
+	33, // 39: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
+	33, // 40: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
+	34, // 41: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
+	35, // 42: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
+	43, // [43:43] is the sub-list for method output_type
+	43, // [43:43] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_command_proto_init() }
@@ -1881,6 +1950,7 @@ func file_rel_v1_command_proto_init() {
 		(*Command_RolloutStepDelta)(nil),
 		(*Command_UpdateEnvironment)(nil),
 		(*Command_DeleteEnvironment)(nil),
+		(*Command_RemoveRollouts)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1888,7 +1958,7 @@ func file_rel_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_command_proto_rawDesc), len(file_rel_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
