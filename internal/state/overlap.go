@@ -45,6 +45,13 @@ func blocker(txn *memdb.Txn, r *relv1.Rollout) (*relv1.Rollout, []string, error)
 		if o.GetState() == rollout.StateQueued && r.GetCreateIndex() != 0 && o.GetCreateIndex() > r.GetCreateIndex() {
 			continue // behind r in the queue (a new r has no index yet: it may not jump the queue)
 		}
+		if o.GetState() == rollout.StateQueued && r.GetKind() == rollout.KindRollback {
+			// A rollback never waits for a queued rollout: it takes back
+			// what an active one did (an automatic one is decided in the
+			// very entry that fails the rollout, which must not be
+			// refused), and the queued one waits for it in turn.
+			continue
+		}
 		var common []string
 		for _, h := range o.GetHosts() {
 			if mine[h.GetAgentId()] {

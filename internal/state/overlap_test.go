@@ -177,3 +177,29 @@ func TestNoHostInTwoActiveRollouts(t *testing.T) {
 		}
 	})
 }
+
+// A rollback is never held back by a rollout queued behind the one it
+// reverts: an automatic rollback is decided in the entry that fails the
+// rollout, and refusing it refused that whole step, again and again (found
+// by TestReplayedCommandChangesNothing).
+func TestRollbackNotBlockedByQueued(t *testing.T) {
+	s := overlapStore(t)
+	if err := s.CreateRollout(10, rolloutOver("ro-x", "web", "prod", "h1"), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	q := rolloutOver("ro-q", "web", "prod", "h1")
+	q.State = rollout.StateQueued
+	if err := s.CreateRollout(11, q, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	failed := rolloutOver("ro-x", "web", "prod", "h1")
+	failed.State = rollout.StateFailed
+	rb := rolloutOver("ro-rb", "web", "prod", "h1")
+	rb.Kind, rb.RollbackOf = rollout.KindRollback, "ro-x"
+	if err := s.StepRollout(12, failed, false, 10, nil, nil, &relv1.CreateRollout{Rollout: rb}); err != nil {
+		t.Fatalf("a failing step with its automatic rollback, a rollout queued behind: %v", err)
+	}
+	if r, err := s.Rollout(nil, "ro-x"); err != nil || r.GetState() != rollout.StateRollingBack {
+		t.Fatalf("ro-x: %v %v", r.GetState(), err)
+	}
+}
