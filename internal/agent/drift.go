@@ -36,6 +36,15 @@ func (a *Agent) watchDrift(ctx context.Context, dc DriftChecker) {
 		case <-t.C:
 		}
 		drifted := dc.Drifted()
+		if len(drifted) == 0 && !a.anyDrift() {
+			continue
+		}
+		// Read the installer's records before taking a.mu: the installer
+		// reports (taking a.mu) while it holds its own locks.
+		recorded := map[string]string{}
+		for _, ia := range a.installer.Installed() {
+			recorded[ia.App] = ia.Version
+		}
 		a.mu.Lock()
 		for app := range a.drift {
 			if _, still := drifted[app]; !still {
@@ -51,18 +60,12 @@ func (a *Agent) watchDrift(ctx context.Context, dc DriftChecker) {
 				continue // said already
 			}
 			a.drift[app] = now
-			recorded := ""
-			for _, ia := range a.installer.Installed() {
-				if ia.App == app {
-					recorded = ia.Version
-				}
-			}
 			shown := now
 			if shown == "" {
 				shown = "nothing"
 			}
 			reports = append(reports, &relv1.AppReport{App: app, Version: now, Phase: PhaseDrifted, AtUnixNano: time.Now().UnixNano(),
-				Reason: fmt.Sprintf("current points at %s, not at %s, the release Rel installed: changed outside Rel", shown, recorded)})
+				Reason: fmt.Sprintf("current points at %s, not at %s, the release Rel installed: changed outside Rel", shown, recorded[app])})
 		}
 		a.mu.Unlock()
 		for _, r := range reports {
@@ -72,9 +75,15 @@ func (a *Agent) watchDrift(ctx context.Context, dc DriftChecker) {
 	}
 }
 
-// drifted reports whether app was changed by hand since it was last
+// driftedLocked reports whether app was changed by hand since it was last
 // installed. The caller holds a.mu.
 func (a *Agent) driftedLocked(app string) bool {
 	_, ok := a.drift[app]
 	return ok
+}
+
+func (a *Agent) anyDrift() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.drift) > 0
 }
