@@ -6,7 +6,7 @@ LDFLAGS   := -X github.com/relhq/rel/internal/version.Version=$(VERSION)
 BIN       := bin
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build demo test test-docker test-short vet fmt-check lint proto proto-check bench bench-raftbytes fuzz clean
+.PHONY: all build demo test test-docker test-short vet fmt-check lint proto proto-check bench bench-security bench-raftbytes fuzz clean
 
 all: build
 
@@ -57,12 +57,18 @@ proto:
 proto-check:
 	./scripts/proto.sh --check
 
-## bench: benchmarks on this machine (figures, not pass/fail); see README "Measured".
-## With TLS, beside the same figures of the last commit before security
-## (plaintext), built once into bin/baseline from git; runs interleaved
+## bench: the table of docs/PERFORMANCE.md on this machine (figures, not
+## pass/fail; each row a median of several runs, with its goal and whether
+## it was met); the table goes into docs/PERFORMANCE.md and bench.out
 bench: build
+	$(GO) run ./scripts/bench -bin $(BIN) -write-table docs/PERFORMANCE.md | tee bench.out
+
+## bench-security: the cost of TLS: the agents and latency figures beside
+## those of the last commit before security (plaintext), built once into
+## bin/baseline from git; runs interleaved
+bench-security: build
 	GO="$(GO)" ./scripts/bench-baseline.sh $(BIN)/baseline
-	$(GO) run ./scripts/bench -bin $(BIN) $$(test -x $(BIN)/baseline/rel-server && echo -baseline-bin $(BIN)/baseline) | tee bench.out
+	$(GO) run ./scripts/bench -suite security -bin $(BIN) $$(test -x $(BIN)/baseline/rel-server && echo -baseline-bin $(BIN)/baseline) | tee bench-security.out
 
 ## bench-raftbytes: only the raft bytes of rolling rollouts (in-process, about a minute)
 bench-raftbytes:
@@ -75,4 +81,4 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzApplyCommand -fuzztime 60s ./internal/fsm/
 
 clean:
-	rm -rf $(BIN) .tools bench.out
+	rm -rf $(BIN) .tools bench.out bench-security.out

@@ -329,3 +329,5 @@ func keepLog(work, name string) string {
 	f.Write(b)
 	return f.Name()
 }
+
+func init() { register(suite{name: "agents", run: runAgents}) }

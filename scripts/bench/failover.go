@@ -136,3 +136,5 @@ func waitRolloutOn(ctx context.Context, ctl relv1.ControlServiceClient, id strin
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+func init() { register(suite{name: "failover", run: runFailover}) }

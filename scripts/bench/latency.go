@@ -348,3 +348,5 @@ func decodeJSON(resp *http.Response, v any) {
 	defer resp.Body.Close()
 	_ = json.NewDecoder(resp.Body).Decode(v)
 }
+
+func init() { register(suite{name: "latency", run: runLatency}) }

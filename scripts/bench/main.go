@@ -58,12 +58,13 @@ import (
 )
 
 var (
-	suite       = flag.String("suite", "all", "raftbytes, agents, failover, latency or all")
+	suiteFlag   = flag.String("suite", "table", "table (every row of the table), security (agents and latency, beside -baseline-bin), or a comma-separated list of suite names")
 	binDir      = flag.String("bin", "bin", "directory holding rel-server and rel-agent")
 	agents      = flag.Int("agents", 2000, "simulated agents")
 	rollouts    = flag.Int("rollouts", 5, "rollouts to time (the median is reported) when there is no baseline")
 	baselineBin = flag.String("baseline-bin", "", "directory holding the baseline (plaintext) rel-server and rel-agent to compare with; empty: no comparison")
 	runsFlag    = flag.Int("runs", 5, "with -baseline-bin: clusters of each kind per figure, interleaved (the median is reported)")
+	tableFile   = flag.String("write-table", "", "after a run with rows, put the table, the date, the commit and the machine between the bench markers of this file (make bench: docs/PERFORMANCE.md)")
 	pprofDir    = flag.String("pprof", "", "agents suite: save the servers' CPU profiles over each timed rollout in this directory (TLS servers run with --enable-debug)")
 )
 
@@ -98,22 +99,25 @@ func copyBinaries(dir, to string) error {
 
 func main() {
 	flag.Parse()
-	suites := map[string]func() error{"raftbytes": runRaftBytes, "agents": runAgents, "failover": runFailover, "latency": runLatency}
-	order := []string{"raftbytes", "agents", "failover", "latency"}
-	if *suite != "all" {
-		if _, ok := suites[*suite]; !ok {
-			fmt.Fprintf(os.Stderr, "bench: -suite %q: use raftbytes, agents, failover, latency or all\n", *suite)
-			os.Exit(2)
-		}
-		order = []string{*suite}
+	order, err := selectSuites(*suiteFlag)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
 	}
-	if *suite == "raftbytes" {
-		// In-process: no binaries to copy, no cluster, no baseline.
-		fmt.Println("== raftbytes")
-		if err := runRaftBytes(); err != nil {
-			fmt.Fprintln(os.Stderr, "bench: raftbytes:", err)
-			os.Exit(1)
+	inProcess := true
+	for _, name := range order {
+		inProcess = inProcess && suites[name].inProcess
+	}
+	if inProcess {
+		// No binaries to copy, no cluster, no baseline.
+		for _, name := range order {
+			fmt.Println("== " + name)
+			if err := suites[name].run(); err != nil {
+				fmt.Fprintln(os.Stderr, "bench:", name+":", err)
+				os.Exit(1)
+			}
 		}
+		printTable(os.Stdout)
 		return
 	}
 	if *runsFlag < 1 {
@@ -159,7 +163,7 @@ func main() {
 	for _, name := range order {
 		fmt.Printf("== %s\n", name)
 		currentSuite = name
-		if err := suites[name](); err != nil {
+		if err := suites[name].run(); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", name+":", err)
 			os.RemoveAll(binCopies)
 			os.Exit(1)
@@ -174,6 +178,49 @@ func main() {
 		}
 	}
 	fmt.Printf("bench took %s; load average %s at the end\n", time.Since(began).Round(time.Second), loadAvg())
+	if len(table) > 0 {
+		fmt.Printf("== table (%d CPUs; each figure a median of the runs it names)\n", runtime.NumCPU())
+		printTable(os.Stdout)
+		if *tableFile != "" {
+			if err := writeTable(*tableFile, began.UTC().Format("2006-01-02 15:04 MST"), time.Since(began).Round(time.Second).String()); err != nil {
+				fmt.Fprintln(os.Stderr, "bench: -write-table:", err)
+				os.Exit(1)
+			}
+			fmt.Println("table written to", *tableFile)
+		}
+	}
+}
+
+// selectSuites turns -suite into the suites to run, in order: "table"
+// (the default: tableOrder, skipping any not built into this bench),
+// "security" (agents and latency; with -baseline-bin, beside the
+// plaintext baseline), or a comma-separated list of names.
+func selectSuites(arg string) ([]string, error) {
+	var names []string
+	switch arg {
+	case "table", "all":
+		for _, n := range tableOrder {
+			if _, ok := suites[n]; ok {
+				names = append(names, n)
+			}
+		}
+		return names, nil
+	case "security":
+		return []string{"agents", "latency"}, nil
+	}
+	for _, n := range strings.Split(arg, ",") {
+		n = strings.TrimSpace(n)
+		if _, ok := suites[n]; !ok {
+			known := make([]string, 0, len(suites))
+			for k := range suites {
+				known = append(known, k)
+			}
+			sort.Strings(known)
+			return nil, fmt.Errorf("-suite %q: no suite %q; use table, security or some of %s", arg, n, strings.Join(known, ", "))
+		}
+		names = append(names, n)
+	}
+	return names, nil
 }
 
 func fileExists(path string) bool {

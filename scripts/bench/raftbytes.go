@@ -88,3 +88,5 @@ func size(b int64) string {
 	}
 	return fmt.Sprintf("%d B", b)
 }
+
+func init() { register(suite{name: "raftbytes", run: runRaftBytes, inProcess: true}) }
