@@ -168,6 +168,12 @@ func stamped(n int64, kind any) *relv1.Command {
 		c.Kind = k
 	case *relv1.Command_RemoveRollouts:
 		c.Kind = k
+	case *relv1.Command_FoldHistory:
+		c.Kind = k
+	case *relv1.Command_RemoveAgents:
+		c.Kind = k
+	case *relv1.Command_DeleteRelease:
+		c.Kind = k
 	default:
 		panic(fmt.Sprintf("unknown kind %T", kind))
 	}
@@ -259,6 +265,9 @@ func seedCommands() []*relv1.Command {
 		withRequestID("rq-fuzz-4", stamped(48, &relv1.Command_DeleteEnvironment{DeleteEnvironment: &relv1.DeleteEnvironment{Name: "prod"}})),
 		withRequestID("rq-fuzz-2", stamped(45, &relv1.Command_RolloutControl{RolloutControl: &relv1.RolloutControl{RolloutId: "ro-1", Action: "approve", AtUnixNano: 45, Wave: 2}})),
 		stamped(49, &relv1.Command_RemoveRollouts{RemoveRollouts: &relv1.RemoveRollouts{RolloutIds: []string{"ro-1", "ro-9"}}}),
+		stamped(50, &relv1.Command_FoldHistory{FoldHistory: &relv1.FoldHistory{CutoffUnixNano: 50, MaxEntries: 5000}}),
+		stamped(51, &relv1.Command_RemoveAgents{RemoveAgents: &relv1.RemoveAgents{AgentIds: []string{"web-1", "web-9"}, CutoffUnixNano: 40, AtUnixNano: 51}}),
+		withRequestID("rq-fuzz-5", stamped(52, &relv1.Command_DeleteRelease{DeleteRelease: &relv1.DeleteRelease{App: "web", Version: "1.0.0"}})),
 	}
 }
 

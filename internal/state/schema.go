@@ -24,13 +24,16 @@ const (
 	TableDesired      = "desired"
 	TableRollouts     = "rollouts"
 	TableHistory      = "history"
-	TableEvents       = "rollout_events"
-	TableACLTokens    = "acl_tokens"
-	TableJoinTokens   = "join_tokens"
-	TableRevocations  = "agent_revocations"
-	TableRequests     = "requests"
-	tableIndex        = "index"
-	tableMeta         = "meta"
+	// TableHistorySummaries holds what history retention kept of the
+	// entries it folded: one row per (app, agent).
+	TableHistorySummaries = "history_summaries"
+	TableEvents           = "rollout_events"
+	TableACLTokens        = "acl_tokens"
+	TableJoinTokens       = "join_tokens"
+	TableRevocations      = "agent_revocations"
+	TableRequests         = "requests"
+	tableIndex            = "index"
+	tableMeta             = "meta"
 )
 
 // indexEntry is a row of the index table: the raft index of the latest write
@@ -121,6 +124,15 @@ func schema() *memdb.DBSchema {
 						&memdb.StringFieldIndex{Field: "App"},
 						&memdb.StringFieldIndex{Field: "AgentId"},
 						&memdb.UintFieldIndex{Field: "CreateIndex"},
+					}}},
+				},
+			},
+			TableHistorySummaries: {
+				Name: TableHistorySummaries,
+				Indexes: map[string]*memdb.IndexSchema{
+					"id": {Name: "id", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+						&memdb.StringFieldIndex{Field: "App"},
+						&memdb.StringFieldIndex{Field: "AgentId"},
 					}}},
 				},
 			},
