@@ -84,6 +84,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		maxArtifact  = fs.Int64("max-artifact-bytes", server.DefaultMaxArtifactBytes, "largest artifact accepted by uploads")
 		retention    = fs.Duration("rollout-retention", server.DefaultRolloutRetention, "finished rollouts older than this are removed with their events, beyond the newest --rollout-keep per app and environment; the one whose release an environment holds is always kept")
 		keep         = fs.Int("rollout-keep", server.DefaultRolloutKeep, "finished rollouts kept per app and environment whatever their age (-1: none beyond the retention)")
+		histRet      = fs.Duration("history-retention", server.DefaultHistoryRetention, "closed per-host history entries older than this are folded into one summary per app and host (counts by outcome, first and last time, last version); what runs now is always kept")
+		agentRet     = fs.Duration("agent-retention", server.DefaultAgentRetention, "agents disconnected for longer than this are removed with their app and desired rows (their history is kept); never one an active rollout holds; one that comes back registers again")
 		maxStreams   = fs.Int("max-agent-streams", server.DefaultMaxAgentStreams, "agent streams this server holds at most; past it new agents are refused and connect to another server (-1: no limit)")
 		heartbeat    = fs.Duration("heartbeat-interval", server.DefaultHeartbeatInterval, "how often agents are told to send heartbeats")
 		agentGrace   = fs.Duration("agent-grace", server.DefaultAgentGrace, "silence or disconnection past this marks an agent down (\"agent lost\")")
@@ -112,6 +114,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *showVersion {
 		fmt.Fprintf(stdout, "rel-server %s\n", version.Version)
 		return 0
+	}
+
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"history-retention", *histRet}, {"agent-retention", *agentRet}} {
+		if d.v <= 0 {
+			fmt.Fprintf(stderr, "rel-server: --%s %s: give a positive duration (the default is %s); retention cannot be turned off\n", d.flag, d.v, map[string]time.Duration{
+				"history-retention": server.DefaultHistoryRetention, "agent-retention": server.DefaultAgentRetention}[d.flag])
+			return 2
+		}
 	}
 
 	var level slog.Level
@@ -145,6 +158,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		MaxAgentStreams:   *maxStreams,
 		RolloutRetention:  *retention,
 		RolloutKeep:       *keep,
+		HistoryRetention:  *histRet,
+		AgentRetention:    *agentRet,
 		HeartbeatInterval: *heartbeat,
 		AgentGrace:        *agentGrace,
 		CAFile:            *caFile,

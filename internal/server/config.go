@@ -38,6 +38,12 @@ const (
 	// release history needs, and enough to roll back.
 	DefaultRolloutRetention = 7 * 24 * time.Hour
 	DefaultRolloutKeep      = 20
+	// DefaultHistoryRetention: a quarter of per-host history in full;
+	// older entries live on as one summary per app and host.
+	DefaultHistoryRetention = 90 * 24 * time.Hour
+	// DefaultAgentRetention: a host away for three days (a long weekend)
+	// is taken to be gone; if it comes back it simply registers again.
+	DefaultAgentRetention = 72 * time.Hour
 	// DefaultLeaderWait bounds how long a request waits for a leader to be
 	// elected before it fails with Unavailable.
 	DefaultLeaderWait = 5 * time.Second
@@ -98,6 +104,12 @@ type Config struct {
 	// and never the one whose release an environment holds.
 	RolloutRetention time.Duration
 	RolloutKeep      int
+	// HistoryRetention: closed history entries that ended longer ago are
+	// folded into their (app, host)'s summary. 0: the default.
+	HistoryRetention time.Duration
+	// AgentRetention: agents disconnected for longer are removed with
+	// their rows (not those an active rollout holds). 0: the default.
+	AgentRetention time.Duration
 	// RetentionInterval is how often the leader looks (0: a minute).
 	RetentionInterval time.Duration
 	// MaxAgentStreams caps the agent streams this server holds; past it a
@@ -165,6 +177,12 @@ func (c *Config) withDefaults() Config {
 	} else if out.RolloutKeep < 0 {
 		out.RolloutKeep = 0
 	}
+	if out.HistoryRetention == 0 {
+		out.HistoryRetention = DefaultHistoryRetention
+	}
+	if out.AgentRetention == 0 {
+		out.AgentRetention = DefaultAgentRetention
+	}
 	if out.RetentionInterval == 0 {
 		out.RetentionInterval = time.Minute
 	}
@@ -210,6 +228,12 @@ func (c *Config) Validate() error {
 	}
 	if c.RolloutRetention < 0 {
 		return fmt.Errorf("%w: --rollout-retention %s is negative", ErrConfig, c.RolloutRetention)
+	}
+	if c.HistoryRetention < 0 {
+		return fmt.Errorf("%w: --history-retention %s is negative: give how long history is kept in full, e.g. 2160h", ErrConfig, c.HistoryRetention)
+	}
+	if c.AgentRetention < 0 {
+		return fmt.Errorf("%w: --agent-retention %s is negative: give how long a disconnected agent is kept, e.g. 72h", ErrConfig, c.AgentRetention)
 	}
 	if c.RolloutKeep < -1 {
 		return fmt.Errorf("%w: --rollout-keep %d: give a count (-1 keeps none beyond the retention)", ErrConfig, c.RolloutKeep)

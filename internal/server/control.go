@@ -232,3 +232,35 @@ func (s *Server) readTarget(ctx context.Context, opts *relv1.ReadOptions) (*grpc
 	}
 	return s.consistentRead(ctx)
 }
+
+// DeleteRelease deletes a release nothing needs. This server refuses
+// early (nothing proposed, nothing stored) what the FSM would refuse on
+// its replica; the FSM decides again with the same rule
+// (state.Store.DeleteRelease), in raft order. The artifact stays: an
+// artifact collector finds it unreferenced (state.Store.ReleaseDigests).
+func (c *controlService) DeleteRelease(ctx context.Context, req *relv1.DeleteReleaseRequest) (*relv1.DeleteReleaseResponse, error) {
+	s := c.s
+	if err := validate.Name("app name", req.GetApp()); err != nil {
+		return nil, toStatus(err)
+	}
+	if err := validate.Version(req.GetVersion()); err != nil {
+		return nil, toStatus(err)
+	}
+	cmd := &relv1.Command{Kind: &relv1.Command_DeleteRelease{DeleteRelease: &relv1.DeleteRelease{App: req.GetApp(), Version: req.GetVersion()}}}
+	// A repeat of a delete that was applied gets its first answer, not
+	// the NotFound the check below would now give.
+	if index, _, ok, err := s.repeatedAnswer(ctx, cmd); ok {
+		if err != nil {
+			return nil, err
+		}
+		return &relv1.DeleteReleaseResponse{Index: index}, nil
+	}
+	if err := s.store.CheckReleaseDeletable(req.GetApp(), req.GetVersion()); err != nil {
+		return nil, toStatus(err)
+	}
+	a, err := s.applyCommand(ctx, cmd)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &relv1.DeleteReleaseResponse{Index: a.Index}, nil
+}

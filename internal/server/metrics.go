@@ -25,6 +25,10 @@ type metrics struct {
 	agentStreamsRefused prometheus.Counter
 	// rolloutsRemoved counts rollouts the retention passes removed.
 	rolloutsRemoved prometheus.Counter
+	// historyFolded and agentsRemoved count what the history and agent
+	// retention passes folded and removed.
+	historyFolded prometheus.Counter
+	agentsRemoved prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -64,11 +68,20 @@ func newMetrics(s *Server) *metrics {
 		Name: "rel_retention_rollouts_removed_total",
 		Help: "Finished rollouts (with their events) removed by retention passes of this server while it led.",
 	})
+	m.historyFolded = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "rel_retention_history_folded_total",
+		Help: "History entries folded into per-host summaries by retention passes of this server while it led.",
+	})
+	m.agentsRemoved = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "rel_retention_agents_removed_total",
+		Help: "Long-disconnected agents removed (with their rows) by retention passes of this server while it led.",
+	})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	m.reg.MustRegister(
 		m.applyLatency, m.grpcRequests, m.grpcLatency, m.reportBatch, m.authDenied, m.enrolments, m.agentStreamsRefused, m.rolloutsRemoved,
+		m.historyFolded, m.agentsRemoved,
 		gauge("rel_tls_certificate_expiry_seconds", "Seconds until this server's certificate expires.", func() float64 {
 			return time.Until(s.sec.M.Current().Leaf.NotAfter).Seconds()
 		}),

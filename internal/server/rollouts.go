@@ -690,6 +690,30 @@ func (c *controlService) History(ctx context.Context, req *relv1.HistoryRequest)
 		sorted = after(sorted, key, historyLess)
 	}
 	resp := &relv1.HistoryResponse{Index: idx}
+	if !hasKey {
+		// What retention folded comes before every entry: on the first
+		// page, with the same filters.
+		sums, sidx, err := s.store.HistorySummaries(nil, req.GetApp())
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		resp.Index = max(resp.Index, sidx)
+		for _, m := range sums {
+			if req.GetHost() != "" && m.GetAgentId() != req.GetHost() {
+				continue
+			}
+			if since := req.GetSinceUnixNano(); since != 0 && m.GetLastUnixNano() < since {
+				continue
+			}
+			if sel != nil {
+				a, err := s.store.Agent(nil, m.GetAgentId())
+				if err != nil || !state.Matches(sel, a.GetLabels()) {
+					continue
+				}
+			}
+			resp.Summaries = append(resp.Summaries, m)
+		}
+	}
 	page, more := fillPage(newPageBudget(req.GetPageSize()), sorted, func(h *relv1.HistoryEntry) *relv1.HistoryEntry { return h })
 	resp.Entries = page
 	if more {
