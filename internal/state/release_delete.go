@@ -40,14 +40,14 @@ func (s *Store) CheckReleaseDeletable(app, version string) error {
 }
 
 // releaseInUse returns the release's row if it may be deleted. It may not
-// while:
-//   - a host runs it, installs it, or would fall back to it (its app row's
-//     version or previous version), or is told to run it (a desired row);
+// while (the first reason found is the one given):
 //   - an active rollout goes to it, or takes a host from or back to it;
 //   - an environment's current release (its newest succeeded deploy or
 //     rollback) is it;
 //   - 'relctl rollout rollback' of an environment's newest rollout would
-//     take a host back to it.
+//     take a host back to it;
+//   - a host runs it, installs it, or would fall back to it (its app row's
+//     version or previous version), or is told to run it (a desired row).
 func releaseInUse(txn *memdb.Txn, app, version string) (any, error) {
 	raw, err := txn.First(TableReleases, "id", app, version)
 	if err != nil {
@@ -59,30 +59,6 @@ func releaseInUse(txn *memdb.Txn, app, version string) (any, error) {
 	}
 	refuse := func(format string, args ...any) (any, error) {
 		return nil, newError(ErrConflict, fmt.Sprintf("release %s is still needed: ", name)+fmt.Sprintf(format, args...))
-	}
-
-	it, err := txn.Get(TableAgentApps, "app", app)
-	if err != nil {
-		return nil, fmt.Errorf("state: agent apps: %w", err)
-	}
-	for r := it.Next(); r != nil; r = it.Next() {
-		aa := r.(*relv1.AgentApp)
-		rep := aa.GetReport()
-		switch version {
-		case rep.GetVersion():
-			return refuse("host %s has it (%s): roll out another release to that host's environment first", aa.GetAgentId(), rep.GetPhase())
-		case rep.GetPreviousVersion():
-			return refuse("host %s ran it before its current release and may fall back to it: roll out another release to that host's environment first", aa.GetAgentId())
-		}
-	}
-	dit, err := txn.Get(TableDesired, "id")
-	if err != nil {
-		return nil, fmt.Errorf("state: desired: %w", err)
-	}
-	for r := dit.Next(); r != nil; r = dit.Next() {
-		if d := r.(*relv1.Desired); d.GetApp() == app && d.GetVersion() == version {
-			return refuse("host %s is told to run it (rollout %s): roll out another release to that host's environment first", d.GetAgentId(), d.GetRolloutId())
-		}
 	}
 
 	rit, err := txn.Get(TableRollouts, "app", app)
@@ -121,6 +97,30 @@ func releaseInUse(txn *memdb.Txn, app, version string) (any, error) {
 			}
 		}
 	}
+	it, err := txn.Get(TableAgentApps, "app", app)
+	if err != nil {
+		return nil, fmt.Errorf("state: agent apps: %w", err)
+	}
+	for r := it.Next(); r != nil; r = it.Next() {
+		aa := r.(*relv1.AgentApp)
+		rep := aa.GetReport()
+		switch version {
+		case rep.GetVersion():
+			return refuse("host %s has it (%s): roll out another release to that host's environment first", aa.GetAgentId(), rep.GetPhase())
+		case rep.GetPreviousVersion():
+			return refuse("host %s ran it before its current release and may fall back to it: roll out another release to that host's environment first", aa.GetAgentId())
+		}
+	}
+	dit, err := txn.Get(TableDesired, "id")
+	if err != nil {
+		return nil, fmt.Errorf("state: desired: %w", err)
+	}
+	for r := dit.Next(); r != nil; r = dit.Next() {
+		if d := r.(*relv1.Desired); d.GetApp() == app && d.GetVersion() == version {
+			return refuse("host %s is told to run it (rollout %s): roll out another release to that host's environment first", d.GetAgentId(), d.GetRolloutId())
+		}
+	}
+
 	return raw, nil
 }
 

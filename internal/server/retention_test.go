@@ -1,0 +1,229 @@
+package server_test
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/relhq/rel/internal/auth"
+	"github.com/relhq/rel/internal/reqid"
+	"github.com/relhq/rel/internal/server"
+	"github.com/relhq/rel/internal/state"
+	"github.com/relhq/rel/internal/testcluster"
+	relv1 "github.com/relhq/rel/proto/rel/v1"
+)
+
+// metricSum adds up a counter over every node's /metrics.
+func metricSum(t *testing.T, c *testcluster.Cluster, name string) float64 {
+	t.Helper()
+	var sum float64
+	for _, n := range c.Running() {
+		resp, err := httpsClient(t, c, ptr(testcluster.ClientID("prom", auth.Viewer))).Get("https://" + n.HTTPAddr() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, name+" "); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					t.Fatalf("%s: %v", line, err)
+				}
+				sum += f
+			}
+		}
+	}
+	return sum
+}
+
+// TestHistoryAndAgentRetention (issue 10): with short retentions, the
+// leader's passes fold closed history into per-host summaries and remove
+// an agent gone past --agent-retention, on every replica, and count both;
+// the open entry and a connected agent stay; the removed agent's next
+// hello registers it again.
+func TestHistoryAndAgentRetention(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{Configure: func(i int, cfg *server.Config) {
+		fastAgents(i, cfg)
+		cfg.HistoryRetention = time.Millisecond
+		cfg.AgentRetention = time.Millisecond
+		cfg.RetentionInterval = 100 * time.Millisecond
+	}})
+	ctl := dial(t, c.Followers()[0])
+	ctx := ctxT(t)
+	mustCreate(t, ctl, "web")
+	web1 := connectAgent(t, c.Nodes[1], "web-1", map[string]string{"env": "prod"}, 0)
+	web1.heartbeat(100 * time.Millisecond)
+	web2 := connectAgent(t, c.Nodes[2], "web-2", map[string]string{"env": "prod"}, 0)
+	web2.heartbeat(100 * time.Millisecond)
+	// web-1 runs 1.0.0, then 2.0.0: 1.0.0's entry closes (replaced).
+	web1.report("web", "1.0.0", "healthy", "")
+	web2.report("web", "1.0.0", "healthy", "")
+	testcluster.WaitFor(t, 5*time.Second, func() (bool, string) {
+		v, _ := c.Nodes[1].Server().Store().CurrentVersion(nil, "web-1", "web")
+		return v == "1.0.0", "web-1 on 1.0.0"
+	})
+	web1.report("web", "2.0.0", "healthy", "")
+
+	// Every replica folds 1.0.0's entry into web-1's summary; the open
+	// entries (web-1 on 2.0.0, web-2 on 1.0.0) stay.
+	for _, n := range c.Nodes {
+		st := n.Server().Store()
+		testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+			sums, _, _ := st.HistorySummaries(nil, "web")
+			hist, _, _ := st.History(nil, "web")
+			return len(sums) == 1 && sums[0].GetAgentId() == "web-1" && sums[0].GetEntries() == 1 && sums[0].GetReplaced() == 1 &&
+					sums[0].GetLastVersion() == "1.0.0" && len(hist) == 2,
+				fmt.Sprintf("node %s: summaries %v, history %v", n.GRPCAddr(), sums, hist)
+		})
+	}
+	resp, err := ctl.History(ctx, &relv1.HistoryRequest{App: "web", Host: "web-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetSummaries()) != 1 || len(resp.GetEntries()) != 1 || resp.GetEntries()[0].GetVersion() != "2.0.0" {
+		t.Fatalf("History of web-1: summaries %v, entries %v", resp.GetSummaries(), resp.GetEntries())
+	}
+	if got := metricSum(t, c, "rel_retention_history_folded_total"); got != 1 {
+		t.Fatalf("rel_retention_history_folded_total %v over the cluster, want 1", got)
+	}
+
+	// web-1 goes away: removed on every replica, with its rows; web-2,
+	// connected, stays. web-1's history is kept (closed, then folded).
+	web1.cancel()
+	for _, n := range c.Nodes {
+		st := n.Server().Store()
+		testcluster.WaitFor(t, 15*time.Second, func() (bool, string) {
+			_, err := st.Agent(nil, "web-1")
+			apps, _ := st.AgentApps(nil, "web-1")
+			return err != nil && len(apps) == 0, fmt.Sprintf("web-1 removed with its rows: %v", err)
+		})
+		if a, err := st.Agent(nil, "web-2"); err != nil || !a.GetConnected() {
+			t.Fatalf("web-2: %v, %v", a, err)
+		}
+		testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+			sums, _, _ := st.HistorySummaries(nil, "web")
+			for _, m := range sums {
+				if m.GetAgentId() == "web-1" {
+					return m.GetEntries() == 2 && m.GetOther() == 1 && m.GetLastVersion() == "2.0.0", fmt.Sprintf("web-1's summary keeps its last run: %v", m)
+				}
+			}
+			return false, "web-1's summary"
+		})
+	}
+	if got := metricSum(t, c, "rel_retention_agents_removed_total"); got != 1 {
+		t.Fatalf("rel_retention_agents_removed_total %v over the cluster, want 1", got)
+	}
+
+	// It comes back: its hello registers it again.
+	back := connectAgent(t, c.Nodes[0], "web-1", map[string]string{"env": "prod"}, 0)
+	back.heartbeat(100 * time.Millisecond)
+	back.report("web", "2.0.0", "healthy", "")
+	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+		a, err := ctl.GetAgent(ctx, &relv1.GetAgentRequest{Id: "web-1"})
+		return err == nil && a.GetAgent().GetAgent().GetConnected(), fmt.Sprintf("web-1 registered again: %v", err)
+	})
+}
+
+// TestDeleteRelease (issue 10): relctl release delete on the wire. Each
+// reason to keep a release refuses with FailedPrecondition, a message
+// saying why and what to do, and nothing stored; an unknown release is
+// NotFound; an unneeded one goes, once, also when the request is sent
+// again; an app-scoped grant does not reach another app.
+func TestDeleteRelease(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{Configure: fastAgents})
+	ctl := dial(t, c.Followers()[0])
+	ctx := ctxT(t)
+	setupApp(t, ctl, "1.0.0", "2.0.0", "3.0.0", "4.0.0")
+	a := connectAgent(t, c.Nodes[1], "web-1", map[string]string{"env": "prod"}, 0)
+	a.heartbeat(100 * time.Millisecond)
+	a.report("web", "1.0.0", "healthy", "")
+	// onEvery waits until every replica sees cond, so the server's own
+	// check (on its replica) is the one that refuses: nothing proposed.
+	onEvery := func(what string, cond func(st *state.Store) bool) {
+		t.Helper()
+		for _, n := range c.Nodes {
+			st := n.Server().Store()
+			testcluster.WaitFor(t, 5*time.Second, func() (bool, string) { return cond(st), what })
+		}
+	}
+	onEvery("web-1 on 1.0.0", func(st *state.Store) bool {
+		v, _ := st.CurrentVersion(nil, "web-1", "web")
+		return v == "1.0.0"
+	})
+	leader := c.WaitLeader().Server().Store()
+	refused := func(what, version string, code codes.Code, words ...string) {
+		t.Helper()
+		id := "rq-" + strings.ReplaceAll(what, " ", "-")
+		before, _ := ctl.ListReleases(ctx, &relv1.ListReleasesRequest{App: "web", Read: &relv1.ReadOptions{Consistent: true}})
+		_, err := ctl.DeleteRelease(metadata.AppendToOutgoingContext(ctx, reqid.MetadataKey, id), &relv1.DeleteReleaseRequest{App: "web", Version: version})
+		wantCode(t, what, err, code, words...)
+		after, _ := ctl.ListReleases(ctx, &relv1.ListReleasesRequest{App: "web", Read: &relv1.ReadOptions{Consistent: true}})
+		if after.GetIndex() != before.GetIndex() || len(after.GetReleases()) != len(before.GetReleases()) {
+			t.Errorf("%s: releases changed: %d at %d, then %d at %d", what, len(before.GetReleases()), before.GetIndex(), len(after.GetReleases()), after.GetIndex())
+		}
+		if rec := leader.Request(id); rec != nil {
+			t.Errorf("%s: a refused request was recorded: %v", what, rec)
+		}
+	}
+	refused("bad version", "1.0 0", codes.InvalidArgument, "version")
+	refused("unknown", "9.9.9", codes.NotFound, "release web@9.9.9 not found", "relctl release list web")
+	refused("a host runs it", "1.0.0", codes.FailedPrecondition, "release web@1.0.0 is still needed", "host web-1 has it (healthy)", "roll out another release")
+
+	// A rollout to 2.0.0: refused while it runs.
+	start, err := ctl.StartRollout(ctx, &relv1.StartRolloutRequest{App: "web", Version: "2.0.0", Environment: "prod"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := start.GetRollout().GetId()
+	onEvery(id+" on every replica", func(st *state.Store) bool { _, err := st.Rollout(nil, id); return err == nil })
+	refused("an active rollout goes to it", "2.0.0", codes.FailedPrecondition, "rollout "+id, "goes to or from it", "relctl rollout abort "+id)
+	refused("an active rollout comes from it", "1.0.0", codes.FailedPrecondition, "rollout "+id, "goes to or from it")
+	a.report("web", "2.0.0", "healthy", id)
+	waitState(t, ctl, id, "succeeded")
+	onEvery(id+" succeeded", func(st *state.Store) bool {
+		ro, err := st.Rollout(nil, id)
+		return err == nil && ro.GetState() == "succeeded"
+	})
+	refused("prod's current release", "2.0.0", codes.FailedPrecondition, "environment prod's current release (rollout "+id+")", "roll out another release to prod first")
+	refused("a rollback goes back to it", "1.0.0", codes.FailedPrecondition, "'relctl rollout rollback "+id+"'", "would take hosts back to it")
+	// Out of band, web-1 installs 3.0.0 (it is not there yet).
+	a.report("web", "3.0.0", "installing", "")
+	onEvery("web-1 installing 3.0.0", func(st *state.Store) bool {
+		aa, _ := st.AgentApp(nil, "web-1", "web")
+		return aa.GetReport().GetVersion() == "3.0.0"
+	})
+	refused("a host installs it", "3.0.0", codes.FailedPrecondition, "host web-1 has it (installing)")
+
+	// A grant of manage-apps on another app does not reach web.
+	apiOps, _ := createToken(t, c.Nodes[0].Admin(), "api-ops", []string{string(auth.Operator)}, []string{"api"}, 0)
+	scoped := relv1.NewControlServiceClient(tokenConn(t, c, c.Nodes[0].GRPCAddr(), apiOps))
+	_, err = scoped.DeleteRelease(ctx, &relv1.DeleteReleaseRequest{App: "web", Version: "4.0.0"})
+	wantCode(t, "manage-apps on api only", err, codes.PermissionDenied)
+
+	// 4.0.0 is needed by nothing: it goes, once.
+	rctx := metadata.AppendToOutgoingContext(ctx, reqid.MetadataKey, "rq-delete-4")
+	first, err := ctl.DeleteRelease(rctx, &relv1.DeleteReleaseRequest{App: "web", Version: "4.0.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := ctl.DeleteRelease(rctx, &relv1.DeleteReleaseRequest{App: "web", Version: "4.0.0"})
+	if err != nil || again.GetIndex() != first.GetIndex() {
+		t.Fatalf("the same request again: %v at %d, want the first answer (index %d)", err, again.GetIndex(), first.GetIndex())
+	}
+	_, err = ctl.GetRelease(ctx, &relv1.GetReleaseRequest{App: "web", Version: "4.0.0", Read: &relv1.ReadOptions{Consistent: true}})
+	wantCode(t, "deleted release", err, codes.NotFound)
+	for _, n := range c.Nodes {
+		st := n.Server().Store()
+		testcluster.WaitFor(t, 5*time.Second, func() (bool, string) {
+			ds, _ := st.ReleaseDigests()
+			return len(ds) == 3, fmt.Sprintf("digests on every replica: %v", ds)
+		})
+	}
+}
