@@ -28,6 +28,13 @@ install) has a row of its own, its attempt, while the version before it
 keeps running. "failed, rolled back" is a failed version a rollback
 replaced. ROLLOUT says "(rollback)" for a rollback's rollout.
 
+Entries that ended longer ago than the servers' --history-retention (90
+days by default) are folded into one line per host, printed before the
+table: "web-1 before 2026-08-29: 412 versions, 3 failed, 1 rolled back,
+last 1.4.2" (in JSON, "summaries"). The row of the version a host runs now
+is never folded. The history of a host removed by --agent-retention stays,
+its last row closed when it was removed.
+
 With --env, only the hosts environment ENV selects; with --host, only
 that host; with --since, only rows still open or ending at or after that
 time (a duration back from now, e.g. 24h, or an RFC 3339 time). The
@@ -52,6 +59,7 @@ of the server asked; add --consistent to read from the leader instead.`,
 			if !from.IsZero() {
 				req.SinceUnixNano = from.UnixNano()
 			}
+			var summaries []*relv1.HistorySummary
 			entries, err := allPages(limit, func(tok string, size uint32) ([]*relv1.HistoryEntry, string, error) {
 				req.PageToken, req.PageSize = tok, size
 				var resp *relv1.HistoryResponse
@@ -59,12 +67,16 @@ of the server asked; add --consistent to read from the leader instead.`,
 					resp, err = relv1.NewControlServiceClient(cc).History(ctx, req, opts...)
 					return err
 				})
+				if tok == "" {
+					// The first page carries the summaries.
+					summaries = resp.GetSummaries()
+				}
 				return resp.GetEntries(), resp.GetNextPageToken(), err
 			})
 			if err != nil {
 				return err
 			}
-			return r.printer().history(entries)
+			return r.printer().history(summaries, entries)
 		}),
 	}
 	cmd.Flags().StringVar(&env, "env", "", "only the hosts environment `ENV` selects")
