@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -224,6 +225,40 @@ func TestDeleteRelease(t *testing.T) {
 		testcluster.WaitFor(t, 5*time.Second, func() (bool, string) {
 			ds, _ := st.ReleaseDigests()
 			return len(ds) == 3, fmt.Sprintf("digests on every replica: %v", ds)
+		})
+	}
+}
+
+// TestRetentionConfig: a negative retention is a configuration error
+// naming the flag; 0 in a Config takes the default.
+func TestRetentionConfig(t *testing.T) {
+	base := func() server.Config {
+		return server.Config{NodeID: "s1", DataDir: t.TempDir(), CAFile: "ca.pem", CertFile: "s1.pem", KeyFile: "s1-key.pem"}
+	}
+	cases := []struct {
+		name string
+		edit func(*server.Config)
+		want string // "" for valid
+	}{
+		{"defaults", func(*server.Config) {}, ""},
+		{"negative history", func(c *server.Config) { c.HistoryRetention = -time.Hour }, "--history-retention -1h0m0s is negative"},
+		{"negative agents", func(c *server.Config) { c.AgentRetention = -time.Second }, "--agent-retention -1s is negative"},
+		{"short ones", func(c *server.Config) { c.HistoryRetention, c.AgentRetention = time.Millisecond, time.Millisecond }, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := base()
+			tc.edit(&cfg)
+			err := cfg.Validate()
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, server.ErrConfig) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("%v, want ErrConfig saying %q", err, tc.want)
+			}
 		})
 	}
 }
