@@ -2,7 +2,6 @@ package state
 
 import (
 	"fmt"
-	"sort"
 
 	"github.com/hashicorp/go-memdb"
 	"google.golang.org/protobuf/proto"
@@ -62,28 +61,22 @@ func (s *Store) RemoveRollouts(index uint64, ids []string) (int, error) {
 }
 
 // foldable lists the closed history entries that ended at or before
-// cutoff, oldest end first (then app, host, row), at most limit.
+// cutoff, oldest end first (then by id), at most limit. It reads them in
+// that order from the "to" index, so a pass costs what it folds, not
+// the whole table.
 func foldable(txn *memdb.Txn, cutoff int64, limit int) ([]*relv1.HistoryEntry, error) {
-	it, err := txn.Get(TableHistory, "id")
+	// From 1: the open entries (to 0) say what runs now; never folded.
+	it, err := txn.LowerBound(TableHistory, "to", int64(1))
 	if err != nil {
 		return nil, fmt.Errorf("state: history: %w", err)
 	}
 	var out []*relv1.HistoryEntry
-	for raw := it.Next(); raw != nil; raw = it.Next() {
+	for raw := it.Next(); raw != nil && len(out) < limit; raw = it.Next() {
 		h := raw.(*relv1.HistoryEntry)
-		// The open entry says what runs now: it is never folded.
-		if to := h.GetToUnixNano(); to != 0 && to <= cutoff {
-			out = append(out, h)
+		if h.GetToUnixNano() > cutoff {
+			break
 		}
-	}
-	sort.SliceStable(out, func(i, j int) bool {
-		if a, b := out[i].GetToUnixNano(), out[j].GetToUnixNano(); a != b {
-			return a < b
-		}
-		return false // the table's order (app, host, row) breaks ties
-	})
-	if limit >= 0 && len(out) > limit {
-		out = out[:limit]
+		out = append(out, h)
 	}
 	return out, nil
 }
