@@ -262,3 +262,69 @@ func TestRetentionConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestHistorySummaryPaging: the summaries of folded history come first,
+// by host, then the entries; page_size counts both, a page may end the
+// one and start the other, and every item comes once; --host filters
+// both.
+func TestHistorySummaryPaging(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{})
+	leader := c.WaitLeader()
+	ctl := dial(t, leader)
+	ctx := ctxT(t)
+	mustCreate(t, ctl, "web")
+	// Written straight into the store: 25 hosts went 1.0.0 → 2.0.0, and
+	// the 1.0.0 entries are folded.
+	st := leader.Server().Store()
+	idx := uint64(1_000_000)
+	at := time.Now().UnixNano()
+	for i := range 25 {
+		id := fmt.Sprintf("h-%02d", i)
+		idx++
+		if err := st.AgentUp(idx, &relv1.Agent{Id: id, SessionId: "s-" + id, ServerId: "s1"}, []*relv1.AppReport{{App: "web", Version: "1.0.0", Phase: "healthy", AtUnixNano: at}}); err != nil {
+			t.Fatal(err)
+		}
+		idx++
+		if err := st.ApplyReports(idx, []*relv1.AgentReport{{AgentId: id, SessionId: "s-" + id, Report: &relv1.AppReport{App: "web", Version: "2.0.0", Phase: "healthy", AtUnixNano: at + 1}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idx++
+	if n, err := st.FoldHistory(idx, at+1, 5000); err != nil || n != 25 {
+		t.Fatalf("folded %d, %v", n, err)
+	}
+	var (
+		sums    []string
+		entries []string
+		shapes  []string
+		tok     string
+	)
+	for {
+		resp, err := ctl.History(ctx, &relv1.HistoryRequest{App: "web", PageSize: 10, PageToken: tok})
+		if err != nil {
+			t.Fatal(err)
+		}
+		shapes = append(shapes, fmt.Sprintf("%d+%d", len(resp.GetSummaries()), len(resp.GetEntries())))
+		for _, m := range resp.GetSummaries() {
+			sums = append(sums, m.GetAgentId())
+		}
+		for _, e := range resp.GetEntries() {
+			entries = append(entries, e.GetAgentId()+"@"+e.GetVersion())
+		}
+		if tok = resp.GetNextPageToken(); tok == "" {
+			break
+		}
+	}
+	if got := strings.Join(shapes, " "); got != "10+0 10+0 5+5 0+10 0+10" {
+		t.Errorf("pages (summaries+entries): %s", got)
+	}
+	if len(sums) != 25 || sums[0] != "h-00" || sums[24] != "h-24" || len(entries) != 25 || entries[0] != "h-00@2.0.0" {
+		t.Errorf("summaries %v, entries %v: want each of the 25 hosts once in each", sums, entries)
+	}
+	resp, err := ctl.History(ctx, &relv1.HistoryRequest{App: "web", Host: "h-07"})
+	if err != nil || len(resp.GetSummaries()) != 1 || len(resp.GetEntries()) != 1 || resp.GetSummaries()[0].GetLastVersion() != "1.0.0" {
+		t.Fatalf("h-07: %v, %v", resp, err)
+	}
+	_, err = ctl.History(ctx, &relv1.HistoryRequest{App: "web", PageToken: "historysum.!!"})
+	wantCode(t, "bad summary token", err, codes.InvalidArgument, "not a page token")
+}

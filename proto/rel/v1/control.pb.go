@@ -2693,7 +2693,9 @@ type HistoryResponse struct {
 	// The page_token of the next page; "" on the last page.
 	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	// What the history retention kept of the entries it folded, one per
-	// host (filtered like entries), by host; on the first page only.
+	// host (filtered like entries), by host. They come first: the pages
+	// carry summaries until there are no more, then entries (a page may
+	// end the one and start the other); page_size counts both.
 	Summaries     []*HistorySummary `protobuf:"bytes,4,rep,name=summaries,proto3" json:"summaries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
