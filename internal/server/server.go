@@ -122,7 +122,7 @@ func New(c Config) (_ *Server, err error) {
 		}
 	}()
 
-	if s.artifacts, err = artifact.Open(filepath.Join(cfg.DataDir, "artifacts"), cfg.MaxArtifactBytes); err != nil {
+	if s.artifacts, err = artifact.Open(filepath.Join(cfg.DataDir, "artifacts"), cfg.MaxArtifactBytes, cfg.ArtifactQuota); err != nil {
 		return nil, err
 	}
 	if s.grpcLn, err = s.sec.Listen("grpc", cfg.GRPCAddr); err != nil {
