@@ -29,8 +29,10 @@ const (
 	TableJoinTokens   = "join_tokens"
 	TableRevocations  = "agent_revocations"
 	TableRequests     = "requests"
-	tableIndex        = "index"
-	tableMeta         = "meta"
+	// TableArtifactTombstones: blobs an artifact GC pass removed.
+	TableArtifactTombstones = "artifact_tombstones"
+	tableIndex              = "index"
+	tableMeta               = "meta"
 )
 
 // indexEntry is a row of the index table: the raft index of the latest write
@@ -152,6 +154,12 @@ func schema() *memdb.DBSchema {
 				Name: TableRevocations,
 				Indexes: map[string]*memdb.IndexSchema{
 					"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "AgentId"}},
+				},
+			},
+			TableArtifactTombstones: {
+				Name: TableArtifactTombstones,
+				Indexes: map[string]*memdb.IndexSchema{
+					"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Digest"}},
 				},
 			},
 			TableRequests: {
