@@ -11,8 +11,10 @@ import (
 
 	"github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/relhq/rel/internal/artifact"
 	"github.com/relhq/rel/internal/validate"
@@ -47,10 +49,34 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// uploadRetryDelay is what a refusal past --max-concurrent-uploads tells
+// clients to wait before trying again (relctl adds jitter).
+const uploadRetryDelay = time.Second
+
+// errUploadsBusy refuses an upload past --max-concurrent-uploads. Its
+// RetryInfo detail tells clients it is worth trying again, which a quota
+// refusal (also ResourceExhausted) is not.
+func errUploadsBusy(n int) error {
+	st := status.Newf(codes.ResourceExhausted, "%d uploads are in progress on this server (rel-server --max-concurrent-uploads): try again shortly", n)
+	if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(uploadRetryDelay)}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
 // Upload stores a streamed file and answers once a majority of voters hold
 // it, so that a release referring to it survives the loss of any minority.
 func (a *artifactService) Upload(stream relv1.ArtifactService_UploadServer) error {
 	s := a.s
+	if s.uploads != nil {
+		select {
+		case s.uploads <- struct{}{}:
+			defer func() { <-s.uploads }()
+		default:
+			s.metrics.uploadsRefused.WithLabelValues("concurrency").Inc()
+			return errUploadsBusy(cap(s.uploads))
+		}
+	}
 	first, err := stream.Recv()
 	if err != nil {
 		return err
@@ -69,9 +95,15 @@ func (a *artifactService) Upload(stream relv1.ArtifactService_UploadServer) erro
 	if h.GetSize() > s.artifacts.MaxSize() {
 		return status.Errorf(codes.InvalidArgument, "artifact is %d bytes: the limit is %d (rel-server --max-artifact-bytes)", h.GetSize(), s.artifacts.MaxSize())
 	}
+	if err := s.awaitRemovals(stream.Context(), digest); err != nil {
+		return status.Error(codes.Unavailable, err.Error())
+	}
 	start := time.Now()
 	n, err := s.artifacts.Put(&chunkReader{stream: stream}, digest, h.GetSize())
 	if err != nil {
+		if errors.Is(err, artifact.ErrQuotaExceeded) {
+			s.metrics.uploadsRefused.WithLabelValues("quota").Inc()
+		}
 		return artifactStatus(err)
 	}
 	s.logger.Info("artifact received", "sha256", digest, "bytes", n, "name", h.GetName(), "took", time.Since(start).Round(time.Millisecond))
@@ -89,6 +121,8 @@ func artifactStatus(err error) error {
 		return status.Errorf(codes.InvalidArgument, "upload refused, nothing stored: %v", err)
 	case errors.Is(err, artifact.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, artifact.ErrQuotaExceeded):
+		return status.Errorf(codes.ResourceExhausted, "upload refused, nothing stored: %v", err)
 	}
 	if st, ok := status.FromError(errors.Unwrap(err)); ok {
 		return st.Err()
@@ -192,6 +226,9 @@ func (c *clusterService) FetchArtifact(ctx context.Context, req *relv1.FetchArti
 		if !slices.Contains(members, src) {
 			return nil, status.Errorf(codes.InvalidArgument, "source %q is not the artifact endpoint of a member of this cluster: servers fetch artifacts only from each other", src)
 		}
+	}
+	if err := c.s.awaitRemovals(ctx, req.GetSha256()); err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
 	}
 	if err := c.s.artifacts.Fetch(ctx, c.s.httpClient, req.GetSha256(), req.GetSize(), req.GetSources()); err != nil {
 		return nil, artifactStatus(err)
