@@ -293,3 +293,33 @@ func TestUploadConcurrencyLimit(t *testing.T) {
 		t.Fatalf("upload after the others finished: %v", err)
 	}
 }
+
+// TestArtifactGCServerDown: a server that was down while GC removed a blob
+// deletes its copy when it is back.
+func TestArtifactGCServerDown(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{Configure: func(i int, cfg *server.Config) {
+		cfg.MaxArtifactBytes = 1 << 20
+		cfg.ArtifactGrace = time.Second
+		cfg.ArtifactGCInterval = 100 * time.Millisecond
+	}})
+	leader := c.WaitLeader()
+	body, sum := randomBlob(20_000)
+	if _, err := uploadBlob(t, leader.Admin(), sum, body); err != nil {
+		t.Fatal(err)
+	}
+	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+		h := holders(c, sum)
+		return len(h) == 3, fmt.Sprintf("blob on %v", h)
+	})
+	down := c.Followers()[0]
+	c.Kill(down)
+	testcluster.WaitFor(t, 20*time.Second, func() (bool, string) {
+		h := holders(c, sum)
+		return len(h) == 1 && h[0] == down.ID, fmt.Sprintf("blob on %v, want only on the stopped %s", h, down.ID)
+	})
+	c.Restart(down)
+	testcluster.WaitFor(t, 20*time.Second, func() (bool, string) {
+		h := holders(c, sum)
+		return len(h) == 0, fmt.Sprintf("blob still on %v after %s came back", h, down.ID)
+	})
+}
