@@ -109,6 +109,41 @@ func TestArtifactGC(t *testing.T) {
 	})
 	usedOn := holders(c, usedSum)
 
+	// ListArtifacts: this server's store by digest, in pages, with the
+	// releases using each.
+	var listed []*relv1.ArtifactInfo
+	tok := ""
+	for pages := 0; ; pages++ {
+		resp, err := relv1.NewArtifactServiceClient(f.Admin()).ListArtifacts(ctxT(t), &relv1.ListArtifactsRequest{PageSize: 1, PageToken: tok})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pages == 0 && (resp.GetServerId() != f.ID || resp.GetStoreBytes() != 150_000) {
+			t.Errorf("list answered by %s with %d bytes stored", resp.GetServerId(), resp.GetStoreBytes())
+		}
+		listed = append(listed, resp.GetArtifacts()...)
+		if tok = resp.GetNextPageToken(); tok == "" || pages > 3 {
+			break
+		}
+	}
+	if len(listed) != 2 {
+		t.Fatalf("listed %v", listed)
+	}
+	for _, a := range listed {
+		switch a.GetSha256() {
+		case orphanSum:
+			if len(a.GetReleases()) != 0 || a.GetSize() != 100_000 {
+				t.Errorf("orphan listed as %v", a)
+			}
+		case usedSum:
+			if len(a.GetReleases()) != 1 || a.GetReleases()[0] != "web@1.0.0" {
+				t.Errorf("used blob listed as %v", a)
+			}
+		default:
+			t.Errorf("listed %v", a)
+		}
+	}
+
 	testcluster.WaitFor(t, 10*grace, func() (bool, string) {
 		h := holders(c, orphanSum)
 		return len(h) == 0, fmt.Sprintf("unreferenced blob still on %v after the grace", h)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -287,4 +288,40 @@ type fetchState struct {
 	fetchMu    sync.Mutex
 	fetches    map[string]*fetchCall
 	httpClient *http.Client
+}
+
+// ListArtifacts lists this server's store, by digest, in pages; the
+// releases using each blob come from this server's replica.
+func (a *artifactService) ListArtifacts(ctx context.Context, req *relv1.ListArtifactsRequest) (*relv1.ListArtifactsResponse, error) {
+	s := a.s
+	key := &relv1.ArtifactInfo{}
+	ok, err := parsePageToken("artifacts", req.GetPageToken(), key)
+	if err != nil {
+		return nil, err
+	}
+	blobs, err := s.artifacts.List()
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	refs, _, err := s.store.ReferencedArtifacts(nil)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	slices.SortFunc(blobs, func(x, y artifact.Blob) int { return strings.Compare(x.Digest, y.Digest) })
+	if ok {
+		blobs = after(blobs, artifact.Blob{Digest: key.GetSha256()}, func(x, y artifact.Blob) bool { return x.Digest < y.Digest })
+	}
+	done := s.removals.processed()
+	page, more := fillPage(newPageBudget(req.GetPageSize()), blobs, func(b artifact.Blob) *relv1.ArtifactInfo {
+		info := &relv1.ArtifactInfo{Sha256: b.Digest, Size: b.Size, StoredUnixNano: b.ModTime.UnixNano(), Releases: refs[b.Digest]}
+		if t, err := s.store.ArtifactTombstone(b.Digest); err == nil && t != nil && t.GetModifyIndex() > done {
+			info.Removed = true
+		}
+		return info
+	})
+	resp := &relv1.ListArtifactsResponse{Artifacts: page, ServerId: s.cfg.NodeID, StoreBytes: s.artifacts.Used(), QuotaBytes: s.artifacts.Quota()}
+	if more {
+		resp.NextPageToken = pageToken("artifacts", &relv1.ArtifactInfo{Sha256: page[len(page)-1].GetSha256()})
+	}
+	return resp, nil
 }
