@@ -99,6 +99,7 @@ func (a *artifactService) Upload(stream relv1.ArtifactService_UploadServer) erro
 	if err := s.awaitRemovals(stream.Context(), digest); err != nil {
 		return status.Error(codes.Unavailable, err.Error())
 	}
+	removedBefore := s.tombstoneIndex(digest)
 	start := time.Now()
 	n, err := s.artifacts.Put(&chunkReader{stream: stream}, digest, h.GetSize())
 	if err != nil {
@@ -112,7 +113,23 @@ func (a *artifactService) Upload(stream relv1.ArtifactService_UploadServer) erro
 	if err != nil {
 		return toStatus(err)
 	}
+	// The same bytes, stored long ago and unused, may have been removed by
+	// a GC pass that committed during the upload: its deletions may take
+	// the copies just made, so the upload is not acknowledged.
+	if s.tombstoneIndex(digest) > removedBefore {
+		return status.Errorf(codes.Aborted, "artifact %s was removed by artifact GC while it was being uploaded (the same bytes were stored before, more than --artifact-grace ago, and no release used them): upload it again", digest)
+	}
 	return stream.SendAndClose(&relv1.UploadResponse{Sha256: digest, Size: n, ArtifactUrl: artifact.URL(digest), Holders: holders})
+}
+
+// tombstoneIndex is the index of the latest GC removal of digest this
+// replica has applied (0: none).
+func (s *Server) tombstoneIndex(digest string) uint64 {
+	t, err := s.store.ArtifactTombstone(digest)
+	if err != nil || t == nil {
+		return 0
+	}
+	return t.GetModifyIndex()
 }
 
 func artifactStatus(err error) error {
