@@ -293,16 +293,18 @@ func TestUploadConcurrencyLimit(t *testing.T) {
 		}
 		held = append(held, heldUpload{st, body})
 	}
-	// The held streams reach the server in their own time: try a fifth
-	// until it is refused (a fifth that gets in first completes and frees
-	// its place).
-	var refused error
+	// The held streams reach the server in their own time; each has its
+	// place once its partial file exists (a fifth tried earlier could take
+	// the place of one not yet in).
 	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
-		body, sum := randomBlob(100)
-		_, err := uploadBlob(t, n.Admin(), sum, body)
-		refused = err
-		return status.Code(err) == codes.ResourceExhausted, fmt.Sprintf("fifth upload: %v", err)
+		tmps, _ := os.ReadDir(filepath.Join(n.DataDir(), "artifacts", "tmp"))
+		return len(tmps) == 4, fmt.Sprintf("%d uploads in progress", len(tmps))
 	})
+	body5, sum5 := randomBlob(100)
+	_, refused := uploadBlob(t, n.Admin(), sum5, body5)
+	if status.Code(refused) != codes.ResourceExhausted {
+		t.Fatalf("fifth upload: %v, want ResourceExhausted", refused)
+	}
 	if !strings.Contains(refused.Error(), "4 uploads are in progress on this server") || !strings.Contains(refused.Error(), "try again shortly") {
 		t.Errorf("refusal %q", refused)
 	}

@@ -184,6 +184,7 @@ func (s *Server) replicateArtifact(ctx context.Context, digest string, size int6
 	}
 	results := make(chan result, len(peers))
 	src := "https://" + s.HTTPAddr()
+	applied, _ := s.fsm.Applied()
 	for _, id := range peers {
 		addr := grpcOf[id]
 		s.wg.Add(1)
@@ -199,7 +200,7 @@ func (s *Server) replicateArtifact(ctx context.Context, digest string, size int6
 				err = derr
 				if err == nil {
 					_, err = relv1.NewClusterServiceClient(conn).FetchArtifact(fctx,
-						&relv1.FetchArtifactRequest{Sha256: digest, Size: size, Sources: []string{src}})
+						&relv1.FetchArtifactRequest{Sha256: digest, Size: size, Sources: []string{src}, MinIndex: applied})
 				}
 			}
 			results <- result{id, err}
@@ -245,6 +246,9 @@ func (c *clusterService) FetchArtifact(ctx context.Context, req *relv1.FetchArti
 			return nil, status.Errorf(codes.InvalidArgument, "source %q is not the artifact endpoint of a member of this cluster: servers fetch artifacts only from each other", src)
 		}
 	}
+	// Best effort (waitLocal is bounded): a replica that far behind is
+	// rare, and the sender's upload still needs a majority.
+	c.s.waitLocal(ctx, req.GetMinIndex())
 	if err := c.s.awaitRemovals(ctx, req.GetSha256()); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
