@@ -29,11 +29,12 @@ const (
 	TableJoinTokens   = "join_tokens"
 	TableRevocations  = "agent_revocations"
 	TableRequests     = "requests"
-	// TableArtifactTombstones: blobs an artifact GC pass removed.
-	TableArtifactTombstones = "artifact_tombstones"
-	tableIndex              = "index"
-	tableMeta               = "meta"
+	tableIndex        = "index"
+	tableMeta         = "meta"
 )
+
+// TableArtifactTombstones holds the blobs artifact GC passes removed.
+const TableArtifactTombstones = "artifact_tombstones"
 
 // indexEntry is a row of the index table: the raft index of the latest write
 // to a table. Blocking queries watch these rows.
