@@ -15,7 +15,9 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/relhq/rel/internal/auth"
 	"github.com/relhq/rel/internal/server"
@@ -359,4 +361,68 @@ func TestArtifactGCServerDown(t *testing.T) {
 		h := holders(c, sum)
 		return len(h) == 0, fmt.Sprintf("blob still on %v after %s came back", h, down.ID)
 	})
+}
+
+// TestReleaseRacingArtifactGC: a release decided on a server before a GC
+// removal of its blob, and committed after it, is refused with a clear
+// error and stores nothing (the blob is deleted everywhere); the blob
+// uploaded again makes the release, and stays.
+func TestReleaseRacingArtifactGC(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{Configure: func(i int, cfg *server.Config) {
+		cfg.MaxArtifactBytes = 1 << 20
+		cfg.ArtifactGrace = time.Hour // only the removal this test commits
+	}})
+	leader := c.WaitLeader()
+	f := c.Followers()[0]
+	ctl := dial(t, f)
+	if _, err := ctl.CreateApp(ctxT(t), &relv1.CreateAppRequest{Name: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	body, sum := randomBlob(30_000)
+	if _, err := uploadBlob(t, f.Admin(), sum, body); err != nil {
+		t.Fatal(err)
+	}
+	// The two entries as a follower would forward them: the leader's GC
+	// pass, then a release its server checked before that pass committed.
+	apply := func(cmd *relv1.Command) (*relv1.ApplyResponse, error) {
+		cmd.StampedUnixNano = time.Now().UnixNano()
+		b, err := proto.Marshal(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc := relv1.NewClusterServiceClient(idConn(t, c, leader.GRPCAddr(), testcluster.ServerID(f.ID)))
+		return cc.Apply(metadata.AppendToOutgoingContext(ctxT(t), "rel-forwarded", "1"), &relv1.ApplyRequest{Command: b})
+	}
+	removed, err := apply(&relv1.Command{Kind: &relv1.Command_RemoveArtifacts{RemoveArtifacts: &relv1.RemoveArtifacts{Digests: []string{sum}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel := &relv1.Release{App: "web", Version: "1.0.0", ArtifactUrl: "rel://sha256/" + sum, Sha256: sum, Size: int64(len(body)), CreatedUnixNano: time.Now().UnixNano()}
+	_, err = apply(&relv1.Command{Kind: &relv1.Command_CreateRelease{CreateRelease: &relv1.CreateRelease{Release: rel, ArtifactCheckedIndex: removed.GetIndex() - 1}}})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "removed from the cluster's store by artifact GC") || !strings.Contains(err.Error(), "upload it again") {
+		t.Fatalf("release checked before the removal: %v, want FailedPrecondition telling to upload again", err)
+	}
+	if _, err := ctl.GetRelease(ctxT(t), &relv1.GetReleaseRequest{App: "web", Version: "1.0.0", Read: &relv1.ReadOptions{Consistent: true}}); status.Code(err) != codes.NotFound {
+		t.Fatalf("refused release stored: %v", err)
+	}
+	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+		h := holders(c, sum)
+		return len(h) == 0, fmt.Sprintf("removed blob still on %v", h)
+	})
+
+	// Uploaded again, the release is made (lifting the removal) and the
+	// blob stays on a majority.
+	if _, err := uploadBlob(t, f.Admin(), sum, body); err != nil {
+		t.Fatalf("upload again: %v", err)
+	}
+	if _, err := ctl.CreateRelease(ctxT(t), &relv1.CreateReleaseRequest{App: "web", Version: "1.0.0", ArtifactUrl: "rel://sha256/" + sum}); err != nil {
+		t.Fatalf("release after the upload again: %v", err)
+	}
+	list, err := relv1.NewArtifactServiceClient(f.Admin()).ListArtifacts(ctxT(t), &relv1.ListArtifactsRequest{})
+	if err != nil || len(list.GetArtifacts()) != 1 || list.GetArtifacts()[0].GetRemoved() || len(list.GetArtifacts()[0].GetReleases()) != 1 {
+		t.Fatalf("after the release: %v %v", list, err)
+	}
+	if h := holders(c, sum); len(h) < 2 {
+		t.Fatalf("blob on %v only", h)
+	}
 }
