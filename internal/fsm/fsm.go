@@ -218,7 +218,7 @@ func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
 	case *relv1.Command_DeleteEnvironment:
 		return f.store.DeleteEnvironment(index, k.DeleteEnvironment.GetName())
 	case *relv1.Command_CreateRelease:
-		return f.store.CreateRelease(index, k.CreateRelease.GetRelease())
+		return f.store.CreateReleaseChecked(index, k.CreateRelease.GetRelease(), k.CreateRelease.GetArtifactCheckedIndex())
 	case *relv1.Command_RegisterServer:
 		return f.store.UpsertServer(index, k.RegisterServer.GetServer())
 	case *relv1.Command_DeregisterServer:
@@ -261,6 +261,9 @@ func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
 		return f.store.RevokeAgent(index, k.RevokeAgent.GetRevocation())
 	case *relv1.Command_RemoveRollouts:
 		_, err := f.store.RemoveRollouts(index, k.RemoveRollouts.GetRolloutIds())
+		return err
+	case *relv1.Command_RemoveArtifacts:
+		_, err := f.store.RemoveArtifacts(index, cmd.GetStampedUnixNano(), k.RemoveArtifacts.GetDigests())
 		return err
 	default:
 		// Same reasoning as an undecodable entry: a newer leader wrote a

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -168,6 +169,8 @@ func stamped(n int64, kind any) *relv1.Command {
 		c.Kind = k
 	case *relv1.Command_RemoveRollouts:
 		c.Kind = k
+	case *relv1.Command_RemoveArtifacts:
+		c.Kind = k
 	default:
 		panic(fmt.Sprintf("unknown kind %T", kind))
 	}
@@ -259,6 +262,7 @@ func seedCommands() []*relv1.Command {
 		withRequestID("rq-fuzz-4", stamped(48, &relv1.Command_DeleteEnvironment{DeleteEnvironment: &relv1.DeleteEnvironment{Name: "prod"}})),
 		withRequestID("rq-fuzz-2", stamped(45, &relv1.Command_RolloutControl{RolloutControl: &relv1.RolloutControl{RolloutId: "ro-1", Action: "approve", AtUnixNano: 45, Wave: 2}})),
 		stamped(49, &relv1.Command_RemoveRollouts{RemoveRollouts: &relv1.RemoveRollouts{RolloutIds: []string{"ro-1", "ro-9"}}}),
+		stamped(50, &relv1.Command_RemoveArtifacts{RemoveArtifacts: &relv1.RemoveArtifacts{Digests: []string{strings.Repeat("a", 64), strings.Repeat("c", 64)}}}),
 	}
 }
 

@@ -59,6 +59,7 @@ type Command struct {
 	//	*Command_UpdateEnvironment
 	//	*Command_DeleteEnvironment
 	//	*Command_RemoveRollouts
+	//	*Command_RemoveArtifacts
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -322,6 +323,15 @@ func (x *Command) GetRemoveRollouts() *RemoveRollouts {
 	return nil
 }
 
+func (x *Command) GetRemoveArtifacts() *RemoveArtifacts {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_RemoveArtifacts); ok {
+			return x.RemoveArtifacts
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -423,6 +433,10 @@ type Command_RemoveRollouts struct {
 	RemoveRollouts *RemoveRollouts `protobuf:"bytes,33,opt,name=remove_rollouts,json=removeRollouts,proto3,oneof"`
 }
 
+type Command_RemoveArtifacts struct {
+	RemoveArtifacts *RemoveArtifacts `protobuf:"bytes,37,opt,name=remove_artifacts,json=removeArtifacts,proto3,oneof"`
+}
+
 func (*Command_CreateApp) isCommand_Kind() {}
 
 func (*Command_CreateEnvironment) isCommand_Kind() {}
@@ -468,6 +482,8 @@ func (*Command_UpdateEnvironment) isCommand_Kind() {}
 func (*Command_DeleteEnvironment) isCommand_Kind() {}
 
 func (*Command_RemoveRollouts) isCommand_Kind() {}
+
+func (*Command_RemoveArtifacts) isCommand_Kind() {}
 
 type CreateApp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -680,10 +696,17 @@ func (x *DeleteEnvironment) GetName() string {
 }
 
 type CreateRelease struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Release       *Release               `protobuf:"bytes,1,opt,name=release,proto3" json:"release,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Release *Release               `protobuf:"bytes,1,opt,name=release,proto3" json:"release,omitempty"`
+	// For an artifact in the cluster's store: the raft index through which
+	// the accepting server had applied artifact removals (and deleted their
+	// files) when it found the blob in its store. The FSM refuses the release
+	// if a RemoveArtifacts of its digest is newer than that: the blob the
+	// server saw may be deleted everywhere. An older removal is lifted, since
+	// the server holds a copy stored after it.
+	ArtifactCheckedIndex uint64 `protobuf:"varint,2,opt,name=artifact_checked_index,json=artifactCheckedIndex,proto3" json:"artifact_checked_index,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *CreateRelease) Reset() {
@@ -721,6 +744,13 @@ func (x *CreateRelease) GetRelease() *Release {
 		return x.Release
 	}
 	return nil
+}
+
+func (x *CreateRelease) GetArtifactCheckedIndex() uint64 {
+	if x != nil {
+		return x.ArtifactCheckedIndex
+	}
+	return 0
 }
 
 // RegisterServer records (or updates) a control-plane node's addresses.
@@ -1701,11 +1731,60 @@ func (x *RemoveRollouts) GetRolloutIds() []string {
 	return nil
 }
 
+// RemoveArtifacts is an artifact GC pass of the leader: blobs in the
+// cluster's store that no release referenced and that were older than
+// --artifact-grace. The FSM records a tombstone for each digest still
+// unreferenced when it applies the entry; every server then deletes its own
+// copy (outside the FSM). The command's stamp is the leader's.
+type RemoveArtifacts struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Digests       []string               `protobuf:"bytes,1,rep,name=digests,proto3" json:"digests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveArtifacts) Reset() {
+	*x = RemoveArtifacts{}
+	mi := &file_rel_v1_command_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveArtifacts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveArtifacts) ProtoMessage() {}
+
+func (x *RemoveArtifacts) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_command_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveArtifacts.ProtoReflect.Descriptor instead.
+func (*RemoveArtifacts) Descriptor() ([]byte, []int) {
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RemoveArtifacts) GetDigests() []string {
+	if x != nil {
+		return x.Digests
+	}
+	return nil
+}
+
 var File_rel_v1_command_proto protoreflect.FileDescriptor
 
 const file_rel_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\xac\f\n" +
+	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\xf2\f\n" +
 	"\aCommand\x12*\n" +
 	"\x11stamped_unix_nano\x18\x01 \x01(\x03R\x0fstampedUnixNano\x12\x1d\n" +
 	"\n" +
@@ -1735,7 +1814,8 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\x12rollout_step_delta\x18\x1e \x01(\v2\x13.rel.v1.RolloutStepH\x00R\x10rolloutStepDelta\x12J\n" +
 	"\x12update_environment\x18\x1f \x01(\v2\x19.rel.v1.UpdateEnvironmentH\x00R\x11updateEnvironment\x12J\n" +
 	"\x12delete_environment\x18  \x01(\v2\x19.rel.v1.DeleteEnvironmentH\x00R\x11deleteEnvironment\x12A\n" +
-	"\x0fremove_rollouts\x18! \x01(\v2\x16.rel.v1.RemoveRolloutsH\x00R\x0eremoveRolloutsB\x06\n" +
+	"\x0fremove_rollouts\x18! \x01(\v2\x16.rel.v1.RemoveRolloutsH\x00R\x0eremoveRollouts\x12D\n" +
+	"\x10remove_artifacts\x18% \x01(\v2\x17.rel.v1.RemoveArtifactsH\x00R\x0fremoveArtifactsB\x06\n" +
 	"\x04kindJ\x04\b\x13\x10\x14\"*\n" +
 	"\tCreateApp\x12\x1d\n" +
 	"\x03app\x18\x01 \x01(\v2\v.rel.v1.AppR\x03app\"J\n" +
@@ -1747,9 +1827,10 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\ajoining\x18\x03 \x03(\tR\ajoining\x12\x18\n" +
 	"\aleaving\x18\x04 \x03(\tR\aleaving\"'\n" +
 	"\x11DeleteEnvironment\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\":\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"p\n" +
 	"\rCreateRelease\x12)\n" +
-	"\arelease\x18\x01 \x01(\v2\x0f.rel.v1.ReleaseR\arelease\"8\n" +
+	"\arelease\x18\x01 \x01(\v2\x0f.rel.v1.ReleaseR\arelease\x124\n" +
+	"\x16artifact_checked_index\x18\x02 \x01(\x04R\x14artifactCheckedIndex\"8\n" +
 	"\x0eRegisterServer\x12&\n" +
 	"\x06server\x18\x01 \x01(\v2\x0e.rel.v1.ServerR\x06server\"\"\n" +
 	"\x10DeregisterServer\x12\x0e\n" +
@@ -1816,7 +1897,9 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"revocation\"1\n" +
 	"\x0eRemoveRollouts\x12\x1f\n" +
 	"\vrollout_ids\x18\x01 \x03(\tR\n" +
-	"rolloutIdsB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
+	"rolloutIds\"+\n" +
+	"\x0fRemoveArtifacts\x12\x18\n" +
+	"\adigests\x18\x01 \x03(\tR\adigestsB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
 
 var (
 	file_rel_v1_command_proto_rawDescOnce sync.Once
@@ -1830,7 +1913,7 @@ func file_rel_v1_command_proto_rawDescGZIP() []byte {
 	return file_rel_v1_command_proto_rawDescData
 }
 
-var file_rel_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_rel_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_rel_v1_command_proto_goTypes = []any{
 	(*Command)(nil),           // 0: rel.v1.Command
 	(*CreateApp)(nil),         // 1: rel.v1.CreateApp
@@ -1856,18 +1939,19 @@ var file_rel_v1_command_proto_goTypes = []any{
 	(*DeleteJoinToken)(nil),   // 21: rel.v1.DeleteJoinToken
 	(*RevokeAgent)(nil),       // 22: rel.v1.RevokeAgent
 	(*RemoveRollouts)(nil),    // 23: rel.v1.RemoveRollouts
-	(*App)(nil),               // 24: rel.v1.App
-	(*Environment)(nil),       // 25: rel.v1.Environment
-	(*Release)(nil),           // 26: rel.v1.Release
-	(*Server)(nil),            // 27: rel.v1.Server
-	(*Agent)(nil),             // 28: rel.v1.Agent
-	(*AppReport)(nil),         // 29: rel.v1.AppReport
-	(*Rollout)(nil),           // 30: rel.v1.Rollout
-	(*Desired)(nil),           // 31: rel.v1.Desired
-	(*RolloutEvent)(nil),      // 32: rel.v1.RolloutEvent
-	(*ACLToken)(nil),          // 33: rel.v1.ACLToken
-	(*JoinToken)(nil),         // 34: rel.v1.JoinToken
-	(*AgentRevocation)(nil),   // 35: rel.v1.AgentRevocation
+	(*RemoveArtifacts)(nil),   // 24: rel.v1.RemoveArtifacts
+	(*App)(nil),               // 25: rel.v1.App
+	(*Environment)(nil),       // 26: rel.v1.Environment
+	(*Release)(nil),           // 27: rel.v1.Release
+	(*Server)(nil),            // 28: rel.v1.Server
+	(*Agent)(nil),             // 29: rel.v1.Agent
+	(*AppReport)(nil),         // 30: rel.v1.AppReport
+	(*Rollout)(nil),           // 31: rel.v1.Rollout
+	(*Desired)(nil),           // 32: rel.v1.Desired
+	(*RolloutEvent)(nil),      // 33: rel.v1.RolloutEvent
+	(*ACLToken)(nil),          // 34: rel.v1.ACLToken
+	(*JoinToken)(nil),         // 35: rel.v1.JoinToken
+	(*AgentRevocation)(nil),   // 36: rel.v1.AgentRevocation
 }
 var file_rel_v1_command_proto_depIdxs = []int32{
 	1,  // 0: rel.v1.Command.create_app:type_name -> rel.v1.CreateApp
@@ -1893,31 +1977,32 @@ var file_rel_v1_command_proto_depIdxs = []int32{
 	3,  // 20: rel.v1.Command.update_environment:type_name -> rel.v1.UpdateEnvironment
 	4,  // 21: rel.v1.Command.delete_environment:type_name -> rel.v1.DeleteEnvironment
 	23, // 22: rel.v1.Command.remove_rollouts:type_name -> rel.v1.RemoveRollouts
-	24, // 23: rel.v1.CreateApp.app:type_name -> rel.v1.App
-	25, // 24: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
-	25, // 25: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
-	26, // 26: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
-	27, // 27: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
-	28, // 28: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
-	29, // 29: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
-	29, // 30: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
-	10, // 31: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
-	30, // 32: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
-	31, // 33: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
-	32, // 34: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
-	30, // 35: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
-	31, // 36: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
-	32, // 37: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
-	12, // 38: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
-	33, // 39: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
-	33, // 40: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
-	34, // 41: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
-	35, // 42: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
-	43, // [43:43] is the sub-list for method output_type
-	43, // [43:43] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	24, // 23: rel.v1.Command.remove_artifacts:type_name -> rel.v1.RemoveArtifacts
+	25, // 24: rel.v1.CreateApp.app:type_name -> rel.v1.App
+	26, // 25: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
+	26, // 26: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
+	27, // 27: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
+	28, // 28: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
+	29, // 29: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
+	30, // 30: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
+	30, // 31: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
+	10, // 32: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
+	31, // 33: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
+	32, // 34: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
+	33, // 35: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
+	31, // 36: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
+	32, // 37: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
+	33, // 38: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
+	12, // 39: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
+	34, // 40: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
+	34, // 41: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
+	35, // 42: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
+	36, // 43: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
+	44, // [44:44] is the sub-list for method output_type
+	44, // [44:44] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_command_proto_init() }
@@ -1951,6 +2036,7 @@ func file_rel_v1_command_proto_init() {
 		(*Command_UpdateEnvironment)(nil),
 		(*Command_DeleteEnvironment)(nil),
 		(*Command_RemoveRollouts)(nil),
+		(*Command_RemoveArtifacts)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1958,7 +2044,7 @@ func file_rel_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_command_proto_rawDesc), len(file_rel_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
