@@ -58,6 +58,15 @@ its own deadline, --upload-timeout (default 10m), instead of --timeout,
 which then applies afresh to creating the release. On a terminal, progress is
 drawn on stderr; otherwise relctl uploads silently.
 
+A server already receiving its --max-concurrent-uploads refuses the upload
+as busy; relctl tries again after a growing, jittered pause (up to 8s) until
+--upload-timeout, then prints the server's refusal (exit code 1). A refusal
+because the cluster's artifact store is at its --artifact-quota is not
+retried: delete releases you no longer need (their artifacts are removed
+after the servers' --artifact-grace) or ask for a larger quota. An artifact
+no release uses is removed after that grace: create the release soon after
+uploading, or upload again.
+
 --notes takes the notes as text, or @FILE to read them from FILE (at most
 64 KiB of UTF-8), @- to read them from stdin; @@ starts literal text with @.
 --label is repeatable and also takes comma-separated KEY=VALUE lists.
@@ -142,7 +151,7 @@ relctl only checks the syntax; the server validates every field.`,
 	f.StringVar(&notes, "notes", "", "release notes as `TEXT`, @FILE or @- for stdin")
 	f.StringVar(&commit, "commit", "", "source revision `SHA` the release was built from")
 	f.StringArrayVar(&labels, "label", nil, "label `KEY=VALUE[,KEY=VALUE...]` (repeatable)")
-	f.DurationVar(&uploadTimeout, "upload-timeout", defaultUploadTimeout, "time limit for uploading a local --artifact")
+	f.DurationVar(&uploadTimeout, "upload-timeout", defaultUploadTimeout, "time limit for uploading a local --artifact, busy servers' refusals retried within it")
 	_ = cmd.MarkFlagRequired("artifact")
 	_ = cmd.RegisterFlagCompletionFunc("notes", func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		return nil, cobra.ShellCompDirectiveDefault

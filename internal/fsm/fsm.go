@@ -220,7 +220,7 @@ func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
 	case *relv1.Command_DeleteEnvironment:
 		return f.store.DeleteEnvironment(index, k.DeleteEnvironment.GetName())
 	case *relv1.Command_CreateRelease:
-		return f.store.CreateRelease(index, k.CreateRelease.GetRelease())
+		return f.store.CreateReleaseChecked(index, k.CreateRelease.GetRelease(), k.CreateRelease.GetArtifactCheckedIndex())
 	case *relv1.Command_RegisterServer:
 		return f.store.UpsertServer(index, k.RegisterServer.GetServer())
 	case *relv1.Command_DeregisterServer:
@@ -274,6 +274,9 @@ func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
 		return err
 	case *relv1.Command_DeleteRelease:
 		return f.store.DeleteRelease(index, k.DeleteRelease.GetApp(), k.DeleteRelease.GetVersion())
+	case *relv1.Command_RemoveArtifacts:
+		_, err := f.store.RemoveArtifacts(index, cmd.GetStampedUnixNano(), k.RemoveArtifacts.GetDigests())
+		return err
 	default:
 		// Same reasoning as an undecodable entry: a newer leader wrote a
 		// command this build does not know. Upgrade servers before using

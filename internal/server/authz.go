@@ -116,7 +116,8 @@ var rules = map[string]rule{
 
 	relv1.AgentService_Connect_FullMethodName: {kinds: []string{auth.KindAgent}},
 
-	relv1.ArtifactService_Upload_FullMethodName: {perm: auth.CreateRelease},
+	relv1.ArtifactService_Upload_FullMethodName:        {perm: auth.CreateRelease},
+	relv1.ArtifactService_ListArtifacts_FullMethodName: {perm: auth.Read},
 
 	// Bootstrap works once per cluster; the FSM refuses it after that.
 	relv1.ACLService_Bootstrap_FullMethodName: {anyone: true},

@@ -90,7 +90,8 @@ var authzExpectations = map[string]expectation{
 
 	relv1.AgentService_Connect_FullMethodName: forAgents,
 
-	relv1.ArtifactService_Upload_FullMethodName: {allowed: []string{cCreatorCert, cAdminToken}, denied: []string{cViewerToken, cDeployerToken, cAgentCert, cServerCert}},
+	relv1.ArtifactService_Upload_FullMethodName:        {allowed: []string{cCreatorCert, cAdminToken}, denied: []string{cViewerToken, cDeployerToken, cAgentCert, cServerCert}},
+	relv1.ArtifactService_ListArtifacts_FullMethodName: readers,
 
 	relv1.ACLService_Bootstrap_FullMethodName:       anyone,
 	relv1.ACLService_CreateToken_FullMethodName:     tokenOps,

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -101,6 +102,36 @@ func TestBadInput(t *testing.T) {
 			_, err := fc.CreateRelease(ctx, with(func(r *relv1.CreateReleaseRequest) { r.Notes = strings.Repeat("n", 65537) }))
 			return err
 		}, codes.InvalidArgument, "notes are 65537 bytes long: the limit is 65536"},
+		// Issue 10's per-field limits, on the wire.
+		{"app description too long", func() error {
+			_, err := fc.CreateApp(ctx, &relv1.CreateAppRequest{Name: "api", Description: strings.Repeat("d", 1025)})
+			return err
+		}, codes.InvalidArgument, "description is 1025 bytes long: the limit is 1024"},
+		{"environment description too long", func() error {
+			_, err := fc.CreateEnvironment(ctx, &relv1.CreateEnvironmentRequest{Name: "qa", Selector: map[string]string{"env": "qa"}, Description: strings.Repeat("d", 1025)})
+			return err
+		}, codes.InvalidArgument, "description is 1025 bytes long: the limit is 1024"},
+		{"65 release labels", func() error {
+			_, err := fc.CreateRelease(ctx, with(func(r *relv1.CreateReleaseRequest) {
+				r.Labels = map[string]string{}
+				for i := 0; i < 65; i++ {
+					r.Labels[fmt.Sprintf("k%d", i)] = "v"
+				}
+			}))
+			return err
+		}, codes.InvalidArgument, "pairs: the limit is 64"},
+		{"release label value too long", func() error {
+			_, err := fc.CreateRelease(ctx, with(func(r *relv1.CreateReleaseRequest) { r.Labels = map[string]string{"build": strings.Repeat("v", 256)} }))
+			return err
+		}, codes.InvalidArgument, "value is 256 characters long: the limit is 255"},
+		{"65 selector pairs", func() error {
+			sel := map[string]string{}
+			for i := 0; i < 65; i++ {
+				sel[fmt.Sprintf("k%d", i)] = "v"
+			}
+			_, err := fc.CreateEnvironment(ctx, &relv1.CreateEnvironmentRequest{Name: "qa", Selector: sel})
+			return err
+		}, codes.InvalidArgument, "pairs: the limit is 64"},
 		{"show unknown release", func() error {
 			_, err := fc.GetRelease(ctx, &relv1.GetReleaseRequest{App: "web", Version: "9.9.9"})
 			return err

@@ -34,6 +34,12 @@ const (
 	// DefaultMaxAgentStreams caps one server's agent streams: well above
 	// what a server of this size holds (about 100 KiB of memory each).
 	DefaultMaxAgentStreams = 50_000
+	// DefaultArtifactGrace protects an upload whose release is not created
+	// yet: a day covers a build pipeline that uploads, then waits for tests.
+	DefaultArtifactGrace = 24 * time.Hour
+	// DefaultMaxConcurrentUploads: uploads are disk- and network-bound, so
+	// a few at a time use a server's bandwidth; more only slow each other.
+	DefaultMaxConcurrentUploads = 4
 	// DefaultRolloutRetention and DefaultRolloutKeep: what a week of
 	// release history needs, and enough to roll back.
 	DefaultRolloutRetention = 7 * 24 * time.Hour
@@ -112,6 +118,18 @@ type Config struct {
 	AgentRetention time.Duration
 	// RetentionInterval is how often the leader looks (0: a minute).
 	RetentionInterval time.Duration
+	// ArtifactGrace: a blob in the leader's store that no release
+	// references is removed from every server once it is older than this
+	// (0: DefaultArtifactGrace).
+	ArtifactGrace time.Duration
+	// ArtifactGCInterval is how often the leader looks (0: ten minutes).
+	ArtifactGCInterval time.Duration
+	// ArtifactQuota bounds the bytes of this server's artifact store (0:
+	// no bound).
+	ArtifactQuota int64
+	// MaxConcurrentUploads caps the uploads this server receives at once
+	// (0: DefaultMaxConcurrentUploads; negative: no limit).
+	MaxConcurrentUploads int
 	// MaxAgentStreams caps the agent streams this server holds; past it a
 	// new agent is refused (ResourceExhausted) and tries another server.
 	// 0: DefaultMaxAgentStreams; negative: no limit.
@@ -186,6 +204,17 @@ func (c *Config) withDefaults() Config {
 	if out.RetentionInterval == 0 {
 		out.RetentionInterval = time.Minute
 	}
+	if out.ArtifactGrace == 0 {
+		out.ArtifactGrace = DefaultArtifactGrace
+	}
+	if out.ArtifactGCInterval == 0 {
+		out.ArtifactGCInterval = 10 * time.Minute
+	}
+	if out.MaxConcurrentUploads == 0 {
+		out.MaxConcurrentUploads = DefaultMaxConcurrentUploads
+	} else if out.MaxConcurrentUploads < 0 {
+		out.MaxConcurrentUploads = 0
+	}
 	if out.MaxAgentStreams == 0 {
 		out.MaxAgentStreams = DefaultMaxAgentStreams
 	} else if out.MaxAgentStreams < 0 {
@@ -240,6 +269,15 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxAgentStreams < -1 {
 		return fmt.Errorf("%w: --max-agent-streams %d: give a count, or -1 for no limit", ErrConfig, c.MaxAgentStreams)
+	}
+	if c.ArtifactGrace < 0 {
+		return fmt.Errorf("%w: --artifact-grace %s is negative", ErrConfig, c.ArtifactGrace)
+	}
+	if c.ArtifactQuota < 0 {
+		return fmt.Errorf("%w: --artifact-quota %d is negative (0: no quota)", ErrConfig, c.ArtifactQuota)
+	}
+	if c.MaxConcurrentUploads < -1 {
+		return fmt.Errorf("%w: --max-concurrent-uploads %d: give a count, or -1 for no limit", ErrConfig, c.MaxConcurrentUploads)
 	}
 	if c.MaxArtifactBytes < 0 {
 		return fmt.Errorf("%w: --max-artifact-bytes %d is negative", ErrConfig, c.MaxArtifactBytes)

@@ -29,6 +29,12 @@ type metrics struct {
 	// retention passes folded and removed.
 	historyFolded prometheus.Counter
 	agentsRemoved prometheus.Counter
+	// artifactsRemoved counts blobs the artifact GC passes removed (on the
+	// leader); artifactBytesFreed, the bytes this server deleted for them.
+	artifactsRemoved   prometheus.Counter
+	artifactBytesFreed prometheus.Counter
+	// uploadsRefused counts uploads refused by a limit, by reason.
+	uploadsRefused *prometheus.CounterVec
 }
 
 func newMetrics(s *Server) *metrics {
@@ -76,12 +82,27 @@ func newMetrics(s *Server) *metrics {
 		Name: "rel_retention_agents_removed_total",
 		Help: "Long-disconnected agents removed (with their rows) by retention passes of this server while it led.",
 	})
+	m.artifactsRemoved = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "rel_retention_artifacts_removed_total",
+		Help: "Artifacts no release referenced past --artifact-grace, removed from the cluster's store by GC passes of this server while it led.",
+	})
+	m.artifactBytesFreed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "rel_artifact_gc_bytes_freed_total",
+		Help: "Bytes this server deleted from its artifact store for artifacts the GC removed.",
+	})
+	m.uploadsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rel_artifact_uploads_refused_total",
+		Help: "Uploads this server refused by a limit: reason quota (--artifact-quota) or concurrency (--max-concurrent-uploads).",
+	}, []string{"reason"})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	m.reg.MustRegister(
 		m.applyLatency, m.grpcRequests, m.grpcLatency, m.reportBatch, m.authDenied, m.enrolments, m.agentStreamsRefused, m.rolloutsRemoved,
 		m.historyFolded, m.agentsRemoved,
+		m.artifactsRemoved, m.artifactBytesFreed, m.uploadsRefused,
+		gauge("rel_artifact_store_bytes", "Bytes of the blobs in this server's artifact store.", func() float64 { return float64(s.artifacts.Used()) }),
+		gauge("rel_artifact_store_quota_bytes", "This server's --artifact-quota (0: none).", func() float64 { return float64(s.artifacts.Quota()) }),
 		gauge("rel_tls_certificate_expiry_seconds", "Seconds until this server's certificate expires.", func() float64 {
 			return time.Until(s.sec.M.Current().Leaf.NotAfter).Seconds()
 		}),

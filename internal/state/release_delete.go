@@ -12,8 +12,9 @@ import (
 
 // DeleteRelease deletes a release that nothing needs (see releaseInUse):
 // ErrNotFound for an unknown release, ErrConflict, saying why and what to
-// do, for one in use. The artifact is not touched: ReleaseDigests tells
-// an artifact collector which digests are still referenced.
+// do, for one in use. The artifact is not touched here: once no release
+// refers to it (ReferencedArtifacts), the artifact GC removes it after
+// its grace.
 func (s *Store) DeleteRelease(index uint64, app, version string) error {
 	txn := s.writeTxn()
 	defer txn.Abort()
@@ -144,24 +145,4 @@ func hostCameFrom(hosts []*relv1.RolloutHost, version string) bool {
 		}
 	}
 	return false
-}
-
-// ReleaseDigests lists the artifact digests (sha256, lower-case hex) of
-// every release, sorted and without repeats: an artifact whose digest is
-// not among them is referenced by no release.
-func (s *Store) ReleaseDigests() ([]string, error) {
-	it, err := s.readTxn().Get(TableReleases, "id")
-	if err != nil {
-		return nil, fmt.Errorf("state: list releases: %w", err)
-	}
-	seen := map[string]bool{}
-	var out []string
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		if d := raw.(*relv1.Release).GetSha256(); d != "" && !seen[d] {
-			seen[d] = true
-			out = append(out, d)
-		}
-	}
-	sort.Strings(out)
-	return out, nil
 }

@@ -36,6 +36,9 @@ const (
 	tableMeta             = "meta"
 )
 
+// TableArtifactTombstones holds the blobs artifact GC passes removed.
+const TableArtifactTombstones = "artifact_tombstones"
+
 // indexEntry is a row of the index table: the raft index of the latest write
 // to a table. Blocking queries watch these rows.
 type indexEntry struct {
@@ -168,6 +171,12 @@ func schema() *memdb.DBSchema {
 				Name: TableRevocations,
 				Indexes: map[string]*memdb.IndexSchema{
 					"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "AgentId"}},
+				},
+			},
+			TableArtifactTombstones: {
+				Name: TableArtifactTombstones,
+				Indexes: map[string]*memdb.IndexSchema{
+					"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Digest"}},
 				},
 			},
 			TableRequests: {

@@ -85,6 +85,9 @@ func (sn *Snapshot) Persist(w io.Writer) error {
 		{TableRevocations, func(r any) *relv1.SnapshotRecord {
 			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_AgentRevocation{AgentRevocation: r.(*relv1.AgentRevocation)}}
 		}},
+		{TableArtifactTombstones, func(r any) *relv1.SnapshotRecord {
+			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_ArtifactTombstone{ArtifactTombstone: r.(*relv1.ArtifactTombstone)}}
+		}},
 		{TableRequests, func(r any) *relv1.SnapshotRecord {
 			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_Request{Request: r.(*relv1.RequestRecord)}}
 		}},
@@ -184,6 +187,8 @@ func (s *Store) Restore(r io.Reader) error {
 			table, row = TableJoinTokens, k.JoinToken
 		case *relv1.SnapshotRecord_AgentRevocation:
 			table, row = TableRevocations, k.AgentRevocation
+		case *relv1.SnapshotRecord_ArtifactTombstone:
+			table, row = TableArtifactTombstones, k.ArtifactTombstone
 		case *relv1.SnapshotRecord_Request:
 			table, row = TableRequests, k.Request
 		case *relv1.SnapshotRecord_Meta:

@@ -186,6 +186,26 @@ func Command(cmd *relv1.Command) error {
 			return err
 		}
 		return Version(k.DeleteRelease.GetVersion())
+	case *relv1.Command_RemoveArtifacts:
+		ds := k.RemoveArtifacts.GetDigests()
+		if len(ds) == 0 || len(ds) > MaxRemovedArtifacts {
+			return invalid("an artifact GC pass removes 1 to %d artifacts, not %d", MaxRemovedArtifacts, len(ds))
+		}
+		seen := make(map[string]bool, len(ds))
+		for _, d := range ds {
+			l, err := SHA256(d)
+			if err != nil {
+				return err
+			}
+			if l != d {
+				return invalid("artifact digest %q is not in lower case", d)
+			}
+			if seen[d] {
+				return invalid("artifact %s is named twice in one GC pass", d)
+			}
+			seen[d] = true
+		}
+		return nil
 	case *relv1.Command_CreateRelease:
 		return release(k.CreateRelease.GetRelease())
 	case *relv1.Command_RegisterServer:
@@ -378,6 +398,10 @@ const (
 	MaxFoldedHistory   = 5000
 	MaxRemovedAgents   = 1000
 )
+
+// MaxRemovedArtifacts bounds one artifact GC pass (65 bytes a digest: the
+// entry stays under 70 KB).
+const MaxRemovedArtifacts = 1000
 
 func rolloutRow(r *relv1.Rollout) error {
 	if r == nil {

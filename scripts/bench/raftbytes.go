@@ -67,6 +67,9 @@ func runRaftBytes() error {
 			}
 			defer fmt.Printf("acceptance (issue 8, finding 7): at most %s for %s hosts: %s written, %s\n",
 				size(raftBytesBudget), commas(n), size(r.Bytes), verdict)
+			addRow(row{name: fmt.Sprintf("raft bytes of a rolling rollout (max-parallel 1) over %s hosts", commas(n)),
+				figure: fmt.Sprintf("%s (%s B per host; largest step %s); exact, in-process", size(r.Bytes), commas(int(r.Bytes/int64(n))), size(int64(r.LargestStep))),
+				goal:   "≤ " + size(raftBytesBudget) + ", linear", verdict: atMost(float64(r.Bytes)/(1<<20), float64(raftBytesBudget)/(1<<20), "MiB")})
 		}
 		prev = &r
 	}

@@ -62,6 +62,7 @@ type Command struct {
 	//	*Command_FoldHistory
 	//	*Command_RemoveAgents
 	//	*Command_DeleteRelease
+	//	*Command_RemoveArtifacts
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -352,6 +353,15 @@ func (x *Command) GetDeleteRelease() *DeleteRelease {
 	return nil
 }
 
+func (x *Command) GetRemoveArtifacts() *RemoveArtifacts {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_RemoveArtifacts); ok {
+			return x.RemoveArtifacts
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -465,6 +475,10 @@ type Command_DeleteRelease struct {
 	DeleteRelease *DeleteRelease `protobuf:"bytes,36,opt,name=delete_release,json=deleteRelease,proto3,oneof"`
 }
 
+type Command_RemoveArtifacts struct {
+	RemoveArtifacts *RemoveArtifacts `protobuf:"bytes,37,opt,name=remove_artifacts,json=removeArtifacts,proto3,oneof"`
+}
+
 func (*Command_CreateApp) isCommand_Kind() {}
 
 func (*Command_CreateEnvironment) isCommand_Kind() {}
@@ -516,6 +530,8 @@ func (*Command_FoldHistory) isCommand_Kind() {}
 func (*Command_RemoveAgents) isCommand_Kind() {}
 
 func (*Command_DeleteRelease) isCommand_Kind() {}
+
+func (*Command_RemoveArtifacts) isCommand_Kind() {}
 
 type CreateApp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -728,10 +744,17 @@ func (x *DeleteEnvironment) GetName() string {
 }
 
 type CreateRelease struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Release       *Release               `protobuf:"bytes,1,opt,name=release,proto3" json:"release,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Release *Release               `protobuf:"bytes,1,opt,name=release,proto3" json:"release,omitempty"`
+	// For an artifact in the cluster's store: the raft index through which
+	// the accepting server had applied artifact removals (and deleted their
+	// files) when it found the blob in its store. The FSM refuses the release
+	// if a RemoveArtifacts of its digest is newer than that: the blob the
+	// server saw may be deleted everywhere. An older removal is lifted, since
+	// the server holds a copy stored after it.
+	ArtifactCheckedIndex uint64 `protobuf:"varint,2,opt,name=artifact_checked_index,json=artifactCheckedIndex,proto3" json:"artifact_checked_index,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *CreateRelease) Reset() {
@@ -769,6 +792,13 @@ func (x *CreateRelease) GetRelease() *Release {
 		return x.Release
 	}
 	return nil
+}
+
+func (x *CreateRelease) GetArtifactCheckedIndex() uint64 {
+	if x != nil {
+		return x.ArtifactCheckedIndex
+	}
+	return 0
 }
 
 // RegisterServer records (or updates) a control-plane node's addresses.
@@ -1929,11 +1959,60 @@ func (x *DeleteRelease) GetVersion() string {
 	return ""
 }
 
+// RemoveArtifacts is an artifact GC pass of the leader: blobs in the
+// cluster's store that no release referenced and that were older than
+// --artifact-grace. The FSM records a tombstone for each digest still
+// unreferenced when it applies the entry; every server then deletes its own
+// copy (outside the FSM). The command's stamp is the leader's.
+type RemoveArtifacts struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Digests       []string               `protobuf:"bytes,1,rep,name=digests,proto3" json:"digests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveArtifacts) Reset() {
+	*x = RemoveArtifacts{}
+	mi := &file_rel_v1_command_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveArtifacts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveArtifacts) ProtoMessage() {}
+
+func (x *RemoveArtifacts) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_command_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveArtifacts.ProtoReflect.Descriptor instead.
+func (*RemoveArtifacts) Descriptor() ([]byte, []int) {
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RemoveArtifacts) GetDigests() []string {
+	if x != nil {
+		return x.Digests
+	}
+	return nil
+}
+
 var File_rel_v1_command_proto protoreflect.FileDescriptor
 
 const file_rel_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\xe3\r\n" +
+	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\xa9\x0e\n" +
 	"\aCommand\x12*\n" +
 	"\x11stamped_unix_nano\x18\x01 \x01(\x03R\x0fstampedUnixNano\x12\x1d\n" +
 	"\n" +
@@ -1966,7 +2045,8 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\x0fremove_rollouts\x18! \x01(\v2\x16.rel.v1.RemoveRolloutsH\x00R\x0eremoveRollouts\x128\n" +
 	"\ffold_history\x18\" \x01(\v2\x13.rel.v1.FoldHistoryH\x00R\vfoldHistory\x12;\n" +
 	"\rremove_agents\x18# \x01(\v2\x14.rel.v1.RemoveAgentsH\x00R\fremoveAgents\x12>\n" +
-	"\x0edelete_release\x18$ \x01(\v2\x15.rel.v1.DeleteReleaseH\x00R\rdeleteReleaseB\x06\n" +
+	"\x0edelete_release\x18$ \x01(\v2\x15.rel.v1.DeleteReleaseH\x00R\rdeleteRelease\x12D\n" +
+	"\x10remove_artifacts\x18% \x01(\v2\x17.rel.v1.RemoveArtifactsH\x00R\x0fremoveArtifactsB\x06\n" +
 	"\x04kindJ\x04\b\x13\x10\x14\"*\n" +
 	"\tCreateApp\x12\x1d\n" +
 	"\x03app\x18\x01 \x01(\v2\v.rel.v1.AppR\x03app\"J\n" +
@@ -1978,9 +2058,10 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\ajoining\x18\x03 \x03(\tR\ajoining\x12\x18\n" +
 	"\aleaving\x18\x04 \x03(\tR\aleaving\"'\n" +
 	"\x11DeleteEnvironment\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\":\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"p\n" +
 	"\rCreateRelease\x12)\n" +
-	"\arelease\x18\x01 \x01(\v2\x0f.rel.v1.ReleaseR\arelease\"8\n" +
+	"\arelease\x18\x01 \x01(\v2\x0f.rel.v1.ReleaseR\arelease\x124\n" +
+	"\x16artifact_checked_index\x18\x02 \x01(\x04R\x14artifactCheckedIndex\"8\n" +
 	"\x0eRegisterServer\x12&\n" +
 	"\x06server\x18\x01 \x01(\v2\x0e.rel.v1.ServerR\x06server\"\"\n" +
 	"\x10DeregisterServer\x12\x0e\n" +
@@ -2059,7 +2140,9 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"atUnixNano\";\n" +
 	"\rDeleteRelease\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\tR\aversionB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
+	"\aversion\x18\x02 \x01(\tR\aversion\"+\n" +
+	"\x0fRemoveArtifacts\x12\x18\n" +
+	"\adigests\x18\x01 \x03(\tR\adigestsB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
 
 var (
 	file_rel_v1_command_proto_rawDescOnce sync.Once
@@ -2073,7 +2156,7 @@ func file_rel_v1_command_proto_rawDescGZIP() []byte {
 	return file_rel_v1_command_proto_rawDescData
 }
 
-var file_rel_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_rel_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_rel_v1_command_proto_goTypes = []any{
 	(*Command)(nil),           // 0: rel.v1.Command
 	(*CreateApp)(nil),         // 1: rel.v1.CreateApp
@@ -2102,18 +2185,19 @@ var file_rel_v1_command_proto_goTypes = []any{
 	(*FoldHistory)(nil),       // 24: rel.v1.FoldHistory
 	(*RemoveAgents)(nil),      // 25: rel.v1.RemoveAgents
 	(*DeleteRelease)(nil),     // 26: rel.v1.DeleteRelease
-	(*App)(nil),               // 27: rel.v1.App
-	(*Environment)(nil),       // 28: rel.v1.Environment
-	(*Release)(nil),           // 29: rel.v1.Release
-	(*Server)(nil),            // 30: rel.v1.Server
-	(*Agent)(nil),             // 31: rel.v1.Agent
-	(*AppReport)(nil),         // 32: rel.v1.AppReport
-	(*Rollout)(nil),           // 33: rel.v1.Rollout
-	(*Desired)(nil),           // 34: rel.v1.Desired
-	(*RolloutEvent)(nil),      // 35: rel.v1.RolloutEvent
-	(*ACLToken)(nil),          // 36: rel.v1.ACLToken
-	(*JoinToken)(nil),         // 37: rel.v1.JoinToken
-	(*AgentRevocation)(nil),   // 38: rel.v1.AgentRevocation
+	(*RemoveArtifacts)(nil),   // 27: rel.v1.RemoveArtifacts
+	(*App)(nil),               // 28: rel.v1.App
+	(*Environment)(nil),       // 29: rel.v1.Environment
+	(*Release)(nil),           // 30: rel.v1.Release
+	(*Server)(nil),            // 31: rel.v1.Server
+	(*Agent)(nil),             // 32: rel.v1.Agent
+	(*AppReport)(nil),         // 33: rel.v1.AppReport
+	(*Rollout)(nil),           // 34: rel.v1.Rollout
+	(*Desired)(nil),           // 35: rel.v1.Desired
+	(*RolloutEvent)(nil),      // 36: rel.v1.RolloutEvent
+	(*ACLToken)(nil),          // 37: rel.v1.ACLToken
+	(*JoinToken)(nil),         // 38: rel.v1.JoinToken
+	(*AgentRevocation)(nil),   // 39: rel.v1.AgentRevocation
 }
 var file_rel_v1_command_proto_depIdxs = []int32{
 	1,  // 0: rel.v1.Command.create_app:type_name -> rel.v1.CreateApp
@@ -2142,31 +2226,32 @@ var file_rel_v1_command_proto_depIdxs = []int32{
 	24, // 23: rel.v1.Command.fold_history:type_name -> rel.v1.FoldHistory
 	25, // 24: rel.v1.Command.remove_agents:type_name -> rel.v1.RemoveAgents
 	26, // 25: rel.v1.Command.delete_release:type_name -> rel.v1.DeleteRelease
-	27, // 26: rel.v1.CreateApp.app:type_name -> rel.v1.App
-	28, // 27: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
-	28, // 28: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
-	29, // 29: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
-	30, // 30: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
-	31, // 31: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
-	32, // 32: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
-	32, // 33: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
-	10, // 34: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
-	33, // 35: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
-	34, // 36: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
-	35, // 37: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
-	33, // 38: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
-	34, // 39: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
-	35, // 40: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
-	12, // 41: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
-	36, // 42: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
-	36, // 43: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
-	37, // 44: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
-	38, // 45: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
-	46, // [46:46] is the sub-list for method output_type
-	46, // [46:46] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	27, // 26: rel.v1.Command.remove_artifacts:type_name -> rel.v1.RemoveArtifacts
+	28, // 27: rel.v1.CreateApp.app:type_name -> rel.v1.App
+	29, // 28: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
+	29, // 29: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
+	30, // 30: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
+	31, // 31: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
+	32, // 32: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
+	33, // 33: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
+	33, // 34: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
+	10, // 35: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
+	34, // 36: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
+	35, // 37: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
+	36, // 38: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
+	34, // 39: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
+	35, // 40: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
+	36, // 41: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
+	12, // 42: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
+	37, // 43: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
+	37, // 44: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
+	38, // 45: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
+	39, // 46: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
+	47, // [47:47] is the sub-list for method output_type
+	47, // [47:47] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_command_proto_init() }
@@ -2203,6 +2288,7 @@ func file_rel_v1_command_proto_init() {
 		(*Command_FoldHistory)(nil),
 		(*Command_RemoveAgents)(nil),
 		(*Command_DeleteRelease)(nil),
+		(*Command_RemoveArtifacts)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2210,7 +2296,7 @@ func file_rel_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_command_proto_rawDesc), len(file_rel_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -2117,6 +2117,79 @@ func (x *RequestRecord) GetRef() string {
 	return ""
 }
 
+// ArtifactTombstone records that an artifact GC pass removed a blob from the
+// cluster's store: each server deletes its copy once it has applied the
+// entry, and a release of the digest decided before then is refused.
+type ArtifactTombstone struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Digest string                 `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	// The stamp of the RemoveArtifacts entry (the leader's clock).
+	RemovedUnixNano int64  `protobuf:"varint,2,opt,name=removed_unix_nano,json=removedUnixNano,proto3" json:"removed_unix_nano,omitempty"`
+	CreateIndex     uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	// The index of the latest RemoveArtifacts naming the digest.
+	ModifyIndex   uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArtifactTombstone) Reset() {
+	*x = ArtifactTombstone{}
+	mi := &file_rel_v1_types_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArtifactTombstone) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArtifactTombstone) ProtoMessage() {}
+
+func (x *ArtifactTombstone) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_types_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArtifactTombstone.ProtoReflect.Descriptor instead.
+func (*ArtifactTombstone) Descriptor() ([]byte, []int) {
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ArtifactTombstone) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *ArtifactTombstone) GetRemovedUnixNano() int64 {
+	if x != nil {
+		return x.RemovedUnixNano
+	}
+	return 0
+}
+
+func (x *ArtifactTombstone) GetCreateIndex() uint64 {
+	if x != nil {
+		return x.CreateIndex
+	}
+	return 0
+}
+
+func (x *ArtifactTombstone) GetModifyIndex() uint64 {
+	if x != nil {
+		return x.ModifyIndex
+	}
+	return 0
+}
+
 var File_rel_v1_types_proto protoreflect.FileDescriptor
 
 const file_rel_v1_types_proto_rawDesc = "" +
@@ -2337,7 +2410,12 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\n" +
 	"error_kind\x18\a \x01(\tR\terrorKind\x12\x14\n" +
 	"\x05error\x18\b \x01(\tR\x05error\x12\x10\n" +
-	"\x03ref\x18\t \x01(\tR\x03refB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
+	"\x03ref\x18\t \x01(\tR\x03ref\"\x9d\x01\n" +
+	"\x11ArtifactTombstone\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\x12*\n" +
+	"\x11removed_unix_nano\x18\x02 \x01(\x03R\x0fremovedUnixNano\x12!\n" +
+	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
+	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndexB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
 
 var (
 	file_rel_v1_types_proto_rawDescOnce sync.Once
@@ -2351,34 +2429,35 @@ func file_rel_v1_types_proto_rawDescGZIP() []byte {
 	return file_rel_v1_types_proto_rawDescData
 }
 
-var file_rel_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_rel_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_rel_v1_types_proto_goTypes = []any{
-	(*App)(nil),            // 0: rel.v1.App
-	(*Environment)(nil),    // 1: rel.v1.Environment
-	(*Release)(nil),        // 2: rel.v1.Release
-	(*Server)(nil),         // 3: rel.v1.Server
-	(*HostFacts)(nil),      // 4: rel.v1.HostFacts
-	(*Load)(nil),           // 5: rel.v1.Load
-	(*AppReport)(nil),      // 6: rel.v1.AppReport
-	(*Agent)(nil),          // 7: rel.v1.Agent
-	(*AgentApp)(nil),       // 8: rel.v1.AgentApp
-	(*Desired)(nil),        // 9: rel.v1.Desired
-	(*Quantity)(nil),       // 10: rel.v1.Quantity
-	(*RolloutSpec)(nil),    // 11: rel.v1.RolloutSpec
-	(*RolloutHost)(nil),    // 12: rel.v1.RolloutHost
-	(*Rollout)(nil),        // 13: rel.v1.Rollout
-	(*RolloutEvent)(nil),   // 14: rel.v1.RolloutEvent
-	(*HistoryEntry)(nil),   // 15: rel.v1.HistoryEntry
-	(*HistorySummary)(nil), // 16: rel.v1.HistorySummary
-	(*RequestRecord)(nil),  // 17: rel.v1.RequestRecord
-	nil,                    // 18: rel.v1.Environment.SelectorEntry
-	nil,                    // 19: rel.v1.Release.LabelsEntry
-	nil,                    // 20: rel.v1.Agent.LabelsEntry
+	(*App)(nil),               // 0: rel.v1.App
+	(*Environment)(nil),       // 1: rel.v1.Environment
+	(*Release)(nil),           // 2: rel.v1.Release
+	(*Server)(nil),            // 3: rel.v1.Server
+	(*HostFacts)(nil),         // 4: rel.v1.HostFacts
+	(*Load)(nil),              // 5: rel.v1.Load
+	(*AppReport)(nil),         // 6: rel.v1.AppReport
+	(*Agent)(nil),             // 7: rel.v1.Agent
+	(*AgentApp)(nil),          // 8: rel.v1.AgentApp
+	(*Desired)(nil),           // 9: rel.v1.Desired
+	(*Quantity)(nil),          // 10: rel.v1.Quantity
+	(*RolloutSpec)(nil),       // 11: rel.v1.RolloutSpec
+	(*RolloutHost)(nil),       // 12: rel.v1.RolloutHost
+	(*Rollout)(nil),           // 13: rel.v1.Rollout
+	(*RolloutEvent)(nil),      // 14: rel.v1.RolloutEvent
+	(*HistoryEntry)(nil),      // 15: rel.v1.HistoryEntry
+	(*HistorySummary)(nil),    // 16: rel.v1.HistorySummary
+	(*RequestRecord)(nil),     // 17: rel.v1.RequestRecord
+	(*ArtifactTombstone)(nil), // 18: rel.v1.ArtifactTombstone
+	nil,                       // 19: rel.v1.Environment.SelectorEntry
+	nil,                       // 20: rel.v1.Release.LabelsEntry
+	nil,                       // 21: rel.v1.Agent.LabelsEntry
 }
 var file_rel_v1_types_proto_depIdxs = []int32{
-	18, // 0: rel.v1.Environment.selector:type_name -> rel.v1.Environment.SelectorEntry
-	19, // 1: rel.v1.Release.labels:type_name -> rel.v1.Release.LabelsEntry
-	20, // 2: rel.v1.Agent.labels:type_name -> rel.v1.Agent.LabelsEntry
+	19, // 0: rel.v1.Environment.selector:type_name -> rel.v1.Environment.SelectorEntry
+	20, // 1: rel.v1.Release.labels:type_name -> rel.v1.Release.LabelsEntry
+	21, // 2: rel.v1.Agent.labels:type_name -> rel.v1.Agent.LabelsEntry
 	4,  // 3: rel.v1.Agent.facts:type_name -> rel.v1.HostFacts
 	6,  // 4: rel.v1.AgentApp.report:type_name -> rel.v1.AppReport
 	10, // 5: rel.v1.RolloutSpec.canary:type_name -> rel.v1.Quantity
@@ -2404,7 +2483,7 @@ func file_rel_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_types_proto_rawDesc), len(file_rel_v1_types_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
