@@ -106,7 +106,8 @@ func runAgentFoot() error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("[idle %d/%d] agent RSS %.1f MiB (highest in the window), CPU %.3f %% of a core over %s\n", i+1, *footRuns, float64(r)/1024, c, *footWindow)
+		fmt.Printf("[idle %d/%d] agent RSS %.1f MiB (highest in the window; now anon %.1f MiB, file %.1f MiB), CPU %.3f %% of a core over %s\n",
+			i+1, *footRuns, float64(r)/1024, float64(statusKiB(f.agent, "RssAnon:"))/1024, float64(statusKiB(f.agent, "RssFile:"))/1024, c, *footWindow)
 		rss, cpu = append(rss, r), append(cpu, c)
 	}
 	rssMiB, cpuPct := float64(medianI(rss))/1024, medianF(cpu)
@@ -136,13 +137,14 @@ func runAgentFoot() error {
 			return err
 		}
 		fmt.Printf("bundle %s: %s artifact, %s of files; generated and uploaded in %s\n", version, mib(b.size), mib(b.expanded), time.Since(began).Round(100*time.Millisecond))
-		hwm, sampled, took, err := f.peakInstall(version, url)
+		hwm, sampled, anon, file, took, err := f.peakInstall(version, url)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("[install %s] peak RSS %.1f MiB (VmHWM; sampled every 50 ms: %.1f MiB); rollout took %s\n", mib(b.size), float64(hwm)/1024, float64(sampled)/1024, secs(took))
+		fmt.Printf("[install %s] peak RSS %.1f MiB (VmHWM; sampled every 50 ms: %.1f MiB, of which anon %.1f MiB, file %.1f MiB); rollout took %s\n",
+			mib(b.size), float64(hwm)/1024, float64(sampled)/1024, float64(anon)/1024, float64(file)/1024, secs(took))
 		peakKiB = append(peakKiB, hwm)
-		peaks = append(peaks, fmt.Sprintf("%s bundle: %.1f MiB", mib(size<<20), float64(hwm)/1024))
+		peaks = append(peaks, fmt.Sprintf("%s bundle: %.1f MiB", mib(b.size), float64(hwm)/1024))
 	}
 	if len(peakKiB) == 0 {
 		return nil
@@ -233,11 +235,11 @@ func (f *footCluster) idleWindow(d time.Duration) (int, float64, error) {
 
 // peakInstall deploys version and returns the agent's peak RSS over it
 // (VmHWM, reset first) and the highest VmRSS sampled every 50 ms, in KiB.
-func (f *footCluster) peakInstall(version, url string) (hwm, sampled int, took time.Duration, err error) {
+func (f *footCluster) peakInstall(version, url string) (hwm, sampled, anon, file int, took time.Duration, err error) {
 	// Writing 5 to clear_refs resets VmHWM to the current RSS (Linux 4.0+,
 	// the process's own user): the peak is then this install's.
 	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", f.agent), []byte("5"), 0); err != nil {
-		return 0, 0, 0, fmt.Errorf("reset the agent's VmHWM: %w", err)
+		return 0, 0, 0, 0, 0, fmt.Errorf("reset the agent's VmHWM: %w", err)
 	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -245,7 +247,11 @@ func (f *footCluster) peakInstall(version, url string) (hwm, sampled int, took t
 		t := time.NewTicker(50 * time.Millisecond)
 		defer t.Stop()
 		for {
-			sampled = max(sampled, rssKiB(f.agent))
+			if r := rssKiB(f.agent); r > sampled {
+				// What the peak is made of: the heap and stacks (anon) or
+				// the binary's mapped pages (file).
+				sampled, anon, file = r, statusKiB(f.agent, "RssAnon:"), statusKiB(f.agent, "RssFile:")
+			}
 			select {
 			case <-stop:
 				return
@@ -256,7 +262,7 @@ func (f *footCluster) peakInstall(version, url string) (hwm, sampled int, took t
 	took, err = f.deploy(version, url)
 	close(stop)
 	wg.Wait()
-	return statusKiB(f.agent, "VmHWM:"), sampled, took, err
+	return statusKiB(f.agent, "VmHWM:"), sampled, anon, file, took, err
 }
 
 // stop stops the cluster and the agent (which stops its service), then
