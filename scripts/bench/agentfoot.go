@@ -3,7 +3,8 @@
 // time (/proc/<pid>/stat) over -agentfoot-runs windows of -agentfoot-window.
 // Installing: its peak RSS (VmHWM, reset through clear_refs before each
 // install, beside VmRSS sampled every 50 ms) while it downloads, verifies
-// and extracts generated .tar.zst bundles of each of -agentfoot-sizes.
+// and extracts generated .tar.zst bundles of each of -agentfoot-sizes, the
+// agent restarted before each so no install inherits another's heap.
 package main
 
 import (
@@ -12,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -47,6 +49,8 @@ type footCluster struct {
 	ctl   relv1.ControlServiceClient
 	art   relv1.ArtifactServiceClient
 	agent int // pid
+	cmd   *exec.Cmd
+	args  []string
 	root  string
 	n     int
 }
@@ -137,6 +141,9 @@ func runAgentFoot() error {
 			return err
 		}
 		fmt.Printf("bundle %s: %s artifact, %s of files; generated and uploaded in %s\n", version, mib(b.size), mib(b.expanded), time.Since(began).Round(100*time.Millisecond))
+		if err := f.restartAgent(i); err != nil {
+			return err
+		}
 		hwm, sampled, anon, file, took, err := f.peakInstall(version, url)
 		if err != nil {
 			return err
@@ -173,11 +180,11 @@ func (f *footCluster) startAgent(work string) error {
 	args := append([]string{"--node-id", "foot-1", "--servers", f.c.addrs(), "--labels", "env=bench",
 		"--data-dir", filepath.Join(work, "agent", "data"), "--install-root", f.root, "--log-level", "warn",
 		"--stop-services-on-exit"}, enrol...)
-	cmd, err := f.c.startAgent("agent.log", args...)
-	if err != nil {
+	f.args = args
+	if f.cmd, err = f.c.startAgent("agent.log", args...); err != nil {
 		return err
 	}
-	f.agent = cmd.Process.Pid
+	f.agent = f.cmd.Process.Pid
 	if f.ctl, err = f.c.client(nil); err != nil {
 		return err
 	}
@@ -193,6 +200,48 @@ func (f *footCluster) startAgent(work string) error {
 		return err
 	}
 	return waitConnected(ctx, f.ctl, "bench", 1, 30*time.Second)
+}
+
+// restartAgent stops the agent (SIGTERM: it stops its service) and starts
+// it again on the same data dir, so that an install's peak is measured
+// from a fresh process, not on top of the memory an earlier install left
+// to the Go runtime. It returns once the agent is connected and has had
+// time to resume its service.
+func (f *footCluster) restartAgent(n int) error {
+	stopped := time.Now()
+	f.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- f.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		f.cmd.Process.Kill()
+		<-done
+	}
+	var err error
+	if f.cmd, err = f.c.startAgent(fmt.Sprintf("agent-%d.log", n), f.args...); err != nil {
+		return err
+	}
+	f.agent = f.cmd.Process.Pid
+	// Connected again (a connection stamped after the old process was
+	// stopped), then resumed: the service restarted and its health check
+	// passed.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := f.ctl.ListAgents(f.ctx, &relv1.ListAgentsRequest{Environment: "bench"})
+		if err == nil {
+			for _, a := range resp.GetAgents() {
+				if a.GetAgent().GetConnected() && a.GetAgent().GetConnectedUnixNano() > stopped.UnixNano() {
+					time.Sleep(3 * time.Second) // Resume: start the service, healthy_after 1s
+					return nil
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the restarted agent did not connect in 30s (log %s)", filepath.Join(f.c.work, fmt.Sprintf("agent-%d.log", n)))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // deploy creates a release of url and rolls it out, until it succeeded.
