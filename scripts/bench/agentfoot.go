@@ -52,7 +52,6 @@ type footCluster struct {
 	cmd   *exec.Cmd
 	args  []string
 	root  string
-	n     int
 }
 
 func runAgentFoot() error {
