@@ -1,0 +1,183 @@
+// Simulated fleets for the fanout, streams and reconnect suites: N agents
+// spread over as many `rel-agent --simulate` processes as -sim-per-process
+// asks (each simulated agent holds its own TLS connection, so one file
+// descriptor; RLIMIT_NOFILE's hard limit is often 20,000), and the count of
+// connected agents per server from the paged ListAgents.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc"
+
+	relv1 "github.com/relhq/rel/proto/rel/v1"
+)
+
+var simPerProcess = flag.Int("sim-per-process", 10000, "fanout, streams and reconnect suites: simulated agents per rel-agent --simulate process at most (each agent holds its own connection: one file descriptor)")
+
+// fleetStall is how long a fleet may make no progress while connecting
+// before the suite gives up (enrolment is a raft write per agent, so a
+// healthy fleet connects hundreds of agents a second).
+const fleetStall = 60 * time.Second
+
+// fleet is the simulator processes of one suite's agents.
+type fleet struct {
+	n    int
+	sims []*exec.Cmd
+	logs []string
+}
+
+// startFleet starts n simulated agents labelled env=bench, enrolling with
+// one join token, connecting to servers (a comma-separated list).
+func startFleet(ctx context.Context, c *cluster, n int, servers string) (*fleet, error) {
+	if *simPerProcess < 1 {
+		return nil, fmt.Errorf("-sim-per-process %d: at least 1", *simPerProcess)
+	}
+	enrol, err := c.agentArgs(ctx, n)
+	if err != nil {
+		return nil, err
+	}
+	f := &fleet{n: n}
+	procs := (n + *simPerProcess - 1) / *simPerProcess
+	for i := range procs {
+		count := n / procs
+		if i < n%procs {
+			count++
+		}
+		log := fmt.Sprintf("sim%d.log", i+1)
+		cmd, err := c.startAgent(log, append([]string{"--simulate", strconv.Itoa(count), "--node-id", fmt.Sprintf("sim%d", i+1),
+			"--servers", servers, "--labels", "env=bench", "--log-level", "warn"}, enrol...)...)
+		if err != nil {
+			return nil, err
+		}
+		f.sims = append(f.sims, cmd)
+		f.logs = append(f.logs, log)
+	}
+	return f, nil
+}
+
+// exited names a simulator that exited (its log kept out of work), or "".
+func (f *fleet) exited(work string) string {
+	for i, s := range f.sims {
+		if s.ProcessState != nil || processExited(s.Process.Pid) {
+			return fmt.Sprintf("simulator %d exited (log kept in %s)", i+1, keepLog(work, f.logs[i]))
+		}
+	}
+	return ""
+}
+
+// pids are the simulators' process ids.
+func (f *fleet) pids() []int {
+	var out []int
+	for _, s := range f.sims {
+		out = append(out, s.Process.Pid)
+	}
+	return out
+}
+
+// waitOn waits until all of the fleet's agents are recorded connected
+// with their stream on a server that on accepts, and returns the count of
+// connected agents per server. It fails when a simulator exits or nothing
+// progresses for fleetStall.
+func (f *fleet) waitOn(ctx context.Context, c *cluster, ctl relv1.ControlServiceClient, on func(serverID string) bool) (map[string]int, error) {
+	best, since := -1, time.Now()
+	for {
+		by, err := agentsByServer(ctx, ctl)
+		got := 0
+		for id, k := range by {
+			if on(id) {
+				got += k
+			}
+		}
+		if err == nil && got == f.n {
+			return by, nil
+		}
+		if got > best {
+			best, since = got, time.Now()
+		}
+		if why := f.exited(c.work); why != "" {
+			return nil, fmt.Errorf("%d of %d agents connected: %s", got, f.n, why)
+		}
+		if time.Since(since) > fleetStall {
+			return nil, fmt.Errorf("%d of %d agents connected, none more for %s (last error: %v)", got, f.n, fleetStall, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// agentsByServer counts the connected agents of environment bench by the
+// server recorded as holding their stream, reading every page.
+func agentsByServer(ctx context.Context, ctl relv1.ControlServiceClient) (map[string]int, error) {
+	by := map[string]int{}
+	for tok := ""; ; {
+		resp, err := ctl.ListAgents(ctx, &relv1.ListAgentsRequest{Environment: "bench", PageSize: 1000, PageToken: tok})
+		if err != nil {
+			return by, err
+		}
+		for _, a := range resp.GetAgents() {
+			if a.GetAgent().GetConnected() {
+				by[a.GetAgent().GetServerId()]++
+			}
+		}
+		if tok = resp.GetNextPageToken(); tok == "" {
+			return by, nil
+		}
+	}
+}
+
+// clientOf dials server s itself (c.client dials the first one), taking
+// answers of up to 64 MiB: the status of a rollout over 25,000 hosts is
+// larger than gRPC's default 4 MiB.
+func (c *cluster) clientOf(s *server) (relv1.ControlServiceClient, error) {
+	conn, err := grpc.NewClient(s.grpc, append(c.sec.dialOptions(), grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))...)
+	if err != nil {
+		return nil, err
+	}
+	c.conns = append(c.conns, conn)
+	return relv1.NewControlServiceClient(conn), nil
+}
+
+// setupBench creates the app noop and the environment bench (env=bench)
+// that the fleets' agents join.
+func setupBench(ctx context.Context, ctl relv1.ControlServiceClient) error {
+	if _, err := ctl.CreateApp(ctx, &relv1.CreateAppRequest{Name: "noop"}); err != nil {
+		return fmt.Errorf("create app: %w", err)
+	}
+	if _, err := ctl.CreateEnvironment(ctx, &relv1.CreateEnvironmentRequest{Name: "bench", Selector: map[string]string{"env": "bench"}}); err != nil {
+		return fmt.Errorf("create environment: %w", err)
+	}
+	return nil
+}
+
+// role is server s's raft role as its /v1/health says ("" if it does not
+// answer).
+func (c *cluster) role(s *server) string {
+	resp, err := c.sec.health.Get(c.healthURL(s))
+	if err != nil {
+		return ""
+	}
+	var body struct {
+		Role string `json:"role"`
+	}
+	decodeJSON(resp, &body)
+	return body.Role
+}
+
+// rangeF is "min-max" of figures with format f, or one figure if they are
+// all equal.
+func rangeF(f string, xs []float64) string {
+	lo, hi := xs[0], xs[0]
+	for _, x := range xs {
+		lo, hi = min(lo, x), max(hi, x)
+	}
+	a, b := fmt.Sprintf(f, lo), fmt.Sprintf(f, hi)
+	if a == b {
+		return a
+	}
+	return a + "-" + b
+}
