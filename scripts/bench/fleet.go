@@ -30,6 +30,9 @@ type fleet struct {
 	n    int
 	sims []*exec.Cmd
 	logs []string
+	// acl reads the join token's uses: a simulator enrols all its agents
+	// before any connects, so enrolments are the progress until then.
+	acl relv1.ACLServiceClient
 }
 
 // startFleet starts n simulated agents labelled env=bench, enrolling with
@@ -42,7 +45,11 @@ func startFleet(ctx context.Context, c *cluster, n int, servers string) (*fleet,
 	if err != nil {
 		return nil, err
 	}
-	f := &fleet{n: n}
+	conn, err := c.dial(nil)
+	if err != nil {
+		return nil, err
+	}
+	f := &fleet{n: n, acl: relv1.NewACLServiceClient(conn)}
 	procs := (n + *simPerProcess - 1) / *simPerProcess
 	for i := range procs {
 		count := n / procs
@@ -71,19 +78,24 @@ func (f *fleet) exited(work string) string {
 	return ""
 }
 
-// pids are the simulators' process ids.
-func (f *fleet) pids() []int {
-	var out []int
-	for _, s := range f.sims {
-		out = append(out, s.Process.Pid)
+// enrolled is how many agents have enrolled with the cluster's join
+// tokens (0 if they cannot be read).
+func (f *fleet) enrolled(ctx context.Context) int {
+	resp, err := f.acl.ListJoinTokens(ctx, &relv1.ListJoinTokensRequest{})
+	if err != nil {
+		return 0
 	}
-	return out
+	n := 0
+	for _, t := range resp.GetTokens() {
+		n += int(t.GetUses() - t.GetUsesLeft())
+	}
+	return n
 }
 
 // waitOn waits until all of the fleet's agents are recorded connected
 // with their stream on a server that on accepts, and returns the count of
 // connected agents per server. It fails when a simulator exits or nothing
-// progresses for fleetStall.
+// progresses (enrolments, then connections) for fleetStall.
 func (f *fleet) waitOn(ctx context.Context, c *cluster, ctl relv1.ControlServiceClient, on func(serverID string) bool) (map[string]int, error) {
 	best, since := -1, time.Now()
 	for {
@@ -97,14 +109,14 @@ func (f *fleet) waitOn(ctx context.Context, c *cluster, ctl relv1.ControlService
 		if err == nil && got == f.n {
 			return by, nil
 		}
-		if got > best {
-			best, since = got, time.Now()
+		if p := got + f.enrolled(ctx); p > best {
+			best, since = p, time.Now()
 		}
 		if why := f.exited(c.work); why != "" {
 			return nil, fmt.Errorf("%d of %d agents connected: %s", got, f.n, why)
 		}
 		if time.Since(since) > fleetStall {
-			return nil, fmt.Errorf("%d of %d agents connected, none more for %s (last error: %v)", got, f.n, fleetStall, err)
+			return nil, fmt.Errorf("%d of %d agents connected (%d enrolled), no progress for %s (last error: %v)", got, f.n, f.enrolled(ctx), fleetStall, err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
