@@ -109,11 +109,8 @@ func fanoutSize(n int) (*fanoutRun, error) {
 		return nil, err
 	}
 	began := time.Now()
-	f, err := startFleet(ctx, c, n, c.addrs())
+	f, _, err := startFleet(ctx, c, ctl, n, c.addrs(), *simPerProcess, false, allServers)
 	if err != nil {
-		return nil, err
-	}
-	if _, err := f.waitOn(ctx, c, ctl, func(string) bool { return true }); err != nil {
 		return nil, err
 	}
 	r := &fanoutRun{connect: time.Since(began)}
@@ -131,7 +128,7 @@ func fanoutSize(n int) (*fanoutRun, error) {
 		fmt.Printf("fanout %s: rollout %d: 100 %% healthy in %s\n", commas(n), i, took.Round(time.Millisecond))
 	}
 	// Streams per server after the rollouts: the RSS is read now too.
-	by, err := f.waitOn(ctx, c, ctl, func(string) bool { return true })
+	by, err := f.waitOn(ctx, c, ctl, n, allServers)
 	if err != nil {
 		return nil, err
 	}

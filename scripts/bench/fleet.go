@@ -18,7 +18,10 @@ import (
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
-var simPerProcess = flag.Int("sim-per-process", 10000, "fanout, streams and reconnect suites: simulated agents per rel-agent --simulate process at most (each agent holds its own connection: one file descriptor)")
+var simPerProcess = flag.Int("sim-per-process", 10000, "fanout and streams suites: simulated agents per rel-agent --simulate process at most (each agent holds its own connection: one file descriptor)")
+
+// allServers is an on for startFleet and waitOn: any server.
+func allServers(string) bool { return true }
 
 // fleetStall is how long a fleet may make no progress while connecting
 // before the suite gives up (enrolment is a raft write per agent, so a
@@ -36,21 +39,27 @@ type fleet struct {
 }
 
 // startFleet starts n simulated agents labelled env=bench, enrolling with
-// one join token, connecting to servers (a comma-separated list).
-func startFleet(ctx context.Context, c *cluster, n int, servers string) (*fleet, error) {
-	if *simPerProcess < 1 {
-		return nil, fmt.Errorf("-sim-per-process %d: at least 1", *simPerProcess)
+// one join token, connecting to servers (a comma-separated list), in
+// processes of at most per agents, and waits until they are all recorded
+// connected on servers that on accepts; it returns the count per server.
+// staged starts each process once the agents of the one before are
+// connected: thousands of agents dialling one loaded server at once time
+// out in TLS handshakes (5 s), retry together, and hardly progress.
+func startFleet(ctx context.Context, c *cluster, ctl relv1.ControlServiceClient, n int, servers string, per int, staged bool, on func(serverID string) bool) (*fleet, map[string]int, error) {
+	if per < 1 {
+		return nil, nil, fmt.Errorf("%d agents per simulator process: at least 1", per)
 	}
 	enrol, err := c.agentArgs(ctx, n)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	conn, err := c.dial(nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	f := &fleet{n: n, acl: relv1.NewACLServiceClient(conn)}
-	procs := (n + *simPerProcess - 1) / *simPerProcess
+	procs := (n + per - 1) / per
+	started := 0
 	for i := range procs {
 		count := n / procs
 		if i < n%procs {
@@ -60,12 +69,19 @@ func startFleet(ctx context.Context, c *cluster, n int, servers string) (*fleet,
 		cmd, err := c.startAgent(log, append([]string{"--simulate", strconv.Itoa(count), "--node-id", fmt.Sprintf("sim%d", i+1),
 			"--servers", servers, "--labels", "env=bench", "--log-level", "warn"}, enrol...)...)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		f.sims = append(f.sims, cmd)
 		f.logs = append(f.logs, log)
+		started += count
+		if staged && i < procs-1 {
+			if _, err := f.waitOn(ctx, c, ctl, started, on); err != nil {
+				return nil, nil, err
+			}
+		}
 	}
-	return f, nil
+	by, err := f.waitOn(ctx, c, ctl, n, on)
+	return f, by, err
 }
 
 // exited names a simulator that exited (its log kept out of work), or "".
@@ -92,11 +108,11 @@ func (f *fleet) enrolled(ctx context.Context) int {
 	return n
 }
 
-// waitOn waits until all of the fleet's agents are recorded connected
+// waitOn waits until want of the fleet's agents are recorded connected
 // with their stream on a server that on accepts, and returns the count of
 // connected agents per server. It fails when a simulator exits or nothing
 // progresses (enrolments, then connections) for fleetStall.
-func (f *fleet) waitOn(ctx context.Context, c *cluster, ctl relv1.ControlServiceClient, on func(serverID string) bool) (map[string]int, error) {
+func (f *fleet) waitOn(ctx context.Context, c *cluster, ctl relv1.ControlServiceClient, want int, on func(serverID string) bool) (map[string]int, error) {
 	best, since := -1, time.Now()
 	for {
 		by, err := agentsByServer(ctx, ctl)
@@ -106,17 +122,17 @@ func (f *fleet) waitOn(ctx context.Context, c *cluster, ctl relv1.ControlService
 				got += k
 			}
 		}
-		if err == nil && got == f.n {
+		if err == nil && got >= want {
 			return by, nil
 		}
 		if p := got + f.enrolled(ctx); p > best {
 			best, since = p, time.Now()
 		}
 		if why := f.exited(c.work); why != "" {
-			return nil, fmt.Errorf("%d of %d agents connected: %s", got, f.n, why)
+			return nil, fmt.Errorf("%d of %d agents connected: %s", got, want, why)
 		}
 		if time.Since(since) > fleetStall {
-			return nil, fmt.Errorf("%d of %d agents connected (%d enrolled), no progress for %s (last error: %v)", got, f.n, f.enrolled(ctx), fleetStall, err)
+			return nil, fmt.Errorf("%d of %d agents connected (%d enrolled), no progress for %s (last error: %v)", got, want, f.enrolled(ctx), fleetStall, err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

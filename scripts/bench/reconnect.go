@@ -28,6 +28,9 @@ const (
 	reconnectCoresGoal = 1.5
 	// reconnectWait bounds one storm.
 	reconnectWait = 2 * time.Minute
+	// reconnectStage is the agents of one simulator process, started
+	// once the ones before are connected (see startFleet).
+	reconnectStage = 2000
 )
 
 func runReconnect() error {
@@ -94,12 +97,9 @@ func reconnectRun(n, run int) (time.Duration, float64, error) {
 		return 0, 0, err
 	}
 	began := time.Now()
-	f, err := startFleet(ctx, c, n, c.addrs())
-	if err != nil {
-		return 0, 0, err
-	}
 	onTarget := func(id string) bool { return id == target.id }
-	if _, err := f.waitOn(ctx, c, ctl, onTarget); err != nil {
+	f, _, err := startFleet(ctx, c, ctl, n, c.addrs(), reconnectStage, true, onTarget)
+	if err != nil {
 		return 0, 0, err
 	}
 	fmt.Printf("reconnect run %d: %s agents connected to %s in %s\n", run, commas(n), target.id, time.Since(began).Round(time.Millisecond))
@@ -125,7 +125,7 @@ func reconnectRun(n, run int) (time.Duration, float64, error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	if _, err := f.waitOn(ctx, c, sctl, onTarget); err != nil {
+	if _, err := f.waitOn(ctx, c, sctl, n, onTarget); err != nil {
 		return 0, 0, fmt.Errorf("before the kill: %w", err)
 	}
 	role := c.role(target)

@@ -74,11 +74,8 @@ func streamsRun(n int) ([]float64, string, error) {
 	}
 	before := c.medianRSS(time.Second)
 	began := time.Now()
-	f, err := startFleet(ctx, c, n, c.addrs())
+	f, _, err := startFleet(ctx, c, ctl, n, c.addrs(), *simPerProcess, false, allServers)
 	if err != nil {
-		return nil, "", err
-	}
-	if _, err := f.waitOn(ctx, c, ctl, func(string) bool { return true }); err != nil {
 		return nil, "", err
 	}
 	fmt.Printf("streams: %s agents connected in %s\n", commas(n), time.Since(began).Round(time.Millisecond))
@@ -86,7 +83,7 @@ func streamsRun(n int) ([]float64, string, error) {
 	// into their steady state.
 	time.Sleep(5 * time.Second)
 	with := c.medianRSS(5 * time.Second)
-	by, err := f.waitOn(ctx, c, ctl, func(string) bool { return true })
+	by, err := f.waitOn(ctx, c, ctl, n, allServers)
 	if err != nil {
 		return nil, "", err
 	}
