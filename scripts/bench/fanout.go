@@ -1,8 +1,8 @@
-// fanout: for each fleet size (-fanout-agents), a fresh 3-server cluster
-// and that many simulated agents (split over simulator processes, see
-// fleet.go); a warm-up then -fanout-rollouts timed all-at-once rollouts of
-// a no-op release, each from StartRollout until a blocking GetRollout sees
-// it succeeded; then every server's RSS over the agents whose stream it holds.
+// fanout: per fleet size, a fresh 3-server cluster and that many simulated
+// agents; a warm-up, then timed all-at-once rollouts of a no-op release,
+// from StartRollout until a blocking GetRollout sees them succeeded; then
+// each server's RSS over the agents whose stream it holds.
+
 package main
 
 import (

@@ -1,8 +1,8 @@
 // Simulated fleets for the fanout, streams and reconnect suites: N agents
-// spread over as many `rel-agent --simulate` processes as -sim-per-process
-// asks (each simulated agent holds its own TLS connection, so one file
-// descriptor; RLIMIT_NOFILE's hard limit is often 20,000), and the count of
-// connected agents per server from the paged ListAgents.
+// over `rel-agent --simulate` processes of at most so many agents (each
+// holds its own TLS connection: one file descriptor), started at once or
+// in stages, and the paged ListAgents' count of connected agents per server.
+
 package main
 
 import (

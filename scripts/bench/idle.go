@@ -2,6 +2,7 @@
 // settle, then the CPU time (user+system, /proc) each server uses over
 // -idle-windows windows of -idle-window, as a percentage of one core; the
 // leader's and the followers' medians over the windows.
+
 package main
 
 import (

@@ -1,8 +1,8 @@
-// reconnect: N simulated agents all on one server (s1 starts alone and
-// they connect while s2 and s3, in their --servers list, are not yet up),
-// leadership moved off it (SIGSTOP until the others elect), then SIGKILL:
-// the time until ListAgents shows all N connected on the survivors, and the
-// survivors' peak CPU over 100 ms samples. A fresh cluster per run.
+// reconnect: N simulated agents all on one server (it starts alone; the
+// others join once the agents are connected), made a follower by a SIGSTOP,
+// then SIGKILLed: the time until ListAgents shows all N connected on the
+// survivors, and their peak CPU in 100 ms samples. A fresh cluster per run.
+
 package main
 
 import (

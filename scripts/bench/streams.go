@@ -2,6 +2,7 @@
 // connects, then N idle simulated agents (no rollout), and each server's
 // RSS again once they are connected and settled: (RSS with − RSS before) ÷
 // the streams it holds, per server; the median of the servers (and runs).
+
 package main
 
 import (
