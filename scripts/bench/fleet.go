@@ -28,6 +28,10 @@ func allServers(string) bool { return true }
 // healthy fleet connects hundreds of agents a second).
 const fleetStall = 60 * time.Second
 
+// callTimeout bounds one read the fleets' waits make: a server that stops
+// answering fails the wait instead of hanging the bench.
+const callTimeout = 30 * time.Second
+
 // fleet is the simulator processes of one suite's agents.
 type fleet struct {
 	n    int
@@ -97,6 +101,8 @@ func (f *fleet) exited(work string) string {
 // enrolled is how many agents have enrolled with the cluster's join
 // tokens (0 if they cannot be read).
 func (f *fleet) enrolled(ctx context.Context) int {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	resp, err := f.acl.ListJoinTokens(ctx, &relv1.ListJoinTokensRequest{})
 	if err != nil {
 		return 0
@@ -143,7 +149,9 @@ func (f *fleet) waitOn(ctx context.Context, c *cluster, ctl relv1.ControlService
 func agentsByServer(ctx context.Context, ctl relv1.ControlServiceClient) (map[string]int, error) {
 	by := map[string]int{}
 	for tok := ""; ; {
-		resp, err := ctl.ListAgents(ctx, &relv1.ListAgentsRequest{Environment: "bench", PageSize: 1000, PageToken: tok})
+		pctx, cancel := context.WithTimeout(ctx, callTimeout)
+		resp, err := ctl.ListAgents(pctx, &relv1.ListAgentsRequest{Environment: "bench", PageSize: 1000, PageToken: tok})
+		cancel()
 		if err != nil {
 			return by, err
 		}
