@@ -62,13 +62,9 @@ func startFleet(ctx context.Context, c *cluster, ctl relv1.ControlServiceClient,
 		return nil, nil, err
 	}
 	f := &fleet{n: n, acl: relv1.NewACLServiceClient(conn)}
-	procs := (n + per - 1) / per
+	sizes := splitFleet(n, per)
 	started := 0
-	for i := range procs {
-		count := n / procs
-		if i < n%procs {
-			count++
-		}
+	for i, count := range sizes {
 		log := fmt.Sprintf("sim%d.log", i+1)
 		cmd, err := c.startAgent(log, append([]string{"--simulate", strconv.Itoa(count), "--node-id", fmt.Sprintf("sim%d", i+1),
 			"--servers", servers, "--labels", "env=bench", "--log-level", "warn"}, enrol...)...)
@@ -78,7 +74,7 @@ func startFleet(ctx context.Context, c *cluster, ctl relv1.ControlServiceClient,
 		f.sims = append(f.sims, cmd)
 		f.logs = append(f.logs, log)
 		started += count
-		if staged && i < procs-1 {
+		if staged && i < len(sizes)-1 {
 			if _, err := f.waitOn(ctx, c, ctl, started, on); err != nil {
 				return nil, nil, err
 			}
@@ -86,6 +82,20 @@ func startFleet(ctx context.Context, c *cluster, ctl relv1.ControlServiceClient,
 	}
 	by, err := f.waitOn(ctx, c, ctl, n, on)
 	return f, by, err
+}
+
+// splitFleet is the agents of each simulator process: as few processes as
+// hold n agents at per each, as evenly filled as can be.
+func splitFleet(n, per int) []int {
+	procs := (n + per - 1) / per
+	sizes := make([]int, procs)
+	for i := range sizes {
+		sizes[i] = n / procs
+		if i < n%procs {
+			sizes[i]++
+		}
+	}
+	return sizes
 }
 
 // exited names a simulator that exited (its log kept out of work), or "".
