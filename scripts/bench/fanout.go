@@ -68,7 +68,7 @@ func runFanout() error {
 			continue
 		}
 		med := median(r.times)
-		fig := fmt.Sprintf("%s (median of %d, %s-%s, after a warm-up); servers %s MiB RSS, at most %.1f KiB per agent (a server's RSS ÷ the agents whose stream it holds: %s; ÷ all %s agents: at most %.1f KiB); %s agents connected in %s",
+		fig := fmt.Sprintf("%s (median of %d, %s-%s, after a warm-up); servers %s MiB RSS, at most %.1f KiB per agent (a server's RSS ÷ the agents whose stream it holds: %s; ÷ all %s agents: at most %.1f KiB); %s agents connected (in stages) in %s",
 			secs(med), len(r.times), secsBare(minD(r.times)), secsBare(maxD(r.times)), rangeMiB(r.rss), r.maxKiBPerAgent, r.spread,
 			commas(n), float64(slices.Max(r.rss))/float64(n), commas(n), r.connect.Round(time.Second))
 		verdicts := []string{atMost(r.maxKiBPerAgent, fanoutRSSGoal, "KiB per agent")}
@@ -109,12 +109,12 @@ func fanoutSize(n int) (*fanoutRun, error) {
 		return nil, err
 	}
 	began := time.Now()
-	f, _, err := startFleet(ctx, c, ctl, n, c.addrs(), *simPerProcess, false, allServers)
+	f, _, err := startFleet(ctx, c, ctl, n, c.addrs(), allServers)
 	if err != nil {
 		return nil, err
 	}
 	r := &fanoutRun{connect: time.Since(began)}
-	fmt.Printf("fanout: %s agents connected in %s (%d simulator processes)\n", commas(n), r.connect.Round(time.Millisecond), len(f.sims))
+	fmt.Printf("fanout: %s agents connected in %s (%d simulator processes, started in turn)\n", commas(n), r.connect.Round(time.Millisecond), len(f.sims))
 	for i := range 1 + *fanoutRollouts {
 		took, err := noopRollout(ctx, ctl, fmt.Sprintf("1.0.%d", i), n)
 		if err != nil {

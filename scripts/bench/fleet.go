@@ -18,7 +18,7 @@ import (
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
-var simPerProcess = flag.Int("sim-per-process", 10000, "fanout and streams suites: simulated agents per rel-agent --simulate process at most (each agent holds its own connection: one file descriptor)")
+var simPerProcess = flag.Int("sim-per-process", 2000, "fanout, streams and reconnect suites: simulated agents per rel-agent --simulate process at most (each agent holds its own connection: one file descriptor), each process started once the agents of the one before are connected")
 
 // allServers is an on for startFleet and waitOn: any server.
 func allServers(string) bool { return true }
@@ -44,14 +44,14 @@ type fleet struct {
 
 // startFleet starts n simulated agents labelled env=bench, enrolling with
 // one join token, connecting to servers (a comma-separated list), in
-// processes of at most per agents, and waits until they are all recorded
-// connected on servers that on accepts; it returns the count per server.
-// staged starts each process once the agents of the one before are
-// connected: thousands of agents dialling one loaded server at once time
-// out in TLS handshakes (5 s), retry together, and hardly progress.
-func startFleet(ctx context.Context, c *cluster, ctl relv1.ControlServiceClient, n int, servers string, per int, staged bool, on func(serverID string) bool) (*fleet, map[string]int, error) {
-	if per < 1 {
-		return nil, nil, fmt.Errorf("%d agents per simulator process: at least 1", per)
+// processes of at most -sim-per-process agents, each started once the
+// agents of the one before are recorded connected on servers that on
+// accepts; it returns the count per server once all are. Staged, because
+// thousands of agents dialling loaded servers at once time out in their
+// TLS handshakes (5 s) together, retry together, and hardly progress.
+func startFleet(ctx context.Context, c *cluster, ctl relv1.ControlServiceClient, n int, servers string, on func(serverID string) bool) (*fleet, map[string]int, error) {
+	if *simPerProcess < 1 {
+		return nil, nil, fmt.Errorf("-sim-per-process %d: at least 1", *simPerProcess)
 	}
 	enrol, err := c.agentArgs(ctx, n)
 	if err != nil {
@@ -62,7 +62,7 @@ func startFleet(ctx context.Context, c *cluster, ctl relv1.ControlServiceClient,
 		return nil, nil, err
 	}
 	f := &fleet{n: n, acl: relv1.NewACLServiceClient(conn)}
-	sizes := splitFleet(n, per)
+	sizes := splitFleet(n, *simPerProcess)
 	started := 0
 	for i, count := range sizes {
 		log := fmt.Sprintf("sim%d.log", i+1)
@@ -74,7 +74,7 @@ func startFleet(ctx context.Context, c *cluster, ctl relv1.ControlServiceClient,
 		f.sims = append(f.sims, cmd)
 		f.logs = append(f.logs, log)
 		started += count
-		if staged && i < len(sizes)-1 {
+		if i < len(sizes)-1 {
 			if _, err := f.waitOn(ctx, c, ctl, started, on); err != nil {
 				return nil, nil, err
 			}

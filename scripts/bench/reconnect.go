@@ -20,9 +20,6 @@ var (
 	reconnectAgents = flag.Int("reconnect-agents", 10000, "reconnect suite: agents on the server that is killed")
 	reconnectRuns   = flag.Int("reconnect-runs", 3, "reconnect suite: runs, each on a fresh cluster (the median is reported)")
 	reconnectKill   = flag.String("reconnect-kill", "follower", "reconnect suite: the role of the server killed: follower (the storm alone) or leader (the storm and an election)")
-	// Thousands of agents dialling one loaded server at once time out in
-	// TLS handshakes together and hardly progress (see startFleet).
-	reconnectStage = flag.Int("reconnect-stage", 2000, "reconnect suite: agents per simulator process, each started once the ones before are connected to the server to be killed")
 )
 
 // Issue 10's goals for the storm.
@@ -98,7 +95,7 @@ func reconnectRun(n, run int) (time.Duration, float64, error) {
 	}
 	began := time.Now()
 	onTarget := func(id string) bool { return id == target.id }
-	f, _, err := startFleet(ctx, c, ctl, n, c.addrs(), *reconnectStage, true, onTarget)
+	f, _, err := startFleet(ctx, c, ctl, n, c.addrs(), onTarget)
 	if err != nil {
 		return 0, 0, err
 	}

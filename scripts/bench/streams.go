@@ -75,7 +75,7 @@ func streamsRun(n int) ([]float64, string, error) {
 	}
 	before := c.medianRSS(time.Second)
 	began := time.Now()
-	f, _, err := startFleet(ctx, c, ctl, n, c.addrs(), *simPerProcess, false, allServers)
+	f, _, err := startFleet(ctx, c, ctl, n, c.addrs(), allServers)
 	if err != nil {
 		return nil, "", err
 	}
