@@ -53,7 +53,11 @@ func startFleet(ctx context.Context, c *cluster, ctl relv1.ControlServiceClient,
 	if *simPerProcess < 1 {
 		return nil, nil, fmt.Errorf("-sim-per-process %d: at least 1", *simPerProcess)
 	}
-	enrol, err := c.agentArgs(ctx, n)
+	// An enrolment whose answer is lost (a timeout on a loaded machine)
+	// spends a use and is tried again: 20,000 agents used up a token of
+	// 20,000 uses with 2,000 of them unenrolled. Twice the uses, within
+	// the servers' limit of 100,000.
+	enrol, err := c.agentArgs(ctx, min(2*n, 100_000))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -108,8 +112,8 @@ func (f *fleet) exited(work string) string {
 	return ""
 }
 
-// enrolled is how many agents have enrolled with the cluster's join
-// tokens (0 if they cannot be read).
+// enrolled is how many uses of the cluster's join tokens were spent (0 if
+// they cannot be read): the agents enrolled, and enrolments tried again.
 func (f *fleet) enrolled(ctx context.Context) int {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
