@@ -28,6 +28,9 @@ var (
 // fanoutRSSGoal is issue 10's bound on a server's RSS per agent, in KiB.
 const fanoutRSSGoal = 20
 
+// fanoutRolloutWait bounds one rollout.
+const fanoutRolloutWait = 3 * time.Minute
+
 // fanoutGoal is issue 10's bound on the rollout's time for n agents: 1 s
 // up to 10,000 agents, 3 s up to 25,000, none beyond.
 func fanoutGoal(n int) (time.Duration, bool) {
@@ -156,17 +159,24 @@ func noopRollout(ctx context.Context, ctl relv1.ControlServiceClient, version st
 		ArtifactUrl: "https://artifacts.invalid/noop-" + version + ".tar.gz", Sha256: hex.EncodeToString(sum[:])}); err != nil {
 		return 0, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	wctx, cancel := context.WithTimeout(ctx, fanoutRolloutWait)
 	defer cancel()
 	start := time.Now()
-	resp, err := ctl.StartRollout(ctx, &relv1.StartRolloutRequest{App: "noop", Version: version, Environment: "bench"})
+	resp, err := ctl.StartRollout(wctx, &relv1.StartRolloutRequest{App: "noop", Version: version, Environment: "bench"})
 	if err != nil {
 		return 0, err
 	}
-	st, err := waitRollout(ctx, ctl, resp.GetRollout().GetId())
+	id := resp.GetRollout().GetId()
+	st, err := waitRollout(wctx, ctl, id)
 	took := time.Since(start)
 	if err != nil {
-		return 0, err
+		// Say how far it got: on a loaded machine this is the figure.
+		gctx, cancel := context.WithTimeout(ctx, callTimeout)
+		defer cancel()
+		if g, gerr := ctl.GetRollout(gctx, &relv1.GetRolloutRequest{Id: id}); gerr == nil {
+			return 0, fmt.Errorf("not ended after %s (hosts by phase: %v; load average %s): %w", took.Round(time.Second), g.GetStatus().GetTotals(), loadAvg(), err)
+		}
+		return 0, fmt.Errorf("not ended after %s (load average %s): %w", took.Round(time.Second), loadAvg(), err)
 	}
 	if st.GetRollout().GetState() != "succeeded" {
 		return 0, fmt.Errorf("rollout ended %s: %s", st.GetRollout().GetState(), st.GetRollout().GetReason())
