@@ -152,7 +152,7 @@ func (f *fleet) waitOn(ctx context.Context, c *cluster, ctl relv1.ControlService
 			return nil, fmt.Errorf("%d of %d agents connected: %s", got, want, why)
 		}
 		if time.Since(since) > fleetStall {
-			return nil, fmt.Errorf("%d of %d agents connected (%d enrolled), no progress for %s (last error: %v)", got, want, f.enrolled(ctx), fleetStall, err)
+			return nil, fmt.Errorf("%d of %d agents connected (%d enrolments), no progress for %s (load average %s; last error: %v)", got, want, f.enrolled(ctx), fleetStall, loadAvg(), err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

@@ -109,7 +109,7 @@ func reconnectRun(n, run int) (time.Duration, float64, error) {
 		}
 	}
 	if err := c.waitVoters(3, 2*time.Minute); err != nil {
-		return 0, 0, err
+		return 0, 0, fmt.Errorf("%s and %s joined %s holding the agents: %w (load average %s)", others[0].id, others[1].id, target.id, err, loadAvg())
 	}
 	if *reconnectKill == "follower" {
 		if err := stepDown(c, target); err != nil {
