@@ -2,9 +2,10 @@
 // with short retention, one rel-agent --simulate process with -steady-agents
 // agents, and -steady-rollouts all-at-once rollouts of new no-op releases,
 // -steady-apps apps in parallel (each app its own environment over the same
-// hosts, its rollouts back to back). Every tenth of the way: each server's
-// RSS, raft.db and newest snapshot sizes, and the real relctl's `rollout
-// list` (p50 of 10) and `history APP` (must exit 0) timed as a user sees them.
+// hosts, its rollouts back to back). Every tenth of the way, with the
+// rollouts paused: each server's RSS, raft.db and newest snapshot sizes, and
+// the real relctl's `rollout list` (p50 of 10) and `history APP` (must exit
+// 0), timed as a user sees them.
 package main
 
 import (
@@ -149,20 +150,35 @@ func runSteady() error {
 		failed        atomic.Value // error
 		durMu         sync.Mutex
 		durs          []time.Duration
+		// The gate: a worker starts rollout n once n <= limit, so every
+		// checkpoint is measured on a quiet cluster at an exact count.
+		gateMu  sync.Mutex
+		gate    = sync.NewCond(&gateMu)
+		limit   = every
+		stopped bool
 	)
+	open := func(to int, stop bool) {
+		gateMu.Lock()
+		limit, stopped = to, stopped || stop
+		gate.Broadcast()
+		gateMu.Unlock()
+	}
 	began := time.Now()
 	deadline := began.Add(*steadyMaxTime)
-	stop := make(chan struct{})
 	var workers sync.WaitGroup
 	for a, app := range apps {
 		workers.Go(func() {
 			for k := 0; ; k++ {
-				select {
-				case <-stop:
+				n := int(started.Add(1))
+				if n > total {
 					return
-				default:
 				}
-				if time.Now().After(deadline) || started.Add(1) > int64(total) {
+				gateMu.Lock()
+				for n > limit && !stopped {
+					gate.Wait()
+				}
+				gateMu.Unlock()
+				if stopped || time.Now().After(deadline) {
 					return
 				}
 				took, err := steadyRollout(ctx, ctl, app, "env-"+app, fmt.Sprintf("1.%d.%d", a, k))
@@ -179,25 +195,22 @@ func runSteady() error {
 	}
 	finished := make(chan struct{})
 	go func() { workers.Wait(); close(finished) }()
-	defer func() { close(stop); <-finished }()
+	defer func() { open(0, true); <-finished }()
 
 	var points []steadyPoint
-	for next := every; ; {
-		// Measure at each multiple of every, while the others keep
-		// rolling out; after the last, once every worker has stopped.
+	for next := every; ; next += every {
+		// Wait for every rollout up to the checkpoint (or for the workers
+		// to stop: the deadline, or the last rollout).
 		last := false
-		for int(done.Load()) < next {
+		for int(done.Load()) < min(next, total) && !last {
 			select {
 			case <-finished:
 				last = true
 			case <-time.After(50 * time.Millisecond):
 			}
-			if last || failed.Load() != nil {
-				break
+			if e, _ := failed.Load().(error); e != nil {
+				return e
 			}
-		}
-		if e, _ := failed.Load().(error); e != nil {
-			return e
 		}
 		p := steadyPoint{rollouts: int(done.Load()), at: time.Since(began)}
 		for _, s := range c.servers {
@@ -224,10 +237,10 @@ func runSteady() error {
 		fmt.Printf("%9s %7.0fs | %-20s %-18s %-18s | %-22s %s\n", commas(p.rollouts), p.at.Seconds(), joinMiB(p.rssKiB, 1<<10), joinMiB(p.dbBytes, 1<<20),
 			joinMiB(p.snapB, 1<<20), fmt.Sprintf("%d ms (%d-%d) (%d)", p.list.Milliseconds(), p.listMin.Milliseconds(), p.listMax.Milliseconds(), p.listRows), hist)
 		points = append(points, p)
-		if last || p.rollouts >= total {
+		if last || p.rollouts >= total || time.Now().After(deadline) {
 			break
 		}
-		next = (p.rollouts/every + 1) * every
+		open(next+every, false)
 	}
 	durMu.Lock()
 	var rolloutMedian time.Duration
@@ -235,7 +248,7 @@ func runSteady() error {
 		rolloutMedian = median(durs)
 	}
 	durMu.Unlock()
-	fmt.Printf("%s rollouts in %s: %.1f rollouts/s; one rollout (StartRollout to succeeded, %d in parallel) median %s\n",
+	fmt.Printf("%s rollouts in %s (checkpoints included): %.1f rollouts/s; one rollout (StartRollout to succeeded, %d in parallel) median %s\n",
 		commas(int(done.Load())), time.Since(began).Round(time.Second), float64(done.Load())/time.Since(began).Seconds(), nApps, rolloutMedian.Round(time.Millisecond))
 	addRow(steadyRow(points, total, nAgents, nApps, missing))
 	return nil
@@ -301,7 +314,7 @@ func steadyRow(points []steadyPoint, total, nAgents, nApps int, missing []string
 		flat = "NOT flat"
 	}
 	name := fmt.Sprintf("steady state: %d agents, %s rollouts", nAgents, commas(total))
-	figure := fmt.Sprintf("one run, %s all-at-once rollouts (%d apps in parallel, each its own environment over the same hosts, back to back; retention 1m, keep 20, pass every 10s) in %s; "+
+	figure := fmt.Sprintf("one run, %s all-at-once rollouts (%d apps in parallel, each its own environment over the same hosts, back to back; retention 1m, keep 20, pass every 10s; checkpoints every tenth, rollouts paused) in %s; "+
 		"max RSS %d MiB, snapshot %.1f MiB, raft.db %.1f MiB, rollout list p50 %d ms (worst checkpoint; each p50 of 10 relctl runs); "+
 		"from %s to %s rollouts: RSS %+.0f %%, snapshot %+.0f %% (%s)",
 		commas(final.rollouts), nApps, final.at.Round(time.Second), maxRSS/1024, float64(maxSnap)/(1<<20), float64(maxDB)/(1<<20), maxList.Milliseconds(),
