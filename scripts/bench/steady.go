@@ -24,8 +24,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
 	"github.com/relhq/rel/internal/auth"
 	"github.com/relhq/rel/internal/pki"
+	"github.com/relhq/rel/internal/reqid"
+	"github.com/relhq/rel/internal/retry"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
@@ -53,7 +59,7 @@ type steadyPoint struct {
 	rssKiB, dbBytes, snapB  []int64 // per server (KiB for RSS)
 	list, history           time.Duration
 	listRows                int
-	historyErr              error
+	historyErr, listErr     error
 	listMin, listMax        time.Duration
 	maxRSSKiB, maxSnapBytes int64
 }
@@ -223,7 +229,9 @@ func runSteady() error {
 		for range 10 {
 			took, out, err := run("rollout", "list")
 			if err != nil {
-				return fmt.Errorf("at %d rollouts: %w", p.rollouts, err)
+				// A failure is a finding, not the end of the run.
+				p.listErr = err
+				took = 30 * time.Second
 			}
 			lists = append(lists, took)
 			p.listRows = strings.Count(out, "\n") - 1
@@ -233,6 +241,9 @@ func runSteady() error {
 		hist := fmt.Sprintf("%d ms", p.history.Milliseconds())
 		if p.historyErr != nil {
 			hist = "FAILED: " + p.historyErr.Error()
+		}
+		if p.listErr != nil {
+			hist += "; rollout list FAILED: " + p.listErr.Error()
 		}
 		fmt.Printf("%9s %7.0fs | %-20s %-18s %-18s | %-22s %s\n", commas(p.rollouts), p.at.Seconds(), joinMiB(p.rssKiB, 1<<10), joinMiB(p.dbBytes, 1<<20),
 			joinMiB(p.snapB, 1<<20), fmt.Sprintf("%d ms (%d-%d) (%d)", p.list.Milliseconds(), p.listMin.Milliseconds(), p.listMax.Milliseconds(), p.listRows), hist)
@@ -255,21 +266,25 @@ func runSteady() error {
 }
 
 // steadyRollout creates a release of app and rolls it out to env all at
-// once, until it succeeds.
+// once, until it succeeds. A leader change on the way is waited out.
 func steadyRollout(ctx context.Context, ctl relv1.ControlServiceClient, app, env, version string) (time.Duration, error) {
 	sum := sha256.Sum256([]byte(app + version))
-	if _, err := ctl.CreateRelease(ctx, &relv1.CreateReleaseRequest{App: app, Version: version,
-		ArtifactUrl: "https://artifacts.invalid/" + app + "-" + version + ".tar.gz", Sha256: hex.EncodeToString(sum[:])}); err != nil {
+	if err := retryUnavailable(ctx, func(ctx context.Context) error {
+		_, err := ctl.CreateRelease(ctx, &relv1.CreateReleaseRequest{App: app, Version: version,
+			ArtifactUrl: "https://artifacts.invalid/" + app + "-" + version + ".tar.gz", Sha256: hex.EncodeToString(sum[:])})
+		return err
+	}); err != nil {
 		return 0, err
 	}
 	start := time.Now()
-	resp, err := ctl.StartRollout(ctx, &relv1.StartRolloutRequest{App: app, Version: version, Environment: env})
-	if err != nil {
+	var resp *relv1.StartRolloutResponse
+	if err := retryUnavailable(ctx, func(ctx context.Context) (err error) {
+		resp, err = ctl.StartRollout(ctx, &relv1.StartRolloutRequest{App: app, Version: version, Environment: env})
+		return err
+	}); err != nil {
 		return 0, err
 	}
-	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	st, err := waitRollout(wctx, ctl, resp.GetRollout().GetId())
+	st, err := waitRolloutOn(ctx, ctl, resp.GetRollout().GetId())
 	if err != nil {
 		return 0, err
 	}
@@ -279,13 +294,33 @@ func steadyRollout(ctx context.Context, ctl relv1.ControlServiceClient, app, env
 	return time.Since(start), nil
 }
 
+// retryUnavailable calls f until it answers anything but Unavailable (no
+// leader yet, leadership moved), for at most a minute, with jittered
+// backoff. Every attempt carries the same request id, as relctl's do, so
+// a write applied before its answer was lost is not applied twice.
+func retryUnavailable(ctx context.Context, f func(context.Context) error) error {
+	ctx = metadata.AppendToOutgoingContext(ctx, reqid.MetadataKey, reqid.New())
+	deadline := time.Now().Add(time.Minute)
+	backoff := 100 * time.Millisecond
+	for {
+		err := f(ctx)
+		if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
+			return err
+		}
+		if !retry.Sleep(ctx, retry.Jitter(backoff)) {
+			return err
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
 // steadyRow turns the series into the table's row: the highest figures of
 // the run against the goals, and whether the end is flat against halfway.
 func steadyRow(points []steadyPoint, total, nAgents, nApps int, missing []string) row {
 	final := points[len(points)-1]
 	var maxRSS, maxSnap, maxDB int64
 	var maxList time.Duration
-	var histFail []string
+	var histFail, listFail []string
 	for _, p := range points {
 		maxRSS, maxSnap, maxList = max(maxRSS, p.maxRSSKiB), max(maxSnap, p.maxSnapBytes), max(maxList, p.list)
 		for _, b := range p.dbBytes {
@@ -293,6 +328,9 @@ func steadyRow(points []steadyPoint, total, nAgents, nApps int, missing []string
 		}
 		if p.historyErr != nil {
 			histFail = append(histFail, commas(p.rollouts))
+		}
+		if p.listErr != nil {
+			listFail = append(listFail, commas(p.rollouts))
 		}
 	}
 	// Halfway: the checkpoint nearest half of the rollouts done.
@@ -330,6 +368,9 @@ func steadyRow(points []steadyPoint, total, nAgents, nApps int, missing []string
 	if flat != "flat" {
 		verdicts = append(verdicts, fmt.Sprintf("missed: not flat (RSS %+.0f %%, snapshot %+.0f %% from %s to %s rollouts; want within %+.0f %%)",
 			rssG*100, snapG*100, commas(half.rollouts), commas(final.rollouts), steadyFlatGrowth*100))
+	}
+	if len(listFail) > 0 {
+		verdicts = append(verdicts, "missed: relctl rollout list failed at "+strings.Join(listFail, ", ")+" rollouts")
 	}
 	if len(histFail) > 0 {
 		verdicts = append(verdicts, "missed: relctl history failed at "+strings.Join(histFail, ", ")+" rollouts")
