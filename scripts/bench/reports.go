@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relhq/rel/internal/pki"
@@ -115,29 +117,41 @@ func runReports() error {
 			break
 		}
 	}
-	leader := c.leader()
-	if leader == nil {
-		return fmt.Errorf("no leader")
-	}
-	// As a follower: the leader answers members only, and this is what
-	// a follower's batcher presents when it forwards its batch.
-	var follower *server
-	for _, s := range c.servers {
-		if s != leader {
-			follower = s
+	// connect dials the leader as a follower: the leader answers members
+	// only, and this is what a follower's batcher presents when it
+	// forwards its batch.
+	var (
+		leader, follower *server
+		cl               relv1.ClusterServiceClient
+	)
+	connect := func() error {
+		deadline := time.Now().Add(30 * time.Second)
+		for leader = c.leader(); leader == nil; leader = c.leader() {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("no leader after 30s")
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
+		for _, s := range c.servers {
+			if s != leader {
+				follower = s
+			}
+		}
+		conn, err := dialAsServer(c, leader, follower.id)
+		if err != nil {
+			return err
+		}
+		c.conns = append(c.conns, conn) // closed by c.stop
+		cl = relv1.NewClusterServiceClient(conn)
+		return nil
 	}
-	conn, err := dialAsServer(c, leader, follower.id)
-	if err != nil {
+	if err := connect(); err != nil {
 		return err
 	}
-	defer conn.Close()
-	cl := relv1.NewClusterServiceClient(conn)
-
 	fmt.Printf("%d senders (batchers) of %d agents' reports each, to the leader %s's ClusterService.Apply as %s, back to back; %d runs of %s\n",
 		*reportsSenders, (len(sessions)+*reportsSenders-1) / *reportsSenders, leader.id, follower.id, 3, *reportsWindow)
 	var runs []reportsRun
-	for i := range 3 {
+	for i, disturbed := 0, 0; i < 3; {
 		var prof sync.WaitGroup
 		profFile := filepath.Join(work, "leader.cpu.pprof")
 		if i == 1 {
@@ -148,10 +162,20 @@ func runReports() error {
 				}
 			})
 		}
-		r, err := reportsWindowRun(ctx, cl, sessions, rolloutID, i)
+		r, err := reportsWindowRun(ctx, cl, sessions, rolloutID, i+3*disturbed)
 		prof.Wait()
+		if status.Code(err) == codes.Unavailable && disturbed < 2 {
+			// Leadership moved (an overloaded machine): that run
+			// measured an election; run it again on the new leader.
+			disturbed++
+			fmt.Printf("run %d disturbed (%v); again on the new leader\n", i+1, err)
+			if err := connect(); err != nil {
+				return err
+			}
+			continue
+		}
 		if err != nil {
-			return err
+			return fmt.Errorf("run %d: apply a report batch: %w", i+1, err)
 		}
 		runs = append(runs, r)
 		fmt.Printf("run %d: %s reports in %s entries (%s reports, %s per entry) in %s: %s reports/s\n", i+1, commas(r.reports), commas(r.entries),
@@ -160,6 +184,7 @@ func runReports() error {
 			fmt.Println("leader CPU profile over this run (go tool pprof -top), top 5 by own time:")
 			fmt.Println(pprofTop(profFile, 5))
 		}
+		i++
 	}
 	var rates []float64
 	var entries, reports int
@@ -220,7 +245,7 @@ func reportsWindowRun(ctx context.Context, cl relv1.ClusterServiceClient, sessio
 				_, err = cl.Apply(actx, &relv1.ApplyRequest{Command: b})
 				cancel()
 				if err != nil {
-					failed.CompareAndSwap(nil, fmt.Errorf("apply a batch of %d reports: %w", len(batch), err))
+					failed.CompareAndSwap(nil, err)
 					return
 				}
 				if time.Now().After(end) {
