@@ -56,6 +56,7 @@ const (
 type steadyPoint struct {
 	rollouts                int
 	at                      time.Duration
+	index                   uint64  // raft's last index
 	rssKiB, dbBytes, snapB  []int64 // per server (KiB for RSS)
 	list, history           time.Duration
 	listRows                int
@@ -149,7 +150,7 @@ func runSteady() error {
 	every := max(total/10, 1)
 	fmt.Printf("%s all-at-once rollouts of new no-op releases to %d simulated agents, %d apps in parallel (each its own environment over the same hosts, its rollouts back to back); a checkpoint every %s rollouts\n",
 		commas(total), nAgents, nApps, commas(every))
-	fmt.Printf("%9s %8s | %-20s %-18s %-18s | %-22s %s\n", "rollouts", "time", "RSS MiB s1/s2/s3", "raft.db MiB", "snapshot MiB", "rollout list p50 (rows)", "history")
+	fmt.Printf("%9s %8s %10s | %-20s %-18s %-18s | %-22s %s\n", "rollouts", "time", "raft index", "RSS MiB s1/s2/s3", "raft.db MiB", "snapshot MiB", "rollout list p50 (rows)", "history")
 
 	var (
 		started, done atomic.Int64
@@ -218,7 +219,7 @@ func runSteady() error {
 				return e
 			}
 		}
-		p := steadyPoint{rollouts: int(done.Load()), at: time.Since(began)}
+		p := steadyPoint{rollouts: int(done.Load()), at: time.Since(began), index: c.lastIndex()}
 		for _, s := range c.servers {
 			p.rssKiB = append(p.rssKiB, int64(rssKiB(s.cmd.Process.Pid)))
 			db, snap := raftFiles(s.dir)
@@ -245,7 +246,7 @@ func runSteady() error {
 		if p.listErr != nil {
 			hist += "; rollout list FAILED: " + p.listErr.Error()
 		}
-		fmt.Printf("%9s %7.0fs | %-20s %-18s %-18s | %-22s %s\n", commas(p.rollouts), p.at.Seconds(), joinMiB(p.rssKiB, 1<<10), joinMiB(p.dbBytes, 1<<20),
+		fmt.Printf("%9s %7.0fs %10s | %-20s %-18s %-18s | %-22s %s\n", commas(p.rollouts), p.at.Seconds(), commas(int(p.index)), joinMiB(p.rssKiB, 1<<10), joinMiB(p.dbBytes, 1<<20),
 			joinMiB(p.snapB, 1<<20), fmt.Sprintf("%d ms (%d-%d) (%d)", p.list.Milliseconds(), p.listMin.Milliseconds(), p.listMax.Milliseconds(), p.listRows), hist)
 		points = append(points, p)
 		if last || p.rollouts >= total || time.Now().After(deadline) {
