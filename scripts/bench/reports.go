@@ -181,8 +181,9 @@ func runReports() error {
 		fmt.Printf("run %d: %s reports in %s entries (%s reports, %s per entry) in %s: %s reports/s\n", i+1, commas(r.reports), commas(r.entries),
 			commas(r.reports/max(r.entries, 1)), size(r.bytes/int64(max(r.entries, 1))), *reportsWindow, commas(int(r.rate)))
 		if i == 1 {
-			fmt.Println("leader CPU profile over this run (go tool pprof -top), top 5 by own time:")
+			fmt.Println("leader CPU profile over this run (go tool pprof -top), top 5 by own time, then top 15 by cumulative time:")
 			fmt.Println(pprofTop(profFile, 5))
+			fmt.Println(pprofTop(profFile, 15, "-cum"))
 		}
 		i++
 	}
@@ -288,10 +289,11 @@ func dialAsServer(c *cluster, s *server, id string) (*grpc.ClientConn, error) {
 	return grpc.NewClient(s.grpc, transport.Security{M: transport.StaticMaterial(b)}.GRPCDialOptions()...)
 }
 
-// pprofTop is the top n functions of a CPU profile by own time, as go
-// tool pprof prints them.
-func pprofTop(file string, n int) string {
-	out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount", strconv.Itoa(n), file).CombinedOutput()
+// pprofTop is the top n functions of a CPU profile by own time (or by
+// cumulative time, with "-cum"), as go tool pprof prints them.
+func pprofTop(file string, n int, flags ...string) string {
+	args := append([]string{"tool", "pprof", "-top", "-nodecount", strconv.Itoa(n)}, flags...)
+	out, err := exec.Command("go", append(args, file)...).CombinedOutput()
 	if err != nil {
 		return fmt.Sprintf("(no profile: %v: %s)", err, strings.TrimSpace(string(out)))
 	}
