@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/relhq/rel/internal/artifact"
 	"github.com/relhq/rel/internal/pki"
 	"github.com/relhq/rel/internal/server"
 	"github.com/relhq/rel/internal/version"
@@ -84,6 +85,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		maxArtifact  = fs.Int64("max-artifact-bytes", server.DefaultMaxArtifactBytes, "largest artifact accepted by uploads")
 		retention    = fs.Duration("rollout-retention", server.DefaultRolloutRetention, "finished rollouts older than this are removed with their events, beyond the newest --rollout-keep per app and environment; the one whose release an environment holds is always kept")
 		keep         = fs.Int("rollout-keep", server.DefaultRolloutKeep, "finished rollouts kept per app and environment whatever their age (-1: none beyond the retention)")
+		histRet      = fs.Duration("history-retention", server.DefaultHistoryRetention, "closed per-host history entries older than this are folded into one summary per app and host (counts by outcome, first and last time, last version); what runs now is always kept")
+		agentRet     = fs.Duration("agent-retention", server.DefaultAgentRetention, "agents disconnected for longer than this are removed with their app and desired rows (their history is kept); never one an active rollout holds; one that comes back registers again")
+		artGrace     = fs.Duration("artifact-grace", server.DefaultArtifactGrace, "an artifact no release references is removed from every server's store once it is older than this (counted from when the leader stored it), so an upload whose release is not created yet survives")
+		artQuota     = fs.String("artifact-quota", "0", "bytes this server's artifact store may hold, e.g. 50GiB or 500GB (0: no quota); an upload past it is refused with ResourceExhausted")
+		maxUploads   = fs.Int("max-concurrent-uploads", server.DefaultMaxConcurrentUploads, "uploads this server receives at once; the next is refused with ResourceExhausted and relctl tries again (-1: no limit)")
 		maxStreams   = fs.Int("max-agent-streams", server.DefaultMaxAgentStreams, "agent streams this server holds at most; past it new agents are refused and connect to another server (-1: no limit)")
 		heartbeat    = fs.Duration("heartbeat-interval", server.DefaultHeartbeatInterval, "how often agents are told to send heartbeats")
 		agentGrace   = fs.Duration("agent-grace", server.DefaultAgentGrace, "silence or disconnection past this marks an agent down (\"agent lost\")")
@@ -110,9 +116,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "rel-server: %v\n", err)
 		return 2
 	}
+	quota, err := artifact.ParseSize(*artQuota)
+	if err != nil {
+		fmt.Fprintf(stderr, "rel-server: --artifact-quota: %v\n", err)
+		return 2
+	}
 	if *showVersion {
 		fmt.Fprintf(stdout, "rel-server %s\n", version.Version)
 		return 0
+	}
+
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"history-retention", *histRet}, {"agent-retention", *agentRet}} {
+		if d.v <= 0 {
+			fmt.Fprintf(stderr, "rel-server: --%s %s: give a positive duration (the default is %s); retention cannot be turned off\n", d.flag, d.v, map[string]time.Duration{
+				"history-retention": server.DefaultHistoryRetention, "agent-retention": server.DefaultAgentRetention}[d.flag])
+			return 2
+		}
 	}
 
 	var level slog.Level
@@ -144,8 +166,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		TrailingLogs:      *trailingLogs,
 		MaxArtifactBytes:  *maxArtifact,
 		MaxAgentStreams:   *maxStreams,
+		ArtifactGrace:     *artGrace,
+		ArtifactQuota:     quota,
 		RolloutRetention:  *retention,
 		RolloutKeep:       *keep,
+		HistoryRetention:  *histRet,
+		AgentRetention:    *agentRet,
 		HeartbeatInterval: *heartbeat,
 		AgentGrace:        *agentGrace,
 		CAFile:            *caFile,
@@ -160,6 +186,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		LogJSON:           *logFormat == "json",
 		LogLevel:          level,
 	}
+	// Set apart from the literal above, whose alignment they would change.
+	cfg.ArtifactGrace, cfg.ArtifactQuota, cfg.MaxConcurrentUploads = *artGrace, quota, *maxUploads
 	if *join != "" {
 		for _, a := range strings.Split(*join, ",") {
 			if a = strings.TrimSpace(a); a != "" {

@@ -15,7 +15,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -31,6 +33,9 @@ var (
 	ErrNotFound = errors.New("artifact not found")
 	// ErrInvalidDigest: not 64 lower-case hex digits.
 	ErrInvalidDigest = errors.New("invalid digest")
+	// ErrQuotaExceeded: storing the blob would take the store above its
+	// quota.
+	ErrQuotaExceeded = errors.New("artifact store quota exceeded")
 )
 
 // URLPrefix starts the artifact URL of a blob in the cluster's store.
@@ -58,11 +63,20 @@ func HTTPPath(digest string) string { return "/v1/artifacts/sha256/" + digest }
 type Store struct {
 	dir     string
 	maxSize int64
+	// quota bounds the bytes of stored blobs (0: no bound).
+	quota int64
+
+	// mu orders renames into place and removals, and guards the counts.
+	mu sync.Mutex
+	// used is the bytes of the blobs in sha256/; reserved, the bytes
+	// announced by writes in progress, so that concurrent uploads cannot
+	// together pass the quota.
+	used, reserved int64
 }
 
-// Open creates the store's directories and removes partial uploads left by a
-// crash.
-func Open(dir string, maxSize int64) (*Store, error) {
+// Open creates the store's directories, removes partial uploads left by a
+// crash and counts the bytes stored. quota bounds them (0: no bound).
+func Open(dir string, maxSize, quota int64) (*Store, error) {
 	for _, d := range []string{filepath.Join(dir, "sha256"), filepath.Join(dir, "tmp")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("artifact store: %w", err)
@@ -72,7 +86,107 @@ func Open(dir string, maxSize int64) (*Store, error) {
 	for _, t := range tmps {
 		os.Remove(t)
 	}
-	return &Store{dir: dir, maxSize: maxSize}, nil
+	s := &Store{dir: dir, maxSize: maxSize, quota: quota}
+	blobs, err := s.List()
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range blobs {
+		s.used += b.Size
+	}
+	return s, nil
+}
+
+// Blob is a stored blob as List reports it.
+type Blob struct {
+	Digest string
+	Size   int64
+	// ModTime is when this server stored (or last received again) the
+	// blob: an upload, a fetch from a peer, or the same bytes uploaded
+	// again all renew it, so the GC grace counts from the latest.
+	ModTime time.Time
+}
+
+// List returns the stored blobs; files that are not blobs are ignored.
+func (s *Store) List() ([]Blob, error) {
+	ents, err := os.ReadDir(filepath.Join(s.dir, "sha256"))
+	if err != nil {
+		return nil, fmt.Errorf("artifact store: %w", err)
+	}
+	var out []Blob
+	for _, e := range ents {
+		if !digestRE.MatchString(e.Name()) || !e.Type().IsRegular() {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			continue // removed meanwhile
+		}
+		out = append(out, Blob{Digest: e.Name(), Size: fi.Size(), ModTime: fi.ModTime()})
+	}
+	return out, nil
+}
+
+// Used is the bytes of the blobs stored.
+func (s *Store) Used() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.used
+}
+
+// Quota is the store's bound in bytes (0: none).
+func (s *Store) Quota() int64 { return s.quota }
+
+// Remove deletes a blob if keep, asked under the store's lock (so no write
+// of the same digest lands between the question and the removal), says it
+// may go. It returns the bytes freed (0 if the blob was not there or kept).
+func (s *Store) Remove(digest string, keep func() bool) (int64, error) {
+	if !digestRE.MatchString(digest) {
+		return 0, fmt.Errorf("%w: %q", ErrInvalidDigest, digest)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fi, err := os.Stat(s.path(digest))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("artifact store: %w", err)
+	}
+	if keep != nil && keep() {
+		return 0, nil
+	}
+	if err := os.Remove(s.path(digest)); err != nil {
+		return 0, fmt.Errorf("artifact store: %w", err)
+	}
+	s.used -= fi.Size()
+	syncDir(filepath.Join(s.dir, "sha256"))
+	return fi.Size(), nil
+}
+
+// reserve books n bytes for a write in progress, refusing when the store
+// would pass its quota, and returns what it booked. A blob that is stored
+// already takes no room.
+func (s *Store) reserve(digest string, n int64) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.quota <= 0 || n <= 0 {
+		return 0, nil
+	}
+	if _, err := os.Stat(s.path(digest)); err == nil {
+		return 0, nil
+	}
+	if s.used+s.reserved+n > s.quota {
+		return 0, s.quotaError(n)
+	}
+	s.reserved += n
+	return n, nil
+}
+
+func (s *Store) quotaError(n int64) error {
+	return fmt.Errorf("%w: %s more would take this server's store past its quota of %s (%s stored, %s being uploaded): "+
+		"delete releases you no longer need (their artifacts are removed once unreferenced for --artifact-grace) or raise rel-server --artifact-quota",
+		ErrQuotaExceeded, FormatSize(n), FormatSize(s.quota), FormatSize(s.used), FormatSize(s.reserved))
 }
 
 // MaxSize is the largest blob the store accepts.
@@ -106,7 +220,8 @@ func (s *Store) Open(digest string) (*os.File, error) {
 
 // Put stores r's bytes if they hash to digest and are exactly size bytes
 // (size < 0: unknown) within the store's limit. On any error nothing is left
-// behind. Storing a blob that exists already verifies and discards the copy.
+// behind. Storing a blob that exists already verifies the bytes and renews
+// the blob's mtime.
 func (s *Store) Put(r io.Reader, digest string, size int64) (int64, error) {
 	if !digestRE.MatchString(digest) {
 		return 0, fmt.Errorf("%w: %q is not 64 lower-case hex digits", ErrInvalidDigest, digest)
@@ -114,6 +229,17 @@ func (s *Store) Put(r io.Reader, digest string, size int64) (int64, error) {
 	if size > s.maxSize {
 		return 0, fmt.Errorf("%w: %d bytes announced, the limit is %d (rel-server --max-artifact-bytes)", ErrTooLarge, size, s.maxSize)
 	}
+	reserved, err := s.reserve(digest, size)
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		if reserved > 0 {
+			s.mu.Lock()
+			s.reserved -= reserved
+			s.mu.Unlock()
+		}
+	}()
 	tmp, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), digest[:12]+"-*")
 	if err != nil {
 		return 0, fmt.Errorf("artifact store: %w", err)
@@ -152,12 +278,64 @@ func (s *Store) Put(r io.Reader, digest string, size int64) (int64, error) {
 	if err := tmp.Close(); err != nil {
 		return n, fmt.Errorf("artifact store: close: %w", err)
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, statErr := os.Stat(s.path(digest))
+	existed := statErr == nil
+	if !existed && size < 0 && s.quota > 0 && s.used+s.reserved+n > s.quota {
+		return n, s.quotaError(n)
+	}
+	// Renaming over a blob that exists (the same bytes) renews its mtime,
+	// which the GC's grace counts from.
 	if err := os.Rename(tmp.Name(), s.path(digest)); err != nil {
 		return n, fmt.Errorf("artifact store: %w", err)
 	}
 	keep = true
+	if !existed {
+		s.used += n
+	}
 	syncDir(filepath.Join(s.dir, "sha256"))
 	return n, nil
+}
+
+// FormatSize writes a byte count the way people read it (1.5 GiB).
+func FormatSize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 5; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// ParseSize reads a byte count as people write it: 1048576, 500MB, 50GiB,
+// 2T (k/K, M, G, T with an optional B: powers of 1000 without i, of 1024
+// with it, and a bare letter means 1024s, as most tools read "50G").
+func ParseSize(v string) (int64, error) {
+	t := strings.TrimSpace(v)
+	i := len(t)
+	for i > 0 && (t[i-1] < '0' || t[i-1] > '9') && t[i-1] != '.' {
+		i--
+	}
+	num, unit := strings.TrimSpace(t[:i]), strings.ToLower(strings.TrimSpace(t[i:]))
+	mult := map[string]float64{"": 1, "b": 1,
+		"k": 1 << 10, "kib": 1 << 10, "kb": 1e3,
+		"m": 1 << 20, "mib": 1 << 20, "mb": 1e6,
+		"g": 1 << 30, "gib": 1 << 30, "gb": 1e9,
+		"t": 1 << 40, "tib": 1 << 40, "tb": 1e12,
+	}[unit]
+	f, err := strconv.ParseFloat(num, 64)
+	if mult == 0 || err != nil || f < 0 {
+		return 0, fmt.Errorf("size %q: give bytes, or a number with a unit such as 500MB, 50GiB or 2T", v)
+	}
+	if f*mult > float64(1<<62) {
+		return 0, fmt.Errorf("size %q is too large", v)
+	}
+	return int64(f * mult), nil
 }
 
 func syncDir(dir string) {

@@ -28,6 +28,13 @@ install) has a row of its own, its attempt, while the version before it
 keeps running. "failed, rolled back" is a failed version a rollback
 replaced. ROLLOUT says "(rollback)" for a rollback's rollout.
 
+Entries that ended longer ago than the servers' --history-retention (90
+days by default) are folded into one line per host, printed before the
+table: "web-1 before 2026-08-29: 412 versions, 3 failed, 1 rolled back,
+last 1.4.2" (in JSON, "summaries"; --limit counts these lines too). The row of the version a host runs now
+is never folded. The history of a host removed by --agent-retention stays,
+its last row closed when it was removed.
+
 With --env, only the hosts environment ENV selects; with --host, only
 that host; with --since, only rows still open or ending at or after that
 time (a duration back from now, e.g. 24h, or an RFC 3339 time). The
@@ -52,19 +59,43 @@ of the server asked; add --consistent to read from the leader instead.`,
 			if !from.IsZero() {
 				req.SinceUnixNano = from.UnixNano()
 			}
-			entries, err := allPages(limit, func(tok string, size uint32) ([]*relv1.HistoryEntry, string, error) {
+			// Pages hold the summaries of folded history first, then
+			// entries; --limit counts both.
+			type item struct {
+				sum   *relv1.HistorySummary
+				entry *relv1.HistoryEntry
+			}
+			items, err := allPages(limit, func(tok string, size uint32) ([]item, string, error) {
 				req.PageToken, req.PageSize = tok, size
 				var resp *relv1.HistoryResponse
 				_, err := r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
 					resp, err = relv1.NewControlServiceClient(cc).History(ctx, req, opts...)
 					return err
 				})
-				return resp.GetEntries(), resp.GetNextPageToken(), err
+				var page []item
+				for _, m := range resp.GetSummaries() {
+					page = append(page, item{sum: m})
+				}
+				for _, e := range resp.GetEntries() {
+					page = append(page, item{entry: e})
+				}
+				return page, resp.GetNextPageToken(), err
 			})
 			if err != nil {
 				return err
 			}
-			return r.printer().history(entries)
+			var (
+				summaries []*relv1.HistorySummary
+				entries   []*relv1.HistoryEntry
+			)
+			for _, it := range items {
+				if it.sum != nil {
+					summaries = append(summaries, it.sum)
+				} else {
+					entries = append(entries, it.entry)
+				}
+			}
+			return r.printer().history(summaries, entries)
 		}),
 	}
 	cmd.Flags().StringVar(&env, "env", "", "only the hosts environment `ENV` selects")

@@ -323,6 +323,20 @@ func (p printer) envDeleted(name string, index uint64) error {
 	return err
 }
 
+type releaseDeletedJSON struct {
+	App     string `json:"app"`
+	Version string `json:"version"`
+	Index   uint64 `json:"index"`
+}
+
+func (p printer) releaseDeleted(app, version string, index uint64) error {
+	if p.json() {
+		return p.writeJSON(releaseDeletedJSON{App: app, Version: version, Index: index})
+	}
+	_, err := fmt.Fprintf(p.w, "deleted release %s@%s (index %d)\n", cell(app), cell(version), index)
+	return err
+}
+
 func (p printer) apps(apps []*relv1.App) error {
 	if p.json() {
 		out := struct {

@@ -573,15 +573,52 @@ func (p printer) agent(s *relv1.AgentStatus) error {
 	return err
 }
 
-func (p printer) history(entries []*relv1.HistoryEntry) error {
+// historySummaryJSON is what history retention kept of one host's folded
+// entries.
+type historySummaryJSON struct {
+	App        string `json:"app"`
+	AgentID    string `json:"agent_id"`
+	Entries    uint64 `json:"entries"`
+	Replaced   uint64 `json:"replaced"`
+	Failed     uint64 `json:"failed"`
+	RolledBack uint64 `json:"rolled_back"`
+	Other      uint64 `json:"other"`
+	First      string `json:"first"`
+	Last       string `json:"last"`
+	// LastVersion is the version of the latest entry folded.
+	LastVersion string `json:"last_version"`
+}
+
+// history prints the summaries of folded history (one line per host,
+// before the table) and the entries.
+func (p printer) history(summaries []*relv1.HistorySummary, entries []*relv1.HistoryEntry) error {
 	if p.json() {
 		out := struct {
-			Entries []historyEntryJSON `json:"entries"`
+			Summaries []historySummaryJSON `json:"summaries,omitempty"`
+			Entries   []historyEntryJSON   `json:"entries"`
 		}{Entries: []historyEntryJSON{}}
+		for _, m := range summaries {
+			out.Summaries = append(out.Summaries, historySummaryJSON{App: m.GetApp(), AgentID: m.GetAgentId(), Entries: m.GetEntries(),
+				Replaced: m.GetReplaced(), Failed: m.GetFailed(), RolledBack: m.GetRolledBack(), Other: m.GetOther(),
+				First: jsonTime(m.GetFirstUnixNano()), Last: jsonTime(m.GetLastUnixNano()), LastVersion: m.GetLastVersion()})
+		}
 		for _, e := range entries {
 			out.Entries = append(out.Entries, p.toHistoryEntryJSON(e))
 		}
 		return p.writeJSON(out)
+	}
+	for _, m := range summaries {
+		if _, err := fmt.Fprintf(p.w, "%s before %s: %s\n", cell(m.GetAgentId()), formatTime(m.GetLastUnixNano(), time.DateOnly), summaryCounts(m)); err != nil {
+			return err
+		}
+	}
+	if len(summaries) > 0 && len(entries) > 0 {
+		if _, err := fmt.Fprintln(p.w); err != nil {
+			return err
+		}
+	}
+	if len(summaries) > 0 && len(entries) == 0 {
+		return nil
 	}
 	rows := make([][]string, 0, len(entries))
 	for _, e := range entries {
@@ -601,6 +638,22 @@ func (p printer) history(entries []*relv1.HistoryEntry) error {
 			humanDuration(p.historyDuration(e)), outcome, ro, e.GetReason()})
 	}
 	return p.table([]string{"HOST", "VERSION", "FROM", "TO", "DURATION", "OUTCOME", "ROLLOUT", "REASON"}, rows)
+}
+
+// summaryCounts says what a history summary holds: "412 versions, 3
+// failed, 1 rolled back, last 1.4.2".
+func summaryCounts(m *relv1.HistorySummary) string {
+	out := fmt.Sprintf("%d versions", m.GetEntries())
+	if m.GetEntries() == 1 {
+		out = "1 version"
+	}
+	if m.GetFailed() > 0 {
+		out += fmt.Sprintf(", %d failed", m.GetFailed())
+	}
+	if m.GetRolledBack() > 0 {
+		out += fmt.Sprintf(", %d rolled back", m.GetRolledBack())
+	}
+	return out + ", last " + cell(m.GetLastVersion())
 }
 
 // historyDuration is how long the entry's version ran, up to now while it

@@ -576,7 +576,7 @@ web-3               failed  1.2.1     1.2.2   1.2.1  yes                 verify 
 		},
 		{
 			name: "history table", format: formatTable,
-			print: func(p printer) error { return p.history(historyWeb) },
+			print: func(p printer) error { return p.history(nil, historyWeb) },
 			want: `HOST   VERSION  FROM                  TO                    DURATION  OUTCOME              ROLLOUT          REASON
 web-1  1.2.2    2025-03-01T03:06:07Z  2025-03-04T04:06:12Z  3d1h      replaced             r-0
 web-1  1.2.3    2025-03-04T04:06:12Z  now                   9m55s     running              r-1
@@ -586,7 +586,7 @@ web-3  1.2.1    2025-03-04T03:16:07Z  now                   1h0m      running   
 		},
 		{
 			name: "history json", format: formatJSON,
-			print: func(p printer) error { return p.history(historyWeb[1:]) },
+			print: func(p printer) error { return p.history(nil, historyWeb[1:]) },
 			want: `{
   "entries": [
     {
@@ -649,7 +649,7 @@ web-3  1.2.1    2025-03-04T03:16:07Z  now                   1h0m      running   
 		},
 		{
 			name: "history json empty", format: formatJSON,
-			print: func(p printer) error { return p.history(nil) },
+			print: func(p printer) error { return p.history(nil, nil) },
 			want:  "{\n  \"entries\": []\n}\n",
 		},
 	}

@@ -15,17 +15,20 @@ import (
 
 func (r *runner) releaseCommand() *cobra.Command {
 	return noun("release",
-		"Create, list and show releases",
+		"Create, list, show and delete releases",
 		`A release is one immutable, verifiable build of an app: an artifact URL and
 the sha256 of its bytes, with optional notes, source commit and labels.
-Releases cannot be changed once created.`,
+Releases cannot be changed once created; one nothing needs any more can be
+deleted.`,
 		`  relctl release create web 1.2.3 --artifact ./web-1.2.3.tar.gz
   relctl release create web 1.2.3 --artifact https://ci.example.com/web-1.2.3.tar.gz --sha256 9f86d08...
   relctl release list web
-  relctl release show web@1.2.3`,
+  relctl release show web@1.2.3
+  relctl release delete web@1.2.0`,
 		r.releaseCreateCommand(),
 		r.releaseListCommand(),
 		r.releaseShowCommand(),
+		r.releaseDeleteCommand(),
 	)
 }
 
@@ -54,6 +57,15 @@ or anything but a regular file is a usage error (exit code 2). The upload has
 its own deadline, --upload-timeout (default 10m), instead of --timeout,
 which then applies afresh to creating the release. On a terminal, progress is
 drawn on stderr; otherwise relctl uploads silently.
+
+A server already receiving its --max-concurrent-uploads refuses the upload
+as busy; relctl tries again after a growing, jittered pause (up to 8s) until
+--upload-timeout, then prints the server's refusal (exit code 1). A refusal
+because the cluster's artifact store is at its --artifact-quota is not
+retried: delete releases you no longer need (their artifacts are removed
+after the servers' --artifact-grace) or ask for a larger quota. An artifact
+no release uses is removed after that grace: create the release soon after
+uploading, or upload again.
 
 --notes takes the notes as text, or @FILE to read them from FILE (at most
 64 KiB of UTF-8), @- to read them from stdin; @@ starts literal text with @.
@@ -139,7 +151,7 @@ relctl only checks the syntax; the server validates every field.`,
 	f.StringVar(&notes, "notes", "", "release notes as `TEXT`, @FILE or @- for stdin")
 	f.StringVar(&commit, "commit", "", "source revision `SHA` the release was built from")
 	f.StringArrayVar(&labels, "label", nil, "label `KEY=VALUE[,KEY=VALUE...]` (repeatable)")
-	f.DurationVar(&uploadTimeout, "upload-timeout", defaultUploadTimeout, "time limit for uploading a local --artifact")
+	f.DurationVar(&uploadTimeout, "upload-timeout", defaultUploadTimeout, "time limit for uploading a local --artifact, busy servers' refusals retried within it")
 	_ = cmd.MarkFlagRequired("artifact")
 	_ = cmd.RegisterFlagCompletionFunc("notes", func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		return nil, cobra.ShellCompDirectiveDefault
@@ -237,6 +249,47 @@ the leader instead.`,
 				return err
 			}
 			return r.printer().release(resp.GetRelease())
+		}),
+	}
+}
+
+func (r *runner) releaseDeleteCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:     "delete APP@VERSION",
+		Aliases: []string{"rm"},
+		Short:   "Delete a release nothing needs any more",
+		Long: `Delete release VERSION of APP. It is refused (the message says why and
+what to do) while:
+
+  * a host runs it, installs it, may fall back to it (the release it ran
+    before its current one), or is told to run it;
+  * an active rollout goes to it or takes hosts from it;
+  * it is an environment's current release (its newest succeeded rollout);
+  * 'relctl rollout rollback' of an environment's newest rollout would take
+    hosts back to it.
+
+Roll out another release first. The artifact itself is not deleted here;
+the cluster's artifact store drops digests no release refers to. Needs the
+manage-apps permission on APP. relctl sends every attempt with the same
+request id, so a delete retried across a leader change acts once.`,
+		Example: `  relctl release delete web@1.2.0
+  relctl release delete web@1.2.0 -o json`,
+		Args:              exactArgs("APP@VERSION"),
+		ValidArgsFunction: r.completeAppVersion,
+		RunE: r.do(func(ctx context.Context, args []string) error {
+			app, version, err := parseAppVersion(args[0])
+			if err != nil {
+				return err
+			}
+			var resp *relv1.DeleteReleaseResponse
+			_, err = r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
+				resp, err = relv1.NewControlServiceClient(cc).DeleteRelease(ctx, &relv1.DeleteReleaseRequest{App: app, Version: version}, opts...)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			return r.printer().releaseDeleted(app, version, resp.GetIndex())
 		}),
 	}
 }

@@ -283,6 +283,7 @@ Every failure prints one line, "relctl: <message>", on stderr.
 		r.appCommand(),
 		r.envCommand(),
 		r.releaseCommand(),
+		r.artifactCommand(),
 		r.rolloutCommand(),
 		r.agentCommand(),
 		r.historyCommand(),

@@ -14,8 +14,12 @@ import (
 	"time"
 
 	"golang.org/x/term"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	"github.com/relhq/rel/internal/retry"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
@@ -83,10 +87,28 @@ func (r *runner) upload(path, digest string, size int64, timeout time.Duration, 
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var resp *relv1.UploadResponse
-	_, err := r.invoke(ctx, timeout, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
-		resp, err = uploadFile(ctx, cc, path, digest, size, prog, opts...)
-		return err
-	})
+	busyPause := time.Duration(0)
+	var err error
+	for {
+		_, err = r.invoke(ctx, timeout, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
+			resp, err = uploadFile(ctx, cc, path, digest, size, prog, opts...)
+			return err
+		})
+		// A server at its --max-concurrent-uploads says so with a delay to
+		// retry after; other refusals (a full store) are final.
+		delay, busy := retryAfter(err)
+		if !busy {
+			break
+		}
+		busyPause = min(max(2*busyPause, delay), maxBusyPause)
+		wait := retry.Jitter(busyPause)
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+			break // the server's answer says more than a timeout would
+		}
+		if !retry.Sleep(ctx, wait) {
+			break
+		}
+	}
 	var te *timeoutError
 	if errors.As(err, &te) {
 		te.flag, te.doing = "--upload-timeout", "upload of "+filepath.Base(path)
@@ -101,6 +123,24 @@ func (r *runner) upload(path, digest string, size int64, timeout time.Duration, 
 		return nil, fmt.Errorf("the server stored sha256 %s, relctl computed %s", got, digest)
 	}
 	return resp, nil
+}
+
+// maxBusyPause caps the pause between uploads a busy server refused.
+const maxBusyPause = 8 * time.Second
+
+// retryAfter reports whether err is a ResourceExhausted refusal that says
+// to try again (a RetryInfo detail), and after how long.
+func retryAfter(err error) (time.Duration, bool) {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.ResourceExhausted {
+		return 0, false
+	}
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok {
+			return max(ri.GetRetryDelay().AsDuration(), 10*time.Millisecond), true
+		}
+	}
+	return 0, false
 }
 
 // uploadFile is one Upload call on cc. It reads the file again and checks

@@ -16,9 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
@@ -41,12 +43,19 @@ type fakeArtifacts struct {
 	seen  chan uploadSeen
 	err   error // answered after receiving the whole upload
 	block bool  // wait for the client to give up
+	// busyFor: the first busyFor calls are refused as a server at its
+	// --max-concurrent-uploads refuses them (-1: every call).
+	busyFor int32
 }
 
 func newFakeArtifacts() *fakeArtifacts { return &fakeArtifacts{seen: make(chan uploadSeen, 4)} }
 
 func (f *fakeArtifacts) Upload(stream relv1.ArtifactService_UploadServer) error {
-	f.calls.Add(1)
+	if n := f.calls.Add(1); f.busyFor < 0 || n <= f.busyFor {
+		st, _ := status.New(codes.ResourceExhausted, "4 uploads are in progress on this server: try again shortly").
+			WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(20 * time.Millisecond)})
+		return st.Err()
+	}
 	var seen uploadSeen
 	defer func() { f.seen <- seen }()
 	first, err := stream.Recv()
@@ -334,5 +343,51 @@ func TestUploadFailover(t *testing.T) {
 	}
 	if resp.GetArtifactUrl() != "rel://sha256/"+digest {
 		t.Errorf("artifact URL = %q", resp.GetArtifactUrl())
+	}
+}
+
+// TestUploadBusyServer: a server at its --max-concurrent-uploads (a
+// ResourceExhausted refusal with RetryInfo) is asked again after a jittered
+// pause until it takes the upload; one that stays busy past
+// --upload-timeout ends with its own refusal, not a timeout.
+func TestUploadBusyServer(t *testing.T) {
+	path, digest := writeArtifact(t, "web.tgz", 10<<10)
+	tests := []struct {
+		name      string
+		busyFor   int32
+		args      []string
+		wantCode  int
+		wantErr   string
+		wantCalls func(int32) bool
+	}{
+		{name: "busy twice, then accepted", busyFor: 2, wantCode: 0, wantCalls: func(n int32) bool { return n == 3 }},
+		{name: "busy until the upload timeout", busyFor: -1, args: []string{"--upload-timeout", "300ms"}, wantCode: exitRefused,
+			wantErr:   "relctl: 4 uploads are in progress on this server: try again shortly (ResourceExhausted)",
+			wantCalls: func(n int32) bool { return n >= 2 }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			control := &fakeControl{created: make(chan *relv1.CreateReleaseRequest, 1)}
+			artifacts := newFakeArtifacts()
+			artifacts.busyFor = tt.busyFor
+			artifacts.seen = make(chan uploadSeen, 100)
+			addr := serveUpload(t, control, artifacts)
+			res := runCLI(t, map[string]string{envAddr: addr}, "",
+				append([]string{"release", "create", "web", "1.2.3", "--artifact", path}, tt.args...)...)
+			if res.code != tt.wantCode {
+				t.Fatalf("exit code = %d, want %d; stderr %s", res.code, tt.wantCode, res.stderr)
+			}
+			if tt.wantErr != "" {
+				checkOneErrorLine(t, res)
+				if got := strings.TrimSuffix(res.stderr, "\n"); got != tt.wantErr {
+					t.Errorf("stderr:\n got %s\nwant %s", got, tt.wantErr)
+				}
+			} else if req := <-control.created; req.GetArtifactUrl() != "rel://sha256/"+digest {
+				t.Errorf("release created with %q", req.GetArtifactUrl())
+			}
+			if n := artifacts.calls.Load(); !tt.wantCalls(n) {
+				t.Errorf("server saw %d Upload calls", n)
+			}
+		})
 	}
 }

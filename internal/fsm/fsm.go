@@ -157,6 +157,8 @@ func Describe(cmd *relv1.Command) (kind, target string) {
 	case *relv1.Command_CreateRelease:
 		r := k.CreateRelease.GetRelease()
 		target = r.GetApp() + "@" + r.GetVersion()
+	case *relv1.Command_DeleteRelease:
+		target = k.DeleteRelease.GetApp() + "@" + k.DeleteRelease.GetVersion()
 	case *relv1.Command_CreateRollout:
 		r := k.CreateRollout.GetRollout()
 		if r.GetKind() == rollout.KindRollback {
@@ -218,7 +220,7 @@ func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
 	case *relv1.Command_DeleteEnvironment:
 		return f.store.DeleteEnvironment(index, k.DeleteEnvironment.GetName())
 	case *relv1.Command_CreateRelease:
-		return f.store.CreateRelease(index, k.CreateRelease.GetRelease())
+		return f.store.CreateReleaseChecked(index, k.CreateRelease.GetRelease(), k.CreateRelease.GetArtifactCheckedIndex())
 	case *relv1.Command_RegisterServer:
 		return f.store.UpsertServer(index, k.RegisterServer.GetServer())
 	case *relv1.Command_DeregisterServer:
@@ -261,6 +263,19 @@ func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
 		return f.store.RevokeAgent(index, k.RevokeAgent.GetRevocation())
 	case *relv1.Command_RemoveRollouts:
 		_, err := f.store.RemoveRollouts(index, k.RemoveRollouts.GetRolloutIds())
+		return err
+	case *relv1.Command_FoldHistory:
+		c := k.FoldHistory
+		_, err := f.store.FoldHistory(index, c.GetCutoffUnixNano(), int(c.GetMaxEntries()))
+		return err
+	case *relv1.Command_RemoveAgents:
+		c := k.RemoveAgents
+		_, err := f.store.RemoveAgents(index, c.GetAgentIds(), c.GetCutoffUnixNano(), c.GetAtUnixNano())
+		return err
+	case *relv1.Command_DeleteRelease:
+		return f.store.DeleteRelease(index, k.DeleteRelease.GetApp(), k.DeleteRelease.GetVersion())
+	case *relv1.Command_RemoveArtifacts:
+		_, err := f.store.RemoveArtifacts(index, cmd.GetStampedUnixNano(), k.RemoveArtifacts.GetDigests())
 		return err
 	default:
 		// Same reasoning as an undecodable entry: a newer leader wrote a

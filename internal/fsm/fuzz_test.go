@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -168,6 +169,14 @@ func stamped(n int64, kind any) *relv1.Command {
 		c.Kind = k
 	case *relv1.Command_RemoveRollouts:
 		c.Kind = k
+	case *relv1.Command_FoldHistory:
+		c.Kind = k
+	case *relv1.Command_RemoveAgents:
+		c.Kind = k
+	case *relv1.Command_DeleteRelease:
+		c.Kind = k
+	case *relv1.Command_RemoveArtifacts:
+		c.Kind = k
 	default:
 		panic(fmt.Sprintf("unknown kind %T", kind))
 	}
@@ -259,6 +268,10 @@ func seedCommands() []*relv1.Command {
 		withRequestID("rq-fuzz-4", stamped(48, &relv1.Command_DeleteEnvironment{DeleteEnvironment: &relv1.DeleteEnvironment{Name: "prod"}})),
 		withRequestID("rq-fuzz-2", stamped(45, &relv1.Command_RolloutControl{RolloutControl: &relv1.RolloutControl{RolloutId: "ro-1", Action: "approve", AtUnixNano: 45, Wave: 2}})),
 		stamped(49, &relv1.Command_RemoveRollouts{RemoveRollouts: &relv1.RemoveRollouts{RolloutIds: []string{"ro-1", "ro-9"}}}),
+		stamped(50, &relv1.Command_RemoveArtifacts{RemoveArtifacts: &relv1.RemoveArtifacts{Digests: []string{strings.Repeat("a", 64), strings.Repeat("c", 64)}}}),
+		stamped(51, &relv1.Command_FoldHistory{FoldHistory: &relv1.FoldHistory{CutoffUnixNano: 50, MaxEntries: 5000}}),
+		stamped(52, &relv1.Command_RemoveAgents{RemoveAgents: &relv1.RemoveAgents{AgentIds: []string{"web-1", "web-9"}, CutoffUnixNano: 40, AtUnixNano: 52}}),
+		withRequestID("rq-fuzz-5", stamped(53, &relv1.Command_DeleteRelease{DeleteRelease: &relv1.DeleteRelease{App: "web", Version: "1.0.0"}})),
 	}
 }
 

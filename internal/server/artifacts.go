@@ -6,13 +6,16 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/relhq/rel/internal/artifact"
 	"github.com/relhq/rel/internal/validate"
@@ -47,10 +50,34 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// uploadRetryDelay is what a refusal past --max-concurrent-uploads tells
+// clients to wait before trying again (relctl adds jitter).
+const uploadRetryDelay = time.Second
+
+// errUploadsBusy refuses an upload past --max-concurrent-uploads. Its
+// RetryInfo detail tells clients it is worth trying again, which a quota
+// refusal (also ResourceExhausted) is not.
+func errUploadsBusy(n int) error {
+	st := status.Newf(codes.ResourceExhausted, "%d uploads are in progress on this server (rel-server --max-concurrent-uploads): try again shortly", n)
+	if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(uploadRetryDelay)}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
 // Upload stores a streamed file and answers once a majority of voters hold
 // it, so that a release referring to it survives the loss of any minority.
 func (a *artifactService) Upload(stream relv1.ArtifactService_UploadServer) error {
 	s := a.s
+	if s.uploads != nil {
+		select {
+		case s.uploads <- struct{}{}:
+			defer func() { <-s.uploads }()
+		default:
+			s.metrics.uploadsRefused.WithLabelValues("concurrency").Inc()
+			return errUploadsBusy(cap(s.uploads))
+		}
+	}
 	first, err := stream.Recv()
 	if err != nil {
 		return err
@@ -69,9 +96,16 @@ func (a *artifactService) Upload(stream relv1.ArtifactService_UploadServer) erro
 	if h.GetSize() > s.artifacts.MaxSize() {
 		return status.Errorf(codes.InvalidArgument, "artifact is %d bytes: the limit is %d (rel-server --max-artifact-bytes)", h.GetSize(), s.artifacts.MaxSize())
 	}
+	if err := s.awaitRemovals(stream.Context(), digest); err != nil {
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	removedBefore := s.tombstoneIndex(digest)
 	start := time.Now()
 	n, err := s.artifacts.Put(&chunkReader{stream: stream}, digest, h.GetSize())
 	if err != nil {
+		if errors.Is(err, artifact.ErrQuotaExceeded) {
+			s.metrics.uploadsRefused.WithLabelValues("quota").Inc()
+		}
 		return artifactStatus(err)
 	}
 	s.logger.Info("artifact received", "sha256", digest, "bytes", n, "name", h.GetName(), "took", time.Since(start).Round(time.Millisecond))
@@ -79,7 +113,23 @@ func (a *artifactService) Upload(stream relv1.ArtifactService_UploadServer) erro
 	if err != nil {
 		return toStatus(err)
 	}
+	// The same bytes, stored long ago and unused, may have been removed by
+	// a GC pass that committed during the upload: its deletions may take
+	// the copies just made, so the upload is not acknowledged.
+	if s.tombstoneIndex(digest) > removedBefore {
+		return status.Errorf(codes.Aborted, "artifact %s was removed by artifact GC while it was being uploaded (the same bytes were stored before, more than --artifact-grace ago, and no release used them): upload it again", digest)
+	}
 	return stream.SendAndClose(&relv1.UploadResponse{Sha256: digest, Size: n, ArtifactUrl: artifact.URL(digest), Holders: holders})
+}
+
+// tombstoneIndex is the index of the latest GC removal of digest this
+// replica has applied (0: none).
+func (s *Server) tombstoneIndex(digest string) uint64 {
+	t, err := s.store.ArtifactTombstone(digest)
+	if err != nil || t == nil {
+		return 0
+	}
+	return t.GetModifyIndex()
 }
 
 func artifactStatus(err error) error {
@@ -89,6 +139,8 @@ func artifactStatus(err error) error {
 		return status.Errorf(codes.InvalidArgument, "upload refused, nothing stored: %v", err)
 	case errors.Is(err, artifact.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, artifact.ErrQuotaExceeded):
+		return status.Errorf(codes.ResourceExhausted, "upload refused, nothing stored: %v", err)
 	}
 	if st, ok := status.FromError(errors.Unwrap(err)); ok {
 		return st.Err()
@@ -132,6 +184,7 @@ func (s *Server) replicateArtifact(ctx context.Context, digest string, size int6
 	}
 	results := make(chan result, len(peers))
 	src := "https://" + s.HTTPAddr()
+	applied, _ := s.fsm.Applied()
 	for _, id := range peers {
 		addr := grpcOf[id]
 		s.wg.Add(1)
@@ -147,7 +200,7 @@ func (s *Server) replicateArtifact(ctx context.Context, digest string, size int6
 				err = derr
 				if err == nil {
 					_, err = relv1.NewClusterServiceClient(conn).FetchArtifact(fctx,
-						&relv1.FetchArtifactRequest{Sha256: digest, Size: size, Sources: []string{src}})
+						&relv1.FetchArtifactRequest{Sha256: digest, Size: size, Sources: []string{src}, MinIndex: applied})
 				}
 			}
 			results <- result{id, err}
@@ -192,6 +245,12 @@ func (c *clusterService) FetchArtifact(ctx context.Context, req *relv1.FetchArti
 		if !slices.Contains(members, src) {
 			return nil, status.Errorf(codes.InvalidArgument, "source %q is not the artifact endpoint of a member of this cluster: servers fetch artifacts only from each other", src)
 		}
+	}
+	// Best effort (waitLocal is bounded): a replica that far behind is
+	// rare, and the sender's upload still needs a majority.
+	c.s.waitLocal(ctx, req.GetMinIndex())
+	if err := c.s.awaitRemovals(ctx, req.GetSha256()); err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
 	}
 	if err := c.s.artifacts.Fetch(ctx, c.s.httpClient, req.GetSha256(), req.GetSize(), req.GetSources()); err != nil {
 		return nil, artifactStatus(err)
@@ -250,4 +309,40 @@ type fetchState struct {
 	fetchMu    sync.Mutex
 	fetches    map[string]*fetchCall
 	httpClient *http.Client
+}
+
+// ListArtifacts lists this server's store, by digest, in pages; the
+// releases using each blob come from this server's replica.
+func (a *artifactService) ListArtifacts(ctx context.Context, req *relv1.ListArtifactsRequest) (*relv1.ListArtifactsResponse, error) {
+	s := a.s
+	key := &relv1.ArtifactInfo{}
+	ok, err := parsePageToken("artifacts", req.GetPageToken(), key)
+	if err != nil {
+		return nil, err
+	}
+	blobs, err := s.artifacts.List()
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	refs, _, err := s.store.ReferencedArtifacts(nil)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	slices.SortFunc(blobs, func(x, y artifact.Blob) int { return strings.Compare(x.Digest, y.Digest) })
+	if ok {
+		blobs = after(blobs, artifact.Blob{Digest: key.GetSha256()}, func(x, y artifact.Blob) bool { return x.Digest < y.Digest })
+	}
+	done := s.removals.processed()
+	page, more := fillPage(newPageBudget(req.GetPageSize()), blobs, func(b artifact.Blob) *relv1.ArtifactInfo {
+		info := &relv1.ArtifactInfo{Sha256: b.Digest, Size: b.Size, StoredUnixNano: b.ModTime.UnixNano(), Releases: refs[b.Digest]}
+		if t, err := s.store.ArtifactTombstone(b.Digest); err == nil && t != nil && t.GetModifyIndex() > done {
+			info.Removed = true
+		}
+		return info
+	})
+	resp := &relv1.ListArtifactsResponse{Artifacts: page, ServerId: s.cfg.NodeID, StoreBytes: s.artifacts.Used(), QuotaBytes: s.artifacts.Quota()}
+	if more {
+		resp.NextPageToken = pageToken("artifacts", &relv1.ArtifactInfo{Sha256: page[len(page)-1].GetSha256()})
+	}
+	return resp, nil
 }

@@ -84,6 +84,9 @@ var rules = map[string]rule{
 	}},
 	relv1.ControlService_ListReleases_FullMethodName: {perm: auth.Read},
 	relv1.ControlService_GetRelease_FullMethodName:   {perm: auth.Read},
+	relv1.ControlService_DeleteRelease_FullMethodName: {perm: auth.ManageApps, resource: func(_ *Server, r any) auth.Resource {
+		return appOf(r.(*relv1.DeleteReleaseRequest).GetApp())
+	}},
 	relv1.ControlService_StartRollout_FullMethodName: {perm: auth.Deploy, resource: func(_ *Server, r any) auth.Resource {
 		req := r.(*relv1.StartRolloutRequest)
 		return auth.Resource{App: req.GetApp(), Env: req.GetEnvironment()}
@@ -113,7 +116,8 @@ var rules = map[string]rule{
 
 	relv1.AgentService_Connect_FullMethodName: {kinds: []string{auth.KindAgent}},
 
-	relv1.ArtifactService_Upload_FullMethodName: {perm: auth.CreateRelease},
+	relv1.ArtifactService_Upload_FullMethodName:        {perm: auth.CreateRelease},
+	relv1.ArtifactService_ListArtifacts_FullMethodName: {perm: auth.Read},
 
 	// Bootstrap works once per cluster; the FSM refuses it after that.
 	relv1.ACLService_Bootstrap_FullMethodName: {anyone: true},

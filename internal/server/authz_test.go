@@ -63,6 +63,7 @@ var authzExpectations = map[string]expectation{
 	relv1.ControlService_ListEnvironments_FullMethodName:  readers,
 	relv1.ControlService_UpdateEnvironment_FullMethodName: {allowed: []string{cOperatorCert, cAdminToken}, denied: []string{cViewerCert, cViewerToken, cDeployerToken, cAgentCert, cServerCert}},
 	relv1.ControlService_DeleteEnvironment_FullMethodName: {allowed: []string{cOperatorCert, cAdminToken}, denied: []string{cViewerCert, cViewerToken, cDeployerToken, cAgentCert, cServerCert}},
+	relv1.ControlService_DeleteRelease_FullMethodName:     {allowed: []string{cOperatorCert, cAdminToken}, denied: []string{cViewerCert, cViewerToken, cCreatorCert, cDeployerToken, cAgentCert, cServerCert}},
 	relv1.ControlService_CreateRelease_FullMethodName:     {allowed: []string{cCreatorCert, cAdminToken}, denied: []string{cViewerToken, cDeployerToken, cAgentCert, cServerCert}},
 	relv1.ControlService_ListReleases_FullMethodName:      readers,
 	relv1.ControlService_GetRelease_FullMethodName:        readers,
@@ -89,7 +90,8 @@ var authzExpectations = map[string]expectation{
 
 	relv1.AgentService_Connect_FullMethodName: forAgents,
 
-	relv1.ArtifactService_Upload_FullMethodName: {allowed: []string{cCreatorCert, cAdminToken}, denied: []string{cViewerToken, cDeployerToken, cAgentCert, cServerCert}},
+	relv1.ArtifactService_Upload_FullMethodName:        {allowed: []string{cCreatorCert, cAdminToken}, denied: []string{cViewerToken, cDeployerToken, cAgentCert, cServerCert}},
+	relv1.ArtifactService_ListArtifacts_FullMethodName: readers,
 
 	relv1.ACLService_Bootstrap_FullMethodName:       anyone,
 	relv1.ACLService_CreateToken_FullMethodName:     tokenOps,

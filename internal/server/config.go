@@ -34,10 +34,22 @@ const (
 	// DefaultMaxAgentStreams caps one server's agent streams: well above
 	// what a server of this size holds (about 100 KiB of memory each).
 	DefaultMaxAgentStreams = 50_000
+	// DefaultArtifactGrace protects an upload whose release is not created
+	// yet: a day covers a build pipeline that uploads, then waits for tests.
+	DefaultArtifactGrace = 24 * time.Hour
+	// DefaultMaxConcurrentUploads: uploads are disk- and network-bound, so
+	// a few at a time use a server's bandwidth; more only slow each other.
+	DefaultMaxConcurrentUploads = 4
 	// DefaultRolloutRetention and DefaultRolloutKeep: what a week of
 	// release history needs, and enough to roll back.
 	DefaultRolloutRetention = 7 * 24 * time.Hour
 	DefaultRolloutKeep      = 20
+	// DefaultHistoryRetention: a quarter of per-host history in full;
+	// older entries live on as one summary per app and host.
+	DefaultHistoryRetention = 90 * 24 * time.Hour
+	// DefaultAgentRetention: a host away for three days (a long weekend)
+	// is taken to be gone; if it comes back it simply registers again.
+	DefaultAgentRetention = 72 * time.Hour
 	// DefaultLeaderWait bounds how long a request waits for a leader to be
 	// elected before it fails with Unavailable.
 	DefaultLeaderWait = 5 * time.Second
@@ -98,8 +110,26 @@ type Config struct {
 	// and never the one whose release an environment holds.
 	RolloutRetention time.Duration
 	RolloutKeep      int
+	// HistoryRetention: closed history entries that ended longer ago are
+	// folded into their (app, host)'s summary. 0: the default.
+	HistoryRetention time.Duration
+	// AgentRetention: agents disconnected for longer are removed with
+	// their rows (not those an active rollout holds). 0: the default.
+	AgentRetention time.Duration
 	// RetentionInterval is how often the leader looks (0: a minute).
 	RetentionInterval time.Duration
+	// ArtifactGrace: a blob in the leader's store that no release
+	// references is removed from every server once it is older than this
+	// (0: DefaultArtifactGrace).
+	ArtifactGrace time.Duration
+	// ArtifactGCInterval is how often the leader looks (0: ten minutes).
+	ArtifactGCInterval time.Duration
+	// ArtifactQuota bounds the bytes of this server's artifact store (0:
+	// no bound).
+	ArtifactQuota int64
+	// MaxConcurrentUploads caps the uploads this server receives at once
+	// (0: DefaultMaxConcurrentUploads; negative: no limit).
+	MaxConcurrentUploads int
 	// MaxAgentStreams caps the agent streams this server holds; past it a
 	// new agent is refused (ResourceExhausted) and tries another server.
 	// 0: DefaultMaxAgentStreams; negative: no limit.
@@ -165,8 +195,25 @@ func (c *Config) withDefaults() Config {
 	} else if out.RolloutKeep < 0 {
 		out.RolloutKeep = 0
 	}
+	if out.HistoryRetention == 0 {
+		out.HistoryRetention = DefaultHistoryRetention
+	}
+	if out.AgentRetention == 0 {
+		out.AgentRetention = DefaultAgentRetention
+	}
 	if out.RetentionInterval == 0 {
 		out.RetentionInterval = time.Minute
+	}
+	if out.ArtifactGrace == 0 {
+		out.ArtifactGrace = DefaultArtifactGrace
+	}
+	if out.ArtifactGCInterval == 0 {
+		out.ArtifactGCInterval = 10 * time.Minute
+	}
+	if out.MaxConcurrentUploads == 0 {
+		out.MaxConcurrentUploads = DefaultMaxConcurrentUploads
+	} else if out.MaxConcurrentUploads < 0 {
+		out.MaxConcurrentUploads = 0
 	}
 	if out.MaxAgentStreams == 0 {
 		out.MaxAgentStreams = DefaultMaxAgentStreams
@@ -211,11 +258,26 @@ func (c *Config) Validate() error {
 	if c.RolloutRetention < 0 {
 		return fmt.Errorf("%w: --rollout-retention %s is negative", ErrConfig, c.RolloutRetention)
 	}
+	if c.HistoryRetention < 0 {
+		return fmt.Errorf("%w: --history-retention %s is negative: give how long history is kept in full, e.g. 2160h", ErrConfig, c.HistoryRetention)
+	}
+	if c.AgentRetention < 0 {
+		return fmt.Errorf("%w: --agent-retention %s is negative: give how long a disconnected agent is kept, e.g. 72h", ErrConfig, c.AgentRetention)
+	}
 	if c.RolloutKeep < -1 {
 		return fmt.Errorf("%w: --rollout-keep %d: give a count (-1 keeps none beyond the retention)", ErrConfig, c.RolloutKeep)
 	}
 	if c.MaxAgentStreams < -1 {
 		return fmt.Errorf("%w: --max-agent-streams %d: give a count, or -1 for no limit", ErrConfig, c.MaxAgentStreams)
+	}
+	if c.ArtifactGrace < 0 {
+		return fmt.Errorf("%w: --artifact-grace %s is negative", ErrConfig, c.ArtifactGrace)
+	}
+	if c.ArtifactQuota < 0 {
+		return fmt.Errorf("%w: --artifact-quota %d is negative (0: no quota)", ErrConfig, c.ArtifactQuota)
+	}
+	if c.MaxConcurrentUploads < -1 {
+		return fmt.Errorf("%w: --max-concurrent-uploads %d: give a count, or -1 for no limit", ErrConfig, c.MaxConcurrentUploads)
 	}
 	if c.MaxArtifactBytes < 0 {
 		return fmt.Errorf("%w: --max-artifact-bytes %d is negative", ErrConfig, c.MaxArtifactBytes)

@@ -117,6 +117,7 @@ func (c *controlService) CreateRelease(ctx context.Context, req *relv1.CreateRel
 		size int64
 		err  error
 	)
+	var checked uint64
 	digest, stored := artifact.DigestFromURL(req.GetArtifactUrl())
 	if stored && req.GetSha256() == "" {
 		sum = digest
@@ -127,6 +128,10 @@ func (c *controlService) CreateRelease(ctx context.Context, req *relv1.CreateRel
 		if sum != digest {
 			return nil, status.Errorf(codes.InvalidArgument, "sha256 %s does not match the uploaded artifact %s", sum, req.GetArtifactUrl())
 		}
+		// Read before looking at the store: a blob here now was stored
+		// after every removal through checked was deleted, and the FSM
+		// refuses the release if a newer removal took it.
+		checked = c.s.removals.processed()
 		// The upload made a majority of servers hold the blob; this one may
 		// be in the minority, so it fetches from a peer if need be.
 		n, ok := c.s.artifacts.Has(digest)
@@ -152,7 +157,7 @@ func (c *controlService) CreateRelease(ctx context.Context, req *relv1.CreateRel
 		Notes: req.GetNotes(), Commit: req.GetCommit(), Labels: req.GetLabels(), CreatedUnixNano: time.Now().UnixNano(),
 		Size: size,
 	}
-	a, err := c.s.applyCommand(ctx, &relv1.Command{StampedUnixNano: rel.CreatedUnixNano, Kind: &relv1.Command_CreateRelease{CreateRelease: &relv1.CreateRelease{Release: rel}}})
+	a, err := c.s.applyCommand(ctx, &relv1.Command{StampedUnixNano: rel.CreatedUnixNano, Kind: &relv1.Command_CreateRelease{CreateRelease: &relv1.CreateRelease{Release: rel, ArtifactCheckedIndex: checked}}})
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -231,4 +236,37 @@ func (s *Server) readTarget(ctx context.Context, opts *relv1.ReadOptions) (*grpc
 		return nil, nil
 	}
 	return s.consistentRead(ctx)
+}
+
+// DeleteRelease deletes a release nothing needs. This server refuses
+// early (nothing proposed, nothing stored) what the FSM would refuse on
+// its replica; the FSM decides again with the same rule
+// (state.Store.DeleteRelease), in raft order. The artifact stays: an
+// artifact GC removes it once no release refers to it
+// (state.Store.ReferencedArtifacts).
+func (c *controlService) DeleteRelease(ctx context.Context, req *relv1.DeleteReleaseRequest) (*relv1.DeleteReleaseResponse, error) {
+	s := c.s
+	if err := validate.Name("app name", req.GetApp()); err != nil {
+		return nil, toStatus(err)
+	}
+	if err := validate.Version(req.GetVersion()); err != nil {
+		return nil, toStatus(err)
+	}
+	cmd := &relv1.Command{Kind: &relv1.Command_DeleteRelease{DeleteRelease: &relv1.DeleteRelease{App: req.GetApp(), Version: req.GetVersion()}}}
+	// A repeat of a delete that was applied gets its first answer, not
+	// the NotFound the check below would now give.
+	if index, _, ok, err := s.repeatedAnswer(ctx, cmd); ok {
+		if err != nil {
+			return nil, err
+		}
+		return &relv1.DeleteReleaseResponse{Index: index}, nil
+	}
+	if err := s.store.CheckReleaseDeletable(req.GetApp(), req.GetVersion()); err != nil {
+		return nil, toStatus(err)
+	}
+	a, err := s.applyCommand(ctx, cmd)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &relv1.DeleteReleaseResponse{Index: a.Index}, nil
 }

@@ -75,10 +75,14 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		cancel()
 	}
 	var wg sync.WaitGroup
-	wg.Add(5)
+	wg.Add(6)
 	go func() {
 		defer wg.Done()
 		s.promoteLoop(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.artifactGCLoop(ctx)
 	}()
 	go func() {
 		defer wg.Done()

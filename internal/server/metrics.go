@@ -25,6 +25,16 @@ type metrics struct {
 	agentStreamsRefused prometheus.Counter
 	// rolloutsRemoved counts rollouts the retention passes removed.
 	rolloutsRemoved prometheus.Counter
+	// historyFolded and agentsRemoved count what the history and agent
+	// retention passes folded and removed.
+	historyFolded prometheus.Counter
+	agentsRemoved prometheus.Counter
+	// artifactsRemoved counts blobs the artifact GC passes removed (on the
+	// leader); artifactBytesFreed, the bytes this server deleted for them.
+	artifactsRemoved   prometheus.Counter
+	artifactBytesFreed prometheus.Counter
+	// uploadsRefused counts uploads refused by a limit, by reason.
+	uploadsRefused *prometheus.CounterVec
 }
 
 func newMetrics(s *Server) *metrics {
@@ -64,11 +74,35 @@ func newMetrics(s *Server) *metrics {
 		Name: "rel_retention_rollouts_removed_total",
 		Help: "Finished rollouts (with their events) removed by retention passes of this server while it led.",
 	})
+	m.historyFolded = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "rel_retention_history_folded_total",
+		Help: "History entries folded into per-host summaries by retention passes of this server while it led.",
+	})
+	m.agentsRemoved = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "rel_retention_agents_removed_total",
+		Help: "Long-disconnected agents removed (with their rows) by retention passes of this server while it led.",
+	})
+	m.artifactsRemoved = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "rel_retention_artifacts_removed_total",
+		Help: "Artifacts no release referenced past --artifact-grace, removed from the cluster's store by GC passes of this server while it led.",
+	})
+	m.artifactBytesFreed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "rel_artifact_gc_bytes_freed_total",
+		Help: "Bytes this server deleted from its artifact store for artifacts the GC removed.",
+	})
+	m.uploadsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rel_artifact_uploads_refused_total",
+		Help: "Uploads this server refused by a limit: reason quota (--artifact-quota) or concurrency (--max-concurrent-uploads).",
+	}, []string{"reason"})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	m.reg.MustRegister(
 		m.applyLatency, m.grpcRequests, m.grpcLatency, m.reportBatch, m.authDenied, m.enrolments, m.agentStreamsRefused, m.rolloutsRemoved,
+		m.historyFolded, m.agentsRemoved,
+		m.artifactsRemoved, m.artifactBytesFreed, m.uploadsRefused,
+		gauge("rel_artifact_store_bytes", "Bytes of the blobs in this server's artifact store.", func() float64 { return float64(s.artifacts.Used()) }),
+		gauge("rel_artifact_store_quota_bytes", "This server's --artifact-quota (0: none).", func() float64 { return float64(s.artifacts.Quota()) }),
 		gauge("rel_tls_certificate_expiry_seconds", "Seconds until this server's certificate expires.", func() float64 {
 			return time.Until(s.sec.M.Current().Leaf.NotAfter).Seconds()
 		}),

@@ -10,30 +10,86 @@ import (
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
-// retentionLoop runs on the leader: every RetentionInterval it removes the
-// terminal rollouts (with their events) that rollout.Expired picks, one
-// small raft entry per pass; the time is the leader's, the decision is
-// replayed by id, and the FSM skips any rollout that is no longer terminal.
+// retentionLoop runs on the leader: every RetentionInterval it runs each
+// retention pass, each one small raft entry when it has work: finished
+// rollouts (removeRollouts), old history (foldHistory), long-gone agents
+// (removeAgents). The times are the leader's, stamped into the entry; the
+// FSM re-checks the policy there, so a stale decision changes nothing it
+// should not.
 func (s *Server) retentionLoop(ctx context.Context) {
 	for retry.Sleep(ctx, retry.Jitter(s.cfg.RetentionInterval)) {
-		ros, _, err := s.store.Rollouts(nil, "")
-		if err != nil {
-			continue
-		}
-		ids := rollout.Expired(ros, time.Now(), s.cfg.RolloutRetention, s.cfg.RolloutKeep, validate.MaxRemovedRollouts)
-		if len(ids) == 0 {
-			continue
-		}
-		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err = s.apply(actx, &relv1.Command{Kind: &relv1.Command_RemoveRollouts{RemoveRollouts: &relv1.RemoveRollouts{RolloutIds: ids}}})
-		cancel()
-		if err != nil {
-			if ctx.Err() == nil {
-				s.logger.Warn("retention: removing rollouts failed; next pass retries", "err", err)
-			}
-			continue
-		}
-		s.metrics.rolloutsRemoved.Add(float64(len(ids)))
-		s.logger.Info("retention: removed finished rollouts", "count", len(ids), "older_than", s.cfg.RolloutRetention, "kept_per_app_and_env", s.cfg.RolloutKeep)
+		s.removeRollouts(ctx)
+		s.foldHistory(ctx)
+		s.removeAgents(ctx)
 	}
+}
+
+// retentionApply proposes one retention pass's command.
+func (s *Server) retentionApply(ctx context.Context, what string, cmd *relv1.Command) bool {
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := s.apply(actx, cmd); err != nil {
+		if ctx.Err() == nil {
+			s.logger.Warn("retention: "+what+" failed; next pass retries", "err", err)
+		}
+		return false
+	}
+	return true
+}
+
+// removeRollouts removes the terminal rollouts (with their events) that
+// rollout.Expired picks; the decision is replayed by id, and the FSM skips
+// any rollout that is no longer terminal.
+func (s *Server) removeRollouts(ctx context.Context) {
+	ros, _, err := s.store.Rollouts(nil, "")
+	if err != nil {
+		return
+	}
+	ids := rollout.Expired(ros, time.Now(), s.cfg.RolloutRetention, s.cfg.RolloutKeep, validate.MaxRemovedRollouts)
+	if len(ids) == 0 {
+		return
+	}
+	cmd := &relv1.Command{Kind: &relv1.Command_RemoveRollouts{RemoveRollouts: &relv1.RemoveRollouts{RolloutIds: ids}}}
+	if !s.retentionApply(ctx, "removing rollouts", cmd) {
+		return
+	}
+	s.metrics.rolloutsRemoved.Add(float64(len(ids)))
+	s.logger.Info("retention: removed finished rollouts", "count", len(ids), "older_than", s.cfg.RolloutRetention, "kept_per_app_and_env", s.cfg.RolloutKeep)
+}
+
+// foldHistory folds closed history entries that ended before
+// now-HistoryRetention into per-host summaries, at most
+// validate.MaxFoldedHistory per entry; a backlog takes several passes.
+// The FSM picks the entries from the cutoff; the count here is what it
+// will fold, as only this leader proposes folds.
+func (s *Server) foldHistory(ctx context.Context) {
+	cutoff := time.Now().Add(-s.cfg.HistoryRetention).UnixNano()
+	n, err := s.store.FoldableHistory(cutoff, validate.MaxFoldedHistory)
+	if err != nil || n == 0 {
+		return
+	}
+	cmd := &relv1.Command{Kind: &relv1.Command_FoldHistory{FoldHistory: &relv1.FoldHistory{CutoffUnixNano: cutoff, MaxEntries: validate.MaxFoldedHistory}}}
+	if !s.retentionApply(ctx, "folding history", cmd) {
+		return
+	}
+	s.metrics.historyFolded.Add(float64(n))
+	s.logger.Info("retention: folded history into per-host summaries", "count", n, "older_than", s.cfg.HistoryRetention)
+}
+
+// removeAgents removes agents disconnected since before
+// now-AgentRetention that no active rollout holds; the FSM checks each
+// again in the entry (one that reconnected meanwhile stays).
+func (s *Server) removeAgents(ctx context.Context) {
+	now := time.Now()
+	cutoff := now.Add(-s.cfg.AgentRetention).UnixNano()
+	ids, err := s.store.ExpiredAgents(cutoff, validate.MaxRemovedAgents)
+	if err != nil || len(ids) == 0 {
+		return
+	}
+	cmd := &relv1.Command{Kind: &relv1.Command_RemoveAgents{RemoveAgents: &relv1.RemoveAgents{AgentIds: ids, CutoffUnixNano: cutoff, AtUnixNano: now.UnixNano()}}}
+	if !s.retentionApply(ctx, "removing agents", cmd) {
+		return
+	}
+	s.metrics.agentsRemoved.Add(float64(len(ids)))
+	s.logger.Info("retention: removed long-disconnected agents", "count", len(ids), "away_longer_than", s.cfg.AgentRetention)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -660,39 +661,86 @@ func (c *controlService) History(ctx context.Context, req *relv1.HistoryRequest)
 			return nil, status.Errorf(codes.NotFound, "environment %q not found: 'relctl env list' shows them", req.GetEnvironment())
 		}
 	}
-	key := &relv1.HistoryEntry{}
-	hasKey, err := parsePageToken("history", req.GetPageToken(), key)
-	if err != nil {
+	// The summaries of folded history come first, by host, then the
+	// entries; each phase has its own page tokens, and one page may hold
+	// the last summaries and the first entries.
+	sumKey, key := &relv1.HistorySummary{}, &relv1.HistoryEntry{}
+	inSums, hasKey := true, false
+	var err error
+	if strings.HasPrefix(req.GetPageToken(), "history.") {
+		inSums = false
+		if hasKey, err = parsePageToken("history", req.GetPageToken(), key); err != nil {
+			return nil, err
+		}
+	}
+	hasSumKey, err := parsePageToken("historysum", req.GetPageToken(), sumKey)
+	if inSums && err != nil {
 		return nil, err
+	}
+	keep := func(agentID string) bool {
+		if req.GetHost() != "" && agentID != req.GetHost() {
+			return false
+		}
+		if sel != nil {
+			a, err := s.store.Agent(nil, agentID)
+			if err != nil || !state.Matches(sel, a.GetLabels()) {
+				return false
+			}
+		}
+		return true
 	}
 	entries, idx, err := s.store.History(memdb.NewWatchSet(), req.GetApp())
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	resp := &relv1.HistoryResponse{Index: idx}
+	budget := newPageBudget(req.GetPageSize())
+	if inSums {
+		all, sidx, err := s.store.HistorySummaries(nil, req.GetApp())
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		resp.Index = max(resp.Index, sidx)
+		var sums []*relv1.HistorySummary // by host, as the store lists them
+		for _, m := range all {
+			if since := req.GetSinceUnixNano(); since != 0 && m.GetLastUnixNano() < since {
+				continue
+			}
+			if keep(m.GetAgentId()) {
+				sums = append(sums, m)
+			}
+		}
+		sumLess := func(a, b *relv1.HistorySummary) bool { return a.GetAgentId() < b.GetAgentId() }
+		if hasSumKey {
+			sums = after(sums, sumKey, sumLess)
+		}
+		page, more := fillPage(budget, sums, func(m *relv1.HistorySummary) *relv1.HistorySummary { return m })
+		resp.Summaries = page
+		if more {
+			resp.NextPageToken = pageToken("historysum", &relv1.HistorySummary{AgentId: page[len(page)-1].GetAgentId()})
+			return resp, nil
+		}
+	}
 	var sorted []*relv1.HistoryEntry
 	for _, h := range entries {
-		if req.GetHost() != "" && h.GetAgentId() != req.GetHost() {
-			continue
-		}
 		if since := req.GetSinceUnixNano(); since != 0 && h.GetToUnixNano() != 0 && h.GetToUnixNano() < since {
 			continue
 		}
-		if sel != nil {
-			a, err := s.store.Agent(nil, h.GetAgentId())
-			if err != nil || !state.Matches(sel, a.GetLabels()) {
-				continue
-			}
+		if keep(h.GetAgentId()) {
+			sorted = append(sorted, h)
 		}
-		sorted = append(sorted, h)
 	}
 	sort.Slice(sorted, func(i, j int) bool { return historyLess(sorted[i], sorted[j]) })
 	if hasKey {
 		sorted = after(sorted, key, historyLess)
 	}
-	resp := &relv1.HistoryResponse{Index: idx}
-	page, more := fillPage(newPageBudget(req.GetPageSize()), sorted, func(h *relv1.HistoryEntry) *relv1.HistoryEntry { return h })
+	page, more := fillPage(budget, sorted, func(h *relv1.HistoryEntry) *relv1.HistoryEntry { return h })
 	resp.Entries = page
-	if more {
+	switch {
+	case more && len(page) == 0:
+		// The summaries filled this page: the entries start on the next.
+		resp.NextPageToken = pageToken("history", &relv1.HistoryEntry{FromUnixNano: math.MinInt64})
+	case more:
 		last := page[len(page)-1]
 		resp.NextPageToken = pageToken("history", &relv1.HistoryEntry{FromUnixNano: last.GetFromUnixNano(), AgentId: last.GetAgentId(), CreateIndex: last.GetCreateIndex()})
 	}

@@ -61,6 +61,10 @@ type Server struct {
 	peers   *peerPool
 
 	artifacts *artifact.Store
+	// removals deletes the blobs artifact GC removed from this server.
+	removals *removals
+	// uploads holds a token per upload in progress (nil: no limit).
+	uploads chan struct{}
 	fetchState
 	sessions *sessions
 	reports  *reportBatcher
@@ -122,8 +126,12 @@ func New(c Config) (_ *Server, err error) {
 		}
 	}()
 
-	if s.artifacts, err = artifact.Open(filepath.Join(cfg.DataDir, "artifacts"), cfg.MaxArtifactBytes); err != nil {
+	if s.artifacts, err = artifact.Open(filepath.Join(cfg.DataDir, "artifacts"), cfg.MaxArtifactBytes, cfg.ArtifactQuota); err != nil {
 		return nil, err
+	}
+	s.removals = newRemovals(filepath.Join(cfg.DataDir, "artifacts"))
+	if n := s.cfg.MaxConcurrentUploads; n > 0 {
+		s.uploads = make(chan struct{}, n)
 	}
 	if s.grpcLn, err = s.sec.Listen("grpc", cfg.GRPCAddr); err != nil {
 		return nil, err
@@ -138,10 +146,14 @@ func New(c Config) (_ *Server, err error) {
 	s.setupGRPC()
 	s.setupHTTP()
 
-	s.wg.Add(7)
+	s.wg.Add(8)
 	go func() {
 		defer s.wg.Done()
 		s.reports.run(s.ctx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.watchRemovals()
 	}()
 	go func() {
 		defer s.wg.Done()

@@ -24,14 +24,20 @@ const (
 	TableDesired      = "desired"
 	TableRollouts     = "rollouts"
 	TableHistory      = "history"
-	TableEvents       = "rollout_events"
-	TableACLTokens    = "acl_tokens"
-	TableJoinTokens   = "join_tokens"
-	TableRevocations  = "agent_revocations"
-	TableRequests     = "requests"
-	tableIndex        = "index"
-	tableMeta         = "meta"
+	// TableHistorySummaries holds what history retention kept of the
+	// entries it folded: one row per (app, agent).
+	TableHistorySummaries = "history_summaries"
+	TableEvents           = "rollout_events"
+	TableACLTokens        = "acl_tokens"
+	TableJoinTokens       = "join_tokens"
+	TableRevocations      = "agent_revocations"
+	TableRequests         = "requests"
+	tableIndex            = "index"
+	tableMeta             = "meta"
 )
+
+// TableArtifactTombstones holds the blobs artifact GC passes removed.
+const TableArtifactTombstones = "artifact_tombstones"
 
 // indexEntry is a row of the index table: the raft index of the latest write
 // to a table. Blocking queries watch these rows.
@@ -122,6 +128,19 @@ func schema() *memdb.DBSchema {
 						&memdb.StringFieldIndex{Field: "AgentId"},
 						&memdb.UintFieldIndex{Field: "CreateIndex"},
 					}}},
+					// History retention reads closed entries oldest end
+					// first (open ones, to 0, sort before them), then by
+					// id: the same order on every replica.
+					"to": {Name: "to", Indexer: &memdb.IntFieldIndex{Field: "ToUnixNano"}},
+				},
+			},
+			TableHistorySummaries: {
+				Name: TableHistorySummaries,
+				Indexes: map[string]*memdb.IndexSchema{
+					"id": {Name: "id", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+						&memdb.StringFieldIndex{Field: "App"},
+						&memdb.StringFieldIndex{Field: "AgentId"},
+					}}},
 				},
 			},
 			TableEvents: {
@@ -152,6 +171,12 @@ func schema() *memdb.DBSchema {
 				Name: TableRevocations,
 				Indexes: map[string]*memdb.IndexSchema{
 					"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "AgentId"}},
+				},
+			},
+			TableArtifactTombstones: {
+				Name: TableArtifactTombstones,
+				Indexes: map[string]*memdb.IndexSchema{
+					"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Digest"}},
 				},
 			},
 			TableRequests: {

@@ -70,6 +70,9 @@ func (sn *Snapshot) Persist(w io.Writer) error {
 		{TableHistory, func(r any) *relv1.SnapshotRecord {
 			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_History{History: r.(*relv1.HistoryEntry)}}
 		}},
+		{TableHistorySummaries, func(r any) *relv1.SnapshotRecord {
+			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_HistorySummary{HistorySummary: r.(*relv1.HistorySummary)}}
+		}},
 		{TableEvents, func(r any) *relv1.SnapshotRecord {
 			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_RolloutEvent{RolloutEvent: r.(*relv1.RolloutEvent)}}
 		}},
@@ -81,6 +84,9 @@ func (sn *Snapshot) Persist(w io.Writer) error {
 		}},
 		{TableRevocations, func(r any) *relv1.SnapshotRecord {
 			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_AgentRevocation{AgentRevocation: r.(*relv1.AgentRevocation)}}
+		}},
+		{TableArtifactTombstones, func(r any) *relv1.SnapshotRecord {
+			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_ArtifactTombstone{ArtifactTombstone: r.(*relv1.ArtifactTombstone)}}
 		}},
 		{TableRequests, func(r any) *relv1.SnapshotRecord {
 			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_Request{Request: r.(*relv1.RequestRecord)}}
@@ -171,6 +177,8 @@ func (s *Store) Restore(r io.Reader) error {
 			table, row = TableRollouts, k.Rollout
 		case *relv1.SnapshotRecord_History:
 			table, row = TableHistory, k.History
+		case *relv1.SnapshotRecord_HistorySummary:
+			table, row = TableHistorySummaries, k.HistorySummary
 		case *relv1.SnapshotRecord_RolloutEvent:
 			table, row = TableEvents, k.RolloutEvent
 		case *relv1.SnapshotRecord_AclToken:
@@ -179,6 +187,8 @@ func (s *Store) Restore(r io.Reader) error {
 			table, row = TableJoinTokens, k.JoinToken
 		case *relv1.SnapshotRecord_AgentRevocation:
 			table, row = TableRevocations, k.AgentRevocation
+		case *relv1.SnapshotRecord_ArtifactTombstone:
+			table, row = TableArtifactTombstones, k.ArtifactTombstone
 		case *relv1.SnapshotRecord_Request:
 			table, row = TableRequests, k.Request
 		case *relv1.SnapshotRecord_Meta:

@@ -85,7 +85,7 @@ func tableIndexOf(txn *memdb.Txn, ws memdb.WatchSet, tables ...string) uint64 {
 var (
 	dataTables = []string{TableApps, TableEnvironments, TableReleases, TableServers,
 		TableAgents, TableAgentApps, TableDesired, TableRollouts, TableHistory, TableEvents,
-		TableACLTokens, TableJoinTokens, TableRevocations}
+		TableHistorySummaries, TableACLTokens, TableJoinTokens, TableRevocations, TableArtifactTombstones}
 	allTables = append(append([]string{}, dataTables...), TableRequests, tableIndex)
 )
 
@@ -263,6 +263,14 @@ func sameLabels(a, b map[string]string) bool {
 // app and immutable: a second create fails with ErrAlreadyExists, even with
 // identical content, so that a version always names exactly one build.
 func (s *Store) CreateRelease(index uint64, rel *relv1.Release) error {
+	return s.CreateReleaseChecked(index, rel, 0)
+}
+
+// CreateReleaseChecked is CreateRelease for a command that says through
+// which index its accepting server had deleted removed artifacts when it
+// found the release's blob (CreateRelease.artifact_checked_index): a
+// release of a blob removed after that is refused (ErrConflict).
+func (s *Store) CreateReleaseChecked(index uint64, rel *relv1.Release, artifactChecked uint64) error {
 	txn := s.writeTxn()
 	defer txn.Abort()
 	app, err := txn.First(TableApps, "id", rel.GetApp())
@@ -278,6 +286,9 @@ func (s *Store) CreateRelease(index uint64, rel *relv1.Release) error {
 	}
 	if existing != nil {
 		return newError(ErrAlreadyExists, fmt.Sprintf("release %s@%s already exists: releases are immutable, create a new version", rel.GetApp(), rel.GetVersion()))
+	}
+	if err := checkRemovedArtifact(txn, index, rel, artifactChecked); err != nil {
+		return err
 	}
 	row := proto.Clone(rel).(*relv1.Release)
 	row.CreateIndex, row.ModifyIndex = index, index

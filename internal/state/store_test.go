@@ -266,7 +266,7 @@ func TestHistoryIDsArePrefixes(t *testing.T) {
 
 // writeKinds is how many kinds of write writeKind knows: one or more for
 // every table, so the snapshot property test covers them all.
-const writeKinds = 18
+const writeKinds = 22
 
 // writeKind is one write of the snapshot property test, picked by kind,
 // with the names drawn for it. srv doubles as an agent id and a session.
@@ -327,6 +327,25 @@ func writeKind(s *Store, kind int, idx uint64, app, ver, env, srv string) error 
 		return s.UseJoinToken(idx, hash("join"+env+srv), agent, at)
 	case 16:
 		return s.RevokeAgent(idx, &relv1.AgentRevocation{AgentId: agent, RevokedUnixNano: at, RevokedBy: "test", Reason: app})
+	case 17:
+		_, err := s.RemoveArtifacts(idx, at, []string{hash(app + ver)})
+		return err
+	case 18:
+		// A failed attempt of another version closes a history row at
+		// once; the pass folds it with whatever else has ended.
+		if a, err := s.Agent(nil, agent); err == nil {
+			if err := s.ApplyReports(idx, []*relv1.AgentReport{{AgentId: agent, SessionId: a.GetSessionId(),
+				Report: &relv1.AppReport{App: app, Version: ver + "-x", Phase: "failed", AtUnixNano: at}}}); err != nil {
+				return err
+			}
+		}
+		_, err := s.FoldHistory(idx, at, 1+int(idx%3))
+		return err
+	case 19:
+		_, err := s.RemoveAgents(idx, []string{agent}, at, at)
+		return err
+	case 20:
+		return s.DeleteRelease(idx, app, ver)
 	default:
 		// What the FSM does for a command with a request id: expire, look
 		// up, record (with a small TTL and cap, so both evict).
@@ -347,7 +366,7 @@ func TestSnapshotCoversEveryTable(t *testing.T) {
 	a := New()
 	idx := uint64(0)
 	for kind := 0; kind < writeKinds; kind++ {
-		if kind == 4 || kind == 7 || kind == 10 || kind == 13 {
+		if kind == 4 || kind == 7 || kind == 10 || kind == 13 || kind >= 17 && kind <= 20 {
 			continue // deletions and controls: run below, after the rows exist
 		}
 		idx++
@@ -355,7 +374,7 @@ func TestSnapshotCoversEveryTable(t *testing.T) {
 			t.Fatalf("write kind %d: %v", kind, err)
 		}
 	}
-	for _, kind := range []int{10, 7} {
+	for _, kind := range []int{10, 7, 17, 18} {
 		idx++
 		if err := writeKind(a, kind, idx, "web", "1.0.0", "prod", "s1"); err != nil {
 			t.Fatalf("write kind %d: %v", kind, err)

@@ -154,6 +154,58 @@ func Command(cmd *relv1.Command) error {
 			}
 		}
 		return nil
+	case *relv1.Command_FoldHistory:
+		c := k.FoldHistory
+		if n := c.GetMaxEntries(); n == 0 || n > MaxFoldedHistory {
+			return invalid("a history retention pass folds 1 to %d entries, not %d", MaxFoldedHistory, n)
+		}
+		if c.GetCutoffUnixNano() <= 0 {
+			return invalid("fold_history has no cutoff time")
+		}
+		return nil
+	case *relv1.Command_RemoveAgents:
+		c := k.RemoveAgents
+		ids := c.GetAgentIds()
+		if len(ids) == 0 || len(ids) > MaxRemovedAgents {
+			return invalid("an agent retention pass removes 1 to %d agents, not %d", MaxRemovedAgents, len(ids))
+		}
+		for _, a := range ids {
+			if err := NodeID("agent id", a); err != nil {
+				return err
+			}
+		}
+		if c.GetCutoffUnixNano() <= 0 || c.GetAtUnixNano() <= 0 {
+			return invalid("remove_agents needs its cutoff and its time")
+		}
+		if c.GetCutoffUnixNano() > c.GetAtUnixNano() {
+			return invalid("remove_agents' cutoff is after its time: agents must have been away for some time")
+		}
+		return nil
+	case *relv1.Command_DeleteRelease:
+		if err := Name("app name", k.DeleteRelease.GetApp()); err != nil {
+			return err
+		}
+		return Version(k.DeleteRelease.GetVersion())
+	case *relv1.Command_RemoveArtifacts:
+		ds := k.RemoveArtifacts.GetDigests()
+		if len(ds) == 0 || len(ds) > MaxRemovedArtifacts {
+			return invalid("an artifact GC pass removes 1 to %d artifacts, not %d", MaxRemovedArtifacts, len(ds))
+		}
+		seen := make(map[string]bool, len(ds))
+		for _, d := range ds {
+			l, err := SHA256(d)
+			if err != nil {
+				return err
+			}
+			if l != d {
+				return invalid("artifact digest %q is not in lower case", d)
+			}
+			if seen[d] {
+				return invalid("artifact %s is named twice in one GC pass", d)
+			}
+			seen[d] = true
+		}
+		return nil
 	case *relv1.Command_CreateRelease:
 		return release(k.CreateRelease.GetRelease())
 	case *relv1.Command_RegisterServer:
@@ -338,8 +390,18 @@ func rolloutStep(c *relv1.RolloutStep, delta bool) error {
 	return nil
 }
 
-// MaxRemovedRollouts bounds one retention pass, to keep its raft entry small.
-const MaxRemovedRollouts = 1000
+// MaxRemovedRollouts, MaxFoldedHistory and MaxRemovedAgents bound one
+// retention pass, to keep its raft entry, and the work of applying it,
+// small.
+const (
+	MaxRemovedRollouts = 1000
+	MaxFoldedHistory   = 5000
+	MaxRemovedAgents   = 1000
+)
+
+// MaxRemovedArtifacts bounds one artifact GC pass (65 bytes a digest: the
+// entry stays under 70 KB).
+const MaxRemovedArtifacts = 1000
 
 func rolloutRow(r *relv1.Rollout) error {
 	if r == nil {

@@ -60,6 +60,14 @@ func validCommands() map[string]*relv1.Command {
 			c.Kind = k
 		case *relv1.Command_RemoveRollouts:
 			c.Kind = k
+		case *relv1.Command_FoldHistory:
+			c.Kind = k
+		case *relv1.Command_RemoveAgents:
+			c.Kind = k
+		case *relv1.Command_DeleteRelease:
+			c.Kind = k
+		case *relv1.Command_RemoveArtifacts:
+			c.Kind = k
 		case *relv1.Command_DeleteEnvironment:
 			c.Kind = k
 		case *relv1.Command_CreateRelease:
@@ -112,7 +120,11 @@ func validCommands() map[string]*relv1.Command {
 		"update_environment": cmd(&relv1.Command_UpdateEnvironment{UpdateEnvironment: &relv1.UpdateEnvironment{Environment: &relv1.Environment{
 			Name: "prod", Selector: map[string]string{"env": "prod", "tier": "web"}, CreatedUnixNano: 1}, ExpectModifyIndex: 4, Joining: []string{"web-2"}, Leaving: []string{"web-1"}}}),
 		"delete_environment": cmd(&relv1.Command_DeleteEnvironment{DeleteEnvironment: &relv1.DeleteEnvironment{Name: "prod"}}),
+		"remove_artifacts":   cmd(&relv1.Command_RemoveArtifacts{RemoveArtifacts: &relv1.RemoveArtifacts{Digests: []string{testSHA, strings.Repeat("b", 64)}}}),
 		"remove_rollouts":    cmd(&relv1.Command_RemoveRollouts{RemoveRollouts: &relv1.RemoveRollouts{RolloutIds: []string{"ro-1", "ro-2"}}}),
+		"fold_history":       cmd(&relv1.Command_FoldHistory{FoldHistory: &relv1.FoldHistory{CutoffUnixNano: 10, MaxEntries: 5000}}),
+		"remove_agents":      cmd(&relv1.Command_RemoveAgents{RemoveAgents: &relv1.RemoveAgents{AgentIds: []string{"web-1", "web-2"}, CutoffUnixNano: 10, AtUnixNano: 20}}),
+		"delete_release":     cmd(&relv1.Command_DeleteRelease{DeleteRelease: &relv1.DeleteRelease{App: "web", Version: "1.0.0"}}),
 		"create_release": cmd(&relv1.Command_CreateRelease{CreateRelease: &relv1.CreateRelease{Release: &relv1.Release{
 			App: "web", Version: "1.0.0", ArtifactUrl: "https://artifacts.example.com/web-1.0.0.tgz", Sha256: testSHA, Size: 10,
 			Notes: "notes", Commit: "abc123", Labels: map[string]string{"build": "7"}, CreatedUnixNano: 1}}}),
@@ -249,7 +261,24 @@ func invalidCommandCases() []invalidCase {
 		{"delete_environment", "bad name", func(c *relv1.Command) { c.GetDeleteEnvironment().Name = "" }, "environment name is empty"},
 		{"delete_environment", "no message", func(c *relv1.Command) { c.Kind = &relv1.Command_DeleteEnvironment{} }, "environment name is empty"},
 		{"remove_rollouts", "none", func(c *relv1.Command) { c.GetRemoveRollouts().RolloutIds = nil }, "a retention pass removes 1 to 1000 rollouts, not 0"},
+		{"remove_artifacts", "none", func(c *relv1.Command) { c.GetRemoveArtifacts().Digests = nil }, "an artifact GC pass removes 1 to 1000 artifacts, not 0"},
+		{"remove_artifacts", "too many", func(c *relv1.Command) {
+			c.GetRemoveArtifacts().Digests = make([]string, 1001)
+		}, "an artifact GC pass removes 1 to 1000 artifacts, not 1001"},
+		{"remove_artifacts", "bad digest", func(c *relv1.Command) { c.GetRemoveArtifacts().Digests = []string{"abc"} }, `sha256 "abc" is not 64 hex digits`},
+		{"remove_artifacts", "upper case", func(c *relv1.Command) { c.GetRemoveArtifacts().Digests = []string{strings.Repeat("B", 64)} }, "is not in lower case"},
+		{"remove_artifacts", "twice", func(c *relv1.Command) { c.GetRemoveArtifacts().Digests = []string{testSHA, testSHA} }, "named twice"},
 		{"remove_rollouts", "bad id", func(c *relv1.Command) { c.GetRemoveRollouts().RolloutIds = []string{"ro 1"} }, "rollout id"},
+		{"fold_history", "none", func(c *relv1.Command) { c.GetFoldHistory().MaxEntries = 0 }, "folds 1 to 5000 entries, not 0"},
+		{"fold_history", "too many", func(c *relv1.Command) { c.GetFoldHistory().MaxEntries = 5001 }, "folds 1 to 5000 entries, not 5001"},
+		{"fold_history", "no cutoff", func(c *relv1.Command) { c.GetFoldHistory().CutoffUnixNano = 0 }, "no cutoff"},
+		{"remove_agents", "none", func(c *relv1.Command) { c.GetRemoveAgents().AgentIds = nil }, "removes 1 to 1000 agents, not 0"},
+		{"remove_agents", "too many", func(c *relv1.Command) { c.GetRemoveAgents().AgentIds = make([]string, 1001) }, "removes 1 to 1000 agents, not 1001"},
+		{"remove_agents", "bad id", func(c *relv1.Command) { c.GetRemoveAgents().AgentIds = []string{"web 1"} }, "agent id"},
+		{"remove_agents", "no time", func(c *relv1.Command) { c.GetRemoveAgents().AtUnixNano = 0 }, "needs its cutoff and its time"},
+		{"remove_agents", "cutoff after time", func(c *relv1.Command) { c.GetRemoveAgents().CutoffUnixNano = 30 }, "cutoff is after its time"},
+		{"delete_release", "no app", func(c *relv1.Command) { c.GetDeleteRelease().App = "" }, "app name"},
+		{"delete_release", "bad version", func(c *relv1.Command) { c.GetDeleteRelease().Version = "1.0 0" }, "version"},
 
 		{"create_release", "no release", func(c *relv1.Command) { c.GetCreateRelease().Release = nil }, "carries no release"},
 		{"create_release", "invalid URL", func(c *relv1.Command) { c.GetCreateRelease().Release.ArtifactUrl = "ftp://h/a.tgz" }, `scheme "ftp" is not supported`},

@@ -235,6 +235,218 @@ func (x *UploadResponse) GetHolders() []string {
 	return nil
 }
 
+type ListArtifactsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Items per page: 100 if 0, at most 1000.
+	PageSize uint32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty for the first.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListArtifactsRequest) Reset() {
+	*x = ListArtifactsRequest{}
+	mi := &file_rel_v1_artifact_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListArtifactsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListArtifactsRequest) ProtoMessage() {}
+
+func (x *ListArtifactsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_artifact_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListArtifactsRequest.ProtoReflect.Descriptor instead.
+func (*ListArtifactsRequest) Descriptor() ([]byte, []int) {
+	return file_rel_v1_artifact_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ListArtifactsRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListArtifactsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ArtifactInfo struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Sha256 string                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size   int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// When this server stored its copy (or received the same bytes again):
+	// the artifact GC's grace counts from the leader's.
+	StoredUnixNano int64 `protobuf:"varint,3,opt,name=stored_unix_nano,json=storedUnixNano,proto3" json:"stored_unix_nano,omitempty"`
+	// Releases (app@version) that use it; none means GC removes it after
+	// --artifact-grace.
+	Releases []string `protobuf:"bytes,4,rep,name=releases,proto3" json:"releases,omitempty"`
+	// A GC pass removed it and this server has not deleted its copy yet.
+	Removed       bool `protobuf:"varint,5,opt,name=removed,proto3" json:"removed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArtifactInfo) Reset() {
+	*x = ArtifactInfo{}
+	mi := &file_rel_v1_artifact_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArtifactInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArtifactInfo) ProtoMessage() {}
+
+func (x *ArtifactInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_artifact_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArtifactInfo.ProtoReflect.Descriptor instead.
+func (*ArtifactInfo) Descriptor() ([]byte, []int) {
+	return file_rel_v1_artifact_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ArtifactInfo) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *ArtifactInfo) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ArtifactInfo) GetStoredUnixNano() int64 {
+	if x != nil {
+		return x.StoredUnixNano
+	}
+	return 0
+}
+
+func (x *ArtifactInfo) GetReleases() []string {
+	if x != nil {
+		return x.Releases
+	}
+	return nil
+}
+
+func (x *ArtifactInfo) GetRemoved() bool {
+	if x != nil {
+		return x.Removed
+	}
+	return false
+}
+
+type ListArtifactsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Artifacts     []*ArtifactInfo        `protobuf:"bytes,1,rep,name=artifacts,proto3" json:"artifacts,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// The answering server, its store's bytes and --artifact-quota (0: none).
+	ServerId      string `protobuf:"bytes,3,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
+	StoreBytes    int64  `protobuf:"varint,4,opt,name=store_bytes,json=storeBytes,proto3" json:"store_bytes,omitempty"`
+	QuotaBytes    int64  `protobuf:"varint,5,opt,name=quota_bytes,json=quotaBytes,proto3" json:"quota_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListArtifactsResponse) Reset() {
+	*x = ListArtifactsResponse{}
+	mi := &file_rel_v1_artifact_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListArtifactsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListArtifactsResponse) ProtoMessage() {}
+
+func (x *ListArtifactsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_artifact_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListArtifactsResponse.ProtoReflect.Descriptor instead.
+func (*ListArtifactsResponse) Descriptor() ([]byte, []int) {
+	return file_rel_v1_artifact_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ListArtifactsResponse) GetArtifacts() []*ArtifactInfo {
+	if x != nil {
+		return x.Artifacts
+	}
+	return nil
+}
+
+func (x *ListArtifactsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListArtifactsResponse) GetServerId() string {
+	if x != nil {
+		return x.ServerId
+	}
+	return ""
+}
+
+func (x *ListArtifactsResponse) GetStoreBytes() int64 {
+	if x != nil {
+		return x.StoreBytes
+	}
+	return 0
+}
+
+func (x *ListArtifactsResponse) GetQuotaBytes() int64 {
+	if x != nil {
+		return x.QuotaBytes
+	}
+	return 0
+}
+
 var File_rel_v1_artifact_proto protoreflect.FileDescriptor
 
 const file_rel_v1_artifact_proto_rawDesc = "" +
@@ -252,9 +464,28 @@ const file_rel_v1_artifact_proto_rawDesc = "" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12!\n" +
 	"\fartifact_url\x18\x03 \x01(\tR\vartifactUrl\x12\x18\n" +
-	"\aholders\x18\x04 \x03(\tR\aholders2L\n" +
+	"\aholders\x18\x04 \x03(\tR\aholders\"R\n" +
+	"\x14ListArtifactsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"\x9a\x01\n" +
+	"\fArtifactInfo\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12(\n" +
+	"\x10stored_unix_nano\x18\x03 \x01(\x03R\x0estoredUnixNano\x12\x1a\n" +
+	"\breleases\x18\x04 \x03(\tR\breleases\x12\x18\n" +
+	"\aremoved\x18\x05 \x01(\bR\aremoved\"\xd2\x01\n" +
+	"\x15ListArtifactsResponse\x122\n" +
+	"\tartifacts\x18\x01 \x03(\v2\x14.rel.v1.ArtifactInfoR\tartifacts\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1b\n" +
+	"\tserver_id\x18\x03 \x01(\tR\bserverId\x12\x1f\n" +
+	"\vstore_bytes\x18\x04 \x01(\x03R\n" +
+	"storeBytes\x12\x1f\n" +
+	"\vquota_bytes\x18\x05 \x01(\x03R\n" +
+	"quotaBytes2\x9a\x01\n" +
 	"\x0fArtifactService\x129\n" +
-	"\x06Upload\x12\x15.rel.v1.UploadRequest\x1a\x16.rel.v1.UploadResponse(\x01B)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
+	"\x06Upload\x12\x15.rel.v1.UploadRequest\x1a\x16.rel.v1.UploadResponse(\x01\x12L\n" +
+	"\rListArtifacts\x12\x1c.rel.v1.ListArtifactsRequest\x1a\x1d.rel.v1.ListArtifactsResponseB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
 
 var (
 	file_rel_v1_artifact_proto_rawDescOnce sync.Once
@@ -268,21 +499,27 @@ func file_rel_v1_artifact_proto_rawDescGZIP() []byte {
 	return file_rel_v1_artifact_proto_rawDescData
 }
 
-var file_rel_v1_artifact_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_rel_v1_artifact_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_rel_v1_artifact_proto_goTypes = []any{
-	(*UploadRequest)(nil),  // 0: rel.v1.UploadRequest
-	(*UploadHeader)(nil),   // 1: rel.v1.UploadHeader
-	(*UploadResponse)(nil), // 2: rel.v1.UploadResponse
+	(*UploadRequest)(nil),         // 0: rel.v1.UploadRequest
+	(*UploadHeader)(nil),          // 1: rel.v1.UploadHeader
+	(*UploadResponse)(nil),        // 2: rel.v1.UploadResponse
+	(*ListArtifactsRequest)(nil),  // 3: rel.v1.ListArtifactsRequest
+	(*ArtifactInfo)(nil),          // 4: rel.v1.ArtifactInfo
+	(*ListArtifactsResponse)(nil), // 5: rel.v1.ListArtifactsResponse
 }
 var file_rel_v1_artifact_proto_depIdxs = []int32{
 	1, // 0: rel.v1.UploadRequest.header:type_name -> rel.v1.UploadHeader
-	0, // 1: rel.v1.ArtifactService.Upload:input_type -> rel.v1.UploadRequest
-	2, // 2: rel.v1.ArtifactService.Upload:output_type -> rel.v1.UploadResponse
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	4, // 1: rel.v1.ListArtifactsResponse.artifacts:type_name -> rel.v1.ArtifactInfo
+	0, // 2: rel.v1.ArtifactService.Upload:input_type -> rel.v1.UploadRequest
+	3, // 3: rel.v1.ArtifactService.ListArtifacts:input_type -> rel.v1.ListArtifactsRequest
+	2, // 4: rel.v1.ArtifactService.Upload:output_type -> rel.v1.UploadResponse
+	5, // 5: rel.v1.ArtifactService.ListArtifacts:output_type -> rel.v1.ListArtifactsResponse
+	4, // [4:6] is the sub-list for method output_type
+	2, // [2:4] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_artifact_proto_init() }
@@ -300,7 +537,7 @@ func file_rel_v1_artifact_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_artifact_proto_rawDesc), len(file_rel_v1_artifact_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

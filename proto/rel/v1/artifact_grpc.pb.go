@@ -19,7 +19,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ArtifactService_Upload_FullMethodName = "/rel.v1.ArtifactService/Upload"
+	ArtifactService_Upload_FullMethodName        = "/rel.v1.ArtifactService/Upload"
+	ArtifactService_ListArtifacts_FullMethodName = "/rel.v1.ArtifactService/ListArtifacts"
 )
 
 // ArtifactServiceClient is the client API for ArtifactService service.
@@ -33,6 +34,11 @@ type ArtifactServiceClient interface {
 	// once a majority of servers hold the blob. A rejected upload leaves
 	// nothing behind.
 	Upload(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadRequest, UploadResponse], error)
+	// ListArtifacts lists the blobs in the answering server's store (the
+	// stores of servers differ while copies are fetched or deleted), by
+	// digest, in pages, with the releases of this server's replica that use
+	// each.
+	ListArtifacts(ctx context.Context, in *ListArtifactsRequest, opts ...grpc.CallOption) (*ListArtifactsResponse, error)
 }
 
 type artifactServiceClient struct {
@@ -56,6 +62,16 @@ func (c *artifactServiceClient) Upload(ctx context.Context, opts ...grpc.CallOpt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ArtifactService_UploadClient = grpc.ClientStreamingClient[UploadRequest, UploadResponse]
 
+func (c *artifactServiceClient) ListArtifacts(ctx context.Context, in *ListArtifactsRequest, opts ...grpc.CallOption) (*ListArtifactsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListArtifactsResponse)
+	err := c.cc.Invoke(ctx, ArtifactService_ListArtifacts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ArtifactServiceServer is the server API for ArtifactService service.
 // All implementations must embed UnimplementedArtifactServiceServer
 // for forward compatibility.
@@ -67,6 +83,11 @@ type ArtifactServiceServer interface {
 	// once a majority of servers hold the blob. A rejected upload leaves
 	// nothing behind.
 	Upload(grpc.ClientStreamingServer[UploadRequest, UploadResponse]) error
+	// ListArtifacts lists the blobs in the answering server's store (the
+	// stores of servers differ while copies are fetched or deleted), by
+	// digest, in pages, with the releases of this server's replica that use
+	// each.
+	ListArtifacts(context.Context, *ListArtifactsRequest) (*ListArtifactsResponse, error)
 	mustEmbedUnimplementedArtifactServiceServer()
 }
 
@@ -79,6 +100,9 @@ type UnimplementedArtifactServiceServer struct{}
 
 func (UnimplementedArtifactServiceServer) Upload(grpc.ClientStreamingServer[UploadRequest, UploadResponse]) error {
 	return status.Error(codes.Unimplemented, "method Upload not implemented")
+}
+func (UnimplementedArtifactServiceServer) ListArtifacts(context.Context, *ListArtifactsRequest) (*ListArtifactsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListArtifacts not implemented")
 }
 func (UnimplementedArtifactServiceServer) mustEmbedUnimplementedArtifactServiceServer() {}
 func (UnimplementedArtifactServiceServer) testEmbeddedByValue()                         {}
@@ -108,13 +132,36 @@ func _ArtifactService_Upload_Handler(srv interface{}, stream grpc.ServerStream) 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ArtifactService_UploadServer = grpc.ClientStreamingServer[UploadRequest, UploadResponse]
 
+func _ArtifactService_ListArtifacts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListArtifactsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ArtifactServiceServer).ListArtifacts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ArtifactService_ListArtifacts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ArtifactServiceServer).ListArtifacts(ctx, req.(*ListArtifactsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ArtifactService_ServiceDesc is the grpc.ServiceDesc for ArtifactService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var ArtifactService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "rel.v1.ArtifactService",
 	HandlerType: (*ArtifactServiceServer)(nil),
-	Methods:     []grpc.MethodDesc{},
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "ListArtifacts",
+			Handler:    _ArtifactService_ListArtifacts_Handler,
+		},
+	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Upload",

@@ -711,7 +711,11 @@ type FetchArtifactRequest struct {
 	Sha256 string                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	Size   int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
 	// HTTP base URLs of servers that hold it, e.g. http://10.0.0.1:7480.
-	Sources       []string `protobuf:"bytes,3,rep,name=sources,proto3" json:"sources,omitempty"`
+	Sources []string `protobuf:"bytes,3,rep,name=sources,proto3" json:"sources,omitempty"`
+	// The sender's applied raft index: the receiver applies that far (and
+	// deletes the blobs artifact GC removed by then) before it fetches, so a
+	// removal the sender had seen cannot delete the new copy afterwards.
+	MinIndex      uint64 `protobuf:"varint,4,opt,name=min_index,json=minIndex,proto3" json:"min_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -765,6 +769,13 @@ func (x *FetchArtifactRequest) GetSources() []string {
 		return x.Sources
 	}
 	return nil
+}
+
+func (x *FetchArtifactRequest) GetMinIndex() uint64 {
+	if x != nil {
+		return x.MinIndex
+	}
+	return 0
 }
 
 type FetchArtifactResponse struct {
@@ -1005,11 +1016,12 @@ const file_rel_v1_cluster_proto_rawDesc = "" +
 	"\rApplyResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x10\n" +
 	"\x03ref\x18\x02 \x01(\tR\x03ref\x12\x1c\n" +
-	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"\\\n" +
+	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"y\n" +
 	"\x14FetchArtifactRequest\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x18\n" +
-	"\asources\x18\x03 \x03(\tR\asources\"\x17\n" +
+	"\asources\x18\x03 \x03(\tR\asources\x12\x1b\n" +
+	"\tmin_index\x18\x04 \x01(\x04R\bminIndex\"\x17\n" +
 	"\x15FetchArtifactResponse\"\x14\n" +
 	"\x12LocalAgentsRequest\"\xa1\x01\n" +
 	"\n" +

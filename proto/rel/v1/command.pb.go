@@ -59,6 +59,10 @@ type Command struct {
 	//	*Command_UpdateEnvironment
 	//	*Command_DeleteEnvironment
 	//	*Command_RemoveRollouts
+	//	*Command_FoldHistory
+	//	*Command_RemoveAgents
+	//	*Command_DeleteRelease
+	//	*Command_RemoveArtifacts
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -322,6 +326,42 @@ func (x *Command) GetRemoveRollouts() *RemoveRollouts {
 	return nil
 }
 
+func (x *Command) GetFoldHistory() *FoldHistory {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_FoldHistory); ok {
+			return x.FoldHistory
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRemoveAgents() *RemoveAgents {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_RemoveAgents); ok {
+			return x.RemoveAgents
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDeleteRelease() *DeleteRelease {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_DeleteRelease); ok {
+			return x.DeleteRelease
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRemoveArtifacts() *RemoveArtifacts {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_RemoveArtifacts); ok {
+			return x.RemoveArtifacts
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -423,6 +463,22 @@ type Command_RemoveRollouts struct {
 	RemoveRollouts *RemoveRollouts `protobuf:"bytes,33,opt,name=remove_rollouts,json=removeRollouts,proto3,oneof"`
 }
 
+type Command_FoldHistory struct {
+	FoldHistory *FoldHistory `protobuf:"bytes,34,opt,name=fold_history,json=foldHistory,proto3,oneof"`
+}
+
+type Command_RemoveAgents struct {
+	RemoveAgents *RemoveAgents `protobuf:"bytes,35,opt,name=remove_agents,json=removeAgents,proto3,oneof"`
+}
+
+type Command_DeleteRelease struct {
+	DeleteRelease *DeleteRelease `protobuf:"bytes,36,opt,name=delete_release,json=deleteRelease,proto3,oneof"`
+}
+
+type Command_RemoveArtifacts struct {
+	RemoveArtifacts *RemoveArtifacts `protobuf:"bytes,37,opt,name=remove_artifacts,json=removeArtifacts,proto3,oneof"`
+}
+
 func (*Command_CreateApp) isCommand_Kind() {}
 
 func (*Command_CreateEnvironment) isCommand_Kind() {}
@@ -468,6 +524,14 @@ func (*Command_UpdateEnvironment) isCommand_Kind() {}
 func (*Command_DeleteEnvironment) isCommand_Kind() {}
 
 func (*Command_RemoveRollouts) isCommand_Kind() {}
+
+func (*Command_FoldHistory) isCommand_Kind() {}
+
+func (*Command_RemoveAgents) isCommand_Kind() {}
+
+func (*Command_DeleteRelease) isCommand_Kind() {}
+
+func (*Command_RemoveArtifacts) isCommand_Kind() {}
 
 type CreateApp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -680,10 +744,17 @@ func (x *DeleteEnvironment) GetName() string {
 }
 
 type CreateRelease struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Release       *Release               `protobuf:"bytes,1,opt,name=release,proto3" json:"release,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Release *Release               `protobuf:"bytes,1,opt,name=release,proto3" json:"release,omitempty"`
+	// For an artifact in the cluster's store: the raft index through which
+	// the accepting server had applied artifact removals (and deleted their
+	// files) when it found the blob in its store. The FSM refuses the release
+	// if a RemoveArtifacts of its digest is newer than that: the blob the
+	// server saw may be deleted everywhere. An older removal is lifted, since
+	// the server holds a copy stored after it.
+	ArtifactCheckedIndex uint64 `protobuf:"varint,2,opt,name=artifact_checked_index,json=artifactCheckedIndex,proto3" json:"artifact_checked_index,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *CreateRelease) Reset() {
@@ -721,6 +792,13 @@ func (x *CreateRelease) GetRelease() *Release {
 		return x.Release
 	}
 	return nil
+}
+
+func (x *CreateRelease) GetArtifactCheckedIndex() uint64 {
+	if x != nil {
+		return x.ArtifactCheckedIndex
+	}
+	return 0
 }
 
 // RegisterServer records (or updates) a control-plane node's addresses.
@@ -1701,11 +1779,240 @@ func (x *RemoveRollouts) GetRolloutIds() []string {
 	return nil
 }
 
+// FoldHistory is a retention pass of the leader: closed history entries
+// that ended at or before cutoff_unix_nano (now - --history-retention, the
+// leader's clock) are removed and counted into their (app, host)'s
+// HistorySummary, at most max_entries of them, oldest first. The open
+// entry of a host (what runs there now) is never folded. A repeat finds
+// nothing left to fold.
+type FoldHistory struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	CutoffUnixNano int64                  `protobuf:"varint,1,opt,name=cutoff_unix_nano,json=cutoffUnixNano,proto3" json:"cutoff_unix_nano,omitempty"`
+	MaxEntries     uint32                 `protobuf:"varint,2,opt,name=max_entries,json=maxEntries,proto3" json:"max_entries,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *FoldHistory) Reset() {
+	*x = FoldHistory{}
+	mi := &file_rel_v1_command_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FoldHistory) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FoldHistory) ProtoMessage() {}
+
+func (x *FoldHistory) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_command_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FoldHistory.ProtoReflect.Descriptor instead.
+func (*FoldHistory) Descriptor() ([]byte, []int) {
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *FoldHistory) GetCutoffUnixNano() int64 {
+	if x != nil {
+		return x.CutoffUnixNano
+	}
+	return 0
+}
+
+func (x *FoldHistory) GetMaxEntries() uint32 {
+	if x != nil {
+		return x.MaxEntries
+	}
+	return 0
+}
+
+// RemoveAgents is a retention pass of the leader: it removes the agents
+// named, with their app and desired rows, if each is still disconnected
+// since at or before cutoff_unix_nano (now - --agent-retention) and no
+// active rollout holds it; the FSM checks again, so an agent that came
+// back since the leader decided stays. Their history is closed at
+// at_unix_nano and kept (folded later like any other).
+type RemoveAgents struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	AgentIds       []string               `protobuf:"bytes,1,rep,name=agent_ids,json=agentIds,proto3" json:"agent_ids,omitempty"`
+	CutoffUnixNano int64                  `protobuf:"varint,2,opt,name=cutoff_unix_nano,json=cutoffUnixNano,proto3" json:"cutoff_unix_nano,omitempty"`
+	AtUnixNano     int64                  `protobuf:"varint,3,opt,name=at_unix_nano,json=atUnixNano,proto3" json:"at_unix_nano,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RemoveAgents) Reset() {
+	*x = RemoveAgents{}
+	mi := &file_rel_v1_command_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveAgents) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveAgents) ProtoMessage() {}
+
+func (x *RemoveAgents) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_command_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveAgents.ProtoReflect.Descriptor instead.
+func (*RemoveAgents) Descriptor() ([]byte, []int) {
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *RemoveAgents) GetAgentIds() []string {
+	if x != nil {
+		return x.AgentIds
+	}
+	return nil
+}
+
+func (x *RemoveAgents) GetCutoffUnixNano() int64 {
+	if x != nil {
+		return x.CutoffUnixNano
+	}
+	return 0
+}
+
+func (x *RemoveAgents) GetAtUnixNano() int64 {
+	if x != nil {
+		return x.AtUnixNano
+	}
+	return 0
+}
+
+// DeleteRelease deletes a release's row, unless a host runs or installs
+// it, an active rollout needs it, an environment's current release is it,
+// or a rollback could go back to it (state.ReleaseInUse decides, in the
+// FSM too). Its artifact is not deleted here.
+type DeleteRelease struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteRelease) Reset() {
+	*x = DeleteRelease{}
+	mi := &file_rel_v1_command_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRelease) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRelease) ProtoMessage() {}
+
+func (x *DeleteRelease) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_command_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRelease.ProtoReflect.Descriptor instead.
+func (*DeleteRelease) Descriptor() ([]byte, []int) {
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *DeleteRelease) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *DeleteRelease) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+// RemoveArtifacts is an artifact GC pass of the leader: blobs in the
+// cluster's store that no release referenced and that were older than
+// --artifact-grace. The FSM records a tombstone for each digest still
+// unreferenced when it applies the entry; every server then deletes its own
+// copy (outside the FSM). The command's stamp is the leader's.
+type RemoveArtifacts struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Digests       []string               `protobuf:"bytes,1,rep,name=digests,proto3" json:"digests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveArtifacts) Reset() {
+	*x = RemoveArtifacts{}
+	mi := &file_rel_v1_command_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveArtifacts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveArtifacts) ProtoMessage() {}
+
+func (x *RemoveArtifacts) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_command_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveArtifacts.ProtoReflect.Descriptor instead.
+func (*RemoveArtifacts) Descriptor() ([]byte, []int) {
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RemoveArtifacts) GetDigests() []string {
+	if x != nil {
+		return x.Digests
+	}
+	return nil
+}
+
 var File_rel_v1_command_proto protoreflect.FileDescriptor
 
 const file_rel_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\xac\f\n" +
+	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\xa9\x0e\n" +
 	"\aCommand\x12*\n" +
 	"\x11stamped_unix_nano\x18\x01 \x01(\x03R\x0fstampedUnixNano\x12\x1d\n" +
 	"\n" +
@@ -1735,7 +2042,11 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\x12rollout_step_delta\x18\x1e \x01(\v2\x13.rel.v1.RolloutStepH\x00R\x10rolloutStepDelta\x12J\n" +
 	"\x12update_environment\x18\x1f \x01(\v2\x19.rel.v1.UpdateEnvironmentH\x00R\x11updateEnvironment\x12J\n" +
 	"\x12delete_environment\x18  \x01(\v2\x19.rel.v1.DeleteEnvironmentH\x00R\x11deleteEnvironment\x12A\n" +
-	"\x0fremove_rollouts\x18! \x01(\v2\x16.rel.v1.RemoveRolloutsH\x00R\x0eremoveRolloutsB\x06\n" +
+	"\x0fremove_rollouts\x18! \x01(\v2\x16.rel.v1.RemoveRolloutsH\x00R\x0eremoveRollouts\x128\n" +
+	"\ffold_history\x18\" \x01(\v2\x13.rel.v1.FoldHistoryH\x00R\vfoldHistory\x12;\n" +
+	"\rremove_agents\x18# \x01(\v2\x14.rel.v1.RemoveAgentsH\x00R\fremoveAgents\x12>\n" +
+	"\x0edelete_release\x18$ \x01(\v2\x15.rel.v1.DeleteReleaseH\x00R\rdeleteRelease\x12D\n" +
+	"\x10remove_artifacts\x18% \x01(\v2\x17.rel.v1.RemoveArtifactsH\x00R\x0fremoveArtifactsB\x06\n" +
 	"\x04kindJ\x04\b\x13\x10\x14\"*\n" +
 	"\tCreateApp\x12\x1d\n" +
 	"\x03app\x18\x01 \x01(\v2\v.rel.v1.AppR\x03app\"J\n" +
@@ -1747,9 +2058,10 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\ajoining\x18\x03 \x03(\tR\ajoining\x12\x18\n" +
 	"\aleaving\x18\x04 \x03(\tR\aleaving\"'\n" +
 	"\x11DeleteEnvironment\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\":\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"p\n" +
 	"\rCreateRelease\x12)\n" +
-	"\arelease\x18\x01 \x01(\v2\x0f.rel.v1.ReleaseR\arelease\"8\n" +
+	"\arelease\x18\x01 \x01(\v2\x0f.rel.v1.ReleaseR\arelease\x124\n" +
+	"\x16artifact_checked_index\x18\x02 \x01(\x04R\x14artifactCheckedIndex\"8\n" +
 	"\x0eRegisterServer\x12&\n" +
 	"\x06server\x18\x01 \x01(\v2\x0e.rel.v1.ServerR\x06server\"\"\n" +
 	"\x10DeregisterServer\x12\x0e\n" +
@@ -1816,7 +2128,21 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"revocation\"1\n" +
 	"\x0eRemoveRollouts\x12\x1f\n" +
 	"\vrollout_ids\x18\x01 \x03(\tR\n" +
-	"rolloutIdsB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
+	"rolloutIds\"X\n" +
+	"\vFoldHistory\x12(\n" +
+	"\x10cutoff_unix_nano\x18\x01 \x01(\x03R\x0ecutoffUnixNano\x12\x1f\n" +
+	"\vmax_entries\x18\x02 \x01(\rR\n" +
+	"maxEntries\"w\n" +
+	"\fRemoveAgents\x12\x1b\n" +
+	"\tagent_ids\x18\x01 \x03(\tR\bagentIds\x12(\n" +
+	"\x10cutoff_unix_nano\x18\x02 \x01(\x03R\x0ecutoffUnixNano\x12 \n" +
+	"\fat_unix_nano\x18\x03 \x01(\x03R\n" +
+	"atUnixNano\";\n" +
+	"\rDeleteRelease\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\"+\n" +
+	"\x0fRemoveArtifacts\x12\x18\n" +
+	"\adigests\x18\x01 \x03(\tR\adigestsB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
 
 var (
 	file_rel_v1_command_proto_rawDescOnce sync.Once
@@ -1830,7 +2156,7 @@ func file_rel_v1_command_proto_rawDescGZIP() []byte {
 	return file_rel_v1_command_proto_rawDescData
 }
 
-var file_rel_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_rel_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_rel_v1_command_proto_goTypes = []any{
 	(*Command)(nil),           // 0: rel.v1.Command
 	(*CreateApp)(nil),         // 1: rel.v1.CreateApp
@@ -1856,18 +2182,22 @@ var file_rel_v1_command_proto_goTypes = []any{
 	(*DeleteJoinToken)(nil),   // 21: rel.v1.DeleteJoinToken
 	(*RevokeAgent)(nil),       // 22: rel.v1.RevokeAgent
 	(*RemoveRollouts)(nil),    // 23: rel.v1.RemoveRollouts
-	(*App)(nil),               // 24: rel.v1.App
-	(*Environment)(nil),       // 25: rel.v1.Environment
-	(*Release)(nil),           // 26: rel.v1.Release
-	(*Server)(nil),            // 27: rel.v1.Server
-	(*Agent)(nil),             // 28: rel.v1.Agent
-	(*AppReport)(nil),         // 29: rel.v1.AppReport
-	(*Rollout)(nil),           // 30: rel.v1.Rollout
-	(*Desired)(nil),           // 31: rel.v1.Desired
-	(*RolloutEvent)(nil),      // 32: rel.v1.RolloutEvent
-	(*ACLToken)(nil),          // 33: rel.v1.ACLToken
-	(*JoinToken)(nil),         // 34: rel.v1.JoinToken
-	(*AgentRevocation)(nil),   // 35: rel.v1.AgentRevocation
+	(*FoldHistory)(nil),       // 24: rel.v1.FoldHistory
+	(*RemoveAgents)(nil),      // 25: rel.v1.RemoveAgents
+	(*DeleteRelease)(nil),     // 26: rel.v1.DeleteRelease
+	(*RemoveArtifacts)(nil),   // 27: rel.v1.RemoveArtifacts
+	(*App)(nil),               // 28: rel.v1.App
+	(*Environment)(nil),       // 29: rel.v1.Environment
+	(*Release)(nil),           // 30: rel.v1.Release
+	(*Server)(nil),            // 31: rel.v1.Server
+	(*Agent)(nil),             // 32: rel.v1.Agent
+	(*AppReport)(nil),         // 33: rel.v1.AppReport
+	(*Rollout)(nil),           // 34: rel.v1.Rollout
+	(*Desired)(nil),           // 35: rel.v1.Desired
+	(*RolloutEvent)(nil),      // 36: rel.v1.RolloutEvent
+	(*ACLToken)(nil),          // 37: rel.v1.ACLToken
+	(*JoinToken)(nil),         // 38: rel.v1.JoinToken
+	(*AgentRevocation)(nil),   // 39: rel.v1.AgentRevocation
 }
 var file_rel_v1_command_proto_depIdxs = []int32{
 	1,  // 0: rel.v1.Command.create_app:type_name -> rel.v1.CreateApp
@@ -1893,31 +2223,35 @@ var file_rel_v1_command_proto_depIdxs = []int32{
 	3,  // 20: rel.v1.Command.update_environment:type_name -> rel.v1.UpdateEnvironment
 	4,  // 21: rel.v1.Command.delete_environment:type_name -> rel.v1.DeleteEnvironment
 	23, // 22: rel.v1.Command.remove_rollouts:type_name -> rel.v1.RemoveRollouts
-	24, // 23: rel.v1.CreateApp.app:type_name -> rel.v1.App
-	25, // 24: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
-	25, // 25: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
-	26, // 26: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
-	27, // 27: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
-	28, // 28: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
-	29, // 29: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
-	29, // 30: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
-	10, // 31: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
-	30, // 32: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
-	31, // 33: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
-	32, // 34: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
-	30, // 35: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
-	31, // 36: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
-	32, // 37: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
-	12, // 38: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
-	33, // 39: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
-	33, // 40: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
-	34, // 41: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
-	35, // 42: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
-	43, // [43:43] is the sub-list for method output_type
-	43, // [43:43] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	24, // 23: rel.v1.Command.fold_history:type_name -> rel.v1.FoldHistory
+	25, // 24: rel.v1.Command.remove_agents:type_name -> rel.v1.RemoveAgents
+	26, // 25: rel.v1.Command.delete_release:type_name -> rel.v1.DeleteRelease
+	27, // 26: rel.v1.Command.remove_artifacts:type_name -> rel.v1.RemoveArtifacts
+	28, // 27: rel.v1.CreateApp.app:type_name -> rel.v1.App
+	29, // 28: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
+	29, // 29: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
+	30, // 30: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
+	31, // 31: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
+	32, // 32: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
+	33, // 33: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
+	33, // 34: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
+	10, // 35: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
+	34, // 36: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
+	35, // 37: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
+	36, // 38: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
+	34, // 39: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
+	35, // 40: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
+	36, // 41: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
+	12, // 42: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
+	37, // 43: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
+	37, // 44: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
+	38, // 45: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
+	39, // 46: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
+	47, // [47:47] is the sub-list for method output_type
+	47, // [47:47] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_command_proto_init() }
@@ -1951,6 +2285,10 @@ func file_rel_v1_command_proto_init() {
 		(*Command_UpdateEnvironment)(nil),
 		(*Command_DeleteEnvironment)(nil),
 		(*Command_RemoveRollouts)(nil),
+		(*Command_FoldHistory)(nil),
+		(*Command_RemoveAgents)(nil),
+		(*Command_DeleteRelease)(nil),
+		(*Command_RemoveArtifacts)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1958,7 +2296,7 @@ func file_rel_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_command_proto_rawDesc), len(file_rel_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1596,6 +1596,103 @@ func (x *GetReleaseResponse) GetIndex() uint64 {
 	return 0
 }
 
+type DeleteReleaseRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteReleaseRequest) Reset() {
+	*x = DeleteReleaseRequest{}
+	mi := &file_rel_v1_control_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteReleaseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteReleaseRequest) ProtoMessage() {}
+
+func (x *DeleteReleaseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteReleaseRequest.ProtoReflect.Descriptor instead.
+func (*DeleteReleaseRequest) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *DeleteReleaseRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *DeleteReleaseRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+type DeleteReleaseResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The raft index of the entry that deleted it.
+	Index         uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteReleaseResponse) Reset() {
+	*x = DeleteReleaseResponse{}
+	mi := &file_rel_v1_control_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteReleaseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteReleaseResponse) ProtoMessage() {}
+
+func (x *DeleteReleaseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_control_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteReleaseResponse.ProtoReflect.Descriptor instead.
+func (*DeleteReleaseResponse) Descriptor() ([]byte, []int) {
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *DeleteReleaseResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 type StartRolloutRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	App         string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
@@ -1611,7 +1708,7 @@ type StartRolloutRequest struct {
 
 func (x *StartRolloutRequest) Reset() {
 	*x = StartRolloutRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[25]
+	mi := &file_rel_v1_control_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1623,7 +1720,7 @@ func (x *StartRolloutRequest) String() string {
 func (*StartRolloutRequest) ProtoMessage() {}
 
 func (x *StartRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[25]
+	mi := &file_rel_v1_control_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1636,7 +1733,7 @@ func (x *StartRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRolloutRequest.ProtoReflect.Descriptor instead.
 func (*StartRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{25}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *StartRolloutRequest) GetApp() string {
@@ -1684,7 +1781,7 @@ type StartRolloutResponse struct {
 
 func (x *StartRolloutResponse) Reset() {
 	*x = StartRolloutResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[26]
+	mi := &file_rel_v1_control_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1696,7 +1793,7 @@ func (x *StartRolloutResponse) String() string {
 func (*StartRolloutResponse) ProtoMessage() {}
 
 func (x *StartRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[26]
+	mi := &file_rel_v1_control_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1709,7 +1806,7 @@ func (x *StartRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRolloutResponse.ProtoReflect.Descriptor instead.
 func (*StartRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{26}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StartRolloutResponse) GetRollout() *Rollout {
@@ -1738,7 +1835,7 @@ type GetRolloutRequest struct {
 
 func (x *GetRolloutRequest) Reset() {
 	*x = GetRolloutRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[27]
+	mi := &file_rel_v1_control_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1750,7 +1847,7 @@ func (x *GetRolloutRequest) String() string {
 func (*GetRolloutRequest) ProtoMessage() {}
 
 func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[27]
+	mi := &file_rel_v1_control_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1763,7 +1860,7 @@ func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutRequest.ProtoReflect.Descriptor instead.
 func (*GetRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{27}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetRolloutRequest) GetRead() *ReadOptions {
@@ -1810,7 +1907,7 @@ type RolloutHostStatus struct {
 
 func (x *RolloutHostStatus) Reset() {
 	*x = RolloutHostStatus{}
-	mi := &file_rel_v1_control_proto_msgTypes[28]
+	mi := &file_rel_v1_control_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1822,7 +1919,7 @@ func (x *RolloutHostStatus) String() string {
 func (*RolloutHostStatus) ProtoMessage() {}
 
 func (x *RolloutHostStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[28]
+	mi := &file_rel_v1_control_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1835,7 +1932,7 @@ func (x *RolloutHostStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutHostStatus.ProtoReflect.Descriptor instead.
 func (*RolloutHostStatus) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{28}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RolloutHostStatus) GetAgentId() string {
@@ -1906,7 +2003,7 @@ type RolloutStatus struct {
 
 func (x *RolloutStatus) Reset() {
 	*x = RolloutStatus{}
-	mi := &file_rel_v1_control_proto_msgTypes[29]
+	mi := &file_rel_v1_control_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1918,7 +2015,7 @@ func (x *RolloutStatus) String() string {
 func (*RolloutStatus) ProtoMessage() {}
 
 func (x *RolloutStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[29]
+	mi := &file_rel_v1_control_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1931,7 +2028,7 @@ func (x *RolloutStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutStatus.ProtoReflect.Descriptor instead.
 func (*RolloutStatus) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{29}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RolloutStatus) GetRollout() *Rollout {
@@ -1965,7 +2062,7 @@ type GetRolloutResponse struct {
 
 func (x *GetRolloutResponse) Reset() {
 	*x = GetRolloutResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[30]
+	mi := &file_rel_v1_control_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1977,7 +2074,7 @@ func (x *GetRolloutResponse) String() string {
 func (*GetRolloutResponse) ProtoMessage() {}
 
 func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[30]
+	mi := &file_rel_v1_control_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1990,7 +2087,7 @@ func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutResponse.ProtoReflect.Descriptor instead.
 func (*GetRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{30}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetRolloutResponse) GetStatus() *RolloutStatus {
@@ -2030,7 +2127,7 @@ type ListRolloutsRequest struct {
 
 func (x *ListRolloutsRequest) Reset() {
 	*x = ListRolloutsRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[31]
+	mi := &file_rel_v1_control_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2042,7 +2139,7 @@ func (x *ListRolloutsRequest) String() string {
 func (*ListRolloutsRequest) ProtoMessage() {}
 
 func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[31]
+	mi := &file_rel_v1_control_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2055,7 +2152,7 @@ func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsRequest.ProtoReflect.Descriptor instead.
 func (*ListRolloutsRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{31}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListRolloutsRequest) GetRead() *ReadOptions {
@@ -2120,7 +2217,7 @@ type ListRolloutsResponse struct {
 
 func (x *ListRolloutsResponse) Reset() {
 	*x = ListRolloutsResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[32]
+	mi := &file_rel_v1_control_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2132,7 +2229,7 @@ func (x *ListRolloutsResponse) String() string {
 func (*ListRolloutsResponse) ProtoMessage() {}
 
 func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[32]
+	mi := &file_rel_v1_control_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2145,7 +2242,7 @@ func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsResponse.ProtoReflect.Descriptor instead.
 func (*ListRolloutsResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{32}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListRolloutsResponse) GetRollouts() []*RolloutStatus {
@@ -2185,7 +2282,7 @@ type AgentStatus struct {
 
 func (x *AgentStatus) Reset() {
 	*x = AgentStatus{}
-	mi := &file_rel_v1_control_proto_msgTypes[33]
+	mi := &file_rel_v1_control_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2197,7 +2294,7 @@ func (x *AgentStatus) String() string {
 func (*AgentStatus) ProtoMessage() {}
 
 func (x *AgentStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[33]
+	mi := &file_rel_v1_control_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2210,7 +2307,7 @@ func (x *AgentStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentStatus.ProtoReflect.Descriptor instead.
 func (*AgentStatus) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{33}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *AgentStatus) GetAgent() *Agent {
@@ -2266,7 +2363,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[34]
+	mi := &file_rel_v1_control_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2278,7 +2375,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[34]
+	mi := &file_rel_v1_control_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2291,7 +2388,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{34}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListAgentsRequest) GetRead() *ReadOptions {
@@ -2335,7 +2432,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[35]
+	mi := &file_rel_v1_control_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2347,7 +2444,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[35]
+	mi := &file_rel_v1_control_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2360,7 +2457,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{35}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*AgentStatus {
@@ -2394,7 +2491,7 @@ type GetAgentRequest struct {
 
 func (x *GetAgentRequest) Reset() {
 	*x = GetAgentRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[36]
+	mi := &file_rel_v1_control_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2406,7 +2503,7 @@ func (x *GetAgentRequest) String() string {
 func (*GetAgentRequest) ProtoMessage() {}
 
 func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[36]
+	mi := &file_rel_v1_control_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2419,7 +2516,7 @@ func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{36}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetAgentRequest) GetRead() *ReadOptions {
@@ -2446,7 +2543,7 @@ type GetAgentResponse struct {
 
 func (x *GetAgentResponse) Reset() {
 	*x = GetAgentResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[37]
+	mi := &file_rel_v1_control_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2458,7 +2555,7 @@ func (x *GetAgentResponse) String() string {
 func (*GetAgentResponse) ProtoMessage() {}
 
 func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[37]
+	mi := &file_rel_v1_control_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2471,7 +2568,7 @@ func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentResponse.ProtoReflect.Descriptor instead.
 func (*GetAgentResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{37}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetAgentResponse) GetAgent() *AgentStatus {
@@ -2511,7 +2608,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[38]
+	mi := &file_rel_v1_control_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2523,7 +2620,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[38]
+	mi := &file_rel_v1_control_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2536,7 +2633,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{38}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *HistoryRequest) GetRead() *ReadOptions {
@@ -2595,13 +2692,18 @@ type HistoryResponse struct {
 	Index   uint64          `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
 	// The page_token of the next page; "" on the last page.
 	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// What the history retention kept of the entries it folded, one per
+	// host (filtered like entries), by host. They come first: the pages
+	// carry summaries until there are no more, then entries (a page may
+	// end the one and start the other); page_size counts both.
+	Summaries     []*HistorySummary `protobuf:"bytes,4,rep,name=summaries,proto3" json:"summaries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[39]
+	mi := &file_rel_v1_control_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2613,7 +2715,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[39]
+	mi := &file_rel_v1_control_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2626,7 +2728,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{39}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *HistoryResponse) GetEntries() []*HistoryEntry {
@@ -2650,6 +2752,13 @@ func (x *HistoryResponse) GetNextPageToken() string {
 	return ""
 }
 
+func (x *HistoryResponse) GetSummaries() []*HistorySummary {
+	if x != nil {
+		return x.Summaries
+	}
+	return nil
+}
+
 type PlanRolloutRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
@@ -2662,7 +2771,7 @@ type PlanRolloutRequest struct {
 
 func (x *PlanRolloutRequest) Reset() {
 	*x = PlanRolloutRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[40]
+	mi := &file_rel_v1_control_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2674,7 +2783,7 @@ func (x *PlanRolloutRequest) String() string {
 func (*PlanRolloutRequest) ProtoMessage() {}
 
 func (x *PlanRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[40]
+	mi := &file_rel_v1_control_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2687,7 +2796,7 @@ func (x *PlanRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PlanRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{40}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *PlanRolloutRequest) GetApp() string {
@@ -2733,7 +2842,7 @@ type PlannedHost struct {
 
 func (x *PlannedHost) Reset() {
 	*x = PlannedHost{}
-	mi := &file_rel_v1_control_proto_msgTypes[41]
+	mi := &file_rel_v1_control_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2745,7 +2854,7 @@ func (x *PlannedHost) String() string {
 func (*PlannedHost) ProtoMessage() {}
 
 func (x *PlannedHost) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[41]
+	mi := &file_rel_v1_control_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2758,7 +2867,7 @@ func (x *PlannedHost) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlannedHost.ProtoReflect.Descriptor instead.
 func (*PlannedHost) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{41}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *PlannedHost) GetAgentId() string {
@@ -2808,7 +2917,7 @@ type PlannedWave struct {
 
 func (x *PlannedWave) Reset() {
 	*x = PlannedWave{}
-	mi := &file_rel_v1_control_proto_msgTypes[42]
+	mi := &file_rel_v1_control_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2820,7 +2929,7 @@ func (x *PlannedWave) String() string {
 func (*PlannedWave) ProtoMessage() {}
 
 func (x *PlannedWave) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[42]
+	mi := &file_rel_v1_control_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2833,7 +2942,7 @@ func (x *PlannedWave) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlannedWave.ProtoReflect.Descriptor instead.
 func (*PlannedWave) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{42}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *PlannedWave) GetIndex() uint32 {
@@ -2874,7 +2983,7 @@ type PlanRolloutResponse struct {
 
 func (x *PlanRolloutResponse) Reset() {
 	*x = PlanRolloutResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[43]
+	mi := &file_rel_v1_control_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2886,7 +2995,7 @@ func (x *PlanRolloutResponse) String() string {
 func (*PlanRolloutResponse) ProtoMessage() {}
 
 func (x *PlanRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[43]
+	mi := &file_rel_v1_control_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2899,7 +3008,7 @@ func (x *PlanRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanRolloutResponse.ProtoReflect.Descriptor instead.
 func (*PlanRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{43}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *PlanRolloutResponse) GetSpec() *RolloutSpec {
@@ -2958,7 +3067,7 @@ type ControlRolloutRequest struct {
 
 func (x *ControlRolloutRequest) Reset() {
 	*x = ControlRolloutRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[44]
+	mi := &file_rel_v1_control_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2970,7 +3079,7 @@ func (x *ControlRolloutRequest) String() string {
 func (*ControlRolloutRequest) ProtoMessage() {}
 
 func (x *ControlRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[44]
+	mi := &file_rel_v1_control_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2983,7 +3092,7 @@ func (x *ControlRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlRolloutRequest.ProtoReflect.Descriptor instead.
 func (*ControlRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{44}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ControlRolloutRequest) GetId() string {
@@ -3024,7 +3133,7 @@ type ControlRolloutResponse struct {
 
 func (x *ControlRolloutResponse) Reset() {
 	*x = ControlRolloutResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[45]
+	mi := &file_rel_v1_control_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3036,7 +3145,7 @@ func (x *ControlRolloutResponse) String() string {
 func (*ControlRolloutResponse) ProtoMessage() {}
 
 func (x *ControlRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[45]
+	mi := &file_rel_v1_control_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3049,7 +3158,7 @@ func (x *ControlRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlRolloutResponse.ProtoReflect.Descriptor instead.
 func (*ControlRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{45}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ControlRolloutResponse) GetRollout() *Rollout {
@@ -3077,7 +3186,7 @@ type RollbackRolloutRequest struct {
 
 func (x *RollbackRolloutRequest) Reset() {
 	*x = RollbackRolloutRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[46]
+	mi := &file_rel_v1_control_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3089,7 +3198,7 @@ func (x *RollbackRolloutRequest) String() string {
 func (*RollbackRolloutRequest) ProtoMessage() {}
 
 func (x *RollbackRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[46]
+	mi := &file_rel_v1_control_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3102,7 +3211,7 @@ func (x *RollbackRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRolloutRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{46}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RollbackRolloutRequest) GetId() string {
@@ -3129,7 +3238,7 @@ type RollbackRolloutResponse struct {
 
 func (x *RollbackRolloutResponse) Reset() {
 	*x = RollbackRolloutResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[47]
+	mi := &file_rel_v1_control_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3141,7 +3250,7 @@ func (x *RollbackRolloutResponse) String() string {
 func (*RollbackRolloutResponse) ProtoMessage() {}
 
 func (x *RollbackRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[47]
+	mi := &file_rel_v1_control_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3154,7 +3263,7 @@ func (x *RollbackRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRolloutResponse.ProtoReflect.Descriptor instead.
 func (*RollbackRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{47}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RollbackRolloutResponse) GetRollback() *Rollout {
@@ -3185,7 +3294,7 @@ type RolloutEventsRequest struct {
 
 func (x *RolloutEventsRequest) Reset() {
 	*x = RolloutEventsRequest{}
-	mi := &file_rel_v1_control_proto_msgTypes[48]
+	mi := &file_rel_v1_control_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3197,7 +3306,7 @@ func (x *RolloutEventsRequest) String() string {
 func (*RolloutEventsRequest) ProtoMessage() {}
 
 func (x *RolloutEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[48]
+	mi := &file_rel_v1_control_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3210,7 +3319,7 @@ func (x *RolloutEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutEventsRequest.ProtoReflect.Descriptor instead.
 func (*RolloutEventsRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{48}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RolloutEventsRequest) GetRead() *ReadOptions {
@@ -3253,7 +3362,7 @@ type RolloutEventsResponse struct {
 
 func (x *RolloutEventsResponse) Reset() {
 	*x = RolloutEventsResponse{}
-	mi := &file_rel_v1_control_proto_msgTypes[49]
+	mi := &file_rel_v1_control_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3265,7 +3374,7 @@ func (x *RolloutEventsResponse) String() string {
 func (*RolloutEventsResponse) ProtoMessage() {}
 
 func (x *RolloutEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_control_proto_msgTypes[49]
+	mi := &file_rel_v1_control_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3278,7 +3387,7 @@ func (x *RolloutEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutEventsResponse.ProtoReflect.Descriptor instead.
 func (*RolloutEventsResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_control_proto_rawDescGZIP(), []int{49}
+	return file_rel_v1_control_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RolloutEventsResponse) GetEvents() []*RolloutEvent {
@@ -3428,7 +3537,12 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\aversion\x18\x03 \x01(\tR\aversion\"U\n" +
 	"\x12GetReleaseResponse\x12)\n" +
 	"\arelease\x18\x01 \x01(\v2\x0f.rel.v1.ReleaseR\arelease\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"\xa2\x01\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"B\n" +
+	"\x14DeleteReleaseRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\"-\n" +
+	"\x15DeleteReleaseResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\xa2\x01\n" +
 	"\x13StartRolloutRequest\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12 \n" +
@@ -3505,11 +3619,12 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\x0fsince_unix_nano\x18\x05 \x01(\x03R\rsinceUnixNano\x12\x1b\n" +
 	"\tpage_size\x18\x06 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\a \x01(\tR\tpageToken\"\x7f\n" +
+	"page_token\x18\a \x01(\tR\tpageToken\"\xb5\x01\n" +
 	"\x0fHistoryResponse\x12.\n" +
 	"\aentries\x18\x01 \x03(\v2\x14.rel.v1.HistoryEntryR\aentries\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12&\n" +
-	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\x8b\x01\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\x124\n" +
+	"\tsummaries\x18\x04 \x03(\v2\x16.rel.v1.HistorySummaryR\tsummaries\"\x8b\x01\n" +
 	"\x12PlanRolloutRequest\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12 \n" +
@@ -3557,7 +3672,7 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\x15RolloutEventsResponse\x12,\n" +
 	"\x06events\x18\x01 \x03(\v2\x14.rel.v1.RolloutEventR\x06events\x12)\n" +
 	"\arollout\x18\x02 \x01(\v2\x0f.rel.v1.RolloutR\arollout\x12\x14\n" +
-	"\x05index\x18\x03 \x01(\x04R\x05index2\xbd\f\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index2\x8b\r\n" +
 	"\x0eControlService\x12@\n" +
 	"\tCreateApp\x12\x18.rel.v1.CreateAppRequest\x1a\x19.rel.v1.CreateAppResponse\x12=\n" +
 	"\bListApps\x12\x17.rel.v1.ListAppsRequest\x1a\x18.rel.v1.ListAppsResponse\x12X\n" +
@@ -3568,7 +3683,8 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\rCreateRelease\x12\x1c.rel.v1.CreateReleaseRequest\x1a\x1d.rel.v1.CreateReleaseResponse\x12I\n" +
 	"\fListReleases\x12\x1b.rel.v1.ListReleasesRequest\x1a\x1c.rel.v1.ListReleasesResponse\x12C\n" +
 	"\n" +
-	"GetRelease\x12\x19.rel.v1.GetReleaseRequest\x1a\x1a.rel.v1.GetReleaseResponse\x12I\n" +
+	"GetRelease\x12\x19.rel.v1.GetReleaseRequest\x1a\x1a.rel.v1.GetReleaseResponse\x12L\n" +
+	"\rDeleteRelease\x12\x1c.rel.v1.DeleteReleaseRequest\x1a\x1d.rel.v1.DeleteReleaseResponse\x12I\n" +
 	"\fStartRollout\x12\x1b.rel.v1.StartRolloutRequest\x1a\x1c.rel.v1.StartRolloutResponse\x12C\n" +
 	"\n" +
 	"GetRollout\x12\x19.rel.v1.GetRolloutRequest\x1a\x1a.rel.v1.GetRolloutResponse\x12I\n" +
@@ -3596,7 +3712,7 @@ func file_rel_v1_control_proto_rawDescGZIP() []byte {
 	return file_rel_v1_control_proto_rawDescData
 }
 
-var file_rel_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_rel_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_rel_v1_control_proto_goTypes = []any{
 	(*ShowEnvironmentRequest)(nil),    // 0: rel.v1.ShowEnvironmentRequest
 	(*EnvAppStatus)(nil),              // 1: rel.v1.EnvAppStatus
@@ -3623,145 +3739,151 @@ var file_rel_v1_control_proto_goTypes = []any{
 	(*ListReleasesResponse)(nil),      // 22: rel.v1.ListReleasesResponse
 	(*GetReleaseRequest)(nil),         // 23: rel.v1.GetReleaseRequest
 	(*GetReleaseResponse)(nil),        // 24: rel.v1.GetReleaseResponse
-	(*StartRolloutRequest)(nil),       // 25: rel.v1.StartRolloutRequest
-	(*StartRolloutResponse)(nil),      // 26: rel.v1.StartRolloutResponse
-	(*GetRolloutRequest)(nil),         // 27: rel.v1.GetRolloutRequest
-	(*RolloutHostStatus)(nil),         // 28: rel.v1.RolloutHostStatus
-	(*RolloutStatus)(nil),             // 29: rel.v1.RolloutStatus
-	(*GetRolloutResponse)(nil),        // 30: rel.v1.GetRolloutResponse
-	(*ListRolloutsRequest)(nil),       // 31: rel.v1.ListRolloutsRequest
-	(*ListRolloutsResponse)(nil),      // 32: rel.v1.ListRolloutsResponse
-	(*AgentStatus)(nil),               // 33: rel.v1.AgentStatus
-	(*ListAgentsRequest)(nil),         // 34: rel.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),        // 35: rel.v1.ListAgentsResponse
-	(*GetAgentRequest)(nil),           // 36: rel.v1.GetAgentRequest
-	(*GetAgentResponse)(nil),          // 37: rel.v1.GetAgentResponse
-	(*HistoryRequest)(nil),            // 38: rel.v1.HistoryRequest
-	(*HistoryResponse)(nil),           // 39: rel.v1.HistoryResponse
-	(*PlanRolloutRequest)(nil),        // 40: rel.v1.PlanRolloutRequest
-	(*PlannedHost)(nil),               // 41: rel.v1.PlannedHost
-	(*PlannedWave)(nil),               // 42: rel.v1.PlannedWave
-	(*PlanRolloutResponse)(nil),       // 43: rel.v1.PlanRolloutResponse
-	(*ControlRolloutRequest)(nil),     // 44: rel.v1.ControlRolloutRequest
-	(*ControlRolloutResponse)(nil),    // 45: rel.v1.ControlRolloutResponse
-	(*RollbackRolloutRequest)(nil),    // 46: rel.v1.RollbackRolloutRequest
-	(*RollbackRolloutResponse)(nil),   // 47: rel.v1.RollbackRolloutResponse
-	(*RolloutEventsRequest)(nil),      // 48: rel.v1.RolloutEventsRequest
-	(*RolloutEventsResponse)(nil),     // 49: rel.v1.RolloutEventsResponse
-	nil,                               // 50: rel.v1.CreateEnvironmentRequest.SelectorEntry
-	nil,                               // 51: rel.v1.UpdateEnvironmentRequest.SelectorEntry
-	nil,                               // 52: rel.v1.CreateReleaseRequest.LabelsEntry
-	nil,                               // 53: rel.v1.RolloutStatus.TotalsEntry
-	nil,                               // 54: rel.v1.PlannedHost.LabelsEntry
-	(*Environment)(nil),               // 55: rel.v1.Environment
-	(*App)(nil),                       // 56: rel.v1.App
-	(*Release)(nil),                   // 57: rel.v1.Release
-	(*RolloutSpec)(nil),               // 58: rel.v1.RolloutSpec
-	(*Rollout)(nil),                   // 59: rel.v1.Rollout
-	(*Agent)(nil),                     // 60: rel.v1.Agent
-	(*AppReport)(nil),                 // 61: rel.v1.AppReport
-	(*Load)(nil),                      // 62: rel.v1.Load
-	(*HistoryEntry)(nil),              // 63: rel.v1.HistoryEntry
-	(*RolloutEvent)(nil),              // 64: rel.v1.RolloutEvent
+	(*DeleteReleaseRequest)(nil),      // 25: rel.v1.DeleteReleaseRequest
+	(*DeleteReleaseResponse)(nil),     // 26: rel.v1.DeleteReleaseResponse
+	(*StartRolloutRequest)(nil),       // 27: rel.v1.StartRolloutRequest
+	(*StartRolloutResponse)(nil),      // 28: rel.v1.StartRolloutResponse
+	(*GetRolloutRequest)(nil),         // 29: rel.v1.GetRolloutRequest
+	(*RolloutHostStatus)(nil),         // 30: rel.v1.RolloutHostStatus
+	(*RolloutStatus)(nil),             // 31: rel.v1.RolloutStatus
+	(*GetRolloutResponse)(nil),        // 32: rel.v1.GetRolloutResponse
+	(*ListRolloutsRequest)(nil),       // 33: rel.v1.ListRolloutsRequest
+	(*ListRolloutsResponse)(nil),      // 34: rel.v1.ListRolloutsResponse
+	(*AgentStatus)(nil),               // 35: rel.v1.AgentStatus
+	(*ListAgentsRequest)(nil),         // 36: rel.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),        // 37: rel.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),           // 38: rel.v1.GetAgentRequest
+	(*GetAgentResponse)(nil),          // 39: rel.v1.GetAgentResponse
+	(*HistoryRequest)(nil),            // 40: rel.v1.HistoryRequest
+	(*HistoryResponse)(nil),           // 41: rel.v1.HistoryResponse
+	(*PlanRolloutRequest)(nil),        // 42: rel.v1.PlanRolloutRequest
+	(*PlannedHost)(nil),               // 43: rel.v1.PlannedHost
+	(*PlannedWave)(nil),               // 44: rel.v1.PlannedWave
+	(*PlanRolloutResponse)(nil),       // 45: rel.v1.PlanRolloutResponse
+	(*ControlRolloutRequest)(nil),     // 46: rel.v1.ControlRolloutRequest
+	(*ControlRolloutResponse)(nil),    // 47: rel.v1.ControlRolloutResponse
+	(*RollbackRolloutRequest)(nil),    // 48: rel.v1.RollbackRolloutRequest
+	(*RollbackRolloutResponse)(nil),   // 49: rel.v1.RollbackRolloutResponse
+	(*RolloutEventsRequest)(nil),      // 50: rel.v1.RolloutEventsRequest
+	(*RolloutEventsResponse)(nil),     // 51: rel.v1.RolloutEventsResponse
+	nil,                               // 52: rel.v1.CreateEnvironmentRequest.SelectorEntry
+	nil,                               // 53: rel.v1.UpdateEnvironmentRequest.SelectorEntry
+	nil,                               // 54: rel.v1.CreateReleaseRequest.LabelsEntry
+	nil,                               // 55: rel.v1.RolloutStatus.TotalsEntry
+	nil,                               // 56: rel.v1.PlannedHost.LabelsEntry
+	(*Environment)(nil),               // 57: rel.v1.Environment
+	(*App)(nil),                       // 58: rel.v1.App
+	(*Release)(nil),                   // 59: rel.v1.Release
+	(*RolloutSpec)(nil),               // 60: rel.v1.RolloutSpec
+	(*Rollout)(nil),                   // 61: rel.v1.Rollout
+	(*Agent)(nil),                     // 62: rel.v1.Agent
+	(*AppReport)(nil),                 // 63: rel.v1.AppReport
+	(*Load)(nil),                      // 64: rel.v1.Load
+	(*HistoryEntry)(nil),              // 65: rel.v1.HistoryEntry
+	(*HistorySummary)(nil),            // 66: rel.v1.HistorySummary
+	(*RolloutEvent)(nil),              // 67: rel.v1.RolloutEvent
 }
 var file_rel_v1_control_proto_depIdxs = []int32{
 	6,  // 0: rel.v1.ShowEnvironmentRequest.read:type_name -> rel.v1.ReadOptions
 	2,  // 1: rel.v1.EnvAppStatus.off:type_name -> rel.v1.OffHost
-	55, // 2: rel.v1.ShowEnvironmentResponse.environment:type_name -> rel.v1.Environment
+	57, // 2: rel.v1.ShowEnvironmentResponse.environment:type_name -> rel.v1.Environment
 	1,  // 3: rel.v1.ShowEnvironmentResponse.apps:type_name -> rel.v1.EnvAppStatus
 	6,  // 4: rel.v1.OverviewRequest.read:type_name -> rel.v1.ReadOptions
 	1,  // 5: rel.v1.OverviewResponse.cells:type_name -> rel.v1.EnvAppStatus
-	56, // 6: rel.v1.CreateAppResponse.app:type_name -> rel.v1.App
+	58, // 6: rel.v1.CreateAppResponse.app:type_name -> rel.v1.App
 	6,  // 7: rel.v1.ListAppsRequest.read:type_name -> rel.v1.ReadOptions
-	56, // 8: rel.v1.ListAppsResponse.apps:type_name -> rel.v1.App
-	50, // 9: rel.v1.CreateEnvironmentRequest.selector:type_name -> rel.v1.CreateEnvironmentRequest.SelectorEntry
-	55, // 10: rel.v1.CreateEnvironmentResponse.environment:type_name -> rel.v1.Environment
-	51, // 11: rel.v1.UpdateEnvironmentRequest.selector:type_name -> rel.v1.UpdateEnvironmentRequest.SelectorEntry
-	55, // 12: rel.v1.UpdateEnvironmentResponse.environment:type_name -> rel.v1.Environment
+	58, // 8: rel.v1.ListAppsResponse.apps:type_name -> rel.v1.App
+	52, // 9: rel.v1.CreateEnvironmentRequest.selector:type_name -> rel.v1.CreateEnvironmentRequest.SelectorEntry
+	57, // 10: rel.v1.CreateEnvironmentResponse.environment:type_name -> rel.v1.Environment
+	53, // 11: rel.v1.UpdateEnvironmentRequest.selector:type_name -> rel.v1.UpdateEnvironmentRequest.SelectorEntry
+	57, // 12: rel.v1.UpdateEnvironmentResponse.environment:type_name -> rel.v1.Environment
 	6,  // 13: rel.v1.ListEnvironmentsRequest.read:type_name -> rel.v1.ReadOptions
-	55, // 14: rel.v1.ListEnvironmentsResponse.environments:type_name -> rel.v1.Environment
-	52, // 15: rel.v1.CreateReleaseRequest.labels:type_name -> rel.v1.CreateReleaseRequest.LabelsEntry
-	57, // 16: rel.v1.CreateReleaseResponse.release:type_name -> rel.v1.Release
+	57, // 14: rel.v1.ListEnvironmentsResponse.environments:type_name -> rel.v1.Environment
+	54, // 15: rel.v1.CreateReleaseRequest.labels:type_name -> rel.v1.CreateReleaseRequest.LabelsEntry
+	59, // 16: rel.v1.CreateReleaseResponse.release:type_name -> rel.v1.Release
 	6,  // 17: rel.v1.ListReleasesRequest.read:type_name -> rel.v1.ReadOptions
-	57, // 18: rel.v1.ListReleasesResponse.releases:type_name -> rel.v1.Release
+	59, // 18: rel.v1.ListReleasesResponse.releases:type_name -> rel.v1.Release
 	6,  // 19: rel.v1.GetReleaseRequest.read:type_name -> rel.v1.ReadOptions
-	57, // 20: rel.v1.GetReleaseResponse.release:type_name -> rel.v1.Release
-	58, // 21: rel.v1.StartRolloutRequest.spec:type_name -> rel.v1.RolloutSpec
-	59, // 22: rel.v1.StartRolloutResponse.rollout:type_name -> rel.v1.Rollout
+	59, // 20: rel.v1.GetReleaseResponse.release:type_name -> rel.v1.Release
+	60, // 21: rel.v1.StartRolloutRequest.spec:type_name -> rel.v1.RolloutSpec
+	61, // 22: rel.v1.StartRolloutResponse.rollout:type_name -> rel.v1.Rollout
 	6,  // 23: rel.v1.GetRolloutRequest.read:type_name -> rel.v1.ReadOptions
-	59, // 24: rel.v1.RolloutStatus.rollout:type_name -> rel.v1.Rollout
-	28, // 25: rel.v1.RolloutStatus.hosts:type_name -> rel.v1.RolloutHostStatus
-	53, // 26: rel.v1.RolloutStatus.totals:type_name -> rel.v1.RolloutStatus.TotalsEntry
-	29, // 27: rel.v1.GetRolloutResponse.status:type_name -> rel.v1.RolloutStatus
+	61, // 24: rel.v1.RolloutStatus.rollout:type_name -> rel.v1.Rollout
+	30, // 25: rel.v1.RolloutStatus.hosts:type_name -> rel.v1.RolloutHostStatus
+	55, // 26: rel.v1.RolloutStatus.totals:type_name -> rel.v1.RolloutStatus.TotalsEntry
+	31, // 27: rel.v1.GetRolloutResponse.status:type_name -> rel.v1.RolloutStatus
 	6,  // 28: rel.v1.ListRolloutsRequest.read:type_name -> rel.v1.ReadOptions
-	29, // 29: rel.v1.ListRolloutsResponse.rollouts:type_name -> rel.v1.RolloutStatus
-	60, // 30: rel.v1.AgentStatus.agent:type_name -> rel.v1.Agent
-	61, // 31: rel.v1.AgentStatus.apps:type_name -> rel.v1.AppReport
-	62, // 32: rel.v1.AgentStatus.load:type_name -> rel.v1.Load
+	31, // 29: rel.v1.ListRolloutsResponse.rollouts:type_name -> rel.v1.RolloutStatus
+	62, // 30: rel.v1.AgentStatus.agent:type_name -> rel.v1.Agent
+	63, // 31: rel.v1.AgentStatus.apps:type_name -> rel.v1.AppReport
+	64, // 32: rel.v1.AgentStatus.load:type_name -> rel.v1.Load
 	6,  // 33: rel.v1.ListAgentsRequest.read:type_name -> rel.v1.ReadOptions
-	33, // 34: rel.v1.ListAgentsResponse.agents:type_name -> rel.v1.AgentStatus
+	35, // 34: rel.v1.ListAgentsResponse.agents:type_name -> rel.v1.AgentStatus
 	6,  // 35: rel.v1.GetAgentRequest.read:type_name -> rel.v1.ReadOptions
-	33, // 36: rel.v1.GetAgentResponse.agent:type_name -> rel.v1.AgentStatus
+	35, // 36: rel.v1.GetAgentResponse.agent:type_name -> rel.v1.AgentStatus
 	6,  // 37: rel.v1.HistoryRequest.read:type_name -> rel.v1.ReadOptions
-	63, // 38: rel.v1.HistoryResponse.entries:type_name -> rel.v1.HistoryEntry
-	58, // 39: rel.v1.PlanRolloutRequest.spec:type_name -> rel.v1.RolloutSpec
-	54, // 40: rel.v1.PlannedHost.labels:type_name -> rel.v1.PlannedHost.LabelsEntry
-	41, // 41: rel.v1.PlannedWave.hosts:type_name -> rel.v1.PlannedHost
-	58, // 42: rel.v1.PlanRolloutResponse.spec:type_name -> rel.v1.RolloutSpec
-	42, // 43: rel.v1.PlanRolloutResponse.waves:type_name -> rel.v1.PlannedWave
-	41, // 44: rel.v1.PlanRolloutResponse.offline:type_name -> rel.v1.PlannedHost
-	59, // 45: rel.v1.ControlRolloutResponse.rollout:type_name -> rel.v1.Rollout
-	59, // 46: rel.v1.RollbackRolloutResponse.rollback:type_name -> rel.v1.Rollout
-	6,  // 47: rel.v1.RolloutEventsRequest.read:type_name -> rel.v1.ReadOptions
-	64, // 48: rel.v1.RolloutEventsResponse.events:type_name -> rel.v1.RolloutEvent
-	59, // 49: rel.v1.RolloutEventsResponse.rollout:type_name -> rel.v1.Rollout
-	7,  // 50: rel.v1.ControlService.CreateApp:input_type -> rel.v1.CreateAppRequest
-	9,  // 51: rel.v1.ControlService.ListApps:input_type -> rel.v1.ListAppsRequest
-	11, // 52: rel.v1.ControlService.CreateEnvironment:input_type -> rel.v1.CreateEnvironmentRequest
-	17, // 53: rel.v1.ControlService.ListEnvironments:input_type -> rel.v1.ListEnvironmentsRequest
-	13, // 54: rel.v1.ControlService.UpdateEnvironment:input_type -> rel.v1.UpdateEnvironmentRequest
-	15, // 55: rel.v1.ControlService.DeleteEnvironment:input_type -> rel.v1.DeleteEnvironmentRequest
-	19, // 56: rel.v1.ControlService.CreateRelease:input_type -> rel.v1.CreateReleaseRequest
-	21, // 57: rel.v1.ControlService.ListReleases:input_type -> rel.v1.ListReleasesRequest
-	23, // 58: rel.v1.ControlService.GetRelease:input_type -> rel.v1.GetReleaseRequest
-	25, // 59: rel.v1.ControlService.StartRollout:input_type -> rel.v1.StartRolloutRequest
-	27, // 60: rel.v1.ControlService.GetRollout:input_type -> rel.v1.GetRolloutRequest
-	31, // 61: rel.v1.ControlService.ListRollouts:input_type -> rel.v1.ListRolloutsRequest
-	34, // 62: rel.v1.ControlService.ListAgents:input_type -> rel.v1.ListAgentsRequest
-	36, // 63: rel.v1.ControlService.GetAgent:input_type -> rel.v1.GetAgentRequest
-	38, // 64: rel.v1.ControlService.History:input_type -> rel.v1.HistoryRequest
-	40, // 65: rel.v1.ControlService.PlanRollout:input_type -> rel.v1.PlanRolloutRequest
-	44, // 66: rel.v1.ControlService.ControlRollout:input_type -> rel.v1.ControlRolloutRequest
-	46, // 67: rel.v1.ControlService.RollbackRollout:input_type -> rel.v1.RollbackRolloutRequest
-	48, // 68: rel.v1.ControlService.RolloutEvents:input_type -> rel.v1.RolloutEventsRequest
-	0,  // 69: rel.v1.ControlService.ShowEnvironment:input_type -> rel.v1.ShowEnvironmentRequest
-	4,  // 70: rel.v1.ControlService.Overview:input_type -> rel.v1.OverviewRequest
-	8,  // 71: rel.v1.ControlService.CreateApp:output_type -> rel.v1.CreateAppResponse
-	10, // 72: rel.v1.ControlService.ListApps:output_type -> rel.v1.ListAppsResponse
-	12, // 73: rel.v1.ControlService.CreateEnvironment:output_type -> rel.v1.CreateEnvironmentResponse
-	18, // 74: rel.v1.ControlService.ListEnvironments:output_type -> rel.v1.ListEnvironmentsResponse
-	14, // 75: rel.v1.ControlService.UpdateEnvironment:output_type -> rel.v1.UpdateEnvironmentResponse
-	16, // 76: rel.v1.ControlService.DeleteEnvironment:output_type -> rel.v1.DeleteEnvironmentResponse
-	20, // 77: rel.v1.ControlService.CreateRelease:output_type -> rel.v1.CreateReleaseResponse
-	22, // 78: rel.v1.ControlService.ListReleases:output_type -> rel.v1.ListReleasesResponse
-	24, // 79: rel.v1.ControlService.GetRelease:output_type -> rel.v1.GetReleaseResponse
-	26, // 80: rel.v1.ControlService.StartRollout:output_type -> rel.v1.StartRolloutResponse
-	30, // 81: rel.v1.ControlService.GetRollout:output_type -> rel.v1.GetRolloutResponse
-	32, // 82: rel.v1.ControlService.ListRollouts:output_type -> rel.v1.ListRolloutsResponse
-	35, // 83: rel.v1.ControlService.ListAgents:output_type -> rel.v1.ListAgentsResponse
-	37, // 84: rel.v1.ControlService.GetAgent:output_type -> rel.v1.GetAgentResponse
-	39, // 85: rel.v1.ControlService.History:output_type -> rel.v1.HistoryResponse
-	43, // 86: rel.v1.ControlService.PlanRollout:output_type -> rel.v1.PlanRolloutResponse
-	45, // 87: rel.v1.ControlService.ControlRollout:output_type -> rel.v1.ControlRolloutResponse
-	47, // 88: rel.v1.ControlService.RollbackRollout:output_type -> rel.v1.RollbackRolloutResponse
-	49, // 89: rel.v1.ControlService.RolloutEvents:output_type -> rel.v1.RolloutEventsResponse
-	3,  // 90: rel.v1.ControlService.ShowEnvironment:output_type -> rel.v1.ShowEnvironmentResponse
-	5,  // 91: rel.v1.ControlService.Overview:output_type -> rel.v1.OverviewResponse
-	71, // [71:92] is the sub-list for method output_type
-	50, // [50:71] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	65, // 38: rel.v1.HistoryResponse.entries:type_name -> rel.v1.HistoryEntry
+	66, // 39: rel.v1.HistoryResponse.summaries:type_name -> rel.v1.HistorySummary
+	60, // 40: rel.v1.PlanRolloutRequest.spec:type_name -> rel.v1.RolloutSpec
+	56, // 41: rel.v1.PlannedHost.labels:type_name -> rel.v1.PlannedHost.LabelsEntry
+	43, // 42: rel.v1.PlannedWave.hosts:type_name -> rel.v1.PlannedHost
+	60, // 43: rel.v1.PlanRolloutResponse.spec:type_name -> rel.v1.RolloutSpec
+	44, // 44: rel.v1.PlanRolloutResponse.waves:type_name -> rel.v1.PlannedWave
+	43, // 45: rel.v1.PlanRolloutResponse.offline:type_name -> rel.v1.PlannedHost
+	61, // 46: rel.v1.ControlRolloutResponse.rollout:type_name -> rel.v1.Rollout
+	61, // 47: rel.v1.RollbackRolloutResponse.rollback:type_name -> rel.v1.Rollout
+	6,  // 48: rel.v1.RolloutEventsRequest.read:type_name -> rel.v1.ReadOptions
+	67, // 49: rel.v1.RolloutEventsResponse.events:type_name -> rel.v1.RolloutEvent
+	61, // 50: rel.v1.RolloutEventsResponse.rollout:type_name -> rel.v1.Rollout
+	7,  // 51: rel.v1.ControlService.CreateApp:input_type -> rel.v1.CreateAppRequest
+	9,  // 52: rel.v1.ControlService.ListApps:input_type -> rel.v1.ListAppsRequest
+	11, // 53: rel.v1.ControlService.CreateEnvironment:input_type -> rel.v1.CreateEnvironmentRequest
+	17, // 54: rel.v1.ControlService.ListEnvironments:input_type -> rel.v1.ListEnvironmentsRequest
+	13, // 55: rel.v1.ControlService.UpdateEnvironment:input_type -> rel.v1.UpdateEnvironmentRequest
+	15, // 56: rel.v1.ControlService.DeleteEnvironment:input_type -> rel.v1.DeleteEnvironmentRequest
+	19, // 57: rel.v1.ControlService.CreateRelease:input_type -> rel.v1.CreateReleaseRequest
+	21, // 58: rel.v1.ControlService.ListReleases:input_type -> rel.v1.ListReleasesRequest
+	23, // 59: rel.v1.ControlService.GetRelease:input_type -> rel.v1.GetReleaseRequest
+	25, // 60: rel.v1.ControlService.DeleteRelease:input_type -> rel.v1.DeleteReleaseRequest
+	27, // 61: rel.v1.ControlService.StartRollout:input_type -> rel.v1.StartRolloutRequest
+	29, // 62: rel.v1.ControlService.GetRollout:input_type -> rel.v1.GetRolloutRequest
+	33, // 63: rel.v1.ControlService.ListRollouts:input_type -> rel.v1.ListRolloutsRequest
+	36, // 64: rel.v1.ControlService.ListAgents:input_type -> rel.v1.ListAgentsRequest
+	38, // 65: rel.v1.ControlService.GetAgent:input_type -> rel.v1.GetAgentRequest
+	40, // 66: rel.v1.ControlService.History:input_type -> rel.v1.HistoryRequest
+	42, // 67: rel.v1.ControlService.PlanRollout:input_type -> rel.v1.PlanRolloutRequest
+	46, // 68: rel.v1.ControlService.ControlRollout:input_type -> rel.v1.ControlRolloutRequest
+	48, // 69: rel.v1.ControlService.RollbackRollout:input_type -> rel.v1.RollbackRolloutRequest
+	50, // 70: rel.v1.ControlService.RolloutEvents:input_type -> rel.v1.RolloutEventsRequest
+	0,  // 71: rel.v1.ControlService.ShowEnvironment:input_type -> rel.v1.ShowEnvironmentRequest
+	4,  // 72: rel.v1.ControlService.Overview:input_type -> rel.v1.OverviewRequest
+	8,  // 73: rel.v1.ControlService.CreateApp:output_type -> rel.v1.CreateAppResponse
+	10, // 74: rel.v1.ControlService.ListApps:output_type -> rel.v1.ListAppsResponse
+	12, // 75: rel.v1.ControlService.CreateEnvironment:output_type -> rel.v1.CreateEnvironmentResponse
+	18, // 76: rel.v1.ControlService.ListEnvironments:output_type -> rel.v1.ListEnvironmentsResponse
+	14, // 77: rel.v1.ControlService.UpdateEnvironment:output_type -> rel.v1.UpdateEnvironmentResponse
+	16, // 78: rel.v1.ControlService.DeleteEnvironment:output_type -> rel.v1.DeleteEnvironmentResponse
+	20, // 79: rel.v1.ControlService.CreateRelease:output_type -> rel.v1.CreateReleaseResponse
+	22, // 80: rel.v1.ControlService.ListReleases:output_type -> rel.v1.ListReleasesResponse
+	24, // 81: rel.v1.ControlService.GetRelease:output_type -> rel.v1.GetReleaseResponse
+	26, // 82: rel.v1.ControlService.DeleteRelease:output_type -> rel.v1.DeleteReleaseResponse
+	28, // 83: rel.v1.ControlService.StartRollout:output_type -> rel.v1.StartRolloutResponse
+	32, // 84: rel.v1.ControlService.GetRollout:output_type -> rel.v1.GetRolloutResponse
+	34, // 85: rel.v1.ControlService.ListRollouts:output_type -> rel.v1.ListRolloutsResponse
+	37, // 86: rel.v1.ControlService.ListAgents:output_type -> rel.v1.ListAgentsResponse
+	39, // 87: rel.v1.ControlService.GetAgent:output_type -> rel.v1.GetAgentResponse
+	41, // 88: rel.v1.ControlService.History:output_type -> rel.v1.HistoryResponse
+	45, // 89: rel.v1.ControlService.PlanRollout:output_type -> rel.v1.PlanRolloutResponse
+	47, // 90: rel.v1.ControlService.ControlRollout:output_type -> rel.v1.ControlRolloutResponse
+	49, // 91: rel.v1.ControlService.RollbackRollout:output_type -> rel.v1.RollbackRolloutResponse
+	51, // 92: rel.v1.ControlService.RolloutEvents:output_type -> rel.v1.RolloutEventsResponse
+	3,  // 93: rel.v1.ControlService.ShowEnvironment:output_type -> rel.v1.ShowEnvironmentResponse
+	5,  // 94: rel.v1.ControlService.Overview:output_type -> rel.v1.OverviewResponse
+	73, // [73:95] is the sub-list for method output_type
+	51, // [51:73] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_control_proto_init() }
@@ -3777,7 +3899,7 @@ func file_rel_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_control_proto_rawDesc), len(file_rel_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   55,
+			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	ControlService_CreateRelease_FullMethodName     = "/rel.v1.ControlService/CreateRelease"
 	ControlService_ListReleases_FullMethodName      = "/rel.v1.ControlService/ListReleases"
 	ControlService_GetRelease_FullMethodName        = "/rel.v1.ControlService/GetRelease"
+	ControlService_DeleteRelease_FullMethodName     = "/rel.v1.ControlService/DeleteRelease"
 	ControlService_StartRollout_FullMethodName      = "/rel.v1.ControlService/StartRollout"
 	ControlService_GetRollout_FullMethodName        = "/rel.v1.ControlService/GetRollout"
 	ControlService_ListRollouts_FullMethodName      = "/rel.v1.ControlService/ListRollouts"
@@ -72,6 +73,11 @@ type ControlServiceClient interface {
 	CreateRelease(ctx context.Context, in *CreateReleaseRequest, opts ...grpc.CallOption) (*CreateReleaseResponse, error)
 	ListReleases(ctx context.Context, in *ListReleasesRequest, opts ...grpc.CallOption) (*ListReleasesResponse, error)
 	GetRelease(ctx context.Context, in *GetReleaseRequest, opts ...grpc.CallOption) (*GetReleaseResponse, error)
+	// DeleteRelease deletes a release nothing needs any more: it is refused
+	// (FailedPrecondition) while a host runs or installs it, an active
+	// rollout goes to or from it, an environment's current release is it,
+	// or 'relctl rollout rollback' could go back to it.
+	DeleteRelease(ctx context.Context, in *DeleteReleaseRequest, opts ...grpc.CallOption) (*DeleteReleaseResponse, error)
 	StartRollout(ctx context.Context, in *StartRolloutRequest, opts ...grpc.CallOption) (*StartRolloutResponse, error)
 	GetRollout(ctx context.Context, in *GetRolloutRequest, opts ...grpc.CallOption) (*GetRolloutResponse, error)
 	ListRollouts(ctx context.Context, in *ListRolloutsRequest, opts ...grpc.CallOption) (*ListRolloutsResponse, error)
@@ -188,6 +194,16 @@ func (c *controlServiceClient) GetRelease(ctx context.Context, in *GetReleaseReq
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetReleaseResponse)
 	err := c.cc.Invoke(ctx, ControlService_GetRelease_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) DeleteRelease(ctx context.Context, in *DeleteReleaseRequest, opts ...grpc.CallOption) (*DeleteReleaseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteReleaseResponse)
+	err := c.cc.Invoke(ctx, ControlService_DeleteRelease_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -344,6 +360,11 @@ type ControlServiceServer interface {
 	CreateRelease(context.Context, *CreateReleaseRequest) (*CreateReleaseResponse, error)
 	ListReleases(context.Context, *ListReleasesRequest) (*ListReleasesResponse, error)
 	GetRelease(context.Context, *GetReleaseRequest) (*GetReleaseResponse, error)
+	// DeleteRelease deletes a release nothing needs any more: it is refused
+	// (FailedPrecondition) while a host runs or installs it, an active
+	// rollout goes to or from it, an environment's current release is it,
+	// or 'relctl rollout rollback' could go back to it.
+	DeleteRelease(context.Context, *DeleteReleaseRequest) (*DeleteReleaseResponse, error)
 	StartRollout(context.Context, *StartRolloutRequest) (*StartRolloutResponse, error)
 	GetRollout(context.Context, *GetRolloutRequest) (*GetRolloutResponse, error)
 	ListRollouts(context.Context, *ListRolloutsRequest) (*ListRolloutsResponse, error)
@@ -402,6 +423,9 @@ func (UnimplementedControlServiceServer) ListReleases(context.Context, *ListRele
 }
 func (UnimplementedControlServiceServer) GetRelease(context.Context, *GetReleaseRequest) (*GetReleaseResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetRelease not implemented")
+}
+func (UnimplementedControlServiceServer) DeleteRelease(context.Context, *DeleteReleaseRequest) (*DeleteReleaseResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteRelease not implemented")
 }
 func (UnimplementedControlServiceServer) StartRollout(context.Context, *StartRolloutRequest) (*StartRolloutResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method StartRollout not implemented")
@@ -618,6 +642,24 @@ func _ControlService_GetRelease_Handler(srv interface{}, ctx context.Context, de
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(ControlServiceServer).GetRelease(ctx, req.(*GetReleaseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_DeleteRelease_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteReleaseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).DeleteRelease(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_DeleteRelease_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).DeleteRelease(ctx, req.(*DeleteReleaseRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -880,6 +922,10 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetRelease",
 			Handler:    _ControlService_GetRelease_Handler,
+		},
+		{
+			MethodName: "DeleteRelease",
+			Handler:    _ControlService_DeleteRelease_Handler,
 		},
 		{
 			MethodName: "StartRollout",

@@ -45,6 +45,8 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_AgentRevocation
 	//	*SnapshotRecord_Meta
 	//	*SnapshotRecord_Request
+	//	*SnapshotRecord_ArtifactTombstone
+	//	*SnapshotRecord_HistorySummary
 	Kind          isSnapshotRecord_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -249,6 +251,24 @@ func (x *SnapshotRecord) GetRequest() *RequestRecord {
 	return nil
 }
 
+func (x *SnapshotRecord) GetArtifactTombstone() *ArtifactTombstone {
+	if x != nil {
+		if x, ok := x.Kind.(*SnapshotRecord_ArtifactTombstone); ok {
+			return x.ArtifactTombstone
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotRecord) GetHistorySummary() *HistorySummary {
+	if x != nil {
+		if x, ok := x.Kind.(*SnapshotRecord_HistorySummary); ok {
+			return x.HistorySummary
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Kind interface {
 	isSnapshotRecord_Kind()
 }
@@ -325,6 +345,14 @@ type SnapshotRecord_Request struct {
 	Request *RequestRecord `protobuf:"bytes,18,opt,name=request,proto3,oneof"`
 }
 
+type SnapshotRecord_ArtifactTombstone struct {
+	ArtifactTombstone *ArtifactTombstone `protobuf:"bytes,19,opt,name=artifact_tombstone,json=artifactTombstone,proto3,oneof"`
+}
+
+type SnapshotRecord_HistorySummary struct {
+	HistorySummary *HistorySummary `protobuf:"bytes,20,opt,name=history_summary,json=historySummary,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Kind() {}
 
 func (*SnapshotRecord_App) isSnapshotRecord_Kind() {}
@@ -360,6 +388,10 @@ func (*SnapshotRecord_AgentRevocation) isSnapshotRecord_Kind() {}
 func (*SnapshotRecord_Meta) isSnapshotRecord_Kind() {}
 
 func (*SnapshotRecord_Request) isSnapshotRecord_Kind() {}
+
+func (*SnapshotRecord_ArtifactTombstone) isSnapshotRecord_Kind() {}
+
+func (*SnapshotRecord_HistorySummary) isSnapshotRecord_Kind() {}
 
 type SnapshotHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -516,7 +548,7 @@ var File_rel_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_rel_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x15rel/v1/snapshot.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\xfc\x06\n" +
+	"\x15rel/v1/snapshot.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\x8b\b\n" +
 	"\x0eSnapshotRecord\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.rel.v1.SnapshotHeaderH\x00R\x06header\x12\x1f\n" +
 	"\x03app\x18\x02 \x01(\v2\v.rel.v1.AppH\x00R\x03app\x127\n" +
@@ -539,7 +571,9 @@ const file_rel_v1_snapshot_proto_rawDesc = "" +
 	"join_token\x18\x0f \x01(\v2\x11.rel.v1.JoinTokenH\x00R\tjoinToken\x12D\n" +
 	"\x10agent_revocation\x18\x10 \x01(\v2\x17.rel.v1.AgentRevocationH\x00R\x0fagentRevocation\x12(\n" +
 	"\x04meta\x18\x11 \x01(\v2\x12.rel.v1.MetaRecordH\x00R\x04meta\x121\n" +
-	"\arequest\x18\x12 \x01(\v2\x15.rel.v1.RequestRecordH\x00R\arequestB\x06\n" +
+	"\arequest\x18\x12 \x01(\v2\x15.rel.v1.RequestRecordH\x00R\arequest\x12J\n" +
+	"\x12artifact_tombstone\x18\x13 \x01(\v2\x19.rel.v1.ArtifactTombstoneH\x00R\x11artifactTombstone\x12A\n" +
+	"\x0fhistory_summary\x18\x14 \x01(\v2\x16.rel.v1.HistorySummaryH\x00R\x0ehistorySummaryB\x06\n" +
 	"\x04kind\"(\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\"8\n" +
@@ -566,24 +600,26 @@ func file_rel_v1_snapshot_proto_rawDescGZIP() []byte {
 
 var file_rel_v1_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_rel_v1_snapshot_proto_goTypes = []any{
-	(*SnapshotRecord)(nil),  // 0: rel.v1.SnapshotRecord
-	(*SnapshotHeader)(nil),  // 1: rel.v1.SnapshotHeader
-	(*TableIndex)(nil),      // 2: rel.v1.TableIndex
-	(*MetaRecord)(nil),      // 3: rel.v1.MetaRecord
-	(*App)(nil),             // 4: rel.v1.App
-	(*Environment)(nil),     // 5: rel.v1.Environment
-	(*Release)(nil),         // 6: rel.v1.Release
-	(*Server)(nil),          // 7: rel.v1.Server
-	(*Agent)(nil),           // 8: rel.v1.Agent
-	(*AgentApp)(nil),        // 9: rel.v1.AgentApp
-	(*Desired)(nil),         // 10: rel.v1.Desired
-	(*Rollout)(nil),         // 11: rel.v1.Rollout
-	(*HistoryEntry)(nil),    // 12: rel.v1.HistoryEntry
-	(*RolloutEvent)(nil),    // 13: rel.v1.RolloutEvent
-	(*ACLToken)(nil),        // 14: rel.v1.ACLToken
-	(*JoinToken)(nil),       // 15: rel.v1.JoinToken
-	(*AgentRevocation)(nil), // 16: rel.v1.AgentRevocation
-	(*RequestRecord)(nil),   // 17: rel.v1.RequestRecord
+	(*SnapshotRecord)(nil),    // 0: rel.v1.SnapshotRecord
+	(*SnapshotHeader)(nil),    // 1: rel.v1.SnapshotHeader
+	(*TableIndex)(nil),        // 2: rel.v1.TableIndex
+	(*MetaRecord)(nil),        // 3: rel.v1.MetaRecord
+	(*App)(nil),               // 4: rel.v1.App
+	(*Environment)(nil),       // 5: rel.v1.Environment
+	(*Release)(nil),           // 6: rel.v1.Release
+	(*Server)(nil),            // 7: rel.v1.Server
+	(*Agent)(nil),             // 8: rel.v1.Agent
+	(*AgentApp)(nil),          // 9: rel.v1.AgentApp
+	(*Desired)(nil),           // 10: rel.v1.Desired
+	(*Rollout)(nil),           // 11: rel.v1.Rollout
+	(*HistoryEntry)(nil),      // 12: rel.v1.HistoryEntry
+	(*RolloutEvent)(nil),      // 13: rel.v1.RolloutEvent
+	(*ACLToken)(nil),          // 14: rel.v1.ACLToken
+	(*JoinToken)(nil),         // 15: rel.v1.JoinToken
+	(*AgentRevocation)(nil),   // 16: rel.v1.AgentRevocation
+	(*RequestRecord)(nil),     // 17: rel.v1.RequestRecord
+	(*ArtifactTombstone)(nil), // 18: rel.v1.ArtifactTombstone
+	(*HistorySummary)(nil),    // 19: rel.v1.HistorySummary
 }
 var file_rel_v1_snapshot_proto_depIdxs = []int32{
 	1,  // 0: rel.v1.SnapshotRecord.header:type_name -> rel.v1.SnapshotHeader
@@ -603,11 +639,13 @@ var file_rel_v1_snapshot_proto_depIdxs = []int32{
 	16, // 14: rel.v1.SnapshotRecord.agent_revocation:type_name -> rel.v1.AgentRevocation
 	3,  // 15: rel.v1.SnapshotRecord.meta:type_name -> rel.v1.MetaRecord
 	17, // 16: rel.v1.SnapshotRecord.request:type_name -> rel.v1.RequestRecord
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	18, // 17: rel.v1.SnapshotRecord.artifact_tombstone:type_name -> rel.v1.ArtifactTombstone
+	19, // 18: rel.v1.SnapshotRecord.history_summary:type_name -> rel.v1.HistorySummary
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_snapshot_proto_init() }
@@ -636,6 +674,8 @@ func file_rel_v1_snapshot_proto_init() {
 		(*SnapshotRecord_AgentRevocation)(nil),
 		(*SnapshotRecord_Meta)(nil),
 		(*SnapshotRecord_Request)(nil),
+		(*SnapshotRecord_ArtifactTombstone)(nil),
+		(*SnapshotRecord_HistorySummary)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

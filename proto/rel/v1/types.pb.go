@@ -1855,6 +1855,146 @@ func (x *HistoryEntry) GetModifyIndex() uint64 {
 	return 0
 }
 
+// HistorySummary is what the history retention kept of the entries it
+// folded for one app on one host: how many there were, by outcome, and
+// the time they span. One row per (app, agent_id).
+type HistorySummary struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	App     string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	AgentId string                 `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// Entries folded, and of them how many ended replaced, failed or
+	// rolled_back; other counts the rest (entries closed when their host
+	// was removed, say).
+	Entries    uint64 `protobuf:"varint,3,opt,name=entries,proto3" json:"entries,omitempty"`
+	Replaced   uint64 `protobuf:"varint,4,opt,name=replaced,proto3" json:"replaced,omitempty"`
+	Failed     uint64 `protobuf:"varint,5,opt,name=failed,proto3" json:"failed,omitempty"`
+	RolledBack uint64 `protobuf:"varint,6,opt,name=rolled_back,json=rolledBack,proto3" json:"rolled_back,omitempty"`
+	Other      uint64 `protobuf:"varint,7,opt,name=other,proto3" json:"other,omitempty"`
+	// The earliest from_unix_nano and the latest to_unix_nano folded.
+	FirstUnixNano int64 `protobuf:"varint,8,opt,name=first_unix_nano,json=firstUnixNano,proto3" json:"first_unix_nano,omitempty"`
+	LastUnixNano  int64 `protobuf:"varint,9,opt,name=last_unix_nano,json=lastUnixNano,proto3" json:"last_unix_nano,omitempty"`
+	// The version of the latest entry folded (by to_unix_nano).
+	LastVersion   string `protobuf:"bytes,10,opt,name=last_version,json=lastVersion,proto3" json:"last_version,omitempty"`
+	CreateIndex   uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex   uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistorySummary) Reset() {
+	*x = HistorySummary{}
+	mi := &file_rel_v1_types_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistorySummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistorySummary) ProtoMessage() {}
+
+func (x *HistorySummary) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_types_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistorySummary.ProtoReflect.Descriptor instead.
+func (*HistorySummary) Descriptor() ([]byte, []int) {
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *HistorySummary) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *HistorySummary) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *HistorySummary) GetEntries() uint64 {
+	if x != nil {
+		return x.Entries
+	}
+	return 0
+}
+
+func (x *HistorySummary) GetReplaced() uint64 {
+	if x != nil {
+		return x.Replaced
+	}
+	return 0
+}
+
+func (x *HistorySummary) GetFailed() uint64 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *HistorySummary) GetRolledBack() uint64 {
+	if x != nil {
+		return x.RolledBack
+	}
+	return 0
+}
+
+func (x *HistorySummary) GetOther() uint64 {
+	if x != nil {
+		return x.Other
+	}
+	return 0
+}
+
+func (x *HistorySummary) GetFirstUnixNano() int64 {
+	if x != nil {
+		return x.FirstUnixNano
+	}
+	return 0
+}
+
+func (x *HistorySummary) GetLastUnixNano() int64 {
+	if x != nil {
+		return x.LastUnixNano
+	}
+	return 0
+}
+
+func (x *HistorySummary) GetLastVersion() string {
+	if x != nil {
+		return x.LastVersion
+	}
+	return ""
+}
+
+func (x *HistorySummary) GetCreateIndex() uint64 {
+	if x != nil {
+		return x.CreateIndex
+	}
+	return 0
+}
+
+func (x *HistorySummary) GetModifyIndex() uint64 {
+	if x != nil {
+		return x.ModifyIndex
+	}
+	return 0
+}
+
 // RequestRecord is the first answer to a request id (Command.request_id),
 // kept so that the same request sent again is answered with it instead of
 // being applied again. Records expire an hour after their command's stamp
@@ -1886,7 +2026,7 @@ type RequestRecord struct {
 
 func (x *RequestRecord) Reset() {
 	*x = RequestRecord{}
-	mi := &file_rel_v1_types_proto_msgTypes[16]
+	mi := &file_rel_v1_types_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1898,7 +2038,7 @@ func (x *RequestRecord) String() string {
 func (*RequestRecord) ProtoMessage() {}
 
 func (x *RequestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_types_proto_msgTypes[16]
+	mi := &file_rel_v1_types_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1911,7 +2051,7 @@ func (x *RequestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRecord.ProtoReflect.Descriptor instead.
 func (*RequestRecord) Descriptor() ([]byte, []int) {
-	return file_rel_v1_types_proto_rawDescGZIP(), []int{16}
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RequestRecord) GetId() string {
@@ -1975,6 +2115,79 @@ func (x *RequestRecord) GetRef() string {
 		return x.Ref
 	}
 	return ""
+}
+
+// ArtifactTombstone records that an artifact GC pass removed a blob from the
+// cluster's store: each server deletes its copy once it has applied the
+// entry, and a release of the digest decided before then is refused.
+type ArtifactTombstone struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Digest string                 `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	// The stamp of the RemoveArtifacts entry (the leader's clock).
+	RemovedUnixNano int64  `protobuf:"varint,2,opt,name=removed_unix_nano,json=removedUnixNano,proto3" json:"removed_unix_nano,omitempty"`
+	CreateIndex     uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	// The index of the latest RemoveArtifacts naming the digest.
+	ModifyIndex   uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArtifactTombstone) Reset() {
+	*x = ArtifactTombstone{}
+	mi := &file_rel_v1_types_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArtifactTombstone) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArtifactTombstone) ProtoMessage() {}
+
+func (x *ArtifactTombstone) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_types_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArtifactTombstone.ProtoReflect.Descriptor instead.
+func (*ArtifactTombstone) Descriptor() ([]byte, []int) {
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ArtifactTombstone) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *ArtifactTombstone) GetRemovedUnixNano() int64 {
+	if x != nil {
+		return x.RemovedUnixNano
+	}
+	return 0
+}
+
+func (x *ArtifactTombstone) GetCreateIndex() uint64 {
+	if x != nil {
+		return x.CreateIndex
+	}
+	return 0
+}
+
+func (x *ArtifactTombstone) GetModifyIndex() uint64 {
+	if x != nil {
+		return x.ModifyIndex
+	}
+	return 0
 }
 
 var File_rel_v1_types_proto protoreflect.FileDescriptor
@@ -2171,6 +2384,21 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\x16replaced_by_rollout_id\x18\v \x01(\tR\x13replacedByRolloutId\x12(\n" +
 	"\x10replaced_by_kind\x18\f \x01(\tR\x0ereplacedByKind\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
+	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\xf9\x02\n" +
+	"\x0eHistorySummary\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x19\n" +
+	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x18\n" +
+	"\aentries\x18\x03 \x01(\x04R\aentries\x12\x1a\n" +
+	"\breplaced\x18\x04 \x01(\x04R\breplaced\x12\x16\n" +
+	"\x06failed\x18\x05 \x01(\x04R\x06failed\x12\x1f\n" +
+	"\vrolled_back\x18\x06 \x01(\x04R\n" +
+	"rolledBack\x12\x14\n" +
+	"\x05other\x18\a \x01(\x04R\x05other\x12&\n" +
+	"\x0ffirst_unix_nano\x18\b \x01(\x03R\rfirstUnixNano\x12$\n" +
+	"\x0elast_unix_nano\x18\t \x01(\x03R\flastUnixNano\x12!\n" +
+	"\flast_version\x18\n" +
+	" \x01(\tR\vlastVersion\x12!\n" +
+	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\xe6\x01\n" +
 	"\rRequestRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
@@ -2182,7 +2410,12 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\n" +
 	"error_kind\x18\a \x01(\tR\terrorKind\x12\x14\n" +
 	"\x05error\x18\b \x01(\tR\x05error\x12\x10\n" +
-	"\x03ref\x18\t \x01(\tR\x03refB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
+	"\x03ref\x18\t \x01(\tR\x03ref\"\x9d\x01\n" +
+	"\x11ArtifactTombstone\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\x12*\n" +
+	"\x11removed_unix_nano\x18\x02 \x01(\x03R\x0fremovedUnixNano\x12!\n" +
+	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
+	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndexB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
 
 var (
 	file_rel_v1_types_proto_rawDescOnce sync.Once
@@ -2196,33 +2429,35 @@ func file_rel_v1_types_proto_rawDescGZIP() []byte {
 	return file_rel_v1_types_proto_rawDescData
 }
 
-var file_rel_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_rel_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_rel_v1_types_proto_goTypes = []any{
-	(*App)(nil),           // 0: rel.v1.App
-	(*Environment)(nil),   // 1: rel.v1.Environment
-	(*Release)(nil),       // 2: rel.v1.Release
-	(*Server)(nil),        // 3: rel.v1.Server
-	(*HostFacts)(nil),     // 4: rel.v1.HostFacts
-	(*Load)(nil),          // 5: rel.v1.Load
-	(*AppReport)(nil),     // 6: rel.v1.AppReport
-	(*Agent)(nil),         // 7: rel.v1.Agent
-	(*AgentApp)(nil),      // 8: rel.v1.AgentApp
-	(*Desired)(nil),       // 9: rel.v1.Desired
-	(*Quantity)(nil),      // 10: rel.v1.Quantity
-	(*RolloutSpec)(nil),   // 11: rel.v1.RolloutSpec
-	(*RolloutHost)(nil),   // 12: rel.v1.RolloutHost
-	(*Rollout)(nil),       // 13: rel.v1.Rollout
-	(*RolloutEvent)(nil),  // 14: rel.v1.RolloutEvent
-	(*HistoryEntry)(nil),  // 15: rel.v1.HistoryEntry
-	(*RequestRecord)(nil), // 16: rel.v1.RequestRecord
-	nil,                   // 17: rel.v1.Environment.SelectorEntry
-	nil,                   // 18: rel.v1.Release.LabelsEntry
-	nil,                   // 19: rel.v1.Agent.LabelsEntry
+	(*App)(nil),               // 0: rel.v1.App
+	(*Environment)(nil),       // 1: rel.v1.Environment
+	(*Release)(nil),           // 2: rel.v1.Release
+	(*Server)(nil),            // 3: rel.v1.Server
+	(*HostFacts)(nil),         // 4: rel.v1.HostFacts
+	(*Load)(nil),              // 5: rel.v1.Load
+	(*AppReport)(nil),         // 6: rel.v1.AppReport
+	(*Agent)(nil),             // 7: rel.v1.Agent
+	(*AgentApp)(nil),          // 8: rel.v1.AgentApp
+	(*Desired)(nil),           // 9: rel.v1.Desired
+	(*Quantity)(nil),          // 10: rel.v1.Quantity
+	(*RolloutSpec)(nil),       // 11: rel.v1.RolloutSpec
+	(*RolloutHost)(nil),       // 12: rel.v1.RolloutHost
+	(*Rollout)(nil),           // 13: rel.v1.Rollout
+	(*RolloutEvent)(nil),      // 14: rel.v1.RolloutEvent
+	(*HistoryEntry)(nil),      // 15: rel.v1.HistoryEntry
+	(*HistorySummary)(nil),    // 16: rel.v1.HistorySummary
+	(*RequestRecord)(nil),     // 17: rel.v1.RequestRecord
+	(*ArtifactTombstone)(nil), // 18: rel.v1.ArtifactTombstone
+	nil,                       // 19: rel.v1.Environment.SelectorEntry
+	nil,                       // 20: rel.v1.Release.LabelsEntry
+	nil,                       // 21: rel.v1.Agent.LabelsEntry
 }
 var file_rel_v1_types_proto_depIdxs = []int32{
-	17, // 0: rel.v1.Environment.selector:type_name -> rel.v1.Environment.SelectorEntry
-	18, // 1: rel.v1.Release.labels:type_name -> rel.v1.Release.LabelsEntry
-	19, // 2: rel.v1.Agent.labels:type_name -> rel.v1.Agent.LabelsEntry
+	19, // 0: rel.v1.Environment.selector:type_name -> rel.v1.Environment.SelectorEntry
+	20, // 1: rel.v1.Release.labels:type_name -> rel.v1.Release.LabelsEntry
+	21, // 2: rel.v1.Agent.labels:type_name -> rel.v1.Agent.LabelsEntry
 	4,  // 3: rel.v1.Agent.facts:type_name -> rel.v1.HostFacts
 	6,  // 4: rel.v1.AgentApp.report:type_name -> rel.v1.AppReport
 	10, // 5: rel.v1.RolloutSpec.canary:type_name -> rel.v1.Quantity
@@ -2248,7 +2483,7 @@ func file_rel_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_types_proto_rawDesc), len(file_rel_v1_types_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
