@@ -267,7 +267,7 @@ func runSteady() error {
 }
 
 // steadyStaleStarts counts rollout starts refused NotFound for a release
-// just created through the same server.
+// whose creation had just succeeded.
 var steadyStaleStarts atomic.Int64
 
 // steadyRollout creates a release of app and rolls it out to env all at
@@ -291,15 +291,17 @@ func steadyRollout(ctx context.Context, ctl relv1.ControlServiceClient, app, env
 		if err == nil {
 			break
 		}
-		// The release was just created through this same server: a
-		// NotFound means its replica was still behind when its
-		// read-your-writes wait (2 s) gave up. Counted and shown, then
-		// asked again (a new request id: the refusal was an answer).
+		// The release was just created (its CreateRelease answered): a
+		// NotFound means the replica that planned the rollout was still
+		// behind (seen under heavy load; the leader plans without a
+		// barrier, and a new leader may not have applied its log yet).
+		// Counted and shown, then asked again (a new request id: the
+		// refusal was an answer).
 		if status.Code(err) != codes.NotFound || time.Since(start) > time.Minute {
 			return 0, err
 		}
 		if steadyStaleStarts.Add(1) == 1 {
-			fmt.Printf("note: %s@%s: StartRollout answered NotFound right after CreateRelease through the same server (its replica behind): %v; retrying, counted in the row\n", app, version, err)
+			fmt.Printf("note: %s@%s: StartRollout answered NotFound right after its CreateRelease succeeded (a replica behind): %v; retrying, counted in the row\n", app, version, err)
 		}
 		if !retry.Sleep(ctx, retry.Jitter(200*time.Millisecond)) {
 			return 0, err
@@ -379,7 +381,7 @@ func steadyRow(points []steadyPoint, total, nAgents, nApps int, missing []string
 		commas(final.rollouts), nApps, final.at.Round(time.Second), maxRSS/1024, float64(maxSnap)/(1<<20), float64(maxDB)/(1<<20), maxList.Milliseconds(),
 		commas(half.rollouts), commas(final.rollouts), rssG*100, snapG*100, flat)
 	if n := steadyStaleStarts.Load(); n > 0 {
-		figure += fmt.Sprintf("; %d starts refused NotFound for the release just created through the same server (its replica behind; read-your-writes waits 2 s), retried", n)
+		figure += fmt.Sprintf("; %d starts refused NotFound for the release whose creation had just succeeded (a replica behind), retried", n)
 	}
 	if len(missing) > 0 {
 		figure += "; without " + strings.Join(missing, ", ") + " (not in this rel-server)"
