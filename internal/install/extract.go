@@ -68,17 +68,22 @@ func extractArtifact(r io.Reader, dir, plainName string, lim extractLimits) erro
 			return refuse("", "gzip: %v", err)
 		}
 		defer zr.Close()
-		data = zr
+		ra := newReadahead(zr)
+		defer ra.Close() // before zr.Close: it stops ra's reads of zr
+		data = ra
 		plainName = strings.TrimSuffix(plainName, ".gz")
 	case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
-		// Concurrency 1 decodes in the calling goroutine: no goroutines to
-		// leak, and an agent has no hurry worth the memory.
+		// Concurrency 1 decodes in the goroutine that reads (readahead's):
+		// no goroutines of the decoder's own to leak, and no memory for
+		// blocks decoded in parallel.
 		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(zstdMaxWindow))
 		if err != nil {
 			return refuse("", "zstd: %v", err)
 		}
 		defer zr.Close()
-		data = zr
+		ra := newReadahead(zr)
+		defer ra.Close() // before zr.Close: it stops ra's reads of zr
+		data = ra
 		plainName = strings.TrimSuffix(plainName, ".zst")
 	}
 	inner := bufio.NewReaderSize(data, 64<<10)

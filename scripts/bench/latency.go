@@ -149,12 +149,9 @@ func runLatency() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	hello := filepath.Join(dir, "hello")
-	// Built like scripts/bundle.sh ships it: static and stripped.
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", hello, "./examples/hello")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("build hello: %v\n%s", err, out)
+	hello, err := buildHello(dir)
+	if err != nil {
+		return err
 	}
 	printLine := func(name string, ds []time.Duration, target time.Duration) {
 		fmt.Printf("deploy latency, 3 real agents, healthy_after 1s, %s: median %s of %d (min %s, max %s; target <= %s)\n",
@@ -297,12 +294,21 @@ func answers(root, version string) bool {
 	return strings.Contains(string(body), "version "+version)
 }
 
-func helloBundle(hello, version, check string, deadline time.Duration) ([]byte, error) {
-	bin, err := os.ReadFile(hello)
-	if err != nil {
-		return nil, err
+// buildHello builds the sample app into dir, as scripts/bundle.sh ships
+// it: static and stripped.
+func buildHello(dir string) (string, error) {
+	hello := filepath.Join(dir, "hello")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", hello, "./examples/hello")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build hello: %v\n%s", err, out)
 	}
-	relYAML := fmt.Sprintf(`run: ./hello serve
+	return hello, nil
+}
+
+// helloSpec is the sample app's rel.yaml with the given health check.
+func helloSpec(check string, deadline time.Duration) string {
+	return fmt.Sprintf(`run: ./hello serve
 health:
   exec: %s
   interval: 250ms
@@ -311,6 +317,14 @@ health:
   deadline: %s
 stop_timeout: 3s
 `, check, deadline)
+}
+
+func helloBundle(hello, version, check string, deadline time.Duration) ([]byte, error) {
+	bin, err := os.ReadFile(hello)
+	if err != nil {
+		return nil, err
+	}
+	relYAML := helloSpec(check, deadline)
 	var buf bytes.Buffer
 	gz := gzip.NewWriter(&buf)
 	tw := tar.NewWriter(gz)

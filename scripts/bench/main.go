@@ -335,13 +335,17 @@ func (c *cluster) lastIndex() uint64 {
 	return max
 }
 
-func rssKiB(pid int) int {
+func rssKiB(pid int) int { return statusKiB(pid, "VmRSS:") }
+
+// statusKiB is a field of /proc/<pid>/status counted in kB (VmRSS:,
+// VmHWM:), 0 when it cannot be read.
+func statusKiB(pid int, field string) int {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			n, _ := strconv.Atoi(strings.Fields(v)[0])
 			return n
 		}
