@@ -99,6 +99,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		caKeyFile    = fs.String("ca-key-file", "", "the CA's key: with it this server signs agent certificates (enrolment with join tokens, renewal)")
 		agentCertTTL = fs.Duration("agent-cert-ttl", pki.DefaultAgentValidity, "how long the agent certificates this server signs are valid; agents renew at about two thirds")
 		enableDebug  = fs.Bool("enable-debug", false, "serve /debug/pprof/ on the HTTP port, to client certificates of role operator or admin")
+		retInterval  = fs.Duration("retention-interval", time.Minute, "how often the leader runs retention; for tests and benches (keep the default in production)")
 		showVersion  = fs.Bool("version", false, "print the version and exit")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -179,6 +180,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		CAKeyFile:         *caKeyFile,
 		AgentCertTTL:      *agentCertTTL,
 		EnableDebug:       *enableDebug,
+		RetentionInterval: *retInterval,
 		Logger:            logger,
 		LogOutput:         stderr,
 		LogJSON:           *logFormat == "json",

@@ -291,6 +291,10 @@ func (c *Config) Validate() error {
 	if c.SnapshotInterval < 0 {
 		return fmt.Errorf("%w: --snapshot-interval %s is negative", ErrConfig, c.SnapshotInterval)
 	}
+	if c.RetentionInterval < 0 {
+		// A negative interval would run retention back to back.
+		return fmt.Errorf("%w: --retention-interval %s is negative: give a positive duration (default 1m)", ErrConfig, c.RetentionInterval)
+	}
 	return nil
 }
 
