@@ -19,8 +19,9 @@ import (
 // committed when contact came back.
 
 // staleAfter is how long without a word from the leader makes a follower's
-// replica stale. The leader sends to each follower at least every
-// CommitTimeout (5 ms) and raft's heartbeats, so this is many missed ones.
+// replica stale. The leader heartbeats each follower every 100-200 ms
+// (HeartbeatTimeout/10; empty appends are held while idle, raftquiet.go),
+// so this is several missed ones.
 const staleAfter = 500 * time.Millisecond
 
 // freshness says whether this replica may be trusted to be current.

@@ -47,6 +47,8 @@ type Server struct {
 	// begin while setupRaft is still running.
 	raftReady atomic.Pointer[raft.Raft]
 	raftTrans *raft.NetworkTransport
+	// quiet holds raft's empty AppendEntries while there is nothing new.
+	quiet     *quietAppends
 	boltStore *raftboltdb.BoltStore
 	snaps     *raft.FileSnapshotStore
 	leaderCh  chan bool
@@ -301,7 +303,8 @@ func (s *Server) setupRaft() error {
 	// AppendEntries; when nothing else is written that is CommitTimeout
 	// later (default 50 ms). Agents are served from followers' replicas,
 	// so that delay would sit in every rollout step: keep it short. The
-	// cost is a small idle AppendEntries to each follower every 5 ms.
+	// empty AppendEntries it would send every 5-10 ms while nothing
+	// happens are held by quietAppends (raftquiet.go).
 	rc.CommitTimeout = 5 * time.Millisecond
 	if cfg.HeartbeatTimeout > 0 {
 		rc.HeartbeatTimeout = cfg.HeartbeatTimeout
@@ -319,7 +322,11 @@ func (s *Server) setupRaft() error {
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("%w: raft: %v", ErrConfig, err)
 	}
-	r, err := raft.NewRaft(rc, s.fsm, logs, bolt, snaps, noPipeline{s.raftTrans})
+	// Held empty appends wait at most a quarter of the heartbeat timeout
+	// (and never more than 250 ms): well inside the leader lease and the
+	// followers' staleAfter, which heartbeats keep anyway.
+	s.quiet = newQuietAppends(min(250*time.Millisecond, rc.HeartbeatTimeout/4), s.fsm.Applied)
+	r, err := raft.NewRaft(rc, s.fsm, quietLogs{LogStore: logs, q: s.quiet}, bolt, snaps, quietTransport{noPipeline: noPipeline{s.raftTrans}, q: s.quiet})
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
@@ -444,6 +451,9 @@ func (s *Server) shutdown(transfer bool) error {
 		s.logger.Info("shutting down", "leadership_transfer", transfer)
 		if transfer && s.raft != nil && s.IsLeader() && s.voterCount() > 1 {
 			// A graceful stop should not cost the cluster an election timeout.
+			// The transfer goes through raft's replication goroutines: let
+			// no empty append hold them.
+			s.quiet.stop()
 			if err := s.raft.LeadershipTransfer().Error(); err != nil {
 				s.logger.Warn("leadership transfer failed", "err", err)
 			}
@@ -497,6 +507,7 @@ func (s *Server) closeAll() error {
 	// waiting, so that those RPCs fail instead of holding shutdown.
 	var shut raft.Future
 	if s.raft != nil {
+		s.quiet.stop()
 		shut = s.raft.Shutdown()
 	}
 	if s.raftTrans != nil {
