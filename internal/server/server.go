@@ -306,6 +306,19 @@ func (s *Server) setupRaft() error {
 	// empty AppendEntries it would send every 5-10 ms while nothing
 	// happens are held by quietAppends (raftquiet.go).
 	rc.CommitTimeout = 5 * time.Millisecond
+	// Failover is a follower missing heartbeats for HeartbeatTimeout (its
+	// check fires every 1-2 timeouts) and, since a follower refuses votes
+	// while it still has a leader, usually both followers doing so before
+	// one wins: about two timeouts, 2.1-2.8 s with raft's 1 s (issue 10).
+	// Half of it keeps the leader lease at 500 ms, as before: a leader
+	// already had to reach a quorum every 500 ms or step down, so
+	// followers now tolerate the same silence the leader always did.
+	// Heartbeats go every 50-100 ms, outside the log's disk writes, and
+	// pre-vote keeps one follower that times out spuriously from
+	// deposing a leader the other still hears.
+	rc.HeartbeatTimeout = DefaultRaftHeartbeatTimeout
+	rc.ElectionTimeout = DefaultRaftElectionTimeout
+	rc.LeaderLeaseTimeout = DefaultRaftLeaderLeaseTimeout
 	if cfg.HeartbeatTimeout > 0 {
 		rc.HeartbeatTimeout = cfg.HeartbeatTimeout
 	}
