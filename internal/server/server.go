@@ -68,6 +68,8 @@ type Server struct {
 	reports  *reportBatcher
 	// fresh holds desired-state updates while this replica is stale.
 	fresh *freshness
+	// leaders wakes requests waiting out an election.
+	leaders leaderWatch
 
 	// ctx is cancelled when the server shuts down; background loops use it.
 	ctx    context.Context
@@ -345,6 +347,7 @@ func (s *Server) setupRaft() error {
 	}
 	s.raft = r
 	s.raftReady.Store(r)
+	s.watchLeaders(r)
 	return nil
 }
 
