@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
@@ -107,8 +109,40 @@ func (s *Server) checkFresh() {
 	if err != nil {
 		return
 	}
-	s.waitLocal(ctx, st.GetCommitIndex())
-	if applied, _ := s.fsm.Applied(); applied >= st.GetCommitIndex() {
+	applied, _ := s.fsm.Applied()
+	want := lastCommand(s.raftLogs, applied, st.GetCommitIndex())
+	s.waitLocal(ctx, want)
+	if applied, _ := s.fsm.Applied(); applied >= want {
 		s.fresh.set(true)
 	}
+}
+
+// maxRaftEntriesScanned bounds lastCommand's walk back through the log.
+const maxRaftEntriesScanned = 256
+
+// lastCommand is the index of the last command at or below index in the
+// log, or applied when every entry after applied up to index is raft's own
+// (the no-op a new leader writes, its barrier, configuration changes):
+// those never reach the FSM, whose applied index would then never reach a
+// commit index pointing at one. A follower compared its FSM with the
+// leader's commit index, so after a leadership change with no command
+// since, it stayed stale, and the agents it serves never got their next
+// rollout step (seen in the failover bench: a rollout stuck for minutes
+// on a host dispatched just before its server lost leadership). An entry
+// this replica does not hold yet, or a gap longer than the scan, counts
+// as a command.
+func lastCommand(logs raft.LogStore, applied, index uint64) uint64 {
+	for i := index; i > applied; i-- {
+		if index-i >= maxRaftEntriesScanned {
+			return index
+		}
+		var l raft.Log
+		if err := logs.GetLog(i, &l); err != nil {
+			return index
+		}
+		if l.Type == raft.LogCommand {
+			return i
+		}
+	}
+	return applied
 }

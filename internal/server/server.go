@@ -48,7 +48,9 @@ type Server struct {
 	raftReady atomic.Pointer[raft.Raft]
 	raftTrans *raft.NetworkTransport
 	// quiet holds raft's empty AppendEntries while there is nothing new.
-	quiet     *quietAppends
+	quiet *quietAppends
+	// raftLogs is raft's log store (freshness reads entry types).
+	raftLogs  raft.LogStore
 	boltStore *raftboltdb.BoltStore
 	snaps     *raft.FileSnapshotStore
 	leaderCh  chan bool
@@ -341,6 +343,7 @@ func (s *Server) setupRaft() error {
 	// (and never more than 250 ms): well inside the leader lease and the
 	// followers' staleAfter, which heartbeats keep anyway.
 	s.quiet = newQuietAppends(min(250*time.Millisecond, rc.HeartbeatTimeout/4), s.fsm.Applied)
+	s.raftLogs = logs
 	r, err := raft.NewRaft(rc, s.fsm, quietLogs{LogStore: logs, q: s.quiet}, bolt, snaps, quietTransport{noPipeline: noPipeline{s.raftTrans}, q: s.quiet})
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
