@@ -31,8 +31,10 @@ import (
 //     before (commits of entries the FSM does not see: no-ops, barriers,
 //     configuration changes);
 //   - a heartbeat that failed (a follower restarting or cut off);
-//   - maxIdle, so that a follower that lost what it had (or anything we
-//     did not think of) is found out within that time;
+//   - maxIdle (a fifth of the leader lease), so that the leader hears
+//     from each follower often enough for its lease with heartbeats
+//     late, and a follower that lost what it had (or anything we did not
+//     think of) is found out within that time;
 //   - stop, before leadership transfer and shutdown, which wait on raft's
 //     replication goroutines.
 //

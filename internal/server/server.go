@@ -339,10 +339,12 @@ func (s *Server) setupRaft() error {
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("%w: raft: %v", ErrConfig, err)
 	}
-	// Held empty appends wait at most a quarter of the heartbeat timeout
-	// (and never more than 250 ms): well inside the leader lease and the
-	// followers' staleAfter, which heartbeats keep anyway.
-	s.quiet = newQuietAppends(min(250*time.Millisecond, rc.HeartbeatTimeout/4), s.fsm.Applied)
+	// Held empty appends wait at most a fifth of the leader lease (100 ms
+	// by default, 30 ms in test clusters): each also tells the leader its
+	// follower is there, and the 5 ms appends used to give the lease far
+	// more margin than heartbeats alone (every 50-100 ms) do, so at least
+	// five contacts per lease window come from appends too.
+	s.quiet = newQuietAppends(min(250*time.Millisecond, rc.LeaderLeaseTimeout/5), s.fsm.Applied)
 	s.raftLogs = logs
 	r, err := raft.NewRaft(rc, s.fsm, quietLogs{LogStore: logs, q: s.quiet}, bolt, snaps, quietTransport{noPipeline: noPipeline{s.raftTrans}, q: s.quiet})
 	if err != nil {
