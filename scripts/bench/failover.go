@@ -21,12 +21,19 @@ var failoverKills = flag.Int("kills", 10, "failover suite: leader kills to time 
 // the new leader, and splits it: the election (until a survivor's health
 // endpoint says it leads) and the rest (the new leader's barrier, its
 // rollout engine, the agents that were on the killed server coming back).
-func runFailover() error {
+func runFailover() (err error) {
 	work, err := os.MkdirTemp("", "rel-bench-failover-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(work)
+	defer func() {
+		if err != nil {
+			// The servers' and agents' logs say what went wrong.
+			err = fmt.Errorf("%w (logs kept: s1 %s, s2 %s, s3 %s, agents %s)", err,
+				keepLog(work, "s1.log"), keepLog(work, "s2.log"), keepLog(work, "s3.log"), keepLog(work, "agents.log"))
+		}
+	}()
 	c, err := startCluster(work, tlsFlavor())
 	defer c.stop()
 	if err != nil {
@@ -102,9 +109,10 @@ func runFailover() error {
 			return err
 		}
 		var first time.Time
+		var step string
 		for _, e := range evs.GetEvents() {
 			if at := time.Unix(0, e.GetAtUnixNano()); at.After(killed) {
-				first = at
+				first, step = at, e.GetType()+" "+e.GetHost()
 				break
 			}
 		}
@@ -115,8 +123,8 @@ func runFailover() error {
 		gaps = append(gaps, gap)
 		election := elected.Sub(killed)
 		elections = append(elections, election)
-		fmt.Printf("try %d: leader %s killed; %s leads after %s; first rollout step by the new leader after %s (%s after the election)\n",
-			try+1, leader.id, newLeader, election.Round(time.Millisecond), gap.Round(time.Millisecond), (gap - election).Round(time.Millisecond))
+		fmt.Printf("try %d: leader %s killed; %s leads after %s; first rollout step by the new leader (%s) after %s (%s after the election)\n",
+			try+1, leader.id, newLeader, election.Round(time.Millisecond), step, gap.Round(time.Millisecond), (gap - election).Round(time.Millisecond))
 		// Bring the killed node back for the next try.
 		if err := c.start(leader); err != nil {
 			return err
