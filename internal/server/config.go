@@ -24,6 +24,10 @@ const (
 	snapshotsRetained = 2
 	// DefaultHeartbeatInterval is how often agents send heartbeats.
 	DefaultHeartbeatInterval = 5 * time.Second
+	// Raft's timeouts (server.go says why they are half of raft's own).
+	DefaultRaftHeartbeatTimeout   = 500 * time.Millisecond
+	DefaultRaftElectionTimeout    = 500 * time.Millisecond
+	DefaultRaftLeaderLeaseTimeout = 500 * time.Millisecond
 	// DefaultAgentGrace is how long an agent may be silent or disconnected
 	// before it is recorded as down.
 	DefaultAgentGrace = 15 * time.Second
@@ -88,8 +92,8 @@ type Config struct {
 	// TrailingLogs is how many log entries stay after a snapshot compacts the log.
 	TrailingLogs uint64
 
-	// Raft timing. Zero means the production defaults (1 s heartbeat and
-	// election timeouts); tests shorten them.
+	// Raft timing. Zero means the production defaults (DefaultRaft*:
+	// 500 ms each); tests shorten them.
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration

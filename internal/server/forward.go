@@ -69,6 +69,9 @@ func (s *Server) applyBytes(ctx context.Context, b []byte, forwarded bool) (appl
 	deadline := time.Now().Add(s.cfg.LeaderWait)
 	backoff := 25 * time.Millisecond
 	for {
+		// Taken before trying, so that a leader elected meanwhile wakes
+		// the wait below.
+		changed := s.leaders.changed()
 		if s.IsLeader() {
 			a, err, retry := s.applyLocal(ctx, b)
 			if !retry {
@@ -91,7 +94,7 @@ func (s *Server) applyBytes(ctx context.Context, b []byte, forwarded bool) (appl
 		if time.Now().After(deadline) {
 			return applied{}, s.noLeaderError()
 		}
-		if !retry.Sleep(ctx, retry.Jitter(backoff)) {
+		if !sleepOrLeader(ctx, retry.Jitter(backoff), changed) {
 			return applied{}, ctx.Err()
 		}
 		backoff = minDur(backoff*2, 250*time.Millisecond)
@@ -183,6 +186,7 @@ func (s *Server) consistentRead(ctx context.Context) (*grpc.ClientConn, error) {
 	deadline := time.Now().Add(s.cfg.LeaderWait)
 	backoff := 25 * time.Millisecond
 	for {
+		changed := s.leaders.changed()
 		if s.IsLeader() {
 			err := s.raft.Barrier(timeoutFrom(ctx)).Error()
 			if err == nil {
@@ -199,7 +203,7 @@ func (s *Server) consistentRead(ctx context.Context) (*grpc.ClientConn, error) {
 		if time.Now().After(deadline) {
 			return nil, s.noLeaderError()
 		}
-		if !retry.Sleep(ctx, retry.Jitter(backoff)) {
+		if !sleepOrLeader(ctx, retry.Jitter(backoff), changed) {
 			return nil, ctx.Err()
 		}
 		backoff = minDur(backoff*2, 250*time.Millisecond)

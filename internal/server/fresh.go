@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
@@ -19,8 +21,9 @@ import (
 // committed when contact came back.
 
 // staleAfter is how long without a word from the leader makes a follower's
-// replica stale. The leader sends to each follower at least every
-// CommitTimeout (5 ms) and raft's heartbeats, so this is many missed ones.
+// replica stale. The leader heartbeats each follower every 100-200 ms
+// (HeartbeatTimeout/10; empty appends are held while idle, raftquiet.go),
+// so this is several missed ones.
 const staleAfter = 500 * time.Millisecond
 
 // freshness says whether this replica may be trusted to be current.
@@ -106,8 +109,40 @@ func (s *Server) checkFresh() {
 	if err != nil {
 		return
 	}
-	s.waitLocal(ctx, st.GetCommitIndex())
-	if applied, _ := s.fsm.Applied(); applied >= st.GetCommitIndex() {
+	applied, _ := s.fsm.Applied()
+	want := lastCommand(s.raftLogs, applied, st.GetCommitIndex())
+	s.waitLocal(ctx, want)
+	if applied, _ := s.fsm.Applied(); applied >= want {
 		s.fresh.set(true)
 	}
+}
+
+// maxRaftEntriesScanned bounds lastCommand's walk back through the log.
+const maxRaftEntriesScanned = 256
+
+// lastCommand is the index of the last command at or below index in the
+// log, or applied when every entry after applied up to index is raft's own
+// (the no-op a new leader writes, its barrier, configuration changes):
+// those never reach the FSM, whose applied index would then never reach a
+// commit index pointing at one. A follower compared its FSM with the
+// leader's commit index, so after a leadership change with no command
+// since, it stayed stale, and the agents it serves never got their next
+// rollout step (seen in the failover bench: a rollout stuck for minutes
+// on a host dispatched just before its server lost leadership). An entry
+// this replica does not hold yet, or a gap longer than the scan, counts
+// as a command.
+func lastCommand(logs raft.LogStore, applied, index uint64) uint64 {
+	for i := index; i > applied; i-- {
+		if index-i >= maxRaftEntriesScanned {
+			return index
+		}
+		var l raft.Log
+		if err := logs.GetLog(i, &l); err != nil {
+			return index
+		}
+		if l.Type == raft.LogCommand {
+			return i
+		}
+	}
+	return applied
 }

@@ -257,6 +257,9 @@ func (s *Server) addNonvoter(ctx context.Context, req *relv1.JoinRequest) (uint6
 // be and still count as caught up.
 const promoteSlack = 64
 
+// promoteIdle is how often promoteLoop looks while there is no non-voter.
+const promoteIdle = 10 * time.Second
+
 // promoteLoop runs on the leader: a non-voter whose replica has caught up
 // with the log becomes a voter.
 func (s *Server) promoteLoop(ctx context.Context) {
@@ -272,7 +275,10 @@ func (s *Server) promoteLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		if s.promoteCaughtUp(ctx) {
-			wait = 200 * time.Millisecond
+			// No non-voter left: a join wakes the loop through promoteCh,
+			// so only look now and then (an idle leader used to ask raft
+			// for its configuration every 200-400 ms).
+			wait = promoteIdle
 		} else {
 			wait = minDur(wait*2, 2*time.Second)
 		}

@@ -47,6 +47,10 @@ type Server struct {
 	// begin while setupRaft is still running.
 	raftReady atomic.Pointer[raft.Raft]
 	raftTrans *raft.NetworkTransport
+	// quiet holds raft's empty AppendEntries while there is nothing new.
+	quiet *quietAppends
+	// raftLogs is raft's log store (freshness reads entry types).
+	raftLogs  raft.LogStore
 	boltStore *raftboltdb.BoltStore
 	snaps     *raft.FileSnapshotStore
 	leaderCh  chan bool
@@ -70,6 +74,8 @@ type Server struct {
 	reports  *reportBatcher
 	// fresh holds desired-state updates while this replica is stale.
 	fresh *freshness
+	// leaders wakes requests waiting out an election.
+	leaders leaderWatch
 
 	// ctx is cancelled when the server shuts down; background loops use it.
 	ctx    context.Context
@@ -313,8 +319,22 @@ func (s *Server) setupRaft() error {
 	// AppendEntries; when nothing else is written that is CommitTimeout
 	// later (default 50 ms). Agents are served from followers' replicas,
 	// so that delay would sit in every rollout step: keep it short. The
-	// cost is a small idle AppendEntries to each follower every 5 ms.
+	// empty AppendEntries it would send every 5-10 ms while nothing
+	// happens are held by quietAppends (raftquiet.go).
 	rc.CommitTimeout = 5 * time.Millisecond
+	// Failover is a follower missing heartbeats for HeartbeatTimeout (its
+	// check fires every 1-2 timeouts) and, since a follower refuses votes
+	// while it still has a leader, usually both followers doing so before
+	// one wins: about two timeouts, 2.1-2.8 s with raft's 1 s (issue 10).
+	// Half of it keeps the leader lease at 500 ms, as before: a leader
+	// already had to reach a quorum every 500 ms or step down, so
+	// followers now tolerate the same silence the leader always did.
+	// Heartbeats go every 50-100 ms, outside the log's disk writes, and
+	// pre-vote keeps one follower that times out spuriously from
+	// deposing a leader the other still hears.
+	rc.HeartbeatTimeout = DefaultRaftHeartbeatTimeout
+	rc.ElectionTimeout = DefaultRaftElectionTimeout
+	rc.LeaderLeaseTimeout = DefaultRaftLeaderLeaseTimeout
 	if cfg.HeartbeatTimeout > 0 {
 		rc.HeartbeatTimeout = cfg.HeartbeatTimeout
 	}
@@ -331,12 +351,20 @@ func (s *Server) setupRaft() error {
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("%w: raft: %v", ErrConfig, err)
 	}
-	r, err := raft.NewRaft(rc, s.fsm, logs, bolt, snaps, noPipeline{s.raftTrans})
+	// Held empty appends wait at most a fifth of the leader lease (100 ms
+	// by default, 30 ms in test clusters): each also tells the leader its
+	// follower is there, and the 5 ms appends used to give the lease far
+	// more margin than heartbeats alone (every 50-100 ms) do, so at least
+	// five contacts per lease window come from appends too.
+	s.quiet = newQuietAppends(min(250*time.Millisecond, rc.LeaderLeaseTimeout/5), s.fsm.Applied)
+	s.raftLogs = logs
+	r, err := raft.NewRaft(rc, s.fsm, quietLogs{LogStore: logs, q: s.quiet}, bolt, snaps, quietTransport{noPipeline: noPipeline{s.raftTrans}, q: s.quiet})
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	s.raft = r
 	s.raftReady.Store(r)
+	s.watchLeaders(r)
 	return nil
 }
 
@@ -456,6 +484,9 @@ func (s *Server) shutdown(transfer bool) error {
 		s.logger.Info("shutting down", "leadership_transfer", transfer)
 		if transfer && s.raft != nil && s.IsLeader() && s.voterCount() > 1 {
 			// A graceful stop should not cost the cluster an election timeout.
+			// The transfer goes through raft's replication goroutines: let
+			// no empty append hold them.
+			s.quiet.stop()
 			if err := s.raft.LeadershipTransfer().Error(); err != nil {
 				s.logger.Warn("leadership transfer failed", "err", err)
 			}
@@ -509,6 +540,7 @@ func (s *Server) closeAll() error {
 	// waiting, so that those RPCs fail instead of holding shutdown.
 	var shut raft.Future
 	if s.raft != nil {
+		s.quiet.stop()
 		shut = s.raft.Shutdown()
 	}
 	if s.raftTrans != nil {
