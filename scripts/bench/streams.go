@@ -6,10 +6,12 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -60,7 +62,11 @@ func streamsRun(n int) ([]float64, string, error) {
 		return nil, "", err
 	}
 	defer os.RemoveAll(work)
-	c, err := startCluster(work, tlsFlavor())
+	var debug []string
+	if *pprofDir != "" {
+		debug = []string{"--enable-debug"}
+	}
+	c, err := startCluster(work, tlsFlavor(), debug...)
 	defer c.stop()
 	if err != nil {
 		return nil, "", err
@@ -101,6 +107,16 @@ func streamsRun(n int) ([]float64, string, error) {
 	}
 	line := strings.Join(parts, ", ")
 	fmt.Println("streams: " + line)
+	if *pprofDir != "" {
+		c.heapProfiles("streams")
+	}
+	// Where the RSS goes: the Go runtime's own account of each server.
+	for _, s := range c.servers {
+		m := c.metrics(s, "go_goroutines", "go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes", "go_memstats_sys_bytes")
+		fmt.Printf("streams: %s runtime: %.0f goroutines, stacks %.0f MiB, heap in use %.0f MiB, heap idle %.0f MiB (released %.0f MiB), sys %.0f MiB\n", s.id,
+			m["go_goroutines"], m["go_memstats_stack_inuse_bytes"]/(1<<20), m["go_memstats_heap_inuse_bytes"]/(1<<20),
+			m["go_memstats_heap_idle_bytes"]/(1<<20), m["go_memstats_heap_released_bytes"]/(1<<20), m["go_memstats_sys_bytes"]/(1<<20))
+	}
 	if len(ps) == 0 {
 		return nil, "", fmt.Errorf("no server held a stream: %s", line)
 	}
@@ -127,3 +143,23 @@ func (c *cluster) medianRSS(interval time.Duration) []int {
 }
 
 func init() { register(suite{name: "streams", run: runStreams}) }
+
+// metrics reads the named gauges from server s's /metrics (0 for those it
+// does not find).
+func (c *cluster) metrics(s *server, names ...string) map[string]float64 {
+	out := map[string]float64{}
+	resp, err := c.sec.admin.Get(c.sec.scheme + "://" + s.http + "/metrics")
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		for _, n := range names {
+			if v, ok := strings.CutPrefix(sc.Text(), n+" "); ok {
+				out[n], _ = strconv.ParseFloat(v, 64)
+			}
+		}
+	}
+	return out
+}
