@@ -63,8 +63,13 @@ func FuzzApplyCommand(f *testing.F) {
 		for i := 0; i < 2; i++ {
 			l := &raft.Log{Index: uint64(len(base) + 1 + i), Term: 1, Type: raft.LogCommand, Data: entry}
 			ra, rb := a.Apply(l).(*Result), b.Apply(l).(*Result)
-			if fmt.Sprint(ra.Err) != fmt.Sprint(rb.Err) || ra.Index != rb.Index {
-				t.Fatalf("replicas disagree on entry %d: %v / %v", l.Index, ra.Err, rb.Err)
+			if fmt.Sprint(ra.Err) != fmt.Sprint(rb.Err) || ra.Index != rb.Index || fmt.Sprint(ra.Items) != fmt.Sprint(rb.Items) {
+				t.Fatalf("replicas disagree on entry %d: %v %v / %v %v", l.Index, ra.Err, ra.Items, rb.Err, rb.Items)
+			}
+			for _, err := range ra.Items {
+				if err != nil && !isApplicationError(err) {
+					t.Fatalf("entry %d: an item failed with an internal error: %v\ncommand: %v", l.Index, err, &cmd)
+				}
 			}
 			if ra.Err != nil && !isApplicationError(ra.Err) {
 				t.Fatalf("entry %d failed with an internal error (a validated command the store cannot hold): %v\ncommand: %v", l.Index, ra.Err, &cmd)
@@ -141,6 +146,8 @@ func stamped(n int64, kind any) *relv1.Command {
 	case *relv1.Command_AgentDown:
 		c.Kind = k
 	case *relv1.Command_ReportBatch:
+		c.Kind = k
+	case *relv1.Command_AgentSessions:
 		c.Kind = k
 	case *relv1.Command_CreateRollout:
 		c.Kind = k
@@ -259,6 +266,19 @@ func seedCommands() []*relv1.Command {
 		withRequestID("rq-fuzz-4", stamped(48, &relv1.Command_DeleteEnvironment{DeleteEnvironment: &relv1.DeleteEnvironment{Name: "prod"}})),
 		withRequestID("rq-fuzz-2", stamped(45, &relv1.Command_RolloutControl{RolloutControl: &relv1.RolloutControl{RolloutId: "ro-1", Action: "approve", AtUnixNano: 45, Wave: 2}})),
 		stamped(49, &relv1.Command_RemoveRollouts{RemoveRollouts: &relv1.RemoveRollouts{RolloutIds: []string{"ro-1", "ro-9"}}}),
+		// A new agent, a new session of web-1, the old session's down
+		// (ignored: not the current one) and an unknown agent's down (a
+		// refused item).
+		stamped(50, &relv1.Command_AgentSessions{AgentSessions: &relv1.AgentSessions{
+			Up: []*relv1.AgentUp{
+				{Agent: &relv1.Agent{Id: "web-2", Labels: map[string]string{"env": "prod"}, SessionId: "sess-7", ServerId: "s1"}, CertNotBeforeUnixNano: 50,
+					Installed: []*relv1.AppReport{{App: "web", Version: "1.0.0", Phase: "healthy", AtUnixNano: 50, RolloutId: "ro-1"}}},
+				{Agent: &relv1.Agent{Id: "web-1", Labels: map[string]string{"env": "prod"}, SessionId: "sess-8", ServerId: "s1"}, CertNotBeforeUnixNano: 50},
+			},
+			Down: []*relv1.AgentDown{
+				{AgentId: "web-1", SessionId: "sess-1", AtUnixNano: 50, Reason: "stream closed"},
+				{AgentId: "web-9", SessionId: "sess-9", AtUnixNano: 50, Reason: "stream closed"},
+			}}}),
 	}
 }
 
