@@ -47,7 +47,7 @@ func TestAgentSessionsAnswerPerItem(t *testing.T) {
 	want := [][]error{
 		{nil, nil, nil},
 		nil,
-		{state.ErrPermissionDenied, nil, nil, nil, nil, nil, state.ErrNotFound, nil},
+		{state.ErrUnauthenticated, nil, nil, nil, nil, nil, state.ErrNotFound, nil},
 		{nil},
 	}
 	for i, cmd := range log {

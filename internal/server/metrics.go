@@ -25,6 +25,10 @@ type metrics struct {
 	agentStreamsRefused prometheus.Counter
 	// rolloutsRemoved counts rollouts the retention passes removed.
 	rolloutsRemoved prometheus.Counter
+	// sessionEntries and sessionsBatched count agent_sessions entries this
+	// server committed and the connects and disconnects they held.
+	sessionEntries  prometheus.Counter
+	sessionsBatched prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -64,11 +68,20 @@ func newMetrics(s *Server) *metrics {
 		Name: "rel_retention_rollouts_removed_total",
 		Help: "Finished rollouts (with their events) removed by retention passes of this server while it led.",
 	})
+	m.sessionEntries = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "rel_agent_session_entries_total",
+		Help: "Raft entries this server committed for its agents' connects and disconnects (agent_sessions).",
+	})
+	m.sessionsBatched = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "rel_agent_sessions_batched_total",
+		Help: "Agent connects and disconnects this server committed in agent_sessions entries.",
+	})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	m.reg.MustRegister(
 		m.applyLatency, m.grpcRequests, m.grpcLatency, m.reportBatch, m.authDenied, m.enrolments, m.agentStreamsRefused, m.rolloutsRemoved,
+		m.sessionEntries, m.sessionsBatched,
 		gauge("rel_tls_certificate_expiry_seconds", "Seconds until this server's certificate expires.", func() float64 {
 			return time.Until(s.sec.M.Current().Leaf.NotAfter).Seconds()
 		}),

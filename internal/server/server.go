@@ -62,8 +62,9 @@ type Server struct {
 
 	artifacts *artifact.Store
 	fetchState
-	sessions *sessions
-	reports  *reportBatcher
+	sessions      *sessions
+	reports       *reportBatcher
+	agentSessions *sessionBatcher
 	// fresh holds desired-state updates while this replica is stale.
 	fresh *freshness
 
@@ -113,6 +114,7 @@ func New(c Config) (_ *Server, err error) {
 	s.peers = newPeerPool(s.sec)
 	s.sessions = newSessions()
 	s.reports = newReportBatcher(s)
+	s.agentSessions = newSessionBatcher(s)
 	s.fresh = newFreshness()
 	s.fetches = map[string]*fetchCall{}
 	s.httpClient = &http.Client{Transport: s.sec.HTTPTransport()}
@@ -138,10 +140,14 @@ func New(c Config) (_ *Server, err error) {
 	s.setupGRPC()
 	s.setupHTTP()
 
-	s.wg.Add(7)
+	s.wg.Add(8)
 	go func() {
 		defer s.wg.Done()
 		s.reports.run(s.ctx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.agentSessions.run(s.ctx)
 	}()
 	go func() {
 		defer s.wg.Done()

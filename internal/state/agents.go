@@ -83,7 +83,7 @@ func agentUp(txn *memdb.Txn, index uint64, up *relv1.AgentUp) error {
 			return fmt.Errorf("state: lookup revocation: %w", err)
 		}
 		if rev != nil && rev.(*relv1.AgentRevocation).GetRevokedUnixNano() >= nb {
-			return newError(ErrPermissionDenied, fmt.Sprintf("agent %q was revoked: its certificates are refused; enrol it again with a new join token ('relctl agent token create')", agent.GetId()))
+			return newError(ErrUnauthenticated, fmt.Sprintf("agent %q was revoked: its certificates are refused; enrol it again with a new join token ('relctl agent token create')", agent.GetId()))
 		}
 	}
 	row := proto.Clone(agent).(*relv1.Agent)
