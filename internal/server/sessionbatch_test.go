@@ -344,3 +344,65 @@ func TestRevokedAgentRefusedInItsBatch(t *testing.T) {
 		t.Fatalf("the revoked agent was recorded")
 	}
 }
+
+// TestQueuedConnectWithdrawnWhenStreamCloses: a stream that closes while
+// its connect still waits in the queue (behind an entry in flight) takes
+// it back: nothing is written for an agent that is gone, so no session
+// is recorded that no server holds.
+func TestQueuedConnectWithdrawnWhenStreamCloses(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{Configure: func(i int, cfg *server.Config) {
+		cfg.HeartbeatInterval = time.Second
+		cfg.AgentGrace = 2 * time.Minute
+	}})
+	n := c.Nodes[0]
+	agents := newStormAgents(t, c, n, "wd", 2)
+	for _, a := range agents {
+		if err := a.open(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	firstIn, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	n.Server().SetAgentSessionsHook(func([]string) {
+		once.Do(func() {
+			close(firstIn)
+			<-release
+		})
+	})
+	defer n.Server().SetAgentSessionsHook(nil)
+	entries0, items0 := sessionCounters(t, c, n)
+	first := make(chan error, 1)
+	go func() { first <- agents[0].hello() }()
+	<-firstIn // wd-0001's entry is in flight, held
+	gone := agents[1]
+	if err := gone.stream.Send(&relv1.AgentMessage{Kind: &relv1.AgentMessage_Hello{Hello: &relv1.Hello{NodeId: gone.id, AgentVersion: "test"}}}); err != nil {
+		t.Fatal(err)
+	}
+	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+		q := n.Server().QueuedAgentSessions()
+		return q == 1, fmt.Sprintf("%d connects queued, want wd-0002's", q)
+	})
+	gone.cancel()
+	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+		q := n.Server().QueuedAgentSessions()
+		return q == 0, fmt.Sprintf("%d connects still queued after the stream closed", q)
+	})
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_, err := gone.stream.Recv()
+		gone.done <- err
+	}()
+	entries1, items1 := sessionCounters(t, c, n)
+	if entries1-entries0 != 1 || items1-items0 != 1 {
+		t.Fatalf("%d entries with %d connects, want wd-0001's alone", entries1-entries0, items1-items0)
+	}
+	if _, err := n.Server().Store().Agent(nil, gone.id); err == nil {
+		t.Fatal("the agent whose stream closed while queued was recorded")
+	}
+	if a, err := n.Server().Store().Agent(nil, agents[0].id); err != nil || !a.GetConnected() {
+		t.Fatalf("wd-0001: %v %v", a, err)
+	}
+}

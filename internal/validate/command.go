@@ -281,9 +281,6 @@ func agentSessions(c *relv1.AgentSessions) error {
 		if err := agentUp(u); err != nil {
 			return fmt.Errorf("agent_sessions up %d: %w", i, err)
 		}
-		if u.GetCertNotBeforeUnixNano() < 0 {
-			return invalid("agent_sessions up %d: certificate time %d is negative", i, u.GetCertNotBeforeUnixNano())
-		}
 	}
 	for i, d := range c.GetDown() {
 		if d == nil {
@@ -304,6 +301,9 @@ func agentUp(c *relv1.AgentUp) error {
 	if err := first(NodeID("agent id", a.GetId()), Labels("label", a.GetLabels(), false), maxLen("agent version", a.GetAgentVersion(), MaxFactLen),
 		id("session id", a.GetSessionId()), NodeID("server id", a.GetServerId())); err != nil {
 		return err
+	}
+	if nb := c.GetCertNotBeforeUnixNano(); nb < 0 {
+		return invalid("agent_up certificate time %d is negative: stamp the certificate's NotBefore, or 0 for none", nb)
 	}
 	if f := a.GetFacts(); f != nil {
 		for _, v := range []string{f.GetHostname(), f.GetOs(), f.GetPlatform(), f.GetPlatformVersion(), f.GetKernel(), f.GetArch()} {

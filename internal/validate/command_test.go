@@ -293,6 +293,7 @@ func invalidCommandCases() []invalidCase {
 		{"agent_up", "bad label", func(c *relv1.Command) { c.GetAgentUp().Agent.Labels = map[string]string{"": "x"} }, "empty key"},
 		{"agent_up", "long version", func(c *relv1.Command) { c.GetAgentUp().Agent.AgentVersion = long(MaxFactLen + 1) }, "agent version"},
 		{"agent_up", "bad session", func(c *relv1.Command) { c.GetAgentUp().Agent.SessionId = "" }, "session id"},
+		{"agent_up", "negative cert time", func(c *relv1.Command) { c.GetAgentUp().CertNotBeforeUnixNano = -1 }, "certificate time -1 is negative"},
 		{"agent_up", "bad server id", func(c *relv1.Command) { c.GetAgentUp().Agent.ServerId = "" }, "server id"},
 		{"agent_up", "long fact", func(c *relv1.Command) { c.GetAgentUp().Agent.Facts.Kernel = long(MaxFactLen + 1) }, "host fact"},
 		{"agent_up", "bad installed report", func(c *relv1.Command) { c.GetAgentUp().Installed[0].Phase = "exploded" }, `report phase "exploded"`},
