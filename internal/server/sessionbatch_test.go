@@ -412,6 +412,7 @@ func TestQueuedConnectWithdrawnWhenStreamCloses(t *testing.T) {
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
+	gone.said = true
 	go func() {
 		_, err := gone.stream.Recv()
 		gone.done <- err
