@@ -36,6 +36,11 @@ type Result struct {
 	// nothing was applied now, and Index, Err and Ref are the first
 	// answer's.
 	Duplicate bool
+	// Items answers each item of a command applied item by item
+	// (agent_sessions: its ups, then its downs), nil where the item was
+	// applied; nil for other commands and for duplicates. One item's
+	// refusal is not the entry's: Err stays nil.
+	Items []error
 }
 
 // FSM adapts a state store to raft.FSM.
@@ -105,8 +110,8 @@ func (f *FSM) Apply(l *raft.Log) any {
 func (f *FSM) applyRequest(index uint64, cmd *relv1.Command) *Result {
 	id := cmd.GetRequestId()
 	if id == "" {
-		err := f.apply(index, cmd)
-		return &Result{Index: index, Err: err, Ref: refOf(cmd, err)}
+		items, err := f.applyItems(index, cmd)
+		return &Result{Index: index, Err: err, Ref: refOf(cmd, err), Items: items}
 	}
 	kind, target := Describe(cmd)
 	first, err := f.store.BeginRequest(id, cmd.GetStampedUnixNano(), f.requestTTL)
@@ -121,8 +126,8 @@ func (f *FSM) applyRequest(index uint64, cmd *relv1.Command) *Result {
 		}
 		return &Result{Index: first.GetIndex(), Err: state.ErrorFromKind(first.GetErrorKind(), first.GetError()), Ref: first.GetRef(), Duplicate: true}
 	}
-	err = f.apply(index, cmd)
-	res := &Result{Index: index, Err: err, Ref: refOf(cmd, err)}
+	items, err := f.applyItems(index, cmd)
+	res := &Result{Index: index, Err: err, Ref: refOf(cmd, err), Items: items}
 	rec := &relv1.RequestRecord{Id: id, Index: index, StampedUnixNano: cmd.GetStampedUnixNano(), Kind: kind, Target: target, Ref: res.Ref}
 	if err != nil {
 		rec.ErrorKind, rec.Error = state.ErrorKind(err), err.Error()
@@ -206,6 +211,15 @@ func refOf(cmd *relv1.Command, err error) string {
 		return k.CreateJoinToken.GetToken().GetAccessorId()
 	}
 	return ""
+}
+
+// applyItems applies a command, answering item by item for the kinds that
+// carry many independent items.
+func (f *FSM) applyItems(index uint64, cmd *relv1.Command) ([]error, error) {
+	if k, ok := cmd.GetKind().(*relv1.Command_AgentSessions); ok {
+		return f.store.AgentSessions(index, k.AgentSessions.GetUp(), k.AgentSessions.GetDown())
+	}
+	return nil, f.apply(index, cmd)
 }
 
 func (f *FSM) apply(index uint64, cmd *relv1.Command) error {

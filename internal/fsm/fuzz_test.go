@@ -64,8 +64,13 @@ func FuzzApplyCommand(f *testing.F) {
 		for i := 0; i < 2; i++ {
 			l := &raft.Log{Index: uint64(len(base) + 1 + i), Term: 1, Type: raft.LogCommand, Data: entry}
 			ra, rb := a.Apply(l).(*Result), b.Apply(l).(*Result)
-			if fmt.Sprint(ra.Err) != fmt.Sprint(rb.Err) || ra.Index != rb.Index {
-				t.Fatalf("replicas disagree on entry %d: %v / %v", l.Index, ra.Err, rb.Err)
+			if fmt.Sprint(ra.Err) != fmt.Sprint(rb.Err) || ra.Index != rb.Index || fmt.Sprint(ra.Items) != fmt.Sprint(rb.Items) {
+				t.Fatalf("replicas disagree on entry %d: %v %v / %v %v", l.Index, ra.Err, ra.Items, rb.Err, rb.Items)
+			}
+			for _, err := range ra.Items {
+				if err != nil && !isApplicationError(err) {
+					t.Fatalf("entry %d: an item failed with an internal error: %v\ncommand: %v", l.Index, err, &cmd)
+				}
 			}
 			if ra.Err != nil && !isApplicationError(ra.Err) {
 				t.Fatalf("entry %d failed with an internal error (a validated command the store cannot hold): %v\ncommand: %v", l.Index, ra.Err, &cmd)
@@ -142,6 +147,8 @@ func stamped(n int64, kind any) *relv1.Command {
 	case *relv1.Command_AgentDown:
 		c.Kind = k
 	case *relv1.Command_ReportBatch:
+		c.Kind = k
+	case *relv1.Command_AgentSessions:
 		c.Kind = k
 	case *relv1.Command_CreateRollout:
 		c.Kind = k
@@ -272,6 +279,19 @@ func seedCommands() []*relv1.Command {
 		stamped(51, &relv1.Command_FoldHistory{FoldHistory: &relv1.FoldHistory{CutoffUnixNano: 50, MaxEntries: 5000}}),
 		stamped(52, &relv1.Command_RemoveAgents{RemoveAgents: &relv1.RemoveAgents{AgentIds: []string{"web-1", "web-9"}, CutoffUnixNano: 40, AtUnixNano: 52}}),
 		withRequestID("rq-fuzz-5", stamped(53, &relv1.Command_DeleteRelease{DeleteRelease: &relv1.DeleteRelease{App: "web", Version: "1.0.0"}})),
+		// A new agent, a new session of web-1, the old session's down
+		// (ignored: not the current one) and an unknown agent's down (a
+		// refused item).
+		stamped(54, &relv1.Command_AgentSessions{AgentSessions: &relv1.AgentSessions{
+			Up: []*relv1.AgentUp{
+				{Agent: &relv1.Agent{Id: "web-2", Labels: map[string]string{"env": "prod"}, SessionId: "sess-7", ServerId: "s1"}, CertNotBeforeUnixNano: 50,
+					Installed: []*relv1.AppReport{{App: "web", Version: "1.0.0", Phase: "healthy", AtUnixNano: 50, RolloutId: "ro-1"}}},
+				{Agent: &relv1.Agent{Id: "web-1", Labels: map[string]string{"env": "prod"}, SessionId: "sess-8", ServerId: "s1"}, CertNotBeforeUnixNano: 50},
+			},
+			Down: []*relv1.AgentDown{
+				{AgentId: "web-1", SessionId: "sess-1", AtUnixNano: 50, Reason: "stream closed"},
+				{AgentId: "web-9", SessionId: "sess-9", AtUnixNano: 50, Reason: "stream closed"},
+			}}}),
 	}
 }
 

@@ -116,6 +116,14 @@ func (r *sessions) all() []*session {
 	return out
 }
 
+// unixNano is t in Unix nanoseconds, 0 for the zero time.
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
 func newID(prefix string) string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
@@ -128,7 +136,8 @@ type agentService struct {
 	s *Server
 }
 
-// Connect serves one agent stream: hello, AgentUp committed, welcome, then
+// Connect serves one agent stream: hello, AgentUp committed (batched with
+// other streams' in one agent_sessions entry), welcome, then
 // the agent's desired state on connect and on every change, while reports
 // go to the batcher and heartbeats stay in memory. This goroutine receives;
 // one sender goroutine owns stream.Send.
@@ -193,7 +202,9 @@ func (a *agentService) Connect(stream relv1.AgentService_ConnectServer) error {
 		Id: hello.GetNodeId(), Labels: labels, AgentVersion: hello.GetAgentVersion(), Facts: hello.GetFacts(),
 		SessionId: ss.id, ServerId: s.cfg.NodeID, ConnectedUnixNano: time.Now().UnixNano(),
 	}
-	upIndex, err := s.apply(ctx, &relv1.Command{Kind: &relv1.Command_AgentUp{AgentUp: &relv1.AgentUp{Agent: agent, Installed: installed}}})
+	// Batched with other agents' connects (sessionbatch.go); the FSM
+	// refuses this one alone if the agent was revoked meanwhile.
+	upIndex, err := s.agentSessions.up(ctx, &relv1.AgentUp{Agent: agent, Installed: installed, CertNotBeforeUnixNano: unixNano(ss.certNotBefore)})
 	if err != nil {
 		s.sessions.remove(ss)
 		logger.Warn("could not record agent connection", "err", err)
@@ -319,7 +330,7 @@ func (s *Server) reassertSessions() {
 			s.logger.Info("agent recorded down while its stream is alive here: recording it connected again", "agent", ss.agentID, "session", ss.id,
 				"recorded_session", cur.GetSessionId(), "reason", cur.GetDisconnectReason())
 			ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
-			idx, err := s.apply(ctx, &relv1.Command{Kind: &relv1.Command_AgentUp{AgentUp: &relv1.AgentUp{Agent: mine}}})
+			idx, err := s.agentSessions.up(ctx, &relv1.AgentUp{Agent: mine, CertNotBeforeUnixNano: unixNano(ss.certNotBefore)})
 			cancel()
 			if err != nil {
 				if s.ctx.Err() == nil {
@@ -525,9 +536,9 @@ func (s *Server) agentGone(ss *session, cause error) {
 func (s *Server) markDown(agentID, sessionID, reason string) {
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	defer cancel()
-	_, err := s.apply(ctx, &relv1.Command{Kind: &relv1.Command_AgentDown{AgentDown: &relv1.AgentDown{
+	_, err := s.agentSessions.down(ctx, &relv1.AgentDown{
 		AgentId: agentID, SessionId: sessionID, AtUnixNano: time.Now().UnixNano(), Reason: reason,
-	}}})
+	})
 	if err != nil && s.ctx.Err() == nil {
 		s.logger.Warn("could not record agent down", "agent", agentID, "err", err)
 	}

@@ -187,7 +187,7 @@ func (c *clusterService) Apply(ctx context.Context, req *relv1.ApplyRequest) (*r
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &relv1.ApplyResponse{Index: a.Index, Ref: a.Ref, Duplicate: a.Duplicate}, nil
+	return &relv1.ApplyResponse{Index: a.Index, Ref: a.Ref, Duplicate: a.Duplicate, ItemErrors: itemErrors(a.Items)}, nil
 }
 
 func (s *Server) status() *relv1.StatusResponse {

@@ -84,7 +84,7 @@ func (s *Server) applyBytes(ctx context.Context, b []byte, forwarded bool) (appl
 			resp, err := relv1.NewClusterServiceClient(conn).Apply(ctx, &relv1.ApplyRequest{Command: b})
 			if err == nil {
 				s.waitLocal(ctx, resp.GetIndex())
-				return applied{Index: resp.GetIndex(), Ref: resp.GetRef(), Duplicate: resp.GetDuplicate()}, nil
+				return applied{Index: resp.GetIndex(), Ref: resp.GetRef(), Duplicate: resp.GetDuplicate(), Items: itemsFrom(resp.GetItemErrors())}, nil
 			}
 			if status.Code(err) != codes.Unavailable {
 				return applied{}, err
@@ -124,7 +124,7 @@ func (s *Server) applyLocal(ctx context.Context, b []byte) (a applied, err error
 	if !ok {
 		return applied{Index: f.Index()}, nil, false
 	}
-	return applied{Index: res.Index, Ref: res.Ref, Duplicate: res.Duplicate}, res.Err, false
+	return applied{Index: res.Index, Ref: res.Ref, Duplicate: res.Duplicate, Items: res.Items}, res.Err, false
 }
 
 func (s *Server) noLeaderError() error {

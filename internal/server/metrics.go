@@ -35,6 +35,10 @@ type metrics struct {
 	artifactBytesFreed prometheus.Counter
 	// uploadsRefused counts uploads refused by a limit, by reason.
 	uploadsRefused *prometheus.CounterVec
+	// sessionEntries and sessionsBatched count agent_sessions entries this
+	// server committed and the connects and disconnects they held.
+	sessionEntries  prometheus.Counter
+	sessionsBatched prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -94,6 +98,14 @@ func newMetrics(s *Server) *metrics {
 		Name: "rel_artifact_uploads_refused_total",
 		Help: "Uploads this server refused by a limit: reason quota (--artifact-quota) or concurrency (--max-concurrent-uploads).",
 	}, []string{"reason"})
+	m.sessionEntries = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "rel_agent_session_entries_total",
+		Help: "Raft entries this server committed for its agents' connects and disconnects (agent_sessions).",
+	})
+	m.sessionsBatched = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "rel_agent_sessions_batched_total",
+		Help: "Agent connects and disconnects this server committed in agent_sessions entries.",
+	})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
@@ -103,6 +115,7 @@ func newMetrics(s *Server) *metrics {
 		m.artifactsRemoved, m.artifactBytesFreed, m.uploadsRefused,
 		gauge("rel_artifact_store_bytes", "Bytes of the blobs in this server's artifact store.", func() float64 { return float64(s.artifacts.Used()) }),
 		gauge("rel_artifact_store_quota_bytes", "This server's --artifact-quota (0: none).", func() float64 { return float64(s.artifacts.Quota()) }),
+		m.sessionEntries, m.sessionsBatched,
 		gauge("rel_tls_certificate_expiry_seconds", "Seconds until this server's certificate expires.", func() float64 {
 			return time.Until(s.sec.M.Current().Leaf.NotAfter).Seconds()
 		}),

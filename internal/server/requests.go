@@ -72,6 +72,49 @@ type applied struct {
 	// Duplicate says the request id had been applied before, so nothing
 	// was applied now and Index and Ref are the first answer's.
 	Duplicate bool
+	// Items holds the refusals of a command answered per item
+	// (fsm.Result.Items), nil where an item was applied; it may be shorter
+	// than the command's items when the last ones were applied.
+	Items []error
+}
+
+// item is the answer to the command's i-th item (see Items).
+func (a applied) item(i int) error {
+	if i < len(a.Items) {
+		return a.Items[i]
+	}
+	return nil
+}
+
+// itemErrors encodes per-item refusals for ApplyResponse, as request
+// records keep errors, so a forwarding server rebuilds the same sentinels.
+func itemErrors(items []error) []*relv1.ItemError {
+	var out []*relv1.ItemError
+	for i, err := range items {
+		if err != nil {
+			out = append(out, &relv1.ItemError{Item: uint32(i), Kind: state.ErrorKind(err), Message: err.Error()})
+		}
+	}
+	return out
+}
+
+// itemsFrom decodes ApplyResponse.item_errors (see itemErrors).
+func itemsFrom(errs []*relv1.ItemError) []error {
+	if len(errs) == 0 {
+		return nil
+	}
+	n := 0
+	for _, e := range errs {
+		n = max(n, int(e.GetItem())+1)
+	}
+	if n > validate.MaxAgentSessions {
+		return nil // not an answer to a command this server sent
+	}
+	out := make([]error, n)
+	for _, e := range errs {
+		out[e.GetItem()] = state.ErrorFromKind(e.GetKind(), e.GetMessage())
+	}
+	return out
 }
 
 // repeated returns the first answer this replica holds for the request's

@@ -70,8 +70,9 @@ type Server struct {
 	// uploads holds a token per upload in progress (nil: no limit).
 	uploads chan struct{}
 	fetchState
-	sessions *sessions
-	reports  *reportBatcher
+	sessions      *sessions
+	reports       *reportBatcher
+	agentSessions *sessionBatcher
 	// fresh holds desired-state updates while this replica is stale.
 	fresh *freshness
 	// leaders wakes requests waiting out an election.
@@ -123,6 +124,7 @@ func New(c Config) (_ *Server, err error) {
 	s.peers = newPeerPool(s.sec)
 	s.sessions = newSessions()
 	s.reports = newReportBatcher(s)
+	s.agentSessions = newSessionBatcher(s)
 	s.fresh = newFreshness()
 	s.fetches = map[string]*fetchCall{}
 	s.httpClient = &http.Client{Transport: s.sec.HTTPTransport()}
@@ -152,10 +154,14 @@ func New(c Config) (_ *Server, err error) {
 	s.setupGRPC()
 	s.setupHTTP()
 
-	s.wg.Add(8)
+	s.wg.Add(9)
 	go func() {
 		defer s.wg.Done()
 		s.reports.run(s.ctx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.agentSessions.run(s.ctx)
 	}()
 	go func() {
 		defer s.wg.Done()

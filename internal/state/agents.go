@@ -1,6 +1,7 @@
 package state
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/hashicorp/go-memdb"
@@ -9,10 +10,82 @@ import (
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
-// AgentUp records a new session of an agent and what it says is installed.
+// AgentUp records a new session of an agent and what it says is installed
+// (the agent_up kind, written before sessions were batched).
 func (s *Store) AgentUp(index uint64, agent *relv1.Agent, installed []*relv1.AppReport) error {
 	txn := s.writeTxn()
 	defer txn.Abort()
+	if err := agentUp(txn, index, &relv1.AgentUp{Agent: agent, Installed: installed}); err != nil {
+		return err
+	}
+	txn.Commit()
+	return nil
+}
+
+// AgentDown marks an agent disconnected, but only if the session named is
+// still its current one: a stale server's verdict about an old stream must
+// not mark down an agent that reconnected elsewhere.
+func (s *Store) AgentDown(index uint64, id, session string, at int64, reason string) error {
+	txn := s.writeTxn()
+	defer txn.Abort()
+	if err := agentDown(txn, index, &relv1.AgentDown{AgentId: id, SessionId: session, AtUnixNano: at, Reason: reason}); err != nil {
+		return err
+	}
+	txn.Commit()
+	return nil
+}
+
+// AgentSessions applies one server's batch of connects and disconnects:
+// every up in order, then every down in order, in one transaction. Each
+// item gets its own answer in items (ups first, then downs; nil when
+// applied): a refused item (a revoked agent, an unknown one) writes
+// nothing and the others still apply. err is for the store failing, which
+// fails the whole entry.
+func (s *Store) AgentSessions(index uint64, ups []*relv1.AgentUp, downs []*relv1.AgentDown) (items []error, err error) {
+	txn := s.writeTxn()
+	defer txn.Abort()
+	items = make([]error, 0, len(ups)+len(downs))
+	for _, up := range ups {
+		err := agentUp(txn, index, up)
+		if err != nil && !isRefusal(err) {
+			return nil, err
+		}
+		items = append(items, err)
+	}
+	for _, down := range downs {
+		err := agentDown(txn, index, down)
+		if err != nil && !isRefusal(err) {
+			return nil, err
+		}
+		items = append(items, err)
+	}
+	txn.Commit()
+	return items, nil
+}
+
+// isRefusal says err is an application error (the item is refused and
+// wrote nothing), not the store failing.
+func isRefusal(err error) bool {
+	var e *Error
+	return errors.As(err, &e)
+}
+
+// agentUp records a session in txn. A session whose certificate became
+// valid at or before the agent's revocation is refused, as the servers'
+// revocation watchers end such streams: a revocation committed between a
+// stream's handshake and its AgentUp must not leave the agent connected.
+// Entries written before the certificate time was stamped (0) skip that.
+func agentUp(txn *memdb.Txn, index uint64, up *relv1.AgentUp) error {
+	agent := up.GetAgent()
+	if nb := up.GetCertNotBeforeUnixNano(); nb != 0 {
+		rev, err := txn.First(TableRevocations, "id", agent.GetId())
+		if err != nil {
+			return fmt.Errorf("state: lookup revocation: %w", err)
+		}
+		if rev != nil && rev.(*relv1.AgentRevocation).GetRevokedUnixNano() >= nb {
+			return newError(ErrUnauthenticated, fmt.Sprintf("agent %q was revoked: its certificates are refused; enrol it again with a new join token ('relctl agent token create')", agent.GetId()))
+		}
+	}
 	row := proto.Clone(agent).(*relv1.Agent)
 	row.Connected = true
 	row.DisconnectedUnixNano, row.DisconnectReason = 0, ""
@@ -30,44 +103,35 @@ func (s *Store) AgentUp(index uint64, agent *relv1.Agent, installed []*relv1.App
 	if err := setIndex(txn, TableAgents, index); err != nil {
 		return err
 	}
-	for _, r := range installed {
+	for _, r := range up.GetInstalled() {
 		if err := applyReport(txn, index, agent.GetId(), r); err != nil {
 			return err
 		}
 	}
-	txn.Commit()
 	return nil
 }
 
-// AgentDown marks an agent disconnected, but only if the session named is
-// still its current one: a stale server's verdict about an old stream must
-// not mark down an agent that reconnected elsewhere.
-func (s *Store) AgentDown(index uint64, id, session string, at int64, reason string) error {
-	txn := s.writeTxn()
-	defer txn.Abort()
-	raw, err := txn.First(TableAgents, "id", id)
+// agentDown marks a session down in txn if it is the agent's current one.
+func agentDown(txn *memdb.Txn, index uint64, d *relv1.AgentDown) error {
+	raw, err := txn.First(TableAgents, "id", d.GetAgentId())
 	if err != nil {
 		return fmt.Errorf("state: lookup agent: %w", err)
 	}
 	if raw == nil {
-		return newError(ErrNotFound, fmt.Sprintf("agent %q not found", id))
+		return newError(ErrNotFound, fmt.Sprintf("agent %q not found", d.GetAgentId()))
 	}
 	cur := raw.(*relv1.Agent)
-	if cur.GetSessionId() != session || !cur.GetConnected() {
+	if cur.GetSessionId() != d.GetSessionId() || !cur.GetConnected() {
 		return nil
 	}
 	row := proto.Clone(cur).(*relv1.Agent)
 	row.Connected = false
-	row.DisconnectedUnixNano, row.DisconnectReason = at, reason
+	row.DisconnectedUnixNano, row.DisconnectReason = d.GetAtUnixNano(), d.GetReason()
 	row.ModifyIndex = index
 	if err := txn.Insert(TableAgents, row); err != nil {
 		return fmt.Errorf("state: update agent: %w", err)
 	}
-	if err := setIndex(txn, TableAgents, index); err != nil {
-		return err
-	}
-	txn.Commit()
-	return nil
+	return setIndex(txn, TableAgents, index)
 }
 
 // ApplyReports stores a batch of agents' reports. Reports of unknown agents

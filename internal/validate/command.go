@@ -1,6 +1,7 @@
 package validate
 
 import (
+	"fmt"
 	"net"
 	"regexp"
 	"slices"
@@ -15,11 +16,14 @@ import (
 // bound the size of a raft entry and of a row, so that nothing a peer or a
 // bug sends can make every replica hold something huge.
 const (
-	MaxIDLen         = 64
-	MaxReasonLen     = 4 << 10
-	MaxOutputLen     = 1 << 10
-	MaxFactLen       = 256
-	MaxReportsBatch  = 100_000
+	MaxIDLen        = 64
+	MaxReasonLen    = 4 << 10
+	MaxOutputLen    = 1 << 10
+	MaxFactLen      = 256
+	MaxReportsBatch = 100_000
+	// MaxAgentSessions bounds an agent_sessions entry (ups and downs
+	// together): a server commits at most that many per entry.
+	MaxAgentSessions = 1000
 	MaxRolloutHosts  = 100_000
 	MaxEventsPerStep = 200_000
 	MaxTokenUses     = 100_000
@@ -220,8 +224,9 @@ func Command(cmd *relv1.Command) error {
 	case *relv1.Command_AgentUp:
 		return agentUp(k.AgentUp)
 	case *relv1.Command_AgentDown:
-		d := k.AgentDown
-		return first(NodeID("agent id", d.GetAgentId()), id("session id", d.GetSessionId()), maxLen("reason", d.GetReason(), MaxReasonLen))
+		return agentDown(k.AgentDown)
+	case *relv1.Command_AgentSessions:
+		return agentSessions(k.AgentSessions)
 	case *relv1.Command_ReportBatch:
 		rs := k.ReportBatch.GetReports()
 		if len(rs) == 0 || len(rs) > MaxReportsBatch {
@@ -307,6 +312,39 @@ func release(r *relv1.Release) error {
 		Notes(r.GetNotes()), Commit(r.GetCommit()), Labels("label", r.GetLabels(), false))
 }
 
+// AgentUp checks one agent's connect, alone or as an item of a batch.
+func AgentUp(c *relv1.AgentUp) error { return agentUp(c) }
+
+// AgentDown checks one agent's disconnect, alone or as an item of a batch.
+func AgentDown(d *relv1.AgentDown) error { return agentDown(d) }
+
+func agentDown(d *relv1.AgentDown) error {
+	return first(NodeID("agent id", d.GetAgentId()), id("session id", d.GetSessionId()), maxLen("reason", d.GetReason(), MaxReasonLen))
+}
+
+// agentSessions checks a batch: 1 to MaxAgentSessions items, each as the
+// single kinds check it, naming the item that is wrong.
+func agentSessions(c *relv1.AgentSessions) error {
+	n := len(c.GetUp()) + len(c.GetDown())
+	if n == 0 || n > MaxAgentSessions {
+		return invalid("agent_sessions holds %d connects and disconnects: want 1-%d", n, MaxAgentSessions)
+	}
+	for i, u := range c.GetUp() {
+		if err := agentUp(u); err != nil {
+			return fmt.Errorf("agent_sessions up %d: %w", i, err)
+		}
+	}
+	for i, d := range c.GetDown() {
+		if d == nil {
+			return invalid("agent_sessions down %d is empty", i)
+		}
+		if err := agentDown(d); err != nil {
+			return fmt.Errorf("agent_sessions down %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
 func agentUp(c *relv1.AgentUp) error {
 	a := c.GetAgent()
 	if a == nil {
@@ -315,6 +353,9 @@ func agentUp(c *relv1.AgentUp) error {
 	if err := first(NodeID("agent id", a.GetId()), Labels("label", a.GetLabels(), false), maxLen("agent version", a.GetAgentVersion(), MaxFactLen),
 		id("session id", a.GetSessionId()), NodeID("server id", a.GetServerId())); err != nil {
 		return err
+	}
+	if nb := c.GetCertNotBeforeUnixNano(); nb < 0 {
+		return invalid("agent_up certificate time %d is negative: stamp the certificate's NotBefore, or 0 for none", nb)
 	}
 	if f := a.GetFacts(); f != nil {
 		for _, v := range []string{f.GetHostname(), f.GetOs(), f.GetPlatform(), f.GetPlatformVersion(), f.GetKernel(), f.GetArch()} {

@@ -82,6 +82,8 @@ func validCommands() map[string]*relv1.Command {
 			c.Kind = k
 		case *relv1.Command_ReportBatch:
 			c.Kind = k
+		case *relv1.Command_AgentSessions:
+			c.Kind = k
 		case *relv1.Command_CreateRollout:
 			c.Kind = k
 		case *relv1.Command_RolloutStep:
@@ -136,6 +138,13 @@ func validCommands() map[string]*relv1.Command {
 				Facts: &relv1.HostFacts{Hostname: "web-1", Os: "linux"}},
 			Installed: []*relv1.AppReport{testReport()}}}),
 		"agent_down": cmd(&relv1.Command_AgentDown{AgentDown: &relv1.AgentDown{AgentId: "web-1", SessionId: "sess-1", AtUnixNano: 1, Reason: "stream closed"}}),
+		"agent_sessions": cmd(&relv1.Command_AgentSessions{AgentSessions: &relv1.AgentSessions{
+			Up: []*relv1.AgentUp{
+				{Agent: &relv1.Agent{Id: "web-1", Labels: map[string]string{"env": "prod"}, SessionId: "sess-1", ServerId: "s1"},
+					Installed: []*relv1.AppReport{testReport()}, CertNotBeforeUnixNano: 1},
+				{Agent: &relv1.Agent{Id: "web-2", SessionId: "sess-2", ServerId: "s1"}},
+			},
+			Down: []*relv1.AgentDown{{AgentId: "web-3", SessionId: "sess-3", AtUnixNano: 1, Reason: "stream closed"}}}}),
 		"report_batch": cmd(&relv1.Command_ReportBatch{ReportBatch: &relv1.ReportBatch{Reports: []*relv1.AgentReport{
 			{AgentId: "web-1", SessionId: "sess-1", Report: testReport()}}}}),
 		"create_rollout": cmd(&relv1.Command_CreateRollout{CreateRollout: &relv1.CreateRollout{Rollout: testRollout(), Desired: testDesired(), Events: testEvents()}}),
@@ -313,6 +322,7 @@ func invalidCommandCases() []invalidCase {
 		{"agent_up", "bad label", func(c *relv1.Command) { c.GetAgentUp().Agent.Labels = map[string]string{"": "x"} }, "empty key"},
 		{"agent_up", "long version", func(c *relv1.Command) { c.GetAgentUp().Agent.AgentVersion = long(MaxFactLen + 1) }, "agent version"},
 		{"agent_up", "bad session", func(c *relv1.Command) { c.GetAgentUp().Agent.SessionId = "" }, "session id"},
+		{"agent_up", "negative cert time", func(c *relv1.Command) { c.GetAgentUp().CertNotBeforeUnixNano = -1 }, "certificate time -1 is negative"},
 		{"agent_up", "bad server id", func(c *relv1.Command) { c.GetAgentUp().Agent.ServerId = "" }, "server id"},
 		{"agent_up", "long fact", func(c *relv1.Command) { c.GetAgentUp().Agent.Facts.Kernel = long(MaxFactLen + 1) }, "host fact"},
 		{"agent_up", "bad installed report", func(c *relv1.Command) { c.GetAgentUp().Installed[0].Phase = "exploded" }, `report phase "exploded"`},
@@ -327,6 +337,26 @@ func invalidCommandCases() []invalidCase {
 		{"agent_down", "bad session", func(c *relv1.Command) { c.GetAgentDown().SessionId = "a/b" }, "session id"},
 		{"agent_down", "long reason", func(c *relv1.Command) { c.GetAgentDown().Reason = long(MaxReasonLen + 1) }, "reason is"},
 		{"agent_down", "no message", func(c *relv1.Command) { c.Kind = &relv1.Command_AgentDown{} }, "agent id"},
+
+		{"agent_sessions", "empty", func(c *relv1.Command) { c.GetAgentSessions().Up, c.GetAgentSessions().Down = nil, nil }, "holds 0 connects and disconnects: want 1-1000"},
+		{"agent_sessions", "no message", func(c *relv1.Command) { c.Kind = &relv1.Command_AgentSessions{} }, "holds 0 connects"},
+		{"agent_sessions", "too many", func(c *relv1.Command) {
+			b := c.GetAgentSessions()
+			for len(b.Up)+len(b.Down) <= MaxAgentSessions {
+				b.Down = append(b.Down, proto.Clone(b.Down[0]).(*relv1.AgentDown))
+			}
+		}, "holds 1001 connects and disconnects: want 1-1000"},
+		{"agent_sessions", "nil up", func(c *relv1.Command) { c.GetAgentSessions().Up[1] = nil }, "agent_sessions up 1: invalid argument: agent_up carries no agent"},
+		{"agent_sessions", "up without agent", func(c *relv1.Command) { c.GetAgentSessions().Up[0].Agent = nil }, "up 0: invalid argument: agent_up carries no agent"},
+		{"agent_sessions", "up bad id", func(c *relv1.Command) { c.GetAgentSessions().Up[1].Agent.Id = "a b" }, `up 1: invalid argument: agent id "a b"`},
+		{"agent_sessions", "up bad session", func(c *relv1.Command) { c.GetAgentSessions().Up[0].Agent.SessionId = "" }, "up 0: invalid argument: session id"},
+		{"agent_sessions", "up bad server", func(c *relv1.Command) { c.GetAgentSessions().Up[0].Agent.ServerId = "" }, "up 0: invalid argument: server id"},
+		{"agent_sessions", "up bad report", func(c *relv1.Command) { c.GetAgentSessions().Up[0].Installed[0].Phase = "exploded" }, `up 0: invalid argument: report phase "exploded"`},
+		{"agent_sessions", "up negative cert time", func(c *relv1.Command) { c.GetAgentSessions().Up[0].CertNotBeforeUnixNano = -1 }, "certificate time -1 is negative"},
+		{"agent_sessions", "nil down", func(c *relv1.Command) { c.GetAgentSessions().Down[0] = nil }, "agent_sessions down 0 is empty"},
+		{"agent_sessions", "down bad agent", func(c *relv1.Command) { c.GetAgentSessions().Down[0].AgentId = "" }, "down 0: invalid argument: agent id"},
+		{"agent_sessions", "down bad session", func(c *relv1.Command) { c.GetAgentSessions().Down[0].SessionId = "a/b" }, "down 0: invalid argument: session id"},
+		{"agent_sessions", "down long reason", func(c *relv1.Command) { c.GetAgentSessions().Down[0].Reason = long(MaxReasonLen + 1) }, "down 0: invalid argument: reason is"},
 
 		{"report_batch", "empty", func(c *relv1.Command) { c.GetReportBatch().Reports = nil }, "holds 0 reports"},
 		{"report_batch", "nil entry", func(c *relv1.Command) { c.GetReportBatch().Reports = []*relv1.AgentReport{nil} }, "empty report"},

@@ -650,7 +650,10 @@ type ApplyResponse struct {
 	Ref string `protobuf:"bytes,2,opt,name=ref,proto3" json:"ref,omitempty"`
 	// The command's request id had been applied before: nothing was applied
 	// now, and index and ref are the first answer's.
-	Duplicate     bool `protobuf:"varint,3,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	Duplicate bool `protobuf:"varint,3,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	// The refused items of a command answered per item (agent_sessions:
+	// ups first, then downs); items not named were applied.
+	ItemErrors    []*ItemError `protobuf:"bytes,4,rep,name=item_errors,json=itemErrors,proto3" json:"item_errors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -706,6 +709,75 @@ func (x *ApplyResponse) GetDuplicate() bool {
 	return false
 }
 
+func (x *ApplyResponse) GetItemErrors() []*ItemError {
+	if x != nil {
+		return x.ItemErrors
+	}
+	return nil
+}
+
+// ItemError is one item of a batch the FSM refused, with the refusal as a
+// request record keeps it (state.ErrorKind and the message).
+type ItemError struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Item          uint32                 `protobuf:"varint,1,opt,name=item,proto3" json:"item,omitempty"`
+	Kind          string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ItemError) Reset() {
+	*x = ItemError{}
+	mi := &file_rel_v1_cluster_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ItemError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ItemError) ProtoMessage() {}
+
+func (x *ItemError) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_cluster_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ItemError.ProtoReflect.Descriptor instead.
+func (*ItemError) Descriptor() ([]byte, []int) {
+	return file_rel_v1_cluster_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ItemError) GetItem() uint32 {
+	if x != nil {
+		return x.Item
+	}
+	return 0
+}
+
+func (x *ItemError) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ItemError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type FetchArtifactRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Sha256 string                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
@@ -722,7 +794,7 @@ type FetchArtifactRequest struct {
 
 func (x *FetchArtifactRequest) Reset() {
 	*x = FetchArtifactRequest{}
-	mi := &file_rel_v1_cluster_proto_msgTypes[11]
+	mi := &file_rel_v1_cluster_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -734,7 +806,7 @@ func (x *FetchArtifactRequest) String() string {
 func (*FetchArtifactRequest) ProtoMessage() {}
 
 func (x *FetchArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_cluster_proto_msgTypes[11]
+	mi := &file_rel_v1_cluster_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -747,7 +819,7 @@ func (x *FetchArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchArtifactRequest.ProtoReflect.Descriptor instead.
 func (*FetchArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_cluster_proto_rawDescGZIP(), []int{11}
+	return file_rel_v1_cluster_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FetchArtifactRequest) GetSha256() string {
@@ -786,7 +858,7 @@ type FetchArtifactResponse struct {
 
 func (x *FetchArtifactResponse) Reset() {
 	*x = FetchArtifactResponse{}
-	mi := &file_rel_v1_cluster_proto_msgTypes[12]
+	mi := &file_rel_v1_cluster_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -798,7 +870,7 @@ func (x *FetchArtifactResponse) String() string {
 func (*FetchArtifactResponse) ProtoMessage() {}
 
 func (x *FetchArtifactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_cluster_proto_msgTypes[12]
+	mi := &file_rel_v1_cluster_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -811,7 +883,7 @@ func (x *FetchArtifactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchArtifactResponse.ProtoReflect.Descriptor instead.
 func (*FetchArtifactResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_cluster_proto_rawDescGZIP(), []int{12}
+	return file_rel_v1_cluster_proto_rawDescGZIP(), []int{13}
 }
 
 type LocalAgentsRequest struct {
@@ -822,7 +894,7 @@ type LocalAgentsRequest struct {
 
 func (x *LocalAgentsRequest) Reset() {
 	*x = LocalAgentsRequest{}
-	mi := &file_rel_v1_cluster_proto_msgTypes[13]
+	mi := &file_rel_v1_cluster_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -834,7 +906,7 @@ func (x *LocalAgentsRequest) String() string {
 func (*LocalAgentsRequest) ProtoMessage() {}
 
 func (x *LocalAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_cluster_proto_msgTypes[13]
+	mi := &file_rel_v1_cluster_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -847,7 +919,7 @@ func (x *LocalAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalAgentsRequest.ProtoReflect.Descriptor instead.
 func (*LocalAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_rel_v1_cluster_proto_rawDescGZIP(), []int{13}
+	return file_rel_v1_cluster_proto_rawDescGZIP(), []int{14}
 }
 
 type LocalAgent struct {
@@ -862,7 +934,7 @@ type LocalAgent struct {
 
 func (x *LocalAgent) Reset() {
 	*x = LocalAgent{}
-	mi := &file_rel_v1_cluster_proto_msgTypes[14]
+	mi := &file_rel_v1_cluster_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +946,7 @@ func (x *LocalAgent) String() string {
 func (*LocalAgent) ProtoMessage() {}
 
 func (x *LocalAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_cluster_proto_msgTypes[14]
+	mi := &file_rel_v1_cluster_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +959,7 @@ func (x *LocalAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalAgent.ProtoReflect.Descriptor instead.
 func (*LocalAgent) Descriptor() ([]byte, []int) {
-	return file_rel_v1_cluster_proto_rawDescGZIP(), []int{14}
+	return file_rel_v1_cluster_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *LocalAgent) GetAgentId() string {
@@ -927,7 +999,7 @@ type LocalAgentsResponse struct {
 
 func (x *LocalAgentsResponse) Reset() {
 	*x = LocalAgentsResponse{}
-	mi := &file_rel_v1_cluster_proto_msgTypes[15]
+	mi := &file_rel_v1_cluster_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -939,7 +1011,7 @@ func (x *LocalAgentsResponse) String() string {
 func (*LocalAgentsResponse) ProtoMessage() {}
 
 func (x *LocalAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_cluster_proto_msgTypes[15]
+	mi := &file_rel_v1_cluster_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -952,7 +1024,7 @@ func (x *LocalAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalAgentsResponse.ProtoReflect.Descriptor instead.
 func (*LocalAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_rel_v1_cluster_proto_rawDescGZIP(), []int{15}
+	return file_rel_v1_cluster_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *LocalAgentsResponse) GetAgents() []*LocalAgent {
@@ -1012,11 +1084,17 @@ const file_rel_v1_cluster_proto_rawDesc = "" +
 	"\tgrpc_addr\x18\v \x01(\tR\bgrpcAddr\x12\x1b\n" +
 	"\thttp_addr\x18\f \x01(\tR\bhttpAddr\"(\n" +
 	"\fApplyRequest\x12\x18\n" +
-	"\acommand\x18\x01 \x01(\fR\acommand\"U\n" +
+	"\acommand\x18\x01 \x01(\fR\acommand\"\x89\x01\n" +
 	"\rApplyResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x10\n" +
 	"\x03ref\x18\x02 \x01(\tR\x03ref\x12\x1c\n" +
-	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"y\n" +
+	"\tduplicate\x18\x03 \x01(\bR\tduplicate\x122\n" +
+	"\vitem_errors\x18\x04 \x03(\v2\x11.rel.v1.ItemErrorR\n" +
+	"itemErrors\"M\n" +
+	"\tItemError\x12\x12\n" +
+	"\x04item\x18\x01 \x01(\rR\x04item\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"y\n" +
 	"\x14FetchArtifactRequest\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x18\n" +
@@ -1054,7 +1132,7 @@ func file_rel_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_rel_v1_cluster_proto_rawDescData
 }
 
-var file_rel_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_rel_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_rel_v1_cluster_proto_goTypes = []any{
 	(*Member)(nil),                // 0: rel.v1.Member
 	(*MembersRequest)(nil),        // 1: rel.v1.MembersRequest
@@ -1067,36 +1145,38 @@ var file_rel_v1_cluster_proto_goTypes = []any{
 	(*StatusResponse)(nil),        // 8: rel.v1.StatusResponse
 	(*ApplyRequest)(nil),          // 9: rel.v1.ApplyRequest
 	(*ApplyResponse)(nil),         // 10: rel.v1.ApplyResponse
-	(*FetchArtifactRequest)(nil),  // 11: rel.v1.FetchArtifactRequest
-	(*FetchArtifactResponse)(nil), // 12: rel.v1.FetchArtifactResponse
-	(*LocalAgentsRequest)(nil),    // 13: rel.v1.LocalAgentsRequest
-	(*LocalAgent)(nil),            // 14: rel.v1.LocalAgent
-	(*LocalAgentsResponse)(nil),   // 15: rel.v1.LocalAgentsResponse
-	(*Load)(nil),                  // 16: rel.v1.Load
+	(*ItemError)(nil),             // 11: rel.v1.ItemError
+	(*FetchArtifactRequest)(nil),  // 12: rel.v1.FetchArtifactRequest
+	(*FetchArtifactResponse)(nil), // 13: rel.v1.FetchArtifactResponse
+	(*LocalAgentsRequest)(nil),    // 14: rel.v1.LocalAgentsRequest
+	(*LocalAgent)(nil),            // 15: rel.v1.LocalAgent
+	(*LocalAgentsResponse)(nil),   // 16: rel.v1.LocalAgentsResponse
+	(*Load)(nil),                  // 17: rel.v1.Load
 }
 var file_rel_v1_cluster_proto_depIdxs = []int32{
 	0,  // 0: rel.v1.MembersResponse.members:type_name -> rel.v1.Member
-	16, // 1: rel.v1.LocalAgent.load:type_name -> rel.v1.Load
-	14, // 2: rel.v1.LocalAgentsResponse.agents:type_name -> rel.v1.LocalAgent
-	1,  // 3: rel.v1.ClusterService.Members:input_type -> rel.v1.MembersRequest
-	3,  // 4: rel.v1.ClusterService.Join:input_type -> rel.v1.JoinRequest
-	5,  // 5: rel.v1.ClusterService.Remove:input_type -> rel.v1.RemoveRequest
-	7,  // 6: rel.v1.ClusterService.Status:input_type -> rel.v1.StatusRequest
-	9,  // 7: rel.v1.ClusterService.Apply:input_type -> rel.v1.ApplyRequest
-	11, // 8: rel.v1.ClusterService.FetchArtifact:input_type -> rel.v1.FetchArtifactRequest
-	13, // 9: rel.v1.ClusterService.LocalAgents:input_type -> rel.v1.LocalAgentsRequest
-	2,  // 10: rel.v1.ClusterService.Members:output_type -> rel.v1.MembersResponse
-	4,  // 11: rel.v1.ClusterService.Join:output_type -> rel.v1.JoinResponse
-	6,  // 12: rel.v1.ClusterService.Remove:output_type -> rel.v1.RemoveResponse
-	8,  // 13: rel.v1.ClusterService.Status:output_type -> rel.v1.StatusResponse
-	10, // 14: rel.v1.ClusterService.Apply:output_type -> rel.v1.ApplyResponse
-	12, // 15: rel.v1.ClusterService.FetchArtifact:output_type -> rel.v1.FetchArtifactResponse
-	15, // 16: rel.v1.ClusterService.LocalAgents:output_type -> rel.v1.LocalAgentsResponse
-	10, // [10:17] is the sub-list for method output_type
-	3,  // [3:10] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	11, // 1: rel.v1.ApplyResponse.item_errors:type_name -> rel.v1.ItemError
+	17, // 2: rel.v1.LocalAgent.load:type_name -> rel.v1.Load
+	15, // 3: rel.v1.LocalAgentsResponse.agents:type_name -> rel.v1.LocalAgent
+	1,  // 4: rel.v1.ClusterService.Members:input_type -> rel.v1.MembersRequest
+	3,  // 5: rel.v1.ClusterService.Join:input_type -> rel.v1.JoinRequest
+	5,  // 6: rel.v1.ClusterService.Remove:input_type -> rel.v1.RemoveRequest
+	7,  // 7: rel.v1.ClusterService.Status:input_type -> rel.v1.StatusRequest
+	9,  // 8: rel.v1.ClusterService.Apply:input_type -> rel.v1.ApplyRequest
+	12, // 9: rel.v1.ClusterService.FetchArtifact:input_type -> rel.v1.FetchArtifactRequest
+	14, // 10: rel.v1.ClusterService.LocalAgents:input_type -> rel.v1.LocalAgentsRequest
+	2,  // 11: rel.v1.ClusterService.Members:output_type -> rel.v1.MembersResponse
+	4,  // 12: rel.v1.ClusterService.Join:output_type -> rel.v1.JoinResponse
+	6,  // 13: rel.v1.ClusterService.Remove:output_type -> rel.v1.RemoveResponse
+	8,  // 14: rel.v1.ClusterService.Status:output_type -> rel.v1.StatusResponse
+	10, // 15: rel.v1.ClusterService.Apply:output_type -> rel.v1.ApplyResponse
+	13, // 16: rel.v1.ClusterService.FetchArtifact:output_type -> rel.v1.FetchArtifactResponse
+	16, // 17: rel.v1.ClusterService.LocalAgents:output_type -> rel.v1.LocalAgentsResponse
+	11, // [11:18] is the sub-list for method output_type
+	4,  // [4:11] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_cluster_proto_init() }
@@ -1111,7 +1191,7 @@ func file_rel_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_cluster_proto_rawDesc), len(file_rel_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -63,6 +63,7 @@ type Command struct {
 	//	*Command_RemoveAgents
 	//	*Command_DeleteRelease
 	//	*Command_RemoveArtifacts
+	//	*Command_AgentSessions
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -362,6 +363,15 @@ func (x *Command) GetRemoveArtifacts() *RemoveArtifacts {
 	return nil
 }
 
+func (x *Command) GetAgentSessions() *AgentSessions {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_AgentSessions); ok {
+			return x.AgentSessions
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -479,6 +489,13 @@ type Command_RemoveArtifacts struct {
 	RemoveArtifacts *RemoveArtifacts `protobuf:"bytes,37,opt,name=remove_artifacts,json=removeArtifacts,proto3,oneof"`
 }
 
+type Command_AgentSessions struct {
+	// Many agents' connects and disconnects in one entry (see
+	// AgentSessions); agent_up and agent_down stay for logs written
+	// before.
+	AgentSessions *AgentSessions `protobuf:"bytes,38,opt,name=agent_sessions,json=agentSessions,proto3,oneof"`
+}
+
 func (*Command_CreateApp) isCommand_Kind() {}
 
 func (*Command_CreateEnvironment) isCommand_Kind() {}
@@ -532,6 +549,8 @@ func (*Command_RemoveAgents) isCommand_Kind() {}
 func (*Command_DeleteRelease) isCommand_Kind() {}
 
 func (*Command_RemoveArtifacts) isCommand_Kind() {}
+
+func (*Command_AgentSessions) isCommand_Kind() {}
 
 type CreateApp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -893,11 +912,16 @@ func (x *DeregisterServer) GetId() string {
 // AgentUp records that an agent opened a stream (a new session), with what
 // it said in its hello.
 type AgentUp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Agent         *Agent                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
-	Installed     []*AppReport           `protobuf:"bytes,2,rep,name=installed,proto3" json:"installed,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Agent     *Agent                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	Installed []*AppReport           `protobuf:"bytes,2,rep,name=installed,proto3" json:"installed,omitempty"`
+	// When the certificate the stream was opened with became valid, stamped
+	// by the accepting server: the FSM refuses the session if the agent was
+	// revoked at or after it (a revocation racing the connect). 0 (entries
+	// written before) skips the check.
+	CertNotBeforeUnixNano int64 `protobuf:"varint,3,opt,name=cert_not_before_unix_nano,json=certNotBeforeUnixNano,proto3" json:"cert_not_before_unix_nano,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *AgentUp) Reset() {
@@ -942,6 +966,13 @@ func (x *AgentUp) GetInstalled() []*AppReport {
 		return x.Installed
 	}
 	return nil
+}
+
+func (x *AgentUp) GetCertNotBeforeUnixNano() int64 {
+	if x != nil {
+		return x.CertNotBeforeUnixNano
+	}
+	return 0
 }
 
 // AgentDown records that a session ended or went silent past the grace
@@ -1014,6 +1045,67 @@ func (x *AgentDown) GetReason() string {
 	return ""
 }
 
+// AgentSessions carries the connects and disconnects one server gathered
+// while its previous such entry was being committed, so that thousands of
+// agents reconnecting at once (their server died) are a few entries, not
+// one each. The FSM applies every up, in order, then every down, in order,
+// and answers each item on its own (fsm.Result.Items, ups first): one
+// refused agent (revoked) does not refuse the others. Ups go first because
+// a server sends a session's down only once its up was answered, so a down
+// in the same entry as an up of the same agent is for that or an older
+// session, never for a newer one.
+type AgentSessions struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Up            []*AgentUp             `protobuf:"bytes,1,rep,name=up,proto3" json:"up,omitempty"`
+	Down          []*AgentDown           `protobuf:"bytes,2,rep,name=down,proto3" json:"down,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentSessions) Reset() {
+	*x = AgentSessions{}
+	mi := &file_rel_v1_command_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentSessions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentSessions) ProtoMessage() {}
+
+func (x *AgentSessions) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_command_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentSessions.ProtoReflect.Descriptor instead.
+func (*AgentSessions) Descriptor() ([]byte, []int) {
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *AgentSessions) GetUp() []*AgentUp {
+	if x != nil {
+		return x.Up
+	}
+	return nil
+}
+
+func (x *AgentSessions) GetDown() []*AgentDown {
+	if x != nil {
+		return x.Down
+	}
+	return nil
+}
+
 type AgentReport struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	AgentId       string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
@@ -1025,7 +1117,7 @@ type AgentReport struct {
 
 func (x *AgentReport) Reset() {
 	*x = AgentReport{}
-	mi := &file_rel_v1_command_proto_msgTypes[10]
+	mi := &file_rel_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1129,7 @@ func (x *AgentReport) String() string {
 func (*AgentReport) ProtoMessage() {}
 
 func (x *AgentReport) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[10]
+	mi := &file_rel_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1142,7 @@ func (x *AgentReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentReport.ProtoReflect.Descriptor instead.
 func (*AgentReport) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AgentReport) GetAgentId() string {
@@ -1086,7 +1178,7 @@ type ReportBatch struct {
 
 func (x *ReportBatch) Reset() {
 	*x = ReportBatch{}
-	mi := &file_rel_v1_command_proto_msgTypes[11]
+	mi := &file_rel_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1098,7 +1190,7 @@ func (x *ReportBatch) String() string {
 func (*ReportBatch) ProtoMessage() {}
 
 func (x *ReportBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[11]
+	mi := &file_rel_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1111,7 +1203,7 @@ func (x *ReportBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportBatch.ProtoReflect.Descriptor instead.
 func (*ReportBatch) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ReportBatch) GetReports() []*AgentReport {
@@ -1135,7 +1227,7 @@ type CreateRollout struct {
 
 func (x *CreateRollout) Reset() {
 	*x = CreateRollout{}
-	mi := &file_rel_v1_command_proto_msgTypes[12]
+	mi := &file_rel_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1147,7 +1239,7 @@ func (x *CreateRollout) String() string {
 func (*CreateRollout) ProtoMessage() {}
 
 func (x *CreateRollout) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[12]
+	mi := &file_rel_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1160,7 +1252,7 @@ func (x *CreateRollout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRollout.ProtoReflect.Descriptor instead.
 func (*CreateRollout) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreateRollout) GetRollout() *Rollout {
@@ -1210,7 +1302,7 @@ type RolloutStep struct {
 
 func (x *RolloutStep) Reset() {
 	*x = RolloutStep{}
-	mi := &file_rel_v1_command_proto_msgTypes[13]
+	mi := &file_rel_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1222,7 +1314,7 @@ func (x *RolloutStep) String() string {
 func (*RolloutStep) ProtoMessage() {}
 
 func (x *RolloutStep) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[13]
+	mi := &file_rel_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1235,7 +1327,7 @@ func (x *RolloutStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutStep.ProtoReflect.Descriptor instead.
 func (*RolloutStep) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RolloutStep) GetRollout() *Rollout {
@@ -1292,7 +1384,7 @@ type RolloutControl struct {
 
 func (x *RolloutControl) Reset() {
 	*x = RolloutControl{}
-	mi := &file_rel_v1_command_proto_msgTypes[14]
+	mi := &file_rel_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1304,7 +1396,7 @@ func (x *RolloutControl) String() string {
 func (*RolloutControl) ProtoMessage() {}
 
 func (x *RolloutControl) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[14]
+	mi := &file_rel_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1317,7 +1409,7 @@ func (x *RolloutControl) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutControl.ProtoReflect.Descriptor instead.
 func (*RolloutControl) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RolloutControl) GetRolloutId() string {
@@ -1366,7 +1458,7 @@ type InitCluster struct {
 
 func (x *InitCluster) Reset() {
 	*x = InitCluster{}
-	mi := &file_rel_v1_command_proto_msgTypes[15]
+	mi := &file_rel_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1378,7 +1470,7 @@ func (x *InitCluster) String() string {
 func (*InitCluster) ProtoMessage() {}
 
 func (x *InitCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[15]
+	mi := &file_rel_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1391,7 +1483,7 @@ func (x *InitCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitCluster.ProtoReflect.Descriptor instead.
 func (*InitCluster) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *InitCluster) GetClusterId() string {
@@ -1412,7 +1504,7 @@ type ACLBootstrap struct {
 
 func (x *ACLBootstrap) Reset() {
 	*x = ACLBootstrap{}
-	mi := &file_rel_v1_command_proto_msgTypes[16]
+	mi := &file_rel_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1424,7 +1516,7 @@ func (x *ACLBootstrap) String() string {
 func (*ACLBootstrap) ProtoMessage() {}
 
 func (x *ACLBootstrap) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[16]
+	mi := &file_rel_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1437,7 +1529,7 @@ func (x *ACLBootstrap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLBootstrap.ProtoReflect.Descriptor instead.
 func (*ACLBootstrap) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ACLBootstrap) GetToken() *ACLToken {
@@ -1457,7 +1549,7 @@ type CreateACLToken struct {
 
 func (x *CreateACLToken) Reset() {
 	*x = CreateACLToken{}
-	mi := &file_rel_v1_command_proto_msgTypes[17]
+	mi := &file_rel_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1469,7 +1561,7 @@ func (x *CreateACLToken) String() string {
 func (*CreateACLToken) ProtoMessage() {}
 
 func (x *CreateACLToken) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[17]
+	mi := &file_rel_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1482,7 +1574,7 @@ func (x *CreateACLToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateACLToken.ProtoReflect.Descriptor instead.
 func (*CreateACLToken) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CreateACLToken) GetToken() *ACLToken {
@@ -1501,7 +1593,7 @@ type DeleteACLToken struct {
 
 func (x *DeleteACLToken) Reset() {
 	*x = DeleteACLToken{}
-	mi := &file_rel_v1_command_proto_msgTypes[18]
+	mi := &file_rel_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1513,7 +1605,7 @@ func (x *DeleteACLToken) String() string {
 func (*DeleteACLToken) ProtoMessage() {}
 
 func (x *DeleteACLToken) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[18]
+	mi := &file_rel_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1526,7 +1618,7 @@ func (x *DeleteACLToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteACLToken.ProtoReflect.Descriptor instead.
 func (*DeleteACLToken) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DeleteACLToken) GetAccessorId() string {
@@ -1545,7 +1637,7 @@ type CreateJoinToken struct {
 
 func (x *CreateJoinToken) Reset() {
 	*x = CreateJoinToken{}
-	mi := &file_rel_v1_command_proto_msgTypes[19]
+	mi := &file_rel_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1557,7 +1649,7 @@ func (x *CreateJoinToken) String() string {
 func (*CreateJoinToken) ProtoMessage() {}
 
 func (x *CreateJoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[19]
+	mi := &file_rel_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1570,7 +1662,7 @@ func (x *CreateJoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinToken.ProtoReflect.Descriptor instead.
 func (*CreateJoinToken) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{19}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateJoinToken) GetToken() *JoinToken {
@@ -1595,7 +1687,7 @@ type UseJoinToken struct {
 
 func (x *UseJoinToken) Reset() {
 	*x = UseJoinToken{}
-	mi := &file_rel_v1_command_proto_msgTypes[20]
+	mi := &file_rel_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1607,7 +1699,7 @@ func (x *UseJoinToken) String() string {
 func (*UseJoinToken) ProtoMessage() {}
 
 func (x *UseJoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[20]
+	mi := &file_rel_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1620,7 +1712,7 @@ func (x *UseJoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UseJoinToken.ProtoReflect.Descriptor instead.
 func (*UseJoinToken) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{20}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UseJoinToken) GetSecretHash() string {
@@ -1653,7 +1745,7 @@ type DeleteJoinToken struct {
 
 func (x *DeleteJoinToken) Reset() {
 	*x = DeleteJoinToken{}
-	mi := &file_rel_v1_command_proto_msgTypes[21]
+	mi := &file_rel_v1_command_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1665,7 +1757,7 @@ func (x *DeleteJoinToken) String() string {
 func (*DeleteJoinToken) ProtoMessage() {}
 
 func (x *DeleteJoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[21]
+	mi := &file_rel_v1_command_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1678,7 +1770,7 @@ func (x *DeleteJoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteJoinToken.ProtoReflect.Descriptor instead.
 func (*DeleteJoinToken) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{21}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DeleteJoinToken) GetAccessorId() string {
@@ -1697,7 +1789,7 @@ type RevokeAgent struct {
 
 func (x *RevokeAgent) Reset() {
 	*x = RevokeAgent{}
-	mi := &file_rel_v1_command_proto_msgTypes[22]
+	mi := &file_rel_v1_command_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1709,7 +1801,7 @@ func (x *RevokeAgent) String() string {
 func (*RevokeAgent) ProtoMessage() {}
 
 func (x *RevokeAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[22]
+	mi := &file_rel_v1_command_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1722,7 +1814,7 @@ func (x *RevokeAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgent.ProtoReflect.Descriptor instead.
 func (*RevokeAgent) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{22}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RevokeAgent) GetRevocation() *AgentRevocation {
@@ -1744,7 +1836,7 @@ type RemoveRollouts struct {
 
 func (x *RemoveRollouts) Reset() {
 	*x = RemoveRollouts{}
-	mi := &file_rel_v1_command_proto_msgTypes[23]
+	mi := &file_rel_v1_command_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1756,7 +1848,7 @@ func (x *RemoveRollouts) String() string {
 func (*RemoveRollouts) ProtoMessage() {}
 
 func (x *RemoveRollouts) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[23]
+	mi := &file_rel_v1_command_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1769,7 +1861,7 @@ func (x *RemoveRollouts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRollouts.ProtoReflect.Descriptor instead.
 func (*RemoveRollouts) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{23}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RemoveRollouts) GetRolloutIds() []string {
@@ -1795,7 +1887,7 @@ type FoldHistory struct {
 
 func (x *FoldHistory) Reset() {
 	*x = FoldHistory{}
-	mi := &file_rel_v1_command_proto_msgTypes[24]
+	mi := &file_rel_v1_command_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1807,7 +1899,7 @@ func (x *FoldHistory) String() string {
 func (*FoldHistory) ProtoMessage() {}
 
 func (x *FoldHistory) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[24]
+	mi := &file_rel_v1_command_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1820,7 +1912,7 @@ func (x *FoldHistory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FoldHistory.ProtoReflect.Descriptor instead.
 func (*FoldHistory) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{24}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *FoldHistory) GetCutoffUnixNano() int64 {
@@ -1854,7 +1946,7 @@ type RemoveAgents struct {
 
 func (x *RemoveAgents) Reset() {
 	*x = RemoveAgents{}
-	mi := &file_rel_v1_command_proto_msgTypes[25]
+	mi := &file_rel_v1_command_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +1958,7 @@ func (x *RemoveAgents) String() string {
 func (*RemoveAgents) ProtoMessage() {}
 
 func (x *RemoveAgents) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[25]
+	mi := &file_rel_v1_command_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +1971,7 @@ func (x *RemoveAgents) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveAgents.ProtoReflect.Descriptor instead.
 func (*RemoveAgents) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{25}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RemoveAgents) GetAgentIds() []string {
@@ -1917,7 +2009,7 @@ type DeleteRelease struct {
 
 func (x *DeleteRelease) Reset() {
 	*x = DeleteRelease{}
-	mi := &file_rel_v1_command_proto_msgTypes[26]
+	mi := &file_rel_v1_command_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1929,7 +2021,7 @@ func (x *DeleteRelease) String() string {
 func (*DeleteRelease) ProtoMessage() {}
 
 func (x *DeleteRelease) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[26]
+	mi := &file_rel_v1_command_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1942,7 +2034,7 @@ func (x *DeleteRelease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRelease.ProtoReflect.Descriptor instead.
 func (*DeleteRelease) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{26}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DeleteRelease) GetApp() string {
@@ -1973,7 +2065,7 @@ type RemoveArtifacts struct {
 
 func (x *RemoveArtifacts) Reset() {
 	*x = RemoveArtifacts{}
-	mi := &file_rel_v1_command_proto_msgTypes[27]
+	mi := &file_rel_v1_command_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1985,7 +2077,7 @@ func (x *RemoveArtifacts) String() string {
 func (*RemoveArtifacts) ProtoMessage() {}
 
 func (x *RemoveArtifacts) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_command_proto_msgTypes[27]
+	mi := &file_rel_v1_command_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1998,7 +2090,7 @@ func (x *RemoveArtifacts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveArtifacts.ProtoReflect.Descriptor instead.
 func (*RemoveArtifacts) Descriptor() ([]byte, []int) {
-	return file_rel_v1_command_proto_rawDescGZIP(), []int{27}
+	return file_rel_v1_command_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RemoveArtifacts) GetDigests() []string {
@@ -2012,7 +2104,7 @@ var File_rel_v1_command_proto protoreflect.FileDescriptor
 
 const file_rel_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\xa9\x0e\n" +
+	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\xe9\x0e\n" +
 	"\aCommand\x12*\n" +
 	"\x11stamped_unix_nano\x18\x01 \x01(\x03R\x0fstampedUnixNano\x12\x1d\n" +
 	"\n" +
@@ -2046,7 +2138,8 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\ffold_history\x18\" \x01(\v2\x13.rel.v1.FoldHistoryH\x00R\vfoldHistory\x12;\n" +
 	"\rremove_agents\x18# \x01(\v2\x14.rel.v1.RemoveAgentsH\x00R\fremoveAgents\x12>\n" +
 	"\x0edelete_release\x18$ \x01(\v2\x15.rel.v1.DeleteReleaseH\x00R\rdeleteRelease\x12D\n" +
-	"\x10remove_artifacts\x18% \x01(\v2\x17.rel.v1.RemoveArtifactsH\x00R\x0fremoveArtifactsB\x06\n" +
+	"\x10remove_artifacts\x18% \x01(\v2\x17.rel.v1.RemoveArtifactsH\x00R\x0fremoveArtifacts\x12>\n" +
+	"\x0eagent_sessions\x18& \x01(\v2\x15.rel.v1.AgentSessionsH\x00R\ragentSessionsB\x06\n" +
 	"\x04kindJ\x04\b\x13\x10\x14\"*\n" +
 	"\tCreateApp\x12\x1d\n" +
 	"\x03app\x18\x01 \x01(\v2\v.rel.v1.AppR\x03app\"J\n" +
@@ -2065,17 +2158,21 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\x0eRegisterServer\x12&\n" +
 	"\x06server\x18\x01 \x01(\v2\x0e.rel.v1.ServerR\x06server\"\"\n" +
 	"\x10DeregisterServer\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"_\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x99\x01\n" +
 	"\aAgentUp\x12#\n" +
 	"\x05agent\x18\x01 \x01(\v2\r.rel.v1.AgentR\x05agent\x12/\n" +
-	"\tinstalled\x18\x02 \x03(\v2\x11.rel.v1.AppReportR\tinstalled\"\x7f\n" +
+	"\tinstalled\x18\x02 \x03(\v2\x11.rel.v1.AppReportR\tinstalled\x128\n" +
+	"\x19cert_not_before_unix_nano\x18\x03 \x01(\x03R\x15certNotBeforeUnixNano\"\x7f\n" +
 	"\tAgentDown\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x02 \x01(\tR\tsessionId\x12 \n" +
 	"\fat_unix_nano\x18\x03 \x01(\x03R\n" +
 	"atUnixNano\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"r\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"W\n" +
+	"\rAgentSessions\x12\x1f\n" +
+	"\x02up\x18\x01 \x03(\v2\x0f.rel.v1.AgentUpR\x02up\x12%\n" +
+	"\x04down\x18\x02 \x03(\v2\x11.rel.v1.AgentDownR\x04down\"r\n" +
 	"\vAgentReport\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1d\n" +
 	"\n" +
@@ -2156,7 +2253,7 @@ func file_rel_v1_command_proto_rawDescGZIP() []byte {
 	return file_rel_v1_command_proto_rawDescData
 }
 
-var file_rel_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_rel_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_rel_v1_command_proto_goTypes = []any{
 	(*Command)(nil),           // 0: rel.v1.Command
 	(*CreateApp)(nil),         // 1: rel.v1.CreateApp
@@ -2168,36 +2265,37 @@ var file_rel_v1_command_proto_goTypes = []any{
 	(*DeregisterServer)(nil),  // 7: rel.v1.DeregisterServer
 	(*AgentUp)(nil),           // 8: rel.v1.AgentUp
 	(*AgentDown)(nil),         // 9: rel.v1.AgentDown
-	(*AgentReport)(nil),       // 10: rel.v1.AgentReport
-	(*ReportBatch)(nil),       // 11: rel.v1.ReportBatch
-	(*CreateRollout)(nil),     // 12: rel.v1.CreateRollout
-	(*RolloutStep)(nil),       // 13: rel.v1.RolloutStep
-	(*RolloutControl)(nil),    // 14: rel.v1.RolloutControl
-	(*InitCluster)(nil),       // 15: rel.v1.InitCluster
-	(*ACLBootstrap)(nil),      // 16: rel.v1.ACLBootstrap
-	(*CreateACLToken)(nil),    // 17: rel.v1.CreateACLToken
-	(*DeleteACLToken)(nil),    // 18: rel.v1.DeleteACLToken
-	(*CreateJoinToken)(nil),   // 19: rel.v1.CreateJoinToken
-	(*UseJoinToken)(nil),      // 20: rel.v1.UseJoinToken
-	(*DeleteJoinToken)(nil),   // 21: rel.v1.DeleteJoinToken
-	(*RevokeAgent)(nil),       // 22: rel.v1.RevokeAgent
-	(*RemoveRollouts)(nil),    // 23: rel.v1.RemoveRollouts
-	(*FoldHistory)(nil),       // 24: rel.v1.FoldHistory
-	(*RemoveAgents)(nil),      // 25: rel.v1.RemoveAgents
-	(*DeleteRelease)(nil),     // 26: rel.v1.DeleteRelease
-	(*RemoveArtifacts)(nil),   // 27: rel.v1.RemoveArtifacts
-	(*App)(nil),               // 28: rel.v1.App
-	(*Environment)(nil),       // 29: rel.v1.Environment
-	(*Release)(nil),           // 30: rel.v1.Release
-	(*Server)(nil),            // 31: rel.v1.Server
-	(*Agent)(nil),             // 32: rel.v1.Agent
-	(*AppReport)(nil),         // 33: rel.v1.AppReport
-	(*Rollout)(nil),           // 34: rel.v1.Rollout
-	(*Desired)(nil),           // 35: rel.v1.Desired
-	(*RolloutEvent)(nil),      // 36: rel.v1.RolloutEvent
-	(*ACLToken)(nil),          // 37: rel.v1.ACLToken
-	(*JoinToken)(nil),         // 38: rel.v1.JoinToken
-	(*AgentRevocation)(nil),   // 39: rel.v1.AgentRevocation
+	(*AgentSessions)(nil),     // 10: rel.v1.AgentSessions
+	(*AgentReport)(nil),       // 11: rel.v1.AgentReport
+	(*ReportBatch)(nil),       // 12: rel.v1.ReportBatch
+	(*CreateRollout)(nil),     // 13: rel.v1.CreateRollout
+	(*RolloutStep)(nil),       // 14: rel.v1.RolloutStep
+	(*RolloutControl)(nil),    // 15: rel.v1.RolloutControl
+	(*InitCluster)(nil),       // 16: rel.v1.InitCluster
+	(*ACLBootstrap)(nil),      // 17: rel.v1.ACLBootstrap
+	(*CreateACLToken)(nil),    // 18: rel.v1.CreateACLToken
+	(*DeleteACLToken)(nil),    // 19: rel.v1.DeleteACLToken
+	(*CreateJoinToken)(nil),   // 20: rel.v1.CreateJoinToken
+	(*UseJoinToken)(nil),      // 21: rel.v1.UseJoinToken
+	(*DeleteJoinToken)(nil),   // 22: rel.v1.DeleteJoinToken
+	(*RevokeAgent)(nil),       // 23: rel.v1.RevokeAgent
+	(*RemoveRollouts)(nil),    // 24: rel.v1.RemoveRollouts
+	(*FoldHistory)(nil),       // 25: rel.v1.FoldHistory
+	(*RemoveAgents)(nil),      // 26: rel.v1.RemoveAgents
+	(*DeleteRelease)(nil),     // 27: rel.v1.DeleteRelease
+	(*RemoveArtifacts)(nil),   // 28: rel.v1.RemoveArtifacts
+	(*App)(nil),               // 29: rel.v1.App
+	(*Environment)(nil),       // 30: rel.v1.Environment
+	(*Release)(nil),           // 31: rel.v1.Release
+	(*Server)(nil),            // 32: rel.v1.Server
+	(*Agent)(nil),             // 33: rel.v1.Agent
+	(*AppReport)(nil),         // 34: rel.v1.AppReport
+	(*Rollout)(nil),           // 35: rel.v1.Rollout
+	(*Desired)(nil),           // 36: rel.v1.Desired
+	(*RolloutEvent)(nil),      // 37: rel.v1.RolloutEvent
+	(*ACLToken)(nil),          // 38: rel.v1.ACLToken
+	(*JoinToken)(nil),         // 39: rel.v1.JoinToken
+	(*AgentRevocation)(nil),   // 40: rel.v1.AgentRevocation
 }
 var file_rel_v1_command_proto_depIdxs = []int32{
 	1,  // 0: rel.v1.Command.create_app:type_name -> rel.v1.CreateApp
@@ -2207,51 +2305,54 @@ var file_rel_v1_command_proto_depIdxs = []int32{
 	7,  // 4: rel.v1.Command.deregister_server:type_name -> rel.v1.DeregisterServer
 	8,  // 5: rel.v1.Command.agent_up:type_name -> rel.v1.AgentUp
 	9,  // 6: rel.v1.Command.agent_down:type_name -> rel.v1.AgentDown
-	11, // 7: rel.v1.Command.report_batch:type_name -> rel.v1.ReportBatch
-	12, // 8: rel.v1.Command.create_rollout:type_name -> rel.v1.CreateRollout
-	13, // 9: rel.v1.Command.rollout_step:type_name -> rel.v1.RolloutStep
-	14, // 10: rel.v1.Command.rollout_control:type_name -> rel.v1.RolloutControl
-	15, // 11: rel.v1.Command.init_cluster:type_name -> rel.v1.InitCluster
-	16, // 12: rel.v1.Command.acl_bootstrap:type_name -> rel.v1.ACLBootstrap
-	17, // 13: rel.v1.Command.create_acl_token:type_name -> rel.v1.CreateACLToken
-	18, // 14: rel.v1.Command.delete_acl_token:type_name -> rel.v1.DeleteACLToken
-	19, // 15: rel.v1.Command.create_join_token:type_name -> rel.v1.CreateJoinToken
-	20, // 16: rel.v1.Command.use_join_token:type_name -> rel.v1.UseJoinToken
-	21, // 17: rel.v1.Command.delete_join_token:type_name -> rel.v1.DeleteJoinToken
-	22, // 18: rel.v1.Command.revoke_agent:type_name -> rel.v1.RevokeAgent
-	13, // 19: rel.v1.Command.rollout_step_delta:type_name -> rel.v1.RolloutStep
+	12, // 7: rel.v1.Command.report_batch:type_name -> rel.v1.ReportBatch
+	13, // 8: rel.v1.Command.create_rollout:type_name -> rel.v1.CreateRollout
+	14, // 9: rel.v1.Command.rollout_step:type_name -> rel.v1.RolloutStep
+	15, // 10: rel.v1.Command.rollout_control:type_name -> rel.v1.RolloutControl
+	16, // 11: rel.v1.Command.init_cluster:type_name -> rel.v1.InitCluster
+	17, // 12: rel.v1.Command.acl_bootstrap:type_name -> rel.v1.ACLBootstrap
+	18, // 13: rel.v1.Command.create_acl_token:type_name -> rel.v1.CreateACLToken
+	19, // 14: rel.v1.Command.delete_acl_token:type_name -> rel.v1.DeleteACLToken
+	20, // 15: rel.v1.Command.create_join_token:type_name -> rel.v1.CreateJoinToken
+	21, // 16: rel.v1.Command.use_join_token:type_name -> rel.v1.UseJoinToken
+	22, // 17: rel.v1.Command.delete_join_token:type_name -> rel.v1.DeleteJoinToken
+	23, // 18: rel.v1.Command.revoke_agent:type_name -> rel.v1.RevokeAgent
+	14, // 19: rel.v1.Command.rollout_step_delta:type_name -> rel.v1.RolloutStep
 	3,  // 20: rel.v1.Command.update_environment:type_name -> rel.v1.UpdateEnvironment
 	4,  // 21: rel.v1.Command.delete_environment:type_name -> rel.v1.DeleteEnvironment
-	23, // 22: rel.v1.Command.remove_rollouts:type_name -> rel.v1.RemoveRollouts
-	24, // 23: rel.v1.Command.fold_history:type_name -> rel.v1.FoldHistory
-	25, // 24: rel.v1.Command.remove_agents:type_name -> rel.v1.RemoveAgents
-	26, // 25: rel.v1.Command.delete_release:type_name -> rel.v1.DeleteRelease
-	27, // 26: rel.v1.Command.remove_artifacts:type_name -> rel.v1.RemoveArtifacts
-	28, // 27: rel.v1.CreateApp.app:type_name -> rel.v1.App
-	29, // 28: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
-	29, // 29: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
-	30, // 30: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
-	31, // 31: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
-	32, // 32: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
-	33, // 33: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
-	33, // 34: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
-	10, // 35: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
-	34, // 36: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
-	35, // 37: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
-	36, // 38: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
-	34, // 39: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
-	35, // 40: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
-	36, // 41: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
-	12, // 42: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
-	37, // 43: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
-	37, // 44: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
-	38, // 45: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
-	39, // 46: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
-	47, // [47:47] is the sub-list for method output_type
-	47, // [47:47] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	24, // 22: rel.v1.Command.remove_rollouts:type_name -> rel.v1.RemoveRollouts
+	25, // 23: rel.v1.Command.fold_history:type_name -> rel.v1.FoldHistory
+	26, // 24: rel.v1.Command.remove_agents:type_name -> rel.v1.RemoveAgents
+	27, // 25: rel.v1.Command.delete_release:type_name -> rel.v1.DeleteRelease
+	28, // 26: rel.v1.Command.remove_artifacts:type_name -> rel.v1.RemoveArtifacts
+	10, // 27: rel.v1.Command.agent_sessions:type_name -> rel.v1.AgentSessions
+	29, // 28: rel.v1.CreateApp.app:type_name -> rel.v1.App
+	30, // 29: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
+	30, // 30: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
+	31, // 31: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
+	32, // 32: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
+	33, // 33: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
+	34, // 34: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
+	8,  // 35: rel.v1.AgentSessions.up:type_name -> rel.v1.AgentUp
+	9,  // 36: rel.v1.AgentSessions.down:type_name -> rel.v1.AgentDown
+	34, // 37: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
+	11, // 38: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
+	35, // 39: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
+	36, // 40: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
+	37, // 41: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
+	35, // 42: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
+	36, // 43: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
+	37, // 44: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
+	13, // 45: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
+	38, // 46: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
+	38, // 47: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
+	39, // 48: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
+	40, // 49: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
+	50, // [50:50] is the sub-list for method output_type
+	50, // [50:50] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_command_proto_init() }
@@ -2289,6 +2390,7 @@ func file_rel_v1_command_proto_init() {
 		(*Command_RemoveAgents)(nil),
 		(*Command_DeleteRelease)(nil),
 		(*Command_RemoveArtifacts)(nil),
+		(*Command_AgentSessions)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2296,7 +2398,7 @@ func file_rel_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_command_proto_rawDesc), len(file_rel_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

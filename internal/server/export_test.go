@@ -1,0 +1,17 @@
+package server
+
+// SetAgentSessionsHook makes f run before each agent_sessions commit of s,
+// with the ids of the agents the entry connects (nil: no hook).
+func (s *Server) SetAgentSessionsHook(f func(ups []string)) {
+	s.agentSessions.mu.Lock()
+	defer s.agentSessions.mu.Unlock()
+	s.agentSessions.beforeCommit = f
+}
+
+// QueuedAgentSessions is how many connects and disconnects wait for the
+// next agent_sessions entry of s.
+func (s *Server) QueuedAgentSessions() int {
+	s.agentSessions.mu.Lock()
+	defer s.agentSessions.mu.Unlock()
+	return len(s.agentSessions.q)
+}
