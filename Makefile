@@ -59,9 +59,9 @@ proto-check:
 
 ## bench: the table of docs/PERFORMANCE.md on this machine (figures, not
 ## pass/fail; each row a median of several runs, with its goal and whether
-## it was met); the table goes into docs/PERFORMANCE.md and bench.out
+## it was met); the table goes into docs/PERFORMANCE.md, README.md and bench.out
 bench: build
-	$(GO) run ./scripts/bench -bin $(BIN) -write-table docs/PERFORMANCE.md | tee bench.out
+	$(GO) run ./scripts/bench -bin $(BIN) -write-table docs/PERFORMANCE.md,README.md | tee bench.out
 
 ## bench-security: the cost of TLS: the agents and latency figures beside
 ## those of the last commit before security (plaintext), built once into

@@ -231,7 +231,7 @@ func roleName(st raft.RaftState) string {
 // that was already forwarded is not forwarded again.
 func (s *Server) leaderTarget(ctx context.Context) (*grpc.ClientConn, error) {
 	if s.IsLeader() {
-		return nil, nil
+		return nil, s.leaderCaughtUp(ctx)
 	}
 	if isForwarded(ctx) {
 		return nil, status.Error(codes.Unavailable, "leadership moved while the request was forwarded: retry")
@@ -241,6 +241,25 @@ func (s *Server) leaderTarget(ctx context.Context) (*grpc.ClientConn, error) {
 		return nil, toStatus(err)
 	}
 	return conn, nil
+}
+
+// leaderCaughtUp returns once this leader's FSM holds every entry earlier
+// leaders committed. A new leader learns that its log's tail is committed
+// only when an entry of its own term commits, and its FSM applies that tail
+// only then: a request it serves before may not see a write a client has
+// already had answered (a release just created answered NotFound). The
+// leader loop's barrier marks the term caught up; until then each request
+// waits on a barrier of its own.
+func (s *Server) leaderCaughtUp(ctx context.Context) error {
+	term := s.raft.CurrentTerm()
+	if s.caughtUpTerm.Load() == term {
+		return nil
+	}
+	if err := s.raft.Barrier(timeoutFrom(ctx)).Error(); err != nil {
+		return toStatus(err)
+	}
+	s.caughtUpTerm.Store(term)
+	return nil
 }
 
 // waitLeaderConn waits up to LeaderWait for a known, registered leader.

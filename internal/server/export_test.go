@@ -15,3 +15,8 @@ func (s *Server) QueuedAgentSessions() int {
 	defer s.agentSessions.mu.Unlock()
 	return len(s.agentSessions.q)
 }
+
+// CaughtUpTerm is the term in which s, leading, last saw a barrier apply;
+// ForgetCaughtUp makes it look as a leader that has not yet.
+func (s *Server) CaughtUpTerm() uint64 { return s.caughtUpTerm.Load() }
+func (s *Server) ForgetCaughtUp()      { s.caughtUpTerm.Store(0) }

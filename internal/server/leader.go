@@ -56,6 +56,7 @@ func (s *Server) monitorLeadership() {
 // liveness sweep) until leadership is lost.
 func (s *Server) leaderLoop(ctx context.Context) {
 	for ctx.Err() == nil {
+		term := s.raft.CurrentTerm()
 		if err := s.raft.Barrier(s.cfg.LeaderWait).Error(); err != nil {
 			s.logger.Warn("leader barrier failed; retrying", "err", err)
 			if !retry.Sleep(ctx, retry.Jitter(200*time.Millisecond)) {
@@ -63,6 +64,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 			}
 			continue
 		}
+		s.caughtUpTerm.Store(term)
 		break
 	}
 	if s.store.ClusterID() == "" {

@@ -142,8 +142,9 @@ func (c *controlService) StartRollout(ctx context.Context, req *relv1.StartRollo
 	} else if ok {
 		return &relv1.StartRolloutResponse{Rollout: ro, Index: idx}, nil
 	}
-	// No barrier: the leader's replica is current but for entries in
-	// flight, and the FSM re-checks what matters (one active rollout per
+	// No barrier of its own: leaderTarget saw this term's (the replica
+	// holds what earlier leaders committed), entries in flight aside, and
+	// the FSM re-checks what matters (one active rollout per
 	// app and environment, the release, a repeated request) when the
 	// rollout is committed.
 	in, err := s.gatherPlan(req.GetApp(), req.GetVersion(), req.GetEnvironment())

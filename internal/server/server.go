@@ -77,6 +77,10 @@ type Server struct {
 	fresh *freshness
 	// leaders wakes requests waiting out an election.
 	leaders leaderWatch
+	// caughtUpTerm is the raft term in which this node, leading, has seen
+	// a barrier apply: its FSM holds what earlier leaders committed
+	// (leaderCaughtUp).
+	caughtUpTerm atomic.Uint64
 
 	// ctx is cancelled when the server shuts down; background loops use it.
 	ctx    context.Context

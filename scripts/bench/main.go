@@ -64,7 +64,7 @@ var (
 	rollouts    = flag.Int("rollouts", 5, "rollouts to time (the median is reported) when there is no baseline")
 	baselineBin = flag.String("baseline-bin", "", "directory holding the baseline (plaintext) rel-server and rel-agent to compare with; empty: no comparison")
 	runsFlag    = flag.Int("runs", 5, "with -baseline-bin: clusters of each kind per figure, interleaved (the median is reported)")
-	tableFile   = flag.String("write-table", "", "after a run with rows, put the table, the date, the commit and the machine between the bench markers of this file (make bench: docs/PERFORMANCE.md)")
+	tableFile   = flag.String("write-table", "", "after a run with rows, put the table, the date, the commit and the machine between the bench markers of these files, comma-separated (make bench: docs/PERFORMANCE.md and README.md)")
 	pprofDir    = flag.String("pprof", "", "agents suite: save the servers' CPU profiles over each timed rollout in this directory; streams suite: their heap profiles with the agents connected (TLS servers run with --enable-debug)")
 )
 
@@ -182,11 +182,13 @@ func main() {
 		fmt.Printf("== table (%d CPUs; each figure a median of the runs it names)\n", runtime.NumCPU())
 		printTable(os.Stdout)
 		if *tableFile != "" {
-			if err := writeTable(*tableFile, began.UTC().Format("2006-01-02 15:04 MST"), time.Since(began).Round(time.Second).String()); err != nil {
-				fmt.Fprintln(os.Stderr, "bench: -write-table:", err)
-				os.Exit(1)
+			for _, f := range strings.Split(*tableFile, ",") {
+				if err := writeTable(f, began.UTC().Format("2006-01-02 15:04 MST"), time.Since(began).Round(time.Second).String()); err != nil {
+					fmt.Fprintln(os.Stderr, "bench: -write-table:", err)
+					os.Exit(1)
+				}
+				fmt.Println("table written to", f)
 			}
-			fmt.Println("table written to", *tableFile)
 		}
 	}
 }
