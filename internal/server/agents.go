@@ -238,8 +238,9 @@ func (a *agentService) Connect(stream relv1.AgentService_ConnectServer) error {
 		ClusterId: s.store.ClusterID(),
 	}}}
 
+	s.watchSilence(ctx, ss, cancel)
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		gen := hello.GetLastGeneration()
@@ -251,10 +252,6 @@ func (a *agentService) Connect(stream relv1.AgentService_ConnectServer) error {
 			gen = 0
 		}
 		s.streamDesired(ctx, ss.agentID, gen, out)
-	}()
-	go func() {
-		defer wg.Done()
-		s.watchSilence(ctx, ss, cancel)
 	}()
 
 	// Receive in a goroutine: stream.Recv returns only when the agent
@@ -492,21 +489,31 @@ func (s *Server) recvAgent(ctx context.Context, stream relv1.AgentService_Connec
 // watchSilence ends a stream whose agent has said nothing for the grace
 // period: a half-open connection that TCP has not noticed.
 func (s *Server) watchSilence(ctx context.Context, ss *session, cancel context.CancelCauseFunc) {
-	t := time.NewTicker(s.cfg.AgentGrace / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
+	// A timer, not a goroutine: a server holds tens of thousands of idle
+	// streams, and each goroutine costs its stack (make bench's streams
+	// row).
+	every := s.cfg.AgentGrace / 3
+	var (
+		mu sync.Mutex // t is set before its function first reads it
+		t  *time.Timer
+	)
+	mu.Lock()
+	defer mu.Unlock()
+	t = time.AfterFunc(every, func() {
+		if ctx.Err() != nil {
 			return
-		case <-t.C:
-			heard, _, _ := ss.snapshot()
-			if time.Since(heard) > s.cfg.AgentGrace {
-				s.logger.Warn("agent silent past the grace period: closing its stream", "agent", ss.agentID, "silent_for", time.Since(heard).Round(time.Millisecond))
-				cancel(status.Errorf(codes.DeadlineExceeded, "agent silent for more than %s", s.cfg.AgentGrace))
-				return
-			}
 		}
-	}
+		heard, _, _ := ss.snapshot()
+		if silent := time.Since(heard); silent > s.cfg.AgentGrace {
+			s.logger.Warn("agent silent past the grace period: closing its stream", "agent", ss.agentID, "silent_for", silent.Round(time.Millisecond))
+			cancel(status.Errorf(codes.DeadlineExceeded, "agent silent for more than %s", s.cfg.AgentGrace))
+			return
+		}
+		mu.Lock()
+		t.Reset(every)
+		mu.Unlock()
+	})
+	context.AfterFunc(ctx, func() { t.Stop() })
 }
 
 // agentGone records an agent down once the grace period has passed without

@@ -709,3 +709,33 @@ func TestMaxAgentStreams(t *testing.T) {
 	// web-1 reconnecting replaces its own stream: accepted.
 	connectAgent(t, n, "web-1", map[string]string{"env": "prod"}, 0)
 }
+
+// TestSilentAgentStreamClosed: a stream whose agent says nothing for the
+// grace period is closed with DeadlineExceeded saying so, while one that
+// heartbeats stays open.
+func TestSilentAgentStreamClosed(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{Configure: fastAgents})
+	leader := c.WaitLeader()
+	quiet := connectAgent(t, leader, "quiet-1", map[string]string{"env": "prod"}, 0)
+	talker := connectAgent(t, leader, "talker-1", map[string]string{"env": "prod"}, 0)
+	talker.heartbeat(100 * time.Millisecond)
+	began := time.Now()
+	var err error
+	select {
+	case err = <-quiet.done:
+		quiet.done <- err // for connectAgent's cleanup
+	case <-time.After(10 * time.Second):
+		t.Fatal("a silent agent's stream is still open after 10 s (grace 1 s)")
+	}
+	if status.Code(err) != codes.DeadlineExceeded || !strings.Contains(err.Error(), "agent silent for more than 1s") {
+		t.Fatalf("silent stream ended with %v", err)
+	}
+	if waited := time.Since(began); waited < 900*time.Millisecond {
+		t.Fatalf("closed after %s, before the 1 s grace", waited)
+	}
+	select {
+	case err := <-talker.done:
+		t.Fatalf("a heartbeating agent's stream ended: %v", err)
+	default:
+	}
+}
