@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -109,6 +110,11 @@ func streamsRun(n int) ([]float64, string, error) {
 	fmt.Println("streams: " + line)
 	if *pprofDir != "" {
 		c.heapProfiles("streams")
+		for _, s := range c.servers {
+			if err := c.fetch(s, "/debug/pprof/goroutine?debug=1", filepath.Join(*pprofDir, "streams-"+s.id+".goroutines.txt"), 30*time.Second); err != nil {
+				fmt.Fprintf(os.Stderr, "bench: goroutines of %s: %v\n", s.id, err)
+			}
+		}
 	}
 	// Where the RSS goes: the Go runtime's own account of each server.
 	for _, s := range c.servers {
