@@ -1,5 +1,7 @@
 package server
 
+import "context"
+
 // SetAgentSessionsHook makes f run before each agent_sessions commit of s,
 // with the ids of the agents the entry connects (nil: no hook).
 func (s *Server) SetAgentSessionsHook(f func(ups []string)) {
@@ -20,3 +22,6 @@ func (s *Server) QueuedAgentSessions() int {
 // ForgetCaughtUp makes it look as a leader that has not yet.
 func (s *Server) CaughtUpTerm() uint64 { return s.caughtUpTerm.Load() }
 func (s *Server) ForgetCaughtUp()      { s.caughtUpTerm.Store(0) }
+
+// RetentionWake runs one wake of s's retention loop (s must lead).
+func (s *Server) RetentionWake(ctx context.Context) { s.retentionWake(ctx) }

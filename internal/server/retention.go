@@ -16,13 +16,33 @@ import (
 // (removeAgents). The times are the leader's, stamped into the entry; the
 // FSM re-checks the policy there, so a stale decision changes nothing it
 // should not.
+//
+// A pass that was full (it hit its per-entry bound) is run again at once,
+// up to maxPassesPerWake times: a busy fleet writes history faster than one
+// bounded entry per interval folds it (200 hosts and 10 rollouts a second
+// close 2,000 entries a second), and a backlog must shrink, not grow.
 func (s *Server) retentionLoop(ctx context.Context) {
 	for retry.Sleep(ctx, retry.Jitter(s.cfg.RetentionInterval)) {
-		s.removeRollouts(ctx)
-		s.foldHistory(ctx)
-		s.removeAgents(ctx)
+		s.retentionWake(ctx)
 	}
 }
+
+// retentionWake runs the passes, again while one was full.
+func (s *Server) retentionWake(ctx context.Context) {
+	for range maxPassesPerWake {
+		more := s.removeRollouts(ctx)
+		more = s.foldHistory(ctx) || more
+		more = s.removeAgents(ctx) || more
+		if !more || ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// maxPassesPerWake bounds the back-to-back passes of one wake of the
+// retention loop (each a small entry), so a huge backlog is worked off
+// over several intervals without starving other writes.
+const maxPassesPerWake = 100
 
 // retentionApply proposes one retention pass's command.
 func (s *Server) retentionApply(ctx context.Context, what string, cmd *relv1.Command) bool {
@@ -40,21 +60,22 @@ func (s *Server) retentionApply(ctx context.Context, what string, cmd *relv1.Com
 // removeRollouts removes the terminal rollouts (with their events) that
 // rollout.Expired picks; the decision is replayed by id, and the FSM skips
 // any rollout that is no longer terminal.
-func (s *Server) removeRollouts(ctx context.Context) {
+func (s *Server) removeRollouts(ctx context.Context) (full bool) {
 	ros, _, err := s.store.Rollouts(nil, "")
 	if err != nil {
-		return
+		return false
 	}
 	ids := rollout.Expired(ros, time.Now(), s.cfg.RolloutRetention, s.cfg.RolloutKeep, validate.MaxRemovedRollouts)
 	if len(ids) == 0 {
-		return
+		return false
 	}
 	cmd := &relv1.Command{Kind: &relv1.Command_RemoveRollouts{RemoveRollouts: &relv1.RemoveRollouts{RolloutIds: ids}}}
 	if !s.retentionApply(ctx, "removing rollouts", cmd) {
-		return
+		return false
 	}
 	s.metrics.rolloutsRemoved.Add(float64(len(ids)))
 	s.logger.Info("retention: removed finished rollouts", "count", len(ids), "older_than", s.cfg.RolloutRetention, "kept_per_app_and_env", s.cfg.RolloutKeep)
+	return len(ids) == validate.MaxRemovedRollouts
 }
 
 // foldHistory folds closed history entries that ended before
@@ -62,34 +83,36 @@ func (s *Server) removeRollouts(ctx context.Context) {
 // validate.MaxFoldedHistory per entry; a backlog takes several passes.
 // The FSM picks the entries from the cutoff; the count here is what it
 // will fold, as only this leader proposes folds.
-func (s *Server) foldHistory(ctx context.Context) {
+func (s *Server) foldHistory(ctx context.Context) (full bool) {
 	cutoff := time.Now().Add(-s.cfg.HistoryRetention).UnixNano()
 	n, err := s.store.FoldableHistory(cutoff, validate.MaxFoldedHistory)
 	if err != nil || n == 0 {
-		return
+		return false
 	}
 	cmd := &relv1.Command{Kind: &relv1.Command_FoldHistory{FoldHistory: &relv1.FoldHistory{CutoffUnixNano: cutoff, MaxEntries: validate.MaxFoldedHistory}}}
 	if !s.retentionApply(ctx, "folding history", cmd) {
-		return
+		return false
 	}
 	s.metrics.historyFolded.Add(float64(n))
 	s.logger.Info("retention: folded history into per-host summaries", "count", n, "older_than", s.cfg.HistoryRetention)
+	return n == validate.MaxFoldedHistory
 }
 
 // removeAgents removes agents disconnected since before
 // now-AgentRetention that no active rollout holds; the FSM checks each
 // again in the entry (one that reconnected meanwhile stays).
-func (s *Server) removeAgents(ctx context.Context) {
+func (s *Server) removeAgents(ctx context.Context) (full bool) {
 	now := time.Now()
 	cutoff := now.Add(-s.cfg.AgentRetention).UnixNano()
 	ids, err := s.store.ExpiredAgents(cutoff, validate.MaxRemovedAgents)
 	if err != nil || len(ids) == 0 {
-		return
+		return false
 	}
 	cmd := &relv1.Command{Kind: &relv1.Command_RemoveAgents{RemoveAgents: &relv1.RemoveAgents{AgentIds: ids, CutoffUnixNano: cutoff, AtUnixNano: now.UnixNano()}}}
 	if !s.retentionApply(ctx, "removing agents", cmd) {
-		return
+		return false
 	}
 	s.metrics.agentsRemoved.Add(float64(len(ids)))
 	s.logger.Info("retention: removed long-disconnected agents", "count", len(ids), "away_longer_than", s.cfg.AgentRetention)
+	return len(ids) == validate.MaxRemovedAgents
 }

@@ -333,3 +333,52 @@ func TestHistorySummaryPaging(t *testing.T) {
 	_, err = ctl.History(ctx, &relv1.HistoryRequest{App: "web", PageToken: "historysum.!!"})
 	wantCode(t, "bad summary token", err, codes.InvalidArgument, "not a page token")
 }
+
+// TestRetentionWorksOffABacklog: history closing faster than one bounded
+// fold entry per interval is folded by one wake of the retention loop in
+// as many entries as it takes, not one entry per interval (a backlog that
+// only grew made make bench's steady state climb).
+func TestRetentionWorksOffABacklog(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{Configure: func(i int, cfg *server.Config) {
+		cfg.HistoryRetention = time.Millisecond
+		cfg.RetentionInterval = time.Hour // the test runs the wake itself
+	}})
+	leader := c.WaitLeader()
+	ctl := dial(t, leader)
+	mustCreate(t, ctl, "web")
+	// Written straight into the store: 600 hosts each through 21 versions
+	// close 12,000 entries, more than two full fold entries.
+	st := leader.Server().Store()
+	const hosts, versions = 600, 21
+	idx := uint64(1_000_000)
+	at := time.Now().Add(-time.Hour).UnixNano()
+	for i := range hosts {
+		id := fmt.Sprintf("h-%03d", i)
+		idx++
+		if err := st.AgentUp(idx, &relv1.Agent{Id: id, SessionId: "s-" + id, ServerId: "s1"}, []*relv1.AppReport{{App: "web", Version: "1.0.0", Phase: "healthy", AtUnixNano: at}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for v := 1; v <= versions; v++ {
+		var reps []*relv1.AgentReport
+		for i := range hosts {
+			id := fmt.Sprintf("h-%03d", i)
+			reps = append(reps, &relv1.AgentReport{AgentId: id, SessionId: "s-" + id, Report: &relv1.AppReport{App: "web", Version: fmt.Sprintf("1.0.%d", v), Phase: "healthy", AtUnixNano: at + int64(v)}})
+		}
+		idx++
+		if err := st.ApplyReports(idx, reps); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cutoff := time.Now().UnixNano()
+	if n, err := st.FoldableHistory(cutoff, 1<<30); err != nil || n != hosts*versions {
+		t.Fatalf("%d foldable entries (%v), want %d", n, err, hosts*versions)
+	}
+	leader.Server().RetentionWake(ctxT(t))
+	if n, err := st.FoldableHistory(cutoff, 1<<30); err != nil || n != 0 {
+		t.Fatalf("after one wake, %d entries still to fold (%v)", n, err)
+	}
+	if got := metricSum(t, c, "rel_retention_history_folded_total"); got != hosts*versions {
+		t.Fatalf("rel_retention_history_folded_total %v, want %d", got, hosts*versions)
+	}
+}
