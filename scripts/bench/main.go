@@ -159,7 +159,7 @@ func main() {
 		fmt.Println("no -baseline-bin: TLS figures only, without the comparison")
 	}
 	fmt.Printf("machine: %d CPUs, load average %s at the start (other work on the machine is noise for every figure)\n", runtime.NumCPU(), loadAvg())
-	began := time.Now()
+	began, measured := time.Now(), commit()
 	for _, name := range order {
 		fmt.Printf("== %s\n", name)
 		currentSuite = name
@@ -183,7 +183,7 @@ func main() {
 		printTable(os.Stdout)
 		if *tableFile != "" {
 			for _, f := range strings.Split(*tableFile, ",") {
-				if err := writeTable(f, began.UTC().Format("2006-01-02 15:04 MST"), time.Since(began).Round(time.Second).String()); err != nil {
+				if err := writeTable(f, began.UTC().Format("2006-01-02 15:04 MST"), time.Since(began).Round(time.Second).String(), measured); err != nil {
 					fmt.Fprintln(os.Stderr, "bench: -write-table:", err)
 					os.Exit(1)
 				}

@@ -113,7 +113,7 @@ var tableOrder = []string{"fanout", "streams", "reconnect", "failover", "idle", 
 // writeTable replaces what lies between the bench markers of file (docs/
 // PERFORMANCE.md) with the table, the date, the commit and the machine it
 // ran on, keeping the prose around it (why a goal is missed) as written.
-func writeTable(file, began string, took string) error {
+func writeTable(file, began, took, measured string) error {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return err
@@ -125,7 +125,7 @@ func writeTable(file, began string, took string) error {
 		return fmt.Errorf("%s: no %s ... %s markers to put the table between", file, open, close)
 	}
 	var t strings.Builder
-	fmt.Fprintf(&t, "%s\nMeasured %s on %s (commit %s); the bench took %s.\n\n", open, began, machine(), commit(), took)
+	fmt.Fprintf(&t, "%s\nMeasured %s on %s (commit %s); the bench took %s.\n\n", open, began, machine(), measured, took)
 	printTable(&t)
 	t.WriteString("\n")
 	return os.WriteFile(file, []byte(s[:i]+t.String()+s[j:]), 0o644)
@@ -152,6 +152,8 @@ func machine() string {
 	return fmt.Sprintf("%s, %d CPUs%s, %s", model, runtime.NumCPU(), mem, runtime.Version())
 }
 
+// commit names the tree the bench measures; read at its start, since
+// commits made while it runs are not in the binaries it copied.
 func commit() string {
 	out, err := exec.Command("git", "describe", "--always", "--dirty").Output()
 	if err != nil {
