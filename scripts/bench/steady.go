@@ -248,6 +248,16 @@ func runSteady() error {
 		}
 		fmt.Printf("%9s %7.0fs %10s | %-20s %-18s %-18s | %-22s %s\n", commas(p.rollouts), p.at.Seconds(), commas(int(p.index)), joinMiB(p.rssKiB, 1<<10), joinMiB(p.dbBytes, 1<<20),
 			joinMiB(p.snapB, 1<<20), fmt.Sprintf("%d ms (%d-%d) (%d)", p.list.Milliseconds(), p.listMin.Milliseconds(), p.listMax.Milliseconds(), p.listRows), hist)
+		// Where the RSS is: anonymous memory (the Go heap and stacks) or
+		// file pages (the binary, and raft.db, which bolt maps).
+		var split []string
+		for _, s := range c.servers {
+			pid := s.cmd.Process.Pid
+			m := c.metrics(s, "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes")
+			split = append(split, fmt.Sprintf("%s anon %d file %d (heap %.0f, stacks %.0f)", s.id, statusKiB(pid, "RssAnon:")/1024, statusKiB(pid, "RssFile:")/1024,
+				m["go_memstats_heap_inuse_bytes"]/(1<<20), m["go_memstats_stack_inuse_bytes"]/(1<<20)))
+		}
+		fmt.Printf("%9s RSS MiB: %s\n", "", strings.Join(split, "; "))
 		points = append(points, p)
 		if last || p.rollouts >= total || time.Now().After(deadline) {
 			break
