@@ -250,7 +250,14 @@ func TestAgentConnectStormBatched(t *testing.T) {
 		_, down := countAgents(t, leader, "storm")
 		return down == count, fmt.Sprintf("%d of %d agents recorded down on the leader", down, count)
 	})
-	entries2, items2 := sessionCounters(t, c, f)
+	// The follower counts an entry once its forward is answered, which
+	// waits for its own replica to apply it: after the leader's replica
+	// may already show the agents down.
+	var entries2, items2 int
+	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+		entries2, items2 = sessionCounters(t, c, f)
+		return items2-items1 >= count, fmt.Sprintf("%d of %d disconnects counted by the follower", items2-items1, count)
+	})
 	t.Logf("%d agents recorded down in %s: %d agent_sessions entries for %d disconnects",
 		count, time.Since(start).Round(time.Millisecond), entries2-entries1, items2-items1)
 	if items2-items1 != count {
