@@ -319,22 +319,31 @@ func (c *cluster) lastIndex() uint64 {
 		if s.cmd == nil || s.cmd.ProcessState != nil {
 			continue
 		}
-		resp, err := c.sec.admin.Get(c.sec.scheme + "://" + s.http + "/metrics")
-		if err != nil {
-			continue
+		if v := uint64(c.metrics(s, "rel_raft_last_index")["rel_raft_last_index"]); v > max {
+			max = v
 		}
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			if v, ok := strings.CutPrefix(sc.Text(), "rel_raft_last_index "); ok {
-				f, _ := strconv.ParseFloat(v, 64)
-				if uint64(f) > max {
-					max = uint64(f)
-				}
-			}
-		}
-		resp.Body.Close()
 	}
 	return max
+}
+
+// metrics reads the named gauges from server s's /metrics (0 for those it
+// does not find).
+func (c *cluster) metrics(s *server, names ...string) map[string]float64 {
+	out := map[string]float64{}
+	resp, err := c.sec.admin.Get(c.sec.scheme + "://" + s.http + "/metrics")
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		for _, n := range names {
+			if v, ok := strings.CutPrefix(sc.Text(), n+" "); ok {
+				out[n], _ = strconv.ParseFloat(v, 64)
+			}
+		}
+	}
+	return out
 }
 
 func rssKiB(pid int) int { return statusKiB(pid, "VmRSS:") }

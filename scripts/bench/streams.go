@@ -6,13 +6,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -149,23 +147,3 @@ func (c *cluster) medianRSS(interval time.Duration) []int {
 }
 
 func init() { register(suite{name: "streams", run: runStreams}) }
-
-// metrics reads the named gauges from server s's /metrics (0 for those it
-// does not find).
-func (c *cluster) metrics(s *server, names ...string) map[string]float64 {
-	out := map[string]float64{}
-	resp, err := c.sec.admin.Get(c.sec.scheme + "://" + s.http + "/metrics")
-	if err != nil {
-		return out
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		for _, n := range names {
-			if v, ok := strings.CutPrefix(sc.Text(), n+" "); ok {
-				out[n], _ = strconv.ParseFloat(v, 64)
-			}
-		}
-	}
-	return out
-}
