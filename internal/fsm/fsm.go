@@ -234,6 +234,9 @@ func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
 	case *relv1.Command_DeleteEnvironment:
 		return f.store.DeleteEnvironment(index, k.DeleteEnvironment.GetName())
 	case *relv1.Command_CreateRelease:
+		if a := cmd.GetActor(); a != nil {
+			k.CreateRelease.GetRelease().CreatedBy = a
+		}
 		return f.store.CreateReleaseChecked(index, k.CreateRelease.GetRelease(), k.CreateRelease.GetArtifactCheckedIndex())
 	case *relv1.Command_RegisterServer:
 		return f.store.UpsertServer(index, k.RegisterServer.GetServer())
@@ -248,6 +251,9 @@ func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
 		return f.store.ApplyReports(index, k.ReportBatch.GetReports())
 	case *relv1.Command_CreateRollout:
 		c := k.CreateRollout
+		if a := cmd.GetActor(); a != nil && c.GetRollout() != nil {
+			c.GetRollout().RequestedBy = a
+		}
 		return f.store.CreateRollout(index, c.GetRollout(), c.GetDesired(), c.GetEvents())
 	case *relv1.Command_RolloutStep:
 		c := k.RolloutStep

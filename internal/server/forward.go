@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/relhq/rel/internal/auth"
 	"github.com/relhq/rel/internal/fsm"
 	"github.com/relhq/rel/internal/retry"
 	"github.com/relhq/rel/internal/state"
@@ -50,6 +51,9 @@ func (s *Server) applyCommand(ctx context.Context, cmd *relv1.Command) (applied,
 	}
 	if cmd.RequestId == "" {
 		cmd.RequestId = requestID(ctx)
+	}
+	if cmd.Actor == nil {
+		cmd.Actor = actorOf(auth.FromContext(ctx))
 	}
 	if err := validate.Command(cmd); err != nil {
 		return applied{}, err
@@ -248,4 +252,13 @@ func (p *peerPool) close() {
 		c.Close()
 		delete(p.conns, addr)
 	}
+}
+
+// actorOf is who a command is made for: the person or pipeline that asked,
+// or nil for servers, agents and the servers' own work.
+func actorOf(p auth.Principal) *relv1.Actor {
+	if !p.IsPerson() {
+		return nil
+	}
+	return &relv1.Actor{Kind: p.Kind, Id: p.ID, Name: p.Name}
 }

@@ -96,6 +96,9 @@ func runSteady() error {
 	if !strings.Contains(string(help), "-retention-interval ") {
 		return fmt.Errorf("this rel-server has no --retention-interval: rebuild bin/ (make build)")
 	}
+	if *pprofDir != "" {
+		extra = append(extra, "--enable-debug")
+	}
 	fmt.Printf("servers run with %s\n", strings.Join(extra, " "))
 	if len(missing) > 0 {
 		fmt.Printf("this rel-server has no %s: that retention is not part of this run\n", strings.Join(missing, " or "))
@@ -258,6 +261,9 @@ func runSteady() error {
 				m["go_memstats_heap_inuse_bytes"]/(1<<20), m["go_memstats_stack_inuse_bytes"]/(1<<20)))
 		}
 		fmt.Printf("%9s RSS MiB: %s\n", "", strings.Join(split, "; "))
+		if *pprofDir != "" {
+			c.heapProfiles(fmt.Sprintf("steady-%05d", p.rollouts))
+		}
 		points = append(points, p)
 		if last || p.rollouts >= total || time.Now().After(deadline) {
 			break

@@ -34,6 +34,9 @@ type Command struct {
 	// has recorded as applied no more (see RequestRecord): it answers with
 	// the first answer, so a request re-sent after a leader change acts once.
 	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Who asked for the change, stamped by the accepting server from the
+	// authenticated caller; unset for the servers' own commands.
+	Actor *Actor `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*Command_CreateApp
@@ -111,6 +114,13 @@ func (x *Command) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *Command) GetActor() *Actor {
+	if x != nil {
+		return x.Actor
+	}
+	return nil
 }
 
 func (x *Command) GetKind() isCommand_Kind {
@@ -2104,11 +2114,12 @@ var File_rel_v1_command_proto protoreflect.FileDescriptor
 
 const file_rel_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\xe9\x0e\n" +
+	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\x8e\x0f\n" +
 	"\aCommand\x12*\n" +
 	"\x11stamped_unix_nano\x18\x01 \x01(\x03R\x0fstampedUnixNano\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId\x122\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12#\n" +
+	"\x05actor\x18\x03 \x01(\v2\r.rel.v1.ActorR\x05actor\x122\n" +
 	"\n" +
 	"create_app\x18\n" +
 	" \x01(\v2\x11.rel.v1.CreateAppH\x00R\tcreateApp\x12J\n" +
@@ -2284,75 +2295,77 @@ var file_rel_v1_command_proto_goTypes = []any{
 	(*RemoveAgents)(nil),      // 26: rel.v1.RemoveAgents
 	(*DeleteRelease)(nil),     // 27: rel.v1.DeleteRelease
 	(*RemoveArtifacts)(nil),   // 28: rel.v1.RemoveArtifacts
-	(*App)(nil),               // 29: rel.v1.App
-	(*Environment)(nil),       // 30: rel.v1.Environment
-	(*Release)(nil),           // 31: rel.v1.Release
-	(*Server)(nil),            // 32: rel.v1.Server
-	(*Agent)(nil),             // 33: rel.v1.Agent
-	(*AppReport)(nil),         // 34: rel.v1.AppReport
-	(*Rollout)(nil),           // 35: rel.v1.Rollout
-	(*Desired)(nil),           // 36: rel.v1.Desired
-	(*RolloutEvent)(nil),      // 37: rel.v1.RolloutEvent
-	(*ACLToken)(nil),          // 38: rel.v1.ACLToken
-	(*JoinToken)(nil),         // 39: rel.v1.JoinToken
-	(*AgentRevocation)(nil),   // 40: rel.v1.AgentRevocation
+	(*Actor)(nil),             // 29: rel.v1.Actor
+	(*App)(nil),               // 30: rel.v1.App
+	(*Environment)(nil),       // 31: rel.v1.Environment
+	(*Release)(nil),           // 32: rel.v1.Release
+	(*Server)(nil),            // 33: rel.v1.Server
+	(*Agent)(nil),             // 34: rel.v1.Agent
+	(*AppReport)(nil),         // 35: rel.v1.AppReport
+	(*Rollout)(nil),           // 36: rel.v1.Rollout
+	(*Desired)(nil),           // 37: rel.v1.Desired
+	(*RolloutEvent)(nil),      // 38: rel.v1.RolloutEvent
+	(*ACLToken)(nil),          // 39: rel.v1.ACLToken
+	(*JoinToken)(nil),         // 40: rel.v1.JoinToken
+	(*AgentRevocation)(nil),   // 41: rel.v1.AgentRevocation
 }
 var file_rel_v1_command_proto_depIdxs = []int32{
-	1,  // 0: rel.v1.Command.create_app:type_name -> rel.v1.CreateApp
-	2,  // 1: rel.v1.Command.create_environment:type_name -> rel.v1.CreateEnvironment
-	5,  // 2: rel.v1.Command.create_release:type_name -> rel.v1.CreateRelease
-	6,  // 3: rel.v1.Command.register_server:type_name -> rel.v1.RegisterServer
-	7,  // 4: rel.v1.Command.deregister_server:type_name -> rel.v1.DeregisterServer
-	8,  // 5: rel.v1.Command.agent_up:type_name -> rel.v1.AgentUp
-	9,  // 6: rel.v1.Command.agent_down:type_name -> rel.v1.AgentDown
-	12, // 7: rel.v1.Command.report_batch:type_name -> rel.v1.ReportBatch
-	13, // 8: rel.v1.Command.create_rollout:type_name -> rel.v1.CreateRollout
-	14, // 9: rel.v1.Command.rollout_step:type_name -> rel.v1.RolloutStep
-	15, // 10: rel.v1.Command.rollout_control:type_name -> rel.v1.RolloutControl
-	16, // 11: rel.v1.Command.init_cluster:type_name -> rel.v1.InitCluster
-	17, // 12: rel.v1.Command.acl_bootstrap:type_name -> rel.v1.ACLBootstrap
-	18, // 13: rel.v1.Command.create_acl_token:type_name -> rel.v1.CreateACLToken
-	19, // 14: rel.v1.Command.delete_acl_token:type_name -> rel.v1.DeleteACLToken
-	20, // 15: rel.v1.Command.create_join_token:type_name -> rel.v1.CreateJoinToken
-	21, // 16: rel.v1.Command.use_join_token:type_name -> rel.v1.UseJoinToken
-	22, // 17: rel.v1.Command.delete_join_token:type_name -> rel.v1.DeleteJoinToken
-	23, // 18: rel.v1.Command.revoke_agent:type_name -> rel.v1.RevokeAgent
-	14, // 19: rel.v1.Command.rollout_step_delta:type_name -> rel.v1.RolloutStep
-	3,  // 20: rel.v1.Command.update_environment:type_name -> rel.v1.UpdateEnvironment
-	4,  // 21: rel.v1.Command.delete_environment:type_name -> rel.v1.DeleteEnvironment
-	24, // 22: rel.v1.Command.remove_rollouts:type_name -> rel.v1.RemoveRollouts
-	25, // 23: rel.v1.Command.fold_history:type_name -> rel.v1.FoldHistory
-	26, // 24: rel.v1.Command.remove_agents:type_name -> rel.v1.RemoveAgents
-	27, // 25: rel.v1.Command.delete_release:type_name -> rel.v1.DeleteRelease
-	28, // 26: rel.v1.Command.remove_artifacts:type_name -> rel.v1.RemoveArtifacts
-	10, // 27: rel.v1.Command.agent_sessions:type_name -> rel.v1.AgentSessions
-	29, // 28: rel.v1.CreateApp.app:type_name -> rel.v1.App
-	30, // 29: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
-	30, // 30: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
-	31, // 31: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
-	32, // 32: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
-	33, // 33: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
-	34, // 34: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
-	8,  // 35: rel.v1.AgentSessions.up:type_name -> rel.v1.AgentUp
-	9,  // 36: rel.v1.AgentSessions.down:type_name -> rel.v1.AgentDown
-	34, // 37: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
-	11, // 38: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
-	35, // 39: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
-	36, // 40: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
-	37, // 41: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
-	35, // 42: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
-	36, // 43: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
-	37, // 44: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
-	13, // 45: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
-	38, // 46: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
-	38, // 47: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
-	39, // 48: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
-	40, // 49: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
-	50, // [50:50] is the sub-list for method output_type
-	50, // [50:50] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	29, // 0: rel.v1.Command.actor:type_name -> rel.v1.Actor
+	1,  // 1: rel.v1.Command.create_app:type_name -> rel.v1.CreateApp
+	2,  // 2: rel.v1.Command.create_environment:type_name -> rel.v1.CreateEnvironment
+	5,  // 3: rel.v1.Command.create_release:type_name -> rel.v1.CreateRelease
+	6,  // 4: rel.v1.Command.register_server:type_name -> rel.v1.RegisterServer
+	7,  // 5: rel.v1.Command.deregister_server:type_name -> rel.v1.DeregisterServer
+	8,  // 6: rel.v1.Command.agent_up:type_name -> rel.v1.AgentUp
+	9,  // 7: rel.v1.Command.agent_down:type_name -> rel.v1.AgentDown
+	12, // 8: rel.v1.Command.report_batch:type_name -> rel.v1.ReportBatch
+	13, // 9: rel.v1.Command.create_rollout:type_name -> rel.v1.CreateRollout
+	14, // 10: rel.v1.Command.rollout_step:type_name -> rel.v1.RolloutStep
+	15, // 11: rel.v1.Command.rollout_control:type_name -> rel.v1.RolloutControl
+	16, // 12: rel.v1.Command.init_cluster:type_name -> rel.v1.InitCluster
+	17, // 13: rel.v1.Command.acl_bootstrap:type_name -> rel.v1.ACLBootstrap
+	18, // 14: rel.v1.Command.create_acl_token:type_name -> rel.v1.CreateACLToken
+	19, // 15: rel.v1.Command.delete_acl_token:type_name -> rel.v1.DeleteACLToken
+	20, // 16: rel.v1.Command.create_join_token:type_name -> rel.v1.CreateJoinToken
+	21, // 17: rel.v1.Command.use_join_token:type_name -> rel.v1.UseJoinToken
+	22, // 18: rel.v1.Command.delete_join_token:type_name -> rel.v1.DeleteJoinToken
+	23, // 19: rel.v1.Command.revoke_agent:type_name -> rel.v1.RevokeAgent
+	14, // 20: rel.v1.Command.rollout_step_delta:type_name -> rel.v1.RolloutStep
+	3,  // 21: rel.v1.Command.update_environment:type_name -> rel.v1.UpdateEnvironment
+	4,  // 22: rel.v1.Command.delete_environment:type_name -> rel.v1.DeleteEnvironment
+	24, // 23: rel.v1.Command.remove_rollouts:type_name -> rel.v1.RemoveRollouts
+	25, // 24: rel.v1.Command.fold_history:type_name -> rel.v1.FoldHistory
+	26, // 25: rel.v1.Command.remove_agents:type_name -> rel.v1.RemoveAgents
+	27, // 26: rel.v1.Command.delete_release:type_name -> rel.v1.DeleteRelease
+	28, // 27: rel.v1.Command.remove_artifacts:type_name -> rel.v1.RemoveArtifacts
+	10, // 28: rel.v1.Command.agent_sessions:type_name -> rel.v1.AgentSessions
+	30, // 29: rel.v1.CreateApp.app:type_name -> rel.v1.App
+	31, // 30: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
+	31, // 31: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
+	32, // 32: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
+	33, // 33: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
+	34, // 34: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
+	35, // 35: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
+	8,  // 36: rel.v1.AgentSessions.up:type_name -> rel.v1.AgentUp
+	9,  // 37: rel.v1.AgentSessions.down:type_name -> rel.v1.AgentDown
+	35, // 38: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
+	11, // 39: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
+	36, // 40: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
+	37, // 41: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
+	38, // 42: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
+	36, // 43: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
+	37, // 44: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
+	38, // 45: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
+	13, // 46: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
+	39, // 47: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
+	39, // 48: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
+	40, // 49: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
+	41, // 50: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
+	51, // [51:51] is the sub-list for method output_type
+	51, // [51:51] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_command_proto_init() }

@@ -221,7 +221,9 @@ type Release struct {
 	Labels          map[string]string `protobuf:"bytes,7,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	CreatedUnixNano int64             `protobuf:"varint,8,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
 	// Artifact size in bytes; 0 when unknown (external URLs).
-	Size          int64  `protobuf:"varint,9,opt,name=size,proto3" json:"size,omitempty"`
+	Size int64 `protobuf:"varint,9,opt,name=size,proto3" json:"size,omitempty"`
+	// Who created it (stamped from the command's actor by the FSM).
+	CreatedBy     *Actor `protobuf:"bytes,10,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
 	CreateIndex   uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
 	ModifyIndex   uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -319,6 +321,13 @@ func (x *Release) GetSize() int64 {
 		return x.Size
 	}
 	return 0
+}
+
+func (x *Release) GetCreatedBy() *Actor {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return nil
 }
 
 func (x *Release) GetCreateIndex() uint64 {
@@ -1057,6 +1066,71 @@ func (x *Desired) GetModifyIndex() uint64 {
 	return 0
 }
 
+// Actor is who made a change: a person or pipeline (a token or a client
+// certificate), as the accepting server authenticated them. The id is
+// what tells people apart (a token's accessor, a certificate's name); the
+// name is a token's name, for people to read.
+type Actor struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token or client.
+	Kind          string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Id            string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Actor) Reset() {
+	*x = Actor{}
+	mi := &file_rel_v1_types_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Actor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Actor) ProtoMessage() {}
+
+func (x *Actor) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_types_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Actor.ProtoReflect.Descriptor instead.
+func (*Actor) Descriptor() ([]byte, []int) {
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Actor) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Actor) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Actor) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 // Quantity is a number of hosts, absolute or as a percentage of the
 // rollout's hosts (rounded up). Exactly one of the two is set.
 type Quantity struct {
@@ -1069,7 +1143,7 @@ type Quantity struct {
 
 func (x *Quantity) Reset() {
 	*x = Quantity{}
-	mi := &file_rel_v1_types_proto_msgTypes[10]
+	mi := &file_rel_v1_types_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1155,7 @@ func (x *Quantity) String() string {
 func (*Quantity) ProtoMessage() {}
 
 func (x *Quantity) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_types_proto_msgTypes[10]
+	mi := &file_rel_v1_types_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1168,7 @@ func (x *Quantity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Quantity.ProtoReflect.Descriptor instead.
 func (*Quantity) Descriptor() ([]byte, []int) {
-	return file_rel_v1_types_proto_rawDescGZIP(), []int{10}
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Quantity) GetCount() uint32 {
@@ -1140,7 +1214,7 @@ type RolloutSpec struct {
 
 func (x *RolloutSpec) Reset() {
 	*x = RolloutSpec{}
-	mi := &file_rel_v1_types_proto_msgTypes[11]
+	mi := &file_rel_v1_types_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1152,7 +1226,7 @@ func (x *RolloutSpec) String() string {
 func (*RolloutSpec) ProtoMessage() {}
 
 func (x *RolloutSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_types_proto_msgTypes[11]
+	mi := &file_rel_v1_types_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1165,7 +1239,7 @@ func (x *RolloutSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutSpec.ProtoReflect.Descriptor instead.
 func (*RolloutSpec) Descriptor() ([]byte, []int) {
-	return file_rel_v1_types_proto_rawDescGZIP(), []int{11}
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RolloutSpec) GetStrategy() string {
@@ -1261,7 +1335,7 @@ type RolloutHost struct {
 
 func (x *RolloutHost) Reset() {
 	*x = RolloutHost{}
-	mi := &file_rel_v1_types_proto_msgTypes[12]
+	mi := &file_rel_v1_types_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1273,7 +1347,7 @@ func (x *RolloutHost) String() string {
 func (*RolloutHost) ProtoMessage() {}
 
 func (x *RolloutHost) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_types_proto_msgTypes[12]
+	mi := &file_rel_v1_types_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1286,7 +1360,7 @@ func (x *RolloutHost) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutHost.ProtoReflect.Descriptor instead.
 func (*RolloutHost) Descriptor() ([]byte, []int) {
-	return file_rel_v1_types_proto_rawDescGZIP(), []int{12}
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RolloutHost) GetAgentId() string {
@@ -1384,7 +1458,10 @@ type Rollout struct {
 	// Number of events recorded so far; events are numbered from 1.
 	EventSeq uint64 `protobuf:"varint,22,opt,name=event_seq,json=eventSeq,proto3" json:"event_seq,omitempty"`
 	// The state to return to on resume.
-	PausedFrom    string `protobuf:"bytes,23,opt,name=paused_from,json=pausedFrom,proto3" json:"paused_from,omitempty"`
+	PausedFrom string `protobuf:"bytes,23,opt,name=paused_from,json=pausedFrom,proto3" json:"paused_from,omitempty"`
+	// Who asked for it (stamped from the command's actor by the FSM; empty
+	// for the leader's own rollouts: catch-ups, automatic rollbacks).
+	RequestedBy   *Actor `protobuf:"bytes,24,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
 	CreateIndex   uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
 	ModifyIndex   uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1393,7 +1470,7 @@ type Rollout struct {
 
 func (x *Rollout) Reset() {
 	*x = Rollout{}
-	mi := &file_rel_v1_types_proto_msgTypes[13]
+	mi := &file_rel_v1_types_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1405,7 +1482,7 @@ func (x *Rollout) String() string {
 func (*Rollout) ProtoMessage() {}
 
 func (x *Rollout) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_types_proto_msgTypes[13]
+	mi := &file_rel_v1_types_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1418,7 +1495,7 @@ func (x *Rollout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rollout.ProtoReflect.Descriptor instead.
 func (*Rollout) Descriptor() ([]byte, []int) {
-	return file_rel_v1_types_proto_rawDescGZIP(), []int{13}
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Rollout) GetId() string {
@@ -1568,6 +1645,13 @@ func (x *Rollout) GetPausedFrom() string {
 	return ""
 }
 
+func (x *Rollout) GetRequestedBy() *Actor {
+	if x != nil {
+		return x.RequestedBy
+	}
+	return nil
+}
+
 func (x *Rollout) GetCreateIndex() uint64 {
 	if x != nil {
 		return x.CreateIndex
@@ -1603,7 +1687,7 @@ type RolloutEvent struct {
 
 func (x *RolloutEvent) Reset() {
 	*x = RolloutEvent{}
-	mi := &file_rel_v1_types_proto_msgTypes[14]
+	mi := &file_rel_v1_types_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +1699,7 @@ func (x *RolloutEvent) String() string {
 func (*RolloutEvent) ProtoMessage() {}
 
 func (x *RolloutEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_types_proto_msgTypes[14]
+	mi := &file_rel_v1_types_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +1712,7 @@ func (x *RolloutEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutEvent.ProtoReflect.Descriptor instead.
 func (*RolloutEvent) Descriptor() ([]byte, []int) {
-	return file_rel_v1_types_proto_rawDescGZIP(), []int{14}
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RolloutEvent) GetRolloutId() string {
@@ -1729,7 +1813,7 @@ type HistoryEntry struct {
 
 func (x *HistoryEntry) Reset() {
 	*x = HistoryEntry{}
-	mi := &file_rel_v1_types_proto_msgTypes[15]
+	mi := &file_rel_v1_types_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1741,7 +1825,7 @@ func (x *HistoryEntry) String() string {
 func (*HistoryEntry) ProtoMessage() {}
 
 func (x *HistoryEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_types_proto_msgTypes[15]
+	mi := &file_rel_v1_types_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1754,7 +1838,7 @@ func (x *HistoryEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryEntry.ProtoReflect.Descriptor instead.
 func (*HistoryEntry) Descriptor() ([]byte, []int) {
-	return file_rel_v1_types_proto_rawDescGZIP(), []int{15}
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HistoryEntry) GetApp() string {
@@ -1883,7 +1967,7 @@ type HistorySummary struct {
 
 func (x *HistorySummary) Reset() {
 	*x = HistorySummary{}
-	mi := &file_rel_v1_types_proto_msgTypes[16]
+	mi := &file_rel_v1_types_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1895,7 +1979,7 @@ func (x *HistorySummary) String() string {
 func (*HistorySummary) ProtoMessage() {}
 
 func (x *HistorySummary) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_types_proto_msgTypes[16]
+	mi := &file_rel_v1_types_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1908,7 +1992,7 @@ func (x *HistorySummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistorySummary.ProtoReflect.Descriptor instead.
 func (*HistorySummary) Descriptor() ([]byte, []int) {
-	return file_rel_v1_types_proto_rawDescGZIP(), []int{16}
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HistorySummary) GetApp() string {
@@ -2026,7 +2110,7 @@ type RequestRecord struct {
 
 func (x *RequestRecord) Reset() {
 	*x = RequestRecord{}
-	mi := &file_rel_v1_types_proto_msgTypes[17]
+	mi := &file_rel_v1_types_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2038,7 +2122,7 @@ func (x *RequestRecord) String() string {
 func (*RequestRecord) ProtoMessage() {}
 
 func (x *RequestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_types_proto_msgTypes[17]
+	mi := &file_rel_v1_types_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2051,7 +2135,7 @@ func (x *RequestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRecord.ProtoReflect.Descriptor instead.
 func (*RequestRecord) Descriptor() ([]byte, []int) {
-	return file_rel_v1_types_proto_rawDescGZIP(), []int{17}
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RequestRecord) GetId() string {
@@ -2134,7 +2218,7 @@ type ArtifactTombstone struct {
 
 func (x *ArtifactTombstone) Reset() {
 	*x = ArtifactTombstone{}
-	mi := &file_rel_v1_types_proto_msgTypes[18]
+	mi := &file_rel_v1_types_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2146,7 +2230,7 @@ func (x *ArtifactTombstone) String() string {
 func (*ArtifactTombstone) ProtoMessage() {}
 
 func (x *ArtifactTombstone) ProtoReflect() protoreflect.Message {
-	mi := &file_rel_v1_types_proto_msgTypes[18]
+	mi := &file_rel_v1_types_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2159,7 +2243,7 @@ func (x *ArtifactTombstone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactTombstone.ProtoReflect.Descriptor instead.
 func (*ArtifactTombstone) Descriptor() ([]byte, []int) {
-	return file_rel_v1_types_proto_rawDescGZIP(), []int{18}
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ArtifactTombstone) GetDigest() string {
@@ -2212,7 +2296,7 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\x1a;\n" +
 	"\rSelectorEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x94\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc2\x03\n" +
 	"\aRelease\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12!\n" +
@@ -2222,7 +2306,10 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\x06commit\x18\x06 \x01(\tR\x06commit\x123\n" +
 	"\x06labels\x18\a \x03(\v2\x1b.rel.v1.Release.LabelsEntryR\x06labels\x12*\n" +
 	"\x11created_unix_nano\x18\b \x01(\x03R\x0fcreatedUnixNano\x12\x12\n" +
-	"\x04size\x18\t \x01(\x03R\x04size\x12!\n" +
+	"\x04size\x18\t \x01(\x03R\x04size\x12,\n" +
+	"\n" +
+	"created_by\x18\n" +
+	" \x01(\v2\r.rel.v1.ActorR\tcreatedBy\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
@@ -2301,7 +2388,11 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\n" +
 	"rollout_id\x18\a \x01(\tR\trolloutId\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\":\n" +
+	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"?\n" +
+	"\x05Actor\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\":\n" +
 	"\bQuantity\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\rR\x05count\x12\x18\n" +
 	"\apercent\x18\x02 \x01(\rR\apercent\"\x81\x03\n" +
@@ -2326,7 +2417,7 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\x14dispatched_unix_nano\x18\x06 \x01(\x03R\x12dispatchedUnixNano\x12,\n" +
 	"\x12finished_unix_nano\x18\a \x01(\x03R\x10finishedUnixNano\x12%\n" +
 	"\x0etarget_version\x18\b \x01(\tR\rtargetVersion\x12\x14\n" +
-	"\x05phase\x18\t \x01(\tR\x05phase\"\xa4\x06\n" +
+	"\x05phase\x18\t \x01(\tR\x05phase\"\xd6\x06\n" +
 	"\aRollout\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x12\x18\n" +
@@ -2352,7 +2443,8 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\rapproved_wave\x18\x15 \x01(\rR\fapprovedWave\x12\x1b\n" +
 	"\tevent_seq\x18\x16 \x01(\x04R\beventSeq\x12\x1f\n" +
 	"\vpaused_from\x18\x17 \x01(\tR\n" +
-	"pausedFrom\x12!\n" +
+	"pausedFrom\x120\n" +
+	"\frequested_by\x18\x18 \x01(\v2\r.rel.v1.ActorR\vrequestedBy\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\xfd\x01\n" +
 	"\fRolloutEvent\x12\x1d\n" +
@@ -2429,7 +2521,7 @@ func file_rel_v1_types_proto_rawDescGZIP() []byte {
 	return file_rel_v1_types_proto_rawDescData
 }
 
-var file_rel_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_rel_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_rel_v1_types_proto_goTypes = []any{
 	(*App)(nil),               // 0: rel.v1.App
 	(*Environment)(nil),       // 1: rel.v1.Environment
@@ -2441,35 +2533,38 @@ var file_rel_v1_types_proto_goTypes = []any{
 	(*Agent)(nil),             // 7: rel.v1.Agent
 	(*AgentApp)(nil),          // 8: rel.v1.AgentApp
 	(*Desired)(nil),           // 9: rel.v1.Desired
-	(*Quantity)(nil),          // 10: rel.v1.Quantity
-	(*RolloutSpec)(nil),       // 11: rel.v1.RolloutSpec
-	(*RolloutHost)(nil),       // 12: rel.v1.RolloutHost
-	(*Rollout)(nil),           // 13: rel.v1.Rollout
-	(*RolloutEvent)(nil),      // 14: rel.v1.RolloutEvent
-	(*HistoryEntry)(nil),      // 15: rel.v1.HistoryEntry
-	(*HistorySummary)(nil),    // 16: rel.v1.HistorySummary
-	(*RequestRecord)(nil),     // 17: rel.v1.RequestRecord
-	(*ArtifactTombstone)(nil), // 18: rel.v1.ArtifactTombstone
-	nil,                       // 19: rel.v1.Environment.SelectorEntry
-	nil,                       // 20: rel.v1.Release.LabelsEntry
-	nil,                       // 21: rel.v1.Agent.LabelsEntry
+	(*Actor)(nil),             // 10: rel.v1.Actor
+	(*Quantity)(nil),          // 11: rel.v1.Quantity
+	(*RolloutSpec)(nil),       // 12: rel.v1.RolloutSpec
+	(*RolloutHost)(nil),       // 13: rel.v1.RolloutHost
+	(*Rollout)(nil),           // 14: rel.v1.Rollout
+	(*RolloutEvent)(nil),      // 15: rel.v1.RolloutEvent
+	(*HistoryEntry)(nil),      // 16: rel.v1.HistoryEntry
+	(*HistorySummary)(nil),    // 17: rel.v1.HistorySummary
+	(*RequestRecord)(nil),     // 18: rel.v1.RequestRecord
+	(*ArtifactTombstone)(nil), // 19: rel.v1.ArtifactTombstone
+	nil,                       // 20: rel.v1.Environment.SelectorEntry
+	nil,                       // 21: rel.v1.Release.LabelsEntry
+	nil,                       // 22: rel.v1.Agent.LabelsEntry
 }
 var file_rel_v1_types_proto_depIdxs = []int32{
-	19, // 0: rel.v1.Environment.selector:type_name -> rel.v1.Environment.SelectorEntry
-	20, // 1: rel.v1.Release.labels:type_name -> rel.v1.Release.LabelsEntry
-	21, // 2: rel.v1.Agent.labels:type_name -> rel.v1.Agent.LabelsEntry
-	4,  // 3: rel.v1.Agent.facts:type_name -> rel.v1.HostFacts
-	6,  // 4: rel.v1.AgentApp.report:type_name -> rel.v1.AppReport
-	10, // 5: rel.v1.RolloutSpec.canary:type_name -> rel.v1.Quantity
-	10, // 6: rel.v1.RolloutSpec.waves:type_name -> rel.v1.Quantity
-	10, // 7: rel.v1.RolloutSpec.max_failures:type_name -> rel.v1.Quantity
-	11, // 8: rel.v1.Rollout.spec:type_name -> rel.v1.RolloutSpec
-	12, // 9: rel.v1.Rollout.hosts:type_name -> rel.v1.RolloutHost
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	20, // 0: rel.v1.Environment.selector:type_name -> rel.v1.Environment.SelectorEntry
+	21, // 1: rel.v1.Release.labels:type_name -> rel.v1.Release.LabelsEntry
+	10, // 2: rel.v1.Release.created_by:type_name -> rel.v1.Actor
+	22, // 3: rel.v1.Agent.labels:type_name -> rel.v1.Agent.LabelsEntry
+	4,  // 4: rel.v1.Agent.facts:type_name -> rel.v1.HostFacts
+	6,  // 5: rel.v1.AgentApp.report:type_name -> rel.v1.AppReport
+	11, // 6: rel.v1.RolloutSpec.canary:type_name -> rel.v1.Quantity
+	11, // 7: rel.v1.RolloutSpec.waves:type_name -> rel.v1.Quantity
+	11, // 8: rel.v1.RolloutSpec.max_failures:type_name -> rel.v1.Quantity
+	12, // 9: rel.v1.Rollout.spec:type_name -> rel.v1.RolloutSpec
+	13, // 10: rel.v1.Rollout.hosts:type_name -> rel.v1.RolloutHost
+	10, // 11: rel.v1.Rollout.requested_by:type_name -> rel.v1.Actor
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_types_proto_init() }
@@ -2483,7 +2578,7 @@ func file_rel_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_types_proto_rawDesc), len(file_rel_v1_types_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
