@@ -45,6 +45,9 @@ const (
 	ReleaseCreator Role = "release-creator"
 	// Deployer starts, steers and rolls back rollouts, and reads hook output.
 	Deployer Role = "deployer"
+	// Approver approves or rejects rollouts that an environment's approval
+	// policy holds (change control), and reads everything but hook output.
+	Approver Role = "approver"
 	// Operator runs the cluster: membership, apps and environments, tokens,
 	// agent enrolment and revocation.
 	Operator Role = "operator"
@@ -53,7 +56,7 @@ const (
 )
 
 // Roles lists every role in order.
-var Roles = []Role{Viewer, ReleaseCreator, Deployer, Operator, Admin}
+var Roles = []Role{Viewer, ReleaseCreator, Deployer, Approver, Operator, Admin}
 
 // ParseRole checks a role name.
 func ParseRole(s string) (Role, error) {
@@ -99,6 +102,11 @@ const (
 	ReadMetrics Permission = "read-metrics"
 	// Debug: /debug/pprof/ when the server runs with --enable-debug.
 	Debug Permission = "debug"
+	// Approve: approve or reject a rollout an approval policy holds.
+	Approve Permission = "approve"
+	// Emergency: start an emergency change (past a freeze, with shortened
+	// approvals), which stays open for review.
+	Emergency Permission = "emergency"
 )
 
 // rolePerms is what each role may do. Admin may do everything.
@@ -106,13 +114,14 @@ var rolePerms = map[Role][]Permission{
 	Viewer:         {Read, ReadMetrics},
 	ReleaseCreator: {Read, ReadMetrics, CreateRelease},
 	Deployer:       {Read, ReadMetrics, ReadOutput, Deploy},
-	Operator:       {Read, ReadMetrics, ReadOutput, ManageApps, ManageCluster, ManageTokens, Debug},
+	Approver:       {Read, ReadMetrics, Approve},
+	Operator:       {Read, ReadMetrics, ReadOutput, ManageApps, ManageCluster, ManageTokens, Debug, Emergency},
 }
 
 // Permissions lists what r may do.
 func (r Role) Permissions() []Permission {
 	if r == Admin {
-		return []Permission{Read, ReadOutput, CreateRelease, Deploy, ManageApps, ManageCluster, ManageTokens, ReadMetrics, Debug}
+		return []Permission{Read, ReadOutput, CreateRelease, Deploy, ManageApps, ManageCluster, ManageTokens, ReadMetrics, Debug, Approve, Emergency}
 	}
 	return rolePerms[r]
 }

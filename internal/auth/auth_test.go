@@ -14,12 +14,13 @@ import (
 // TestRolePermissions pins the role table: who may do what is the security
 // model, so a change to it must change this test too.
 func TestRolePermissions(t *testing.T) {
-	all := []Permission{Read, ReadOutput, CreateRelease, Deploy, ManageApps, ManageCluster, ManageTokens, ReadMetrics, Debug}
+	all := []Permission{Read, ReadOutput, CreateRelease, Deploy, ManageApps, ManageCluster, ManageTokens, ReadMetrics, Debug, Approve, Emergency}
 	want := map[Role][]Permission{
 		Viewer:         {Read, ReadMetrics},
 		ReleaseCreator: {Read, ReadMetrics, CreateRelease},
 		Deployer:       {Read, ReadMetrics, ReadOutput, Deploy},
-		Operator:       {Read, ReadMetrics, ReadOutput, ManageApps, ManageCluster, ManageTokens, Debug},
+		Approver:       {Read, ReadMetrics, Approve},
+		Operator:       {Read, ReadMetrics, ReadOutput, ManageApps, ManageCluster, ManageTokens, Debug, Emergency},
 		Admin:          all,
 	}
 	for _, r := range Roles {
@@ -43,6 +44,11 @@ func TestRolePermissions(t *testing.T) {
 	if Viewer.Has(ReadOutput) || ReleaseCreator.Has(ReadOutput) {
 		t.Error("viewers or release creators may read hook output")
 	}
+	// Separation of duties: who deploys does not approve by role, and
+	// approvers deploy nothing.
+	if Deployer.Has(Approve) || Approver.Has(Deploy) || Deployer.Has(Emergency) {
+		t.Error("deployers may approve or approvers deploy")
+	}
 }
 
 func TestMayGrant(t *testing.T) {
@@ -64,7 +70,7 @@ func TestParseRole(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"", "Admin", "root", "admin "} {
-		if _, err := ParseRole(bad); err == nil || !strings.Contains(err.Error(), "want one of viewer, release-creator, deployer, operator, admin") {
+		if _, err := ParseRole(bad); err == nil || !strings.Contains(err.Error(), "want one of viewer, release-creator, deployer, approver, operator, admin") {
 			t.Errorf("ParseRole(%q): %v, want an error listing the roles", bad, err)
 		}
 	}

@@ -16,8 +16,14 @@ import (
 // rows (and so in every raft log and snapshot written so far); changing
 // their spelling would need a migration of both.
 
-// Rollout states. The first five are active; the rest are terminal.
+// Rollout states. The first seven are active; the rest are terminal.
 const (
+	// StateFrozen waits for a freeze window over its app and environment
+	// to end (change control), then goes on as a new request would.
+	StateFrozen = "frozen"
+	// StateAwaitingApproval waits for the approvals the environment's
+	// policy requires (change control) before it may start.
+	StateAwaitingApproval = "awaiting_approval"
 	// StateQueued waits for an active rollout holding some of its hosts to
 	// end (relctl rollout start --queue).
 	StateQueued          = "queued"
@@ -33,7 +39,7 @@ const (
 
 // ActiveStates are the states a rollout can still leave, in the order the
 // engine reads them.
-var ActiveStates = []string{StateQueued, StateRunning, StateWaitingApproval, StatePaused, StateRollingBack}
+var ActiveStates = []string{StateFrozen, StateAwaitingApproval, StateQueued, StateRunning, StateWaitingApproval, StatePaused, StateRollingBack}
 
 // States are all rollout states.
 var States = append(append([]string(nil), ActiveStates...), StateSucceeded, StateFailed, StateAborted, StateRolledBack)
@@ -46,6 +52,13 @@ func Terminal(state string) bool {
 	}
 	return false
 }
+
+// Change types (Rollout.change_type).
+const (
+	ChangeStandard  = "standard"
+	ChangeNormal    = "normal"
+	ChangeEmergency = "emergency"
+)
 
 // Rollout kinds.
 const (

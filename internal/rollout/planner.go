@@ -70,6 +70,12 @@ func Step(v View) Decision {
 		r.LastProgressUnixNano = r.GetCreatedUnixNano()
 	}
 
+	// A rollout held by change control (a freeze, missing approvals) does
+	// nothing here: what releases it is a decision of its own, after
+	// which it is queued and goes on from there.
+	if r.State == StateFrozen || r.State == StateAwaitingApproval {
+		return st.decision()
+	}
 	if r.State == StateQueued {
 		st.dequeue(v)
 		if r.State == StateQueued {

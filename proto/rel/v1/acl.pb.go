@@ -29,7 +29,7 @@ type ACLToken struct {
 	// Lower-case hex sha256 of the secret. Never leaves the servers.
 	SecretHash string `protobuf:"bytes,2,opt,name=secret_hash,json=secretHash,proto3" json:"secret_hash,omitempty"`
 	Name       string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
-	// viewer, release-creator, deployer, operator, admin.
+	// viewer, release-creator, deployer, approver, operator, admin.
 	Roles []string `protobuf:"bytes,4,rep,name=roles,proto3" json:"roles,omitempty"`
 	// Globs (path.Match) of the apps and environments the roles apply to;
 	// empty means every one.

@@ -1701,7 +1701,14 @@ type StartRolloutRequest struct {
 	Spec        *RolloutSpec           `protobuf:"bytes,4,opt,name=spec,proto3" json:"spec,omitempty"`
 	// When an active rollout of the app holds some of the hosts: wait for it
 	// (state queued) instead of being refused.
-	Queue         bool `protobuf:"varint,5,opt,name=queue,proto3" json:"queue,omitempty"`
+	Queue bool `protobuf:"varint,5,opt,name=queue,proto3" json:"queue,omitempty"`
+	// Change type: standard (pre-approved, where the environment allows
+	// it), normal (the environment's approval policy; the default when
+	// empty) or emergency (needs the emergency permission and a reason;
+	// stays open for review).
+	ChangeType string `protobuf:"bytes,6,opt,name=change_type,json=changeType,proto3" json:"change_type,omitempty"`
+	// Why: required for an emergency change.
+	ChangeReason  string `protobuf:"bytes,7,opt,name=change_reason,json=changeReason,proto3" json:"change_reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1769,6 +1776,20 @@ func (x *StartRolloutRequest) GetQueue() bool {
 		return x.Queue
 	}
 	return false
+}
+
+func (x *StartRolloutRequest) GetChangeType() string {
+	if x != nil {
+		return x.ChangeType
+	}
+	return ""
+}
+
+func (x *StartRolloutRequest) GetChangeReason() string {
+	if x != nil {
+		return x.ChangeReason
+	}
+	return ""
 }
 
 type StartRolloutResponse struct {
@@ -3542,13 +3563,16 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\"-\n" +
 	"\x15DeleteReleaseResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index\"\xa2\x01\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\xe8\x01\n" +
 	"\x13StartRolloutRequest\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12 \n" +
 	"\venvironment\x18\x03 \x01(\tR\venvironment\x12'\n" +
 	"\x04spec\x18\x04 \x01(\v2\x13.rel.v1.RolloutSpecR\x04spec\x12\x14\n" +
-	"\x05queue\x18\x05 \x01(\bR\x05queue\"W\n" +
+	"\x05queue\x18\x05 \x01(\bR\x05queue\x12\x1f\n" +
+	"\vchange_type\x18\x06 \x01(\tR\n" +
+	"changeType\x12#\n" +
+	"\rchange_reason\x18\a \x01(\tR\fchangeReason\"W\n" +
 	"\x14StartRolloutResponse\x12)\n" +
 	"\arollout\x18\x01 \x01(\v2\x0f.rel.v1.RolloutR\arollout\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\"k\n" +

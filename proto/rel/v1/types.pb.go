@@ -1461,7 +1461,11 @@ type Rollout struct {
 	PausedFrom string `protobuf:"bytes,23,opt,name=paused_from,json=pausedFrom,proto3" json:"paused_from,omitempty"`
 	// Who asked for it (stamped from the command's actor by the FSM; empty
 	// for the leader's own rollouts: catch-ups, automatic rollbacks).
-	RequestedBy   *Actor `protobuf:"bytes,24,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	RequestedBy *Actor `protobuf:"bytes,24,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	// standard, normal or emergency (see StartRolloutRequest); empty for
+	// rollouts made before change types, and for the leader's own.
+	ChangeType    string `protobuf:"bytes,25,opt,name=change_type,json=changeType,proto3" json:"change_type,omitempty"`
+	ChangeReason  string `protobuf:"bytes,26,opt,name=change_reason,json=changeReason,proto3" json:"change_reason,omitempty"`
 	CreateIndex   uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
 	ModifyIndex   uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1650,6 +1654,20 @@ func (x *Rollout) GetRequestedBy() *Actor {
 		return x.RequestedBy
 	}
 	return nil
+}
+
+func (x *Rollout) GetChangeType() string {
+	if x != nil {
+		return x.ChangeType
+	}
+	return ""
+}
+
+func (x *Rollout) GetChangeReason() string {
+	if x != nil {
+		return x.ChangeReason
+	}
+	return ""
 }
 
 func (x *Rollout) GetCreateIndex() uint64 {
@@ -2417,7 +2435,7 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\x14dispatched_unix_nano\x18\x06 \x01(\x03R\x12dispatchedUnixNano\x12,\n" +
 	"\x12finished_unix_nano\x18\a \x01(\x03R\x10finishedUnixNano\x12%\n" +
 	"\x0etarget_version\x18\b \x01(\tR\rtargetVersion\x12\x14\n" +
-	"\x05phase\x18\t \x01(\tR\x05phase\"\xd6\x06\n" +
+	"\x05phase\x18\t \x01(\tR\x05phase\"\x9c\a\n" +
 	"\aRollout\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x12\x18\n" +
@@ -2444,7 +2462,10 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\tevent_seq\x18\x16 \x01(\x04R\beventSeq\x12\x1f\n" +
 	"\vpaused_from\x18\x17 \x01(\tR\n" +
 	"pausedFrom\x120\n" +
-	"\frequested_by\x18\x18 \x01(\v2\r.rel.v1.ActorR\vrequestedBy\x12!\n" +
+	"\frequested_by\x18\x18 \x01(\v2\r.rel.v1.ActorR\vrequestedBy\x12\x1f\n" +
+	"\vchange_type\x18\x19 \x01(\tR\n" +
+	"changeType\x12#\n" +
+	"\rchange_reason\x18\x1a \x01(\tR\fchangeReason\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\xfd\x01\n" +
 	"\fRolloutEvent\x12\x1d\n" +
