@@ -53,18 +53,26 @@ func Delta(cur, next *relv1.Rollout) (delta *relv1.Rollout, ok bool) {
 			}
 		}
 	}
-	delta = &relv1.Rollout{Hosts: changed}
-	// Copy by reflection, so that a header field added to Rollout later
-	// travels in deltas without anyone remembering this function.
-	dst := delta.ProtoReflect()
-	next.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+	delta = Header(next)
+	delta.Hosts = changed
+	return delta, true
+}
+
+// Header is r without its hosts: every other field, sharing messages with
+// r (for encoding and reading, not for changing). Copied by reflection, so
+// that a header field added to Rollout later travels in deltas and lists
+// without anyone remembering this function.
+func Header(r *relv1.Rollout) *relv1.Rollout {
+	h := &relv1.Rollout{}
+	dst := h.ProtoReflect()
+	r.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		if fd.Number() != hostsField.Number() {
 			dst.Set(fd, v)
 		}
 		return true
 	})
-	dst.SetUnknown(next.ProtoReflect().GetUnknown())
-	return delta, true
+	dst.SetUnknown(r.ProtoReflect().GetUnknown())
+	return h
 }
 
 // sameHost reports whether two hosts are equal, field by field: Step clones

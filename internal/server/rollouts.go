@@ -426,6 +426,24 @@ func selectorString(m map[string]string) string {
 }
 
 // rolloutStatus joins a rollout's row with what its hosts' agents report.
+// rolloutTotals is a rollout's status for lists: its header (no hosts) and
+// its hosts per phase, as rolloutStatus counts them, reading only the
+// reports of the hosts still dispatched.
+func (s *Server) rolloutTotals(ro *relv1.Rollout) *relv1.RolloutStatus {
+	st := &relv1.RolloutStatus{Rollout: rollout.Header(ro), Totals: map[string]uint32{}}
+	for _, h := range ro.GetHosts() {
+		phase := h.GetState()
+		if phase == rollout.HostDispatched {
+			phase = "dispatched"
+			if aa, _ := s.store.AgentApp(nil, h.GetAgentId(), ro.GetApp()); aa != nil && aa.GetReport().GetRolloutId() == ro.GetId() {
+				phase = aa.GetReport().GetPhase()
+			}
+		}
+		st.Totals[phase]++
+	}
+	return st
+}
+
 func (s *Server) rolloutStatus(ws memdb.WatchSet, ro *relv1.Rollout) (*relv1.RolloutStatus, uint64) {
 	st := &relv1.RolloutStatus{Rollout: ro, Totals: map[string]uint32{}}
 	index := ro.GetModifyIndex()
@@ -525,7 +543,12 @@ func (c *controlService) ListRollouts(ctx context.Context, req *relv1.ListRollou
 	}
 	resp := &relv1.ListRolloutsResponse{Index: idx}
 	for _, ro := range ros {
-		st, _ := s.rolloutStatus(memdb.NewWatchSet(), ro)
+		var st *relv1.RolloutStatus
+		if req.GetHosts() {
+			st, _ = s.rolloutStatus(memdb.NewWatchSet(), ro)
+		} else {
+			st = s.rolloutTotals(ro)
+		}
 		if !b.take(st) {
 			more = true
 			break

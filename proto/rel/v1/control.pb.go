@@ -2142,6 +2142,11 @@ type ListRolloutsRequest struct {
 	State string `protobuf:"bytes,6,opt,name=state,proto3" json:"state,omitempty"`
 	// Only rollouts created at or after this time.
 	SinceUnixNano int64 `protobuf:"varint,7,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
+	// With each rollout's hosts (rollout.hosts and the host statuses, as
+	// GetRollout gives them). Without it a rollout comes with its totals
+	// per phase only: a list of rollouts over thousands of hosts is then a
+	// few hundred bytes per rollout, not the whole fleet each.
+	Hosts         bool `protobuf:"varint,8,opt,name=hosts,proto3" json:"hosts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2223,6 +2228,13 @@ func (x *ListRolloutsRequest) GetSinceUnixNano() int64 {
 		return x.SinceUnixNano
 	}
 	return 0
+}
+
+func (x *ListRolloutsRequest) GetHosts() bool {
+	if x != nil {
+		return x.Hosts
+	}
+	return false
 }
 
 type ListRolloutsResponse struct {
@@ -3599,7 +3611,7 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"Y\n" +
 	"\x12GetRolloutResponse\x12-\n" +
 	"\x06status\x18\x01 \x01(\v2\x15.rel.v1.RolloutStatusR\x06status\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"\xec\x01\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\x82\x02\n" +
 	"\x13ListRolloutsRequest\x12'\n" +
 	"\x04read\x18\x01 \x01(\v2\x13.rel.v1.ReadOptionsR\x04read\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x12 \n" +
@@ -3608,7 +3620,8 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"page_token\x18\x05 \x01(\tR\tpageToken\x12\x14\n" +
 	"\x05state\x18\x06 \x01(\tR\x05state\x12&\n" +
-	"\x0fsince_unix_nano\x18\a \x01(\x03R\rsinceUnixNano\"\x87\x01\n" +
+	"\x0fsince_unix_nano\x18\a \x01(\x03R\rsinceUnixNano\x12\x14\n" +
+	"\x05hosts\x18\b \x01(\bR\x05hosts\"\x87\x01\n" +
 	"\x14ListRolloutsResponse\x121\n" +
 	"\brollouts\x18\x01 \x03(\v2\x15.rel.v1.RolloutStatusR\brollouts\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12&\n" +
