@@ -22,7 +22,9 @@ func allPages[T any](limit int, fetch func(token string, size uint32) ([]T, stri
 		tok string
 	)
 	for {
-		var size uint32
+		// Whole pages: following every page, fewer round trips (the
+		// server still cuts a page before it passes its byte budget).
+		size := uint32(maxPage)
 		if limit > 0 {
 			size = uint32(min(limit-len(out), maxPage))
 		}
