@@ -204,7 +204,11 @@ func schema() *memdb.DBSchema {
 }
 
 func newDB() *memdb.MemDB {
-	db, err := memdb.NewMemDB(schema())
+	sc := schema()
+	for name, t := range lifecycleTables() {
+		sc.Tables[name] = t
+	}
+	db, err := memdb.NewMemDB(sc)
 	if err != nil {
 		// The schema is a constant: failing to build it is a programming error.
 		panic(fmt.Sprintf("state: invalid schema: %v", err))
