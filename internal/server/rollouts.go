@@ -142,6 +142,10 @@ func (c *controlService) StartRollout(ctx context.Context, req *relv1.StartRollo
 	} else if ok {
 		return &relv1.StartRolloutResponse{Rollout: ro, Index: idx}, nil
 	}
+	// Lifecycle gate and release block first (the FSM decides again).
+	if err := s.checkDeployGate(req.GetApp(), req.GetVersion(), req.GetEnvironment()); err != nil {
+		return nil, err
+	}
 	// No barrier of its own: leaderTarget saw this term's (the replica
 	// holds what earlier leaders committed), entries in flight aside, and
 	// the FSM re-checks what matters (one active rollout per
