@@ -55,6 +55,14 @@ type metaEntry struct {
 const metaClusterID = "cluster_id"
 
 func schema() *memdb.DBSchema {
+	sc := baseSchema()
+	for name, t := range lifecycleTables() {
+		sc.Tables[name] = t
+	}
+	return sc
+}
+
+func baseSchema() *memdb.DBSchema {
 	return &memdb.DBSchema{
 		Tables: map[string]*memdb.TableSchema{
 			TableApps: {
@@ -204,11 +212,7 @@ func schema() *memdb.DBSchema {
 }
 
 func newDB() *memdb.MemDB {
-	sc := schema()
-	for name, t := range lifecycleTables() {
-		sc.Tables[name] = t
-	}
-	db, err := memdb.NewMemDB(sc)
+	db, err := memdb.NewMemDB(schema())
 	if err != nil {
 		// The schema is a constant: failing to build it is a programming error.
 		panic(fmt.Sprintf("state: invalid schema: %v", err))
