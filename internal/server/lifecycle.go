@@ -57,13 +57,10 @@ func (s *Server) checkLifecycleEnvs(lc *relv1.Lifecycle) error {
 
 func (l *lifecycleService) putLifecycle(ctx context.Context, req *relv1.CreateLifecycleRequest, create bool) (*relv1.LifecycleResponse, error) {
 	s := l.s
-	lc := proto.Clone(req.GetLifecycle()).(*relv1.Lifecycle)
-	if req.GetLifecycle() == nil {
-		lc = nil
-	}
-	if err := validate.Lifecycle(lc); err != nil {
+	if err := validate.Lifecycle(req.GetLifecycle()); err != nil {
 		return nil, toStatus(err)
 	}
+	lc := proto.Clone(req.GetLifecycle()).(*relv1.Lifecycle)
 	if err := s.checkLifecycleEnvs(lc); err != nil {
 		return nil, err
 	}

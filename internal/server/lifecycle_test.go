@@ -74,6 +74,10 @@ func TestLifecyclePromotion(t *testing.T) {
 	// rollout start is the same path.
 	_, err = ctl.StartRollout(ctx, &relv1.StartRolloutRequest{App: "web", Version: "1.0.0", Environment: "prod"})
 	wantCode(t, "rollout start to prod first", err, codes.FailedPrecondition, "phase staging is not done")
+	plan, err := ctl.PlanRollout(ctx, &relv1.PlanRolloutRequest{App: "web", Version: "1.0.0", Environment: "prod"})
+	if err != nil || len(plan.GetBlockers()) == 0 || !strings.Contains(plan.GetBlockers()[0], "phase staging is not done") {
+		t.Fatalf("plan to prod first: %v %v, want the gate as a blocker", plan.GetBlockers(), err)
+	}
 
 	r0, err := promote("0.9.0", "staging")
 	if err != nil {
