@@ -33,7 +33,7 @@ func (s *Server) autoDeployLoop(ctx context.Context) {
 	failed := map[string]time.Time{}
 	for ctx.Err() == nil {
 		ws := newWatch(s.store)
-		s.store.WatchTables(ws, state.TablePromotions, state.TableApps, state.TableLifecycles, state.TableAgents, state.TableReleases)
+		s.store.WatchTables(ws, state.TablePromotions, state.TableApps, state.TableLifecycles, state.TableReleases)
 		s.autoDeployPass(ctx, failed, time.Now())
 		wctx, cancel := context.WithTimeout(ctx, autoDeployRetry)
 		_ = ws.WatchCtx(wctx)
