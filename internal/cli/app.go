@@ -17,12 +17,13 @@ hang off. Create the app before its first release.`,
 		`  relctl app create web --description "Public website"
   relctl app list`,
 		r.appCreateCommand(),
+		r.appUpdateCommand(),
 		r.appListCommand(),
 	)
 }
 
 func (r *runner) appCreateCommand() *cobra.Command {
-	var description string
+	var description, lifecycle string
 	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create an app",
@@ -30,6 +31,7 @@ func (r *runner) appCreateCommand() *cobra.Command {
 already exists (exit code 1).`,
 		Example: `  relctl app create web
   relctl app create web --description "Public website"
+  relctl app create web --lifecycle std
   relctl -o json app create api`,
 		Args:              exactArgs("NAME"),
 		ValidArgsFunction: cobra.NoFileCompletions,
@@ -39,6 +41,7 @@ already exists (exit code 1).`,
 				resp, err = relv1.NewControlServiceClient(cc).CreateApp(ctx, &relv1.CreateAppRequest{
 					Name:        args[0],
 					Description: description,
+					Lifecycle:   lifecycle,
 				}, opts...)
 				return err
 			})
@@ -50,6 +53,7 @@ already exists (exit code 1).`,
 		}),
 	}
 	cmd.Flags().StringVar(&description, "description", "", "`TEXT` saying what the app is, for people")
+	cmd.Flags().StringVar(&lifecycle, "lifecycle", "", "the `LIFECYCLE` its deploy rollouts follow ('relctl lifecycle list'); an unknown one is refused")
 	return cmd
 }
 

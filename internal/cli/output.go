@@ -28,6 +28,7 @@ const (
 type appJSON struct {
 	Name        string `json:"name"`
 	Description string `json:"description"`
+	Lifecycle   string `json:"lifecycle,omitempty"`
 	CreatedAt   string `json:"created_at"`
 	CreateIndex uint64 `json:"create_index"`
 	ModifyIndex uint64 `json:"modify_index"`
@@ -51,6 +52,9 @@ type releaseJSON struct {
 	Notes       string            `json:"notes"`
 	Commit      string            `json:"commit"`
 	Labels      map[string]string `json:"labels"`
+	Blocked     bool              `json:"blocked,omitempty"`
+	BlockReason string            `json:"block_reason,omitempty"`
+	BlockedBy   string            `json:"blocked_by,omitempty"`
 	CreatedAt   string            `json:"created_at"`
 	CreateIndex uint64            `json:"create_index"`
 	ModifyIndex uint64            `json:"modify_index"`
@@ -91,6 +95,7 @@ func toAppJSON(a *relv1.App) appJSON {
 	return appJSON{
 		Name:        a.GetName(),
 		Description: a.GetDescription(),
+		Lifecycle:   a.GetLifecycle(),
 		CreatedAt:   formatTime(a.GetCreatedUnixNano(), time.RFC3339Nano),
 		CreateIndex: a.GetCreateIndex(),
 		ModifyIndex: a.GetModifyIndex(),
@@ -118,6 +123,9 @@ func toReleaseJSON(r *relv1.Release) releaseJSON {
 		Notes:       r.GetNotes(),
 		Commit:      r.GetCommit(),
 		Labels:      nonNil(r.GetLabels()),
+		Blocked:     r.GetBlocked(),
+		BlockReason: r.GetBlockReason(),
+		BlockedBy:   actorWords(r.GetBlockedBy()),
 		CreatedAt:   formatTime(r.GetCreatedUnixNano(), time.RFC3339Nano),
 		CreateIndex: r.GetCreateIndex(),
 		ModifyIndex: r.GetModifyIndex(),
@@ -411,6 +419,9 @@ func (p printer) release(r *relv1.Release) error {
 			{"Modify index", strconv.FormatUint(r.GetModifyIndex(), 10)},
 		} {
 			fmt.Fprintf(tw, "%s:\t%s\n", kv[0], cell(kv[1]))
+		}
+		if r.GetBlocked() {
+			fmt.Fprintf(tw, "Blocked:\t%s\n", cell(blockWords(r)))
 		}
 		if notes == "" {
 			fmt.Fprintf(tw, "Notes:\t(none)\n")

@@ -29,6 +29,10 @@ deleted.`,
 		r.releaseListCommand(),
 		r.releaseShowCommand(),
 		r.releaseDeleteCommand(),
+		r.releasePromoteCommand(),
+		r.releaseStatusCommand(),
+		r.releaseBlockCommand(true),
+		r.releaseBlockCommand(false),
 	)
 }
 

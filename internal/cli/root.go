@@ -281,6 +281,7 @@ Every failure prints one line, "relctl: <message>", on stderr.
 
 	root.AddCommand(
 		r.appCommand(),
+		r.lifecycleCommand(),
 		r.envCommand(),
 		r.releaseCommand(),
 		r.artifactCommand(),

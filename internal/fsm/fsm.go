@@ -187,6 +187,17 @@ func Describe(cmd *relv1.Command) (kind, target string) {
 		target = k.UseJoinToken.GetAgentId()
 	case *relv1.Command_RevokeAgent:
 		target = k.RevokeAgent.GetRevocation().GetAgentId()
+	case *relv1.Command_CreateLifecycle:
+		target = k.CreateLifecycle.GetLifecycle().GetName()
+	case *relv1.Command_UpdateLifecycle:
+		target = k.UpdateLifecycle.GetLifecycle().GetName()
+	case *relv1.Command_DeleteLifecycle:
+		target = k.DeleteLifecycle.GetName()
+	case *relv1.Command_SetAppLifecycle:
+		target = k.SetAppLifecycle.GetApp() + " to " + k.SetAppLifecycle.GetLifecycle()
+	case *relv1.Command_BlockRelease:
+		c := k.BlockRelease
+		target = fmt.Sprintf("%s@%s blocked=%t", c.GetApp(), c.GetVersion(), c.GetBlocked())
 	case *relv1.Command_RegisterServer:
 		target = k.RegisterServer.GetServer().GetId()
 	case *relv1.Command_DeregisterServer:
@@ -297,6 +308,17 @@ func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
 	case *relv1.Command_RemoveArtifacts:
 		_, err := f.store.RemoveArtifacts(index, cmd.GetStampedUnixNano(), k.RemoveArtifacts.GetDigests())
 		return err
+	case *relv1.Command_CreateLifecycle:
+		return f.store.CreateLifecycle(index, k.CreateLifecycle.GetLifecycle(), cmd.GetActor())
+	case *relv1.Command_UpdateLifecycle:
+		return f.store.UpdateLifecycle(index, k.UpdateLifecycle.GetLifecycle(), cmd.GetActor())
+	case *relv1.Command_DeleteLifecycle:
+		return f.store.DeleteLifecycle(index, k.DeleteLifecycle.GetName())
+	case *relv1.Command_SetAppLifecycle:
+		return f.store.SetAppLifecycle(index, k.SetAppLifecycle.GetApp(), k.SetAppLifecycle.GetLifecycle())
+	case *relv1.Command_BlockRelease:
+		c := k.BlockRelease
+		return f.store.BlockRelease(index, c.GetApp(), c.GetVersion(), c.GetBlocked(), c.GetReason(), cmd.GetActor())
 	default:
 		// Same reasoning as an undecodable entry: a newer leader wrote a
 		// command this build does not know. Upgrade servers before using

@@ -184,6 +184,16 @@ func stamped(n int64, kind any) *relv1.Command {
 		c.Kind = k
 	case *relv1.Command_RemoveArtifacts:
 		c.Kind = k
+	case *relv1.Command_CreateLifecycle:
+		c.Kind = k
+	case *relv1.Command_UpdateLifecycle:
+		c.Kind = k
+	case *relv1.Command_DeleteLifecycle:
+		c.Kind = k
+	case *relv1.Command_SetAppLifecycle:
+		c.Kind = k
+	case *relv1.Command_BlockRelease:
+		c.Kind = k
 	default:
 		panic(fmt.Sprintf("unknown kind %T", kind))
 	}
@@ -292,7 +302,18 @@ func seedCommands() []*relv1.Command {
 				{AgentId: "web-1", SessionId: "sess-1", AtUnixNano: 50, Reason: "stream closed"},
 				{AgentId: "web-9", SessionId: "sess-9", AtUnixNano: 50, Reason: "stream closed"},
 			}}}),
+		stamped(60, &relv1.Command_CreateLifecycle{CreateLifecycle: &relv1.CreateLifecycle{Lifecycle: fuzzLifecycle()}}),
+		stamped(61, &relv1.Command_UpdateLifecycle{UpdateLifecycle: &relv1.UpdateLifecycle{Lifecycle: fuzzLifecycle()}}),
+		stamped(62, &relv1.Command_DeleteLifecycle{DeleteLifecycle: &relv1.DeleteLifecycle{Name: "std"}}),
+		stamped(63, &relv1.Command_SetAppLifecycle{SetAppLifecycle: &relv1.SetAppLifecycle{App: "web", Lifecycle: ""}}),
+		stamped(64, &relv1.Command_BlockRelease{BlockRelease: &relv1.BlockRelease{App: "web", Version: "1.0.0", Blocked: true, Reason: "CVE-2026-1", AtUnixNano: 64}}),
 	}
+}
+
+func fuzzLifecycle() *relv1.Lifecycle {
+	return &relv1.Lifecycle{Name: "std", CreatedUnixNano: 60, Phases: []*relv1.Phase{
+		{Name: "prod", Environments: []string{"prod"}, Progress: "all", AutoDeploy: []string{"prod"}},
+	}}
 }
 
 func withRequestID(id string, c *relv1.Command) *relv1.Command {

@@ -131,6 +131,26 @@ var rules = map[string]rule{
 	relv1.ACLService_RevokeJoinToken_FullMethodName: {perm: auth.ManageTokens},
 	relv1.ACLService_RevokeAgent_FullMethodName:     {perm: auth.ManageTokens},
 
+	// Lifecycles: their shape and an app's lifecycle are the app
+	// managers'; blocks too (a pipeline that may create releases may not
+	// lift a person's block); promotion is a deploy to the target.
+	relv1.LifecycleService_CreateLifecycle_FullMethodName: {perm: auth.ManageApps},
+	relv1.LifecycleService_UpdateLifecycle_FullMethodName: {perm: auth.ManageApps},
+	relv1.LifecycleService_DeleteLifecycle_FullMethodName: {perm: auth.ManageApps},
+	relv1.LifecycleService_GetLifecycle_FullMethodName:    {perm: auth.Read},
+	relv1.LifecycleService_ListLifecycles_FullMethodName:  {perm: auth.Read},
+	relv1.LifecycleService_SetAppLifecycle_FullMethodName: {perm: auth.ManageApps, resource: func(_ *Server, r any) auth.Resource {
+		return appOf(r.(*relv1.SetAppLifecycleRequest).GetApp())
+	}},
+	relv1.LifecycleService_BlockRelease_FullMethodName: {perm: auth.ManageApps, resource: func(_ *Server, r any) auth.Resource {
+		return appOf(r.(*relv1.BlockReleaseRequest).GetApp())
+	}},
+	relv1.LifecycleService_PromoteRelease_FullMethodName: {perm: auth.Deploy, resource: func(_ *Server, r any) auth.Resource {
+		req := r.(*relv1.PromoteReleaseRequest)
+		return auth.Resource{App: req.GetApp(), Env: req.GetEnvironment()}
+	}},
+	relv1.LifecycleService_ReleaseStatus_FullMethodName: {perm: auth.Read},
+
 	// A join token in the request is the credential.
 	relv1.EnrollService_Enroll_FullMethodName: {anyone: true},
 	relv1.EnrollService_Renew_FullMethodName:  {kinds: []string{auth.KindAgent}},

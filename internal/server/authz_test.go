@@ -50,7 +50,10 @@ var (
 	tokenOps  = expectation{allowed: []string{cOperatorCert, cAdminToken}, denied: []string{cViewerToken, cDeployerToken, cAgentCert, cServerCert}}
 	internal  = expectation{allowed: []string{cServerCert}, denied: []string{cAdminCert, cAdminToken, cAgentCert, cClientAsServer, cViewerCert}}
 	forAgents = expectation{allowed: []string{cAgentCert}, denied: []string{cAdminCert, cAdminToken, cServerCert, cClientAsServer}}
-	anyone    = expectation{anonymous: true, allowed: []string{cNone, cViewerToken, cAgentCert, cServerCert}}
+	// appManagers hold manage-apps (operator, admin): lifecycles, an
+	// app's lifecycle, release blocks.
+	appManagers = expectation{allowed: []string{cOperatorCert, cAdminToken}, denied: []string{cViewerToken, cDeployerToken, cCreatorCert, cAgentCert, cServerCert}}
+	anyone      = expectation{anonymous: true, allowed: []string{cNone, cViewerToken, cAgentCert, cServerCert}}
 )
 
 // authzExpectations is the decision table as this test expects it, method
@@ -102,6 +105,16 @@ var authzExpectations = map[string]expectation{
 	relv1.ACLService_ListJoinTokens_FullMethodName:  tokenOps,
 	relv1.ACLService_RevokeJoinToken_FullMethodName: tokenOps,
 	relv1.ACLService_RevokeAgent_FullMethodName:     tokenOps,
+
+	relv1.LifecycleService_CreateLifecycle_FullMethodName: appManagers,
+	relv1.LifecycleService_UpdateLifecycle_FullMethodName: appManagers,
+	relv1.LifecycleService_DeleteLifecycle_FullMethodName: appManagers,
+	relv1.LifecycleService_GetLifecycle_FullMethodName:    readers,
+	relv1.LifecycleService_ListLifecycles_FullMethodName:  readers,
+	relv1.LifecycleService_SetAppLifecycle_FullMethodName: appManagers,
+	relv1.LifecycleService_BlockRelease_FullMethodName:    appManagers,
+	relv1.LifecycleService_PromoteRelease_FullMethodName:  deployers,
+	relv1.LifecycleService_ReleaseStatus_FullMethodName:   readers,
 
 	relv1.EnrollService_Enroll_FullMethodName: anyone,
 	relv1.EnrollService_Renew_FullMethodName:  forAgents,

@@ -30,7 +30,12 @@ func (c *controlService) CreateApp(ctx context.Context, req *relv1.CreateAppRequ
 	if err := validate.Description(req.GetDescription()); err != nil {
 		return nil, toStatus(err)
 	}
-	app := &relv1.App{Name: req.GetName(), Description: req.GetDescription(), CreatedUnixNano: time.Now().UnixNano()}
+	if req.GetLifecycle() != "" {
+		if err := validate.Name("lifecycle name", req.GetLifecycle()); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	app := &relv1.App{Name: req.GetName(), Description: req.GetDescription(), Lifecycle: req.GetLifecycle(), CreatedUnixNano: time.Now().UnixNano()}
 	a, err := c.s.applyCommand(ctx, &relv1.Command{StampedUnixNano: app.CreatedUnixNano, Kind: &relv1.Command_CreateApp{CreateApp: &relv1.CreateApp{App: app}}})
 	if err != nil {
 		return nil, toStatus(err)

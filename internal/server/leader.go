@@ -77,10 +77,14 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		cancel()
 	}
 	var wg sync.WaitGroup
-	wg.Add(6)
+	wg.Add(7)
 	go func() {
 		defer wg.Done()
 		s.promoteLoop(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.autoDeployLoop(ctx)
 	}()
 	go func() {
 		defer wg.Done()

@@ -142,6 +142,10 @@ func (c *controlService) StartRollout(ctx context.Context, req *relv1.StartRollo
 	} else if ok {
 		return &relv1.StartRolloutResponse{Rollout: ro, Index: idx}, nil
 	}
+	// Lifecycle gate and release block first (the FSM decides again).
+	if err := s.checkDeployGate(req.GetApp(), req.GetVersion(), req.GetEnvironment()); err != nil {
+		return nil, err
+	}
 	// No barrier of its own: leaderTarget saw this term's (the replica
 	// holds what earlier leaders committed), entries in flight aside, and
 	// the FSM re-checks what matters (one active rollout per
@@ -224,6 +228,10 @@ func (c *controlService) PlanRollout(ctx context.Context, req *relv1.PlanRollout
 		return nil, toStatus(err)
 	}
 	resp := &relv1.PlanRolloutResponse{Spec: spec}
+	if err := s.checkDeployGate(req.GetApp(), req.GetVersion(), req.GetEnvironment()); err != nil {
+		// The lifecycle gate or a block: what a start would answer first.
+		resp.Blockers = append(resp.Blockers, status.Convert(err).Message())
+	}
 	planned := func(a *relv1.Agent) *relv1.PlannedHost {
 		ph := &relv1.PlannedHost{AgentId: a.GetId(), Connected: a.GetConnected(), Labels: a.GetLabels()}
 		if r := in.current[a.GetId()]; r != nil {

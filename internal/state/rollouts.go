@@ -50,6 +50,13 @@ func createRollout(txn *memdb.Txn, index uint64, r *relv1.Rollout, desired []*re
 			orig = raw.(*relv1.Rollout)
 		}
 	}
+	if r.GetKind() == rollout.KindDeploy || r.GetKind() == "" {
+		// Lifecycle and block first, decided in raft order (see
+		// lifecycle.go); then whether another rollout holds the hosts.
+		if err := deployGate(txn, r.GetApp(), r.GetVersion(), r.GetEnvironment()); err != nil {
+			return err
+		}
+	}
 	if r.GetState() != rollout.StateQueued {
 		if o, shared, err := blocker(txn, r); err != nil {
 			return err
@@ -72,6 +79,9 @@ func createRollout(txn *memdb.Txn, index uint64, r *relv1.Rollout, desired []*re
 		if err := txn.Insert(TableRollouts, o); err != nil {
 			return fmt.Errorf("state: update rollout: %w", err)
 		}
+		if err := trackPromotion(txn, index, o); err != nil {
+			return err
+		}
 	} else if raw, err := txn.First(TableReleases, "id", r.GetApp(), r.GetVersion()); err != nil {
 		return fmt.Errorf("state: lookup release: %w", err)
 	} else if raw == nil {
@@ -84,6 +94,9 @@ func createRollout(txn *memdb.Txn, index uint64, r *relv1.Rollout, desired []*re
 	row.CreateIndex, row.ModifyIndex = index, index
 	if err := txn.Insert(TableRollouts, row); err != nil {
 		return fmt.Errorf("state: insert rollout: %w", err)
+	}
+	if err := trackPromotion(txn, index, row); err != nil {
+		return err
 	}
 	if err := upsertDesired(txn, index, desired); err != nil {
 		return err
@@ -161,6 +174,9 @@ func (s *Store) StepRollout(index uint64, r *relv1.Rollout, hostsDelta bool, exp
 	if err := txn.Insert(TableRollouts, row); err != nil {
 		return fmt.Errorf("state: update rollout: %w", err)
 	}
+	if err := trackPromotion(txn, index, row); err != nil {
+		return err
+	}
 	if err := upsertDesired(txn, index, desired); err != nil {
 		return err
 	}
@@ -200,6 +216,9 @@ func endReverted(txn *memdb.Txn, index uint64, rb *relv1.Rollout) error {
 	if err := txn.Insert(TableRollouts, o); err != nil {
 		return fmt.Errorf("state: update rollout: %w", err)
 	}
+	if err := trackPromotion(txn, index, o); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -225,6 +244,9 @@ func (s *Store) ControlRollout(index uint64, id, action, reason string, at int64
 	}
 	if err := txn.Insert(TableRollouts, r); err != nil {
 		return fmt.Errorf("state: update rollout: %w", err)
+	}
+	if err := trackPromotion(txn, index, r); err != nil {
+		return err
 	}
 	if err := setIndex(txn, TableRollouts, index); err != nil {
 		return err

@@ -55,6 +55,14 @@ type metaEntry struct {
 const metaClusterID = "cluster_id"
 
 func schema() *memdb.DBSchema {
+	sc := baseSchema()
+	for name, t := range lifecycleTables() {
+		sc.Tables[name] = t
+	}
+	return sc
+}
+
+func baseSchema() *memdb.DBSchema {
 	return &memdb.DBSchema{
 		Tables: map[string]*memdb.TableSchema{
 			TableApps: {

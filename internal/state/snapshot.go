@@ -88,6 +88,12 @@ func (sn *Snapshot) Persist(w io.Writer) error {
 		{TableArtifactTombstones, func(r any) *relv1.SnapshotRecord {
 			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_ArtifactTombstone{ArtifactTombstone: r.(*relv1.ArtifactTombstone)}}
 		}},
+		{TableLifecycles, func(r any) *relv1.SnapshotRecord {
+			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_Lifecycle{Lifecycle: r.(*relv1.Lifecycle)}}
+		}},
+		{TablePromotions, func(r any) *relv1.SnapshotRecord {
+			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_Promotion{Promotion: r.(*relv1.Promotion)}}
+		}},
 		{TableRequests, func(r any) *relv1.SnapshotRecord {
 			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_Request{Request: r.(*relv1.RequestRecord)}}
 		}},
@@ -189,6 +195,10 @@ func (s *Store) Restore(r io.Reader) error {
 			table, row = TableRevocations, k.AgentRevocation
 		case *relv1.SnapshotRecord_ArtifactTombstone:
 			table, row = TableArtifactTombstones, k.ArtifactTombstone
+		case *relv1.SnapshotRecord_Lifecycle:
+			table, row = TableLifecycles, k.Lifecycle
+		case *relv1.SnapshotRecord_Promotion:
+			table, row = TablePromotions, k.Promotion
 		case *relv1.SnapshotRecord_Request:
 			table, row = TableRequests, k.Request
 		case *relv1.SnapshotRecord_Meta:

@@ -85,7 +85,8 @@ func tableIndexOf(txn *memdb.Txn, ws memdb.WatchSet, tables ...string) uint64 {
 var (
 	dataTables = []string{TableApps, TableEnvironments, TableReleases, TableServers,
 		TableAgents, TableAgentApps, TableDesired, TableRollouts, TableHistory, TableEvents,
-		TableHistorySummaries, TableACLTokens, TableJoinTokens, TableRevocations, TableArtifactTombstones}
+		TableHistorySummaries, TableACLTokens, TableJoinTokens, TableRevocations, TableArtifactTombstones,
+		TableLifecycles, TablePromotions}
 	allTables = append(append([]string{}, dataTables...), TableRequests, tableIndex)
 )
 
@@ -105,6 +106,9 @@ func (s *Store) CreateApp(index uint64, app *relv1.App) error {
 	}
 	if existing != nil {
 		return newError(ErrAlreadyExists, fmt.Sprintf("app %q already exists", app.GetName()))
+	}
+	if err := lifecycleExists(txn, app.GetLifecycle()); err != nil {
+		return err
 	}
 	row := proto.Clone(app).(*relv1.App)
 	row.CreateIndex, row.ModifyIndex = index, index
@@ -201,6 +205,12 @@ func (s *Store) DeleteEnvironment(index uint64, name string) error {
 	} else if ro != nil {
 		return newError(ErrConflict, fmt.Sprintf("environment %q has an active rollout, %s: wait until it finishes or abort it ('relctl rollout abort %s'), then delete the environment",
 			name, describeRollout(ro), ro.GetId()))
+	}
+	if lcs, err := lifecyclesWith(txn, name); err != nil {
+		return err
+	} else if len(lcs) > 0 {
+		return newError(ErrConflict, fmt.Sprintf("environment %q is in lifecycle(s) %s: take it out of their phases first ('relctl lifecycle update %s ...'), then delete it",
+			name, strings.Join(lcs, ", "), lcs[0]))
 	}
 	if err := txn.Delete(TableEnvironments, raw); err != nil {
 		return fmt.Errorf("state: delete environment: %w", err)

@@ -266,7 +266,7 @@ func TestHistoryIDsArePrefixes(t *testing.T) {
 
 // writeKinds is how many kinds of write writeKind knows: one or more for
 // every table, so the snapshot property test covers them all.
-const writeKinds = 22
+const writeKinds = 25
 
 // writeKind is one write of the snapshot property test, picked by kind,
 // with the names drawn for it. srv doubles as an agent id and a session.
@@ -280,7 +280,7 @@ func writeKind(s *Store, kind int, idx uint64, app, ver, env, srv string) error 
 	case 1:
 		return s.CreateEnvironment(idx, &relv1.Environment{Name: env, Selector: map[string]string{"env": env}})
 	case 2:
-		return s.CreateRelease(idx, &relv1.Release{App: app, Version: ver, Labels: map[string]string{"i": ver}})
+		return s.CreateRelease(idx, &relv1.Release{App: app, Version: ver, Sha256: hash(ver), Labels: map[string]string{"i": ver}})
 	case 3:
 		return s.UpsertServer(idx, &relv1.Server{Id: srv, GrpcAddr: fmt.Sprintf("h:%d", idx%3)})
 	case 4:
@@ -346,6 +346,12 @@ func writeKind(s *Store, kind int, idx uint64, app, ver, env, srv string) error 
 		return err
 	case 20:
 		return s.DeleteRelease(idx, app, ver)
+	case 22:
+		return s.CreateLifecycle(idx, &relv1.Lifecycle{Name: "lc-" + env, Phases: []*relv1.Phase{{Name: "only", Environments: []string{env}, Progress: "all"}}}, nil)
+	case 23:
+		return s.SetAppLifecycle(idx, app, []string{"", "lc-dev", "lc-prod"}[idx%3])
+	case 24:
+		return s.BlockRelease(idx, app, ver, idx%2 == 0, "test", &relv1.Actor{Kind: "token", Id: "t1"})
 	default:
 		// What the FSM does for a command with a request id: expire, look
 		// up, record (with a small TTL and cap, so both evict).
@@ -366,7 +372,7 @@ func TestSnapshotCoversEveryTable(t *testing.T) {
 	a := New()
 	idx := uint64(0)
 	for kind := 0; kind < writeKinds; kind++ {
-		if kind == 4 || kind == 7 || kind == 10 || kind == 13 || kind >= 17 && kind <= 20 {
+		if kind == 4 || kind == 7 || kind == 10 || kind == 13 || kind >= 17 && kind <= 20 || kind >= 22 {
 			continue // deletions and controls: run below, after the rows exist
 		}
 		idx++
@@ -374,7 +380,7 @@ func TestSnapshotCoversEveryTable(t *testing.T) {
 			t.Fatalf("write kind %d: %v", kind, err)
 		}
 	}
-	for _, kind := range []int{10, 7, 17, 18} {
+	for _, kind := range []int{10, 7, 17, 18, 22} {
 		idx++
 		if err := writeKind(a, kind, idx, "web", "1.0.0", "prod", "s1"); err != nil {
 			t.Fatalf("write kind %d: %v", kind, err)

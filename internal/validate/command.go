@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/relhq/rel/internal/auth"
 	"github.com/relhq/rel/internal/rollout"
@@ -117,6 +118,11 @@ func Command(cmd *relv1.Command) error {
 		if a == nil {
 			return invalid("create_app carries no app")
 		}
+		if a.GetLifecycle() != "" {
+			if err := Name("lifecycle name", a.GetLifecycle()); err != nil {
+				return err
+			}
+		}
 		return first(Name("app name", a.GetName()), Description(a.GetDescription()))
 	case *relv1.Command_CreateEnvironment:
 		e := k.CreateEnvironment.GetEnvironment()
@@ -147,6 +153,30 @@ func Command(cmd *relv1.Command) error {
 		return nil
 	case *relv1.Command_DeleteEnvironment:
 		return Name("environment name", k.DeleteEnvironment.GetName())
+	case *relv1.Command_CreateLifecycle:
+		return Lifecycle(k.CreateLifecycle.GetLifecycle())
+	case *relv1.Command_UpdateLifecycle:
+		return Lifecycle(k.UpdateLifecycle.GetLifecycle())
+	case *relv1.Command_DeleteLifecycle:
+		return Name("lifecycle name", k.DeleteLifecycle.GetName())
+	case *relv1.Command_SetAppLifecycle:
+		c := k.SetAppLifecycle
+		if err := Name("app name", c.GetApp()); err != nil {
+			return err
+		}
+		if c.GetLifecycle() == "" {
+			return nil
+		}
+		return Name("lifecycle name", c.GetLifecycle())
+	case *relv1.Command_BlockRelease:
+		c := k.BlockRelease
+		if err := first(Name("app name", c.GetApp()), Version(c.GetVersion()), maxLen("block reason", c.GetReason(), MaxReasonLen)); err != nil {
+			return err
+		}
+		if c.GetBlocked() && strings.TrimSpace(c.GetReason()) == "" {
+			return invalid("a block needs a reason (--reason TEXT): people who find the release blocked read it")
+		}
+		return positive("block_release time", c.GetAtUnixNano())
 	case *relv1.Command_RemoveRollouts:
 		ids := k.RemoveRollouts.GetRolloutIds()
 		if len(ids) == 0 || len(ids) > MaxRemovedRollouts {

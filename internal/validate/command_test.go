@@ -68,6 +68,16 @@ func validCommands() map[string]*relv1.Command {
 			c.Kind = k
 		case *relv1.Command_RemoveArtifacts:
 			c.Kind = k
+		case *relv1.Command_CreateLifecycle:
+			c.Kind = k
+		case *relv1.Command_UpdateLifecycle:
+			c.Kind = k
+		case *relv1.Command_DeleteLifecycle:
+			c.Kind = k
+		case *relv1.Command_SetAppLifecycle:
+			c.Kind = k
+		case *relv1.Command_BlockRelease:
+			c.Kind = k
 		case *relv1.Command_DeleteEnvironment:
 			c.Kind = k
 		case *relv1.Command_CreateRelease:
@@ -122,6 +132,11 @@ func validCommands() map[string]*relv1.Command {
 		"update_environment": cmd(&relv1.Command_UpdateEnvironment{UpdateEnvironment: &relv1.UpdateEnvironment{Environment: &relv1.Environment{
 			Name: "prod", Selector: map[string]string{"env": "prod", "tier": "web"}, CreatedUnixNano: 1}, ExpectModifyIndex: 4, Joining: []string{"web-2"}, Leaving: []string{"web-1"}}}),
 		"delete_environment": cmd(&relv1.Command_DeleteEnvironment{DeleteEnvironment: &relv1.DeleteEnvironment{Name: "prod"}}),
+		"create_lifecycle":   cmd(&relv1.Command_CreateLifecycle{CreateLifecycle: &relv1.CreateLifecycle{Lifecycle: testLifecycle()}}),
+		"update_lifecycle":   cmd(&relv1.Command_UpdateLifecycle{UpdateLifecycle: &relv1.UpdateLifecycle{Lifecycle: testLifecycle()}}),
+		"delete_lifecycle":   cmd(&relv1.Command_DeleteLifecycle{DeleteLifecycle: &relv1.DeleteLifecycle{Name: "std"}}),
+		"set_app_lifecycle":  cmd(&relv1.Command_SetAppLifecycle{SetAppLifecycle: &relv1.SetAppLifecycle{App: "web", Lifecycle: "std"}}),
+		"block_release":      cmd(&relv1.Command_BlockRelease{BlockRelease: &relv1.BlockRelease{App: "web", Version: "1.2.0", Blocked: true, Reason: "CVE", AtUnixNano: 5}}),
 		"remove_artifacts":   cmd(&relv1.Command_RemoveArtifacts{RemoveArtifacts: &relv1.RemoveArtifacts{Digests: []string{testSHA, strings.Repeat("b", 64)}}}),
 		"remove_rollouts":    cmd(&relv1.Command_RemoveRollouts{RemoveRollouts: &relv1.RemoveRollouts{RolloutIds: []string{"ro-1", "ro-2"}}}),
 		"fold_history":       cmd(&relv1.Command_FoldHistory{FoldHistory: &relv1.FoldHistory{CutoffUnixNano: 10, MaxEntries: 5000}}),
@@ -270,6 +285,19 @@ func invalidCommandCases() []invalidCase {
 		{"delete_environment", "bad name", func(c *relv1.Command) { c.GetDeleteEnvironment().Name = "" }, "environment name is empty"},
 		{"delete_environment", "no message", func(c *relv1.Command) { c.Kind = &relv1.Command_DeleteEnvironment{} }, "environment name is empty"},
 		{"remove_rollouts", "none", func(c *relv1.Command) { c.GetRemoveRollouts().RolloutIds = nil }, "a retention pass removes 1 to 1000 rollouts, not 0"},
+		{"create_lifecycle", "no phases", func(c *relv1.Command) { c.GetCreateLifecycle().Lifecycle.Phases = nil }, "has no phases"},
+		{"create_lifecycle", "bad name", func(c *relv1.Command) { c.GetCreateLifecycle().Lifecycle.Name = "Std!" }, "lifecycle name"},
+		{"update_lifecycle", "env in two phases", func(c *relv1.Command) {
+			c.GetUpdateLifecycle().Lifecycle.Phases[1].Environments = []string{"dev"}
+		}, "environment dev is in two phases, dev and prod"},
+		{"update_lifecycle", "min above size", func(c *relv1.Command) {
+			p := c.GetUpdateLifecycle().Lifecycle.Phases[1]
+			p.Progress, p.MinEnvironments = "min", 3
+		}, "needs min 3 of its 2 environments"},
+		{"delete_lifecycle", "empty", func(c *relv1.Command) { c.GetDeleteLifecycle().Name = "" }, "lifecycle name is empty"},
+		{"set_app_lifecycle", "bad app", func(c *relv1.Command) { c.GetSetAppLifecycle().App = "" }, "app name is empty"},
+		{"block_release", "no reason", func(c *relv1.Command) { c.GetBlockRelease().Reason = " " }, "a block needs a reason"},
+		{"block_release", "not stamped", func(c *relv1.Command) { c.GetBlockRelease().AtUnixNano = 0 }, "block_release time is not stamped"},
 		{"remove_artifacts", "none", func(c *relv1.Command) { c.GetRemoveArtifacts().Digests = nil }, "an artifact GC pass removes 1 to 1000 artifacts, not 0"},
 		{"remove_artifacts", "too many", func(c *relv1.Command) {
 			c.GetRemoveArtifacts().Digests = make([]string, 1001)
@@ -534,4 +562,11 @@ func TestCommandEnvelope(t *testing.T) {
 			t.Errorf("%s: %v, want ErrInvalid containing %q", tt.name, err, tt.want)
 		}
 	}
+}
+
+func testLifecycle() *relv1.Lifecycle {
+	return &relv1.Lifecycle{Name: "std", Phases: []*relv1.Phase{
+		{Name: "dev", Environments: []string{"dev"}, Progress: "all"},
+		{Name: "prod", Environments: []string{"prod-eu", "prod-us"}, Progress: "all", AutoDeploy: []string{"prod-eu"}},
+	}}
 }

@@ -510,9 +510,11 @@ func (x *ReadOptions) GetConsistent() bool {
 }
 
 type CreateAppRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Description   string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Description string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	// The lifecycle the app's deploy rollouts follow (optional).
+	Lifecycle     string `protobuf:"bytes,3,opt,name=lifecycle,proto3" json:"lifecycle,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -557,6 +559,13 @@ func (x *CreateAppRequest) GetName() string {
 func (x *CreateAppRequest) GetDescription() string {
 	if x != nil {
 		return x.Description
+	}
+	return ""
+}
+
+func (x *CreateAppRequest) GetLifecycle() string {
+	if x != nil {
+		return x.Lifecycle
 	}
 	return ""
 }
@@ -3487,10 +3496,11 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\vReadOptions\x12\x1e\n" +
 	"\n" +
 	"consistent\x18\x01 \x01(\bR\n" +
-	"consistent\"H\n" +
+	"consistent\"f\n" +
 	"\x10CreateAppRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
-	"\vdescription\x18\x02 \x01(\tR\vdescription\"H\n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1c\n" +
+	"\tlifecycle\x18\x03 \x01(\tR\tlifecycle\"H\n" +
 	"\x11CreateAppResponse\x12\x1d\n" +
 	"\x03app\x18\x01 \x01(\v2\v.rel.v1.AppR\x03app\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\":\n" +

@@ -28,6 +28,9 @@ type App struct {
 	Description string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
 	// Set by the server that accepted the request, before raft.Apply.
 	CreatedUnixNano int64 `protobuf:"varint,3,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	// The lifecycle its deploy rollouts follow; empty: none (any
+	// environment, any order).
+	Lifecycle string `protobuf:"bytes,4,opt,name=lifecycle,proto3" json:"lifecycle,omitempty"`
 	// Raft indexes of the entries that created and last changed the row.
 	CreateIndex   uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
 	ModifyIndex   uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
@@ -84,6 +87,13 @@ func (x *App) GetCreatedUnixNano() int64 {
 		return x.CreatedUnixNano
 	}
 	return 0
+}
+
+func (x *App) GetLifecycle() string {
+	if x != nil {
+		return x.Lifecycle
+	}
+	return ""
 }
 
 func (x *App) GetCreateIndex() uint64 {
@@ -223,7 +233,12 @@ type Release struct {
 	// Artifact size in bytes; 0 when unknown (external URLs).
 	Size int64 `protobuf:"varint,9,opt,name=size,proto3" json:"size,omitempty"`
 	// Who created it (stamped from the command's actor by the FSM).
-	CreatedBy     *Actor `protobuf:"bytes,10,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	CreatedBy *Actor `protobuf:"bytes,10,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	// A blocked release cannot be deployed (rollbacks to it still can).
+	Blocked     bool   `protobuf:"varint,11,opt,name=blocked,proto3" json:"blocked,omitempty"`
+	BlockReason string `protobuf:"bytes,12,opt,name=block_reason,json=blockReason,proto3" json:"block_reason,omitempty"`
+	// Who blocked it.
+	BlockedBy     *Actor `protobuf:"bytes,13,opt,name=blocked_by,json=blockedBy,proto3" json:"blocked_by,omitempty"`
 	CreateIndex   uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
 	ModifyIndex   uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -326,6 +341,27 @@ func (x *Release) GetSize() int64 {
 func (x *Release) GetCreatedBy() *Actor {
 	if x != nil {
 		return x.CreatedBy
+	}
+	return nil
+}
+
+func (x *Release) GetBlocked() bool {
+	if x != nil {
+		return x.Blocked
+	}
+	return false
+}
+
+func (x *Release) GetBlockReason() string {
+	if x != nil {
+		return x.BlockReason
+	}
+	return ""
+}
+
+func (x *Release) GetBlockedBy() *Actor {
+	if x != nil {
+		return x.BlockedBy
 	}
 	return nil
 }
@@ -2296,11 +2332,12 @@ var File_rel_v1_types_proto protoreflect.FileDescriptor
 
 const file_rel_v1_types_proto_rawDesc = "" +
 	"\n" +
-	"\x12rel/v1/types.proto\x12\x06rel.v1\"\xad\x01\n" +
+	"\x12rel/v1/types.proto\x12\x06rel.v1\"\xcb\x01\n" +
 	"\x03App\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12*\n" +
-	"\x11created_unix_nano\x18\x03 \x01(\x03R\x0fcreatedUnixNano\x12!\n" +
+	"\x11created_unix_nano\x18\x03 \x01(\x03R\x0fcreatedUnixNano\x12\x1c\n" +
+	"\tlifecycle\x18\x04 \x01(\tR\tlifecycle\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\x85\x03\n" +
 	"\vEnvironment\x12\x12\n" +
@@ -2314,7 +2351,7 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\x1a;\n" +
 	"\rSelectorEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc2\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xad\x04\n" +
 	"\aRelease\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12!\n" +
@@ -2327,7 +2364,11 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\x04size\x18\t \x01(\x03R\x04size\x12,\n" +
 	"\n" +
 	"created_by\x18\n" +
-	" \x01(\v2\r.rel.v1.ActorR\tcreatedBy\x12!\n" +
+	" \x01(\v2\r.rel.v1.ActorR\tcreatedBy\x12\x18\n" +
+	"\ablocked\x18\v \x01(\bR\ablocked\x12!\n" +
+	"\fblock_reason\x18\f \x01(\tR\vblockReason\x12,\n" +
+	"\n" +
+	"blocked_by\x18\r \x01(\v2\r.rel.v1.ActorR\tblockedBy\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
@@ -2572,20 +2613,21 @@ var file_rel_v1_types_proto_depIdxs = []int32{
 	20, // 0: rel.v1.Environment.selector:type_name -> rel.v1.Environment.SelectorEntry
 	21, // 1: rel.v1.Release.labels:type_name -> rel.v1.Release.LabelsEntry
 	10, // 2: rel.v1.Release.created_by:type_name -> rel.v1.Actor
-	22, // 3: rel.v1.Agent.labels:type_name -> rel.v1.Agent.LabelsEntry
-	4,  // 4: rel.v1.Agent.facts:type_name -> rel.v1.HostFacts
-	6,  // 5: rel.v1.AgentApp.report:type_name -> rel.v1.AppReport
-	11, // 6: rel.v1.RolloutSpec.canary:type_name -> rel.v1.Quantity
-	11, // 7: rel.v1.RolloutSpec.waves:type_name -> rel.v1.Quantity
-	11, // 8: rel.v1.RolloutSpec.max_failures:type_name -> rel.v1.Quantity
-	12, // 9: rel.v1.Rollout.spec:type_name -> rel.v1.RolloutSpec
-	13, // 10: rel.v1.Rollout.hosts:type_name -> rel.v1.RolloutHost
-	10, // 11: rel.v1.Rollout.requested_by:type_name -> rel.v1.Actor
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	10, // 3: rel.v1.Release.blocked_by:type_name -> rel.v1.Actor
+	22, // 4: rel.v1.Agent.labels:type_name -> rel.v1.Agent.LabelsEntry
+	4,  // 5: rel.v1.Agent.facts:type_name -> rel.v1.HostFacts
+	6,  // 6: rel.v1.AgentApp.report:type_name -> rel.v1.AppReport
+	11, // 7: rel.v1.RolloutSpec.canary:type_name -> rel.v1.Quantity
+	11, // 8: rel.v1.RolloutSpec.waves:type_name -> rel.v1.Quantity
+	11, // 9: rel.v1.RolloutSpec.max_failures:type_name -> rel.v1.Quantity
+	12, // 10: rel.v1.Rollout.spec:type_name -> rel.v1.RolloutSpec
+	13, // 11: rel.v1.Rollout.hosts:type_name -> rel.v1.RolloutHost
+	10, // 12: rel.v1.Rollout.requested_by:type_name -> rel.v1.Actor
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_types_proto_init() }
