@@ -67,6 +67,11 @@ type Command struct {
 	//	*Command_DeleteRelease
 	//	*Command_RemoveArtifacts
 	//	*Command_AgentSessions
+	//	*Command_ApproveRollout
+	//	*Command_RejectRollout
+	//	*Command_ReviewRollout
+	//	*Command_ExpireApprovals
+	//	*Command_SetApprovalPolicy
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -382,6 +387,51 @@ func (x *Command) GetAgentSessions() *AgentSessions {
 	return nil
 }
 
+func (x *Command) GetApproveRollout() *ApproveRollout {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_ApproveRollout); ok {
+			return x.ApproveRollout
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRejectRollout() *RejectRollout {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_RejectRollout); ok {
+			return x.RejectRollout
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetReviewRollout() *ReviewRollout {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_ReviewRollout); ok {
+			return x.ReviewRollout
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetExpireApprovals() *ExpireApprovals {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_ExpireApprovals); ok {
+			return x.ExpireApprovals
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSetApprovalPolicy() *SetApprovalPolicy {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_SetApprovalPolicy); ok {
+			return x.SetApprovalPolicy
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -506,6 +556,27 @@ type Command_AgentSessions struct {
 	AgentSessions *AgentSessions `protobuf:"bytes,38,opt,name=agent_sessions,json=agentSessions,proto3,oneof"`
 }
 
+type Command_ApproveRollout struct {
+	// Change control: approvals (see approval.proto).
+	ApproveRollout *ApproveRollout `protobuf:"bytes,46,opt,name=approve_rollout,json=approveRollout,proto3,oneof"`
+}
+
+type Command_RejectRollout struct {
+	RejectRollout *RejectRollout `protobuf:"bytes,47,opt,name=reject_rollout,json=rejectRollout,proto3,oneof"`
+}
+
+type Command_ReviewRollout struct {
+	ReviewRollout *ReviewRollout `protobuf:"bytes,48,opt,name=review_rollout,json=reviewRollout,proto3,oneof"`
+}
+
+type Command_ExpireApprovals struct {
+	ExpireApprovals *ExpireApprovals `protobuf:"bytes,49,opt,name=expire_approvals,json=expireApprovals,proto3,oneof"`
+}
+
+type Command_SetApprovalPolicy struct {
+	SetApprovalPolicy *SetApprovalPolicy `protobuf:"bytes,50,opt,name=set_approval_policy,json=setApprovalPolicy,proto3,oneof"`
+}
+
 func (*Command_CreateApp) isCommand_Kind() {}
 
 func (*Command_CreateEnvironment) isCommand_Kind() {}
@@ -561,6 +632,16 @@ func (*Command_DeleteRelease) isCommand_Kind() {}
 func (*Command_RemoveArtifacts) isCommand_Kind() {}
 
 func (*Command_AgentSessions) isCommand_Kind() {}
+
+func (*Command_ApproveRollout) isCommand_Kind() {}
+
+func (*Command_RejectRollout) isCommand_Kind() {}
+
+func (*Command_ReviewRollout) isCommand_Kind() {}
+
+func (*Command_ExpireApprovals) isCommand_Kind() {}
+
+func (*Command_SetApprovalPolicy) isCommand_Kind() {}
 
 type CreateApp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2114,7 +2195,7 @@ var File_rel_v1_command_proto protoreflect.FileDescriptor
 
 const file_rel_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\x8e\x0f\n" +
+	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x15rel/v1/approval.proto\x1a\x12rel/v1/types.proto\"\xe4\x11\n" +
 	"\aCommand\x12*\n" +
 	"\x11stamped_unix_nano\x18\x01 \x01(\x03R\x0fstampedUnixNano\x12\x1d\n" +
 	"\n" +
@@ -2150,7 +2231,12 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\rremove_agents\x18# \x01(\v2\x14.rel.v1.RemoveAgentsH\x00R\fremoveAgents\x12>\n" +
 	"\x0edelete_release\x18$ \x01(\v2\x15.rel.v1.DeleteReleaseH\x00R\rdeleteRelease\x12D\n" +
 	"\x10remove_artifacts\x18% \x01(\v2\x17.rel.v1.RemoveArtifactsH\x00R\x0fremoveArtifacts\x12>\n" +
-	"\x0eagent_sessions\x18& \x01(\v2\x15.rel.v1.AgentSessionsH\x00R\ragentSessionsB\x06\n" +
+	"\x0eagent_sessions\x18& \x01(\v2\x15.rel.v1.AgentSessionsH\x00R\ragentSessions\x12A\n" +
+	"\x0fapprove_rollout\x18. \x01(\v2\x16.rel.v1.ApproveRolloutH\x00R\x0eapproveRollout\x12>\n" +
+	"\x0ereject_rollout\x18/ \x01(\v2\x15.rel.v1.RejectRolloutH\x00R\rrejectRollout\x12>\n" +
+	"\x0ereview_rollout\x180 \x01(\v2\x15.rel.v1.ReviewRolloutH\x00R\rreviewRollout\x12D\n" +
+	"\x10expire_approvals\x181 \x01(\v2\x17.rel.v1.ExpireApprovalsH\x00R\x0fexpireApprovals\x12K\n" +
+	"\x13set_approval_policy\x182 \x01(\v2\x19.rel.v1.SetApprovalPolicyH\x00R\x11setApprovalPolicyB\x06\n" +
 	"\x04kindJ\x04\b\x13\x10\x14\"*\n" +
 	"\tCreateApp\x12\x1d\n" +
 	"\x03app\x18\x01 \x01(\v2\v.rel.v1.AppR\x03app\"J\n" +
@@ -2296,18 +2382,23 @@ var file_rel_v1_command_proto_goTypes = []any{
 	(*DeleteRelease)(nil),     // 27: rel.v1.DeleteRelease
 	(*RemoveArtifacts)(nil),   // 28: rel.v1.RemoveArtifacts
 	(*Actor)(nil),             // 29: rel.v1.Actor
-	(*App)(nil),               // 30: rel.v1.App
-	(*Environment)(nil),       // 31: rel.v1.Environment
-	(*Release)(nil),           // 32: rel.v1.Release
-	(*Server)(nil),            // 33: rel.v1.Server
-	(*Agent)(nil),             // 34: rel.v1.Agent
-	(*AppReport)(nil),         // 35: rel.v1.AppReport
-	(*Rollout)(nil),           // 36: rel.v1.Rollout
-	(*Desired)(nil),           // 37: rel.v1.Desired
-	(*RolloutEvent)(nil),      // 38: rel.v1.RolloutEvent
-	(*ACLToken)(nil),          // 39: rel.v1.ACLToken
-	(*JoinToken)(nil),         // 40: rel.v1.JoinToken
-	(*AgentRevocation)(nil),   // 41: rel.v1.AgentRevocation
+	(*ApproveRollout)(nil),    // 30: rel.v1.ApproveRollout
+	(*RejectRollout)(nil),     // 31: rel.v1.RejectRollout
+	(*ReviewRollout)(nil),     // 32: rel.v1.ReviewRollout
+	(*ExpireApprovals)(nil),   // 33: rel.v1.ExpireApprovals
+	(*SetApprovalPolicy)(nil), // 34: rel.v1.SetApprovalPolicy
+	(*App)(nil),               // 35: rel.v1.App
+	(*Environment)(nil),       // 36: rel.v1.Environment
+	(*Release)(nil),           // 37: rel.v1.Release
+	(*Server)(nil),            // 38: rel.v1.Server
+	(*Agent)(nil),             // 39: rel.v1.Agent
+	(*AppReport)(nil),         // 40: rel.v1.AppReport
+	(*Rollout)(nil),           // 41: rel.v1.Rollout
+	(*Desired)(nil),           // 42: rel.v1.Desired
+	(*RolloutEvent)(nil),      // 43: rel.v1.RolloutEvent
+	(*ACLToken)(nil),          // 44: rel.v1.ACLToken
+	(*JoinToken)(nil),         // 45: rel.v1.JoinToken
+	(*AgentRevocation)(nil),   // 46: rel.v1.AgentRevocation
 }
 var file_rel_v1_command_proto_depIdxs = []int32{
 	29, // 0: rel.v1.Command.actor:type_name -> rel.v1.Actor
@@ -2339,33 +2430,38 @@ var file_rel_v1_command_proto_depIdxs = []int32{
 	27, // 26: rel.v1.Command.delete_release:type_name -> rel.v1.DeleteRelease
 	28, // 27: rel.v1.Command.remove_artifacts:type_name -> rel.v1.RemoveArtifacts
 	10, // 28: rel.v1.Command.agent_sessions:type_name -> rel.v1.AgentSessions
-	30, // 29: rel.v1.CreateApp.app:type_name -> rel.v1.App
-	31, // 30: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
-	31, // 31: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
-	32, // 32: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
-	33, // 33: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
-	34, // 34: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
-	35, // 35: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
-	8,  // 36: rel.v1.AgentSessions.up:type_name -> rel.v1.AgentUp
-	9,  // 37: rel.v1.AgentSessions.down:type_name -> rel.v1.AgentDown
-	35, // 38: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
-	11, // 39: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
-	36, // 40: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
-	37, // 41: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
-	38, // 42: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
-	36, // 43: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
-	37, // 44: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
-	38, // 45: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
-	13, // 46: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
-	39, // 47: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
-	39, // 48: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
-	40, // 49: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
-	41, // 50: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
-	51, // [51:51] is the sub-list for method output_type
-	51, // [51:51] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	30, // 29: rel.v1.Command.approve_rollout:type_name -> rel.v1.ApproveRollout
+	31, // 30: rel.v1.Command.reject_rollout:type_name -> rel.v1.RejectRollout
+	32, // 31: rel.v1.Command.review_rollout:type_name -> rel.v1.ReviewRollout
+	33, // 32: rel.v1.Command.expire_approvals:type_name -> rel.v1.ExpireApprovals
+	34, // 33: rel.v1.Command.set_approval_policy:type_name -> rel.v1.SetApprovalPolicy
+	35, // 34: rel.v1.CreateApp.app:type_name -> rel.v1.App
+	36, // 35: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
+	36, // 36: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
+	37, // 37: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
+	38, // 38: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
+	39, // 39: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
+	40, // 40: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
+	8,  // 41: rel.v1.AgentSessions.up:type_name -> rel.v1.AgentUp
+	9,  // 42: rel.v1.AgentSessions.down:type_name -> rel.v1.AgentDown
+	40, // 43: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
+	11, // 44: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
+	41, // 45: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
+	42, // 46: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
+	43, // 47: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
+	41, // 48: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
+	42, // 49: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
+	43, // 50: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
+	13, // 51: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
+	44, // 52: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
+	44, // 53: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
+	45, // 54: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
+	46, // 55: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
+	56, // [56:56] is the sub-list for method output_type
+	56, // [56:56] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_command_proto_init() }
@@ -2374,6 +2470,7 @@ func file_rel_v1_command_proto_init() {
 		return
 	}
 	file_rel_v1_acl_proto_init()
+	file_rel_v1_approval_proto_init()
 	file_rel_v1_types_proto_init()
 	file_rel_v1_command_proto_msgTypes[0].OneofWrappers = []any{
 		(*Command_CreateApp)(nil),
@@ -2404,6 +2501,11 @@ func file_rel_v1_command_proto_init() {
 		(*Command_DeleteRelease)(nil),
 		(*Command_RemoveArtifacts)(nil),
 		(*Command_AgentSessions)(nil),
+		(*Command_ApproveRollout)(nil),
+		(*Command_RejectRollout)(nil),
+		(*Command_ReviewRollout)(nil),
+		(*Command_ExpireApprovals)(nil),
+		(*Command_SetApprovalPolicy)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
