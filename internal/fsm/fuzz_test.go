@@ -184,6 +184,16 @@ func stamped(n int64, kind any) *relv1.Command {
 		c.Kind = k
 	case *relv1.Command_RemoveArtifacts:
 		c.Kind = k
+	case *relv1.Command_ApproveRollout:
+		c.Kind = k
+	case *relv1.Command_RejectRollout:
+		c.Kind = k
+	case *relv1.Command_ReviewRollout:
+		c.Kind = k
+	case *relv1.Command_ExpireApprovals:
+		c.Kind = k
+	case *relv1.Command_SetApprovalPolicy:
+		c.Kind = k
 	default:
 		panic(fmt.Sprintf("unknown kind %T", kind))
 	}
@@ -230,6 +240,10 @@ func seedCommands() []*relv1.Command {
 	headerOnly.Hosts = nil
 	unknownHost := fuzzRollout("ro-1", "running")
 	unknownHost.Hosts[0].AgentId = "web-9"
+	awaiting := fuzzRollout("ro-3", "awaiting_approval")
+	awaiting.Hosts[0].State = "pending"
+	awaiting.ChangeType, awaiting.ApprovalPolicyVersion, awaiting.ApprovalDigest, awaiting.ApprovalExpiresUnixNano = "normal", 1, fuzzSHA, 100
+	awaiting.ApprovalPolicy = &relv1.ApprovalPolicy{Required: 1, Roles: []string{"approver"}}
 	return []*relv1.Command{
 		stamped(20, &relv1.Command_CreateApp{CreateApp: &relv1.CreateApp{App: &relv1.App{Name: "api", Description: "the API", CreatedUnixNano: 20}}}),
 		stamped(21, &relv1.Command_CreateEnvironment{CreateEnvironment: &relv1.CreateEnvironment{Environment: &relv1.Environment{Name: "staging", Selector: map[string]string{"env": "staging", "tier": "web"}}}}),
@@ -292,7 +306,21 @@ func seedCommands() []*relv1.Command {
 				{AgentId: "web-1", SessionId: "sess-1", AtUnixNano: 50, Reason: "stream closed"},
 				{AgentId: "web-9", SessionId: "sess-9", AtUnixNano: 50, Reason: "stream closed"},
 			}}}),
+		// Change control's approvals (60-69).
+		stamped(60, &relv1.Command_SetApprovalPolicy{SetApprovalPolicy: &relv1.SetApprovalPolicy{Environment: "prod",
+			Policy: &relv1.ApprovalPolicy{Required: 2, Roles: []string{"approver"}, Names: []string{"alice"}, ExpiryMs: 60_000}}}),
+		stamped(61, &relv1.Command_CreateRollout{CreateRollout: &relv1.CreateRollout{Rollout: awaiting,
+			Events: []*relv1.RolloutEvent{{RolloutId: "ro-3", Seq: 1, AtUnixNano: 61, Type: "awaiting_approval"}}}}),
+		withActor(stamped(62, &relv1.Command_ApproveRollout{ApproveRollout: &relv1.ApproveRollout{RolloutId: "ro-1", Comment: "lgtm", AtUnixNano: 62, Roles: []string{"approver"}}})),
+		withActor(stamped(63, &relv1.Command_RejectRollout{RejectRollout: &relv1.RejectRollout{RolloutId: "ro-1", Comment: "not now", AtUnixNano: 63, Roles: []string{"approver"}}})),
+		withActor(stamped(64, &relv1.Command_ReviewRollout{ReviewRollout: &relv1.ReviewRollout{RolloutId: "ro-1", Comment: "fine", AtUnixNano: 64}})),
+		stamped(65, &relv1.Command_ExpireApprovals{ExpireApprovals: &relv1.ExpireApprovals{RolloutIds: []string{"ro-1", "ro-3"}, AtUnixNano: 65}}),
 	}
+}
+
+func withActor(c *relv1.Command) *relv1.Command {
+	c.Actor = &relv1.Actor{Kind: "token", Id: "00000000000000dd", Name: "alice"}
+	return c
 }
 
 func withRequestID(id string, c *relv1.Command) *relv1.Command {

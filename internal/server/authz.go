@@ -131,6 +131,23 @@ var rules = map[string]rule{
 	relv1.ACLService_RevokeJoinToken_FullMethodName: {perm: auth.ManageTokens},
 	relv1.ACLService_RevokeAgent_FullMethodName:     {perm: auth.ManageTokens},
 
+	// Change control's approvals. The FSM also checks the approver
+	// against the rollout's approval policy.
+	relv1.ApprovalService_SetPolicy_FullMethodName: {perm: auth.ManageApps, resource: func(_ *Server, r any) auth.Resource {
+		return auth.Resource{Env: r.(*relv1.SetApprovalPolicyRequest).GetEnvironment()}
+	}},
+	relv1.ApprovalService_Approve_FullMethodName: {perm: auth.Approve, resource: func(s *Server, r any) auth.Resource {
+		return rolloutResource(s, r.(*relv1.ApproveRolloutRequest).GetId())
+	}},
+	relv1.ApprovalService_Reject_FullMethodName: {perm: auth.Approve, resource: func(s *Server, r any) auth.Resource {
+		return rolloutResource(s, r.(*relv1.RejectRolloutRequest).GetId())
+	}},
+	relv1.ApprovalService_Review_FullMethodName: {perm: auth.Approve, resource: func(s *Server, r any) auth.Resource {
+		return rolloutResource(s, r.(*relv1.ReviewRolloutRequest).GetId())
+	}},
+	relv1.ApprovalService_Pending_FullMethodName: {perm: auth.Read},
+	relv1.ApprovalService_Reviews_FullMethodName: {perm: auth.Read},
+
 	// A join token in the request is the credential.
 	relv1.EnrollService_Enroll_FullMethodName: {anyone: true},
 	relv1.EnrollService_Renew_FullMethodName:  {kinds: []string{auth.KindAgent}},
