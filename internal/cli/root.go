@@ -285,6 +285,8 @@ Every failure prints one line, "relctl: <message>", on stderr.
 		r.releaseCommand(),
 		r.artifactCommand(),
 		r.rolloutCommand(),
+		r.approvalsCommand(),
+		r.reviewsCommand(),
 		r.agentCommand(),
 		r.historyCommand(),
 		r.statusCommand(),
