@@ -18,7 +18,9 @@ type ccPeople struct {
 	creator, deployer, alice, bob, ops *grpc.ClientConn
 }
 
-func (p ccPeople) ctl(c *grpc.ClientConn) relv1.ControlServiceClient { return relv1.NewControlServiceClient(c) }
+func (p ccPeople) ctl(c *grpc.ClientConn) relv1.ControlServiceClient {
+	return relv1.NewControlServiceClient(c)
+}
 func (p ccPeople) apr(c *grpc.ClientConn) relv1.ApprovalServiceClient {
 	return relv1.NewApprovalServiceClient(c)
 }
