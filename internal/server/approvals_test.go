@@ -295,3 +295,52 @@ func TestApprovalPolicyBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestWaveGatesUnderPolicy: between-wave gates of a rollout requested
+// under a policy follow it: approvers only, distinct people, the required
+// count per wave; the deployer's old-style approve is refused.
+func TestWaveGatesUnderPolicy(t *testing.T) {
+	c, at, p := changeControlCluster(t, 1)
+	ctx := ctxT(t)
+	for _, id := range []string{"web-2", "web-3"} {
+		startAutoAgent(t, at, id, map[string]string{"env": "prod"}, nil)
+	}
+	waitFor(t, "three agents", func() bool {
+		st, _, err := at.Server().Store().Agents(nil)
+		return err == nil && len(st) == 3
+	})
+	setPolicy(t, c.Admin(c.WaitLeader().GRPCAddr()), &relv1.ApprovalPolicy{Required: 2, Roles: []string{"approver"}})
+	p.release(t, "1.0.0")
+	resp, err := p.ctl(p.deployer).StartRollout(ctx, &relv1.StartRolloutRequest{App: "web", Version: "1.0.0", Environment: "prod",
+		Spec: &relv1.RolloutSpec{Strategy: "canary", ApproveWaves: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.GetRollout().GetId()
+	for _, who := range []*grpc.ClientConn{p.alice, p.bob} {
+		if _, err := p.apr(who).Approve(ctx, &relv1.ApproveRolloutRequest{Id: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitState(t, p.ctl(p.deployer), id, rollout.StateWaitingApproval)
+	_, err = p.ctl(p.deployer).ControlRollout(ctx, &relv1.ControlRolloutRequest{Id: id, Action: "approve", Wave: 1})
+	wantCode(t, "the deployer approves a wave under a policy", err, codes.PermissionDenied, "approval policy")
+	_, err = p.apr(p.alice).Approve(ctx, &relv1.ApproveRolloutRequest{Id: id, Wave: 2})
+	wantCode(t, "the wrong wave", err, codes.FailedPrecondition, "--wave 1")
+	if _, err := p.apr(p.alice).Approve(ctx, &relv1.ApproveRolloutRequest{Id: id, Wave: 1}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.apr(p.alice).Approve(ctx, &relv1.ApproveRolloutRequest{Id: id, Wave: 1})
+	wantCode(t, "alice twice at the wave", err, codes.FailedPrecondition, "alice already approved")
+	if st := waitState(t, p.ctl(p.deployer), id, rollout.StateWaitingApproval); st.GetRollout().GetApprovedWave() != 0 {
+		t.Fatalf("one approval opened the gate: %v", st.GetRollout())
+	}
+	pending, err := p.apr(p.deployer).Pending(ctx, &relv1.PendingApprovalsRequest{Environment: "prod"})
+	if err != nil || len(pending.GetPending()) != 1 || pending.GetPending()[0].GetWave() != 1 || pending.GetPending()[0].GetApproved() != 1 {
+		t.Fatalf("pending at the gate: %v %v", pending, err)
+	}
+	if _, err := p.apr(p.bob).Approve(ctx, &relv1.ApproveRolloutRequest{Id: id, Wave: 1}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, p.ctl(p.deployer), id, rollout.StateSucceeded)
+}
