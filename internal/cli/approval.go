@@ -201,7 +201,11 @@ has started is stopped with "relctl rollout abort" instead.`,
 			if err != nil {
 				return err
 			}
-			return r.printer().rolloutControlled(resp.GetRollout(), 0)
+			if r.printer().json() {
+				return r.printer().writeJSON(toRolloutJSON(resp.GetRollout()))
+			}
+			_, err = fmt.Fprintf(r.stdout, "rollout %s: %s (%s)\n", cell(resp.GetRollout().GetId()), cell(resp.GetRollout().GetState()), cell(resp.GetRollout().GetReason()))
+			return err
 		}),
 	}
 	cmd.Flags().StringVar(&comment, "comment", "", "why, in `TEXT`: the rollout's reason for ending (required)")
