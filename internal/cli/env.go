@@ -24,6 +24,7 @@ environment when every selector pair matches one of its labels.`,
 		r.envShowCommand(),
 		r.envUpdateCommand(),
 		r.envDeleteCommand(),
+		r.envApprovalPolicyCommand(),
 	)
 }
 

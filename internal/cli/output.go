@@ -41,6 +41,9 @@ type environmentJSON struct {
 	CreatedAt   string            `json:"created_at"`
 	CreateIndex uint64            `json:"create_index"`
 	ModifyIndex uint64            `json:"modify_index"`
+	// Change control: the approvals its rollouts need (absent: none).
+	ApprovalPolicy        *approvalPolicyJSON `json:"approval_policy,omitempty"`
+	ApprovalPolicyVersion uint64              `json:"approval_policy_version,omitempty"`
 }
 
 type releaseJSON struct {
@@ -110,6 +113,9 @@ func toEnvironmentJSON(e *relv1.Environment) environmentJSON {
 		CreatedAt:   formatTime(e.GetCreatedUnixNano(), time.RFC3339Nano),
 		CreateIndex: e.GetCreateIndex(),
 		ModifyIndex: e.GetModifyIndex(),
+
+		ApprovalPolicy:        toPolicyJSON(e.GetApprovalPolicy()),
+		ApprovalPolicyVersion: e.GetApprovalPolicyVersion(),
 	}
 }
 

@@ -57,6 +57,8 @@ type rolloutJSON struct {
 	FinishedAt     string            `json:"finished_at"`
 	CreateIndex    uint64            `json:"create_index"`
 	ModifyIndex    uint64            `json:"modify_index"`
+	// Change control: change type, requester, approvals, review.
+	ChangeControl *changeControlJSON `json:"change_control,omitempty"`
 }
 
 type rolloutHostStatusJSON struct {
@@ -181,6 +183,7 @@ func toRolloutJSON(r *relv1.Rollout) rolloutJSON {
 		FinishedAt:     jsonTime(r.GetFinishedUnixNano()),
 		CreateIndex:    r.GetCreateIndex(),
 		ModifyIndex:    r.GetModifyIndex(),
+		ChangeControl:  toChangeControlJSON(r),
 	}
 	for _, h := range r.GetHosts() {
 		out.Hosts = append(out.Hosts, rolloutHostJSON{
@@ -336,6 +339,9 @@ func (p printer) rolloutStarted(r *relv1.Rollout, index uint64) error {
 		// Queued behind a rollout holding some of its hosts: say whom.
 		verb, why = "queued", "; "+cell(r.GetReason())+": it starts when that rollout ends"
 	}
+	if r.GetState() == rollout.StateAwaitingApproval {
+		verb, why = "requested", "; "+cell(r.GetReason())+" by "+formatTime(r.GetApprovalExpiresUnixNano(), time.RFC3339)+": 'relctl approvals pending'"
+	}
 	if _, err := fmt.Fprintf(p.w, "%s rollout %s: %s@%s to %s, %d host%s%s (index %d)%s\n",
 		verb, cell(r.GetId()), cell(r.GetApp()), cell(r.GetVersion()), cell(r.GetEnvironment()),
 		len(hosts), plural(len(hosts)), waves, index, why); err != nil {
@@ -377,6 +383,9 @@ func (p printer) rolloutStatusWithEvents(s *relv1.RolloutStatus, events []*relv1
 			{"Finished", formatTime(r.GetFinishedUnixNano(), time.RFC3339)},
 			{"Reason", r.GetReason()},
 		} {
+			fmt.Fprintf(tw, "%s:\t%s\n", kv[0], cell(kv[1]))
+		}
+		for _, kv := range changeControlLines(r) {
 			fmt.Fprintf(tw, "%s:\t%s\n", kv[0], cell(kv[1]))
 		}
 	})

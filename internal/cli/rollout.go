@@ -70,8 +70,14 @@ and no wave begins until "relctl rollout resume ID".`,
 			`Resume rollout ID, paused by "relctl rollout pause": it continues from where
 it stopped.`,
 			func(s *relv1.Rollout) bool { return s.GetState() == statePaused }),
-		r.rolloutControlCommand(actionApprove, "Let a rollout waiting for approval start its next wave",
-			`Approve the wave rollout ID waits for. A rollout started with
+		r.rolloutControlCommand(actionApprove, "Approve a rollout awaiting approval, or its next wave",
+			`Approve rollout ID. A rollout into an environment with an approval
+policy awaits its approvals (awaiting_approval) before it starts: your
+approval counts once, and the one that makes the count queues it ("relctl
+env approval-policy --help" tells the rules). --comment is recorded with
+it. relctl prints "rollout ID: STATE; N of M approvals".
+
+Approve the wave rollout ID waits for. A rollout started with
 --approve-waves stops after each wave has finished and baked
 (waiting_approval) until the next wave is approved.
 
@@ -88,16 +94,20 @@ moved on.`,
 			`Abort rollout ID: no further host is started and the rollout ends aborted.
 Hosts keep what they run; "relctl rollout rollback ID" takes them back.`,
 			func(s *relv1.Rollout) bool { return !isTerminalRolloutState(s.GetState()) }),
+		r.rolloutRejectCommand(),
+		r.rolloutReviewCommand(),
 		r.rolloutRollbackCommand(),
 	)
 }
 
 func (r *runner) rolloutStartCommand() *cobra.Command {
 	var (
-		env   string
-		queue bool
-		flags specFlags
-		cmd   *cobra.Command
+		change, changeReason string
+		emergency            bool
+		env                  string
+		queue                bool
+		flags                specFlags
+		cmd                  *cobra.Command
 	)
 	cmd = &cobra.Command{
 		Use:   "start APP@VERSION --env ENV [--strategy all-at-once|rolling|canary] [--queue] [flags]",
@@ -114,6 +124,14 @@ the start is refused with that rollout's id; with --queue the rollout is
 created "queued" instead and starts by itself when the other one (and any
 rollout queued before it over the same hosts) has ended.
 
+Change control: into an environment with an approval policy, the rollout
+is created awaiting_approval and starts once approved ("relctl env
+approval-policy --help"). --change standard skips the approvals where the
+policy allows standard changes (refused elsewhere); --emergency (or
+--change emergency) with --reason TEXT needs the emergency permission,
+waits for one approval instead of the policy's count, and stays open for a
+post-hoc review ("relctl reviews --open").
+
 ` + specHelp,
 		Example: specExamples("start") + `
   relctl rollout start web@1.2.4 --env prod-eu --queue   # after the prod rollout
@@ -126,10 +144,17 @@ rollout queued before it over the same hosts) has ended.
 			if err != nil {
 				return err
 			}
+			if emergency {
+				if cmd.Flags().Changed("change") && change != rollout.ChangeEmergency {
+					return usagef("--emergency and --change %s: give one", change)
+				}
+				change = rollout.ChangeEmergency
+			}
 			var resp *relv1.StartRolloutResponse
 			_, err = r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
 				resp, err = relv1.NewControlServiceClient(cc).StartRollout(ctx, &relv1.StartRolloutRequest{
 					App: app, Version: version, Environment: env, Spec: spec, Queue: queue,
+					ChangeType: change, ChangeReason: changeReason,
 				}, opts...)
 				return err
 			})
@@ -141,6 +166,10 @@ rollout queued before it over the same hosts) has ended.
 	}
 	r.targetFlags(cmd, &env, &flags)
 	cmd.Flags().BoolVar(&queue, "queue", false, "when an active rollout of the app holds some of these hosts, wait for it (state queued) instead of being refused")
+	cmd.Flags().StringVar(&change, "change", "", "change type: standard (pre-approved, where the environment's approval policy allows it), normal (default: the policy's approvals) or emergency")
+	_ = cmd.RegisterFlagCompletionFunc("change", cobra.FixedCompletions([]string{rollout.ChangeStandard, rollout.ChangeNormal, rollout.ChangeEmergency}, cobra.ShellCompDirectiveNoFileComp))
+	cmd.Flags().StringVar(&changeReason, "reason", "", "why, in `TEXT` (required for an emergency change; recorded)")
+	cmd.Flags().BoolVar(&emergency, "emergency", false, "an emergency change: needs the emergency permission and --reason; one approval instead of the policy's count, and an open review afterwards")
 	return cmd
 }
 
@@ -221,13 +250,14 @@ func rolloutTarget(cmd *cobra.Command, arg string, flags *specFlags) (app, versi
 // in approve's --wave.
 func (r *runner) rolloutControlCommand(action, short, long string, offer func(*relv1.Rollout) bool) *cobra.Command {
 	var (
-		reason string
-		wave   uint32
-		cmd    *cobra.Command
+		reason  string
+		comment string
+		wave    uint32
+		cmd     *cobra.Command
 	)
 	use, example := action+" ID [--reason TEXT]", ""
 	if action == actionApprove {
-		use = action + " ID [--wave N] [--reason TEXT]"
+		use = action + " ID [--wave N] [--comment TEXT]"
 		example = fmt.Sprintf("\n  relctl rollout %s 01J8X4W2QZ --wave 2", action)
 	}
 	cmd = &cobra.Command{
@@ -252,6 +282,13 @@ id: the cluster applies the action once.`,
 		RunE: r.do(func(ctx context.Context, args []string) error {
 			req := &relv1.ControlRolloutRequest{Id: args[0], Action: action, Reason: reason}
 			if action == actionApprove {
+				text := comment
+				if text == "" {
+					text = reason
+				}
+				if done, err := r.approveUnderPolicy(ctx, args[0], text, wave, cmd.Flags().Changed("wave")); done || err != nil {
+					return err
+				}
 				req.Wave = wave
 				if !cmd.Flags().Changed("wave") {
 					w, err := r.waitingWave(ctx, args[0])
@@ -276,6 +313,7 @@ id: the cluster applies the action once.`,
 	_ = cmd.RegisterFlagCompletionFunc("reason", cobra.NoFileCompletions)
 	if action == actionApprove {
 		cmd.Flags().Uint32Var(&wave, "wave", 0, "the wave `N` to approve, numbered as 'rollout status' shows waves; refused unless it is the one waiting (default: the one waiting)")
+		cmd.Flags().StringVar(&comment, "comment", "", "a `TEXT` recorded with your approval")
 		_ = cmd.RegisterFlagCompletionFunc("wave", cobra.NoFileCompletions)
 	}
 	return cmd

@@ -286,6 +286,8 @@ Every failure prints one line, "relctl: <message>", on stderr.
 		r.releaseCommand(),
 		r.artifactCommand(),
 		r.rolloutCommand(),
+		r.approvalsCommand(),
+		r.reviewsCommand(),
 		r.agentCommand(),
 		r.historyCommand(),
 		r.statusCommand(),

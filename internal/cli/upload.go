@@ -88,7 +88,7 @@ func (r *runner) upload(path, digest string, size int64, timeout time.Duration, 
 	defer cancel()
 	var resp *relv1.UploadResponse
 	busyPause := time.Duration(0)
-	var err error
+	var err, lastBusy error
 	for {
 		_, err = r.invoke(ctx, timeout, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
 			resp, err = uploadFile(ctx, cc, path, digest, size, prog, opts...)
@@ -98,8 +98,15 @@ func (r *runner) upload(path, digest string, size int64, timeout time.Duration, 
 		// retry after; other refusals (a full store) are final.
 		delay, busy := retryAfter(err)
 		if !busy {
+			// The time ran out during an attempt after the server said it
+			// was busy: that answer says more than a timeout would.
+			var te *timeoutError
+			if lastBusy != nil && errors.As(err, &te) {
+				err = lastBusy
+			}
 			break
 		}
+		lastBusy = err
 		busyPause = min(max(2*busyPause, delay), maxBusyPause)
 		wait := retry.Jitter(busyPause)
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {

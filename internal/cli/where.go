@@ -135,15 +135,17 @@ func orNone(v string) string {
 func (p printer) environmentShow(resp *relv1.ShowEnvironmentResponse) error {
 	if p.json() {
 		out := struct {
-			Name        string            `json:"name"`
-			Description string            `json:"description"`
-			Selector    map[string]string `json:"selector"`
-			Hosts       []string          `json:"hosts"`
-			Offline     []string          `json:"offline"`
-			Apps        []envAppJSON      `json:"apps"`
-			Index       uint64            `json:"index"`
+			Name        string              `json:"name"`
+			Description string              `json:"description"`
+			Selector    map[string]string   `json:"selector"`
+			Hosts       []string            `json:"hosts"`
+			Offline     []string            `json:"offline"`
+			Apps        []envAppJSON        `json:"apps"`
+			Index       uint64              `json:"index"`
+			Approvals   *approvalPolicyJSON `json:"approval_policy,omitempty"`
 		}{Name: resp.GetEnvironment().GetName(), Description: resp.GetEnvironment().GetDescription(), Selector: resp.GetEnvironment().GetSelector(),
-			Hosts: append([]string{}, resp.GetHosts()...), Offline: append([]string{}, resp.GetOffline()...), Apps: []envAppJSON{}, Index: resp.GetIndex()}
+			Hosts: append([]string{}, resp.GetHosts()...), Offline: append([]string{}, resp.GetOffline()...), Apps: []envAppJSON{}, Index: resp.GetIndex(),
+			Approvals: toPolicyJSON(resp.GetEnvironment().GetApprovalPolicy())}
 		for _, a := range resp.GetApps() {
 			out.Apps = append(out.Apps, toEnvAppJSON(a))
 		}
@@ -161,6 +163,9 @@ func (p printer) environmentShow(resp *relv1.ShowEnvironmentResponse) error {
 		}
 		fmt.Fprintf(tw, "Selector:\t%s\n", cell(formatMap(env.GetSelector())))
 		fmt.Fprintf(tw, "Hosts:\t%s\n", hosts)
+		if p := env.GetApprovalPolicy(); p != nil {
+			fmt.Fprintf(tw, "Approvals:\t%s\n", cell(describePolicy(p)))
+		}
 	}); err != nil {
 		return err
 	}

@@ -177,6 +177,14 @@ func Describe(cmd *relv1.Command) (kind, target string) {
 		if c.GetAction() == "approve" {
 			target += fmt.Sprintf(" wave %d", c.GetWave())
 		}
+	case *relv1.Command_ApproveRollout:
+		target = fmt.Sprintf("approve %s wave %d", k.ApproveRollout.GetRolloutId(), k.ApproveRollout.GetWave())
+	case *relv1.Command_RejectRollout:
+		target = "reject " + k.RejectRollout.GetRolloutId()
+	case *relv1.Command_ReviewRollout:
+		target = "review " + k.ReviewRollout.GetRolloutId()
+	case *relv1.Command_SetApprovalPolicy:
+		target = k.SetApprovalPolicy.GetEnvironment()
 	case *relv1.Command_CreateAclToken:
 		target = k.CreateAclToken.GetToken().GetName()
 	case *relv1.Command_DeleteAclToken:
@@ -319,6 +327,19 @@ func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
 	case *relv1.Command_BlockRelease:
 		c := k.BlockRelease
 		return f.store.BlockRelease(index, c.GetApp(), c.GetVersion(), c.GetBlocked(), c.GetReason(), cmd.GetActor())
+	case *relv1.Command_ApproveRollout:
+		return f.store.ApproveRollout(index, k.ApproveRollout, cmd.GetActor())
+	case *relv1.Command_RejectRollout:
+		return f.store.RejectRollout(index, k.RejectRollout, cmd.GetActor())
+	case *relv1.Command_ReviewRollout:
+		return f.store.ReviewRollout(index, k.ReviewRollout, cmd.GetActor())
+	case *relv1.Command_ExpireApprovals:
+		c := k.ExpireApprovals
+		_, err := f.store.ExpireApprovals(index, c.GetRolloutIds(), c.GetAtUnixNano())
+		return err
+	case *relv1.Command_SetApprovalPolicy:
+		c := k.SetApprovalPolicy
+		return f.store.SetApprovalPolicy(index, c.GetEnvironment(), c.GetPolicy())
 	default:
 		// Same reasoning as an undecodable entry: a newer leader wrote a
 		// command this build does not know. Upgrade servers before using

@@ -194,6 +194,16 @@ func stamped(n int64, kind any) *relv1.Command {
 		c.Kind = k
 	case *relv1.Command_BlockRelease:
 		c.Kind = k
+	case *relv1.Command_ApproveRollout:
+		c.Kind = k
+	case *relv1.Command_RejectRollout:
+		c.Kind = k
+	case *relv1.Command_ReviewRollout:
+		c.Kind = k
+	case *relv1.Command_ExpireApprovals:
+		c.Kind = k
+	case *relv1.Command_SetApprovalPolicy:
+		c.Kind = k
 	default:
 		panic(fmt.Sprintf("unknown kind %T", kind))
 	}
@@ -240,6 +250,10 @@ func seedCommands() []*relv1.Command {
 	headerOnly.Hosts = nil
 	unknownHost := fuzzRollout("ro-1", "running")
 	unknownHost.Hosts[0].AgentId = "web-9"
+	awaiting := fuzzRollout("ro-3", "awaiting_approval")
+	awaiting.Hosts[0].State = "pending"
+	awaiting.ChangeType, awaiting.ApprovalPolicyVersion, awaiting.ApprovalDigest, awaiting.ApprovalExpiresUnixNano = "normal", 1, fuzzSHA, 100
+	awaiting.ApprovalPolicy = &relv1.ApprovalPolicy{Required: 1, Roles: []string{"approver"}}
 	return []*relv1.Command{
 		stamped(20, &relv1.Command_CreateApp{CreateApp: &relv1.CreateApp{App: &relv1.App{Name: "api", Description: "the API", CreatedUnixNano: 20}}}),
 		stamped(21, &relv1.Command_CreateEnvironment{CreateEnvironment: &relv1.CreateEnvironment{Environment: &relv1.Environment{Name: "staging", Selector: map[string]string{"env": "staging", "tier": "web"}}}}),
@@ -307,6 +321,15 @@ func seedCommands() []*relv1.Command {
 		stamped(62, &relv1.Command_DeleteLifecycle{DeleteLifecycle: &relv1.DeleteLifecycle{Name: "std"}}),
 		stamped(63, &relv1.Command_SetAppLifecycle{SetAppLifecycle: &relv1.SetAppLifecycle{App: "web", Lifecycle: ""}}),
 		stamped(64, &relv1.Command_BlockRelease{BlockRelease: &relv1.BlockRelease{App: "web", Version: "1.0.0", Blocked: true, Reason: "CVE-2026-1", AtUnixNano: 64}}),
+		// Change control's approvals (70-79).
+		stamped(70, &relv1.Command_SetApprovalPolicy{SetApprovalPolicy: &relv1.SetApprovalPolicy{Environment: "prod",
+			Policy: &relv1.ApprovalPolicy{Required: 2, Roles: []string{"approver"}, Names: []string{"alice"}, ExpiryMs: 60_000}}}),
+		stamped(71, &relv1.Command_CreateRollout{CreateRollout: &relv1.CreateRollout{Rollout: awaiting,
+			Events: []*relv1.RolloutEvent{{RolloutId: "ro-3", Seq: 1, AtUnixNano: 71, Type: "awaiting_approval"}}}}),
+		withActor(stamped(72, &relv1.Command_ApproveRollout{ApproveRollout: &relv1.ApproveRollout{RolloutId: "ro-1", Comment: "lgtm", AtUnixNano: 72, Roles: []string{"approver"}}})),
+		withActor(stamped(73, &relv1.Command_RejectRollout{RejectRollout: &relv1.RejectRollout{RolloutId: "ro-1", Comment: "not now", AtUnixNano: 73, Roles: []string{"approver"}}})),
+		withActor(stamped(74, &relv1.Command_ReviewRollout{ReviewRollout: &relv1.ReviewRollout{RolloutId: "ro-1", Comment: "fine", AtUnixNano: 74}})),
+		stamped(75, &relv1.Command_ExpireApprovals{ExpireApprovals: &relv1.ExpireApprovals{RolloutIds: []string{"ro-1", "ro-3"}, AtUnixNano: 75}}),
 	}
 }
 
@@ -314,6 +337,11 @@ func fuzzLifecycle() *relv1.Lifecycle {
 	return &relv1.Lifecycle{Name: "std", CreatedUnixNano: 60, Phases: []*relv1.Phase{
 		{Name: "prod", Environments: []string{"prod"}, Progress: "all", AutoDeploy: []string{"prod"}},
 	}}
+}
+
+func withActor(c *relv1.Command) *relv1.Command {
+	c.Actor = &relv1.Actor{Kind: "token", Id: "00000000000000dd", Name: "alice"}
+	return c
 }
 
 func withRequestID(id string, c *relv1.Command) *relv1.Command {

@@ -174,6 +174,11 @@ func Control(cur *relv1.Rollout, action, reason string, wave uint32, at int64) (
 		r.LastProgressUnixNano = at
 		typ, msg = EventResumed, "resumed"
 	case ActionApprove:
+		if cur.GetApprovalPolicy() != nil {
+			// Its gates follow the approval policy (Approve): one person's
+			// control command does not open them.
+			return nil, nil, refused("rollout %s is under its environment's approval policy: its gates open with 'relctl rollout approve %s --wave N' by eligible approvers", id, id)
+		}
 		next := cur.GetCurrentWave() + 1
 		if cur.GetState() != StateWaitingApproval {
 			if i, ok := waveIndex(cur, wave); ok && i >= 1 && i <= cur.GetApprovedWave() {

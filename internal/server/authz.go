@@ -150,6 +150,22 @@ var rules = map[string]rule{
 		return auth.Resource{App: req.GetApp(), Env: req.GetEnvironment()}
 	}},
 	relv1.LifecycleService_ReleaseStatus_FullMethodName: {perm: auth.Read},
+	// Change control's approvals. The FSM also checks the approver
+	// against the rollout's approval policy.
+	relv1.ApprovalService_SetPolicy_FullMethodName: {perm: auth.ManageApps, resource: func(_ *Server, r any) auth.Resource {
+		return auth.Resource{Env: r.(*relv1.SetApprovalPolicyRequest).GetEnvironment()}
+	}},
+	relv1.ApprovalService_Approve_FullMethodName: {perm: auth.Approve, resource: func(s *Server, r any) auth.Resource {
+		return rolloutResource(s, r.(*relv1.ApproveRolloutRequest).GetId())
+	}},
+	relv1.ApprovalService_Reject_FullMethodName: {perm: auth.Approve, resource: func(s *Server, r any) auth.Resource {
+		return rolloutResource(s, r.(*relv1.RejectRolloutRequest).GetId())
+	}},
+	relv1.ApprovalService_Review_FullMethodName: {perm: auth.Approve, resource: func(s *Server, r any) auth.Resource {
+		return rolloutResource(s, r.(*relv1.ReviewRolloutRequest).GetId())
+	}},
+	relv1.ApprovalService_Pending_FullMethodName: {perm: auth.Read},
+	relv1.ApprovalService_Reviews_FullMethodName: {perm: auth.Read},
 
 	// A join token in the request is the credential.
 	relv1.EnrollService_Enroll_FullMethodName: {anyone: true},

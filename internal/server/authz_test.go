@@ -47,6 +47,7 @@ var (
 	people    = []string{cAgentCert, cServerCert}
 	readers   = expectation{allowed: []string{cViewerCert, cViewerToken, cAdminToken}, denied: people}
 	deployers = expectation{allowed: []string{cDeployerToken, cAdminCert}, denied: []string{cViewerToken, cCreatorCert, cAgentCert, cServerCert}}
+	approvers = expectation{allowed: []string{cAdminCert, cAdminToken}, denied: []string{cViewerToken, cDeployerToken, cOperatorCert, cCreatorCert, cAgentCert, cServerCert}}
 	tokenOps  = expectation{allowed: []string{cOperatorCert, cAdminToken}, denied: []string{cViewerToken, cDeployerToken, cAgentCert, cServerCert}}
 	internal  = expectation{allowed: []string{cServerCert}, denied: []string{cAdminCert, cAdminToken, cAgentCert, cClientAsServer, cViewerCert}}
 	forAgents = expectation{allowed: []string{cAgentCert}, denied: []string{cAdminCert, cAdminToken, cServerCert, cClientAsServer}}
@@ -78,6 +79,12 @@ var authzExpectations = map[string]expectation{
 	relv1.ControlService_History_FullMethodName:           readers,
 	relv1.ControlService_PlanRollout_FullMethodName:       readers,
 	relv1.ControlService_ControlRollout_FullMethodName:    deployers,
+	relv1.ApprovalService_SetPolicy_FullMethodName:        {allowed: []string{cOperatorCert, cAdminToken}, denied: []string{cViewerToken, cDeployerToken, cAgentCert, cServerCert}},
+	relv1.ApprovalService_Approve_FullMethodName:          approvers,
+	relv1.ApprovalService_Reject_FullMethodName:           approvers,
+	relv1.ApprovalService_Review_FullMethodName:           approvers,
+	relv1.ApprovalService_Pending_FullMethodName:          readers,
+	relv1.ApprovalService_Reviews_FullMethodName:          readers,
 	relv1.ControlService_RollbackRollout_FullMethodName:   deployers,
 	relv1.ControlService_RolloutEvents_FullMethodName:     readers,
 	relv1.ControlService_ShowEnvironment_FullMethodName:   readers,

@@ -52,6 +52,7 @@ func (s *Server) setupGRPC() {
 	relv1.RegisterACLServiceServer(s.grpcSrv, &aclService{s: s})
 	relv1.RegisterEnrollServiceServer(s.grpcSrv, &enrollService{s: s})
 	relv1.RegisterLifecycleServiceServer(s.grpcSrv, &lifecycleService{s: s})
+	relv1.RegisterApprovalServiceServer(s.grpcSrv, &approvalService{s: s})
 }
 
 // healthResponse is the body of GET /v1/health. Field names are part of the

@@ -77,7 +77,11 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		cancel()
 	}
 	var wg sync.WaitGroup
-	wg.Add(7)
+	wg.Add(8)
+	go func() {
+		defer wg.Done()
+		s.approvalExpiryLoop(ctx)
+	}()
 	go func() {
 		defer wg.Done()
 		s.promoteLoop(ctx)

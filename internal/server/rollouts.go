@@ -162,8 +162,15 @@ func (c *controlService) StartRollout(ctx context.Context, req *relv1.StartRollo
 	if err != nil {
 		return nil, specStatus(err)
 	}
+	// Change control: the change type, and the approvals the environment's
+	// policy asks for (the FSM checks the policy is still the one decided on).
+	changeType, policy, err := changeControl(ctx, req, in.env)
+	if err != nil {
+		return nil, err
+	}
 	now := time.Now()
 	ro := rollout.NewRollout(newID("ro-"), in.rel.GetApp(), in.rel.GetVersion(), in.env.GetName(), spec, waves, in.previous(), now)
+	ro.ChangeType, ro.ChangeReason = changeType, req.GetChangeReason()
 	msg := fmt.Sprintf("%s@%s to %s: %d hosts in %d wave(s), strategy %s", ro.GetApp(), ro.GetVersion(), ro.GetEnvironment(), len(ro.GetHosts()), len(waves), spec.GetStrategy())
 	if len(in.offline) > 0 {
 		var ids []string
@@ -172,17 +179,31 @@ func (c *controlService) StartRollout(ctx context.Context, req *relv1.StartRollo
 		}
 		msg += fmt.Sprintf("; skipped %d disconnected agents: %s", len(ids), strings.Join(ids, ", "))
 	}
-	b, shared, err := s.store.Blocker(ro)
-	if err != nil {
-		return nil, toStatus(err)
+	var (
+		d       rollout.Decision
+		events  []*relv1.RolloutEvent
+		desired []*relv1.Desired
+	)
+	if policy != nil {
+		// It waits for approvals, holding nothing: what blocks it is
+		// looked at when it is queued.
+		ro.EventSeq = 0
+		events = []*relv1.RolloutEvent{{RolloutId: ro.GetId(), Seq: 1, AtUnixNano: now.UnixNano(), Type: rollout.EventStarted, Message: msg}}
+		ro.EventSeq = 1
+		events = append(events, rollout.AwaitApproval(ro, policy, in.env.GetApprovalPolicyVersion(), in.rel.GetSha256(), now))
+		s.logger.Info("rollout awaits approval", "rollout", ro.GetId(), "needs", describeGate(policy))
+	} else {
+		b, shared, err := s.store.Blocker(ro)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		if b != nil && !req.GetQueue() {
+			return nil, toStatus(state.BlockedError(b, shared))
+		}
+		d = rollout.Start(ro, msg, b.GetId(), engine.Observe(s.store, ro), now)
+		ro = d.Rollout
+		events = d.Events
 	}
-	if b != nil && !req.GetQueue() {
-		return nil, toStatus(state.BlockedError(b, shared))
-	}
-	d := rollout.Start(ro, msg, b.GetId(), engine.Observe(s.store, ro), now)
-	ro = d.Rollout
-	events := d.Events
-	var desired []*relv1.Desired
 	if len(d.Dispatch) > 0 {
 		rows, err := engine.DesiredRows(s.store, ro, d.Dispatch)
 		if err != nil {
@@ -287,6 +308,12 @@ func (c *controlService) ControlRollout(ctx context.Context, req *relv1.ControlR
 		return nil, status.Errorf(codes.InvalidArgument, "approve names the wave it approves: give the number 'relctl rollout status %s' shows for the wave that waits (the next one; waves count from 1, a canary's from 0, and the canary never waits)", req.GetId())
 	case req.GetAction() != "approve" && req.GetWave() != 0:
 		return nil, status.Errorf(codes.InvalidArgument, "wave %d: only approve names a wave, not %s", req.GetWave(), req.GetAction())
+	}
+	if req.GetAction() == rollout.ActionApprove {
+		// Under an approval policy a wave's gate follows the policy's rules.
+		if resp, err := s.approveWave(ctx, req); !errors.Is(err, errNotUnderPolicy) {
+			return resp, err
+		}
 	}
 	// A repeated request is answered by the FSM with the first answer (its
 	// index): an approve sent again after the rollout moved on opens no

@@ -42,6 +42,9 @@ func blocker(txn *memdb.Txn, r *relv1.Rollout) (*relv1.Rollout, []string, error)
 		if o.GetId() == r.GetId() || rollout.Terminal(o.GetState()) || o.GetId() == r.GetRollbackOf() || (r.GetId() != "" && o.GetRollbackOf() == r.GetId()) {
 			continue
 		}
+		if o.GetState() == rollout.StateFrozen || o.GetState() == rollout.StateAwaitingApproval {
+			continue // held by change control: it holds no host until it is queued
+		}
 		if o.GetState() == rollout.StateQueued && r.GetCreateIndex() != 0 && o.GetCreateIndex() > r.GetCreateIndex() {
 			continue // behind r in the queue (a new r has no index yet: it may not jump the queue)
 		}

@@ -57,7 +57,12 @@ func createRollout(txn *memdb.Txn, index uint64, r *relv1.Rollout, desired []*re
 			return err
 		}
 	}
-	if r.GetState() != rollout.StateQueued {
+	if err := checkApprovalGate(txn, r); err != nil {
+		return err
+	}
+	// Queued rollouts wait for what blocks them; frozen and awaiting ones
+	// hold no host yet, and are queued when they are released.
+	if r.GetState() != rollout.StateQueued && r.GetState() != rollout.StateFrozen && r.GetState() != rollout.StateAwaitingApproval {
 		if o, shared, err := blocker(txn, r); err != nil {
 			return err
 		} else if o != nil {

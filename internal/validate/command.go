@@ -112,6 +112,9 @@ func Command(cmd *relv1.Command) error {
 			return err
 		}
 	}
+	if ok, err := approvalCommand(cmd); ok {
+		return err
+	}
 	switch k := cmd.GetKind().(type) {
 	case *relv1.Command_CreateApp:
 		a := k.CreateApp.GetApp()
@@ -437,7 +440,7 @@ func createRollout(c *relv1.CreateRollout) error {
 	if c == nil {
 		return invalid("empty create_rollout")
 	}
-	return first(rolloutRow(c.GetRollout()), desiredRows(c.GetDesired()), events(c.GetEvents()))
+	return first(rolloutRow(c.GetRollout()), ApprovalPolicy(c.GetRollout().GetApprovalPolicy()), desiredRows(c.GetDesired()), events(c.GetEvents()))
 }
 
 // rolloutStep checks an engine step; a delta (only the hosts that changed,

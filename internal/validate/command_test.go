@@ -125,7 +125,7 @@ func validCommands() map[string]*relv1.Command {
 	}
 	bootstrap := testACLToken()
 	bootstrap.Roles, bootstrap.Apps, bootstrap.Environments = []string{"admin"}, nil, nil
-	return map[string]*relv1.Command{
+	m := map[string]*relv1.Command{
 		"create_app": cmd(&relv1.Command_CreateApp{CreateApp: &relv1.CreateApp{App: &relv1.App{Name: "web", Description: "the web tier", CreatedUnixNano: 1}}}),
 		"create_environment": cmd(&relv1.Command_CreateEnvironment{CreateEnvironment: &relv1.CreateEnvironment{Environment: &relv1.Environment{
 			Name: "prod", Selector: map[string]string{"env": "prod"}, CreatedUnixNano: 1}}}),
@@ -178,6 +178,10 @@ func validCommands() map[string]*relv1.Command {
 		"revoke_agent": cmd(&relv1.Command_RevokeAgent{RevokeAgent: &relv1.RevokeAgent{Revocation: &relv1.AgentRevocation{
 			AgentId: "web-1", RevokedUnixNano: 1, RevokedBy: "client test-admin", Reason: "host stolen"}}}),
 	}
+	for k, v := range approvalValidCommands() {
+		m[k] = v
+	}
+	return m
 }
 
 // oneofKinds lists the names of Command's kinds from its descriptor, so a
@@ -256,6 +260,10 @@ type invalidCase struct {
 }
 
 func invalidCommandCases() []invalidCase {
+	return append(baseInvalidCommandCases(), approvalInvalidCommandCases()...)
+}
+
+func baseInvalidCommandCases() []invalidCase {
 	long := func(n int) string { return strings.Repeat("x", n) }
 	return []invalidCase{
 		{"create_app", "no app", func(c *relv1.Command) { c.GetCreateApp().App = nil }, "carries no app"},

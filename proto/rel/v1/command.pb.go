@@ -72,6 +72,11 @@ type Command struct {
 	//	*Command_DeleteLifecycle
 	//	*Command_SetAppLifecycle
 	//	*Command_BlockRelease
+	//	*Command_ApproveRollout
+	//	*Command_RejectRollout
+	//	*Command_ReviewRollout
+	//	*Command_ExpireApprovals
+	//	*Command_SetApprovalPolicy
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -432,6 +437,51 @@ func (x *Command) GetBlockRelease() *BlockRelease {
 	return nil
 }
 
+func (x *Command) GetApproveRollout() *ApproveRollout {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_ApproveRollout); ok {
+			return x.ApproveRollout
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRejectRollout() *RejectRollout {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_RejectRollout); ok {
+			return x.RejectRollout
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetReviewRollout() *ReviewRollout {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_ReviewRollout); ok {
+			return x.ReviewRollout
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetExpireApprovals() *ExpireApprovals {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_ExpireApprovals); ok {
+			return x.ExpireApprovals
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSetApprovalPolicy() *SetApprovalPolicy {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_SetApprovalPolicy); ok {
+			return x.SetApprovalPolicy
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -577,6 +627,27 @@ type Command_BlockRelease struct {
 	BlockRelease *BlockRelease `protobuf:"bytes,45,opt,name=block_release,json=blockRelease,proto3,oneof"`
 }
 
+type Command_ApproveRollout struct {
+	// Change control: approvals (see approval.proto).
+	ApproveRollout *ApproveRollout `protobuf:"bytes,46,opt,name=approve_rollout,json=approveRollout,proto3,oneof"`
+}
+
+type Command_RejectRollout struct {
+	RejectRollout *RejectRollout `protobuf:"bytes,47,opt,name=reject_rollout,json=rejectRollout,proto3,oneof"`
+}
+
+type Command_ReviewRollout struct {
+	ReviewRollout *ReviewRollout `protobuf:"bytes,48,opt,name=review_rollout,json=reviewRollout,proto3,oneof"`
+}
+
+type Command_ExpireApprovals struct {
+	ExpireApprovals *ExpireApprovals `protobuf:"bytes,49,opt,name=expire_approvals,json=expireApprovals,proto3,oneof"`
+}
+
+type Command_SetApprovalPolicy struct {
+	SetApprovalPolicy *SetApprovalPolicy `protobuf:"bytes,50,opt,name=set_approval_policy,json=setApprovalPolicy,proto3,oneof"`
+}
+
 func (*Command_CreateApp) isCommand_Kind() {}
 
 func (*Command_CreateEnvironment) isCommand_Kind() {}
@@ -642,6 +713,16 @@ func (*Command_DeleteLifecycle) isCommand_Kind() {}
 func (*Command_SetAppLifecycle) isCommand_Kind() {}
 
 func (*Command_BlockRelease) isCommand_Kind() {}
+
+func (*Command_ApproveRollout) isCommand_Kind() {}
+
+func (*Command_RejectRollout) isCommand_Kind() {}
+
+func (*Command_ReviewRollout) isCommand_Kind() {}
+
+func (*Command_ExpireApprovals) isCommand_Kind() {}
+
+func (*Command_SetApprovalPolicy) isCommand_Kind() {}
 
 type CreateApp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2195,7 +2276,7 @@ var File_rel_v1_command_proto protoreflect.FileDescriptor
 
 const file_rel_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x16rel/v1/lifecycle.proto\x1a\x12rel/v1/types.proto\"\xe4\x11\n" +
+	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x16rel/v1/lifecycle.proto\x1a\x15rel/v1/approval.proto\x1a\x12rel/v1/types.proto\"\xba\x14\n" +
 	"\aCommand\x12*\n" +
 	"\x11stamped_unix_nano\x18\x01 \x01(\x03R\x0fstampedUnixNano\x12\x1d\n" +
 	"\n" +
@@ -2236,7 +2317,12 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\x10update_lifecycle\x18* \x01(\v2\x17.rel.v1.UpdateLifecycleH\x00R\x0fupdateLifecycle\x12D\n" +
 	"\x10delete_lifecycle\x18+ \x01(\v2\x17.rel.v1.DeleteLifecycleH\x00R\x0fdeleteLifecycle\x12E\n" +
 	"\x11set_app_lifecycle\x18, \x01(\v2\x17.rel.v1.SetAppLifecycleH\x00R\x0fsetAppLifecycle\x12;\n" +
-	"\rblock_release\x18- \x01(\v2\x14.rel.v1.BlockReleaseH\x00R\fblockReleaseB\x06\n" +
+	"\rblock_release\x18- \x01(\v2\x14.rel.v1.BlockReleaseH\x00R\fblockRelease\x12A\n" +
+	"\x0fapprove_rollout\x18. \x01(\v2\x16.rel.v1.ApproveRolloutH\x00R\x0eapproveRollout\x12>\n" +
+	"\x0ereject_rollout\x18/ \x01(\v2\x15.rel.v1.RejectRolloutH\x00R\rrejectRollout\x12>\n" +
+	"\x0ereview_rollout\x180 \x01(\v2\x15.rel.v1.ReviewRolloutH\x00R\rreviewRollout\x12D\n" +
+	"\x10expire_approvals\x181 \x01(\v2\x17.rel.v1.ExpireApprovalsH\x00R\x0fexpireApprovals\x12K\n" +
+	"\x13set_approval_policy\x182 \x01(\v2\x19.rel.v1.SetApprovalPolicyH\x00R\x11setApprovalPolicyB\x06\n" +
 	"\x04kindJ\x04\b\x13\x10\x14\"*\n" +
 	"\tCreateApp\x12\x1d\n" +
 	"\x03app\x18\x01 \x01(\v2\v.rel.v1.AppR\x03app\"J\n" +
@@ -2387,18 +2473,23 @@ var file_rel_v1_command_proto_goTypes = []any{
 	(*DeleteLifecycle)(nil),   // 32: rel.v1.DeleteLifecycle
 	(*SetAppLifecycle)(nil),   // 33: rel.v1.SetAppLifecycle
 	(*BlockRelease)(nil),      // 34: rel.v1.BlockRelease
-	(*App)(nil),               // 35: rel.v1.App
-	(*Environment)(nil),       // 36: rel.v1.Environment
-	(*Release)(nil),           // 37: rel.v1.Release
-	(*Server)(nil),            // 38: rel.v1.Server
-	(*Agent)(nil),             // 39: rel.v1.Agent
-	(*AppReport)(nil),         // 40: rel.v1.AppReport
-	(*Rollout)(nil),           // 41: rel.v1.Rollout
-	(*Desired)(nil),           // 42: rel.v1.Desired
-	(*RolloutEvent)(nil),      // 43: rel.v1.RolloutEvent
-	(*ACLToken)(nil),          // 44: rel.v1.ACLToken
-	(*JoinToken)(nil),         // 45: rel.v1.JoinToken
-	(*AgentRevocation)(nil),   // 46: rel.v1.AgentRevocation
+	(*ApproveRollout)(nil),    // 35: rel.v1.ApproveRollout
+	(*RejectRollout)(nil),     // 36: rel.v1.RejectRollout
+	(*ReviewRollout)(nil),     // 37: rel.v1.ReviewRollout
+	(*ExpireApprovals)(nil),   // 38: rel.v1.ExpireApprovals
+	(*SetApprovalPolicy)(nil), // 39: rel.v1.SetApprovalPolicy
+	(*App)(nil),               // 40: rel.v1.App
+	(*Environment)(nil),       // 41: rel.v1.Environment
+	(*Release)(nil),           // 42: rel.v1.Release
+	(*Server)(nil),            // 43: rel.v1.Server
+	(*Agent)(nil),             // 44: rel.v1.Agent
+	(*AppReport)(nil),         // 45: rel.v1.AppReport
+	(*Rollout)(nil),           // 46: rel.v1.Rollout
+	(*Desired)(nil),           // 47: rel.v1.Desired
+	(*RolloutEvent)(nil),      // 48: rel.v1.RolloutEvent
+	(*ACLToken)(nil),          // 49: rel.v1.ACLToken
+	(*JoinToken)(nil),         // 50: rel.v1.JoinToken
+	(*AgentRevocation)(nil),   // 51: rel.v1.AgentRevocation
 }
 var file_rel_v1_command_proto_depIdxs = []int32{
 	29, // 0: rel.v1.Command.actor:type_name -> rel.v1.Actor
@@ -2435,33 +2526,38 @@ var file_rel_v1_command_proto_depIdxs = []int32{
 	32, // 31: rel.v1.Command.delete_lifecycle:type_name -> rel.v1.DeleteLifecycle
 	33, // 32: rel.v1.Command.set_app_lifecycle:type_name -> rel.v1.SetAppLifecycle
 	34, // 33: rel.v1.Command.block_release:type_name -> rel.v1.BlockRelease
-	35, // 34: rel.v1.CreateApp.app:type_name -> rel.v1.App
-	36, // 35: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
-	36, // 36: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
-	37, // 37: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
-	38, // 38: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
-	39, // 39: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
-	40, // 40: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
-	8,  // 41: rel.v1.AgentSessions.up:type_name -> rel.v1.AgentUp
-	9,  // 42: rel.v1.AgentSessions.down:type_name -> rel.v1.AgentDown
-	40, // 43: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
-	11, // 44: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
-	41, // 45: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
-	42, // 46: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
-	43, // 47: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
-	41, // 48: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
-	42, // 49: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
-	43, // 50: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
-	13, // 51: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
-	44, // 52: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
-	44, // 53: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
-	45, // 54: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
-	46, // 55: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
-	56, // [56:56] is the sub-list for method output_type
-	56, // [56:56] is the sub-list for method input_type
-	56, // [56:56] is the sub-list for extension type_name
-	56, // [56:56] is the sub-list for extension extendee
-	0,  // [0:56] is the sub-list for field type_name
+	35, // 34: rel.v1.Command.approve_rollout:type_name -> rel.v1.ApproveRollout
+	36, // 35: rel.v1.Command.reject_rollout:type_name -> rel.v1.RejectRollout
+	37, // 36: rel.v1.Command.review_rollout:type_name -> rel.v1.ReviewRollout
+	38, // 37: rel.v1.Command.expire_approvals:type_name -> rel.v1.ExpireApprovals
+	39, // 38: rel.v1.Command.set_approval_policy:type_name -> rel.v1.SetApprovalPolicy
+	40, // 39: rel.v1.CreateApp.app:type_name -> rel.v1.App
+	41, // 40: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
+	41, // 41: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
+	42, // 42: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
+	43, // 43: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
+	44, // 44: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
+	45, // 45: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
+	8,  // 46: rel.v1.AgentSessions.up:type_name -> rel.v1.AgentUp
+	9,  // 47: rel.v1.AgentSessions.down:type_name -> rel.v1.AgentDown
+	45, // 48: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
+	11, // 49: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
+	46, // 50: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
+	47, // 51: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
+	48, // 52: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
+	46, // 53: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
+	47, // 54: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
+	48, // 55: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
+	13, // 56: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
+	49, // 57: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
+	49, // 58: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
+	50, // 59: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
+	51, // 60: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
+	61, // [61:61] is the sub-list for method output_type
+	61, // [61:61] is the sub-list for method input_type
+	61, // [61:61] is the sub-list for extension type_name
+	61, // [61:61] is the sub-list for extension extendee
+	0,  // [0:61] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_command_proto_init() }
@@ -2471,6 +2567,7 @@ func file_rel_v1_command_proto_init() {
 	}
 	file_rel_v1_acl_proto_init()
 	file_rel_v1_lifecycle_proto_init()
+	file_rel_v1_approval_proto_init()
 	file_rel_v1_types_proto_init()
 	file_rel_v1_command_proto_msgTypes[0].OneofWrappers = []any{
 		(*Command_CreateApp)(nil),
@@ -2506,6 +2603,11 @@ func file_rel_v1_command_proto_init() {
 		(*Command_DeleteLifecycle)(nil),
 		(*Command_SetAppLifecycle)(nil),
 		(*Command_BlockRelease)(nil),
+		(*Command_ApproveRollout)(nil),
+		(*Command_RejectRollout)(nil),
+		(*Command_ReviewRollout)(nil),
+		(*Command_ExpireApprovals)(nil),
+		(*Command_SetApprovalPolicy)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

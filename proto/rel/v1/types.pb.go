@@ -124,10 +124,16 @@ type Environment struct {
 	CatchUpManual bool `protobuf:"varint,5,opt,name=catch_up_manual,json=catchUpManual,proto3" json:"catch_up_manual,omitempty"`
 	// Hosts a catch-up takes at a time (0: 1).
 	CatchUpParallel uint32 `protobuf:"varint,6,opt,name=catch_up_parallel,json=catchUpParallel,proto3" json:"catch_up_parallel,omitempty"`
-	CreateIndex     uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
-	ModifyIndex     uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Change control: the approvals a deploy rollout into the environment
+	// needs before it starts (unset: none). See ApprovalPolicy.
+	ApprovalPolicy *ApprovalPolicy `protobuf:"bytes,7,opt,name=approval_policy,json=approvalPolicy,proto3" json:"approval_policy,omitempty"`
+	// Counts the policy's changes (set, changed or cleared): approvals are
+	// bound to the version a rollout was requested under.
+	ApprovalPolicyVersion uint64 `protobuf:"varint,8,opt,name=approval_policy_version,json=approvalPolicyVersion,proto3" json:"approval_policy_version,omitempty"`
+	CreateIndex           uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex           uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *Environment) Reset() {
@@ -198,6 +204,20 @@ func (x *Environment) GetCatchUpManual() bool {
 func (x *Environment) GetCatchUpParallel() uint32 {
 	if x != nil {
 		return x.CatchUpParallel
+	}
+	return 0
+}
+
+func (x *Environment) GetApprovalPolicy() *ApprovalPolicy {
+	if x != nil {
+		return x.ApprovalPolicy
+	}
+	return nil
+}
+
+func (x *Environment) GetApprovalPolicyVersion() uint64 {
+	if x != nil {
+		return x.ApprovalPolicyVersion
 	}
 	return 0
 }
@@ -1500,10 +1520,26 @@ type Rollout struct {
 	RequestedBy *Actor `protobuf:"bytes,24,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
 	// standard, normal or emergency (see StartRolloutRequest); empty for
 	// rollouts made before change types, and for the leader's own.
-	ChangeType    string `protobuf:"bytes,25,opt,name=change_type,json=changeType,proto3" json:"change_type,omitempty"`
-	ChangeReason  string `protobuf:"bytes,26,opt,name=change_reason,json=changeReason,proto3" json:"change_reason,omitempty"`
-	CreateIndex   uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
-	ModifyIndex   uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	ChangeType   string `protobuf:"bytes,25,opt,name=change_type,json=changeType,proto3" json:"change_type,omitempty"`
+	ChangeReason string `protobuf:"bytes,26,opt,name=change_reason,json=changeReason,proto3" json:"change_reason,omitempty"`
+	// Change control (approvals). The approvals given so far: for the
+	// start gate (wave 0) and, under a policy, for between-wave gates.
+	Approvals []*Approval `protobuf:"bytes,27,rep,name=approvals,proto3" json:"approvals,omitempty"`
+	// The environment's approval policy when the rollout was requested
+	// (required set to 1 for an emergency change); unset: none applied.
+	ApprovalPolicy        *ApprovalPolicy `protobuf:"bytes,28,opt,name=approval_policy,json=approvalPolicy,proto3" json:"approval_policy,omitempty"`
+	ApprovalPolicyVersion uint64          `protobuf:"varint,29,opt,name=approval_policy_version,json=approvalPolicyVersion,proto3" json:"approval_policy_version,omitempty"`
+	// The release's artifact digest the approvals are bound to.
+	ApprovalDigest string `protobuf:"bytes,30,opt,name=approval_digest,json=approvalDigest,proto3" json:"approval_digest,omitempty"`
+	// When a rollout awaiting approval expires (created + the policy's
+	// expiry); 0: never.
+	ApprovalExpiresUnixNano int64 `protobuf:"varint,31,opt,name=approval_expires_unix_nano,json=approvalExpiresUnixNano,proto3" json:"approval_expires_unix_nano,omitempty"`
+	// Who rejected it (state aborted, the comment in reason).
+	RejectedBy *Actor `protobuf:"bytes,32,opt,name=rejected_by,json=rejectedBy,proto3" json:"rejected_by,omitempty"`
+	// For an emergency change: the post-hoc review, unset while open.
+	Review        *Review `protobuf:"bytes,33,opt,name=review,proto3" json:"review,omitempty"`
+	CreateIndex   uint64  `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex   uint64  `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1704,6 +1740,55 @@ func (x *Rollout) GetChangeReason() string {
 		return x.ChangeReason
 	}
 	return ""
+}
+
+func (x *Rollout) GetApprovals() []*Approval {
+	if x != nil {
+		return x.Approvals
+	}
+	return nil
+}
+
+func (x *Rollout) GetApprovalPolicy() *ApprovalPolicy {
+	if x != nil {
+		return x.ApprovalPolicy
+	}
+	return nil
+}
+
+func (x *Rollout) GetApprovalPolicyVersion() uint64 {
+	if x != nil {
+		return x.ApprovalPolicyVersion
+	}
+	return 0
+}
+
+func (x *Rollout) GetApprovalDigest() string {
+	if x != nil {
+		return x.ApprovalDigest
+	}
+	return ""
+}
+
+func (x *Rollout) GetApprovalExpiresUnixNano() int64 {
+	if x != nil {
+		return x.ApprovalExpiresUnixNano
+	}
+	return 0
+}
+
+func (x *Rollout) GetRejectedBy() *Actor {
+	if x != nil {
+		return x.RejectedBy
+	}
+	return nil
+}
+
+func (x *Rollout) GetReview() *Review {
+	if x != nil {
+		return x.Review
+	}
+	return nil
 }
 
 func (x *Rollout) GetCreateIndex() uint64 {
@@ -2328,6 +2413,248 @@ func (x *ArtifactTombstone) GetModifyIndex() uint64 {
 	return 0
 }
 
+// ApprovalPolicy is who must agree before a deploy rollout into an
+// environment starts, and before each between-wave gate opens.
+type ApprovalPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Approvals needed, 1-10, from distinct people.
+	Required uint32 `protobuf:"varint,1,opt,name=required,proto3" json:"required,omitempty"`
+	// Roles whose holders may approve (e.g. approver).
+	Roles []string `protobuf:"bytes,2,rep,name=roles,proto3" json:"roles,omitempty"`
+	// People who may approve by name: a token's name or accessor, or a
+	// client certificate's name.
+	Names []string `protobuf:"bytes,3,rep,name=names,proto3" json:"names,omitempty"`
+	// Off (the default): neither the release's creator nor the rollout's
+	// requester may approve it.
+	AllowSelf bool `protobuf:"varint,4,opt,name=allow_self,json=allowSelf,proto3" json:"allow_self,omitempty"`
+	// How long a rollout waits for its approvals (0: 72 h).
+	ExpiryMs int64 `protobuf:"varint,5,opt,name=expiry_ms,json=expiryMs,proto3" json:"expiry_ms,omitempty"`
+	// Standard changes (pre-approved) skip the approvals.
+	AllowStandard bool `protobuf:"varint,6,opt,name=allow_standard,json=allowStandard,proto3" json:"allow_standard,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApprovalPolicy) Reset() {
+	*x = ApprovalPolicy{}
+	mi := &file_rel_v1_types_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApprovalPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApprovalPolicy) ProtoMessage() {}
+
+func (x *ApprovalPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_types_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApprovalPolicy.ProtoReflect.Descriptor instead.
+func (*ApprovalPolicy) Descriptor() ([]byte, []int) {
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ApprovalPolicy) GetRequired() uint32 {
+	if x != nil {
+		return x.Required
+	}
+	return 0
+}
+
+func (x *ApprovalPolicy) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *ApprovalPolicy) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+func (x *ApprovalPolicy) GetAllowSelf() bool {
+	if x != nil {
+		return x.AllowSelf
+	}
+	return false
+}
+
+func (x *ApprovalPolicy) GetExpiryMs() int64 {
+	if x != nil {
+		return x.ExpiryMs
+	}
+	return 0
+}
+
+func (x *ApprovalPolicy) GetAllowStandard() bool {
+	if x != nil {
+		return x.AllowStandard
+	}
+	return false
+}
+
+// Approval is one person's agreement to a rollout (or one of its waves),
+// bound to the rollout, the artifact digest and the policy version.
+type Approval struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Actor      *Actor                 `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
+	AtUnixNano int64                  `protobuf:"varint,2,opt,name=at_unix_nano,json=atUnixNano,proto3" json:"at_unix_nano,omitempty"`
+	Comment    string                 `protobuf:"bytes,3,opt,name=comment,proto3" json:"comment,omitempty"`
+	// 0: the start gate; otherwise the wave approved (as people number it).
+	Wave          uint32 `protobuf:"varint,4,opt,name=wave,proto3" json:"wave,omitempty"`
+	Digest        string `protobuf:"bytes,5,opt,name=digest,proto3" json:"digest,omitempty"`
+	PolicyVersion uint64 `protobuf:"varint,6,opt,name=policy_version,json=policyVersion,proto3" json:"policy_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Approval) Reset() {
+	*x = Approval{}
+	mi := &file_rel_v1_types_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Approval) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Approval) ProtoMessage() {}
+
+func (x *Approval) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_types_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Approval.ProtoReflect.Descriptor instead.
+func (*Approval) Descriptor() ([]byte, []int) {
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *Approval) GetActor() *Actor {
+	if x != nil {
+		return x.Actor
+	}
+	return nil
+}
+
+func (x *Approval) GetAtUnixNano() int64 {
+	if x != nil {
+		return x.AtUnixNano
+	}
+	return 0
+}
+
+func (x *Approval) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+func (x *Approval) GetWave() uint32 {
+	if x != nil {
+		return x.Wave
+	}
+	return 0
+}
+
+func (x *Approval) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *Approval) GetPolicyVersion() uint64 {
+	if x != nil {
+		return x.PolicyVersion
+	}
+	return 0
+}
+
+// Review is the post-hoc review of an emergency change.
+type Review struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ReviewedBy    *Actor                 `protobuf:"bytes,1,opt,name=reviewed_by,json=reviewedBy,proto3" json:"reviewed_by,omitempty"`
+	AtUnixNano    int64                  `protobuf:"varint,2,opt,name=at_unix_nano,json=atUnixNano,proto3" json:"at_unix_nano,omitempty"`
+	Comment       string                 `protobuf:"bytes,3,opt,name=comment,proto3" json:"comment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Review) Reset() {
+	*x = Review{}
+	mi := &file_rel_v1_types_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Review) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Review) ProtoMessage() {}
+
+func (x *Review) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_types_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Review.ProtoReflect.Descriptor instead.
+func (*Review) Descriptor() ([]byte, []int) {
+	return file_rel_v1_types_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *Review) GetReviewedBy() *Actor {
+	if x != nil {
+		return x.ReviewedBy
+	}
+	return nil
+}
+
+func (x *Review) GetAtUnixNano() int64 {
+	if x != nil {
+		return x.AtUnixNano
+	}
+	return 0
+}
+
+func (x *Review) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
 var File_rel_v1_types_proto protoreflect.FileDescriptor
 
 const file_rel_v1_types_proto_rawDesc = "" +
@@ -2339,14 +2666,16 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\x11created_unix_nano\x18\x03 \x01(\x03R\x0fcreatedUnixNano\x12\x1c\n" +
 	"\tlifecycle\x18\x04 \x01(\tR\tlifecycle\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\x85\x03\n" +
+	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\xfe\x03\n" +
 	"\vEnvironment\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12=\n" +
 	"\bselector\x18\x03 \x03(\v2!.rel.v1.Environment.SelectorEntryR\bselector\x12*\n" +
 	"\x11created_unix_nano\x18\x04 \x01(\x03R\x0fcreatedUnixNano\x12&\n" +
 	"\x0fcatch_up_manual\x18\x05 \x01(\bR\rcatchUpManual\x12*\n" +
-	"\x11catch_up_parallel\x18\x06 \x01(\rR\x0fcatchUpParallel\x12!\n" +
+	"\x11catch_up_parallel\x18\x06 \x01(\rR\x0fcatchUpParallel\x12?\n" +
+	"\x0fapproval_policy\x18\a \x01(\v2\x16.rel.v1.ApprovalPolicyR\x0eapprovalPolicy\x126\n" +
+	"\x17approval_policy_version\x18\b \x01(\x04R\x15approvalPolicyVersion\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\x1a;\n" +
 	"\rSelectorEntry\x12\x10\n" +
@@ -2476,7 +2805,8 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\x14dispatched_unix_nano\x18\x06 \x01(\x03R\x12dispatchedUnixNano\x12,\n" +
 	"\x12finished_unix_nano\x18\a \x01(\x03R\x10finishedUnixNano\x12%\n" +
 	"\x0etarget_version\x18\b \x01(\tR\rtargetVersion\x12\x14\n" +
-	"\x05phase\x18\t \x01(\tR\x05phase\"\x9c\a\n" +
+	"\x05phase\x18\t \x01(\tR\x05phase\"\x83\n" +
+	"\n" +
 	"\aRollout\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x12\x18\n" +
@@ -2506,7 +2836,15 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\frequested_by\x18\x18 \x01(\v2\r.rel.v1.ActorR\vrequestedBy\x12\x1f\n" +
 	"\vchange_type\x18\x19 \x01(\tR\n" +
 	"changeType\x12#\n" +
-	"\rchange_reason\x18\x1a \x01(\tR\fchangeReason\x12!\n" +
+	"\rchange_reason\x18\x1a \x01(\tR\fchangeReason\x12.\n" +
+	"\tapprovals\x18\x1b \x03(\v2\x10.rel.v1.ApprovalR\tapprovals\x12?\n" +
+	"\x0fapproval_policy\x18\x1c \x01(\v2\x16.rel.v1.ApprovalPolicyR\x0eapprovalPolicy\x126\n" +
+	"\x17approval_policy_version\x18\x1d \x01(\x04R\x15approvalPolicyVersion\x12'\n" +
+	"\x0fapproval_digest\x18\x1e \x01(\tR\x0eapprovalDigest\x12;\n" +
+	"\x1aapproval_expires_unix_nano\x18\x1f \x01(\x03R\x17approvalExpiresUnixNano\x12.\n" +
+	"\vrejected_by\x18  \x01(\v2\r.rel.v1.ActorR\n" +
+	"rejectedBy\x12&\n" +
+	"\x06review\x18! \x01(\v2\x0e.rel.v1.ReviewR\x06review\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\xfd\x01\n" +
 	"\fRolloutEvent\x12\x1d\n" +
@@ -2569,7 +2907,29 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12*\n" +
 	"\x11removed_unix_nano\x18\x02 \x01(\x03R\x0fremovedUnixNano\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndexB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
+	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\xbb\x01\n" +
+	"\x0eApprovalPolicy\x12\x1a\n" +
+	"\brequired\x18\x01 \x01(\rR\brequired\x12\x14\n" +
+	"\x05roles\x18\x02 \x03(\tR\x05roles\x12\x14\n" +
+	"\x05names\x18\x03 \x03(\tR\x05names\x12\x1d\n" +
+	"\n" +
+	"allow_self\x18\x04 \x01(\bR\tallowSelf\x12\x1b\n" +
+	"\texpiry_ms\x18\x05 \x01(\x03R\bexpiryMs\x12%\n" +
+	"\x0eallow_standard\x18\x06 \x01(\bR\rallowStandard\"\xbe\x01\n" +
+	"\bApproval\x12#\n" +
+	"\x05actor\x18\x01 \x01(\v2\r.rel.v1.ActorR\x05actor\x12 \n" +
+	"\fat_unix_nano\x18\x02 \x01(\x03R\n" +
+	"atUnixNano\x12\x18\n" +
+	"\acomment\x18\x03 \x01(\tR\acomment\x12\x12\n" +
+	"\x04wave\x18\x04 \x01(\rR\x04wave\x12\x16\n" +
+	"\x06digest\x18\x05 \x01(\tR\x06digest\x12%\n" +
+	"\x0epolicy_version\x18\x06 \x01(\x04R\rpolicyVersion\"t\n" +
+	"\x06Review\x12.\n" +
+	"\vreviewed_by\x18\x01 \x01(\v2\r.rel.v1.ActorR\n" +
+	"reviewedBy\x12 \n" +
+	"\fat_unix_nano\x18\x02 \x01(\x03R\n" +
+	"atUnixNano\x12\x18\n" +
+	"\acomment\x18\x03 \x01(\tR\acommentB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
 
 var (
 	file_rel_v1_types_proto_rawDescOnce sync.Once
@@ -2583,7 +2943,7 @@ func file_rel_v1_types_proto_rawDescGZIP() []byte {
 	return file_rel_v1_types_proto_rawDescData
 }
 
-var file_rel_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_rel_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_rel_v1_types_proto_goTypes = []any{
 	(*App)(nil),               // 0: rel.v1.App
 	(*Environment)(nil),       // 1: rel.v1.Environment
@@ -2605,29 +2965,39 @@ var file_rel_v1_types_proto_goTypes = []any{
 	(*HistorySummary)(nil),    // 17: rel.v1.HistorySummary
 	(*RequestRecord)(nil),     // 18: rel.v1.RequestRecord
 	(*ArtifactTombstone)(nil), // 19: rel.v1.ArtifactTombstone
-	nil,                       // 20: rel.v1.Environment.SelectorEntry
-	nil,                       // 21: rel.v1.Release.LabelsEntry
-	nil,                       // 22: rel.v1.Agent.LabelsEntry
+	(*ApprovalPolicy)(nil),    // 20: rel.v1.ApprovalPolicy
+	(*Approval)(nil),          // 21: rel.v1.Approval
+	(*Review)(nil),            // 22: rel.v1.Review
+	nil,                       // 23: rel.v1.Environment.SelectorEntry
+	nil,                       // 24: rel.v1.Release.LabelsEntry
+	nil,                       // 25: rel.v1.Agent.LabelsEntry
 }
 var file_rel_v1_types_proto_depIdxs = []int32{
-	20, // 0: rel.v1.Environment.selector:type_name -> rel.v1.Environment.SelectorEntry
-	21, // 1: rel.v1.Release.labels:type_name -> rel.v1.Release.LabelsEntry
-	10, // 2: rel.v1.Release.created_by:type_name -> rel.v1.Actor
-	10, // 3: rel.v1.Release.blocked_by:type_name -> rel.v1.Actor
-	22, // 4: rel.v1.Agent.labels:type_name -> rel.v1.Agent.LabelsEntry
-	4,  // 5: rel.v1.Agent.facts:type_name -> rel.v1.HostFacts
-	6,  // 6: rel.v1.AgentApp.report:type_name -> rel.v1.AppReport
-	11, // 7: rel.v1.RolloutSpec.canary:type_name -> rel.v1.Quantity
-	11, // 8: rel.v1.RolloutSpec.waves:type_name -> rel.v1.Quantity
-	11, // 9: rel.v1.RolloutSpec.max_failures:type_name -> rel.v1.Quantity
-	12, // 10: rel.v1.Rollout.spec:type_name -> rel.v1.RolloutSpec
-	13, // 11: rel.v1.Rollout.hosts:type_name -> rel.v1.RolloutHost
-	10, // 12: rel.v1.Rollout.requested_by:type_name -> rel.v1.Actor
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	23, // 0: rel.v1.Environment.selector:type_name -> rel.v1.Environment.SelectorEntry
+	20, // 1: rel.v1.Environment.approval_policy:type_name -> rel.v1.ApprovalPolicy
+	24, // 2: rel.v1.Release.labels:type_name -> rel.v1.Release.LabelsEntry
+	10, // 3: rel.v1.Release.created_by:type_name -> rel.v1.Actor
+	10, // 4: rel.v1.Release.blocked_by:type_name -> rel.v1.Actor
+	25, // 5: rel.v1.Agent.labels:type_name -> rel.v1.Agent.LabelsEntry
+	4,  // 6: rel.v1.Agent.facts:type_name -> rel.v1.HostFacts
+	6,  // 7: rel.v1.AgentApp.report:type_name -> rel.v1.AppReport
+	11, // 8: rel.v1.RolloutSpec.canary:type_name -> rel.v1.Quantity
+	11, // 9: rel.v1.RolloutSpec.waves:type_name -> rel.v1.Quantity
+	11, // 10: rel.v1.RolloutSpec.max_failures:type_name -> rel.v1.Quantity
+	12, // 11: rel.v1.Rollout.spec:type_name -> rel.v1.RolloutSpec
+	13, // 12: rel.v1.Rollout.hosts:type_name -> rel.v1.RolloutHost
+	10, // 13: rel.v1.Rollout.requested_by:type_name -> rel.v1.Actor
+	21, // 14: rel.v1.Rollout.approvals:type_name -> rel.v1.Approval
+	20, // 15: rel.v1.Rollout.approval_policy:type_name -> rel.v1.ApprovalPolicy
+	10, // 16: rel.v1.Rollout.rejected_by:type_name -> rel.v1.Actor
+	22, // 17: rel.v1.Rollout.review:type_name -> rel.v1.Review
+	10, // 18: rel.v1.Approval.actor:type_name -> rel.v1.Actor
+	10, // 19: rel.v1.Review.reviewed_by:type_name -> rel.v1.Actor
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_types_proto_init() }
@@ -2641,7 +3011,7 @@ func file_rel_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_types_proto_rawDesc), len(file_rel_v1_types_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
