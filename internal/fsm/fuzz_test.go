@@ -184,6 +184,8 @@ func stamped(n int64, kind any) *relv1.Command {
 		c.Kind = k
 	case *relv1.Command_RemoveArtifacts:
 		c.Kind = k
+	case *relv1.Command_AuditRefusals:
+		c.Kind = k
 	default:
 		panic(fmt.Sprintf("unknown kind %T", kind))
 	}
@@ -292,6 +294,13 @@ func seedCommands() []*relv1.Command {
 				{AgentId: "web-1", SessionId: "sess-1", AtUnixNano: 50, Reason: "stream closed"},
 				{AgentId: "web-9", SessionId: "sess-9", AtUnixNano: 50, Reason: "stream closed"},
 			}}}),
+		// Refusals a server gathered, one without credentials, and some
+		// it had to drop.
+		stamped(90, &relv1.Command_AuditRefusals{AuditRefusals: &relv1.AuditRefusals{Server: "s1", Dropped: 3, Refusals: []*relv1.AuditRefusal{
+			{TimeUnixNano: 89, Actor: &relv1.Actor{Kind: "token", Id: fuzzAccessor, Name: "ci"}, Method: "StartRollout", Code: "PermissionDenied",
+				Message: "token ci may not StartRollout", RequestId: "rq-x", App: "web", Env: "prod", Server: "s1"},
+			{TimeUnixNano: 90, Method: "CreateApp", Code: "Unauthenticated", Message: "CreateApp needs credentials", Server: "s1"},
+		}}}),
 	}
 }
 

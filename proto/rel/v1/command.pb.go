@@ -67,6 +67,7 @@ type Command struct {
 	//	*Command_DeleteRelease
 	//	*Command_RemoveArtifacts
 	//	*Command_AgentSessions
+	//	*Command_AuditRefusals
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -382,6 +383,15 @@ func (x *Command) GetAgentSessions() *AgentSessions {
 	return nil
 }
 
+func (x *Command) GetAuditRefusals() *AuditRefusals {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_AuditRefusals); ok {
+			return x.AuditRefusals
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -506,6 +516,12 @@ type Command_AgentSessions struct {
 	AgentSessions *AgentSessions `protobuf:"bytes,38,opt,name=agent_sessions,json=agentSessions,proto3,oneof"`
 }
 
+type Command_AuditRefusals struct {
+	// Refused requests that never reached raft, gathered by one server
+	// (see AuditRefusals): the FSM appends an audit record for each.
+	AuditRefusals *AuditRefusals `protobuf:"bytes,39,opt,name=audit_refusals,json=auditRefusals,proto3,oneof"`
+}
+
 func (*Command_CreateApp) isCommand_Kind() {}
 
 func (*Command_CreateEnvironment) isCommand_Kind() {}
@@ -561,6 +577,8 @@ func (*Command_DeleteRelease) isCommand_Kind() {}
 func (*Command_RemoveArtifacts) isCommand_Kind() {}
 
 func (*Command_AgentSessions) isCommand_Kind() {}
+
+func (*Command_AuditRefusals) isCommand_Kind() {}
 
 type CreateApp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2114,7 +2132,7 @@ var File_rel_v1_command_proto protoreflect.FileDescriptor
 
 const file_rel_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\x8e\x0f\n" +
+	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/audit.proto\x1a\x12rel/v1/types.proto\"\xce\x0f\n" +
 	"\aCommand\x12*\n" +
 	"\x11stamped_unix_nano\x18\x01 \x01(\x03R\x0fstampedUnixNano\x12\x1d\n" +
 	"\n" +
@@ -2150,7 +2168,8 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\rremove_agents\x18# \x01(\v2\x14.rel.v1.RemoveAgentsH\x00R\fremoveAgents\x12>\n" +
 	"\x0edelete_release\x18$ \x01(\v2\x15.rel.v1.DeleteReleaseH\x00R\rdeleteRelease\x12D\n" +
 	"\x10remove_artifacts\x18% \x01(\v2\x17.rel.v1.RemoveArtifactsH\x00R\x0fremoveArtifacts\x12>\n" +
-	"\x0eagent_sessions\x18& \x01(\v2\x15.rel.v1.AgentSessionsH\x00R\ragentSessionsB\x06\n" +
+	"\x0eagent_sessions\x18& \x01(\v2\x15.rel.v1.AgentSessionsH\x00R\ragentSessions\x12>\n" +
+	"\x0eaudit_refusals\x18' \x01(\v2\x15.rel.v1.AuditRefusalsH\x00R\rauditRefusalsB\x06\n" +
 	"\x04kindJ\x04\b\x13\x10\x14\"*\n" +
 	"\tCreateApp\x12\x1d\n" +
 	"\x03app\x18\x01 \x01(\v2\v.rel.v1.AppR\x03app\"J\n" +
@@ -2296,18 +2315,19 @@ var file_rel_v1_command_proto_goTypes = []any{
 	(*DeleteRelease)(nil),     // 27: rel.v1.DeleteRelease
 	(*RemoveArtifacts)(nil),   // 28: rel.v1.RemoveArtifacts
 	(*Actor)(nil),             // 29: rel.v1.Actor
-	(*App)(nil),               // 30: rel.v1.App
-	(*Environment)(nil),       // 31: rel.v1.Environment
-	(*Release)(nil),           // 32: rel.v1.Release
-	(*Server)(nil),            // 33: rel.v1.Server
-	(*Agent)(nil),             // 34: rel.v1.Agent
-	(*AppReport)(nil),         // 35: rel.v1.AppReport
-	(*Rollout)(nil),           // 36: rel.v1.Rollout
-	(*Desired)(nil),           // 37: rel.v1.Desired
-	(*RolloutEvent)(nil),      // 38: rel.v1.RolloutEvent
-	(*ACLToken)(nil),          // 39: rel.v1.ACLToken
-	(*JoinToken)(nil),         // 40: rel.v1.JoinToken
-	(*AgentRevocation)(nil),   // 41: rel.v1.AgentRevocation
+	(*AuditRefusals)(nil),     // 30: rel.v1.AuditRefusals
+	(*App)(nil),               // 31: rel.v1.App
+	(*Environment)(nil),       // 32: rel.v1.Environment
+	(*Release)(nil),           // 33: rel.v1.Release
+	(*Server)(nil),            // 34: rel.v1.Server
+	(*Agent)(nil),             // 35: rel.v1.Agent
+	(*AppReport)(nil),         // 36: rel.v1.AppReport
+	(*Rollout)(nil),           // 37: rel.v1.Rollout
+	(*Desired)(nil),           // 38: rel.v1.Desired
+	(*RolloutEvent)(nil),      // 39: rel.v1.RolloutEvent
+	(*ACLToken)(nil),          // 40: rel.v1.ACLToken
+	(*JoinToken)(nil),         // 41: rel.v1.JoinToken
+	(*AgentRevocation)(nil),   // 42: rel.v1.AgentRevocation
 }
 var file_rel_v1_command_proto_depIdxs = []int32{
 	29, // 0: rel.v1.Command.actor:type_name -> rel.v1.Actor
@@ -2339,33 +2359,34 @@ var file_rel_v1_command_proto_depIdxs = []int32{
 	27, // 26: rel.v1.Command.delete_release:type_name -> rel.v1.DeleteRelease
 	28, // 27: rel.v1.Command.remove_artifacts:type_name -> rel.v1.RemoveArtifacts
 	10, // 28: rel.v1.Command.agent_sessions:type_name -> rel.v1.AgentSessions
-	30, // 29: rel.v1.CreateApp.app:type_name -> rel.v1.App
-	31, // 30: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
-	31, // 31: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
-	32, // 32: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
-	33, // 33: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
-	34, // 34: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
-	35, // 35: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
-	8,  // 36: rel.v1.AgentSessions.up:type_name -> rel.v1.AgentUp
-	9,  // 37: rel.v1.AgentSessions.down:type_name -> rel.v1.AgentDown
-	35, // 38: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
-	11, // 39: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
-	36, // 40: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
-	37, // 41: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
-	38, // 42: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
-	36, // 43: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
-	37, // 44: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
-	38, // 45: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
-	13, // 46: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
-	39, // 47: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
-	39, // 48: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
-	40, // 49: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
-	41, // 50: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
-	51, // [51:51] is the sub-list for method output_type
-	51, // [51:51] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	30, // 29: rel.v1.Command.audit_refusals:type_name -> rel.v1.AuditRefusals
+	31, // 30: rel.v1.CreateApp.app:type_name -> rel.v1.App
+	32, // 31: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
+	32, // 32: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
+	33, // 33: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
+	34, // 34: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
+	35, // 35: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
+	36, // 36: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
+	8,  // 37: rel.v1.AgentSessions.up:type_name -> rel.v1.AgentUp
+	9,  // 38: rel.v1.AgentSessions.down:type_name -> rel.v1.AgentDown
+	36, // 39: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
+	11, // 40: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
+	37, // 41: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
+	38, // 42: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
+	39, // 43: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
+	37, // 44: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
+	38, // 45: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
+	39, // 46: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
+	13, // 47: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
+	40, // 48: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
+	40, // 49: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
+	41, // 50: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
+	42, // 51: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
+	52, // [52:52] is the sub-list for method output_type
+	52, // [52:52] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_command_proto_init() }
@@ -2374,6 +2395,7 @@ func file_rel_v1_command_proto_init() {
 		return
 	}
 	file_rel_v1_acl_proto_init()
+	file_rel_v1_audit_proto_init()
 	file_rel_v1_types_proto_init()
 	file_rel_v1_command_proto_msgTypes[0].OneofWrappers = []any{
 		(*Command_CreateApp)(nil),
@@ -2404,6 +2426,7 @@ func file_rel_v1_command_proto_init() {
 		(*Command_DeleteRelease)(nil),
 		(*Command_RemoveArtifacts)(nil),
 		(*Command_AgentSessions)(nil),
+		(*Command_AuditRefusals)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
