@@ -87,7 +87,7 @@ type AuditFilter struct {
 	// FromSeq: records with seq >= FromSeq.
 	FromSeq uint64
 	// SinceUnixNano: records stamped at or after it.
-	SinceUnixNano int64
+	SinceUnixNano   int64
 	Actor, App, Env string
 }
 
