@@ -96,6 +96,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		caFile       = fs.String("ca-file", "", "the cluster CA bundle (PEM) every peer and client certificate is checked against; during a CA rotation, both CAs")
 		certFile     = fs.String("cert-file", "", "this server's certificate (relctl tls cert create --server --node-id ID)")
 		keyFile      = fs.String("key-file", "", "the key of --cert-file; must not be readable by group or others")
+		auditKeyFile = fs.String("audit-key-file", "", "the cluster's audit key (audit.key, ed25519, mode 0600, written by 'relctl tls ca create'): with it this server signs audit checkpoints ('relctl audit checkpoint')")
 		caKeyFile    = fs.String("ca-key-file", "", "the CA's key: with it this server signs agent certificates (enrolment with join tokens, renewal)")
 		agentCertTTL = fs.Duration("agent-cert-ttl", pki.DefaultAgentValidity, "how long the agent certificates this server signs are valid; agents renew at about two thirds")
 		enableDebug  = fs.Bool("enable-debug", false, "serve /debug/pprof/ on the HTTP port, to client certificates of role operator or admin")
@@ -178,6 +179,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		CertFile:          *certFile,
 		KeyFile:           *keyFile,
 		CAKeyFile:         *caKeyFile,
+		AuditKeyFile:      *auditKeyFile,
 		AgentCertTTL:      *agentCertTTL,
 		EnableDebug:       *enableDebug,
 		RetentionInterval: *retInterval,
@@ -222,6 +224,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		cfg.CAFile, cfg.CertFile, cfg.KeyFile, cfg.CAKeyFile = files.ca, files.cert, files.key, files.caKey
+		if cfg.AuditKeyFile == "" {
+			cfg.AuditKeyFile = files.auditKey
+		}
 	}
 
 	srv, err := server.New(cfg)
