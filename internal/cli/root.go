@@ -287,6 +287,7 @@ Every failure prints one line, "relctl: <message>", on stderr.
 		r.rolloutCommand(),
 		r.agentCommand(),
 		r.historyCommand(),
+		r.auditCommand(),
 		r.statusCommand(),
 		r.clusterCommand(),
 		r.aclCommand(),
