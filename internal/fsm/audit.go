@@ -174,7 +174,7 @@ func refusalRecords(cmd *relv1.Command, c *relv1.AuditRefusals) []*relv1.AuditRe
 			App:          r.GetApp(),
 			Env:          r.GetEnv(),
 			RequestId:    r.GetRequestId(),
-			Object:       "refused by server " + r.GetServer(),
+			Object:       refusedObject(r),
 		})
 	}
 	if n := c.GetDropped(); n > 0 {
@@ -187,4 +187,21 @@ func refusalRecords(cmd *relv1.Command, c *relv1.AuditRefusals) []*relv1.AuditRe
 		})
 	}
 	return out
+}
+
+// refusedObject names what a refused request named, and the server that
+// refused it: "app api, env prod (server s1)".
+func refusedObject(r *relv1.AuditRefusal) string {
+	var parts []string
+	if r.GetApp() != "" {
+		parts = append(parts, "app "+r.GetApp())
+	}
+	if r.GetEnv() != "" {
+		parts = append(parts, "env "+r.GetEnv())
+	}
+	what := strings.Join(parts, ", ")
+	if what != "" {
+		what += " "
+	}
+	return what + "(server " + r.GetServer() + ")"
 }
