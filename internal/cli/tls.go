@@ -15,8 +15,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/relhq/rel/internal/auth"
 	"github.com/relhq/rel/internal/audit"
+	"github.com/relhq/rel/internal/auth"
 	"github.com/relhq/rel/internal/pki"
 	"github.com/relhq/rel/internal/validate"
 )
@@ -131,14 +131,14 @@ their first contact (rel-agent --ca-pin). No server is contacted, and
 		return r.printer().caCreated(caCreatedJSON{
 			AuditKeyFile:    auditKey,
 			AuditPubKeyFile: auditPub,
-			Cluster:     cluster,
-			ServerName:  pki.ServerName(cluster),
-			CertFile:    certFile,
-			KeyFile:     keyFile,
-			NotBefore:   certTime(ca.Cert.NotBefore),
-			NotAfter:    certTime(ca.Cert.NotAfter),
-			Pin:         pki.Pin(ca.Cert),
-			Fingerprint: pki.Fingerprint(ca.Cert),
+			Cluster:         cluster,
+			ServerName:      pki.ServerName(cluster),
+			CertFile:        certFile,
+			KeyFile:         keyFile,
+			NotBefore:       certTime(ca.Cert.NotBefore),
+			NotAfter:        certTime(ca.Cert.NotAfter),
+			Pin:             pki.Pin(ca.Cert),
+			Fingerprint:     pki.Fingerprint(ca.Cert),
 		})
 	})
 	f := cmd.Flags()
