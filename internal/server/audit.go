@@ -87,13 +87,19 @@ func (s *Server) auditRefusal(ctx context.Context, method string, p auth.Princip
 	if !refusalCodes[code] || !auditedMethod(method) {
 		return
 	}
+	id := requestID(ctx)
+	if id == "" {
+		// Refused before the call got its id (authorization): the
+		// caller's, if it sent a valid one.
+		id, _ = incomingRequestID(ctx)
+	}
 	r := &relv1.AuditRefusal{
 		TimeUnixNano: time.Now().UnixNano(),
 		Actor:        refusedActor(p),
 		Method:       method[lastSlash(method)+1:],
 		Code:         code.String(),
 		Message:      clip(status.Convert(err).Message(), validate.MaxReasonLen-8),
-		RequestId:    clip(requestID(ctx), 128),
+		RequestId:    id,
 		Server:       s.cfg.NodeID,
 	}
 	if rl := rules[method]; rl.resource != nil && req != nil {
