@@ -27,8 +27,12 @@ var notAudited = map[string]string{
 	"audit_refusals":     "the carrier of refusals: each refusal in it is a record of its own",
 }
 
-// leaderActor is the actor of the servers' own commands.
-var leaderActor = &relv1.Actor{Kind: "server", Id: "leader", Name: "leader"}
+// leaderActor is the actor of the servers' own commands; anonymousActor
+// of requests made without credentials.
+var (
+	leaderActor    = &relv1.Actor{Kind: "server", Id: "leader", Name: "leader"}
+	anonymousActor = &relv1.Actor{Kind: "anonymous"}
+)
 
 // auditRecord describes cmd for the audit trail, or returns nil for a kind
 // not audited. It runs before the command is applied, so that what the
@@ -48,6 +52,12 @@ func (f *FSM) auditRecord(cmd *relv1.Command) *relv1.AuditRecord {
 	}
 	if rec.Actor == nil {
 		rec.Actor = leaderActor
+		if cmd.GetRequestId() != "" {
+			// A request without credentials (ACL bootstrap, an agent's
+			// enrolment): every request gets an id, the servers' own
+			// commands none.
+			rec.Actor = anonymousActor
+		}
 	}
 	if _, skip := notAudited[kind]; skip {
 		// An automatic rollback is started by a step: the leader's
@@ -162,7 +172,7 @@ func refusalRecords(cmd *relv1.Command, c *relv1.AuditRefusals) []*relv1.AuditRe
 	for _, r := range c.GetRefusals() {
 		a := r.GetActor()
 		if a == nil {
-			a = &relv1.Actor{Kind: "anonymous"}
+			a = anonymousActor
 		}
 		out = append(out, &relv1.AuditRecord{
 			TimeUnixNano: r.GetTimeUnixNano(),

@@ -90,6 +90,13 @@ func TestAuditRecordPerCommand(t *testing.T) {
 					t.Errorf("record %v: want web, prod, lunch and the digest", rec)
 				}
 			}},
+		{"a request without credentials", withRequestID("rq-anon", stamped(104, &relv1.Command_AclBootstrap{AclBootstrap: &relv1.ACLBootstrap{Token: &relv1.ACLToken{
+			AccessorId: "00000000000000dd", SecretHash: fuzzTokenHash, Name: "management", Roles: []string{"admin"}}}})),
+			"acl_bootstrap", audit.Refused, "conflict", func(t *testing.T, rec *relv1.AuditRecord) {
+				if rec.GetActor().GetKind() != "anonymous" {
+					t.Errorf("record %v: want an anonymous actor", rec)
+				}
+			}},
 		{"agent traffic", stamped(105, &relv1.Command_AgentDown{AgentDown: &relv1.AgentDown{AgentId: "web-1", SessionId: "sess-1", AtUnixNano: 105}}), "", "", "", nil},
 		{"a report batch", stamped(106, &relv1.Command_ReportBatch{ReportBatch: &relv1.ReportBatch{Reports: []*relv1.AgentReport{{AgentId: "web-1", SessionId: "sess-1",
 			Report: &relv1.AppReport{App: "web", Version: "1.0.0", Phase: "healthy", AtUnixNano: 106}}}}}), "", "", "", nil},

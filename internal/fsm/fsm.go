@@ -105,7 +105,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 // notAudited), appends its audit record in the same Apply: applied or
 // refused, but not for a repeat of a request id already applied (the
 // first attempt has its record), nor for a refused command of the servers'
-// own (no actor). A failure to append is the entry's
+// own (no actor and no request id). A failure to append is the entry's
 // error when the command itself succeeded.
 func (f *FSM) applyAudited(index uint64, cmd *relv1.Command) *Result {
 	rec := f.auditRecord(cmd)
@@ -113,7 +113,7 @@ func (f *FSM) applyAudited(index uint64, cmd *relv1.Command) *Result {
 	if rec == nil || res.Duplicate {
 		return res
 	}
-	if cmd.GetActor() == nil && res.Err != nil {
+	if cmd.GetActor() == nil && cmd.GetRequestId() == "" && res.Err != nil {
 		// A decision of the leader's that the FSM refused (made on a
 		// view gone stale, or a repeat) changed nothing and was nobody's
 		// request: it is no record.
