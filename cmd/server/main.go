@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/relhq/rel/internal/artifact"
+	"github.com/relhq/rel/internal/audit"
 	"github.com/relhq/rel/internal/pki"
 	"github.com/relhq/rel/internal/server"
 	"github.com/relhq/rel/internal/version"
@@ -297,6 +298,10 @@ func printDev(w io.Writer, srv *server.Server, cfg server.Config) error {
 	fmt.Fprintf(w, "  gRPC API: %s\n", srv.GRPCAddr())
 	fmt.Fprintf(w, "  HTTP:     https://%s/v1/health (curl --cacert %s ...)\n", srv.HTTPAddr(), cfg.CAFile)
 	fmt.Fprintf(w, "  raft:     %s\n", srv.RaftAddr())
+	if cfg.AuditKeyFile != "" {
+		fmt.Fprintf(w, "  audit:    checkpoints signed with %s (check them with --public-key %s)\n", cfg.AuditKeyFile,
+			filepath.Join(filepath.Dir(cfg.AuditKeyFile), audit.PubKeyFileName))
+	}
 	fmt.Fprintf(w, "In another terminal, these make relctl (as admin) and a local rel-agent (enrolling) use it:\n")
 	if srv.GRPCAddr() != server.DefaultGRPCAddr {
 		fmt.Fprintf(w, "  export REL_ADDR=%s REL_SERVERS=%s\n", srv.GRPCAddr(), srv.GRPCAddr())

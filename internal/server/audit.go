@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/ed25519"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,13 +99,13 @@ func (s *Server) auditRefusal(ctx context.Context, method string, p auth.Princip
 		Actor:        refusedActor(p),
 		Method:       method[lastSlash(method)+1:],
 		Code:         code.String(),
-		Message:      clip(status.Convert(err).Message(), validate.MaxReasonLen-8),
+		Message:      auditText(status.Convert(err).Message(), validate.MaxReasonLen-8),
 		RequestId:    id,
 		Server:       s.cfg.NodeID,
 	}
 	if rl := rules[method]; rl.resource != nil && req != nil {
 		res := rl.resource(s, req)
-		r.App, r.Env = clip(res.App, 128), clip(res.Env, 128)
+		r.App, r.Env = auditText(res.App, 128), auditText(res.Env, 128)
 	}
 	s.auditRefusals.add(r)
 }
@@ -128,7 +129,7 @@ func refusedActor(p auth.Principal) *relv1.Actor {
 	if p.Kind == "" || p.Kind == auth.KindAnonymous {
 		return nil
 	}
-	return &relv1.Actor{Kind: clip(p.Kind, 64), Id: clip(p.ID, 128), Name: clip(p.Name, 128)}
+	return &relv1.Actor{Kind: auditText(p.Kind, 64), Id: auditText(p.ID, 128), Name: auditText(p.Name, 128)}
 }
 
 // auditBatcher group-commits this server's refusals as audit_refusals
@@ -279,4 +280,11 @@ func loadAuditKey(cfg Config) (ed25519.PrivateKey, error) {
 		return nil, nil
 	}
 	return audit.ReadKeyFile(cfg.AuditKeyFile)
+}
+
+// auditText bounds a string a refusal carries and makes it valid UTF-8
+// (a caller's bytes may not be, and clipping may cut a rune): a command
+// with invalid UTF-8 would not encode, and the whole batch would be lost.
+func auditText(s string, n int) string {
+	return strings.ToValidUTF8(clip(s, n), "?")
 }

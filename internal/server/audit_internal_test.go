@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -77,3 +78,15 @@ func TestAuditCheckpointWithoutKey(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// TestAuditTextValidUTF8: a clipped message stays valid UTF-8, or the
+// whole batch would fail to encode.
+func TestAuditTextValidUTF8(t *testing.T) {
+	for _, s := range []string{strings.Repeat("é", 10), "bad \xff byte", "plain"} {
+		for n := 1; n < 12; n++ {
+			if got := auditText(s, n); !utf8.ValidString(got) {
+				t.Errorf("auditText(%q, %d) = %q: not valid UTF-8", s, n, got)
+			}
+		}
+	}
+}
