@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 
+	"google.golang.org/protobuf/reflect/protoreflect"
+
 	"github.com/relhq/rel/internal/audit"
 	"github.com/relhq/rel/internal/rollout"
 	"github.com/relhq/rel/internal/state"
@@ -126,8 +128,78 @@ func (f *FSM) auditRecord(cmd *relv1.Command) *relv1.AuditRecord {
 	case *relv1.Command_RemoveArtifacts:
 		rec.Object = listed("artifacts", k.RemoveArtifacts.GetDigests())
 		rec.Reason = "artifact garbage collection"
+	case *relv1.Command_DeleteAclToken, *relv1.Command_DeleteJoinToken, *relv1.Command_UseJoinToken,
+		*relv1.Command_DeregisterServer:
+		// Describe's target says it all.
+	default:
+		// A kind without a case of its own (one added later): what its
+		// fields say, by their names.
+		f.describeByFields(rec, cmd)
 	}
 	return rec
+}
+
+// describeByFields fills in a record of a kind this file has no case for
+// from the command's fields, by name: app, environment or env, reason or
+// comment, rollout_id (whose rollout gives the app, environment and
+// digest), and name or id for the object; in the kind's message and in the
+// messages it holds directly.
+func (f *FSM) describeByFields(rec *relv1.AuditRecord, cmd *relv1.Command) {
+	m := cmd.ProtoReflect()
+	fd := m.WhichOneof(kindField)
+	if fd == nil || fd.Message() == nil {
+		return
+	}
+	msgs := []protoreflect.Message{m.Get(fd).Message()}
+	fields := msgs[0].Descriptor().Fields()
+	for i := 0; i < fields.Len(); i++ {
+		if sub := fields.Get(i); sub.Message() != nil && !sub.IsList() && !sub.IsMap() && msgs[0].Has(sub) {
+			msgs = append(msgs, msgs[0].Get(sub).Message())
+		}
+	}
+	set := func(dst *string, v string) {
+		if *dst == "" {
+			*dst = v
+		}
+	}
+	var rolloutID, name string
+	for _, msg := range msgs {
+		fs := msg.Descriptor().Fields()
+		for i := 0; i < fs.Len(); i++ {
+			fd := fs.Get(i)
+			if fd.Kind() != protoreflect.StringKind || fd.IsList() || fd.IsMap() {
+				continue
+			}
+			v := msg.Get(fd).String()
+			switch fd.Name() {
+			case "app":
+				set(&rec.App, v)
+			case "environment", "env":
+				set(&rec.Env, v)
+			case "reason", "comment", "change_reason":
+				set(&rec.Reason, v)
+			case "rollout_id":
+				set(&rolloutID, v)
+			case "name", "id":
+				set(&name, v)
+			}
+		}
+	}
+	if rolloutID != "" {
+		if ro, err := f.store.Rollout(nil, rolloutID); err == nil {
+			set(&rec.App, ro.GetApp())
+			set(&rec.Env, ro.GetEnvironment())
+			if r, _, err := f.store.Release(nil, ro.GetApp(), ro.GetVersion()); err == nil {
+				set(&rec.Digest, r.GetSha256())
+			}
+		}
+	}
+	if rec.Object == "" {
+		rec.Object = rolloutID
+		if rec.Object == "" {
+			rec.Object = name
+		}
+	}
 }
 
 // describeRollout fills in what a record of a new rollout says.

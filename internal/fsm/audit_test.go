@@ -200,3 +200,42 @@ func TestAuditReplicasAndSnapshot(t *testing.T) {
 		t.Fatalf("head after restore %v: want seq %d linked to the restored head", head, len(recs)+1)
 	}
 }
+
+// TestAuditAutomaticRollback: a step that starts an automatic rollback is
+// recorded as the leader's decision, naming the rollback.
+func TestAuditAutomaticRollback(t *testing.T) {
+	r := newReplica(t)
+	for _, c := range baseHistory() {
+		r.must(c)
+	}
+	rollback := fuzzRollout("ro-2", "rolling_back")
+	rollback.Kind, rollback.RollbackOf, rollback.Reason = "rollback", "ro-1", "canary failed"
+	r.must(stamped(60, &relv1.Command_RolloutStepDelta{RolloutStepDelta: &relv1.RolloutStep{Rollout: &relv1.Rollout{Id: "ro-1", App: "web", Version: "1.0.0",
+		Environment: "prod", Kind: "deploy", State: "failed", CreatedUnixNano: 7}, ExpectModifyIndex: 7,
+		StartRollback: &relv1.CreateRollout{Rollout: rollback, Desired: fuzzDesired("ro-2")}}}))
+	recs := auditRecords(t, r.f)
+	last := recs[len(recs)-1]
+	if last.GetAction() != "automatic_rollback" || last.GetActor().GetId() != "leader" || last.GetResult() != audit.Applied ||
+		last.GetReason() != "canary failed" || !bytes.Contains([]byte(last.GetObject()), []byte("rollback of ro-1")) || last.GetIndex() != r.index {
+		t.Fatalf("last record %v: want the leader's automatic rollback of ro-1", last)
+	}
+}
+
+// TestAuditDescribeByFields: a kind without a case of its own (as kinds
+// added later are) is described from its fields' names.
+func TestAuditDescribeByFields(t *testing.T) {
+	r := newReplica(t)
+	for _, c := range baseHistory() {
+		r.must(c)
+	}
+	rec := &relv1.AuditRecord{}
+	r.f.describeByFields(rec, stamped(61, &relv1.Command_RolloutControl{RolloutControl: &relv1.RolloutControl{RolloutId: "ro-1", Action: "pause", Reason: "freeze"}}))
+	if rec.GetApp() != "web" || rec.GetEnv() != "prod" || rec.GetReason() != "freeze" || rec.GetObject() != "ro-1" || rec.GetDigest() != fuzzSHA {
+		t.Errorf("from a rollout_id and a reason: %v", rec)
+	}
+	rec = &relv1.AuditRecord{}
+	r.f.describeByFields(rec, stamped(62, &relv1.Command_CreateEnvironment{CreateEnvironment: &relv1.CreateEnvironment{Environment: &relv1.Environment{Name: "qa"}}}))
+	if rec.GetObject() != "qa" {
+		t.Errorf("from a nested name: %v", rec)
+	}
+}
