@@ -124,6 +124,9 @@ checkpoint's signature with that key and that the record at the
 checkpoint's seq has the checkpoint's hash: then nothing up to that record
 was rewritten since the checkpoint was made.
 
+It reads the records from the leader (as with --consistent), whose
+replica holds every record any server could have signed.
+
 It prints "N records, chain intact (head seq S hash H)" and exits 0.`,
 		Example: `  relctl audit verify
   relctl audit checkpoint > cp-2026-11-27.json
@@ -146,7 +149,9 @@ It prints "N records, chain intact (head seq S hash H)" and exits 0.`,
 					return fmt.Errorf("checkpoint %s: %w", cpFile, err)
 				}
 			}
-			recs, err := r.auditRecords(ctx, &relv1.ListAuditRequest{Read: r.readOptions()}, 0)
+			// From the leader: a follower's replica may be behind the
+			// record a checkpoint (signed on any server) names.
+			recs, err := r.auditRecords(ctx, &relv1.ListAuditRequest{Read: &relv1.ReadOptions{Consistent: true}}, 0)
 			if err != nil {
 				return err
 			}
