@@ -58,7 +58,7 @@ func TestAuditTamperedSnapshot(t *testing.T) {
 	expect(t, viewer, exitRefused, "PermissionDenied", "app", "create", "api")
 	expect(t, viewer, exitRefused, "PermissionDenied", "app", "create", "db")
 	var recs struct{ Records []auditRecordJSON }
-	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+	testcluster.WaitFor(t, 30*time.Second, func() (bool, string) {
 		res := expect(t, admin, exitOK, "", "-o", "json", "audit", "--actor", "eve")
 		recs.Records = nil
 		if err := json.Unmarshal([]byte(res.stdout), &recs); err != nil {

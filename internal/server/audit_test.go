@@ -62,7 +62,7 @@ func TestAuditRefusalsOnTheWire(t *testing.T) {
 
 	al := relv1.NewAuditServiceClient(admin)
 	var recs []*relv1.AuditRecord
-	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+	testcluster.WaitFor(t, 30*time.Second, func() (bool, string) {
 		recs = listAudit(t, al, &relv1.ListAuditRequest{Read: &relv1.ReadOptions{Consistent: true}})
 		n := 0
 		for _, r := range recs {
@@ -79,7 +79,7 @@ func TestAuditRefusalsOnTheWire(t *testing.T) {
 		_, err := cl.CreateApp(withRequestID(t, fmt.Sprintf("rq-audit-mark-%d", i)), &relv1.CreateAppRequest{Name: "mark"})
 		wantCode(t, "viewer creates an app", err, codes.PermissionDenied)
 	}
-	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+	testcluster.WaitFor(t, 30*time.Second, func() (bool, string) {
 		recs = listAudit(t, al, &relv1.ListAuditRequest{Read: &relv1.ReadOptions{Consistent: true}})
 		n := 0
 		for _, r := range recs {
@@ -154,7 +154,7 @@ func TestAuditRefusalsOnTheWire(t *testing.T) {
 	anon := relv1.NewControlServiceClient(c.As(leader.GRPCAddr(), nil))
 	_, err = anon.CreateApp(ctxT(t), &relv1.CreateAppRequest{Name: "ghost"})
 	wantCode(t, "no credentials", err, codes.Unauthenticated)
-	testcluster.WaitFor(t, 10*time.Second, func() (bool, string) {
+	testcluster.WaitFor(t, 30*time.Second, func() (bool, string) {
 		for _, r := range listAudit(t, al, &relv1.ListAuditRequest{App: "ghost"}) {
 			if r.GetActor().GetKind() == "anonymous" && r.GetErrorKind() == "Unauthenticated" {
 				return true, ""
