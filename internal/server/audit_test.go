@@ -48,6 +48,8 @@ func TestAuditRefusalsOnTheWire(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The follower knows eve's token once its replica has the entry.
+	c.WaitConverged()
 	// Refused by the follower's interceptor.
 	eve := relv1.NewControlServiceClient(tokenConn(t, c, follower.GRPCAddr(), viewerSecret))
 	_, err := eve.StartRollout(withRequestID(t, "rq-audit-eve"), &relv1.StartRolloutRequest{App: "web", Version: "1.0.0", Environment: "prod"})
