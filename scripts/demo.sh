@@ -92,6 +92,7 @@ start() { # start NODE [extra flags...]
   "$BIN/rel-server" --node-id "$n" --data-dir "$WORK/$n" \
     --grpc-addr "${GRPC[$n]}" --raft-addr "${RAFT[$n]}" --http-addr "${HTTP[$n]}" \
     --ca-file "$PKI/ca.pem" --cert-file "$PKI/$n.pem" --key-file "$PKI/$n-key.pem" --ca-key-file "$PKI/ca-key.pem" \
+    --audit-key-file "$PKI/audit.key" \
     "$@" >>"$WORK/$n.log" 2>&1 &
   PID[$n]=$!
 }
@@ -284,6 +285,11 @@ wait_for 10 "web-3's stream to be closed as revoked" refused
 grep -m1 "was revoked" "$WORK/web-3.log" | sed 's/^/web-3 log: /' | cut -c1-220
 kill -TERM "${APID[web-3]}" 2>/dev/null || true; wait "${APID[web-3]}" 2>/dev/null || true; APID[web-3]=""
 AGENTS=(web-1 web-2)
+
+step "The audit trail: who changed what, and what was refused; checked against a signed checkpoint"
+relctl audit | cut -c1-220
+relctl audit checkpoint >"$WORK/audit-checkpoint.json"
+run relctl audit verify --checkpoint "$WORK/audit-checkpoint.json" --public-key "$PKI/audit.pub"
 
 step "Stopping agents and servers (SIGTERM: graceful) and cleaning up"
 for a in "${AGENTS[@]}"; do kill -TERM "${APID[$a]}"; done

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/relhq/rel/internal/audit"
 	"github.com/relhq/rel/internal/pki"
 )
 
@@ -16,6 +17,8 @@ const devCluster = "dev"
 // devFiles are the TLS files --dev makes in its data dir.
 type devFiles struct {
 	ca, caKey, cert, key string
+	// auditKey signs audit checkpoints; audit.pub beside it verifies them.
+	auditKey string
 }
 
 // makeDevTLS makes a CA and this node's server certificate in dir/tls: the
@@ -55,6 +58,9 @@ func makeDevTLS(dir, nodeID string) (devFiles, error) {
 		if err := pki.WriteFile(w.path, w.data, w.perm, true); err != nil {
 			return devFiles{}, err
 		}
+	}
+	if f.auditKey, _, err = audit.WriteKeyPair(tlsDir); err != nil {
+		return devFiles{}, err
 	}
 	return f, nil
 }

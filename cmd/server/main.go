@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/relhq/rel/internal/artifact"
+	"github.com/relhq/rel/internal/audit"
 	"github.com/relhq/rel/internal/pki"
 	"github.com/relhq/rel/internal/server"
 	"github.com/relhq/rel/internal/version"
@@ -96,6 +97,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		caFile       = fs.String("ca-file", "", "the cluster CA bundle (PEM) every peer and client certificate is checked against; during a CA rotation, both CAs")
 		certFile     = fs.String("cert-file", "", "this server's certificate (relctl tls cert create --server --node-id ID)")
 		keyFile      = fs.String("key-file", "", "the key of --cert-file; must not be readable by group or others")
+		auditKeyFile = fs.String("audit-key-file", "", "the cluster's audit key (audit.key, ed25519, mode 0600, written by 'relctl tls ca create'): with it this server signs audit checkpoints ('relctl audit checkpoint')")
 		caKeyFile    = fs.String("ca-key-file", "", "the CA's key: with it this server signs agent certificates (enrolment with join tokens, renewal)")
 		agentCertTTL = fs.Duration("agent-cert-ttl", pki.DefaultAgentValidity, "how long the agent certificates this server signs are valid; agents renew at about two thirds")
 		enableDebug  = fs.Bool("enable-debug", false, "serve /debug/pprof/ on the HTTP port, to client certificates of role operator or admin")
@@ -178,6 +180,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		CertFile:          *certFile,
 		KeyFile:           *keyFile,
 		CAKeyFile:         *caKeyFile,
+		AuditKeyFile:      *auditKeyFile,
 		AgentCertTTL:      *agentCertTTL,
 		EnableDebug:       *enableDebug,
 		RetentionInterval: *retInterval,
@@ -222,6 +225,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		cfg.CAFile, cfg.CertFile, cfg.KeyFile, cfg.CAKeyFile = files.ca, files.cert, files.key, files.caKey
+		if cfg.AuditKeyFile == "" {
+			cfg.AuditKeyFile = files.auditKey
+		}
 	}
 
 	srv, err := server.New(cfg)
@@ -292,6 +298,10 @@ func printDev(w io.Writer, srv *server.Server, cfg server.Config) error {
 	fmt.Fprintf(w, "  gRPC API: %s\n", srv.GRPCAddr())
 	fmt.Fprintf(w, "  HTTP:     https://%s/v1/health (curl --cacert %s ...)\n", srv.HTTPAddr(), cfg.CAFile)
 	fmt.Fprintf(w, "  raft:     %s\n", srv.RaftAddr())
+	if cfg.AuditKeyFile != "" {
+		fmt.Fprintf(w, "  audit:    checkpoints signed with %s (check them with --public-key %s)\n", cfg.AuditKeyFile,
+			filepath.Join(filepath.Dir(cfg.AuditKeyFile), audit.PubKeyFileName))
+	}
 	fmt.Fprintf(w, "In another terminal, these make relctl (as admin) and a local rel-agent (enrolling) use it:\n")
 	if srv.GRPCAddr() != server.DefaultGRPCAddr {
 		fmt.Fprintf(w, "  export REL_ADDR=%s REL_SERVERS=%s\n", srv.GRPCAddr(), srv.GRPCAddr())

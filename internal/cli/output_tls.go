@@ -18,6 +18,9 @@ type caCreatedJSON struct {
 	NotAfter    string `json:"not_after"`
 	Pin         string `json:"pin"`
 	Fingerprint string `json:"sha256_fingerprint"`
+	// The audit key pair written beside the CA.
+	AuditKeyFile    string `json:"audit_key_file"`
+	AuditPubKeyFile string `json:"audit_public_key_file"`
 }
 
 // certInfoJSON describes one certificate. Kind is server, agent, client or
@@ -71,6 +74,10 @@ func (p printer) caCreated(c caCreatedJSON) error {
 		fmt.Fprintf(tw, "Valid until:\t%s\n", c.NotAfter)
 		fmt.Fprintf(tw, "CA pin:\t%s (agents check it: rel-agent --ca-pin)\n", c.Pin)
 		fmt.Fprintf(tw, "SHA256:\t%s\n", c.Fingerprint)
+		if c.AuditKeyFile != "" {
+			fmt.Fprintf(tw, "Audit key:\t%s (mode 0600: servers sign audit checkpoints with it, rel-server --audit-key-file)\n", cell(c.AuditKeyFile))
+			fmt.Fprintf(tw, "Audit public key:\t%s (relctl audit verify --public-key checks checkpoints with it)\n", cell(c.AuditPubKeyFile))
+		}
 		fmt.Fprintf(tw, "Next:\trelctl tls cert create --server --node-id ID --ca-file %s\n", cell(c.CertFile))
 	})
 }

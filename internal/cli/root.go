@@ -290,6 +290,7 @@ Every failure prints one line, "relctl: <message>", on stderr.
 		r.reviewsCommand(),
 		r.agentCommand(),
 		r.historyCommand(),
+		r.auditCommand(),
 		r.statusCommand(),
 		r.clusterCommand(),
 		r.aclCommand(),

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/relhq/rel/internal/audit"
 	"github.com/relhq/rel/internal/auth"
 	"github.com/relhq/rel/internal/pki"
 	"github.com/relhq/rel/internal/validate"
@@ -77,11 +78,15 @@ func (r *runner) tlsCACreateCommand() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "create [--cluster NAME] [--dir DIR] [--days N]",
-		Short: "Create the cluster's CA: ca.pem and ca-key.pem",
+		Short: "Create the cluster's CA: ca.pem and ca-key.pem (and the audit key pair)",
 		Long: `Create a new certificate authority for cluster NAME (default "` + defaultCluster + `"):
 DIR/ca.pem, the CA certificate (mode 0644), and DIR/ca-key.pem, its key
-(mode 0600). Neither file is ever overwritten: if one exists the command
-stops before making anything. DIR is created (mode 0700) if missing.
+(mode 0600). Beside them it writes the cluster's audit key pair (ed25519):
+DIR/audit.key (mode 0600), with which servers sign audit checkpoints
+(rel-server --audit-key-file), and DIR/audit.pub, with which anyone checks
+them ('relctl audit verify --checkpoint FILE --public-key audit.pub').
+No file is ever overwritten: if one exists the command stops before making
+anything. DIR is created (mode 0700) if missing.
 
 The cluster name is 1-63 lower-case letters, digits and '-'. It is part of
 every certificate the CA signs, and servers are checked as
@@ -105,7 +110,8 @@ their first contact (rel-agent --ca-pin). No server is contacted, and
 			return err
 		}
 		certFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem")
-		if err := prepareOutputs(dir, "--dir", certFile, keyFile); err != nil {
+		auditKey, auditPub := filepath.Join(dir, audit.KeyFileName), filepath.Join(dir, audit.PubKeyFileName)
+		if err := prepareOutputs(dir, "--dir", certFile, keyFile, auditKey, auditPub); err != nil {
 			return err
 		}
 		ca, err := pki.NewCA(cluster, validity, time.Now())
@@ -119,15 +125,20 @@ their first contact (rel-agent --ca-pin). No server is contacted, and
 		if err := writePair(certFile, ca.CertPEM(), keyFile, keyPEM); err != nil {
 			return err
 		}
+		if auditKey, auditPub, err = audit.WriteKeyPair(dir); err != nil {
+			return err
+		}
 		return r.printer().caCreated(caCreatedJSON{
-			Cluster:     cluster,
-			ServerName:  pki.ServerName(cluster),
-			CertFile:    certFile,
-			KeyFile:     keyFile,
-			NotBefore:   certTime(ca.Cert.NotBefore),
-			NotAfter:    certTime(ca.Cert.NotAfter),
-			Pin:         pki.Pin(ca.Cert),
-			Fingerprint: pki.Fingerprint(ca.Cert),
+			AuditKeyFile:    auditKey,
+			AuditPubKeyFile: auditPub,
+			Cluster:         cluster,
+			ServerName:      pki.ServerName(cluster),
+			CertFile:        certFile,
+			KeyFile:         keyFile,
+			NotBefore:       certTime(ca.Cert.NotBefore),
+			NotAfter:        certTime(ca.Cert.NotAfter),
+			Pin:             pki.Pin(ca.Cert),
+			Fingerprint:     pki.Fingerprint(ca.Cert),
 		})
 	})
 	f := cmd.Flags()

@@ -96,8 +96,33 @@ func (f *FSM) Apply(l *raft.Log) any {
 		// replica's state from its peers', so stop here.
 		panic(fmt.Sprintf("fsm: undecodable command at index %d: %v", l.Index, err))
 	}
-	res := f.applyRequest(l.Index, &cmd)
+	res := f.applyAudited(l.Index, &cmd)
 	f.setApplied(l.Index)
+	return res
+}
+
+// applyAudited applies a command and, for a kind that is audited (see
+// notAudited), appends its audit record in the same Apply: applied or
+// refused, but not for a repeat of a request id already applied (the
+// first attempt has its record), nor for a refused command of the servers'
+// own (no actor and no request id). A failure to append is the entry's
+// error when the command itself succeeded.
+func (f *FSM) applyAudited(index uint64, cmd *relv1.Command) *Result {
+	rec := f.auditRecord(cmd)
+	res := f.applyRequest(index, cmd)
+	if rec == nil || res.Duplicate {
+		return res
+	}
+	if cmd.GetActor() == nil && cmd.GetRequestId() == "" && res.Err != nil {
+		// A decision of the leader's that the FSM refused (made on a
+		// view gone stale, or a repeat) changed nothing and was nobody's
+		// request: it is no record.
+		return res
+	}
+	recordResult(rec, res.Err)
+	if err := f.store.AppendAudit(index, []*relv1.AuditRecord{rec}); err != nil && res.Err == nil {
+		res.Err = err
+	}
 	return res
 }
 
@@ -340,6 +365,8 @@ func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
 	case *relv1.Command_SetApprovalPolicy:
 		c := k.SetApprovalPolicy
 		return f.store.SetApprovalPolicy(index, c.GetEnvironment(), c.GetPolicy())
+	case *relv1.Command_AuditRefusals:
+		return f.store.AppendAudit(index, refusalRecords(cmd, k.AuditRefusals))
 	default:
 		// Same reasoning as an undecodable entry: a newer leader wrote a
 		// command this build does not know. Upgrade servers before using

@@ -204,6 +204,8 @@ func stamped(n int64, kind any) *relv1.Command {
 		c.Kind = k
 	case *relv1.Command_SetApprovalPolicy:
 		c.Kind = k
+	case *relv1.Command_AuditRefusals:
+		c.Kind = k
 	default:
 		panic(fmt.Sprintf("unknown kind %T", kind))
 	}
@@ -326,10 +328,17 @@ func seedCommands() []*relv1.Command {
 			Policy: &relv1.ApprovalPolicy{Required: 2, Roles: []string{"approver"}, Names: []string{"alice"}, ExpiryMs: 60_000}}}),
 		stamped(71, &relv1.Command_CreateRollout{CreateRollout: &relv1.CreateRollout{Rollout: awaiting,
 			Events: []*relv1.RolloutEvent{{RolloutId: "ro-3", Seq: 1, AtUnixNano: 71, Type: "awaiting_approval"}}}}),
-		withActor(stamped(72, &relv1.Command_ApproveRollout{ApproveRollout: &relv1.ApproveRollout{RolloutId: "ro-1", Comment: "lgtm", AtUnixNano: 72, Roles: []string{"approver"}}})),
-		withActor(stamped(73, &relv1.Command_RejectRollout{RejectRollout: &relv1.RejectRollout{RolloutId: "ro-1", Comment: "not now", AtUnixNano: 73, Roles: []string{"approver"}}})),
-		withActor(stamped(74, &relv1.Command_ReviewRollout{ReviewRollout: &relv1.ReviewRollout{RolloutId: "ro-1", Comment: "fine", AtUnixNano: 74}})),
+		withAlice(stamped(72, &relv1.Command_ApproveRollout{ApproveRollout: &relv1.ApproveRollout{RolloutId: "ro-1", Comment: "lgtm", AtUnixNano: 72, Roles: []string{"approver"}}})),
+		withAlice(stamped(73, &relv1.Command_RejectRollout{RejectRollout: &relv1.RejectRollout{RolloutId: "ro-1", Comment: "not now", AtUnixNano: 73, Roles: []string{"approver"}}})),
+		withAlice(stamped(74, &relv1.Command_ReviewRollout{ReviewRollout: &relv1.ReviewRollout{RolloutId: "ro-1", Comment: "fine", AtUnixNano: 74}})),
 		stamped(75, &relv1.Command_ExpireApprovals{ExpireApprovals: &relv1.ExpireApprovals{RolloutIds: []string{"ro-1", "ro-3"}, AtUnixNano: 75}}),
+		// Refusals a server gathered, one without credentials, and some
+		// it had to drop.
+		stamped(90, &relv1.Command_AuditRefusals{AuditRefusals: &relv1.AuditRefusals{Server: "s1", Dropped: 3, Refusals: []*relv1.AuditRefusal{
+			{TimeUnixNano: 89, Actor: &relv1.Actor{Kind: "token", Id: fuzzAccessor, Name: "ci"}, Method: "StartRollout", Code: "PermissionDenied",
+				Message: "token ci may not StartRollout", RequestId: "rq-x", App: "web", Env: "prod", Server: "s1"},
+			{TimeUnixNano: 90, Method: "CreateApp", Code: "Unauthenticated", Message: "CreateApp needs credentials", Server: "s1"},
+		}}}),
 	}
 }
 
@@ -339,7 +348,7 @@ func fuzzLifecycle() *relv1.Lifecycle {
 	}}
 }
 
-func withActor(c *relv1.Command) *relv1.Command {
+func withAlice(c *relv1.Command) *relv1.Command {
 	c.Actor = &relv1.Actor{Kind: "token", Id: "00000000000000dd", Name: "alice"}
 	return c
 }

@@ -170,6 +170,12 @@ var rules = map[string]rule{
 	// A join token in the request is the credential.
 	relv1.EnrollService_Enroll_FullMethodName: {anyone: true},
 	relv1.EnrollService_Renew_FullMethodName:  {kinds: []string{auth.KindAgent}},
+
+	// Viewers may see who changed what: the trail holds no secrets (token
+	// accessors and names, not secrets), and a checkpoint is a signed
+	// hash.
+	relv1.AuditService_ListAudit_FullMethodName:       {perm: auth.Read},
+	relv1.AuditService_AuditCheckpoint_FullMethodName: {perm: auth.Read},
 }
 
 // authenticate finds who made the request: the verified certificate of
@@ -394,9 +400,15 @@ func (s *Server) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerI
 	}
 	if err != nil {
 		s.denied(info.FullMethod, p, err)
+		s.auditRefusal(ctx, info.FullMethod, p, req, err)
 		return nil, err
 	}
-	return handler(auth.NewContext(ctx, p), req)
+	ctx, note := withAuditNote(auth.NewContext(ctx, p))
+	resp, err := handler(ctx, req)
+	if err != nil && !note.decided.Load() {
+		s.auditRefusal(ctx, info.FullMethod, p, req, err)
+	}
+	return resp, err
 }
 
 // streamAuth is the one interceptor that decides every streaming call.
@@ -409,9 +421,15 @@ func (s *Server) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 	}
 	if err != nil {
 		s.denied(info.FullMethod, p, err)
+		s.auditRefusal(ss.Context(), info.FullMethod, p, nil, err)
 		return err
 	}
-	return handler(srv, &principalStream{ServerStream: ss, ctx: auth.NewContext(ss.Context(), p)})
+	ctx, note := withAuditNote(auth.NewContext(ss.Context(), p))
+	err = handler(srv, &principalStream{ServerStream: ss, ctx: ctx})
+	if err != nil && !note.decided.Load() {
+		s.auditRefusal(ctx, info.FullMethod, p, nil, err)
+	}
+	return err
 }
 
 type principalStream struct {
@@ -434,6 +452,8 @@ func (s *Server) denied(method string, p auth.Principal, err error) {
 // caller, not the forwarding server, and the request's id, so that the
 // request is applied once however often it is sent.
 func forwardCtx(ctx context.Context) context.Context {
+	// The server forwarded to decides, and records a refusal itself.
+	markDecided(ctx)
 	kv := []string{forwardedKey, "1", callerKey, encodeCaller(auth.FromContext(ctx))}
 	if id := requestID(ctx); id != "" {
 		kv = append(kv, reqid.MetadataKey, id)

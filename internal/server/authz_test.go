@@ -125,6 +125,9 @@ var authzExpectations = map[string]expectation{
 
 	relv1.EnrollService_Enroll_FullMethodName: anyone,
 	relv1.EnrollService_Renew_FullMethodName:  forAgents,
+
+	relv1.AuditService_ListAudit_FullMethodName:       readers,
+	relv1.AuditService_AuditCheckpoint_FullMethodName: readers,
 }
 
 // call invokes method on the wire with an empty request, as a unary call

@@ -146,6 +146,10 @@ type Config struct {
 	// certificates (enrolment and renewal). Without it, enrolments are
 	// forwarded to the leader.
 	CAKeyFile string
+	// AuditKeyFile is the cluster's audit key (ed25519, 0600), with which
+	// this server signs checkpoints of the audit trail. Without it,
+	// AuditCheckpoint answers FailedPrecondition.
+	AuditKeyFile string
 	// AgentCertTTL is how long agent certificates are valid.
 	AgentCertTTL time.Duration
 	// EnableDebug serves /debug/pprof/ to operators' client certificates.

@@ -86,6 +86,11 @@ func (s *Server) applyBytes(ctx context.Context, b []byte, forwarded bool) (appl
 		} else if conn, err := s.leaderConn(); err == nil {
 			ctx := metadata.AppendToOutgoingContext(ctx, forwardedKey, "1")
 			resp, err := relv1.NewClusterServiceClient(conn).Apply(ctx, &relv1.ApplyRequest{Command: b})
+			if status.Code(err) != codes.Unavailable {
+				// Committed (or refused by the leader's FSM): the trail
+				// has it.
+				markDecided(ctx)
+			}
 			if err == nil {
 				s.waitLocal(ctx, resp.GetIndex())
 				return applied{Index: resp.GetIndex(), Ref: resp.GetRef(), Duplicate: resp.GetDuplicate(), Items: itemsFrom(resp.GetItemErrors())}, nil
@@ -124,6 +129,7 @@ func (s *Server) applyLocal(ctx context.Context, b []byte) (a applied, err error
 		return applied{}, err, false
 	}
 	s.metrics.applyLatency.Observe(time.Since(start).Seconds())
+	markDecided(ctx)
 	res, ok := f.Response().(*fsm.Result)
 	if !ok {
 		return applied{Index: f.Index()}, nil, false

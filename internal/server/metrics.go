@@ -37,7 +37,9 @@ type metrics struct {
 	uploadsRefused *prometheus.CounterVec
 	// sessionEntries and sessionsBatched count agent_sessions entries this
 	// server committed and the connects and disconnects they held.
-	sessionEntries  prometheus.Counter
+	sessionEntries prometheus.Counter
+	// auditDropped counts refusals this server could not record.
+	auditDropped    prometheus.Counter
 	sessionsBatched prometheus.Counter
 }
 
@@ -106,6 +108,10 @@ func newMetrics(s *Server) *metrics {
 		Name: "rel_agent_sessions_batched_total",
 		Help: "Agent connects and disconnects this server committed in agent_sessions entries.",
 	})
+	m.auditDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "rel_audit_refusals_dropped_total",
+		Help: "Refused requests this server could not record in the audit trail (its queue was full, or the entry failed); the trail records how many in its next entry.",
+	})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
@@ -115,7 +121,7 @@ func newMetrics(s *Server) *metrics {
 		m.artifactsRemoved, m.artifactBytesFreed, m.uploadsRefused,
 		gauge("rel_artifact_store_bytes", "Bytes of the blobs in this server's artifact store.", func() float64 { return float64(s.artifacts.Used()) }),
 		gauge("rel_artifact_store_quota_bytes", "This server's --artifact-quota (0: none).", func() float64 { return float64(s.artifacts.Quota()) }),
-		m.sessionEntries, m.sessionsBatched,
+		m.sessionEntries, m.sessionsBatched, m.auditDropped,
 		gauge("rel_tls_certificate_expiry_seconds", "Seconds until this server's certificate expires.", func() float64 {
 			return time.Until(s.sec.M.Current().Leaf.NotAfter).Seconds()
 		}),

@@ -145,6 +145,8 @@ func (s *Server) repeatedAnswer(ctx context.Context, probe *relv1.Command) (inde
 	if rec == nil {
 		return 0, "", false, nil
 	}
+	// The first attempt's record in the audit trail stands for this one.
+	markDecided(ctx)
 	if err := state.ErrorFromKind(rec.GetErrorKind(), rec.GetError()); err != nil {
 		return 0, "", true, toStatus(err)
 	}

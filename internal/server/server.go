@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -73,6 +74,10 @@ type Server struct {
 	sessions      *sessions
 	reports       *reportBatcher
 	agentSessions *sessionBatcher
+	// auditRefusals commits refusals that never reached raft.
+	auditRefusals *auditBatcher
+	// auditKey signs audit checkpoints; nil without --audit-key-file.
+	auditKey ed25519.PrivateKey
 	// fresh holds desired-state updates while this replica is stale.
 	fresh *freshness
 	// leaders wakes requests waiting out an election.
@@ -123,12 +128,17 @@ func New(c Config) (_ *Server, err error) {
 		}
 		s.signer.Store(ca)
 	}
+	if s.auditKey, err = loadAuditKey(cfg); err != nil {
+		cancel()
+		return nil, fmt.Errorf("--audit-key-file: %w", err)
+	}
 	s.promoteCh = make(chan struct{}, 1)
 	s.fsm = fsm.New(s.store)
 	s.peers = newPeerPool(s.sec)
 	s.sessions = newSessions()
 	s.reports = newReportBatcher(s)
 	s.agentSessions = newSessionBatcher(s)
+	s.auditRefusals = newAuditBatcher(s)
 	s.fresh = newFreshness()
 	s.fetches = map[string]*fetchCall{}
 	s.httpClient = &http.Client{Transport: s.sec.HTTPTransport()}
@@ -158,10 +168,14 @@ func New(c Config) (_ *Server, err error) {
 	s.setupGRPC()
 	s.setupHTTP()
 
-	s.wg.Add(9)
+	s.wg.Add(10)
 	go func() {
 		defer s.wg.Done()
 		s.reports.run(s.ctx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.auditRefusals.run(s.ctx)
 	}()
 	go func() {
 		defer s.wg.Done()

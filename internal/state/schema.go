@@ -36,6 +36,11 @@ const (
 	tableMeta             = "meta"
 )
 
+// TableAudit holds the audit trail (rel.v1.AuditRecord), by seq. Rows
+// are only ever appended: no command deletes or edits one, and retention
+// leaves the table alone.
+const TableAudit = "audit"
+
 // TableArtifactTombstones holds the blobs artifact GC passes removed.
 const TableArtifactTombstones = "artifact_tombstones"
 
@@ -193,6 +198,25 @@ func baseSchema() *memdb.DBSchema {
 					"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Id"}},
 					// Order of recording: big-endian, so the oldest comes first.
 					"seq": {Name: "seq", Unique: true, Indexer: &memdb.UintFieldIndex{Field: "Seq"}},
+				},
+			},
+			TableAudit: {
+				Name: TableAudit,
+				Indexes: map[string]*memdb.IndexSchema{
+					"id": {Name: "id", Unique: true, Indexer: &memdb.UintFieldIndex{Field: "Seq"}},
+					// The filters of ListAudit, each in seq order so that
+					// a page starts right after the previous one's last
+					// record. Records without an app (env, actor) are not
+					// in that index.
+					"actor": {Name: "actor", Unique: true, AllowMissing: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+						actorIDIndex{}, &memdb.UintFieldIndex{Field: "Seq"},
+					}}},
+					"app": {Name: "app", Unique: true, AllowMissing: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+						&memdb.StringFieldIndex{Field: "App"}, &memdb.UintFieldIndex{Field: "Seq"},
+					}}},
+					"env": {Name: "env", Unique: true, AllowMissing: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+						&memdb.StringFieldIndex{Field: "Env"}, &memdb.UintFieldIndex{Field: "Seq"},
+					}}},
 				},
 			},
 			tableMeta: {

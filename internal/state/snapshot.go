@@ -97,6 +97,9 @@ func (sn *Snapshot) Persist(w io.Writer) error {
 		{TableRequests, func(r any) *relv1.SnapshotRecord {
 			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_Request{Request: r.(*relv1.RequestRecord)}}
 		}},
+		{TableAudit, func(r any) *relv1.SnapshotRecord {
+			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_Audit{Audit: r.(*relv1.AuditRecord)}}
+		}},
 		{tableMeta, func(r any) *relv1.SnapshotRecord {
 			e := r.(*metaEntry)
 			if e.Key == metaClusterID {
@@ -201,6 +204,8 @@ func (s *Store) Restore(r io.Reader) error {
 			table, row = TablePromotions, k.Promotion
 		case *relv1.SnapshotRecord_Request:
 			table, row = TableRequests, k.Request
+		case *relv1.SnapshotRecord_Audit:
+			table, row = TableAudit, k.Audit
 		case *relv1.SnapshotRecord_Meta:
 			table, row = tableMeta, &metaEntry{Key: k.Meta.GetKey(), Value: k.Meta.GetValue()}
 		case *relv1.SnapshotRecord_ClusterId:

@@ -266,7 +266,7 @@ func TestHistoryIDsArePrefixes(t *testing.T) {
 
 // writeKinds is how many kinds of write writeKind knows: one or more for
 // every table, so the snapshot property test covers them all.
-const writeKinds = 25
+const writeKinds = 26
 
 // writeKind is one write of the snapshot property test, picked by kind,
 // with the names drawn for it. srv doubles as an agent id and a session.
@@ -352,6 +352,9 @@ func writeKind(s *Store, kind int, idx uint64, app, ver, env, srv string) error 
 		return s.SetAppLifecycle(idx, app, []string{"", "lc-dev", "lc-prod"}[idx%3])
 	case 24:
 		return s.BlockRelease(idx, app, ver, idx%2 == 0, "test", &relv1.Actor{Kind: "token", Id: "t1"})
+	case 25:
+		return s.AppendAudit(idx, []*relv1.AuditRecord{{TimeUnixNano: at, Actor: &relv1.Actor{Kind: "token", Id: srv}, Action: "create_app",
+			Result: "applied", App: app, Env: env}, {TimeUnixNano: at, Action: "StartRollout", Result: "refused", Env: env}})
 	default:
 		// What the FSM does for a command with a request id: expire, look
 		// up, record (with a small TTL and cap, so both evict).
@@ -380,7 +383,7 @@ func TestSnapshotCoversEveryTable(t *testing.T) {
 			t.Fatalf("write kind %d: %v", kind, err)
 		}
 	}
-	for _, kind := range []int{10, 7, 17, 18, 22} {
+	for _, kind := range []int{10, 7, 17, 18, 22, 25} {
 		idx++
 		if err := writeKind(a, kind, idx, "web", "1.0.0", "prod", "s1"); err != nil {
 			t.Fatalf("write kind %d: %v", kind, err)

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/relhq/rel/internal/audit"
 	"github.com/relhq/rel/internal/auth"
 	"github.com/relhq/rel/internal/pki"
 	"github.com/relhq/rel/internal/transport"
@@ -26,6 +27,10 @@ type PKI struct {
 	CA        *pki.CA
 	CAFile    string
 	CAKeyFile string
+	// AuditKeyFile and AuditPubFile are the cluster's audit key pair
+	// (audit.key, audit.pub beside the CA), as relctl tls ca create
+	// writes them.
+	AuditKeyFile, AuditPubFile string
 }
 
 // NewPKI makes a CA for cluster in a temp dir.
@@ -43,6 +48,9 @@ func NewPKI(t testing.TB, cluster string) *PKI {
 	}
 	writeFile(t, p.CAFile, ca.CertPEM(), 0o644)
 	writeFile(t, p.CAKeyFile, key, 0o600)
+	if p.AuditKeyFile, p.AuditPubFile, err = audit.WriteKeyPair(dir); err != nil {
+		t.Fatal(err)
+	}
 	return p
 }
 

@@ -96,6 +96,7 @@ func New(t testing.TB, n int, opts Options) *Cluster {
 			CertFile:          certFile,
 			KeyFile:           keyFile,
 			CAKeyFile:         c.PKI.CAKeyFile,
+			AuditKeyFile:      c.PKI.AuditKeyFile,
 			DataDir:           t.TempDir(),
 			GRPCAddr:          freeAddr(t),
 			RaftAddr:          freeAddr(t),

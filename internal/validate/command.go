@@ -310,11 +310,49 @@ func Command(cmd *relv1.Command) error {
 		}
 		return first(NodeID("agent id", r.GetAgentId()), positive("revocation time", r.GetRevokedUnixNano()),
 			maxLen("reason", r.GetReason(), MaxDescriptionLen), maxLen("revoked by", r.GetRevokedBy(), MaxFactLen))
+	case *relv1.Command_AuditRefusals:
+		return auditRefusals(k.AuditRefusals)
 	case nil:
 		return invalid("command has no kind")
 	default:
 		return invalid("unknown command %T", k)
 	}
+}
+
+// MaxAuditRefusals bounds an audit_refusals entry: a server commits at
+// most that many refusals per entry.
+const MaxAuditRefusals = 500
+
+// auditRefusals checks the refusals a server gathered: each bounded, so
+// that a flood of bad requests (each carrying as much text as it likes)
+// cannot make a huge entry.
+func auditRefusals(c *relv1.AuditRefusals) error {
+	rs := c.GetRefusals()
+	if len(rs) == 0 && c.GetDropped() == 0 {
+		return invalid("audit_refusals holds no refusal and drops none")
+	}
+	if len(rs) > MaxAuditRefusals {
+		return invalid("audit_refusals holds %d refusals: at most %d", len(rs), MaxAuditRefusals)
+	}
+	if err := NodeID("server id", c.GetServer()); err != nil {
+		return err
+	}
+	for _, r := range rs {
+		if r == nil {
+			return invalid("audit_refusals holds an empty refusal")
+		}
+		a := r.GetActor()
+		if err := first(positive("refusal time", r.GetTimeUnixNano()),
+			maxLen("method", r.GetMethod(), MaxFactLen), maxLen("code", r.GetCode(), MaxFactLen),
+			maxLen("message", r.GetMessage(), MaxReasonLen), maxLen("request id", r.GetRequestId(), MaxFactLen),
+			maxLen("app", r.GetApp(), MaxFactLen), maxLen("environment", r.GetEnv(), MaxFactLen),
+			maxLen("server", r.GetServer(), MaxFactLen),
+			maxLen("actor kind", a.GetKind(), MaxFactLen), maxLen("actor id", a.GetId(), MaxFactLen),
+			maxLen("actor name", a.GetName(), MaxFactLen)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // first returns the first non-nil error.

@@ -118,6 +118,8 @@ func validCommands() map[string]*relv1.Command {
 			c.Kind = k
 		case *relv1.Command_RevokeAgent:
 			c.Kind = k
+		case *relv1.Command_AuditRefusals:
+			c.Kind = k
 		default:
 			panic("unknown kind")
 		}
@@ -177,6 +179,8 @@ func validCommands() map[string]*relv1.Command {
 		"delete_join_token": cmd(&relv1.Command_DeleteJoinToken{DeleteJoinToken: &relv1.DeleteJoinToken{AccessorId: testAccessor}}),
 		"revoke_agent": cmd(&relv1.Command_RevokeAgent{RevokeAgent: &relv1.RevokeAgent{Revocation: &relv1.AgentRevocation{
 			AgentId: "web-1", RevokedUnixNano: 1, RevokedBy: "client test-admin", Reason: "host stolen"}}}),
+		"audit_refusals": cmd(&relv1.Command_AuditRefusals{AuditRefusals: &relv1.AuditRefusals{Server: "s1", Dropped: 2, Refusals: []*relv1.AuditRefusal{
+			{TimeUnixNano: 1, Actor: &relv1.Actor{Kind: "token", Id: testAccessor, Name: "ci"}, Method: "StartRollout", Code: "PermissionDenied", Message: "no", App: "web", Env: "prod", Server: "s1"}}}}),
 	}
 	for k, v := range approvalValidCommands() {
 		m[k] = v
@@ -501,6 +505,18 @@ func baseInvalidCommandCases() []invalidCase {
 		{"revoke_agent", "no time", func(c *relv1.Command) { c.GetRevokeAgent().Revocation.RevokedUnixNano = 0 }, "revocation time is not stamped"},
 		{"revoke_agent", "long reason", func(c *relv1.Command) { c.GetRevokeAgent().Revocation.Reason = long(MaxDescriptionLen + 1) }, "reason is"},
 		{"revoke_agent", "long revoked by", func(c *relv1.Command) { c.GetRevokeAgent().Revocation.RevokedBy = long(MaxFactLen + 1) }, "revoked by"},
+		{"audit_refusals", "empty", func(c *relv1.Command) { c.GetAuditRefusals().Refusals, c.GetAuditRefusals().Dropped = nil, 0 }, "no refusal"},
+		{"audit_refusals", "no server", func(c *relv1.Command) { c.GetAuditRefusals().Server = "" }, "server id"},
+		{"audit_refusals", "nil refusal", func(c *relv1.Command) { c.GetAuditRefusals().Refusals[0] = nil }, "empty refusal"},
+		{"audit_refusals", "no time", func(c *relv1.Command) { c.GetAuditRefusals().Refusals[0].TimeUnixNano = 0 }, "refusal time"},
+		{"audit_refusals", "long message", func(c *relv1.Command) { c.GetAuditRefusals().Refusals[0].Message = long(MaxReasonLen + 1) }, "message is"},
+		{"audit_refusals", "long actor", func(c *relv1.Command) { c.GetAuditRefusals().Refusals[0].Actor.Id = long(MaxFactLen + 1) }, "actor id"},
+		{"audit_refusals", "too many", func(c *relv1.Command) {
+			r := c.GetAuditRefusals().Refusals[0]
+			for len(c.GetAuditRefusals().Refusals) <= MaxAuditRefusals {
+				c.GetAuditRefusals().Refusals = append(c.GetAuditRefusals().Refusals, r)
+			}
+		}, "at most"},
 	}
 }
 

@@ -49,6 +49,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_HistorySummary
 	//	*SnapshotRecord_Lifecycle
 	//	*SnapshotRecord_Promotion
+	//	*SnapshotRecord_Audit
 	Kind          isSnapshotRecord_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -289,6 +290,15 @@ func (x *SnapshotRecord) GetPromotion() *Promotion {
 	return nil
 }
 
+func (x *SnapshotRecord) GetAudit() *AuditRecord {
+	if x != nil {
+		if x, ok := x.Kind.(*SnapshotRecord_Audit); ok {
+			return x.Audit
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Kind interface {
 	isSnapshotRecord_Kind()
 }
@@ -381,6 +391,10 @@ type SnapshotRecord_Promotion struct {
 	Promotion *Promotion `protobuf:"bytes,24,opt,name=promotion,proto3,oneof"`
 }
 
+type SnapshotRecord_Audit struct {
+	Audit *AuditRecord `protobuf:"bytes,21,opt,name=audit,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Kind() {}
 
 func (*SnapshotRecord_App) isSnapshotRecord_Kind() {}
@@ -424,6 +438,8 @@ func (*SnapshotRecord_HistorySummary) isSnapshotRecord_Kind() {}
 func (*SnapshotRecord_Lifecycle) isSnapshotRecord_Kind() {}
 
 func (*SnapshotRecord_Promotion) isSnapshotRecord_Kind() {}
+
+func (*SnapshotRecord_Audit) isSnapshotRecord_Kind() {}
 
 type SnapshotHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -580,7 +596,7 @@ var File_rel_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_rel_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x15rel/v1/snapshot.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x16rel/v1/lifecycle.proto\x1a\x12rel/v1/types.proto\"\xf1\b\n" +
+	"\x15rel/v1/snapshot.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x16rel/v1/lifecycle.proto\x1a\x12rel/v1/audit.proto\x1a\x12rel/v1/types.proto\"\x9e\t\n" +
 	"\x0eSnapshotRecord\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.rel.v1.SnapshotHeaderH\x00R\x06header\x12\x1f\n" +
 	"\x03app\x18\x02 \x01(\v2\v.rel.v1.AppH\x00R\x03app\x127\n" +
@@ -607,7 +623,8 @@ const file_rel_v1_snapshot_proto_rawDesc = "" +
 	"\x12artifact_tombstone\x18\x13 \x01(\v2\x19.rel.v1.ArtifactTombstoneH\x00R\x11artifactTombstone\x12A\n" +
 	"\x0fhistory_summary\x18\x14 \x01(\v2\x16.rel.v1.HistorySummaryH\x00R\x0ehistorySummary\x121\n" +
 	"\tlifecycle\x18\x17 \x01(\v2\x11.rel.v1.LifecycleH\x00R\tlifecycle\x121\n" +
-	"\tpromotion\x18\x18 \x01(\v2\x11.rel.v1.PromotionH\x00R\tpromotionB\x06\n" +
+	"\tpromotion\x18\x18 \x01(\v2\x11.rel.v1.PromotionH\x00R\tpromotion\x12+\n" +
+	"\x05audit\x18\x15 \x01(\v2\x13.rel.v1.AuditRecordH\x00R\x05auditB\x06\n" +
 	"\x04kind\"(\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\"8\n" +
@@ -656,6 +673,7 @@ var file_rel_v1_snapshot_proto_goTypes = []any{
 	(*HistorySummary)(nil),    // 19: rel.v1.HistorySummary
 	(*Lifecycle)(nil),         // 20: rel.v1.Lifecycle
 	(*Promotion)(nil),         // 21: rel.v1.Promotion
+	(*AuditRecord)(nil),       // 22: rel.v1.AuditRecord
 }
 var file_rel_v1_snapshot_proto_depIdxs = []int32{
 	1,  // 0: rel.v1.SnapshotRecord.header:type_name -> rel.v1.SnapshotHeader
@@ -679,11 +697,12 @@ var file_rel_v1_snapshot_proto_depIdxs = []int32{
 	19, // 18: rel.v1.SnapshotRecord.history_summary:type_name -> rel.v1.HistorySummary
 	20, // 19: rel.v1.SnapshotRecord.lifecycle:type_name -> rel.v1.Lifecycle
 	21, // 20: rel.v1.SnapshotRecord.promotion:type_name -> rel.v1.Promotion
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	22, // 21: rel.v1.SnapshotRecord.audit:type_name -> rel.v1.AuditRecord
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_snapshot_proto_init() }
@@ -693,6 +712,7 @@ func file_rel_v1_snapshot_proto_init() {
 	}
 	file_rel_v1_acl_proto_init()
 	file_rel_v1_lifecycle_proto_init()
+	file_rel_v1_audit_proto_init()
 	file_rel_v1_types_proto_init()
 	file_rel_v1_snapshot_proto_msgTypes[0].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
@@ -717,6 +737,7 @@ func file_rel_v1_snapshot_proto_init() {
 		(*SnapshotRecord_HistorySummary)(nil),
 		(*SnapshotRecord_Lifecycle)(nil),
 		(*SnapshotRecord_Promotion)(nil),
+		(*SnapshotRecord_Audit)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
