@@ -250,6 +250,7 @@ run relctl agent list
 step "Building the sample app and uploading it to the cluster"
 ./scripts/bundle.sh 1.0.0 "$WORK/hello-1.0.0.tar.gz" >/dev/null
 ./scripts/bundle.sh 1.1.0 "$WORK/hello-1.1.0.tar.gz" >/dev/null
+./scripts/bundle.sh 1.2.0 "$WORK/hello-1.2.0.tar.gz" >/dev/null
 run relctl app create hello --description "sample HTTP service"
 run relctl env create web --selector role=web --description "every web host"
 run relctl release create hello 1.0.0 --artifact "$WORK/hello-1.0.0.tar.gz" --notes "first cut"
@@ -278,6 +279,37 @@ done
 run relctl history hello
 run relctl agent show web-1
 
+step "Change control: a lifecycle canary -> web, and two approvals (not the release's author) for web"
+run relctl env create canary --selector zone=eu-1 --description "the first host"
+run relctl lifecycle create std --phase canary=canary --phase web=web
+run relctl app update hello --lifecycle std
+run relctl env approval-policy set web --approvals 2 --approver role:approver
+for who in carol:release-creator:approver dave:deployer alice:approver bob:approver; do
+  IFS=: read -r name r1 r2 <<<"$who"
+  relctl acl token create --name "$name" --role "$r1" ${r2:+--role "$r2"} --out "$WORK/$name.token" >/dev/null
+done
+as() { local who=$1; shift; REL_TOKEN_FILE="$WORK/$who.token" relctl "$@"; }
+echo "tokens: carol (release-creator, approver), dave (deployer), alice and bob (approver)"
+as carol release create hello 1.2.0 --artifact "$WORK/hello-1.2.0.tar.gz" --notes "third cut" >/dev/null && echo "carol created hello@1.2.0"
+echo "$ dave: relctl release promote hello@1.2.0 --to web"
+set +e
+as dave release promote hello@1.2.0 --to web; echo "exit code $? (canary first)"
+set -e
+ID=$(as dave release promote hello@1.2.0 --to canary -o json | sed -n 's/^  "id": "\(.*\)",$/\1/p')
+relctl rollout status "$ID" --watch --timeout 60s >/dev/null
+run relctl release status hello@1.2.0
+ID=$(as dave release promote hello@1.2.0 --to web -o json | sed -n 's/^  "id": "\(.*\)",$/\1/p')
+echo "dave promoted hello@1.2.0 to web: rollout $ID"
+run relctl approvals pending
+echo "$ carol: relctl rollout approve $ID"
+set +e
+as carol rollout approve "$ID"; echo "exit code $? (carol created the release)"
+set -e
+echo "$ alice: relctl rollout approve $ID --comment lgtm"; as alice rollout approve "$ID" --comment lgtm
+echo "$ bob: relctl rollout approve $ID"; as bob rollout approve "$ID"
+relctl rollout status "$ID" --watch --timeout 60s >/dev/null
+run relctl rollout status "$ID"
+
 step "Revoking web-3: its stream is closed and its certificate refused"
 run relctl agent revoke web-3 --reason "demo: host decommissioned"
 refused() { grep -q "was revoked" "$WORK/web-3.log"; }
@@ -299,4 +331,4 @@ for n in "${NODES[@]}"; do kill -TERM "${PID[$n]}"; done
 for n in "${NODES[@]}"; do wait "${PID[$n]}" || { echo "demo: $n exited non-zero" >&2; exit 1; }; PID[$n]=""; done
 echo "all servers stopped cleanly"
 echo
-echo "Demo finished: 3 servers, a leader killed and recovered; 3 agents running hello, upgraded from 1.0.0 to 1.1.0."
+echo "Demo finished: 3 servers, a leader killed and recovered; 3 agents running hello, upgraded from 1.0.0 to 1.1.0, then 1.2.0 through a lifecycle and two approvals."
