@@ -67,6 +67,8 @@ type Command struct {
 	//	*Command_DeleteRelease
 	//	*Command_RemoveArtifacts
 	//	*Command_AgentSessions
+	//	*Command_CreateFreeze
+	//	*Command_DeleteFreeze
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -382,6 +384,24 @@ func (x *Command) GetAgentSessions() *AgentSessions {
 	return nil
 }
 
+func (x *Command) GetCreateFreeze() *CreateFreeze {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_CreateFreeze); ok {
+			return x.CreateFreeze
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDeleteFreeze() *DeleteFreeze {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_DeleteFreeze); ok {
+			return x.DeleteFreeze
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -506,6 +526,15 @@ type Command_AgentSessions struct {
 	AgentSessions *AgentSessions `protobuf:"bytes,38,opt,name=agent_sessions,json=agentSessions,proto3,oneof"`
 }
 
+type Command_CreateFreeze struct {
+	// Freeze windows (change control; see freeze.proto).
+	CreateFreeze *CreateFreeze `protobuf:"bytes,51,opt,name=create_freeze,json=createFreeze,proto3,oneof"`
+}
+
+type Command_DeleteFreeze struct {
+	DeleteFreeze *DeleteFreeze `protobuf:"bytes,52,opt,name=delete_freeze,json=deleteFreeze,proto3,oneof"`
+}
+
 func (*Command_CreateApp) isCommand_Kind() {}
 
 func (*Command_CreateEnvironment) isCommand_Kind() {}
@@ -561,6 +590,10 @@ func (*Command_DeleteRelease) isCommand_Kind() {}
 func (*Command_RemoveArtifacts) isCommand_Kind() {}
 
 func (*Command_AgentSessions) isCommand_Kind() {}
+
+func (*Command_CreateFreeze) isCommand_Kind() {}
+
+func (*Command_DeleteFreeze) isCommand_Kind() {}
 
 type CreateApp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2114,7 +2147,7 @@ var File_rel_v1_command_proto protoreflect.FileDescriptor
 
 const file_rel_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\x8e\x0f\n" +
+	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x13rel/v1/freeze.proto\x1a\x12rel/v1/types.proto\"\x88\x10\n" +
 	"\aCommand\x12*\n" +
 	"\x11stamped_unix_nano\x18\x01 \x01(\x03R\x0fstampedUnixNano\x12\x1d\n" +
 	"\n" +
@@ -2150,7 +2183,9 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\rremove_agents\x18# \x01(\v2\x14.rel.v1.RemoveAgentsH\x00R\fremoveAgents\x12>\n" +
 	"\x0edelete_release\x18$ \x01(\v2\x15.rel.v1.DeleteReleaseH\x00R\rdeleteRelease\x12D\n" +
 	"\x10remove_artifacts\x18% \x01(\v2\x17.rel.v1.RemoveArtifactsH\x00R\x0fremoveArtifacts\x12>\n" +
-	"\x0eagent_sessions\x18& \x01(\v2\x15.rel.v1.AgentSessionsH\x00R\ragentSessionsB\x06\n" +
+	"\x0eagent_sessions\x18& \x01(\v2\x15.rel.v1.AgentSessionsH\x00R\ragentSessions\x12;\n" +
+	"\rcreate_freeze\x183 \x01(\v2\x14.rel.v1.CreateFreezeH\x00R\fcreateFreeze\x12;\n" +
+	"\rdelete_freeze\x184 \x01(\v2\x14.rel.v1.DeleteFreezeH\x00R\fdeleteFreezeB\x06\n" +
 	"\x04kindJ\x04\b\x13\x10\x14\"*\n" +
 	"\tCreateApp\x12\x1d\n" +
 	"\x03app\x18\x01 \x01(\v2\v.rel.v1.AppR\x03app\"J\n" +
@@ -2296,18 +2331,20 @@ var file_rel_v1_command_proto_goTypes = []any{
 	(*DeleteRelease)(nil),     // 27: rel.v1.DeleteRelease
 	(*RemoveArtifacts)(nil),   // 28: rel.v1.RemoveArtifacts
 	(*Actor)(nil),             // 29: rel.v1.Actor
-	(*App)(nil),               // 30: rel.v1.App
-	(*Environment)(nil),       // 31: rel.v1.Environment
-	(*Release)(nil),           // 32: rel.v1.Release
-	(*Server)(nil),            // 33: rel.v1.Server
-	(*Agent)(nil),             // 34: rel.v1.Agent
-	(*AppReport)(nil),         // 35: rel.v1.AppReport
-	(*Rollout)(nil),           // 36: rel.v1.Rollout
-	(*Desired)(nil),           // 37: rel.v1.Desired
-	(*RolloutEvent)(nil),      // 38: rel.v1.RolloutEvent
-	(*ACLToken)(nil),          // 39: rel.v1.ACLToken
-	(*JoinToken)(nil),         // 40: rel.v1.JoinToken
-	(*AgentRevocation)(nil),   // 41: rel.v1.AgentRevocation
+	(*CreateFreeze)(nil),      // 30: rel.v1.CreateFreeze
+	(*DeleteFreeze)(nil),      // 31: rel.v1.DeleteFreeze
+	(*App)(nil),               // 32: rel.v1.App
+	(*Environment)(nil),       // 33: rel.v1.Environment
+	(*Release)(nil),           // 34: rel.v1.Release
+	(*Server)(nil),            // 35: rel.v1.Server
+	(*Agent)(nil),             // 36: rel.v1.Agent
+	(*AppReport)(nil),         // 37: rel.v1.AppReport
+	(*Rollout)(nil),           // 38: rel.v1.Rollout
+	(*Desired)(nil),           // 39: rel.v1.Desired
+	(*RolloutEvent)(nil),      // 40: rel.v1.RolloutEvent
+	(*ACLToken)(nil),          // 41: rel.v1.ACLToken
+	(*JoinToken)(nil),         // 42: rel.v1.JoinToken
+	(*AgentRevocation)(nil),   // 43: rel.v1.AgentRevocation
 }
 var file_rel_v1_command_proto_depIdxs = []int32{
 	29, // 0: rel.v1.Command.actor:type_name -> rel.v1.Actor
@@ -2339,33 +2376,35 @@ var file_rel_v1_command_proto_depIdxs = []int32{
 	27, // 26: rel.v1.Command.delete_release:type_name -> rel.v1.DeleteRelease
 	28, // 27: rel.v1.Command.remove_artifacts:type_name -> rel.v1.RemoveArtifacts
 	10, // 28: rel.v1.Command.agent_sessions:type_name -> rel.v1.AgentSessions
-	30, // 29: rel.v1.CreateApp.app:type_name -> rel.v1.App
-	31, // 30: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
-	31, // 31: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
-	32, // 32: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
-	33, // 33: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
-	34, // 34: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
-	35, // 35: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
-	8,  // 36: rel.v1.AgentSessions.up:type_name -> rel.v1.AgentUp
-	9,  // 37: rel.v1.AgentSessions.down:type_name -> rel.v1.AgentDown
-	35, // 38: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
-	11, // 39: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
-	36, // 40: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
-	37, // 41: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
-	38, // 42: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
-	36, // 43: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
-	37, // 44: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
-	38, // 45: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
-	13, // 46: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
-	39, // 47: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
-	39, // 48: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
-	40, // 49: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
-	41, // 50: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
-	51, // [51:51] is the sub-list for method output_type
-	51, // [51:51] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	30, // 29: rel.v1.Command.create_freeze:type_name -> rel.v1.CreateFreeze
+	31, // 30: rel.v1.Command.delete_freeze:type_name -> rel.v1.DeleteFreeze
+	32, // 31: rel.v1.CreateApp.app:type_name -> rel.v1.App
+	33, // 32: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
+	33, // 33: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
+	34, // 34: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
+	35, // 35: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
+	36, // 36: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
+	37, // 37: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
+	8,  // 38: rel.v1.AgentSessions.up:type_name -> rel.v1.AgentUp
+	9,  // 39: rel.v1.AgentSessions.down:type_name -> rel.v1.AgentDown
+	37, // 40: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
+	11, // 41: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
+	38, // 42: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
+	39, // 43: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
+	40, // 44: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
+	38, // 45: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
+	39, // 46: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
+	40, // 47: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
+	13, // 48: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
+	41, // 49: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
+	41, // 50: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
+	42, // 51: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
+	43, // 52: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
+	53, // [53:53] is the sub-list for method output_type
+	53, // [53:53] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_command_proto_init() }
@@ -2374,6 +2413,7 @@ func file_rel_v1_command_proto_init() {
 		return
 	}
 	file_rel_v1_acl_proto_init()
+	file_rel_v1_freeze_proto_init()
 	file_rel_v1_types_proto_init()
 	file_rel_v1_command_proto_msgTypes[0].OneofWrappers = []any{
 		(*Command_CreateApp)(nil),
@@ -2404,6 +2444,8 @@ func file_rel_v1_command_proto_init() {
 		(*Command_DeleteRelease)(nil),
 		(*Command_RemoveArtifacts)(nil),
 		(*Command_AgentSessions)(nil),
+		(*Command_CreateFreeze)(nil),
+		(*Command_DeleteFreeze)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

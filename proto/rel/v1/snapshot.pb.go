@@ -47,6 +47,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Request
 	//	*SnapshotRecord_ArtifactTombstone
 	//	*SnapshotRecord_HistorySummary
+	//	*SnapshotRecord_FreezeWindow
 	Kind          isSnapshotRecord_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -269,6 +270,15 @@ func (x *SnapshotRecord) GetHistorySummary() *HistorySummary {
 	return nil
 }
 
+func (x *SnapshotRecord) GetFreezeWindow() *FreezeWindow {
+	if x != nil {
+		if x, ok := x.Kind.(*SnapshotRecord_FreezeWindow); ok {
+			return x.FreezeWindow
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Kind interface {
 	isSnapshotRecord_Kind()
 }
@@ -353,6 +363,10 @@ type SnapshotRecord_HistorySummary struct {
 	HistorySummary *HistorySummary `protobuf:"bytes,20,opt,name=history_summary,json=historySummary,proto3,oneof"`
 }
 
+type SnapshotRecord_FreezeWindow struct {
+	FreezeWindow *FreezeWindow `protobuf:"bytes,27,opt,name=freeze_window,json=freezeWindow,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Kind() {}
 
 func (*SnapshotRecord_App) isSnapshotRecord_Kind() {}
@@ -392,6 +406,8 @@ func (*SnapshotRecord_Request) isSnapshotRecord_Kind() {}
 func (*SnapshotRecord_ArtifactTombstone) isSnapshotRecord_Kind() {}
 
 func (*SnapshotRecord_HistorySummary) isSnapshotRecord_Kind() {}
+
+func (*SnapshotRecord_FreezeWindow) isSnapshotRecord_Kind() {}
 
 type SnapshotHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -548,7 +564,7 @@ var File_rel_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_rel_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x15rel/v1/snapshot.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x12rel/v1/types.proto\"\x8b\b\n" +
+	"\x15rel/v1/snapshot.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x13rel/v1/freeze.proto\x1a\x12rel/v1/types.proto\"\xc8\b\n" +
 	"\x0eSnapshotRecord\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.rel.v1.SnapshotHeaderH\x00R\x06header\x12\x1f\n" +
 	"\x03app\x18\x02 \x01(\v2\v.rel.v1.AppH\x00R\x03app\x127\n" +
@@ -573,7 +589,8 @@ const file_rel_v1_snapshot_proto_rawDesc = "" +
 	"\x04meta\x18\x11 \x01(\v2\x12.rel.v1.MetaRecordH\x00R\x04meta\x121\n" +
 	"\arequest\x18\x12 \x01(\v2\x15.rel.v1.RequestRecordH\x00R\arequest\x12J\n" +
 	"\x12artifact_tombstone\x18\x13 \x01(\v2\x19.rel.v1.ArtifactTombstoneH\x00R\x11artifactTombstone\x12A\n" +
-	"\x0fhistory_summary\x18\x14 \x01(\v2\x16.rel.v1.HistorySummaryH\x00R\x0ehistorySummaryB\x06\n" +
+	"\x0fhistory_summary\x18\x14 \x01(\v2\x16.rel.v1.HistorySummaryH\x00R\x0ehistorySummary\x12;\n" +
+	"\rfreeze_window\x18\x1b \x01(\v2\x14.rel.v1.FreezeWindowH\x00R\ffreezeWindowB\x06\n" +
 	"\x04kind\"(\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\"8\n" +
@@ -620,6 +637,7 @@ var file_rel_v1_snapshot_proto_goTypes = []any{
 	(*RequestRecord)(nil),     // 17: rel.v1.RequestRecord
 	(*ArtifactTombstone)(nil), // 18: rel.v1.ArtifactTombstone
 	(*HistorySummary)(nil),    // 19: rel.v1.HistorySummary
+	(*FreezeWindow)(nil),      // 20: rel.v1.FreezeWindow
 }
 var file_rel_v1_snapshot_proto_depIdxs = []int32{
 	1,  // 0: rel.v1.SnapshotRecord.header:type_name -> rel.v1.SnapshotHeader
@@ -641,11 +659,12 @@ var file_rel_v1_snapshot_proto_depIdxs = []int32{
 	17, // 16: rel.v1.SnapshotRecord.request:type_name -> rel.v1.RequestRecord
 	18, // 17: rel.v1.SnapshotRecord.artifact_tombstone:type_name -> rel.v1.ArtifactTombstone
 	19, // 18: rel.v1.SnapshotRecord.history_summary:type_name -> rel.v1.HistorySummary
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	20, // 19: rel.v1.SnapshotRecord.freeze_window:type_name -> rel.v1.FreezeWindow
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_snapshot_proto_init() }
@@ -654,6 +673,7 @@ func file_rel_v1_snapshot_proto_init() {
 		return
 	}
 	file_rel_v1_acl_proto_init()
+	file_rel_v1_freeze_proto_init()
 	file_rel_v1_types_proto_init()
 	file_rel_v1_snapshot_proto_msgTypes[0].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
@@ -676,6 +696,7 @@ func file_rel_v1_snapshot_proto_init() {
 		(*SnapshotRecord_Request)(nil),
 		(*SnapshotRecord_ArtifactTombstone)(nil),
 		(*SnapshotRecord_HistorySummary)(nil),
+		(*SnapshotRecord_FreezeWindow)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

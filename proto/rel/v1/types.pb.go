@@ -1464,12 +1464,21 @@ type Rollout struct {
 	RequestedBy *Actor `protobuf:"bytes,24,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
 	// standard, normal or emergency (see StartRolloutRequest); empty for
 	// rollouts made before change types, and for the leader's own.
-	ChangeType    string `protobuf:"bytes,25,opt,name=change_type,json=changeType,proto3" json:"change_type,omitempty"`
-	ChangeReason  string `protobuf:"bytes,26,opt,name=change_reason,json=changeReason,proto3" json:"change_reason,omitempty"`
-	CreateIndex   uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
-	ModifyIndex   uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ChangeType   string `protobuf:"bytes,25,opt,name=change_type,json=changeType,proto3" json:"change_type,omitempty"`
+	ChangeReason string `protobuf:"bytes,26,opt,name=change_reason,json=changeReason,proto3" json:"change_reason,omitempty"`
+	// The freeze window an emergency deploy overrode (it started inside
+	// it); "" when none. Set by the FSM when it creates the rollout.
+	FreezeOverridden string `protobuf:"bytes,35,opt,name=freeze_overridden,json=freezeOverridden,proto3" json:"freeze_overridden,omitempty"`
+	// The freeze window that paused this rollout between waves (state
+	// paused); the engine resumes it when the freeze ends. "" otherwise.
+	PausedByFreeze string `protobuf:"bytes,36,opt,name=paused_by_freeze,json=pausedByFreeze,proto3" json:"paused_by_freeze,omitempty"`
+	// While frozen or paused by a freeze: when the freeze ends, as last
+	// decided (overlapping windows taken together).
+	FrozenUntilUnixNano int64  `protobuf:"varint,37,opt,name=frozen_until_unix_nano,json=frozenUntilUnixNano,proto3" json:"frozen_until_unix_nano,omitempty"`
+	CreateIndex         uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex         uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Rollout) Reset() {
@@ -1668,6 +1677,27 @@ func (x *Rollout) GetChangeReason() string {
 		return x.ChangeReason
 	}
 	return ""
+}
+
+func (x *Rollout) GetFreezeOverridden() string {
+	if x != nil {
+		return x.FreezeOverridden
+	}
+	return ""
+}
+
+func (x *Rollout) GetPausedByFreeze() string {
+	if x != nil {
+		return x.PausedByFreeze
+	}
+	return ""
+}
+
+func (x *Rollout) GetFrozenUntilUnixNano() int64 {
+	if x != nil {
+		return x.FrozenUntilUnixNano
+	}
+	return 0
 }
 
 func (x *Rollout) GetCreateIndex() uint64 {
@@ -2435,7 +2465,7 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\x14dispatched_unix_nano\x18\x06 \x01(\x03R\x12dispatchedUnixNano\x12,\n" +
 	"\x12finished_unix_nano\x18\a \x01(\x03R\x10finishedUnixNano\x12%\n" +
 	"\x0etarget_version\x18\b \x01(\tR\rtargetVersion\x12\x14\n" +
-	"\x05phase\x18\t \x01(\tR\x05phase\"\x9c\a\n" +
+	"\x05phase\x18\t \x01(\tR\x05phase\"\xa8\b\n" +
 	"\aRollout\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x12\x18\n" +
@@ -2465,7 +2495,10 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\frequested_by\x18\x18 \x01(\v2\r.rel.v1.ActorR\vrequestedBy\x12\x1f\n" +
 	"\vchange_type\x18\x19 \x01(\tR\n" +
 	"changeType\x12#\n" +
-	"\rchange_reason\x18\x1a \x01(\tR\fchangeReason\x12!\n" +
+	"\rchange_reason\x18\x1a \x01(\tR\fchangeReason\x12+\n" +
+	"\x11freeze_overridden\x18# \x01(\tR\x10freezeOverridden\x12(\n" +
+	"\x10paused_by_freeze\x18$ \x01(\tR\x0epausedByFreeze\x123\n" +
+	"\x16frozen_until_unix_nano\x18% \x01(\x03R\x13frozenUntilUnixNano\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\xfd\x01\n" +
 	"\fRolloutEvent\x12\x1d\n" +
