@@ -187,6 +187,10 @@ func Describe(cmd *relv1.Command) (kind, target string) {
 		target = k.UseJoinToken.GetAgentId()
 	case *relv1.Command_RevokeAgent:
 		target = k.RevokeAgent.GetRevocation().GetAgentId()
+	case *relv1.Command_CreateFreeze:
+		target = k.CreateFreeze.GetWindow().GetName()
+	case *relv1.Command_DeleteFreeze:
+		target = k.DeleteFreeze.GetName()
 	case *relv1.Command_RegisterServer:
 		target = k.RegisterServer.GetServer().GetId()
 	case *relv1.Command_DeregisterServer:
@@ -297,6 +301,14 @@ func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
 	case *relv1.Command_RemoveArtifacts:
 		_, err := f.store.RemoveArtifacts(index, cmd.GetStampedUnixNano(), k.RemoveArtifacts.GetDigests())
 		return err
+	case *relv1.Command_CreateFreeze:
+		w := k.CreateFreeze.GetWindow()
+		if a := cmd.GetActor(); a != nil && w != nil {
+			w.CreatedBy = a
+		}
+		return f.store.CreateFreeze(index, w)
+	case *relv1.Command_DeleteFreeze:
+		return f.store.DeleteFreeze(index, k.DeleteFreeze.GetName())
 	default:
 		// Same reasoning as an undecodable entry: a newer leader wrote a
 		// command this build does not know. Upgrade servers before using

@@ -50,7 +50,15 @@ func createRollout(txn *memdb.Txn, index uint64, r *relv1.Rollout, desired []*re
 			orig = raw.(*relv1.Rollout)
 		}
 	}
-	if r.GetState() != rollout.StateQueued {
+	// Change control: a deploy inside a freeze is held (frozen), whatever
+	// the accepting server saw, decided at the time it stamped.
+	r, desired, events, err := freezeAtCreate(txn, r, desired, events)
+	if err != nil {
+		return err
+	}
+	// Queued and frozen rollouts wait: what blocks them is looked at when
+	// they leave the queue.
+	if r.GetState() != rollout.StateQueued && r.GetState() != rollout.StateFrozen {
 		if o, shared, err := blocker(txn, r); err != nil {
 			return err
 		} else if o != nil {
@@ -149,7 +157,7 @@ func (s *Store) StepRollout(index uint64, r *relv1.Rollout, hostsDelta bool, exp
 		return err
 	}
 	row.CreateIndex, row.ModifyIndex = cur.GetCreateIndex(), index
-	if cur.GetState() == rollout.StateQueued && row.GetState() != rollout.StateQueued {
+	if waiting(cur.GetState()) && !waiting(row.GetState()) {
 		// Leaving the queue: what blocked it must be gone in this very
 		// entry, not just when the engine looked.
 		if o, shared, err := blocker(txn, row); err != nil {
@@ -184,6 +192,12 @@ func (s *Store) StepRollout(index uint64, r *relv1.Rollout, hostsDelta bool, exp
 	}
 	txn.Commit()
 	return nil
+}
+
+// waiting reports whether a rollout in state st has not started: queued,
+// or held by change control. What blocks it is checked when it leaves.
+func waiting(st string) bool {
+	return st == rollout.StateQueued || st == rollout.StateFrozen || st == rollout.StateAwaitingApproval
 }
 
 // endReverted ends the rollout a finished rollback reverted.

@@ -36,6 +36,9 @@ const (
 	tableMeta             = "meta"
 )
 
+// TableFreezes holds the freeze windows (change control), by name.
+const TableFreezes = "freezes"
+
 // TableArtifactTombstones holds the blobs artifact GC passes removed.
 const TableArtifactTombstones = "artifact_tombstones"
 
@@ -158,6 +161,12 @@ func schema() *memdb.DBSchema {
 					"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "AccessorId"}},
 					// Requests are authenticated by looking the secret's hash up.
 					"secret": {Name: "secret", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "SecretHash"}},
+				},
+			},
+			TableFreezes: {
+				Name: TableFreezes,
+				Indexes: map[string]*memdb.IndexSchema{
+					"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Name"}},
 				},
 			},
 			TableJoinTokens: {

@@ -266,7 +266,7 @@ func TestHistoryIDsArePrefixes(t *testing.T) {
 
 // writeKinds is how many kinds of write writeKind knows: one or more for
 // every table, so the snapshot property test covers them all.
-const writeKinds = 22
+const writeKinds = 23
 
 // writeKind is one write of the snapshot property test, picked by kind,
 // with the names drawn for it. srv doubles as an agent id and a session.
@@ -346,6 +346,9 @@ func writeKind(s *Store, kind int, idx uint64, app, ver, env, srv string) error 
 		return err
 	case 20:
 		return s.DeleteRelease(idx, app, ver)
+	case 21:
+		return s.CreateFreeze(idx, &relv1.FreezeWindow{Name: "f-" + app + env, Apps: []string{app}, Environments: []string{env},
+			StartUnixNano: at, EndUnixNano: at + int64(time.Hour), CreatedUnixNano: at})
 	default:
 		// What the FSM does for a command with a request id: expire, look
 		// up, record (with a small TTL and cap, so both evict).
@@ -366,7 +369,7 @@ func TestSnapshotCoversEveryTable(t *testing.T) {
 	a := New()
 	idx := uint64(0)
 	for kind := 0; kind < writeKinds; kind++ {
-		if kind == 4 || kind == 7 || kind == 10 || kind == 13 || kind >= 17 && kind <= 20 {
+		if kind == 4 || kind == 7 || kind == 10 || kind == 13 || kind >= 17 && kind <= 21 {
 			continue // deletions and controls: run below, after the rows exist
 		}
 		idx++
@@ -374,7 +377,7 @@ func TestSnapshotCoversEveryTable(t *testing.T) {
 			t.Fatalf("write kind %d: %v", kind, err)
 		}
 	}
-	for _, kind := range []int{10, 7, 17, 18} {
+	for _, kind := range []int{10, 7, 17, 18, 21} {
 		idx++
 		if err := writeKind(a, kind, idx, "web", "1.0.0", "prod", "s1"); err != nil {
 			t.Fatalf("write kind %d: %v", kind, err)
