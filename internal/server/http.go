@@ -51,6 +51,7 @@ func (s *Server) setupGRPC() {
 	relv1.RegisterArtifactServiceServer(s.grpcSrv, &artifactService{s: s})
 	relv1.RegisterACLServiceServer(s.grpcSrv, &aclService{s: s})
 	relv1.RegisterEnrollServiceServer(s.grpcSrv, &enrollService{s: s})
+	relv1.RegisterFreezeServiceServer(s.grpcSrv, &freezeService{s: s})
 }
 
 // healthResponse is the body of GET /v1/health. Field names are part of the

@@ -127,6 +127,9 @@ func (c *controlService) StartRollout(ctx context.Context, req *relv1.StartRollo
 	if err != nil {
 		return nil, specStatus(err)
 	}
+	if err := checkChangeType(req); err != nil {
+		return nil, err
+	}
 	// The plan is made from a current view: on the leader after a barrier.
 	if conn, err := s.leaderTarget(ctx); err != nil {
 		return nil, err
@@ -168,16 +171,30 @@ func (c *controlService) StartRollout(ctx context.Context, req *relv1.StartRollo
 		}
 		msg += fmt.Sprintf("; skipped %d disconnected agents: %s", len(ids), strings.Join(ids, ", "))
 	}
-	b, shared, err := s.store.Blocker(ro)
+	ro.ChangeType, ro.ChangeReason = req.GetChangeType(), req.GetChangeReason()
+	// Change control: a deploy inside a freeze is held (frozen) instead of
+	// starting or queueing; it goes on by itself when the freeze ends.
+	ro, events, held, err := s.holdForFreeze(ro, []*relv1.RolloutEvent{{RolloutId: ro.GetId(), Seq: 1, AtUnixNano: now.UnixNano(), Type: rollout.EventStarted, Message: msg}}, now)
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	var (
+		b      *relv1.Rollout
+		shared []string
+	)
+	if !held {
+		if b, shared, err = s.store.Blocker(ro); err != nil {
+			return nil, toStatus(err)
+		}
 	}
 	if b != nil && !req.GetQueue() {
 		return nil, toStatus(state.BlockedError(b, shared))
 	}
-	d := rollout.Start(ro, msg, b.GetId(), engine.Observe(s.store, ro), now)
-	ro = d.Rollout
-	events := d.Events
+	var d rollout.Decision
+	if !held {
+		d = rollout.Start(ro, msg, b.GetId(), engine.Observe(s.store, ro), now)
+		ro, events = d.Rollout, d.Events
+	}
 	var desired []*relv1.Desired
 	if len(d.Dispatch) > 0 {
 		rows, err := engine.DesiredRows(s.store, ro, d.Dispatch)
@@ -200,8 +217,28 @@ func (c *controlService) StartRollout(ctx context.Context, req *relv1.StartRollo
 	}
 	idx := a.Index
 	ro.CreateIndex, ro.ModifyIndex = idx, idx
-	s.logger.Info("rollout started", "rollout", ro.GetId(), "msg", msg)
+	s.logger.Info("rollout started", "rollout", ro.GetId(), "state", ro.GetState(), "msg", msg)
+	// The FSM may have decided otherwise (a freeze created meanwhile):
+	// answer with the row it stored.
+	if stored, err := s.readAfter(ctx, idx, ro.GetId()); err == nil {
+		ro = stored
+	}
 	return &relv1.StartRolloutResponse{Rollout: ro, Index: idx}, nil
+}
+
+// checkChangeType checks a StartRollout's change type: empty (normal),
+// standard, normal or emergency, and an emergency names its reason.
+func checkChangeType(req *relv1.StartRolloutRequest) error {
+	switch req.GetChangeType() {
+	case "", rollout.ChangeStandard, rollout.ChangeNormal:
+	case rollout.ChangeEmergency:
+		if strings.TrimSpace(req.GetChangeReason()) == "" {
+			return status.Error(codes.InvalidArgument, "an emergency change needs a reason: add --reason TEXT saying why it cannot wait")
+		}
+	default:
+		return status.Errorf(codes.InvalidArgument, "change type %q: use standard, normal or emergency", req.GetChangeType())
+	}
+	return toStatus(validate.Description(req.GetChangeReason()))
 }
 
 func (c *controlService) PlanRollout(ctx context.Context, req *relv1.PlanRolloutRequest) (*relv1.PlanRolloutResponse, error) {

@@ -164,8 +164,8 @@ func validCommands() map[string]*relv1.Command {
 		"create_join_token": cmd(&relv1.Command_CreateJoinToken{CreateJoinToken: &relv1.CreateJoinToken{Token: testJoinToken()}}),
 		"use_join_token":    cmd(&relv1.Command_UseJoinToken{UseJoinToken: &relv1.UseJoinToken{SecretHash: testHash, AgentId: "web-1", AtUnixNano: 1}}),
 		"delete_join_token": cmd(&relv1.Command_DeleteJoinToken{DeleteJoinToken: &relv1.DeleteJoinToken{AccessorId: testAccessor}}),
-		"create_freeze": cmd(&relv1.Command_CreateFreeze{CreateFreeze: &relv1.CreateFreeze{Window: testFreeze()}}),
-		"delete_freeze": cmd(&relv1.Command_DeleteFreeze{DeleteFreeze: &relv1.DeleteFreeze{Name: "weekend"}}),
+		"create_freeze":     cmd(&relv1.Command_CreateFreeze{CreateFreeze: &relv1.CreateFreeze{Window: testFreeze()}}),
+		"delete_freeze":     cmd(&relv1.Command_DeleteFreeze{DeleteFreeze: &relv1.DeleteFreeze{Name: "weekend"}}),
 		"revoke_agent": cmd(&relv1.Command_RevokeAgent{RevokeAgent: &relv1.RevokeAgent{Revocation: &relv1.AgentRevocation{
 			AgentId: "web-1", RevokedUnixNano: 1, RevokedBy: "client test-admin", Reason: "host stolen"}}}),
 	}
