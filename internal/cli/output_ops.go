@@ -57,6 +57,14 @@ type rolloutJSON struct {
 	FinishedAt     string            `json:"finished_at"`
 	CreateIndex    uint64            `json:"create_index"`
 	ModifyIndex    uint64            `json:"modify_index"`
+	// Change control: the change type and reason, the freeze window an
+	// emergency overrode, the one that paused it, and when the freeze
+	// holding it ends.
+	ChangeType       string `json:"change_type,omitempty"`
+	ChangeReason     string `json:"change_reason,omitempty"`
+	FreezeOverridden string `json:"freeze_overridden,omitempty"`
+	PausedByFreeze   string `json:"paused_by_freeze,omitempty"`
+	FrozenUntil      string `json:"frozen_until,omitempty"`
 }
 
 type rolloutHostStatusJSON struct {
@@ -181,6 +189,12 @@ func toRolloutJSON(r *relv1.Rollout) rolloutJSON {
 		FinishedAt:     jsonTime(r.GetFinishedUnixNano()),
 		CreateIndex:    r.GetCreateIndex(),
 		ModifyIndex:    r.GetModifyIndex(),
+
+		ChangeType:       r.GetChangeType(),
+		ChangeReason:     r.GetChangeReason(),
+		FreezeOverridden: r.GetFreezeOverridden(),
+		PausedByFreeze:   r.GetPausedByFreeze(),
+		FrozenUntil:      formatTime(r.GetFrozenUntilUnixNano(), time.RFC3339),
 	}
 	for _, h := range r.GetHosts() {
 		out.Hosts = append(out.Hosts, rolloutHostJSON{
@@ -332,9 +346,14 @@ func (p printer) rolloutStarted(r *relv1.Rollout, index uint64) error {
 		waves = fmt.Sprintf(" in %d waves", n)
 	}
 	verb, why := "started", ""
-	if r.GetState() == stateQueued {
+	switch {
+	case r.GetState() == stateQueued:
 		// Queued behind a rollout holding some of its hosts: say whom.
 		verb, why = "queued", "; "+cell(r.GetReason())+": it starts when that rollout ends"
+	case r.GetState() == "frozen":
+		verb, why = "frozen", "; "+cell(r.GetReason())+": it starts by itself when the freeze ends"
+	case r.GetFreezeOverridden() != "":
+		why = "; emergency change: overrides freeze window " + cell(r.GetFreezeOverridden())
 	}
 	if _, err := fmt.Fprintf(p.w, "%s rollout %s: %s@%s to %s, %d host%s%s (index %d)%s\n",
 		verb, cell(r.GetId()), cell(r.GetApp()), cell(r.GetVersion()), cell(r.GetEnvironment()),
@@ -377,6 +396,9 @@ func (p printer) rolloutStatusWithEvents(s *relv1.RolloutStatus, events []*relv1
 			{"Finished", formatTime(r.GetFinishedUnixNano(), time.RFC3339)},
 			{"Reason", r.GetReason()},
 		} {
+			fmt.Fprintf(tw, "%s:\t%s\n", kv[0], cell(kv[1]))
+		}
+		for _, kv := range changeControlLines(r) {
 			fmt.Fprintf(tw, "%s:\t%s\n", kv[0], cell(kv[1]))
 		}
 	})
@@ -812,4 +834,18 @@ func writeIndented(b *strings.Builder, s string) {
 	for line := range strings.Lines(s) {
 		b.WriteString(strings.TrimRight("  "+strings.TrimSuffix(line, "\n"), " \t") + "\n")
 	}
+}
+
+// changeControlLines are the rollout status lines of change control,
+// shown only when they say something: the change type and why, the freeze
+// an emergency overrode.
+func changeControlLines(r *relv1.Rollout) [][2]string {
+	var out [][2]string
+	if t := r.GetChangeType(); t != "" {
+		out = append(out, [2]string{"Change", joinNonEmpty(": ", t, r.GetChangeReason())})
+	}
+	if w := r.GetFreezeOverridden(); w != "" {
+		out = append(out, [2]string{"Freeze", "overrode freeze window " + w + " (emergency change)"})
+	}
+	return out
 }

@@ -94,10 +94,12 @@ Hosts keep what they run; "relctl rollout rollback ID" takes them back.`,
 
 func (r *runner) rolloutStartCommand() *cobra.Command {
 	var (
-		env   string
-		queue bool
-		flags specFlags
-		cmd   *cobra.Command
+		env       string
+		queue     bool
+		emergency bool
+		reason    string
+		flags     specFlags
+		cmd       *cobra.Command
 	)
 	cmd = &cobra.Command{
 		Use:   "start APP@VERSION --env ENV [--strategy all-at-once|rolling|canary] [--queue] [flags]",
@@ -114,9 +116,15 @@ the start is refused with that rollout's id; with --queue the rollout is
 created "queued" instead and starts by itself when the other one (and any
 rollout queued before it over the same hosts) has ended.
 
+Inside a freeze window over APP and ENV ("relctl freeze status --env ENV
+--app APP") the rollout is created "frozen" instead and starts by itself
+when the freeze ends. --emergency --reason TEXT overrides the freeze: the
+rollout starts now and records the window it overrode.
+
 ` + specHelp,
 		Example: specExamples("start") + `
   relctl rollout start web@1.2.4 --env prod-eu --queue   # after the prod rollout
+  relctl rollout start web@1.2.5 --env prod --emergency --reason 'CVE-2026-1234 hotfix'
   id=$(relctl rollout start web@1.2.3 --env prod -o json | jq -r .id)
   relctl rollout status "$id" --watch`,
 		Args:              exactArgs("APP@VERSION"),
@@ -130,6 +138,7 @@ rollout queued before it over the same hosts) has ended.
 			_, err = r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
 				resp, err = relv1.NewControlServiceClient(cc).StartRollout(ctx, &relv1.StartRolloutRequest{
 					App: app, Version: version, Environment: env, Spec: spec, Queue: queue,
+					ChangeType: changeType(emergency), ChangeReason: reason,
 				}, opts...)
 				return err
 			})
@@ -141,6 +150,7 @@ rollout queued before it over the same hosts) has ended.
 	}
 	r.targetFlags(cmd, &env, &flags)
 	cmd.Flags().BoolVar(&queue, "queue", false, "when an active rollout of the app holds some of these hosts, wait for it (state queued) instead of being refused")
+	freezeFlags(cmd, &emergency, &reason)
 	return cmd
 }
 

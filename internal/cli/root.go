@@ -285,6 +285,7 @@ Every failure prints one line, "relctl: <message>", on stderr.
 		r.releaseCommand(),
 		r.artifactCommand(),
 		r.rolloutCommand(),
+		r.freezeCommand(),
 		r.agentCommand(),
 		r.historyCommand(),
 		r.statusCommand(),
