@@ -45,6 +45,12 @@ func blocker(txn *memdb.Txn, r *relv1.Rollout) (*relv1.Rollout, []string, error)
 		if o.GetState() == rollout.StateQueued && r.GetCreateIndex() != 0 && o.GetCreateIndex() > r.GetCreateIndex() {
 			continue // behind r in the queue (a new r has no index yet: it may not jump the queue)
 		}
+		if o.GetState() == rollout.StateFrozen && (r.GetKind() == rollout.KindRollback || !rollout.FreezeApplies(r)) {
+			// A freeze never holds back a rollback, a catch-up or an
+			// emergency change: the frozen rollout waits for them in turn
+			// once its freeze ends (it is queued then).
+			continue
+		}
 		if o.GetState() == rollout.StateQueued && r.GetKind() == rollout.KindRollback {
 			// A rollback never waits for a queued rollout: it takes back
 			// what an active one did (an automatic one is decided in the
