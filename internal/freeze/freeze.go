@@ -149,7 +149,7 @@ func Validate(w *relv1.FreezeWindow, now time.Time) error {
 		case !end.After(start):
 			return invalid("end %s is not after start %s", end.UTC().Format(time.RFC3339), start.UTC().Format(time.RFC3339))
 		case end.Sub(start) > MaxLength:
-			return invalid("the window lasts %s, longer than a year: freeze at most a year at a time", end.Sub(start).Round(time.Hour))
+			return invalid("the window lasts %s, longer than a year: freeze at most a year at a time", days(end.Sub(start)))
 		case !end.After(now):
 			return invalid("end %s is in the past: the window would never be in force", end.UTC().Format(time.RFC3339))
 		}
@@ -167,9 +167,14 @@ func Validate(w *relv1.FreezeWindow, now time.Time) error {
 		return invalid("cron end %q never comes after a start within five years", w.GetCronEnd())
 	}
 	if e.Sub(s) > MaxLength {
-		return invalid("each freeze would last %s (from %s to %s), longer than a year: freeze at most a year at a time", e.Sub(s).Round(time.Hour), s.Format(time.RFC3339), e.Format(time.RFC3339))
+		return invalid("each freeze would last %s (from %s to %s), longer than a year: freeze at most a year at a time", days(e.Sub(s)), s.Format(time.RFC3339), e.Format(time.RFC3339))
 	}
 	return nil
+}
+
+// days says a long duration for people: "395 days".
+func days(d time.Duration) string {
+	return fmt.Sprintf("%.0f days", d.Hours()/24)
 }
 
 // Covers reports whether a window's scope includes app in env. App "" asks
@@ -319,7 +324,11 @@ func FormatTime(w *relv1.FreezeWindow, t time.Time) string {
 	if w.GetTimeZone() == "" {
 		name = "UTC"
 	}
-	return t.In(loc).Format("Mon 2 Jan 15:04") + " " + name
+	layout := "Mon 2 Jan 15:04"
+	if t.Second() != 0 {
+		layout += ":05" // a short window's end, to the second
+	}
+	return t.In(loc).Format(layout) + " " + name
 }
 
 // Hold is the reason a held rollout shows: "freeze black-friday until Mon

@@ -63,7 +63,7 @@ func Hold(cur *relv1.Rollout, events []*relv1.RolloutEvent, reason string, until
 // blocks). It changes r and returns the event.
 func ReleaseFrozen(r *relv1.Rollout, needsApproval bool, at time.Time) *relv1.RolloutEvent {
 	r.Reason, r.FrozenUntilUnixNano = "", 0
-	msg := "the freeze ended: "
+	msg := "no freeze holds it any more: "
 	if needsApproval {
 		r.State = StateAwaitingApproval
 		msg += "it waits for approval"
@@ -110,7 +110,7 @@ func (s *stepper) freeze(v View) bool {
 			r.State = StateRunning
 		}
 		r.LastProgressUnixNano = s.now.UnixNano()
-		s.event(EventResumed, "", "resumed: the freeze ended")
+		s.event(EventResumed, "", "resumed: no freeze holds it any more")
 	}
 	return false
 }
