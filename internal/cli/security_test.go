@@ -119,7 +119,7 @@ func TestSecurityUsageErrors(t *testing.T) {
 			want: "relctl: REL_TOKEN does not hold one token: it has spaces, several lines or non-ASCII characters (see relctl app list --help)"},
 
 		{name: "invalid role", args: []string{"tls", "cert", "create", "--client", "alice", "--role", "root"},
-			want: `relctl: --role: role "root": want one of viewer, release-creator, deployer, operator, admin (see relctl tls cert create --help)`},
+			want: `relctl: --role: role "root": want one of viewer, release-creator, deployer, approver, operator, admin (see relctl tls cert create --help)`},
 		{name: "two kinds", args: []string{"tls", "cert", "create", "--server", "--client", "alice", "--node-id", "s1"},
 			want: "relctl: give exactly one of --server, --client NAME or --agent (got --server and --client) (see relctl tls cert create --help)"},
 		{name: "no kind", args: []string{"tls", "cert", "create", "--node-id", "s1"},
@@ -127,7 +127,7 @@ func TestSecurityUsageErrors(t *testing.T) {
 		{name: "server without node id", args: []string{"tls", "cert", "create", "--server"},
 			want: "relctl: --server needs --node-id ID: the server's --node-id (see relctl tls cert create --help)"},
 		{name: "client without role", args: []string{"tls", "cert", "create", "--client", "alice"},
-			want: "relctl: --client needs --role ROLE (viewer, release-creator, deployer, operator, admin) (see relctl tls cert create --help)"},
+			want: "relctl: --client needs --role ROLE (viewer, release-creator, deployer, approver, operator, admin) (see relctl tls cert create --help)"},
 		{name: "dns on a client", args: []string{"tls", "cert", "create", "--client", "alice", "--role", "viewer", "--dns", "a.example.com"},
 			want: "relctl: --dns is for --server certificates, not --client (see relctl tls cert create --help)"},
 		{name: "bad ip", args: []string{"tls", "cert", "create", "--server", "--node-id", "s1", "--ip", "10.0.0"},
@@ -144,7 +144,7 @@ func TestSecurityUsageErrors(t *testing.T) {
 			want: `relctl: --cluster: cluster name "Prod_1": use 1-63 lower-case letters, digits and '-', starting and ending with a letter or digit (see relctl tls ca create --help)`},
 
 		{name: "token role invalid", args: []string{"acl", "token", "create", "--name", "ci", "--role", "god"},
-			want: `relctl: --role: role "god": want one of viewer, release-creator, deployer, operator, admin (see relctl acl token create --help)`},
+			want: `relctl: --role: role "god": want one of viewer, release-creator, deployer, approver, operator, admin (see relctl acl token create --help)`},
 		{name: "token role required", args: []string{"acl", "token", "create", "--name", "ci"},
 			want: `relctl: required flag(s) "role" not set (see relctl acl token create --help)`},
 		{name: "token app glob invalid", args: []string{"acl", "token", "create", "--name", "ci", "--role", "viewer", "--app", "web["},
