@@ -455,7 +455,8 @@ func rolloutRow(r *relv1.Rollout) error {
 		return invalid("command carries no rollout")
 	}
 	if err := first(id("rollout id", r.GetId()), Name("app name", r.GetApp()), Version(r.GetVersion()),
-		Name("environment name", r.GetEnvironment()), maxLen("rollout reason", r.GetReason(), MaxReasonLen)); err != nil {
+		Name("environment name", r.GetEnvironment()), maxLen("rollout reason", r.GetReason(), MaxReasonLen),
+		maxLen("freeze overridden", r.GetFreezeOverridden(), MaxNameLen), maxLen("paused by freeze", r.GetPausedByFreeze(), MaxNameLen)); err != nil {
 		return err
 	}
 	switch r.GetKind() {
