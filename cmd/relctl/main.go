@@ -3,6 +3,9 @@ package main
 
 import (
 	"os"
+	// Freeze windows name IANA time zones: carry the database, so relctl
+	// shows the same times as the servers on any host.
+	_ "time/tzdata"
 
 	"github.com/relhq/rel/internal/cli"
 )

@@ -14,6 +14,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	// Freeze windows are read in IANA time zones: every server (scratch
+	// images included) carries the same database.
+	_ "time/tzdata"
 
 	"github.com/relhq/rel/internal/artifact"
 	"github.com/relhq/rel/internal/audit"

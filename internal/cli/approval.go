@@ -490,6 +490,9 @@ func changeControlLines(r *relv1.Rollout) [][2]string {
 		}
 		out = append(out, [2]string{"Change", ct})
 	}
+	if w := r.GetFreezeOverridden(); w != "" {
+		out = append(out, [2]string{"Freeze", "overrode freeze window " + w + " (emergency change)"})
+	}
 	if a := r.GetRequestedBy(); a != nil {
 		out = append(out, [2]string{"Requested by", rollout.ActorName(a)})
 	}

@@ -59,6 +59,11 @@ type rolloutJSON struct {
 	ModifyIndex    uint64            `json:"modify_index"`
 	// Change control: change type, requester, approvals, review.
 	ChangeControl *changeControlJSON `json:"change_control,omitempty"`
+	// Freezes: the window an emergency overrode, the one that paused it,
+	// and when the freeze holding it ends.
+	FreezeOverridden string `json:"freeze_overridden,omitempty"`
+	PausedByFreeze   string `json:"paused_by_freeze,omitempty"`
+	FrozenUntil      string `json:"frozen_until,omitempty"`
 }
 
 type rolloutHostStatusJSON struct {
@@ -159,31 +164,34 @@ func jsonTime(unixNano int64) string { return formatTime(unixNano, time.RFC3339N
 
 func toRolloutJSON(r *relv1.Rollout) rolloutJSON {
 	out := rolloutJSON{
-		ID:             r.GetId(),
-		Kind:           r.GetKind(),
-		App:            r.GetApp(),
-		Version:        r.GetVersion(),
-		Environment:    r.GetEnvironment(),
-		Strategy:       r.GetSpec().GetStrategy(),
-		Spec:           toSpecJSON(r.GetSpec()),
-		State:          r.GetState(),
-		Reason:         r.GetReason(),
-		RollbackOf:     r.GetRollbackOf(),
-		RolledBackBy:   r.GetRolledBackBy(),
-		CurrentWave:    r.GetCurrentWave(),
-		WaveCount:      r.GetWaveCount(),
-		ApprovedWave:   r.GetApprovedWave(),
-		PausedFrom:     r.GetPausedFrom(),
-		WaveStartedAt:  jsonTime(r.GetWaveStartedUnixNano()),
-		WaveDoneAt:     jsonTime(r.GetWaveDoneUnixNano()),
-		LastProgressAt: jsonTime(r.GetLastProgressUnixNano()),
-		EventSeq:       r.GetEventSeq(),
-		Hosts:          []rolloutHostJSON{},
-		StartedAt:      jsonTime(r.GetCreatedUnixNano()),
-		FinishedAt:     jsonTime(r.GetFinishedUnixNano()),
-		CreateIndex:    r.GetCreateIndex(),
-		ModifyIndex:    r.GetModifyIndex(),
-		ChangeControl:  toChangeControlJSON(r),
+		ID:               r.GetId(),
+		Kind:             r.GetKind(),
+		App:              r.GetApp(),
+		Version:          r.GetVersion(),
+		Environment:      r.GetEnvironment(),
+		Strategy:         r.GetSpec().GetStrategy(),
+		Spec:             toSpecJSON(r.GetSpec()),
+		State:            r.GetState(),
+		Reason:           r.GetReason(),
+		RollbackOf:       r.GetRollbackOf(),
+		RolledBackBy:     r.GetRolledBackBy(),
+		CurrentWave:      r.GetCurrentWave(),
+		WaveCount:        r.GetWaveCount(),
+		ApprovedWave:     r.GetApprovedWave(),
+		PausedFrom:       r.GetPausedFrom(),
+		WaveStartedAt:    jsonTime(r.GetWaveStartedUnixNano()),
+		WaveDoneAt:       jsonTime(r.GetWaveDoneUnixNano()),
+		LastProgressAt:   jsonTime(r.GetLastProgressUnixNano()),
+		EventSeq:         r.GetEventSeq(),
+		Hosts:            []rolloutHostJSON{},
+		StartedAt:        jsonTime(r.GetCreatedUnixNano()),
+		FinishedAt:       jsonTime(r.GetFinishedUnixNano()),
+		CreateIndex:      r.GetCreateIndex(),
+		ModifyIndex:      r.GetModifyIndex(),
+		ChangeControl:    toChangeControlJSON(r),
+		FreezeOverridden: r.GetFreezeOverridden(),
+		PausedByFreeze:   r.GetPausedByFreeze(),
+		FrozenUntil:      formatTime(r.GetFrozenUntilUnixNano(), time.RFC3339),
 	}
 	for _, h := range r.GetHosts() {
 		out.Hosts = append(out.Hosts, rolloutHostJSON{
@@ -335,9 +343,14 @@ func (p printer) rolloutStarted(r *relv1.Rollout, index uint64) error {
 		waves = fmt.Sprintf(" in %d waves", n)
 	}
 	verb, why := "started", ""
-	if r.GetState() == stateQueued {
+	switch {
+	case r.GetState() == stateQueued:
 		// Queued behind a rollout holding some of its hosts: say whom.
 		verb, why = "queued", "; "+cell(r.GetReason())+": it starts when that rollout ends"
+	case r.GetState() == "frozen":
+		verb, why = "frozen", "; "+cell(r.GetReason())+": it starts by itself when the freeze ends"
+	case r.GetFreezeOverridden() != "":
+		why = "; emergency change: overrides freeze window " + cell(r.GetFreezeOverridden())
 	}
 	if r.GetState() == rollout.StateAwaitingApproval {
 		verb, why = "requested", "; "+cell(r.GetReason())+" by "+formatTime(r.GetApprovalExpiresUnixNano(), time.RFC3339)+": 'relctl approvals pending'"

@@ -131,10 +131,15 @@ policy allows standard changes (refused elsewhere); --emergency (or
 --change emergency) with --reason TEXT needs the emergency permission,
 waits for one approval instead of the policy's count, and stays open for a
 post-hoc review ("relctl reviews --open").
+Inside a freeze window over APP and ENV ("relctl freeze status --env ENV
+--app APP") the rollout is created "frozen" instead and starts by itself
+when the freeze ends. --emergency --reason TEXT overrides the freeze: the
+rollout starts now and records the window it overrode.
 
 ` + specHelp,
 		Example: specExamples("start") + `
   relctl rollout start web@1.2.4 --env prod-eu --queue   # after the prod rollout
+  relctl rollout start web@1.2.5 --env prod --emergency --reason 'CVE-2026-1234 hotfix'
   id=$(relctl rollout start web@1.2.3 --env prod -o json | jq -r .id)
   relctl rollout status "$id" --watch`,
 		Args:              exactArgs("APP@VERSION"),

@@ -288,6 +288,7 @@ Every failure prints one line, "relctl: <message>", on stderr.
 		r.rolloutCommand(),
 		r.approvalsCommand(),
 		r.reviewsCommand(),
+		r.freezeCommand(),
 		r.agentCommand(),
 		r.historyCommand(),
 		r.auditCommand(),

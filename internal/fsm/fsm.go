@@ -231,6 +231,10 @@ func Describe(cmd *relv1.Command) (kind, target string) {
 	case *relv1.Command_BlockRelease:
 		c := k.BlockRelease
 		target = fmt.Sprintf("%s@%s blocked=%t", c.GetApp(), c.GetVersion(), c.GetBlocked())
+	case *relv1.Command_CreateFreeze:
+		target = k.CreateFreeze.GetWindow().GetName()
+	case *relv1.Command_DeleteFreeze:
+		target = k.DeleteFreeze.GetName()
 	case *relv1.Command_RegisterServer:
 		target = k.RegisterServer.GetServer().GetId()
 	case *relv1.Command_DeregisterServer:
@@ -367,6 +371,14 @@ func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
 		return f.store.SetApprovalPolicy(index, c.GetEnvironment(), c.GetPolicy())
 	case *relv1.Command_AuditRefusals:
 		return f.store.AppendAudit(index, refusalRecords(cmd, k.AuditRefusals))
+	case *relv1.Command_CreateFreeze:
+		w := k.CreateFreeze.GetWindow()
+		if a := cmd.GetActor(); a != nil && w != nil {
+			w.CreatedBy = a
+		}
+		return f.store.CreateFreeze(index, w)
+	case *relv1.Command_DeleteFreeze:
+		return f.store.DeleteFreeze(index, k.DeleteFreeze.GetName())
 	default:
 		// Same reasoning as an undecodable entry: a newer leader wrote a
 		// command this build does not know. Upgrade servers before using

@@ -172,6 +172,10 @@ func stamped(n int64, kind any) *relv1.Command {
 		c.Kind = k
 	case *relv1.Command_DeleteJoinToken:
 		c.Kind = k
+	case *relv1.Command_CreateFreeze:
+		c.Kind = k
+	case *relv1.Command_DeleteFreeze:
+		c.Kind = k
 	case *relv1.Command_RevokeAgent:
 		c.Kind = k
 	case *relv1.Command_RemoveRollouts:
@@ -339,6 +343,11 @@ func seedCommands() []*relv1.Command {
 				Message: "token ci may not StartRollout", RequestId: "rq-x", App: "web", Env: "prod", Server: "s1"},
 			{TimeUnixNano: 90, Method: "CreateApp", Code: "Unauthenticated", Message: "CreateApp needs credentials", Server: "s1"},
 		}}}),
+		stamped(55, &relv1.Command_CreateFreeze{CreateFreeze: &relv1.CreateFreeze{Window: &relv1.FreezeWindow{Name: "weekend", Apps: []string{"*"}, Environments: []string{"prod"},
+			CronStart: "0 18 * * FRI", CronEnd: "0 8 * * MON", TimeZone: "Europe/Berlin", Reason: "weekend freeze", CreatedUnixNano: 55}}}),
+		stamped(56, &relv1.Command_CreateFreeze{CreateFreeze: &relv1.CreateFreeze{Window: &relv1.FreezeWindow{Name: "now", Apps: []string{"web*"}, Environments: []string{"prod", "prod-*"},
+			StartUnixNano: 50, EndUnixNano: 50 + 86_400_000_000_000, CreatedUnixNano: 56}}}),
+		withRequestID("rq-fuzz-6", stamped(57, &relv1.Command_DeleteFreeze{DeleteFreeze: &relv1.DeleteFreeze{Name: "weekend"}})),
 	}
 }
 

@@ -166,6 +166,8 @@ func Control(cur *relv1.Rollout, action, reason string, wave uint32, at int64) (
 			return nil, nil, refuse(", not paused")
 		}
 		r.State, r.PausedFrom = cur.GetPausedFrom(), ""
+		// A freeze still in force pauses it again at the end of its wave.
+		r.PausedByFreeze, r.FrozenUntilUnixNano = "", 0
 		if r.State == "" {
 			r.State = StateRunning
 		}

@@ -37,6 +37,16 @@ type View struct {
 	// Blocker names the active rollout (or earlier queued one) that holds
 	// some of a queued rollout's hosts; "" when nothing does.
 	Blocker string
+	// FrozenUntil is when the freeze over the rollout's app and
+	// environment ends (freeze.Evaluate at Now); zero when none holds it.
+	// FreezeWindow names the window in force and FreezeHold says it for
+	// people ("freeze W until ... (reason)"). See freeze.go.
+	FrozenUntil  time.Time
+	FreezeWindow string
+	FreezeHold   string
+	// NeedsApproval: a frozen rollout released now waits for approvals
+	// (awaiting_approval) instead of being queued.
+	NeedsApproval bool
 }
 
 // Decision is the planner's output.
@@ -61,7 +71,7 @@ func Step(v View) Decision {
 	if cur == nil || Terminal(cur.GetState()) || cur.GetState() == StateRollingBack {
 		return Decision{}
 	}
-	st := &stepper{r: proto.Clone(cur).(*relv1.Rollout), now: v.Now}
+	st := &stepper{r: proto.Clone(cur).(*relv1.Rollout), now: v.Now, view: v}
 	r := st.r
 	if r.Spec == nil {
 		r.Spec = &relv1.RolloutSpec{}
@@ -70,6 +80,9 @@ func Step(v View) Decision {
 		r.LastProgressUnixNano = r.GetCreatedUnixNano()
 	}
 
+	if st.freeze(v) {
+		return st.decision()
+	}
 	// A rollout held by change control (a freeze, missing approvals) does
 	// nothing here: what releases it is a decision of its own, after
 	// which it is queued and goes on from there.
@@ -97,8 +110,9 @@ func Step(v View) Decision {
 }
 
 type stepper struct {
-	r   *relv1.Rollout
-	now time.Time
+	r    *relv1.Rollout
+	now  time.Time
+	view View
 	// activity is the newest report of a dispatched host: progress that is
 	// not worth a raft entry of its own (a host moving from downloading to
 	// installing), but that keeps the progress deadline away.
@@ -363,6 +377,9 @@ func (s *stepper) advance(obs map[string]Obs) {
 				return
 			}
 			s.succeed()
+			return
+		}
+		if s.pauseForFreeze(s.view) {
 			return
 		}
 		if r.Spec.GetApproveWaves() && r.ApprovedWave < w+1 {

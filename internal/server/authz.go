@@ -63,6 +63,13 @@ func rolloutResource(s *Server, id string) auth.Resource {
 // everybody (deny by default), and the authorization test fails the build:
 // adding an RPC means adding its rule.
 var rules = map[string]rule{
+	// Freeze windows (change control): made and removed by those who
+	// manage apps; read by anyone who reads. A window's scope is globs, so
+	// the permission is asked for no app in particular.
+	relv1.FreezeService_CreateFreeze_FullMethodName: {perm: auth.ManageApps},
+	relv1.FreezeService_DeleteFreeze_FullMethodName: {perm: auth.ManageApps},
+	relv1.FreezeService_ListFreezes_FullMethodName:  {perm: auth.Read},
+	relv1.FreezeService_FreezeStatus_FullMethodName: {perm: auth.Read},
 	relv1.ControlService_CreateApp_FullMethodName: {perm: auth.ManageApps, resource: func(_ *Server, r any) auth.Resource {
 		return appOf(r.(*relv1.CreateAppRequest).GetName())
 	}},

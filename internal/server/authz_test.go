@@ -61,6 +61,10 @@ var (
 // by method. A method the server registers that is missing here fails the
 // test: adding an RPC means deciding, and writing down, who may call it.
 var authzExpectations = map[string]expectation{
+	relv1.FreezeService_CreateFreeze_FullMethodName:       {allowed: []string{cOperatorCert, cAdminToken}, denied: []string{cViewerToken, cDeployerToken, cCreatorCert, cAgentCert, cServerCert}},
+	relv1.FreezeService_DeleteFreeze_FullMethodName:       {allowed: []string{cOperatorCert, cAdminToken}, denied: []string{cViewerToken, cDeployerToken, cCreatorCert, cAgentCert, cServerCert}},
+	relv1.FreezeService_ListFreezes_FullMethodName:        readers,
+	relv1.FreezeService_FreezeStatus_FullMethodName:       readers,
 	relv1.ControlService_CreateApp_FullMethodName:         {allowed: []string{cOperatorCert, cAdminToken}, denied: []string{cViewerToken, cDeployerToken, cCreatorCert, cAgentCert, cServerCert}},
 	relv1.ControlService_ListApps_FullMethodName:          readers,
 	relv1.ControlService_CreateEnvironment_FullMethodName: {allowed: []string{cOperatorCert}, denied: []string{cViewerCert, cDeployerToken, cAgentCert}},

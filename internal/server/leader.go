@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/relhq/rel/internal/retry"
+	"github.com/relhq/rel/internal/rollout"
 	"github.com/relhq/rel/internal/rollout/engine"
 	"github.com/relhq/rel/internal/state"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
@@ -105,7 +106,12 @@ func (s *Server) leaderLoop(ctx context.Context) {
 	go func() {
 		defer wg.Done()
 		eng := &engine.Engine{Store: s.store, Apply: s.apply, Logger: s.logger.With("component", "rollout-engine"),
-			Now: time.Now, NewID: func() string { return newID("ro-") }}
+			Now: time.Now, NewID: func() string { return newID("ro-") },
+			// A frozen rollout requested under an approval policy carries
+			// it: released from the freeze, it asks for its approvals.
+			NeedsApproval: func(ro *relv1.Rollout) bool {
+				return ro.GetApprovalPolicy() != nil && ro.GetChangeType() != rollout.ChangeStandard
+			}}
 		eng.Run(ctx)
 	}()
 	go func() {

@@ -127,6 +127,9 @@ func (c *controlService) StartRollout(ctx context.Context, req *relv1.StartRollo
 	if err != nil {
 		return nil, specStatus(err)
 	}
+	if err := checkChangeType(req); err != nil {
+		return nil, err
+	}
 	// The plan is made from a current view: on the leader after a barrier.
 	if conn, err := s.leaderTarget(ctx); err != nil {
 		return nil, err
@@ -179,20 +182,31 @@ func (c *controlService) StartRollout(ctx context.Context, req *relv1.StartRollo
 		}
 		msg += fmt.Sprintf("; skipped %d disconnected agents: %s", len(ids), strings.Join(ids, ", "))
 	}
+	// Change control: a deploy inside a freeze is held (frozen) instead of
+	// starting; it goes on by itself when the freeze ends, to its approvals
+	// first when the environment's policy asks for them. Otherwise it waits
+	// for its approvals, holding nothing (what blocks it is looked at when
+	// it is queued), or starts (or queues).
+	started := &relv1.RolloutEvent{RolloutId: ro.GetId(), Seq: 1, AtUnixNano: now.UnixNano(), Type: rollout.EventStarted, Message: msg}
+	ro, events, held, err := s.holdForFreeze(ro, []*relv1.RolloutEvent{started}, now)
+	if err != nil {
+		return nil, toStatus(err)
+	}
 	var (
 		d       rollout.Decision
-		events  []*relv1.RolloutEvent
 		desired []*relv1.Desired
 	)
-	if policy != nil {
-		// It waits for approvals, holding nothing: what blocks it is
-		// looked at when it is queued.
-		ro.EventSeq = 0
-		events = []*relv1.RolloutEvent{{RolloutId: ro.GetId(), Seq: 1, AtUnixNano: now.UnixNano(), Type: rollout.EventStarted, Message: msg}}
+	switch {
+	case held:
+		if policy != nil {
+			ro.ApprovalPolicy, ro.ApprovalPolicyVersion, ro.ApprovalDigest = policy, in.env.GetApprovalPolicyVersion(), in.rel.GetSha256()
+		}
+	case policy != nil:
 		ro.EventSeq = 1
+		events = []*relv1.RolloutEvent{started}
 		events = append(events, rollout.AwaitApproval(ro, policy, in.env.GetApprovalPolicyVersion(), in.rel.GetSha256(), now))
 		s.logger.Info("rollout awaits approval", "rollout", ro.GetId(), "needs", describeGate(policy))
-	} else {
+	default:
 		b, shared, err := s.store.Blocker(ro)
 		if err != nil {
 			return nil, toStatus(err)
@@ -201,8 +215,7 @@ func (c *controlService) StartRollout(ctx context.Context, req *relv1.StartRollo
 			return nil, toStatus(state.BlockedError(b, shared))
 		}
 		d = rollout.Start(ro, msg, b.GetId(), engine.Observe(s.store, ro), now)
-		ro = d.Rollout
-		events = d.Events
+		ro, events = d.Rollout, d.Events
 	}
 	if len(d.Dispatch) > 0 {
 		rows, err := engine.DesiredRows(s.store, ro, d.Dispatch)
@@ -225,8 +238,28 @@ func (c *controlService) StartRollout(ctx context.Context, req *relv1.StartRollo
 	}
 	idx := a.Index
 	ro.CreateIndex, ro.ModifyIndex = idx, idx
-	s.logger.Info("rollout started", "rollout", ro.GetId(), "msg", msg)
+	s.logger.Info("rollout started", "rollout", ro.GetId(), "state", ro.GetState(), "msg", msg)
+	// The FSM may have decided otherwise (a freeze created meanwhile):
+	// answer with the row it stored.
+	if stored, err := s.readAfter(ctx, idx, ro.GetId()); err == nil {
+		ro = stored
+	}
 	return &relv1.StartRolloutResponse{Rollout: ro, Index: idx}, nil
+}
+
+// checkChangeType checks a StartRollout's change type: empty (normal),
+// standard, normal or emergency, and an emergency names its reason.
+func checkChangeType(req *relv1.StartRolloutRequest) error {
+	switch req.GetChangeType() {
+	case "", rollout.ChangeStandard, rollout.ChangeNormal:
+	case rollout.ChangeEmergency:
+		if strings.TrimSpace(req.GetChangeReason()) == "" {
+			return status.Error(codes.InvalidArgument, "an emergency change needs a reason: add --reason TEXT saying why it cannot wait")
+		}
+	default:
+		return status.Errorf(codes.InvalidArgument, "change type %q: use standard, normal or emergency", req.GetChangeType())
+	}
+	return toStatus(validate.Description(req.GetChangeReason()))
 }
 
 func (c *controlService) PlanRollout(ctx context.Context, req *relv1.PlanRolloutRequest) (*relv1.PlanRolloutResponse, error) {

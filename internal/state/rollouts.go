@@ -50,6 +50,12 @@ func createRollout(txn *memdb.Txn, index uint64, r *relv1.Rollout, desired []*re
 			orig = raw.(*relv1.Rollout)
 		}
 	}
+	// Change control: a deploy inside a freeze is held (frozen), whatever
+	// the accepting server saw, decided at the time it stamped.
+	r, desired, events, err := freezeAtCreate(txn, r, desired, events)
+	if err != nil {
+		return err
+	}
 	if r.GetKind() == rollout.KindDeploy || r.GetKind() == "" {
 		// Lifecycle and block first, decided in raft order (see
 		// lifecycle.go); then whether another rollout holds the hosts.
@@ -167,7 +173,7 @@ func (s *Store) StepRollout(index uint64, r *relv1.Rollout, hostsDelta bool, exp
 		return err
 	}
 	row.CreateIndex, row.ModifyIndex = cur.GetCreateIndex(), index
-	if cur.GetState() == rollout.StateQueued && row.GetState() != rollout.StateQueued {
+	if waiting(cur.GetState()) && !waiting(row.GetState()) {
 		// Leaving the queue: what blocked it must be gone in this very
 		// entry, not just when the engine looked.
 		if o, shared, err := blocker(txn, row); err != nil {
@@ -205,6 +211,12 @@ func (s *Store) StepRollout(index uint64, r *relv1.Rollout, hostsDelta bool, exp
 	}
 	txn.Commit()
 	return nil
+}
+
+// waiting reports whether a rollout in state st has not started: queued,
+// or held by change control. What blocks it is checked when it leaves.
+func waiting(st string) bool {
+	return st == rollout.StateQueued || st == rollout.StateFrozen || st == rollout.StateAwaitingApproval
 }
 
 // endReverted ends the rollout a finished rollback reverted.

@@ -41,6 +41,9 @@ const (
 // leaves the table alone.
 const TableAudit = "audit"
 
+// TableFreezes holds the freeze windows (change control), by name.
+const TableFreezes = "freezes"
+
 // TableArtifactTombstones holds the blobs artifact GC passes removed.
 const TableArtifactTombstones = "artifact_tombstones"
 
@@ -171,6 +174,12 @@ func baseSchema() *memdb.DBSchema {
 					"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "AccessorId"}},
 					// Requests are authenticated by looking the secret's hash up.
 					"secret": {Name: "secret", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "SecretHash"}},
+				},
+			},
+			TableFreezes: {
+				Name: TableFreezes,
+				Indexes: map[string]*memdb.IndexSchema{
+					"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Name"}},
 				},
 			},
 			TableJoinTokens: {

@@ -82,6 +82,9 @@ func (sn *Snapshot) Persist(w io.Writer) error {
 		{TableJoinTokens, func(r any) *relv1.SnapshotRecord {
 			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_JoinToken{JoinToken: r.(*relv1.JoinToken)}}
 		}},
+		{TableFreezes, func(r any) *relv1.SnapshotRecord {
+			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_FreezeWindow{FreezeWindow: r.(*relv1.FreezeWindow)}}
+		}},
 		{TableRevocations, func(r any) *relv1.SnapshotRecord {
 			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_AgentRevocation{AgentRevocation: r.(*relv1.AgentRevocation)}}
 		}},
@@ -194,6 +197,8 @@ func (s *Store) Restore(r io.Reader) error {
 			table, row = TableACLTokens, k.AclToken
 		case *relv1.SnapshotRecord_JoinToken:
 			table, row = TableJoinTokens, k.JoinToken
+		case *relv1.SnapshotRecord_FreezeWindow:
+			table, row = TableFreezes, k.FreezeWindow
 		case *relv1.SnapshotRecord_AgentRevocation:
 			table, row = TableRevocations, k.AgentRevocation
 		case *relv1.SnapshotRecord_ArtifactTombstone:

@@ -266,7 +266,7 @@ func TestHistoryIDsArePrefixes(t *testing.T) {
 
 // writeKinds is how many kinds of write writeKind knows: one or more for
 // every table, so the snapshot property test covers them all.
-const writeKinds = 26
+const writeKinds = 27
 
 // writeKind is one write of the snapshot property test, picked by kind,
 // with the names drawn for it. srv doubles as an agent id and a session.
@@ -355,6 +355,9 @@ func writeKind(s *Store, kind int, idx uint64, app, ver, env, srv string) error 
 	case 25:
 		return s.AppendAudit(idx, []*relv1.AuditRecord{{TimeUnixNano: at, Actor: &relv1.Actor{Kind: "token", Id: srv}, Action: "create_app",
 			Result: "applied", App: app, Env: env}, {TimeUnixNano: at, Action: "StartRollout", Result: "refused", Env: env}})
+	case 26:
+		return s.CreateFreeze(idx, &relv1.FreezeWindow{Name: "f-" + app + env, Apps: []string{app}, Environments: []string{env},
+			StartUnixNano: at, EndUnixNano: at + int64(time.Hour), CreatedUnixNano: at})
 	default:
 		// What the FSM does for a command with a request id: expire, look
 		// up, record (with a small TTL and cap, so both evict).
@@ -383,7 +386,7 @@ func TestSnapshotCoversEveryTable(t *testing.T) {
 			t.Fatalf("write kind %d: %v", kind, err)
 		}
 	}
-	for _, kind := range []int{10, 7, 17, 18, 22, 25} {
+	for _, kind := range []int{10, 7, 17, 18, 22, 25, 26} {
 		idx++
 		if err := writeKind(a, kind, idx, "web", "1.0.0", "prod", "s1"); err != nil {
 			t.Fatalf("write kind %d: %v", kind, err)

@@ -7,8 +7,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/relhq/rel/internal/auth"
+	"github.com/relhq/rel/internal/freeze"
 	"github.com/relhq/rel/internal/rollout"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
@@ -312,6 +314,10 @@ func Command(cmd *relv1.Command) error {
 			maxLen("reason", r.GetReason(), MaxDescriptionLen), maxLen("revoked by", r.GetRevokedBy(), MaxFactLen))
 	case *relv1.Command_AuditRefusals:
 		return auditRefusals(k.AuditRefusals)
+	case *relv1.Command_CreateFreeze:
+		return FreezeWindow(k.CreateFreeze.GetWindow(), time.Unix(0, cmd.GetStampedUnixNano()))
+	case *relv1.Command_DeleteFreeze:
+		return Name("freeze name", k.DeleteFreeze.GetName())
 	case nil:
 		return invalid("command has no kind")
 	default:
@@ -520,7 +526,8 @@ func rolloutRow(r *relv1.Rollout) error {
 		return invalid("command carries no rollout")
 	}
 	if err := first(id("rollout id", r.GetId()), Name("app name", r.GetApp()), Version(r.GetVersion()),
-		Name("environment name", r.GetEnvironment()), maxLen("rollout reason", r.GetReason(), MaxReasonLen)); err != nil {
+		Name("environment name", r.GetEnvironment()), maxLen("rollout reason", r.GetReason(), MaxReasonLen),
+		maxLen("freeze overridden", r.GetFreezeOverridden(), MaxNameLen), maxLen("paused by freeze", r.GetPausedByFreeze(), MaxNameLen)); err != nil {
 		return err
 	}
 	switch r.GetKind() {
@@ -658,4 +665,32 @@ func joinToken(t *relv1.JoinToken) error {
 	return first(Accessor(t.GetAccessorId()), secretHash(t.GetSecretHash()), Description(t.GetDescription()),
 		Labels("label", t.GetLabels(), false), maxLen("created by", t.GetCreatedBy(), MaxFactLen),
 		positive("join token creation time", t.GetCreatedUnixNano()))
+}
+
+// FreezeWindow checks a freeze window at time now: its name, the size of
+// its fields, and what freeze.Validate checks (scope, times, cron
+// expressions, time zone, length), each error naming the field.
+func FreezeWindow(w *relv1.FreezeWindow, now time.Time) error {
+	if w == nil {
+		return invalid("create_freeze carries no window")
+	}
+	if err := Name("freeze name", w.GetName()); err != nil {
+		return err
+	}
+	if len(w.GetApps()) > MaxGlobs || len(w.GetEnvironments()) > MaxGlobs {
+		return invalid("a freeze window has at most %d app and %d environment globs", MaxGlobs, MaxGlobs)
+	}
+	for _, g := range append(append([]string{}, w.GetApps()...), w.GetEnvironments()...) {
+		if err := maxLen("glob", g, MaxNameLen); err != nil {
+			return err
+		}
+	}
+	if err := first(maxLen("cron start", w.GetCronStart(), MaxFactLen), maxLen("cron end", w.GetCronEnd(), MaxFactLen),
+		maxLen("time zone", w.GetTimeZone(), MaxFactLen), Description(w.GetReason())); err != nil {
+		return err
+	}
+	if err := freeze.Validate(w, now); err != nil {
+		return invalid("%s", freeze.Reason(err))
+	}
+	return nil
 }

@@ -116,6 +116,10 @@ func validCommands() map[string]*relv1.Command {
 			c.Kind = k
 		case *relv1.Command_DeleteJoinToken:
 			c.Kind = k
+		case *relv1.Command_CreateFreeze:
+			c.Kind = k
+		case *relv1.Command_DeleteFreeze:
+			c.Kind = k
 		case *relv1.Command_RevokeAgent:
 			c.Kind = k
 		case *relv1.Command_AuditRefusals:
@@ -177,6 +181,8 @@ func validCommands() map[string]*relv1.Command {
 		"create_join_token": cmd(&relv1.Command_CreateJoinToken{CreateJoinToken: &relv1.CreateJoinToken{Token: testJoinToken()}}),
 		"use_join_token":    cmd(&relv1.Command_UseJoinToken{UseJoinToken: &relv1.UseJoinToken{SecretHash: testHash, AgentId: "web-1", AtUnixNano: 1}}),
 		"delete_join_token": cmd(&relv1.Command_DeleteJoinToken{DeleteJoinToken: &relv1.DeleteJoinToken{AccessorId: testAccessor}}),
+		"create_freeze":     cmd(&relv1.Command_CreateFreeze{CreateFreeze: &relv1.CreateFreeze{Window: testFreeze()}}),
+		"delete_freeze":     cmd(&relv1.Command_DeleteFreeze{DeleteFreeze: &relv1.DeleteFreeze{Name: "weekend"}}),
 		"revoke_agent": cmd(&relv1.Command_RevokeAgent{RevokeAgent: &relv1.RevokeAgent{Revocation: &relv1.AgentRevocation{
 			AgentId: "web-1", RevokedUnixNano: 1, RevokedBy: "client test-admin", Reason: "host stolen"}}}),
 		"audit_refusals": cmd(&relv1.Command_AuditRefusals{AuditRefusals: &relv1.AuditRefusals{Server: "s1", Dropped: 2, Refusals: []*relv1.AuditRefusal{
@@ -270,6 +276,19 @@ func invalidCommandCases() []invalidCase {
 func baseInvalidCommandCases() []invalidCase {
 	long := func(n int) string { return strings.Repeat("x", n) }
 	return []invalidCase{
+		{"create_freeze", "no window", func(c *relv1.Command) { c.GetCreateFreeze().Window = nil }, "carries no window"},
+		{"create_freeze", "bad name", func(c *relv1.Command) { c.GetCreateFreeze().Window.Name = "Week End" }, `freeze name "Week End"`},
+		{"create_freeze", "bad cron", func(c *relv1.Command) { c.GetCreateFreeze().Window.CronEnd = "0 8 * * MONDAYS" }, "cron end"},
+		{"create_freeze", "bad time zone", func(c *relv1.Command) { c.GetCreateFreeze().Window.TimeZone = "Europe/Atlantis" }, "time zone"},
+		{"create_freeze", "no apps", func(c *relv1.Command) { c.GetCreateFreeze().Window.Apps = nil }, "apps is empty"},
+		{"create_freeze", "no environments", func(c *relv1.Command) { c.GetCreateFreeze().Window.Environments = nil }, "environments is empty"},
+		{"create_freeze", "too many globs", func(c *relv1.Command) { c.GetCreateFreeze().Window.Apps = make([]string, MaxGlobs+1) }, "at most"},
+		{"create_freeze", "long reason", func(c *relv1.Command) { c.GetCreateFreeze().Window.Reason = long(MaxDescriptionLen + 1) }, "description is"},
+		{"create_freeze", "end before start", func(c *relv1.Command) {
+			w := c.GetCreateFreeze().Window
+			w.CronStart, w.CronEnd, w.StartUnixNano, w.EndUnixNano = "", "", 2e9, 1e9
+		}, "is not after start"},
+		{"delete_freeze", "bad name", func(c *relv1.Command) { c.GetDeleteFreeze().Name = "" }, "freeze name is empty"},
 		{"create_app", "no app", func(c *relv1.Command) { c.GetCreateApp().App = nil }, "carries no app"},
 		{"create_app", "no message", func(c *relv1.Command) { c.Kind = &relv1.Command_CreateApp{} }, "carries no app"},
 		{"create_app", "bad name", func(c *relv1.Command) { c.GetCreateApp().App.Name = "Web_1" }, `app name "Web_1"`},
@@ -593,4 +612,9 @@ func testLifecycle() *relv1.Lifecycle {
 		{Name: "dev", Environments: []string{"dev"}, Progress: "all"},
 		{Name: "prod", Environments: []string{"prod-eu", "prod-us"}, Progress: "all", AutoDeploy: []string{"prod-eu"}},
 	}}
+}
+
+func testFreeze() *relv1.FreezeWindow {
+	return &relv1.FreezeWindow{Name: "weekend", Apps: []string{"web*"}, Environments: []string{"prod"},
+		CronStart: "0 18 * * FRI", CronEnd: "0 8 * * MON", TimeZone: "Europe/Berlin", Reason: "weekend freeze", CreatedUnixNano: 1}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/go-memdb"
 
+	"github.com/relhq/rel/internal/freeze"
 	"github.com/relhq/rel/internal/retry"
 	"github.com/relhq/rel/internal/rollout"
 	"github.com/relhq/rel/internal/state"
@@ -36,6 +37,10 @@ type Engine struct {
 	Now func() time.Time
 	// NewID names automatic rollbacks.
 	NewID func() string
+	// NeedsApproval says whether a frozen rollout released now must wait
+	// for approvals (awaiting_approval) instead of being queued; nil: no
+	// rollout needs any.
+	NeedsApproval func(*relv1.Rollout) bool
 }
 
 // Run drives rollouts until ctx ends.
@@ -52,9 +57,16 @@ func (e *Engine) Run(ctx context.Context) {
 		// each table's index row is enough for this single loop, and far
 		// cheaper than a channel per host.
 		e.Store.WatchTables(ws, state.TableAgents, state.TableAgentApps)
+		// A freeze window created or deleted holds or releases rollouts.
+		windows, _, err := e.Store.Freezes(ws)
+		if err != nil {
+			e.Logger.Error("rollout engine: read freezes", "err", err)
+			return
+		}
 		var wake time.Time
 		for _, ro := range active {
 			v := rollout.View{Rollout: ro, Hosts: Observe(e.Store, ro), Now: e.Now()}
+			e.freezeView(&v, windows)
 			if ro.GetState() == rollout.StateQueued {
 				if b, _, err := e.Store.Blocker(ro); err == nil && b != nil {
 					v.Blocker = b.GetId()
@@ -83,6 +95,21 @@ func (e *Engine) Run(ctx context.Context) {
 		}
 		_ = ws.WatchCtx(wctx)
 		cancel()
+	}
+}
+
+// freezeView fills in the freeze verdict of v's rollout at v.Now, and
+// whether it would wait for approvals if released.
+func (e *Engine) freezeView(v *rollout.View, windows []*relv1.FreezeWindow) {
+	ro := v.Rollout
+	if !rollout.FreezeApplies(ro) {
+		return
+	}
+	if fv := freeze.ForRollout(windows, ro, v.Now); fv.Frozen {
+		v.FrozenUntil, v.FreezeWindow, v.FreezeHold = fv.Until, fv.Window.GetName(), freeze.Hold(fv)
+	}
+	if ro.GetState() == rollout.StateFrozen && e.NeedsApproval != nil {
+		v.NeedsApproval = e.NeedsApproval(ro)
 	}
 }
 

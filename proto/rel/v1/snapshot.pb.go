@@ -50,6 +50,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Lifecycle
 	//	*SnapshotRecord_Promotion
 	//	*SnapshotRecord_Audit
+	//	*SnapshotRecord_FreezeWindow
 	Kind          isSnapshotRecord_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -299,6 +300,15 @@ func (x *SnapshotRecord) GetAudit() *AuditRecord {
 	return nil
 }
 
+func (x *SnapshotRecord) GetFreezeWindow() *FreezeWindow {
+	if x != nil {
+		if x, ok := x.Kind.(*SnapshotRecord_FreezeWindow); ok {
+			return x.FreezeWindow
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Kind interface {
 	isSnapshotRecord_Kind()
 }
@@ -395,6 +405,10 @@ type SnapshotRecord_Audit struct {
 	Audit *AuditRecord `protobuf:"bytes,21,opt,name=audit,proto3,oneof"`
 }
 
+type SnapshotRecord_FreezeWindow struct {
+	FreezeWindow *FreezeWindow `protobuf:"bytes,27,opt,name=freeze_window,json=freezeWindow,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Kind() {}
 
 func (*SnapshotRecord_App) isSnapshotRecord_Kind() {}
@@ -440,6 +454,8 @@ func (*SnapshotRecord_Lifecycle) isSnapshotRecord_Kind() {}
 func (*SnapshotRecord_Promotion) isSnapshotRecord_Kind() {}
 
 func (*SnapshotRecord_Audit) isSnapshotRecord_Kind() {}
+
+func (*SnapshotRecord_FreezeWindow) isSnapshotRecord_Kind() {}
 
 type SnapshotHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -596,7 +612,7 @@ var File_rel_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_rel_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x15rel/v1/snapshot.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x16rel/v1/lifecycle.proto\x1a\x12rel/v1/audit.proto\x1a\x12rel/v1/types.proto\"\x9e\t\n" +
+	"\x15rel/v1/snapshot.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x16rel/v1/lifecycle.proto\x1a\x12rel/v1/audit.proto\x1a\x13rel/v1/freeze.proto\x1a\x12rel/v1/types.proto\"\xdb\t\n" +
 	"\x0eSnapshotRecord\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.rel.v1.SnapshotHeaderH\x00R\x06header\x12\x1f\n" +
 	"\x03app\x18\x02 \x01(\v2\v.rel.v1.AppH\x00R\x03app\x127\n" +
@@ -624,7 +640,8 @@ const file_rel_v1_snapshot_proto_rawDesc = "" +
 	"\x0fhistory_summary\x18\x14 \x01(\v2\x16.rel.v1.HistorySummaryH\x00R\x0ehistorySummary\x121\n" +
 	"\tlifecycle\x18\x17 \x01(\v2\x11.rel.v1.LifecycleH\x00R\tlifecycle\x121\n" +
 	"\tpromotion\x18\x18 \x01(\v2\x11.rel.v1.PromotionH\x00R\tpromotion\x12+\n" +
-	"\x05audit\x18\x15 \x01(\v2\x13.rel.v1.AuditRecordH\x00R\x05auditB\x06\n" +
+	"\x05audit\x18\x15 \x01(\v2\x13.rel.v1.AuditRecordH\x00R\x05audit\x12;\n" +
+	"\rfreeze_window\x18\x1b \x01(\v2\x14.rel.v1.FreezeWindowH\x00R\ffreezeWindowB\x06\n" +
 	"\x04kind\"(\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\"8\n" +
@@ -674,6 +691,7 @@ var file_rel_v1_snapshot_proto_goTypes = []any{
 	(*Lifecycle)(nil),         // 20: rel.v1.Lifecycle
 	(*Promotion)(nil),         // 21: rel.v1.Promotion
 	(*AuditRecord)(nil),       // 22: rel.v1.AuditRecord
+	(*FreezeWindow)(nil),      // 23: rel.v1.FreezeWindow
 }
 var file_rel_v1_snapshot_proto_depIdxs = []int32{
 	1,  // 0: rel.v1.SnapshotRecord.header:type_name -> rel.v1.SnapshotHeader
@@ -698,11 +716,12 @@ var file_rel_v1_snapshot_proto_depIdxs = []int32{
 	20, // 19: rel.v1.SnapshotRecord.lifecycle:type_name -> rel.v1.Lifecycle
 	21, // 20: rel.v1.SnapshotRecord.promotion:type_name -> rel.v1.Promotion
 	22, // 21: rel.v1.SnapshotRecord.audit:type_name -> rel.v1.AuditRecord
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	23, // 22: rel.v1.SnapshotRecord.freeze_window:type_name -> rel.v1.FreezeWindow
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_snapshot_proto_init() }
@@ -713,6 +732,7 @@ func file_rel_v1_snapshot_proto_init() {
 	file_rel_v1_acl_proto_init()
 	file_rel_v1_lifecycle_proto_init()
 	file_rel_v1_audit_proto_init()
+	file_rel_v1_freeze_proto_init()
 	file_rel_v1_types_proto_init()
 	file_rel_v1_snapshot_proto_msgTypes[0].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
@@ -738,6 +758,7 @@ func file_rel_v1_snapshot_proto_init() {
 		(*SnapshotRecord_Lifecycle)(nil),
 		(*SnapshotRecord_Promotion)(nil),
 		(*SnapshotRecord_Audit)(nil),
+		(*SnapshotRecord_FreezeWindow)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

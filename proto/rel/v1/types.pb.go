@@ -1537,11 +1537,20 @@ type Rollout struct {
 	// Who rejected it (state aborted, the comment in reason).
 	RejectedBy *Actor `protobuf:"bytes,32,opt,name=rejected_by,json=rejectedBy,proto3" json:"rejected_by,omitempty"`
 	// For an emergency change: the post-hoc review, unset while open.
-	Review        *Review `protobuf:"bytes,33,opt,name=review,proto3" json:"review,omitempty"`
-	CreateIndex   uint64  `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
-	ModifyIndex   uint64  `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Review *Review `protobuf:"bytes,33,opt,name=review,proto3" json:"review,omitempty"`
+	// The freeze window an emergency deploy overrode (it started inside
+	// it); "" when none. Set by the FSM when it creates the rollout.
+	FreezeOverridden string `protobuf:"bytes,35,opt,name=freeze_overridden,json=freezeOverridden,proto3" json:"freeze_overridden,omitempty"`
+	// The freeze window that paused this rollout between waves (state
+	// paused); the engine resumes it when the freeze ends. "" otherwise.
+	PausedByFreeze string `protobuf:"bytes,36,opt,name=paused_by_freeze,json=pausedByFreeze,proto3" json:"paused_by_freeze,omitempty"`
+	// While frozen or paused by a freeze: when the freeze ends, as last
+	// decided (overlapping windows taken together).
+	FrozenUntilUnixNano int64  `protobuf:"varint,37,opt,name=frozen_until_unix_nano,json=frozenUntilUnixNano,proto3" json:"frozen_until_unix_nano,omitempty"`
+	CreateIndex         uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex         uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Rollout) Reset() {
@@ -1789,6 +1798,27 @@ func (x *Rollout) GetReview() *Review {
 		return x.Review
 	}
 	return nil
+}
+
+func (x *Rollout) GetFreezeOverridden() string {
+	if x != nil {
+		return x.FreezeOverridden
+	}
+	return ""
+}
+
+func (x *Rollout) GetPausedByFreeze() string {
+	if x != nil {
+		return x.PausedByFreeze
+	}
+	return ""
+}
+
+func (x *Rollout) GetFrozenUntilUnixNano() int64 {
+	if x != nil {
+		return x.FrozenUntilUnixNano
+	}
+	return 0
 }
 
 func (x *Rollout) GetCreateIndex() uint64 {
@@ -2805,8 +2835,7 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\x14dispatched_unix_nano\x18\x06 \x01(\x03R\x12dispatchedUnixNano\x12,\n" +
 	"\x12finished_unix_nano\x18\a \x01(\x03R\x10finishedUnixNano\x12%\n" +
 	"\x0etarget_version\x18\b \x01(\tR\rtargetVersion\x12\x14\n" +
-	"\x05phase\x18\t \x01(\tR\x05phase\"\x83\n" +
-	"\n" +
+	"\x05phase\x18\t \x01(\tR\x05phase\"\x8f\v\n" +
 	"\aRollout\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x12\x18\n" +
@@ -2844,7 +2873,10 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\x1aapproval_expires_unix_nano\x18\x1f \x01(\x03R\x17approvalExpiresUnixNano\x12.\n" +
 	"\vrejected_by\x18  \x01(\v2\r.rel.v1.ActorR\n" +
 	"rejectedBy\x12&\n" +
-	"\x06review\x18! \x01(\v2\x0e.rel.v1.ReviewR\x06review\x12!\n" +
+	"\x06review\x18! \x01(\v2\x0e.rel.v1.ReviewR\x06review\x12+\n" +
+	"\x11freeze_overridden\x18# \x01(\tR\x10freezeOverridden\x12(\n" +
+	"\x10paused_by_freeze\x18$ \x01(\tR\x0epausedByFreeze\x123\n" +
+	"\x16frozen_until_unix_nano\x18% \x01(\x03R\x13frozenUntilUnixNano\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\xfd\x01\n" +
 	"\fRolloutEvent\x12\x1d\n" +
