@@ -93,6 +93,9 @@ func TestChangeControlThroughRelctl(t *testing.T) {
 			t.Fatalf("hello@%s to dev: %+v", v, st)
 		}
 	}
+	// killLeader kills the leader with SIGKILL, waits for a new one among
+	// the other two, then starts the killed one again on its data dir so
+	// that the next kill still leaves a quorum.
 	killLeader := func() {
 		t.Helper()
 		l := leaderOf(ps)
@@ -107,7 +110,11 @@ func TestChangeControlThroughRelctl(t *testing.T) {
 			}
 		}
 		waitFor(t, 20*time.Second, "a new leader", func() bool { return leaderOf(rest) != nil })
-		ps = rest
+		l.start(t, "--heartbeat-interval", "300ms", "--agent-grace", "2s")
+		waitFor(t, 30*time.Second, l.id+" back as a follower", func() bool {
+			r := relctl(t, all, "cluster", "members", "-o", "json")
+			return r.code == 0 && strings.Count(r.stdout, `"follower"`) == 2 && strings.Count(r.stdout, `"Voter"`) == 3
+		})
 	}
 
 	// Lifecycle: prod before dev is refused, naming what is missing.
@@ -127,7 +134,7 @@ func TestChangeControlThroughRelctl(t *testing.T) {
 	must("alice", "rollout", "approve", id, "--comment", "lgtm")
 	refused("alice", "alice already approved", "rollout", "approve", id)
 	killLeader()
-	if out := must("dave", "approvals", "pending"); !strings.Contains(out, id) || !strings.Contains(out, "1/2") {
+	if out := must("dave", "--consistent", "approvals", "pending"); !strings.Contains(out, id) || !strings.Contains(out, "1/2") {
 		t.Fatalf("pending after the leader kill:\n%s", out)
 	}
 	must("bob", "rollout", "approve", id, "--comment", "ship it")
@@ -155,10 +162,10 @@ func TestChangeControlThroughRelctl(t *testing.T) {
 	// A freeze queues the rollout; the leader dies while it is frozen; when
 	// the window ends it asks for its approvals, then runs.
 	release("1.2.0")
-	end := time.Now().Add(8 * time.Second)
+	end := time.Now().Add(8 * time.Second).Truncate(time.Second) // RFC 3339 on the command line: whole seconds
 	mustRelctl(t, all, "freeze", "create", "sale", "--apps", "hello", "--env", "prod",
 		"--start", time.Now().Add(-time.Second).UTC().Format(time.RFC3339), "--end", end.UTC().Format(time.RFC3339), "--reason", "black friday")
-	if out := mustRelctl(t, all, "freeze", "status", "--env", "prod"); !strings.Contains(out, "prod is frozen until") || !strings.Contains(out, "black friday") {
+	if out := mustRelctl(t, all, "freeze", "status", "--env", "prod", "--app", "hello"); !strings.Contains(out, "prod is frozen until") || !strings.Contains(out, "black friday") {
 		t.Fatalf("freeze status:\n%s", out)
 	}
 	id, state = startAs("dave", "release", "promote", "hello@1.2.0", "--to", "prod")
@@ -168,7 +175,7 @@ func TestChangeControlThroughRelctl(t *testing.T) {
 	killLeader()
 	waitRolloutState(t, all, id, 30*time.Second, "awaiting_approval")
 	if time.Now().Before(end) {
-		t.Fatalf("rollout %s left the freeze before it ended (%s)", id, end)
+		t.Fatalf("rollout %s left the freeze before it ended (%s); its events:\n%s", id, end, mustRelctl(t, all, "rollout", "events", id))
 	}
 	must("alice", "rollout", "approve", id)
 	must("bob", "rollout", "approve", id)

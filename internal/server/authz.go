@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -289,6 +290,13 @@ func (s *Server) tokenPrincipal(header string) (auth.Principal, error) {
 		return auth.Principal{}, status.Error(codes.Unauthenticated, "authorization metadata is not 'Bearer <token>'")
 	}
 	tok, err := s.store.ACLTokenBySecret(auth.HashSecret(strings.TrimSpace(secret)))
+	if err != nil && !replicaCaughtUp(s.raftReady.Load()) {
+		// A replica that is still replaying the log after a restart (or
+		// has no leader) may not hold a token made since: it says so, and
+		// relctl asks the next server, instead of calling a good token
+		// unknown.
+		return auth.Principal{}, status.Error(codes.Unavailable, "this server is catching up with the cluster and does not know this token yet: try another server")
+	}
 	if err != nil {
 		return auth.Principal{}, status.Error(codes.Unauthenticated, "token not known to this cluster: it was revoked, or belongs to another cluster (check --token-file / REL_TOKEN; 'relctl acl token create' makes one)")
 	}
@@ -303,6 +311,17 @@ func (s *Server) tokenPrincipal(header string) (auth.Principal, error) {
 		return auth.Principal{}, status.Errorf(codes.Internal, "token %s: %v", tok.GetAccessorId(), err)
 	}
 	return p, nil
+}
+
+// replicaCaughtUp reports whether r knows a leader and has applied what it
+// knows to be committed; false before raft has started.
+func replicaCaughtUp(r *raft.Raft) bool {
+	if r == nil {
+		return false
+	}
+	_, leader := r.LeaderWithID()
+	commit := r.CommitIndex()
+	return leader != "" && commit > 0 && r.AppliedIndex() >= commit
 }
 
 // peerCert is the verified certificate the connection was made with.
