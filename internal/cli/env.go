@@ -34,9 +34,11 @@ func (r *runner) envCreateCommand() *cobra.Command {
 		selector        []string
 		catchUp         string
 		catchUpParallel uint32
+		spec            specFlags
+		cmd             *cobra.Command
 	)
-	cmd := &cobra.Command{
-		Use:   "create NAME --selector KEY=VALUE[,KEY=VALUE...] [--catch-up auto|manual] [--catch-up-parallel N]",
+	cmd = &cobra.Command{
+		Use:   "create NAME --selector KEY=VALUE[,KEY=VALUE...] [--catch-up auto|manual] [--catch-up-parallel N] [rollout spec flags]",
 		Short: "Create an environment",
 		Long: `Create an environment named NAME whose hosts are those carrying every
 KEY=VALUE label of --selector. --selector is required; give several pairs
@@ -51,8 +53,15 @@ the current release by a catch_up rollout the leader starts, at most
 --catch-up-parallel hosts at a time, health-gated and listed with the other
 rollouts. Hosts that failed, and hosts on what a rollout to another
 environment put there, are left alone. --catch-up manual leaves every host
-as it is until a rollout says otherwise.`,
-		Example: `  relctl env create prod --selector tier=prod
+as it is until a rollout says otherwise.
+
+The rollout spec flags (--strategy, --canary, --waves, --wave-by,
+--max-parallel, --bake, --approve-waves, --max-failures,
+--progress-deadline, --auto-rollback; see "relctl rollout start --help")
+set the environment's default spec: what "relctl release promote" rolls
+out with. Without them promote uses rollout start's defaults.`,
+		Example: `  relctl env create prod --selector tier=prod --strategy rolling --max-parallel 2 --bake 5m
+  relctl env create prod --selector tier=prod
   relctl env create prod-eu --selector tier=prod,region=eu --description "Production, Europe"
   relctl env create canary --selector tier=prod --selector canary=true`,
 		Args:              exactArgs("NAME"),
@@ -65,6 +74,10 @@ as it is until a rollout says otherwise.`,
 			if catchUp != "auto" && catchUp != "manual" {
 				return usagef("--catch-up %q: use auto or manual", catchUp)
 			}
+			def, err := defaultSpec(cmd, &spec)
+			if err != nil {
+				return err
+			}
 			var resp *relv1.CreateEnvironmentResponse
 			_, err = r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
 				resp, err = relv1.NewControlServiceClient(cc).CreateEnvironment(ctx, &relv1.CreateEnvironmentRequest{
@@ -73,6 +86,7 @@ as it is until a rollout says otherwise.`,
 					Selector:        sel,
 					CatchUpManual:   catchUp == "manual",
 					CatchUpParallel: catchUpParallel,
+					DefaultSpec:     def,
 				}, opts...)
 				return err
 			})
@@ -88,7 +102,22 @@ as it is until a rollout says otherwise.`,
 	_ = cmd.MarkFlagRequired("selector")
 	cmd.Flags().StringVar(&catchUp, "catch-up", "auto", "`auto`: hosts that join or drift converge to the current release by themselves; manual: they do not")
 	cmd.Flags().Uint32Var(&catchUpParallel, "catch-up-parallel", 1, "hosts a catch-up takes at a time (`N`)")
+	spec.register(cmd)
 	return cmd
+}
+
+// specFlagNames are the flags specFlags.register adds.
+var specFlagNames = []string{"strategy", "canary", "waves", "wave-by", "max-parallel", "bake", "approve-waves", "max-failures", "progress-deadline", "auto-rollback"}
+
+// defaultSpec is the environment default spec the rollout spec flags of
+// env create or update give, or nil when none was given.
+func defaultSpec(cmd *cobra.Command, f *specFlags) (*relv1.RolloutSpec, error) {
+	for _, name := range specFlagNames {
+		if cmd.Flags().Changed(name) {
+			return f.spec(cmd)
+		}
+	}
+	return nil, nil
 }
 
 func (r *runner) envListCommand() *cobra.Command {
@@ -124,17 +153,19 @@ func (r *runner) envUpdateCommand() *cobra.Command {
 		dryRun          bool
 		catchUp         string
 		catchUpParallel uint32
+		spec            specFlags
 		cmd             *cobra.Command
 	)
 	cmd = &cobra.Command{
-		Use:   "update ENV [--selector KEY=VALUE[,KEY=VALUE...]] [--description TEXT] [--catch-up auto|manual] [--catch-up-parallel N] [--dry-run]",
+		Use:   "update ENV [--selector KEY=VALUE[,KEY=VALUE...]] [--description TEXT] [--catch-up auto|manual] [--catch-up-parallel N] [rollout spec flags] [--dry-run]",
 		Short: "Change an environment's selector, description or catch-up",
 		Long: `Change the selector or the description of environment ENV, and show
 which hosts join it (the new selector matches them, the old did not) and
 which leave it (the other way round), among the agents the cluster knows.
 Give at least one of --selector (the whole new selector: it replaces the
 old one), --description ("" clears it), --catch-up and --catch-up-parallel
-(see "relctl env create --help"). A host that leaves the environment keeps
+(see "relctl env create --help"), and the rollout spec flags (they replace
+the default spec "relctl release promote" uses, as a whole). A host that leaves the environment keeps
 what it runs, and is no longer caught up.
 
 With --dry-run nothing changes: relctl shows what the update would do.
@@ -167,8 +198,11 @@ abort it. A description change is always allowed.`,
 			if cmd.Flags().Changed("catch-up-parallel") {
 				req.CatchUpParallel = &catchUpParallel
 			}
-			if len(sel) == 0 && req.Description == nil && req.CatchUp == nil && req.CatchUpParallel == nil {
-				return usagef("nothing to change: give --selector, --description, --catch-up or --catch-up-parallel")
+			if req.DefaultSpec, err = defaultSpec(cmd, &spec); err != nil {
+				return err
+			}
+			if len(sel) == 0 && req.Description == nil && req.CatchUp == nil && req.CatchUpParallel == nil && req.DefaultSpec == nil {
+				return usagef("nothing to change: give --selector, --description, --catch-up, --catch-up-parallel or rollout spec flags")
 			}
 			var resp *relv1.UpdateEnvironmentResponse
 			_, err = r.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (err error) {
@@ -186,6 +220,7 @@ abort it. A description change is always allowed.`,
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show which hosts would join and leave; change nothing")
 	cmd.Flags().StringVar(&catchUp, "catch-up", "", "`auto` or manual: whether hosts that join or drift converge to the current release by themselves")
 	cmd.Flags().Uint32Var(&catchUpParallel, "catch-up-parallel", 0, "hosts a catch-up takes at a time (`N`)")
+	spec.register(cmd)
 	return cmd
 }
 

@@ -139,8 +139,21 @@ func TestEnvUpdateCommand(t *testing.T) {
 	}
 
 	res = runCLI(t, env, "", "env", "update", "prod")
-	if res.code != exitUsage || strings.TrimSpace(res.stderr) != "relctl: nothing to change: give --selector, --description, --catch-up or --catch-up-parallel (see relctl env update --help)" {
+	if res.code != exitUsage || strings.TrimSpace(res.stderr) != "relctl: nothing to change: give --selector, --description, --catch-up, --catch-up-parallel or rollout spec flags (see relctl env update --help)" {
 		t.Errorf("empty update: exit %d, %q", res.code, res.stderr)
+	}
+	// Rollout spec flags replace the default spec release promote uses.
+	res = runCLI(t, env, "", "env", "update", "prod", "--strategy", "rolling", "--max-parallel", "2")
+	if res.code != 0 {
+		t.Fatalf("default spec: exit %d, %s", res.code, res.stderr)
+	}
+	req = <-srv.updates
+	if d := req.GetDefaultSpec(); d.GetStrategy() != "rolling" || d.GetMaxParallel() != 2 || req.Description != nil || len(req.GetSelector()) != 0 {
+		t.Fatalf("default-spec update sent %v", req)
+	}
+	res = runCLI(t, env, "", "env", "update", "prod", "--max-parallel", "two")
+	if res.code != exitUsage || !strings.Contains(res.stderr, "--max-parallel two") {
+		t.Errorf("bad spec flag: exit %d, %q", res.code, res.stderr)
 	}
 	res = runCLI(t, env, "", "env", "update", "prod", "--selector", "tier")
 	if res.code != exitUsage || !strings.Contains(res.stderr, `--selector "tier": missing "=" (want KEY=VALUE)`) {

@@ -44,6 +44,8 @@ type environmentJSON struct {
 	// Change control: the approvals its rollouts need (absent: none).
 	ApprovalPolicy        *approvalPolicyJSON `json:"approval_policy,omitempty"`
 	ApprovalPolicyVersion uint64              `json:"approval_policy_version,omitempty"`
+	// What release promote rolls out with (absent: rollout start's defaults).
+	DefaultSpec *specJSON `json:"default_spec,omitempty"`
 }
 
 type releaseJSON struct {
@@ -116,7 +118,16 @@ func toEnvironmentJSON(e *relv1.Environment) environmentJSON {
 
 		ApprovalPolicy:        toPolicyJSON(e.GetApprovalPolicy()),
 		ApprovalPolicyVersion: e.GetApprovalPolicyVersion(),
+		DefaultSpec:           defaultSpecJSON(e.GetDefaultSpec()),
 	}
+}
+
+func defaultSpecJSON(s *relv1.RolloutSpec) *specJSON {
+	if s == nil {
+		return nil
+	}
+	j := toSpecJSON(s)
+	return &j
 }
 
 func toReleaseJSON(r *relv1.Release) releaseJSON {
@@ -380,10 +391,14 @@ func (p printer) environments(envs []*relv1.Environment) error {
 	}
 	rows := make([][]string, 0, len(envs))
 	for _, e := range envs {
-		rows = append(rows, []string{e.GetName(), formatMap(e.GetSelector()), e.GetDescription(),
+		promote := "defaults"
+		if d := e.GetDefaultSpec(); d != nil {
+			promote = specSummary(d)
+		}
+		rows = append(rows, []string{e.GetName(), formatMap(e.GetSelector()), e.GetDescription(), promote,
 			formatTime(e.GetCreatedUnixNano(), time.RFC3339)})
 	}
-	return p.table([]string{"NAME", "SELECTOR", "DESCRIPTION", "CREATED"}, rows)
+	return p.table([]string{"NAME", "SELECTOR", "DESCRIPTION", "PROMOTE WITH", "CREATED"}, rows)
 }
 
 func (p printer) releases(releases []*relv1.Release) error {

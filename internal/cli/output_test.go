@@ -104,10 +104,15 @@ func TestOutput(t *testing.T) {
 		},
 		{
 			name: "environments table", format: formatTable,
-			print: func(p printer) error { return p.environments([]*relv1.Environment{envProd}) },
+			print: func(p printer) error {
+				staging := &relv1.Environment{Name: "staging", Selector: map[string]string{"tier": "staging"}, CreatedUnixNano: envProd.GetCreatedUnixNano(),
+					DefaultSpec: &relv1.RolloutSpec{Strategy: "rolling", MaxParallel: 2}}
+				return p.environments([]*relv1.Environment{envProd, staging})
+			},
 			want: "" +
-				"NAME  SELECTOR             DESCRIPTION  CREATED\n" +
-				"prod  region=eu,tier=prod  Production   2025-03-04T04:06:07Z\n",
+				"NAME     SELECTOR             DESCRIPTION  PROMOTE WITH                             CREATED\n" +
+				"prod     region=eu,tier=prod  Production   defaults                                 2025-03-04T04:06:07Z\n" +
+				"staging  tier=staging                      rolling, max-parallel 2, max-failures 0  2025-03-04T04:06:07Z\n",
 		},
 		{
 			name: "environments json", format: formatJSON,

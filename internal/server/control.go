@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/relhq/rel/internal/artifact"
+	"github.com/relhq/rel/internal/rollout"
 	"github.com/relhq/rel/internal/state"
 	"github.com/relhq/rel/internal/validate"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
@@ -76,8 +77,13 @@ func (c *controlService) CreateEnvironment(ctx context.Context, req *relv1.Creat
 	if req.GetCatchUpParallel() > maxCatchUpParallel {
 		return nil, status.Errorf(codes.InvalidArgument, "--catch-up-parallel %d: at most %d hosts at a time", req.GetCatchUpParallel(), maxCatchUpParallel)
 	}
+	if req.GetDefaultSpec() != nil {
+		if _, err := rollout.Normalize(req.GetDefaultSpec()); err != nil {
+			return nil, specStatus(err)
+		}
+	}
 	env := &relv1.Environment{Name: req.GetName(), Description: req.GetDescription(), Selector: req.GetSelector(), CreatedUnixNano: time.Now().UnixNano(),
-		CatchUpManual: req.GetCatchUpManual(), CatchUpParallel: req.GetCatchUpParallel()}
+		CatchUpManual: req.GetCatchUpManual(), CatchUpParallel: req.GetCatchUpParallel(), DefaultSpec: req.GetDefaultSpec()}
 	a, err := c.s.applyCommand(ctx, &relv1.Command{StampedUnixNano: env.CreatedUnixNano, Kind: &relv1.Command_CreateEnvironment{CreateEnvironment: &relv1.CreateEnvironment{Environment: env}}})
 	if err != nil {
 		return nil, toStatus(err)

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/relhq/rel/internal/rollout"
 	"github.com/relhq/rel/internal/state"
 	"github.com/relhq/rel/internal/validate"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
@@ -25,8 +26,13 @@ func (c *controlService) UpdateEnvironment(ctx context.Context, req *relv1.Updat
 	if err := validate.Name("environment name", req.GetName()); err != nil {
 		return nil, toStatus(err)
 	}
-	if len(req.GetSelector()) == 0 && req.Description == nil && req.CatchUp == nil && req.CatchUpParallel == nil {
-		return nil, status.Error(codes.InvalidArgument, "nothing to change: give --selector, --description, --catch-up or --catch-up-parallel")
+	if req.GetDefaultSpec() != nil {
+		if _, err := rollout.Normalize(req.GetDefaultSpec()); err != nil {
+			return nil, specStatus(err)
+		}
+	}
+	if len(req.GetSelector()) == 0 && req.Description == nil && req.CatchUp == nil && req.CatchUpParallel == nil && req.GetDefaultSpec() == nil {
+		return nil, status.Error(codes.InvalidArgument, "nothing to change: give --selector, --description, --catch-up, --catch-up-parallel or a default spec")
 	}
 	if req.CatchUp != nil && req.GetCatchUp() != "auto" && req.GetCatchUp() != "manual" {
 		return nil, status.Errorf(codes.InvalidArgument, "--catch-up %q: use auto or manual", req.GetCatchUp())
@@ -67,6 +73,9 @@ func (c *controlService) UpdateEnvironment(ctx context.Context, req *relv1.Updat
 	if req.CatchUp != nil {
 		env.CatchUpManual = req.GetCatchUp() == "manual"
 	}
+	if req.GetDefaultSpec() != nil {
+		env.DefaultSpec = req.GetDefaultSpec()
+	}
 	if req.CatchUpParallel != nil {
 		env.CatchUpParallel = req.GetCatchUpParallel()
 	}
@@ -86,7 +95,8 @@ func (c *controlService) UpdateEnvironment(ctx context.Context, req *relv1.Updat
 		}
 	}
 	if req.GetDryRun() || (sameSelector(old.GetSelector(), env.GetSelector()) && old.GetDescription() == env.GetDescription() &&
-		old.GetCatchUpManual() == env.GetCatchUpManual() && old.GetCatchUpParallel() == env.GetCatchUpParallel()) {
+		old.GetCatchUpManual() == env.GetCatchUpManual() && old.GetCatchUpParallel() == env.GetCatchUpParallel() &&
+		proto.Equal(old.GetDefaultSpec(), env.GetDefaultSpec())) {
 		return resp, nil
 	}
 	a, err := s.applyCommand(ctx, &relv1.Command{Kind: &relv1.Command_UpdateEnvironment{UpdateEnvironment: &relv1.UpdateEnvironment{

@@ -76,7 +76,7 @@ func TestEnvUpdateSelector(t *testing.T) {
 	wantCode(t, "nothing to change", func() error {
 		_, err := ctl.UpdateEnvironment(ctxT(t), &relv1.UpdateEnvironmentRequest{Name: "prod"})
 		return err
-	}(), codes.InvalidArgument, "nothing to change: give --selector, --description, --catch-up or --catch-up-parallel")
+	}(), codes.InvalidArgument, "nothing to change: give --selector, --description, --catch-up, --catch-up-parallel or a default spec")
 	wantCode(t, "bad selector", func() error {
 		_, err := ctl.UpdateEnvironment(ctxT(t), &relv1.UpdateEnvironmentRequest{Name: "prod", Selector: map[string]string{"bad key": "x"}})
 		return err

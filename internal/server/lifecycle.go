@@ -181,9 +181,20 @@ func (l *lifecycleService) BlockRelease(ctx context.Context, req *relv1.BlockRel
 // PromoteRelease starts a deploy rollout with rollout start's defaults,
 // through StartRollout itself: every check a rollout start makes (the
 // lifecycle gate, and what later comes before the queue) applies.
+// PromoteRelease starts a rollout with the environment's default spec
+// (rollout start's defaults when it has none) through StartRollout, so
+// every check of a rollout start applies. The spec is read here, on the
+// server that took the request; StartRollout forwards the whole request.
 func (l *lifecycleService) PromoteRelease(ctx context.Context, req *relv1.PromoteReleaseRequest) (*relv1.StartRolloutResponse, error) {
+	var spec *relv1.RolloutSpec
+	envs, _, _ := l.s.store.Environments(nil)
+	for _, e := range envs {
+		if e.GetName() == req.GetEnvironment() {
+			spec = e.GetDefaultSpec()
+		}
+	}
 	return (&controlService{s: l.s}).StartRollout(ctx, &relv1.StartRolloutRequest{
-		App: req.GetApp(), Version: req.GetVersion(), Environment: req.GetEnvironment(),
+		App: req.GetApp(), Version: req.GetVersion(), Environment: req.GetEnvironment(), Spec: spec,
 		Queue: req.GetQueue(), ChangeType: req.GetChangeType(), ChangeReason: req.GetChangeReason(),
 	})
 }

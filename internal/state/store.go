@@ -178,6 +178,9 @@ func (s *Store) UpdateEnvironment(index uint64, env *relv1.Environment, expect u
 	row.Selector = env.GetSelector()
 	row.Description = env.GetDescription()
 	row.CatchUpManual, row.CatchUpParallel = env.GetCatchUpManual(), env.GetCatchUpParallel()
+	// The update's whole row carries the default spec (the old one when
+	// the request did not change it; none in entries written before it).
+	row.DefaultSpec = env.GetDefaultSpec()
 	row.ModifyIndex = index
 	if err := txn.Insert(TableEnvironments, row); err != nil {
 		return fmt.Errorf("state: update environment: %w", err)

@@ -728,8 +728,10 @@ type CreateEnvironmentRequest struct {
 	// See Environment.
 	CatchUpManual   bool   `protobuf:"varint,4,opt,name=catch_up_manual,json=catchUpManual,proto3" json:"catch_up_manual,omitempty"`
 	CatchUpParallel uint32 `protobuf:"varint,5,opt,name=catch_up_parallel,json=catchUpParallel,proto3" json:"catch_up_parallel,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The spec "relctl release promote" uses for this environment.
+	DefaultSpec   *RolloutSpec `protobuf:"bytes,6,opt,name=default_spec,json=defaultSpec,proto3" json:"default_spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateEnvironmentRequest) Reset() {
@@ -797,6 +799,13 @@ func (x *CreateEnvironmentRequest) GetCatchUpParallel() uint32 {
 	return 0
 }
 
+func (x *CreateEnvironmentRequest) GetDefaultSpec() *RolloutSpec {
+	if x != nil {
+		return x.DefaultSpec
+	}
+	return nil
+}
+
 type CreateEnvironmentResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Environment   *Environment           `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
@@ -862,8 +871,10 @@ type UpdateEnvironmentRequest struct {
 	CatchUp *string `protobuf:"bytes,5,opt,name=catch_up,json=catchUp,proto3,oneof" json:"catch_up,omitempty"`
 	// Unset keeps the current setting.
 	CatchUpParallel *uint32 `protobuf:"varint,6,opt,name=catch_up_parallel,json=catchUpParallel,proto3,oneof" json:"catch_up_parallel,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Replaces the environment's default spec when set.
+	DefaultSpec   *RolloutSpec `protobuf:"bytes,7,opt,name=default_spec,json=defaultSpec,proto3" json:"default_spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateEnvironmentRequest) Reset() {
@@ -936,6 +947,13 @@ func (x *UpdateEnvironmentRequest) GetCatchUpParallel() uint32 {
 		return *x.CatchUpParallel
 	}
 	return 0
+}
+
+func (x *UpdateEnvironmentRequest) GetDefaultSpec() *RolloutSpec {
+	if x != nil {
+		return x.DefaultSpec
+	}
+	return nil
 }
 
 type UpdateEnvironmentResponse struct {
@@ -3508,26 +3526,28 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\x04read\x18\x01 \x01(\v2\x13.rel.v1.ReadOptionsR\x04read\"I\n" +
 	"\x10ListAppsResponse\x12\x1f\n" +
 	"\x04apps\x18\x01 \x03(\v2\v.rel.v1.AppR\x04apps\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"\xad\x02\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\xe5\x02\n" +
 	"\x18CreateEnvironmentRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12J\n" +
 	"\bselector\x18\x03 \x03(\v2..rel.v1.CreateEnvironmentRequest.SelectorEntryR\bselector\x12&\n" +
 	"\x0fcatch_up_manual\x18\x04 \x01(\bR\rcatchUpManual\x12*\n" +
-	"\x11catch_up_parallel\x18\x05 \x01(\rR\x0fcatchUpParallel\x1a;\n" +
+	"\x11catch_up_parallel\x18\x05 \x01(\rR\x0fcatchUpParallel\x126\n" +
+	"\fdefault_spec\x18\x06 \x01(\v2\x13.rel.v1.RolloutSpecR\vdefaultSpec\x1a;\n" +
 	"\rSelectorEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"h\n" +
 	"\x19CreateEnvironmentResponse\x125\n" +
 	"\venvironment\x18\x01 \x01(\v2\x13.rel.v1.EnvironmentR\venvironment\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"\xfb\x02\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\xb3\x03\n" +
 	"\x18UpdateEnvironmentRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12J\n" +
 	"\bselector\x18\x02 \x03(\v2..rel.v1.UpdateEnvironmentRequest.SelectorEntryR\bselector\x12%\n" +
 	"\vdescription\x18\x03 \x01(\tH\x00R\vdescription\x88\x01\x01\x12\x17\n" +
 	"\adry_run\x18\x04 \x01(\bR\x06dryRun\x12\x1e\n" +
 	"\bcatch_up\x18\x05 \x01(\tH\x01R\acatchUp\x88\x01\x01\x12/\n" +
-	"\x11catch_up_parallel\x18\x06 \x01(\rH\x02R\x0fcatchUpParallel\x88\x01\x01\x1a;\n" +
+	"\x11catch_up_parallel\x18\x06 \x01(\rH\x02R\x0fcatchUpParallel\x88\x01\x01\x126\n" +
+	"\fdefault_spec\x18\a \x01(\v2\x13.rel.v1.RolloutSpecR\vdefaultSpec\x1a;\n" +
 	"\rSelectorEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
@@ -3820,8 +3840,8 @@ var file_rel_v1_control_proto_goTypes = []any{
 	nil,                               // 56: rel.v1.PlannedHost.LabelsEntry
 	(*Environment)(nil),               // 57: rel.v1.Environment
 	(*App)(nil),                       // 58: rel.v1.App
-	(*Release)(nil),                   // 59: rel.v1.Release
-	(*RolloutSpec)(nil),               // 60: rel.v1.RolloutSpec
+	(*RolloutSpec)(nil),               // 59: rel.v1.RolloutSpec
+	(*Release)(nil),                   // 60: rel.v1.Release
 	(*Rollout)(nil),                   // 61: rel.v1.Rollout
 	(*Agent)(nil),                     // 62: rel.v1.Agent
 	(*AppReport)(nil),                 // 63: rel.v1.AppReport
@@ -3841,96 +3861,98 @@ var file_rel_v1_control_proto_depIdxs = []int32{
 	6,  // 7: rel.v1.ListAppsRequest.read:type_name -> rel.v1.ReadOptions
 	58, // 8: rel.v1.ListAppsResponse.apps:type_name -> rel.v1.App
 	52, // 9: rel.v1.CreateEnvironmentRequest.selector:type_name -> rel.v1.CreateEnvironmentRequest.SelectorEntry
-	57, // 10: rel.v1.CreateEnvironmentResponse.environment:type_name -> rel.v1.Environment
-	53, // 11: rel.v1.UpdateEnvironmentRequest.selector:type_name -> rel.v1.UpdateEnvironmentRequest.SelectorEntry
-	57, // 12: rel.v1.UpdateEnvironmentResponse.environment:type_name -> rel.v1.Environment
-	6,  // 13: rel.v1.ListEnvironmentsRequest.read:type_name -> rel.v1.ReadOptions
-	57, // 14: rel.v1.ListEnvironmentsResponse.environments:type_name -> rel.v1.Environment
-	54, // 15: rel.v1.CreateReleaseRequest.labels:type_name -> rel.v1.CreateReleaseRequest.LabelsEntry
-	59, // 16: rel.v1.CreateReleaseResponse.release:type_name -> rel.v1.Release
-	6,  // 17: rel.v1.ListReleasesRequest.read:type_name -> rel.v1.ReadOptions
-	59, // 18: rel.v1.ListReleasesResponse.releases:type_name -> rel.v1.Release
-	6,  // 19: rel.v1.GetReleaseRequest.read:type_name -> rel.v1.ReadOptions
-	59, // 20: rel.v1.GetReleaseResponse.release:type_name -> rel.v1.Release
-	60, // 21: rel.v1.StartRolloutRequest.spec:type_name -> rel.v1.RolloutSpec
-	61, // 22: rel.v1.StartRolloutResponse.rollout:type_name -> rel.v1.Rollout
-	6,  // 23: rel.v1.GetRolloutRequest.read:type_name -> rel.v1.ReadOptions
-	61, // 24: rel.v1.RolloutStatus.rollout:type_name -> rel.v1.Rollout
-	30, // 25: rel.v1.RolloutStatus.hosts:type_name -> rel.v1.RolloutHostStatus
-	55, // 26: rel.v1.RolloutStatus.totals:type_name -> rel.v1.RolloutStatus.TotalsEntry
-	31, // 27: rel.v1.GetRolloutResponse.status:type_name -> rel.v1.RolloutStatus
-	6,  // 28: rel.v1.ListRolloutsRequest.read:type_name -> rel.v1.ReadOptions
-	31, // 29: rel.v1.ListRolloutsResponse.rollouts:type_name -> rel.v1.RolloutStatus
-	62, // 30: rel.v1.AgentStatus.agent:type_name -> rel.v1.Agent
-	63, // 31: rel.v1.AgentStatus.apps:type_name -> rel.v1.AppReport
-	64, // 32: rel.v1.AgentStatus.load:type_name -> rel.v1.Load
-	6,  // 33: rel.v1.ListAgentsRequest.read:type_name -> rel.v1.ReadOptions
-	35, // 34: rel.v1.ListAgentsResponse.agents:type_name -> rel.v1.AgentStatus
-	6,  // 35: rel.v1.GetAgentRequest.read:type_name -> rel.v1.ReadOptions
-	35, // 36: rel.v1.GetAgentResponse.agent:type_name -> rel.v1.AgentStatus
-	6,  // 37: rel.v1.HistoryRequest.read:type_name -> rel.v1.ReadOptions
-	65, // 38: rel.v1.HistoryResponse.entries:type_name -> rel.v1.HistoryEntry
-	66, // 39: rel.v1.HistoryResponse.summaries:type_name -> rel.v1.HistorySummary
-	60, // 40: rel.v1.PlanRolloutRequest.spec:type_name -> rel.v1.RolloutSpec
-	56, // 41: rel.v1.PlannedHost.labels:type_name -> rel.v1.PlannedHost.LabelsEntry
-	43, // 42: rel.v1.PlannedWave.hosts:type_name -> rel.v1.PlannedHost
-	60, // 43: rel.v1.PlanRolloutResponse.spec:type_name -> rel.v1.RolloutSpec
-	44, // 44: rel.v1.PlanRolloutResponse.waves:type_name -> rel.v1.PlannedWave
-	43, // 45: rel.v1.PlanRolloutResponse.offline:type_name -> rel.v1.PlannedHost
-	61, // 46: rel.v1.ControlRolloutResponse.rollout:type_name -> rel.v1.Rollout
-	61, // 47: rel.v1.RollbackRolloutResponse.rollback:type_name -> rel.v1.Rollout
-	6,  // 48: rel.v1.RolloutEventsRequest.read:type_name -> rel.v1.ReadOptions
-	67, // 49: rel.v1.RolloutEventsResponse.events:type_name -> rel.v1.RolloutEvent
-	61, // 50: rel.v1.RolloutEventsResponse.rollout:type_name -> rel.v1.Rollout
-	7,  // 51: rel.v1.ControlService.CreateApp:input_type -> rel.v1.CreateAppRequest
-	9,  // 52: rel.v1.ControlService.ListApps:input_type -> rel.v1.ListAppsRequest
-	11, // 53: rel.v1.ControlService.CreateEnvironment:input_type -> rel.v1.CreateEnvironmentRequest
-	17, // 54: rel.v1.ControlService.ListEnvironments:input_type -> rel.v1.ListEnvironmentsRequest
-	13, // 55: rel.v1.ControlService.UpdateEnvironment:input_type -> rel.v1.UpdateEnvironmentRequest
-	15, // 56: rel.v1.ControlService.DeleteEnvironment:input_type -> rel.v1.DeleteEnvironmentRequest
-	19, // 57: rel.v1.ControlService.CreateRelease:input_type -> rel.v1.CreateReleaseRequest
-	21, // 58: rel.v1.ControlService.ListReleases:input_type -> rel.v1.ListReleasesRequest
-	23, // 59: rel.v1.ControlService.GetRelease:input_type -> rel.v1.GetReleaseRequest
-	25, // 60: rel.v1.ControlService.DeleteRelease:input_type -> rel.v1.DeleteReleaseRequest
-	27, // 61: rel.v1.ControlService.StartRollout:input_type -> rel.v1.StartRolloutRequest
-	29, // 62: rel.v1.ControlService.GetRollout:input_type -> rel.v1.GetRolloutRequest
-	33, // 63: rel.v1.ControlService.ListRollouts:input_type -> rel.v1.ListRolloutsRequest
-	36, // 64: rel.v1.ControlService.ListAgents:input_type -> rel.v1.ListAgentsRequest
-	38, // 65: rel.v1.ControlService.GetAgent:input_type -> rel.v1.GetAgentRequest
-	40, // 66: rel.v1.ControlService.History:input_type -> rel.v1.HistoryRequest
-	42, // 67: rel.v1.ControlService.PlanRollout:input_type -> rel.v1.PlanRolloutRequest
-	46, // 68: rel.v1.ControlService.ControlRollout:input_type -> rel.v1.ControlRolloutRequest
-	48, // 69: rel.v1.ControlService.RollbackRollout:input_type -> rel.v1.RollbackRolloutRequest
-	50, // 70: rel.v1.ControlService.RolloutEvents:input_type -> rel.v1.RolloutEventsRequest
-	0,  // 71: rel.v1.ControlService.ShowEnvironment:input_type -> rel.v1.ShowEnvironmentRequest
-	4,  // 72: rel.v1.ControlService.Overview:input_type -> rel.v1.OverviewRequest
-	8,  // 73: rel.v1.ControlService.CreateApp:output_type -> rel.v1.CreateAppResponse
-	10, // 74: rel.v1.ControlService.ListApps:output_type -> rel.v1.ListAppsResponse
-	12, // 75: rel.v1.ControlService.CreateEnvironment:output_type -> rel.v1.CreateEnvironmentResponse
-	18, // 76: rel.v1.ControlService.ListEnvironments:output_type -> rel.v1.ListEnvironmentsResponse
-	14, // 77: rel.v1.ControlService.UpdateEnvironment:output_type -> rel.v1.UpdateEnvironmentResponse
-	16, // 78: rel.v1.ControlService.DeleteEnvironment:output_type -> rel.v1.DeleteEnvironmentResponse
-	20, // 79: rel.v1.ControlService.CreateRelease:output_type -> rel.v1.CreateReleaseResponse
-	22, // 80: rel.v1.ControlService.ListReleases:output_type -> rel.v1.ListReleasesResponse
-	24, // 81: rel.v1.ControlService.GetRelease:output_type -> rel.v1.GetReleaseResponse
-	26, // 82: rel.v1.ControlService.DeleteRelease:output_type -> rel.v1.DeleteReleaseResponse
-	28, // 83: rel.v1.ControlService.StartRollout:output_type -> rel.v1.StartRolloutResponse
-	32, // 84: rel.v1.ControlService.GetRollout:output_type -> rel.v1.GetRolloutResponse
-	34, // 85: rel.v1.ControlService.ListRollouts:output_type -> rel.v1.ListRolloutsResponse
-	37, // 86: rel.v1.ControlService.ListAgents:output_type -> rel.v1.ListAgentsResponse
-	39, // 87: rel.v1.ControlService.GetAgent:output_type -> rel.v1.GetAgentResponse
-	41, // 88: rel.v1.ControlService.History:output_type -> rel.v1.HistoryResponse
-	45, // 89: rel.v1.ControlService.PlanRollout:output_type -> rel.v1.PlanRolloutResponse
-	47, // 90: rel.v1.ControlService.ControlRollout:output_type -> rel.v1.ControlRolloutResponse
-	49, // 91: rel.v1.ControlService.RollbackRollout:output_type -> rel.v1.RollbackRolloutResponse
-	51, // 92: rel.v1.ControlService.RolloutEvents:output_type -> rel.v1.RolloutEventsResponse
-	3,  // 93: rel.v1.ControlService.ShowEnvironment:output_type -> rel.v1.ShowEnvironmentResponse
-	5,  // 94: rel.v1.ControlService.Overview:output_type -> rel.v1.OverviewResponse
-	73, // [73:95] is the sub-list for method output_type
-	51, // [51:73] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	59, // 10: rel.v1.CreateEnvironmentRequest.default_spec:type_name -> rel.v1.RolloutSpec
+	57, // 11: rel.v1.CreateEnvironmentResponse.environment:type_name -> rel.v1.Environment
+	53, // 12: rel.v1.UpdateEnvironmentRequest.selector:type_name -> rel.v1.UpdateEnvironmentRequest.SelectorEntry
+	59, // 13: rel.v1.UpdateEnvironmentRequest.default_spec:type_name -> rel.v1.RolloutSpec
+	57, // 14: rel.v1.UpdateEnvironmentResponse.environment:type_name -> rel.v1.Environment
+	6,  // 15: rel.v1.ListEnvironmentsRequest.read:type_name -> rel.v1.ReadOptions
+	57, // 16: rel.v1.ListEnvironmentsResponse.environments:type_name -> rel.v1.Environment
+	54, // 17: rel.v1.CreateReleaseRequest.labels:type_name -> rel.v1.CreateReleaseRequest.LabelsEntry
+	60, // 18: rel.v1.CreateReleaseResponse.release:type_name -> rel.v1.Release
+	6,  // 19: rel.v1.ListReleasesRequest.read:type_name -> rel.v1.ReadOptions
+	60, // 20: rel.v1.ListReleasesResponse.releases:type_name -> rel.v1.Release
+	6,  // 21: rel.v1.GetReleaseRequest.read:type_name -> rel.v1.ReadOptions
+	60, // 22: rel.v1.GetReleaseResponse.release:type_name -> rel.v1.Release
+	59, // 23: rel.v1.StartRolloutRequest.spec:type_name -> rel.v1.RolloutSpec
+	61, // 24: rel.v1.StartRolloutResponse.rollout:type_name -> rel.v1.Rollout
+	6,  // 25: rel.v1.GetRolloutRequest.read:type_name -> rel.v1.ReadOptions
+	61, // 26: rel.v1.RolloutStatus.rollout:type_name -> rel.v1.Rollout
+	30, // 27: rel.v1.RolloutStatus.hosts:type_name -> rel.v1.RolloutHostStatus
+	55, // 28: rel.v1.RolloutStatus.totals:type_name -> rel.v1.RolloutStatus.TotalsEntry
+	31, // 29: rel.v1.GetRolloutResponse.status:type_name -> rel.v1.RolloutStatus
+	6,  // 30: rel.v1.ListRolloutsRequest.read:type_name -> rel.v1.ReadOptions
+	31, // 31: rel.v1.ListRolloutsResponse.rollouts:type_name -> rel.v1.RolloutStatus
+	62, // 32: rel.v1.AgentStatus.agent:type_name -> rel.v1.Agent
+	63, // 33: rel.v1.AgentStatus.apps:type_name -> rel.v1.AppReport
+	64, // 34: rel.v1.AgentStatus.load:type_name -> rel.v1.Load
+	6,  // 35: rel.v1.ListAgentsRequest.read:type_name -> rel.v1.ReadOptions
+	35, // 36: rel.v1.ListAgentsResponse.agents:type_name -> rel.v1.AgentStatus
+	6,  // 37: rel.v1.GetAgentRequest.read:type_name -> rel.v1.ReadOptions
+	35, // 38: rel.v1.GetAgentResponse.agent:type_name -> rel.v1.AgentStatus
+	6,  // 39: rel.v1.HistoryRequest.read:type_name -> rel.v1.ReadOptions
+	65, // 40: rel.v1.HistoryResponse.entries:type_name -> rel.v1.HistoryEntry
+	66, // 41: rel.v1.HistoryResponse.summaries:type_name -> rel.v1.HistorySummary
+	59, // 42: rel.v1.PlanRolloutRequest.spec:type_name -> rel.v1.RolloutSpec
+	56, // 43: rel.v1.PlannedHost.labels:type_name -> rel.v1.PlannedHost.LabelsEntry
+	43, // 44: rel.v1.PlannedWave.hosts:type_name -> rel.v1.PlannedHost
+	59, // 45: rel.v1.PlanRolloutResponse.spec:type_name -> rel.v1.RolloutSpec
+	44, // 46: rel.v1.PlanRolloutResponse.waves:type_name -> rel.v1.PlannedWave
+	43, // 47: rel.v1.PlanRolloutResponse.offline:type_name -> rel.v1.PlannedHost
+	61, // 48: rel.v1.ControlRolloutResponse.rollout:type_name -> rel.v1.Rollout
+	61, // 49: rel.v1.RollbackRolloutResponse.rollback:type_name -> rel.v1.Rollout
+	6,  // 50: rel.v1.RolloutEventsRequest.read:type_name -> rel.v1.ReadOptions
+	67, // 51: rel.v1.RolloutEventsResponse.events:type_name -> rel.v1.RolloutEvent
+	61, // 52: rel.v1.RolloutEventsResponse.rollout:type_name -> rel.v1.Rollout
+	7,  // 53: rel.v1.ControlService.CreateApp:input_type -> rel.v1.CreateAppRequest
+	9,  // 54: rel.v1.ControlService.ListApps:input_type -> rel.v1.ListAppsRequest
+	11, // 55: rel.v1.ControlService.CreateEnvironment:input_type -> rel.v1.CreateEnvironmentRequest
+	17, // 56: rel.v1.ControlService.ListEnvironments:input_type -> rel.v1.ListEnvironmentsRequest
+	13, // 57: rel.v1.ControlService.UpdateEnvironment:input_type -> rel.v1.UpdateEnvironmentRequest
+	15, // 58: rel.v1.ControlService.DeleteEnvironment:input_type -> rel.v1.DeleteEnvironmentRequest
+	19, // 59: rel.v1.ControlService.CreateRelease:input_type -> rel.v1.CreateReleaseRequest
+	21, // 60: rel.v1.ControlService.ListReleases:input_type -> rel.v1.ListReleasesRequest
+	23, // 61: rel.v1.ControlService.GetRelease:input_type -> rel.v1.GetReleaseRequest
+	25, // 62: rel.v1.ControlService.DeleteRelease:input_type -> rel.v1.DeleteReleaseRequest
+	27, // 63: rel.v1.ControlService.StartRollout:input_type -> rel.v1.StartRolloutRequest
+	29, // 64: rel.v1.ControlService.GetRollout:input_type -> rel.v1.GetRolloutRequest
+	33, // 65: rel.v1.ControlService.ListRollouts:input_type -> rel.v1.ListRolloutsRequest
+	36, // 66: rel.v1.ControlService.ListAgents:input_type -> rel.v1.ListAgentsRequest
+	38, // 67: rel.v1.ControlService.GetAgent:input_type -> rel.v1.GetAgentRequest
+	40, // 68: rel.v1.ControlService.History:input_type -> rel.v1.HistoryRequest
+	42, // 69: rel.v1.ControlService.PlanRollout:input_type -> rel.v1.PlanRolloutRequest
+	46, // 70: rel.v1.ControlService.ControlRollout:input_type -> rel.v1.ControlRolloutRequest
+	48, // 71: rel.v1.ControlService.RollbackRollout:input_type -> rel.v1.RollbackRolloutRequest
+	50, // 72: rel.v1.ControlService.RolloutEvents:input_type -> rel.v1.RolloutEventsRequest
+	0,  // 73: rel.v1.ControlService.ShowEnvironment:input_type -> rel.v1.ShowEnvironmentRequest
+	4,  // 74: rel.v1.ControlService.Overview:input_type -> rel.v1.OverviewRequest
+	8,  // 75: rel.v1.ControlService.CreateApp:output_type -> rel.v1.CreateAppResponse
+	10, // 76: rel.v1.ControlService.ListApps:output_type -> rel.v1.ListAppsResponse
+	12, // 77: rel.v1.ControlService.CreateEnvironment:output_type -> rel.v1.CreateEnvironmentResponse
+	18, // 78: rel.v1.ControlService.ListEnvironments:output_type -> rel.v1.ListEnvironmentsResponse
+	14, // 79: rel.v1.ControlService.UpdateEnvironment:output_type -> rel.v1.UpdateEnvironmentResponse
+	16, // 80: rel.v1.ControlService.DeleteEnvironment:output_type -> rel.v1.DeleteEnvironmentResponse
+	20, // 81: rel.v1.ControlService.CreateRelease:output_type -> rel.v1.CreateReleaseResponse
+	22, // 82: rel.v1.ControlService.ListReleases:output_type -> rel.v1.ListReleasesResponse
+	24, // 83: rel.v1.ControlService.GetRelease:output_type -> rel.v1.GetReleaseResponse
+	26, // 84: rel.v1.ControlService.DeleteRelease:output_type -> rel.v1.DeleteReleaseResponse
+	28, // 85: rel.v1.ControlService.StartRollout:output_type -> rel.v1.StartRolloutResponse
+	32, // 86: rel.v1.ControlService.GetRollout:output_type -> rel.v1.GetRolloutResponse
+	34, // 87: rel.v1.ControlService.ListRollouts:output_type -> rel.v1.ListRolloutsResponse
+	37, // 88: rel.v1.ControlService.ListAgents:output_type -> rel.v1.ListAgentsResponse
+	39, // 89: rel.v1.ControlService.GetAgent:output_type -> rel.v1.GetAgentResponse
+	41, // 90: rel.v1.ControlService.History:output_type -> rel.v1.HistoryResponse
+	45, // 91: rel.v1.ControlService.PlanRollout:output_type -> rel.v1.PlanRolloutResponse
+	47, // 92: rel.v1.ControlService.ControlRollout:output_type -> rel.v1.ControlRolloutResponse
+	49, // 93: rel.v1.ControlService.RollbackRollout:output_type -> rel.v1.RollbackRolloutResponse
+	51, // 94: rel.v1.ControlService.RolloutEvents:output_type -> rel.v1.RolloutEventsResponse
+	3,  // 95: rel.v1.ControlService.ShowEnvironment:output_type -> rel.v1.ShowEnvironmentResponse
+	5,  // 96: rel.v1.ControlService.Overview:output_type -> rel.v1.OverviewResponse
+	75, // [75:97] is the sub-list for method output_type
+	53, // [53:75] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_control_proto_init() }

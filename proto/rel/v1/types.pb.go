@@ -130,10 +130,13 @@ type Environment struct {
 	// Counts the policy's changes (set, changed or cleared): approvals are
 	// bound to the version a rollout was requested under.
 	ApprovalPolicyVersion uint64 `protobuf:"varint,8,opt,name=approval_policy_version,json=approvalPolicyVersion,proto3" json:"approval_policy_version,omitempty"`
-	CreateIndex           uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
-	ModifyIndex           uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// What "relctl release promote" starts a rollout to this environment
+	// with (unset: rollout start's defaults, all at once).
+	DefaultSpec   *RolloutSpec `protobuf:"bytes,11,opt,name=default_spec,json=defaultSpec,proto3" json:"default_spec,omitempty"`
+	CreateIndex   uint64       `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex   uint64       `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Environment) Reset() {
@@ -220,6 +223,13 @@ func (x *Environment) GetApprovalPolicyVersion() uint64 {
 		return x.ApprovalPolicyVersion
 	}
 	return 0
+}
+
+func (x *Environment) GetDefaultSpec() *RolloutSpec {
+	if x != nil {
+		return x.DefaultSpec
+	}
+	return nil
 }
 
 func (x *Environment) GetCreateIndex() uint64 {
@@ -2696,7 +2706,7 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\x11created_unix_nano\x18\x03 \x01(\x03R\x0fcreatedUnixNano\x12\x1c\n" +
 	"\tlifecycle\x18\x04 \x01(\tR\tlifecycle\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\xfe\x03\n" +
+	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\xb6\x04\n" +
 	"\vEnvironment\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12=\n" +
@@ -2705,7 +2715,8 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\x0fcatch_up_manual\x18\x05 \x01(\bR\rcatchUpManual\x12*\n" +
 	"\x11catch_up_parallel\x18\x06 \x01(\rR\x0fcatchUpParallel\x12?\n" +
 	"\x0fapproval_policy\x18\a \x01(\v2\x16.rel.v1.ApprovalPolicyR\x0eapprovalPolicy\x126\n" +
-	"\x17approval_policy_version\x18\b \x01(\x04R\x15approvalPolicyVersion\x12!\n" +
+	"\x17approval_policy_version\x18\b \x01(\x04R\x15approvalPolicyVersion\x126\n" +
+	"\fdefault_spec\x18\v \x01(\v2\x13.rel.v1.RolloutSpecR\vdefaultSpec\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\x1a;\n" +
 	"\rSelectorEntry\x12\x10\n" +
@@ -3007,29 +3018,30 @@ var file_rel_v1_types_proto_goTypes = []any{
 var file_rel_v1_types_proto_depIdxs = []int32{
 	23, // 0: rel.v1.Environment.selector:type_name -> rel.v1.Environment.SelectorEntry
 	20, // 1: rel.v1.Environment.approval_policy:type_name -> rel.v1.ApprovalPolicy
-	24, // 2: rel.v1.Release.labels:type_name -> rel.v1.Release.LabelsEntry
-	10, // 3: rel.v1.Release.created_by:type_name -> rel.v1.Actor
-	10, // 4: rel.v1.Release.blocked_by:type_name -> rel.v1.Actor
-	25, // 5: rel.v1.Agent.labels:type_name -> rel.v1.Agent.LabelsEntry
-	4,  // 6: rel.v1.Agent.facts:type_name -> rel.v1.HostFacts
-	6,  // 7: rel.v1.AgentApp.report:type_name -> rel.v1.AppReport
-	11, // 8: rel.v1.RolloutSpec.canary:type_name -> rel.v1.Quantity
-	11, // 9: rel.v1.RolloutSpec.waves:type_name -> rel.v1.Quantity
-	11, // 10: rel.v1.RolloutSpec.max_failures:type_name -> rel.v1.Quantity
-	12, // 11: rel.v1.Rollout.spec:type_name -> rel.v1.RolloutSpec
-	13, // 12: rel.v1.Rollout.hosts:type_name -> rel.v1.RolloutHost
-	10, // 13: rel.v1.Rollout.requested_by:type_name -> rel.v1.Actor
-	21, // 14: rel.v1.Rollout.approvals:type_name -> rel.v1.Approval
-	20, // 15: rel.v1.Rollout.approval_policy:type_name -> rel.v1.ApprovalPolicy
-	10, // 16: rel.v1.Rollout.rejected_by:type_name -> rel.v1.Actor
-	22, // 17: rel.v1.Rollout.review:type_name -> rel.v1.Review
-	10, // 18: rel.v1.Approval.actor:type_name -> rel.v1.Actor
-	10, // 19: rel.v1.Review.reviewed_by:type_name -> rel.v1.Actor
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	12, // 2: rel.v1.Environment.default_spec:type_name -> rel.v1.RolloutSpec
+	24, // 3: rel.v1.Release.labels:type_name -> rel.v1.Release.LabelsEntry
+	10, // 4: rel.v1.Release.created_by:type_name -> rel.v1.Actor
+	10, // 5: rel.v1.Release.blocked_by:type_name -> rel.v1.Actor
+	25, // 6: rel.v1.Agent.labels:type_name -> rel.v1.Agent.LabelsEntry
+	4,  // 7: rel.v1.Agent.facts:type_name -> rel.v1.HostFacts
+	6,  // 8: rel.v1.AgentApp.report:type_name -> rel.v1.AppReport
+	11, // 9: rel.v1.RolloutSpec.canary:type_name -> rel.v1.Quantity
+	11, // 10: rel.v1.RolloutSpec.waves:type_name -> rel.v1.Quantity
+	11, // 11: rel.v1.RolloutSpec.max_failures:type_name -> rel.v1.Quantity
+	12, // 12: rel.v1.Rollout.spec:type_name -> rel.v1.RolloutSpec
+	13, // 13: rel.v1.Rollout.hosts:type_name -> rel.v1.RolloutHost
+	10, // 14: rel.v1.Rollout.requested_by:type_name -> rel.v1.Actor
+	21, // 15: rel.v1.Rollout.approvals:type_name -> rel.v1.Approval
+	20, // 16: rel.v1.Rollout.approval_policy:type_name -> rel.v1.ApprovalPolicy
+	10, // 17: rel.v1.Rollout.rejected_by:type_name -> rel.v1.Actor
+	22, // 18: rel.v1.Rollout.review:type_name -> rel.v1.Review
+	10, // 19: rel.v1.Approval.actor:type_name -> rel.v1.Actor
+	10, // 20: rel.v1.Review.reviewed_by:type_name -> rel.v1.Actor
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_types_proto_init() }
