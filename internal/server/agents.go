@@ -23,7 +23,7 @@ import (
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
-// helloTimeout bounds how long a new stream may take to say hello.
+// helloTimeout is the default of Config.HelloTimeout.
 const helloTimeout = 10 * time.Second
 
 // session is one agent stream held by this server. Heartbeats and load live
@@ -153,7 +153,7 @@ func (a *agentService) Connect(stream relv1.AgentService_ConnectServer) error {
 
 	p := auth.FromContext(ctx)
 	_, leaf, _, _ := peerCert(ctx)
-	hello, err := recvHello(ctx, stream)
+	hello, err := recvHello(ctx, stream, s.cfg.HelloTimeout)
 	if err != nil {
 		return err
 	}
@@ -408,7 +408,7 @@ func sanitizeReport(r *relv1.AppReport, now time.Time) *relv1.AppReport {
 	return out
 }
 
-func recvHello(ctx context.Context, stream relv1.AgentService_ConnectServer) (*relv1.Hello, error) {
+func recvHello(ctx context.Context, stream relv1.AgentService_ConnectServer, timeout time.Duration) (*relv1.Hello, error) {
 	type result struct {
 		m   *relv1.AgentMessage
 		err error
@@ -418,7 +418,7 @@ func recvHello(ctx context.Context, stream relv1.AgentService_ConnectServer) (*r
 		m, err := stream.Recv()
 		ch <- result{m, err}
 	}()
-	t := time.NewTimer(helloTimeout)
+	t := time.NewTimer(timeout)
 	defer t.Stop()
 	var r result
 	select {

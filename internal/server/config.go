@@ -105,6 +105,9 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// AgentGrace: silence or absence past this marks an agent down.
 	AgentGrace time.Duration
+	// HelloTimeout bounds how long a new agent stream may take to say
+	// hello (default 10 s; tests that open many streams first raise it).
+	HelloTimeout time.Duration
 	// ReportWindow: agent reports arriving within it share a raft entry.
 	ReportWindow time.Duration
 	// MaxArtifactBytes limits uploads to the artifact store.
@@ -191,6 +194,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if out.AgentGrace == 0 {
 		out.AgentGrace = DefaultAgentGrace
+	}
+	if out.HelloTimeout == 0 {
+		out.HelloTimeout = helloTimeout
 	}
 	if out.ReportWindow == 0 {
 		out.ReportWindow = DefaultReportWindow

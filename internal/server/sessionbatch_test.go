@@ -201,6 +201,9 @@ func TestAgentConnectStormBatched(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{Configure: func(i int, cfg *server.Config) {
 		cfg.HeartbeatInterval = time.Second
 		cfg.AgentGrace = 2 * time.Minute // no heartbeats needed while the test runs
+		// Opening 1,000 TLS streams before the first hello takes more
+		// than the default 10 s on a loaded 2-core machine.
+		cfg.HelloTimeout = 2 * time.Minute
 	}})
 	leader := c.WaitLeader()
 	f := c.Followers()[0]
