@@ -11,7 +11,7 @@ import (
 
 func (r *runner) appCommand() *cobra.Command {
 	return noun("app",
-		"Create and list apps",
+		"Create, update (lifecycle) and list apps",
 		`An app is a piece of software that Rel releases: a name that releases
 hang off. Create the app before its first release.`,
 		`  relctl app create web --description "Public website"

@@ -15,7 +15,7 @@ import (
 
 func (r *runner) releaseCommand() *cobra.Command {
 	return noun("release",
-		"Create, list, show and delete releases",
+		"Create, list, show, promote, block and delete releases, and see where one may go",
 		`A release is one immutable, verifiable build of an app: an artifact URL and
 the sha256 of its bytes, with optional notes, source commit and labels.
 Releases cannot be changed once created; one nothing needs any more can be
