@@ -220,7 +220,7 @@ func startCluster(t *testing.T, extra ...string) []*proc {
 	t.Helper()
 	ps := []*proc{newProc(t, "s1"), newProc(t, "s2"), newProc(t, "s3")}
 	ps[0].start(t, append([]string{"--bootstrap"}, extra...)...)
-	waitFor(t, 15*time.Second, "s1 to lead", func() bool { return leaderOf(ps[:1]) != nil })
+	waitLeader(t, ps[:1], "s1 to lead")
 	ps[1].start(t, append([]string{"--join", ps[0].grpc}, extra...)...)
 	ps[2].start(t, append([]string{"--join", ps[0].grpc}, extra...)...)
 	waitFor(t, 20*time.Second, "three members", func() bool {

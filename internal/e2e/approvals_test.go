@@ -16,7 +16,7 @@ import (
 func TestApprovalsThroughRelctl(t *testing.T) {
 	s := newProc(t, "s1")
 	s.start(t, "--bootstrap")
-	waitFor(t, 15*time.Second, "s1 to lead", func() bool { return leaderOf([]*proc{s}) != nil })
+	waitLeader(t, []*proc{s}, "s1 to lead")
 	addr := s.grpc
 	a := &agentProc{id: "web-1", dataDir: t.TempDir(), root: t.TempDir(), labels: "env=prod"}
 	a.start(t, addr)

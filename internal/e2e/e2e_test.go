@@ -240,6 +240,34 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
+// waitLeader waits for one of ps to lead. On a timeout it shows each
+// server's state and the end of its log: a server that did not start (a
+// port taken meanwhile) says why there.
+func waitLeader(t *testing.T, ps []*proc, what string) *proc {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if l := leaderOf(ps); l != nil {
+			return l
+		}
+		if time.Now().After(deadline) {
+			var b strings.Builder
+			for _, p := range ps {
+				state := "running"
+				if p.cmd == nil {
+					state = "not started"
+				} else if p.cmd.ProcessState != nil {
+					state = "exited: " + p.cmd.ProcessState.String()
+				}
+				lines := strings.Split(strings.TrimSpace(p.log.String()), "\n")
+				fmt.Fprintf(&b, "\n%s (%s), last log lines:\n  %s", p.id, state, strings.Join(lines[max(len(lines)-15, 0):], "\n  "))
+			}
+			t.Fatalf("timed out after 30s waiting for %s%s", what, b.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 type result struct {
 	code           int
 	stdout, stderr string
@@ -314,7 +342,7 @@ const sum = "0883fd2f7cd5262a98665f210e32d54a27e1293fba0fd6e16839c7388b95151e"
 func TestThreeProcessCluster(t *testing.T) {
 	ps := []*proc{newProc(t, "s1"), newProc(t, "s2"), newProc(t, "s3")}
 	ps[0].start(t, "--bootstrap")
-	waitFor(t, 15*time.Second, "s1 to lead", func() bool { return leaderOf(ps[:1]) != nil })
+	waitLeader(t, ps[:1], "s1 to lead")
 	ps[1].start(t, "--join", ps[0].grpc)
 	ps[2].start(t, "--join", ps[0].grpc+","+ps[1].grpc)
 	waitFor(t, 20*time.Second, "three members", func() bool {
@@ -381,7 +409,7 @@ func TestThreeProcessCluster(t *testing.T) {
 func TestRelctlErrors(t *testing.T) {
 	p := newProc(t, "s1")
 	p.start(t, "--bootstrap")
-	waitFor(t, 15*time.Second, "a leader", func() bool { return leaderOf([]*proc{p}) != nil })
+	waitLeader(t, []*proc{p}, "a leader")
 	mustRelctl(t, p.grpc, "app", "create", "web")
 	dead := freePort(t)
 
@@ -492,7 +520,7 @@ func TestServerFlags(t *testing.T) {
 	// A data dir belongs to the node that created it.
 	p := newProc(t, "owner")
 	p.start(t, "--bootstrap")
-	waitFor(t, 15*time.Second, "a leader", func() bool { return leaderOf([]*proc{p}) != nil })
+	waitLeader(t, []*proc{p}, "a leader")
 	if err := p.signal(t, syscall.SIGTERM); err != nil {
 		t.Fatalf("graceful stop: %v\n%s", err, p.log)
 	}

@@ -236,7 +236,7 @@ func TestPartitionRollback(t *testing.T) {
 	})
 
 	ps[0].start(t, append([]string{"--bootstrap"}, flags...)...)
-	waitFor(t, 15*time.Second, "s1 to lead", func() bool { return leaderOf(ps[:1]) != nil })
+	waitLeader(t, ps[:1], "s1 to lead")
 	ps[1].start(t, append([]string{"--join", ps[0].grpc}, flags...)...)
 	ps[2].start(t, append([]string{"--join", ps[0].grpc}, flags...)...)
 	waitFor(t, 20*time.Second, "three voters", func() bool {

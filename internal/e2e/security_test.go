@@ -19,7 +19,7 @@ import (
 func TestFileReleaseRefused(t *testing.T) {
 	p := newProc(t, "s1")
 	p.start(t, "--bootstrap", "--heartbeat-interval", "300ms", "--agent-grace", "3s")
-	waitFor(t, 15*time.Second, "a leader", func() bool { return leaderOf([]*proc{p}) != nil })
+	waitLeader(t, []*proc{p}, "a leader")
 	a := &agentProc{id: "web-1", dataDir: t.TempDir(), root: t.TempDir(), labels: "env=prod"}
 	a.start(t, p.grpc)
 	waitFor(t, 15*time.Second, "the agent to connect", func() bool {
@@ -70,7 +70,7 @@ func TestSIGHUPReload(t *testing.T) {
 	}
 	p.cert, p.key = cert, key
 	p.start(t, "--bootstrap")
-	waitFor(t, 15*time.Second, "a leader", func() bool { return leaderOf([]*proc{p}) != nil })
+	waitLeader(t, []*proc{p}, "a leader")
 	hup := func() {
 		t.Helper()
 		if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
