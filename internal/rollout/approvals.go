@@ -322,6 +322,11 @@ func changeTypeName(r *relv1.Rollout) string {
 	return r.GetChangeType()
 }
 
+// awaitingReason is a rollout's reason while it awaits approvals.
+func awaitingReason(p *relv1.ApprovalPolicy) string {
+	return fmt.Sprintf("awaiting %d approval(s) from %s", p.GetRequired(), strings.Join(Approvers(p), ", "))
+}
+
 // AwaitApproval makes a new deploy rollout wait for the approvals of
 // policy p (at version v, for the release's digest): no host is
 // dispatched until they are given. Its hosts are those selected now; the
@@ -330,6 +335,6 @@ func AwaitApproval(r *relv1.Rollout, p *relv1.ApprovalPolicy, v uint64, digest s
 	r.State = StateAwaitingApproval
 	r.ApprovalPolicy, r.ApprovalPolicyVersion, r.ApprovalDigest = p, v, digest
 	r.ApprovalExpiresUnixNano = now.Add(ApprovalExpiry(p)).UnixNano()
-	r.Reason = fmt.Sprintf("awaiting %d approval(s) from %s", p.GetRequired(), strings.Join(Approvers(p), ", "))
+	r.Reason = awaitingReason(p)
 	return appendEvent(r, now.UnixNano(), EventAwaitingApproval, "", r.Reason+fmt.Sprintf("; expires in %s", FormatDuration(ApprovalExpiry(p))))
 }

@@ -1,8 +1,6 @@
 package rollout
 
 import (
-	"fmt"
-	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -71,7 +69,7 @@ func ReleaseFrozen(r *relv1.Rollout, needsApproval bool, at time.Time) *relv1.Ro
 		// was frozen.
 		r.State = StateAwaitingApproval
 		r.ApprovalExpiresUnixNano = at.Add(ApprovalExpiry(r.GetApprovalPolicy())).UnixNano()
-		r.Reason = fmt.Sprintf("awaiting %d approval(s) from %s", r.GetApprovalPolicy().GetRequired(), strings.Join(Approvers(r.GetApprovalPolicy()), ", "))
+		r.Reason = awaitingReason(r.GetApprovalPolicy())
 		msg += "it waits for approval"
 	} else {
 		r.State = StateQueued

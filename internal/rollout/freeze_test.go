@@ -214,3 +214,23 @@ func TestFreezeProperties(t *testing.T) {
 		}
 	})
 }
+
+// TestReleaseFrozenStartsTheApprovalClock: a frozen rollout that carries
+// an approval policy goes to awaiting_approval when released, and its
+// approvals expire from then, not from its request (nobody could approve
+// while it was frozen); without approvals it is queued.
+func TestReleaseFrozenStartsTheApprovalClock(t *testing.T) {
+	at := time.Unix(1_000_000, 0)
+	p := &relv1.ApprovalPolicy{Required: 2, Roles: []string{"approver"}, ExpiryMs: 3_600_000}
+	r := &relv1.Rollout{Id: "ro-1", Kind: KindDeploy, State: StateFrozen, Reason: "freeze sale", FrozenUntilUnixNano: at.UnixNano(),
+		ApprovalPolicy: p, ApprovalExpiresUnixNano: 1}
+	ev := ReleaseFrozen(r, true, at)
+	if r.GetState() != StateAwaitingApproval || r.GetApprovalExpiresUnixNano() != at.Add(time.Hour).UnixNano() ||
+		r.GetReason() != awaitingReason(p) || r.GetFrozenUntilUnixNano() != 0 || ev.GetType() != EventUnfrozen {
+		t.Fatalf("released with approvals: %v, event %v", r, ev)
+	}
+	q := &relv1.Rollout{Id: "ro-2", Kind: KindDeploy, State: StateFrozen, Reason: "freeze sale"}
+	if ReleaseFrozen(q, false, at); q.GetState() != StateQueued || q.GetReason() != "" {
+		t.Fatalf("released without approvals: %v", q)
+	}
+}

@@ -172,11 +172,7 @@ func (s *Server) registerSelfLoop() {
 
 // caughtUp reports whether this node knows a leader and has applied
 // everything it knows to be committed.
-func (s *Server) caughtUp() bool {
-	_, leader := s.raft.LeaderWithID()
-	commit := s.raft.CommitIndex()
-	return leader != "" && commit > 0 && s.raft.AppliedIndex() >= commit
-}
+func (s *Server) caughtUp() bool { return replicaCaughtUp(s.raft) }
 
 func sameAddrs(a, b *relv1.Server) bool {
 	return a.GetRaftAddr() == b.GetRaftAddr() && a.GetGrpcAddr() == b.GetGrpcAddr() && a.GetHttpAddr() == b.GetHttpAddr()

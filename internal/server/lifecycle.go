@@ -187,11 +187,8 @@ func (l *lifecycleService) BlockRelease(ctx context.Context, req *relv1.BlockRel
 // server that took the request; StartRollout forwards the whole request.
 func (l *lifecycleService) PromoteRelease(ctx context.Context, req *relv1.PromoteReleaseRequest) (*relv1.StartRolloutResponse, error) {
 	var spec *relv1.RolloutSpec
-	envs, _, _ := l.s.store.Environments(nil)
-	for _, e := range envs {
-		if e.GetName() == req.GetEnvironment() {
-			spec = e.GetDefaultSpec()
-		}
+	if env, err := l.s.environment(req.GetEnvironment()); err == nil {
+		spec = env.GetDefaultSpec() // an unknown environment: StartRollout says so
 	}
 	return (&controlService{s: l.s}).StartRollout(ctx, &relv1.StartRolloutRequest{
 		App: req.GetApp(), Version: req.GetVersion(), Environment: req.GetEnvironment(), Spec: spec,
