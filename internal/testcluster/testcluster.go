@@ -6,7 +6,6 @@ package testcluster
 import (
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"sync"
 	"testing"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/relhq/rel/internal/pki"
 	"github.com/relhq/rel/internal/server"
+	"github.com/relhq/rel/internal/testport"
 )
 
 // Options tune a test cluster.
@@ -342,16 +342,14 @@ func WaitFor(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
 	}
 }
 
-// freeAddr reserves a free loopback port. The port is released before the
-// server binds it; collisions are possible but rare on a test machine.
+// freeAddr reserves a free loopback port outside the kernel's ephemeral
+// range (see package testport).
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := testport.Addr()
 	if err != nil {
 		t.Fatalf("find a free port: %v", err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
 	return addr
 }
 

@@ -46,7 +46,6 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,6 +54,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/relhq/rel/internal/testport"
 )
 
 var (
@@ -304,12 +305,11 @@ type server struct {
 }
 
 func freePort() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := testport.Addr()
 	if err != nil {
 		panic(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 // lastIndex is the highest raft last_index among the servers.
