@@ -1,6 +1,11 @@
 package server
 
-import "context"
+import (
+	"context"
+	"regexp"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // SetAgentSessionsHook makes f run before each agent_sessions commit of s,
 // with the ids of the agents the entry connects (nil: no hook).
@@ -25,3 +30,23 @@ func (s *Server) ForgetCaughtUp()      { s.caughtUpTerm.Store(0) }
 
 // RetentionWake runs one wake of s's retention loop (s must lead).
 func (s *Server) RetentionWake(ctx context.Context) { s.retentionWake(ctx) }
+
+// MetricNames lists the name of every metric s exports, labelled ones
+// without a series yet included.
+func (s *Server) MetricNames() []string {
+	fq := regexp.MustCompile(`fqName: "([^"]+)"`)
+	ch := make(chan *prometheus.Desc, 64)
+	go func() {
+		for _, c := range s.metrics.collectors {
+			c.Describe(ch)
+		}
+		close(ch)
+	}()
+	var out []string
+	for d := range ch {
+		if m := fq.FindStringSubmatch(d.String()); m != nil {
+			out = append(out, m[1])
+		}
+	}
+	return out
+}

@@ -15,6 +15,7 @@ import (
 // so that tests can run several servers in one process.
 type metrics struct {
 	reg          *prometheus.Registry
+	collectors   []prometheus.Collector
 	applyLatency prometheus.Histogram
 	grpcRequests *prometheus.CounterVec
 	grpcLatency  *prometheus.HistogramVec
@@ -41,6 +42,8 @@ type metrics struct {
 	// auditDropped counts refusals this server could not record.
 	auditDropped    prometheus.Counter
 	sessionsBatched prometheus.Counter
+	// rollouts are the release figures: outcomes, durations, hosts.
+	rollouts *rolloutMetrics
 }
 
 func newMetrics(s *Server) *metrics {
@@ -115,7 +118,7 @@ func newMetrics(s *Server) *metrics {
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	m.reg.MustRegister(
+	m.register(
 		m.applyLatency, m.grpcRequests, m.grpcLatency, m.reportBatch, m.authDenied, m.enrolments, m.agentStreamsRefused, m.rolloutsRemoved,
 		m.historyFolded, m.agentsRemoved,
 		m.artifactsRemoved, m.artifactBytesFreed, m.uploadsRefused,
@@ -151,7 +154,16 @@ func newMetrics(s *Server) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	m.rollouts = newRolloutMetrics(s, m.register)
 	return m
+}
+
+// register adds collectors to the registry and keeps them, so that a test
+// can list every metric a server exports, also the labelled ones that have
+// no series yet.
+func (m *metrics) register(cs ...prometheus.Collector) {
+	m.collectors = append(m.collectors, cs...)
+	m.reg.MustRegister(cs...)
 }
 
 func (m *metrics) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {

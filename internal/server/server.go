@@ -168,7 +168,14 @@ func New(c Config) (_ *Server, err error) {
 	s.setupGRPC()
 	s.setupHTTP()
 
-	s.wg.Add(10)
+	// Rollout events up to the log's end on disk were counted by the
+	// process that first applied them.
+	eventsCounted := s.raft.LastIndex()
+	s.wg.Add(11)
+	go func() {
+		defer s.wg.Done()
+		s.watchRolloutEvents(eventsCounted)
+	}()
 	go func() {
 		defer s.wg.Done()
 		s.reports.run(s.ctx)

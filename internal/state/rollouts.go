@@ -443,3 +443,38 @@ func (s *Store) DesiredFor(ws memdb.WatchSet, agentID string) ([]*relv1.Desired,
 	}
 	return out, gen, nil
 }
+
+// RolloutEventsAfter lists up to limit rollout events written by raft entries
+// above index, in index order (an entry's events in their rollout's seq
+// order), with the table's index. Each event is written once, so a reader
+// that remembers the highest create index it saw reads every event once.
+func (s *Store) RolloutEventsAfter(ws memdb.WatchSet, index uint64, limit int) ([]*relv1.RolloutEvent, uint64, error) {
+	txn := s.readTxn()
+	it, err := txn.LowerBound(TableEvents, "create", index+1)
+	if err != nil {
+		return nil, 0, fmt.Errorf("state: list rollout events: %w", err)
+	}
+	ws.Add(it.WatchCh())
+	var out []*relv1.RolloutEvent
+	for raw := it.Next(); raw != nil && len(out) < limit; raw = it.Next() {
+		out = append(out, raw.(*relv1.RolloutEvent))
+	}
+	return out, tableIndexOf(txn, ws, TableEvents), nil
+}
+
+// FirstRolloutEvent returns the first event of a rollout with type typ for
+// wave (any wave when wave is -1), nil if there is none.
+func (s *Store) FirstRolloutEvent(id, typ string, wave int64) (*relv1.RolloutEvent, error) {
+	it, err := s.readTxn().Get(TableEvents, "id_prefix", id)
+	if err != nil {
+		return nil, fmt.Errorf("state: rollout events of %s: %w", id, err)
+	}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		e := raw.(*relv1.RolloutEvent)
+		if e.GetRolloutId() == id && e.GetType() == typ && (wave < 0 || int64(e.GetWave()) == wave) {
+			return e, nil
+		}
+	}
+	return nil, nil
+}
+

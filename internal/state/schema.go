@@ -166,6 +166,9 @@ func baseSchema() *memdb.DBSchema {
 						&memdb.StringFieldIndex{Field: "RolloutId"},
 						&memdb.UintFieldIndex{Field: "Seq"},
 					}}},
+					// Metrics read the events written after a raft index
+					// (RolloutEventsAfter) without scanning every rollout's.
+					"create": {Name: "create", Indexer: &memdb.UintFieldIndex{Field: "CreateIndex"}},
 				},
 			},
 			TableACLTokens: {
