@@ -477,4 +477,3 @@ func (s *Store) FirstRolloutEvent(id, typ string, wave int64) (*relv1.RolloutEve
 	}
 	return nil, nil
 }
-
