@@ -86,6 +86,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		snapThresh   = fs.Uint64("snapshot-threshold", server.DefaultSnapshotThreshold, "raft log entries between snapshots")
 		snapInterval = fs.Duration("snapshot-interval", server.DefaultSnapshotInterval, "how often to check whether a snapshot is due")
 		trailingLogs = fs.Uint64("trailing-logs", server.DefaultTrailingLogs, "log entries kept after a snapshot, so slow followers catch up without one")
+		logBudget    = fs.String("raft-log-budget", "64MiB", "bytes the raft log holds, about: --trailing-logs and --snapshot-threshold are lowered (never raised) so that each holds half of it at the recent entry size, and a snapshot is taken when the log passes it (0: no budget, the counts alone)")
 		maxArtifact  = fs.Int64("max-artifact-bytes", server.DefaultMaxArtifactBytes, "largest artifact accepted by uploads")
 		retention    = fs.Duration("rollout-retention", server.DefaultRolloutRetention, "finished rollouts older than this are removed with their events, beyond the newest --rollout-keep per app and environment; the one whose release an environment holds is always kept")
 		keep         = fs.Int("rollout-keep", server.DefaultRolloutKeep, "finished rollouts kept per app and environment whatever their age (-1: none beyond the retention)")
@@ -125,6 +126,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "rel-server: --artifact-quota: %v\n", err)
 		return 2
+	}
+	budget, err := artifact.ParseSize(*logBudget)
+	if err != nil {
+		fmt.Fprintf(stderr, "rel-server: --raft-log-budget: %v\n", err)
+		return 2
+	}
+	if budget == 0 {
+		budget = -1 // the flag's 0 is "none"; Config's 0 is "the default"
 	}
 	if *showVersion {
 		fmt.Fprintf(stdout, "rel-server %s\n", version.Version)
@@ -169,6 +178,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		SnapshotThreshold: *snapThresh,
 		SnapshotInterval:  *snapInterval,
 		TrailingLogs:      *trailingLogs,
+		RaftLogBudget:     budget,
 		MaxArtifactBytes:  *maxArtifact,
 		MaxAgentStreams:   *maxStreams,
 		ArtifactGrace:     *artGrace,

@@ -20,6 +20,9 @@ const (
 	DefaultSnapshotThreshold = 8192
 	DefaultSnapshotInterval  = 2 * time.Minute
 	DefaultTrailingLogs      = 10240
+	// DefaultRaftLogBudget is the bytes the raft log holds, about (see
+	// raftbudget.go).
+	DefaultRaftLogBudget = 64 << 20
 	// snapshotsRetained is how many snapshots the file store keeps.
 	snapshotsRetained = 2
 	// DefaultHeartbeatInterval is how often agents send heartbeats.
@@ -91,6 +94,13 @@ type Config struct {
 	SnapshotInterval  time.Duration
 	// TrailingLogs is how many log entries stay after a snapshot compacts the log.
 	TrailingLogs uint64
+	// RaftLogBudget bounds the log in bytes, about, by lowering
+	// TrailingLogs and SnapshotThreshold to the entries' size and
+	// snapshotting early (raftbudget.go). 0: DefaultRaftLogBudget; -1:
+	// none. LogBudgetInterval is how often it looks (0: 5 s; tests
+	// shorten it).
+	RaftLogBudget     int64
+	LogBudgetInterval time.Duration
 
 	// Raft timing. Zero means the production defaults (DefaultRaft*:
 	// 500 ms each); tests shorten them.
@@ -185,6 +195,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if out.TrailingLogs == 0 {
 		out.TrailingLogs = DefaultTrailingLogs
+	}
+	if out.RaftLogBudget == 0 {
+		out.RaftLogBudget = DefaultRaftLogBudget
 	}
 	if out.LeaderWait == 0 {
 		out.LeaderWait = DefaultLeaderWait

@@ -50,3 +50,21 @@ func (s *Server) MetricNames() []string {
 	}
 	return out
 }
+
+// RaftLogSpan is the first and last index of s's raft log on disk.
+func (s *Server) RaftLogSpan() (first, last uint64, err error) {
+	if first, err = s.boltStore.FirstIndex(); err != nil {
+		return 0, 0, err
+	}
+	last, err = s.boltStore.LastIndex()
+	return first, last, err
+}
+
+// LogBudgetCounts are the trailing logs and snapshot threshold the log
+// budget last set.
+func (s *Server) LogBudgetCounts() (trailing, threshold uint64) {
+	return s.logTrailing.Load(), s.logThreshold.Load()
+}
+
+// LogBudgetCounts is logBudgetCounts.
+var LogBudgetCountsFor = logBudgetCounts

@@ -140,6 +140,8 @@ func newMetrics(s *Server) *metrics {
 		gauge("rel_raft_commit_index", "Highest raft index known committed.", func() float64 { return float64(s.raft.CommitIndex()) }),
 		gauge("rel_raft_applied_index", "Highest raft index applied to the FSM.", func() float64 { return float64(s.raft.AppliedIndex()) }),
 		gauge("rel_raft_last_index", "Last raft index in the log.", func() float64 { return float64(s.raft.LastIndex()) }),
+		gauge("rel_raft_trailing_logs", "Log entries kept after a snapshot, as the raft log budget set them (0 before its first look).", func() float64 { return float64(s.logTrailing.Load()) }),
+		gauge("rel_raft_snapshot_threshold", "Log entries between snapshots, as the raft log budget set them (0 before its first look).", func() float64 { return float64(s.logThreshold.Load()) }),
 		gauge("rel_raft_term", "Current raft term.", func() float64 { return float64(s.raft.CurrentTerm()) }),
 		gauge("rel_raft_last_contact_seconds", "Seconds since this follower last heard from the leader (0 on the leader).", func() float64 {
 			if s.raft.State() == raft.Leader {

@@ -53,6 +53,10 @@ type Server struct {
 	// raftLogs is raft's log store (freshness reads entry types).
 	raftLogs  raft.LogStore
 	boltStore *raftboltdb.BoltStore
+	// raftLogSizes counts the bytes appended to the log, and logTrailing
+	// and logThreshold are the counts the log budget set (raftbudget.go).
+	raftLogSizes              *logSizes
+	logTrailing, logThreshold atomic.Uint64
 	snaps     *raft.FileSnapshotStore
 	leaderCh  chan bool
 	// promoteCh wakes the leader's promotion of non-voters after a join.
@@ -171,10 +175,14 @@ func New(c Config) (_ *Server, err error) {
 	// Rollout events up to the log's end on disk were counted by the
 	// process that first applied them.
 	eventsCounted := s.raft.LastIndex()
-	s.wg.Add(11)
+	s.wg.Add(12)
 	go func() {
 		defer s.wg.Done()
 		s.watchRolloutEvents(eventsCounted)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.watchLogBudget()
 	}()
 	go func() {
 		defer s.wg.Done()
@@ -389,7 +397,8 @@ func (s *Server) setupRaft() error {
 	// five contacts per lease window come from appends too.
 	s.quiet = newQuietAppends(min(250*time.Millisecond, rc.LeaderLeaseTimeout/5), s.fsm.Applied)
 	s.raftLogs = logs
-	r, err := raft.NewRaft(rc, s.fsm, quietLogs{LogStore: logs, q: s.quiet}, bolt, snaps, quietTransport{noPipeline: noPipeline{s.raftTrans}, q: s.quiet})
+	s.raftLogSizes = &logSizes{}
+	r, err := raft.NewRaft(rc, s.fsm, sizedLogs{LogStore: quietLogs{LogStore: logs, q: s.quiet}, sizes: s.raftLogSizes}, bolt, snaps, quietTransport{noPipeline: noPipeline{s.raftTrans}, q: s.quiet})
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
