@@ -57,8 +57,8 @@ type Server struct {
 	// and logThreshold are the counts the log budget set (raftbudget.go).
 	raftLogSizes              *logSizes
 	logTrailing, logThreshold atomic.Uint64
-	snaps     *raft.FileSnapshotStore
-	leaderCh  chan bool
+	snaps                     *raft.FileSnapshotStore
+	leaderCh                  chan bool
 	// promoteCh wakes the leader's promotion of non-voters after a join.
 	promoteCh chan struct{}
 
