@@ -53,12 +53,14 @@ type planJSON struct {
 }
 
 type eventJSON struct {
-	Seq     uint64 `json:"seq"`
-	At      string `json:"at"`
-	Type    string `json:"type"`
-	Wave    uint32 `json:"wave"`
-	Host    string `json:"host"`
-	Message string `json:"message"`
+	Seq  uint64 `json:"seq"`
+	At   string `json:"at"`
+	Type string `json:"type"`
+	Wave uint32 `json:"wave"`
+	Host string `json:"host"`
+	// Hosts names every host of an event about several (Host is then "").
+	Hosts   []string `json:"hosts,omitempty"`
+	Message string   `json:"message"`
 }
 
 func toSpecJSON(s *relv1.RolloutSpec) specJSON {
@@ -97,8 +99,22 @@ func toEventJSON(e *relv1.RolloutEvent) eventJSON {
 		Type:    e.GetType(),
 		Wave:    e.GetWave(),
 		Host:    e.GetHost(),
+		Hosts:   e.GetHosts(),
 		Message: e.GetMessage(),
 	}
+}
+
+// eventHosts is an event's host, or the first of its hosts and how many
+// more: a table cell stays one short line.
+func eventHosts(e *relv1.RolloutEvent) string {
+	hosts := e.GetHosts()
+	switch {
+	case len(hosts) == 0:
+		return e.GetHost()
+	case len(hosts) <= 3:
+		return strings.Join(hosts, ",")
+	}
+	return fmt.Sprintf("%s (+%d)", strings.Join(hosts[:2], ","), len(hosts)-2)
 }
 
 // waveBase is the number tables give a rollout's first wave: 0 for a canary
@@ -344,7 +360,7 @@ func (p printer) eventTable(base uint32, events []*relv1.RolloutEvent) error {
 	rows := make([][]string, 0, len(events))
 	for _, e := range events {
 		rows = append(rows, []string{formatTime(e.GetAtUnixNano(), time.RFC3339), waveName(base, e.GetWave()),
-			e.GetType(), e.GetHost(), e.GetMessage()})
+			e.GetType(), eventHosts(e), e.GetMessage()})
 	}
 	return p.table([]string{"TIME", "WAVE", "TYPE", "HOST", "MESSAGE"}, rows)
 }
@@ -354,11 +370,11 @@ func (p printer) eventTable(base uint32, events []*relv1.RolloutEvent) error {
 // "2026-11-25T22:40:01Z wave=1 host_healthy web-2: healthy on 1.2.0".
 func eventLine(base uint32, e *relv1.RolloutEvent) string {
 	line := formatTime(e.GetAtUnixNano(), time.RFC3339) + " wave=" + waveName(base, e.GetWave()) + " " + e.GetType()
-	switch {
-	case e.GetHost() != "" && e.GetMessage() != "":
-		line += " " + e.GetHost() + ": " + e.GetMessage()
-	case e.GetHost() != "":
-		line += " " + e.GetHost()
+	switch host := eventHosts(e); {
+	case host != "" && e.GetMessage() != "":
+		line += " " + host + ": " + e.GetMessage()
+	case host != "":
+		line += " " + host
 	case e.GetMessage() != "":
 		line += " " + e.GetMessage()
 	}

@@ -388,3 +388,19 @@ func TestFormatMap(t *testing.T) {
 		}
 	}
 }
+
+func TestEventHosts(t *testing.T) {
+	for _, tc := range []struct {
+		e    *relv1.RolloutEvent
+		want string
+	}{
+		{&relv1.RolloutEvent{}, ""},
+		{&relv1.RolloutEvent{Host: "web-1"}, "web-1"},
+		{&relv1.RolloutEvent{Hosts: []string{"web-1", "web-2", "web-3"}}, "web-1,web-2,web-3"},
+		{&relv1.RolloutEvent{Hosts: []string{"web-1", "web-2", "web-3", "web-4", "web-5"}}, "web-1,web-2 (+3)"},
+	} {
+		if got := eventHosts(tc.e); got != tc.want {
+			t.Errorf("eventHosts(%v) = %q, want %q", tc.e, got, tc.want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -241,7 +242,7 @@ func TestWatchJSONLines(t *testing.T) {
 		t.Fatalf("%d lines, want %d:\n%s", len(got), len(srv.events), res.stdout)
 	}
 	for i, e := range srv.events {
-		if got[i] != toEventJSON(e) {
+		if !reflect.DeepEqual(got[i], toEventJSON(e)) {
 			t.Errorf("line %d = %+v, want %+v", i+1, got[i], toEventJSON(e))
 		}
 	}

@@ -12,11 +12,13 @@ import (
 )
 
 type eventJSON struct {
-	Seq     uint64 `json:"seq"`
-	Type    string `json:"type"`
-	Wave    uint32 `json:"wave"`
-	Host    string `json:"host"`
-	Message string `json:"message"`
+	Seq  uint64 `json:"seq"`
+	Type string `json:"type"`
+	Wave uint32 `json:"wave"`
+	Host string `json:"host"`
+	// Hosts: an event about several hosts at once (Host is then "").
+	Hosts   []string `json:"hosts"`
+	Message string   `json:"message"`
 }
 
 func rolloutEvents(t *testing.T, addr, id string) []eventJSON {
@@ -60,6 +62,17 @@ func listenAddr(root string) string {
 	return strings.TrimSpace(string(b))
 }
 
+// hosts are the hosts an event is about.
+func (e eventJSON) hosts() []string {
+	if len(e.Hosts) > 0 {
+		return e.Hosts
+	}
+	if e.Host != "" {
+		return []string{e.Host}
+	}
+	return nil
+}
+
 // maxInFlight replays a rollout's events and returns the most hosts that
 // were dispatched and not yet finished at once.
 func maxInFlight(evs []eventJSON) int {
@@ -67,9 +80,13 @@ func maxInFlight(evs []eventJSON) int {
 	for _, e := range evs {
 		switch e.Type {
 		case "dispatched":
-			in[e.Host] = true
+			for _, h := range e.hosts() {
+				in[h] = true
+			}
 		case "host_healthy", "host_failed":
-			delete(in, e.Host)
+			for _, h := range e.hosts() {
+				delete(in, h)
+			}
 		}
 		most = max(most, len(in))
 	}
@@ -278,7 +295,7 @@ func TestStagedRolloutsWithRealAgents(t *testing.T) {
 		n := 0
 		for _, e := range rolloutEvents(t, all, mid) {
 			if e.Type == "dispatched" {
-				n++
+				n += len(e.hosts())
 			}
 		}
 		return n >= 2
@@ -298,7 +315,9 @@ func TestStagedRolloutsWithRealAgents(t *testing.T) {
 	dispatches := map[string]int{}
 	for _, e := range rolloutEvents(t, survivors, mid) {
 		if e.Type == "dispatched" {
-			dispatches[e.Host]++
+			for _, h := range e.hosts() {
+				dispatches[h]++
+			}
 		}
 	}
 	for _, a := range agents {

@@ -287,3 +287,15 @@ func Expired(rollouts []*relv1.Rollout, now time.Time, retention time.Duration, 
 	}
 	return ids
 }
+
+// EventHosts lists the hosts an event is about: its hosts when it names
+// several, else its one host (none for events about the rollout).
+func EventHosts(e *relv1.RolloutEvent) []string {
+	if len(e.GetHosts()) > 0 {
+		return e.GetHosts()
+	}
+	if e.GetHost() != "" {
+		return []string{e.GetHost()}
+	}
+	return nil
+}

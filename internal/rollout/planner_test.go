@@ -3,6 +3,7 @@ package rollout
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -471,5 +472,60 @@ func TestRollbackOfNothing(t *testing.T) {
 	_, err := PlanRollback(s.r, "ro-2", false, s.now)
 	if !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), "changed no host: there is nothing to roll back") {
 		t.Fatalf("rollback of a rollout that changed nothing: %v", err)
+	}
+}
+
+// TestHostEventsBatched: the hosts a step dispatches, and those it finds
+// healthy, are one event each (listing them), in the order things
+// happened; a single host keeps the event it always had.
+func TestHostEventsBatched(t *testing.T) {
+	s := newSim(t, &relv1.RolloutSpec{Strategy: AllAtOnce}, 3)
+	for _, h := range s.r.Hosts {
+		s.obs[h.AgentId] = Obs{Connected: true}
+	}
+	ids := []string{s.r.Hosts[0].AgentId, s.r.Hosts[1].AgentId, s.r.Hosts[2].AgentId}
+	s.settle()
+	typed := func(typ string) []*relv1.RolloutEvent {
+		var out []*relv1.RolloutEvent
+		for _, e := range s.events {
+			if e.GetType() == typ {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	d := typed(EventDispatched)
+	if len(d) != 1 || !slices.Equal(d[0].GetHosts(), ids) || d[0].GetHost() != "" || d[0].GetMessage() != "taking 3 hosts to 2.0.0" {
+		t.Fatalf("dispatched events %v, want one naming %v", d, ids)
+	}
+	// Two healthy in one step, then the third: two events.
+	s.report(ids[0], "healthy", "")
+	s.report(ids[1], "healthy", "")
+	s.step()
+	s.report(ids[2], "healthy", "")
+	s.settle()
+	h := typed(EventHostHealthy)
+	if len(h) != 2 || !slices.Equal(h[0].GetHosts(), ids[:2]) || h[0].GetMessage() != "2 hosts healthy on 2.0.0" ||
+		h[1].GetHost() != ids[2] || len(h[1].GetHosts()) != 0 || h[1].GetMessage() != "healthy on 2.0.0" {
+		t.Fatalf("healthy events %v, want %v together, then %s alone", h, ids[:2], ids[2])
+	}
+	// Another event between two hosts' outcomes keeps them apart, in order.
+	s2 := newSim(t, &relv1.RolloutSpec{Strategy: AllAtOnce, MaxFailures: cnt(3)}, 3)
+	for _, h := range s2.r.Hosts {
+		s2.obs[h.AgentId] = Obs{Connected: true}
+	}
+	s2.settle()
+	s2.report(ids[0], "healthy", "")
+	s2.report(ids[1], "failed", "exit 1")
+	s2.report(ids[2], "healthy", "")
+	s2.step()
+	var got []string
+	for _, e := range s2.events {
+		if e.GetType() == EventHostHealthy || e.GetType() == EventHostFailed {
+			got = append(got, e.GetType()+":"+strings.Join(EventHosts(e), ","))
+		}
+	}
+	if want := []string{"host_healthy:" + ids[0], "host_failed:" + ids[1], "host_healthy:" + ids[2]}; !slices.Equal(got, want) {
+		t.Fatalf("events %v, want %v", got, want)
 	}
 }

@@ -88,9 +88,9 @@ func (s *Server) watchRolloutEvents(after uint64) {
 func (m *rolloutMetrics) observe(s *Server, e *relv1.RolloutEvent) {
 	switch e.GetType() {
 	case rollout.EventHostHealthy:
-		m.hostOutcomes.WithLabelValues("healthy").Inc()
+		m.hostOutcomes.WithLabelValues("healthy").Add(float64(len(rollout.EventHosts(e))))
 	case rollout.EventHostFailed:
-		m.hostOutcomes.WithLabelValues("failed").Inc()
+		m.hostOutcomes.WithLabelValues("failed").Add(float64(len(rollout.EventHosts(e))))
 	case rollout.EventWaveDone:
 		r, err := s.store.Rollout(nil, e.GetRolloutId())
 		if err != nil {

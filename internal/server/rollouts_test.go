@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/relhq/rel/internal/rollout"
 	"github.com/relhq/rel/internal/testcluster"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
@@ -138,7 +139,9 @@ func TestStagedRolloutLeaderKilled(t *testing.T) {
 	dispatches := map[string]int{}
 	for _, e := range events(t, ctl, id) {
 		if e.GetType() == "dispatched" {
-			dispatches[e.GetHost()]++
+			for _, h := range rollout.EventHosts(e) {
+				dispatches[h]++
+			}
 		}
 	}
 	for _, a := range agents {

@@ -1854,12 +1854,16 @@ type RolloutEvent struct {
 	// e.g. started, wave_started, dispatched, host_healthy, host_failed,
 	// wave_done, waiting_approval, approved, paused, resumed, succeeded,
 	// failed, aborted, rollback_started, rolled_back.
-	Type          string `protobuf:"bytes,4,opt,name=type,proto3" json:"type,omitempty"`
-	Host          string `protobuf:"bytes,5,opt,name=host,proto3" json:"host,omitempty"`
-	Message       string `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
-	Wave          uint32 `protobuf:"varint,7,opt,name=wave,proto3" json:"wave,omitempty"`
-	CreateIndex   uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
-	ModifyIndex   uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	Type    string `protobuf:"bytes,4,opt,name=type,proto3" json:"type,omitempty"`
+	Host    string `protobuf:"bytes,5,opt,name=host,proto3" json:"host,omitempty"`
+	Message string `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	Wave    uint32 `protobuf:"varint,7,opt,name=wave,proto3" json:"wave,omitempty"`
+	// The hosts of an event that happened to several at once (dispatched,
+	// host_healthy in one step), host then being empty; written since
+	// issue 10, so older events name one host each.
+	Hosts         []string `protobuf:"bytes,8,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	CreateIndex   uint64   `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex   uint64   `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1941,6 +1945,13 @@ func (x *RolloutEvent) GetWave() uint32 {
 		return x.Wave
 	}
 	return 0
+}
+
+func (x *RolloutEvent) GetHosts() []string {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
 }
 
 func (x *RolloutEvent) GetCreateIndex() uint64 {
@@ -2889,7 +2900,7 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\x10paused_by_freeze\x18$ \x01(\tR\x0epausedByFreeze\x123\n" +
 	"\x16frozen_until_unix_nano\x18% \x01(\x03R\x13frozenUntilUnixNano\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\xfd\x01\n" +
+	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\x93\x02\n" +
 	"\fRolloutEvent\x12\x1d\n" +
 	"\n" +
 	"rollout_id\x18\x01 \x01(\tR\trolloutId\x12\x10\n" +
@@ -2899,7 +2910,8 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\x04type\x18\x04 \x01(\tR\x04type\x12\x12\n" +
 	"\x04host\x18\x05 \x01(\tR\x04host\x12\x18\n" +
 	"\amessage\x18\x06 \x01(\tR\amessage\x12\x12\n" +
-	"\x04wave\x18\a \x01(\rR\x04wave\x12!\n" +
+	"\x04wave\x18\a \x01(\rR\x04wave\x12\x14\n" +
+	"\x05hosts\x18\b \x03(\tR\x05hosts\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\xe0\x03\n" +
 	"\fHistoryEntry\x12\x10\n" +
