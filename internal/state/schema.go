@@ -144,10 +144,6 @@ func baseSchema() *memdb.DBSchema {
 						&memdb.StringFieldIndex{Field: "AgentId"},
 						&memdb.UintFieldIndex{Field: "CreateIndex"},
 					}}},
-					// History retention reads closed entries oldest end
-					// first (open ones, to 0, sort before them), then by
-					// id: the same order on every replica.
-					"to": {Name: "to", Indexer: &memdb.IntFieldIndex{Field: "ToUnixNano"}},
 				},
 			},
 			TableHistorySummaries: {
