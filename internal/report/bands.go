@@ -27,10 +27,10 @@ const (
 // bounds of each band (a rate between two centres gets the worse band).
 
 const (
-	day   = 24 * 3600.0
-	week  = 7 * day
-	month = 30 * day
-	hour  = 3600.0
+	secDay   = 24 * 3600.0
+	secWeek  = 7 * secDay
+	secMonth = 30 * secDay
+	secHour  = 3600.0
 )
 
 // bandFrequency bands deploys per day.
@@ -49,11 +49,11 @@ func bandFrequency(perDay float64) Band {
 // bandLeadTime bands a lead time in seconds.
 func bandLeadTime(s float64) Band {
 	switch {
-	case s < day:
+	case s < secDay:
 		return Elite
-	case s <= week:
+	case s <= secWeek:
 		return High
-	case s <= month:
+	case s <= secMonth:
 		return Medium
 	}
 	return Low
@@ -75,11 +75,11 @@ func bandFailureRate(r float64) Band {
 // bandRestore bands a time to restore in seconds.
 func bandRestore(s float64) Band {
 	switch {
-	case s < hour:
+	case s < secHour:
 		return Elite
-	case s < day:
+	case s < secDay:
 		return High
-	case s <= week:
+	case s <= secWeek:
 		return Medium
 	}
 	return Low
