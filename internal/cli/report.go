@@ -76,8 +76,8 @@ func parseCommitTime(s string) (int64, error) {
 	if err != nil {
 		return 0, usagef("invalid --commit-time %q: want an RFC 3339 time such as 2026-11-27T10:00:00Z (git log -1 --format=%%cI prints it)", s)
 	}
-	if t.UnixNano() <= 0 {
-		return 0, usagef("invalid --commit-time %q: before 1970", s)
+	if t.Year() < 1970 || t.Year() > 2200 {
+		return 0, usagef("invalid --commit-time %q: give the time the commit was made, between 1970 and now", s)
 	}
 	return t.UnixNano(), nil
 }

@@ -121,7 +121,8 @@ func (r *runner) resolve(cmd *cobra.Command) error {
 	}
 	if extra := cmd.Annotations[annotationFormats]; output != formatTable && output != formatJSON && !slices.Contains(strings.Split(extra, ","), output) {
 		if extra != "" {
-			return usagef("invalid %s %q: want %s, %s or %s", outputSource, output, formatTable, formatJSON, strings.ReplaceAll(extra, ",", ", "))
+			all := append([]string{formatTable, formatJSON}, strings.Split(extra, ",")...)
+			return usagef("invalid %s %q: want %s or %s", outputSource, output, strings.Join(all[:len(all)-1], ", "), all[len(all)-1])
 		}
 		return usagef("invalid %s %q: want %s or %s", outputSource, output, formatTable, formatJSON)
 	}

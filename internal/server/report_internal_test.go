@@ -22,7 +22,7 @@ func TestRunningVersions(t *testing.T) {
 			ag("h5", "prod", true), ag("h6", "qa", true), ag("h7", "prod", true)},
 		reports: map[string]map[string]*relv1.AppReport{
 			"h1": rp("1.1.0", "healthy"), "h2": rp("1.2.0", "healthy"), "h3": rp("1.2.0", "healthy"),
-			"h4": rp("1.1.0", "healthy"), // offline
+			"h4": rp("1.1.0", "healthy"),                              // offline
 			"h5": rp("1.3.0", "failed"), "h6": rp("1.1.0", "healthy"), // failed; another environment
 		},
 	}
