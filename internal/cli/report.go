@@ -233,7 +233,7 @@ func (p printer) releaseNotes(req *relv1.ReleaseNotesRequest, resp *relv1.Releas
 	for _, rel := range resp.GetReleases() {
 		fmt.Fprintf(&b, "\n== %s %s  created %s\n", cell(rel.GetApp()), cell(rel.GetVersion()), formatTime(rel.GetCreatedUnixNano(), time.RFC3339))
 		if rel.GetCommit() != "" || rel.GetCommitUnixNano() != 0 {
-			fmt.Fprintf(&b, "   commit %s %s\n", cell(rel.GetCommit()), formatTime(rel.GetCommitUnixNano(), time.RFC3339))
+			fmt.Fprintf(&b, "   %s\n", strings.TrimSpace("commit "+cell(rel.GetCommit())+" "+formatTime(rel.GetCommitUnixNano(), time.RFC3339)))
 		}
 		if rel.GetBuildUrl() != "" {
 			fmt.Fprintf(&b, "   build  %s\n", cell(rel.GetBuildUrl()))

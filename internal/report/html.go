@@ -95,7 +95,11 @@ func newHTMLView(r Report) htmlView {
 	if r.Approvals.Count == 0 {
 		v.Approvals = "No rollout of this period waited for approval."
 	} else {
-		v.Approvals = fmt.Sprintf("%d rollouts were approved. Half waited %s or less; nine in ten %s or less.", r.Approvals.Count, FormatDuration(r.Approvals.Median), FormatDuration(r.Approvals.P90))
+		was := "rollouts were"
+		if r.Approvals.Count == 1 {
+			was = "rollout was"
+		}
+		v.Approvals = fmt.Sprintf("%d %s approved. Half waited %s or less; nine in ten %s or less.", r.Approvals.Count, was, FormatDuration(r.Approvals.Median), FormatDuration(r.Approvals.P90))
 		longest := max(r.Approvals.P90, 1)
 		v.ApprovalBars = []htmlHBar{
 			{Label: "median", Value: FormatDuration(r.Approvals.Median), W: int(300 * r.Approvals.Median / longest)},
