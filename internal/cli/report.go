@@ -314,8 +314,9 @@ server's clock), per app and environment, with the four DORA figures:
                         release create) or else its creation, to its deploy
                         succeeding in the environment
   change failure rate   deploys failed or rolled back over all deploys with a
-                        verdict (aborted ones count when they had started; a
-                        rollback is not a deploy)
+                        verdict (aborted ones count when they had started; one
+                        that dispatched no host, e.g. its approval expired,
+                        counts for nothing; a rollback is not a deploy)
   time to restore       median from a failure (a failed deploy's end, or a
                         rolled back one's rollback request) to the next
                         success in the environment; failures not restored

@@ -275,19 +275,16 @@ func figures(ds []*relv1.Deployment, w window) periodFigures {
 				leads = append(leads, time.Duration(d.GetSucceededUnixNano()-from).Seconds())
 			}
 		}
-		// Change failure rate: deploys that ended in w with a verdict
-		// (aborted ones count when they had started: a change was made).
-		if w.has(d.GetFinishedUnixNano()) {
+		// Change failure rate: deploys that ended in w with a verdict.
+		// One that never dispatched a host (aborted or rejected while it
+		// waited, an approval that expired) changed nothing: no verdict.
+		if w.has(d.GetFinishedUnixNano()) && (d.GetStartedUnixNano() != 0 || d.GetOutcome() == outcomeSucceeded) {
 			switch d.GetOutcome() {
-			case outcomeSucceeded:
+			case outcomeSucceeded, outcomeAborted:
 				f.verdicts++
 			case outcomeFailed, outcomeRolledBack:
 				f.verdicts++
 				f.failures++
-			case outcomeAborted:
-				if d.GetStartedUnixNano() != 0 {
-					f.verdicts++
-				}
 			}
 		}
 	}
@@ -314,11 +311,17 @@ func figures(ds []*relv1.Deployment, w window) periodFigures {
 	return f
 }
 
+// changed reports whether a deploy dispatched any host: one that did
+// not (an approval that expired, a rollout aborted while it waited) is
+// no change, so neither a failure nor a verdict.
+func changed(d *relv1.Deployment) bool { return d.GetStartedUnixNano() != 0 }
+
 // failure is a deploy that failed in an environment: when it failed, and
 // when the environment next had a success (0: not yet).
 type failure struct{ at, restored int64 }
 
-// failures lists the failed and rolled back deploys of ds (one app and
+// failures lists the failed and rolled back deploys of ds that changed
+// something (one app and
 // environment) with their restores. A rolled back deploy failed when its
 // rollback was requested (someone, or the automatic rollback, saw it
 // fail); a failed one when it finished. The restore is the next succeeded
@@ -341,7 +344,7 @@ func failures(ds []*relv1.Deployment) []failure {
 	sort.Slice(successes, func(i, j int) bool { return successes[i] < successes[j] })
 	var out []failure
 	for _, d := range ds {
-		if d.GetKind() != kindDeploy {
+		if d.GetKind() != kindDeploy || !changed(d) {
 			continue
 		}
 		var at int64
@@ -419,7 +422,7 @@ func buckets(ds []*relv1.Deployment, w window) []Bucket {
 		if at := d.GetSucceededUnixNano(); w.has(at) {
 			out[int(time.Duration(at-w.from.UnixNano())/width)].Succeeded++
 		}
-		if o := d.GetOutcome(); (o == outcomeFailed || o == outcomeRolledBack) && w.has(d.GetFinishedUnixNano()) {
+		if o := d.GetOutcome(); (o == outcomeFailed || o == outcomeRolledBack) && changed(d) && w.has(d.GetFinishedUnixNano()) {
 			out[int(time.Duration(d.GetFinishedUnixNano()-w.from.UnixNano())/width)].Failed++
 		}
 	}

@@ -62,6 +62,8 @@ func history() []*relv1.Deployment {
 		// Aborted before it started: no verdict. Aborted while running: one.
 		dep("d6", "web", "prod", kindDeploy, outcomeAborted, ago(day), func(d *relv1.Deployment) { d.StartedUnixNano = 0 }),
 		dep("d7", "web", "prod", kindDeploy, outcomeAborted, ago(day-h)),
+		// Its approval expired: failed, but it changed nothing.
+		dep("d8", "web", "prod", kindDeploy, outcomeFailed, ago(3*day), func(d *relv1.Deployment) { d.StartedUnixNano = 0 }),
 
 		// web in prod, the period before.
 		dep("p1", "web", "prod", kindDeploy, outcomeSucceeded, ago(40*day), created(ago(42*day))),
@@ -111,7 +113,7 @@ func TestBuildKnownHistory(t *testing.T) {
 		// Leads 2h, 24h (from the commit), 1h, 4h: median 3h, under a
 		// day: elite. Before: 48h and 2h, median 25h: high.
 		{"web/prod", "lead time", func(r Row) Metric { return r.LeadTime }, want{true, secs(3 * h), Elite, true, secs(25 * h), TrendBetter}},
-		// Verdicts d1 d2 d3 d4 d5 d7 (d6 never started), failed d3 d5:
+		// Verdicts d1 d2 d3 d4 d5 d7 (d6 and d8 never started), failed d3 d5:
 		// 1/3, above 15%: low. Before: p2 of p1 p2 p3, the same.
 		{"web/prod", "failure rate", func(r Row) Metric { return r.ChangeFailureRate }, want{true, 1.0 / 3, Low, true, 1.0 / 3, TrendSame}},
 		// d3 restored in 30m (d4; not c1, a catch-up), d5 in 20m (r5 after
@@ -155,7 +157,7 @@ func TestBuildKnownHistory(t *testing.T) {
 	}
 	wantOutcomes := []OutcomeCount{
 		{"catch_up", outcomeSucceeded, 1},
-		{kindDeploy, outcomeAborted, 2}, {kindDeploy, outcomeFailed, 2}, {kindDeploy, outcomeRolledBack, 1}, {kindDeploy, outcomeSucceeded, 3},
+		{kindDeploy, outcomeAborted, 2}, {kindDeploy, outcomeFailed, 3}, {kindDeploy, outcomeRolledBack, 1}, {kindDeploy, outcomeSucceeded, 3},
 		{kindRollback, outcomeSucceeded, 1},
 	}
 	if !equalOutcomes(rep.Outcomes, wantOutcomes) {

@@ -60,6 +60,9 @@ func trackDeployment(txn *memdb.Txn, index uint64, ro *relv1.Rollout) error {
 		// rollout stamp is the best the log holds.
 		d.FinishedUnixNano = ro.GetLastProgressUnixNano()
 	}
+	if d.FinishedUnixNano == 0 {
+		d.FinishedUnixNano = ro.GetCreatedUnixNano()
+	}
 	if d.Outcome == rollout.StateSucceeded {
 		d.SucceededUnixNano = d.FinishedUnixNano
 	}
