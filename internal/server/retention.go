@@ -13,7 +13,7 @@ import (
 // retentionLoop runs on the leader: every RetentionInterval it runs each
 // retention pass, each one small raft entry when it has work: finished
 // rollouts (removeRollouts), old history (foldHistory), long-gone agents
-// (removeAgents). The times are the leader's, stamped into the entry; the
+// (removeAgents), old deployment records (pruneDeployments). The times are the leader's, stamped into the entry; the
 // FSM re-checks the policy there, so a stale decision changes nothing it
 // should not.
 //
