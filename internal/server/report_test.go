@@ -184,3 +184,62 @@ func TestReleaseNotesAndReport(t *testing.T) {
 		}
 	}
 }
+
+// TestDeploymentRecordRetention: rollout retention removes a finished
+// rollout, its deployment record stays on every replica (the report still
+// counts it), and the records' own retention removes them later.
+func TestDeploymentRecordRetention(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{Configure: func(i int, cfg *server.Config) {
+		fastAgents(i, cfg)
+		cfg.RolloutRetention = time.Millisecond
+		cfg.RolloutKeep = -1
+		cfg.DeploymentRetention = 10 * time.Second
+		cfg.RetentionInterval = 100 * time.Millisecond
+	}})
+	leader := c.WaitLeader()
+	ctl := dial(t, leader)
+	ctx := ctxT(t)
+	setupApp(t, ctl, "1.0.0", "2.0.0")
+	startAutoAgent(t, leader, "h1", map[string]string{"env": "prod"}, nil)
+	var ids []string
+	for _, v := range []string{"1.0.0", "2.0.0"} {
+		resp, err := ctl.StartRollout(ctx, &relv1.StartRolloutRequest{App: "web", Version: v, Environment: "prod"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitState(t, ctl, resp.GetRollout().GetId(), "succeeded")
+		ids = append(ids, resp.GetRollout().GetId())
+	}
+	finished := time.Now()
+	// 1.0.0's rollout goes (2.0.0's is prod's current release: kept).
+	for _, n := range c.Nodes {
+		st := n.Server().Store()
+		testcluster.WaitFor(t, 5*time.Second, func() (bool, string) {
+			_, err := st.Rollout(nil, ids[0])
+			return err != nil, "rollout " + ids[0] + " still there"
+		})
+		ds, _, err := st.Deployments(nil, "web", "prod", 0, time.Now().UnixNano())
+		if len(ds) < 2 && time.Since(finished) > 8*time.Second {
+			t.Skip("machine too slow to tell the two retentions apart")
+		}
+		if err != nil || len(ds) != 2 || ds[0].GetRolloutId() != ids[0] {
+			t.Fatalf("node %s: records %v, %v", n.GRPCAddr(), ds, err)
+		}
+	}
+	rep := relv1.NewReportServiceClient(leader.Admin())
+	out, err := rep.Report(ctx, &relv1.ReportRequest{App: "web"})
+	if err == nil && len(out.GetDeployments()) < 2 && time.Since(finished) > 8*time.Second {
+		t.Skip("machine too slow to tell the two retentions apart")
+	}
+	if err != nil || len(out.GetDeployments()) != 2 {
+		t.Fatalf("report after rollout retention: %v, %v", out.GetDeployments(), err)
+	}
+	// Past --deployment-retention they go too, from every replica.
+	for _, n := range c.Nodes {
+		st := n.Server().Store()
+		testcluster.WaitFor(t, 20*time.Second, func() (bool, string) {
+			ds, _, _ := st.Deployments(nil, "", "", 0, time.Now().UnixNano())
+			return len(ds) == 0, fmt.Sprintf("node %s still has %d records", n.GRPCAddr(), len(ds))
+		})
+	}
+}
