@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/go-memdb"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/relhq/rel/internal/report"
 	"github.com/relhq/rel/internal/state"
@@ -209,6 +210,13 @@ func (s *Server) reportInput(app, env string, now time.Time, period time.Duratio
 				resp.Running = append(resp.Running, cell)
 			}
 		}
+	}
+	// The records travel in one answer (about 150 bytes each: some 20,000
+	// of them fit); past gRPC's limit, say what to do instead of failing
+	// in the transport.
+	if n := proto.Size(resp); n > maxPageBytes {
+		return nil, status.Errorf(codes.ResourceExhausted, "the report of %s covers %d deployment records (%d bytes), more than one answer carries: narrow it with --app, --env or a shorter --since",
+			report.FormatDuration(period), len(ds), n)
 	}
 	return resp, nil
 }
