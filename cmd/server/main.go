@@ -92,6 +92,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		keep         = fs.Int("rollout-keep", server.DefaultRolloutKeep, "finished rollouts kept per app and environment whatever their age (-1: none beyond the retention)")
 		histRet      = fs.Duration("history-retention", server.DefaultHistoryRetention, "closed per-host history entries older than this are folded into one summary per app and host (counts by outcome, first and last time, last version); what runs now is always kept")
 		agentRet     = fs.Duration("agent-retention", server.DefaultAgentRetention, "agents disconnected for longer than this are removed with their app and desired rows (their history is kept); never one an active rollout holds; one that comes back registers again")
+		deployRet    = fs.Duration("deployment-retention", server.DefaultDeploymentRetention, "deployment records (one per finished rollout, what 'relctl report' counts) older than this are removed; they outlive the rollouts themselves")
 		artGrace     = fs.Duration("artifact-grace", server.DefaultArtifactGrace, "an artifact no release references is removed from every server's store once it is older than this (counted from when the leader stored it), so an upload whose release is not created yet survives")
 		artQuota     = fs.String("artifact-quota", "0", "bytes this server's artifact store may hold, e.g. 50GiB or 500GB (0: no quota); an upload past it is refused with ResourceExhausted")
 		maxUploads   = fs.Int("max-concurrent-uploads", server.DefaultMaxConcurrentUploads, "uploads this server receives at once; the next is refused with ResourceExhausted and relctl tries again (-1: no limit)")
@@ -143,10 +144,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	for _, d := range []struct {
 		flag string
 		v    time.Duration
-	}{{"history-retention", *histRet}, {"agent-retention", *agentRet}} {
+	}{{"history-retention", *histRet}, {"agent-retention", *agentRet}, {"deployment-retention", *deployRet}} {
 		if d.v <= 0 {
 			fmt.Fprintf(stderr, "rel-server: --%s %s: give a positive duration (the default is %s); retention cannot be turned off\n", d.flag, d.v, map[string]time.Duration{
-				"history-retention": server.DefaultHistoryRetention, "agent-retention": server.DefaultAgentRetention}[d.flag])
+				"history-retention": server.DefaultHistoryRetention, "agent-retention": server.DefaultAgentRetention,
+				"deployment-retention": server.DefaultDeploymentRetention}[d.flag])
 			return 2
 		}
 	}
@@ -169,38 +171,39 @@ func run(args []string, stdout, stderr io.Writer) int {
 	logger := slog.New(handler)
 
 	cfg := server.Config{
-		NodeID:            *nodeID,
-		DataDir:           *dataDir,
-		GRPCAddr:          *grpcAddr,
-		RaftAddr:          *raftAddr,
-		HTTPAddr:          *httpAddr,
-		Bootstrap:         *bootstrap,
-		SnapshotThreshold: *snapThresh,
-		SnapshotInterval:  *snapInterval,
-		TrailingLogs:      *trailingLogs,
-		RaftLogBudget:     budget,
-		MaxArtifactBytes:  *maxArtifact,
-		MaxAgentStreams:   *maxStreams,
-		ArtifactGrace:     *artGrace,
-		ArtifactQuota:     quota,
-		RolloutRetention:  *retention,
-		RolloutKeep:       *keep,
-		HistoryRetention:  *histRet,
-		AgentRetention:    *agentRet,
-		HeartbeatInterval: *heartbeat,
-		AgentGrace:        *agentGrace,
-		CAFile:            *caFile,
-		CertFile:          *certFile,
-		KeyFile:           *keyFile,
-		CAKeyFile:         *caKeyFile,
-		AuditKeyFile:      *auditKeyFile,
-		AgentCertTTL:      *agentCertTTL,
-		EnableDebug:       *enableDebug,
-		RetentionInterval: *retInterval,
-		Logger:            logger,
-		LogOutput:         stderr,
-		LogJSON:           *logFormat == "json",
-		LogLevel:          level,
+		NodeID:              *nodeID,
+		DataDir:             *dataDir,
+		GRPCAddr:            *grpcAddr,
+		RaftAddr:            *raftAddr,
+		HTTPAddr:            *httpAddr,
+		Bootstrap:           *bootstrap,
+		SnapshotThreshold:   *snapThresh,
+		SnapshotInterval:    *snapInterval,
+		TrailingLogs:        *trailingLogs,
+		RaftLogBudget:       budget,
+		MaxArtifactBytes:    *maxArtifact,
+		MaxAgentStreams:     *maxStreams,
+		ArtifactGrace:       *artGrace,
+		ArtifactQuota:       quota,
+		RolloutRetention:    *retention,
+		RolloutKeep:         *keep,
+		HistoryRetention:    *histRet,
+		AgentRetention:      *agentRet,
+		DeploymentRetention: *deployRet,
+		HeartbeatInterval:   *heartbeat,
+		AgentGrace:          *agentGrace,
+		CAFile:              *caFile,
+		CertFile:            *certFile,
+		KeyFile:             *keyFile,
+		CAKeyFile:           *caKeyFile,
+		AuditKeyFile:        *auditKeyFile,
+		AgentCertTTL:        *agentCertTTL,
+		EnableDebug:         *enableDebug,
+		RetentionInterval:   *retInterval,
+		Logger:              logger,
+		LogOutput:           stderr,
+		LogJSON:             *logFormat == "json",
+		LogLevel:            level,
 	}
 	// Set apart from the literal above, whose alignment they would change.
 	cfg.ArtifactGrace, cfg.ArtifactQuota, cfg.MaxConcurrentUploads = *artGrace, quota, *maxUploads

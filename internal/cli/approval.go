@@ -434,13 +434,15 @@ func (p printer) pendingApprovals(list []*relv1.PendingApproval) error {
 			ExpiresAt   string   `json:"expires_at"`
 			Approvers   []string `json:"approvers"`
 			AllowSelf   bool     `json:"allow_self"`
+			// The command that shows what the rollout changes.
+			WhatChanges string `json:"what_changes"`
 		}
 		out := []pendingJSON{}
 		for _, pa := range list {
 			r := pa.GetRollout()
 			out = append(out, pendingJSON{r.GetId(), r.GetApp(), r.GetEnvironment(), r.GetVersion(), r.GetState(), pa.GetWave(),
 				rollout.ActorName(r.GetRequestedBy()), pa.GetApproved(), pa.GetRequired(), jsonTime(r.GetApprovalExpiresUnixNano()),
-				append([]string{}, pa.GetApprovers()...), pa.GetAllowSelf()})
+				append([]string{}, pa.GetApprovers()...), pa.GetAllowSelf(), notesCommand(r.GetApp(), r.GetVersion(), r.GetEnvironment())})
 		}
 		return p.writeJSON(out)
 	}
@@ -458,7 +460,22 @@ func (p printer) pendingApprovals(list []*relv1.PendingApproval) error {
 		rows = append(rows, []string{r.GetId(), r.GetApp(), r.GetEnvironment(), r.GetVersion(), gate, rollout.ActorName(r.GetRequestedBy()),
 			fmt.Sprintf("%d/%d", pa.GetApproved(), pa.GetRequired()), expires, approversCell(pa)})
 	}
-	return p.table([]string{"ROLLOUT", "APP", "ENV", "VERSION", "GATE", "REQUESTER", "APPROVALS", "EXPIRES", "APPROVERS"}, rows)
+	if err := p.table([]string{"ROLLOUT", "APP", "ENV", "VERSION", "GATE", "REQUESTER", "APPROVALS", "EXPIRES", "APPROVERS"}, rows); err != nil {
+		return err
+	}
+	// Approvers should see what they approve: one line per candidate.
+	seen := map[string]bool{}
+	for _, pa := range list {
+		r := pa.GetRollout()
+		line := whatChanges(r.GetApp(), r.GetVersion(), r.GetEnvironment())
+		if !seen[line] {
+			seen[line] = true
+			if _, err := fmt.Fprintln(p.w, line); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func (p printer) reviews(list []*relv1.Rollout) error {

@@ -86,7 +86,8 @@ func TestApprovalCommands(t *testing.T) {
 
 	res = runCLI(t, env, "", "approvals", "pending")
 	wantTable := "ROLLOUT  APP  ENV   VERSION  GATE   REQUESTER  APPROVALS  EXPIRES               APPROVERS\n" +
-		"r-1      web  prod  1.2.3    start  dave       1/2        2025-03-04T04:06:07Z  role:approver,alice (not self)\n"
+		"r-1      web  prod  1.2.3    start  dave       1/2        2025-03-04T04:06:07Z  role:approver,alice (not self)\n" +
+		"what changes: relctl release notes web@1.2.3 --env prod\n"
 	if res.code != exitOK || res.stdout != wantTable {
 		t.Errorf("pending: %d\n%s\nwant\n%s%s", res.code, res.stdout, wantTable, res.stderr)
 	}

@@ -63,6 +63,10 @@ type releaseJSON struct {
 	CreatedAt   string            `json:"created_at"`
 	CreateIndex uint64            `json:"create_index"`
 	ModifyIndex uint64            `json:"modify_index"`
+	// Release notes (relctl release notes).
+	Changelog  string `json:"changelog,omitempty"`
+	BuildURL   string `json:"build_url,omitempty"`
+	CommitTime string `json:"commit_time,omitempty"`
 }
 
 type memberJSON struct {
@@ -146,6 +150,9 @@ func toReleaseJSON(r *relv1.Release) releaseJSON {
 		CreatedAt:   formatTime(r.GetCreatedUnixNano(), time.RFC3339Nano),
 		CreateIndex: r.GetCreateIndex(),
 		ModifyIndex: r.GetModifyIndex(),
+		Changelog:   r.GetChangelog(),
+		BuildURL:    r.GetBuildUrl(),
+		CommitTime:  formatTime(r.GetCommitUnixNano(), time.RFC3339),
 	}
 }
 
@@ -443,6 +450,15 @@ func (p printer) release(r *relv1.Release) error {
 		}
 		if r.GetBlocked() {
 			fmt.Fprintf(tw, "Blocked:\t%s\n", cell(blockWords(r)))
+		}
+		if r.GetBuildUrl() != "" {
+			fmt.Fprintf(tw, "Build:\t%s\n", cell(r.GetBuildUrl()))
+		}
+		if r.GetCommitUnixNano() != 0 {
+			fmt.Fprintf(tw, "Committed:\t%s\n", formatTime(r.GetCommitUnixNano(), time.RFC3339))
+		}
+		if r.GetChangelog() != "" {
+			fmt.Fprintf(tw, "Changelog:\t%d bytes ('relctl release notes %s@%s --since ...' shows it)\n", len(r.GetChangelog()), r.GetApp(), r.GetVersion())
 		}
 		if notes == "" {
 			fmt.Fprintf(tw, "Notes:\t(none)\n")

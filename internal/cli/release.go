@@ -24,7 +24,8 @@ deleted.`,
   relctl release create web 1.2.3 --artifact https://ci.example.com/web-1.2.3.tar.gz --sha256 9f86d08...
   relctl release list web
   relctl release show web@1.2.3
-  relctl release delete web@1.2.0`,
+  relctl release delete web@1.2.0
+  relctl release notes web@1.2.3 --env prod`,
 		r.releaseCreateCommand(),
 		r.releaseListCommand(),
 		r.releaseShowCommand(),
@@ -33,14 +34,16 @@ deleted.`,
 		r.releaseStatusCommand(),
 		r.releaseBlockCommand(true),
 		r.releaseBlockCommand(false),
+		r.releaseNotesCommand(),
 	)
 }
 
 func (r *runner) releaseCreateCommand() *cobra.Command {
 	var (
-		artifact, sha256, notes, commit string
-		labels                          []string
-		uploadTimeout                   time.Duration
+		artifact, sha256, notes, commit     string
+		changelogFile, buildURL, commitTime string
+		labels                              []string
+		uploadTimeout                       time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "create APP VERSION --artifact PATH|URL [--sha256 HEX]",
@@ -74,7 +77,13 @@ uploading, or upload again.
 --notes takes the notes as text, or @FILE to read them from FILE (at most
 64 KiB of UTF-8), @- to read them from stdin; @@ starts literal text with @.
 --label is repeatable and also takes comma-separated KEY=VALUE lists.
-relctl only checks the syntax; the server validates every field.`,
+relctl only checks the syntax; the server validates every field.
+
+For release notes ('relctl release notes'): --changelog-file reads what
+changed from a file (- for stdin; at most 64 KiB of UTF-8, refused past
+it), --build-url links the build that made the artifact (http or https
+only), and --commit-time gives when the commit was made (RFC 3339, not in
+the future): the report's lead time counts from it.`,
 		Example: `  # upload a build and release it
   relctl release create web 1.2.3 --artifact ./dist/web-1.2.3.tar.gz --commit 4f2a9c1
 
@@ -86,7 +95,9 @@ relctl only checks the syntax; the server validates every field.`,
   relctl release create web 1.2.3 \
       --artifact https://ci.example.com/web-1.2.3.tar.gz \
       --sha256 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 \
-      --commit 4f2a9c1 --notes @CHANGELOG-1.2.3.md --label team=web,channel=stable
+      --commit 4f2a9c1 --notes @CHANGELOG-1.2.3.md --label team=web,channel=stable \
+      --changelog-file CHANGES-1.2.3.md --build-url https://ci.example.com/builds/812 \
+      --commit-time "$(git log -1 --format=%cI)"
   git log -1 --format=%B | relctl release create web 1.2.4 --artifact file:///srv/web-1.2.4.tar.gz --sha256 ... --notes @-`,
 		Args:              exactArgs("APP", "VERSION"),
 		ValidArgsFunction: r.completeFirstApp,
@@ -99,6 +110,14 @@ relctl only checks the syntax; the server validates every field.`,
 			if err != nil {
 				return err
 			}
+			changelog, err := readChangelog(changelogFile, r.stdin)
+			if err != nil {
+				return err
+			}
+			committed, err := parseCommitTime(commitTime)
+			if err != nil {
+				return err
+			}
 			if uploadTimeout <= 0 {
 				return usagef("invalid --upload-timeout %s: must be positive", uploadTimeout)
 			}
@@ -108,13 +127,16 @@ relctl only checks the syntax; the server validates every field.`,
 			}
 
 			req := &relv1.CreateReleaseRequest{
-				App:         args[0],
-				Version:     args[1],
-				ArtifactUrl: artifact,
-				Sha256:      sha256,
-				Notes:       text,
-				Commit:      commit,
-				Labels:      lbls,
+				App:            args[0],
+				Version:        args[1],
+				ArtifactUrl:    artifact,
+				Sha256:         sha256,
+				Notes:          text,
+				Commit:         commit,
+				Labels:         lbls,
+				Changelog:      changelog,
+				BuildUrl:       buildURL,
+				CommitUnixNano: committed,
 			}
 			var uploaded *relv1.UploadResponse
 			if local {
@@ -154,6 +176,9 @@ relctl only checks the syntax; the server validates every field.`,
 	f.StringVar(&sha256, "sha256", "", "lower-case `HEX` sha256 of the artifact bytes (required for a URL)")
 	f.StringVar(&notes, "notes", "", "release notes as `TEXT`, @FILE or @- for stdin")
 	f.StringVar(&commit, "commit", "", "source revision `SHA` the release was built from")
+	f.StringVar(&changelogFile, "changelog-file", "", "read the release's changelog from `FILE` (- for stdin; at most 64 KiB)")
+	f.StringVar(&buildURL, "build-url", "", "`URL` (http or https) of the build that made the artifact")
+	f.StringVar(&commitTime, "commit-time", "", "when the commit was made, `RFC3339` (e.g. 2026-11-27T10:00:00Z); lead time counts from it")
 	f.StringArrayVar(&labels, "label", nil, "label `KEY=VALUE[,KEY=VALUE...]` (repeatable)")
 	f.DurationVar(&uploadTimeout, "upload-timeout", defaultUploadTimeout, "time limit for uploading a local --artifact, busy servers' refusals retried within it")
 	_ = cmd.MarkFlagRequired("artifact")

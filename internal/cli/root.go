@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -118,7 +119,11 @@ func (r *runner) resolve(cmd *cobra.Command) error {
 	if v, ok := r.lookupEnv(envOutput); ok && v != "" && !flags.Changed("output") {
 		output, outputSource = v, envOutput
 	}
-	if output != formatTable && output != formatJSON {
+	if extra := cmd.Annotations[annotationFormats]; output != formatTable && output != formatJSON && !slices.Contains(strings.Split(extra, ","), output) {
+		if extra != "" {
+			all := append([]string{formatTable, formatJSON}, strings.Split(extra, ",")...)
+			return usagef("invalid %s %q: want %s or %s", outputSource, output, strings.Join(all[:len(all)-1], ", "), all[len(all)-1])
+		}
 		return usagef("invalid %s %q: want %s or %s", outputSource, output, formatTable, formatJSON)
 	}
 
@@ -292,6 +297,7 @@ Every failure prints one line, "relctl: <message>", on stderr.
 		r.agentCommand(),
 		r.historyCommand(),
 		r.auditCommand(),
+		r.reportCommand(),
 		r.statusCommand(),
 		r.clusterCommand(),
 		r.aclCommand(),

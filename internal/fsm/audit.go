@@ -122,6 +122,9 @@ func (f *FSM) auditRecord(cmd *relv1.Command) *relv1.AuditRecord {
 	case *relv1.Command_FoldHistory:
 		rec.Object = fmt.Sprintf("history ended before %d (at most %d entries)", k.FoldHistory.GetCutoffUnixNano(), k.FoldHistory.GetMaxEntries())
 		rec.Reason = "retention"
+	case *relv1.Command_PruneDeployments:
+		rec.Object = fmt.Sprintf("deployment records finished before %d (at most %d)", k.PruneDeployments.GetCutoffUnixNano(), k.PruneDeployments.GetMaxEntries())
+		rec.Reason = "retention"
 	case *relv1.Command_RemoveAgents:
 		rec.Object = listed("agents", k.RemoveAgents.GetAgentIds())
 		rec.Reason = "retention"

@@ -336,6 +336,10 @@ func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
 		c := k.FoldHistory
 		_, err := f.store.FoldHistory(index, c.GetCutoffUnixNano(), int(c.GetMaxEntries()))
 		return err
+	case *relv1.Command_PruneDeployments:
+		c := k.PruneDeployments
+		_, err := f.store.PruneDeployments(index, c.GetCutoffUnixNano(), int(c.GetMaxEntries()))
+		return err
 	case *relv1.Command_RemoveAgents:
 		c := k.RemoveAgents
 		_, err := f.store.RemoveAgents(index, c.GetAgentIds(), c.GetCutoffUnixNano(), c.GetAtUnixNano())

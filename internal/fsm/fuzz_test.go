@@ -182,6 +182,8 @@ func stamped(n int64, kind any) *relv1.Command {
 		c.Kind = k
 	case *relv1.Command_FoldHistory:
 		c.Kind = k
+	case *relv1.Command_PruneDeployments:
+		c.Kind = k
 	case *relv1.Command_RemoveAgents:
 		c.Kind = k
 	case *relv1.Command_DeleteRelease:
@@ -307,6 +309,7 @@ func seedCommands() []*relv1.Command {
 		stamped(49, &relv1.Command_RemoveRollouts{RemoveRollouts: &relv1.RemoveRollouts{RolloutIds: []string{"ro-1", "ro-9"}}}),
 		stamped(50, &relv1.Command_RemoveArtifacts{RemoveArtifacts: &relv1.RemoveArtifacts{Digests: []string{strings.Repeat("a", 64), strings.Repeat("c", 64)}}}),
 		stamped(51, &relv1.Command_FoldHistory{FoldHistory: &relv1.FoldHistory{CutoffUnixNano: 50, MaxEntries: 5000}}),
+		stamped(51, &relv1.Command_PruneDeployments{PruneDeployments: &relv1.PruneDeployments{CutoffUnixNano: 50, MaxEntries: 5000}}),
 		stamped(52, &relv1.Command_RemoveAgents{RemoveAgents: &relv1.RemoveAgents{AgentIds: []string{"web-1", "web-9"}, CutoffUnixNano: 40, AtUnixNano: 52}}),
 		withRequestID("rq-fuzz-5", stamped(53, &relv1.Command_DeleteRelease{DeleteRelease: &relv1.DeleteRelease{App: "web", Version: "1.0.0"}})),
 		// A new agent, a new session of web-1, the old session's down

@@ -71,6 +71,9 @@ var rules = map[string]rule{
 	relv1.FreezeService_DeleteFreeze_FullMethodName: {perm: auth.ManageApps},
 	relv1.FreezeService_ListFreezes_FullMethodName:  {perm: auth.Read},
 	relv1.FreezeService_FreezeStatus_FullMethodName: {perm: auth.Read},
+	// Release notes and the management report: reads (report.go).
+	relv1.ReportService_ReleaseNotes_FullMethodName: {perm: auth.Read},
+	relv1.ReportService_Report_FullMethodName:       {perm: auth.Read},
 	relv1.ControlService_CreateApp_FullMethodName: {perm: auth.ManageApps, resource: func(_ *Server, r any) auth.Resource {
 		return appOf(r.(*relv1.CreateAppRequest).GetName())
 	}},

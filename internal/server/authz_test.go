@@ -65,6 +65,8 @@ var authzExpectations = map[string]expectation{
 	relv1.FreezeService_DeleteFreeze_FullMethodName:       {allowed: []string{cOperatorCert, cAdminToken}, denied: []string{cViewerToken, cDeployerToken, cCreatorCert, cAgentCert, cServerCert}},
 	relv1.FreezeService_ListFreezes_FullMethodName:        readers,
 	relv1.FreezeService_FreezeStatus_FullMethodName:       readers,
+	relv1.ReportService_ReleaseNotes_FullMethodName:       readers,
+	relv1.ReportService_Report_FullMethodName:             readers,
 	relv1.ControlService_CreateApp_FullMethodName:         {allowed: []string{cOperatorCert, cAdminToken}, denied: []string{cViewerToken, cDeployerToken, cCreatorCert, cAgentCert, cServerCert}},
 	relv1.ControlService_ListApps_FullMethodName:          readers,
 	relv1.ControlService_CreateEnvironment_FullMethodName: {allowed: []string{cOperatorCert}, denied: []string{cViewerCert, cDeployerToken, cAgentCert}},

@@ -57,6 +57,10 @@ const (
 	// DefaultAgentRetention: a host away for three days (a long weekend)
 	// is taken to be gone; if it comes back it simply registers again.
 	DefaultAgentRetention = 72 * time.Hour
+	// DefaultDeploymentRetention: a year of deployment records and a
+	// month more, so a yearly report still has its previous period's
+	// start; a record is about 200 bytes.
+	DefaultDeploymentRetention = 400 * 24 * time.Hour
 	// DefaultLeaderWait bounds how long a request waits for a leader to be
 	// elected before it fails with Unavailable.
 	DefaultLeaderWait = 5 * time.Second
@@ -133,6 +137,9 @@ type Config struct {
 	// AgentRetention: agents disconnected for longer are removed with
 	// their rows (not those an active rollout holds). 0: the default.
 	AgentRetention time.Duration
+	// DeploymentRetention: deployment records (what the management
+	// report counts) that finished longer ago are removed. 0: the default.
+	DeploymentRetention time.Duration
 	// RetentionInterval is how often the leader looks (0: a minute).
 	RetentionInterval time.Duration
 	// ArtifactGrace: a blob in the leader's store that no release
@@ -228,6 +235,9 @@ func (c *Config) withDefaults() Config {
 	if out.AgentRetention == 0 {
 		out.AgentRetention = DefaultAgentRetention
 	}
+	if out.DeploymentRetention == 0 {
+		out.DeploymentRetention = DefaultDeploymentRetention
+	}
 	if out.RetentionInterval == 0 {
 		out.RetentionInterval = time.Minute
 	}
@@ -287,6 +297,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HistoryRetention < 0 {
 		return fmt.Errorf("%w: --history-retention %s is negative: give how long history is kept in full, e.g. 2160h", ErrConfig, c.HistoryRetention)
+	}
+	if c.DeploymentRetention < 0 {
+		return fmt.Errorf("%w: --deployment-retention %s is negative: give how long deployment records are kept for reports, e.g. 9600h", ErrConfig, c.DeploymentRetention)
 	}
 	if c.AgentRetention < 0 {
 		return fmt.Errorf("%w: --agent-retention %s is negative: give how long a disconnected agent is kept, e.g. 72h", ErrConfig, c.AgentRetention)

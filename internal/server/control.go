@@ -163,10 +163,15 @@ func (c *controlService) CreateRelease(ctx context.Context, req *relv1.CreateRel
 	if err := validate.Labels("label", req.GetLabels(), false); err != nil {
 		return nil, toStatus(err)
 	}
+	now := time.Now().UnixNano()
+	if err := firstErr(validate.Changelog(req.GetChangelog()), validate.BuildURL(req.GetBuildUrl()),
+		validate.CommitTime(req.GetCommitUnixNano(), now)); err != nil {
+		return nil, toStatus(err)
+	}
 	rel := &relv1.Release{
 		App: req.GetApp(), Version: req.GetVersion(), ArtifactUrl: req.GetArtifactUrl(), Sha256: sum,
-		Notes: req.GetNotes(), Commit: req.GetCommit(), Labels: req.GetLabels(), CreatedUnixNano: time.Now().UnixNano(),
-		Size: size,
+		Notes: req.GetNotes(), Commit: req.GetCommit(), Labels: req.GetLabels(), CreatedUnixNano: now,
+		Size: size, Changelog: req.GetChangelog(), BuildUrl: req.GetBuildUrl(), CommitUnixNano: req.GetCommitUnixNano(),
 	}
 	a, err := c.s.applyCommand(ctx, &relv1.Command{StampedUnixNano: rel.CreatedUnixNano, Kind: &relv1.Command_CreateRelease{CreateRelease: &relv1.CreateRelease{Release: rel, ArtifactCheckedIndex: checked}}})
 	if err != nil {

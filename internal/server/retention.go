@@ -13,7 +13,7 @@ import (
 // retentionLoop runs on the leader: every RetentionInterval it runs each
 // retention pass, each one small raft entry when it has work: finished
 // rollouts (removeRollouts), old history (foldHistory), long-gone agents
-// (removeAgents). The times are the leader's, stamped into the entry; the
+// (removeAgents), old deployment records (pruneDeployments). The times are the leader's, stamped into the entry; the
 // FSM re-checks the policy there, so a stale decision changes nothing it
 // should not.
 //
@@ -33,6 +33,7 @@ func (s *Server) retentionWake(ctx context.Context) {
 		more := s.removeRollouts(ctx)
 		more = s.foldHistory(ctx) || more
 		more = s.removeAgents(ctx) || more
+		more = s.pruneDeployments(ctx) || more
 		if !more || ctx.Err() != nil {
 			return
 		}
@@ -115,4 +116,21 @@ func (s *Server) removeAgents(ctx context.Context) (full bool) {
 	s.metrics.agentsRemoved.Add(float64(len(ids)))
 	s.logger.Info("retention: removed long-disconnected agents", "count", len(ids), "away_longer_than", s.cfg.AgentRetention)
 	return len(ids) == validate.MaxRemovedAgents
+}
+
+// pruneDeployments removes deployment records that finished before
+// now-DeploymentRetention, at most validate.MaxPrunedDeployments per
+// entry; the FSM picks them from the cutoff.
+func (s *Server) pruneDeployments(ctx context.Context) (full bool) {
+	cutoff := time.Now().Add(-s.cfg.DeploymentRetention).UnixNano()
+	n, err := s.store.PrunableDeployments(cutoff, validate.MaxPrunedDeployments)
+	if err != nil || n == 0 {
+		return false
+	}
+	cmd := &relv1.Command{Kind: &relv1.Command_PruneDeployments{PruneDeployments: &relv1.PruneDeployments{CutoffUnixNano: cutoff, MaxEntries: validate.MaxPrunedDeployments}}}
+	if !s.retentionApply(ctx, "pruning deployment records", cmd) {
+		return false
+	}
+	s.logger.Info("retention: removed old deployment records", "count", n, "older_than", s.cfg.DeploymentRetention)
+	return n == validate.MaxPrunedDeployments
 }

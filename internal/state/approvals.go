@@ -115,6 +115,9 @@ func saveRollout(txn *memdb.Txn, index uint64, r *relv1.Rollout, events []*relv1
 	if err := txn.Insert(TableRollouts, r); err != nil {
 		return fmt.Errorf("state: update rollout: %w", err)
 	}
+	if err := trackDeployment(txn, index, r); err != nil {
+		return err
+	}
 	return setIndex(txn, TableRollouts, index)
 }
 

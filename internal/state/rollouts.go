@@ -93,6 +93,9 @@ func createRollout(txn *memdb.Txn, index uint64, r *relv1.Rollout, desired []*re
 		if err := trackPromotion(txn, index, o); err != nil {
 			return err
 		}
+		if err := trackDeployment(txn, index, o); err != nil {
+			return err
+		}
 	} else if raw, err := txn.First(TableReleases, "id", r.GetApp(), r.GetVersion()); err != nil {
 		return fmt.Errorf("state: lookup release: %w", err)
 	} else if raw == nil {
@@ -107,6 +110,9 @@ func createRollout(txn *memdb.Txn, index uint64, r *relv1.Rollout, desired []*re
 		return fmt.Errorf("state: insert rollout: %w", err)
 	}
 	if err := trackPromotion(txn, index, row); err != nil {
+		return err
+	}
+	if err := trackDeployment(txn, index, row); err != nil {
 		return err
 	}
 	if err := upsertDesired(txn, index, desired); err != nil {
@@ -188,6 +194,9 @@ func (s *Store) StepRollout(index uint64, r *relv1.Rollout, hostsDelta bool, exp
 	if err := trackPromotion(txn, index, row); err != nil {
 		return err
 	}
+	if err := trackDeployment(txn, index, row); err != nil {
+		return err
+	}
 	if err := upsertDesired(txn, index, desired); err != nil {
 		return err
 	}
@@ -236,6 +245,9 @@ func endReverted(txn *memdb.Txn, index uint64, rb *relv1.Rollout) error {
 	if err := trackPromotion(txn, index, o); err != nil {
 		return err
 	}
+	if err := trackDeployment(txn, index, o); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -263,6 +275,9 @@ func (s *Store) ControlRollout(index uint64, id, action, reason string, at int64
 		return fmt.Errorf("state: update rollout: %w", err)
 	}
 	if err := trackPromotion(txn, index, r); err != nil {
+		return err
+	}
+	if err := trackDeployment(txn, index, r); err != nil {
 		return err
 	}
 	if err := setIndex(txn, TableRollouts, index); err != nil {

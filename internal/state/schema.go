@@ -44,6 +44,11 @@ const TableAudit = "audit"
 // TableFreezes holds the freeze windows (change control), by name.
 const TableFreezes = "freezes"
 
+// TableDeployments holds one compact record per finished rollout
+// (rel.v1.Deployment), kept far longer than rollouts for the management
+// report; see deployments.go.
+const TableDeployments = "deployments"
+
 // TableArtifactTombstones holds the blobs artifact GC passes removed.
 const TableArtifactTombstones = "artifact_tombstones"
 
@@ -134,6 +139,15 @@ func baseSchema() *memdb.DBSchema {
 					"id":    {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Id"}},
 					"app":   {Name: "app", Indexer: &memdb.StringFieldIndex{Field: "App"}},
 					"state": {Name: "state", Indexer: &memdb.StringFieldIndex{Field: "State"}},
+				},
+			},
+			TableDeployments: {
+				Name: TableDeployments,
+				Indexes: map[string]*memdb.IndexSchema{
+					"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "RolloutId"}},
+					// Retention removes them oldest finish first, and the
+					// report reads a period from it.
+					"finished": {Name: "finished", Indexer: &memdb.IntFieldIndex{Field: "FinishedUnixNano"}},
 				},
 			},
 			TableHistory: {

@@ -85,6 +85,9 @@ func (sn *Snapshot) Persist(w io.Writer) error {
 		{TableFreezes, func(r any) *relv1.SnapshotRecord {
 			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_FreezeWindow{FreezeWindow: r.(*relv1.FreezeWindow)}}
 		}},
+		{TableDeployments, func(r any) *relv1.SnapshotRecord {
+			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_Deployment{Deployment: r.(*relv1.Deployment)}}
+		}},
 		{TableRevocations, func(r any) *relv1.SnapshotRecord {
 			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_AgentRevocation{AgentRevocation: r.(*relv1.AgentRevocation)}}
 		}},
@@ -199,6 +202,8 @@ func (s *Store) Restore(r io.Reader) error {
 			table, row = TableJoinTokens, k.JoinToken
 		case *relv1.SnapshotRecord_FreezeWindow:
 			table, row = TableFreezes, k.FreezeWindow
+		case *relv1.SnapshotRecord_Deployment:
+			table, row = TableDeployments, k.Deployment
 		case *relv1.SnapshotRecord_AgentRevocation:
 			table, row = TableRevocations, k.AgentRevocation
 		case *relv1.SnapshotRecord_ArtifactTombstone:

@@ -266,7 +266,7 @@ func TestHistoryIDsArePrefixes(t *testing.T) {
 
 // writeKinds is how many kinds of write writeKind knows: one or more for
 // every table, so the snapshot property test covers them all.
-const writeKinds = 27
+const writeKinds = 28
 
 // writeKind is one write of the snapshot property test, picked by kind,
 // with the names drawn for it. srv doubles as an agent id and a session.
@@ -358,6 +358,23 @@ func writeKind(s *Store, kind int, idx uint64, app, ver, env, srv string) error 
 	case 26:
 		return s.CreateFreeze(idx, &relv1.FreezeWindow{Name: "f-" + app + env, Apps: []string{app}, Environments: []string{env},
 			StartUnixNano: at, EndUnixNano: at + int64(time.Hour), CreatedUnixNano: at})
+	case 27:
+		// A rollout that ends leaves a deployment record (deployments.go);
+		// the retention pass removes records that ended long enough ago.
+		rs, _, err := s.Rollouts(memdb.NewWatchSet(), app)
+		if err != nil {
+			return err
+		}
+		for _, ro := range rs {
+			if !rollout.Terminal(ro.GetState()) {
+				if err := s.ControlRollout(idx, ro.GetId(), rollout.ActionAbort, "test", at, 0); err != nil {
+					return err
+				}
+				break
+			}
+		}
+		_, err = s.PruneDeployments(idx, at-3000, 1+int(idx%2))
+		return err
 	default:
 		// What the FSM does for a command with a request id: expire, look
 		// up, record (with a small TTL and cap, so both evict).
@@ -386,7 +403,7 @@ func TestSnapshotCoversEveryTable(t *testing.T) {
 			t.Fatalf("write kind %d: %v", kind, err)
 		}
 	}
-	for _, kind := range []int{10, 7, 17, 18, 22, 25, 26} {
+	for _, kind := range []int{10, 7, 17, 18, 22, 25, 26, 9, 27} {
 		idx++
 		if err := writeKind(a, kind, idx, "web", "1.0.0", "prod", "s1"); err != nil {
 			t.Fatalf("write kind %d: %v", kind, err)

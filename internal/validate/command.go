@@ -202,6 +202,8 @@ func Command(cmd *relv1.Command) error {
 			return invalid("fold_history has no cutoff time")
 		}
 		return nil
+	case *relv1.Command_PruneDeployments:
+		return pruneDeployments(k.PruneDeployments.GetCutoffUnixNano(), k.PruneDeployments.GetMaxEntries())
 	case *relv1.Command_RemoveAgents:
 		c := k.RemoveAgents
 		ids := c.GetAgentIds()
@@ -386,7 +388,8 @@ func release(r *relv1.Release) error {
 		return invalid("release size %d is negative", r.GetSize())
 	}
 	return first(Name("app name", r.GetApp()), Version(r.GetVersion()), ArtifactURL(r.GetArtifactUrl()),
-		Notes(r.GetNotes()), Commit(r.GetCommit()), Labels("label", r.GetLabels(), false))
+		Notes(r.GetNotes()), Commit(r.GetCommit()), Labels("label", r.GetLabels(), false),
+		Changelog(r.GetChangelog()), BuildURL(r.GetBuildUrl()), CommitTime(r.GetCommitUnixNano(), r.GetCreatedUnixNano()))
 }
 
 // AgentUp checks one agent's connect, alone or as an item of a batch.

@@ -62,6 +62,8 @@ func validCommands() map[string]*relv1.Command {
 			c.Kind = k
 		case *relv1.Command_FoldHistory:
 			c.Kind = k
+		case *relv1.Command_PruneDeployments:
+			c.Kind = k
 		case *relv1.Command_RemoveAgents:
 			c.Kind = k
 		case *relv1.Command_DeleteRelease:
@@ -146,6 +148,7 @@ func validCommands() map[string]*relv1.Command {
 		"remove_artifacts":   cmd(&relv1.Command_RemoveArtifacts{RemoveArtifacts: &relv1.RemoveArtifacts{Digests: []string{testSHA, strings.Repeat("b", 64)}}}),
 		"remove_rollouts":    cmd(&relv1.Command_RemoveRollouts{RemoveRollouts: &relv1.RemoveRollouts{RolloutIds: []string{"ro-1", "ro-2"}}}),
 		"fold_history":       cmd(&relv1.Command_FoldHistory{FoldHistory: &relv1.FoldHistory{CutoffUnixNano: 10, MaxEntries: 5000}}),
+		"prune_deployments":  cmd(&relv1.Command_PruneDeployments{PruneDeployments: &relv1.PruneDeployments{CutoffUnixNano: 10, MaxEntries: 5000}}),
 		"remove_agents":      cmd(&relv1.Command_RemoveAgents{RemoveAgents: &relv1.RemoveAgents{AgentIds: []string{"web-1", "web-2"}, CutoffUnixNano: 10, AtUnixNano: 20}}),
 		"delete_release":     cmd(&relv1.Command_DeleteRelease{DeleteRelease: &relv1.DeleteRelease{App: "web", Version: "1.0.0"}}),
 		"create_release": cmd(&relv1.Command_CreateRelease{CreateRelease: &relv1.CreateRelease{Release: &relv1.Release{
@@ -340,6 +343,16 @@ func baseInvalidCommandCases() []invalidCase {
 		{"fold_history", "none", func(c *relv1.Command) { c.GetFoldHistory().MaxEntries = 0 }, "folds 1 to 5000 entries, not 0"},
 		{"fold_history", "too many", func(c *relv1.Command) { c.GetFoldHistory().MaxEntries = 5001 }, "folds 1 to 5000 entries, not 5001"},
 		{"fold_history", "no cutoff", func(c *relv1.Command) { c.GetFoldHistory().CutoffUnixNano = 0 }, "no cutoff"},
+		{"prune_deployments", "none", func(c *relv1.Command) { c.GetPruneDeployments().MaxEntries = 0 }, "removes 1 to 5000 records, not 0"},
+		{"prune_deployments", "too many", func(c *relv1.Command) { c.GetPruneDeployments().MaxEntries = 5001 }, "removes 1 to 5000 records, not 5001"},
+		{"prune_deployments", "no cutoff", func(c *relv1.Command) { c.GetPruneDeployments().CutoffUnixNano = 0 }, "no cutoff"},
+		{"create_release", "long changelog", func(c *relv1.Command) { c.GetCreateRelease().Release.Changelog = strings.Repeat("x", 64<<10+1) }, "changelog is 65537 bytes long"},
+		{"create_release", "ftp build URL", func(c *relv1.Command) { c.GetCreateRelease().Release.BuildUrl = "ftp://ci/1" }, "absolute http:// or https:// URL"},
+		{"create_release", "relative build URL", func(c *relv1.Command) { c.GetCreateRelease().Release.BuildUrl = "/builds/1" }, "absolute http:// or https:// URL"},
+		{"create_release", "commit after creation", func(c *relv1.Command) {
+			r := c.GetCreateRelease().Release
+			r.CommitUnixNano = r.CreatedUnixNano + 1
+		}, "commit time is after the release's creation"},
 		{"remove_agents", "none", func(c *relv1.Command) { c.GetRemoveAgents().AgentIds = nil }, "removes 1 to 1000 agents, not 0"},
 		{"remove_agents", "too many", func(c *relv1.Command) { c.GetRemoveAgents().AgentIds = make([]string, 1001) }, "removes 1 to 1000 agents, not 1001"},
 		{"remove_agents", "bad id", func(c *relv1.Command) { c.GetRemoveAgents().AgentIds = []string{"web 1"} }, "agent id"},

@@ -1231,16 +1231,20 @@ func (x *ListEnvironmentsResponse) GetIndex() uint64 {
 }
 
 type CreateReleaseRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
-	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
-	ArtifactUrl   string                 `protobuf:"bytes,3,opt,name=artifact_url,json=artifactUrl,proto3" json:"artifact_url,omitempty"`
-	Sha256        string                 `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
-	Notes         string                 `protobuf:"bytes,5,opt,name=notes,proto3" json:"notes,omitempty"`
-	Commit        string                 `protobuf:"bytes,6,opt,name=commit,proto3" json:"commit,omitempty"`
-	Labels        map[string]string      `protobuf:"bytes,7,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	App         string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Version     string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	ArtifactUrl string                 `protobuf:"bytes,3,opt,name=artifact_url,json=artifactUrl,proto3" json:"artifact_url,omitempty"`
+	Sha256      string                 `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Notes       string                 `protobuf:"bytes,5,opt,name=notes,proto3" json:"notes,omitempty"`
+	Commit      string                 `protobuf:"bytes,6,opt,name=commit,proto3" json:"commit,omitempty"`
+	Labels      map[string]string      `protobuf:"bytes,7,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Numbered as Release's own fields (report: release notes).
+	Changelog      string `protobuf:"bytes,16,opt,name=changelog,proto3" json:"changelog,omitempty"`
+	BuildUrl       string `protobuf:"bytes,17,opt,name=build_url,json=buildUrl,proto3" json:"build_url,omitempty"`
+	CommitUnixNano int64  `protobuf:"varint,18,opt,name=commit_unix_nano,json=commitUnixNano,proto3" json:"commit_unix_nano,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CreateReleaseRequest) Reset() {
@@ -1320,6 +1324,27 @@ func (x *CreateReleaseRequest) GetLabels() map[string]string {
 		return x.Labels
 	}
 	return nil
+}
+
+func (x *CreateReleaseRequest) GetChangelog() string {
+	if x != nil {
+		return x.Changelog
+	}
+	return ""
+}
+
+func (x *CreateReleaseRequest) GetBuildUrl() string {
+	if x != nil {
+		return x.BuildUrl
+	}
+	return ""
+}
+
+func (x *CreateReleaseRequest) GetCommitUnixNano() int64 {
+	if x != nil {
+		return x.CommitUnixNano
+	}
+	return 0
 }
 
 type CreateReleaseResponse struct {
@@ -3569,7 +3594,7 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\x04read\x18\x01 \x01(\v2\x13.rel.v1.ReadOptionsR\x04read\"i\n" +
 	"\x18ListEnvironmentsResponse\x127\n" +
 	"\fenvironments\x18\x01 \x03(\v2\x13.rel.v1.EnvironmentR\fenvironments\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"\xa8\x02\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\x8d\x03\n" +
 	"\x14CreateReleaseRequest\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12!\n" +
@@ -3577,7 +3602,10 @@ const file_rel_v1_control_proto_rawDesc = "" +
 	"\x06sha256\x18\x04 \x01(\tR\x06sha256\x12\x14\n" +
 	"\x05notes\x18\x05 \x01(\tR\x05notes\x12\x16\n" +
 	"\x06commit\x18\x06 \x01(\tR\x06commit\x12@\n" +
-	"\x06labels\x18\a \x03(\v2(.rel.v1.CreateReleaseRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\a \x03(\v2(.rel.v1.CreateReleaseRequest.LabelsEntryR\x06labels\x12\x1c\n" +
+	"\tchangelog\x18\x10 \x01(\tR\tchangelog\x12\x1b\n" +
+	"\tbuild_url\x18\x11 \x01(\tR\bbuildUrl\x12(\n" +
+	"\x10commit_unix_nano\x18\x12 \x01(\x03R\x0ecommitUnixNano\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"X\n" +

@@ -268,11 +268,19 @@ type Release struct {
 	Blocked     bool   `protobuf:"varint,11,opt,name=blocked,proto3" json:"blocked,omitempty"`
 	BlockReason string `protobuf:"bytes,12,opt,name=block_reason,json=blockReason,proto3" json:"block_reason,omitempty"`
 	// Who blocked it.
-	BlockedBy     *Actor `protobuf:"bytes,13,opt,name=blocked_by,json=blockedBy,proto3" json:"blocked_by,omitempty"`
-	CreateIndex   uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
-	ModifyIndex   uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	BlockedBy   *Actor `protobuf:"bytes,13,opt,name=blocked_by,json=blockedBy,proto3" json:"blocked_by,omitempty"`
+	CreateIndex uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	// What changed, from relctl release create --changelog-file (at most
+	// 64 KiB, like notes).
+	Changelog string `protobuf:"bytes,16,opt,name=changelog,proto3" json:"changelog,omitempty"`
+	// The build that made the artifact (http or https).
+	BuildUrl string `protobuf:"bytes,17,opt,name=build_url,json=buildUrl,proto3" json:"build_url,omitempty"`
+	// When the commit was made (optional): lead time for changes counts
+	// from it instead of the release's creation.
+	CommitUnixNano int64 `protobuf:"varint,18,opt,name=commit_unix_nano,json=commitUnixNano,proto3" json:"commit_unix_nano,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Release) Reset() {
@@ -406,6 +414,27 @@ func (x *Release) GetCreateIndex() uint64 {
 func (x *Release) GetModifyIndex() uint64 {
 	if x != nil {
 		return x.ModifyIndex
+	}
+	return 0
+}
+
+func (x *Release) GetChangelog() string {
+	if x != nil {
+		return x.Changelog
+	}
+	return ""
+}
+
+func (x *Release) GetBuildUrl() string {
+	if x != nil {
+		return x.BuildUrl
+	}
+	return ""
+}
+
+func (x *Release) GetCommitUnixNano() int64 {
+	if x != nil {
+		return x.CommitUnixNano
 	}
 	return 0
 }
@@ -2732,7 +2761,7 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\x1a;\n" +
 	"\rSelectorEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xad\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x92\x05\n" +
 	"\aRelease\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12!\n" +
@@ -2751,7 +2780,10 @@ const file_rel_v1_types_proto_rawDesc = "" +
 	"\n" +
 	"blocked_by\x18\r \x01(\v2\r.rel.v1.ActorR\tblockedBy\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\x1a9\n" +
+	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\x12\x1c\n" +
+	"\tchangelog\x18\x10 \x01(\tR\tchangelog\x12\x1b\n" +
+	"\tbuild_url\x18\x11 \x01(\tR\bbuildUrl\x12(\n" +
+	"\x10commit_unix_nano\x18\x12 \x01(\x03R\x0ecommitUnixNano\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe7\x01\n" +
