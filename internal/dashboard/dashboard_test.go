@@ -330,4 +330,3 @@ func TestLiveStream(t *testing.T) {
 		t.Fatal("the stream outlived the server by 10 s")
 	}
 }
-

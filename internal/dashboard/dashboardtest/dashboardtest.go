@@ -93,6 +93,11 @@ func (e *Env) Revoke(t testing.TB, tok Token) {
 // env=prod, each reporting a fixed load so pages and screenshots are
 // stable. They connect to the node over mutual TLS.
 func (e *Env) StartAgents(t testing.TB, prefix string, n int) {
+	e.StartAgentsIn(t, "prod", prefix, n)
+}
+
+// StartAgentsIn starts n agents labelled env=env.
+func (e *Env) StartAgentsIn(t testing.TB, env, prefix string, n int) {
 	t.Helper()
 	for i := 1; i <= n; i++ {
 		id := fmt.Sprintf("%s-%d", prefix, i)
@@ -100,7 +105,7 @@ func (e *Env) StartAgents(t testing.TB, prefix string, n int) {
 		a, err := agent.New(agent.Config{
 			Servers:   []string{e.Node.GRPCAddr()},
 			NodeID:    id,
-			Labels:    map[string]string{"env": "prod", "zone": fmt.Sprintf("z%d", i%3+1)},
+			Labels:    map[string]string{"env": env, "zone": fmt.Sprintf("z%d", i%3+1)},
 			Installer: &agent.NoopInstaller{},
 			Security:  e.C.PKI.Security(t, testcluster.AgentID(id)),
 			Facts:     &relv1.HostFacts{Hostname: id, Os: "linux", Platform: "debian", PlatformVersion: "13", Arch: "amd64", Cpus: 4, MemoryBytes: 8 << 30},
@@ -135,27 +140,44 @@ func (e *Env) StartAgents(t testing.TB, prefix string, n int) {
 // Setup creates app web with releases, environment prod (env=prod).
 func (e *Env) Setup(t testing.TB, versions ...string) {
 	t.Helper()
+	e.App(t, "web", versions...)
+	e.Environment(t, "prod")
+}
+
+// Environment creates environment name, selecting env=name.
+func (e *Env) Environment(t testing.TB, name string) {
+	t.Helper()
+	if _, err := e.Ctl.CreateEnvironment(Ctx(t), &relv1.CreateEnvironmentRequest{Name: name, Selector: map[string]string{"env": name}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// App creates app with releases.
+func (e *Env) App(t testing.TB, app string, versions ...string) {
+	t.Helper()
 	ctx := Ctx(t)
-	if _, err := e.Ctl.CreateApp(ctx, &relv1.CreateAppRequest{Name: "web"}); err != nil {
+	if _, err := e.Ctl.CreateApp(ctx, &relv1.CreateAppRequest{Name: app}); err != nil {
 		t.Fatal(err)
 	}
 	for i, v := range versions {
-		if _, err := e.Ctl.CreateRelease(ctx, &relv1.CreateReleaseRequest{App: "web", Version: v,
-			ArtifactUrl: "https://artifacts.example.com/web-" + v + ".tgz", Sha256: strings.Repeat(fmt.Sprintf("%x", i+10), 64)[:64],
+		if _, err := e.Ctl.CreateRelease(ctx, &relv1.CreateReleaseRequest{App: app, Version: v,
+			ArtifactUrl: "https://artifacts.example.com/" + app + "-" + v + ".tgz", Sha256: strings.Repeat(fmt.Sprintf("%x", i+10), 64)[:64],
 			Notes: "Release " + v + ": faster checkout, fewer retries.", Commit: fmt.Sprintf("%040x", i+0xabc123),
 			Labels: map[string]string{"team": "shop"}}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := e.Ctl.CreateEnvironment(ctx, &relv1.CreateEnvironmentRequest{Name: "prod", Selector: map[string]string{"env": "prod"}}); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // Roll starts a rollout of web@version to prod and returns its id.
 func (e *Env) Roll(t testing.TB, version string, spec *relv1.RolloutSpec) string {
+	return e.RollTo(t, "web", version, "prod", spec)
+}
+
+// RollTo starts a rollout of app@version to env and returns its id.
+func (e *Env) RollTo(t testing.TB, app, version, env string, spec *relv1.RolloutSpec) string {
 	t.Helper()
-	resp, err := e.Ctl.StartRollout(Ctx(t), &relv1.StartRolloutRequest{App: "web", Version: version, Environment: "prod", Spec: spec})
+	resp, err := e.Ctl.StartRollout(Ctx(t), &relv1.StartRolloutRequest{App: app, Version: version, Environment: env, Spec: spec})
 	if err != nil {
 		t.Fatal(err)
 	}
