@@ -366,7 +366,13 @@ func controls(p auth.Principal, ro *relv1.Rollout) []control {
 		if !rollout.Terminal(ro.GetState()) {
 			out = append(out, control{"abort", "Abort", fmt.Sprintf("Abort rollout %s? Hosts keep what they run now; nothing is rolled back.", id), "danger"})
 		}
-		if ro.GetKind() == rollout.KindDeploy && ro.GetRolledBackBy() == "" && ro.GetState() != rollout.StateRollingBack {
+		// A rollout that changed no host yet (frozen, awaiting approval,
+		// queued) has nothing to roll back.
+		switch ro.GetState() {
+		case rollout.StateFrozen, rollout.StateAwaitingApproval, rollout.StateQueued, rollout.StateRollingBack:
+			return out
+		}
+		if ro.GetKind() == rollout.KindDeploy && ro.GetRolledBackBy() == "" {
 			out = append(out, control{"rollback", "Roll back", fmt.Sprintf("Roll back rollout %s? Every host it changed goes back to the version it ran before.", id), "danger"})
 		}
 	}
