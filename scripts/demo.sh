@@ -331,7 +331,7 @@ csrf=$(ui "$UI/ui/login" | sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' | h
 ui -o /dev/null -w "POST $UI/ui/login: %{http_code}, to %{redirect_url}\n" -H "Origin: $UI" \
   --data-urlencode "csrf=$csrf" --data-urlencode "token=$(tr -d '\n' <"$WORK/viewer.token")" --data-urlencode "next=/ui/" "$UI/ui/login"
 ui -o "$WORK/ui-overview.html" -w "GET  $UI/ui/: %{http_code}\n" "$UI/ui/"
-grep -o 'hosts healthy\|active rollouts' "$WORK/ui-overview.html" | sort | uniq -c
+grep -o '[0-9]*/[0-9]* hosts healthy' "$WORK/ui-overview.html" | sed 's/^/overview cell: /'
 
 step "Stopping agents and servers (SIGTERM: graceful) and cleaning up"
 for a in "${AGENTS[@]}"; do kill -TERM "${APID[$a]}"; done
