@@ -26,7 +26,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -74,9 +73,6 @@ type Dashboard struct {
 	sessions *sessionStore
 	pages    map[string]*template.Template
 	static   http.Handler
-
-	// streams counts the live SSE responses, for tests and shutdown.
-	streams sync.WaitGroup
 }
 
 // Prefix is the path the dashboard is served under.
@@ -192,10 +188,6 @@ func (d *Dashboard) Register(mux *http.ServeMux) {
 	mux.Handle("GET /ui/rollouts/{id}/live", d.headers(d.withSession(d.live)))
 	mux.Handle("POST /ui/rollouts/{id}/{action}", d.headers(d.withSession(d.control)))
 }
-
-// Wait waits for live streams to end; they end when Config.Context is
-// cancelled or their clients leave.
-func (d *Dashboard) Wait() { d.streams.Wait() }
 
 // headers sets the security headers of every answer: nothing but this
 // server's own scripts, styles and connections; no framing; no caching of

@@ -330,3 +330,51 @@ func TestLiveStream(t *testing.T) {
 		t.Fatal("the stream outlived the server by 10 s")
 	}
 }
+
+// TestLiveStreamEndsWithToken: revoking the token ends a live stream: the
+// next change is not sent, an "ended" event is, and the stream closes.
+func TestLiveStreamEndsWithToken(t *testing.T) {
+	e := dashboardtest.Start(t)
+	e.Setup(t, "1.0.0")
+	e.StartAgents(t, "web", 2)
+	id := e.Roll(t, "1.0.0", slowSpec(time.Minute))
+	st := e.WaitState(t, id, "running")
+	c := e.Client(t)
+	tok := e.Token(t, "view", auth.Viewer)
+	e.Login(t, c, tok)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.URL+"/ui/rollouts/"+id+"/live?index="+strconv.FormatUint(st.GetRollout().GetModifyIndex(), 10), nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	events := readEvents(resp)
+	e.Revoke(t, tok)
+	if _, err := e.Ctl.ControlRollout(dashboardtest.Ctx(t), &relv1.ControlRolloutRequest{Id: id, Action: "pause"}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				// An update of what was read before the revocation may come
+				// first (the stream starts at an older index); one showing
+				// the pause may not, and the last event is "ended".
+				if len(got) == 0 || got[len(got)-1] != "ended" {
+					t.Fatalf("stream closed after %v, want it to end with an ended event", got)
+				}
+				return
+			}
+			got = append(got, ev.name)
+			if ev.name == "update" && strings.Contains(ev.data, "paused") {
+				t.Fatalf("an update made after the revocation was sent: %s", ev.data)
+			}
+		case <-timeout:
+			t.Fatalf("the stream did not end within 20 s of the revocation; events %v", got)
+		}
+	}
+}

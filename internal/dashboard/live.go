@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -47,8 +48,6 @@ func (d *Dashboard) live(w http.ResponseWriter, r *http.Request, v *view) {
 		}
 	}
 
-	d.streams.Add(1)
-	defer d.streams.Done()
 	ctx, cancel := context.WithCancel(r.Context())
 	stop := context.AfterFunc(d.cfg.Context, cancel)
 	defer stop()
@@ -96,7 +95,13 @@ func (d *Dashboard) live(w http.ResponseWriter, r *http.Request, v *view) {
 			}
 		case u := <-updates:
 			if u.err != nil {
-				write("event: failed\ndata: %s\n\n", status.Convert(u.err).Message())
+				// A session that ended (its token revoked or expired) sends
+				// the page to the login form; anything else stops the stream.
+				name := "failed"
+				if status.Code(u.err) == codes.Unauthenticated {
+					name = "ended"
+				}
+				write("event: %s\ndata: %s\n\n", name, status.Convert(u.err).Message())
 				return
 			}
 			body, err := json.Marshal(u.fragments)
@@ -126,6 +131,11 @@ func (d *Dashboard) watchRollout(ctx context.Context, v *view, id string, index 
 		}
 		if ctx.Err() != nil {
 			return
+		}
+		// The read may have waited long: the token may have been revoked
+		// meanwhile, and then what it read is not sent.
+		if err == nil {
+			_, err = d.principal(v.Session)
 		}
 		u := liveUpdate{err: err}
 		if err == nil {

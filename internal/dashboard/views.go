@@ -81,17 +81,22 @@ func (d *Dashboard) loadOverview(r *http.Request, v *view) (any, error) {
 		return nil, err
 	}
 	out.Recent = recent.GetRollouts()
-	agents, err := call[*relv1.ListAgentsResponse](ctx, d, v, relv1.ControlService_ListAgents_FullMethodName, &relv1.ListAgentsRequest{PageSize: 1000})
-	if err != nil {
-		return nil, err
-	}
-	for _, a := range agents.GetAgents() {
-		out.Agents++
-		if a.GetAgent().GetConnected() {
-			out.Up++
+	// Every page of agents, for the counts.
+	for token := ""; ; {
+		agents, err := call[*relv1.ListAgentsResponse](ctx, d, v, relv1.ControlService_ListAgents_FullMethodName, &relv1.ListAgentsRequest{PageSize: 1000, PageToken: token})
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range agents.GetAgents() {
+			out.Agents++
+			if a.GetAgent().GetConnected() {
+				out.Up++
+			}
+		}
+		if token = agents.GetNextPageToken(); token == "" {
+			return out, nil
 		}
 	}
-	return out, nil
 }
 
 type rolloutsData struct {
