@@ -192,21 +192,33 @@ func (d *Dashboard) loadApprovals(r *http.Request, v *view) (any, error) {
 	return resp.GetPending(), nil
 }
 
-// auditWindow is how far back the audit page reads.
-const auditWindow = 7 * 24 * time.Hour
+// The audit page shows the newest auditShown records of the last
+// auditWindow.
+const (
+	auditWindow = 7 * 24 * time.Hour
+	auditShown  = 200
+)
 
 func (d *Dashboard) loadAudit(r *http.Request, v *view) (any, error) {
 	v.Title = "Audit"
-	resp, err := call[*relv1.ListAuditResponse](r.Context(), d, v, relv1.AuditService_ListAudit_FullMethodName,
-		&relv1.ListAuditRequest{SinceUnixNano: d.cfg.Now().Add(-auditWindow).UnixNano(), PageSize: 1000, App: r.URL.Query().Get("app")})
-	if err != nil {
-		return nil, err
+	// The trail is read oldest first: page through the window and keep
+	// the newest auditShown records.
+	req := &relv1.ListAuditRequest{SinceUnixNano: d.cfg.Now().Add(-auditWindow).UnixNano(), PageSize: 1000, App: r.URL.Query().Get("app")}
+	var recs []*relv1.AuditRecord
+	for {
+		resp, err := call[*relv1.ListAuditResponse](r.Context(), d, v, relv1.AuditService_ListAudit_FullMethodName, req)
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, resp.GetRecords()...)
+		if len(recs) > auditShown {
+			recs = slices.Clone(recs[len(recs)-auditShown:])
+		}
+		if req.PageToken = resp.GetNextPageToken(); req.PageToken == "" {
+			break
+		}
 	}
-	recs := slices.Clone(resp.GetRecords())
 	slices.Reverse(recs)
-	if len(recs) > 200 {
-		recs = recs[:200]
-	}
 	return recs, nil
 }
 
