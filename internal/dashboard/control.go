@@ -62,21 +62,25 @@ func (d *Dashboard) control(w http.ResponseWriter, r *http.Request, v *view) {
 	http.Redirect(w, r, "/ui/rollouts/"+url.PathEscape(id)+"?done="+url.QueryEscape(action), http.StatusSeeOther)
 }
 
-// controlRequest is the gRPC call an action on ro is. Approve means the
-// gate ro waits at: the change-control approval of its start
-// (ApprovalService.Approve) or the gate before its next wave
-// (ControlRollout approve, naming that wave so a stale page never opens a
-// later gate).
+// controlRequest is the gRPC call an action on ro is, as relctl makes it.
+// Approve means the gate ro waits at, named so that a stale page never
+// opens a later one: the start (wave 0) or the next wave. A rollout
+// requested under an approval policy is approved through the policy
+// (ApprovalService.Approve, the approve permission); a between-wave gate
+// without one through ControlRollout (deploy).
 func controlRequest(ro *relv1.Rollout, action, reason string) (string, proto.Message) {
 	id := ro.GetId()
+	var wave uint32
+	if ro.GetState() != rollout.StateAwaitingApproval {
+		wave = rollout.WaveNumber(ro, ro.GetCurrentWave()+1)
+	}
 	switch {
 	case action == "rollback":
 		return relv1.ControlService_RollbackRollout_FullMethodName, &relv1.RollbackRolloutRequest{Id: id}
-	case action == rollout.ActionApprove && ro.GetState() == rollout.StateAwaitingApproval:
-		return relv1.ApprovalService_Approve_FullMethodName, &relv1.ApproveRolloutRequest{Id: id, Comment: reason}
+	case action == rollout.ActionApprove && (ro.GetApprovalPolicy() != nil || ro.GetState() == rollout.StateAwaitingApproval):
+		return relv1.ApprovalService_Approve_FullMethodName, &relv1.ApproveRolloutRequest{Id: id, Comment: reason, Wave: wave}
 	case action == rollout.ActionApprove:
-		return relv1.ControlService_ControlRollout_FullMethodName, &relv1.ControlRolloutRequest{Id: id, Action: action, Reason: reason,
-			Wave: rollout.WaveNumber(ro, ro.GetCurrentWave()+1)}
+		return relv1.ControlService_ControlRollout_FullMethodName, &relv1.ControlRolloutRequest{Id: id, Action: action, Reason: reason, Wave: wave}
 	}
 	return relv1.ControlService_ControlRollout_FullMethodName, &relv1.ControlRolloutRequest{Id: id, Action: action, Reason: reason}
 }

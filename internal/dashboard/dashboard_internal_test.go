@@ -91,6 +91,11 @@ func TestControls(t *testing.T) {
 		return &relv1.Rollout{Id: "ro-1", App: "web", Environment: "prod", Kind: rollout.KindDeploy, State: state, WaveCount: 3,
 			Spec: &relv1.RolloutSpec{Strategy: "rolling"}}
 	}
+	underPolicy := func(state string) *relv1.Rollout {
+		r := deploy(state)
+		r.ApprovalPolicy = &relv1.ApprovalPolicy{Required: 1}
+		return r
+	}
 	rolledBack := deploy(rollout.StateSucceeded)
 	rolledBack.RolledBackBy = "ro-2"
 	for _, tc := range []struct {
@@ -106,6 +111,8 @@ func TestControls(t *testing.T) {
 		{"deployer, awaiting change approval", person(auth.Deployer), deploy(rollout.StateAwaitingApproval), []string{"abort"}},
 		{"approver, awaiting change approval", person(auth.Approver), deploy(rollout.StateAwaitingApproval), []string{"approve"}},
 		{"approver, wave gate", person(auth.Approver), deploy(rollout.StateWaitingApproval), nil},
+		{"approver, wave gate under a policy", person(auth.Approver), underPolicy(rollout.StateWaitingApproval), []string{"approve"}},
+		{"deployer, wave gate under a policy", person(auth.Deployer), underPolicy(rollout.StateWaitingApproval), []string{"pause", "abort", "rollback"}},
 		{"deployer, succeeded", person(auth.Deployer), deploy(rollout.StateSucceeded), []string{"rollback"}},
 		{"deployer, already rolled back", person(auth.Deployer), rolledBack, nil},
 		{"deployer of another app", person(auth.Deployer, "api"), deploy(rollout.StateRunning), nil},
@@ -131,6 +138,10 @@ func TestControlRequest(t *testing.T) {
 	ro := func(state, strategy string, wave uint32) *relv1.Rollout {
 		return &relv1.Rollout{Id: "ro-1", Kind: rollout.KindDeploy, State: state, CurrentWave: wave, WaveCount: 3, Spec: &relv1.RolloutSpec{Strategy: strategy}}
 	}
+	policy := func(r *relv1.Rollout) *relv1.Rollout {
+		r.ApprovalPolicy = &relv1.ApprovalPolicy{Required: 1}
+		return r
+	}
 	for _, tc := range []struct {
 		name       string
 		r          *relv1.Rollout
@@ -143,14 +154,23 @@ func TestControlRequest(t *testing.T) {
 		{"start approval", ro(rollout.StateAwaitingApproval, "rolling", 0), "approve", relv1.ApprovalService_Approve_FullMethodName, 0},
 		{"gate after wave 1 of rolling", ro(rollout.StateWaitingApproval, "rolling", 0), "approve", relv1.ControlService_ControlRollout_FullMethodName, 2},
 		{"gate after the canary", ro(rollout.StateWaitingApproval, "canary", 0), "approve", relv1.ControlService_ControlRollout_FullMethodName, 1},
+		{"gate after wave 2 under a policy", policy(ro(rollout.StateWaitingApproval, "rolling", 1)), "approve", relv1.ApprovalService_Approve_FullMethodName, 3},
+		{"start under a policy", policy(ro(rollout.StateAwaitingApproval, "rolling", 0)), "approve", relv1.ApprovalService_Approve_FullMethodName, 0},
 	} {
 		method, req := controlRequest(tc.r, tc.action, "why")
 		if method != tc.wantMethod {
 			t.Errorf("%s: calls %s, want %s", tc.name, method, tc.wantMethod)
 			continue
 		}
-		if c, ok := req.(*relv1.ControlRolloutRequest); ok && (c.GetWave() != tc.wantWave || c.GetAction() != tc.action || c.GetReason() != "why") {
-			t.Errorf("%s: request %v, want wave %d", tc.name, c, tc.wantWave)
+		switch r := req.(type) {
+		case *relv1.ControlRolloutRequest:
+			if r.GetWave() != tc.wantWave || r.GetAction() != tc.action || r.GetReason() != "why" {
+				t.Errorf("%s: request %v, want wave %d", tc.name, r, tc.wantWave)
+			}
+		case *relv1.ApproveRolloutRequest:
+			if r.GetWave() != tc.wantWave || r.GetComment() != "why" {
+				t.Errorf("%s: request %v, want wave %d", tc.name, r, tc.wantWave)
+			}
 		}
 	}
 }

@@ -378,3 +378,47 @@ func TestLiveStreamEndsWithToken(t *testing.T) {
 		}
 	}
 }
+
+// TestApproveUnderPolicy: under an approval policy, an approver's page
+// has the Approve button for a rollout awaiting approval and approving
+// through it starts the rollout; a deployer (no approve permission) gets
+// 403 for the same POST, from the server's own rule.
+func TestApproveUnderPolicy(t *testing.T) {
+	e := dashboardtest.Start(t)
+	e.Setup(t, "1.0.0")
+	e.StartAgents(t, "web", 2)
+	approvals := relv1.NewApprovalServiceClient(e.Node.Admin())
+	if _, err := approvals.SetPolicy(dashboardtest.Ctx(t), &relv1.SetApprovalPolicyRequest{Environment: "prod",
+		Policy: &relv1.ApprovalPolicy{Required: 1, Roles: []string{string(auth.Approver)}}}); err != nil {
+		t.Fatal(err)
+	}
+	id := e.Roll(t, "1.0.0", nil)
+	e.WaitState(t, id, "awaiting_approval")
+	page := "/ui/rollouts/" + id
+
+	deployer := e.Client(t)
+	e.Login(t, deployer, e.Token(t, "deploy", auth.Deployer))
+	_, body := e.Get(t, deployer, page)
+	if strings.Contains(body, `id="control-approve"`) {
+		t.Fatal("a deployer sees Approve on a rollout awaiting a policy's approval")
+	}
+	resp, body := e.Post(t, deployer, page+"/approve", url.Values{"csrf": {dashboardtest.CSRF(t, body)}, "confirmed": {"yes"}})
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("deployer's approve: %s, want 403\n%s", resp.Status, body)
+	}
+
+	approver := e.Client(t)
+	e.Login(t, approver, e.Token(t, "approve", auth.Approver))
+	_, body = e.Get(t, approver, page)
+	if !strings.Contains(body, `id="control-approve"`) || strings.Contains(body, `id="control-pause"`) {
+		t.Fatalf("an approver's page: want Approve and no Pause\n%s", body)
+	}
+	resp, body = e.Post(t, approver, page+"/approve", url.Values{"csrf": {dashboardtest.CSRF(t, body)}, "confirmed": {"yes"}, "reason": {"looks good"}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("approver's approve: %s\n%s", resp.Status, body)
+	}
+	st := e.WaitState(t, id, "running", "succeeded")
+	if a := st.GetRollout().GetApprovals(); len(a) != 1 || a[0].GetComment() != "looks good" {
+		t.Fatalf("approvals %v, want the approver's with its comment", a)
+	}
+}

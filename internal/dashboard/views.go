@@ -369,7 +369,9 @@ func controls(p auth.Principal, ro *relv1.Rollout) []control {
 			out = append(out, control{"approve", "Approve", fmt.Sprintf("Approve rollout %s of %s@%s to %s?", id, ro.GetApp(), ro.GetVersion(), ro.GetEnvironment()), "primary"})
 		}
 	case rollout.StateWaitingApproval:
-		if deploy {
+		// Under an approval policy, approvers open the gates; otherwise
+		// deployers do.
+		if ro.GetApprovalPolicy() != nil && p.Allows(auth.Approve, res) || ro.GetApprovalPolicy() == nil && deploy {
 			out = append(out, control{"approve", "Approve " + rollout.WaveLabel(ro, ro.GetCurrentWave()+1), fmt.Sprintf("Let rollout %s go on to %s?", id, rollout.WaveLabel(ro, ro.GetCurrentWave()+1)), "primary"})
 		}
 	}
