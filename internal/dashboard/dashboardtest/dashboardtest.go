@@ -7,6 +7,7 @@ package dashboardtest
 
 import (
 	"context"
+	"crypto/sha1"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -162,7 +163,7 @@ func (e *Env) App(t testing.TB, app string, versions ...string) {
 	for i, v := range versions {
 		if _, err := e.Ctl.CreateRelease(ctx, &relv1.CreateReleaseRequest{App: app, Version: v,
 			ArtifactUrl: "https://artifacts.example.com/" + app + "-" + v + ".tgz", Sha256: strings.Repeat(fmt.Sprintf("%x", i+10), 64)[:64],
-			Notes: "Release " + v + ": faster checkout, fewer retries.", Commit: fmt.Sprintf("%040x", i+0xabc123),
+			Notes: "Release " + v + ": faster checkout, fewer retries.", Commit: fmt.Sprintf("%x", sha1.Sum([]byte(app+v))),
 			Labels: map[string]string{"team": "shop"}}); err != nil {
 			t.Fatal(err)
 		}
