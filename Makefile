@@ -6,7 +6,7 @@ LDFLAGS   := -X github.com/relhq/rel/internal/version.Version=$(VERSION)
 BIN       := bin
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build demo test test-docker test-short vet fmt-check lint proto proto-check bench bench-security bench-raftbytes fuzz clean
+.PHONY: all build demo test test-browser screenshots test-docker test-short vet fmt-check lint proto proto-check bench bench-security bench-raftbytes fuzz clean
 
 all: build
 
@@ -27,6 +27,20 @@ demo: build
 test: fmt-check vet proto-check
 	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v /internal/e2e)
 	$(GO) test -count=1 -timeout 20m ./internal/e2e/
+	$(MAKE) test-browser
+
+## test-browser: the web dashboard in a real headless Chromium (chromedp):
+## installs Debian's chromium first when none is found
+## (scripts/install-chromium.sh); the tests skip, saying why, only when no
+## browser can be found or installed
+test-browser:
+	-./scripts/install-chromium.sh
+	$(GO) test -tags browser -count=1 -timeout 10m ./internal/dashboard/browsertest/
+
+## screenshots: docs/img/dashboard-*.png from a live run in Chromium
+screenshots:
+	./scripts/install-chromium.sh
+	REL_SCREENSHOTS=$(CURDIR)/docs/img $(GO) test -tags browser -count=1 -run '^TestScreenshots$$' ./internal/dashboard/browsertest/
 
 ## test-docker: three servers and two agents in containers on a private
 ## Docker network; the leader is cut off and reconnected; then a follower is

@@ -323,6 +323,16 @@ relctl audit | cut -c1-220
 relctl audit checkpoint >"$WORK/audit-checkpoint.json"
 run relctl audit verify --checkpoint "$WORK/audit-checkpoint.json" --public-key "$PKI/audit.pub"
 
+step "The web dashboard: the viewer token signs in, the overview answers"
+UI="https://${HTTP[${NODES[0]}]}"
+JAR="$WORK/ui.cookies"
+ui() { curl -s --cacert "$PKI/ca.pem" -b "$JAR" -c "$JAR" "$@"; }
+csrf=$(ui "$UI/ui/login" | sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' | head -1)
+ui -o /dev/null -w "POST $UI/ui/login: %{http_code}, to %{redirect_url}\n" -H "Origin: $UI" \
+  --data-urlencode "csrf=$csrf" --data-urlencode "token=$(tr -d '\n' <"$WORK/viewer.token")" --data-urlencode "next=/ui/" "$UI/ui/login"
+ui -o "$WORK/ui-overview.html" -w "GET  $UI/ui/: %{http_code}\n" "$UI/ui/"
+grep -o '[0-9]*/[0-9]* hosts healthy' "$WORK/ui-overview.html" | sed 's/^/overview cell: /'
+
 step "Stopping agents and servers (SIGTERM: graceful) and cleaning up"
 for a in "${AGENTS[@]}"; do kill -TERM "${APID[$a]}"; done
 for a in "${AGENTS[@]}"; do wait "${APID[$a]}" || { echo "demo: agent $a exited non-zero" >&2; exit 1; }; APID[$a]=""; done
@@ -331,4 +341,5 @@ for n in "${NODES[@]}"; do kill -TERM "${PID[$n]}"; done
 for n in "${NODES[@]}"; do wait "${PID[$n]}" || { echo "demo: $n exited non-zero" >&2; exit 1; }; PID[$n]=""; done
 echo "all servers stopped cleanly"
 echo
+echo "The web dashboard was at $UI/ui/ (each server serves it; sign in with an ACL token). To browse one: bin/rel-server --dev"
 echo "Demo finished: 3 servers, a leader killed and recovered; 3 agents running hello, upgraded from 1.0.0 to 1.1.0, then 1.2.0 through a lifecycle and two approvals."

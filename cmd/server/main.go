@@ -106,6 +106,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		caKeyFile    = fs.String("ca-key-file", "", "the CA's key: with it this server signs agent certificates (enrolment with join tokens, renewal)")
 		agentCertTTL = fs.Duration("agent-cert-ttl", pki.DefaultAgentValidity, "how long the agent certificates this server signs are valid; agents renew at about two thirds")
 		enableDebug  = fs.Bool("enable-debug", false, "serve /debug/pprof/ on the HTTP port, to client certificates of role operator or admin")
+		ui           = fs.Bool("ui", true, "serve the web dashboard at https://HTTP-ADDR/ui/ (sign in with an ACL token; --ui=false turns it off)")
 		retInterval  = fs.Duration("retention-interval", time.Minute, "how often the leader runs retention; for tests and benches (keep the default in production)")
 		showVersion  = fs.Bool("version", false, "print the version and exit")
 	)
@@ -199,6 +200,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		AuditKeyFile:        *auditKeyFile,
 		AgentCertTTL:        *agentCertTTL,
 		EnableDebug:         *enableDebug,
+		DisableUI:           !*ui,
 		RetentionInterval:   *retInterval,
 		Logger:              logger,
 		LogOutput:           stderr,
@@ -314,6 +316,9 @@ func printDev(w io.Writer, srv *server.Server, cfg server.Config) error {
 	fmt.Fprintf(w, "  gRPC API: %s\n", srv.GRPCAddr())
 	fmt.Fprintf(w, "  HTTP:     https://%s/v1/health (curl --cacert %s ...)\n", srv.HTTPAddr(), cfg.CAFile)
 	fmt.Fprintf(w, "  raft:     %s\n", srv.RaftAddr())
+	if !cfg.DisableUI {
+		fmt.Fprintf(w, "  web UI:   https://%s/ui/ (sign in with the token in %s; the certificate is the dev CA's)\n", srv.HTTPAddr(), mgmtFile)
+	}
 	if cfg.AuditKeyFile != "" {
 		fmt.Fprintf(w, "  audit:    checkpoints signed with %s (check them with --public-key %s)\n", cfg.AuditKeyFile,
 			filepath.Join(filepath.Dir(cfg.AuditKeyFile), audit.PubKeyFileName))

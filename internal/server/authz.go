@@ -292,7 +292,13 @@ func (s *Server) tokenPrincipal(header string) (auth.Principal, error) {
 	if !ok || secret == "" {
 		return auth.Principal{}, status.Error(codes.Unauthenticated, "authorization metadata is not 'Bearer <token>'")
 	}
-	tok, err := s.store.ACLTokenBySecret(auth.HashSecret(strings.TrimSpace(secret)))
+	return s.tokenPrincipalByHash(auth.HashSecret(strings.TrimSpace(secret)))
+}
+
+// tokenPrincipalByHash is the holder of the token whose secret hashes to
+// hash (auth.HashSecret); the dashboard keeps only the hash in a session.
+func (s *Server) tokenPrincipalByHash(hash string) (auth.Principal, error) {
+	tok, err := s.store.ACLTokenBySecret(hash)
 	if err != nil && !replicaCaughtUp(s.raftReady.Load()) {
 		// A replica that is still replaying the log after a restart (or
 		// has no leader) may not hold a token made since: it says so, and
@@ -424,18 +430,28 @@ func rolesWith(p auth.Permission) string {
 // unaryAuth is the one interceptor that decides every unary call.
 func (s *Server) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	p, err := s.authenticate(ctx, info.FullMethod)
-	if err == nil {
-		err = s.authorize(p, info.FullMethod, req)
-	}
 	if err != nil {
 		s.denied(info.FullMethod, p, err)
 		s.auditRefusal(ctx, info.FullMethod, p, req, err)
 		return nil, err
 	}
+	return s.callAs(ctx, p, info.FullMethod, req, handler)
+}
+
+// callAs runs handler for an authenticated principal p: the method's
+// rule, then the call with p in its context, refusals recorded and
+// audited. unaryAuth and the dashboard's in-process calls share it, so
+// a call from a web page is decided and audited as one over gRPC.
+func (s *Server) callAs(ctx context.Context, p auth.Principal, method string, req any, handler grpc.UnaryHandler) (any, error) {
+	if err := s.authorize(p, method, req); err != nil {
+		s.denied(method, p, err)
+		s.auditRefusal(ctx, method, p, req, err)
+		return nil, err
+	}
 	ctx, note := withAuditNote(auth.NewContext(ctx, p))
 	resp, err := handler(ctx, req)
 	if err != nil && !note.decided.Load() {
-		s.auditRefusal(ctx, info.FullMethod, p, req, err)
+		s.auditRefusal(ctx, method, p, req, err)
 	}
 	return resp, err
 }

@@ -174,6 +174,8 @@ type Config struct {
 	AgentCertTTL time.Duration
 	// EnableDebug serves /debug/pprof/ to operators' client certificates.
 	EnableDebug bool
+	// DisableUI turns the web dashboard (/ui/ on the HTTP port) off.
+	DisableUI bool
 
 	Logger *slog.Logger
 	// LogOutput receives raft's own log lines; nil discards them.

@@ -104,6 +104,9 @@ func (s *Server) setupHTTP() {
 		debug.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		mux.Handle("/debug/pprof/", s.httpAuth(httpRule{perm: auth.Debug}, debugWriteTimeout, debug))
 	}
+	if !s.cfg.DisableUI {
+		s.setupUI(mux)
+	}
 	s.httpSrv = &http.Server{
 		Handler:           mux,
 		TLSConfig:         s.sec.HTTPServerTLS(),
