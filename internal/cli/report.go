@@ -355,8 +355,7 @@ script) for people who do not read tables.`,
 			}); err != nil {
 				return err
 			}
-			rep := report.Build(report.Input{Deployments: resp.GetDeployments(), Running: resp.GetRunning()},
-				time.Unix(0, resp.GetNowUnixNano()), report.Options{Period: time.Duration(resp.GetPeriodNanos())})
+			rep := report.FromResponse(resp)
 			p := r.printer()
 			switch p.format {
 			case formatJSON:

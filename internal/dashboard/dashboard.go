@@ -134,6 +134,7 @@ var pages = []page{
 	{path: "/ui/hosts", file: "hosts.html", nav: "Hosts", load: (*Dashboard).loadHosts},
 	{path: "/ui/approvals", file: "approvals.html", nav: "Approvals", load: (*Dashboard).loadApprovals},
 	{path: "/ui/audit", file: "audit.html", nav: "Audit", load: (*Dashboard).loadAudit},
+	{path: "/ui/report", file: "report.html", nav: "Report", load: (*Dashboard).loadReport},
 }
 
 // navItem is one link of the navigation bar.

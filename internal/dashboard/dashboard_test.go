@@ -29,7 +29,7 @@ func slowSpec(bake time.Duration) *relv1.RolloutSpec {
 func TestPagesNeedASession(t *testing.T) {
 	e := dashboardtest.Start(t)
 	c := e.Client(t)
-	for _, path := range []string{"/ui/", "/ui/rollouts", "/ui/rollouts/x", "/ui/releases", "/ui/hosts", "/ui/approvals", "/ui/audit"} {
+	for _, path := range []string{"/ui/", "/ui/rollouts", "/ui/rollouts/x", "/ui/releases", "/ui/hosts", "/ui/approvals", "/ui/audit", "/ui/report"} {
 		resp, _ := e.Get(t, c, path)
 		if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/ui/login?next="+url.QueryEscape(path) {
 			t.Errorf("GET %s: %s to %q, want 303 to the login page", path, resp.Status, resp.Header.Get("Location"))
@@ -128,6 +128,8 @@ func TestPagesRender(t *testing.T) {
 		{"/ui/hosts", []string{"web-1", "connected", "env=prod", "web@1.0.0"}},
 		{"/ui/approvals", []string{"Nothing waits for approval"}},
 		{"/ui/audit", []string{"create_rollout"}},
+		{"/ui/report", []string{"Delivery performance by app and environment", "web in prod", "Deploys", "1 deploys succeeded", "1.0.0 3/3", `class="rel-report"`}},
+		{"/ui/report?days=7&env=prod", []string{"the 7 days from", "web in prod"}},
 	} {
 		resp, body := e.Get(t, c, tc.path)
 		if resp.StatusCode != http.StatusOK {
@@ -145,6 +147,10 @@ func TestPagesRender(t *testing.T) {
 	}
 	if resp, body := e.Get(t, c, "/ui/rollouts/nosuch"); resp.StatusCode != http.StatusNotFound || !strings.Contains(body, "nosuch") {
 		t.Errorf("unknown rollout: %s\n%s", resp.Status, body)
+	}
+	// A report of an unknown app says so, as relctl report does.
+	if resp, body := e.Get(t, c, "/ui/report?app=nope"); resp.StatusCode != http.StatusNotFound || !strings.Contains(body, "app &#34;nope&#34; not found") {
+		t.Errorf("report of an unknown app: %s\n%s", resp.Status, body)
 	}
 }
 

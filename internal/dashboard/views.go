@@ -1,16 +1,20 @@
 package dashboard
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"html/template"
 	"net/http"
 	"slices"
 	"sort"
+	"strconv"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relhq/rel/internal/auth"
+	"github.com/relhq/rel/internal/report"
 	"github.com/relhq/rel/internal/rollout"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
@@ -396,4 +400,37 @@ func controls(p auth.Principal, ro *relv1.Rollout) []control {
 		}
 	}
 	return out
+}
+
+// reportPeriods are the periods the report page offers, in days.
+var reportPeriods = []int{7, 30, 90, 180}
+
+// reportView is the report page: the same report relctl report -o html
+// writes, as an element of the page.
+type reportView struct {
+	Periods  []int
+	Days     int
+	App, Env string
+	HTML     template.HTML
+}
+
+func (d *Dashboard) loadReport(r *http.Request, v *view) (any, error) {
+	v.Title = "Report"
+	q := r.URL.Query()
+	out := &reportView{Periods: reportPeriods, Days: 30, App: q.Get("app"), Env: q.Get("env")}
+	if days, err := strconv.Atoi(q.Get("days")); err == nil && slices.Contains(reportPeriods, days) {
+		out.Days = days
+	}
+	resp, err := call[*relv1.ReportResponse](r.Context(), d, v, relv1.ReportService_Report_FullMethodName, &relv1.ReportRequest{
+		App: out.App, Environment: out.Env, PeriodNanos: int64(time.Duration(out.Days) * 24 * time.Hour)})
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	if err := report.RenderHTMLFragment(&b, report.FromResponse(resp)); err != nil {
+		return nil, err
+	}
+	// html/template escaped every value the report renders.
+	out.HTML = template.HTML(b.String())
+	return out, nil
 }

@@ -14,6 +14,12 @@ func RenderHTML(w io.Writer, r Report) error {
 	return pageTemplate.Execute(w, newHTMLView(r))
 }
 
+// RenderHTMLFragment writes the same report as one element, its styles
+// scoped to it, for a page of its own (the web dashboard's report page).
+func RenderHTMLFragment(w io.Writer, r Report) error {
+	return fragmentTemplate.Execute(w, newHTMLView(r))
+}
+
 // bandColor is each band's colour, also used in the legend.
 var bandColor = map[Band]string{Elite: "#1b7f3b", High: "#5aa02c", Medium: "#d99a00", Low: "#c4302b", "": "#8a8f98"}
 
@@ -204,14 +210,9 @@ func outcomeBar(os []OutcomeCount) htmlOutcomes {
 	return o
 }
 
-var pageTemplate = template.Must(template.New("report").Parse(`<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{.Title}}</title>
-<style>
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1000px; padding: 0 1rem; color: #1d2430; background: #fafbfc; }
+// reportCSS styles the page; fragmentCSS is the same scoped to the
+// fragment's .rel-report element, so it does not restyle the page around it.
+const reportCSS = `body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1000px; padding: 0 1rem; color: #1d2430; background: #fafbfc; }
 h1 { font-size: 1.5rem; margin-bottom: .2rem; }
 h2 { font-size: 1.15rem; margin-top: 2.2rem; border-bottom: 1px solid #dde1e6; padding-bottom: .3rem; }
 h3 { font-size: 1rem; margin: 1.4rem 0 .5rem; }
@@ -231,10 +232,38 @@ th, td { border: 1px solid #dde1e6; padding: .4rem .7rem; text-align: left; }
 th { background: #f0f2f5; }
 td.ok { background: #e8f5ec; } td.mixed { background: #fff4d6; } td.none { color: #8a8f98; }
 svg text { font-size: 11px; fill: #5b6472; }
-</style>
-</head>
-<body>
-<h1>{{.Title}}</h1>
+`
+
+var fragmentCSS = scopeCSS(reportCSS, ".rel-report")
+
+// scopeCSS prefixes every selector of css (one rule per line) with scope;
+// body becomes scope itself.
+func scopeCSS(css, scope string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(css, "\n") {
+		for _, rule := range strings.SplitAfter(line, "}") {
+			sel, decl, ok := strings.Cut(rule, "{")
+			if !ok {
+				b.WriteString(rule)
+				continue
+			}
+			var sels []string
+			for _, one := range strings.Split(sel, ",") {
+				one = strings.TrimSpace(one)
+				if one == "body" {
+					sels = append(sels, scope)
+				} else {
+					sels = append(sels, scope+" "+one)
+				}
+			}
+			b.WriteString(strings.Join(sels, ", ") + " {" + decl)
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+const reportBody = `<h1>{{.Title}}</h1>
 <p class="sub">{{.Subtitle}}</p>
 <p class="legend">{{range .Bands}}<span><i style="background:{{.Color}}"></i>{{.Name}}</span>{{end}}</p>
 
@@ -286,6 +315,24 @@ svg text { font-size: 11px; fill: #5b6472; }
 {{end}}</table>
 <p class="legend"><span><i style="background:#e8f5ec"></i>one version</span><span><i style="background:#fff4d6"></i>mixed versions</span></p>
 {{end}}
-</body>
+`
+
+var pageTemplate = template.Must(template.New("report").Parse(`<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{.Title}}</title>
+<style>
+` + reportCSS + `</style>
+</head>
+<body>
+` + reportBody + `</body>
 </html>
+`))
+
+var fragmentTemplate = template.Must(template.New("fragment").Parse(`<div class="rel-report">
+<style>
+` + fragmentCSS + `</style>
+` + reportBody + `</div>
 `))

@@ -483,3 +483,11 @@ func metric(v float64, known bool, samples int, prev float64, prevKnown bool, ba
 func nearlyEqual(a, b float64) bool {
 	return math.Abs(a-b) <= 1e-9*math.Max(1, math.Max(math.Abs(a), math.Abs(b)))
 }
+
+// FromResponse computes the report a ReportService answer holds: the
+// records, what runs where, the answering server's now and the period.
+// relctl and the web dashboard both show what it returns.
+func FromResponse(resp *relv1.ReportResponse) Report {
+	return Build(Input{Deployments: resp.GetDeployments(), Running: resp.GetRunning()},
+		time.Unix(0, resp.GetNowUnixNano()), Options{Period: time.Duration(resp.GetPeriodNanos())})
+}

@@ -338,3 +338,43 @@ func TestFormat(t *testing.T) {
 		}
 	}
 }
+
+// TestRenderHTMLFragment: the fragment holds the page's report in one
+// element, every style rule scoped to it, and no page of its own.
+func TestRenderHTMLFragment(t *testing.T) {
+	rep := Build(Input{Deployments: history()}, now, Options{Period: 30 * day})
+	var page, frag bytes.Buffer
+	if err := RenderHTML(&page, rep); err != nil {
+		t.Fatal(err)
+	}
+	if err := RenderHTMLFragment(&frag, rep); err != nil {
+		t.Fatal(err)
+	}
+	f := frag.String()
+	if !strings.HasPrefix(f, `<div class="rel-report">`) || strings.Contains(f, "<html") || strings.Contains(f, "<body") {
+		t.Fatalf("fragment is not one element:\n%.300s", f)
+	}
+	css := f[strings.Index(f, "<style>")+len("<style>") : strings.Index(f, "</style>")]
+	for _, line := range strings.Split(css, "\n") {
+		for _, rule := range strings.SplitAfter(line, "}") {
+			sel, _, ok := strings.Cut(rule, "{")
+			if !ok {
+				continue
+			}
+			for _, one := range strings.Split(sel, ",") {
+				if one = strings.TrimSpace(one); !strings.HasPrefix(one, ".rel-report") {
+					t.Errorf("rule %q is not scoped", one)
+				}
+			}
+		}
+	}
+	if !strings.Contains(css, ".rel-report svg text {") || !strings.Contains(css, ".rel-report {") {
+		t.Errorf("scoped CSS:\n%s", css)
+	}
+	// The same report: every heading of the page is in the fragment.
+	for _, h := range []string{"Delivery performance", "Deploys over the period", "Rollouts by outcome", "Waiting for approval", "What runs where"} {
+		if !strings.Contains(page.String(), h) || !strings.Contains(f, h) {
+			t.Errorf("heading %q missing from the page or the fragment", h)
+		}
+	}
+}

@@ -43,6 +43,7 @@ func newUIBackend(s *Server) *uiBackend {
 		{&relv1.ApprovalService_ServiceDesc, &approvalService{s: s}},
 		{&relv1.AuditService_ServiceDesc, &auditService{s: s}},
 		{&relv1.ClusterService_ServiceDesc, &clusterService{s: s}},
+		{&relv1.ReportService_ServiceDesc, &reportService{s: s}},
 	} {
 		b.services[svc.desc.ServiceName] = svc
 	}

@@ -176,7 +176,7 @@ func (rs *reportService) Report(ctx context.Context, req *relv1.ReportRequest) (
 // reportInput reads what the report of the period ending at now needs:
 // the deployment records of the period and the one before, and what runs
 // where. The web dashboard builds its page from the same answer
-// (report.Build over ReportInput).
+// (report.FromResponse).
 func (s *Server) reportInput(app, env string, now time.Time, period time.Duration) (*relv1.ReportResponse, error) {
 	v, err := s.readWhere()
 	if err != nil {
@@ -219,13 +219,6 @@ func (s *Server) reportInput(app, env string, now time.Time, period time.Duratio
 			report.FormatDuration(period), len(ds), n)
 	}
 	return resp, nil
-}
-
-// ReportInput turns a ReportService answer into report.Build's input and
-// time, for relctl and the web dashboard.
-func ReportInput(resp *relv1.ReportResponse) (report.Input, time.Time, report.Options) {
-	return report.Input{Deployments: resp.GetDeployments(), Running: resp.GetRunning()},
-		time.Unix(0, resp.GetNowUnixNano()), report.Options{Period: time.Duration(resp.GetPeriodNanos())}
 }
 
 // firstErr is the first non-nil error.

@@ -159,8 +159,7 @@ func TestReleaseNotesAndReport(t *testing.T) {
 	if d := byID[st.GetRollout().GetRolledBackBy()]; d.GetKind() != "rollback" || d.GetOutcome() != "succeeded" || d.GetRollbackOf() != resp.GetRollout().GetId() {
 		t.Errorf("the rollback's record: %v", d)
 	}
-	in, now, opts := server.ReportInput(out)
-	r := report.Build(in, now, opts)
+	r := report.FromResponse(out)
 	if len(r.Rows) != 1 || r.Rows[0].Deploys != 1 || r.Rows[0].Failures != 1 || r.Rows[0].ChangeFailureRate.Value != 0.5 || !r.Rows[0].TimeToRestore.Known {
 		t.Errorf("report rows %+v", r.Rows)
 	}
