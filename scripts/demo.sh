@@ -333,6 +333,21 @@ ui -o /dev/null -w "POST $UI/ui/login: %{http_code}, to %{redirect_url}\n" -H "O
 ui -o "$WORK/ui-overview.html" -w "GET  $UI/ui/: %{http_code}\n" "$UI/ui/"
 grep -o '[0-9]*/[0-9]* hosts healthy' "$WORK/ui-overview.html" | sed 's/^/overview cell: /'
 
+step "The management report: the DORA figures of what this demo did"
+REPORT="$(relctl report)"
+echo "$REPORT"
+mkdir -p bin
+relctl report -o html >bin/demo-report.html
+echo "the same as one HTML page: bin/demo-report.html (relctl report -o html; also the dashboard's Report page)"
+if [ "${REL_DEMO_KEEP:-}" = 1 ]; then
+  echo
+  echo "REL_DEMO_KEEP=1: the cluster keeps running. Dashboard: $UI/ui/"
+  echo "  sign in with the viewer token: $(tr -d '\n' <"$WORK/viewer.token")"
+  echo "  or the management token (every control): $(tr -d '\n' <"$WORK/management.token")"
+  echo "  the certificate is the demo CA's: $PKI/ca.pem (or accept it in the browser)"
+  read -r -p "Press Enter to stop the cluster and clean up. " _ || true
+fi
+
 step "Stopping agents and servers (SIGTERM: graceful) and cleaning up"
 for a in "${AGENTS[@]}"; do kill -TERM "${APID[$a]}"; done
 for a in "${AGENTS[@]}"; do wait "${APID[$a]}" || { echo "demo: agent $a exited non-zero" >&2; exit 1; }; APID[$a]=""; done
@@ -341,5 +356,10 @@ for n in "${NODES[@]}"; do kill -TERM "${PID[$n]}"; done
 for n in "${NODES[@]}"; do wait "${PID[$n]}" || { echo "demo: $n exited non-zero" >&2; exit 1; }; PID[$n]=""; done
 echo "all servers stopped cleanly"
 echo
-echo "The web dashboard was at $UI/ui/ (each server serves it; sign in with an ACL token). To browse one: bin/rel-server --dev"
 echo "Demo finished: 3 servers, a leader killed and recovered; 3 agents running hello, upgraded from 1.0.0 to 1.1.0, then 1.2.0 through a lifecycle and two approvals."
+echo
+echo "The web dashboard was at $UI/ui/ (every server serves it; sign in with an ACL token)."
+echo "To browse it: REL_DEMO_KEEP=1 make demo (keeps this cluster up until Enter), or bin/rel-server --dev."
+echo
+echo "The report of this demo (bin/demo-report.html is the same as a page):"
+echo "$REPORT"
