@@ -264,10 +264,12 @@ func refOf(cmd *relv1.Command, err error) string {
 // applyItems applies a command, answering item by item for the kinds that
 // carry many independent items.
 func (f *FSM) applyItems(index uint64, cmd *relv1.Command) ([]error, error) {
-	if k, ok := cmd.GetKind().(*relv1.Command_AgentSessions); ok {
-		return f.store.AgentSessions(index, k.AgentSessions.GetUp(), k.AgentSessions.GetDown())
-	}
-	return nil, f.apply(index, cmd)
+	return f.applyWithEvents(index, cmd, func() ([]error, error) {
+		if k, ok := cmd.GetKind().(*relv1.Command_AgentSessions); ok {
+			return f.store.AgentSessions(index, k.AgentSessions.GetUp(), k.AgentSessions.GetDown())
+		}
+		return nil, f.apply(index, cmd)
+	})
 }
 
 func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
@@ -379,6 +381,10 @@ func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
 		return f.store.CreateFreeze(index, w)
 	case *relv1.Command_DeleteFreeze:
 		return f.store.DeleteFreeze(index, k.DeleteFreeze.GetName())
+	case *relv1.Command_TrimEvents:
+		c := k.TrimEvents
+		_, err := f.store.TrimEvents(index, c.GetBeforeSeq(), c.GetCutoffUnixNano(), int(c.GetMaxEvents()))
+		return err
 	default:
 		// Same reasoning as an undecodable entry: a newer leader wrote a
 		// command this build does not know. Upgrade servers before using

@@ -210,6 +210,8 @@ func stamped(n int64, kind any) *relv1.Command {
 		c.Kind = k
 	case *relv1.Command_AuditRefusals:
 		c.Kind = k
+	case *relv1.Command_TrimEvents:
+		c.Kind = k
 	default:
 		panic(fmt.Sprintf("unknown kind %T", kind))
 	}
@@ -348,6 +350,8 @@ func seedCommands() []*relv1.Command {
 		stamped(56, &relv1.Command_CreateFreeze{CreateFreeze: &relv1.CreateFreeze{Window: &relv1.FreezeWindow{Name: "now", Apps: []string{"web*"}, Environments: []string{"prod", "prod-*"},
 			StartUnixNano: 50, EndUnixNano: 50 + 86_400_000_000_000, CreatedUnixNano: 56}}}),
 		withRequestID("rq-fuzz-6", stamped(57, &relv1.Command_DeleteFreeze{DeleteFreeze: &relv1.DeleteFreeze{Name: "weekend"}})),
+		// The event stream's retention pass.
+		stamped(58, &relv1.Command_TrimEvents{TrimEvents: &relv1.TrimEvents{BeforeSeq: 3, CutoffUnixNano: 58, MaxEvents: 2}}),
 	}
 }
 

@@ -67,6 +67,7 @@ func schema() *memdb.DBSchema {
 	for name, t := range lifecycleTables() {
 		sc.Tables[name] = t
 	}
+	addEventTables(sc)
 	return sc
 }
 

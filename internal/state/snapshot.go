@@ -103,6 +103,9 @@ func (sn *Snapshot) Persist(w io.Writer) error {
 		{TableAudit, func(r any) *relv1.SnapshotRecord {
 			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_Audit{Audit: r.(*relv1.AuditRecord)}}
 		}},
+		{TableClusterEvents, func(r any) *relv1.SnapshotRecord {
+			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_Event{Event: r.(*relv1.Event)}}
+		}},
 		{tableMeta, func(r any) *relv1.SnapshotRecord {
 			e := r.(*metaEntry)
 			if e.Key == metaClusterID {
@@ -211,6 +214,8 @@ func (s *Store) Restore(r io.Reader) error {
 			table, row = TableRequests, k.Request
 		case *relv1.SnapshotRecord_Audit:
 			table, row = TableAudit, k.Audit
+		case *relv1.SnapshotRecord_Event:
+			table, row = TableClusterEvents, k.Event
 		case *relv1.SnapshotRecord_Meta:
 			table, row = tableMeta, &metaEntry{Key: k.Meta.GetKey(), Value: k.Meta.GetValue()}
 		case *relv1.SnapshotRecord_ClusterId:

@@ -266,7 +266,7 @@ func TestHistoryIDsArePrefixes(t *testing.T) {
 
 // writeKinds is how many kinds of write writeKind knows: one or more for
 // every table, so the snapshot property test covers them all.
-const writeKinds = 27
+const writeKinds = 29
 
 // writeKind is one write of the snapshot property test, picked by kind,
 // with the names drawn for it. srv doubles as an agent id and a session.
@@ -358,6 +358,14 @@ func writeKind(s *Store, kind int, idx uint64, app, ver, env, srv string) error 
 	case 26:
 		return s.CreateFreeze(idx, &relv1.FreezeWindow{Name: "f-" + app + env, Apps: []string{app}, Environments: []string{env},
 			StartUnixNano: at, EndUnixNano: at + int64(time.Hour), CreatedUnixNano: at})
+	case 27:
+		// The event stream: events of the rollout events written at
+		// idx (none unless kind 9 or 10 wrote at idx) and one of the
+		// FSM's own.
+		return s.AppendEvents(idx, at, &relv1.Actor{Kind: "token", Id: srv}, []*relv1.Event{{Type: "release.created", App: app, Version: ver}})
+	case 28:
+		_, err := s.TrimEvents(idx, idx/2+2, at, 1+int(idx%3))
+		return err
 	default:
 		// What the FSM does for a command with a request id: expire, look
 		// up, record (with a small TTL and cap, so both evict).
@@ -386,7 +394,7 @@ func TestSnapshotCoversEveryTable(t *testing.T) {
 			t.Fatalf("write kind %d: %v", kind, err)
 		}
 	}
-	for _, kind := range []int{10, 7, 17, 18, 22, 25, 26} {
+	for _, kind := range []int{10, 7, 17, 18, 22, 25, 26, 27, 28} {
 		idx++
 		if err := writeKind(a, kind, idx, "web", "1.0.0", "prod", "s1"); err != nil {
 			t.Fatalf("write kind %d: %v", kind, err)

@@ -120,6 +120,8 @@ func validCommands() map[string]*relv1.Command {
 			c.Kind = k
 		case *relv1.Command_DeleteFreeze:
 			c.Kind = k
+		case *relv1.Command_TrimEvents:
+			c.Kind = k
 		case *relv1.Command_RevokeAgent:
 			c.Kind = k
 		case *relv1.Command_AuditRefusals:
@@ -183,6 +185,7 @@ func validCommands() map[string]*relv1.Command {
 		"delete_join_token": cmd(&relv1.Command_DeleteJoinToken{DeleteJoinToken: &relv1.DeleteJoinToken{AccessorId: testAccessor}}),
 		"create_freeze":     cmd(&relv1.Command_CreateFreeze{CreateFreeze: &relv1.CreateFreeze{Window: testFreeze()}}),
 		"delete_freeze":     cmd(&relv1.Command_DeleteFreeze{DeleteFreeze: &relv1.DeleteFreeze{Name: "weekend"}}),
+		"trim_events":       cmd(&relv1.Command_TrimEvents{TrimEvents: &relv1.TrimEvents{BeforeSeq: 10, CutoffUnixNano: 5, MaxEvents: 100}}),
 		"revoke_agent": cmd(&relv1.Command_RevokeAgent{RevokeAgent: &relv1.RevokeAgent{Revocation: &relv1.AgentRevocation{
 			AgentId: "web-1", RevokedUnixNano: 1, RevokedBy: "client test-admin", Reason: "host stolen"}}}),
 		"audit_refusals": cmd(&relv1.Command_AuditRefusals{AuditRefusals: &relv1.AuditRefusals{Server: "s1", Dropped: 2, Refusals: []*relv1.AuditRefusal{
@@ -289,6 +292,10 @@ func baseInvalidCommandCases() []invalidCase {
 			w.CronStart, w.CronEnd, w.StartUnixNano, w.EndUnixNano = "", "", 2e9, 1e9
 		}, "is not after start"},
 		{"delete_freeze", "bad name", func(c *relv1.Command) { c.GetDeleteFreeze().Name = "" }, "freeze name is empty"},
+		{"trim_events", "no bound", func(c *relv1.Command) { c.GetTrimEvents().MaxEvents = 0 }, "removes 1 to 5000 events, not 0"},
+		{"trim_events", "too many", func(c *relv1.Command) { c.GetTrimEvents().MaxEvents = 5001 }, "removes 1 to 5000 events, not 5001"},
+		{"trim_events", "nothing before", func(c *relv1.Command) { c.GetTrimEvents().BeforeSeq = 1 }, "removes nothing"},
+		{"trim_events", "no cutoff", func(c *relv1.Command) { c.GetTrimEvents().CutoffUnixNano = 0 }, "cutoff is not stamped"},
 		{"create_app", "no app", func(c *relv1.Command) { c.GetCreateApp().App = nil }, "carries no app"},
 		{"create_app", "no message", func(c *relv1.Command) { c.Kind = &relv1.Command_CreateApp{} }, "carries no app"},
 		{"create_app", "bad name", func(c *relv1.Command) { c.GetCreateApp().App.Name = "Web_1" }, `app name "Web_1"`},

@@ -80,6 +80,7 @@ type Command struct {
 	//	*Command_AuditRefusals
 	//	*Command_CreateFreeze
 	//	*Command_DeleteFreeze
+	//	*Command_TrimEvents
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -512,6 +513,15 @@ func (x *Command) GetDeleteFreeze() *DeleteFreeze {
 	return nil
 }
 
+func (x *Command) GetTrimEvents() *TrimEvents {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_TrimEvents); ok {
+			return x.TrimEvents
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -693,6 +703,11 @@ type Command_DeleteFreeze struct {
 	DeleteFreeze *DeleteFreeze `protobuf:"bytes,52,opt,name=delete_freeze,json=deleteFreeze,proto3,oneof"`
 }
 
+type Command_TrimEvents struct {
+	// The event stream's retention pass (see event.proto).
+	TrimEvents *TrimEvents `protobuf:"bytes,53,opt,name=trim_events,json=trimEvents,proto3,oneof"`
+}
+
 func (*Command_CreateApp) isCommand_Kind() {}
 
 func (*Command_CreateEnvironment) isCommand_Kind() {}
@@ -774,6 +789,8 @@ func (*Command_AuditRefusals) isCommand_Kind() {}
 func (*Command_CreateFreeze) isCommand_Kind() {}
 
 func (*Command_DeleteFreeze) isCommand_Kind() {}
+
+func (*Command_TrimEvents) isCommand_Kind() {}
 
 type CreateApp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2327,7 +2344,7 @@ var File_rel_v1_command_proto protoreflect.FileDescriptor
 
 const file_rel_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x16rel/v1/lifecycle.proto\x1a\x15rel/v1/approval.proto\x1a\x12rel/v1/audit.proto\x1a\x13rel/v1/freeze.proto\x1a\x12rel/v1/types.proto\"\xf4\x15\n" +
+	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x16rel/v1/lifecycle.proto\x1a\x15rel/v1/approval.proto\x1a\x12rel/v1/audit.proto\x1a\x13rel/v1/freeze.proto\x1a\x12rel/v1/event.proto\x1a\x12rel/v1/types.proto\"\xab\x16\n" +
 	"\aCommand\x12*\n" +
 	"\x11stamped_unix_nano\x18\x01 \x01(\x03R\x0fstampedUnixNano\x12\x1d\n" +
 	"\n" +
@@ -2376,7 +2393,9 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\x13set_approval_policy\x182 \x01(\v2\x19.rel.v1.SetApprovalPolicyH\x00R\x11setApprovalPolicy\x12>\n" +
 	"\x0eaudit_refusals\x18' \x01(\v2\x15.rel.v1.AuditRefusalsH\x00R\rauditRefusals\x12;\n" +
 	"\rcreate_freeze\x183 \x01(\v2\x14.rel.v1.CreateFreezeH\x00R\fcreateFreeze\x12;\n" +
-	"\rdelete_freeze\x184 \x01(\v2\x14.rel.v1.DeleteFreezeH\x00R\fdeleteFreezeB\x06\n" +
+	"\rdelete_freeze\x184 \x01(\v2\x14.rel.v1.DeleteFreezeH\x00R\fdeleteFreeze\x125\n" +
+	"\vtrim_events\x185 \x01(\v2\x12.rel.v1.TrimEventsH\x00R\n" +
+	"trimEventsB\x06\n" +
 	"\x04kindJ\x04\b\x13\x10\x14\"*\n" +
 	"\tCreateApp\x12\x1d\n" +
 	"\x03app\x18\x01 \x01(\v2\v.rel.v1.AppR\x03app\"J\n" +
@@ -2535,18 +2554,19 @@ var file_rel_v1_command_proto_goTypes = []any{
 	(*AuditRefusals)(nil),     // 40: rel.v1.AuditRefusals
 	(*CreateFreeze)(nil),      // 41: rel.v1.CreateFreeze
 	(*DeleteFreeze)(nil),      // 42: rel.v1.DeleteFreeze
-	(*App)(nil),               // 43: rel.v1.App
-	(*Environment)(nil),       // 44: rel.v1.Environment
-	(*Release)(nil),           // 45: rel.v1.Release
-	(*Server)(nil),            // 46: rel.v1.Server
-	(*Agent)(nil),             // 47: rel.v1.Agent
-	(*AppReport)(nil),         // 48: rel.v1.AppReport
-	(*Rollout)(nil),           // 49: rel.v1.Rollout
-	(*Desired)(nil),           // 50: rel.v1.Desired
-	(*RolloutEvent)(nil),      // 51: rel.v1.RolloutEvent
-	(*ACLToken)(nil),          // 52: rel.v1.ACLToken
-	(*JoinToken)(nil),         // 53: rel.v1.JoinToken
-	(*AgentRevocation)(nil),   // 54: rel.v1.AgentRevocation
+	(*TrimEvents)(nil),        // 43: rel.v1.TrimEvents
+	(*App)(nil),               // 44: rel.v1.App
+	(*Environment)(nil),       // 45: rel.v1.Environment
+	(*Release)(nil),           // 46: rel.v1.Release
+	(*Server)(nil),            // 47: rel.v1.Server
+	(*Agent)(nil),             // 48: rel.v1.Agent
+	(*AppReport)(nil),         // 49: rel.v1.AppReport
+	(*Rollout)(nil),           // 50: rel.v1.Rollout
+	(*Desired)(nil),           // 51: rel.v1.Desired
+	(*RolloutEvent)(nil),      // 52: rel.v1.RolloutEvent
+	(*ACLToken)(nil),          // 53: rel.v1.ACLToken
+	(*JoinToken)(nil),         // 54: rel.v1.JoinToken
+	(*AgentRevocation)(nil),   // 55: rel.v1.AgentRevocation
 }
 var file_rel_v1_command_proto_depIdxs = []int32{
 	29, // 0: rel.v1.Command.actor:type_name -> rel.v1.Actor
@@ -2591,33 +2611,34 @@ var file_rel_v1_command_proto_depIdxs = []int32{
 	40, // 39: rel.v1.Command.audit_refusals:type_name -> rel.v1.AuditRefusals
 	41, // 40: rel.v1.Command.create_freeze:type_name -> rel.v1.CreateFreeze
 	42, // 41: rel.v1.Command.delete_freeze:type_name -> rel.v1.DeleteFreeze
-	43, // 42: rel.v1.CreateApp.app:type_name -> rel.v1.App
-	44, // 43: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
-	44, // 44: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
-	45, // 45: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
-	46, // 46: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
-	47, // 47: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
-	48, // 48: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
-	8,  // 49: rel.v1.AgentSessions.up:type_name -> rel.v1.AgentUp
-	9,  // 50: rel.v1.AgentSessions.down:type_name -> rel.v1.AgentDown
-	48, // 51: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
-	11, // 52: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
-	49, // 53: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
-	50, // 54: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
-	51, // 55: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
-	49, // 56: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
-	50, // 57: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
-	51, // 58: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
-	13, // 59: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
-	52, // 60: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
-	52, // 61: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
-	53, // 62: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
-	54, // 63: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
-	64, // [64:64] is the sub-list for method output_type
-	64, // [64:64] is the sub-list for method input_type
-	64, // [64:64] is the sub-list for extension type_name
-	64, // [64:64] is the sub-list for extension extendee
-	0,  // [0:64] is the sub-list for field type_name
+	43, // 42: rel.v1.Command.trim_events:type_name -> rel.v1.TrimEvents
+	44, // 43: rel.v1.CreateApp.app:type_name -> rel.v1.App
+	45, // 44: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
+	45, // 45: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
+	46, // 46: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
+	47, // 47: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
+	48, // 48: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
+	49, // 49: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
+	8,  // 50: rel.v1.AgentSessions.up:type_name -> rel.v1.AgentUp
+	9,  // 51: rel.v1.AgentSessions.down:type_name -> rel.v1.AgentDown
+	49, // 52: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
+	11, // 53: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
+	50, // 54: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
+	51, // 55: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
+	52, // 56: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
+	50, // 57: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
+	51, // 58: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
+	52, // 59: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
+	13, // 60: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
+	53, // 61: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
+	53, // 62: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
+	54, // 63: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
+	55, // 64: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
+	65, // [65:65] is the sub-list for method output_type
+	65, // [65:65] is the sub-list for method input_type
+	65, // [65:65] is the sub-list for extension type_name
+	65, // [65:65] is the sub-list for extension extendee
+	0,  // [0:65] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_command_proto_init() }
@@ -2630,6 +2651,7 @@ func file_rel_v1_command_proto_init() {
 	file_rel_v1_approval_proto_init()
 	file_rel_v1_audit_proto_init()
 	file_rel_v1_freeze_proto_init()
+	file_rel_v1_event_proto_init()
 	file_rel_v1_types_proto_init()
 	file_rel_v1_command_proto_msgTypes[0].OneofWrappers = []any{
 		(*Command_CreateApp)(nil),
@@ -2673,6 +2695,7 @@ func file_rel_v1_command_proto_init() {
 		(*Command_AuditRefusals)(nil),
 		(*Command_CreateFreeze)(nil),
 		(*Command_DeleteFreeze)(nil),
+		(*Command_TrimEvents)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -51,6 +51,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Promotion
 	//	*SnapshotRecord_Audit
 	//	*SnapshotRecord_FreezeWindow
+	//	*SnapshotRecord_Event
 	Kind          isSnapshotRecord_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -309,6 +310,15 @@ func (x *SnapshotRecord) GetFreezeWindow() *FreezeWindow {
 	return nil
 }
 
+func (x *SnapshotRecord) GetEvent() *Event {
+	if x != nil {
+		if x, ok := x.Kind.(*SnapshotRecord_Event); ok {
+			return x.Event
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Kind interface {
 	isSnapshotRecord_Kind()
 }
@@ -409,6 +419,11 @@ type SnapshotRecord_FreezeWindow struct {
 	FreezeWindow *FreezeWindow `protobuf:"bytes,27,opt,name=freeze_window,json=freezeWindow,proto3,oneof"`
 }
 
+type SnapshotRecord_Event struct {
+	// The cluster's event stream (event.proto).
+	Event *Event `protobuf:"bytes,29,opt,name=event,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Kind() {}
 
 func (*SnapshotRecord_App) isSnapshotRecord_Kind() {}
@@ -456,6 +471,8 @@ func (*SnapshotRecord_Promotion) isSnapshotRecord_Kind() {}
 func (*SnapshotRecord_Audit) isSnapshotRecord_Kind() {}
 
 func (*SnapshotRecord_FreezeWindow) isSnapshotRecord_Kind() {}
+
+func (*SnapshotRecord_Event) isSnapshotRecord_Kind() {}
 
 type SnapshotHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -612,7 +629,8 @@ var File_rel_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_rel_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x15rel/v1/snapshot.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x16rel/v1/lifecycle.proto\x1a\x12rel/v1/audit.proto\x1a\x13rel/v1/freeze.proto\x1a\x12rel/v1/types.proto\"\xdb\t\n" +
+	"\x15rel/v1/snapshot.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x16rel/v1/lifecycle.proto\x1a\x12rel/v1/audit.proto\x1a\x13rel/v1/freeze.proto\x1a\x12rel/v1/event.proto\x1a\x12rel/v1/types.proto\"\x82\n" +
+	"\n" +
 	"\x0eSnapshotRecord\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.rel.v1.SnapshotHeaderH\x00R\x06header\x12\x1f\n" +
 	"\x03app\x18\x02 \x01(\v2\v.rel.v1.AppH\x00R\x03app\x127\n" +
@@ -641,7 +659,8 @@ const file_rel_v1_snapshot_proto_rawDesc = "" +
 	"\tlifecycle\x18\x17 \x01(\v2\x11.rel.v1.LifecycleH\x00R\tlifecycle\x121\n" +
 	"\tpromotion\x18\x18 \x01(\v2\x11.rel.v1.PromotionH\x00R\tpromotion\x12+\n" +
 	"\x05audit\x18\x15 \x01(\v2\x13.rel.v1.AuditRecordH\x00R\x05audit\x12;\n" +
-	"\rfreeze_window\x18\x1b \x01(\v2\x14.rel.v1.FreezeWindowH\x00R\ffreezeWindowB\x06\n" +
+	"\rfreeze_window\x18\x1b \x01(\v2\x14.rel.v1.FreezeWindowH\x00R\ffreezeWindow\x12%\n" +
+	"\x05event\x18\x1d \x01(\v2\r.rel.v1.EventH\x00R\x05eventB\x06\n" +
 	"\x04kind\"(\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\"8\n" +
@@ -692,6 +711,7 @@ var file_rel_v1_snapshot_proto_goTypes = []any{
 	(*Promotion)(nil),         // 21: rel.v1.Promotion
 	(*AuditRecord)(nil),       // 22: rel.v1.AuditRecord
 	(*FreezeWindow)(nil),      // 23: rel.v1.FreezeWindow
+	(*Event)(nil),             // 24: rel.v1.Event
 }
 var file_rel_v1_snapshot_proto_depIdxs = []int32{
 	1,  // 0: rel.v1.SnapshotRecord.header:type_name -> rel.v1.SnapshotHeader
@@ -717,11 +737,12 @@ var file_rel_v1_snapshot_proto_depIdxs = []int32{
 	21, // 20: rel.v1.SnapshotRecord.promotion:type_name -> rel.v1.Promotion
 	22, // 21: rel.v1.SnapshotRecord.audit:type_name -> rel.v1.AuditRecord
 	23, // 22: rel.v1.SnapshotRecord.freeze_window:type_name -> rel.v1.FreezeWindow
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	24, // 23: rel.v1.SnapshotRecord.event:type_name -> rel.v1.Event
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_snapshot_proto_init() }
@@ -733,6 +754,7 @@ func file_rel_v1_snapshot_proto_init() {
 	file_rel_v1_lifecycle_proto_init()
 	file_rel_v1_audit_proto_init()
 	file_rel_v1_freeze_proto_init()
+	file_rel_v1_event_proto_init()
 	file_rel_v1_types_proto_init()
 	file_rel_v1_snapshot_proto_msgTypes[0].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
@@ -759,6 +781,7 @@ func file_rel_v1_snapshot_proto_init() {
 		(*SnapshotRecord_Promotion)(nil),
 		(*SnapshotRecord_Audit)(nil),
 		(*SnapshotRecord_FreezeWindow)(nil),
+		(*SnapshotRecord_Event)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
