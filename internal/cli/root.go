@@ -292,6 +292,7 @@ Every failure prints one line, "relctl: <message>", on stderr.
 		r.agentCommand(),
 		r.historyCommand(),
 		r.auditCommand(),
+		r.eventsCommand(),
 		r.statusCommand(),
 		r.clusterCommand(),
 		r.aclCommand(),

@@ -184,6 +184,9 @@ var rules = map[string]rule{
 	// hash.
 	relv1.AuditService_ListAudit_FullMethodName:       {perm: auth.Read},
 	relv1.AuditService_AuditCheckpoint_FullMethodName: {perm: auth.Read},
+	// The event stream: readers, like the audit trail.
+	relv1.EventService_ListEvents_FullMethodName:   {perm: auth.Read},
+	relv1.EventService_FollowEvents_FullMethodName: {perm: auth.Read},
 }
 
 // authenticate finds who made the request: the verified certificate of

@@ -132,6 +132,8 @@ var authzExpectations = map[string]expectation{
 
 	relv1.AuditService_ListAudit_FullMethodName:       readers,
 	relv1.AuditService_AuditCheckpoint_FullMethodName: readers,
+	relv1.EventService_ListEvents_FullMethodName:      readers,
+	relv1.EventService_FollowEvents_FullMethodName:    readers,
 }
 
 // call invokes method on the wire with an empty request, as a unary call
