@@ -100,6 +100,9 @@ func FromRollout(r *relv1.Rollout, e *relv1.RolloutEvent) []*relv1.Event {
 		TimeUnixNano: e.GetAtUnixNano(), Type: typ, App: r.GetApp(), Env: r.GetEnvironment(),
 		RolloutId: r.GetId(), Version: r.GetVersion(), AgentId: e.GetHost(), Message: e.GetMessage(), Wave: e.GetWave(),
 	}
+	if ev.Message == "" {
+		ev.Message = fmt.Sprintf("rollout %s of %s@%s to %s: %s", r.GetId(), r.GetApp(), r.GetVersion(), r.GetEnvironment(), strings.ReplaceAll(e.GetType(), "_", " "))
+	}
 	out := []*relv1.Event{ev}
 	if e.GetType() == rollout.EventSucceeded && (r.GetKind() == rollout.KindDeploy || r.GetKind() == "") {
 		out = append(out, &relv1.Event{
