@@ -29,6 +29,7 @@ func addEventTables(sc *memdb.DBSchema) {
 	sc.Tables[TableEvents].Indexes["create"] = &memdb.IndexSchema{
 		Name: "create", Indexer: &memdb.UintFieldIndex{Field: "CreateIndex"},
 	}
+	addWebhookTables(sc)
 }
 
 // AppendEvents appends the cluster events of the entry at index, in one

@@ -87,7 +87,7 @@ var (
 	dataTables = []string{TableApps, TableEnvironments, TableReleases, TableServers,
 		TableAgents, TableAgentApps, TableDesired, TableRollouts, TableHistory, TableEvents,
 		TableHistorySummaries, TableACLTokens, TableJoinTokens, TableRevocations, TableArtifactTombstones,
-		TableLifecycles, TablePromotions, TableFreezes, TableClusterEvents}
+		TableLifecycles, TablePromotions, TableFreezes, TableClusterEvents, TableWebhooks, TableWebhookDeadLetters}
 	allTables = append(append([]string{}, dataTables...), TableRequests, TableAudit, tableIndex)
 )
 

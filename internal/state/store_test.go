@@ -266,7 +266,7 @@ func TestHistoryIDsArePrefixes(t *testing.T) {
 
 // writeKinds is how many kinds of write writeKind knows: one or more for
 // every table, so the snapshot property test covers them all.
-const writeKinds = 29
+const writeKinds = 31
 
 // writeKind is one write of the snapshot property test, picked by kind,
 // with the names drawn for it. srv doubles as an agent id and a session.
@@ -366,6 +366,17 @@ func writeKind(s *Store, kind int, idx uint64, app, ver, env, srv string) error 
 	case 28:
 		_, err := s.TrimEvents(idx, idx/2+2, at, 1+int(idx%3))
 		return err
+	case 29:
+		return s.CreateWebhook(idx, &relv1.Webhook{Name: "wh-" + app, Url: "https://hooks.example.com/" + env, Events: []string{"rollout.*"}, Format: "json", Secret: []byte(srv), CreatedUnixNano: at})
+	case 30:
+		wh, err := s.Webhook(nil, "wh-"+app)
+		if err != nil {
+			return err
+		}
+		seq := wh.GetDeliveredSeq() + 1
+		return s.WebhookProgress(idx, &relv1.WebhookProgress{Name: wh.GetName(), CreateIndex: wh.GetCreateIndex(), DeliveredSeq: seq, FailedAttempts: 3,
+			Deliveries:  []*relv1.WebhookDelivery{{Seq: seq, Type: "rollout.started", Outcome: "dead_letter", Attempts: 3, Status: 500, Error: "500"}},
+			DeadLetters: []*relv1.WebhookDeadLetter{{Seq: seq, Type: "rollout.started", Attempts: 3, Status: 500, Error: "500", DeadUnixNano: at}}})
 	default:
 		// What the FSM does for a command with a request id: expire, look
 		// up, record (with a small TTL and cap, so both evict).
@@ -394,7 +405,7 @@ func TestSnapshotCoversEveryTable(t *testing.T) {
 			t.Fatalf("write kind %d: %v", kind, err)
 		}
 	}
-	for _, kind := range []int{10, 7, 17, 18, 22, 25, 26, 27, 28} {
+	for _, kind := range []int{10, 7, 17, 18, 22, 25, 26, 27, 28, 29, 30} {
 		idx++
 		if err := writeKind(a, kind, idx, "web", "1.0.0", "prod", "s1"); err != nil {
 			t.Fatalf("write kind %d: %v", kind, err)

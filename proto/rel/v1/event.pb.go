@@ -595,6 +595,1180 @@ func (x *FollowEventsResponse) GetServer() string {
 	return ""
 }
 
+// Webhook posts the cluster's events to a URL. The leader delivers each
+// matching event once, in seq order, and records its progress in raft
+// (delivered_seq), so a new leader carries on from there.
+type Webhook struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// http or https URL.
+	Url string `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	// Type globs (as EventFilter.types, one per element).
+	Events []string `protobuf:"bytes,3,rep,name=events,proto3" json:"events,omitempty"`
+	// json (the event, see README) or slack ({"text": "..."}).
+	Format string `protobuf:"bytes,4,opt,name=format,proto3" json:"format,omitempty"`
+	// The HMAC-SHA256 key of Rel-Signature, as given; empty: unsigned.
+	// Never returned by the API.
+	Secret []byte `protobuf:"bytes,5,opt,name=secret,proto3" json:"secret,omitempty"`
+	// PEM CA bundle to verify an https URL with instead of the system's.
+	CaPem           string `protobuf:"bytes,6,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	CreatedBy       *Actor `protobuf:"bytes,7,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	CreatedUnixNano int64  `protobuf:"varint,8,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	// Events up to this seq are done: delivered, or dead-lettered. A new
+	// webhook starts at the newest seq when it is created.
+	DeliveredSeq uint64 `protobuf:"varint,9,opt,name=delivered_seq,json=deliveredSeq,proto3" json:"delivered_seq,omitempty"`
+	Delivered    uint64 `protobuf:"varint,10,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	DeadLettered uint64 `protobuf:"varint,11,opt,name=dead_lettered,json=deadLettered,proto3" json:"dead_lettered,omitempty"`
+	// Failed attempts, over the webhook's life.
+	FailedAttempts uint64 `protobuf:"varint,12,opt,name=failed_attempts,json=failedAttempts,proto3" json:"failed_attempts,omitempty"`
+	// The latest deliveries, newest last (at most 50).
+	Recent []*WebhookDelivery `protobuf:"bytes,13,rep,name=recent,proto3" json:"recent,omitempty"`
+	// Set on answers only: whether a secret is stored.
+	HasSecret     bool   `protobuf:"varint,16,opt,name=has_secret,json=hasSecret,proto3" json:"has_secret,omitempty"`
+	CreateIndex   uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex   uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Webhook) Reset() {
+	*x = Webhook{}
+	mi := &file_rel_v1_event_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Webhook) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Webhook) ProtoMessage() {}
+
+func (x *Webhook) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_event_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Webhook.ProtoReflect.Descriptor instead.
+func (*Webhook) Descriptor() ([]byte, []int) {
+	return file_rel_v1_event_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Webhook) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Webhook) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *Webhook) GetEvents() []string {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *Webhook) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *Webhook) GetSecret() []byte {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
+}
+
+func (x *Webhook) GetCaPem() string {
+	if x != nil {
+		return x.CaPem
+	}
+	return ""
+}
+
+func (x *Webhook) GetCreatedBy() *Actor {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return nil
+}
+
+func (x *Webhook) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+func (x *Webhook) GetDeliveredSeq() uint64 {
+	if x != nil {
+		return x.DeliveredSeq
+	}
+	return 0
+}
+
+func (x *Webhook) GetDelivered() uint64 {
+	if x != nil {
+		return x.Delivered
+	}
+	return 0
+}
+
+func (x *Webhook) GetDeadLettered() uint64 {
+	if x != nil {
+		return x.DeadLettered
+	}
+	return 0
+}
+
+func (x *Webhook) GetFailedAttempts() uint64 {
+	if x != nil {
+		return x.FailedAttempts
+	}
+	return 0
+}
+
+func (x *Webhook) GetRecent() []*WebhookDelivery {
+	if x != nil {
+		return x.Recent
+	}
+	return nil
+}
+
+func (x *Webhook) GetHasSecret() bool {
+	if x != nil {
+		return x.HasSecret
+	}
+	return false
+}
+
+func (x *Webhook) GetCreateIndex() uint64 {
+	if x != nil {
+		return x.CreateIndex
+	}
+	return 0
+}
+
+func (x *Webhook) GetModifyIndex() uint64 {
+	if x != nil {
+		return x.ModifyIndex
+	}
+	return 0
+}
+
+// WebhookDelivery is the outcome of one event's delivery.
+type WebhookDelivery struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Type  string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// delivered, dead_letter (retries given up), or redelivered.
+	Outcome  string `protobuf:"bytes,3,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	Attempts uint32 `protobuf:"varint,4,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// The last attempt's HTTP status (0: no answer) and error.
+	Status               int32  `protobuf:"varint,5,opt,name=status,proto3" json:"status,omitempty"`
+	Error                string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	FirstAttemptUnixNano int64  `protobuf:"varint,7,opt,name=first_attempt_unix_nano,json=firstAttemptUnixNano,proto3" json:"first_attempt_unix_nano,omitempty"`
+	DoneUnixNano         int64  `protobuf:"varint,8,opt,name=done_unix_nano,json=doneUnixNano,proto3" json:"done_unix_nano,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *WebhookDelivery) Reset() {
+	*x = WebhookDelivery{}
+	mi := &file_rel_v1_event_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WebhookDelivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WebhookDelivery) ProtoMessage() {}
+
+func (x *WebhookDelivery) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_event_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WebhookDelivery.ProtoReflect.Descriptor instead.
+func (*WebhookDelivery) Descriptor() ([]byte, []int) {
+	return file_rel_v1_event_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *WebhookDelivery) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *WebhookDelivery) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *WebhookDelivery) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *WebhookDelivery) GetAttempts() uint32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *WebhookDelivery) GetStatus() int32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+func (x *WebhookDelivery) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *WebhookDelivery) GetFirstAttemptUnixNano() int64 {
+	if x != nil {
+		return x.FirstAttemptUnixNano
+	}
+	return 0
+}
+
+func (x *WebhookDelivery) GetDoneUnixNano() int64 {
+	if x != nil {
+		return x.DoneUnixNano
+	}
+	return 0
+}
+
+// WebhookDeadLetter is an event a webhook gave up on.
+type WebhookDeadLetter struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	Webhook              string                 `protobuf:"bytes,1,opt,name=webhook,proto3" json:"webhook,omitempty"`
+	Seq                  uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Type                 string                 `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
+	Attempts             uint32                 `protobuf:"varint,4,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	Status               int32                  `protobuf:"varint,5,opt,name=status,proto3" json:"status,omitempty"`
+	Error                string                 `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	FirstAttemptUnixNano int64                  `protobuf:"varint,7,opt,name=first_attempt_unix_nano,json=firstAttemptUnixNano,proto3" json:"first_attempt_unix_nano,omitempty"`
+	DeadUnixNano         int64                  `protobuf:"varint,8,opt,name=dead_unix_nano,json=deadUnixNano,proto3" json:"dead_unix_nano,omitempty"`
+	// Set by 'webhook redeliver': the leader tries it again.
+	Redeliver     bool   `protobuf:"varint,9,opt,name=redeliver,proto3" json:"redeliver,omitempty"`
+	CreateIndex   uint64 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex   uint64 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WebhookDeadLetter) Reset() {
+	*x = WebhookDeadLetter{}
+	mi := &file_rel_v1_event_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WebhookDeadLetter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WebhookDeadLetter) ProtoMessage() {}
+
+func (x *WebhookDeadLetter) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_event_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WebhookDeadLetter.ProtoReflect.Descriptor instead.
+func (*WebhookDeadLetter) Descriptor() ([]byte, []int) {
+	return file_rel_v1_event_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *WebhookDeadLetter) GetWebhook() string {
+	if x != nil {
+		return x.Webhook
+	}
+	return ""
+}
+
+func (x *WebhookDeadLetter) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *WebhookDeadLetter) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *WebhookDeadLetter) GetAttempts() uint32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *WebhookDeadLetter) GetStatus() int32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+func (x *WebhookDeadLetter) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *WebhookDeadLetter) GetFirstAttemptUnixNano() int64 {
+	if x != nil {
+		return x.FirstAttemptUnixNano
+	}
+	return 0
+}
+
+func (x *WebhookDeadLetter) GetDeadUnixNano() int64 {
+	if x != nil {
+		return x.DeadUnixNano
+	}
+	return 0
+}
+
+func (x *WebhookDeadLetter) GetRedeliver() bool {
+	if x != nil {
+		return x.Redeliver
+	}
+	return false
+}
+
+func (x *WebhookDeadLetter) GetCreateIndex() uint64 {
+	if x != nil {
+		return x.CreateIndex
+	}
+	return 0
+}
+
+func (x *WebhookDeadLetter) GetModifyIndex() uint64 {
+	if x != nil {
+		return x.ModifyIndex
+	}
+	return 0
+}
+
+type CreateWebhook struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Webhook       *Webhook               `protobuf:"bytes,1,opt,name=webhook,proto3" json:"webhook,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateWebhook) Reset() {
+	*x = CreateWebhook{}
+	mi := &file_rel_v1_event_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateWebhook) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateWebhook) ProtoMessage() {}
+
+func (x *CreateWebhook) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_event_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateWebhook.ProtoReflect.Descriptor instead.
+func (*CreateWebhook) Descriptor() ([]byte, []int) {
+	return file_rel_v1_event_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CreateWebhook) GetWebhook() *Webhook {
+	if x != nil {
+		return x.Webhook
+	}
+	return nil
+}
+
+type DeleteWebhook struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteWebhook) Reset() {
+	*x = DeleteWebhook{}
+	mi := &file_rel_v1_event_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteWebhook) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteWebhook) ProtoMessage() {}
+
+func (x *DeleteWebhook) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_event_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteWebhook.ProtoReflect.Descriptor instead.
+func (*DeleteWebhook) Descriptor() ([]byte, []int) {
+	return file_rel_v1_event_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *DeleteWebhook) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// WebhookProgress is the leader's record of a webhook's deliveries: the
+// cursor moves to delivered_seq (only forward), the deliveries join
+// recent, dead letters are added; redelivered names dead letters
+// delivered again (removed). Applied only while the webhook exists with
+// the create_index given (not a webhook deleted and made again).
+type WebhookProgress struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Name           string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	CreateIndex    uint64                 `protobuf:"varint,2,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	DeliveredSeq   uint64                 `protobuf:"varint,3,opt,name=delivered_seq,json=deliveredSeq,proto3" json:"delivered_seq,omitempty"`
+	Deliveries     []*WebhookDelivery     `protobuf:"bytes,4,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	DeadLetters    []*WebhookDeadLetter   `protobuf:"bytes,5,rep,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
+	Redelivered    []uint64               `protobuf:"varint,6,rep,packed,name=redelivered,proto3" json:"redelivered,omitempty"`
+	FailedAttempts uint64                 `protobuf:"varint,7,opt,name=failed_attempts,json=failedAttempts,proto3" json:"failed_attempts,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *WebhookProgress) Reset() {
+	*x = WebhookProgress{}
+	mi := &file_rel_v1_event_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WebhookProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WebhookProgress) ProtoMessage() {}
+
+func (x *WebhookProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_event_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WebhookProgress.ProtoReflect.Descriptor instead.
+func (*WebhookProgress) Descriptor() ([]byte, []int) {
+	return file_rel_v1_event_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *WebhookProgress) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WebhookProgress) GetCreateIndex() uint64 {
+	if x != nil {
+		return x.CreateIndex
+	}
+	return 0
+}
+
+func (x *WebhookProgress) GetDeliveredSeq() uint64 {
+	if x != nil {
+		return x.DeliveredSeq
+	}
+	return 0
+}
+
+func (x *WebhookProgress) GetDeliveries() []*WebhookDelivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+func (x *WebhookProgress) GetDeadLetters() []*WebhookDeadLetter {
+	if x != nil {
+		return x.DeadLetters
+	}
+	return nil
+}
+
+func (x *WebhookProgress) GetRedelivered() []uint64 {
+	if x != nil {
+		return x.Redelivered
+	}
+	return nil
+}
+
+func (x *WebhookProgress) GetFailedAttempts() uint64 {
+	if x != nil {
+		return x.FailedAttempts
+	}
+	return 0
+}
+
+// RedeliverWebhook asks the leader to deliver a dead letter again.
+type RedeliverWebhook struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedeliverWebhook) Reset() {
+	*x = RedeliverWebhook{}
+	mi := &file_rel_v1_event_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedeliverWebhook) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedeliverWebhook) ProtoMessage() {}
+
+func (x *RedeliverWebhook) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_event_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedeliverWebhook.ProtoReflect.Descriptor instead.
+func (*RedeliverWebhook) Descriptor() ([]byte, []int) {
+	return file_rel_v1_event_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RedeliverWebhook) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RedeliverWebhook) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+type CreateWebhookRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Url   string                 `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	// Comma-separated type globs: "rollout.*,release.*".
+	Events        string `protobuf:"bytes,3,opt,name=events,proto3" json:"events,omitempty"`
+	Format        string `protobuf:"bytes,4,opt,name=format,proto3" json:"format,omitempty"`
+	Secret        []byte `protobuf:"bytes,5,opt,name=secret,proto3" json:"secret,omitempty"`
+	CaPem         string `protobuf:"bytes,6,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateWebhookRequest) Reset() {
+	*x = CreateWebhookRequest{}
+	mi := &file_rel_v1_event_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateWebhookRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateWebhookRequest) ProtoMessage() {}
+
+func (x *CreateWebhookRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_event_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateWebhookRequest.ProtoReflect.Descriptor instead.
+func (*CreateWebhookRequest) Descriptor() ([]byte, []int) {
+	return file_rel_v1_event_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *CreateWebhookRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateWebhookRequest) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *CreateWebhookRequest) GetEvents() string {
+	if x != nil {
+		return x.Events
+	}
+	return ""
+}
+
+func (x *CreateWebhookRequest) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *CreateWebhookRequest) GetSecret() []byte {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
+}
+
+func (x *CreateWebhookRequest) GetCaPem() string {
+	if x != nil {
+		return x.CaPem
+	}
+	return ""
+}
+
+type CreateWebhookResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Webhook       *Webhook               `protobuf:"bytes,1,opt,name=webhook,proto3" json:"webhook,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateWebhookResponse) Reset() {
+	*x = CreateWebhookResponse{}
+	mi := &file_rel_v1_event_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateWebhookResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateWebhookResponse) ProtoMessage() {}
+
+func (x *CreateWebhookResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_event_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateWebhookResponse.ProtoReflect.Descriptor instead.
+func (*CreateWebhookResponse) Descriptor() ([]byte, []int) {
+	return file_rel_v1_event_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *CreateWebhookResponse) GetWebhook() *Webhook {
+	if x != nil {
+		return x.Webhook
+	}
+	return nil
+}
+
+func (x *CreateWebhookResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type ListWebhooksRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Read          *ReadOptions           `protobuf:"bytes,1,opt,name=read,proto3" json:"read,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWebhooksRequest) Reset() {
+	*x = ListWebhooksRequest{}
+	mi := &file_rel_v1_event_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWebhooksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWebhooksRequest) ProtoMessage() {}
+
+func (x *ListWebhooksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_event_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWebhooksRequest.ProtoReflect.Descriptor instead.
+func (*ListWebhooksRequest) Descriptor() ([]byte, []int) {
+	return file_rel_v1_event_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListWebhooksRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+type ListWebhooksResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Webhooks      []*Webhook             `protobuf:"bytes,1,rep,name=webhooks,proto3" json:"webhooks,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWebhooksResponse) Reset() {
+	*x = ListWebhooksResponse{}
+	mi := &file_rel_v1_event_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWebhooksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWebhooksResponse) ProtoMessage() {}
+
+func (x *ListWebhooksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_event_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWebhooksResponse.ProtoReflect.Descriptor instead.
+func (*ListWebhooksResponse) Descriptor() ([]byte, []int) {
+	return file_rel_v1_event_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ListWebhooksResponse) GetWebhooks() []*Webhook {
+	if x != nil {
+		return x.Webhooks
+	}
+	return nil
+}
+
+func (x *ListWebhooksResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type DeleteWebhookRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteWebhookRequest) Reset() {
+	*x = DeleteWebhookRequest{}
+	mi := &file_rel_v1_event_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteWebhookRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteWebhookRequest) ProtoMessage() {}
+
+func (x *DeleteWebhookRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_event_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteWebhookRequest.ProtoReflect.Descriptor instead.
+func (*DeleteWebhookRequest) Descriptor() ([]byte, []int) {
+	return file_rel_v1_event_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *DeleteWebhookRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteWebhookResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteWebhookResponse) Reset() {
+	*x = DeleteWebhookResponse{}
+	mi := &file_rel_v1_event_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteWebhookResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteWebhookResponse) ProtoMessage() {}
+
+func (x *DeleteWebhookResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_event_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteWebhookResponse.ProtoReflect.Descriptor instead.
+func (*DeleteWebhookResponse) Descriptor() ([]byte, []int) {
+	return file_rel_v1_event_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *DeleteWebhookResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type GetWebhookRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Read          *ReadOptions           `protobuf:"bytes,1,opt,name=read,proto3" json:"read,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetWebhookRequest) Reset() {
+	*x = GetWebhookRequest{}
+	mi := &file_rel_v1_event_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetWebhookRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetWebhookRequest) ProtoMessage() {}
+
+func (x *GetWebhookRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_event_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetWebhookRequest.ProtoReflect.Descriptor instead.
+func (*GetWebhookRequest) Descriptor() ([]byte, []int) {
+	return file_rel_v1_event_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetWebhookRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+func (x *GetWebhookRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type GetWebhookResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Webhook       *Webhook               `protobuf:"bytes,1,opt,name=webhook,proto3" json:"webhook,omitempty"`
+	DeadLetters   []*WebhookDeadLetter   `protobuf:"bytes,2,rep,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
+	Index         uint64                 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetWebhookResponse) Reset() {
+	*x = GetWebhookResponse{}
+	mi := &file_rel_v1_event_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetWebhookResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetWebhookResponse) ProtoMessage() {}
+
+func (x *GetWebhookResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_event_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetWebhookResponse.ProtoReflect.Descriptor instead.
+func (*GetWebhookResponse) Descriptor() ([]byte, []int) {
+	return file_rel_v1_event_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GetWebhookResponse) GetWebhook() *Webhook {
+	if x != nil {
+		return x.Webhook
+	}
+	return nil
+}
+
+func (x *GetWebhookResponse) GetDeadLetters() []*WebhookDeadLetter {
+	if x != nil {
+		return x.DeadLetters
+	}
+	return nil
+}
+
+func (x *GetWebhookResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type RedeliverWebhookRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedeliverWebhookRequest) Reset() {
+	*x = RedeliverWebhookRequest{}
+	mi := &file_rel_v1_event_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedeliverWebhookRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedeliverWebhookRequest) ProtoMessage() {}
+
+func (x *RedeliverWebhookRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_event_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedeliverWebhookRequest.ProtoReflect.Descriptor instead.
+func (*RedeliverWebhookRequest) Descriptor() ([]byte, []int) {
+	return file_rel_v1_event_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RedeliverWebhookRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RedeliverWebhookRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+type RedeliverWebhookResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedeliverWebhookResponse) Reset() {
+	*x = RedeliverWebhookResponse{}
+	mi := &file_rel_v1_event_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedeliverWebhookResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedeliverWebhookResponse) ProtoMessage() {}
+
+func (x *RedeliverWebhookResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_event_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedeliverWebhookResponse.ProtoReflect.Descriptor instead.
+func (*RedeliverWebhookResponse) Descriptor() ([]byte, []int) {
+	return file_rel_v1_event_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RedeliverWebhookResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 var File_rel_v1_event_proto protoreflect.FileDescriptor
 
 const file_rel_v1_event_proto_rawDesc = "" +
@@ -648,11 +1822,107 @@ const file_rel_v1_event_proto_rawDesc = "" +
 	"\x06events\x18\x01 \x03(\v2\r.rel.v1.EventR\x06events\x12\x19\n" +
 	"\blast_seq\x18\x02 \x01(\x04R\alastSeq\x12\x1b\n" +
 	"\tcaught_up\x18\x03 \x01(\bR\bcaughtUp\x12\x16\n" +
-	"\x06server\x18\x04 \x01(\tR\x06server2\xa0\x01\n" +
+	"\x06server\x18\x04 \x01(\tR\x06server\"\x8f\x04\n" +
+	"\aWebhook\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03url\x18\x02 \x01(\tR\x03url\x12\x16\n" +
+	"\x06events\x18\x03 \x03(\tR\x06events\x12\x16\n" +
+	"\x06format\x18\x04 \x01(\tR\x06format\x12\x16\n" +
+	"\x06secret\x18\x05 \x01(\fR\x06secret\x12\x15\n" +
+	"\x06ca_pem\x18\x06 \x01(\tR\x05caPem\x12,\n" +
+	"\n" +
+	"created_by\x18\a \x01(\v2\r.rel.v1.ActorR\tcreatedBy\x12*\n" +
+	"\x11created_unix_nano\x18\b \x01(\x03R\x0fcreatedUnixNano\x12#\n" +
+	"\rdelivered_seq\x18\t \x01(\x04R\fdeliveredSeq\x12\x1c\n" +
+	"\tdelivered\x18\n" +
+	" \x01(\x04R\tdelivered\x12#\n" +
+	"\rdead_lettered\x18\v \x01(\x04R\fdeadLettered\x12'\n" +
+	"\x0ffailed_attempts\x18\f \x01(\x04R\x0efailedAttempts\x12/\n" +
+	"\x06recent\x18\r \x03(\v2\x17.rel.v1.WebhookDeliveryR\x06recent\x12\x1d\n" +
+	"\n" +
+	"has_secret\x18\x10 \x01(\bR\thasSecret\x12!\n" +
+	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
+	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\"\xf8\x01\n" +
+	"\x0fWebhookDelivery\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x18\n" +
+	"\aoutcome\x18\x03 \x01(\tR\aoutcome\x12\x1a\n" +
+	"\battempts\x18\x04 \x01(\rR\battempts\x12\x16\n" +
+	"\x06status\x18\x05 \x01(\x05R\x06status\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x125\n" +
+	"\x17first_attempt_unix_nano\x18\a \x01(\x03R\x14firstAttemptUnixNano\x12$\n" +
+	"\x0edone_unix_nano\x18\b \x01(\x03R\fdoneUnixNano\"\xde\x02\n" +
+	"\x11WebhookDeadLetter\x12\x18\n" +
+	"\awebhook\x18\x01 \x01(\tR\awebhook\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04type\x18\x03 \x01(\tR\x04type\x12\x1a\n" +
+	"\battempts\x18\x04 \x01(\rR\battempts\x12\x16\n" +
+	"\x06status\x18\x05 \x01(\x05R\x06status\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x125\n" +
+	"\x17first_attempt_unix_nano\x18\a \x01(\x03R\x14firstAttemptUnixNano\x12$\n" +
+	"\x0edead_unix_nano\x18\b \x01(\x03R\fdeadUnixNano\x12\x1c\n" +
+	"\tredeliver\x18\t \x01(\bR\tredeliver\x12!\n" +
+	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
+	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\":\n" +
+	"\rCreateWebhook\x12)\n" +
+	"\awebhook\x18\x01 \x01(\v2\x0f.rel.v1.WebhookR\awebhook\"#\n" +
+	"\rDeleteWebhook\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xaf\x02\n" +
+	"\x0fWebhookProgress\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
+	"\fcreate_index\x18\x02 \x01(\x04R\vcreateIndex\x12#\n" +
+	"\rdelivered_seq\x18\x03 \x01(\x04R\fdeliveredSeq\x127\n" +
+	"\n" +
+	"deliveries\x18\x04 \x03(\v2\x17.rel.v1.WebhookDeliveryR\n" +
+	"deliveries\x12<\n" +
+	"\fdead_letters\x18\x05 \x03(\v2\x19.rel.v1.WebhookDeadLetterR\vdeadLetters\x12 \n" +
+	"\vredelivered\x18\x06 \x03(\x04R\vredelivered\x12'\n" +
+	"\x0ffailed_attempts\x18\a \x01(\x04R\x0efailedAttempts\"8\n" +
+	"\x10RedeliverWebhook\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\x9b\x01\n" +
+	"\x14CreateWebhookRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03url\x18\x02 \x01(\tR\x03url\x12\x16\n" +
+	"\x06events\x18\x03 \x01(\tR\x06events\x12\x16\n" +
+	"\x06format\x18\x04 \x01(\tR\x06format\x12\x16\n" +
+	"\x06secret\x18\x05 \x01(\fR\x06secret\x12\x15\n" +
+	"\x06ca_pem\x18\x06 \x01(\tR\x05caPem\"X\n" +
+	"\x15CreateWebhookResponse\x12)\n" +
+	"\awebhook\x18\x01 \x01(\v2\x0f.rel.v1.WebhookR\awebhook\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\">\n" +
+	"\x13ListWebhooksRequest\x12'\n" +
+	"\x04read\x18\x01 \x01(\v2\x13.rel.v1.ReadOptionsR\x04read\"Y\n" +
+	"\x14ListWebhooksResponse\x12+\n" +
+	"\bwebhooks\x18\x01 \x03(\v2\x0f.rel.v1.WebhookR\bwebhooks\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"*\n" +
+	"\x14DeleteWebhookRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"-\n" +
+	"\x15DeleteWebhookResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"P\n" +
+	"\x11GetWebhookRequest\x12'\n" +
+	"\x04read\x18\x01 \x01(\v2\x13.rel.v1.ReadOptionsR\x04read\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\x93\x01\n" +
+	"\x12GetWebhookResponse\x12)\n" +
+	"\awebhook\x18\x01 \x01(\v2\x0f.rel.v1.WebhookR\awebhook\x12<\n" +
+	"\fdead_letters\x18\x02 \x03(\v2\x19.rel.v1.WebhookDeadLetterR\vdeadLetters\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index\"?\n" +
+	"\x17RedeliverWebhookRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"0\n" +
+	"\x18RedeliverWebhookResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index2\xa0\x01\n" +
 	"\fEventService\x12C\n" +
 	"\n" +
 	"ListEvents\x12\x19.rel.v1.ListEventsRequest\x1a\x1a.rel.v1.ListEventsResponse\x12K\n" +
-	"\fFollowEvents\x12\x1b.rel.v1.FollowEventsRequest\x1a\x1c.rel.v1.FollowEventsResponse0\x01B)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
+	"\fFollowEvents\x12\x1b.rel.v1.FollowEventsRequest\x1a\x1c.rel.v1.FollowEventsResponse0\x012\x93\x03\n" +
+	"\x0eWebhookService\x12L\n" +
+	"\rCreateWebhook\x12\x1c.rel.v1.CreateWebhookRequest\x1a\x1d.rel.v1.CreateWebhookResponse\x12I\n" +
+	"\fListWebhooks\x12\x1b.rel.v1.ListWebhooksRequest\x1a\x1c.rel.v1.ListWebhooksResponse\x12L\n" +
+	"\rDeleteWebhook\x12\x1c.rel.v1.DeleteWebhookRequest\x1a\x1d.rel.v1.DeleteWebhookResponse\x12C\n" +
+	"\n" +
+	"GetWebhook\x12\x19.rel.v1.GetWebhookRequest\x1a\x1a.rel.v1.GetWebhookResponse\x12U\n" +
+	"\x10RedeliverWebhook\x12\x1f.rel.v1.RedeliverWebhookRequest\x1a .rel.v1.RedeliverWebhookResponseB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
 
 var (
 	file_rel_v1_event_proto_rawDescOnce sync.Once
@@ -666,34 +1936,72 @@ func file_rel_v1_event_proto_rawDescGZIP() []byte {
 	return file_rel_v1_event_proto_rawDescData
 }
 
-var file_rel_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_rel_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_rel_v1_event_proto_goTypes = []any{
-	(*Event)(nil),                // 0: rel.v1.Event
-	(*TrimEvents)(nil),           // 1: rel.v1.TrimEvents
-	(*EventFilter)(nil),          // 2: rel.v1.EventFilter
-	(*ListEventsRequest)(nil),    // 3: rel.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),   // 4: rel.v1.ListEventsResponse
-	(*FollowEventsRequest)(nil),  // 5: rel.v1.FollowEventsRequest
-	(*FollowEventsResponse)(nil), // 6: rel.v1.FollowEventsResponse
-	(*Actor)(nil),                // 7: rel.v1.Actor
-	(*ReadOptions)(nil),          // 8: rel.v1.ReadOptions
+	(*Event)(nil),                    // 0: rel.v1.Event
+	(*TrimEvents)(nil),               // 1: rel.v1.TrimEvents
+	(*EventFilter)(nil),              // 2: rel.v1.EventFilter
+	(*ListEventsRequest)(nil),        // 3: rel.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),       // 4: rel.v1.ListEventsResponse
+	(*FollowEventsRequest)(nil),      // 5: rel.v1.FollowEventsRequest
+	(*FollowEventsResponse)(nil),     // 6: rel.v1.FollowEventsResponse
+	(*Webhook)(nil),                  // 7: rel.v1.Webhook
+	(*WebhookDelivery)(nil),          // 8: rel.v1.WebhookDelivery
+	(*WebhookDeadLetter)(nil),        // 9: rel.v1.WebhookDeadLetter
+	(*CreateWebhook)(nil),            // 10: rel.v1.CreateWebhook
+	(*DeleteWebhook)(nil),            // 11: rel.v1.DeleteWebhook
+	(*WebhookProgress)(nil),          // 12: rel.v1.WebhookProgress
+	(*RedeliverWebhook)(nil),         // 13: rel.v1.RedeliverWebhook
+	(*CreateWebhookRequest)(nil),     // 14: rel.v1.CreateWebhookRequest
+	(*CreateWebhookResponse)(nil),    // 15: rel.v1.CreateWebhookResponse
+	(*ListWebhooksRequest)(nil),      // 16: rel.v1.ListWebhooksRequest
+	(*ListWebhooksResponse)(nil),     // 17: rel.v1.ListWebhooksResponse
+	(*DeleteWebhookRequest)(nil),     // 18: rel.v1.DeleteWebhookRequest
+	(*DeleteWebhookResponse)(nil),    // 19: rel.v1.DeleteWebhookResponse
+	(*GetWebhookRequest)(nil),        // 20: rel.v1.GetWebhookRequest
+	(*GetWebhookResponse)(nil),       // 21: rel.v1.GetWebhookResponse
+	(*RedeliverWebhookRequest)(nil),  // 22: rel.v1.RedeliverWebhookRequest
+	(*RedeliverWebhookResponse)(nil), // 23: rel.v1.RedeliverWebhookResponse
+	(*Actor)(nil),                    // 24: rel.v1.Actor
+	(*ReadOptions)(nil),              // 25: rel.v1.ReadOptions
 }
 var file_rel_v1_event_proto_depIdxs = []int32{
-	7, // 0: rel.v1.Event.actor:type_name -> rel.v1.Actor
-	8, // 1: rel.v1.ListEventsRequest.read:type_name -> rel.v1.ReadOptions
-	2, // 2: rel.v1.ListEventsRequest.filter:type_name -> rel.v1.EventFilter
-	0, // 3: rel.v1.ListEventsResponse.events:type_name -> rel.v1.Event
-	2, // 4: rel.v1.FollowEventsRequest.filter:type_name -> rel.v1.EventFilter
-	0, // 5: rel.v1.FollowEventsResponse.events:type_name -> rel.v1.Event
-	3, // 6: rel.v1.EventService.ListEvents:input_type -> rel.v1.ListEventsRequest
-	5, // 7: rel.v1.EventService.FollowEvents:input_type -> rel.v1.FollowEventsRequest
-	4, // 8: rel.v1.EventService.ListEvents:output_type -> rel.v1.ListEventsResponse
-	6, // 9: rel.v1.EventService.FollowEvents:output_type -> rel.v1.FollowEventsResponse
-	8, // [8:10] is the sub-list for method output_type
-	6, // [6:8] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	24, // 0: rel.v1.Event.actor:type_name -> rel.v1.Actor
+	25, // 1: rel.v1.ListEventsRequest.read:type_name -> rel.v1.ReadOptions
+	2,  // 2: rel.v1.ListEventsRequest.filter:type_name -> rel.v1.EventFilter
+	0,  // 3: rel.v1.ListEventsResponse.events:type_name -> rel.v1.Event
+	2,  // 4: rel.v1.FollowEventsRequest.filter:type_name -> rel.v1.EventFilter
+	0,  // 5: rel.v1.FollowEventsResponse.events:type_name -> rel.v1.Event
+	24, // 6: rel.v1.Webhook.created_by:type_name -> rel.v1.Actor
+	8,  // 7: rel.v1.Webhook.recent:type_name -> rel.v1.WebhookDelivery
+	7,  // 8: rel.v1.CreateWebhook.webhook:type_name -> rel.v1.Webhook
+	8,  // 9: rel.v1.WebhookProgress.deliveries:type_name -> rel.v1.WebhookDelivery
+	9,  // 10: rel.v1.WebhookProgress.dead_letters:type_name -> rel.v1.WebhookDeadLetter
+	7,  // 11: rel.v1.CreateWebhookResponse.webhook:type_name -> rel.v1.Webhook
+	25, // 12: rel.v1.ListWebhooksRequest.read:type_name -> rel.v1.ReadOptions
+	7,  // 13: rel.v1.ListWebhooksResponse.webhooks:type_name -> rel.v1.Webhook
+	25, // 14: rel.v1.GetWebhookRequest.read:type_name -> rel.v1.ReadOptions
+	7,  // 15: rel.v1.GetWebhookResponse.webhook:type_name -> rel.v1.Webhook
+	9,  // 16: rel.v1.GetWebhookResponse.dead_letters:type_name -> rel.v1.WebhookDeadLetter
+	3,  // 17: rel.v1.EventService.ListEvents:input_type -> rel.v1.ListEventsRequest
+	5,  // 18: rel.v1.EventService.FollowEvents:input_type -> rel.v1.FollowEventsRequest
+	14, // 19: rel.v1.WebhookService.CreateWebhook:input_type -> rel.v1.CreateWebhookRequest
+	16, // 20: rel.v1.WebhookService.ListWebhooks:input_type -> rel.v1.ListWebhooksRequest
+	18, // 21: rel.v1.WebhookService.DeleteWebhook:input_type -> rel.v1.DeleteWebhookRequest
+	20, // 22: rel.v1.WebhookService.GetWebhook:input_type -> rel.v1.GetWebhookRequest
+	22, // 23: rel.v1.WebhookService.RedeliverWebhook:input_type -> rel.v1.RedeliverWebhookRequest
+	4,  // 24: rel.v1.EventService.ListEvents:output_type -> rel.v1.ListEventsResponse
+	6,  // 25: rel.v1.EventService.FollowEvents:output_type -> rel.v1.FollowEventsResponse
+	15, // 26: rel.v1.WebhookService.CreateWebhook:output_type -> rel.v1.CreateWebhookResponse
+	17, // 27: rel.v1.WebhookService.ListWebhooks:output_type -> rel.v1.ListWebhooksResponse
+	19, // 28: rel.v1.WebhookService.DeleteWebhook:output_type -> rel.v1.DeleteWebhookResponse
+	21, // 29: rel.v1.WebhookService.GetWebhook:output_type -> rel.v1.GetWebhookResponse
+	23, // 30: rel.v1.WebhookService.RedeliverWebhook:output_type -> rel.v1.RedeliverWebhookResponse
+	24, // [24:31] is the sub-list for method output_type
+	17, // [17:24] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_event_proto_init() }
@@ -709,9 +2017,9 @@ func file_rel_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_event_proto_rawDesc), len(file_rel_v1_event_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   24,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_rel_v1_event_proto_goTypes,
 		DependencyIndexes: file_rel_v1_event_proto_depIdxs,

@@ -52,6 +52,8 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Audit
 	//	*SnapshotRecord_FreezeWindow
 	//	*SnapshotRecord_Event
+	//	*SnapshotRecord_Webhook
+	//	*SnapshotRecord_WebhookDeadLetter
 	Kind          isSnapshotRecord_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -319,6 +321,24 @@ func (x *SnapshotRecord) GetEvent() *Event {
 	return nil
 }
 
+func (x *SnapshotRecord) GetWebhook() *Webhook {
+	if x != nil {
+		if x, ok := x.Kind.(*SnapshotRecord_Webhook); ok {
+			return x.Webhook
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotRecord) GetWebhookDeadLetter() *WebhookDeadLetter {
+	if x != nil {
+		if x, ok := x.Kind.(*SnapshotRecord_WebhookDeadLetter); ok {
+			return x.WebhookDeadLetter
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Kind interface {
 	isSnapshotRecord_Kind()
 }
@@ -424,6 +444,14 @@ type SnapshotRecord_Event struct {
 	Event *Event `protobuf:"bytes,29,opt,name=event,proto3,oneof"`
 }
 
+type SnapshotRecord_Webhook struct {
+	Webhook *Webhook `protobuf:"bytes,30,opt,name=webhook,proto3,oneof"`
+}
+
+type SnapshotRecord_WebhookDeadLetter struct {
+	WebhookDeadLetter *WebhookDeadLetter `protobuf:"bytes,31,opt,name=webhook_dead_letter,json=webhookDeadLetter,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Kind() {}
 
 func (*SnapshotRecord_App) isSnapshotRecord_Kind() {}
@@ -473,6 +501,10 @@ func (*SnapshotRecord_Audit) isSnapshotRecord_Kind() {}
 func (*SnapshotRecord_FreezeWindow) isSnapshotRecord_Kind() {}
 
 func (*SnapshotRecord_Event) isSnapshotRecord_Kind() {}
+
+func (*SnapshotRecord_Webhook) isSnapshotRecord_Kind() {}
+
+func (*SnapshotRecord_WebhookDeadLetter) isSnapshotRecord_Kind() {}
 
 type SnapshotHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -629,7 +661,7 @@ var File_rel_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_rel_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x15rel/v1/snapshot.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x16rel/v1/lifecycle.proto\x1a\x12rel/v1/audit.proto\x1a\x13rel/v1/freeze.proto\x1a\x12rel/v1/event.proto\x1a\x12rel/v1/types.proto\"\x82\n" +
+	"\x15rel/v1/snapshot.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x16rel/v1/lifecycle.proto\x1a\x12rel/v1/audit.proto\x1a\x13rel/v1/freeze.proto\x1a\x12rel/v1/event.proto\x1a\x12rel/v1/types.proto\"\xfc\n" +
 	"\n" +
 	"\x0eSnapshotRecord\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.rel.v1.SnapshotHeaderH\x00R\x06header\x12\x1f\n" +
@@ -660,7 +692,9 @@ const file_rel_v1_snapshot_proto_rawDesc = "" +
 	"\tpromotion\x18\x18 \x01(\v2\x11.rel.v1.PromotionH\x00R\tpromotion\x12+\n" +
 	"\x05audit\x18\x15 \x01(\v2\x13.rel.v1.AuditRecordH\x00R\x05audit\x12;\n" +
 	"\rfreeze_window\x18\x1b \x01(\v2\x14.rel.v1.FreezeWindowH\x00R\ffreezeWindow\x12%\n" +
-	"\x05event\x18\x1d \x01(\v2\r.rel.v1.EventH\x00R\x05eventB\x06\n" +
+	"\x05event\x18\x1d \x01(\v2\r.rel.v1.EventH\x00R\x05event\x12+\n" +
+	"\awebhook\x18\x1e \x01(\v2\x0f.rel.v1.WebhookH\x00R\awebhook\x12K\n" +
+	"\x13webhook_dead_letter\x18\x1f \x01(\v2\x19.rel.v1.WebhookDeadLetterH\x00R\x11webhookDeadLetterB\x06\n" +
 	"\x04kind\"(\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\"8\n" +
@@ -712,6 +746,8 @@ var file_rel_v1_snapshot_proto_goTypes = []any{
 	(*AuditRecord)(nil),       // 22: rel.v1.AuditRecord
 	(*FreezeWindow)(nil),      // 23: rel.v1.FreezeWindow
 	(*Event)(nil),             // 24: rel.v1.Event
+	(*Webhook)(nil),           // 25: rel.v1.Webhook
+	(*WebhookDeadLetter)(nil), // 26: rel.v1.WebhookDeadLetter
 }
 var file_rel_v1_snapshot_proto_depIdxs = []int32{
 	1,  // 0: rel.v1.SnapshotRecord.header:type_name -> rel.v1.SnapshotHeader
@@ -738,11 +774,13 @@ var file_rel_v1_snapshot_proto_depIdxs = []int32{
 	22, // 21: rel.v1.SnapshotRecord.audit:type_name -> rel.v1.AuditRecord
 	23, // 22: rel.v1.SnapshotRecord.freeze_window:type_name -> rel.v1.FreezeWindow
 	24, // 23: rel.v1.SnapshotRecord.event:type_name -> rel.v1.Event
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	25, // 24: rel.v1.SnapshotRecord.webhook:type_name -> rel.v1.Webhook
+	26, // 25: rel.v1.SnapshotRecord.webhook_dead_letter:type_name -> rel.v1.WebhookDeadLetter
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_snapshot_proto_init() }
@@ -782,6 +820,8 @@ func file_rel_v1_snapshot_proto_init() {
 		(*SnapshotRecord_Audit)(nil),
 		(*SnapshotRecord_FreezeWindow)(nil),
 		(*SnapshotRecord_Event)(nil),
+		(*SnapshotRecord_Webhook)(nil),
+		(*SnapshotRecord_WebhookDeadLetter)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
