@@ -145,6 +145,11 @@ type worker struct {
 
 func (m *Manager) work(ctx context.Context, name string, createIndex uint64) {
 	w := &worker{m: m, name: name, createIndex: createIndex}
+	defer func() {
+		if w.client != nil {
+			w.client.CloseIdleConnections() // no keep-alive outlives the worker
+		}
+	}()
 	log := m.Logger.With("webhook", name)
 	for ctx.Err() == nil {
 		ws := memdb.NewWatchSet()
