@@ -293,6 +293,7 @@ Every failure prints one line, "relctl: <message>", on stderr.
 		r.historyCommand(),
 		r.auditCommand(),
 		r.eventsCommand(),
+		r.webhookCommand(),
 		r.statusCommand(),
 		r.clusterCommand(),
 		r.aclCommand(),
