@@ -1,7 +1,10 @@
 package state
 
 import (
+	"bytes"
 	"testing"
+
+	"pgregory.net/rapid"
 
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
@@ -55,4 +58,64 @@ func TestTrimEvents(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestEventStreamProperty: any run of appends and trims keeps the stream
+// a contiguous range of seqs ending at the number of events appended,
+// never empty once written, and survives a snapshot round trip.
+func TestEventStreamProperty(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		s := New()
+		var index, appended uint64
+		steps := rapid.IntRange(1, 40).Draw(t, "steps")
+		for i := 0; i < steps; i++ {
+			index++
+			if rapid.Bool().Draw(t, "append") {
+				n := rapid.IntRange(0, 3).Draw(t, "n")
+				extra := make([]*relv1.Event, n)
+				for j := range extra {
+					extra[j] = &relv1.Event{Type: "release.created"}
+				}
+				if err := s.AppendEvents(index, int64(index), nil, extra); err != nil {
+					t.Fatal(err)
+				}
+				appended += uint64(n)
+			} else {
+				before := rapid.Uint64Range(0, appended+2).Draw(t, "before")
+				cutoff := rapid.Int64Range(0, int64(index)+1).Draw(t, "cutoff")
+				if _, err := s.TrimEvents(index, before, cutoff, rapid.IntRange(0, 5).Draw(t, "max")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var got []uint64
+			if _, _, _, err := s.Events(nil, EventQuery{}, func(e *relv1.Event) bool { got = append(got, e.GetSeq()); return true }); err != nil {
+				t.Fatal(err)
+			}
+			if appended == 0 {
+				if len(got) != 0 {
+					t.Fatalf("events %v before any was appended", got)
+				}
+				continue
+			}
+			if len(got) == 0 || got[len(got)-1] != appended {
+				t.Fatalf("kept %v after %d appended: the newest must stay", got, appended)
+			}
+			for j := 1; j < len(got); j++ {
+				if got[j] != got[j-1]+1 {
+					t.Fatalf("kept %v: not contiguous", got)
+				}
+			}
+		}
+		var buf bytes.Buffer
+		if err := s.Snapshot().Persist(&buf); err != nil {
+			t.Fatal(err)
+		}
+		r := New()
+		if err := r.Restore(&buf); err != nil {
+			t.Fatal(err)
+		}
+		if ok, why := Equal(s, r); !ok {
+			t.Fatalf("restored store differs: %s", why)
+		}
+	})
 }
