@@ -165,10 +165,15 @@ func TestWebhookDeliveryAgainstBadReceiver(t *testing.T) {
 	if _, err := ctl.CreateApp(ctx, &relv1.CreateAppRequest{Name: "web"}); err != nil {
 		t.Fatal(err)
 	}
+	start := time.Now()
 	for i := 1; i <= 6; i++ {
 		if _, err := ctl.CreateRelease(ctx, releaseReq("web", i)); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// The receiver holds event 2 for 11 s: writes do not wait for it.
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("6 writes took %s while the receiver was slow: delivery is on the write path", d)
 	}
 	got := rec.waitDelivered(t, 6, 60*time.Second)
 	checkOrder(t, got, 6)
