@@ -190,6 +190,15 @@ func TestWebhookDeliveryAgainstBadReceiver(t *testing.T) {
 		return err == nil && w.GetDelivered() == 6 && w.GetFailedAttempts() == 5 && len(w.GetRecent()) == 6 && len(w.GetSecret()) == 0,
 			fmt.Sprintf("webhook %v (%v)", w, err)
 	})
+	if got := metricSum(t, c, `rel_webhook_deliveries_total{outcome="delivered",webhook="chat"}`); got != 6 {
+		t.Errorf("delivered metric %v, want 6", got)
+	}
+	if got := metricSum(t, c, `rel_webhook_deliveries_total{outcome="failed",webhook="chat"}`); got != 5 {
+		t.Errorf("failed metric %v, want 5", got)
+	}
+	if got := metricSum(t, c, "rel_webhook_delivery_duration_seconds_count"); got != 11 {
+		t.Errorf("duration observations %v, want 11 (every attempt)", got)
+	}
 	list, err := hooks.ListWebhooks(ctx, &relv1.ListWebhooksRequest{})
 	if err != nil || len(list.GetWebhooks()) != 1 || len(list.GetWebhooks()[0].GetSecret()) != 0 {
 		t.Fatalf("list %v (%v): want one webhook without its secret", list, err)
