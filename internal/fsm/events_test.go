@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/relhq/rel/internal/state"
@@ -91,4 +92,25 @@ func upAt(id, session string, at int64) *relv1.AgentUp {
 	u := up(id, session, 1)
 	u.Agent.ConnectedUnixNano = at
 	return u
+}
+
+// TestWebhookAuditHasNoSecret: creating a webhook is audited, and its
+// record does not carry the secret.
+func TestWebhookAuditHasNoSecret(t *testing.T) {
+	f := New(state.New())
+	cmd := withAlice(stamped(1, &relv1.Command_CreateWebhook{CreateWebhook: &relv1.CreateWebhook{Webhook: &relv1.Webhook{
+		Name: "chat", Url: "https://hooks.example.com/x", Events: []string{"rollout.*"}, Format: "json", Secret: []byte("whsec-do-not-log")}}}))
+	if res := f.Apply(logEntry(t, 1, cmd)).(*Result); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	var recs []*relv1.AuditRecord
+	if _, err := f.Store().Audit(nil, state.AuditFilter{}, func(r *relv1.AuditRecord) bool { recs = append(recs, r); return true }); err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 || recs[0].GetAction() != "create_webhook" {
+		t.Fatalf("audit records %v, want one create_webhook", recs)
+	}
+	if strings.Contains(recs[0].String(), "whsec-do-not-log") {
+		t.Fatalf("the audit record holds the secret: %v", recs[0])
+	}
 }
