@@ -298,6 +298,8 @@ Every failure prints one line, "relctl: <message>", on stderr.
 		r.historyCommand(),
 		r.auditCommand(),
 		r.reportCommand(),
+		r.eventsCommand(),
+		r.webhookCommand(),
 		r.statusCommand(),
 		r.clusterCommand(),
 		r.aclCommand(),

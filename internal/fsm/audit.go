@@ -27,6 +27,7 @@ var notAudited = map[string]string{
 	"register_server":    "servers registering their own addresses at every election",
 	"init_cluster":       "the first leader naming the cluster, once",
 	"audit_refusals":     "the carrier of refusals: each refusal in it is a record of its own",
+	"webhook_progress":   "the leader's record of webhook deliveries, one entry per delivered event: 'relctl webhook deliveries' shows them",
 }
 
 // leaderActor is the actor of the servers' own commands; anonymousActor

@@ -235,6 +235,12 @@ func Describe(cmd *relv1.Command) (kind, target string) {
 		target = k.CreateFreeze.GetWindow().GetName()
 	case *relv1.Command_DeleteFreeze:
 		target = k.DeleteFreeze.GetName()
+	case *relv1.Command_CreateWebhook:
+		target = k.CreateWebhook.GetWebhook().GetName()
+	case *relv1.Command_DeleteWebhook:
+		target = k.DeleteWebhook.GetName()
+	case *relv1.Command_RedeliverWebhook:
+		target = fmt.Sprintf("%s seq %d", k.RedeliverWebhook.GetName(), k.RedeliverWebhook.GetSeq())
 	case *relv1.Command_RegisterServer:
 		target = k.RegisterServer.GetServer().GetId()
 	case *relv1.Command_DeregisterServer:
@@ -264,10 +270,12 @@ func refOf(cmd *relv1.Command, err error) string {
 // applyItems applies a command, answering item by item for the kinds that
 // carry many independent items.
 func (f *FSM) applyItems(index uint64, cmd *relv1.Command) ([]error, error) {
-	if k, ok := cmd.GetKind().(*relv1.Command_AgentSessions); ok {
-		return f.store.AgentSessions(index, k.AgentSessions.GetUp(), k.AgentSessions.GetDown())
-	}
-	return nil, f.apply(index, cmd)
+	return f.applyWithEvents(index, cmd, func() ([]error, error) {
+		if k, ok := cmd.GetKind().(*relv1.Command_AgentSessions); ok {
+			return f.store.AgentSessions(index, k.AgentSessions.GetUp(), k.AgentSessions.GetDown())
+		}
+		return nil, f.apply(index, cmd)
+	})
 }
 
 func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
@@ -383,6 +391,23 @@ func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
 		return f.store.CreateFreeze(index, w)
 	case *relv1.Command_DeleteFreeze:
 		return f.store.DeleteFreeze(index, k.DeleteFreeze.GetName())
+	case *relv1.Command_TrimEvents:
+		c := k.TrimEvents
+		_, err := f.store.TrimEvents(index, c.GetBeforeSeq(), c.GetCutoffUnixNano(), int(c.GetMaxEvents()))
+		return err
+	case *relv1.Command_CreateWebhook:
+		wh := k.CreateWebhook.GetWebhook()
+		if a := cmd.GetActor(); a != nil && wh != nil {
+			wh.CreatedBy = a
+		}
+		return f.store.CreateWebhook(index, wh)
+	case *relv1.Command_DeleteWebhook:
+		return f.store.DeleteWebhook(index, k.DeleteWebhook.GetName())
+	case *relv1.Command_WebhookProgress:
+		return f.store.WebhookProgress(index, k.WebhookProgress)
+	case *relv1.Command_RedeliverWebhook:
+		c := k.RedeliverWebhook
+		return f.store.RedeliverWebhook(index, c.GetName(), c.GetSeq())
 	default:
 		// Same reasoning as an undecodable entry: a newer leader wrote a
 		// command this build does not know. Upgrade servers before using

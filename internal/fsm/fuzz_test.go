@@ -212,6 +212,16 @@ func stamped(n int64, kind any) *relv1.Command {
 		c.Kind = k
 	case *relv1.Command_AuditRefusals:
 		c.Kind = k
+	case *relv1.Command_TrimEvents:
+		c.Kind = k
+	case *relv1.Command_CreateWebhook:
+		c.Kind = k
+	case *relv1.Command_DeleteWebhook:
+		c.Kind = k
+	case *relv1.Command_WebhookProgress:
+		c.Kind = k
+	case *relv1.Command_RedeliverWebhook:
+		c.Kind = k
 	default:
 		panic(fmt.Sprintf("unknown kind %T", kind))
 	}
@@ -351,6 +361,17 @@ func seedCommands() []*relv1.Command {
 		stamped(56, &relv1.Command_CreateFreeze{CreateFreeze: &relv1.CreateFreeze{Window: &relv1.FreezeWindow{Name: "now", Apps: []string{"web*"}, Environments: []string{"prod", "prod-*"},
 			StartUnixNano: 50, EndUnixNano: 50 + 86_400_000_000_000, CreatedUnixNano: 56}}}),
 		withRequestID("rq-fuzz-6", stamped(57, &relv1.Command_DeleteFreeze{DeleteFreeze: &relv1.DeleteFreeze{Name: "weekend"}})),
+		// The event stream's retention pass.
+		stamped(58, &relv1.Command_TrimEvents{TrimEvents: &relv1.TrimEvents{BeforeSeq: 3, CutoffUnixNano: 58, MaxEvents: 2}}),
+		// Webhooks: made, progress (a delivery and a dead letter), a
+		// redelivery asked, deleted.
+		withAlice(stamped(59, &relv1.Command_CreateWebhook{CreateWebhook: &relv1.CreateWebhook{Webhook: &relv1.Webhook{Name: "chat", Url: "https://hooks.example.com/x",
+			Events: []string{"rollout.*"}, Format: "json", Secret: []byte("s3cret"), CreatedUnixNano: 59}}})),
+		stamped(60, &relv1.Command_WebhookProgress{WebhookProgress: &relv1.WebhookProgress{Name: "chat", CreateIndex: 1, DeliveredSeq: 2, FailedAttempts: 4,
+			Deliveries:  []*relv1.WebhookDelivery{{Seq: 1, Type: "rollout.started", Outcome: "delivered", Attempts: 1, Status: 200}, {Seq: 2, Type: "rollout.failed", Outcome: "dead_letter", Attempts: 4, Status: 500}},
+			DeadLetters: []*relv1.WebhookDeadLetter{{Seq: 2, Type: "rollout.failed", Attempts: 4, Status: 500, Error: "HTTP 500", DeadUnixNano: 60}}}}),
+		withAlice(stamped(61, &relv1.Command_RedeliverWebhook{RedeliverWebhook: &relv1.RedeliverWebhook{Name: "chat", Seq: 2}})),
+		withAlice(stamped(62, &relv1.Command_DeleteWebhook{DeleteWebhook: &relv1.DeleteWebhook{Name: "chat"}})),
 	}
 }
 

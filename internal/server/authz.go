@@ -187,6 +187,16 @@ var rules = map[string]rule{
 	// hash.
 	relv1.AuditService_ListAudit_FullMethodName:       {perm: auth.Read},
 	relv1.AuditService_AuditCheckpoint_FullMethodName: {perm: auth.Read},
+	// The event stream: readers, like the audit trail.
+	relv1.EventService_ListEvents_FullMethodName:   {perm: auth.Read},
+	relv1.EventService_FollowEvents_FullMethodName: {perm: auth.Read},
+	// Webhooks: operators and admins manage them (a webhook sends the
+	// cluster's events out); readers see them, never their secrets.
+	relv1.WebhookService_CreateWebhook_FullMethodName:    {perm: auth.ManageApps},
+	relv1.WebhookService_DeleteWebhook_FullMethodName:    {perm: auth.ManageApps},
+	relv1.WebhookService_RedeliverWebhook_FullMethodName: {perm: auth.ManageApps},
+	relv1.WebhookService_ListWebhooks_FullMethodName:     {perm: auth.Read},
+	relv1.WebhookService_GetWebhook_FullMethodName:       {perm: auth.Read},
 }
 
 // authenticate finds who made the request: the verified certificate of

@@ -132,8 +132,15 @@ var authzExpectations = map[string]expectation{
 	relv1.EnrollService_Enroll_FullMethodName: anyone,
 	relv1.EnrollService_Renew_FullMethodName:  forAgents,
 
-	relv1.AuditService_ListAudit_FullMethodName:       readers,
-	relv1.AuditService_AuditCheckpoint_FullMethodName: readers,
+	relv1.AuditService_ListAudit_FullMethodName:          readers,
+	relv1.AuditService_AuditCheckpoint_FullMethodName:    readers,
+	relv1.EventService_ListEvents_FullMethodName:         readers,
+	relv1.EventService_FollowEvents_FullMethodName:       readers,
+	relv1.WebhookService_CreateWebhook_FullMethodName:    appManagers,
+	relv1.WebhookService_DeleteWebhook_FullMethodName:    appManagers,
+	relv1.WebhookService_RedeliverWebhook_FullMethodName: appManagers,
+	relv1.WebhookService_ListWebhooks_FullMethodName:     readers,
+	relv1.WebhookService_GetWebhook_FullMethodName:       readers,
 }
 
 // call invokes method on the wire with an empty request, as a unary call

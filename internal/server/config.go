@@ -170,6 +170,11 @@ type Config struct {
 	// this server signs checkpoints of the audit trail. Without it,
 	// AuditCheckpoint answers FailedPrecondition.
 	AuditKeyFile string
+	// WebhookRetryFor and WebhookRetryBase: how long a webhook delivery
+	// is retried before its event is dead-lettered, and the first pause
+	// of its backoff (0: 24 h and 1 s; tests shorten them).
+	WebhookRetryFor  time.Duration
+	WebhookRetryBase time.Duration
 	// AgentCertTTL is how long agent certificates are valid.
 	AgentCertTTL time.Duration
 	// EnableDebug serves /debug/pprof/ to operators' client certificates.

@@ -56,6 +56,8 @@ func (s *Server) setupGRPC() {
 	relv1.RegisterAuditServiceServer(s.grpcSrv, &auditService{s: s})
 	relv1.RegisterFreezeServiceServer(s.grpcSrv, &freezeService{s: s})
 	relv1.RegisterReportServiceServer(s.grpcSrv, &reportService{s: s})
+	relv1.RegisterEventServiceServer(s.grpcSrv, &eventService{s: s})
+	relv1.RegisterWebhookServiceServer(s.grpcSrv, &webhookService{s: s})
 }
 
 // healthResponse is the body of GET /v1/health. Field names are part of the

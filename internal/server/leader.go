@@ -78,7 +78,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		cancel()
 	}
 	var wg sync.WaitGroup
-	wg.Add(8)
+	wg.Add(9)
 	go func() {
 		defer wg.Done()
 		s.approvalExpiryLoop(ctx)
@@ -117,6 +117,10 @@ func (s *Server) leaderLoop(ctx context.Context) {
 	go func() {
 		defer wg.Done()
 		s.sweepAgents(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.deliverWebhooks(ctx)
 	}()
 	wg.Wait()
 }

@@ -44,6 +44,8 @@ type metrics struct {
 	sessionsBatched prometheus.Counter
 	// rollouts are the release figures: outcomes, durations, hosts.
 	rollouts *rolloutMetrics
+	// webhooks: deliveries by webhook and outcome, and their durations.
+	webhooks *webhookMetrics
 }
 
 func newMetrics(s *Server) *metrics {
@@ -115,6 +117,7 @@ func newMetrics(s *Server) *metrics {
 		Name: "rel_audit_refusals_dropped_total",
 		Help: "Refused requests this server could not record in the audit trail (its queue was full, or the entry failed); the trail records how many in its next entry.",
 	})
+	m.webhooks = newWebhookMetrics(m.reg)
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}

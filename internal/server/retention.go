@@ -34,6 +34,7 @@ func (s *Server) retentionWake(ctx context.Context) {
 		more = s.foldHistory(ctx) || more
 		more = s.removeAgents(ctx) || more
 		more = s.pruneDeployments(ctx) || more
+		more = s.trimEvents(ctx) || more
 		if !more || ctx.Err() != nil {
 			return
 		}

@@ -72,6 +72,7 @@ func schema() *memdb.DBSchema {
 	for name, t := range lifecycleTables() {
 		sc.Tables[name] = t
 	}
+	addEventTables(sc)
 	return sc
 }
 

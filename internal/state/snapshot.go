@@ -106,6 +106,15 @@ func (sn *Snapshot) Persist(w io.Writer) error {
 		{TableAudit, func(r any) *relv1.SnapshotRecord {
 			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_Audit{Audit: r.(*relv1.AuditRecord)}}
 		}},
+		{TableClusterEvents, func(r any) *relv1.SnapshotRecord {
+			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_Event{Event: r.(*relv1.Event)}}
+		}},
+		{TableWebhooks, func(r any) *relv1.SnapshotRecord {
+			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_Webhook{Webhook: r.(*relv1.Webhook)}}
+		}},
+		{TableWebhookDeadLetters, func(r any) *relv1.SnapshotRecord {
+			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_WebhookDeadLetter{WebhookDeadLetter: r.(*relv1.WebhookDeadLetter)}}
+		}},
 		{tableMeta, func(r any) *relv1.SnapshotRecord {
 			e := r.(*metaEntry)
 			if e.Key == metaClusterID {
@@ -216,6 +225,12 @@ func (s *Store) Restore(r io.Reader) error {
 			table, row = TableRequests, k.Request
 		case *relv1.SnapshotRecord_Audit:
 			table, row = TableAudit, k.Audit
+		case *relv1.SnapshotRecord_Event:
+			table, row = TableClusterEvents, k.Event
+		case *relv1.SnapshotRecord_Webhook:
+			table, row = TableWebhooks, k.Webhook
+		case *relv1.SnapshotRecord_WebhookDeadLetter:
+			table, row = TableWebhookDeadLetters, k.WebhookDeadLetter
 		case *relv1.SnapshotRecord_Meta:
 			table, row = tableMeta, &metaEntry{Key: k.Meta.GetKey(), Value: k.Meta.GetValue()}
 		case *relv1.SnapshotRecord_ClusterId:

@@ -87,7 +87,8 @@ var (
 	dataTables = []string{TableApps, TableEnvironments, TableReleases, TableServers,
 		TableAgents, TableAgentApps, TableDesired, TableRollouts, TableHistory, TableEvents,
 		TableHistorySummaries, TableACLTokens, TableJoinTokens, TableRevocations, TableArtifactTombstones,
-		TableLifecycles, TablePromotions, TableFreezes, TableDeployments}
+		TableLifecycles, TablePromotions, TableFreezes, TableDeployments,
+		TableClusterEvents, TableWebhooks, TableWebhookDeadLetters}
 	allTables = append(append([]string{}, dataTables...), TableRequests, TableAudit, tableIndex)
 )
 

@@ -266,7 +266,7 @@ func TestHistoryIDsArePrefixes(t *testing.T) {
 
 // writeKinds is how many kinds of write writeKind knows: one or more for
 // every table, so the snapshot property test covers them all.
-const writeKinds = 28
+const writeKinds = 32
 
 // writeKind is one write of the snapshot property test, picked by kind,
 // with the names drawn for it. srv doubles as an agent id and a session.
@@ -375,6 +375,25 @@ func writeKind(s *Store, kind int, idx uint64, app, ver, env, srv string) error 
 		}
 		_, err = s.PruneDeployments(idx, at-3000, 1+int(idx%2))
 		return err
+	case 28:
+		// The event stream: events of the rollout events written at
+		// idx (none unless kind 9 or 10 wrote at idx) and one of the
+		// FSM's own.
+		return s.AppendEvents(idx, at, &relv1.Actor{Kind: "token", Id: srv}, []*relv1.Event{{Type: "release.created", App: app, Version: ver}})
+	case 29:
+		_, err := s.TrimEvents(idx, idx/2+2, at, 1+int(idx%3))
+		return err
+	case 30:
+		return s.CreateWebhook(idx, &relv1.Webhook{Name: "wh-" + app, Url: "https://hooks.example.com/" + env, Events: []string{"rollout.*"}, Format: "json", Secret: []byte(srv), CreatedUnixNano: at})
+	case 31:
+		wh, err := s.Webhook(nil, "wh-"+app)
+		if err != nil {
+			return err
+		}
+		seq := wh.GetDeliveredSeq() + 1
+		return s.WebhookProgress(idx, &relv1.WebhookProgress{Name: wh.GetName(), CreateIndex: wh.GetCreateIndex(), DeliveredSeq: seq, FailedAttempts: 3,
+			Deliveries:  []*relv1.WebhookDelivery{{Seq: seq, Type: "rollout.started", Outcome: "dead_letter", Attempts: 3, Status: 500, Error: "500"}},
+			DeadLetters: []*relv1.WebhookDeadLetter{{Seq: seq, Type: "rollout.started", Attempts: 3, Status: 500, Error: "500", DeadUnixNano: at}}})
 	default:
 		// What the FSM does for a command with a request id: expire, look
 		// up, record (with a small TTL and cap, so both evict).
@@ -403,7 +422,7 @@ func TestSnapshotCoversEveryTable(t *testing.T) {
 			t.Fatalf("write kind %d: %v", kind, err)
 		}
 	}
-	for _, kind := range []int{10, 7, 17, 18, 22, 25, 26, 9, 27} {
+	for _, kind := range []int{10, 7, 17, 18, 22, 25, 26, 9, 27, 28, 29, 30, 31} {
 		idx++
 		if err := writeKind(a, kind, idx, "web", "1.0.0", "prod", "s1"); err != nil {
 			t.Fatalf("write kind %d: %v", kind, err)

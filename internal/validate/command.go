@@ -117,6 +117,9 @@ func Command(cmd *relv1.Command) error {
 	if ok, err := approvalCommand(cmd); ok {
 		return err
 	}
+	if ok, err := eventCommand(cmd); ok {
+		return err
+	}
 	switch k := cmd.GetKind().(type) {
 	case *relv1.Command_CreateApp:
 		a := k.CreateApp.GetApp()

@@ -122,6 +122,16 @@ func validCommands() map[string]*relv1.Command {
 			c.Kind = k
 		case *relv1.Command_DeleteFreeze:
 			c.Kind = k
+		case *relv1.Command_TrimEvents:
+			c.Kind = k
+		case *relv1.Command_CreateWebhook:
+			c.Kind = k
+		case *relv1.Command_DeleteWebhook:
+			c.Kind = k
+		case *relv1.Command_WebhookProgress:
+			c.Kind = k
+		case *relv1.Command_RedeliverWebhook:
+			c.Kind = k
 		case *relv1.Command_RevokeAgent:
 			c.Kind = k
 		case *relv1.Command_AuditRefusals:
@@ -186,6 +196,12 @@ func validCommands() map[string]*relv1.Command {
 		"delete_join_token": cmd(&relv1.Command_DeleteJoinToken{DeleteJoinToken: &relv1.DeleteJoinToken{AccessorId: testAccessor}}),
 		"create_freeze":     cmd(&relv1.Command_CreateFreeze{CreateFreeze: &relv1.CreateFreeze{Window: testFreeze()}}),
 		"delete_freeze":     cmd(&relv1.Command_DeleteFreeze{DeleteFreeze: &relv1.DeleteFreeze{Name: "weekend"}}),
+		"trim_events":       cmd(&relv1.Command_TrimEvents{TrimEvents: &relv1.TrimEvents{BeforeSeq: 10, CutoffUnixNano: 5, MaxEvents: 100}}),
+		"create_webhook": cmd(&relv1.Command_CreateWebhook{CreateWebhook: &relv1.CreateWebhook{Webhook: &relv1.Webhook{Name: "chat", Url: "https://hooks.example.com/x",
+			Events: []string{"rollout.*", "release.*"}, Format: "slack", Secret: []byte("s3cret")}}}),
+		"delete_webhook":    cmd(&relv1.Command_DeleteWebhook{DeleteWebhook: &relv1.DeleteWebhook{Name: "chat"}}),
+		"webhook_progress":  cmd(&relv1.Command_WebhookProgress{WebhookProgress: &relv1.WebhookProgress{Name: "chat", CreateIndex: 3, DeliveredSeq: 7}}),
+		"redeliver_webhook": cmd(&relv1.Command_RedeliverWebhook{RedeliverWebhook: &relv1.RedeliverWebhook{Name: "chat", Seq: 7}}),
 		"revoke_agent": cmd(&relv1.Command_RevokeAgent{RevokeAgent: &relv1.RevokeAgent{Revocation: &relv1.AgentRevocation{
 			AgentId: "web-1", RevokedUnixNano: 1, RevokedBy: "client test-admin", Reason: "host stolen"}}}),
 		"audit_refusals": cmd(&relv1.Command_AuditRefusals{AuditRefusals: &relv1.AuditRefusals{Server: "s1", Dropped: 2, Refusals: []*relv1.AuditRefusal{
@@ -292,6 +308,20 @@ func baseInvalidCommandCases() []invalidCase {
 			w.CronStart, w.CronEnd, w.StartUnixNano, w.EndUnixNano = "", "", 2e9, 1e9
 		}, "is not after start"},
 		{"delete_freeze", "bad name", func(c *relv1.Command) { c.GetDeleteFreeze().Name = "" }, "freeze name is empty"},
+		{"trim_events", "no bound", func(c *relv1.Command) { c.GetTrimEvents().MaxEvents = 0 }, "removes 1 to 5000 events, not 0"},
+		{"trim_events", "too many", func(c *relv1.Command) { c.GetTrimEvents().MaxEvents = 5001 }, "removes 1 to 5000 events, not 5001"},
+		{"trim_events", "nothing before", func(c *relv1.Command) { c.GetTrimEvents().BeforeSeq = 1 }, "removes nothing"},
+		{"trim_events", "no cutoff", func(c *relv1.Command) { c.GetTrimEvents().CutoffUnixNano = 0 }, "cutoff is not stamped"},
+		{"create_webhook", "bad name", func(c *relv1.Command) { c.GetCreateWebhook().GetWebhook().Name = "" }, "webhook name is empty"},
+		{"create_webhook", "ftp URL", func(c *relv1.Command) { c.GetCreateWebhook().GetWebhook().Url = "ftp://x/y" }, "must be http or https"},
+		{"create_webhook", "no host", func(c *relv1.Command) { c.GetCreateWebhook().GetWebhook().Url = "https:///y" }, "has no host"},
+		{"create_webhook", "credentials", func(c *relv1.Command) { c.GetCreateWebhook().GetWebhook().Url = "https://u:p@x/y" }, "carries credentials"},
+		{"create_webhook", "format", func(c *relv1.Command) { c.GetCreateWebhook().GetWebhook().Format = "xml" }, "want json or slack"},
+		{"create_webhook", "no events", func(c *relv1.Command) { c.GetCreateWebhook().GetWebhook().Events = nil }, "1 to 32 event globs"},
+		{"create_webhook", "unknown glob", func(c *relv1.Command) { c.GetCreateWebhook().GetWebhook().Events = []string{"rollouts.*"} }, "matches no event type"},
+		{"delete_webhook", "bad name", func(c *relv1.Command) { c.GetDeleteWebhook().Name = "" }, "webhook name is empty"},
+		{"webhook_progress", "bad name", func(c *relv1.Command) { c.GetWebhookProgress().Name = "" }, "webhook name is empty"},
+		{"redeliver_webhook", "no seq", func(c *relv1.Command) { c.GetRedeliverWebhook().Seq = 0 }, "names no event seq"},
 		{"create_app", "no app", func(c *relv1.Command) { c.GetCreateApp().App = nil }, "carries no app"},
 		{"create_app", "no message", func(c *relv1.Command) { c.Kind = &relv1.Command_CreateApp{} }, "carries no app"},
 		{"create_app", "bad name", func(c *relv1.Command) { c.GetCreateApp().App.Name = "Web_1" }, `app name "Web_1"`},

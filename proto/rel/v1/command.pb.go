@@ -81,6 +81,11 @@ type Command struct {
 	//	*Command_CreateFreeze
 	//	*Command_DeleteFreeze
 	//	*Command_PruneDeployments
+	//	*Command_TrimEvents
+	//	*Command_CreateWebhook
+	//	*Command_DeleteWebhook
+	//	*Command_WebhookProgress
+	//	*Command_RedeliverWebhook
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -522,6 +527,51 @@ func (x *Command) GetPruneDeployments() *PruneDeployments {
 	return nil
 }
 
+func (x *Command) GetTrimEvents() *TrimEvents {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_TrimEvents); ok {
+			return x.TrimEvents
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetCreateWebhook() *CreateWebhook {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_CreateWebhook); ok {
+			return x.CreateWebhook
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDeleteWebhook() *DeleteWebhook {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_DeleteWebhook); ok {
+			return x.DeleteWebhook
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetWebhookProgress() *WebhookProgress {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_WebhookProgress); ok {
+			return x.WebhookProgress
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRedeliverWebhook() *RedeliverWebhook {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_RedeliverWebhook); ok {
+			return x.RedeliverWebhook
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -708,6 +758,28 @@ type Command_PruneDeployments struct {
 	PruneDeployments *PruneDeployments `protobuf:"bytes,59,opt,name=prune_deployments,json=pruneDeployments,proto3,oneof"`
 }
 
+type Command_TrimEvents struct {
+	// The event stream's retention pass (see event.proto).
+	TrimEvents *TrimEvents `protobuf:"bytes,53,opt,name=trim_events,json=trimEvents,proto3,oneof"`
+}
+
+type Command_CreateWebhook struct {
+	// Webhooks (see event.proto).
+	CreateWebhook *CreateWebhook `protobuf:"bytes,54,opt,name=create_webhook,json=createWebhook,proto3,oneof"`
+}
+
+type Command_DeleteWebhook struct {
+	DeleteWebhook *DeleteWebhook `protobuf:"bytes,55,opt,name=delete_webhook,json=deleteWebhook,proto3,oneof"`
+}
+
+type Command_WebhookProgress struct {
+	WebhookProgress *WebhookProgress `protobuf:"bytes,56,opt,name=webhook_progress,json=webhookProgress,proto3,oneof"`
+}
+
+type Command_RedeliverWebhook struct {
+	RedeliverWebhook *RedeliverWebhook `protobuf:"bytes,57,opt,name=redeliver_webhook,json=redeliverWebhook,proto3,oneof"`
+}
+
 func (*Command_CreateApp) isCommand_Kind() {}
 
 func (*Command_CreateEnvironment) isCommand_Kind() {}
@@ -791,6 +863,16 @@ func (*Command_CreateFreeze) isCommand_Kind() {}
 func (*Command_DeleteFreeze) isCommand_Kind() {}
 
 func (*Command_PruneDeployments) isCommand_Kind() {}
+
+func (*Command_TrimEvents) isCommand_Kind() {}
+
+func (*Command_CreateWebhook) isCommand_Kind() {}
+
+func (*Command_DeleteWebhook) isCommand_Kind() {}
+
+func (*Command_WebhookProgress) isCommand_Kind() {}
+
+func (*Command_RedeliverWebhook) isCommand_Kind() {}
 
 type CreateApp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2344,7 +2426,7 @@ var File_rel_v1_command_proto protoreflect.FileDescriptor
 
 const file_rel_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x16rel/v1/lifecycle.proto\x1a\x15rel/v1/approval.proto\x1a\x12rel/v1/audit.proto\x1a\x13rel/v1/freeze.proto\x1a\x13rel/v1/report.proto\x1a\x12rel/v1/types.proto\"\xbd\x16\n" +
+	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x16rel/v1/lifecycle.proto\x1a\x15rel/v1/approval.proto\x1a\x12rel/v1/audit.proto\x1a\x13rel/v1/freeze.proto\x1a\x13rel/v1/report.proto\x1a\x12rel/v1/event.proto\x1a\x12rel/v1/types.proto\"\x83\x19\n" +
 	"\aCommand\x12*\n" +
 	"\x11stamped_unix_nano\x18\x01 \x01(\x03R\x0fstampedUnixNano\x12\x1d\n" +
 	"\n" +
@@ -2394,7 +2476,13 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\x0eaudit_refusals\x18' \x01(\v2\x15.rel.v1.AuditRefusalsH\x00R\rauditRefusals\x12;\n" +
 	"\rcreate_freeze\x183 \x01(\v2\x14.rel.v1.CreateFreezeH\x00R\fcreateFreeze\x12;\n" +
 	"\rdelete_freeze\x184 \x01(\v2\x14.rel.v1.DeleteFreezeH\x00R\fdeleteFreeze\x12G\n" +
-	"\x11prune_deployments\x18; \x01(\v2\x18.rel.v1.PruneDeploymentsH\x00R\x10pruneDeploymentsB\x06\n" +
+	"\x11prune_deployments\x18; \x01(\v2\x18.rel.v1.PruneDeploymentsH\x00R\x10pruneDeployments\x125\n" +
+	"\vtrim_events\x185 \x01(\v2\x12.rel.v1.TrimEventsH\x00R\n" +
+	"trimEvents\x12>\n" +
+	"\x0ecreate_webhook\x186 \x01(\v2\x15.rel.v1.CreateWebhookH\x00R\rcreateWebhook\x12>\n" +
+	"\x0edelete_webhook\x187 \x01(\v2\x15.rel.v1.DeleteWebhookH\x00R\rdeleteWebhook\x12D\n" +
+	"\x10webhook_progress\x188 \x01(\v2\x17.rel.v1.WebhookProgressH\x00R\x0fwebhookProgress\x12G\n" +
+	"\x11redeliver_webhook\x189 \x01(\v2\x18.rel.v1.RedeliverWebhookH\x00R\x10redeliverWebhookB\x06\n" +
 	"\x04kindJ\x04\b\x13\x10\x14\"*\n" +
 	"\tCreateApp\x12\x1d\n" +
 	"\x03app\x18\x01 \x01(\v2\v.rel.v1.AppR\x03app\"J\n" +
@@ -2554,18 +2642,23 @@ var file_rel_v1_command_proto_goTypes = []any{
 	(*CreateFreeze)(nil),      // 41: rel.v1.CreateFreeze
 	(*DeleteFreeze)(nil),      // 42: rel.v1.DeleteFreeze
 	(*PruneDeployments)(nil),  // 43: rel.v1.PruneDeployments
-	(*App)(nil),               // 44: rel.v1.App
-	(*Environment)(nil),       // 45: rel.v1.Environment
-	(*Release)(nil),           // 46: rel.v1.Release
-	(*Server)(nil),            // 47: rel.v1.Server
-	(*Agent)(nil),             // 48: rel.v1.Agent
-	(*AppReport)(nil),         // 49: rel.v1.AppReport
-	(*Rollout)(nil),           // 50: rel.v1.Rollout
-	(*Desired)(nil),           // 51: rel.v1.Desired
-	(*RolloutEvent)(nil),      // 52: rel.v1.RolloutEvent
-	(*ACLToken)(nil),          // 53: rel.v1.ACLToken
-	(*JoinToken)(nil),         // 54: rel.v1.JoinToken
-	(*AgentRevocation)(nil),   // 55: rel.v1.AgentRevocation
+	(*TrimEvents)(nil),        // 44: rel.v1.TrimEvents
+	(*CreateWebhook)(nil),     // 45: rel.v1.CreateWebhook
+	(*DeleteWebhook)(nil),     // 46: rel.v1.DeleteWebhook
+	(*WebhookProgress)(nil),   // 47: rel.v1.WebhookProgress
+	(*RedeliverWebhook)(nil),  // 48: rel.v1.RedeliverWebhook
+	(*App)(nil),               // 49: rel.v1.App
+	(*Environment)(nil),       // 50: rel.v1.Environment
+	(*Release)(nil),           // 51: rel.v1.Release
+	(*Server)(nil),            // 52: rel.v1.Server
+	(*Agent)(nil),             // 53: rel.v1.Agent
+	(*AppReport)(nil),         // 54: rel.v1.AppReport
+	(*Rollout)(nil),           // 55: rel.v1.Rollout
+	(*Desired)(nil),           // 56: rel.v1.Desired
+	(*RolloutEvent)(nil),      // 57: rel.v1.RolloutEvent
+	(*ACLToken)(nil),          // 58: rel.v1.ACLToken
+	(*JoinToken)(nil),         // 59: rel.v1.JoinToken
+	(*AgentRevocation)(nil),   // 60: rel.v1.AgentRevocation
 }
 var file_rel_v1_command_proto_depIdxs = []int32{
 	29, // 0: rel.v1.Command.actor:type_name -> rel.v1.Actor
@@ -2611,33 +2704,38 @@ var file_rel_v1_command_proto_depIdxs = []int32{
 	41, // 40: rel.v1.Command.create_freeze:type_name -> rel.v1.CreateFreeze
 	42, // 41: rel.v1.Command.delete_freeze:type_name -> rel.v1.DeleteFreeze
 	43, // 42: rel.v1.Command.prune_deployments:type_name -> rel.v1.PruneDeployments
-	44, // 43: rel.v1.CreateApp.app:type_name -> rel.v1.App
-	45, // 44: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
-	45, // 45: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
-	46, // 46: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
-	47, // 47: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
-	48, // 48: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
-	49, // 49: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
-	8,  // 50: rel.v1.AgentSessions.up:type_name -> rel.v1.AgentUp
-	9,  // 51: rel.v1.AgentSessions.down:type_name -> rel.v1.AgentDown
-	49, // 52: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
-	11, // 53: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
-	50, // 54: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
-	51, // 55: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
-	52, // 56: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
-	50, // 57: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
-	51, // 58: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
-	52, // 59: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
-	13, // 60: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
-	53, // 61: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
-	53, // 62: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
-	54, // 63: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
-	55, // 64: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
-	65, // [65:65] is the sub-list for method output_type
-	65, // [65:65] is the sub-list for method input_type
-	65, // [65:65] is the sub-list for extension type_name
-	65, // [65:65] is the sub-list for extension extendee
-	0,  // [0:65] is the sub-list for field type_name
+	44, // 43: rel.v1.Command.trim_events:type_name -> rel.v1.TrimEvents
+	45, // 44: rel.v1.Command.create_webhook:type_name -> rel.v1.CreateWebhook
+	46, // 45: rel.v1.Command.delete_webhook:type_name -> rel.v1.DeleteWebhook
+	47, // 46: rel.v1.Command.webhook_progress:type_name -> rel.v1.WebhookProgress
+	48, // 47: rel.v1.Command.redeliver_webhook:type_name -> rel.v1.RedeliverWebhook
+	49, // 48: rel.v1.CreateApp.app:type_name -> rel.v1.App
+	50, // 49: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
+	50, // 50: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
+	51, // 51: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
+	52, // 52: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
+	53, // 53: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
+	54, // 54: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
+	8,  // 55: rel.v1.AgentSessions.up:type_name -> rel.v1.AgentUp
+	9,  // 56: rel.v1.AgentSessions.down:type_name -> rel.v1.AgentDown
+	54, // 57: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
+	11, // 58: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
+	55, // 59: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
+	56, // 60: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
+	57, // 61: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
+	55, // 62: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
+	56, // 63: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
+	57, // 64: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
+	13, // 65: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
+	58, // 66: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
+	58, // 67: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
+	59, // 68: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
+	60, // 69: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
+	70, // [70:70] is the sub-list for method output_type
+	70, // [70:70] is the sub-list for method input_type
+	70, // [70:70] is the sub-list for extension type_name
+	70, // [70:70] is the sub-list for extension extendee
+	0,  // [0:70] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_command_proto_init() }
@@ -2651,6 +2749,7 @@ func file_rel_v1_command_proto_init() {
 	file_rel_v1_audit_proto_init()
 	file_rel_v1_freeze_proto_init()
 	file_rel_v1_report_proto_init()
+	file_rel_v1_event_proto_init()
 	file_rel_v1_types_proto_init()
 	file_rel_v1_command_proto_msgTypes[0].OneofWrappers = []any{
 		(*Command_CreateApp)(nil),
@@ -2695,6 +2794,11 @@ func file_rel_v1_command_proto_init() {
 		(*Command_CreateFreeze)(nil),
 		(*Command_DeleteFreeze)(nil),
 		(*Command_PruneDeployments)(nil),
+		(*Command_TrimEvents)(nil),
+		(*Command_CreateWebhook)(nil),
+		(*Command_DeleteWebhook)(nil),
+		(*Command_WebhookProgress)(nil),
+		(*Command_RedeliverWebhook)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

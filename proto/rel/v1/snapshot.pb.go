@@ -52,6 +52,9 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Audit
 	//	*SnapshotRecord_FreezeWindow
 	//	*SnapshotRecord_Deployment
+	//	*SnapshotRecord_Event
+	//	*SnapshotRecord_Webhook
+	//	*SnapshotRecord_WebhookDeadLetter
 	Kind          isSnapshotRecord_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -319,6 +322,33 @@ func (x *SnapshotRecord) GetDeployment() *Deployment {
 	return nil
 }
 
+func (x *SnapshotRecord) GetEvent() *Event {
+	if x != nil {
+		if x, ok := x.Kind.(*SnapshotRecord_Event); ok {
+			return x.Event
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotRecord) GetWebhook() *Webhook {
+	if x != nil {
+		if x, ok := x.Kind.(*SnapshotRecord_Webhook); ok {
+			return x.Webhook
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotRecord) GetWebhookDeadLetter() *WebhookDeadLetter {
+	if x != nil {
+		if x, ok := x.Kind.(*SnapshotRecord_WebhookDeadLetter); ok {
+			return x.WebhookDeadLetter
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Kind interface {
 	isSnapshotRecord_Kind()
 }
@@ -424,6 +454,19 @@ type SnapshotRecord_Deployment struct {
 	Deployment *Deployment `protobuf:"bytes,32,opt,name=deployment,proto3,oneof"`
 }
 
+type SnapshotRecord_Event struct {
+	// The cluster's event stream (event.proto).
+	Event *Event `protobuf:"bytes,29,opt,name=event,proto3,oneof"`
+}
+
+type SnapshotRecord_Webhook struct {
+	Webhook *Webhook `protobuf:"bytes,30,opt,name=webhook,proto3,oneof"`
+}
+
+type SnapshotRecord_WebhookDeadLetter struct {
+	WebhookDeadLetter *WebhookDeadLetter `protobuf:"bytes,31,opt,name=webhook_dead_letter,json=webhookDeadLetter,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Kind() {}
 
 func (*SnapshotRecord_App) isSnapshotRecord_Kind() {}
@@ -473,6 +516,12 @@ func (*SnapshotRecord_Audit) isSnapshotRecord_Kind() {}
 func (*SnapshotRecord_FreezeWindow) isSnapshotRecord_Kind() {}
 
 func (*SnapshotRecord_Deployment) isSnapshotRecord_Kind() {}
+
+func (*SnapshotRecord_Event) isSnapshotRecord_Kind() {}
+
+func (*SnapshotRecord_Webhook) isSnapshotRecord_Kind() {}
+
+func (*SnapshotRecord_WebhookDeadLetter) isSnapshotRecord_Kind() {}
 
 type SnapshotHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -629,8 +678,7 @@ var File_rel_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_rel_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x15rel/v1/snapshot.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x16rel/v1/lifecycle.proto\x1a\x12rel/v1/audit.proto\x1a\x13rel/v1/freeze.proto\x1a\x13rel/v1/report.proto\x1a\x12rel/v1/types.proto\"\x91\n" +
-	"\n" +
+	"\x15rel/v1/snapshot.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x16rel/v1/lifecycle.proto\x1a\x12rel/v1/audit.proto\x1a\x13rel/v1/freeze.proto\x1a\x13rel/v1/report.proto\x1a\x12rel/v1/event.proto\x1a\x12rel/v1/types.proto\"\xb2\v\n" +
 	"\x0eSnapshotRecord\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.rel.v1.SnapshotHeaderH\x00R\x06header\x12\x1f\n" +
 	"\x03app\x18\x02 \x01(\v2\v.rel.v1.AppH\x00R\x03app\x127\n" +
@@ -662,7 +710,10 @@ const file_rel_v1_snapshot_proto_rawDesc = "" +
 	"\rfreeze_window\x18\x1b \x01(\v2\x14.rel.v1.FreezeWindowH\x00R\ffreezeWindow\x124\n" +
 	"\n" +
 	"deployment\x18  \x01(\v2\x12.rel.v1.DeploymentH\x00R\n" +
-	"deploymentB\x06\n" +
+	"deployment\x12%\n" +
+	"\x05event\x18\x1d \x01(\v2\r.rel.v1.EventH\x00R\x05event\x12+\n" +
+	"\awebhook\x18\x1e \x01(\v2\x0f.rel.v1.WebhookH\x00R\awebhook\x12K\n" +
+	"\x13webhook_dead_letter\x18\x1f \x01(\v2\x19.rel.v1.WebhookDeadLetterH\x00R\x11webhookDeadLetterB\x06\n" +
 	"\x04kind\"(\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\"8\n" +
@@ -714,6 +765,9 @@ var file_rel_v1_snapshot_proto_goTypes = []any{
 	(*AuditRecord)(nil),       // 22: rel.v1.AuditRecord
 	(*FreezeWindow)(nil),      // 23: rel.v1.FreezeWindow
 	(*Deployment)(nil),        // 24: rel.v1.Deployment
+	(*Event)(nil),             // 25: rel.v1.Event
+	(*Webhook)(nil),           // 26: rel.v1.Webhook
+	(*WebhookDeadLetter)(nil), // 27: rel.v1.WebhookDeadLetter
 }
 var file_rel_v1_snapshot_proto_depIdxs = []int32{
 	1,  // 0: rel.v1.SnapshotRecord.header:type_name -> rel.v1.SnapshotHeader
@@ -740,11 +794,14 @@ var file_rel_v1_snapshot_proto_depIdxs = []int32{
 	22, // 21: rel.v1.SnapshotRecord.audit:type_name -> rel.v1.AuditRecord
 	23, // 22: rel.v1.SnapshotRecord.freeze_window:type_name -> rel.v1.FreezeWindow
 	24, // 23: rel.v1.SnapshotRecord.deployment:type_name -> rel.v1.Deployment
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	25, // 24: rel.v1.SnapshotRecord.event:type_name -> rel.v1.Event
+	26, // 25: rel.v1.SnapshotRecord.webhook:type_name -> rel.v1.Webhook
+	27, // 26: rel.v1.SnapshotRecord.webhook_dead_letter:type_name -> rel.v1.WebhookDeadLetter
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_snapshot_proto_init() }
@@ -757,6 +814,7 @@ func file_rel_v1_snapshot_proto_init() {
 	file_rel_v1_audit_proto_init()
 	file_rel_v1_freeze_proto_init()
 	file_rel_v1_report_proto_init()
+	file_rel_v1_event_proto_init()
 	file_rel_v1_types_proto_init()
 	file_rel_v1_snapshot_proto_msgTypes[0].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
@@ -784,6 +842,9 @@ func file_rel_v1_snapshot_proto_init() {
 		(*SnapshotRecord_Audit)(nil),
 		(*SnapshotRecord_FreezeWindow)(nil),
 		(*SnapshotRecord_Deployment)(nil),
+		(*SnapshotRecord_Event)(nil),
+		(*SnapshotRecord_Webhook)(nil),
+		(*SnapshotRecord_WebhookDeadLetter)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
