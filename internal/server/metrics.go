@@ -117,7 +117,7 @@ func newMetrics(s *Server) *metrics {
 		Name: "rel_audit_refusals_dropped_total",
 		Help: "Refused requests this server could not record in the audit trail (its queue was full, or the entry failed); the trail records how many in its next entry.",
 	})
-	m.webhooks = newWebhookMetrics(m.reg)
+	m.webhooks = newWebhookMetrics(m.register)
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}

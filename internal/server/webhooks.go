@@ -25,7 +25,7 @@ type webhookMetrics struct {
 	duration   prometheus.Histogram
 }
 
-func newWebhookMetrics(reg *prometheus.Registry) *webhookMetrics {
+func newWebhookMetrics(register func(...prometheus.Collector)) *webhookMetrics {
 	m := &webhookMetrics{
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rel_webhook_deliveries_total",
@@ -37,7 +37,7 @@ func newWebhookMetrics(reg *prometheus.Registry) *webhookMetrics {
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
 		}),
 	}
-	reg.MustRegister(m.deliveries, m.duration)
+	register(m.deliveries, m.duration)
 	return m
 }
 

@@ -177,8 +177,10 @@ func baseSchema() *memdb.DBSchema {
 						&memdb.StringFieldIndex{Field: "RolloutId"},
 						&memdb.UintFieldIndex{Field: "Seq"},
 					}}},
-					// Metrics read the events written after a raft index
-					// (RolloutEventsAfter) without scanning every rollout's.
+					// The events a raft entry wrote: the cluster event stream
+					// maps them (AppendEvents) and metrics read those after
+					// an index (RolloutEventsAfter), without scanning every
+					// rollout's.
 					"create": {Name: "create", Indexer: &memdb.UintFieldIndex{Field: "CreateIndex"}},
 				},
 			},
