@@ -323,6 +323,10 @@ relctl audit | cut -c1-220
 relctl audit checkpoint >"$WORK/audit-checkpoint.json"
 run relctl audit verify --checkpoint "$WORK/audit-checkpoint.json" --public-key "$PKI/audit.pub"
 
+step "The event stream: every change, numbered in raft order (relctl events --follow resumes from a seq)"
+relctl events --app hello --type 'release.*,rollout.*,approval.*' | tail -n 14
+echo "(relctl events --follow --since SEQ follows them live, reconnecting to another server by itself; webhooks deliver them: relctl webhook create --help)"
+
 step "The web dashboard: the viewer token signs in, the overview answers"
 UI="https://${HTTP[${NODES[0]}]}"
 JAR="$WORK/ui.cookies"
