@@ -133,6 +133,7 @@ var pages = []page{
 	{path: "/ui/releases", file: "releases.html", nav: "Releases", load: (*Dashboard).loadReleases},
 	{path: "/ui/hosts", file: "hosts.html", nav: "Hosts", load: (*Dashboard).loadHosts},
 	{path: "/ui/approvals", file: "approvals.html", nav: "Approvals", load: (*Dashboard).loadApprovals},
+	{path: "/ui/events", file: "events.html", nav: "Events", load: (*Dashboard).loadEvents},
 	{path: "/ui/audit", file: "audit.html", nav: "Audit", load: (*Dashboard).loadAudit},
 	{path: "/ui/report", file: "report.html", nav: "Report", load: (*Dashboard).loadReport},
 }

@@ -29,7 +29,7 @@ func slowSpec(bake time.Duration) *relv1.RolloutSpec {
 func TestPagesNeedASession(t *testing.T) {
 	e := dashboardtest.Start(t)
 	c := e.Client(t)
-	for _, path := range []string{"/ui/", "/ui/rollouts", "/ui/rollouts/x", "/ui/releases", "/ui/hosts", "/ui/approvals", "/ui/audit", "/ui/report"} {
+	for _, path := range []string{"/ui/", "/ui/rollouts", "/ui/rollouts/x", "/ui/releases", "/ui/hosts", "/ui/approvals", "/ui/audit", "/ui/report", "/ui/events"} {
 		resp, _ := e.Get(t, c, path)
 		if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/ui/login?next="+url.QueryEscape(path) {
 			t.Errorf("GET %s: %s to %q, want 303 to the login page", path, resp.Status, resp.Header.Get("Location"))
@@ -129,6 +129,8 @@ func TestPagesRender(t *testing.T) {
 		{"/ui/approvals", []string{"Nothing waits for approval"}},
 		{"/ui/audit", []string{"create_rollout"}},
 		{"/ui/report", []string{"Delivery performance by app and environment", "web in prod", "Deploys", "1 deploys succeeded", "1.0.0 3/3", `class="rel-report"`}},
+		{"/ui/events", []string{"rollout.succeeded", "release.created", id, "web"}},
+		{"/ui/events?type=release.*", []string{"release.created"}},
 		{"/ui/report?days=7&env=prod", []string{"the 7 days from", "web in prod"}},
 	} {
 		resp, body := e.Get(t, c, tc.path)

@@ -434,3 +434,48 @@ func (d *Dashboard) loadReport(r *http.Request, v *view) (any, error) {
 	out.HTML = template.HTML(b.String())
 	return out, nil
 }
+
+// The events page reads the newest clusterEventsWindow events and shows the
+// newest clusterEventsShown of them that match its filters.
+const (
+	clusterEventsWindow = 2000
+	clusterEventsShown  = 200
+)
+
+type eventsView struct {
+	Type, App, Env string
+	Events         []*relv1.Event
+	Shown, Window  int
+}
+
+func (d *Dashboard) loadEvents(r *http.Request, v *view) (any, error) {
+	v.Title = "Events"
+	q := r.URL.Query()
+	out := &eventsView{Type: q.Get("type"), App: q.Get("app"), Env: q.Get("env"), Shown: clusterEventsShown, Window: clusterEventsWindow}
+	// Where the stream is now: its oldest and newest seq.
+	head, err := call[*relv1.ListEventsResponse](r.Context(), d, v, relv1.EventService_ListEvents_FullMethodName, &relv1.ListEventsRequest{PageSize: 1})
+	if err != nil {
+		return nil, err
+	}
+	since := uint64(0)
+	if last := head.GetLastSeq(); last > clusterEventsWindow {
+		since = max(last-clusterEventsWindow, head.GetFirstSeq()-min(head.GetFirstSeq(), 1))
+	}
+	req := &relv1.ListEventsRequest{SinceSeq: since, PageSize: 1000,
+		Filter: &relv1.EventFilter{App: out.App, Env: out.Env, Types: out.Type}}
+	for {
+		resp, err := call[*relv1.ListEventsResponse](r.Context(), d, v, relv1.EventService_ListEvents_FullMethodName, req)
+		if err != nil {
+			return nil, err
+		}
+		out.Events = append(out.Events, resp.GetEvents()...)
+		if len(out.Events) > clusterEventsShown {
+			out.Events = slices.Clone(out.Events[len(out.Events)-clusterEventsShown:])
+		}
+		if req.PageToken = resp.GetNextPageToken(); req.PageToken == "" {
+			break
+		}
+	}
+	slices.Reverse(out.Events)
+	return out, nil
+}

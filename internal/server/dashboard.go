@@ -44,6 +44,7 @@ func newUIBackend(s *Server) *uiBackend {
 		{&relv1.AuditService_ServiceDesc, &auditService{s: s}},
 		{&relv1.ClusterService_ServiceDesc, &clusterService{s: s}},
 		{&relv1.ReportService_ServiceDesc, &reportService{s: s}},
+		{&relv1.EventService_ServiceDesc, &eventService{s: s}},
 	} {
 		b.services[svc.desc.ServiceName] = svc
 	}

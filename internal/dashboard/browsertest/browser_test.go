@@ -231,6 +231,7 @@ func TestBrowserPagesRender(t *testing.T) {
 		{"/ui/approvals", "main", "Nothing waits"},
 		{"/ui/audit", "main", "create_rollout"},
 		{"/ui/report", ".rel-report", "web in prod"},
+		{"/ui/events", "main", "rollout.succeeded"},
 	} {
 		b.do(chromedp.Navigate(e.URL+tc.path), chromedp.WaitVisible(chromedp.CSS(tc.sel)))
 		if text := run(b, chromedp.Text(chromedp.CSS(tc.sel))); !strings.Contains(text, tc.want) {
