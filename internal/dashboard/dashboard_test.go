@@ -123,7 +123,8 @@ func TestPagesRender(t *testing.T) {
 	}{
 		{"/ui/", []string{"What runs where", "1.0.0", "3/3 hosts healthy", id}},
 		{"/ui/rollouts", []string{id, "succeeded"}},
-		{"/ui/rollouts/" + id, []string{"web@1.0.0", "web-1", "wave 1 of 1", "3 healthy", "succeeded", `data-live="/ui/rollouts/` + id + `/live?index=`}},
+		{"/ui/rollouts/" + id, []string{"web@1.0.0", "web-1", "wave 1 of 1", "3 healthy", "succeeded", `data-live="/ui/rollouts/` + id + `/live?index=`,
+			"taking 3 hosts to 1.0.0", "web-1,web-2,web-3"}},
 		{"/ui/releases", []string{"1.1.0", "faster checkout", "team=shop"}},
 		{"/ui/hosts", []string{"web-1", "connected", "env=prod", "web@1.0.0"}},
 		{"/ui/approvals", []string{"Nothing waits for approval"}},

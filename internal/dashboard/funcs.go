@@ -27,6 +27,7 @@ var funcs = template.FuncMap{
 	"healthy":  func(c *relv1.EnvAppStatus) bool { return c.GetHosts() > 0 && c.GetOnCurrent() == c.GetHosts() },
 	"progress": progress,
 	"short":    func(s string, n int) string { return shorten(s, n) },
+	"join":     strings.Join,
 	// here: the navigation link of the page at path (a rollout's page is
 	// under Rollouts).
 	"here": func(href, path string) bool {
