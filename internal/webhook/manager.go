@@ -24,7 +24,7 @@ const (
 	DefaultRetryMax     = 10 * time.Minute
 	DefaultMinWriteGap  = 20 * time.Millisecond
 	maxErrorInRaft      = 300
-	progressApplyTimout = 10 * time.Second
+	progressApplyTimeout = 10 * time.Second
 )
 
 // Outcomes, as recorded and as the metric's label.
@@ -309,7 +309,7 @@ func (w *worker) record(ctx context.Context, p *relv1.WebhookProgress) bool {
 	}
 	pause := 100 * time.Millisecond
 	for {
-		actx, cancel := context.WithTimeout(ctx, progressApplyTimout)
+		actx, cancel := context.WithTimeout(ctx, progressApplyTimeout)
 		_, err := w.m.Apply(actx, &relv1.Command{Kind: &relv1.Command_WebhookProgress{WebhookProgress: p}})
 		cancel()
 		w.lastWrite = time.Now()
