@@ -188,6 +188,7 @@ func (d *Dashboard) Register(mux *http.ServeMux) {
 		mux.Handle("GET "+p.path, d.headers(d.withSession(d.pageHandler(p))))
 	}
 	mux.Handle("GET /ui/rollouts/{id}/live", d.headers(d.withSession(d.live)))
+	mux.Handle("GET /ui/events/live", d.headers(d.withSession(d.liveEvents)))
 	mux.Handle("POST /ui/rollouts/{id}/{action}", d.headers(d.withSession(d.control)))
 }
 

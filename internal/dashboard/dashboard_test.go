@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"html"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -278,6 +280,74 @@ func readEvents(resp *http.Response) <-chan sseEvent {
 		}
 	}()
 	return out
+}
+
+// TestLiveEvents: the events page's stream sends each new event that
+// matches its filters, rendered as a row, without being asked; one that
+// does not match is not sent.
+func TestLiveEvents(t *testing.T) {
+	e := dashboardtest.Start(t)
+	e.Setup(t, "1.0.0")
+	c := e.Client(t)
+	e.Login(t, c, e.Token(t, "view", auth.Viewer))
+	resp0, body := e.Get(t, c, "/ui/events?type=release.*")
+	if resp0.StatusCode != http.StatusOK {
+		t.Fatalf("events page: %s", resp0.Status)
+	}
+	m := regexp.MustCompile(`data-live="([^"]+)"`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("the events page names no live stream:\n%s", body)
+	}
+	live := html.UnescapeString(m[1])
+	if !strings.Contains(live, "type=release.%2a") && !strings.Contains(live, "type=release.*") {
+		t.Fatalf("live stream %q lost the page's filter", live)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.URL+live, nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || ct != "text/event-stream" {
+		t.Fatalf("live: %s %s", resp.Status, ct)
+	}
+	events := readEvents(resp)
+	// An environment (not a release event), then a release.
+	e.Environment(t, "staging")
+	if _, err := e.Ctl.CreateRelease(dashboardtest.Ctx(t), &relv1.CreateReleaseRequest{App: "web", Version: "2.0.0",
+		ArtifactUrl: "https://example.com/web-2.0.0.tgz", Sha256: strings.Repeat("b", 64)}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				t.Fatal("the stream ended before the release showed")
+			}
+			if ev.name != "prepend" {
+				continue
+			}
+			var fragments map[string]string
+			if err := json.Unmarshal([]byte(ev.data), &fragments); err != nil {
+				t.Fatalf("prepend %q: %v", ev.data, err)
+			}
+			rows := fragments["events-body"]
+			if strings.Contains(rows, "environment.") {
+				t.Fatalf("an event outside the filter was sent: %s", rows)
+			}
+			if strings.Contains(rows, "release.created") && strings.Contains(rows, "2.0.0") {
+				cancel()
+				for range events {
+				}
+				return
+			}
+		case <-deadline:
+			t.Fatal("no row of the new release within 20 s")
+		}
+	}
 }
 
 // TestLiveStream: the live stream sends the rollout's change (a pause by

@@ -18,9 +18,11 @@ import (
 // replaces, by element id; each is a template of rollout.html.
 var liveFragments = []string{"rollout-head", "rollout-controls", "rollout-waves", "rollout-hosts", "rollout-events"}
 
-// liveUpdate is one change of a rollout, rendered.
+// liveUpdate is one change, rendered: fragments by element id, which the
+// page replaces ("update") or puts first ("prepend", the events page).
 type liveUpdate struct {
 	index     uint64
+	event     string
 	fragments map[string]string
 	err       error
 }
@@ -36,10 +38,6 @@ type liveUpdate struct {
 // on the blocking query and hands renders over. Both end when the client
 // leaves or the server shuts down (Config.Context).
 func (d *Dashboard) live(w http.ResponseWriter, r *http.Request, v *view) {
-	rc := http.NewResponseController(w)
-	// The server's read and write timeouts are for ordinary requests;
-	// a stream sets its own write deadline before each write.
-	_ = rc.SetReadDeadline(time.Time{})
 	id := r.PathValue("id")
 	index, _ := strconv.ParseUint(r.URL.Query().Get("index"), 10, 64)
 	if h := r.Header.Get("Last-Event-ID"); h != "" {
@@ -47,6 +45,20 @@ func (d *Dashboard) live(w http.ResponseWriter, r *http.Request, v *view) {
 			index = n
 		}
 	}
+	d.stream(w, r, v, "rollout "+id, func(ctx context.Context, out chan<- liveUpdate) {
+		d.watchRollout(ctx, v, id, index, out)
+	})
+}
+
+// stream serves one Server-Sent Events response: what watch hands over,
+// heartbeats, and "ended" or "failed" when the session or a read ends.
+// This handler is the response's one writer; watch runs in a second
+// goroutine until the client leaves or the server shuts down.
+func (d *Dashboard) stream(w http.ResponseWriter, r *http.Request, v *view, what string, watch func(ctx context.Context, out chan<- liveUpdate)) {
+	rc := http.NewResponseController(w)
+	// The server's read and write timeouts are for ordinary requests;
+	// a stream sets its own write deadline before each write.
+	_ = rc.SetReadDeadline(time.Time{})
 
 	ctx, cancel := context.WithCancel(r.Context())
 	stop := context.AfterFunc(d.cfg.Context, cancel)
@@ -66,7 +78,7 @@ func (d *Dashboard) live(w http.ResponseWriter, r *http.Request, v *view) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		d.watchRollout(ctx, v, id, index, updates)
+		watch(ctx, updates)
 	}()
 
 	write := func(format string, args ...any) bool {
@@ -76,7 +88,7 @@ func (d *Dashboard) live(w http.ResponseWriter, r *http.Request, v *view) {
 		}
 		return rc.Flush() == nil
 	}
-	if !write(": stream of rollout %s\nretry: 2000\n\n", id) {
+	if !write(": stream of %s\nretry: 2000\n\n", what) {
 		return
 	}
 	beat := time.NewTicker(d.cfg.Heartbeat)
@@ -108,7 +120,11 @@ func (d *Dashboard) live(w http.ResponseWriter, r *http.Request, v *view) {
 			if err != nil {
 				return
 			}
-			if !write("id: %d\nevent: update\ndata: %s\n\n", u.index, body) {
+			event := u.event
+			if event == "" {
+				event = "update"
+			}
+			if !write("id: %d\nevent: %s\ndata: %s\n\n", u.index, event, body) {
 				return
 			}
 		}

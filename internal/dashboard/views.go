@@ -446,6 +446,9 @@ type eventsView struct {
 	Type, App, Env string
 	Events         []*relv1.Event
 	Shown, Window  int
+	// Last is the newest seq when the page was read: its live stream
+	// sends what comes after.
+	Last uint64
 }
 
 func (d *Dashboard) loadEvents(r *http.Request, v *view) (any, error) {
@@ -457,6 +460,7 @@ func (d *Dashboard) loadEvents(r *http.Request, v *view) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	out.Last = head.GetLastSeq()
 	since := uint64(0)
 	if last := head.GetLastSeq(); last > clusterEventsWindow {
 		since = max(last-clusterEventsWindow, head.GetFirstSeq()-min(head.GetFirstSeq(), 1))

@@ -84,6 +84,9 @@ func (s *Server) firstEventTime() int64 {
 	return t
 }
 
+// maxEventsWait bounds ListEvents' wait_ms.
+const maxEventsWait = time.Minute
+
 func (e *eventService) ListEvents(ctx context.Context, req *relv1.ListEventsRequest) (*relv1.ListEventsResponse, error) {
 	s := e.s
 	if conn, err := s.readTarget(ctx, req.GetRead()); err != nil {
@@ -107,19 +110,41 @@ func (e *eventService) ListEvents(ctx context.Context, req *relv1.ListEventsRequ
 			return nil, err
 		}
 	}
-	budget := newPageBudget(req.GetPageSize())
-	resp := &relv1.ListEventsResponse{}
-	more := false
-	idx, first, last, err := s.store.Events(nil, q, func(ev *relv1.Event) bool {
-		if budget.full() || !budget.take(ev) {
-			more = true
-			return false
+	var wait context.Context = ctx
+	if ms := req.GetWaitMs(); ms > 0 && req.GetPageToken() == "" {
+		var cancel context.CancelFunc
+		wait, cancel = context.WithTimeout(ctx, min(time.Duration(ms)*time.Millisecond, maxEventsWait))
+		defer cancel()
+	}
+	var (
+		resp             *relv1.ListEventsResponse
+		more             bool
+		idx, first, last uint64
+	)
+	for {
+		budget := newPageBudget(req.GetPageSize())
+		resp, more = &relv1.ListEventsResponse{}, false
+		ws := memdb.NewWatchSet()
+		ws.Add(s.store.AbandonCh())
+		idx, first, last, err = s.store.Events(ws, q, func(ev *relv1.Event) bool {
+			if budget.full() || !budget.take(ev) {
+				more = true
+				return false
+			}
+			resp.Events = append(resp.Events, ev)
+			return true
+		})
+		if err != nil {
+			return nil, toStatus(err)
 		}
-		resp.Events = append(resp.Events, ev)
-		return true
-	})
-	if err != nil {
-		return nil, toStatus(err)
+		// Without wait_ms, or with events, or when the wait is over: answer.
+		if len(resp.Events) > 0 || wait == ctx || ws.WatchCtx(wait) != nil {
+			break
+		}
+		// Trimmed while waiting: the resume point may be gone.
+		if oldest, _ := s.store.EventBounds(nil); checkResume(q.After, 0, oldest, 0) != nil {
+			return nil, checkResume(q.After, 0, oldest, 0)
+		}
 	}
 	resp.Index, resp.FirstSeq, resp.LastSeq = idx, first, last
 	if more && len(resp.Events) > 0 {

@@ -170,3 +170,56 @@ func TestEventsRetention(t *testing.T) {
 		wantCode(t, "follow since "+strconv.Itoa(int(tc.since)), err, tc.code)
 	}
 }
+
+// TestListEventsWait: with wait_ms, a ListEvents that finds nothing after
+// since_seq waits for the next matching event and answers it; with
+// nothing to wait for it answers empty when the wait is over; without
+// wait_ms it answers at once.
+func TestListEventsWait(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{})
+	n := c.Nodes[0]
+	ctl := dial(t, n)
+	ev := relv1.NewEventServiceClient(n.Admin())
+	if _, err := ctl.CreateApp(ctxT(t), &relv1.CreateAppRequest{Name: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	head, err := ev.ListEvents(ctxT(t), &relv1.ListEventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := head.GetLastSeq()
+	// Nothing new: an answer at once without wait_ms, after the wait with it.
+	if resp, err := ev.ListEvents(ctxT(t), &relv1.ListEventsRequest{SinceSeq: last}); err != nil || len(resp.GetEvents()) != 0 {
+		t.Fatalf("no wait: %v, %v", resp, err)
+	}
+	began := time.Now()
+	if resp, err := ev.ListEvents(ctxT(t), &relv1.ListEventsRequest{SinceSeq: last, WaitMs: 300}); err != nil || len(resp.GetEvents()) != 0 {
+		t.Fatalf("wait with nothing new: %v, %v", resp, err)
+	}
+	if took := time.Since(began); took < 300*time.Millisecond {
+		t.Fatalf("answered after %s, before its 300ms wait", took)
+	}
+	// A release created while it waits: answered with it.
+	type answer struct {
+		resp *relv1.ListEventsResponse
+		err  error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		resp, err := ev.ListEvents(context.Background(), &relv1.ListEventsRequest{SinceSeq: last, WaitMs: 20000,
+			Filter: &relv1.EventFilter{Types: "release.*"}})
+		got <- answer{resp, err}
+	}()
+	if _, err := ctl.CreateRelease(ctxT(t), &relv1.CreateReleaseRequest{App: "web", Version: "1.0.0",
+		ArtifactUrl: "https://example.com/web.tgz", Sha256: digest("1.0.0")}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case a := <-got:
+		if a.err != nil || len(a.resp.GetEvents()) != 1 || a.resp.GetEvents()[0].GetType() != "release.created" {
+			t.Fatalf("waiting list: %v, %v", a.resp, a.err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the waiting ListEvents did not answer the new release")
+	}
+}

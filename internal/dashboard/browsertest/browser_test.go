@@ -286,6 +286,30 @@ func TestBrowserRolloutLive(t *testing.T) {
 	b.noConsoleErrors("live rollout page")
 }
 
+// TestBrowserEventsLive: the events page puts a new event at the top
+// as the cluster applies it, with no reload.
+func TestBrowserEventsLive(t *testing.T) {
+	b := newBrowser(t)
+	e := dashboardtest.Start(t)
+	e.Setup(t, "1.0.0")
+	b.login(e, e.Token(t, "view", auth.Viewer), "/ui/events")
+	b.do(
+		chromedp.WaitVisible(chromedp.ID("events-body")),
+		chromedp.Evaluate[chromedp.Void](`window.relNoReload = "still here"`),
+		chromedp.Poll[chromedp.Void](`document.getElementById("live-status").classList.contains("on")`, chromedp.WithPollingTimeout(15*time.Second)),
+	)
+	if _, err := e.Ctl.CreateRelease(dashboardtest.Ctx(t), &relv1.CreateReleaseRequest{App: "web", Version: "3.1.4",
+		ArtifactUrl: "https://example.com/web-3.1.4.tgz", Sha256: strings.Repeat("c", 64)}); err != nil {
+		t.Fatal(err)
+	}
+	b.do(chromedp.Poll[chromedp.Void](`document.querySelector("#events-body tr") !== null && document.querySelector("#events-body tr").textContent.includes("3.1.4")`,
+		chromedp.WithPollingTimeout(30*time.Second)))
+	if v := run(b, chromedp.Evaluate[string](`window.relNoReload || ""`)); v != "still here" {
+		t.Fatal("the page was reloaded")
+	}
+	b.noConsoleErrors("live events page")
+}
+
 // TestBrowserViewerCannotPause: a viewer's page has no controls, and a
 // POST made from the page anyway (with the session's CSRF token) gets
 // 403 and changes nothing.

@@ -306,6 +306,11 @@ type ListEventsRequest struct {
 	SinceUnixNano int64  `protobuf:"varint,4,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
 	PageSize      uint32 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	PageToken     string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// When no event after since_seq matches, wait up to this long (at most
+	// a minute) for one on the replica (a blocking query, as FollowEvents),
+	// then answer what there is, maybe nothing. For clients that cannot
+	// hold a stream (the web dashboard's live events page).
+	WaitMs        uint32 `protobuf:"varint,7,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -380,6 +385,13 @@ func (x *ListEventsRequest) GetPageToken() string {
 		return x.PageToken
 	}
 	return ""
+}
+
+func (x *ListEventsRequest) GetWaitMs() uint32 {
+	if x != nil {
+		return x.WaitMs
+	}
+	return 0
 }
 
 type ListEventsResponse struct {
@@ -1799,7 +1811,7 @@ const file_rel_v1_event_proto_rawDesc = "" +
 	"\vEventFilter\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x10\n" +
 	"\x03env\x18\x02 \x01(\tR\x03env\x12\x14\n" +
-	"\x05types\x18\x03 \x01(\tR\x05types\"\xea\x01\n" +
+	"\x05types\x18\x03 \x01(\tR\x05types\"\x83\x02\n" +
 	"\x11ListEventsRequest\x12'\n" +
 	"\x04read\x18\x01 \x01(\v2\x13.rel.v1.ReadOptionsR\x04read\x12+\n" +
 	"\x06filter\x18\x02 \x01(\v2\x13.rel.v1.EventFilterR\x06filter\x12\x1b\n" +
@@ -1807,7 +1819,8 @@ const file_rel_v1_event_proto_rawDesc = "" +
 	"\x0fsince_unix_nano\x18\x04 \x01(\x03R\rsinceUnixNano\x12\x1b\n" +
 	"\tpage_size\x18\x05 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x06 \x01(\tR\tpageToken\"\xb1\x01\n" +
+	"page_token\x18\x06 \x01(\tR\tpageToken\x12\x17\n" +
+	"\await_ms\x18\a \x01(\rR\x06waitMs\"\xb1\x01\n" +
 	"\x12ListEventsResponse\x12%\n" +
 	"\x06events\x18\x01 \x03(\v2\r.rel.v1.EventR\x06events\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12&\n" +
