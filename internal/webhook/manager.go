@@ -19,11 +19,11 @@ import (
 
 // Defaults of the Manager's retry policy.
 const (
-	DefaultRetryFor     = 24 * time.Hour
-	DefaultRetryBase    = time.Second
-	DefaultRetryMax     = 10 * time.Minute
-	DefaultMinWriteGap  = 20 * time.Millisecond
-	maxErrorInRaft      = 300
+	DefaultRetryFor      = 24 * time.Hour
+	DefaultRetryBase     = time.Second
+	DefaultRetryMax      = 10 * time.Minute
+	DefaultMinWriteGap   = 20 * time.Millisecond
+	maxErrorInRaft       = 300
 	progressApplyTimeout = 10 * time.Second
 )
 
