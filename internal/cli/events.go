@@ -20,6 +20,7 @@ import (
 
 	"github.com/relhq/rel/internal/event"
 	"github.com/relhq/rel/internal/retry"
+	"github.com/relhq/rel/internal/webhook"
 	relv1 "github.com/relhq/rel/proto/rel/v1"
 )
 
@@ -225,32 +226,6 @@ func followOnce(ctx context.Context, sec *security, addr string, f *relv1.EventF
 	}
 }
 
-// clusterEventJSON is an event as relctl prints it with -o json.
-type clusterEventJSON struct {
-	Seq       uint64     `json:"seq"`
-	Index     uint64     `json:"index"`
-	Time      string     `json:"time"`
-	Type      string     `json:"type"`
-	App       string     `json:"app,omitempty"`
-	Env       string     `json:"env,omitempty"`
-	RolloutID string     `json:"rollout_id,omitempty"`
-	Version   string     `json:"version,omitempty"`
-	AgentID   string     `json:"agent_id,omitempty"`
-	Wave      uint32     `json:"wave,omitempty"`
-	Actor     *actorJSON `json:"actor,omitempty"`
-	Message   string     `json:"message"`
-}
-
-func clusterEventToJSON(e *relv1.Event) clusterEventJSON {
-	out := clusterEventJSON{Seq: e.GetSeq(), Index: e.GetIndex(), Time: formatTime(e.GetTimeUnixNano(), time.RFC3339Nano), Type: e.GetType(),
-		App: e.GetApp(), Env: e.GetEnv(), RolloutID: e.GetRolloutId(), Version: e.GetVersion(), AgentID: e.GetAgentId(),
-		Wave: e.GetWave(), Message: e.GetMessage()}
-	if a := e.GetActor(); a != nil {
-		out.Actor = &actorJSON{Kind: a.GetKind(), ID: a.GetId(), Name: a.GetName()}
-	}
-	return out
-}
-
 // eventSubject is what an event is about, for the table: app@version in
 // env, the rollout, the agent.
 func eventSubject(e *relv1.Event) string {
@@ -276,10 +251,10 @@ func eventSubject(e *relv1.Event) string {
 func (p printer) clusterEvents(evs []*relv1.Event) error {
 	if p.json() {
 		out := struct {
-			Events []clusterEventJSON `json:"events"`
-		}{Events: []clusterEventJSON{}}
+			Events []webhook.EventBody `json:"events"`
+		}{Events: []webhook.EventBody{}}
 		for _, e := range evs {
-			out.Events = append(out.Events, clusterEventToJSON(e))
+			out.Events = append(out.Events, webhook.NewEventBody(e))
 		}
 		return p.writeJSON(out)
 	}
@@ -295,7 +270,7 @@ func (p printer) clusterEvents(evs []*relv1.Event) error {
 // text (not aligned with the next: it is printed as it comes).
 func (p printer) followedEvent(e *relv1.Event) error {
 	if p.json() {
-		b, err := json.Marshal(clusterEventToJSON(e))
+		b, err := json.Marshal(webhook.NewEventBody(e))
 		if err != nil {
 			return err
 		}

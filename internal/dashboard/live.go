@@ -162,14 +162,20 @@ func (d *Dashboard) watchRollout(ctx context.Context, v *view, id string, index 
 			u.index = index
 			u.fragments, u.err = d.renderFragments(v, data)
 		}
-		select {
-		case out <- u:
-		case <-ctx.Done():
+		if !handOver(ctx, out, u) {
 			return
 		}
-		if u.err != nil {
-			return
-		}
+	}
+}
+
+// handOver gives u to the stream's writer; false when the waiter is to
+// stop (ctx ended, or u ends the stream with an error).
+func handOver(ctx context.Context, out chan<- liveUpdate, u liveUpdate) bool {
+	select {
+	case out <- u:
+		return u.err == nil
+	case <-ctx.Done():
+		return false
 	}
 }
 

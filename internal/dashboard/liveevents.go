@@ -68,12 +68,7 @@ func (d *Dashboard) watchEvents(ctx context.Context, v *view, filter *relv1.Even
 			}
 			u.fragments = map[string]string{"events-body": b.String()}
 		}
-		select {
-		case out <- u:
-		case <-ctx.Done():
-			return
-		}
-		if u.err != nil {
+		if !handOver(ctx, out, u) {
 			return
 		}
 	}

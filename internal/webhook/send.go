@@ -131,15 +131,21 @@ func Encode(format, webhook string, e *relv1.Event) ([]byte, error) {
 			Text string `json:"text"`
 		}{Text: SlackLine(e)})
 	}
-	b := Body{Delivery: DeliveryID(webhook, e.GetSeq()), Webhook: webhook, Event: EventBody{
+	return json.Marshal(Body{Delivery: DeliveryID(webhook, e.GetSeq()), Webhook: webhook, Event: NewEventBody(e)})
+}
+
+// NewEventBody is e as JSON: the event of a webhook's body, and what
+// relctl events -o json prints, so both read the same.
+func NewEventBody(e *relv1.Event) EventBody {
+	out := EventBody{
 		Seq: e.GetSeq(), Index: e.GetIndex(), Time: time.Unix(0, e.GetTimeUnixNano()).UTC().Format(time.RFC3339Nano), Type: e.GetType(),
 		App: e.GetApp(), Env: e.GetEnv(), RolloutID: e.GetRolloutId(), Version: e.GetVersion(), AgentID: e.GetAgentId(),
 		Wave: e.GetWave(), Message: e.GetMessage(),
-	}}
-	if a := e.GetActor(); a != nil {
-		b.Event.Actor = &Actor{Kind: a.GetKind(), ID: a.GetId(), Name: a.GetName()}
 	}
-	return json.Marshal(b)
+	if a := e.GetActor(); a != nil {
+		out.Actor = &Actor{Kind: a.GetKind(), ID: a.GetId(), Name: a.GetName()}
+	}
+	return out
 }
 
 // SlackLine is an event as one line for people: type, subject, message,

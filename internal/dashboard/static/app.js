@@ -16,21 +16,17 @@ document.addEventListener("submit", function (ev) {
   if (field) { field.value = "yes"; }
 });
 
-// A rollout page follows its rollout: each "update" event carries the
-// page's fragments, rendered by the server, by element id.
-document.addEventListener("DOMContentLoaded", function () {
-  var root = document.getElementById("rollout");
-  if (!root || !window.EventSource) { return; }
+// follow opens the page's live stream (root's data-live) and calls
+// apply(fragments) for each event named kind: fragments are rendered by
+// the server, by element id. The dot says whether the stream is open; a
+// session that ended goes to the login page, a failed stream stops.
+function follow(root, kind, apply) {
   var dot = document.getElementById("live-status");
   var source = new EventSource(root.getAttribute("data-live"));
   source.addEventListener("open", function () { if (dot) { dot.classList.add("on"); } });
   source.addEventListener("error", function () { if (dot) { dot.classList.remove("on"); } });
-  source.addEventListener("update", function (ev) {
-    var fragments = JSON.parse(ev.data);
-    Object.keys(fragments).forEach(function (id) {
-      var el = document.getElementById(id);
-      if (el) { el.innerHTML = fragments[id]; }
-    });
+  source.addEventListener(kind, function (ev) {
+    apply(JSON.parse(ev.data));
     root.setAttribute("data-updates", String(Number(root.getAttribute("data-updates") || "0") + 1));
   });
   source.addEventListener("ended", function () {
@@ -41,37 +37,35 @@ document.addEventListener("DOMContentLoaded", function () {
     source.close();
     if (dot) { dot.classList.remove("on"); dot.textContent = "stopped: " + ev.data; }
   });
-});
+}
 
-// The events page puts each new event first as the cluster applies it:
-// "prepend" events carry the rows, rendered by the server, by element id;
-// the page keeps its newest data-keep rows.
 document.addEventListener("DOMContentLoaded", function () {
-  var root = document.getElementById("events");
-  if (!root || !window.EventSource) { return; }
-  var dot = document.getElementById("live-status");
-  var keep = Number(root.getAttribute("data-keep") || "200");
-  var source = new EventSource(root.getAttribute("data-live"));
-  source.addEventListener("open", function () { if (dot) { dot.classList.add("on"); } });
-  source.addEventListener("error", function () { if (dot) { dot.classList.remove("on"); } });
-  source.addEventListener("prepend", function (ev) {
-    var fragments = JSON.parse(ev.data);
-    Object.keys(fragments).forEach(function (id) {
-      var el = document.getElementById(id);
-      if (!el) { return; }
-      el.insertAdjacentHTML("afterbegin", fragments[id]);
-      while (el.rows && el.rows.length > keep) { el.deleteRow(el.rows.length - 1); }
+  if (!window.EventSource) { return; }
+  // A rollout page follows its rollout: each "update" replaces the
+  // page's fragments.
+  var rollout = document.getElementById("rollout");
+  if (rollout) {
+    follow(rollout, "update", function (fragments) {
+      Object.keys(fragments).forEach(function (id) {
+        var el = document.getElementById(id);
+        if (el) { el.innerHTML = fragments[id]; }
+      });
     });
-    var none = document.getElementById("events-none");
-    if (none) { none.remove(); }
-    root.setAttribute("data-updates", String(Number(root.getAttribute("data-updates") || "0") + 1));
-  });
-  source.addEventListener("ended", function () {
-    source.close();
-    window.location.assign("/ui/login?ended=1&next=" + encodeURIComponent(window.location.pathname));
-  });
-  source.addEventListener("failed", function (ev) {
-    source.close();
-    if (dot) { dot.classList.remove("on"); dot.textContent = "stopped: " + ev.data; }
-  });
+  }
+  // The events page puts each new event first as the cluster applies it
+  // ("prepend": the rows, newest first) and keeps its newest data-keep.
+  var events = document.getElementById("events");
+  if (events) {
+    var keep = Number(events.getAttribute("data-keep") || "200");
+    follow(events, "prepend", function (fragments) {
+      Object.keys(fragments).forEach(function (id) {
+        var el = document.getElementById(id);
+        if (!el) { return; }
+        el.insertAdjacentHTML("afterbegin", fragments[id]);
+        while (el.rows && el.rows.length > keep) { el.deleteRow(el.rows.length - 1); }
+      });
+      var none = document.getElementById("events-none");
+      if (none) { none.remove(); }
+    });
+  }
 });
