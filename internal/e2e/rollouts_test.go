@@ -36,8 +36,23 @@ func rolloutEvents(t *testing.T, addr, id string) []eventJSON {
 func waitRolloutState(t *testing.T, addr, id string, timeout time.Duration, states ...string) rolloutJSON {
 	t.Helper()
 	var st rolloutJSON
+	last := ""
 	waitFor(t, timeout, "rollout "+id+" to be "+strings.Join(states, " or "), func() bool {
-		st = rolloutStatus(t, addr, id)
+		// The server answering may not have applied the rollout yet (a
+		// follower a moment behind the one that started it), or may be
+		// going away: ask again until the deadline, keeping what it said.
+		res := relctl(t, addr, "rollout", "status", id, "-o", "json")
+		if res.code != 0 {
+			if last != res.stderr {
+				last = res.stderr
+				t.Logf("rollout status %s: %s", id, strings.TrimSpace(res.stderr))
+			}
+			return false
+		}
+		st = rolloutJSON{}
+		if err := json.Unmarshal([]byte(res.stdout), &st); err != nil {
+			t.Fatalf("rollout status json: %v\n%s", err, res.stdout)
+		}
 		for _, s := range states {
 			if st.Rollout.State == s {
 				return true
