@@ -279,9 +279,9 @@ done
 run relctl history hello
 run relctl agent show web-1
 
-step "Change control: a lifecycle canary -> web, and two approvals (not the release's author) for web"
+step "Change control: a lifecycle dev -> prod (dev is the canary host, prod the web hosts), and two approvals (not the release's author) for prod"
 run relctl env create canary --selector zone=eu-1 --description "the first host"
-run relctl lifecycle create std --phase canary=canary --phase web=web
+run relctl lifecycle create std --phase dev=canary --phase prod=web
 run relctl app update hello --lifecycle std
 run relctl env approval-policy set web --approvals 2 --approver role:approver
 for who in carol:release-creator:approver dave:deployer alice:approver bob:approver; do
@@ -293,7 +293,7 @@ echo "tokens: carol (release-creator, approver), dave (deployer), alice and bob 
 as carol release create hello 1.2.0 --artifact "$WORK/hello-1.2.0.tar.gz" --notes "third cut" >/dev/null && echo "carol created hello@1.2.0"
 echo "$ dave: relctl release promote hello@1.2.0 --to web"
 set +e
-as dave release promote hello@1.2.0 --to web; echo "exit code $? (canary first)"
+as dave release promote hello@1.2.0 --to web; echo "exit code $? (phase dev first)"
 set -e
 ID=$(as dave release promote hello@1.2.0 --to canary -o json | sed -n 's/^  "id": "\(.*\)",$/\1/p')
 relctl rollout status "$ID" --watch --timeout 60s >/dev/null
