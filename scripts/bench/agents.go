@@ -303,8 +303,13 @@ func (c *cluster) fetch(s *server, path, file string, timeout time.Duration) err
 // profile saves CPU profiles of every server over d, in the background, as
 // -pprof/<name>-<server>.pprof.
 func (c *cluster) profile(name string, d time.Duration) *sync.WaitGroup {
+	return c.profileOf(c.servers, name, d)
+}
+
+// profileOf is profile for some of the servers.
+func (c *cluster) profileOf(servers []*server, name string, d time.Duration) *sync.WaitGroup {
 	wg := new(sync.WaitGroup)
-	for _, s := range c.servers {
+	for _, s := range servers {
 		wg.Go(func() {
 			path := fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(d.Seconds()))
 			if err := c.fetch(s, path, filepath.Join(*pprofDir, name+"-"+s.id+".pprof"), d+30*time.Second); err != nil {

@@ -30,7 +30,14 @@ func runIdle() error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	c, err := startCluster(work, tlsFlavor())
+	// With -pprof the servers serve /debug/pprof, and the first window's
+	// CPU profiles are saved (the profiler's own cost is in that window's
+	// figure; the others are measured without it).
+	var extra []string
+	if *pprofDir != "" {
+		extra = append(extra, "--enable-debug")
+	}
+	c, err := startCluster(work, tlsFlavor(), extra...)
 	defer c.stop()
 	if err != nil {
 		return err
@@ -50,7 +57,11 @@ func runIdle() error {
 			before[s] = cpuTime(s.cmd.Process.Pid)
 		}
 		start := time.Now()
-		time.Sleep(*idleWindow)
+		if w == 0 && *pprofDir != "" {
+			c.profile("idle", *idleWindow).Wait()
+		} else {
+			time.Sleep(*idleWindow)
+		}
 		took := time.Since(start)
 		for _, s := range c.servers {
 			p := 100 * (cpuTime(s.cmd.Process.Pid) - before[s]).Seconds() / took.Seconds()

@@ -66,7 +66,7 @@ var (
 	baselineBin = flag.String("baseline-bin", "", "directory holding the baseline (plaintext) rel-server and rel-agent to compare with; empty: no comparison")
 	runsFlag    = flag.Int("runs", 5, "with -baseline-bin: clusters of each kind per figure, interleaved (the median is reported)")
 	tableFile   = flag.String("write-table", "", "after a run with rows, put the table, the date, the commit and the machine between the bench markers of these files, comma-separated (make bench: docs/PERFORMANCE.md and README.md)")
-	pprofDir    = flag.String("pprof", "", "agents suite: save the servers' CPU profiles over each timed rollout in this directory; streams suite: their heap profiles with the agents connected; steady suite: their heap profiles at every checkpoint (TLS servers run with --enable-debug)")
+	pprofDir    = flag.String("pprof", "", "agents suite: save the servers' CPU profiles over each timed rollout in this directory; idle suite: their CPU profiles over the first window; reconnect suite: the survivors' over the first 20 s of each storm; streams suite: their heap profiles with the agents connected; steady suite: their heap profiles at every checkpoint (TLS servers run with --enable-debug)")
 )
 
 // base is the baseline flavor, nil without -baseline-bin; basePerConn the

@@ -26,6 +26,9 @@ var (
 const (
 	reconnectGoal      = 5 * time.Second
 	reconnectCoresGoal = 1.5
+	// reconnectProfile: with -pprof, how long the survivors' CPU is
+	// profiled from the kill.
+	reconnectProfile = 20 * time.Second
 	// reconnectWait bounds one storm.
 	reconnectWait = 2 * time.Minute
 )
@@ -79,7 +82,13 @@ func reconnectRun(n, run int) (time.Duration, float64, error) {
 	// The agents' list names all three servers, but only the target
 	// listens while they connect: each agent's shuffled list leads it to
 	// the target after at most two refused dials.
-	if err := c.start(target, "--bootstrap"); err != nil {
+	// With -pprof the survivors' CPU profiles over the storm's first
+	// reconnectProfile are saved.
+	var debug []string
+	if *pprofDir != "" {
+		debug = []string{"--enable-debug"}
+	}
+	if err := c.start(target, append([]string{"--bootstrap"}, debug...)...); err != nil {
 		return 0, 0, err
 	}
 	if err := c.waitHealthy(target, 20*time.Second); err != nil {
@@ -101,7 +110,7 @@ func reconnectRun(n, run int) (time.Duration, float64, error) {
 	}
 	fmt.Printf("reconnect run %d: %s agents connected to %s in %s\n", run, commas(n), target.id, time.Since(began).Round(time.Millisecond))
 	for _, s := range others {
-		if err := c.start(s, "--join", target.grpc); err != nil {
+		if err := c.start(s, append([]string{"--join", target.grpc}, debug...)...); err != nil {
 			return 0, 0, err
 		}
 		if err := c.waitHealthy(s, 60*time.Second); err != nil {
@@ -128,6 +137,11 @@ func reconnectRun(n, run int) (time.Duration, float64, error) {
 	role := c.role(target)
 
 	sampler := sampleCores(others)
+	var profiles *sync.WaitGroup
+	if *pprofDir != "" {
+		profiles = c.profileOf(others, fmt.Sprintf("reconnect-%d", run), reconnectProfile)
+		defer profiles.Wait()
+	}
 	killed := time.Now()
 	if err := target.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		return 0, 0, err

@@ -41,6 +41,11 @@ var (
 	steadyAgents   = flag.Int("steady-agents", 200, "steady suite: simulated agents")
 	steadyApps     = flag.Int("steady-apps", 10, "steady suite: apps whose rollouts run in parallel (each app's one after the other)")
 	steadyMaxTime  = flag.Duration("steady-max-time", 15*time.Minute, "steady suite: stop starting rollouts after this long and report what was done")
+	// Releases are the one record a cluster keeps until someone deletes
+	// it: each app's pipeline here deletes the release steadyReleaseKeep
+	// versions back once a new one succeeds, as a build pipeline with a
+	// release retention policy does (Octopus keeps the last N).
+	steadyReleaseKeep = flag.Int("steady-release-keep", 20, "steady suite: each app deletes its release this many versions back after a rollout succeeds (0: never)")
 )
 
 // The goals for the steady state.
@@ -91,7 +96,7 @@ func runSteady() error {
 	extra := []string{"--rollout-retention", "1m", "--rollout-keep", "20", "--retention-interval", "10s", "--snapshot-interval", "10s"}
 	help, _ := exec.Command(filepath.Join(tlsBin, "rel-server"), "--help").CombinedOutput()
 	var missing []string
-	for _, f := range []struct{ flag, value string }{{"history-retention", "2m"}, {"agent-retention", "1h"}} {
+	for _, f := range []struct{ flag, value string }{{"history-retention", "2m"}, {"agent-retention", "1h"}, {"deployment-retention", "2m"}} {
 		if strings.Contains(string(help), "-"+f.flag+" ") {
 			extra = append(extra, "--"+f.flag, f.value)
 		} else {
@@ -200,6 +205,12 @@ func runSteady() error {
 				if err != nil {
 					failed.CompareAndSwap(nil, fmt.Errorf("%s rollout %d: %w", app, k+1, err))
 					return
+				}
+				if keep := *steadyReleaseKeep; keep > 0 && k >= keep {
+					if err := steadyDeleteRelease(ctx, ctl, app, fmt.Sprintf("1.%d.%d", a, k-keep)); err != nil {
+						failed.CompareAndSwap(nil, err)
+						return
+					}
 				}
 				durMu.Lock()
 				durs = append(durs, took)
@@ -352,6 +363,30 @@ func steadyRollout(ctx context.Context, ctl relv1.ControlServiceClient, app, env
 	return time.Since(start), nil
 }
 
+// steadyReleasesKept counts old releases the cluster refused to delete
+// (FailedPrecondition: a host or a rollback may still need it).
+var steadyReleasesKept atomic.Int64
+
+// steadyDeleteRelease deletes app@version as a pipeline's release
+// retention does. A refusal because something may still need it is
+// counted, not an error: the release stays, as it should.
+func steadyDeleteRelease(ctx context.Context, ctl relv1.ControlServiceClient, app, version string) error {
+	err := retryUnavailable(ctx, func(ctx context.Context) error {
+		_, err := ctl.DeleteRelease(ctx, &relv1.DeleteReleaseRequest{App: app, Version: version})
+		return err
+	})
+	switch status.Code(err) {
+	case codes.OK:
+		return nil
+	case codes.FailedPrecondition:
+		if steadyReleasesKept.Add(1) == 1 {
+			fmt.Printf("note: release delete %s@%s refused (kept): %v; counted in the row\n", app, version, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("release delete %s@%s: %w", app, version, err)
+}
+
 // retryUnavailable calls f until it answers anything but Unavailable (no
 // leader yet, leadership moved), for at most a minute, with jittered
 // backoff. Every attempt carries the same request id, as relctl's do, so
@@ -419,13 +454,16 @@ func steadyRow(points []steadyPoint, total, nAgents, nApps int, missing []string
 		flat = "NOT flat"
 	}
 	name := fmt.Sprintf("steady state: %d agents, %s rollouts", nAgents, commas(total))
-	figure := fmt.Sprintf("one run, %s all-at-once rollouts (%d apps in parallel, each its own environment over the same hosts, back to back; retention 1m, keep 20, pass every 10s; checkpoints every tenth, rollouts paused) in %s; "+
+	figure := fmt.Sprintf("one run, %s all-at-once rollouts (%d apps in parallel, each its own environment over the same hosts, back to back; rollouts kept 1m (newest 20), history and deployment records 2m, each app deleting its release %d versions back; a retention pass every 10s; checkpoints every tenth, rollouts paused) in %s; "+
 		"max RSS %d MiB (live heap after a GC at most %d MiB), snapshot %.1f MiB, raft.db %.1f MiB, rollout list p50 %d ms (worst checkpoint; each p50 of 10 relctl runs); "+
 		"from %s to %s rollouts: live heap %+.0f %%, snapshot %+.0f %% (%s), RSS %+.0f %%",
-		commas(final.rollouts), nApps, final.at.Round(time.Second), maxRSS/1024, maxLive/1024, float64(maxSnap)/(1<<20), float64(maxDB)/(1<<20), maxList.Milliseconds(),
+		commas(final.rollouts), nApps, *steadyReleaseKeep, final.at.Round(time.Second), maxRSS/1024, maxLive/1024, float64(maxSnap)/(1<<20), float64(maxDB)/(1<<20), maxList.Milliseconds(),
 		commas(half.rollouts), commas(final.rollouts), liveG*100, snapG*100, flat, rssG*100)
 	if n := steadyStaleStarts.Load(); n > 0 {
 		figure += fmt.Sprintf("; %d starts refused NotFound for the release whose creation had just succeeded (a replica behind), retried", n)
+	}
+	if n := steadyReleasesKept.Load(); n > 0 {
+		figure += fmt.Sprintf("; %d old releases refused deletion (still needed), kept", n)
 	}
 	if len(missing) > 0 {
 		figure += "; without " + strings.Join(missing, ", ") + " (not in this rel-server)"
