@@ -45,6 +45,11 @@ var (
 	// it: each app's pipeline here deletes the release steadyReleaseKeep
 	// versions back once a new one succeeds, as a build pipeline with a
 	// release retention policy does (Octopus keeps the last N).
+	// A steady state needs a steady load: the retention windows are
+	// times, so what they hold is the rate times the window, and a rate
+	// that drifts with the machine's other work (9.3 rollouts/s on a quiet
+	// machine, 5.5 beside a build) moves the heap more than any growth.
+	steadyRate        = flag.Float64("steady-rate", 5, "steady suite: rollouts started per second across the apps (0: as fast as they go)")
 	steadyReleaseKeep = flag.Int("steady-release-keep", 20, "steady suite: each app deletes its release this many versions back after a rollout succeeds (0: never)")
 )
 
@@ -183,6 +188,14 @@ func runSteady() error {
 		gate.Broadcast()
 		gateMu.Unlock()
 	}
+	// pace hands out one start per 1/rate; a time.Ticker drops the ticks
+	// nobody takes, so the pauses at checkpoints do not bank starts.
+	pace := func() {}
+	if *steadyRate > 0 {
+		t := time.NewTicker(time.Duration(float64(time.Second) / *steadyRate))
+		defer t.Stop()
+		pace = func() { <-t.C }
+	}
 	began := time.Now()
 	deadline := began.Add(*steadyMaxTime)
 	var workers sync.WaitGroup
@@ -201,6 +214,7 @@ func runSteady() error {
 				if stopped || time.Now().After(deadline) {
 					return
 				}
+				pace()
 				took, err := steadyRollout(ctx, ctl, app, "env-"+app, fmt.Sprintf("1.%d.%d", a, k))
 				if err != nil {
 					failed.CompareAndSwap(nil, fmt.Errorf("%s rollout %d: %w", app, k+1, err))
@@ -454,10 +468,10 @@ func steadyRow(points []steadyPoint, total, nAgents, nApps int, missing []string
 		flat = "NOT flat"
 	}
 	name := fmt.Sprintf("steady state: %d agents, %s rollouts", nAgents, commas(total))
-	figure := fmt.Sprintf("one run, %s all-at-once rollouts (%d apps in parallel, each its own environment over the same hosts, back to back; rollouts kept 1m (newest 20), history and deployment records 2m, each app deleting its release %d versions back; a retention pass every 10s; checkpoints every tenth, rollouts paused) in %s; "+
+	figure := fmt.Sprintf("one run, %s all-at-once rollouts (%d apps in parallel, each its own environment over the same hosts, back to back, %s; rollouts kept 1m (newest 20), history and deployment records 2m, each app deleting its release %d versions back; a retention pass every 10s; checkpoints every tenth, rollouts paused) in %s; "+
 		"max RSS %d MiB (live heap after a GC at most %d MiB), snapshot %.1f MiB, raft.db %.1f MiB, rollout list p50 %d ms (worst checkpoint; each p50 of 10 relctl runs); "+
 		"from %s to %s rollouts: live heap %+.0f %%, snapshot %+.0f %% (%s), RSS %+.0f %%",
-		commas(final.rollouts), nApps, *steadyReleaseKeep, final.at.Round(time.Second), maxRSS/1024, maxLive/1024, float64(maxSnap)/(1<<20), float64(maxDB)/(1<<20), maxList.Milliseconds(),
+		commas(final.rollouts), nApps, paceText(), *steadyReleaseKeep, final.at.Round(time.Second), maxRSS/1024, maxLive/1024, float64(maxSnap)/(1<<20), float64(maxDB)/(1<<20), maxList.Milliseconds(),
 		commas(half.rollouts), commas(final.rollouts), liveG*100, snapG*100, flat, rssG*100)
 	if n := steadyStaleStarts.Load(); n > 0 {
 		figure += fmt.Sprintf("; %d starts refused NotFound for the release whose creation had just succeeded (a replica behind), retried", n)
@@ -492,6 +506,14 @@ func steadyRow(points []steadyPoint, total, nAgents, nApps int, missing []string
 }
 
 func abs(n int) int { return max(n, -n) }
+
+// paceText says how the starts were paced.
+func paceText() string {
+	if *steadyRate <= 0 {
+		return "unpaced"
+	}
+	return fmt.Sprintf("started at %g a second", *steadyRate)
+}
 
 // raftFiles is the size of a server's raft.db and of its newest snapshot
 // (0 while it has none), found under its data dir.
