@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -160,7 +161,14 @@ func reconnectRun(n, run int) (time.Duration, float64, error) {
 		}
 		if since := time.Since(killed); since > reconnectWait {
 			sampler.stop()
-			return 0, 0, fmt.Errorf("%d of %d agents connected on the survivors %s after the kill (last error: %v)", back, n, reconnectWait, err)
+			kept := []string{}
+			for _, s := range others {
+				kept = append(kept, keepLog(work, s.id+".log"))
+			}
+			for _, l := range f.logs {
+				kept = append(kept, keepLog(work, l))
+			}
+			return 0, 0, fmt.Errorf("%d of %d agents connected on the survivors %s after the kill (last error: %v; by server %v; logs kept: %s)", back, n, reconnectWait, err, by, strings.Join(kept, " "))
 		}
 		if why := f.exited(work); why != "" {
 			sampler.stop()

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -101,7 +102,7 @@ func runSteady() error {
 	extra := []string{"--rollout-retention", "1m", "--rollout-keep", "20", "--retention-interval", "10s", "--snapshot-interval", "10s"}
 	help, _ := exec.Command(filepath.Join(tlsBin, "rel-server"), "--help").CombinedOutput()
 	var missing []string
-	for _, f := range []struct{ flag, value string }{{"history-retention", "2m"}, {"agent-retention", "1h"}, {"deployment-retention", "2m"}} {
+	for _, f := range []struct{ flag, value string }{{"history-retention", "2m"}, {"agent-retention", "1h"}, {"deployment-retention", "2m"}, {"audit-retention", "2m"}} {
 		if strings.Contains(string(help), "-"+f.flag+" ") {
 			extra = append(extra, "--"+f.flag, f.value)
 		} else {
@@ -237,6 +238,17 @@ func runSteady() error {
 	go func() { workers.Wait(); close(finished) }()
 	defer func() { open(0, true); <-finished }()
 
+	// The audit trail is removed only once archived: an operator's job
+	// (cron) runs relctl audit archive; here, at every checkpoint.
+	archive := func(int) error { return nil }
+	if ctlHelp, _ := exec.Command(relctl, "audit", "--help").CombinedOutput(); strings.Contains(string(ctlHelp), "archive") && !slices.Contains(missing, "--audit-retention") {
+		archive = func(n int) error {
+			_, _, err := run("audit", "archive", "--out", filepath.Join(work, fmt.Sprintf("audit-%05d.archive", n)))
+			return err
+		}
+	} else {
+		missing = append(missing, "relctl audit archive")
+	}
 	var points []steadyPoint
 	for next := every; ; next += every {
 		// Wait for every rollout up to the checkpoint (or for the workers
@@ -251,6 +263,9 @@ func runSteady() error {
 			if e, _ := failed.Load().(error); e != nil {
 				return e
 			}
+		}
+		if err := archive(int(done.Load())); err != nil {
+			return err
 		}
 		p := steadyPoint{rollouts: int(done.Load()), at: time.Since(began), index: c.lastIndex()}
 		for _, s := range c.servers {
@@ -468,7 +483,7 @@ func steadyRow(points []steadyPoint, total, nAgents, nApps int, missing []string
 		flat = "NOT flat"
 	}
 	name := fmt.Sprintf("steady state: %d agents, %s rollouts", nAgents, commas(total))
-	figure := fmt.Sprintf("one run, %s all-at-once rollouts (%d apps in parallel, each its own environment over the same hosts, back to back, %s; rollouts kept 1m (newest 20), history and deployment records 2m, each app deleting its release %d versions back; a retention pass every 10s; checkpoints every tenth, rollouts paused) in %s; "+
+	figure := fmt.Sprintf("one run, %s all-at-once rollouts (%d apps in parallel, each its own environment over the same hosts, back to back, %s; rollouts kept 1m (newest 20), history, deployment records and archived audit records 2m (archived at every checkpoint), each app deleting its release %d versions back; a retention pass every 10s; checkpoints every tenth, rollouts paused) in %s; "+
 		"max RSS %d MiB (live heap after a GC at most %d MiB), snapshot %.1f MiB, raft.db %.1f MiB, rollout list p50 %d ms (worst checkpoint; each p50 of 10 relctl runs); "+
 		"from %s to %s rollouts: live heap %+.0f %%, snapshot %+.0f %% (%s), RSS %+.0f %%",
 		commas(final.rollouts), nApps, paceText(), *steadyReleaseKeep, final.at.Round(time.Second), maxRSS/1024, maxLive/1024, float64(maxSnap)/(1<<20), float64(maxDB)/(1<<20), maxList.Milliseconds(),
