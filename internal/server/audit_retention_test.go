@@ -133,3 +133,42 @@ func TestAuditArchiveAndRetention(t *testing.T) {
 		t.Fatalf("new server's retention %v, want records 1-%d", ret, head.GetSeq())
 	}
 }
+
+// TestAuditRetentionOff: --audit-retention 0 (Config -1) keeps archived
+// records; the same wake with a retention removes them. The test runs
+// the leader's wake itself.
+func TestAuditRetentionOff(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		retention time.Duration
+		removed   bool
+	}{
+		{"off", -1, false},
+		{"on", time.Millisecond, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := testcluster.New(t, 1, testcluster.Options{Configure: func(i int, cfg *server.Config) {
+				cfg.AuditRetention = tc.retention
+				cfg.RetentionInterval = time.Hour
+			}})
+			n := c.WaitLeader()
+			if _, err := dial(t, n).CreateApp(ctxT(t), &relv1.CreateAppRequest{Name: "web"}); err != nil {
+				t.Fatal(err)
+			}
+			st := n.Server().Store()
+			seq, hash, err := st.AuditHeadSeq()
+			if err != nil || seq == 0 {
+				t.Fatalf("head %d, %v", seq, err)
+			}
+			if _, err := relv1.NewAuditServiceClient(n.Admin()).MarkAuditArchived(ctxT(t), &relv1.MarkAuditArchivedRequest{Seq: seq, Hash: hash}); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(2 * time.Millisecond) // past the 1ms retention, by the clock the pass reads
+			n.Server().RetentionWake(ctxT(t))
+			ret, _ := st.AuditRetention()
+			if got := ret.GetTrimmedSeq() == seq; got != tc.removed {
+				t.Fatalf("retention %v after a wake: removed %v, want %v", ret, got, tc.removed)
+			}
+		})
+	}
+}
