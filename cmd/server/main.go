@@ -93,6 +93,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		histRet      = fs.Duration("history-retention", server.DefaultHistoryRetention, "closed per-host history entries older than this are folded into one summary per app and host (counts by outcome, first and last time, last version); what runs now is always kept")
 		agentRet     = fs.Duration("agent-retention", server.DefaultAgentRetention, "agents disconnected for longer than this are removed with their app and desired rows (their history is kept); never one an active rollout holds; one that comes back registers again")
 		deployRet    = fs.Duration("deployment-retention", server.DefaultDeploymentRetention, "deployment records (one per finished rollout, what 'relctl report' counts) older than this are removed; they outlive the rollouts themselves")
+		auditRet     = fs.Duration("audit-retention", server.DefaultAuditRetention, "audit records that an archive covers ('relctl audit archive') and that are older than this are removed from the cluster, oldest first; records not archived are kept whatever their age (0: keep every record)")
 		artGrace     = fs.Duration("artifact-grace", server.DefaultArtifactGrace, "an artifact no release references is removed from every server's store once it is older than this (counted from when the leader stored it), so an upload whose release is not created yet survives")
 		artQuota     = fs.String("artifact-quota", "0", "bytes this server's artifact store may hold, e.g. 50GiB or 500GB (0: no quota); an upload past it is refused with ResourceExhausted")
 		maxUploads   = fs.Int("max-concurrent-uploads", server.DefaultMaxConcurrentUploads, "uploads this server receives at once; the next is refused with ResourceExhausted and relctl tries again (-1: no limit)")
@@ -154,6 +155,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
+	if *auditRet < 0 {
+		fmt.Fprintf(stderr, "rel-server: --audit-retention %s is negative: give how long archived audit records stay in the cluster (the default is %s), or 0 to keep every record\n", *auditRet, server.DefaultAuditRetention)
+		return 2
+	}
+	auditRetention := *auditRet
+	if auditRetention == 0 {
+		auditRetention = -1 // the flag's 0 is "off"; Config's 0 is "the default"
+	}
+
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		fmt.Fprintf(stderr, "rel-server: --log-level %q: use debug, info, warn or error\n", *logLevel)
@@ -209,6 +219,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	// Set apart from the literal above, whose alignment they would change.
 	cfg.ArtifactGrace, cfg.ArtifactQuota, cfg.MaxConcurrentUploads = *artGrace, quota, *maxUploads
+	cfg.AuditRetention = auditRetention
 	if *join != "" {
 		for _, a := range strings.Split(*join, ",") {
 			if a = strings.TrimSpace(a); a != "" {

@@ -98,6 +98,17 @@ type Chain struct {
 // NewChain starts a check at the chain's beginning.
 func NewChain() *Chain { return &Chain{Hash: ZeroHash} }
 
+// NewChainAfter starts a check after record seq, whose hash is hash,
+// checked elsewhere or not at all: retention's anchor (the last record
+// removed from the cluster, which an archive holds) or the last record of
+// the archive before. NewChainAfter(0, ZeroHash) is NewChain().
+func NewChainAfter(seq uint64, hash []byte) *Chain {
+	if seq == 0 {
+		return NewChain()
+	}
+	return &Chain{Seq: seq, Hash: append([]byte(nil), hash...)}
+}
+
 // Add checks the next record. Its error names the record's seq and what
 // is wrong with it.
 func (c *Chain) Add(rec *relv1.AuditRecord) error {

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -37,8 +39,9 @@ recorded (history and rollout events keep them).
 
 Each record is written in the same raft entry as the change, numbered
 without gaps (SEQ) and chained to the one before by its hash: 'relctl
-audit verify' checks the chain. No API deletes or edits a record, and
-retention never removes one.
+audit verify' checks the chain. No API deletes or edits a record;
+retention (rel-server --audit-retention) removes only records that 'relctl
+audit archive' wrote to an archive and marked archived, oldest first.
 
 ACTOR is who asked: a token (its name and accessor) or a client
 certificate; "server leader" for the leader's own decisions; "anonymous"
@@ -84,7 +87,7 @@ pages that relctl follows.`,
 	f.StringVar(&env, "env", "", "only records of environment `ENV`")
 	limitFlag(cmd, &limit)
 	_ = cmd.RegisterFlagCompletionFunc("env", r.completeEnvFlag)
-	cmd.AddCommand(r.auditVerifyCommand(), r.auditCheckpointCommand())
+	cmd.AddCommand(r.auditVerifyCommand(), r.auditCheckpointCommand(), r.auditArchiveCommand())
 	return cmd
 }
 
@@ -102,10 +105,13 @@ func (r *runner) auditRecords(ctx context.Context, req *relv1.ListAuditRequest, 
 }
 
 func (r *runner) auditVerifyCommand() *cobra.Command {
-	var cpFile, pubFile string
+	var (
+		cpFile, pubFile string
+		archives        []string
+	)
 	cmd := &cobra.Command{
-		Use:   "verify [--checkpoint FILE --public-key FILE]",
-		Short: "Check the audit trail's hash chain, and that it matches a checkpoint",
+		Use:   "verify [--checkpoint FILE --public-key FILE] [--archive FILE ...]",
+		Short: "Check the audit trail's hash chain, its archives, and that it matches a checkpoint",
 		Long: `Fetch every audit record and check, here and not on the server, that
 each record's hash is the sha256 of its contents (the canonical encoding
 documented in the README) and that each record's prev_hash is the hash of
@@ -116,13 +122,31 @@ The first record that fails is named, and the command exits 1:
   record 18: prev_hash is not record 17's hash      (record 17 was replaced, rehashed)
   record 19 follows record 17: records are missing or repeated
 
+When retention removed old records ('relctl audit archive' archived them,
+rel-server --audit-retention), the cluster keeps records from A+1 on and
+reports A, the last record removed, with its hash (the anchor): the check
+starts there (record A+1's prev_hash must be the anchor's hash), the
+anchor must be archived (A at or below the archived mark), and verify says
+that records 1-A were archived and removed.
+
+With --archive (once per archive file, in any order), verify also checks
+each archive: its records' hashes and links, that its last record is its
+checkpoint's (and the checkpoint's signature, with --public-key), that the
+archives join each other from record 1 with no record missing (the first
+record of each the one after the last of the one before, its prev_hash that
+record's hash), and that they join the records the cluster keeps (the
+anchor's hash is the archives' record A's). The first bad record is named
+with its file.
+
 A chain can be rewritten consistently from the record changed on, by
 anyone who can write a server's data dir. With --checkpoint (a file
 'relctl audit checkpoint' printed earlier and kept elsewhere) and
 --public-key (the cluster's audit.pub), verify also checks the
 checkpoint's signature with that key and that the record at the
 checkpoint's seq has the checkpoint's hash: then nothing up to that record
-was rewritten since the checkpoint was made.
+was rewritten since the checkpoint was made. A checkpoint older than the
+first record kept is checked against the archives (give them with
+--archive).
 
 It reads the records from the leader (as with --consistent), whose
 replica holds every record any server could have signed.
@@ -130,18 +154,25 @@ replica holds every record any server could have signed.
 It prints "N records, chain intact (head seq S hash H)" and exits 0.`,
 		Example: `  relctl audit verify
   relctl audit checkpoint > cp-2026-11-27.json
-  relctl audit verify --checkpoint cp-2026-11-27.json --public-key /etc/rel/audit.pub`,
+  relctl audit verify --checkpoint cp-2026-11-27.json --public-key /etc/rel/audit.pub
+  relctl audit verify --archive audit-2026-10.jsonl --archive audit-2026-11.jsonl --public-key /etc/rel/audit.pub`,
 		Args: noArgs,
 		RunE: r.do(func(ctx context.Context, _ []string) error {
-			if (cpFile == "") != (pubFile == "") {
+			if cpFile != "" && pubFile == "" || pubFile != "" && cpFile == "" && len(archives) == 0 {
 				return usagef("--checkpoint and --public-key go together: a checkpoint is checked with the cluster's audit public key (audit.pub)")
 			}
-			var cp *relv1.SignedAuditHead
-			if cpFile != "" {
-				pub, err := audit.ReadPublicKeyFile(pubFile)
-				if err != nil {
+			var (
+				cp  *relv1.SignedAuditHead
+				pub ed25519.PublicKey
+			)
+			if pubFile != "" {
+				var err error
+				if pub, err = audit.ReadPublicKeyFile(pubFile); err != nil {
 					return usagef("--public-key: %v", err)
 				}
+			}
+			if cpFile != "" {
+				var err error
 				if cp, err = readCheckpoint(cpFile); err != nil {
 					return usagef("--checkpoint: %v", err)
 				}
@@ -151,30 +182,82 @@ It prints "N records, chain intact (head seq S hash H)" and exits 0.`,
 			}
 			// From the leader: a follower's replica may be behind the
 			// record a checkpoint (signed on any server) names.
-			recs, err := r.auditRecords(ctx, &relv1.ListAuditRequest{Read: &relv1.ReadOptions{Consistent: true}}, 0)
+			recs, first, err := r.auditTrail(ctx)
 			if err != nil {
 				return err
 			}
-			chain := audit.NewChain()
-			for _, rec := range recs {
-				if err := chain.Add(rec); err != nil {
+			v := auditVerification{records: len(recs), cp: cp, trimmedSeq: first.GetTrimmedSeq(), archivedSeq: first.GetArchivedSeq()}
+			if v.trimmedSeq > v.archivedSeq {
+				return fmt.Errorf("the cluster removed records up to %d, but records are marked archived only up to %d: records were removed without an archive", v.trimmedSeq, v.archivedSeq)
+			}
+			if len(archives) > 0 {
+				if v.archives, err = verifyArchives(archives, pub, first.GetTrimmedSeq(), first.GetTrimmedHash(), cp.GetSeq()); err != nil {
 					return err
 				}
-				if cp != nil && rec.GetSeq() == cp.GetSeq() && hex.EncodeToString(rec.GetHash()) != hex.EncodeToString(cp.GetHash()) {
+			}
+			chain := audit.NewChainAfter(first.GetTrimmedSeq(), first.GetTrimmedHash())
+			for _, rec := range recs {
+				if err := chain.Add(rec); err != nil {
+					if rec.GetSeq() == first.GetTrimmedSeq()+1 && first.GetTrimmedSeq() > 0 && rec.GetSeq() == chain.Seq+1 {
+						return fmt.Errorf("%w (the anchor, record %d, is the last record retention removed)", err, first.GetTrimmedSeq())
+					}
+					return err
+				}
+				if cp != nil && rec.GetSeq() == cp.GetSeq() && !bytes.Equal(rec.GetHash(), cp.GetHash()) {
 					return fmt.Errorf("record %d: its hash is not the checkpoint's: the trail up to record %d was rewritten since the checkpoint was made", rec.GetSeq(), cp.GetSeq())
 				}
+				if a := v.archives; a != nil && rec.GetSeq() == a.LastSeq && !bytes.Equal(rec.GetHash(), a.LastHash) {
+					return fmt.Errorf("record %d: its hash in the cluster is not the one in %s: the archives and the trail disagree", rec.GetSeq(), a.lastFile)
+				}
 			}
-			if cp != nil && chain.Seq < cp.GetSeq() {
-				return fmt.Errorf("the trail ends at record %d, before the checkpoint's record %d: records were removed", chain.Seq, cp.GetSeq())
+			if a := v.archives; a != nil && a.LastSeq > chain.Seq {
+				return fmt.Errorf("the archives hold records up to %d, past the trail's head (record %d): they are of another trail", a.LastSeq, chain.Seq)
 			}
-			return r.printer().auditVerified(len(recs), chain, cp)
+			if cp != nil {
+				switch {
+				case cp.GetSeq() > first.GetTrimmedSeq():
+					if chain.Seq < cp.GetSeq() {
+						return fmt.Errorf("the trail ends at record %d, before the checkpoint's record %d: records were removed", chain.Seq, cp.GetSeq())
+					}
+				case v.archives != nil:
+					if !bytes.Equal(v.archives.AtHash, cp.GetHash()) {
+						return fmt.Errorf("record %d: its hash in the archives is not the checkpoint's: the trail up to record %d was rewritten since the checkpoint was made", cp.GetSeq(), cp.GetSeq())
+					}
+				case cp.GetSeq() == first.GetTrimmedSeq():
+					if !bytes.Equal(first.GetTrimmedHash(), cp.GetHash()) {
+						return fmt.Errorf("record %d: the hash the first record kept chains to is not the checkpoint's: the trail up to record %d was rewritten since the checkpoint was made", cp.GetSeq(), cp.GetSeq())
+					}
+				default:
+					return fmt.Errorf("the checkpoint's record %d was archived and removed from the cluster (records 1-%d): give the archives with --archive FILE to check it", cp.GetSeq(), first.GetTrimmedSeq())
+				}
+			}
+			v.chain = chain
+			return r.printer().auditVerified(v)
 		}),
 	}
 	cmd.Flags().StringVar(&cpFile, "checkpoint", "", "a checkpoint `FILE` printed by 'relctl audit checkpoint'")
 	cmd.Flags().StringVar(&pubFile, "public-key", "", "the cluster's audit public key `FILE` (audit.pub)")
+	cmd.Flags().StringArrayVar(&archives, "archive", nil, "an archive `FILE` written by 'relctl audit archive' (repeat for each; any order)")
 	_ = cmd.MarkFlagFilename("checkpoint")
 	_ = cmd.MarkFlagFilename("public-key")
+	_ = cmd.MarkFlagFilename("archive")
 	return cmd
+}
+
+// auditTrail pages through the whole trail the leader keeps, and returns
+// the first page's answer too: the anchor and mark its records chain to.
+func (r *runner) auditTrail(ctx context.Context) ([]*relv1.AuditRecord, *relv1.ListAuditResponse, error) {
+	var first *relv1.ListAuditResponse
+	req := &relv1.ListAuditRequest{Read: &relv1.ReadOptions{Consistent: true}}
+	recs, err := allPages(0, func(tok string, size uint32) ([]*relv1.AuditRecord, string, error) {
+		req.PageToken, req.PageSize = tok, size
+		resp, err := r.auditPage(ctx, req)
+		if first == nil {
+			first = resp
+		}
+		return resp.GetRecords(), resp.GetNextPageToken(), err
+	})
+	return recs, first, err
 }
 
 func (r *runner) auditCheckpointCommand() *cobra.Command {
@@ -263,6 +346,15 @@ func readCheckpoint(path string) (*relv1.SignedAuditHead, error) {
 	if err := dec.Decode(&c); err != nil {
 		return nil, fmt.Errorf("%s is not a checkpoint that 'relctl audit checkpoint' printed: %v", path, err)
 	}
+	cp, err := checkpointFromJSON(c)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	return cp, nil
+}
+
+// checkpointFromJSON is the checkpoint a checkpointJSON prints.
+func checkpointFromJSON(c checkpointJSON) (*relv1.SignedAuditHead, error) {
 	cp := &relv1.SignedAuditHead{Cluster: c.Cluster, Seq: c.Seq, TimeUnixNano: c.TimeUnixNano}
 	for _, b := range []struct {
 		name string
@@ -271,7 +363,7 @@ func readCheckpoint(path string) (*relv1.SignedAuditHead, error) {
 	}{{"hash", c.Hash, &cp.Hash}, {"public_key", c.PublicKey, &cp.PublicKey}, {"signature", c.Signature, &cp.Signature}} {
 		v, err := hex.DecodeString(b.hex)
 		if err != nil || len(v) == 0 {
-			return nil, fmt.Errorf("%s: %s is not hex", path, b.name)
+			return nil, fmt.Errorf("the checkpoint's %s is not hex", b.name)
 		}
 		*b.dst = v
 	}
@@ -331,22 +423,59 @@ func (p printer) auditRecords(recs []*relv1.AuditRecord) error {
 	return p.table([]string{"SEQ", "TIME", "ACTOR", "ACTION", "OBJECT", "RESULT", "REASON"}, rows)
 }
 
-func (p printer) auditVerified(n int, c *audit.Chain, cp *relv1.SignedAuditHead) error {
+// auditVerification is what 'audit verify' checked.
+type auditVerification struct {
+	records                 int
+	chain                   *audit.Chain
+	cp                      *relv1.SignedAuditHead
+	trimmedSeq, archivedSeq uint64
+	archives                *archivesResult
+}
+
+func (p printer) auditVerified(v auditVerification) error {
+	c, cp := v.chain, v.cp
 	head := hex.EncodeToString(c.Hash)
 	if p.json() {
 		out := struct {
-			Records    int    `json:"records"`
-			Intact     bool   `json:"intact"`
-			HeadSeq    uint64 `json:"head_seq"`
-			HeadHash   string `json:"head_hash"`
-			Checkpoint uint64 `json:"checkpoint_seq"`
-		}{Records: n, Intact: true, HeadSeq: c.Seq, HeadHash: head, Checkpoint: cp.GetSeq()}
+			Records         int    `json:"records"`
+			Intact          bool   `json:"intact"`
+			HeadSeq         uint64 `json:"head_seq"`
+			HeadHash        string `json:"head_hash"`
+			Checkpoint      uint64 `json:"checkpoint_seq"`
+			TrimmedSeq      uint64 `json:"trimmed_seq"`
+			ArchivedSeq     uint64 `json:"archived_seq"`
+			Archives        int    `json:"archives"`
+			ArchivedRecords uint64 `json:"archived_records"`
+		}{Records: v.records, Intact: true, HeadSeq: c.Seq, HeadHash: head, Checkpoint: cp.GetSeq(),
+			TrimmedSeq: v.trimmedSeq, ArchivedSeq: v.archivedSeq}
+		if a := v.archives; a != nil {
+			out.Archives, out.ArchivedRecords = a.Files, a.Records
+		}
 		return p.writeJSON(out)
 	}
-	line := fmt.Sprintf("%d records, chain intact (head seq %d hash %s)", n, c.Seq, head)
+	line := fmt.Sprintf("%d records, chain intact (head seq %d hash %s)", v.records, c.Seq, head)
 	if cp != nil {
 		line += fmt.Sprintf("; matches the checkpoint at seq %d signed %s", cp.GetSeq(), formatTime(cp.GetTimeUnixNano(), time.RFC3339))
 	}
-	_, err := fmt.Fprintln(p.w, line)
+	lines := []string{line}
+	switch a := v.archives; {
+	case a != nil:
+		sig := "their checkpoints' signatures checked"
+		if !a.SignaturesVerified {
+			sig = "their checkpoints' signatures not checked: give --public-key audit.pub"
+		}
+		joined := "they join each other"
+		if v.trimmedSeq > 0 {
+			joined += fmt.Sprintf(" and the records kept (at record %d, the last removed)", v.trimmedSeq)
+		}
+		lines = append(lines, fmt.Sprintf("%d archives hold records 1-%d, chain intact; %s; %s", a.Files, a.LastSeq, joined, sig))
+		for _, f := range a.Inside {
+			lines = append(lines, fmt.Sprintf("note: every record of %s is in the archives before it: it was checked on its own only", f))
+		}
+	case v.trimmedSeq > 0:
+		lines = append(lines, fmt.Sprintf("records 1-%d were archived (up to %d) and removed from the cluster; the first record kept chains to record %d's hash: check records 1-%d with --archive FILE (every archive)",
+			v.trimmedSeq, v.archivedSeq, v.trimmedSeq, v.trimmedSeq))
+	}
+	_, err := fmt.Fprintln(p.w, strings.Join(lines, "\n"))
 	return err
 }

@@ -106,7 +106,7 @@ func TestAuditTamperedSnapshot(t *testing.T) {
 
 	// restartOn starts a server on a copy of the data dir that edit
 	// changed, and returns the env to reach it.
-	restartOn := func(t *testing.T, edit func(recs []*relv1.SnapshotRecord)) {
+	restartOn := func(t *testing.T, edit func(recs []*relv1.SnapshotRecord)) *server.Server {
 		t.Helper()
 		copyDir := filepath.Join(t.TempDir(), "data")
 		copyTree(t, cfg.DataDir, copyDir)
@@ -121,6 +121,7 @@ func TestAuditTamperedSnapshot(t *testing.T) {
 		testcluster.WaitFor(t, 15*time.Second, func() (bool, string) {
 			return srv.IsLeader(), "the server on the copy leads"
 		})
+		return srv
 	}
 	auditOf := func(recs []*relv1.SnapshotRecord, seq uint64) *relv1.AuditRecord {
 		for _, r := range recs {
@@ -137,6 +138,21 @@ func TestAuditTamperedSnapshot(t *testing.T) {
 			auditOf(recs, 2).Reason = "nothing happened here"
 		})
 		expect(t, admin, exitRefused, "record 2: hash does not match its contents", "audit", "verify")
+	})
+	t.Run("an archive of a broken chain", func(t *testing.T) {
+		srv := restartOn(t, func(recs []*relv1.SnapshotRecord) {
+			auditOf(recs, 2).Reason = "nothing happened here"
+		})
+		outDir := t.TempDir()
+		out := filepath.Join(outDir, "archive.jsonl")
+		expect(t, admin, exitRefused, "the trail does not verify, nothing archived: record 2: hash does not match its contents",
+			"audit", "archive", "--out", out, "--public-key", c.PKI.AuditPubFile)
+		if left, _ := os.ReadDir(outDir); len(left) != 0 {
+			t.Fatalf("files left after a refused archive: %v", left)
+		}
+		if ret, _ := srv.Store().AuditRetention(); ret.GetArchivedSeq() != 0 {
+			t.Fatalf("a refused archive marked records up to %d", ret.GetArchivedSeq())
+		}
 	})
 	t.Run("a record edited and rehashed", func(t *testing.T) {
 		restartOn(t, func(recs []*relv1.SnapshotRecord) {

@@ -129,6 +129,17 @@ func (f *FSM) auditRecord(cmd *relv1.Command) *relv1.AuditRecord {
 	case *relv1.Command_RemoveAgents:
 		rec.Object = listed("agents", k.RemoveAgents.GetAgentIds())
 		rec.Reason = "retention"
+	case *relv1.Command_AuditArchived:
+		rec.Object = fmt.Sprintf("audit records 1-%d archived (record %d's hash %s)", k.AuditArchived.GetSeq(), k.AuditArchived.GetSeq(), audit.HexHash(k.AuditArchived.GetHash()))
+	case *relv1.Command_TrimAudit:
+		c := k.TrimAudit
+		// Described before it applies: the records it is about to remove
+		// (contiguous from the anchor).
+		ret, _ := f.store.AuditRetention()
+		n, _ := f.store.TrimmableAudit(c.GetCutoffUnixNano(), int(c.GetMaxRecords()))
+		rec.Object = fmt.Sprintf("%d audit records removed (%d-%d; archived up to %d, stamped at or before %d)",
+			n, ret.GetTrimmedSeq()+1, ret.GetTrimmedSeq()+uint64(n), ret.GetArchivedSeq(), c.GetCutoffUnixNano())
+		rec.Reason = "retention"
 	case *relv1.Command_RemoveArtifacts:
 		rec.Object = listed("artifacts", k.RemoveArtifacts.GetDigests())
 		rec.Reason = "artifact garbage collection"

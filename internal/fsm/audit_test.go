@@ -2,7 +2,9 @@ package fsm
 
 import (
 	"bytes"
+	"errors"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/relhq/rel/internal/audit"
@@ -237,5 +239,86 @@ func TestAuditDescribeByFields(t *testing.T) {
 	r.f.describeByFields(rec, stamped(62, &relv1.Command_CreateEnvironment{CreateEnvironment: &relv1.CreateEnvironment{Environment: &relv1.Environment{Name: "qa"}}}))
 	if rec.GetObject() != "qa" {
 		t.Errorf("from a nested name: %v", rec)
+	}
+}
+
+// TestAuditArchiveAndTrim: audit_archived sets the mark only for a record
+// the replica holds with that hash (a refusal stores nothing but its own
+// record); trim_audit removes the archived, old enough prefix and is
+// recorded naming what it removed; the chain goes on from the anchor.
+func TestAuditArchiveAndTrim(t *testing.T) {
+	r := newReplica(t)
+	for _, c := range baseHistory() {
+		r.must(c)
+	}
+	recs := auditRecords(t, r.f)
+	if len(recs) < 4 {
+		t.Fatalf("%d records after the base history", len(recs))
+	}
+	mark := func() *relv1.AuditRetention {
+		ret, err := r.f.Store().AuditRetention()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ret
+	}
+	archived := func(id string, seq uint64, hash []byte) *relv1.Command {
+		return withRequestID(id, withActor(alice, stamped(120, &relv1.Command_AuditArchived{AuditArchived: &relv1.AuditArchived{Seq: seq, Hash: hash}})))
+	}
+	for _, tc := range []struct {
+		name string
+		cmd  *relv1.Command
+		want string
+	}{
+		{"a wrong hash", archived("rq-m1", 3, recs[1].GetHash()), "record 3's hash is"},
+		{"beyond the head", archived("rq-m2", 1000, recs[0].GetHash()), "beyond the trail's head"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := r.apply(tc.cmd)
+			if !errors.Is(res.Err, state.ErrConflict) || !strings.Contains(res.Err.Error(), tc.want) {
+				t.Fatalf("%v, want a conflict saying %q", res.Err, tc.want)
+			}
+			if m := mark(); m.GetArchivedSeq() != 0 || len(m.GetArchivedHash()) != 0 {
+				t.Fatalf("a refused mark stored %v", m)
+			}
+			last := auditRecords(t, r.f)
+			if rec := last[len(last)-1]; rec.GetAction() != "audit_archived" || rec.GetResult() != audit.Refused || rec.GetActor().GetId() != alice.GetId() {
+				t.Fatalf("last record %v: want alice's refused audit_archived", rec)
+			}
+		})
+	}
+
+	// Mark records 1-3, then a pass whose cutoff lets all of them go.
+	r.must(archived("rq-m3", 3, recs[2].GetHash()))
+	all := auditRecords(t, r.f)
+	if rec := all[len(all)-1]; rec.GetAction() != "audit_archived" || rec.GetResult() != audit.Applied || !strings.Contains(rec.GetObject(), "audit records 1-3 archived") {
+		t.Fatalf("mark's record %v: want it applied, naming records 1-3", rec)
+	}
+	if m := mark(); m.GetArchivedSeq() != 3 || !bytes.Equal(m.GetArchivedHash(), recs[2].GetHash()) {
+		t.Fatalf("mark %v, want record 3", m)
+	}
+	r.must(stamped(200, &relv1.Command_TrimAudit{TrimAudit: &relv1.TrimAudit{CutoffUnixNano: 199, MaxRecords: 100}}))
+	kept := auditRecords(t, r.f)
+	if kept[0].GetSeq() != 4 || !bytes.Equal(kept[0].GetPrevHash(), recs[2].GetHash()) {
+		t.Fatalf("first kept %v: want record 4, chained to record 3", kept[0])
+	}
+	rec := kept[len(kept)-1]
+	if rec.GetAction() != "trim_audit" || rec.GetActor().GetId() != "leader" || rec.GetReason() != "retention" || !strings.Contains(rec.GetObject(), "3 audit records removed (1-3") {
+		t.Fatalf("pass's record %v: want the leader's retention naming records 1-3", rec)
+	}
+	if m := mark(); m.GetTrimmedSeq() != 3 || !bytes.Equal(m.GetTrimmedHash(), recs[2].GetHash()) {
+		t.Fatalf("anchor %v, want record 3", m)
+	}
+	c := audit.NewChainAfter(3, recs[2].GetHash())
+	for _, k := range kept {
+		if err := c.Add(k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A lower mark is a no-op, not an error; the anchor's own mark too.
+	r.must(archived("rq-m4", 2, recs[1].GetHash()))
+	r.must(archived("rq-m5", 3, recs[2].GetHash()))
+	if m := mark(); m.GetArchivedSeq() != 3 {
+		t.Fatalf("mark went to %d", m.GetArchivedSeq())
 	}
 }

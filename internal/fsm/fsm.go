@@ -241,6 +241,8 @@ func Describe(cmd *relv1.Command) (kind, target string) {
 		target = k.DeleteWebhook.GetName()
 	case *relv1.Command_RedeliverWebhook:
 		target = fmt.Sprintf("%s seq %d", k.RedeliverWebhook.GetName(), k.RedeliverWebhook.GetSeq())
+	case *relv1.Command_AuditArchived:
+		target = fmt.Sprintf("seq %d hash %x", k.AuditArchived.GetSeq(), k.AuditArchived.GetHash())
 	case *relv1.Command_RegisterServer:
 		target = k.RegisterServer.GetServer().GetId()
 	case *relv1.Command_DeregisterServer:
@@ -408,6 +410,12 @@ func (f *FSM) apply(index uint64, cmd *relv1.Command) error {
 	case *relv1.Command_RedeliverWebhook:
 		c := k.RedeliverWebhook
 		return f.store.RedeliverWebhook(index, c.GetName(), c.GetSeq())
+	case *relv1.Command_AuditArchived:
+		return f.store.MarkAuditArchived(index, k.AuditArchived.GetSeq(), k.AuditArchived.GetHash())
+	case *relv1.Command_TrimAudit:
+		c := k.TrimAudit
+		_, err := f.store.TrimAudit(index, c.GetCutoffUnixNano(), int(c.GetMaxRecords()))
+		return err
 	default:
 		// Same reasoning as an undecodable entry: a newer leader wrote a
 		// command this build does not know. Upgrade servers before using

@@ -222,6 +222,10 @@ func stamped(n int64, kind any) *relv1.Command {
 		c.Kind = k
 	case *relv1.Command_RedeliverWebhook:
 		c.Kind = k
+	case *relv1.Command_AuditArchived:
+		c.Kind = k
+	case *relv1.Command_TrimAudit:
+		c.Kind = k
 	default:
 		panic(fmt.Sprintf("unknown kind %T", kind))
 	}
@@ -372,6 +376,10 @@ func seedCommands() []*relv1.Command {
 			DeadLetters: []*relv1.WebhookDeadLetter{{Seq: 2, Type: "rollout.failed", Attempts: 4, Status: 500, Error: "HTTP 500", DeadUnixNano: 60}}}}),
 		withAlice(stamped(61, &relv1.Command_RedeliverWebhook{RedeliverWebhook: &relv1.RedeliverWebhook{Name: "chat", Seq: 2}})),
 		withAlice(stamped(62, &relv1.Command_DeleteWebhook{DeleteWebhook: &relv1.DeleteWebhook{Name: "chat"}})),
+		// The audit trail's retention: a mark (refused: not record 2's
+		// hash) and a pass.
+		withAlice(stamped(91, &relv1.Command_AuditArchived{AuditArchived: &relv1.AuditArchived{Seq: 2, Hash: make([]byte, 32)}})),
+		stamped(92, &relv1.Command_TrimAudit{TrimAudit: &relv1.TrimAudit{CutoffUnixNano: 92, MaxRecords: 3}}),
 	}
 }
 

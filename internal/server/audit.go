@@ -216,8 +216,9 @@ func (b *auditBatcher) run(ctx context.Context) {
 	}
 }
 
-// auditService serves the audit trail: reading it and signing its head.
-// Nothing here, nor anywhere, deletes or edits a record.
+// auditService serves the audit trail: reading it, signing its head and
+// marking what an archive covers. Nothing here deletes or edits a record;
+// the leader's retention pass (trimAudit) removes archived records only.
 type auditService struct {
 	relv1.UnimplementedAuditServiceServer
 	s *Server
@@ -240,7 +241,7 @@ func (a *auditService) ListAudit(ctx context.Context, req *relv1.ListAuditReques
 	budget := newPageBudget(req.GetPageSize())
 	resp := &relv1.ListAuditResponse{}
 	more := false
-	idx, err := s.store.Audit(memdb.NewWatchSet(), f, func(r *relv1.AuditRecord) bool {
+	idx, ret, err := s.store.AuditWithRetention(memdb.NewWatchSet(), f, func(r *relv1.AuditRecord) bool {
 		if budget.full() || !budget.take(r) {
 			more = true
 			return false
@@ -252,6 +253,8 @@ func (a *auditService) ListAudit(ctx context.Context, req *relv1.ListAuditReques
 		return nil, toStatus(err)
 	}
 	resp.Index = idx
+	resp.TrimmedSeq, resp.TrimmedHash = ret.GetTrimmedSeq(), ret.GetTrimmedHash()
+	resp.ArchivedSeq, resp.ArchivedHash = ret.GetArchivedSeq(), ret.GetArchivedHash()
 	if more && len(resp.Records) > 0 {
 		resp.NextPageToken = pageToken("audit", &relv1.AuditRecord{Seq: resp.Records[len(resp.Records)-1].GetSeq()})
 	}
@@ -265,13 +268,35 @@ func (a *auditService) AuditCheckpoint(ctx context.Context, _ *relv1.AuditCheckp
 	if s.auditKey == nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "server %s has no audit key: start it with --audit-key-file (the audit.key that 'relctl tls ca create' writes beside the CA), or ask another server", s.cfg.NodeID)
 	}
-	head := s.store.AuditHead()
-	cp := &relv1.SignedAuditHead{Cluster: s.cluster(), Seq: head.GetSeq(), Hash: head.GetHash(), TimeUnixNano: time.Now().UnixNano()}
-	if head == nil {
-		cp.Hash = audit.ZeroHash
+	// The last record, or the anchor when retention removed every one.
+	seq, hash, err := s.store.AuditHeadSeq()
+	if err != nil {
+		return nil, toStatus(err)
 	}
+	cp := &relv1.SignedAuditHead{Cluster: s.cluster(), Seq: seq, Hash: hash, TimeUnixNano: time.Now().UnixNano()}
 	audit.Sign(cp, s.auditKey)
 	return cp, nil
+}
+
+// MarkAuditArchived proposes audit_archived: the FSM sets the mark if
+// its replica holds record seq with that hash (FailedPrecondition
+// otherwise); a mark at or below the current one changes nothing.
+func (a *auditService) MarkAuditArchived(ctx context.Context, req *relv1.MarkAuditArchivedRequest) (*relv1.MarkAuditArchivedResponse, error) {
+	s := a.s
+	if err := validate.AuditArchived(req.GetSeq(), req.GetHash()); err != nil {
+		return nil, toStatus(err)
+	}
+	idx, err := s.apply(ctx, &relv1.Command{Kind: &relv1.Command_AuditArchived{AuditArchived: &relv1.AuditArchived{Seq: req.GetSeq(), Hash: req.GetHash()}}})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	s.waitLocal(ctx, idx)
+	resp := &relv1.MarkAuditArchivedResponse{ArchivedSeq: req.GetSeq(), Index: idx}
+	if ret, err := s.store.AuditRetention(); err == nil && ret.GetArchivedSeq() > resp.ArchivedSeq {
+		resp.ArchivedSeq = ret.GetArchivedSeq()
+	}
+	s.logger.Info("audit records marked archived", "seq", req.GetSeq(), "mark", resp.ArchivedSeq, "by", auth.FromContext(ctx).String())
+	return resp, nil
 }
 
 // loadAuditKey reads --audit-key-file, if given.

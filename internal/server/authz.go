@@ -187,6 +187,9 @@ var rules = map[string]rule{
 	// hash.
 	relv1.AuditService_ListAudit_FullMethodName:       {perm: auth.Read},
 	relv1.AuditService_AuditCheckpoint_FullMethodName: {perm: auth.Read},
+	// Marking records archived lets retention remove them: those who run
+	// the cluster.
+	relv1.AuditService_MarkAuditArchived_FullMethodName: {perm: auth.ManageCluster},
 	// The event stream: readers, like the audit trail.
 	relv1.EventService_ListEvents_FullMethodName:   {perm: auth.Read},
 	relv1.EventService_FollowEvents_FullMethodName: {perm: auth.Read},

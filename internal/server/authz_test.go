@@ -134,6 +134,7 @@ var authzExpectations = map[string]expectation{
 
 	relv1.AuditService_ListAudit_FullMethodName:          readers,
 	relv1.AuditService_AuditCheckpoint_FullMethodName:    readers,
+	relv1.AuditService_MarkAuditArchived_FullMethodName:  {allowed: []string{cOperatorCert, cAdminToken}, denied: []string{cViewerCert, cViewerToken, cDeployerToken, cCreatorCert, cAgentCert, cServerCert}},
 	relv1.EventService_ListEvents_FullMethodName:         readers,
 	relv1.EventService_FollowEvents_FullMethodName:       readers,
 	relv1.WebhookService_CreateWebhook_FullMethodName:    appManagers,

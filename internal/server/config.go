@@ -61,6 +61,10 @@ const (
 	// month more, so a yearly report still has its previous period's
 	// start; a record is about 200 bytes.
 	DefaultDeploymentRetention = 400 * 24 * time.Hour
+	// DefaultAuditRetention: a quarter of the audit trail kept in the
+	// cluster; older records leave it once an archive covers them
+	// ('relctl audit archive').
+	DefaultAuditRetention = 90 * 24 * time.Hour
 	// DefaultLeaderWait bounds how long a request waits for a leader to be
 	// elected before it fails with Unavailable.
 	DefaultLeaderWait = 5 * time.Second
@@ -140,6 +144,10 @@ type Config struct {
 	// DeploymentRetention: deployment records (what the management
 	// report counts) that finished longer ago are removed. 0: the default.
 	DeploymentRetention time.Duration
+	// AuditRetention: audit records an archive covers (the archived mark)
+	// and stamped longer ago are removed, oldest first. 0: the default;
+	// negative: never (the flag's 0).
+	AuditRetention time.Duration
 	// RetentionInterval is how often the leader looks (0: a minute).
 	RetentionInterval time.Duration
 	// ArtifactGrace: a blob in the leader's store that no release
@@ -244,6 +252,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if out.DeploymentRetention == 0 {
 		out.DeploymentRetention = DefaultDeploymentRetention
+	}
+	if out.AuditRetention == 0 {
+		out.AuditRetention = DefaultAuditRetention
 	}
 	if out.RetentionInterval == 0 {
 		out.RetentionInterval = time.Minute

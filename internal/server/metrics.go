@@ -30,6 +30,9 @@ type metrics struct {
 	// retention passes folded and removed.
 	historyFolded prometheus.Counter
 	agentsRemoved prometheus.Counter
+	// auditRemoved counts audit records the audit retention passes
+	// removed (archived ones only).
+	auditRemoved prometheus.Counter
 	// artifactsRemoved counts blobs the artifact GC passes removed (on the
 	// leader); artifactBytesFreed, the bytes this server deleted for them.
 	artifactsRemoved   prometheus.Counter
@@ -93,6 +96,10 @@ func newMetrics(s *Server) *metrics {
 		Name: "rel_retention_agents_removed_total",
 		Help: "Long-disconnected agents removed (with their rows) by retention passes of this server while it led.",
 	})
+	m.auditRemoved = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "rel_retention_audit_removed_total",
+		Help: "Audit records an archive covered, removed past --audit-retention by retention passes of this server while it led.",
+	})
 	m.artifactsRemoved = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "rel_retention_artifacts_removed_total",
 		Help: "Artifacts no release referenced past --artifact-grace, removed from the cluster's store by GC passes of this server while it led.",
@@ -123,7 +130,7 @@ func newMetrics(s *Server) *metrics {
 	}
 	m.register(
 		m.applyLatency, m.grpcRequests, m.grpcLatency, m.reportBatch, m.authDenied, m.enrolments, m.agentStreamsRefused, m.rolloutsRemoved,
-		m.historyFolded, m.agentsRemoved,
+		m.historyFolded, m.agentsRemoved, m.auditRemoved,
 		m.artifactsRemoved, m.artifactBytesFreed, m.uploadsRefused,
 		gauge("rel_artifact_store_bytes", "Bytes of the blobs in this server's artifact store.", func() float64 { return float64(s.artifacts.Used()) }),
 		gauge("rel_artifact_store_quota_bytes", "This server's --artifact-quota (0: none).", func() float64 { return float64(s.artifacts.Quota()) }),

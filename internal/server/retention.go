@@ -13,7 +13,8 @@ import (
 // retentionLoop runs on the leader: every RetentionInterval it runs each
 // retention pass, each one small raft entry when it has work: finished
 // rollouts (removeRollouts), old history (foldHistory), long-gone agents
-// (removeAgents), old deployment records (pruneDeployments). The times are the leader's, stamped into the entry; the
+// (removeAgents), old deployment records (pruneDeployments), old
+// archived audit records (trimAudit). The times are the leader's, stamped into the entry; the
 // FSM re-checks the policy there, so a stale decision changes nothing it
 // should not.
 //
@@ -34,6 +35,7 @@ func (s *Server) retentionWake(ctx context.Context) {
 		more = s.foldHistory(ctx) || more
 		more = s.removeAgents(ctx) || more
 		more = s.pruneDeployments(ctx) || more
+		more = s.trimAudit(ctx) || more
 		more = s.trimEvents(ctx) || more
 		if !more || ctx.Err() != nil {
 			return
@@ -134,4 +136,29 @@ func (s *Server) pruneDeployments(ctx context.Context) (full bool) {
 	}
 	s.logger.Info("retention: removed old deployment records", "count", n, "older_than", s.cfg.DeploymentRetention)
 	return n == validate.MaxPrunedDeployments
+}
+
+// trimAudit removes audit records an archive covers (the archived mark)
+// that were stamped before now-AuditRetention, oldest first, at most
+// validate.MaxTrimmedAudit per entry; the FSM picks them from the mark
+// and the cutoff, stopping at the first that is not both, so the chain
+// kept stays contiguous. Nothing is archived, nothing goes: without
+// 'relctl audit archive' the trail is kept whole. AuditRetention < 0
+// turns it off.
+func (s *Server) trimAudit(ctx context.Context) (full bool) {
+	if s.cfg.AuditRetention < 0 {
+		return false
+	}
+	cutoff := time.Now().Add(-s.cfg.AuditRetention).UnixNano()
+	n, err := s.store.TrimmableAudit(cutoff, validate.MaxTrimmedAudit)
+	if err != nil || n == 0 {
+		return false
+	}
+	cmd := &relv1.Command{Kind: &relv1.Command_TrimAudit{TrimAudit: &relv1.TrimAudit{CutoffUnixNano: cutoff, MaxRecords: validate.MaxTrimmedAudit}}}
+	if !s.retentionApply(ctx, "removing archived audit records", cmd) {
+		return false
+	}
+	s.metrics.auditRemoved.Add(float64(n))
+	s.logger.Info("retention: removed archived audit records", "count", n, "older_than", s.cfg.AuditRetention)
+	return n == validate.MaxTrimmedAudit
 }

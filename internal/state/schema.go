@@ -37,9 +37,14 @@ const (
 )
 
 // TableAudit holds the audit trail (rel.v1.AuditRecord), by seq. Rows
-// are only ever appended: no command deletes or edits one, and retention
-// leaves the table alone.
+// are appended and never edited; only the audit retention pass
+// (TrimAudit) removes them, oldest first and only those an archive
+// covers.
 const TableAudit = "audit"
+
+// TableAuditRetention holds one row (rel.v1.AuditRetention): the
+// archived mark and the anchor of the records retention removed.
+const TableAuditRetention = "audit_retention"
 
 // TableFreezes holds the freeze windows (change control), by name.
 const TableFreezes = "freezes"
@@ -242,6 +247,12 @@ func baseSchema() *memdb.DBSchema {
 					"env": {Name: "env", Unique: true, AllowMissing: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
 						&memdb.StringFieldIndex{Field: "Env"}, &memdb.UintFieldIndex{Field: "Seq"},
 					}}},
+				},
+			},
+			TableAuditRetention: {
+				Name: TableAuditRetention,
+				Indexes: map[string]*memdb.IndexSchema{
+					"id": {Name: "id", Unique: true, Indexer: singletonIndex{}},
 				},
 			},
 			tableMeta: {

@@ -106,6 +106,9 @@ func (sn *Snapshot) Persist(w io.Writer) error {
 		{TableAudit, func(r any) *relv1.SnapshotRecord {
 			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_Audit{Audit: r.(*relv1.AuditRecord)}}
 		}},
+		{TableAuditRetention, func(r any) *relv1.SnapshotRecord {
+			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_AuditRetention{AuditRetention: r.(*relv1.AuditRetention)}}
+		}},
 		{TableClusterEvents, func(r any) *relv1.SnapshotRecord {
 			return &relv1.SnapshotRecord{Kind: &relv1.SnapshotRecord_Event{Event: r.(*relv1.Event)}}
 		}},
@@ -225,6 +228,8 @@ func (s *Store) Restore(r io.Reader) error {
 			table, row = TableRequests, k.Request
 		case *relv1.SnapshotRecord_Audit:
 			table, row = TableAudit, k.Audit
+		case *relv1.SnapshotRecord_AuditRetention:
+			table, row = TableAuditRetention, k.AuditRetention
 		case *relv1.SnapshotRecord_Event:
 			table, row = TableClusterEvents, k.Event
 		case *relv1.SnapshotRecord_Webhook:

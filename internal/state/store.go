@@ -81,15 +81,15 @@ func tableIndexOf(txn *memdb.Txn, ws memdb.WatchSet, tables ...string) uint64 {
 // dataTables are the tables whose writes the index table records;
 // allTables adds the requests table (bookkeeping of request ids, which
 // no query watches and which a refused write still records), the audit
-// table (which a refused write appends to as well) and the index table
-// itself.
+// table (which a refused write appends to as well) with its retention
+// row, and the index table itself.
 var (
 	dataTables = []string{TableApps, TableEnvironments, TableReleases, TableServers,
 		TableAgents, TableAgentApps, TableDesired, TableRollouts, TableHistory, TableEvents,
 		TableHistorySummaries, TableACLTokens, TableJoinTokens, TableRevocations, TableArtifactTombstones,
 		TableLifecycles, TablePromotions, TableFreezes, TableDeployments,
 		TableClusterEvents, TableWebhooks, TableWebhookDeadLetters}
-	allTables = append(append([]string{}, dataTables...), TableRequests, TableAudit, tableIndex)
+	allTables = append(append([]string{}, dataTables...), TableRequests, TableAudit, TableAuditRetention, tableIndex)
 )
 
 // LatestIndex is the raft index of the latest write to any table.

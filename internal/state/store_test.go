@@ -266,7 +266,7 @@ func TestHistoryIDsArePrefixes(t *testing.T) {
 
 // writeKinds is how many kinds of write writeKind knows: one or more for
 // every table, so the snapshot property test covers them all.
-const writeKinds = 32
+const writeKinds = 33
 
 // writeKind is one write of the snapshot property test, picked by kind,
 // with the names drawn for it. srv doubles as an agent id and a session.
@@ -394,6 +394,18 @@ func writeKind(s *Store, kind int, idx uint64, app, ver, env, srv string) error 
 		return s.WebhookProgress(idx, &relv1.WebhookProgress{Name: wh.GetName(), CreateIndex: wh.GetCreateIndex(), DeliveredSeq: seq, FailedAttempts: 3,
 			Deliveries:  []*relv1.WebhookDelivery{{Seq: seq, Type: "rollout.started", Outcome: "dead_letter", Attempts: 3, Status: 500, Error: "500"}},
 			DeadLetters: []*relv1.WebhookDeadLetter{{Seq: seq, Type: "rollout.started", Attempts: 3, Status: 500, Error: "500", DeadUnixNano: at}}})
+	case 32:
+		// The audit trail's retention: the head marked archived, then a
+		// pass over what is old enough (a prefix; maybe every record).
+		seq, hash, err := s.AuditHeadSeq()
+		if err != nil || seq == 0 {
+			return err
+		}
+		if err := s.MarkAuditArchived(idx, seq, hash); err != nil {
+			return err
+		}
+		_, err = s.TrimAudit(idx, at-2000, 1+int(idx%3))
+		return err
 	default:
 		// What the FSM does for a command with a request id: expire, look
 		// up, record (with a small TTL and cap, so both evict).
@@ -422,7 +434,7 @@ func TestSnapshotCoversEveryTable(t *testing.T) {
 			t.Fatalf("write kind %d: %v", kind, err)
 		}
 	}
-	for _, kind := range []int{10, 7, 17, 18, 22, 25, 26, 9, 27, 28, 29, 30, 31} {
+	for _, kind := range []int{10, 7, 17, 18, 22, 25, 32, 26, 9, 27, 28, 29, 30, 31} {
 		idx++
 		if err := writeKind(a, kind, idx, "web", "1.0.0", "prod", "s1"); err != nil {
 			t.Fatalf("write kind %d: %v", kind, err)

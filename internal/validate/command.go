@@ -120,6 +120,9 @@ func Command(cmd *relv1.Command) error {
 	if ok, err := eventCommand(cmd); ok {
 		return err
 	}
+	if ok, err := auditCommand(cmd); ok {
+		return err
+	}
 	switch k := cmd.GetKind().(type) {
 	case *relv1.Command_CreateApp:
 		a := k.CreateApp.GetApp()

@@ -136,6 +136,10 @@ func validCommands() map[string]*relv1.Command {
 			c.Kind = k
 		case *relv1.Command_AuditRefusals:
 			c.Kind = k
+		case *relv1.Command_AuditArchived:
+			c.Kind = k
+		case *relv1.Command_TrimAudit:
+			c.Kind = k
 		default:
 			panic("unknown kind")
 		}
@@ -206,6 +210,8 @@ func validCommands() map[string]*relv1.Command {
 			AgentId: "web-1", RevokedUnixNano: 1, RevokedBy: "client test-admin", Reason: "host stolen"}}}),
 		"audit_refusals": cmd(&relv1.Command_AuditRefusals{AuditRefusals: &relv1.AuditRefusals{Server: "s1", Dropped: 2, Refusals: []*relv1.AuditRefusal{
 			{TimeUnixNano: 1, Actor: &relv1.Actor{Kind: "token", Id: testAccessor, Name: "ci"}, Method: "StartRollout", Code: "PermissionDenied", Message: "no", App: "web", Env: "prod", Server: "s1"}}}}),
+		"audit_archived": cmd(&relv1.Command_AuditArchived{AuditArchived: &relv1.AuditArchived{Seq: 12, Hash: make([]byte, 32)}}),
+		"trim_audit":     cmd(&relv1.Command_TrimAudit{TrimAudit: &relv1.TrimAudit{CutoffUnixNano: 10, MaxRecords: 5000}}),
 	}
 	for k, v := range approvalValidCommands() {
 		m[k] = v
@@ -376,6 +382,12 @@ func baseInvalidCommandCases() []invalidCase {
 		{"prune_deployments", "none", func(c *relv1.Command) { c.GetPruneDeployments().MaxEntries = 0 }, "removes 1 to 5000 records, not 0"},
 		{"prune_deployments", "too many", func(c *relv1.Command) { c.GetPruneDeployments().MaxEntries = 5001 }, "removes 1 to 5000 records, not 5001"},
 		{"prune_deployments", "no cutoff", func(c *relv1.Command) { c.GetPruneDeployments().CutoffUnixNano = 0 }, "no cutoff"},
+		{"audit_archived", "record 0", func(c *relv1.Command) { c.GetAuditArchived().Seq = 0 }, "names record 0"},
+		{"audit_archived", "no hash", func(c *relv1.Command) { c.GetAuditArchived().Hash = nil }, "hash is 0 bytes"},
+		{"audit_archived", "short hash", func(c *relv1.Command) { c.GetAuditArchived().Hash = []byte("abc") }, "hash is 3 bytes"},
+		{"trim_audit", "none", func(c *relv1.Command) { c.GetTrimAudit().MaxRecords = 0 }, "removes 1 to 5000 records, not 0"},
+		{"trim_audit", "too many", func(c *relv1.Command) { c.GetTrimAudit().MaxRecords = 5001 }, "removes 1 to 5000 records, not 5001"},
+		{"trim_audit", "no cutoff", func(c *relv1.Command) { c.GetTrimAudit().CutoffUnixNano = 0 }, "cutoff is not stamped"},
 		{"create_release", "long changelog", func(c *relv1.Command) { c.GetCreateRelease().Release.Changelog = strings.Repeat("x", 64<<10+1) }, "changelog is 65537 bytes long"},
 		{"create_release", "ftp build URL", func(c *relv1.Command) { c.GetCreateRelease().Release.BuildUrl = "ftp://ci/1" }, "absolute http:// or https:// URL"},
 		{"create_release", "relative build URL", func(c *relv1.Command) { c.GetCreateRelease().Release.BuildUrl = "/builds/1" }, "absolute http:// or https:// URL"},

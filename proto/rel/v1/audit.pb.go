@@ -23,7 +23,9 @@ const (
 
 // AuditRecord is one entry of the audit trail: a change, or a refused
 // change, and who asked for it. The FSM appends records in the same raft
-// entry as the change they describe; nothing deletes or edits them.
+// entry as the change they describe; nothing edits them, and only
+// retention removes them: the oldest ones, once an archive covers them
+// (see AuditRetention).
 //
 // Records form a hash chain: hash is sha256 of the record's canonical
 // encoding (internal/audit.Encode: the magic "rel-audit-v1\n", then seq,
@@ -506,6 +508,16 @@ type ListAuditResponse struct {
 	Records       []*AuditRecord `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
 	Index         uint64         `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
 	NextPageToken string         `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// Retention's anchor: the seq and hash of the last record removed (0
+	// and empty while none was). The first record kept is trimmed_seq + 1
+	// and its prev_hash is trimmed_hash, so a client verifies the kept
+	// chain from there; records 1..trimmed_seq are in the archives.
+	TrimmedSeq  uint64 `protobuf:"varint,4,opt,name=trimmed_seq,json=trimmedSeq,proto3" json:"trimmed_seq,omitempty"`
+	TrimmedHash []byte `protobuf:"bytes,5,opt,name=trimmed_hash,json=trimmedHash,proto3" json:"trimmed_hash,omitempty"`
+	// The archived mark: the highest record an archive covers
+	// (MarkAuditArchived), and its hash. trimmed_seq <= archived_seq.
+	ArchivedSeq   uint64 `protobuf:"varint,6,opt,name=archived_seq,json=archivedSeq,proto3" json:"archived_seq,omitempty"`
+	ArchivedHash  []byte `protobuf:"bytes,7,opt,name=archived_hash,json=archivedHash,proto3" json:"archived_hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -559,6 +571,34 @@ func (x *ListAuditResponse) GetNextPageToken() string {
 		return x.NextPageToken
 	}
 	return ""
+}
+
+func (x *ListAuditResponse) GetTrimmedSeq() uint64 {
+	if x != nil {
+		return x.TrimmedSeq
+	}
+	return 0
+}
+
+func (x *ListAuditResponse) GetTrimmedHash() []byte {
+	if x != nil {
+		return x.TrimmedHash
+	}
+	return nil
+}
+
+func (x *ListAuditResponse) GetArchivedSeq() uint64 {
+	if x != nil {
+		return x.ArchivedSeq
+	}
+	return 0
+}
+
+func (x *ListAuditResponse) GetArchivedHash() []byte {
+	if x != nil {
+		return x.ArchivedHash
+	}
+	return nil
 }
 
 type AuditCheckpointRequest struct {
@@ -686,6 +726,302 @@ func (x *SignedAuditHead) GetSignature() []byte {
 	return nil
 }
 
+// AuditRetention is where the audit trail's retention stands, kept in the
+// store and in snapshots (one row).
+type AuditRetention struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The archived mark: the highest record an archive covers, as
+	// MarkAuditArchived set it (it never goes back), and its hash.
+	ArchivedSeq  uint64 `protobuf:"varint,1,opt,name=archived_seq,json=archivedSeq,proto3" json:"archived_seq,omitempty"`
+	ArchivedHash []byte `protobuf:"bytes,2,opt,name=archived_hash,json=archivedHash,proto3" json:"archived_hash,omitempty"`
+	// The anchor: the last record retention removed and its hash. The next
+	// record kept (or appended, when none is kept) is trimmed_seq + 1 with
+	// prev_hash trimmed_hash.
+	TrimmedSeq    uint64 `protobuf:"varint,3,opt,name=trimmed_seq,json=trimmedSeq,proto3" json:"trimmed_seq,omitempty"`
+	TrimmedHash   []byte `protobuf:"bytes,4,opt,name=trimmed_hash,json=trimmedHash,proto3" json:"trimmed_hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditRetention) Reset() {
+	*x = AuditRetention{}
+	mi := &file_rel_v1_audit_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditRetention) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditRetention) ProtoMessage() {}
+
+func (x *AuditRetention) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_audit_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditRetention.ProtoReflect.Descriptor instead.
+func (*AuditRetention) Descriptor() ([]byte, []int) {
+	return file_rel_v1_audit_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AuditRetention) GetArchivedSeq() uint64 {
+	if x != nil {
+		return x.ArchivedSeq
+	}
+	return 0
+}
+
+func (x *AuditRetention) GetArchivedHash() []byte {
+	if x != nil {
+		return x.ArchivedHash
+	}
+	return nil
+}
+
+func (x *AuditRetention) GetTrimmedSeq() uint64 {
+	if x != nil {
+		return x.TrimmedSeq
+	}
+	return 0
+}
+
+func (x *AuditRetention) GetTrimmedHash() []byte {
+	if x != nil {
+		return x.TrimmedHash
+	}
+	return nil
+}
+
+// AuditArchived is Command.audit_archived: records 1..seq are in an
+// archive whose last record has hash. The FSM refuses (FailedPrecondition)
+// a seq beyond the head, or one whose record this replica holds with
+// another hash (or, for the anchor, another than the anchor's); a seq at
+// or below the mark is a no-op.
+type AuditArchived struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Hash          []byte                 `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditArchived) Reset() {
+	*x = AuditArchived{}
+	mi := &file_rel_v1_audit_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditArchived) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditArchived) ProtoMessage() {}
+
+func (x *AuditArchived) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_audit_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditArchived.ProtoReflect.Descriptor instead.
+func (*AuditArchived) Descriptor() ([]byte, []int) {
+	return file_rel_v1_audit_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *AuditArchived) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *AuditArchived) GetHash() []byte {
+	if x != nil {
+		return x.Hash
+	}
+	return nil
+}
+
+// TrimAudit is Command.trim_audit, the audit trail's retention pass: the
+// FSM removes records from the oldest kept, in seq order, while seq <=
+// the archived mark and time_unix_nano <= cutoff_unix_nano (the leader's
+// clock minus --audit-retention), at most max_records, stopping at the
+// first record that fails either (the chain kept stays contiguous). The
+// last removed becomes the anchor (AuditRetention.trimmed_seq).
+type TrimAudit struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	CutoffUnixNano int64                  `protobuf:"varint,1,opt,name=cutoff_unix_nano,json=cutoffUnixNano,proto3" json:"cutoff_unix_nano,omitempty"`
+	MaxRecords     uint32                 `protobuf:"varint,2,opt,name=max_records,json=maxRecords,proto3" json:"max_records,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *TrimAudit) Reset() {
+	*x = TrimAudit{}
+	mi := &file_rel_v1_audit_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrimAudit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrimAudit) ProtoMessage() {}
+
+func (x *TrimAudit) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_audit_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrimAudit.ProtoReflect.Descriptor instead.
+func (*TrimAudit) Descriptor() ([]byte, []int) {
+	return file_rel_v1_audit_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *TrimAudit) GetCutoffUnixNano() int64 {
+	if x != nil {
+		return x.CutoffUnixNano
+	}
+	return 0
+}
+
+func (x *TrimAudit) GetMaxRecords() uint32 {
+	if x != nil {
+		return x.MaxRecords
+	}
+	return 0
+}
+
+type MarkAuditArchivedRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The last record of the archive and its hash.
+	Seq           uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Hash          []byte `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MarkAuditArchivedRequest) Reset() {
+	*x = MarkAuditArchivedRequest{}
+	mi := &file_rel_v1_audit_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MarkAuditArchivedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MarkAuditArchivedRequest) ProtoMessage() {}
+
+func (x *MarkAuditArchivedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_audit_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MarkAuditArchivedRequest.ProtoReflect.Descriptor instead.
+func (*MarkAuditArchivedRequest) Descriptor() ([]byte, []int) {
+	return file_rel_v1_audit_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *MarkAuditArchivedRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *MarkAuditArchivedRequest) GetHash() []byte {
+	if x != nil {
+		return x.Hash
+	}
+	return nil
+}
+
+type MarkAuditArchivedResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The mark after the request (the higher of the old and the new).
+	ArchivedSeq   uint64 `protobuf:"varint,1,opt,name=archived_seq,json=archivedSeq,proto3" json:"archived_seq,omitempty"`
+	Index         uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MarkAuditArchivedResponse) Reset() {
+	*x = MarkAuditArchivedResponse{}
+	mi := &file_rel_v1_audit_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MarkAuditArchivedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MarkAuditArchivedResponse) ProtoMessage() {}
+
+func (x *MarkAuditArchivedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rel_v1_audit_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MarkAuditArchivedResponse.ProtoReflect.Descriptor instead.
+func (*MarkAuditArchivedResponse) Descriptor() ([]byte, []int) {
+	return file_rel_v1_audit_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *MarkAuditArchivedResponse) GetArchivedSeq() uint64 {
+	if x != nil {
+		return x.ArchivedSeq
+	}
+	return 0
+}
+
+func (x *MarkAuditArchivedResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 var File_rel_v1_audit_proto protoreflect.FileDescriptor
 
 const file_rel_v1_audit_proto_rawDesc = "" +
@@ -735,11 +1071,16 @@ const file_rel_v1_audit_proto_rawDesc = "" +
 	"\x03env\x18\x06 \x01(\tR\x03env\x12\x1b\n" +
 	"\tpage_size\x18\a \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\b \x01(\tR\tpageToken\"\x80\x01\n" +
+	"page_token\x18\b \x01(\tR\tpageToken\"\x8c\x02\n" +
 	"\x11ListAuditResponse\x12-\n" +
 	"\arecords\x18\x01 \x03(\v2\x13.rel.v1.AuditRecordR\arecords\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12&\n" +
-	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\x18\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\x12\x1f\n" +
+	"\vtrimmed_seq\x18\x04 \x01(\x04R\n" +
+	"trimmedSeq\x12!\n" +
+	"\ftrimmed_hash\x18\x05 \x01(\fR\vtrimmedHash\x12!\n" +
+	"\farchived_seq\x18\x06 \x01(\x04R\varchivedSeq\x12#\n" +
+	"\rarchived_hash\x18\a \x01(\fR\farchivedHash\"\x18\n" +
 	"\x16AuditCheckpointRequest\"\xb4\x01\n" +
 	"\x0fSignedAuditHead\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x10\n" +
@@ -748,10 +1089,30 @@ const file_rel_v1_audit_proto_rawDesc = "" +
 	"\x0etime_unix_nano\x18\x04 \x01(\x03R\ftimeUnixNano\x12\x1d\n" +
 	"\n" +
 	"public_key\x18\x05 \x01(\fR\tpublicKey\x12\x1c\n" +
-	"\tsignature\x18\x06 \x01(\fR\tsignature2\x9c\x01\n" +
+	"\tsignature\x18\x06 \x01(\fR\tsignature\"\x9c\x01\n" +
+	"\x0eAuditRetention\x12!\n" +
+	"\farchived_seq\x18\x01 \x01(\x04R\varchivedSeq\x12#\n" +
+	"\rarchived_hash\x18\x02 \x01(\fR\farchivedHash\x12\x1f\n" +
+	"\vtrimmed_seq\x18\x03 \x01(\x04R\n" +
+	"trimmedSeq\x12!\n" +
+	"\ftrimmed_hash\x18\x04 \x01(\fR\vtrimmedHash\"5\n" +
+	"\rAuditArchived\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04hash\x18\x02 \x01(\fR\x04hash\"V\n" +
+	"\tTrimAudit\x12(\n" +
+	"\x10cutoff_unix_nano\x18\x01 \x01(\x03R\x0ecutoffUnixNano\x12\x1f\n" +
+	"\vmax_records\x18\x02 \x01(\rR\n" +
+	"maxRecords\"@\n" +
+	"\x18MarkAuditArchivedRequest\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04hash\x18\x02 \x01(\fR\x04hash\"T\n" +
+	"\x19MarkAuditArchivedResponse\x12!\n" +
+	"\farchived_seq\x18\x01 \x01(\x04R\varchivedSeq\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index2\xf6\x01\n" +
 	"\fAuditService\x12@\n" +
 	"\tListAudit\x12\x18.rel.v1.ListAuditRequest\x1a\x19.rel.v1.ListAuditResponse\x12J\n" +
-	"\x0fAuditCheckpoint\x12\x1e.rel.v1.AuditCheckpointRequest\x1a\x17.rel.v1.SignedAuditHeadB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
+	"\x0fAuditCheckpoint\x12\x1e.rel.v1.AuditCheckpointRequest\x1a\x17.rel.v1.SignedAuditHead\x12X\n" +
+	"\x11MarkAuditArchived\x12 .rel.v1.MarkAuditArchivedRequest\x1a!.rel.v1.MarkAuditArchivedResponseB)Z'github.com/relhq/rel/proto/rel/v1;relv1b\x06proto3"
 
 var (
 	file_rel_v1_audit_proto_rawDescOnce sync.Once
@@ -765,33 +1126,40 @@ func file_rel_v1_audit_proto_rawDescGZIP() []byte {
 	return file_rel_v1_audit_proto_rawDescData
 }
 
-var file_rel_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_rel_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_rel_v1_audit_proto_goTypes = []any{
-	(*AuditRecord)(nil),            // 0: rel.v1.AuditRecord
-	(*AuditRefusal)(nil),           // 1: rel.v1.AuditRefusal
-	(*AuditRefusals)(nil),          // 2: rel.v1.AuditRefusals
-	(*ListAuditRequest)(nil),       // 3: rel.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),      // 4: rel.v1.ListAuditResponse
-	(*AuditCheckpointRequest)(nil), // 5: rel.v1.AuditCheckpointRequest
-	(*SignedAuditHead)(nil),        // 6: rel.v1.SignedAuditHead
-	(*Actor)(nil),                  // 7: rel.v1.Actor
-	(*ReadOptions)(nil),            // 8: rel.v1.ReadOptions
+	(*AuditRecord)(nil),               // 0: rel.v1.AuditRecord
+	(*AuditRefusal)(nil),              // 1: rel.v1.AuditRefusal
+	(*AuditRefusals)(nil),             // 2: rel.v1.AuditRefusals
+	(*ListAuditRequest)(nil),          // 3: rel.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),         // 4: rel.v1.ListAuditResponse
+	(*AuditCheckpointRequest)(nil),    // 5: rel.v1.AuditCheckpointRequest
+	(*SignedAuditHead)(nil),           // 6: rel.v1.SignedAuditHead
+	(*AuditRetention)(nil),            // 7: rel.v1.AuditRetention
+	(*AuditArchived)(nil),             // 8: rel.v1.AuditArchived
+	(*TrimAudit)(nil),                 // 9: rel.v1.TrimAudit
+	(*MarkAuditArchivedRequest)(nil),  // 10: rel.v1.MarkAuditArchivedRequest
+	(*MarkAuditArchivedResponse)(nil), // 11: rel.v1.MarkAuditArchivedResponse
+	(*Actor)(nil),                     // 12: rel.v1.Actor
+	(*ReadOptions)(nil),               // 13: rel.v1.ReadOptions
 }
 var file_rel_v1_audit_proto_depIdxs = []int32{
-	7, // 0: rel.v1.AuditRecord.actor:type_name -> rel.v1.Actor
-	7, // 1: rel.v1.AuditRefusal.actor:type_name -> rel.v1.Actor
-	1, // 2: rel.v1.AuditRefusals.refusals:type_name -> rel.v1.AuditRefusal
-	8, // 3: rel.v1.ListAuditRequest.read:type_name -> rel.v1.ReadOptions
-	0, // 4: rel.v1.ListAuditResponse.records:type_name -> rel.v1.AuditRecord
-	3, // 5: rel.v1.AuditService.ListAudit:input_type -> rel.v1.ListAuditRequest
-	5, // 6: rel.v1.AuditService.AuditCheckpoint:input_type -> rel.v1.AuditCheckpointRequest
-	4, // 7: rel.v1.AuditService.ListAudit:output_type -> rel.v1.ListAuditResponse
-	6, // 8: rel.v1.AuditService.AuditCheckpoint:output_type -> rel.v1.SignedAuditHead
-	7, // [7:9] is the sub-list for method output_type
-	5, // [5:7] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	12, // 0: rel.v1.AuditRecord.actor:type_name -> rel.v1.Actor
+	12, // 1: rel.v1.AuditRefusal.actor:type_name -> rel.v1.Actor
+	1,  // 2: rel.v1.AuditRefusals.refusals:type_name -> rel.v1.AuditRefusal
+	13, // 3: rel.v1.ListAuditRequest.read:type_name -> rel.v1.ReadOptions
+	0,  // 4: rel.v1.ListAuditResponse.records:type_name -> rel.v1.AuditRecord
+	3,  // 5: rel.v1.AuditService.ListAudit:input_type -> rel.v1.ListAuditRequest
+	5,  // 6: rel.v1.AuditService.AuditCheckpoint:input_type -> rel.v1.AuditCheckpointRequest
+	10, // 7: rel.v1.AuditService.MarkAuditArchived:input_type -> rel.v1.MarkAuditArchivedRequest
+	4,  // 8: rel.v1.AuditService.ListAudit:output_type -> rel.v1.ListAuditResponse
+	6,  // 9: rel.v1.AuditService.AuditCheckpoint:output_type -> rel.v1.SignedAuditHead
+	11, // 10: rel.v1.AuditService.MarkAuditArchived:output_type -> rel.v1.MarkAuditArchivedResponse
+	8,  // [8:11] is the sub-list for method output_type
+	5,  // [5:8] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_audit_proto_init() }
@@ -807,7 +1175,7 @@ func file_rel_v1_audit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rel_v1_audit_proto_rawDesc), len(file_rel_v1_audit_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,22 +19,28 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AuditService_ListAudit_FullMethodName       = "/rel.v1.AuditService/ListAudit"
-	AuditService_AuditCheckpoint_FullMethodName = "/rel.v1.AuditService/AuditCheckpoint"
+	AuditService_ListAudit_FullMethodName         = "/rel.v1.AuditService/ListAudit"
+	AuditService_AuditCheckpoint_FullMethodName   = "/rel.v1.AuditService/AuditCheckpoint"
+	AuditService_MarkAuditArchived_FullMethodName = "/rel.v1.AuditService/MarkAuditArchived"
 )
 
 // AuditServiceClient is the client API for AuditService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// AuditService reads the audit trail. It has no method that deletes or
-// edits a record.
+// AuditService reads the audit trail and marks what is archived. It has
+// no method that deletes or edits a record: retention (rel-server
+// --audit-retention) removes archived records only.
 type AuditServiceClient interface {
 	// ListAudit pages through the records, oldest first.
 	ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error)
 	// AuditCheckpoint signs the head of the chain with the cluster's audit
 	// key; FailedPrecondition on a server started without --audit-key-file.
 	AuditCheckpoint(ctx context.Context, in *AuditCheckpointRequest, opts ...grpc.CallOption) (*SignedAuditHead, error)
+	// MarkAuditArchived records that an archive covers records 1..seq
+	// ('relctl audit archive' calls it once the archive is written);
+	// retention may then remove them after --audit-retention.
+	MarkAuditArchived(ctx context.Context, in *MarkAuditArchivedRequest, opts ...grpc.CallOption) (*MarkAuditArchivedResponse, error)
 }
 
 type auditServiceClient struct {
@@ -65,18 +71,33 @@ func (c *auditServiceClient) AuditCheckpoint(ctx context.Context, in *AuditCheck
 	return out, nil
 }
 
+func (c *auditServiceClient) MarkAuditArchived(ctx context.Context, in *MarkAuditArchivedRequest, opts ...grpc.CallOption) (*MarkAuditArchivedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MarkAuditArchivedResponse)
+	err := c.cc.Invoke(ctx, AuditService_MarkAuditArchived_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuditServiceServer is the server API for AuditService service.
 // All implementations must embed UnimplementedAuditServiceServer
 // for forward compatibility.
 //
-// AuditService reads the audit trail. It has no method that deletes or
-// edits a record.
+// AuditService reads the audit trail and marks what is archived. It has
+// no method that deletes or edits a record: retention (rel-server
+// --audit-retention) removes archived records only.
 type AuditServiceServer interface {
 	// ListAudit pages through the records, oldest first.
 	ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error)
 	// AuditCheckpoint signs the head of the chain with the cluster's audit
 	// key; FailedPrecondition on a server started without --audit-key-file.
 	AuditCheckpoint(context.Context, *AuditCheckpointRequest) (*SignedAuditHead, error)
+	// MarkAuditArchived records that an archive covers records 1..seq
+	// ('relctl audit archive' calls it once the archive is written);
+	// retention may then remove them after --audit-retention.
+	MarkAuditArchived(context.Context, *MarkAuditArchivedRequest) (*MarkAuditArchivedResponse, error)
 	mustEmbedUnimplementedAuditServiceServer()
 }
 
@@ -92,6 +113,9 @@ func (UnimplementedAuditServiceServer) ListAudit(context.Context, *ListAuditRequ
 }
 func (UnimplementedAuditServiceServer) AuditCheckpoint(context.Context, *AuditCheckpointRequest) (*SignedAuditHead, error) {
 	return nil, status.Error(codes.Unimplemented, "method AuditCheckpoint not implemented")
+}
+func (UnimplementedAuditServiceServer) MarkAuditArchived(context.Context, *MarkAuditArchivedRequest) (*MarkAuditArchivedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MarkAuditArchived not implemented")
 }
 func (UnimplementedAuditServiceServer) mustEmbedUnimplementedAuditServiceServer() {}
 func (UnimplementedAuditServiceServer) testEmbeddedByValue()                      {}
@@ -150,6 +174,24 @@ func _AuditService_AuditCheckpoint_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuditService_MarkAuditArchived_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MarkAuditArchivedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).MarkAuditArchived(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditService_MarkAuditArchived_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).MarkAuditArchived(ctx, req.(*MarkAuditArchivedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuditService_ServiceDesc is the grpc.ServiceDesc for AuditService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -164,6 +206,10 @@ var AuditService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AuditCheckpoint",
 			Handler:    _AuditService_AuditCheckpoint_Handler,
+		},
+		{
+			MethodName: "MarkAuditArchived",
+			Handler:    _AuditService_MarkAuditArchived_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -86,6 +86,8 @@ type Command struct {
 	//	*Command_DeleteWebhook
 	//	*Command_WebhookProgress
 	//	*Command_RedeliverWebhook
+	//	*Command_AuditArchived
+	//	*Command_TrimAudit
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -572,6 +574,24 @@ func (x *Command) GetRedeliverWebhook() *RedeliverWebhook {
 	return nil
 }
 
+func (x *Command) GetAuditArchived() *AuditArchived {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_AuditArchived); ok {
+			return x.AuditArchived
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetTrimAudit() *TrimAudit {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_TrimAudit); ok {
+			return x.TrimAudit
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -780,6 +800,16 @@ type Command_RedeliverWebhook struct {
 	RedeliverWebhook *RedeliverWebhook `protobuf:"bytes,57,opt,name=redeliver_webhook,json=redeliverWebhook,proto3,oneof"`
 }
 
+type Command_AuditArchived struct {
+	// The audit trail's archive mark and retention pass (see
+	// audit.proto).
+	AuditArchived *AuditArchived `protobuf:"bytes,58,opt,name=audit_archived,json=auditArchived,proto3,oneof"`
+}
+
+type Command_TrimAudit struct {
+	TrimAudit *TrimAudit `protobuf:"bytes,60,opt,name=trim_audit,json=trimAudit,proto3,oneof"`
+}
+
 func (*Command_CreateApp) isCommand_Kind() {}
 
 func (*Command_CreateEnvironment) isCommand_Kind() {}
@@ -873,6 +903,10 @@ func (*Command_DeleteWebhook) isCommand_Kind() {}
 func (*Command_WebhookProgress) isCommand_Kind() {}
 
 func (*Command_RedeliverWebhook) isCommand_Kind() {}
+
+func (*Command_AuditArchived) isCommand_Kind() {}
+
+func (*Command_TrimAudit) isCommand_Kind() {}
 
 type CreateApp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2426,7 +2460,7 @@ var File_rel_v1_command_proto protoreflect.FileDescriptor
 
 const file_rel_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x16rel/v1/lifecycle.proto\x1a\x15rel/v1/approval.proto\x1a\x12rel/v1/audit.proto\x1a\x13rel/v1/freeze.proto\x1a\x13rel/v1/report.proto\x1a\x12rel/v1/event.proto\x1a\x12rel/v1/types.proto\"\x83\x19\n" +
+	"\x14rel/v1/command.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x16rel/v1/lifecycle.proto\x1a\x15rel/v1/approval.proto\x1a\x12rel/v1/audit.proto\x1a\x13rel/v1/freeze.proto\x1a\x13rel/v1/report.proto\x1a\x12rel/v1/event.proto\x1a\x12rel/v1/types.proto\"\xf7\x19\n" +
 	"\aCommand\x12*\n" +
 	"\x11stamped_unix_nano\x18\x01 \x01(\x03R\x0fstampedUnixNano\x12\x1d\n" +
 	"\n" +
@@ -2482,7 +2516,10 @@ const file_rel_v1_command_proto_rawDesc = "" +
 	"\x0ecreate_webhook\x186 \x01(\v2\x15.rel.v1.CreateWebhookH\x00R\rcreateWebhook\x12>\n" +
 	"\x0edelete_webhook\x187 \x01(\v2\x15.rel.v1.DeleteWebhookH\x00R\rdeleteWebhook\x12D\n" +
 	"\x10webhook_progress\x188 \x01(\v2\x17.rel.v1.WebhookProgressH\x00R\x0fwebhookProgress\x12G\n" +
-	"\x11redeliver_webhook\x189 \x01(\v2\x18.rel.v1.RedeliverWebhookH\x00R\x10redeliverWebhookB\x06\n" +
+	"\x11redeliver_webhook\x189 \x01(\v2\x18.rel.v1.RedeliverWebhookH\x00R\x10redeliverWebhook\x12>\n" +
+	"\x0eaudit_archived\x18: \x01(\v2\x15.rel.v1.AuditArchivedH\x00R\rauditArchived\x122\n" +
+	"\n" +
+	"trim_audit\x18< \x01(\v2\x11.rel.v1.TrimAuditH\x00R\ttrimAuditB\x06\n" +
 	"\x04kindJ\x04\b\x13\x10\x14\"*\n" +
 	"\tCreateApp\x12\x1d\n" +
 	"\x03app\x18\x01 \x01(\v2\v.rel.v1.AppR\x03app\"J\n" +
@@ -2647,18 +2684,20 @@ var file_rel_v1_command_proto_goTypes = []any{
 	(*DeleteWebhook)(nil),     // 46: rel.v1.DeleteWebhook
 	(*WebhookProgress)(nil),   // 47: rel.v1.WebhookProgress
 	(*RedeliverWebhook)(nil),  // 48: rel.v1.RedeliverWebhook
-	(*App)(nil),               // 49: rel.v1.App
-	(*Environment)(nil),       // 50: rel.v1.Environment
-	(*Release)(nil),           // 51: rel.v1.Release
-	(*Server)(nil),            // 52: rel.v1.Server
-	(*Agent)(nil),             // 53: rel.v1.Agent
-	(*AppReport)(nil),         // 54: rel.v1.AppReport
-	(*Rollout)(nil),           // 55: rel.v1.Rollout
-	(*Desired)(nil),           // 56: rel.v1.Desired
-	(*RolloutEvent)(nil),      // 57: rel.v1.RolloutEvent
-	(*ACLToken)(nil),          // 58: rel.v1.ACLToken
-	(*JoinToken)(nil),         // 59: rel.v1.JoinToken
-	(*AgentRevocation)(nil),   // 60: rel.v1.AgentRevocation
+	(*AuditArchived)(nil),     // 49: rel.v1.AuditArchived
+	(*TrimAudit)(nil),         // 50: rel.v1.TrimAudit
+	(*App)(nil),               // 51: rel.v1.App
+	(*Environment)(nil),       // 52: rel.v1.Environment
+	(*Release)(nil),           // 53: rel.v1.Release
+	(*Server)(nil),            // 54: rel.v1.Server
+	(*Agent)(nil),             // 55: rel.v1.Agent
+	(*AppReport)(nil),         // 56: rel.v1.AppReport
+	(*Rollout)(nil),           // 57: rel.v1.Rollout
+	(*Desired)(nil),           // 58: rel.v1.Desired
+	(*RolloutEvent)(nil),      // 59: rel.v1.RolloutEvent
+	(*ACLToken)(nil),          // 60: rel.v1.ACLToken
+	(*JoinToken)(nil),         // 61: rel.v1.JoinToken
+	(*AgentRevocation)(nil),   // 62: rel.v1.AgentRevocation
 }
 var file_rel_v1_command_proto_depIdxs = []int32{
 	29, // 0: rel.v1.Command.actor:type_name -> rel.v1.Actor
@@ -2709,33 +2748,35 @@ var file_rel_v1_command_proto_depIdxs = []int32{
 	46, // 45: rel.v1.Command.delete_webhook:type_name -> rel.v1.DeleteWebhook
 	47, // 46: rel.v1.Command.webhook_progress:type_name -> rel.v1.WebhookProgress
 	48, // 47: rel.v1.Command.redeliver_webhook:type_name -> rel.v1.RedeliverWebhook
-	49, // 48: rel.v1.CreateApp.app:type_name -> rel.v1.App
-	50, // 49: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
-	50, // 50: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
-	51, // 51: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
-	52, // 52: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
-	53, // 53: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
-	54, // 54: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
-	8,  // 55: rel.v1.AgentSessions.up:type_name -> rel.v1.AgentUp
-	9,  // 56: rel.v1.AgentSessions.down:type_name -> rel.v1.AgentDown
-	54, // 57: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
-	11, // 58: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
-	55, // 59: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
-	56, // 60: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
-	57, // 61: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
-	55, // 62: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
-	56, // 63: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
-	57, // 64: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
-	13, // 65: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
-	58, // 66: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
-	58, // 67: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
-	59, // 68: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
-	60, // 69: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
-	70, // [70:70] is the sub-list for method output_type
-	70, // [70:70] is the sub-list for method input_type
-	70, // [70:70] is the sub-list for extension type_name
-	70, // [70:70] is the sub-list for extension extendee
-	0,  // [0:70] is the sub-list for field type_name
+	49, // 48: rel.v1.Command.audit_archived:type_name -> rel.v1.AuditArchived
+	50, // 49: rel.v1.Command.trim_audit:type_name -> rel.v1.TrimAudit
+	51, // 50: rel.v1.CreateApp.app:type_name -> rel.v1.App
+	52, // 51: rel.v1.CreateEnvironment.environment:type_name -> rel.v1.Environment
+	52, // 52: rel.v1.UpdateEnvironment.environment:type_name -> rel.v1.Environment
+	53, // 53: rel.v1.CreateRelease.release:type_name -> rel.v1.Release
+	54, // 54: rel.v1.RegisterServer.server:type_name -> rel.v1.Server
+	55, // 55: rel.v1.AgentUp.agent:type_name -> rel.v1.Agent
+	56, // 56: rel.v1.AgentUp.installed:type_name -> rel.v1.AppReport
+	8,  // 57: rel.v1.AgentSessions.up:type_name -> rel.v1.AgentUp
+	9,  // 58: rel.v1.AgentSessions.down:type_name -> rel.v1.AgentDown
+	56, // 59: rel.v1.AgentReport.report:type_name -> rel.v1.AppReport
+	11, // 60: rel.v1.ReportBatch.reports:type_name -> rel.v1.AgentReport
+	57, // 61: rel.v1.CreateRollout.rollout:type_name -> rel.v1.Rollout
+	58, // 62: rel.v1.CreateRollout.desired:type_name -> rel.v1.Desired
+	59, // 63: rel.v1.CreateRollout.events:type_name -> rel.v1.RolloutEvent
+	57, // 64: rel.v1.RolloutStep.rollout:type_name -> rel.v1.Rollout
+	58, // 65: rel.v1.RolloutStep.desired:type_name -> rel.v1.Desired
+	59, // 66: rel.v1.RolloutStep.events:type_name -> rel.v1.RolloutEvent
+	13, // 67: rel.v1.RolloutStep.start_rollback:type_name -> rel.v1.CreateRollout
+	60, // 68: rel.v1.ACLBootstrap.token:type_name -> rel.v1.ACLToken
+	60, // 69: rel.v1.CreateACLToken.token:type_name -> rel.v1.ACLToken
+	61, // 70: rel.v1.CreateJoinToken.token:type_name -> rel.v1.JoinToken
+	62, // 71: rel.v1.RevokeAgent.revocation:type_name -> rel.v1.AgentRevocation
+	72, // [72:72] is the sub-list for method output_type
+	72, // [72:72] is the sub-list for method input_type
+	72, // [72:72] is the sub-list for extension type_name
+	72, // [72:72] is the sub-list for extension extendee
+	0,  // [0:72] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_command_proto_init() }
@@ -2799,6 +2840,8 @@ func file_rel_v1_command_proto_init() {
 		(*Command_DeleteWebhook)(nil),
 		(*Command_WebhookProgress)(nil),
 		(*Command_RedeliverWebhook)(nil),
+		(*Command_AuditArchived)(nil),
+		(*Command_TrimAudit)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -55,6 +55,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Event
 	//	*SnapshotRecord_Webhook
 	//	*SnapshotRecord_WebhookDeadLetter
+	//	*SnapshotRecord_AuditRetention
 	Kind          isSnapshotRecord_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -349,6 +350,15 @@ func (x *SnapshotRecord) GetWebhookDeadLetter() *WebhookDeadLetter {
 	return nil
 }
 
+func (x *SnapshotRecord) GetAuditRetention() *AuditRetention {
+	if x != nil {
+		if x, ok := x.Kind.(*SnapshotRecord_AuditRetention); ok {
+			return x.AuditRetention
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Kind interface {
 	isSnapshotRecord_Kind()
 }
@@ -467,6 +477,11 @@ type SnapshotRecord_WebhookDeadLetter struct {
 	WebhookDeadLetter *WebhookDeadLetter `protobuf:"bytes,31,opt,name=webhook_dead_letter,json=webhookDeadLetter,proto3,oneof"`
 }
 
+type SnapshotRecord_AuditRetention struct {
+	// The audit trail's archived mark and retention anchor (audit.proto).
+	AuditRetention *AuditRetention `protobuf:"bytes,33,opt,name=audit_retention,json=auditRetention,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Kind() {}
 
 func (*SnapshotRecord_App) isSnapshotRecord_Kind() {}
@@ -522,6 +537,8 @@ func (*SnapshotRecord_Event) isSnapshotRecord_Kind() {}
 func (*SnapshotRecord_Webhook) isSnapshotRecord_Kind() {}
 
 func (*SnapshotRecord_WebhookDeadLetter) isSnapshotRecord_Kind() {}
+
+func (*SnapshotRecord_AuditRetention) isSnapshotRecord_Kind() {}
 
 type SnapshotHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -678,7 +695,7 @@ var File_rel_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_rel_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x15rel/v1/snapshot.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x16rel/v1/lifecycle.proto\x1a\x12rel/v1/audit.proto\x1a\x13rel/v1/freeze.proto\x1a\x13rel/v1/report.proto\x1a\x12rel/v1/event.proto\x1a\x12rel/v1/types.proto\"\xb2\v\n" +
+	"\x15rel/v1/snapshot.proto\x12\x06rel.v1\x1a\x10rel/v1/acl.proto\x1a\x16rel/v1/lifecycle.proto\x1a\x12rel/v1/audit.proto\x1a\x13rel/v1/freeze.proto\x1a\x13rel/v1/report.proto\x1a\x12rel/v1/event.proto\x1a\x12rel/v1/types.proto\"\xf5\v\n" +
 	"\x0eSnapshotRecord\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.rel.v1.SnapshotHeaderH\x00R\x06header\x12\x1f\n" +
 	"\x03app\x18\x02 \x01(\v2\v.rel.v1.AppH\x00R\x03app\x127\n" +
@@ -713,7 +730,8 @@ const file_rel_v1_snapshot_proto_rawDesc = "" +
 	"deployment\x12%\n" +
 	"\x05event\x18\x1d \x01(\v2\r.rel.v1.EventH\x00R\x05event\x12+\n" +
 	"\awebhook\x18\x1e \x01(\v2\x0f.rel.v1.WebhookH\x00R\awebhook\x12K\n" +
-	"\x13webhook_dead_letter\x18\x1f \x01(\v2\x19.rel.v1.WebhookDeadLetterH\x00R\x11webhookDeadLetterB\x06\n" +
+	"\x13webhook_dead_letter\x18\x1f \x01(\v2\x19.rel.v1.WebhookDeadLetterH\x00R\x11webhookDeadLetter\x12A\n" +
+	"\x0faudit_retention\x18! \x01(\v2\x16.rel.v1.AuditRetentionH\x00R\x0eauditRetentionB\x06\n" +
 	"\x04kind\"(\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\"8\n" +
@@ -768,6 +786,7 @@ var file_rel_v1_snapshot_proto_goTypes = []any{
 	(*Event)(nil),             // 25: rel.v1.Event
 	(*Webhook)(nil),           // 26: rel.v1.Webhook
 	(*WebhookDeadLetter)(nil), // 27: rel.v1.WebhookDeadLetter
+	(*AuditRetention)(nil),    // 28: rel.v1.AuditRetention
 }
 var file_rel_v1_snapshot_proto_depIdxs = []int32{
 	1,  // 0: rel.v1.SnapshotRecord.header:type_name -> rel.v1.SnapshotHeader
@@ -797,11 +816,12 @@ var file_rel_v1_snapshot_proto_depIdxs = []int32{
 	25, // 24: rel.v1.SnapshotRecord.event:type_name -> rel.v1.Event
 	26, // 25: rel.v1.SnapshotRecord.webhook:type_name -> rel.v1.Webhook
 	27, // 26: rel.v1.SnapshotRecord.webhook_dead_letter:type_name -> rel.v1.WebhookDeadLetter
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	28, // 27: rel.v1.SnapshotRecord.audit_retention:type_name -> rel.v1.AuditRetention
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_rel_v1_snapshot_proto_init() }
@@ -845,6 +865,7 @@ func file_rel_v1_snapshot_proto_init() {
 		(*SnapshotRecord_Event)(nil),
 		(*SnapshotRecord_Webhook)(nil),
 		(*SnapshotRecord_WebhookDeadLetter)(nil),
+		(*SnapshotRecord_AuditRetention)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
