@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/relhq/rel/internal/audit"
 	"github.com/relhq/rel/internal/auth"
 	"github.com/relhq/rel/internal/pki"
 	"github.com/relhq/rel/internal/reqid"
@@ -111,6 +112,14 @@ func runSteady() error {
 	}
 	if !strings.Contains(string(help), "-retention-interval ") {
 		return fmt.Errorf("this rel-server has no --retention-interval: rebuild bin/ (make build)")
+	}
+	// The audit archive is checked against a checkpoint the servers sign.
+	if strings.Contains(string(help), "-audit-key-file ") {
+		keyFile, _, err := audit.WriteKeyPair(work)
+		if err != nil {
+			return err
+		}
+		extra = append(extra, "--audit-key-file", keyFile)
 	}
 	// Debug endpoints: a checkpoint forces a GC (GET /debug/pprof/heap?gc=1)
 	// to read the live heap, and saves the profile with -pprof.
