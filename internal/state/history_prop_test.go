@@ -260,6 +260,7 @@ var (
 // the open entry of each (app, agent), the summaries, a fold's choice at
 // cutoff, and the snapshot's history records byte for byte.
 func checkHistory(t *rapid.T, s *Store, m *histModel, cutoff int64, limit int) {
+	historyRows(t, s, 32)
 	equal := func(what string, got, want []*relv1.HistoryEntry) {
 		if len(got) != len(want) {
 			t.Fatalf("%s: %d entries, want %d:\n got %v\nwant %v", what, len(got), len(want), got, want)
@@ -556,7 +557,7 @@ func TestHistorySnapshotRestore(t *testing.T) {
 			t.Fatalf("History entry %d: %v before the restore, %v after", i, ha[i], hb[i])
 		}
 	}
-	if ra, rb := historyRows(t, a), historyRows(t, b); ra == rb {
+	if ra, rb := historyRows(t, a, historyBucketSize), historyRows(t, b, historyBucketSize); ra == rb {
 		t.Fatalf("both stores have %d buckets: the restore was to change the layout", ra)
 	}
 	if again := snap(b); !bytes.Equal(first, again) {
@@ -618,16 +619,40 @@ func TestHistoryRestoreAnyOrder(t *testing.T) {
 	}
 }
 
-// historyRows counts the rows (buckets) of the history table.
-func historyRows(t *testing.T, s *Store) int {
-	t.Helper()
+// historyRows checks the buckets of the history table hold what
+// historyBucket says (non-empty, at most maxLen entries of their (app,
+// agent), by create index from First on, before the next bucket's First;
+// open counted) and counts them.
+func historyRows(t interface{ Fatalf(string, ...any) }, s *Store, maxLen int) int {
 	it, err := s.readTxn().Get(TableHistory, "id")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 	n := 0
+	var prev *historyBucket
 	for raw := it.Next(); raw != nil; raw = it.Next() {
 		n++
+		b := raw.(*historyBucket)
+		if len(b.Entries) == 0 || len(b.Entries) > maxLen {
+			t.Fatalf("bucket (%s, %s, %d) holds %d entries, want 1 to %d", b.App, b.AgentId, b.First, len(b.Entries), maxLen)
+		}
+		open := 0
+		for i, h := range b.Entries {
+			if h.GetApp() != b.App || h.GetAgentId() != b.AgentId || h.GetCreateIndex() < b.First ||
+				i > 0 && h.GetCreateIndex() <= b.Entries[i-1].GetCreateIndex() {
+				t.Fatalf("bucket (%s, %s, %d) holds %v at %d", b.App, b.AgentId, b.First, h, i)
+			}
+			if h.GetToUnixNano() == 0 {
+				open++
+			}
+		}
+		if open != b.open {
+			t.Fatalf("bucket (%s, %s, %d) counts %d open entries, holds %d", b.App, b.AgentId, b.First, b.open, open)
+		}
+		if prev != nil && prev.App == b.App && prev.AgentId == b.AgentId && prev.Entries[len(prev.Entries)-1].GetCreateIndex() >= b.First {
+			t.Fatalf("bucket (%s, %s, %d) overlaps the one before", b.App, b.AgentId, b.First)
+		}
+		prev = b
 	}
 	return n
 }
