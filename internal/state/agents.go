@@ -296,41 +296,13 @@ func recordHistory(txn *memdb.Txn, index uint64, agentID string, rep, prev *relv
 		if open.GetCreateIndex() == index {
 			// Opened within this same entry: the new row would take its
 			// key. The later report wins.
-			if err := txn.Delete(TableHistory, closed); err != nil {
-				return fmt.Errorf("state: history: %w", err)
+			if err := deleteHistory(txn, closed); err != nil {
+				return err
 			}
 		}
 	}
 	return putHistory(txn, index, &relv1.HistoryEntry{App: rep.GetApp(), AgentId: agentID, Version: rep.GetVersion(),
 		FromUnixNano: at, RolloutId: rep.GetRolloutId(), RolloutKind: kind, Outcome: outcome, CreateIndex: index})
-}
-
-// openHistory returns (app, agent)'s open history row, or nil.
-func openHistory(txn *memdb.Txn, app, agentID string) (*relv1.HistoryEntry, error) {
-	it, err := txn.Get(TableHistory, "id_prefix", app, agentID)
-	if err != nil {
-		return nil, fmt.Errorf("state: history: %w", err)
-	}
-	var open *relv1.HistoryEntry
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		// The prefix of (app, "host-1") also finds "host-10"'s rows.
-		if h := raw.(*relv1.HistoryEntry); h.GetAgentId() == agentID && h.GetToUnixNano() == 0 {
-			open = h
-		}
-	}
-	return open, nil
-}
-
-// putHistory inserts or updates a history row at index.
-func putHistory(txn *memdb.Txn, index uint64, h *relv1.HistoryEntry) error {
-	h.ModifyIndex = index
-	if h.CreateIndex == 0 {
-		h.CreateIndex = index
-	}
-	if err := txn.Insert(TableHistory, h); err != nil {
-		return fmt.Errorf("state: history: %w", err)
-	}
-	return setIndex(txn, TableHistory, index)
 }
 
 // rolloutKind is the kind of a rollout ("" when the id is empty or gone).
@@ -449,7 +421,8 @@ func (s *Store) History(ws memdb.WatchSet, app string) ([]*relv1.HistoryEntry, u
 	}
 	ws.Add(it.WatchCh())
 	var out []*relv1.HistoryEntry
-	for raw := it.Next(); raw != nil; raw = it.Next() {
+	next := historyNext(it)
+	for raw := next(); raw != nil; raw = next() {
 		if h := raw.(*relv1.HistoryEntry); h.GetApp() == app {
 			out = append(out, h)
 		}

@@ -74,7 +74,8 @@ func foldable(txn *memdb.Txn, cutoff int64, limit int) ([]*relv1.HistoryEntry, e
 		return nil, fmt.Errorf("state: history: %w", err)
 	}
 	var out []*relv1.HistoryEntry
-	for raw := it.Next(); raw != nil; raw = it.Next() {
+	next := historyNext(it)
+	for raw := next(); raw != nil; raw = next() {
 		// From 1: the open entries (to 0) say what runs now; never folded.
 		if h := raw.(*relv1.HistoryEntry); h.GetToUnixNano() >= 1 && h.GetToUnixNano() <= cutoff {
 			out = append(out, h)
@@ -122,9 +123,9 @@ func (s *Store) FoldHistory(index uint64, cutoff int64, limit int) (int, error) 
 		if err := txn.Insert(TableHistorySummaries, sum); err != nil {
 			return 0, fmt.Errorf("state: history summary: %w", err)
 		}
-		if err := txn.Delete(TableHistory, h); err != nil {
-			return 0, fmt.Errorf("state: fold history: %w", err)
-		}
+	}
+	if err := deleteHistory(txn, hs...); err != nil {
+		return 0, fmt.Errorf("state: fold history: %w", err)
 	}
 	if len(hs) > 0 {
 		if err := setIndex(txn, TableHistory, index); err != nil {
@@ -285,7 +286,8 @@ func (s *Store) RemoveAgents(index uint64, ids []string, cutoff, at int64) (int,
 		return 0, fmt.Errorf("state: history: %w", err)
 	}
 	var open []*relv1.HistoryEntry
-	for raw := it.Next(); raw != nil; raw = it.Next() {
+	next := historyNext(it)
+	for raw := next(); raw != nil; raw = next() {
 		if h := raw.(*relv1.HistoryEntry); removed[h.GetAgentId()] && h.GetToUnixNano() == 0 {
 			open = append(open, h)
 		}

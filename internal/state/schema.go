@@ -1,7 +1,8 @@
 // Package state is Rel's replicated state: a go-memdb store whose rows are the
-// rel.v1 protobuf messages. The raft FSM is its only writer; every write
-// carries the raft index it was applied at, so rows record CreateIndex and
-// ModifyIndex and the index table records the latest write per table.
+// rel.v1 protobuf messages (history's: buckets of them, see history.go). The
+// raft FSM is its only writer; every write carries the raft index it was
+// applied at, so rows record CreateIndex and ModifyIndex and the index table
+// records the latest write per table.
 //
 // Rows read from the store are shared with the store: never modify them,
 // clone first (proto.Clone).
@@ -23,7 +24,9 @@ const (
 	TableAgentApps    = "agent_apps"
 	TableDesired      = "desired"
 	TableRollouts     = "rollouts"
-	TableHistory      = "history"
+	// TableHistory holds the history entries (rel.v1.HistoryEntry) in
+	// buckets, up to 32 entries of one (app, agent) a row; see history.go.
+	TableHistory = "history"
 	// TableHistorySummaries holds what history retention kept of the
 	// entries it folded: one row per (app, agent).
 	TableHistorySummaries = "history_summaries"
@@ -159,10 +162,11 @@ func baseSchema() *memdb.DBSchema {
 			TableHistory: {
 				Name: TableHistory,
 				Indexes: map[string]*memdb.IndexSchema{
+					// Rows are buckets of entries (historyBucket).
 					"id": {Name: "id", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
 						&memdb.StringFieldIndex{Field: "App"},
 						&memdb.StringFieldIndex{Field: "AgentId"},
-						&memdb.UintFieldIndex{Field: "CreateIndex"},
+						&memdb.UintFieldIndex{Field: "First"},
 					}}},
 				},
 			},

@@ -135,7 +135,13 @@ func (sn *Snapshot) Persist(w io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("state: snapshot %s: %w", t.name, err)
 		}
-		for raw := it.Next(); raw != nil; raw = it.Next() {
+		next := it.Next
+		if t.name == TableHistory {
+			// One record per entry, whatever the buckets: their layout
+			// is not part of the format (history.go).
+			next = historyNext(it)
+		}
+		for raw := next(); raw != nil; raw = next() {
 			rec := t.wrap(raw)
 			if rec == nil {
 				continue
@@ -161,6 +167,7 @@ func (s *Store) Restore(r io.Reader) error {
 	defer txn.Abort()
 	br := bufio.NewReader(r)
 	first := true
+	var history []*relv1.HistoryEntry // put in buckets at the end
 	for {
 		rec := &relv1.SnapshotRecord{}
 		err := protodelim.UnmarshalFrom(br, rec)
@@ -203,7 +210,8 @@ func (s *Store) Restore(r io.Reader) error {
 		case *relv1.SnapshotRecord_Rollout:
 			table, row = TableRollouts, k.Rollout
 		case *relv1.SnapshotRecord_History:
-			table, row = TableHistory, k.History
+			history = append(history, k.History)
+			continue
 		case *relv1.SnapshotRecord_HistorySummary:
 			table, row = TableHistorySummaries, k.HistorySummary
 		case *relv1.SnapshotRecord_RolloutEvent:
@@ -252,6 +260,9 @@ func (s *Store) Restore(r io.Reader) error {
 	if first {
 		return errors.New("state: snapshot is empty")
 	}
+	if err := restoreHistory(txn, history); err != nil {
+		return err
+	}
 	txn.Commit()
 
 	s.mu.Lock()
@@ -281,8 +292,13 @@ func Equal(a, b *Store) (bool, string) {
 		if err != nil {
 			return false, err.Error()
 		}
+		nextA, nextB := ia.Next, ib.Next
+		if table == TableHistory {
+			// Entry by entry: two stores may bucket them differently.
+			nextA, nextB = historyNext(ia), historyNext(ib)
+		}
 		for n := 0; ; n++ {
-			ra, rb := ia.Next(), ib.Next()
+			ra, rb := nextA(), nextB()
 			if ra == nil && rb == nil {
 				break
 			}
