@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
-	"runtime"
 	"slices"
 	"time"
 
@@ -28,21 +27,13 @@ const (
 	grpcWriteBuffer = 16 << 10
 )
 
-// maxHandshakes is how many TLS handshakes the gRPC port runs at once:
-// two per core keeps every core busy with them while leaving raft's
-// goroutines a short queue (transport.LimitServerHandshakes).
-func maxHandshakes() int { return max(2*runtime.GOMAXPROCS(0), 4) }
-
 func (s *Server) setupGRPC() {
-	opts := []grpc.ServerOption{
-		// TLS handshakes queue beyond a few per core, so that a storm of
-		// agents reconnecting cannot starve raft's heartbeats.
-		grpc.Creds(transport.LimitServerHandshakes(s.sec.ServerCredentials(), maxHandshakes(), 10*time.Second)),
+	opts := append(s.sec.GRPCServerOptions(),
 		// Agents ping every 10 s to notice half-open streams; the default
 		// policy (5 min) would answer that with GOAWAY.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		// A connection must finish its TLS handshake within 10 s.
-		grpc.ConnectionTimeout(10 * time.Second),
+		grpc.ConnectionTimeout(10*time.Second),
 		// Most connections are idle agent streams: smaller per-connection
 		// read buffers than gRPC's 32 KiB (make bench's streams row); write
 		// buffers go back to a pool after each flush by default.
@@ -52,7 +43,7 @@ func (s *Server) setupGRPC() {
 		// place that authenticates and authorizes every call.
 		grpc.ChainUnaryInterceptor(s.metrics.unaryInterceptor, s.unaryAuth, s.unaryRequestID),
 		grpc.ChainStreamInterceptor(s.metrics.streamInterceptor, s.streamAuth),
-	}
+	)
 	s.grpcSrv = grpc.NewServer(opts...)
 	relv1.RegisterControlServiceServer(s.grpcSrv, &controlService{s: s})
 	relv1.RegisterClusterServiceServer(s.grpcSrv, &clusterService{s: s})

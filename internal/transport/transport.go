@@ -234,12 +234,7 @@ func PinnedClientConfig(pin string) *tls.Config {
 
 // GRPCServerOptions are the options every gRPC server is built with.
 func (s Security) GRPCServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.Creds(s.ServerCredentials())}
-}
-
-// ServerCredentials are the gRPC server's TLS credentials.
-func (s Security) ServerCredentials() credentials.TransportCredentials {
-	return credentials.NewTLS(s.serverConfig([]string{"h2"}, false))
+	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(s.serverConfig([]string{"h2"}, false)))}
 }
 
 // GRPCDialOptions are the options every gRPC client connection to a server
