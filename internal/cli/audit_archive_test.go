@@ -38,17 +38,6 @@ func TestAuditArchiveAndVerify(t *testing.T) {
 	}
 	ops, viewer := env(opsCert, opsKey), env(viewerCert, viewerKey)
 	pub := c.PKI.AuditPubFile
-	expect := func(t *testing.T, e map[string]string, code int, want string, args ...string) result {
-		t.Helper()
-		res := runCLI(t, e, "", args...)
-		if res.code != code {
-			t.Fatalf("relctl %s: exit %d, want %d (stdout %q, stderr %q)", strings.Join(args, " "), res.code, code, res.stdout, res.stderr)
-		}
-		if out := res.stdout + res.stderr; !strings.Contains(out, want) {
-			t.Fatalf("relctl %s: output lacks %q:\n%s", strings.Join(args, " "), want, out)
-		}
-		return res
-	}
 	// trimmedTo waits until every server removed records up to seq.
 	trimmedTo := func(t *testing.T, seq uint64) {
 		t.Helper()
@@ -60,33 +49,33 @@ func TestAuditArchiveAndVerify(t *testing.T) {
 		}
 	}
 	for i := range 4 {
-		expect(t, ops, exitOK, "", "app", "create", fmt.Sprintf("app-%d", i))
+		expectCLI(t, ops, exitOK, "", "app", "create", fmt.Sprintf("app-%d", i))
 	}
 	cpOld := filepath.Join(dir, "cp-old.json")
-	res := expect(t, ops, exitOK, `"signature"`, "audit", "checkpoint")
+	res := expectCLI(t, ops, exitOK, `"signature"`, "audit", "checkpoint")
 	if err := os.WriteFile(cpOld, []byte(res.stdout), 0o600); err != nil {
 		t.Fatal(err)
 	}
 
 	// Bad input: no --out; an --out that exists (kept as it was, nothing
 	// marked); a viewer may not mark.
-	expect(t, ops, exitUsage, "--out is required", "audit", "archive")
+	expectCLI(t, ops, exitUsage, "--out is required", "audit", "archive")
 	taken := filepath.Join(dir, "taken.jsonl")
 	if err := os.WriteFile(taken, []byte("mine\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	expect(t, ops, exitUsage, "already exists: give another --out, or --force", "audit", "archive", "--out", taken)
+	expectCLI(t, ops, exitUsage, "already exists: give another --out, or --force", "audit", "archive", "--out", taken)
 	if b, _ := os.ReadFile(taken); string(b) != "mine\n" {
 		t.Fatalf("an existing --out was changed: %q", b)
 	}
 	// A viewer may read the trail and write the file, not mark it.
-	expect(t, viewer, exitRefused, "is written (records 1-", "audit", "archive", "--out", filepath.Join(dir, "eve.jsonl"))
+	expectCLI(t, viewer, exitRefused, "is written (records 1-", "audit", "archive", "--out", filepath.Join(dir, "eve.jsonl"))
 	if ret, _ := c.WaitLeader().Server().Store().AuditRetention(); ret.GetArchivedSeq() != 0 {
 		t.Fatalf("marked %d after refused archives", ret.GetArchivedSeq())
 	}
 
 	a1 := filepath.Join(dir, "a1.jsonl")
-	res = expect(t, ops, exitOK, "records up to seq", "audit", "archive", "--out", a1, "--public-key", pub)
+	res = expectCLI(t, ops, exitOK, "records up to seq", "audit", "archive", "--out", a1, "--public-key", pub)
 	var first, last uint64
 	if _, err := fmt.Sscanf(res.stdout[strings.Index(res.stdout, "(seq "):], "(seq %d-%d)", &first, &last); err != nil || first != 1 || last < 4 {
 		t.Fatalf("archive output %q: want records from 1 (%v)", res.stdout, err)
@@ -97,17 +86,17 @@ func TestAuditArchiveAndVerify(t *testing.T) {
 	}
 	checkArchiveFile(t, a1, first, last)
 	trimmedTo(t, last)
-	res = expect(t, ops, exitOK, "chain intact", "audit", "verify")
+	res = expectCLI(t, ops, exitOK, "chain intact", "audit", "verify")
 	if want := fmt.Sprintf("records 1-%d were archived (up to %d) and removed from the cluster", last, last); !strings.Contains(res.stdout, want) ||
 		!strings.Contains(res.stdout, "--archive") {
 		t.Fatalf("verify on the trimmed chain: %q, want %q and how to check them", res.stdout, want)
 	}
-	expect(t, ops, exitOK, "1 archives hold records 1-", "audit", "verify", "--archive", a1, "--public-key", pub)
+	expectCLI(t, ops, exitOK, "1 archives hold records 1-", "audit", "verify", "--archive", a1, "--public-key", pub)
 
 	// More records, a second archive from where the first ended.
-	expect(t, ops, exitOK, "", "app", "create", "late")
+	expectCLI(t, ops, exitOK, "", "app", "create", "late")
 	a2 := filepath.Join(dir, "a2.jsonl")
-	res = expect(t, ops, exitOK, fmt.Sprintf("(seq %d-", last+1), "audit", "archive", "--out", a2)
+	res = expectCLI(t, ops, exitOK, fmt.Sprintf("(seq %d-", last+1), "audit", "archive", "--out", a2)
 	if !strings.Contains(res.stdout, "signature not checked") {
 		t.Errorf("archive without --public-key: %q, want it to say the signature was not checked", res.stdout)
 	}
@@ -117,37 +106,37 @@ func TestAuditArchiveAndVerify(t *testing.T) {
 	trimmedTo(t, last2)
 
 	// Both archives, in any order: they join each other and the trail.
-	res = expect(t, ops, exitOK, fmt.Sprintf("2 archives hold records 1-%d, chain intact", last2), "audit", "verify", "--archive", a2, "--archive", a1, "--public-key", pub)
+	res = expectCLI(t, ops, exitOK, fmt.Sprintf("2 archives hold records 1-%d, chain intact", last2), "audit", "verify", "--archive", a2, "--archive", a1, "--public-key", pub)
 	if !strings.Contains(res.stdout, "signatures checked") {
 		t.Errorf("verify --archive --public-key: %q", res.stdout)
 	}
-	expect(t, viewer, exitOK, "2 archives", "audit", "verify", "--archive", a1, "--archive", a2)
-	expect(t, ops, exitRefused, fmt.Sprintf("records 1-%d are in none of the archives given", last), "audit", "verify", "--archive", a2)
-	expect(t, ops, exitRefused, fmt.Sprintf("records %d-%d are in none of them", last+1, last2), "audit", "verify", "--archive", a1)
+	expectCLI(t, viewer, exitOK, "2 archives", "audit", "verify", "--archive", a1, "--archive", a2)
+	expectCLI(t, ops, exitRefused, fmt.Sprintf("records 1-%d are in none of the archives given", last), "audit", "verify", "--archive", a2)
+	expectCLI(t, ops, exitRefused, fmt.Sprintf("records %d-%d are in none of them", last+1, last2), "audit", "verify", "--archive", a1)
 	// A checkpoint older than the first record kept: only the archives
 	// can prove it.
-	expect(t, ops, exitRefused, "was archived and removed from the cluster", "audit", "verify", "--checkpoint", cpOld, "--public-key", pub)
-	expect(t, ops, exitOK, "matches the checkpoint at seq", "audit", "verify", "--checkpoint", cpOld, "--public-key", pub, "--archive", a1, "--archive", a2)
+	expectCLI(t, ops, exitRefused, "was archived and removed from the cluster", "audit", "verify", "--checkpoint", cpOld, "--public-key", pub)
+	expectCLI(t, ops, exitOK, "matches the checkpoint at seq", "audit", "verify", "--checkpoint", cpOld, "--public-key", pub, "--archive", a1, "--archive", a2)
 
 	// A record edited in an archive is named with its file.
 	tampered := filepath.Join(dir, "tampered.jsonl")
 	editArchive(t, a1, tampered, 3, func(l *archiveLine) { l.Record.Reason = "nothing happened here" })
-	expect(t, ops, exitRefused, tampered+": record 3: hash does not match its contents", "audit", "verify", "--archive", tampered, "--archive", a2)
+	expectCLI(t, ops, exitRefused, tampered+": record 3: hash does not match its contents", "audit", "verify", "--archive", tampered, "--archive", a2)
 	// Rewritten consistently from record 3 on: its checkpoint no longer
 	// matches.
 	rewritten := filepath.Join(dir, "rewritten.jsonl")
 	rewriteArchive(t, a1, rewritten, 3, false)
-	expect(t, ops, exitRefused, rewritten+fmt.Sprintf(": record %d: its hash is not the archive's checkpoint's", last), "audit", "verify", "--archive", rewritten, "--archive", a2)
+	expectCLI(t, ops, exitRefused, rewritten+fmt.Sprintf(": record %d: its hash is not the archive's checkpoint's", last), "audit", "verify", "--archive", rewritten, "--archive", a2)
 	// ... and its checkpoint's hash too: the signature catches it, and
 	// without --public-key the join to the next archive does.
 	rewriteArchive(t, a1, rewritten, 3, true)
-	expect(t, ops, exitRefused, "signature is not valid", "audit", "verify", "--archive", rewritten, "--archive", a2, "--public-key", pub)
-	expect(t, ops, exitRefused, fmt.Sprintf("%s: record %d: prev_hash is not record %d's hash in %s", a2, last+1, last, rewritten), "audit", "verify", "--archive", rewritten, "--archive", a2)
+	expectCLI(t, ops, exitRefused, "signature is not valid", "audit", "verify", "--archive", rewritten, "--archive", a2, "--public-key", pub)
+	expectCLI(t, ops, exitRefused, fmt.Sprintf("%s: record %d: prev_hash is not record %d's hash in %s", a2, last+1, last, rewritten), "audit", "verify", "--archive", rewritten, "--archive", a2)
 	// ... and alone, it does not join the records the cluster keeps.
 	rewriteArchive(t, a2, rewritten, last2, true)
-	expect(t, ops, exitRefused, fmt.Sprintf("record %d: its hash in the archives is not the one the cluster's first kept record chains to", last2), "audit", "verify", "--archive", a1, "--archive", rewritten)
+	expectCLI(t, ops, exitRefused, fmt.Sprintf("record %d: its hash in the archives is not the one the cluster's first kept record chains to", last2), "audit", "verify", "--archive", a1, "--archive", rewritten)
 	// --force replaces a file.
-	expect(t, ops, exitOK, "", "audit", "archive", "--out", taken, "--force", "--from-first-kept")
+	expectCLI(t, ops, exitOK, "", "audit", "archive", "--out", taken, "--force", "--from-first-kept")
 	if b, _ := os.ReadFile(taken); bytes.HasPrefix(b, []byte("mine")) {
 		t.Fatal("--force did not replace the file")
 	}

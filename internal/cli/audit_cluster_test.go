@@ -37,29 +37,18 @@ func TestAuditTamperedSnapshot(t *testing.T) {
 		return map[string]string{envAddr: n.GRPCAddr(), envCAFile: c.PKI.CAFile, envCertFile: cert, envKeyFile: key}
 	}
 	admin, viewer := env(adminCert, adminKey), env(viewerCert, viewerKey)
-	expect := func(t *testing.T, e map[string]string, code int, want string, args ...string) result {
-		t.Helper()
-		res := runCLI(t, e, "", args...)
-		if res.code != code {
-			t.Fatalf("relctl %s: exit %d, want %d (stdout %q, stderr %q)", strings.Join(args, " "), res.code, code, res.stdout, res.stderr)
-		}
-		if out := res.stdout + res.stderr; !strings.Contains(out, want) {
-			t.Fatalf("relctl %s: output lacks %q:\n%s", strings.Join(args, " "), want, out)
-		}
-		return res
-	}
 
-	expect(t, admin, exitOK, "", "app", "create", "web")
-	expect(t, admin, exitOK, "", "env", "create", "prod", "--selector", "env=prod")
-	expect(t, admin, exitRefused, "already exists", "app", "create", "web")
-	expect(t, admin, exitRefused, "InvalidArgument", "app", "create", "Web_1")
+	expectCLI(t, admin, exitOK, "", "app", "create", "web")
+	expectCLI(t, admin, exitOK, "", "env", "create", "prod", "--selector", "env=prod")
+	expectCLI(t, admin, exitRefused, "already exists", "app", "create", "web")
+	expectCLI(t, admin, exitRefused, "InvalidArgument", "app", "create", "Web_1")
 	// Refused by authorization: recorded by the server's batcher, a
 	// moment later.
-	expect(t, viewer, exitRefused, "PermissionDenied", "app", "create", "api")
-	expect(t, viewer, exitRefused, "PermissionDenied", "app", "create", "db")
+	expectCLI(t, viewer, exitRefused, "PermissionDenied", "app", "create", "api")
+	expectCLI(t, viewer, exitRefused, "PermissionDenied", "app", "create", "db")
 	var recs struct{ Records []auditRecordJSON }
 	testcluster.WaitFor(t, 30*time.Second, func() (bool, string) {
-		res := expect(t, admin, exitOK, "", "-o", "json", "audit", "--actor", "eve")
+		res := expectCLI(t, admin, exitOK, "", "-o", "json", "audit", "--actor", "eve")
 		recs.Records = nil
 		if err := json.Unmarshal([]byte(res.stdout), &recs); err != nil {
 			t.Fatal(err)
@@ -71,14 +60,14 @@ func TestAuditTamperedSnapshot(t *testing.T) {
 			t.Errorf("eve's record %+v: want a refused CreateApp", r)
 		}
 	}
-	res := expect(t, admin, exitOK, "SEQ", "audit")
+	res := expectCLI(t, admin, exitOK, "SEQ", "audit")
 	t.Logf("relctl audit:\n%s", res.stdout)
 	for _, want := range []string{"create_app", "client root", "already_exists", "create_environment", "refused InvalidArgument: app name"} {
 		if !strings.Contains(res.stdout, want) {
 			t.Errorf("audit table lacks %q:\n%s", want, res.stdout)
 		}
 	}
-	res = expect(t, admin, exitOK, "", "-o", "json", "audit")
+	res = expectCLI(t, admin, exitOK, "", "-o", "json", "audit")
 	var all struct{ Records []auditRecordJSON }
 	if err := json.Unmarshal([]byte(res.stdout), &all); err != nil {
 		t.Fatal(err)
@@ -87,16 +76,16 @@ func TestAuditTamperedSnapshot(t *testing.T) {
 	if head < 5 {
 		t.Fatalf("%d records: want at least 5", head)
 	}
-	expect(t, admin, exitOK, "records, chain intact (head seq", "audit", "verify")
+	expectCLI(t, admin, exitOK, "records, chain intact (head seq", "audit", "verify")
 
 	cpFile := filepath.Join(dir, "cp.json")
-	res = expect(t, admin, exitOK, `"signature"`, "audit", "checkpoint")
+	res = expectCLI(t, admin, exitOK, `"signature"`, "audit", "checkpoint")
 	if err := os.WriteFile(cpFile, []byte(res.stdout), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	expect(t, admin, exitOK, "matches the checkpoint at seq", "audit", "verify", "--checkpoint", cpFile, "--public-key", c.PKI.AuditPubFile)
-	expect(t, admin, exitUsage, "go together", "audit", "verify", "--checkpoint", cpFile)
-	expect(t, viewer, exitOK, "chain intact", "audit", "verify") // viewers may read the trail
+	expectCLI(t, admin, exitOK, "matches the checkpoint at seq", "audit", "verify", "--checkpoint", cpFile, "--public-key", c.PKI.AuditPubFile)
+	expectCLI(t, admin, exitUsage, "go together", "audit", "verify", "--checkpoint", cpFile)
+	expectCLI(t, viewer, exitOK, "chain intact", "audit", "verify") // viewers may read the trail
 
 	if err := n.Server().Raft().Snapshot().Error(); err != nil {
 		t.Fatal(err)
@@ -137,7 +126,7 @@ func TestAuditTamperedSnapshot(t *testing.T) {
 		restartOn(t, func(recs []*relv1.SnapshotRecord) {
 			auditOf(recs, 2).Reason = "nothing happened here"
 		})
-		expect(t, admin, exitRefused, "record 2: hash does not match its contents", "audit", "verify")
+		expectCLI(t, admin, exitRefused, "record 2: hash does not match its contents", "audit", "verify")
 	})
 	t.Run("an archive of a broken chain", func(t *testing.T) {
 		srv := restartOn(t, func(recs []*relv1.SnapshotRecord) {
@@ -145,7 +134,7 @@ func TestAuditTamperedSnapshot(t *testing.T) {
 		})
 		outDir := t.TempDir()
 		out := filepath.Join(outDir, "archive.jsonl")
-		expect(t, admin, exitRefused, "the trail does not verify, nothing archived: record 2: hash does not match its contents",
+		expectCLI(t, admin, exitRefused, "the trail does not verify, nothing archived: record 2: hash does not match its contents",
 			"audit", "archive", "--out", out, "--public-key", c.PKI.AuditPubFile)
 		if left, _ := os.ReadDir(outDir); len(left) != 0 {
 			t.Fatalf("files left after a refused archive: %v", left)
@@ -160,7 +149,7 @@ func TestAuditTamperedSnapshot(t *testing.T) {
 			r.Actor = &relv1.Actor{Kind: "client", Id: "somebody-else"}
 			r.Hash = audit.Hash(r)
 		})
-		expect(t, admin, exitRefused, "record 4: prev_hash is not record 3's hash", "audit", "verify")
+		expectCLI(t, admin, exitRefused, "record 4: prev_hash is not record 3's hash", "audit", "verify")
 	})
 	t.Run("the chain rewritten after a checkpoint", func(t *testing.T) {
 		restartOn(t, func(recs []*relv1.SnapshotRecord) {
@@ -180,8 +169,8 @@ func TestAuditTamperedSnapshot(t *testing.T) {
 				prev = a.Hash
 			}
 		})
-		expect(t, admin, exitOK, "chain intact", "audit", "verify")
-		expect(t, admin, exitRefused, "the trail up to record", "audit", "verify", "--checkpoint", cpFile, "--public-key", c.PKI.AuditPubFile)
+		expectCLI(t, admin, exitOK, "chain intact", "audit", "verify")
+		expectCLI(t, admin, exitRefused, "the trail up to record", "audit", "verify", "--checkpoint", cpFile, "--public-key", c.PKI.AuditPubFile)
 	})
 	t.Run("a checkpoint altered", func(t *testing.T) {
 		var cp checkpointJSON
@@ -196,7 +185,7 @@ func TestAuditTamperedSnapshot(t *testing.T) {
 			t.Fatal(err)
 		}
 		// No server needed: the signature is checked first.
-		expect(t, admin, exitRefused, "signature is not valid", "audit", "verify", "--checkpoint", bad, "--public-key", c.PKI.AuditPubFile)
+		expectCLI(t, admin, exitRefused, "signature is not valid", "audit", "verify", "--checkpoint", bad, "--public-key", c.PKI.AuditPubFile)
 	})
 }
 
@@ -283,4 +272,18 @@ func rewriteSnapshot(t *testing.T, dataDir string, edit func(recs []*relv1.Snaps
 	if err := os.WriteFile(metaPath, mb, 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// expectCLI runs relctl with env e and fails t unless it exits with code
+// and its output holds want.
+func expectCLI(t *testing.T, e map[string]string, code int, want string, args ...string) result {
+	t.Helper()
+	res := runCLI(t, e, "", args...)
+	if res.code != code {
+		t.Fatalf("relctl %s: exit %d, want %d (stdout %q, stderr %q)", strings.Join(args, " "), res.code, code, res.stdout, res.stderr)
+	}
+	if out := res.stdout + res.stderr; !strings.Contains(out, want) {
+		t.Fatalf("relctl %s: output lacks %q:\n%s", strings.Join(args, " "), want, out)
+	}
+	return res
 }

@@ -152,14 +152,7 @@ func TestAppendAuditAfterTrimAll(t *testing.T) {
 		t.Fatalf("AuditHeadSeq = %d %x %v; want the anchor, record 3", seq, hash, err)
 	}
 
-	var buf bytes.Buffer
-	if err := s.Snapshot().Persist(&buf); err != nil {
-		t.Fatal(err)
-	}
-	r := New()
-	if err := r.Restore(&buf); err != nil {
-		t.Fatal(err)
-	}
+	r := copyStore(t, s)
 	if ok, why := Equal(s, r); !ok {
 		t.Fatalf("restored store differs: %s", why)
 	}
