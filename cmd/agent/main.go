@@ -95,6 +95,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		logLevel    = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat   = fs.String("log-format", "text", "text or json")
 		simulate    = fs.Int("simulate", 0, "run N simulated agents with an installer that installs nothing, instead of one real agent")
+		simConnect  = fs.Int("simulate-connecting", agent.DefaultSimConnecting, "with --simulate: simulated agents dialling at once, from the dial to the server's welcome, so that thousands reconnecting together do not spend their connect timeout queueing for this process's CPU (-1: no bound)")
 		caFile      = fs.String("ca-file", "", "the cluster's CA bundle (PEM); trusted instead of checking --ca-pin")
 		caPin       = fs.String("ca-pin", "", "sha256:HEX pin of the cluster CA's public key, checked on the first contact (printed by 'relctl agent token create')")
 		joinToken   = fs.String("join-token-file", "", "file holding a join token (relctl agent token create): enrol with it when the agent has no valid certificate")
@@ -237,7 +238,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		logger.Info("rel-agent simulating agents", "version", version.Version, "count", *simulate, "servers", addrs)
 		go func() {
 			done <- agent.Simulate(ctx, agent.SimConfig{
-				Servers: addrs, Count: *simulate, IDPrefix: id, Labels: lbls,
+				Servers: addrs, Count: *simulate, IDPrefix: id, Labels: lbls, Connecting: *simConnect,
 				Logger: logger, ReportEvery: 10 * time.Second,
 				Certs: func(ctx context.Context, nodeID string) (transport.Security, error) {
 					cc := certCfg

@@ -119,6 +119,15 @@ type Config struct {
 	// internal/transport, keepalive, connect backoff) when the agent dials
 	// the servers itself; later options win.
 	DialOptions []grpc.DialOption
+	// ConnectSlots, when set, is shared by the agents of one process:
+	// an agent takes a slot before it dials and gives it back once
+	// welcomed or failed. Simulate sets it: thousands of simulated hosts
+	// sharing a process's CPU would otherwise all start their TLS
+	// handshakes at once after a server dies, each crawl through its
+	// share of the CPU, and spend the 5 s connect timeout queueing for
+	// the simulator's own CPU, which a real host, alone on its own, does
+	// not.
+	ConnectSlots chan struct{}
 	// Dial, when set, returns the connection to use for a server address
 	// instead of the agent dialling its own. The agent never closes those
 	// connections: simulations share one per server among all agents (HTTP/2
@@ -392,6 +401,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	for i := 0; ctx.Err() == nil; i++ {
 		addr := a.servers[i%len(a.servers)]
 		start := time.Now()
+		if a.cfg.ConnectSlots != nil {
+			select {
+			case a.cfg.ConnectSlots <- struct{}{}:
+			case <-ctx.Done():
+				continue
+			}
+		}
 		welcomed, err := a.session(ctx, addr, dial)
 		if ctx.Err() != nil {
 			break
@@ -416,6 +432,16 @@ func (a *Agent) Run(ctx context.Context) error {
 // and has ended when session returns. welcomed says whether the server
 // answered the Hello.
 func (a *Agent) session(ctx context.Context, addr string, dial func(string) (*grpc.ClientConn, error)) (welcomed bool, err error) {
+	// The connect slot (ConnectSlots) taken by Run goes back once the
+	// server welcomed this stream, or when the attempt ends.
+	slot := a.cfg.ConnectSlots != nil
+	freeSlot := func() {
+		if slot {
+			slot = false
+			<-a.cfg.ConnectSlots
+		}
+	}
+	defer freeSlot()
 	conn, err := dial(addr)
 	if err != nil {
 		return false, fmt.Errorf("dial: %w", err)
@@ -495,6 +521,7 @@ func (a *Agent) session(ctx context.Context, addr string, dial func(string) (*gr
 		case w := <-welcomeCh:
 			welcomeTimer.Stop()
 			welcomed = true
+			freeSlot()
 			interval = time.Duration(w.GetHeartbeatIntervalMs()) * time.Millisecond
 			if interval <= 0 {
 				interval = DefaultHeartbeatInterval

@@ -676,3 +676,69 @@ func TestDriftReportedAndReapplied(t *testing.T) {
 	waitFor(t, 5*time.Second, "2.0.0 applied again", func() bool { return len(inst.appliesOf("web")) == 2 })
 	ss.waitPhase(t, "web", "2.0.0", "healthy")
 }
+
+// TestSimulateConnectingBound: a simulator's agents dial at most
+// SimConfig.Connecting at once, each holding its slot until welcomed, so
+// a crowd reconnecting does not spend its connect timeout queueing for the
+// simulator's own CPU; -1 lifts the bound.
+func TestSimulateConnectingBound(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		connecting int
+		want       int // most hellos waiting for a welcome at once
+	}{
+		{"bound of 3", 3, 3},
+		{"no bound", -1, 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const n = 10
+			srv := startFakeServer(t, "s1")
+			var waiting, most, passed atomic.Int32
+			release := make(chan struct{})
+			srv.first = func(k int) *relv1.ServerMessage {
+				w := waiting.Add(1)
+				for m := most.Load(); w > m && !most.CompareAndSwap(m, w); m = most.Load() {
+				}
+				<-release
+				waiting.Add(-1)
+				passed.Add(1)
+				return &relv1.ServerMessage{Kind: &relv1.ServerMessage_Welcome{Welcome: &relv1.Welcome{
+					ServerId: "s1", SessionId: fmt.Sprintf("s1-%d", k), HeartbeatIntervalMs: 200,
+				}}}
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() {
+				done <- Simulate(ctx, SimConfig{
+					Servers: []string{srv.addr}, Count: n, IDPrefix: "sim", Connecting: tc.connecting,
+					Logger: testLogger(t),
+					Certs: func(_ context.Context, id string) (transport.Security, error) {
+						return agentSecurity(t, id), nil
+					},
+				})
+			}()
+			defer func() {
+				cancel()
+				select {
+				case <-done:
+				case <-time.After(10 * time.Second):
+					t.Error("Simulate did not return")
+				}
+			}()
+			// Welcome one agent at a time: each time, the hellos waiting
+			// fill up to the bound again, and no more get through.
+			for welcomed := 0; welcomed < n; welcomed++ {
+				want := int32(min(tc.want, n-welcomed))
+				waitFor(t, 10*time.Second, fmt.Sprintf("%d welcomes", welcomed), func() bool { return passed.Load() == int32(welcomed) })
+				waitFor(t, 10*time.Second, fmt.Sprintf("%d hellos waiting", want), func() bool { return waiting.Load() == want })
+				if got := srv.sessionCount(); got != welcomed+int(want) {
+					t.Fatalf("after %d welcomes: %d streams opened, want %d", welcomed, got, welcomed+int(want))
+				}
+				release <- struct{}{}
+			}
+			if got := most.Load(); got != int32(tc.want) {
+				t.Errorf("at most %d agents waited for a welcome at once, want %d", got, tc.want)
+			}
+		})
+	}
+}

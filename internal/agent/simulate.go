@@ -32,6 +32,10 @@ type SimConfig struct {
 	// identity, so each holds its own connection to its server.
 	Certs func(ctx context.Context, id string) (transport.Security, error)
 	// EnrolParallel bounds concurrent enrolments (default 16).
+	// Connecting bounds the agents dialling at once, from the dial to the
+	// server's welcome (Config.ConnectSlots; default
+	// DefaultSimConnecting; negative: no bound).
+	Connecting    int
 	EnrolParallel int
 	// Logger; slog.Default() when nil. Each agent logs with node=<id>.
 	Logger *slog.Logger
@@ -49,6 +53,12 @@ type SimConfig struct {
 	// it runs (tests use it to watch the agents).
 	Started func(*Agent)
 }
+
+// DefaultSimConnecting is SimConfig.Connecting's default: enough dials
+// in flight to keep a simulator's cores busy while each waits on its
+// server (a round trip, a raft commit before the welcome), few enough
+// that each finishes its handshake well within the connect timeout.
+const DefaultSimConnecting = 64
 
 // Simulate runs cfg.Count agents in this process until ctx ends, each with
 // its own NoopInstaller. Each agent has its own certificate (cfg.Certs) and
@@ -100,21 +110,29 @@ func Simulate(ctx context.Context, cfg SimConfig) error {
 	if !log.Enabled(context.Background(), slog.LevelDebug) {
 		agentLog = slog.New(minLevel{log.Handler(), slog.LevelWarn})
 	}
+	var slots chan struct{}
+	switch {
+	case cfg.Connecting == 0:
+		slots = make(chan struct{}, DefaultSimConnecting)
+	case cfg.Connecting > 0:
+		slots = make(chan struct{}, cfg.Connecting)
+	}
 	agents := make([]*Agent, 0, cfg.Count)
 	for i := 1; i <= cfg.Count; i++ {
 		id := fmt.Sprintf("%s-%04d", cfg.IDPrefix, i)
 		f := proto.Clone(facts).(*relv1.HostFacts)
 		f.Hostname = id
 		a, err := New(Config{
-			Servers:     cfg.Servers,
-			NodeID:      id,
-			Labels:      cfg.Labels,
-			Installer:   &NoopInstaller{},
-			Logger:      agentLog.With("node", id),
-			Security:    secs[i-1],
-			DialOptions: cfg.DialOptions,
-			Facts:       f,
-			LoadFunc:    loadFunc,
+			Servers:      cfg.Servers,
+			NodeID:       id,
+			Labels:       cfg.Labels,
+			Installer:    &NoopInstaller{},
+			Logger:       agentLog.With("node", id),
+			Security:     secs[i-1],
+			DialOptions:  cfg.DialOptions,
+			Facts:        f,
+			LoadFunc:     loadFunc,
+			ConnectSlots: slots,
 		})
 		if err != nil {
 			return fmt.Errorf("simulate: %w", err)

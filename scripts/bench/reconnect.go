@@ -2,6 +2,10 @@
 // others join once the agents are connected), made a follower by a SIGSTOP,
 // then SIGKILLed: the time until ListAgents shows all N connected on the
 // survivors, and their peak CPU in 100 ms samples. A fresh cluster per run.
+// Each simulator dials at most agent.DefaultSimConnecting of its agents at
+// once: 2,000 hosts in one process share its CPU, and all dialling at once
+// they would spend the agents' 5 s connect timeout queueing for it, which
+// 2,000 real hosts, each with its own CPU, do not.
 
 package main
 
@@ -15,6 +19,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/relhq/rel/internal/agent"
 )
 
 var (
@@ -54,8 +60,8 @@ func runReconnect() error {
 	med, peak := median(times), medianF(peaks)
 	addRow(row{
 		name: fmt.Sprintf("reconnect storm: %s agents after their server (a %s) is killed, until all are connected on the others", commas(n), *reconnectKill),
-		figure: fmt.Sprintf("%s (median of %d, %s-%s); survivors' peak CPU %.2f cores (median of the runs' peaks, %s; 100 ms samples, while the bench reads ListAgents from one of them)",
-			secs(med), len(times), secsBare(minD(times)), secsBare(maxD(times)), peak, rangeF("%.2f", peaks)),
+		figure: fmt.Sprintf("%s (median of %d, %s-%s); survivors' peak CPU %.2f cores (median of the runs' peaks, %s; 100 ms samples); the simulators, on the same cores, dial at most %d agents at once each (rel-agent --simulate-connecting)",
+			secs(med), len(times), secsBare(minD(times)), secsBare(maxD(times)), peak, rangeF("%.2f", peaks), agent.DefaultSimConnecting),
 		goal:    fmt.Sprintf("≤ %g s; no server above %g cores", reconnectGoal.Seconds(), reconnectCoresGoal),
 		verdict: both(atMost(med.Seconds(), reconnectGoal.Seconds(), "s"), atMost(peak, reconnectCoresGoal, "cores")),
 	})
@@ -148,18 +154,55 @@ func reconnectRun(n, run int) (time.Duration, float64, error) {
 		return 0, 0, err
 	}
 	target.cmd.Wait()
+	// Two phases, so that watching does not load the servers watched:
+	// the survivors' rel_agent_streams gauges (a read of /metrics each,
+	// every 100 ms) until they hold n streams, then ListAgents (which
+	// asks every server for its streams, page by page: 15 % of a
+	// survivor's CPU when it ran every 50 ms from the kill) every 250 ms
+	// until all n are recorded connected. A line a second says how the
+	// storm goes: streams held, and the CPU of the survivors and of the
+	// simulators since the last line.
+	simPids := make([]int, 0, len(f.sims))
+	for _, p := range f.sims {
+		simPids = append(simPids, p.Process.Pid)
+	}
+	var srvPids []int
+	for _, s := range others {
+		srvPids = append(srvPids, s.cmd.Process.Pid)
+	}
+	lastLine, srvCPU, simCPU := killed, cpuTime(srvPids...), cpuTime(simPids...)
+	var streamsBack time.Duration
 	var took time.Duration
 	for {
-		by, err := agentsByServer(ctx, sctl)
-		back := 0
+		since := time.Since(killed)
+		streams := 0
 		for _, s := range others {
-			back += by[s.id]
+			streams += int(c.metrics(s, "rel_agent_streams")["rel_agent_streams"])
 		}
-		if err == nil && back == n {
-			took = time.Since(killed)
-			break
+		if now := time.Now(); now.Sub(lastLine) >= time.Second {
+			srv, sim := cpuTime(srvPids...), cpuTime(simPids...)
+			w := now.Sub(lastLine).Seconds()
+			fmt.Printf("reconnect run %d: +%s %s streams on the survivors; CPU survivors %.2f cores, simulators %.2f cores\n",
+				run, since.Round(100*time.Millisecond), commas(streams), (srv-srvCPU).Seconds()/w, (sim-simCPU).Seconds()/w)
+			lastLine, srvCPU, simCPU = now, srv, sim
 		}
-		if since := time.Since(killed); since > reconnectWait {
+		if streams >= n && streamsBack == 0 {
+			streamsBack = since
+		}
+		var err error
+		back := 0
+		var by map[string]int
+		if streamsBack > 0 {
+			by, err = agentsByServer(ctx, sctl)
+			for _, s := range others {
+				back += by[s.id]
+			}
+			if err == nil && back == n {
+				took = time.Since(killed)
+				break
+			}
+		}
+		if since > reconnectWait {
 			sampler.stop()
 			kept := []string{}
 			for _, s := range others {
@@ -168,13 +211,24 @@ func reconnectRun(n, run int) (time.Duration, float64, error) {
 			for _, l := range f.logs {
 				kept = append(kept, keepLog(work, l))
 			}
-			return 0, 0, fmt.Errorf("%d of %d agents connected on the survivors %s after the kill (last error: %v; by server %v; logs kept: %s)", back, n, reconnectWait, err, by, strings.Join(kept, " "))
+			return 0, 0, fmt.Errorf("%d of %d agent streams on the survivors, %d recorded connected, %s after the kill (last error: %v; by server %v; logs kept: %s)", streams, n, back, reconnectWait, err, by, strings.Join(kept, " "))
 		}
 		if why := f.exited(work); why != "" {
 			sampler.stop()
-			return 0, 0, fmt.Errorf("%d of %d agents back: %s", back, n, why)
+			return 0, 0, fmt.Errorf("%d of %d agent streams back: %s", streams, n, why)
 		}
-		time.Sleep(50 * time.Millisecond)
+		if streamsBack > 0 {
+			time.Sleep(250 * time.Millisecond)
+		} else {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	fmt.Printf("reconnect run %d: all %s streams held by the survivors after %s\n", run, commas(n), streamsBack.Round(time.Millisecond))
+	if *pprofDir != "" {
+		// With -pprof the servers' and simulators' logs are kept too.
+		for _, l := range append([]string{others[0].id + ".log", others[1].id + ".log"}, f.logs...) {
+			fmt.Printf("reconnect run %d: kept %s\n", run, keepLog(work, l))
+		}
 	}
 	peak, per := sampler.stop()
 	fmt.Printf("reconnect run %d: %s (%s) killed; all %s agents connected on %s and %s after %s; peak CPU %s\n",
