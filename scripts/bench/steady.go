@@ -42,7 +42,7 @@ var (
 	steadyRollouts = flag.Int("steady-rollouts", 5000, "steady suite: all-at-once rollouts in all")
 	steadyAgents   = flag.Int("steady-agents", 200, "steady suite: simulated agents")
 	steadyApps     = flag.Int("steady-apps", 10, "steady suite: apps whose rollouts run in parallel (each app's one after the other)")
-	steadyMaxTime  = flag.Duration("steady-max-time", 15*time.Minute, "steady suite: stop starting rollouts after this long and report what was done")
+	steadyMaxTime  = flag.Duration("steady-max-time", 20*time.Minute, "steady suite: stop starting rollouts after this long and report what was done")
 	// Releases are the one record a cluster keeps until someone deletes
 	// it: each app's pipeline here deletes the release steadyReleaseKeep
 	// versions back once a new one succeeds, as a build pipeline with a
