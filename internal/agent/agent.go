@@ -400,7 +400,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	bo := backoff{min: BackoffMin, max: BackoffMax}
 	for i := 0; ctx.Err() == nil; i++ {
 		addr := a.servers[i%len(a.servers)]
-		start := time.Now()
 		if a.cfg.ConnectSlots != nil {
 			select {
 			case a.cfg.ConnectSlots <- struct{}{}:
@@ -408,6 +407,8 @@ func (a *Agent) Run(ctx context.Context) error {
 				continue
 			}
 		}
+		// From the dial: a wait for a connect slot is not the stream's.
+		start := time.Now()
 		welcomed, err := a.session(ctx, addr, dial)
 		if ctx.Err() != nil {
 			break

@@ -32,11 +32,11 @@ type SimConfig struct {
 	// identity, so each holds its own connection to its server.
 	Certs func(ctx context.Context, id string) (transport.Security, error)
 	// EnrolParallel bounds concurrent enrolments (default 16).
+	EnrolParallel int
 	// Connecting bounds the agents dialling at once, from the dial to the
 	// server's welcome (Config.ConnectSlots; default
 	// DefaultSimConnecting; negative: no bound).
-	Connecting    int
-	EnrolParallel int
+	Connecting int
 	// Logger; slog.Default() when nil. Each agent logs with node=<id>.
 	Logger *slog.Logger
 	// Facts and Load are what every agent reports; a fixed fake host (8
