@@ -171,6 +171,18 @@ func reconnectRun(n, run int) (time.Duration, float64, error) {
 		srvPids = append(srvPids, s.cmd.Process.Pid)
 	}
 	lastLine, srvCPU, simCPU := killed, cpuTime(srvPids...), cpuTime(simPids...)
+	// keepLogs copies the survivors' and simulators' logs out of the work
+	// dir (removed when the run ends) and names the copies.
+	keepLogs := func() []string {
+		var kept []string
+		for _, s := range others {
+			kept = append(kept, keepLog(work, s.id+".log"))
+		}
+		for _, l := range f.logs {
+			kept = append(kept, keepLog(work, l))
+		}
+		return kept
+	}
 	var streamsBack time.Duration
 	var took time.Duration
 	for {
@@ -204,14 +216,7 @@ func reconnectRun(n, run int) (time.Duration, float64, error) {
 		}
 		if since > reconnectWait {
 			sampler.stop()
-			kept := []string{}
-			for _, s := range others {
-				kept = append(kept, keepLog(work, s.id+".log"))
-			}
-			for _, l := range f.logs {
-				kept = append(kept, keepLog(work, l))
-			}
-			return 0, 0, fmt.Errorf("%d of %d agent streams on the survivors, %d recorded connected, %s after the kill (last error: %v; by server %v; logs kept: %s)", streams, n, back, reconnectWait, err, by, strings.Join(kept, " "))
+			return 0, 0, fmt.Errorf("%d of %d agent streams on the survivors, %d recorded connected, %s after the kill (last error: %v; by server %v; logs kept: %s)", streams, n, back, reconnectWait, err, by, strings.Join(keepLogs(), " "))
 		}
 		if why := f.exited(work); why != "" {
 			sampler.stop()
@@ -226,8 +231,8 @@ func reconnectRun(n, run int) (time.Duration, float64, error) {
 	fmt.Printf("reconnect run %d: all %s streams held by the survivors after %s\n", run, commas(n), streamsBack.Round(time.Millisecond))
 	if *pprofDir != "" {
 		// With -pprof the servers' and simulators' logs are kept too.
-		for _, l := range append([]string{others[0].id + ".log", others[1].id + ".log"}, f.logs...) {
-			fmt.Printf("reconnect run %d: kept %s\n", run, keepLog(work, l))
+		for _, k := range keepLogs() {
+			fmt.Printf("reconnect run %d: kept %s\n", run, k)
 		}
 	}
 	peak, per := sampler.stop()
